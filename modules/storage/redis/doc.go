@@ -1,0 +1,2 @@
+// Package redis provides caddy.storage.redis, certmagic storage on Redis.
+package redis

@@ -1,0 +1,3 @@
+// Package topology reports where TLS ends in a Caddy config and which
+// certificates are in play, with findings and expiry gauges.
+package topology
