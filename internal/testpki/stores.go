@@ -90,4 +90,3 @@ func storeJKS(t testing.TB, ks keystore.KeyStore, pass string) []byte {
 	}
 	return buf.Bytes()
 }
-
