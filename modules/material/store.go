@@ -1,0 +1,316 @@
+package material
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/pavlo-v-chernykh/keystore-go/v4"
+	"software.sslmate.com/src/go-pkcs12"
+)
+
+// Format is the encoding of a store file, detected from its content.
+type Format string
+
+// The store formats the reader knows.
+const (
+	FormatPEM    Format = "pem"
+	FormatPKCS12 Format = "pkcs12"
+	FormatJKS    Format = "jks"
+)
+
+// ErrWrongPassword is returned (wrapped) when a keystore's integrity check
+// or decryption fails because of the password.
+var ErrWrongPassword = errors.New("wrong password or corrupt store (integrity check failed)")
+
+// StoreOptions say how to open a store.
+type StoreOptions struct {
+	// Password of the store (PKCS#12, JKS). Never logged.
+	Password string
+	// KeyPassword of a JKS private-key entry; the store password if empty.
+	KeyPassword string
+	// Aliases restricts a JKS store to these entries (all when empty).
+	Aliases []string
+}
+
+// DetectFormat tells the format from the content, not the file name:
+// JKS by its magic number, PEM by its armour, PKCS#12 by a DER SEQUENCE.
+func DetectFormat(data []byte) (Format, error) {
+	switch {
+	case len(data) >= 4 && bytes.Equal(data[:4], []byte{0xFE, 0xED, 0xFE, 0xED}):
+		return FormatJKS, nil
+	case len(data) >= 4 && bytes.Equal(data[:4], []byte{0xCE, 0xCE, 0xCE, 0xCE}):
+		return "", errors.New("JCEKS stores are not supported: convert with `keytool -importkeystore -deststoretype pkcs12`")
+	case bytes.Contains(data, []byte("-----BEGIN ")):
+		return FormatPEM, nil
+	case len(data) > 0 && data[0] == 0x30:
+		return FormatPKCS12, nil
+	case len(bytes.TrimSpace(data)) == 0:
+		return "", errors.New("file is empty")
+	default:
+		return "", errors.New("unrecognised format: not PEM, PKCS#12 or JKS")
+	}
+}
+
+// ReadTrustAnchors reads the trusted certificates of a truststore: every
+// CERTIFICATE block of a PEM file, the trusted-certificate entries of a
+// Java-style PKCS#12 truststore (modern or legacy encryption), or of a JKS
+// store. A store that holds only private keys is an error, as is one with
+// no certificates at all.
+func ReadTrustAnchors(data []byte, opts StoreOptions) ([]*x509.Certificate, error) {
+	format, err := DetectFormat(data)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	switch format {
+	case FormatPEM:
+		if len(opts.Aliases) > 0 {
+			return nil, errors.New("aliases apply to JKS stores only")
+		}
+		certs, err = ParsePEMCertificates(data)
+	case FormatPKCS12:
+		certs, err = readPKCS12Trust(data, opts)
+	case FormatJKS:
+		certs, err = readJKSTrust(data, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", format, err)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: no trusted certificates in the store", format)
+	}
+	return certs, nil
+}
+
+// ParsePEMCertificates parses every CERTIFICATE block; other blocks (keys,
+// parameters) are skipped, and a PEM file with no certificate is an error.
+func ParsePEMCertificates(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for n := 1; ; n++ {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("PEM block %d: %w", n, err)
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no CERTIFICATE block found")
+	}
+	return certs, nil
+}
+
+func readPKCS12Trust(data []byte, opts StoreOptions) ([]*x509.Certificate, error) {
+	if len(opts.Aliases) > 0 {
+		return nil, errors.New("aliases apply to JKS stores only (go-pkcs12 does not expose PKCS#12 friendly names)")
+	}
+	certs, err := pkcs12.DecodeTrustStore(data, opts.Password)
+	if err == nil {
+		return certs, nil
+	}
+	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
+		return nil, ErrWrongPassword
+	}
+	// a keystore (key + chain) offered as a truststore
+	if _, _, _, kerr := pkcs12.DecodeChain(data, opts.Password); kerr == nil {
+		return nil, errors.New("the store holds a private key, not trusted-certificate entries: use it as a keystore, or export its CA with `keytool -exportcert`")
+	}
+	if strings.Contains(err.Error(), "not marked as trusted") {
+		return nil, fmt.Errorf("%w (make it with `keytool -importcert -storetype pkcs12`, or `openssl pkcs12 -export -nokeys -jdktrust anyExtendedKeyUsage`)", err)
+	}
+	return nil, err
+}
+
+func loadJKS(data []byte, password string) (keystore.KeyStore, error) {
+	if password == "" {
+		return keystore.KeyStore{}, errors.New("a JKS store needs its password to check its integrity")
+	}
+	ks := keystore.New(keystore.WithMinPasswordLen(0))
+	if err := ks.Load(bytes.NewReader(data), []byte(password)); err != nil {
+		if strings.Contains(err.Error(), "digest") {
+			return ks, ErrWrongPassword
+		}
+		return ks, err
+	}
+	return ks, nil
+}
+
+func readJKSTrust(data []byte, opts StoreOptions) ([]*x509.Certificate, error) {
+	ks, err := loadJKS(data, opts.Password)
+	if err != nil {
+		return nil, err
+	}
+	aliases, err := selectAliases(ks.Aliases(), opts.Aliases)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	keys := 0
+	for _, alias := range aliases {
+		if ks.IsPrivateKeyEntry(alias) {
+			keys++
+			continue
+		}
+		entry, err := ks.GetTrustedCertificateEntry(alias)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: %w", alias, err)
+		}
+		cert, err := x509.ParseCertificate(entry.Certificate.Content)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: %w", alias, err)
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 && keys > 0 {
+		return nil, fmt.Errorf("the store holds only private-key entries (%d), no trusted certificates: use it as a keystore", keys)
+	}
+	return certs, nil
+}
+
+func selectAliases(have, want []string) ([]string, error) {
+	if len(want) == 0 {
+		return have, nil
+	}
+	for _, w := range want {
+		if !slices.Contains(have, strings.ToLower(w)) {
+			return nil, fmt.Errorf("alias %q not in the store (it has: %s)", w, strings.Join(have, ", "))
+		}
+	}
+	out := make([]string, len(want))
+	for i, w := range want {
+		out[i] = strings.ToLower(w)
+	}
+	return out, nil
+}
+
+// ReadKeyStore reads an identity (a private key and its certificate chain)
+// from a PKCS#12 or JKS keystore. For JKS, opts.Aliases may name the entry;
+// without it the store must hold exactly one private-key entry.
+func ReadKeyStore(data []byte, opts StoreOptions) (*tls.Certificate, error) {
+	format, err := DetectFormat(data)
+	if err != nil {
+		return nil, err
+	}
+	var cert *tls.Certificate
+	switch format {
+	case FormatPEM:
+		err = errors.New("a PEM keystore needs separate certificate and key files")
+	case FormatPKCS12:
+		cert, err = readPKCS12Key(data, opts.Password)
+	case FormatJKS:
+		cert, err = readJKSKey(data, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", format, err)
+	}
+	return cert, nil
+}
+
+func readPKCS12Key(data []byte, password string) (*tls.Certificate, error) {
+	key, leaf, chain, err := pkcs12.DecodeChain(data, password)
+	if err != nil {
+		if errors.Is(err, pkcs12.ErrIncorrectPassword) {
+			return nil, ErrWrongPassword
+		}
+		if strings.Contains(err.Error(), "expected exactly one key bag") || strings.Contains(err.Error(), "private key") {
+			return nil, fmt.Errorf("no private key in the store (a truststore?): %w", err)
+		}
+		return nil, err
+	}
+	return NewIdentity(key, append([]*x509.Certificate{leaf}, chain...))
+}
+
+func readJKSKey(data []byte, opts StoreOptions) (*tls.Certificate, error) {
+	ks, err := loadJKS(data, opts.Password)
+	if err != nil {
+		return nil, err
+	}
+	var keyAliases []string
+	for _, a := range ks.Aliases() {
+		if ks.IsPrivateKeyEntry(a) {
+			keyAliases = append(keyAliases, a)
+		}
+	}
+	var alias string
+	switch {
+	case len(opts.Aliases) > 1:
+		return nil, errors.New("a keystore identity takes one alias")
+	case len(opts.Aliases) == 1:
+		alias = strings.ToLower(opts.Aliases[0])
+		if !slices.Contains(keyAliases, alias) {
+			return nil, fmt.Errorf("no private-key entry %q (private-key entries: %s)", opts.Aliases[0], strings.Join(keyAliases, ", "))
+		}
+	case len(keyAliases) == 1:
+		alias = keyAliases[0]
+	case len(keyAliases) == 0:
+		return nil, errors.New("no private-key entry in the store (a truststore?)")
+	default:
+		return nil, fmt.Errorf("several private-key entries (%s): choose one with alias", strings.Join(keyAliases, ", "))
+	}
+	keyPass := opts.KeyPassword
+	if keyPass == "" {
+		keyPass = opts.Password
+	}
+	entry, err := ks.GetPrivateKeyEntry(alias, []byte(keyPass))
+	if err != nil {
+		return nil, fmt.Errorf("entry %q: %w (is the key password right?)", alias, err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(entry.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("entry %q: private key: %w", alias, err)
+	}
+	var chain []*x509.Certificate
+	for i, c := range entry.CertificateChain {
+		cert, err := x509.ParseCertificate(c.Content)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: certificate %d: %w", alias, i, err)
+		}
+		chain = append(chain, cert)
+	}
+	return NewIdentity(key, chain)
+}
+
+// ReadPEMIdentity reads an identity from PEM certificate (leaf first, then
+// its chain) and key data.
+func ReadPEMIdentity(certPEM, keyPEM []byte) (*tls.Certificate, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &pair, nil
+}
+
+// NewIdentity builds a tls.Certificate from a key and its chain (leaf
+// first), checking that the key matches the leaf.
+func NewIdentity(key any, chain []*x509.Certificate) (*tls.Certificate, error) {
+	if len(chain) == 0 {
+		return nil, errors.New("no certificate for the private key")
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("unsupported private key type %T", key)
+	}
+	pub, ok := chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(signer.Public()) {
+		return nil, errors.New("the private key does not match the certificate")
+	}
+	cert := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	return cert, nil
+}
