@@ -26,6 +26,9 @@ type Loaded[T any] struct {
 	// Files are the files it was read from (for directories and globs, the
 	// set can change from one version to the next).
 	Files []string
+	// Refresh, when set, asks for a full reload after this long (a remote
+	// source's refresh hint), besides watching files.
+	Refresh time.Duration
 }
 
 // Loader reads the current version of the material. It is called once in
@@ -197,6 +200,14 @@ func (r *Reloadable[T]) loop() {
 	}
 	ticker := time.NewTicker(r.spec.Poll)
 	defer ticker.Stop()
+	// a remote source's own refresh hint
+	var refresh <-chan time.Time
+	armRefresh := func() {
+		if d := r.current.Load().Refresh; d > 0 {
+			refresh = time.After(d)
+		}
+	}
+	armRefresh()
 	// a burst of events (write, chmod, rename) becomes one reload
 	var debounce <-chan time.Time
 	for {
@@ -220,6 +231,9 @@ func (r *Reloadable[T]) loop() {
 		case <-debounce:
 			debounce = nil
 			_ = r.Reload()
+		case <-refresh:
+			_ = r.Reload()
+			armRefresh()
 		case <-ticker.C:
 			if len(r.spec.Watch) == 0 {
 				_ = r.Reload()

@@ -1,0 +1,184 @@
+package truststore
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddypki"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"github.com/caddyserver/certmagic"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+func init() {
+	caddy.RegisterModule(PKILive{})
+}
+
+// PKILive trusts one of Caddy's own `pki` CAs as it is now: its root and
+// its current intermediate, following the intermediate's renewal. (Caddy's
+// `pki_intermediate` pool is read once and goes stale when the 7-day
+// intermediate is replaced while Caddy runs.) It reads the CA's
+// certificates from Caddy's storage, so in a cluster sharing storage it
+// also follows a renewal made by another node. Intermediates seen earlier
+// stay trusted until they expire, so certificates they issued keep
+// verifying during a rollover.
+type PKILive struct {
+	// Authority is the ID of the CA in the `pki` app. Default: "local".
+	Authority string `json:"authority,omitempty"`
+	// PollInterval is how often the CA is read again. Default: 5s.
+	PollInterval caddy.Duration `json:"poll_interval,omitempty"`
+
+	livePool
+}
+
+// CaddyModule returns the Caddy module information.
+func (PKILive) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "tls.ca_pool.source.pki_live",
+		New: func() caddy.Module { return new(PKILive) },
+	}
+}
+
+// Provision reads the CA now and keeps following it.
+func (p *PKILive) Provision(ctx caddy.Context) error {
+	if p.Authority == "" {
+		p.Authority = caddypki.DefaultCAID
+	}
+	if p.PollInterval == 0 {
+		p.PollInterval = caddy.Duration(5 * time.Second)
+	}
+	appIface, err := ctx.App("pki")
+	if err != nil {
+		return fmt.Errorf("pki_live: getting the pki app: %w", err)
+	}
+	ca, err := appIface.(*caddypki.PKI).GetCA(ctx, p.Authority)
+	if err != nil {
+		return fmt.Errorf("pki_live: %w", err)
+	}
+	storage := ctx.Storage()
+	prefix := path.Join("pki", "authorities", certmagic.StorageKeys.Safe(p.Authority))
+	var mu sync.Mutex
+	seen := map[string]*x509.Certificate{} // intermediates seen, by fingerprint
+	err = p.acquire(ctx, material.Spec[*anchors]{
+		Kind: "pki_live",
+		Name: p.Authority,
+		// keyed per config (by its storage value): a shared watcher must
+		// not outlive the storage of the config that created it
+		Key:  fmt.Sprintf("pki_live|%s|%p", p.Authority, storage),
+		Poll: time.Duration(p.PollInterval),
+		Load: func() (*material.Loaded[*anchors], error) {
+			root, inters, err := readCA(storage, prefix, ca)
+			if err != nil {
+				return nil, fmt.Errorf("pki_live %s: %w", p.Authority, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			now := time.Now()
+			for _, c := range inters {
+				seen[string(c.Raw)] = c
+			}
+			certs := []*x509.Certificate{root}
+			for k, c := range seen {
+				if now.After(c.NotAfter) {
+					delete(seen, k)
+					continue
+				}
+				certs = append(certs, c)
+			}
+			return loadedAnchors(newAnchors(certs), digestOf(certs), nil), nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("loading pki_live %q: %w", p.Authority, err)
+	}
+	return nil
+}
+
+// readCA reads the CA's root and intermediate chain from storage, falling
+// back to the CA as provisioned when storage does not hold them (a CA
+// configured with its own storage, or one with a configured root).
+func readCA(storage certmagic.Storage, prefix string, ca *caddypki.CA) (*x509.Certificate, []*x509.Certificate, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	read := func(name string) ([]*x509.Certificate, error) {
+		data, err := storage.Load(ctx, path.Join(prefix, name))
+		if err != nil {
+			return nil, err
+		}
+		return material.ParsePEMCertificates(data)
+	}
+	roots, err := read("root.crt")
+	if errors.Is(err, fs.ErrNotExist) {
+		return ca.RootCertificate(), ca.IntermediateCertificateChain(), nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading root from storage: %w", err)
+	}
+	inters, err := read("intermediate.crt")
+	if errors.Is(err, fs.ErrNotExist) {
+		inters = ca.IntermediateCertificateChain()
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("reading intermediate from storage: %w", err)
+	}
+	return roots[0], inters, nil
+}
+
+// Cleanup stops following the CA.
+func (p *PKILive) Cleanup() error {
+	p.release()
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the source from Caddyfile tokens.
+//
+// Syntax:
+//
+//	trust_pool pki_live [<ca_id>] {
+//		poll_interval <duration>
+//	}
+func (p *PKILive) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // module name
+	if d.NextArg() {
+		p.Authority = d.Val()
+	}
+	if d.NextArg() {
+		return d.Errf("pki_live: one CA ID at most, got another: %q", d.Val())
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "poll_interval":
+			if p.PollInterval != 0 {
+				return d.Err("pki_live: duplicate option 'poll_interval'")
+			}
+			if !d.NextArg() {
+				return d.Err("pki_live: poll_interval needs a duration")
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("pki_live: bad poll_interval %q", d.Val())
+			}
+			p.PollInterval = caddy.Duration(dur)
+		default:
+			return d.Errf("pki_live: unknown option '%s' (expected poll_interval)", d.Val())
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner            = (*PKILive)(nil)
+	_ caddy.CleanerUpper           = (*PKILive)(nil)
+	_ caddyfile.Unmarshaler        = (*PKILive)(nil)
+	_ caddytls.CA                  = (*PKILive)(nil)
+	_ caddytls.CertificateProvider = (*PKILive)(nil)
+)

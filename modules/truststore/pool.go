@@ -1,0 +1,112 @@
+package truststore
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+// anchors is one version of a trust pool: the pool crypto/tls verifies
+// against, and the certificates it holds.
+type anchors struct {
+	pool  *x509.CertPool
+	certs []*x509.Certificate
+}
+
+// livePool is the part every trust pool source shares: the reloadable
+// anchors and their lifecycle. CertPool returns the current pool, so a
+// consumer that asks on every handshake (the live_trust verifier, the
+// upstream transport) sees reloads; one that asks once (Caddy's own
+// client_auth trust_pool, reverse_proxy tls_trust_pool) sees the pool as it
+// was when its config was loaded.
+type livePool struct {
+	src *material.Reloadable[*anchors]
+	key string
+}
+
+// acquire loads (or joins) the source; load reads the certificates.
+func (lp *livePool) acquire(ctx caddy.Context, spec material.Spec[*anchors]) error {
+	src, err := material.Acquire(ctx, spec)
+	if err != nil {
+		return err
+	}
+	lp.src, lp.key = src, spec.Key
+	return nil
+}
+
+// release gives the source back; safe when acquire failed or never ran.
+func (lp *livePool) release() {
+	if lp.src != nil {
+		material.Release(lp.key)
+		lp.src = nil
+	}
+}
+
+// CertPool returns the current pool (lock-free); it implements caddytls.CA.
+func (lp *livePool) CertPool() *x509.CertPool {
+	if lp.src == nil {
+		return nil
+	}
+	return lp.src.Current().pool
+}
+
+// Certificates returns the current trust anchors; it implements
+// caddytls.CertificateProvider, so Caddy's `combined` pool can hold ours.
+func (lp *livePool) Certificates() []*x509.Certificate {
+	if lp.src == nil {
+		return nil
+	}
+	return lp.src.Current().certs
+}
+
+// OnChange runs f after each reload that changed the pool.
+func (lp *livePool) OnChange(f func()) (cancel func()) { return lp.src.OnChange(f) }
+
+// checkAnchors checks trust anchors read from origin. Every certificate
+// must be a CA (a leaf in a truststore is almost always a mistake that
+// would trust nothing, or the wrong thing); an expired one is kept but
+// logged, since a pool may legitimately carry a CA being retired.
+func checkAnchors(certs []*x509.Certificate, logger *zap.Logger, origin string) error {
+	now := time.Now()
+	for _, c := range certs {
+		if !c.BasicConstraintsValid || !c.IsCA {
+			return fmt.Errorf("%s: certificate %q (serial %s) is not a CA certificate", origin, c.Subject, c.SerialNumber)
+		}
+		if now.After(c.NotAfter) {
+			logger.Warn("trust anchor has expired", zap.String("file", origin),
+				zap.String("subject", c.Subject.String()), zap.Time("not_after", c.NotAfter))
+		}
+	}
+	return nil
+}
+
+// newAnchors builds the pool of checked anchors.
+func newAnchors(certs []*x509.Certificate) *anchors {
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return &anchors{pool: pool, certs: certs}
+}
+
+// loadedAnchors wraps anchors for the reloadable value.
+func loadedAnchors(a *anchors, digest [32]byte, files []string) *material.Loaded[*anchors] {
+	return &material.Loaded[*anchors]{Value: a, Certificates: a.certs, Digest: digest, Files: files}
+}
+
+// digestOf identifies a set of certificates (sources that are not files).
+func digestOf(certs []*x509.Certificate) [32]byte {
+	h := sha256.New()
+	for _, c := range certs {
+		h.Write(c.Raw)
+	}
+	var d [32]byte
+	copy(d[:], h.Sum(nil))
+	return d
+}

@@ -1,0 +1,150 @@
+package truststore
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+func init() {
+	caddy.RegisterModule(LiveTrust{})
+}
+
+// LiveTrust verifies client certificate chains against the CURRENT version
+// of a trust pool on every handshake, so a CA added to a hot-reloaded
+// truststore is trusted by the next handshake and a CA removed is refused.
+// (Caddy gives crypto/tls a client_auth trust_pool once, when the config is
+// loaded; reloads of the pool's files would not reach it.)
+//
+// Use it instead of `trust_pool` inside `client_auth`, with no `mode`:
+// Caddy then requires a client certificate and this verifier checks it.
+// Whatever the mode, every certificate a client presents is verified; a
+// client without one gets through only under `mode request` or
+// `verify_if_given`, and then has no verified identity.
+type LiveTrust struct {
+	// TrustPoolRaw is the trust pool source to verify against (any
+	// `tls.ca_pool.source.*` module; ours reload live). Required.
+	TrustPoolRaw json.RawMessage `json:"trust_pool,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
+
+	pool   caddytls.CA
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (LiveTrust) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "tls.client_auth.verifier.live_trust",
+		New: func() caddy.Module { return new(LiveTrust) },
+	}
+}
+
+// Provision loads the trust pool source.
+func (v *LiveTrust) Provision(ctx caddy.Context) error {
+	v.logger = ctx.Logger()
+	if v.TrustPoolRaw == nil {
+		return errors.New("live_trust: a trust_pool source is required")
+	}
+	mod, err := ctx.LoadModule(v, "TrustPoolRaw")
+	if err != nil {
+		return fmt.Errorf("live_trust: loading trust pool: %w", err)
+	}
+	v.pool = mod.(caddytls.CA)
+	return nil
+}
+
+// VerifyClientCertificate verifies the presented chain (rawCerts: the leaf,
+// then the intermediates the client sent) against the current pool, for
+// the clientAuth usage.
+func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+	if len(rawCerts) == 0 {
+		return errors.New("no client certificate")
+	}
+	leaf, err := x509.ParseCertificate(rawCerts[0])
+	if err != nil {
+		return fmt.Errorf("client certificate: %w", err)
+	}
+	opts := x509.VerifyOptions{
+		Roots:       v.pool.CertPool(),
+		CurrentTime: time.Now(),
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if len(rawCerts) > 1 {
+		opts.Intermediates = x509.NewCertPool()
+		for _, raw := range rawCerts[1:] {
+			c, err := x509.ParseCertificate(raw)
+			if err != nil {
+				return fmt.Errorf("client chain: %w", err)
+			}
+			opts.Intermediates.AddCert(c)
+		}
+	}
+	if _, err := leaf.Verify(opts); err != nil {
+		if ce := v.logger.Check(zapcore.InfoLevel, "client certificate refused"); ce != nil {
+			ce.Write(zap.String("subject", leaf.Subject.String()),
+				zap.String("issuer", leaf.Issuer.String()),
+				zap.String("serial", leaf.SerialNumber.String()),
+				zap.Error(err))
+		}
+		return err
+	}
+	material.MarkVerified(rawCerts[0])
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the verifier from Caddyfile tokens.
+//
+// Syntax:
+//
+//	client_auth {
+//		verifier live_trust <pool_source> [<args...>] {
+//			<pool source options>
+//		}
+//	}
+//
+// for example `verifier live_trust truststore /etc/ca.jks { password {env.P} }`.
+func (v *LiveTrust) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // module name
+	raw, err := ParsePoolSource(d)
+	if err != nil {
+		return err
+	}
+	v.TrustPoolRaw = raw
+	return nil
+}
+
+// ParsePoolSource parses `<pool_source> [<args...>] [{...}]` at the
+// dispenser's next argument into a `tls.ca_pool.source.*` module object,
+// as Caddy's own `trust_pool` does. Every directive of the suite that
+// takes a trust pool uses it.
+func ParsePoolSource(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.Err("expected a trust pool source (truststore, bundle, pki_live, spiffe_bundle, or any tls.ca_pool.source module)")
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "tls.ca_pool.source."+name)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := unm.(caddytls.CA); !ok {
+		return nil, d.Errf("trust pool source '%s' is not a certificate pool provider", name)
+	}
+	return caddyconfig.JSONModuleObject(unm, "provider", name, nil), nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner                  = (*LiveTrust)(nil)
+	_ caddyfile.Unmarshaler              = (*LiveTrust)(nil)
+	_ caddytls.ClientCertificateVerifier = (*LiveTrust)(nil)
+)
