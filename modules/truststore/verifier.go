@@ -70,7 +70,7 @@ func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certi
 	if len(rawCerts) == 0 {
 		return errors.New("no client certificate")
 	}
-	leaf, err := x509.ParseCertificate(rawCerts[0])
+	leaf, err := material.ParseCertificate(rawCerts[0])
 	if err != nil {
 		return fmt.Errorf("client certificate: %w", err)
 	}
@@ -82,7 +82,7 @@ func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certi
 	if len(rawCerts) > 1 {
 		opts.Intermediates = x509.NewCertPool()
 		for _, raw := range rawCerts[1:] {
-			c, err := x509.ParseCertificate(raw)
+			c, err := material.ParseCertificate(raw)
 			if err != nil {
 				return fmt.Errorf("client chain: %w", err)
 			}
