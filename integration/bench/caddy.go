@@ -219,3 +219,6 @@ func (c *Caddy) Command(t testing.TB, args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// PID is the process id of the running Caddy.
+func (c *Caddy) PID() int { return c.proc.cmd.Process.Pid }

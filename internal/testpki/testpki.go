@@ -263,3 +263,38 @@ func WriteFile(t testing.TB, dir, name string, data []byte) string {
 	}
 	return path
 }
+
+// ParseCA reads a CA certificate (its chain may follow) and its ECDSA key
+// from PEM, for example the root or intermediate Caddy's pki app stored.
+func ParseCA(t testing.TB, certPEM, keyPEM []byte) *CA {
+	t.Helper()
+	var chain []*x509.Certificate
+	for rest := certPEM; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, c)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if len(chain) == 0 || kb == nil {
+		t.Fatal("ParseCA: no certificate or no key")
+	}
+	var key any
+	var err error
+	if key, err = x509.ParsePKCS8PrivateKey(kb.Bytes); err != nil {
+		if key, err = x509.ParseECPrivateKey(kb.Bytes); err != nil {
+			t.Fatalf("ParseCA: key: %v", err)
+		}
+	}
+	ec, ok := key.(*ecdsa.PrivateKey)
+	if !ok {
+		t.Fatalf("ParseCA: key is %T, not ECDSA", key)
+	}
+	return &CA{Cert: chain[0], Key: ec, Chain: chain}
+}
