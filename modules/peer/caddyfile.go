@@ -1,0 +1,126 @@
+package peer
+
+import (
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// prefixes maps the prefixes of short-form pattern arguments to fields.
+// A bare "spiffe://..." argument is a SPIFFE ID pattern.
+var prefixes = []struct {
+	prefix string
+	field  Field
+}{
+	{"trust_domain:", FieldTrustDomain},
+	{"dns:", FieldDNS},
+	{"uri:", FieldURI},
+	{"email:", FieldEmail},
+	{"ip:", FieldIP},
+	{"subject:", FieldSubject},
+	{"cn:", FieldCommonName},
+	{"o:", FieldOrganization},
+	{"ou:", FieldOrganizationalUnit},
+	{"issuer:", FieldIssuer},
+	{"sha256:", FieldFingerprint},
+	{"fingerprint:", FieldFingerprint},
+	{"spki:", FieldSPKI},
+}
+
+// blockFields maps the sub-directives of the block form to fields.
+var blockFields = map[string]Field{
+	"spiffe_id":           FieldSPIFFEID,
+	"trust_domain":        FieldTrustDomain,
+	"dns":                 FieldDNS,
+	"uri":                 FieldURI,
+	"email":               FieldEmail,
+	"ip":                  FieldIP,
+	"subject":             FieldSubject,
+	"cn":                  FieldCommonName,
+	"common_name":         FieldCommonName,
+	"o":                   FieldOrganization,
+	"organization":        FieldOrganization,
+	"ou":                  FieldOrganizationalUnit,
+	"organizational_unit": FieldOrganizationalUnit,
+	"issuer":              FieldIssuer,
+	"fingerprint":         FieldFingerprint,
+	"sha256":              FieldFingerprint,
+	"spki":                FieldSPKI,
+}
+
+const shortFormHelp = "write a SPIFFE ID (spiffe://...) or prefix the value with trust_domain:, dns:, uri:, email:, ip:, subject:, cn:, o:, ou:, issuer:, sha256: or spki:"
+
+const blockHelp = "spiffe_id, trust_domain, dns, uri, email, ip, subject, cn, o, ou, issuer, fingerprint, spki"
+
+// addShort adds one short-form argument ("spiffe://td/x", "dns:*.svc").
+func (p *Patterns) addShort(d *caddyfile.Dispenser, directive, arg string) error {
+	if strings.HasPrefix(arg, "spiffe:") {
+		p.SPIFFEID = append(p.SPIFFEID, arg)
+		return nil
+	}
+	for _, pf := range prefixes {
+		if v, ok := strings.CutPrefix(arg, pf.prefix); ok {
+			if v == "" {
+				return d.Errf("%s: empty %s pattern %q", directive, pf.field, arg)
+			}
+			l := p.list(pf.field)
+			*l = append(*l, v)
+			return nil
+		}
+	}
+	return d.Errf("%s: unknown pattern %q: %s", directive, arg, shortFormHelp)
+}
+
+// parseArgs adds the remaining arguments on the line as short-form
+// patterns.
+func (p *Patterns) parseArgs(d *caddyfile.Dispenser, directive string) error {
+	for d.NextArg() {
+		if err := p.addShort(d, directive, d.Val()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseField parses one block line whose first token names a field
+// ("dns *.svc.cluster.local api.example.com"); handled is false when the
+// token is not a field name, so that the caller can try its own options.
+func (p *Patterns) parseField(d *caddyfile.Dispenser, directive string) (handled bool, err error) {
+	f, ok := blockFields[d.Val()]
+	if !ok {
+		return false, nil
+	}
+	name := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return true, d.Errf("%s: %s needs at least one pattern", directive, name)
+	}
+	l := p.list(f)
+	*l = append(*l, args...)
+	if d.NextBlock(d.Nesting()) {
+		return true, d.Errf("%s: %s takes no block", directive, name)
+	}
+	return true, nil
+}
+
+// unknownOption is the error for a block line that is neither a field nor
+// one of the directive's own options (extra, "" for none).
+func unknownOption(d *caddyfile.Dispenser, directive, extra string) error {
+	known := blockHelp
+	if extra != "" {
+		known += ", " + extra
+	}
+	return d.Errf("%s: unknown option %q (expected one of: %s)", directive, d.Val(), known)
+}
+
+// validate compiles the patterns collected from the Caddyfile, so that a
+// bad pattern fails at adapt time with the directive's name.
+func (p *Patterns) validate(d *caddyfile.Dispenser, directive string) error {
+	if err := p.Compile(); err != nil {
+		if err == errEmpty {
+			return d.Errf("%s: no identity pattern given (an empty policy would match no peer); %s", directive, shortFormHelp)
+		}
+		return d.Errf("%s: %v", directive, err)
+	}
+	return nil
+}

@@ -1,0 +1,551 @@
+package peer
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Patterns is a set of identity patterns: a peer matches when, for every
+// field that has patterns, at least one of its values matches at least one
+// of that field's patterns (values within a field are OR'ed, fields are
+// AND'ed). A set with no pattern at all is refused at provision time: it
+// would otherwise have to either match or deny everyone silently.
+//
+// Wildcards (see the README for the full table): in a SPIFFE path, a DNS
+// name, a URI or an email, "*" as a whole segment matches exactly one
+// segment (path segment, DNS label), "*" inside a segment matches any run of
+// characters within it, and "**" as a whole segment (once per pattern)
+// matches one or more segments: "spiffe://example.org/**" is every workload
+// of the trust domain, "spiffe://example.org/ns/*/sa/web" a glob,
+// "**.svc.cluster.local" every name under that suffix. In subject, issuer,
+// common_name, organization and organizational_unit patterns, "*" matches
+// any run of characters.
+//
+// Patterns are parsed once, in Provision; matching allocates nothing.
+type Patterns struct {
+	// SPIFFE IDs, exact or with wildcards in the path:
+	// "spiffe://example.org/ns/prod/sa/web", "spiffe://example.org/ns/*/sa/web",
+	// "spiffe://example.org/ns/prod/**", "spiffe://example.org/**". The trust
+	// domain is always literal. Only a valid X509-SVID for client
+	// authentication has a SPIFFE ID (exactly one URI SAN, see Identity).
+	SPIFFEID []string `json:"spiffe_id,omitempty"`
+	// Trust domains ("example.org" or "spiffe://example.org"): the peer's
+	// SPIFFE ID is in one of them. Same as "spiffe://<td>/**".
+	TrustDomain []string `json:"trust_domain,omitempty"`
+	// DNS SAN patterns, case-insensitive ("api.example.com",
+	// "*.example.com" one label, "**.svc.cluster.local" any depth).
+	DNS []string `json:"dns,omitempty"`
+	// URI SAN patterns ("https://example.com/**"), case-sensitive.
+	URI []string `json:"uri,omitempty"`
+	// Email SAN patterns, case-insensitive ("*@example.com").
+	Email []string `json:"email,omitempty"`
+	// IP SANs: addresses or CIDR ranges ("10.0.0.0/8", "2001:db8::/32").
+	IP []string `json:"ip,omitempty"`
+	// Full subject DNs in RFC 2253 form as Go and
+	// `openssl x509 -noout -subject -nameopt RFC2253` print them, most
+	// specific attribute first: "CN=web,OU=payments,O=Acme,C=US". Exact or
+	// with "*" wildcards; case-sensitive.
+	Subject []string `json:"subject,omitempty"`
+	// Subject common names, exact or with "*"; case-sensitive.
+	CommonName []string `json:"common_name,omitempty"`
+	// Subject organizations (O), exact or with "*"; case-sensitive.
+	Organization []string `json:"organization,omitempty"`
+	// Subject organizational units (OU), exact or with "*"; case-sensitive.
+	OrganizationalUnit []string `json:"organizational_unit,omitempty"`
+	// Full issuer DNs, in the same form and with the same wildcards as
+	// subject.
+	Issuer []string `json:"issuer,omitempty"`
+	// SHA-256 fingerprints of the whole certificate (DER), in hex, with or
+	// without colons, any case: `openssl x509 -noout -fingerprint -sha256`.
+	Fingerprint []string `json:"fingerprint,omitempty"`
+	// SHA-256 hashes of the certificate's SubjectPublicKeyInfo, in hex, with
+	// or without colons: they survive re-issuance with the same key (HPKP
+	// style pins, as `openssl x509 -pubkey | openssl pkey -pubin -outform
+	// der | sha256sum` prints them).
+	SPKI []string `json:"spki,omitempty"`
+
+	c *compiled
+}
+
+// Field names one attribute of an identity that patterns constrain.
+type Field uint8
+
+// The fields, in the order they are checked and reported.
+const (
+	FieldSPIFFEID Field = iota
+	FieldTrustDomain
+	FieldDNS
+	FieldURI
+	FieldEmail
+	FieldIP
+	FieldSubject
+	FieldCommonName
+	FieldOrganization
+	FieldOrganizationalUnit
+	FieldIssuer
+	FieldFingerprint
+	FieldSPKI
+	numFields
+)
+
+var fieldNames = [numFields]string{
+	"spiffe_id", "trust_domain", "dns", "uri", "email", "ip", "subject",
+	"common_name", "organization", "organizational_unit", "issuer",
+	"fingerprint", "spki",
+}
+
+func (f Field) String() string {
+	if f < numFields {
+		return fieldNames[f]
+	}
+	return fmt.Sprintf("field(%d)", f)
+}
+
+// list returns the configured patterns of f.
+func (p *Patterns) list(f Field) *[]string {
+	switch f {
+	case FieldSPIFFEID:
+		return &p.SPIFFEID
+	case FieldTrustDomain:
+		return &p.TrustDomain
+	case FieldDNS:
+		return &p.DNS
+	case FieldURI:
+		return &p.URI
+	case FieldEmail:
+		return &p.Email
+	case FieldIP:
+		return &p.IP
+	case FieldSubject:
+		return &p.Subject
+	case FieldCommonName:
+		return &p.CommonName
+	case FieldOrganization:
+		return &p.Organization
+	case FieldOrganizationalUnit:
+		return &p.OrganizationalUnit
+	case FieldIssuer:
+		return &p.Issuer
+	case FieldFingerprint:
+		return &p.Fingerprint
+	case FieldSPKI:
+		return &p.SPKI
+	}
+	panic("peer: unknown field")
+}
+
+// Empty reports whether no pattern is configured.
+func (p *Patterns) Empty() bool {
+	for f := Field(0); f < numFields; f++ {
+		if len(*p.list(f)) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+type spiffePattern struct {
+	td   string
+	path glob // over the path without its leading slash
+}
+
+// spiffeGroup holds the path patterns of one trust domain, so that the
+// trust domain is compared once per group rather than once per pattern.
+type spiffeGroup struct {
+	td    string
+	paths []glob
+}
+
+type compiled struct {
+	fields  []Field // the fields that have patterns, in check order
+	spiffe  []spiffeGroup
+	tds     []string
+	globs   [numFields][]glob // dns, uri, email, subject, cn, o, ou, issuer
+	ips     []netip.Prefix
+	fps     [][32]byte
+	spkis   [][32]byte
+	summary [numFields]string // "[a, b]" per field, for deny logs
+}
+
+// errEmpty is returned by Compile for a set without patterns.
+var errEmpty = errors.New("no identity pattern given: an empty policy would match no peer")
+
+// Compile parses and validates every pattern. It is called by Provision
+// (and by the Caddyfile parsers, so that a bad pattern fails at adapt
+// time); it is safe to call more than once.
+func (p *Patterns) Compile() error {
+	c := new(compiled)
+	var errs []error
+	for f := Field(0); f < numFields; f++ {
+		vals := *p.list(f)
+		if len(vals) == 0 {
+			continue
+		}
+		c.fields = append(c.fields, f)
+		c.summary[f] = "[" + strings.Join(vals, ", ") + "]"
+		for _, v := range vals {
+			if err := c.add(f, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s %q: %w", f, v, err))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if len(c.fields) == 0 {
+		return errEmpty
+	}
+	p.c = c
+	return nil
+}
+
+func (c *compiled) add(f Field, v string) error {
+	if v == "" {
+		return errors.New("empty pattern")
+	}
+	if strings.ContainsAny(v, " \t\r\n") && f != FieldSubject && f != FieldIssuer &&
+		f != FieldCommonName && f != FieldOrganization && f != FieldOrganizationalUnit {
+		return errors.New("contains whitespace")
+	}
+	switch f {
+	case FieldSPIFFEID:
+		sp, err := parseSPIFFEPattern(v)
+		if err != nil {
+			return err
+		}
+		for i := range c.spiffe {
+			if c.spiffe[i].td == sp.td {
+				c.spiffe[i].paths = append(c.spiffe[i].paths, sp.path)
+				return nil
+			}
+		}
+		c.spiffe = append(c.spiffe, spiffeGroup{td: sp.td, paths: []glob{sp.path}})
+	case FieldTrustDomain:
+		td, err := spiffeid.TrustDomainFromString(v)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(v, "://") && td.IDString() != v {
+			return fmt.Errorf("a trust domain has no path; write %q", td.Name())
+		}
+		c.tds = append(c.tds, td.Name())
+	case FieldDNS:
+		v = strings.ToLower(strings.TrimSuffix(v, "."))
+		if err := checkChars(v, isDNSChar, "a DNS name"); err != nil {
+			return err
+		}
+		if strings.HasPrefix(v, ".") || strings.Contains(v, "..") {
+			return errors.New("empty DNS label")
+		}
+		return c.addGlob(f, v, '.')
+	case FieldURI:
+		return c.addGlob(f, v, '/')
+	case FieldEmail:
+		v = strings.ToLower(v)
+		if strings.Count(v, "@") != 1 {
+			return errors.New(`an email pattern has exactly one "@" ("*@example.com")`)
+		}
+		return c.addGlob(f, v, '@')
+	case FieldIP:
+		pfx, err := parseIPPattern(v)
+		if err != nil {
+			return err
+		}
+		c.ips = append(c.ips, pfx)
+	case FieldSubject, FieldIssuer, FieldCommonName, FieldOrganization, FieldOrganizationalUnit:
+		if strings.Contains(v, "**") {
+			return errors.New(`"**" has no meaning here; "*" already matches any run of characters`)
+		}
+		return c.addGlob(f, v, 0)
+	case FieldFingerprint, FieldSPKI:
+		sum, err := parseHexHash(v)
+		if err != nil {
+			return err
+		}
+		if f == FieldFingerprint {
+			c.fps = append(c.fps, sum)
+		} else {
+			c.spkis = append(c.spkis, sum)
+		}
+	}
+	return nil
+}
+
+func (c *compiled) addGlob(f Field, v string, sep byte) error {
+	g, err := compileGlob(v, sep)
+	if err != nil {
+		return err
+	}
+	c.globs[f] = append(c.globs[f], g)
+	return nil
+}
+
+// parseSPIFFEPattern validates a SPIFFE ID pattern with go-spiffe: its
+// wildcards are replaced by a valid segment and the result must parse as
+// a SPIFFE ID with a path.
+func parseSPIFFEPattern(v string) (spiffePattern, error) {
+	const scheme = "spiffe://"
+	if !strings.HasPrefix(v, scheme) {
+		_, err := spiffeid.FromString(v)
+		if err == nil {
+			err = errors.New(`a SPIFFE ID starts with "spiffe://"`)
+		}
+		return spiffePattern{}, err
+	}
+	td, path, _ := strings.Cut(v[len(scheme):], "/")
+	if strings.Contains(td, "*") {
+		return spiffePattern{}, errors.New("the trust domain cannot hold wildcards; list each trust domain")
+	}
+	if path == "" {
+		if _, err := spiffeid.FromString(v); err != nil {
+			return spiffePattern{}, err
+		}
+		return spiffePattern{}, fmt.Errorf("names a trust domain, not a workload; to match every ID in it write %q (or trust_domain %s)", v+"/**", td)
+	}
+	probe := make([]string, 0, 8)
+	for _, seg := range strings.Split(path, "/") {
+		switch {
+		case seg == "*" || seg == "**":
+			probe = append(probe, "x")
+		case strings.Contains(seg, "**"):
+			return spiffePattern{}, errMultiStar
+		default:
+			probe = append(probe, strings.ReplaceAll(seg, "*", "x"))
+		}
+	}
+	if _, err := spiffeid.FromString(scheme + td + "/" + strings.Join(probe, "/")); err != nil {
+		return spiffePattern{}, err
+	}
+	g, err := compileGlob(path, '/')
+	if err != nil {
+		return spiffePattern{}, err
+	}
+	return spiffePattern{td: td, path: g}, nil
+}
+
+func parseIPPattern(v string) (netip.Prefix, error) {
+	if strings.Contains(v, "/") {
+		pfx, err := netip.ParsePrefix(v)
+		if err != nil {
+			return pfx, err
+		}
+		if pfx.Addr().Zone() != "" {
+			return pfx, errors.New("IP zones are not allowed")
+		}
+		if m := pfx.Masked(); m != pfx {
+			return pfx, fmt.Errorf("host bits are set; did you mean %s?", m)
+		}
+		if a := pfx.Addr(); a.Is4In6() {
+			if pfx.Bits() < 96 {
+				return pfx, errors.New("an IPv4-mapped range needs a prefix length of at least 96")
+			}
+			return netip.PrefixFrom(a.Unmap(), pfx.Bits()-96), nil
+		}
+		return pfx, nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, errors.New("IP zones are not allowed")
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// parseHexHash parses a SHA-256 hash written in hex, with or without colons
+// between bytes, in any case.
+func parseHexHash(v string) ([32]byte, error) {
+	var sum [32]byte
+	s := strings.ReplaceAll(v, ":", "")
+	for i := 0; i < len(s); i++ {
+		if !isHex(s[i]) {
+			return sum, fmt.Errorf("%q is not a hex digit", s[i])
+		}
+	}
+	if len(s)%2 != 0 {
+		return sum, fmt.Errorf("odd number of hex digits (%d)", len(s))
+	}
+	if len(s) != 64 {
+		return sum, fmt.Errorf("%d bytes, but a SHA-256 hash has 32 (64 hex digits)", len(s)/2)
+	}
+	if _, err := hex.Decode(sum[:], []byte(s)); err != nil {
+		return sum, err
+	}
+	return sum, nil
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func isDNSChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '*'
+}
+
+func checkChars(v string, ok func(byte) bool, what string) error {
+	for i := 0; i < len(v); i++ {
+		if !ok(v[i]) {
+			return fmt.Errorf("%q is not allowed in %s", v[i], what)
+		}
+	}
+	return nil
+}
+
+// Match reports whether id satisfies the patterns; when it does not, failed
+// is the first field (in check order) that no value matched. A nil identity
+// (no verified peer) never matches. Match allocates nothing.
+func (p *Patterns) Match(id *Identity) (ok bool, failed Field) {
+	c := p.c
+	if c == nil || id == nil {
+		return false, 0
+	}
+	for _, f := range c.fields {
+		if !c.matchField(f, id) {
+			return false, f
+		}
+	}
+	return true, 0
+}
+
+func (c *compiled) matchField(f Field, id *Identity) bool {
+	switch f {
+	case FieldSPIFFEID:
+		if id.SPIFFEID == "" {
+			return false
+		}
+		for i := range c.spiffe {
+			if g := &c.spiffe[i]; g.td == id.TrustDomain {
+				return anyGlob1(g.paths, id.spiffePath)
+			}
+		}
+	case FieldTrustDomain:
+		if id.SPIFFEID == "" {
+			return false
+		}
+		for _, td := range c.tds {
+			if td == id.TrustDomain {
+				return true
+			}
+		}
+	case FieldDNS:
+		return anyGlob(c.globs[f], id.DNSNames)
+	case FieldURI:
+		return anyGlob(c.globs[f], id.URIs)
+	case FieldEmail:
+		return anyGlob(c.globs[f], id.Emails)
+	case FieldIP:
+		for _, a := range id.IPs {
+			for _, pfx := range c.ips {
+				if pfx.Contains(a) {
+					return true
+				}
+			}
+		}
+	case FieldSubject:
+		return anyGlob1(c.globs[f], id.Subject)
+	case FieldCommonName:
+		return id.CommonName != "" && anyGlob1(c.globs[f], id.CommonName)
+	case FieldOrganization:
+		return anyGlob(c.globs[f], id.Organizations)
+	case FieldOrganizationalUnit:
+		return anyGlob(c.globs[f], id.OrganizationalUnits)
+	case FieldIssuer:
+		return anyGlob1(c.globs[f], id.Issuer)
+	case FieldFingerprint:
+		for i := range c.fps {
+			if c.fps[i] == id.Fingerprint {
+				return true
+			}
+		}
+	case FieldSPKI:
+		for i := range c.spkis {
+			if c.spkis[i] == id.SPKI {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func anyGlob(gs []glob, vals []string) bool {
+	for _, v := range vals {
+		if anyGlob1(gs, v) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyGlob1(gs []glob, v string) bool {
+	for i := range gs {
+		if gs[i].match(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// Summary describes the patterns of f for logs: "[spiffe://td/a, ...]".
+func (p *Patterns) Summary(f Field) string {
+	if p.c == nil || f >= numFields {
+		return ""
+	}
+	return p.c.summary[f]
+}
+
+// Value describes what id holds for f, for logs.
+func (id *Identity) Value(f Field) string {
+	if id == nil {
+		return ""
+	}
+	switch f {
+	case FieldSPIFFEID:
+		if id.SPIFFEID == "" && id.SPIFFEReason != "" {
+			return "none (" + id.SPIFFEReason + ")"
+		}
+		return id.SPIFFEID
+	case FieldTrustDomain:
+		return id.TrustDomain
+	case FieldDNS:
+		return strings.Join(id.DNSNames, ",")
+	case FieldURI:
+		return strings.Join(id.URIs, ",")
+	case FieldEmail:
+		return strings.Join(id.Emails, ",")
+	case FieldIP:
+		return joinIPs(id.IPs)
+	case FieldSubject:
+		return id.Subject
+	case FieldCommonName:
+		return id.CommonName
+	case FieldOrganization:
+		return strings.Join(id.Organizations, ",")
+	case FieldOrganizationalUnit:
+		return strings.Join(id.OrganizationalUnits, ",")
+	case FieldIssuer:
+		return id.Issuer
+	case FieldFingerprint:
+		return id.FingerprintHex
+	case FieldSPKI:
+		return id.SPKIHex
+	}
+	return ""
+}
+
+func joinIPs(ips []netip.Addr) string {
+	var b strings.Builder
+	for i, a := range ips {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(a.String())
+	}
+	return b.String()
+}
