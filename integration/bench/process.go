@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -206,4 +207,11 @@ func Curl(t testing.TB, args ...string) (stdout, stderr string, exitCode int) {
 		t.Fatalf("curl: %v", err)
 	}
 	return o.String(), e.String(), exitCode
+}
+
+// StartProcessEnv runs name with args and extra KEY=VALUE environment
+// entries until the test ends.
+func StartProcessEnv(t testing.TB, env []string, name string, args ...string) *Process {
+	t.Helper()
+	return startProcess(t, filepath.Base(name), append(os.Environ(), env...), t.TempDir(), name, args...)
 }
