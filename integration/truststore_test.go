@@ -109,6 +109,14 @@ func TestTrustStoreFromRealTools(t *testing.T) {
 		eventually(t, 2*time.Second, name+": alice accepted", site.accepted(t, alice, "CN=alice"))
 		eventually(t, 2*time.Second, name+": bob accepted", site.accepted(t, bob, "CN=bob"))
 	}
+	// OpenSSL 3.0 cannot mark PKCS#12 certificates as trusted (-jdktrust
+	// came in 3.2): such a file is refused with a way out
+	plainP12 := filepath.Join(dir, "openssl.p12")
+	bench.OpenSSL(t, "pkcs12", "-export", "-nokeys", "-in", caFile, "-out", plainP12, "-passout", "pass:changeit")
+	err := c.Load(t, site.Caddyfile("verifier live_trust truststore "+plainP12+" {\n\t\t\t\tpassword changeit\n\t\t\t}"))
+	if err == nil || !strings.Contains(err.Error(), "openssl.p12") || !strings.Contains(err.Error(), "keytool -importcert") {
+		t.Errorf("an OpenSSL PKCS#12 without trust attributes: %v", err)
+	}
 	if strings.Contains(c.Log(), "changeit") {
 		t.Error("a truststore password appears in the log")
 	}
@@ -161,6 +169,14 @@ func TestTrustStoreBadInput(t *testing.T) {
 		}
 	}
 	eventually(t, 2*time.Second, "the running config still serves", site.accepted(t, alice, "CN=alice"))
+
+	// an expired CA is kept (a pool may carry one being retired) and logged
+	expired := testpki.WriteFile(t, dir, "expired.pem", testpki.NewCA(t, "retired ca", testpki.Expired()).CertPEM())
+	if err := c.Load(t, site.Caddyfile("verifier live_trust bundle "+good+" "+expired)); err != nil {
+		t.Fatalf("a bundle with an expired CA: %v", err)
+	}
+	c.WaitLog(t, "trust anchor has expired", 3*time.Second)
+	eventually(t, 2*time.Second, "alice accepted beside an expired CA", site.accepted(t, alice, "CN=alice"))
 
 	// caddy validate provisions too, and says the same
 	cfg := filepath.Join(dir, "Caddyfile")
