@@ -1,0 +1,262 @@
+package redis
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+)
+
+// A sealed value is laid out as:
+//
+//	0x00 'T' 'L' 'E'   magic (a PEM or JSON value never starts with 0x00)
+//	0x01               format version
+//	n                  length of the key id (1..64)
+//	id[n]              the key id, ASCII
+//	nonce[12]          AES-GCM nonce
+//	ciphertext+tag     AES-256-GCM of the value
+//
+// The additional data of the AEAD is the header (magic through id) followed
+// by a 0x00 and the storage key, so a sealed value moved to another key in
+// Redis fails to open as surely as a modified one.
+const (
+	sealMagic   = "\x00TLE"
+	sealVersion = 1
+	nonceSize   = 12
+	maxKeyIDLen = 64
+)
+
+// errNotSealed means that the value does not carry the sealed header.
+var errNotSealed = errors.New("value is not encrypted")
+
+var keyIDRE = regexp.MustCompile(`^[A-Za-z0-9._:@+-]{1,64}$`)
+
+// sealedHeader is the decoded header of a sealed value.
+type sealedHeader struct {
+	keyID      string
+	aad        []byte // magic..id, the first part of the additional data
+	nonce      []byte
+	ciphertext []byte
+}
+
+// isSealed tells whether b starts with the sealed-value magic.
+func isSealed(b []byte) bool { return bytes.HasPrefix(b, []byte(sealMagic)) }
+
+// parseSealed decodes the header of a sealed value. It never panics, whatever b is.
+func parseSealed(b []byte) (sealedHeader, error) {
+	if !isSealed(b) {
+		return sealedHeader{}, errNotSealed
+	}
+	rest := b[len(sealMagic):]
+	if len(rest) < 2 {
+		return sealedHeader{}, errors.New("sealed value truncated in its header")
+	}
+	if rest[0] != sealVersion {
+		return sealedHeader{}, fmt.Errorf("sealed value has format version %d, this build reads version %d", rest[0], sealVersion)
+	}
+	n := int(rest[1])
+	rest = rest[2:]
+	if n == 0 || n > maxKeyIDLen || len(rest) < n {
+		return sealedHeader{}, errors.New("sealed value has a malformed key id")
+	}
+	id := string(rest[:n])
+	if !keyIDRE.MatchString(id) {
+		return sealedHeader{}, errors.New("sealed value has a malformed key id")
+	}
+	rest = rest[n:]
+	if len(rest) < nonceSize+16 {
+		return sealedHeader{}, fmt.Errorf("sealed value (key id %q) is truncated", id)
+	}
+	headerLen := len(sealMagic) + 2 + n
+	return sealedHeader{
+		keyID:      id,
+		aad:        b[:headerLen],
+		nonce:      rest[:nonceSize],
+		ciphertext: rest[nonceSize:],
+	}, nil
+}
+
+// sealKey is one configured encryption key.
+type sealKey struct {
+	id     string
+	source string // "key_file /path" or "key_env VAR", for errors; never the key
+	aead   cipher.AEAD
+}
+
+// sealer seals with its first key and opens with any of them.
+type sealer struct {
+	keys                []*sealKey // keys[0] writes
+	byID                map[string]*sealKey
+	allowPlaintextReads bool
+}
+
+func newSealer(keys []*sealKey, allowPlaintextReads bool) (*sealer, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("no encryption key")
+	}
+	s := &sealer{keys: keys, byID: make(map[string]*sealKey, len(keys)), allowPlaintextReads: allowPlaintextReads}
+	for _, k := range keys {
+		if prev, dup := s.byID[k.id]; dup {
+			return nil, fmt.Errorf("%s and %s have the same key id %q", prev.source, k.source, k.id)
+		}
+		s.byID[k.id] = k
+	}
+	return s, nil
+}
+
+func additionalData(header []byte, key string) []byte {
+	ad := make([]byte, 0, len(header)+1+len(key))
+	ad = append(ad, header...)
+	ad = append(ad, 0)
+	return append(ad, key...)
+}
+
+// seal encrypts value for storage key under the current key.
+func (s *sealer) seal(key string, value []byte) ([]byte, error) {
+	k := s.keys[0]
+	header := make([]byte, 0, len(sealMagic)+2+len(k.id))
+	header = append(header, sealMagic...)
+	header = append(header, sealVersion, byte(len(k.id)))
+	header = append(header, k.id...)
+	out := make([]byte, len(header), len(header)+nonceSize+len(value)+k.aead.Overhead())
+	copy(out, header)
+	nonce := make([]byte, nonceSize)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("generating a nonce: %w", err)
+	}
+	out = append(out, nonce...)
+	return k.aead.Seal(out, nonce, value, additionalData(header, key)), nil
+}
+
+// open decrypts a stored value. A value without the sealed header is
+// refused unless plaintext reads are allowed.
+func (s *sealer) open(key string, stored []byte) ([]byte, error) {
+	h, err := parseSealed(stored)
+	if errors.Is(err, errNotSealed) {
+		if s.allowPlaintextReads {
+			return stored, nil
+		}
+		return nil, fmt.Errorf("value at %q is not encrypted (it was written without encryption); "+
+			"set allow_plaintext_reads in the encryption block while migrating", key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("value at %q: %w", key, err)
+	}
+	k, ok := s.byID[h.keyID]
+	if !ok {
+		return nil, fmt.Errorf("value at %q is encrypted with key id %q, which is not configured (configured ids: %s)",
+			key, h.keyID, s.ids())
+	}
+	plain, err := k.aead.Open(nil, h.nonce, h.ciphertext, additionalData(h.aad, key))
+	if err != nil {
+		return nil, fmt.Errorf("value at %q does not open with key id %q (%s): wrong key, or the value was modified in Redis",
+			key, k.id, k.source)
+	}
+	return plain, nil
+}
+
+func (s *sealer) ids() string {
+	ids := make([]string, len(s.keys))
+	for i, k := range s.keys {
+		ids[i] = k.id
+	}
+	return strings.Join(ids, ", ")
+}
+
+// openUnconfigured is what reading a sealed value gives when no encryption
+// is configured: an error, never the ciphertext.
+func openUnconfigured(key string, stored []byte) ([]byte, error) {
+	h, err := parseSealed(stored)
+	if errors.Is(err, errNotSealed) {
+		return stored, nil
+	}
+	id := h.keyID
+	if err != nil {
+		id = "?"
+	}
+	return nil, fmt.Errorf("value at %q is encrypted (key id %q) but this storage has no encryption block", key, id)
+}
+
+// parseKeyMaterial turns the content of a key file or variable into a
+// 256-bit key: 32 raw bytes, or 64 hex digits, or base64 (standard or URL
+// alphabet, padded or not) of 32 bytes; surrounding whitespace is ignored
+// in the text forms.
+func parseKeyMaterial(data []byte) ([]byte, error) {
+	if len(data) == 32 {
+		return append([]byte(nil), data...), nil
+	}
+	text := strings.TrimSpace(string(data))
+	if len(text) == 64 {
+		if b, err := hex.DecodeString(text); err == nil {
+			return b, nil
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(text); err == nil {
+			if len(b) == 32 {
+				return b, nil
+			}
+			return nil, fmt.Errorf("decodes (base64) to %d bytes, want 32 (make one with `openssl rand -base64 32`)", len(b))
+		}
+	}
+	return nil, fmt.Errorf("want a 256-bit key: 32 raw bytes, 64 hex digits or base64 of 32 bytes (make one with `openssl rand -base64 32`); got %d bytes", len(data))
+}
+
+// defaultKeyID derives a key id from the key itself, so that an id need not
+// be configured: a fingerprint that does not reveal the key.
+func defaultKeyID(key []byte) string {
+	sum := sha256.Sum256(append([]byte("trustline storage redis key id\x00"), key...))
+	return "k" + hex.EncodeToString(sum[:6])
+}
+
+// loadSealKey reads a key from a file or an environment variable.
+func loadSealKey(id, file, env, setting string) (*sealKey, error) {
+	var data []byte
+	var source string
+	switch {
+	case file != "" && env != "":
+		return nil, fmt.Errorf("%s: give a file or an environment variable, not both", setting)
+	case file != "":
+		source = setting + "_file " + file
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", source, err)
+		}
+		data = b
+	case env != "":
+		source = setting + "_env " + env
+		v, ok := os.LookupEnv(env)
+		if !ok || v == "" {
+			return nil, fmt.Errorf("%s: the environment variable is not set", source)
+		}
+		data = []byte(v)
+	default:
+		return nil, fmt.Errorf("%s: a key file or an environment variable is required", setting)
+	}
+	raw, err := parseKeyMaterial(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	if id == "" {
+		id = defaultKeyID(raw)
+	} else if !keyIDRE.MatchString(id) {
+		return nil, fmt.Errorf("%s: key id %q: use 1 to 64 of A-Z a-z 0-9 . _ : @ + -", source, id)
+	}
+	block, err := aes.NewCipher(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	return &sealKey{id: id, source: source, aead: aead}, nil
+}

@@ -1,0 +1,140 @@
+package redis
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+// TLS configures TLS to Redis (and to the Sentinels, with sentinel). The
+// server's certificate is always verified: against ca_file, or a trust
+// pool source module, or else the system's roots.
+type TLS struct {
+	// CAFile is a PEM file of the CA certificates that Redis's certificate
+	// must chain to. Default: the system's roots (unless trust_pool is set).
+	CAFile string `json:"ca_file,omitempty"`
+	// TrustPoolRaw is any trust pool source (`tls.ca_pool.source.*`: Caddy's
+	// inline/file/pki_root, or this suite's truststore, bundle, pki_live),
+	// consulted at every new connection, so a rotated pool applies without
+	// a restart. Exclusive with ca_file.
+	TrustPoolRaw json.RawMessage `json:"trust_pool,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
+	// CertFile is the PEM certificate chain (leaf first) of the client
+	// identity to present, with KeyFile. Default: no client certificate.
+	CertFile string `json:"cert_file,omitempty"`
+	// KeyFile is the PEM private key of CertFile.
+	KeyFile string `json:"key_file,omitempty"`
+	// ServerName is the name to verify Redis's certificate against (and to
+	// send as SNI). Default: the host of the address dialed, so an IP
+	// address must then be an IP SAN of the certificate.
+	ServerName string `json:"server_name,omitempty"`
+
+	trustPool caddytls.CA
+	roots     *x509.CertPool
+	clientCrt *tls.Certificate
+}
+
+// provision loads the trust pool and the client identity.
+func (t *TLS) provision(ctx caddy.Context) error {
+	if t.CAFile != "" && t.TrustPoolRaw != nil {
+		return errors.New("tls: ca_file and trust_pool are exclusive")
+	}
+	if t.CAFile != "" {
+		data, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return fmt.Errorf("tls: ca_file: %w", err)
+		}
+		certs, err := material.ParsePEMCertificates(data)
+		if err != nil {
+			return fmt.Errorf("tls: ca_file %s: %w", t.CAFile, err)
+		}
+		t.roots = x509.NewCertPool()
+		for _, c := range certs {
+			t.roots.AddCert(c)
+		}
+	}
+	if t.TrustPoolRaw != nil {
+		mod, err := ctx.LoadModule(t, "TrustPoolRaw")
+		if err != nil {
+			return fmt.Errorf("tls: loading trust_pool: %w", err)
+		}
+		ca, ok := mod.(caddytls.CA)
+		if !ok {
+			return fmt.Errorf("tls: trust_pool module %T is not a trust pool source", mod)
+		}
+		t.trustPool = ca
+	}
+	switch {
+	case t.CertFile != "" && t.KeyFile != "":
+		certPEM, err := os.ReadFile(t.CertFile)
+		if err != nil {
+			return fmt.Errorf("tls: cert_file: %w", err)
+		}
+		keyPEM, err := os.ReadFile(t.KeyFile)
+		if err != nil {
+			return fmt.Errorf("tls: key_file: %w", err)
+		}
+		id, err := material.ReadPEMIdentity(certPEM, keyPEM)
+		if err != nil {
+			return fmt.Errorf("tls: client identity cert_file %s, key_file %s: %w", t.CertFile, t.KeyFile, err)
+		}
+		t.clientCrt = id
+	case t.CertFile != "" || t.KeyFile != "":
+		return errors.New("tls: cert_file and key_file go together")
+	}
+	return nil
+}
+
+// clientConfig is the one place where the TLS client config to Redis is
+// made, at every dial: the current trust pool, the client identity, the
+// server name for addr. TLS 1.2 at least; the server is always verified.
+func (t *TLS) clientConfig(addr string) *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		cfg.ServerName = host
+	}
+	switch {
+	case t.trustPool != nil:
+		cfg.RootCAs = t.trustPool.CertPool()
+	case t.roots != nil:
+		cfg.RootCAs = t.roots
+	}
+	if t.clientCrt != nil {
+		crt := t.clientCrt
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return crt, nil }
+	}
+	return cfg
+}
+
+// dialer returns go-redis's dial function: TCP, then TLS when t is set.
+func dialer(t *TLS, dialTimeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	nd := &net.Dialer{Timeout: dialTimeout, KeepAlive: 5 * time.Minute}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := nd.DialContext(ctx, network, addr)
+		if err != nil || t == nil {
+			return conn, err
+		}
+		tconn := tls.Client(conn, t.clientConfig(addr))
+		hctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		defer cancel()
+		if err := tconn.HandshakeContext(hctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS handshake with Redis at %s: %w", addr, err)
+		}
+		return tconn, nil
+	}
+}
