@@ -239,11 +239,10 @@ func cacheLen() int {
 }
 
 // lazyValues holds encodings of the identity that some consumers need and
-// others never do (header values), built on first use.
+// others never do (header values), each built on first use.
 type lazyValues struct {
-	once       sync.Once
-	clientCert string // RFC 9440 Client-Cert value
-	chain      string // RFC 9440 Client-Cert-Chain value
-	pemEscaped string // URL-encoded PEM of the leaf
-	pemChain   string // URL-encoded PEM of the chain
+	certOnce, chainOnce, pemOnce sync.Once
+	clientCert                   string // RFC 9440 Client-Cert value
+	clientCertChain              string // RFC 9440 Client-Cert-Chain value
+	pemEscaped                   string // URL-encoded PEM of the leaf
 }

@@ -59,6 +59,7 @@ func TestFromChainsNeedsVerifiedChain(t *testing.T) {
 func TestIdentityCacheFollowsCertificate(t *testing.T) {
 	ca := testpki.NewCA(t, "root")
 	base := cacheLen()
+	var keep [][][]*x509.Certificate
 	func() {
 		for i := 0; i < 50; i++ {
 			l := ca.Issue(t).Cert
@@ -72,11 +73,15 @@ func TestIdentityCacheFollowsCertificate(t *testing.T) {
 			if a == nil || a != b {
 				t.Fatal("the same certificate gave two identities")
 			}
+			keep = append(keep, chains)
 		}
 	}()
+	runtime.GC()
 	if n := cacheLen(); n < base+50 {
 		t.Fatalf("cache holds %d, want >= %d", n, base+50)
 	}
+	runtime.KeepAlive(keep)
+	keep = nil
 	deadline := time.Now().Add(10 * time.Second)
 	for cacheLen() > base && time.Now().Before(deadline) {
 		runtime.GC()

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -548,4 +549,14 @@ func joinIPs(ips []netip.Addr) string {
 		b.WriteString(a.String())
 	}
 	return b.String()
+}
+
+// Check is the one decision that the HTTP matcher, the layer-4 matcher, the
+// handshake verifier and the authorize handler all make: the identity of
+// the leaf of the first verified chain (nil when there is none, and then
+// no match) and whether it satisfies p.
+func (p *Patterns) Check(verifiedChains [][]*x509.Certificate) (id *Identity, ok bool, failed Field) {
+	id = FromChains(verifiedChains)
+	ok, failed = p.Match(id)
+	return id, ok, failed
 }

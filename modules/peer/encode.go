@@ -1,0 +1,70 @@
+package peer
+
+import (
+	"encoding/base64"
+	"encoding/pem"
+	"strings"
+)
+
+// ClientCertValue is the RFC 9440 Client-Cert header value: the leaf's DER
+// as a structured-field byte sequence (":" base64 ":").
+func (id *Identity) ClientCertValue() string {
+	id.lazy.certOnce.Do(func() { id.lazy.clientCert = sfBinary(id.Raw) })
+	return id.lazy.clientCert
+}
+
+// ClientCertChainValue is the RFC 9440 Client-Cert-Chain header value: the
+// rest of the verified chain (issuer of the leaf first, trust anchor last)
+// as a structured-field list of byte sequences; empty for a leaf issued
+// directly by a trust anchor that is not in the chain.
+func (id *Identity) ClientCertChainValue() string {
+	id.lazy.chainOnce.Do(func() {
+		items := make([]string, len(id.Chain))
+		for i, c := range id.Chain {
+			items[i] = sfBinary(c)
+		}
+		id.lazy.clientCertChain = strings.Join(items, ", ")
+	})
+	return id.lazy.clientCertChain
+}
+
+// PEMEscaped is the leaf as PEM, percent-encoded (every byte outside
+// RFC 3986's unreserved set, so "+", "/", "=" and newlines too), the form
+// of nginx's $ssl_client_escaped_cert and Envoy's XFCC Cert element.
+func (id *Identity) PEMEscaped() string {
+	id.lazy.pemOnce.Do(func() { id.lazy.pemEscaped = percentEncode(pemOf(id.Raw)) })
+	return id.lazy.pemEscaped
+}
+
+// chainPEMEscaped is the verified chain after the leaf, as escaped PEM.
+func (id *Identity) chainPEMEscaped() string {
+	var b []byte
+	for _, c := range id.Chain {
+		b = append(b, pemOf(c)...)
+	}
+	return percentEncode(b)
+}
+
+func pemOf(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func sfBinary(b []byte) string {
+	return ":" + base64.StdEncoding.EncodeToString(b) + ":"
+}
+
+func percentEncode(b []byte) string {
+	const hexUpper = "0123456789ABCDEF"
+	var sb strings.Builder
+	sb.Grow(len(b) * 3 / 2)
+	for _, c := range b {
+		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			sb.WriteByte(c)
+			continue
+		}
+		sb.WriteByte('%')
+		sb.WriteByte(hexUpper[c>>4])
+		sb.WriteByte(hexUpper[c&15])
+	}
+	return sb.String()
+}

@@ -1,0 +1,126 @@
+package peer
+
+import (
+	"crypto/x509"
+	"fmt"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(MatchPeer{})
+}
+
+// MatchPeer matches requests whose client certificate was verified and
+// whose identity satisfies the patterns. A request without a verified
+// client certificate (no certificate, or one that crypto/tls did not verify
+// under client_auth mode request/require) never matches; under `not` it
+// therefore always does, which makes `not peer ...` a safe deny rule.
+//
+// Using it also publishes the {peer.*} placeholders and the "peer" access
+// log object for the request.
+type MatchPeer struct {
+	Patterns
+
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (MatchPeer) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.matchers.peer",
+		New: func() caddy.Module { return new(MatchPeer) },
+	}
+}
+
+// Provision compiles the patterns.
+func (m *MatchPeer) Provision(ctx caddy.Context) error {
+	m.logger = ctx.Logger()
+	if err := m.Compile(); err != nil {
+		return fmt.Errorf("peer matcher: %w", err)
+	}
+	return nil
+}
+
+// MatchWithError reports whether the request's verified peer matches. It
+// never returns an error.
+func (m *MatchPeer) MatchWithError(r *http.Request) (bool, error) {
+	return m.Match(r), nil
+}
+
+// Match is MatchWithError for the deprecated RequestMatcher interface.
+func (m *MatchPeer) Match(r *http.Request) bool {
+	publish(r)
+	var chains = verifiedChains(r)
+	id, ok, failed := m.Check(chains)
+	if !ok {
+		if ce := m.logger.Check(zap.DebugLevel, "peer did not match"); ce != nil {
+			ce.Write(append(identityFields(id),
+				zap.String("rule", failed.String()),
+				zap.String("patterns", m.Summary(failed)),
+				zap.String("value", id.Value(failed)),
+				zap.String("remote_ip", r.RemoteAddr),
+			)...)
+		}
+	}
+	return ok
+}
+
+// UnmarshalCaddyfile sets up the matcher. Syntax:
+//
+//	peer <pattern...>
+//	peer {
+//		spiffe_id    <spiffe://td/path...>
+//		trust_domain <td...>
+//		dns          <name...>
+//		uri          <uri...>
+//		email        <address...>
+//		ip           <ip|cidr...>
+//		subject      <dn...>
+//		cn           <common name...>
+//		o            <organization...>
+//		ou           <organizational unit...>
+//		issuer       <dn...>
+//		fingerprint  <sha256 hex...>
+//		spki         <sha256 hex...>
+//	}
+//
+// Short-form patterns are SPIFFE IDs (spiffe://...) or values with a field
+// prefix: trust_domain:, dns:, uri:, email:, ip:, subject:, cn:, o:, ou:,
+// issuer:, sha256: (or fingerprint:), spki:. Several lines of the same
+// matcher are merged.
+func (m *MatchPeer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	for d.Next() {
+		if err := m.parseArgs(d, "peer"); err != nil {
+			return err
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			handled, err := m.parseField(d, "peer")
+			if err != nil {
+				return err
+			}
+			if !handled {
+				return unknownOption(d, "peer", "")
+			}
+		}
+	}
+	return m.validate(d, "peer")
+}
+
+func verifiedChains(r *http.Request) [][]*x509.Certificate {
+	if r.TLS == nil {
+		return nil
+	}
+	return r.TLS.VerifiedChains
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner                 = (*MatchPeer)(nil)
+	_ caddyhttp.RequestMatcherWithError = (*MatchPeer)(nil)
+	_ caddyfile.Unmarshaler             = (*MatchPeer)(nil)
+)

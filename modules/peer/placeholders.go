@@ -1,0 +1,201 @@
+package peer
+
+import (
+	"crypto/tls"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Placeholders. Every {peer.*} placeholder describes the verified identity
+// only: when the peer presented no certificate, or one that crypto/tls did
+// not verify (client_auth mode request/require without a trust pool), they
+// are all empty except {peer.verified} ("false") and {peer.presented}.
+//
+//	{peer.verified}              "true" when the leaf of a verified chain is known
+//	{peer.presented}             "true" when the peer sent a certificate (verified or not)
+//	{peer.spiffe_id}             spiffe://example.org/ns/prod/sa/web
+//	{peer.trust_domain}          example.org
+//	{peer.spiffe_path}           /ns/prod/sa/web
+//	{peer.fingerprint}           SHA-256 of the certificate, lowercase hex
+//	{peer.spki}                  SHA-256 of the SubjectPublicKeyInfo, lowercase hex
+//	{peer.subject}               RFC 2253 subject DN
+//	{peer.subject.cn}            subject CN
+//	{peer.subject.o}             subject O values, comma-separated
+//	{peer.subject.ou}            subject OU values, comma-separated
+//	{peer.issuer}                RFC 2253 issuer DN
+//	{peer.issuer.cn}             issuer CN
+//	{peer.serial}                serial number, lowercase hex
+//	{peer.dns} {peer.uri} {peer.email} {peer.ip}
+//	                             SANs, comma-separated; {peer.dns.0} etc. index them
+//	{peer.not_before} {peer.not_after}
+//	                             RFC 3339, UTC
+//	{peer.client_cert}           RFC 9440 Client-Cert value (:base64 DER:)
+//	{peer.client_cert_chain}     RFC 9440 Client-Cert-Chain value
+//	{peer.cert_pem_escaped}      URL-encoded PEM of the certificate
+const placeholderPrefix = "peer."
+
+var listPlaceholders = map[string]func(*Identity) []string{
+	"dns":   func(id *Identity) []string { return id.DNSNames },
+	"uri":   func(id *Identity) []string { return id.URIs },
+	"email": func(id *Identity) []string { return id.Emails },
+	"ip": func(id *Identity) []string {
+		out := make([]string, len(id.IPs))
+		for i, a := range id.IPs {
+			out[i] = a.String()
+		}
+		return out
+	},
+	"subject.o":  func(id *Identity) []string { return id.Organizations },
+	"subject.ou": func(id *Identity) []string { return id.OrganizationalUnits },
+}
+
+var scalarPlaceholders = map[string]func(*Identity) string{
+	"spiffe_id":    func(id *Identity) string { return id.SPIFFEID },
+	"trust_domain": func(id *Identity) string { return id.TrustDomain },
+	"spiffe_path": func(id *Identity) string {
+		if id.SPIFFEID == "" {
+			return ""
+		}
+		return "/" + id.spiffePath
+	},
+	"fingerprint":       func(id *Identity) string { return id.FingerprintHex },
+	"spki":              func(id *Identity) string { return id.SPKIHex },
+	"subject":           func(id *Identity) string { return id.Subject },
+	"subject.cn":        func(id *Identity) string { return id.CommonName },
+	"issuer":            func(id *Identity) string { return id.Issuer },
+	"issuer.cn":         func(id *Identity) string { return id.IssuerCommonName },
+	"serial":            func(id *Identity) string { return id.Serial },
+	"not_before":        func(id *Identity) string { return id.NotBefore.UTC().Format(time.RFC3339) },
+	"not_after":         func(id *Identity) string { return id.NotAfter.UTC().Format(time.RFC3339) },
+	"client_cert":       func(id *Identity) string { return id.ClientCertValue() },
+	"client_cert_chain": func(id *Identity) string { return id.ClientCertChainValue() },
+	"cert_pem_escaped":  func(id *Identity) string { return id.PEMEscaped() },
+}
+
+// placeholder resolves one {peer.*} name (without the prefix).
+func placeholder(name string, cs *tls.ConnectionState, id *Identity) (any, bool) {
+	switch name {
+	case "verified":
+		return strconv.FormatBool(id != nil), true
+	case "presented":
+		return strconv.FormatBool(cs != nil && len(cs.PeerCertificates) > 0), true
+	}
+	if fn, ok := scalarPlaceholders[name]; ok {
+		if id == nil {
+			return "", true
+		}
+		return fn(id), true
+	}
+	if fn, ok := listPlaceholders[name]; ok {
+		if id == nil {
+			return "", true
+		}
+		return strings.Join(fn(id), ","), true
+	}
+	// indexed: dns.0, uri.1, ...
+	if i := strings.LastIndexByte(name, '.'); i > 0 {
+		fn, ok := listPlaceholders[name[:i]]
+		n, err := strconv.Atoi(name[i+1:])
+		if ok && err == nil && n >= 0 {
+			if id == nil {
+				return "", true
+			}
+			if vals := fn(id); n < len(vals) {
+				return vals[n], true
+			}
+			return "", true
+		}
+	}
+	return nil, false
+}
+
+// replacerFunc provides the {peer.*} placeholders of one connection.
+func replacerFunc(cs *tls.ConnectionState, id *Identity) caddy.ReplacerFunc {
+	return func(key string) (any, bool) {
+		name, ok := strings.CutPrefix(key, placeholderPrefix)
+		if !ok {
+			return nil, false
+		}
+		return placeholder(name, cs, id)
+	}
+}
+
+// publishedVar marks a request whose {peer.*} placeholders and access log
+// fields are already set up.
+const publishedVar = "trustline.peer.published"
+
+// publish makes the peer identity of r available as {peer.*} placeholders
+// and as a "peer" object in the access log, once per request, and returns
+// it (nil without a verified peer). Every HTTP module of this package calls
+// it, so that the placeholders work in any route that uses one of them.
+func publish(r *http.Request) *Identity {
+	id := FromState(r.TLS)
+	ctx := r.Context()
+	if caddyhttp.GetVar(ctx, publishedVar) != nil {
+		return id
+	}
+	caddyhttp.SetVar(ctx, publishedVar, true)
+	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Map(replacerFunc(r.TLS, id))
+	}
+	if r.TLS != nil {
+		if extra, ok := ctx.Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+			extra.Set(zap.Object("peer", logIdentity{id: id, presented: len(r.TLS.PeerCertificates) > 0}))
+		}
+	}
+	return id
+}
+
+// logIdentity is the identity as a log object: what an operator needs to
+// tell who was (or was not) let in. Never any key material.
+type logIdentity struct {
+	id        *Identity
+	presented bool
+}
+
+func (l logIdentity) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddBool("verified", l.id != nil)
+	if l.id == nil {
+		enc.AddBool("presented", l.presented)
+		return nil
+	}
+	id := l.id
+	if id.SPIFFEID != "" {
+		enc.AddString("spiffe_id", id.SPIFFEID)
+	} else if id.SPIFFEReason != "" {
+		enc.AddString("spiffe_id_rejected", id.SPIFFEReason)
+	}
+	enc.AddString("subject", id.Subject)
+	enc.AddString("issuer", id.Issuer)
+	enc.AddString("serial", id.Serial)
+	enc.AddString("fingerprint", id.FingerprintHex)
+	enc.AddString("not_after", id.NotAfter.UTC().Format(time.RFC3339))
+	return nil
+}
+
+// identityFields are the zap fields that describe a peer in a module's own
+// log lines (denials, refusals).
+func identityFields(id *Identity) []zap.Field {
+	if id == nil {
+		return []zap.Field{zap.Bool("verified", false)}
+	}
+	fields := []zap.Field{zap.Bool("verified", true)}
+	if id.SPIFFEID != "" {
+		fields = append(fields, zap.String("spiffe_id", id.SPIFFEID))
+	} else if id.SPIFFEReason != "" {
+		fields = append(fields, zap.String("spiffe_id_rejected", id.SPIFFEReason))
+	}
+	return append(fields,
+		zap.String("subject", id.Subject),
+		zap.String("issuer", id.Issuer),
+		zap.String("serial", id.Serial),
+		zap.String("fingerprint", id.FingerprintHex),
+	)
+}
