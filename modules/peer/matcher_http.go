@@ -94,21 +94,27 @@ func (m *MatchPeer) Match(r *http.Request) bool {
 // issuer:, sha256: (or fingerprint:), spki:. Several lines of the same
 // matcher are merged.
 func (m *MatchPeer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return unmarshalMatcher(d, &m.Patterns, "peer")
+}
+
+// unmarshal parses the matcher syntax shared by the HTTP and layer-4
+// matchers into p.
+func unmarshalMatcher(d *caddyfile.Dispenser, p *Patterns, directive string) error {
 	for d.Next() {
-		if err := m.parseArgs(d, "peer"); err != nil {
+		if err := p.parseArgs(d, directive); err != nil {
 			return err
 		}
 		for nesting := d.Nesting(); d.NextBlock(nesting); {
-			handled, err := m.parseField(d, "peer")
+			handled, err := p.parseField(d, directive)
 			if err != nil {
 				return err
 			}
 			if !handled {
-				return unknownOption(d, "peer", "")
+				return unknownOption(d, directive, "")
 			}
 		}
 	}
-	return m.validate(d, "peer")
+	return p.validate(d, directive)
 }
 
 func verifiedChains(r *http.Request) [][]*x509.Certificate {
