@@ -1,0 +1,149 @@
+package peer
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Verifier{})
+}
+
+// Verifier refuses, during the TLS handshake, a client whose verified
+// certificate does not satisfy the identity patterns: the connection fails
+// with a bad_certificate alert before any HTTP (or layer-4) byte is read.
+// It applies per TLS connection policy, so per SNI.
+//
+// It decides on the chain that crypto/tls verified against the policy's
+// `trust_pool`: a certificate that nothing verified (no trust_pool, or
+// client_auth mode request/require) is always refused, never authorized,
+// and the reason is logged. Caddy calls verifiers only when the client sent
+// a certificate: use `mode require_and_verify` (the default with a
+// trust_pool) so that a client without one is refused too.
+//
+// With `shadow`, it refuses nothing and logs, at INFO, every client it
+// would have refused, with the identity and the rule that did not match.
+type Verifier struct {
+	Patterns
+
+	// Shadow logs what would be refused and refuses nothing. Default false.
+	Shadow bool `json:"shadow,omitempty"`
+
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Verifier) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "tls.client_auth.verifier.peer",
+		New: func() caddy.Module { return new(Verifier) },
+	}
+}
+
+// Provision compiles the patterns and starts revocation checking.
+func (v *Verifier) Provision(ctx caddy.Context) error {
+	v.logger = ctx.Logger()
+	if err := v.compile(); err != nil {
+		return fmt.Errorf("peer verifier: %w", err)
+	}
+	return nil
+}
+
+// compile compiles the patterns.
+func (v *Verifier) compile() error {
+	return v.Compile()
+}
+
+var errUnverified = errors.New("peer: client certificate was not verified against a trust pool (configure client_auth trust_pool); refusing it")
+
+// VerifyClientCertificate is called by Caddy during every handshake in
+// which the client sent a certificate (resumed sessions included).
+func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) error {
+	if len(verifiedChains) == 0 || len(verifiedChains[0]) == 0 {
+		v.refusal("client certificate not verified", nil, zap.String("reason", "no verified chain: crypto/tls did not verify the certificate (client_auth has no trust_pool, or mode is request/require)"))
+		if v.Shadow {
+			return nil
+		}
+		return errUnverified
+	}
+	id := FromChains(verifiedChains)
+	if ok, failed := v.Match(id); !ok {
+		v.refusal("client identity not allowed", id,
+			zap.String("rule", failed.String()),
+			zap.String("patterns", v.Summary(failed)),
+			zap.String("value", id.Value(failed)),
+		)
+		if v.Shadow {
+			return nil
+		}
+		return fmt.Errorf("peer: client identity not allowed: %s %q matches none of %s", failed, id.Value(failed), v.Summary(failed))
+	}
+	return nil
+}
+
+// refusal logs a refusal (or, in shadow mode, what would be refused).
+func (v *Verifier) refusal(msg string, id *Identity, extra ...zap.Field) {
+	if v.Shadow {
+		msg = "shadow: would refuse: " + msg
+	} else {
+		msg = "refused TLS handshake: " + msg
+	}
+	if ce := v.logger.Check(zap.InfoLevel, msg); ce != nil {
+		ce.Write(append(identityFields(id), extra...)...)
+	}
+}
+
+// UnmarshalCaddyfile sets up the verifier, inside client_auth. Syntax:
+//
+//	verifier peer <pattern...>
+//	verifier peer [<pattern...>] {
+//		spiffe_id    <spiffe://td/path...>
+//		trust_domain <td...>
+//		dns | uri | email | ip | subject | cn | o | ou | issuer | fingerprint | spki <values...>
+//		shadow
+//	}
+//
+// Patterns are those of the `peer` matcher.
+func (v *Verifier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const directive = "verifier peer"
+	for d.Next() {
+		if err := v.parseArgs(d, directive); err != nil {
+			return err
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			handled, err := v.parseField(d, directive)
+			if err != nil {
+				return err
+			}
+			if handled {
+				continue
+			}
+			switch opt := d.Val(); opt {
+			case "shadow":
+				if d.NextArg() {
+					return d.Errf("%s: shadow takes no argument", directive)
+				}
+				if v.Shadow {
+					return d.Errf("%s: duplicate option 'shadow'", directive)
+				}
+				v.Shadow = true
+			default:
+				return unknownOption(d, directive, "shadow")
+			}
+		}
+	}
+	return v.Patterns.validate(d, directive)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner                  = (*Verifier)(nil)
+	_ caddytls.ClientCertificateVerifier = (*Verifier)(nil)
+	_ caddyfile.Unmarshaler              = (*Verifier)(nil)
+)
