@@ -18,6 +18,16 @@ import (
 
 func init() {
 	caddy.RegisterModule(Redis{})
+	goredis.SetLogger(clientLogger{})
+}
+
+// clientLogger sends go-redis's own messages (dial retries and the like)
+// to Caddy's log at debug level; the storage logs the state changes an
+// operator acts on (Redis unreachable, reachable again) itself.
+type clientLogger struct{}
+
+func (clientLogger) Printf(_ context.Context, format string, v ...any) {
+	caddy.Log().Named("storage.redis.client").Debug(fmt.Sprintf(format, v...))
 }
 
 // Defaults.
@@ -281,6 +291,7 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 			ReadTimeout:      readTimeout,
 			WriteTimeout:     writeTimeout,
 			DisableIdentity:  true,
+			DialerRetries:    2,
 		})
 	case len(addrs) > 1:
 		client = goredis.NewClusterClient(&goredis.ClusterOptions{
@@ -292,6 +303,7 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 			ReadTimeout:     readTimeout,
 			WriteTimeout:    writeTimeout,
 			DisableIdentity: true,
+			DialerRetries:   2,
 		})
 	default:
 		client = goredis.NewClient(&goredis.Options{
@@ -304,6 +316,7 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 			ReadTimeout:     readTimeout,
 			WriteTimeout:    writeTimeout,
 			DisableIdentity: true,
+			DialerRetries:   2,
 		})
 	}
 	where := strings.Join(addrs, ",")

@@ -256,10 +256,17 @@ func (s *store) Load(ctx context.Context, key string) ([]byte, error) {
 	s.observe(ctx, nil)
 	switch v := res.(type) {
 	case string:
+		var plain []byte
+		var err error
 		if s.sealer != nil {
-			return s.sealer.open(key, []byte(v))
+			plain, err = s.sealer.open(key, []byte(v))
+		} else {
+			plain, err = openUnconfigured(key, []byte(v))
 		}
-		return openUnconfigured(key, []byte(v))
+		if err != nil {
+			return nil, fmt.Errorf("storage redis: %w", err)
+		}
+		return plain, nil
 	case int64:
 		if v == 1 || key == "" {
 			return nil, fmt.Errorf("storage redis: load %q: is a directory", key)
