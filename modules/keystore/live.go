@@ -1,0 +1,110 @@
+package keystore
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+// live is what every source shares: the reloadable identity and its
+// lifecycle. Identity reads the current version through an atomic pointer.
+type live struct {
+	src *material.Reloadable[*tls.Certificate]
+	key string
+}
+
+// Identity returns the current identity (lock-free); it implements Source.
+func (l *live) Identity() *tls.Certificate { return l.src.Current() }
+
+// OnChange runs f after each rotation; it implements Source.
+func (l *live) OnChange(f func()) (cancel func()) { return l.src.OnChange(f) }
+
+// Name is the source's name in logs and metrics.
+func (l *live) Name() string { return l.src.Name() }
+
+func (l *live) acquire(ctx caddy.Context, spec material.Spec[*tls.Certificate]) error {
+	spec.Kind = "keystore"
+	src, err := material.Acquire(ctx, spec)
+	if err != nil {
+		return err
+	}
+	l.src, l.key = src, spec.Key
+	return nil
+}
+
+// release gives the source back; safe when acquire failed or never ran.
+func (l *live) release() {
+	if l.src != nil {
+		material.Release(l.key)
+		l.src = nil
+	}
+}
+
+// expiryWarning is how close to its not-after an identity read from a file
+// is reported at load: 7 days, or a third of its lifetime when that is
+// shorter (a 24-hour certificate from an external automation is not worth
+// a warning on every load).
+const expiryWarning = 7 * 24 * time.Hour
+
+// checkIdentity checks an identity just read from origin: a parsed leaf,
+// the usage the consumer needs, not expired (an error: the load, or the
+// reload, is refused), and warns when it is not yet valid or expires soon.
+// It returns the certificates for the metrics (leaf first).
+func checkIdentity(cert *tls.Certificate, usage Usage, origin string, warnExpiry bool, logger *zap.Logger) ([]*x509.Certificate, error) {
+	if cert == nil || len(cert.Certificate) == 0 {
+		return nil, fmt.Errorf("%s: no certificate", origin)
+	}
+	certs := make([]*x509.Certificate, len(cert.Certificate))
+	for i, der := range cert.Certificate {
+		if i == 0 && cert.Leaf != nil {
+			certs[0] = cert.Leaf
+			continue
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("%s: certificate %d: %w", origin, i, err)
+		}
+		certs[i] = c
+	}
+	cert.Leaf = certs[0]
+	leaf := certs[0]
+	now := time.Now()
+	if now.After(leaf.NotAfter) {
+		return nil, fmt.Errorf("%s: certificate %q (serial %s) expired at %s",
+			origin, leaf.Subject, leaf.SerialNumber.Text(16), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if err := checkUsage(leaf, usage); err != nil {
+		return nil, fmt.Errorf("%s: %w", origin, err)
+	}
+	if now.Before(leaf.NotBefore) {
+		logger.Warn("identity is not valid yet; peers will refuse it until then",
+			zap.String("source", origin), zap.String("subject", leaf.Subject.String()),
+			zap.Time("not_before", leaf.NotBefore))
+	}
+	if warnExpiry {
+		window := expiryWarning
+		if third := leaf.NotAfter.Sub(leaf.NotBefore) / 3; third < window {
+			window = third
+		}
+		if left := leaf.NotAfter.Sub(now); left < window {
+			logger.Warn("identity expires soon; replace the keystore",
+				zap.String("source", origin), zap.String("subject", leaf.Subject.String()),
+				zap.String("serial", leaf.SerialNumber.Text(16)),
+				zap.Time("not_after", leaf.NotAfter), zap.Duration("remaining", left.Round(time.Second)))
+		}
+	}
+	for i, c := range certs[1:] {
+		if now.After(c.NotAfter) {
+			logger.Warn("a certificate of the identity's chain has expired",
+				zap.String("source", origin), zap.Int("position", i+1),
+				zap.String("subject", c.Subject.String()), zap.Time("not_after", c.NotAfter))
+		}
+	}
+	return certs, nil
+}

@@ -1,0 +1,185 @@
+package keystore
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// Namespace is the Caddy module namespace of keystore sources. A field
+// that holds one is tagged
+//
+//	`caddy:"namespace=trustline.keystore inline_key=source"`
+//
+// and its JSON looks like {"source": "pkcs12", "path": "...", ...}.
+const Namespace = "trustline.keystore"
+
+// Source is an identity (who am I): the current certificate chain and its
+// private key. Every keystore module (pem, pkcs12, jks, internal)
+// implements it; consumers (the upstream transport, the server-certificate
+// getter, layer-4 and Redis TLS clients) read Identity on every handshake,
+// so a rotated keystore applies to the next handshake without a reload.
+type Source interface {
+	// Identity returns the current identity: leaf first, then the chain,
+	// with Leaf parsed. It is a lock-free read, never nil once the module is
+	// provisioned, and must not be modified.
+	Identity() *tls.Certificate
+	// OnChange registers f to run after each rotation (a changed file, a
+	// renewed internal certificate); the returned func unregisters it.
+	// f runs on the source's own goroutine and must not block.
+	OnChange(f func()) (cancel func())
+}
+
+// Usage is the extended key usage a consumer needs in the identity's leaf.
+type Usage string
+
+// The usages a consumer may require.
+const (
+	// UsageAny accepts any leaf.
+	UsageAny Usage = "any"
+	// UsageClientAuth needs the clientAuth extended key usage (or none at
+	// all, or anyExtendedKeyUsage), as TLS servers check for client
+	// certificates.
+	UsageClientAuth Usage = "client_auth"
+	// UsageServerAuth needs the serverAuth extended key usage (or none at
+	// all, or anyExtendedKeyUsage).
+	UsageServerAuth Usage = "server_auth"
+)
+
+func parseUsage(s string) (Usage, error) {
+	switch u := Usage(s); u {
+	case "", UsageAny:
+		return UsageAny, nil
+	case UsageClientAuth, UsageServerAuth:
+		return u, nil
+	}
+	return "", fmt.Errorf("usage %q: expected client_auth, server_auth or any", s)
+}
+
+// Load loads and provisions the keystore source held in the field named
+// field of the struct that holder points to (a json.RawMessage tagged with
+// namespace trustline.keystore), requiring usage of the leaf. When the
+// module's JSON does not set "usage" itself, usage is added to it, so the
+// source checks it on every load and a rotated file that lacks it is
+// refused (the last good identity stays). The returned Source is released
+// by the Cleanup of the config that holds it.
+func Load(ctx caddy.Context, holder any, field string, usage Usage) (Source, error) {
+	v := reflect.ValueOf(holder).Elem().FieldByName(field)
+	raw, ok := v.Interface().(json.RawMessage)
+	if !ok {
+		return nil, fmt.Errorf("keystore.Load: field %s is not a json.RawMessage", field)
+	}
+	if usage != "" && usage != UsageAny {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &obj); err != nil {
+			return nil, fmt.Errorf("keystore source: %w", err)
+		}
+		if _, set := obj["usage"]; !set {
+			obj["usage"], _ = json.Marshal(string(usage))
+			raw, _ = json.Marshal(obj)
+			v.Set(reflect.ValueOf(raw))
+		}
+	}
+	mod, err := ctx.LoadModule(holder, field)
+	if err != nil {
+		return nil, err
+	}
+	src, ok := mod.(Source)
+	if !ok {
+		return nil, fmt.Errorf("module %T is not a keystore source", mod)
+	}
+	return src, nil
+}
+
+// UnmarshalSource parses `<source> <args...> { ... }` at the dispenser's
+// next argument into the JSON of a keystore source module, for any
+// directive that takes a keystore: the cursor is on the directive (e.g.
+// client_identity); the source's own tokens (its arguments and block)
+// follow on the same line. It is the one Caddyfile parser for keystores.
+func UnmarshalSource(d *caddyfile.Dispenser, directive string) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.Errf("%s: expected a keystore source (%s)", directive, strings.Join(SourceNames(), ", "))
+	}
+	name := d.Val()
+	modID := Namespace + "." + name
+	if _, err := caddy.GetModule(modID); err != nil {
+		return nil, d.Errf("%s: unknown keystore source '%s' (expected one of: %s)", directive, name, strings.Join(SourceNames(), ", "))
+	}
+	unm, err := caddyfile.UnmarshalModule(d, modID)
+	if err != nil {
+		return nil, err
+	}
+	return caddyconfig.JSONModuleObject(unm, "source", name, nil), nil
+}
+
+// SourceNames lists the registered keystore sources.
+func SourceNames() []string {
+	var names []string
+	for _, m := range caddy.GetModules(Namespace) {
+		names = append(names, m.ID.Name())
+	}
+	return names
+}
+
+// Describe names an identity for logs: subject and serial, never the key.
+func Describe(cert *tls.Certificate) string {
+	if cert == nil || cert.Leaf == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%s (serial %s)", cert.Leaf.Subject, cert.Leaf.SerialNumber.Text(16))
+}
+
+// checkUsage checks that leaf may be used for u.
+func checkUsage(leaf *x509.Certificate, u Usage) error {
+	var want x509.ExtKeyUsage
+	switch u {
+	case UsageClientAuth:
+		want = x509.ExtKeyUsageClientAuth
+	case UsageServerAuth:
+		want = x509.ExtKeyUsageServerAuth
+	default:
+		return nil
+	}
+	if len(leaf.ExtKeyUsage) == 0 && len(leaf.UnknownExtKeyUsage) == 0 {
+		return nil // no EKU extension: any usage
+	}
+	var have []string
+	for _, e := range leaf.ExtKeyUsage {
+		if e == want || e == x509.ExtKeyUsageAny {
+			return nil
+		}
+		have = append(have, ekuName(e))
+	}
+	for _, oid := range leaf.UnknownExtKeyUsage {
+		have = append(have, oid.String())
+	}
+	return fmt.Errorf("certificate %q (serial %s) lacks the %s extended key usage (it has: %s)",
+		leaf.Subject, leaf.SerialNumber.Text(16), ekuName(want), strings.Join(have, ", "))
+}
+
+func ekuName(e x509.ExtKeyUsage) string {
+	switch e {
+	case x509.ExtKeyUsageClientAuth:
+		return "clientAuth"
+	case x509.ExtKeyUsageServerAuth:
+		return "serverAuth"
+	case x509.ExtKeyUsageAny:
+		return "any"
+	case x509.ExtKeyUsageCodeSigning:
+		return "codeSigning"
+	case x509.ExtKeyUsageEmailProtection:
+		return "emailProtection"
+	case x509.ExtKeyUsageTimeStamping:
+		return "timeStamping"
+	case x509.ExtKeyUsageOCSPSigning:
+		return "OCSPSigning"
+	}
+	return fmt.Sprintf("eku(%d)", e)
+}

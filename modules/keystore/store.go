@@ -1,0 +1,240 @@
+package keystore
+
+import (
+	"crypto/tls"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+func init() {
+	caddy.RegisterModule(PKCS12{})
+	caddy.RegisterModule(JKS{})
+}
+
+// PKCS12 is an identity from a PKCS#12 keystore (.p12, .pfx): its private
+// key, its certificate and the chain stored with it. Both encryptions load:
+// modern (PBES2/AES-256 with a SHA-256 MAC, as OpenSSL 3 and Java 17+
+// write by default) and legacy (RC2/3DES with a SHA-1 MAC, `openssl pkcs12
+// -legacy`, older Java and Windows). The format is detected from the
+// content, so a JKS file named .p12 (or a PKCS#12 named .jks) loads too.
+// The file is watched and re-read within 2s of a change; a broken new
+// version is refused (logged) and the last good identity stays in force.
+type PKCS12 struct {
+	// Path of the keystore file. Required.
+	Path string `json:"path,omitempty"`
+	// Password of the store: literal, or a placeholder such as
+	// `{env.KEYSTORE_PASSWORD}` or `{file./run/secrets/ks-pass}` (resolved
+	// at provision; a trailing newline of the file is dropped). Default:
+	// empty. Never logged.
+	Password string `json:"password,omitempty"`
+	// Usage is the extended key usage the leaf must allow: client_auth,
+	// server_auth or any. Set by the directive that uses the keystore.
+	// Default: any.
+	Usage string `json:"usage,omitempty"`
+
+	live
+}
+
+// CaddyModule returns the Caddy module information.
+func (PKCS12) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  Namespace + ".pkcs12",
+		New: func() caddy.Module { return new(PKCS12) },
+	}
+}
+
+// Provision loads the identity (an error fails the config load) and starts
+// watching the file.
+func (p *PKCS12) Provision(ctx caddy.Context) error {
+	// the error names the source, the file and the reason
+	return provisionStore(ctx, &p.live, "pkcs12", p.Path, p.Usage, p.Password, "", "")
+}
+
+// Cleanup stops watching (when no other config uses the same file).
+func (p *PKCS12) Cleanup() error {
+	p.release()
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the source from Caddyfile tokens.
+//
+// Syntax:
+//
+//	... pkcs12 <path> {
+//		password <password|{env.VAR}|{file./path}>
+//	}
+func (p *PKCS12) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return unmarshalStore(d, "pkcs12", &p.Path, map[string]*string{"password": &p.Password})
+}
+
+// JKS is an identity from a Java keystore: one private-key entry (chosen by
+// alias when the store holds several) with its certificate chain. The key
+// entry may have its own password, distinct from the store's. PKCS#12
+// files are accepted too (Java 9+ keytool writes PKCS#12 by default, often
+// under a .jks name). The file is watched and re-read within 2s of a
+// change; a broken new version is refused (logged) and the last good
+// identity stays in force.
+type JKS struct {
+	// Path of the keystore file. Required.
+	Path string `json:"path,omitempty"`
+	// Password of the store (it checks the store's integrity): literal or
+	// a placeholder (`{env.VAR}`, `{file./path}`). Required for JKS. Never
+	// logged.
+	Password string `json:"password,omitempty"`
+	// KeyPassword of the private-key entry. Default: the store password.
+	// Never logged.
+	KeyPassword string `json:"key_password,omitempty"`
+	// Alias of the private-key entry. Default: the store's only private-key
+	// entry (an error when it holds several).
+	Alias string `json:"alias,omitempty"`
+	// Usage is the extended key usage the leaf must allow: client_auth,
+	// server_auth or any. Set by the directive that uses the keystore.
+	// Default: any.
+	Usage string `json:"usage,omitempty"`
+
+	live
+}
+
+// CaddyModule returns the Caddy module information.
+func (JKS) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  Namespace + ".jks",
+		New: func() caddy.Module { return new(JKS) },
+	}
+}
+
+// Provision loads the identity (an error fails the config load) and starts
+// watching the file.
+func (j *JKS) Provision(ctx caddy.Context) error {
+	// the error names the source, the file and the reason
+	return provisionStore(ctx, &j.live, "jks", j.Path, j.Usage, j.Password, j.KeyPassword, j.Alias)
+}
+
+// Cleanup stops watching (when no other config uses the same file).
+func (j *JKS) Cleanup() error {
+	j.release()
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the source from Caddyfile tokens.
+//
+// Syntax:
+//
+//	... jks <path> {
+//		password     <password|{env.VAR}|{file./path}>
+//		key_password <password|{env.VAR}|{file./path}>
+//		alias        <alias>
+//	}
+func (j *JKS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return unmarshalStore(d, "jks", &j.Path, map[string]*string{
+		"password":     &j.Password,
+		"key_password": &j.KeyPassword,
+		"alias":        &j.Alias,
+	})
+}
+
+// provisionStore acquires the reloadable identity of a PKCS#12 or JKS file.
+func provisionStore(ctx caddy.Context, l *live, kind, path, usageName, password, keyPassword, alias string) error {
+	if path == "" {
+		return fmt.Errorf("keystore %s: a path is required", kind)
+	}
+	usage, err := parseUsage(usageName)
+	if err != nil {
+		return fmt.Errorf("keystore %s %s: %w", kind, path, err)
+	}
+	origin := "keystore " + kind + " " + path
+	password, err = material.ResolveSecret(origin+": password", password)
+	if err != nil {
+		return err
+	}
+	keyPassword, err = material.ResolveSecret(origin+": key_password", keyPassword)
+	if err != nil {
+		return err
+	}
+	opts := material.StoreOptions{Password: password, KeyPassword: keyPassword}
+	if alias != "" {
+		opts.Aliases = []string{alias}
+	}
+	logger := ctx.Logger()
+	files := []string{path}
+	return l.acquire(ctx, material.Spec[*tls.Certificate]{
+		Name: path,
+		Key: strings.Join([]string{"keystore", kind, path, material.HashSecret(password),
+			material.HashSecret(keyPassword), alias, string(usage)}, "|"),
+		Watch: files,
+		Load: func() (*material.Loaded[*tls.Certificate], error) {
+			datas, digest, err := material.ReadFiles(files)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", origin, err)
+			}
+			format, err := material.DetectFormat(datas[0])
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", origin, err)
+			}
+			if format == material.FormatPKCS12 && alias != "" {
+				return nil, fmt.Errorf("%s: the file is a PKCS#12 store, whose entries cannot be chosen by alias: drop alias, or export the entry with `keytool -importkeystore -srcalias %s`", origin, alias)
+			}
+			cert, err := material.ReadKeyStore(datas[0], opts)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", origin, err)
+			}
+			certs, err := checkIdentity(cert, usage, origin, true, logger)
+			if err != nil {
+				return nil, err
+			}
+			return &material.Loaded[*tls.Certificate]{Value: cert, Certificates: certs, Digest: digest, Files: files}, nil
+		},
+	})
+}
+
+// unmarshalStore parses `<kind> <path> { <option> <value> ... }`.
+func unmarshalStore(d *caddyfile.Dispenser, kind string, path *string, opts map[string]*string) error {
+	d.Next() // source name
+	if !d.NextArg() {
+		return d.Errf("keystore %s: expected the path of the keystore file", kind)
+	}
+	*path = d.Val()
+	if d.NextArg() {
+		return d.Errf("keystore %s: unexpected argument '%s' (options go in a block)", kind, d.Val())
+	}
+	names := slices.Sorted(maps.Keys(opts))
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		dst, ok := opts[opt]
+		if !ok {
+			return d.Errf("keystore %s: unknown option '%s' (expected %s)", kind, opt, strings.Join(names, ", "))
+		}
+		if seen[opt] {
+			return d.Errf("keystore %s: duplicate option '%s'", kind, opt)
+		}
+		seen[opt] = true
+		if !d.NextArg() {
+			return d.Errf("keystore %s: %s needs a value", kind, opt)
+		}
+		*dst = d.Val()
+		if d.NextArg() {
+			return d.Errf("keystore %s: %s takes one value", kind, opt)
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ Source                = (*PKCS12)(nil)
+	_ caddy.Provisioner     = (*PKCS12)(nil)
+	_ caddy.CleanerUpper    = (*PKCS12)(nil)
+	_ caddyfile.Unmarshaler = (*PKCS12)(nil)
+	_ Source                = (*JKS)(nil)
+	_ caddy.Provisioner     = (*JKS)(nil)
+	_ caddy.CleanerUpper    = (*JKS)(nil)
+	_ caddyfile.Unmarshaler = (*JKS)(nil)
+)
