@@ -231,13 +231,6 @@ func lookup(leaf *x509.Certificate, chain []*x509.Certificate) *Identity {
 	return id
 }
 
-// cacheLen counts the cached identities (for tests).
-func cacheLen() int {
-	n := 0
-	cache.Range(func(_, _ any) bool { n++; return true })
-	return n
-}
-
 // lazyValues holds encodings of the identity that some consumers need and
 // others never do (header values), each built on first use.
 type lazyValues struct {

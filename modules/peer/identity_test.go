@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/trustline/trustline/internal/testpki"
 )
@@ -58,37 +59,42 @@ func TestFromChainsNeedsVerifiedChain(t *testing.T) {
 // certificate is collected.
 func TestIdentityCacheFollowsCertificate(t *testing.T) {
 	ca := testpki.NewCA(t, "root")
-	base := cacheLen()
+	var keys []weak.Pointer[x509.Certificate]
 	var keep [][][]*x509.Certificate
-	func() {
-		for i := 0; i < 50; i++ {
-			l := ca.Issue(t).Cert
-			// a copy of the certificate, as crypto/tls would hold it
-			c, err := x509.ParseCertificate(l.Raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			chains := [][]*x509.Certificate{{c, ca.Cert}}
-			a, b := FromChains(chains), FromChains(chains)
-			if a == nil || a != b {
-				t.Fatal("the same certificate gave two identities")
-			}
-			keep = append(keep, chains)
+	for i := 0; i < 50; i++ {
+		// a fresh parse of the certificate, as crypto/tls holds it
+		c, err := x509.ParseCertificate(ca.Issue(t).Cert.Raw)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
+		chains := [][]*x509.Certificate{{c, ca.Cert}}
+		a, b := FromChains(chains), FromChains(chains)
+		if a == nil || a != b {
+			t.Fatal("the same certificate gave two identities")
+		}
+		keys = append(keys, weak.Make(c))
+		keep = append(keep, chains)
+	}
+	cached := func() (n int) {
+		for _, k := range keys {
+			if _, ok := cache.Load(k); ok {
+				n++
+			}
+		}
+		return n
+	}
 	runtime.GC()
-	if n := cacheLen(); n < base+50 {
-		t.Fatalf("cache holds %d, want >= %d", n, base+50)
+	if n := cached(); n != 50 {
+		t.Fatalf("%d of 50 live certificates cached", n)
 	}
 	runtime.KeepAlive(keep)
-	keep = nil
 	deadline := time.Now().Add(10 * time.Second)
-	for cacheLen() > base && time.Now().Before(deadline) {
+	for cached() > 0 && time.Now().Before(deadline) {
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := cacheLen(); n > base {
-		t.Fatalf("cache still holds %d identities after their certificates were collected (base %d)", n, base)
+	if n := cached(); n > 0 {
+		t.Fatalf("%d identities still cached after their certificates were collected", n)
 	}
 }
 

@@ -1,0 +1,177 @@
+package peer
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Authorize{})
+	caddy.RegisterModule(Publish{})
+}
+
+// Authorize answers 403 Forbidden to a request whose verified client
+// identity does not satisfy the patterns, or that has no verified client
+// certificate at all, and logs each denial (at INFO, logger
+// http.handlers.peer_authorize) with the identity and the rule that did not
+// match. Allowed requests go on to the next handler.
+//
+// The 403 is an error (caddyhttp.Error), so `handle_errors` can shape the
+// response. With `shadow`, it denies nothing and logs every request it
+// would have denied.
+type Authorize struct {
+	Patterns
+
+	// Shadow logs what would be denied and denies nothing. Default false.
+	Shadow bool `json:"shadow,omitempty"`
+
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Authorize) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.peer_authorize",
+		New: func() caddy.Module { return new(Authorize) },
+	}
+}
+
+// Provision compiles the patterns.
+func (a *Authorize) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if err := a.Compile(); err != nil {
+		return fmt.Errorf("peer_authorize: %w", err)
+	}
+	return nil
+}
+
+// ServeHTTP denies or passes the request.
+func (a *Authorize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	publish(r)
+	id, ok, failed := a.Check(verifiedChains(r))
+	if ok {
+		return next.ServeHTTP(w, r)
+	}
+	msg := "denied"
+	if a.Shadow {
+		msg = "shadow: would deny"
+	}
+	if ce := a.logger.Check(zap.InfoLevel, msg); ce != nil {
+		fields := identityFields(id)
+		if id == nil {
+			presented := r.TLS != nil && len(r.TLS.PeerCertificates) > 0
+			reason := "no client certificate"
+			if presented {
+				reason = "client certificate not verified (client_auth mode request/require, or no trust_pool)"
+			}
+			fields = append(fields, zap.String("reason", reason))
+		} else {
+			fields = append(fields,
+				zap.String("rule", failed.String()),
+				zap.String("patterns", a.Summary(failed)),
+				zap.String("value", id.Value(failed)),
+			)
+		}
+		ce.Write(append(fields,
+			zap.String("remote_ip", r.RemoteAddr),
+			zap.String("host", r.Host),
+			zap.String("method", r.Method),
+			zap.String("uri", r.RequestURI),
+		)...)
+	}
+	if a.Shadow {
+		return next.ServeHTTP(w, r)
+	}
+	return caddyhttp.Error(http.StatusForbidden, errDenied)
+}
+
+var errDenied = errors.New("peer_authorize: client identity not allowed")
+
+// UnmarshalCaddyfile sets up the handler. Syntax:
+//
+//	peer_authorize <pattern...>
+//	peer_authorize [<pattern...>] {
+//		spiffe_id    <spiffe://td/path...>
+//		trust_domain <td...>
+//		dns | uri | email | ip | subject | cn | o | ou | issuer | fingerprint | spki <values...>
+//		shadow
+//	}
+//
+// Patterns are those of the `peer` matcher.
+func (a *Authorize) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const directive = "peer_authorize"
+	for d.Next() {
+		if err := a.parseArgs(d, directive); err != nil {
+			return err
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			handled, err := a.parseField(d, directive)
+			if err != nil {
+				return err
+			}
+			if handled {
+				continue
+			}
+			if d.Val() != "shadow" {
+				return unknownOption(d, directive, "shadow")
+			}
+			if d.NextArg() {
+				return d.Errf("%s: shadow takes no argument", directive)
+			}
+			if a.Shadow {
+				return d.Errf("%s: duplicate option 'shadow'", directive)
+			}
+			a.Shadow = true
+		}
+	}
+	return a.validate(d, directive)
+}
+
+// Publish makes the verified peer identity available to the rest of the
+// route as {peer.*} placeholders and adds a "peer" object to the access
+// log. The other peer handlers and the peer matcher do the same for the
+// requests they see; this handler is for routes that use none of them.
+type Publish struct{}
+
+// CaddyModule returns the Caddy module information.
+func (Publish) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.peer_identity",
+		New: func() caddy.Module { return new(Publish) },
+	}
+}
+
+// ServeHTTP publishes the identity and calls the next handler.
+func (Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	publish(r)
+	return next.ServeHTTP(w, r)
+}
+
+// UnmarshalCaddyfile sets up the handler. Syntax:
+//
+//	peer_identity
+func (*Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() {
+		return d.Errf("peer_identity: takes no argument, got %q", d.Val())
+	}
+	if d.NextBlock(d.Nesting()) {
+		return d.Errf("peer_identity: takes no block")
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Authorize)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Authorize)(nil)
+	_ caddyfile.Unmarshaler       = (*Authorize)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Publish)(nil)
+	_ caddyfile.Unmarshaler       = (*Publish)(nil)
+)

@@ -1,0 +1,419 @@
+package peer
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"golang.org/x/net/http/httpguts"
+)
+
+func init() {
+	caddy.RegisterModule(ForwardHeaders{})
+}
+
+// The identity header family that ForwardHeaders always removes from
+// inbound requests, whatever it is configured to set.
+const (
+	HeaderClientCert      = "Client-Cert"
+	HeaderClientCertChain = "Client-Cert-Chain"
+	HeaderXFCC            = "X-Forwarded-Client-Cert"
+)
+
+// ForwardHeaders forwards the verified peer identity to the next hop in
+// request headers, and makes sure a client cannot forge them.
+//
+// On every request, first, it removes every inbound header of the identity
+// family: Client-Cert, Client-Cert-Chain, X-Forwarded-Client-Cert, every
+// header it is configured to set and every name in `strip`. Names are
+// compared case-insensitively and with "_" equal to "-" (CGI-style
+// backends map both to the same variable); all values and duplicates go,
+// in the headers and in the trailers. This happens with or without a
+// client certificate.
+//
+// Then, only when the client certificate was verified, it sets the
+// configured headers from the identity. With an unverified or absent
+// certificate it sets nothing.
+type ForwardHeaders struct {
+	// ClientCert sets the RFC 9440 Client-Cert header: the certificate's
+	// DER as a structured-field byte sequence (":base64:"). Default false
+	// in JSON; the bare Caddyfile directive turns it on.
+	ClientCert bool `json:"client_cert,omitempty"`
+
+	// ClientCertChain sets the RFC 9440 Client-Cert-Chain header: the rest
+	// of the verified chain (issuer first, trust anchor included), each a
+	// byte sequence. Requires client_cert (RFC 9440: the chain never comes
+	// alone). Default false; the bare Caddyfile directive turns it on.
+	ClientCertChain bool `json:"client_cert_chain,omitempty"`
+
+	// XFCC sets Envoy's X-Forwarded-Client-Cert header (always replacing,
+	// as Envoy's SANITIZE_SET does). Default: not set.
+	XFCC *XFCC `json:"xfcc,omitempty"`
+
+	// Headers sets simple headers: name -> value with placeholders, for
+	// example {"X-Spiffe-Id": "{peer.spiffe_id}"}. A header whose value
+	// is empty once replaced (the identity lacks that field) is not set.
+	Headers map[string]string `json:"headers,omitempty"`
+
+	// PEMHeader names a header to carry the certificate as URL-encoded PEM
+	// (nginx's $ssl_client_escaped_cert format). Default: none.
+	PEMHeader string `json:"pem_header,omitempty"`
+
+	// Strip lists more inbound header names to remove on every request
+	// (legacy names a backend still trusts: X-SSL-Client-Verify,
+	// X-Client-DN, ...).
+	Strip []string `json:"strip,omitempty"`
+
+	family []string // normalized names to strip
+}
+
+// XFCC configures the X-Forwarded-Client-Cert header. Hash (the
+// certificate's SHA-256), Subject, URI and DNS elements are always set
+// (URI and DNS once per SAN, when the certificate has them).
+type XFCC struct {
+	// By is the By element: this proxy's own identity, typically its
+	// SPIFFE ID. Default: omitted.
+	By string `json:"by,omitempty"`
+	// Cert adds the Cert element: the URL-encoded PEM certificate.
+	Cert bool `json:"cert,omitempty"`
+	// Chain adds the Chain element: the URL-encoded PEM of the rest of the
+	// verified chain.
+	Chain bool `json:"chain,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (ForwardHeaders) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.peer_headers",
+		New: func() caddy.Module { return new(ForwardHeaders) },
+	}
+}
+
+// Provision builds the list of names to strip.
+func (h *ForwardHeaders) Provision(caddy.Context) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	names := []string{HeaderClientCert, HeaderClientCertChain, HeaderXFCC}
+	for name := range h.Headers {
+		names = append(names, name)
+	}
+	if h.PEMHeader != "" {
+		names = append(names, h.PEMHeader)
+	}
+	names = append(names, h.Strip...)
+	h.family = h.family[:0]
+	for _, n := range names {
+		n = normalizeName(n)
+		if !contains(h.family, n) {
+			h.family = append(h.family, n)
+		}
+	}
+	return nil
+}
+
+// Validate checks header names and conflicts.
+func (h *ForwardHeaders) Validate() error {
+	var errs []error
+	if h.ClientCertChain && !h.ClientCert {
+		errs = append(errs, errors.New("client_cert_chain requires client_cert (RFC 9440: Client-Cert-Chain never comes without Client-Cert)"))
+	}
+	set := map[string]string{}
+	claim := func(name, by string) {
+		if !httpguts.ValidHeaderFieldName(name) {
+			errs = append(errs, fmt.Errorf("%s: invalid header name %q", by, name))
+			return
+		}
+		n := normalizeName(name)
+		if prev, ok := set[n]; ok {
+			errs = append(errs, fmt.Errorf("header %q is set by both %s and %s", name, prev, by))
+			return
+		}
+		set[n] = by
+	}
+	if h.ClientCert {
+		claim(HeaderClientCert, "client_cert")
+	}
+	if h.ClientCertChain {
+		claim(HeaderClientCertChain, "client_cert_chain")
+	}
+	if h.XFCC != nil {
+		claim(HeaderXFCC, "xfcc")
+		if strings.ContainsAny(h.XFCC.By, "\r\n") {
+			errs = append(errs, errors.New("xfcc by: contains a line break"))
+		}
+	}
+	for name, val := range h.Headers {
+		claim(name, "header "+name)
+		if strings.ContainsAny(val, "\r\n") {
+			errs = append(errs, fmt.Errorf("header %s: value contains a line break", name))
+		}
+	}
+	if h.PEMHeader != "" {
+		claim(h.PEMHeader, "pem")
+	}
+	for _, name := range h.Strip {
+		if !httpguts.ValidHeaderFieldName(name) {
+			errs = append(errs, fmt.Errorf("strip: invalid header name %q", name))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("forward_peer_identity: %w", err)
+	}
+	return nil
+}
+
+// ServeHTTP strips the identity family, then sets the headers from a
+// verified identity.
+func (h *ForwardHeaders) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	stripFamily(r.Header, h.family)
+	stripFamily(r.Trailer, h.family)
+	id := publish(r)
+	if id == nil {
+		return next.ServeHTTP(w, r)
+	}
+	if h.ClientCert {
+		r.Header[HeaderClientCert] = []string{id.ClientCertValue()}
+		if h.ClientCertChain && len(id.Chain) > 0 {
+			r.Header[HeaderClientCertChain] = []string{id.ClientCertChainValue()}
+		}
+	}
+	if h.XFCC != nil {
+		r.Header[HeaderXFCC] = []string{h.XFCC.value(id)}
+	}
+	if h.PEMHeader != "" {
+		r.Header.Set(h.PEMHeader, id.PEMEscaped())
+	}
+	if len(h.Headers) > 0 {
+		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		for name, tmpl := range h.Headers {
+			v := tmpl
+			if repl != nil {
+				v = repl.ReplaceKnown(tmpl, "")
+			}
+			if v != "" && !strings.ContainsAny(v, "\r\n") {
+				r.Header.Set(name, v)
+			}
+		}
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// value builds the XFCC element list for id.
+func (x *XFCC) value(id *Identity) string {
+	var b strings.Builder
+	add := func(key, val string, quote bool) {
+		if b.Len() > 0 {
+			b.WriteByte(';')
+		}
+		b.WriteString(key)
+		b.WriteByte('=')
+		if quote || strings.ContainsAny(val, `,;=" `) {
+			b.WriteByte('"')
+			for i := 0; i < len(val); i++ {
+				if val[i] == '"' || val[i] == '\\' {
+					b.WriteByte('\\')
+				}
+				b.WriteByte(val[i])
+			}
+			b.WriteByte('"')
+			return
+		}
+		b.WriteString(val)
+	}
+	if x.By != "" {
+		add("By", x.By, false)
+	}
+	add("Hash", id.FingerprintHex, false)
+	if x.Cert {
+		add("Cert", id.PEMEscaped(), true)
+	}
+	if x.Chain && len(id.Chain) > 0 {
+		add("Chain", id.chainPEMEscaped(), true)
+	}
+	add("Subject", id.Subject, true)
+	for _, u := range id.URIs {
+		add("URI", u, false)
+	}
+	for _, d := range id.DNSNames {
+		add("DNS", d, false)
+	}
+	return b.String()
+}
+
+// stripFamily deletes every header whose name equals one of family
+// (normalized) ignoring case and treating "_" as "-".
+func stripFamily(hdr http.Header, family []string) {
+	for name := range hdr {
+		for _, f := range family {
+			if sameName(name, f) {
+				delete(hdr, name)
+				break
+			}
+		}
+	}
+}
+
+// normalizeName lowercases a header name and maps "_" to "-".
+func normalizeName(s string) string {
+	return strings.ReplaceAll(strings.ToLower(s), "_", "-")
+}
+
+// sameName compares a header name with a normalized one, without
+// allocating.
+func sameName(name, normalized string) bool {
+	if len(name) != len(normalized) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		} else if c == '_' {
+			c = '-'
+		}
+		if c != normalized[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// UnmarshalCaddyfile sets up the handler. Syntax:
+//
+//	forward_peer_identity
+//	forward_peer_identity {
+//		client_cert
+//		client_cert_chain
+//		xfcc {
+//			by <uri>
+//			cert
+//			chain
+//		}
+//		header <name> <value>
+//		pem    <name>
+//		strip  <name...>
+//	}
+//
+// Without a block it sets the RFC 9440 Client-Cert and Client-Cert-Chain
+// headers. In every case it first removes the inbound identity headers.
+func (h *ForwardHeaders) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const directive = "forward_peer_identity"
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.Errf("%s: unexpected argument %q; options go in a block", directive, d.Val())
+	}
+	block := false
+	flag := func(opt string, v *bool) error {
+		if d.NextArg() {
+			return d.Errf("%s: %s takes no argument", directive, opt)
+		}
+		if *v {
+			return d.Errf("%s: duplicate option '%s'", directive, opt)
+		}
+		*v = true
+		return nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		block = true
+		switch opt := d.Val(); opt {
+		case "client_cert":
+			if err := flag(opt, &h.ClientCert); err != nil {
+				return err
+			}
+		case "client_cert_chain":
+			if err := flag(opt, &h.ClientCertChain); err != nil {
+				return err
+			}
+		case "xfcc":
+			if h.XFCC != nil {
+				return d.Errf("%s: duplicate option 'xfcc'", directive)
+			}
+			h.XFCC = new(XFCC)
+			if d.NextArg() {
+				return d.Errf("%s: xfcc takes options in a block (by, cert, chain), not %q", directive, d.Val())
+			}
+			for n := d.Nesting(); d.NextBlock(n); {
+				switch sub := d.Val(); sub {
+				case "by":
+					if !d.NextArg() {
+						return d.Errf("%s: xfcc by needs a value (this proxy's URI, e.g. its SPIFFE ID)", directive)
+					}
+					h.XFCC.By = d.Val()
+					if d.NextArg() {
+						return d.Errf("%s: xfcc by takes one value", directive)
+					}
+				case "cert":
+					if err := flag("xfcc cert", &h.XFCC.Cert); err != nil {
+						return err
+					}
+				case "chain":
+					if err := flag("xfcc chain", &h.XFCC.Chain); err != nil {
+						return err
+					}
+				default:
+					return d.Errf("%s: unknown xfcc option %q (expected by, cert or chain)", directive, sub)
+				}
+			}
+		case "header":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("%s: header takes a name and a value, e.g. header X-Spiffe-Id {peer.spiffe_id}", directive)
+			}
+			if h.Headers == nil {
+				h.Headers = map[string]string{}
+			}
+			if _, dup := h.Headers[args[0]]; dup {
+				return d.Errf("%s: duplicate header %q", directive, args[0])
+			}
+			h.Headers[args[0]] = args[1]
+		case "pem":
+			if !d.NextArg() {
+				return d.Errf("%s: pem needs a header name, e.g. pem X-SSL-Client-Cert", directive)
+			}
+			if h.PEMHeader != "" {
+				return d.Errf("%s: duplicate option 'pem'", directive)
+			}
+			h.PEMHeader = d.Val()
+			if d.NextArg() {
+				return d.Errf("%s: pem takes one header name", directive)
+			}
+		case "strip":
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.Errf("%s: strip needs at least one header name", directive)
+			}
+			h.Strip = append(h.Strip, names...)
+		default:
+			return d.Errf("%s: unknown option %q (expected client_cert, client_cert_chain, xfcc, header, pem or strip)", directive, opt)
+		}
+	}
+	if !block {
+		h.ClientCert, h.ClientCertChain = true, true
+	}
+	if err := h.Validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*ForwardHeaders)(nil)
+	_ caddy.Validator             = (*ForwardHeaders)(nil)
+	_ caddyhttp.MiddlewareHandler = (*ForwardHeaders)(nil)
+	_ caddyfile.Unmarshaler       = (*ForwardHeaders)(nil)
+)

@@ -1,0 +1,253 @@
+package peer
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/trustline/trustline/internal/testpki"
+)
+
+// forged are the identity headers a client may send, in every spelling.
+var forged = map[string][]string{
+	"Client-Cert":             {":Zm9yZ2Vk:"},
+	"client-cert-chain":       {":Zm9yZ2Vk:", ":Zm9yZ2Vk:"},
+	"CLIENT-CERT":             {":Zm9yZ2Vk:, :Zm9yZ2Vk:"},
+	"X-Forwarded-Client-Cert": {`By=spiffe://evil;Hash=00;URI=spiffe://example.org/admin`, `URI=spiffe://example.org/admin`},
+	"x-forwarded-client-cert": {"URI=spiffe://example.org/admin"},
+	"X_Forwarded_Client_Cert": {"URI=spiffe://example.org/admin"},
+	"Client_Cert":             {":Zm9yZ2Vk:"},
+	"X-Spiffe-Id":             {"spiffe://example.org/admin"},
+	"x-spiffe-id":             {"spiffe://example.org/admin", "spiffe://example.org/root"},
+	"X-SSL-Client-Cert":       {"-----BEGIN%20CERTIFICATE-----"},
+	"X-Ssl-Client-Verify":     {"SUCCESS"},
+}
+
+func forgedRequest(t *testing.T, cs *tls.ConnectionState) *http.Request {
+	r, _ := caddyRequest(t, cs)
+	for k, v := range forged {
+		r.Header[k] = append([]string(nil), v...)
+	}
+	r.Header.Set("X-Unrelated", "kept")
+	r.Trailer = http.Header{"X-Forwarded-Client-Cert": {"URI=spiffe://example.org/admin"}, "Client-Cert": {":Zm9yZ2Vk:"}}
+	return r
+}
+
+func serve(t *testing.T, h *ForwardHeaders, r *http.Request) http.Header {
+	t.Helper()
+	var got http.Header
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		got = r.Header.Clone()
+		if len(r.Trailer) != 0 {
+			t.Errorf("trailers reached the next handler: %v", r.Trailer)
+		}
+		return nil
+	})
+	if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func fullHandler(t *testing.T) *ForwardHeaders {
+	var h ForwardHeaders
+	err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`forward_peer_identity {
+		client_cert
+		client_cert_chain
+		xfcc {
+			by spiffe://example.org/proxy
+			cert
+			chain
+		}
+		header X-Spiffe-Id {peer.spiffe_id}
+		header X-Peer-Email {peer.email}
+		pem X-SSL-Client-Cert
+		strip X-SSL-Client-Verify
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return provisioned(t, &h)
+}
+
+func TestForwardStripsEverySpoof(t *testing.T) {
+	ca := testpki.NewCA(t, "root")
+	leaf := ca.Issue(t, testpki.URI("spiffe://example.org/web")).Cert
+	h := fullHandler(t)
+	for name, cs := range map[string]*tls.ConnectionState{
+		"plain http":                nil,
+		"no client certificate":     {},
+		"unverified (mode request)": {PeerCertificates: []*x509.Certificate{leaf}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := serve(t, h, forgedRequest(t, cs))
+			for k := range got {
+				if k != "X-Unrelated" {
+					t.Errorf("header %s: %q reached the backend", k, got[k])
+				}
+			}
+			if got.Get("X-Unrelated") != "kept" {
+				t.Error("an unrelated header was removed")
+			}
+		})
+	}
+}
+
+func TestForwardSetsVerifiedIdentity(t *testing.T) {
+	root := testpki.NewCA(t, "Root")
+	inter := root.NewIntermediate(t, "Issuing")
+	leaf := inter.Issue(t, testpki.CN(`web "blue", inc`), testpki.URI("spiffe://example.org/web"), testpki.DNS("web.example.org", "web2.example.org")).Cert
+	cs := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf, inter.Cert}, VerifiedChains: [][]*x509.Certificate{{leaf, inter.Cert, root.Cert}}}
+	got := serve(t, fullHandler(t), forgedRequest(t, cs))
+
+	if v := got.Values("Client-Cert"); len(v) != 1 || v[0] != ":"+base64.StdEncoding.EncodeToString(leaf.Raw)+":" {
+		t.Fatalf("Client-Cert %q", v)
+	}
+	// the value decodes back to the very certificate
+	der, err := base64.StdEncoding.DecodeString(strings.Trim(got.Get("Client-Cert"), ":"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := x509.ParseCertificate(der); err != nil || !c.Equal(leaf) {
+		t.Fatalf("Client-Cert does not decode to the leaf: %v", err)
+	}
+	wantChain := ":" + base64.StdEncoding.EncodeToString(inter.Cert.Raw) + ":, :" + base64.StdEncoding.EncodeToString(root.Cert.Raw) + ":"
+	if v := got.Values("Client-Cert-Chain"); len(v) != 1 || v[0] != wantChain {
+		t.Fatalf("Client-Cert-Chain %q", v)
+	}
+	xfcc := got.Values("X-Forwarded-Client-Cert")
+	if len(xfcc) != 1 {
+		t.Fatalf("XFCC %q", xfcc)
+	}
+	id := NewIdentity(leaf, nil)
+	for _, part := range []string{
+		"By=spiffe://example.org/proxy;Hash=" + id.FingerprintHex + `;Cert="-----BEGIN%20CERTIFICATE-----%0A`,
+		`;Chain="-----BEGIN%20CERTIFICATE-----%0A`,
+		`;Subject="CN=web \\\"blue\\\"\\, inc";URI=spiffe://example.org/web;DNS=web.example.org;DNS=web2.example.org`,
+	} {
+		if !strings.Contains(xfcc[0], part) {
+			t.Errorf("XFCC %q lacks %q", xfcc[0], part)
+		}
+	}
+	if strings.Contains(xfcc[0], "admin") || strings.Contains(xfcc[0], "evil") {
+		t.Errorf("forged XFCC elements survived: %q", xfcc[0])
+	}
+	if v := got.Values("X-Spiffe-Id"); len(v) != 1 || v[0] != "spiffe://example.org/web" {
+		t.Fatalf("X-Spiffe-Id %q", v)
+	}
+	if _, ok := got["X-Peer-Email"]; ok {
+		t.Fatal("an empty header was set")
+	}
+	pemText, err := url.QueryUnescape(got.Get("X-Ssl-Client-Cert"))
+	if err != nil || !strings.HasPrefix(pemText, "-----BEGIN CERTIFICATE-----\n") {
+		t.Fatalf("pem header %q: %v", got.Get("X-Ssl-Client-Cert"), err)
+	}
+	if got.Get("X-Ssl-Client-Verify") != "" {
+		t.Fatal("a stripped header survived")
+	}
+	// no duplicate of any family header anywhere, under any spelling
+	for k := range got {
+		if k != http.CanonicalHeaderKey(k) {
+			t.Errorf("non-canonical header %q survived", k)
+		}
+	}
+}
+
+func TestForwardDefaultAndErrors(t *testing.T) {
+	var h ForwardHeaders
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`forward_peer_identity`)); err != nil {
+		t.Fatal(err)
+	}
+	if !h.ClientCert || !h.ClientCertChain || h.XFCC != nil {
+		t.Fatalf("bare directive: %+v", h)
+	}
+	for in, want := range map[string]string{
+		`forward_peer_identity xfcc`:                                         "unexpected argument \"xfcc\"",
+		"forward_peer_identity {\n client_cert_chain\n}":                     "client_cert_chain requires client_cert",
+		"forward_peer_identity {\n client_cert\n client_cert\n}":             "duplicate option 'client_cert'",
+		"forward_peer_identity {\n header X-A\n}":                            "header takes a name and a value",
+		"forward_peer_identity {\n header X-A a\n header X-A b\n}":           `duplicate header "X-A"`,
+		"forward_peer_identity {\n header Client-Cert x\n client_cert\n}":    `header "Client-Cert" is set by both`,
+		"forward_peer_identity {\n header \"Bad Name\" x\n}":                 `invalid header name "Bad Name"`,
+		"forward_peer_identity {\n xfcc {\n  by\n }\n}":                      "xfcc by needs a value",
+		"forward_peer_identity {\n xfcc {\n  hash\n }\n}":                    `unknown xfcc option "hash"`,
+		"forward_peer_identity {\n pem\n}":                                   "pem needs a header name",
+		"forward_peer_identity {\n strip\n}":                                 "strip needs at least one header name",
+		"forward_peer_identity {\n forward\n}":                               `unknown option "forward"`,
+		"forward_peer_identity {\n header x_spiffe a\n header X-Spiffe b\n}": `is set by both`,
+	} {
+		var h ForwardHeaders
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in))
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "forward_peer_identity") {
+			t.Errorf("%q: error %v, want %q", in, err, want)
+		}
+	}
+}
+
+func TestAuthorize(t *testing.T) {
+	ca := testpki.NewCA(t, "root")
+	allowed := ca.Issue(t, testpki.URI("spiffe://example.org/ops/alice")).Cert
+	other := ca.Issue(t, testpki.URI("spiffe://other.org/ops/alice")).Cert
+	verified := func(c *x509.Certificate) *tls.ConnectionState {
+		return &tls.ConnectionState{PeerCertificates: []*x509.Certificate{c}, VerifiedChains: [][]*x509.Certificate{{c, ca.Cert}}}
+	}
+	var a Authorize
+	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`peer_authorize spiffe://example.org/ops/*`)); err != nil {
+		t.Fatal(err)
+	}
+	provisioned(t, &a)
+	logs := observedLogger(&a.logger)
+	shadow := Authorize{Patterns: a.Patterns, Shadow: true}
+	shadowLogs := observedLogger(&shadow.logger)
+	cases := []struct {
+		name string
+		cs   *tls.ConnectionState
+		ok   bool
+		log  string
+	}{
+		{"allowed", verified(allowed), true, ""},
+		{"other trust domain", verified(other), false, `"rule":"spiffe_id"`},
+		{"no certificate", &tls.ConnectionState{}, false, `"reason":"no client certificate"`},
+		{"unverified", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{allowed}}, false, `"reason":"client certificate not verified`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for _, h := range []*Authorize{&a, &shadow} {
+				r, _ := caddyRequest(t, c.cs)
+				called := false
+				err := h.ServeHTTP(httptest.NewRecorder(), r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { called = true; return nil }))
+				if h.Shadow {
+					if err != nil || !called {
+						t.Fatalf("shadow denied: %v", err)
+					}
+					continue
+				}
+				if c.ok != (err == nil) || called != c.ok {
+					t.Fatalf("err %v, next called %v", err, called)
+				}
+				if !c.ok {
+					var he caddyhttp.HandlerError
+					if !errorsAs(err, &he) || he.StatusCode != 403 {
+						t.Fatalf("error %v is not a 403", err)
+					}
+				}
+			}
+			if c.log != "" {
+				if !strings.Contains(logs.last(), c.log) || !strings.Contains(logs.last(), `"msg":"denied"`) {
+					t.Fatalf("deny log %s lacks %s", logs.last(), c.log)
+				}
+				if !strings.Contains(shadowLogs.last(), c.log) || !strings.Contains(shadowLogs.last(), `"msg":"shadow: would deny"`) {
+					t.Fatalf("shadow log %s lacks %s", shadowLogs.last(), c.log)
+				}
+			}
+		})
+	}
+}
