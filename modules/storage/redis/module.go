@@ -319,15 +319,15 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 			DialerRetries:   2,
 		})
 	}
-	where := strings.Join(addrs, ",")
+	where, setting := strings.Join(addrs, ","), "address"
 	if r.Sentinel != nil {
-		where = "sentinel " + r.Sentinel.MasterName + "@" + where
+		where, setting = r.Sentinel.MasterName+"@"+where, "sentinel"
 	}
 	pctx, cancel := context.WithTimeout(ctx, dialTimeout+readTimeout)
 	defer cancel()
 	if err := client.Ping(pctx).Err(); err != nil {
 		client.Close()
-		return fmt.Errorf("storage redis: cannot use Redis at %s (address): %w%s", where, err, hint(err))
+		return fmt.Errorf("storage redis: %s %s: cannot use Redis: %w%s", setting, where, err, hint(err))
 	}
 	lockTTL := orDefault(r.LockTTL, DefaultLockTTL)
 	r.store = newStore(client, r.KeyPrefix, seal, lockTTL, r.logger, where)
@@ -350,10 +350,16 @@ func hint(err error) string {
 	switch {
 	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "AUTH"):
 		return " (check username and password)"
+	case strings.Contains(msg, "certificate required"):
+		return " (Redis wants a client certificate: set cert_file and key_file in the tls block)"
+	case strings.Contains(msg, "remote error: tls"):
+		return " (Redis refused this node's client certificate: check cert_file in the tls block)"
 	case strings.Contains(msg, "certificate"), strings.Contains(msg, "tls:"):
-		return " (check the tls block)"
+		return " (check ca_file, trust_pool or server_name in the tls block)"
 	case strings.Contains(msg, "DB index"):
 		return " (check db)"
+	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "no such host"), strings.Contains(msg, "timeout"):
+		return " (is Redis running there? check address)"
 	}
 	return ""
 }
