@@ -1,0 +1,505 @@
+package integration
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trustline/trustline/integration/bench"
+	"github.com/trustline/trustline/internal/testpki"
+)
+
+// peerPKI is the PKI of the peer tests: a trusted root with an issuing
+// intermediate, a server certificate, and client certificates written to
+// files for curl and openssl.
+type peerPKI struct {
+	dir              string
+	root, inter      *testpki.CA
+	rootFile         string
+	srvCert, srvKey  string
+	clients          map[string][2]string // name -> cert, key files
+	leaves           map[string]*testpki.Leaf
+	foreignRootFiles string
+}
+
+func newPeerPKI(t *testing.T) *peerPKI {
+	p := &peerPKI{dir: t.TempDir(), clients: map[string][2]string{}, leaves: map[string]*testpki.Leaf{}}
+	p.root = testpki.NewCA(t, "Peer Root", testpki.Org("Example"))
+	p.inter = p.root.NewIntermediate(t, "Peer Issuing CA", testpki.Org("Example"))
+	p.rootFile = testpki.WriteFile(t, p.dir, "root.pem", p.root.CertPEM())
+	srv := p.inter.Issue(t, testpki.CN("localhost"), testpki.DNS("localhost"), testpki.IP("127.0.0.1"), testpki.ServerOnly())
+	p.srvCert, p.srvKey = srv.WriteFiles(t, p.dir, "server")
+	foreign := testpki.NewCA(t, "Peer Root", testpki.Org("Example")) // same names, other key
+	for name, leaf := range map[string]*testpki.Leaf{
+		"alice":      p.inter.Issue(t, testpki.CN("alice"), testpki.URI("spiffe://example.org/ops/alice"), testpki.ClientOnly()),
+		"bob":        p.inter.Issue(t, testpki.CN("bob"), testpki.URI("spiffe://example.org/dev/bob"), testpki.ClientOnly()),
+		"mallory":    p.inter.Issue(t, testpki.CN("alice"), testpki.URI("spiffe://other.org/ops/alice"), testpki.ClientOnly()),
+		"foreign":    foreign.Issue(t, testpki.CN("alice"), testpki.URI("spiffe://example.org/ops/alice"), testpki.ClientOnly()),
+		"expired":    p.inter.Issue(t, testpki.CN("alice"), testpki.URI("spiffe://example.org/ops/alice"), testpki.ClientOnly(), testpki.Expired()),
+		"twouris":    p.inter.Issue(t, testpki.CN("two"), testpki.URI("spiffe://example.org/ops/alice", "spiffe://example.org/ops/root"), testpki.ClientOnly()),
+		"https":      p.inter.Issue(t, testpki.CN("https"), testpki.URI("https://example.org/ops/alice"), testpki.ClientOnly()),
+		"serveronly": p.inter.Issue(t, testpki.CN("alice"), testpki.URI("spiffe://example.org/ops/alice"), testpki.ServerOnly()),
+		"db":         p.inter.Issue(t, testpki.CN("db"), testpki.URI("spiffe://example.org/db/reporting"), testpki.ClientOnly()),
+	} {
+		c, k := leaf.WriteFiles(t, p.dir, name)
+		p.clients[name] = [2]string{c, k}
+		p.leaves[name] = leaf
+	}
+	return p
+}
+
+// curl runs curl against url with the named client certificate ("" for
+// none) and extra args; it returns the body, stderr and exit code.
+func (p *peerPKI) curl(t *testing.T, client, url string, args ...string) (string, string, int) {
+	t.Helper()
+	a := []string{"--cacert", p.rootFile}
+	if client != "" {
+		a = append(a, "--cert", p.clients[client][0], "--key", p.clients[client][1])
+	}
+	return bench.Curl(t, append(append(a, args...), url)...)
+}
+
+// headerEcho is the backend: it answers with the request headers it got,
+// as JSON, and counts requests.
+type headerEcho struct {
+	*httptest.Server
+	hits atomic.Int64
+}
+
+func newHeaderEcho(t *testing.T) *headerEcho {
+	e := &headerEcho{}
+	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.hits.Add(1)
+		_ = json.NewEncoder(w).Encode(r.Header)
+	}))
+	t.Cleanup(e.Close)
+	return e
+}
+
+func decodeHeaders(t *testing.T, body string) http.Header {
+	t.Helper()
+	var h http.Header
+	if err := json.Unmarshal([]byte(body), &h); err != nil {
+		t.Fatalf("backend answer %q: %v", body, err)
+	}
+	return h
+}
+
+// forgedHeaderArgs are curl -H arguments forging the identity family in
+// every spelling: case variants, duplicates, comma-joined values and
+// underscores.
+var forgedHeaderArgs = []string{
+	"-H", "Client-Cert: :Zm9yZ2Vk:",
+	"-H", "client-cert: :Zm9yZ2Vk:, :Zm9yZ2Vk:",
+	"-H", "CLIENT-CERT-CHAIN: :Zm9yZ2Vk:",
+	"-H", "X-Forwarded-Client-Cert: By=spiffe://evil;URI=spiffe://example.org/admin",
+	"-H", "x-forwarded-client-cert: URI=spiffe://example.org/admin,URI=spiffe://example.org/root",
+	"-H", "X_Forwarded_Client_Cert: URI=spiffe://example.org/admin",
+	"-H", "X-Spiffe-Id: spiffe://example.org/admin",
+	"-H", "x-spiffe-id: spiffe://example.org/root",
+	"-H", "X-Legacy-Verify: SUCCESS",
+}
+
+// assertNoForgery fails if any forged value reached the backend.
+func assertNoForgery(t *testing.T, h http.Header) {
+	t.Helper()
+	for name, vals := range h {
+		for _, v := range vals {
+			if strings.Contains(v, "Zm9yZ2Vk") || strings.Contains(v, "admin") || strings.Contains(v, "spiffe://evil") ||
+				strings.Contains(v, "example.org/root") || v == "SUCCESS" {
+				t.Errorf("forged header reached the backend: %s: %s", name, v)
+			}
+		}
+		if n := strings.ToLower(strings.ReplaceAll(name, "_", "-")); n == "x-forwarded-client-cert" || n == "client-cert" || n == "x-spiffe-id" {
+			if len(vals) != 1 {
+				t.Errorf("%s reached the backend %d times: %q", name, len(vals), vals)
+			}
+		}
+	}
+}
+
+// TestPeerHTTP runs the HTTP side against the real binary with curl and
+// openssl: authorization by SPIFFE ID (200/403), refusals at the
+// handshake, forwarding without spoofing over HTTP/1.1 and HTTP/2, an
+// unverified certificate under `mode request`, placeholders, the access
+// log, and the handshake verifier.
+func TestPeerHTTP(t *testing.T) {
+	p := newPeerPKI(t)
+	backend := newHeaderEcho(t)
+	authz, request, verifier := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	c := bench.Start(t, fmt.Sprintf(`{
+	admin {$TL_ADMIN}
+	skip_install_trust
+	auto_https disable_redirects
+	# crypto/tls's handshake refusals (expired, unknown CA, wrong key
+	# usage) are logged by Caddy at debug level, as http.stdlib
+	debug
+}
+
+# authorization and forwarding, after a verified handshake
+https://localhost:%[1]s {
+	tls %[4]s %[5]s {
+		client_auth {
+			trust_pool file %[6]s
+		}
+	}
+	log
+	peer_authorize spiffe://example.org/ops/*
+	forward_peer_identity {
+		client_cert
+		client_cert_chain
+		xfcc {
+			by spiffe://example.org/edge
+		}
+		header X-Spiffe-Id {peer.spiffe_id}
+		strip X-Legacy-Verify
+	}
+	@whoami path /whoami
+	respond @whoami "{peer.verified} {peer.spiffe_id} {peer.trust_domain} {peer.subject.cn} {peer.issuer.cn}"
+	reverse_proxy %[7]s
+}
+
+# client_auth mode request: certificates are asked for, never verified
+https://localhost:%[2]s {
+	tls %[4]s %[5]s {
+		client_auth {
+			mode request
+		}
+	}
+	forward_peer_identity {
+		client_cert
+		header X-Spiffe-Id {peer.spiffe_id}
+		strip X-Legacy-Verify
+	}
+	@ops peer spiffe://example.org/ops/*
+	respond @ops "matched"
+	@whoami path /whoami
+	respond @whoami "verified={peer.verified} presented={peer.presented} id={peer.spiffe_id}"
+	reverse_proxy %[7]s
+}
+
+# the handshake verifier
+https://localhost:%[3]s {
+	tls %[4]s %[5]s {
+		client_auth {
+			trust_pool file %[6]s
+			verifier peer spiffe://example.org/ops/*
+		}
+	}
+	peer_identity
+	respond "hello {peer.spiffe_id}"
+}
+`, bench.Port(authz), bench.Port(request), bench.Port(verifier), p.srvCert, p.srvKey, p.rootFile, backend.Listener.Addr().String()))
+
+	authzURL := "https://localhost:" + bench.Port(authz)
+
+	t.Run("allowed SPIFFE ID", func(t *testing.T) {
+		body, stderr, code := p.curl(t, "alice", authzURL+"/whoami")
+		if code != 0 || body != "true spiffe://example.org/ops/alice example.org alice Peer Issuing CA" {
+			t.Fatalf("exit %d, body %q, %s", code, body, stderr)
+		}
+	})
+	for _, name := range []string{"bob", "mallory", "twouris", "https"} {
+		t.Run("403 for "+name, func(t *testing.T) {
+			before := backend.hits.Load()
+			body, stderr, code := p.curl(t, name, authzURL+"/", "-o", "/dev/null", "-w", "%{http_code}")
+			if code != 0 || body != "403" {
+				t.Fatalf("exit %d, status %q, %s", code, body, stderr)
+			}
+			if backend.hits.Load() != before {
+				t.Fatal("a denied request reached the backend")
+			}
+		})
+	}
+	t.Run("denials logged with identity and rule", func(t *testing.T) {
+		c.WaitLog(t, `"spiffe_id":"spiffe://example.org/dev/bob"`, 5*time.Second)
+		log := c.Log()
+		for _, want := range []string{
+			`"msg":"denied","verified":true,"spiffe_id":"spiffe://example.org/dev/bob"`,
+			`"rule":"spiffe_id","patterns":"[spiffe://example.org/ops/*]","value":"spiffe://example.org/dev/bob"`,
+			`"value":"spiffe://other.org/ops/alice"`,
+			// never matched as a SPIFFE identity, and why
+			`"spiffe_id_rejected":"not a SPIFFE ID: certificate contains more than one URI SAN"`,
+			`"spiffe_id_rejected":"not a SPIFFE ID: scheme is missing or invalid"`,
+		} {
+			if !strings.Contains(log, want) {
+				t.Errorf("log lacks %s", want)
+			}
+		}
+	})
+	for name, reason := range map[string]string{
+		"foreign":    "certificate signed by unknown authority",
+		"expired":    "certificate has expired",
+		"serveronly": "certificate specifies an incompatible key usage",
+	} {
+		t.Run("refused at handshake: "+name, func(t *testing.T) {
+			before := backend.hits.Load()
+			body, stderr, code := p.curl(t, name, authzURL+"/")
+			if code == 0 || body != "" {
+				t.Fatalf("exit %d, body %q: %s", code, body, stderr)
+			}
+			if backend.hits.Load() != before {
+				t.Fatal("reached the backend")
+			}
+			c.WaitLog(t, reason, 5*time.Second)
+		})
+	}
+	t.Run("no certificate refused", func(t *testing.T) {
+		_, stderr, code := p.curl(t, "", authzURL+"/")
+		if code == 0 {
+			t.Fatalf("a client without a certificate got through: %s", stderr)
+		}
+	})
+
+	for _, proto := range []string{"--http1.1", "--http2"} {
+		t.Run("forwarding without spoofing "+proto, func(t *testing.T) {
+			body, stderr, code := p.curl(t, "alice", authzURL+"/", append([]string{proto}, forgedHeaderArgs...)...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			h := decodeHeaders(t, body)
+			assertNoForgery(t, h)
+			alice := p.leaves["alice"]
+			if got, want := h.Get("Client-Cert"), ":"+base64.StdEncoding.EncodeToString(alice.Cert.Raw)+":"; got != want {
+				t.Errorf("Client-Cert %q, want the verified leaf", got)
+			}
+			wantChain := ":" + base64.StdEncoding.EncodeToString(p.inter.Cert.Raw) + ":, :" + base64.StdEncoding.EncodeToString(p.root.Cert.Raw) + ":"
+			if got := h.Get("Client-Cert-Chain"); got != wantChain {
+				t.Errorf("Client-Cert-Chain %q, want the verified chain", got)
+			}
+			xfcc := h.Get("X-Forwarded-Client-Cert")
+			if !strings.HasPrefix(xfcc, "By=spiffe://example.org/edge;Hash=") || !strings.Contains(xfcc, `;Subject="CN=alice";URI=spiffe://example.org/ops/alice`) {
+				t.Errorf("XFCC %q", xfcc)
+			}
+			if got := h.Values("X-Spiffe-Id"); len(got) != 1 || got[0] != "spiffe://example.org/ops/alice" {
+				t.Errorf("X-Spiffe-Id %q", got)
+			}
+		})
+	}
+
+	requestURL := "https://localhost:" + bench.Port(request)
+	t.Run("mode request: unverified certificate has no identity", func(t *testing.T) {
+		for _, client := range []string{"alice", "foreign", "serveronly", ""} {
+			body, stderr, code := p.curl(t, client, requestURL+"/whoami")
+			presented := client != ""
+			if want := fmt.Sprintf("verified=false presented=%v id=", presented); code != 0 || body != want {
+				t.Fatalf("%s: exit %d, body %q (want %q), %s", client, code, body, want, stderr)
+			}
+			body, _, _ = p.curl(t, client, requestURL+"/", forgedHeaderArgs...)
+			if body == "matched" {
+				t.Fatalf("%s: an unverified certificate matched the peer matcher", client)
+			}
+			h := decodeHeaders(t, body)
+			assertNoForgery(t, h)
+			for _, name := range []string{"Client-Cert", "X-Spiffe-Id", "X-Forwarded-Client-Cert"} {
+				if v := h.Values(name); len(v) != 0 {
+					t.Errorf("%s: %s set without a verified certificate: %q", client, name, v)
+				}
+			}
+		}
+	})
+
+	t.Run("identity in the access log", func(t *testing.T) {
+		if _, _, code := p.curl(t, "alice", authzURL+"/logged"); code != 0 {
+			t.Fatal("request failed")
+		}
+		c.WaitLog(t, `"uri":"/logged"`, 5*time.Second)
+		for _, line := range strings.Split(c.Log(), "\n") {
+			if strings.Contains(line, `"uri":"/logged"`) && strings.Contains(line, "http.log.access") {
+				if !strings.Contains(line, `"peer":{"verified":true,"spiffe_id":"spiffe://example.org/ops/alice","subject":"CN=alice","issuer":"CN=Peer Issuing CA,O=Example"`) {
+					t.Fatalf("access log line lacks the identity: %s", line)
+				}
+				return
+			}
+		}
+		t.Fatal("no access log line for /logged")
+	})
+
+	verifierURL := "https://localhost:" + bench.Port(verifier)
+	t.Run("handshake verifier", func(t *testing.T) {
+		body, stderr, code := p.curl(t, "alice", verifierURL+"/")
+		if code != 0 || body != "hello spiffe://example.org/ops/alice" {
+			t.Fatalf("alice: exit %d, %q, %s", code, body, stderr)
+		}
+		for _, name := range []string{"bob", "mallory", "twouris"} {
+			body, stderr, code := p.curl(t, name, verifierURL+"/")
+			if code == 0 || body != "" {
+				t.Fatalf("%s: exit %d, body %q, %s", name, code, body, stderr)
+			}
+		}
+		// openssl s_client: the server's alert ends the connection before
+		// any HTTP byte is exchanged
+		out := opensslClient(t, p, "bob", verifier)
+		if !strings.Contains(out, "alert bad certificate") && !strings.Contains(out, "alert number 42") {
+			t.Fatalf("openssl s_client did not see a bad_certificate alert:\n%s", out)
+		}
+		c.WaitLog(t, `"msg":"refused TLS handshake: client identity not allowed"`, 5*time.Second)
+		if !strings.Contains(c.Log(), `"rule":"spiffe_id","patterns":"[spiffe://example.org/ops/*]","value":"spiffe://example.org/dev/bob"`) {
+			t.Error("the refusal log lacks the rule")
+		}
+	})
+}
+
+// opensslClient connects with openssl s_client, sends nothing, and
+// returns its output once the server has closed the connection.
+func opensslClient(t *testing.T, p *peerPKI, client, addr string) string {
+	t.Helper()
+	bin := bench.Need(t, "openssl")
+	// -cert sends only the first certificate of its file: the
+	// intermediate goes with -cert_chain
+	interFile := testpki.WriteFile(t, t.TempDir(), "inter.pem", p.inter.CertPEM())
+	cmd := exec.Command(bin, "s_client", "-connect", addr, "-servername", "localhost",
+		"-CAfile", p.rootFile, "-cert", p.clients[client][0], "-key", p.clients[client][1],
+		"-cert_chain", interFile, "-ign_eof")
+	cmd.Stdin = strings.NewReader("")
+	done := make(chan struct{})
+	var out []byte
+	go func() {
+		out, _ = cmd.CombinedOutput()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("openssl s_client did not finish:\n%s", out)
+	}
+	return string(out)
+}
+
+// echoServer is a raw TCP service answering "<name>:<line>" to each line.
+func echoServer(t *testing.T, name string) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				s := bufio.NewScanner(conn)
+				for s.Scan() {
+					if _, err := fmt.Fprintf(conn, "%s:%s\n", name, s.Text()); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// TestPeerLayer4 routes a raw TCP service by the client's identity after
+// caddy-l4's tls handler: the db identity reaches the db echo server, the
+// ops identity the ops one, others are dropped, and the handshake verifier
+// refuses at layer 4 too.
+func TestPeerLayer4(t *testing.T) {
+	p := newPeerPKI(t)
+	dbEcho, opsEcho := echoServer(t, "db"), echoServer(t, "ops")
+	l4, l4v, site := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	bench.Start(t, fmt.Sprintf(`{
+	admin {$TL_ADMIN}
+	skip_install_trust
+	auto_https disable_redirects
+	layer4 {
+		%[1]s {
+			route {
+				tls {
+					connection_policy {
+						client_auth {
+							trust_pool file %[4]s
+						}
+					}
+				}
+				subroute {
+					@db peer spiffe://example.org/db/*
+					@ops peer {
+						trust_domain example.org
+						spiffe_id spiffe://example.org/ops/*
+					}
+					route @db {
+						proxy %[5]s
+					}
+					route @ops {
+						proxy %[6]s
+					}
+				}
+			}
+		}
+		%[2]s {
+			route {
+				tls {
+					connection_policy {
+						client_auth {
+							trust_pool file %[4]s
+							verifier peer spiffe://example.org/db/*
+						}
+					}
+				}
+				proxy %[5]s
+			}
+		}
+	}
+}
+
+# loads the server certificate into the tls app for the layer-4 tls handler
+https://localhost:%[3]s {
+	tls %[7]s %[8]s
+	respond "site"
+}
+`, l4, l4v, bench.Port(site), p.rootFile, dbEcho, opsEcho, p.srvCert, p.srvKey))
+
+	talk := func(client, addr string) (string, error) {
+		leaf := p.leaves[client]
+		cfg := &tls.Config{ServerName: "localhost", RootCAs: p.root.Pool(), Certificates: []tls.Certificate{leaf.TLS()}}
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := fmt.Fprintf(conn, "ping\n"); err != nil {
+			return "", err
+		}
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		return strings.TrimSpace(line), err
+	}
+	for _, c := range []struct{ client, want string }{
+		{"db", "db:ping"},
+		{"alice", "ops:ping"},
+		{"bob", ""},
+		{"mallory", ""},
+		{"twouris", ""},
+	} {
+		got, err := talk(c.client, l4)
+		if got != c.want {
+			t.Errorf("%s: got %q (%v), want %q", c.client, got, err, c.want)
+		}
+	}
+	if got, err := talk("foreign", l4); err == nil || got != "" {
+		t.Errorf("foreign CA: got %q, %v", got, err)
+	}
+	// the verifier at layer 4
+	if got, err := talk("db", l4v); got != "db:ping" {
+		t.Errorf("verifier, db: %q %v", got, err)
+	}
+	if got, err := talk("alice", l4v); err == nil || !strings.Contains(err.Error(), "bad certificate") {
+		t.Errorf("verifier, alice: %q %v", got, err)
+	}
+}
