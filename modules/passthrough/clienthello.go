@@ -1,0 +1,459 @@
+package passthrough
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"golang.org/x/crypto/cryptobyte"
+)
+
+// The ClientHello reader: it reads TLS records from the start of a
+// connection until the whole ClientHello handshake message is assembled
+// (it may span several records, and the records several TCP segments) and
+// parses the few fields routing needs. It never decrypts anything and never
+// writes to the connection.
+
+const (
+	recordTypeHandshake      = 22
+	handshakeTypeClientHello = 1
+	recordHeaderLen          = 5
+	handshakeHeaderLen       = 4
+
+	// maxRecordPayload is the largest TLSPlaintext fragment (RFC 8446 5.1).
+	maxRecordPayload = 1 << 14
+
+	// MaxClientHelloBytes is the largest ClientHello message (handshake
+	// header included) the reader assembles; a larger one is refused.
+	MaxClientHelloBytes = 16 << 10
+
+	// maxHelloRecords bounds how many records one ClientHello may span:
+	// real clients use one to a handful; a client dribbling one byte per
+	// record is refused instead of being read for ever.
+	maxHelloRecords = 64
+
+	// maxHelloStreamBytes bounds how many bytes the reader takes from the
+	// connection: the largest message plus the record headers around it.
+	maxHelloStreamBytes = MaxClientHelloBytes + maxHelloRecords*recordHeaderLen
+
+	extServerName        = 0
+	extALPN              = 16
+	extSupportedVersions = 43
+
+	// VersionTLS10 .. VersionTLS13 are the protocol version numbers as they
+	// appear on the wire.
+	VersionTLS10 = 0x0301
+	VersionTLS11 = 0x0302
+	VersionTLS12 = 0x0303
+	VersionTLS13 = 0x0304
+)
+
+var (
+	// ErrNotTLS means the first bytes are not a TLS handshake record.
+	ErrNotTLS = errors.New("not a TLS handshake")
+	// ErrHelloTooLarge means the ClientHello is over MaxClientHelloBytes
+	// or spans more records than any real client uses.
+	ErrHelloTooLarge = errors.New("ClientHello too large")
+	// ErrMalformedHello means the records or the ClientHello in them
+	// break the TLS encoding rules.
+	ErrMalformedHello = errors.New("malformed ClientHello")
+
+	// errIncomplete means the bytes so far are a valid beginning of a
+	// ClientHello: more are needed.
+	errIncomplete = errors.New("incomplete ClientHello")
+)
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformedHello, fmt.Sprintf(format, args...))
+}
+
+// ClientHello holds what routing reads from a TLS ClientHello.
+type ClientHello struct {
+	// ServerName is the host_name of the server_name extension, as sent;
+	// empty when the client sent none.
+	ServerName string
+	// ALPN is the list of application protocols offered, in order.
+	ALPN []string
+	// SupportedVersions lists the supported_versions extension's values
+	// without GREASE; nil when the extension is absent.
+	SupportedVersions []uint16
+	// LegacyVersion is the ClientHello's legacy_version field.
+	LegacyVersion uint16
+	// Records is how many TLS records the message spanned.
+	Records int
+	// Length is the size of the handshake message, header included.
+	Length int
+}
+
+// MaxVersion is the highest protocol version the client offers.
+func (h *ClientHello) MaxVersion() uint16 {
+	if h.SupportedVersions == nil {
+		// without supported_versions, TLS 1.3 cannot be negotiated
+		return min(h.LegacyVersion, VersionTLS12)
+	}
+	var v uint16
+	for _, sv := range h.SupportedVersions {
+		v = max(v, sv)
+	}
+	return v
+}
+
+// OffersALPN reports whether proto is among the offered protocols.
+func (h *ClientHello) OffersALPN(proto string) bool {
+	for _, p := range h.ALPN {
+		if p == proto {
+			return true
+		}
+	}
+	return false
+}
+
+// ScanClientHello looks for a ClientHello at the start of data, the first
+// bytes a client sent. It returns the parsed ClientHello and the number of
+// bytes of data its records took; errIncomplete when data is a valid but
+// unfinished beginning (read more and call again with all of it); or
+// ErrNotTLS, ErrHelloTooLarge or ErrMalformedHello (wrapped).
+func ScanClientHello(data []byte) (*ClientHello, int, error) {
+	// fast path: the whole message in the first record, the usual case
+	if len(data) >= recordHeaderLen+handshakeHeaderLen {
+		if err := checkRecordHeader(data, true); err != nil {
+			return nil, 0, err
+		}
+		recLen := int(data[3])<<8 | int(data[4])
+		if recLen < handshakeHeaderLen {
+			return scanRecords(data)
+		}
+		msgLen, err := checkHandshakeHeader(data[recordHeaderLen:])
+		if err != nil {
+			return nil, 0, err
+		}
+		if handshakeHeaderLen+msgLen <= recLen {
+			if len(data) < recordHeaderLen+handshakeHeaderLen+msgLen {
+				return nil, 0, errIncomplete
+			}
+			body := data[recordHeaderLen+handshakeHeaderLen : recordHeaderLen+handshakeHeaderLen+msgLen]
+			h, err := parseClientHelloBody(body)
+			if err != nil {
+				return nil, 0, err
+			}
+			h.Records, h.Length = 1, handshakeHeaderLen+msgLen
+			// the rest of the record, if any, belongs to the stream too
+			return h, min(len(data), recordHeaderLen+recLen), nil
+		}
+	}
+	return scanRecords(data)
+}
+
+// scanRecords reassembles a ClientHello that spans several records.
+func scanRecords(data []byte) (*ClientHello, int, error) {
+	var (
+		// the handshake message assembled so far
+		msg     = make([]byte, 0, min(len(data), MaxClientHelloBytes))
+		msgLen  = -1 // its full length once the header is known
+		off     int
+		records int
+	)
+	for {
+		if len(data)-off < recordHeaderLen {
+			if len(data)-off > 0 {
+				if err := checkRecordHeader(data[off:], records == 0); err != nil {
+					return nil, 0, err
+				}
+			}
+			return nil, 0, errIncomplete
+		}
+		if err := checkRecordHeader(data[off:], records == 0); err != nil {
+			return nil, 0, err
+		}
+		recLen := int(data[off+3])<<8 | int(data[off+4])
+		records++
+		if records > maxHelloRecords {
+			return nil, 0, fmt.Errorf("%w: more than %d records", ErrHelloTooLarge, maxHelloRecords)
+		}
+		payload := data[off+recordHeaderLen:]
+		complete := len(payload) >= recLen
+		if complete {
+			payload = payload[:recLen]
+		}
+		// how much of this record the message still needs
+		take := len(payload)
+		if msgLen >= 0 {
+			take = min(take, msgLen-len(msg))
+		}
+		msg = append(msg, payload[:take]...)
+		if msgLen < 0 && len(msg) >= handshakeHeaderLen {
+			n, err := checkHandshakeHeader(msg)
+			if err != nil {
+				return nil, 0, err
+			}
+			msgLen = handshakeHeaderLen + n
+			if len(msg) > msgLen {
+				msg = msg[:msgLen]
+			}
+			if cap(msg) < msgLen {
+				grown := make([]byte, len(msg), msgLen)
+				copy(grown, msg)
+				msg = grown
+			}
+		}
+		if msgLen >= 0 && len(msg) == msgLen {
+			h, err := parseClientHelloBody(msg[handshakeHeaderLen:])
+			if err != nil {
+				return nil, 0, err
+			}
+			h.Records, h.Length = records, msgLen
+			return h, min(len(data), off+recordHeaderLen+recLen), nil
+		}
+		if !complete {
+			return nil, 0, errIncomplete
+		}
+		off += recordHeaderLen + recLen
+	}
+}
+
+// checkRecordHeader checks the (possibly partial) record header at the
+// start of b.
+func checkRecordHeader(b []byte, first bool) error {
+	if b[0] != recordTypeHandshake {
+		if first {
+			return ErrNotTLS
+		}
+		return malformed("record of type %d inside the ClientHello", b[0])
+	}
+	if len(b) >= 2 && b[1] != 3 {
+		if first {
+			return ErrNotTLS
+		}
+		return malformed("record version %d.x inside the ClientHello", b[1])
+	}
+	if len(b) >= 3 && b[2] > 4 {
+		if first {
+			return ErrNotTLS
+		}
+		return malformed("record version 3.%d inside the ClientHello", b[2])
+	}
+	if len(b) >= 5 {
+		n := int(b[3])<<8 | int(b[4])
+		if n == 0 {
+			return malformed("empty handshake record")
+		}
+		if n > maxRecordPayload {
+			return malformed("record of %d bytes, over the %d-byte limit", n, maxRecordPayload)
+		}
+	}
+	return nil
+}
+
+// checkHandshakeHeader checks the 4-byte handshake header at the start of
+// b and returns the message body length.
+func checkHandshakeHeader(b []byte) (int, error) {
+	if b[0] != handshakeTypeClientHello {
+		return 0, malformed("first handshake message has type %d, not ClientHello", b[0])
+	}
+	n := int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+	if handshakeHeaderLen+n > MaxClientHelloBytes {
+		return 0, fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrHelloTooLarge, handshakeHeaderLen+n, MaxClientHelloBytes)
+	}
+	return n, nil
+}
+
+// parseClientHelloBody parses the ClientHello body (RFC 8446 4.1.2).
+func parseClientHelloBody(body []byte) (*ClientHello, error) {
+	s := cryptobyte.String(body)
+	h := new(ClientHello)
+	var sessionID, suites, compression cryptobyte.String
+	if !s.ReadUint16(&h.LegacyVersion) || !s.Skip(32) ||
+		!s.ReadUint8LengthPrefixed(&sessionID) ||
+		!s.ReadUint16LengthPrefixed(&suites) ||
+		!s.ReadUint8LengthPrefixed(&compression) {
+		return nil, malformed("truncated fixed fields")
+	}
+	if len(sessionID) > 32 {
+		return nil, malformed("session id of %d bytes", len(sessionID))
+	}
+	if len(suites) < 2 || len(suites)%2 != 0 {
+		return nil, malformed("cipher suite list of %d bytes", len(suites))
+	}
+	if len(compression) < 1 {
+		return nil, malformed("empty compression method list")
+	}
+	if s.Empty() {
+		return h, nil // no extensions (SSL 3.0 style)
+	}
+	var exts cryptobyte.String
+	if !s.ReadUint16LengthPrefixed(&exts) || !s.Empty() {
+		return nil, malformed("bad extensions block")
+	}
+	var seenSNI, seenALPN, seenVersions bool
+	for !exts.Empty() {
+		var typ uint16
+		var ext cryptobyte.String
+		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&ext) {
+			return nil, malformed("truncated extension")
+		}
+		switch typ {
+		case extServerName:
+			if seenSNI {
+				return nil, malformed("duplicate server_name extension")
+			}
+			seenSNI = true
+			if err := parseSNI(ext, h); err != nil {
+				return nil, err
+			}
+		case extALPN:
+			if seenALPN {
+				return nil, malformed("duplicate ALPN extension")
+			}
+			seenALPN = true
+			if err := parseALPN(ext, h); err != nil {
+				return nil, err
+			}
+		case extSupportedVersions:
+			if seenVersions {
+				return nil, malformed("duplicate supported_versions extension")
+			}
+			seenVersions = true
+			if err := parseVersions(ext, h); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return h, nil
+}
+
+func parseSNI(ext cryptobyte.String, h *ClientHello) error {
+	var list cryptobyte.String
+	if !ext.ReadUint16LengthPrefixed(&list) || !ext.Empty() || list.Empty() {
+		return malformed("bad server_name list")
+	}
+	for !list.Empty() {
+		var nameType uint8
+		var name cryptobyte.String
+		if !list.ReadUint8(&nameType) || !list.ReadUint16LengthPrefixed(&name) {
+			return malformed("truncated server_name entry")
+		}
+		if nameType != 0 {
+			continue
+		}
+		if h.ServerName != "" {
+			return malformed("two host_name entries in server_name")
+		}
+		if len(name) == 0 {
+			return malformed("empty host_name")
+		}
+		h.ServerName = string(name)
+	}
+	return nil
+}
+
+func parseALPN(ext cryptobyte.String, h *ClientHello) error {
+	var list cryptobyte.String
+	if !ext.ReadUint16LengthPrefixed(&list) || !ext.Empty() || list.Empty() {
+		return malformed("bad ALPN list")
+	}
+	for !list.Empty() {
+		var proto cryptobyte.String
+		if !list.ReadUint8LengthPrefixed(&proto) || len(proto) == 0 {
+			return malformed("bad ALPN protocol name")
+		}
+		h.ALPN = append(h.ALPN, string(proto))
+	}
+	return nil
+}
+
+func parseVersions(ext cryptobyte.String, h *ClientHello) error {
+	var list cryptobyte.String
+	if !ext.ReadUint8LengthPrefixed(&list) || !ext.Empty() || len(list) < 2 || len(list)%2 != 0 {
+		return malformed("bad supported_versions list")
+	}
+	h.SupportedVersions = make([]uint16, 0, len(list)/2)
+	for !list.Empty() {
+		var v uint16
+		list.ReadUint16(&v)
+		if isGREASE(v) {
+			continue
+		}
+		h.SupportedVersions = append(h.SupportedVersions, v)
+	}
+	return nil
+}
+
+// isGREASE reports whether v is a GREASE value (RFC 8701): 0x?a?a with
+// both bytes equal.
+func isGREASE(v uint16) bool {
+	return v&0x0f0f == 0x0a0a && v>>8 == v&0xff
+}
+
+// ReadClientHello reads from r, after the bytes already in buf, until the
+// bytes hold a whole ClientHello. It returns the ClientHello and every
+// byte read (buf's included), which the caller replays to whoever handles
+// the connection next. Deadlines are the caller's business: set one on
+// the connection first.
+func ReadClientHello(r io.Reader, buf []byte) (*ClientHello, []byte, error) {
+	for {
+		if len(buf) > 0 {
+			h, _, err := ScanClientHello(buf)
+			if !errors.Is(err, errIncomplete) {
+				return h, buf, err
+			}
+		}
+		if len(buf) >= maxHelloStreamBytes {
+			return nil, buf, fmt.Errorf("%w: no complete ClientHello in %d bytes", ErrHelloTooLarge, len(buf))
+		}
+		if cap(buf)-len(buf) < 512 {
+			grown := make([]byte, len(buf), min(max(2*cap(buf), 2048), maxHelloStreamBytes))
+			copy(grown, buf)
+			buf = grown
+		}
+		n, err := r.Read(buf[len(buf):min(cap(buf), maxHelloStreamBytes)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			if n > 0 {
+				if h, _, serr := ScanClientHello(buf); serr == nil {
+					return h, buf, nil
+				}
+			}
+			if errors.Is(err, io.EOF) {
+				if len(buf) == 0 {
+					return nil, buf, fmt.Errorf("connection closed before any byte: %w", err)
+				}
+				return nil, buf, fmt.Errorf("connection closed after %d bytes of an incomplete ClientHello: %w", len(buf), io.ErrUnexpectedEOF)
+			}
+			return nil, buf, err
+		}
+	}
+}
+
+// versionName is the usual name of a TLS version number.
+func versionName(v uint16) string {
+	switch v {
+	case 0x0300:
+		return "ssl3.0"
+	case VersionTLS10:
+		return "tls1.0"
+	case VersionTLS11:
+		return "tls1.1"
+	case VersionTLS12:
+		return "tls1.2"
+	case VersionTLS13:
+		return "tls1.3"
+	}
+	return fmt.Sprintf("0x%04x", v)
+}
+
+// parseVersionName is versionName's inverse for the versions a config
+// may name.
+func parseVersionName(s string) (uint16, bool) {
+	switch strings.ToLower(s) {
+	case "tls1.0", "1.0":
+		return VersionTLS10, true
+	case "tls1.1", "1.1":
+		return VersionTLS11, true
+	case "tls1.2", "1.2":
+		return VersionTLS12, true
+	case "tls1.3", "1.3":
+		return VersionTLS13, true
+	}
+	return 0, false
+}
