@@ -54,7 +54,7 @@ func (a *Authorize) Provision(ctx caddy.Context) error {
 // ServeHTTP denies or passes the request.
 func (a *Authorize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	publish(r)
-	id, ok, failed := a.Check(verifiedChains(r))
+	id, ok, failed := a.CheckState(r.TLS)
 	if ok {
 		return next.ServeHTTP(w, r)
 	}

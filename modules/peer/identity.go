@@ -15,6 +15,8 @@ import (
 	"weak"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // Identity is what a verified peer certificate says about its holder. It is
@@ -183,12 +185,26 @@ func FromChains(verifiedChains [][]*x509.Certificate) *Identity {
 	return lookup(verifiedChains[0][0], verifiedChains[0])
 }
 
-// FromState is FromChains for a connection state; nil when cs is nil.
+// FromState returns the cached identity of the connection's verified
+// peer, or nil: the leaf of the first chain crypto/tls verified, or else a
+// leaf that a live-pool verifier (truststore's `verifier live_trust`, which
+// runs with crypto/tls in RequireAnyClientCert mode) verified during this
+// handshake, as recorded by material.VerifiedLeaf; its chain is then the
+// one the client presented.
 func FromState(cs *tls.ConnectionState) *Identity {
 	if cs == nil {
 		return nil
 	}
-	return FromChains(cs.VerifiedChains)
+	if id := FromChains(cs.VerifiedChains); id != nil {
+		return id
+	}
+	if len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	if leaf := material.VerifiedLeaf(cs); leaf != nil {
+		return lookup(leaf, cs.PeerCertificates)
+	}
+	return nil
 }
 
 // The identity cache.

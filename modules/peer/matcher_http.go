@@ -1,7 +1,6 @@
 package peer
 
 import (
-	"crypto/x509"
 	"fmt"
 	"net/http"
 
@@ -55,8 +54,7 @@ func (m *MatchPeer) MatchWithError(r *http.Request) (bool, error) {
 // Match is MatchWithError for the deprecated RequestMatcher interface.
 func (m *MatchPeer) Match(r *http.Request) bool {
 	publish(r)
-	var chains = verifiedChains(r)
-	id, ok, failed := m.Check(chains)
+	id, ok, failed := m.CheckState(r.TLS)
 	if !ok {
 		if ce := m.logger.Check(zap.DebugLevel, "peer did not match"); ce != nil {
 			ce.Write(append(identityFields(id),
@@ -115,13 +113,6 @@ func unmarshalMatcher(d *caddyfile.Dispenser, p *Patterns, directive string) err
 		}
 	}
 	return p.validate(d, directive)
-}
-
-func verifiedChains(r *http.Request) [][]*x509.Certificate {
-	if r.TLS == nil {
-		return nil
-	}
-	return r.TLS.VerifiedChains
 }
 
 // Interface guards

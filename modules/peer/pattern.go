@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -557,6 +558,13 @@ func joinIPs(ips []netip.Addr) string {
 // no match) and whether it satisfies p.
 func (p *Patterns) Check(verifiedChains [][]*x509.Certificate) (id *Identity, ok bool, failed Field) {
 	id = FromChains(verifiedChains)
+	ok, failed = p.Match(id)
+	return id, ok, failed
+}
+
+// CheckState is Check for a connection state (see FromState).
+func (p *Patterns) CheckState(cs *tls.ConnectionState) (id *Identity, ok bool, failed Field) {
+	id = FromState(cs)
 	ok, failed = p.Match(id)
 	return id, ok, failed
 }

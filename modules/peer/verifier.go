@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 func init() {
@@ -21,9 +24,10 @@ func init() {
 // It applies per TLS connection policy, so per SNI.
 //
 // It decides on the chain that crypto/tls verified against the policy's
-// `trust_pool`: a certificate that nothing verified (no trust_pool, or
-// client_auth mode request/require) is always refused, never authorized,
-// and the reason is logged. Caddy calls verifiers only when the client sent
+// `trust_pool`, or on a chain that truststore's `verifier live_trust`
+// (listed before this verifier) verified: a certificate that nothing
+// verified (no trust_pool, or client_auth mode request/require) is always
+// refused, never authorized, and the reason is logged. Caddy calls verifiers only when the client sent
 // a certificate: use `mode require_and_verify` (the default with a
 // trust_pool) so that a client without one is refused too.
 //
@@ -65,26 +69,59 @@ var errUnverified = errors.New("peer: client certificate was not verified agains
 // VerifyClientCertificate is called by Caddy during every handshake in
 // which the client sent a certificate (resumed sessions included).
 func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) error {
-	if len(verifiedChains) == 0 || len(verifiedChains[0]) == 0 {
-		v.refusal("client certificate not verified", nil, zap.String("reason", "no verified chain: crypto/tls did not verify the certificate (client_auth has no trust_pool, or mode is request/require)"))
+	peer := verifiedPeer(rawCerts, verifiedChains)
+	if peer == nil {
+		v.refusal("client certificate not verified", nil, zap.String("reason", "no verified chain: crypto/tls did not verify the certificate (client_auth has no trust_pool, or mode is request/require) and no live_trust verifier before this one verified it"))
 		if v.Shadow {
 			return nil
 		}
 		return errUnverified
 	}
-	id := FromChains(verifiedChains)
-	if ok, failed := v.Match(id); !ok {
-		v.refusal("client identity not allowed", id,
+	if ok, failed := v.Match(peer.id); !ok {
+		v.refusal("client identity not allowed", peer.id,
 			zap.String("rule", failed.String()),
 			zap.String("patterns", v.Summary(failed)),
-			zap.String("value", id.Value(failed)),
+			zap.String("value", peer.id.Value(failed)),
 		)
 		if v.Shadow {
 			return nil
 		}
-		return fmt.Errorf("peer: client identity not allowed: %s %q matches none of %s", failed, id.Value(failed), v.Summary(failed))
+		return fmt.Errorf("peer: client identity not allowed: %s %q matches none of %s", failed, peer.id.Value(failed), v.Summary(failed))
 	}
 	return nil
+}
+
+// peerChain is a verified client: its chain (leaf first) and identity.
+type peerChain struct {
+	chain []*x509.Certificate
+	id    *Identity
+}
+
+// verifiedPeer returns the verified client of a handshake: the first chain
+// crypto/tls verified, or else (with truststore's live_trust verifier
+// listed before this one) the presented chain whose leaf live_trust
+// verified; nil when nothing verified it.
+func verifiedPeer(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) *peerChain {
+	if len(verifiedChains) > 0 && len(verifiedChains[0]) > 0 {
+		return &peerChain{chain: verifiedChains[0], id: FromChains(verifiedChains)}
+	}
+	if len(rawCerts) == 0 {
+		return nil
+	}
+	// live_trust records the very DER slice Caddy gave every verifier
+	probe := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{Raw: rawCerts[0]}}}
+	if material.VerifiedLeaf(probe) == nil {
+		return nil
+	}
+	chain := make([]*x509.Certificate, 0, len(rawCerts))
+	for _, raw := range rawCerts {
+		c, err := material.ParseCertificate(raw)
+		if err != nil {
+			return nil
+		}
+		chain = append(chain, c)
+	}
+	return &peerChain{chain: chain, id: lookup(chain[0], chain)}
 }
 
 // refusal logs a refusal (or, in shadow mode, what would be refused).

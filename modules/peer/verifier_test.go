@@ -2,6 +2,7 @@ package peer
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/trustline/trustline/internal/testpki"
+	"github.com/trustline/trustline/modules/material"
 )
 
 // handshake runs a real TLS handshake in which the server calls v as
@@ -152,5 +154,41 @@ func TestVerifierCaddyfile(t *testing.T) {
 		if err != nil || v.Shadow != c.shadow {
 			t.Errorf("%q: %v, shadow %v", c.in, err, v.Shadow)
 		}
+	}
+}
+
+// TestLiveTrustVerifiedLeaf: a leaf that truststore's live_trust verifier
+// verified (recorded through material.MarkVerified, with crypto/tls in
+// RequireAnyClientCert mode and so no VerifiedChains) has an identity; a
+// copy of the same bytes that nobody verified does not.
+func TestLiveTrustVerifiedLeaf(t *testing.T) {
+	ca := testpki.NewCA(t, "root")
+	inter := ca.NewIntermediate(t, "inter")
+	leaf := inter.Issue(t, testpki.URI("spiffe://example.org/ops/alice"))
+	raw := [][]byte{leaf.Cert.Raw, inter.Cert.Raw}
+	v := &Verifier{Patterns: Patterns{SPIFFEID: []string{"spiffe://example.org/ops/*"}}}
+	if err := v.compile(); err != nil {
+		t.Fatal(err)
+	}
+	observed(v)
+	if err := v.VerifyClientCertificate(raw, nil); err != errUnverified {
+		t.Fatalf("before live_trust verified it: %v", err)
+	}
+	material.MarkVerified(raw[0])
+	if err := v.VerifyClientCertificate(raw, nil); err != nil {
+		t.Fatalf("after live_trust verified it: %v", err)
+	}
+	copied := [][]byte{append([]byte(nil), raw[0]...), raw[1]}
+	if err := v.VerifyClientCertificate(copied, nil); err != errUnverified {
+		t.Fatalf("an unverified copy: %v", err)
+	}
+	cs := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf.Cert, inter.Cert}}
+	id := FromState(cs)
+	if id == nil || id.SPIFFEID != "spiffe://example.org/ops/alice" || len(id.Chain) != 1 {
+		t.Fatalf("FromState after live_trust: %+v", id)
+	}
+	other := ca.Issue(t, testpki.URI("spiffe://example.org/ops/alice"))
+	if FromState(&tls.ConnectionState{PeerCertificates: []*x509.Certificate{other.Cert}}) != nil {
+		t.Fatal("an unverified leaf has an identity")
 	}
 }
