@@ -1,0 +1,305 @@
+package topology
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+// maxFileSize bounds what the report reads of one certificate or store
+// file: a config naming /dev/zero or a huge file must not hang it.
+const maxFileSize = 16 << 20
+
+// readFile reads a regular file of at most maxFileSize bytes, once per
+// report.
+func (a *analyzer) readFile(path string) ([]byte, error) {
+	if r, ok := a.files[path]; ok {
+		return r.data, r.err
+	}
+	data, err := readRegular(path, maxFileSize)
+	a.files[path] = fileResult{data, err}
+	return data, err
+}
+
+type fileResult struct {
+	data []byte
+	err  error
+}
+
+func readRegular(path string, limit int64) ([]byte, error) {
+	if path == "" {
+		return nil, errors.New("no file name")
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	if st.Size() > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
+}
+
+// expandPath replaces Caddy's global placeholders ({env.X}) in a file
+// name, as Caddy's loaders do.
+func expandPath(p string) string {
+	if !strings.Contains(p, "{") {
+		return p
+	}
+	return caddy.NewReplacer().ReplaceKnown(p, "")
+}
+
+var filePlaceholder = regexp.MustCompile(`\{file\.([^}]*)\}`)
+
+// resolveSecret resolves a password setting ({env.X}, {file./path}) as the
+// suite's modules do; a {file.} placeholder must name a small regular file.
+// The value is never put in the report.
+func resolveSecret(setting, value string) (string, error) {
+	for _, m := range filePlaceholder.FindAllStringSubmatch(value, -1) {
+		if _, err := readRegular(m[1], 1<<20); err != nil {
+			return "", fmt.Errorf("%s: %w", setting, err)
+		}
+	}
+	return material.ResolveSecret(setting, value)
+}
+
+// certKey identifies a certificate in the report: its role and either its
+// fingerprint (read) or its source (not read).
+type certKey struct{ role, id string }
+
+// addCert adds (or finds) a certificate that was read, and records where
+// the config uses it.
+func (a *analyzer) addCert(role, source string, suite bool, c *x509.Certificate, usedBy string) *Certificate {
+	sum := sha256.Sum256(c.Raw)
+	fp := hex.EncodeToString(sum[:])
+	k := certKey{role, fp}
+	if cert, ok := a.certs[k]; ok {
+		cert.use(usedBy)
+		return cert
+	}
+	nb, na := c.NotBefore.UTC(), c.NotAfter.UTC()
+	cert := &Certificate{
+		Role:      role,
+		Source:    source,
+		Suite:     suite,
+		Subject:   c.Subject.String(),
+		Issuer:    c.Issuer.String(),
+		Names:     certNames(c),
+		NotBefore: &nb,
+		NotAfter:  &na,
+		SHA256:    fp,
+	}
+	a.register(k, cert)
+	cert.use(usedBy)
+	return cert
+}
+
+// addUnread adds a certificate the report could not or would not read.
+func (a *analyzer) addUnread(role, source string, suite bool, reason, usedBy string) *Certificate {
+	k := certKey{role, "unread " + source}
+	if cert, ok := a.certs[k]; ok {
+		cert.use(usedBy)
+		return cert
+	}
+	cert := &Certificate{Role: role, Source: source, Suite: suite, NotRead: reason}
+	a.register(k, cert)
+	cert.use(usedBy)
+	return cert
+}
+
+func (a *analyzer) register(k certKey, cert *Certificate) {
+	a.nextID++
+	cert.ID = "c" + strconv.Itoa(a.nextID)
+	a.certs[k] = cert
+	a.rep.Certificates = append(a.rep.Certificates, cert)
+}
+
+func (c *Certificate) use(path string) {
+	for _, p := range c.UsedBy {
+		if p == path {
+			return
+		}
+	}
+	c.UsedBy = append(c.UsedBy, path)
+}
+
+func certNames(c *x509.Certificate) []string {
+	var names []string
+	names = append(names, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	for _, u := range c.URIs {
+		names = append(names, u.String())
+	}
+	names = append(names, c.EmailAddresses...)
+	return names
+}
+
+// pemFile reads the certificates of a PEM file; the first is the leaf.
+func (a *analyzer) pemFile(path string) ([]*x509.Certificate, error) {
+	data, err := a.readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := material.ParsePEMCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return certs, nil
+}
+
+// pemString parses the certificates of inline PEM text.
+func pemString(s string) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	data := []byte(s)
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate")
+	}
+	return certs, nil
+}
+
+// base64DER parses a base64-encoded DER certificate (Caddy's inline form).
+func base64DER(s string) (*x509.Certificate, error) {
+	der, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("not base64: %w", err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+// leafFile adds the leaf of a PEM certificate file as a server or client
+// certificate; it returns it, and the parsed leaf when it was read.
+func (a *analyzer) leafFile(role, file string, suite bool, usedBy string) (*Certificate, *x509.Certificate) {
+	file = expandPath(file)
+	source := "file " + file
+	if a.opts.NoFiles {
+		return a.addUnread(role, source, suite, "files not read", usedBy), nil
+	}
+	certs, err := a.pemFile(file)
+	if err != nil {
+		return a.addUnread(role, source, suite, err.Error(), usedBy), nil
+	}
+	return a.addCert(role, source, suite, certs[0], usedBy), certs[0]
+}
+
+// anchorsFile adds every certificate of a PEM file as a trust anchor.
+func (a *analyzer) anchorsFile(file string, suite bool, usedBy string) []string {
+	file = expandPath(file)
+	source := "file " + file
+	if a.opts.NoFiles {
+		return []string{a.addUnread(RoleTrustAnchor, source, suite, "files not read", usedBy).ID}
+	}
+	certs, err := a.pemFile(file)
+	if err != nil {
+		return []string{a.addUnread(RoleTrustAnchor, source, suite, err.Error(), usedBy).ID}
+	}
+	return a.anchors(certs, source, suite, usedBy)
+}
+
+func (a *analyzer) anchors(certs []*x509.Certificate, source string, suite bool, usedBy string) []string {
+	var ids []string
+	for _, c := range certs {
+		ids = append(ids, a.addCert(RoleTrustAnchor, source, suite, c, usedBy).ID)
+	}
+	return ids
+}
+
+// store reads a keystore (identity) or truststore file of the suite: PEM,
+// PKCS#12 or JKS, with its password resolved from its placeholder.
+type storeRef struct {
+	kind, path, password, keyPassword string
+	aliases                           []string
+}
+
+func (s storeRef) source() string { return s.kind + " " + s.path }
+
+func (a *analyzer) openStore(s storeRef) ([]byte, material.StoreOptions, error) {
+	var opts material.StoreOptions
+	if a.opts.NoFiles {
+		return nil, opts, errors.New("files not read")
+	}
+	pw, err := resolveSecret("password", s.password)
+	if err != nil {
+		return nil, opts, fmt.Errorf("password not resolvable: %w", err)
+	}
+	kpw, err := resolveSecret("key_password", s.keyPassword)
+	if err != nil {
+		return nil, opts, fmt.Errorf("key password not resolvable: %w", err)
+	}
+	data, err := a.readFile(expandPath(s.path))
+	if err != nil {
+		return nil, opts, err
+	}
+	return data, material.StoreOptions{Password: pw, KeyPassword: kpw, Aliases: s.aliases}, nil
+}
+
+// identityStore adds the leaf of a keystore as a server or client
+// certificate.
+func (a *analyzer) identityStore(role string, s storeRef, usedBy string) *Certificate {
+	data, opts, err := a.openStore(s)
+	if err != nil {
+		return a.addUnread(role, s.source(), true, err.Error(), usedBy)
+	}
+	id, err := material.ReadKeyStore(data, opts)
+	if err != nil {
+		return a.addUnread(role, s.source(), true, err.Error(), usedBy)
+	}
+	leaf := id.Leaf
+	if leaf == nil && len(id.Certificate) > 0 {
+		leaf, err = x509.ParseCertificate(id.Certificate[0])
+	}
+	if leaf == nil || err != nil {
+		return a.addUnread(role, s.source(), true, "no certificate in the keystore", usedBy)
+	}
+	return a.addCert(role, s.source(), true, leaf, usedBy)
+}
+
+// trustStore adds the trusted certificates of a truststore.
+func (a *analyzer) trustStore(s storeRef, usedBy string) []string {
+	data, opts, err := a.openStore(s)
+	if err != nil {
+		return []string{a.addUnread(RoleTrustAnchor, s.source(), true, err.Error(), usedBy).ID}
+	}
+	certs, err := material.ReadTrustAnchors(data, opts)
+	if err != nil {
+		return []string{a.addUnread(RoleTrustAnchor, s.source(), true, err.Error(), usedBy).ID}
+	}
+	return a.anchors(certs, s.source(), true, usedBy)
+}

@@ -1,0 +1,178 @@
+package topology
+
+import (
+	"encoding/json"
+	"sort"
+	"strings"
+)
+
+// clientAuth analyses a connection policy's client_authentication: its
+// effective mode, what verifies a presented certificate, against which
+// pools, and the findings (requests but does not verify; optional
+// certificates; verification against the system roots).
+func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
+	out := &ClientAuth{Path: path}
+	hasCA := false
+	if src := obj(ca["ca"]); src != nil {
+		out.Pools = append(out.Pools, a.pool(src, field(path, "ca")))
+		hasCA = true
+	}
+	if inline := strs(ca["trusted_ca_certs"]); len(inline) > 0 {
+		out.Pools = append(out.Pools, &Pool{Path: field(path, "trusted_ca_certs"), Source: "inline", Description: "trusted_ca_certs",
+			Anchors: a.inlineAnchors(inline, field(path, "trusted_ca_certs"))})
+		hasCA = true
+	}
+	if files := strs(ca["trusted_ca_certs_pem_files"]); len(files) > 0 {
+		p := &Pool{Path: field(path, "trusted_ca_certs_pem_files"), Source: "file", Description: strings.Join(files, ", ")}
+		for _, f := range files {
+			p.Anchors = append(p.Anchors, a.anchorsFile(f, false, p.Path)...)
+		}
+		out.Pools = append(out.Pools, p)
+		hasCA = true
+	}
+	leafPinned := len(strs(ca["trusted_leaf_certs"])) > 0
+
+	// the verifiers, and what each contributes
+	var liveTrust, peer, unknown bool
+	var liveDescs []string
+	for i, v := range arr(ca["verifiers"]) {
+		v := obj(v)
+		vp := index(field(path, "verifiers"), i)
+		switch name := str(v["verifier"]); name {
+		case "live_trust":
+			liveTrust = true
+			p := a.pool(obj(v["trust_pool"]), field(vp, "trust_pool"))
+			out.Pools = append(out.Pools, p)
+			liveDescs = append(liveDescs, p.describe())
+			out.Verifiers = append(out.Verifiers, "live_trust: chain verified against "+p.describe()+" at every handshake")
+		case "peer":
+			pats := patternSummary(v)
+			out.Patterns = append(out.Patterns, pats...)
+			desc := "peer: identity must match " + strings.Join(pats, "; ")
+			if boolean(v["shadow"]) {
+				desc += " (shadow: logs, refuses nothing)"
+			} else {
+				peer = true
+			}
+			out.Verifiers = append(out.Verifiers, desc)
+		case "leaf":
+			leafPinned = true
+			out.Verifiers = append(out.Verifiers, "leaf: only the pinned leaf certificates")
+			a.leafLoaders(arr(v["leaf_certs_loaders"]), field(vp, "leaf_certs_loaders"))
+		default:
+			unknown = true
+			out.Verifiers = append(out.Verifiers, name+" (not analysed)")
+			a.notAnalysed(vp, "tls.client_auth.verifier."+name, "client certificate verifier not analysed")
+		}
+	}
+
+	mode := str(ca["mode"])
+	if mode == "" {
+		if hasCA || leafPinned {
+			mode = "require_and_verify"
+		} else {
+			mode = "require"
+		}
+	}
+	out.Mode = mode
+	chain := (mode == "verify_if_given" || mode == "require_and_verify")
+
+	var how []string
+	if chain {
+		if hasCA {
+			var ps []string
+			for _, p := range out.Pools {
+				if !strings.HasPrefix(p.Path, field(path, "verifiers")) {
+					ps = append(ps, p.describe())
+				}
+			}
+			how = append(how, "chain verified by crypto/tls against "+strings.Join(ps, " + ")+" (read at config load)")
+		} else {
+			how = append(how, "chain verified by crypto/tls against the system roots")
+		}
+	}
+	if liveTrust {
+		how = append(how, "live_trust against "+strings.Join(liveDescs, " + "))
+	}
+	if leafPinned {
+		how = append(how, "pinned leaf certificates")
+	}
+	if unknown {
+		how = append(how, "verifiers not analysed")
+	}
+	if len(how) == 0 {
+		out.Verified = "not verified"
+		if hasCA {
+			out.Verified += " (mode " + mode + " does not use the trust pool)"
+		}
+	} else {
+		out.Verified = strings.Join(how, "; ")
+	}
+
+	modePath := field(path, "mode")
+	verifies := chain || liveTrust || leafPinned || unknown
+	switch {
+	case !verifies && peer:
+		a.finding(SeverityWarning, KindClientAuthNoVerify, modePath,
+			"client_auth mode "+mode+" does not verify client certificates, and the peer verifier refuses every certificate nothing verified: clients presenting one are all refused",
+			"add a trust_pool (or `verifier live_trust <source>`) and use mode require_and_verify (the default with a trust_pool)")
+	case !verifies:
+		a.finding(SeverityError, KindClientAuthNoVerify, modePath,
+			"client_auth mode "+mode+" requests client certificates but does not verify them: any self-signed certificate is accepted, and whatever it claims reaches placeholders, matchers and headers",
+			"verify them: add `trust_pool <source>` with mode require_and_verify (the default with a trust_pool), or `verifier live_trust <source>`")
+	case chain && !hasCA && !liveTrust && !leafPinned && !unknown:
+		a.finding(SeverityWarning, KindClientAuthSystem, modePath,
+			"client certificates are verified against the system roots: a certificate from any public CA is accepted",
+			"name the CA that issues your clients' certificates: `trust_pool file ca.pem` or `verifier live_trust bundle ca.pem`")
+	}
+	if mode == "request" || mode == "verify_if_given" {
+		a.finding(SeverityInfo, KindClientAuthOptional, modePath,
+			"client_auth mode "+mode+" lets clients without a certificate in, with no identity",
+			"if every client must authenticate, use mode require_and_verify; otherwise make sure the routes that need an identity check it (a peer matcher)")
+	}
+	return out
+}
+
+// leafLoaders reads the pinned leaves of a leaf verifier.
+func (a *analyzer) leafLoaders(loaders []any, path string) {
+	for i, l := range loaders {
+		l := obj(l)
+		lp := index(path, i)
+		switch name := str(l["loader"]); name {
+		case "file":
+			for _, f := range strs(l["files"]) {
+				a.leafFile(RoleClient, f, false, lp)
+			}
+		case "pem":
+			for _, s := range strs(l["certificates"]) {
+				if certs, err := pemString(s); err == nil {
+					a.addCert(RoleClient, "pinned leaf (inline)", false, certs[0], lp)
+				}
+			}
+		case "folder", "storage":
+			a.addUnread(RoleClient, "pinned leaves ("+name+" loader)", false, "not read", lp)
+		default:
+			a.notAnalysed(lp, "tls.leaf_cert_loader."+name, "leaf certificate loader not analysed")
+		}
+	}
+}
+
+// patternSummary describes the identity patterns of a peer matcher or
+// verifier ("spiffe_id spiffe://td/x", "dns *.svc").
+func patternSummary(v map[string]any) []string {
+	var out []string
+	for _, k := range keys(v) {
+		switch k {
+		case "verifier", "shadow", "matcher":
+			continue
+		}
+		vals := strs(v[k])
+		if len(vals) == 0 {
+			b, _ := json.Marshal(v[k])
+			vals = []string{short(string(b))}
+		}
+		sort.Strings(vals)
+		out = append(out, k+" "+strings.Join(vals, ", "))
+	}
+	return out
+}

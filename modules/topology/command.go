@@ -1,0 +1,145 @@
+package topology
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "trustline",
+		Usage: "topology [--config <path> [--adapter <name>]] [--address <admin>] [--format table|json] [--fail-on warning|error]",
+		Short: "Commands of the trustline suite",
+		Long: `
+Commands of the trustline suite.
+
+  caddy trustline topology --config Caddyfile
+
+reports where TLS ends in a config: per listener, host and route, the
+inbound leg (plain HTTP, TLS terminated with which certificate, mTLS
+verified against which pool, passed through) and the outbound legs (plain
+HTTP, TLS verified against which pool, mTLS with which client identity,
+skip-verify), every certificate in play with its expiry, and findings with
+the config path and the fix.`,
+		CobraFunc: func(cmd *cobra.Command) {
+			topo := &cobra.Command{
+				Use:   "topology [--config <path> [--adapter <name>]] [--address <admin>] [--format table|json] [--fail-on warning|error]",
+				Short: "Report where TLS ends, the certificates in play, and findings",
+				Long: `
+Reports where TLS ends in a config: per listener, host and route, the
+inbound leg and the outbound legs, every certificate in play (server
+certificates, client identities, trust anchors) with subject and expiry,
+and findings (plaintext legs after termination, insecure_skip_verify,
+client_auth that does not verify, identity headers forwarded without
+stripping, certificates expiring within 14 days, expired CAs in trust
+pools, passthrough without a default route), each with its config path
+and how to fix it.
+
+With --config, it adapts and analyses that config (certificate files are
+read from this machine). Without it, it asks the running instance (its
+admin API at --address, or the address of the config) for its report:
+GET /trustline/topology.
+
+--fail-on warning|error exits with status 2 when a finding at or above
+that severity exists, for CI. Status 1 means the report could not be
+made.`,
+				RunE: caddycmd.WrapCommandFuncForCobra(cmdTopology),
+			}
+			topo.Flags().StringP("config", "c", "", "Configuration file to analyse")
+			topo.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
+			topo.Flags().String("address", "", "Admin API address of a running instance (without --config)")
+			topo.Flags().StringP("format", "f", "table", "Output format: table or json")
+			topo.Flags().String("fail-on", "", "Exit with status 2 when a finding at or above this severity exists: warning or error")
+			cmd.AddCommand(topo)
+		},
+	})
+}
+
+// cmdTopology runs `caddy trustline topology`.
+func cmdTopology(fl caddycmd.Flags) (int, error) {
+	format := fl.String("format")
+	if format != "table" && format != "json" {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("--format %q: want table or json", format)
+	}
+	var failOn Severity
+	if s := fl.String("fail-on"); s != "" {
+		sev, ok := ParseSeverity(s)
+		if !ok || sev == SeverityInfo {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--fail-on %q: want warning or error", s)
+		}
+		failOn = sev
+	}
+	configFile, adapter, address := fl.String("config"), fl.String("adapter"), fl.String("address")
+
+	var rep *Report
+	var err error
+	if configFile != "" {
+		if address != "" {
+			return caddy.ExitCodeFailedStartup, errors.New("--config and --address exclude each other: analyse a file, or ask a running instance")
+		}
+		var cfg []byte
+		cfg, _, _, err = caddycmd.LoadConfig(configFile, adapter)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+		rep, err = Analyze(cfg, Options{})
+	} else {
+		if adapter != "" {
+			return caddy.ExitCodeFailedStartup, errors.New("--adapter needs --config")
+		}
+		rep, err = fetchReport(address)
+	}
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+
+	if err := writeReport(os.Stdout, rep, format); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	if failOn != "" {
+		if n := rep.Count(failOn); n > 0 {
+			return 2, fmt.Errorf("%d finding(s) at or above %s", n, failOn)
+		}
+	}
+	return caddy.ExitCodeSuccess, nil
+}
+
+// fetchReport asks a running instance for its report.
+func fetchReport(address string) (*Report, error) {
+	addr, err := caddycmd.DetermineAdminAPIAddress(address, nil, "", "")
+	if err != nil {
+		return nil, err
+	}
+	resp, err := caddycmd.AdminAPIRequest(addr, http.MethodGet, routePattern+"?format=json", nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("asking the running instance at %s for its topology: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading the topology from %s: %w", addr, err)
+	}
+	var rep Report
+	if err := json.Unmarshal(body, &rep); err != nil {
+		return nil, fmt.Errorf("the answer of %s is not a topology report: %w", addr, err)
+	}
+	return &rep, nil
+}
+
+// writeReport writes the report as a table or as indented JSON.
+func writeReport(w io.Writer, rep *Report, format string) error {
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	return rep.WriteTable(w)
+}

@@ -1,0 +1,76 @@
+package topology
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// certificateFindings adds the expiry findings: a server or client
+// certificate expired or expiring within the window, a trust pool holding
+// an expired CA.
+func (a *analyzer) certificateFindings() {
+	now, window := a.opts.Now, a.opts.ExpiryWindow
+	for _, c := range a.rep.Certificates {
+		if c.NotAfter == nil {
+			continue
+		}
+		path := ""
+		if len(c.UsedBy) > 0 {
+			path = c.UsedBy[0]
+		}
+		what := describeCert(c)
+		left := c.NotAfter.Sub(now)
+		switch c.Role {
+		case RoleServer, RoleClient:
+			role := "server certificate"
+			fix := "renew it and replace " + c.Source + " (Caddy reads load_files at config load: reload after replacing; the suite's keystores follow the file)"
+			if c.Role == RoleClient {
+				role = "client certificate"
+			}
+			if strings.HasPrefix(c.Source, "managed by Caddy") {
+				fix = "Caddy renews managed certificates itself: check its log for renewal errors (issuer reachable, storage writable)"
+			}
+			switch {
+			case left <= 0:
+				a.finding(SeverityError, KindCertExpired, path,
+					fmt.Sprintf("%s %s expired on %s", role, what, c.NotAfter.Format(time.DateOnly)), fix)
+			case left <= window:
+				a.finding(SeverityWarning, KindCertExpiring, path,
+					fmt.Sprintf("%s %s expires on %s (in %s)", role, what, c.NotAfter.Format(time.DateOnly), days(left)), fix)
+			}
+		case RoleTrustAnchor:
+			switch {
+			case left <= 0:
+				a.finding(SeverityWarning, KindTrustAnchorExpired, path,
+					fmt.Sprintf("trust pool %s holds an expired CA %s (expired on %s): nothing it issued verifies any more", c.Source, what, c.NotAfter.Format(time.DateOnly)),
+					"remove it from the pool once its successor is in; if certificates it issued are still in use, reissue them from the new CA")
+			case left <= window:
+				a.finding(SeverityInfo, KindTrustAnchorSoon, path,
+					fmt.Sprintf("trust anchor %s from %s expires on %s (in %s)", what, c.Source, c.NotAfter.Format(time.DateOnly), days(left)),
+					"add its successor to the pool now, and reissue the certificates it signed from the new CA")
+			}
+		}
+	}
+}
+
+// describeCert names a certificate for a message: its ID, subject or first
+// name.
+func describeCert(c *Certificate) string {
+	name := c.Subject
+	if name == "" && len(c.Names) > 0 {
+		name = c.Names[0]
+	}
+	if name == "" {
+		name = c.Source
+	}
+	return c.ID + " (" + name + ")"
+}
+
+// days formats a duration in days (or hours, under one day).
+func days(d time.Duration) string {
+	if d < 24*time.Hour {
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}

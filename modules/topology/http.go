@@ -1,0 +1,340 @@
+package topology
+
+import (
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// serverCtx is what the routes of one HTTP listener share.
+type serverCtx struct {
+	path       string
+	listener   *Listener
+	inboundTLS bool
+	policies   []any
+	strip      *stripState
+}
+
+// httpApp analyses the http app's servers.
+func (a *analyzer) httpApp(app map[string]any, path string) {
+	if p, ok := num(app["http_port"]); ok && p > 0 {
+		a.httpPort = p
+	}
+	if p, ok := num(app["https_port"]); ok && p > 0 {
+		a.httpsPort = p
+	}
+	servers := obj(app["servers"])
+	for _, name := range keys(servers) {
+		a.httpServer(name, obj(servers[name]), field(field(path, "servers"), name))
+	}
+}
+
+// httpServer analyses one server: one Listener per listen address, since
+// Caddy serves plain HTTP on the HTTP port even when TLS is on.
+func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
+	listen := strs(srv["listen"])
+	routes := arr(srv["routes"])
+	policies := arr(srv["tls_connection_policies"])
+
+	// what automatic HTTPS will do (Caddy adds a connection policy when the
+	// routes name hosts, or when every listener is on the HTTPS port)
+	auto := obj(srv["automatic_https"])
+	tlsOn, autoNote := len(policies) > 0, ""
+	if !tlsOn && !boolean(auto["disable"]) && a.anyPortOtherThan(listen, a.httpPort) {
+		hosts := topHosts(routes)
+		switch {
+		case len(hosts) > 0:
+			tlsOn, autoNote = true, "TLS enabled by automatic HTTPS for "+strings.Join(hosts, ", ")
+		case !a.anyPortOtherThan(listen, a.httpsPort):
+			tlsOn, autoNote = true, "TLS enabled by automatic HTTPS (every listener is on the HTTPS port)"
+		}
+		if tlsOn {
+			policies = []any{map[string]any{}}
+		}
+	}
+
+	var trusted []string
+	if tp := obj(srv["trusted_proxies"]); tp != nil {
+		switch src := str(tp["source"]); src {
+		case "static":
+			trusted = strs(tp["ranges"])
+		default:
+			trusted = []string{"(" + src + " source)"}
+		}
+	}
+	wrapperNotes := a.listenerWrappers(name, srv, path, listen)
+
+	if len(listen) == 0 {
+		a.rep.Listeners = append(a.rep.Listeners, &Listener{App: "http", Server: name, Path: path, Address: "(none)",
+			Inbound: ModePlainHTTP, Notes: []string{"no listen address: the server accepts no connection"}, Routes: []*Route{}})
+		return
+	}
+	for _, addr := range listen {
+		l := &Listener{App: "http", Server: name, Path: path, Address: addr, TrustedProxies: trusted, Routes: []*Route{}}
+		onTLS := tlsOn && portOf(addr) != a.httpPort
+		l.Inbound = "https"
+		if !onTLS {
+			l.Inbound = ModePlainHTTP
+		}
+		if onTLS && autoNote != "" {
+			l.Notes = append(l.Notes, autoNote)
+		}
+		if len(trusted) > 0 {
+			l.Notes = append(l.Notes, "trusts X-Forwarded-For from "+strings.Join(trusted, ", "))
+		}
+		l.Notes = append(l.Notes, wrapperNotes...)
+		sc := &serverCtx{path: path, listener: l, inboundTLS: onTLS, policies: policies, strip: &stripState{}}
+		for i, r := range routes {
+			l.Routes = append(l.Routes, a.httpRoute(sc, obj(r), index(field(path, "routes"), i)))
+		}
+		a.rep.Listeners = append(a.rep.Listeners, l)
+		if !onTLS {
+			a.plainListener(l, routes)
+		}
+	}
+}
+
+// plainListener adds the plaintext-leg finding for a listener that serves
+// plain HTTP (other than Caddy's HTTP->HTTPS redirects).
+func (a *analyzer) plainListener(l *Listener, routes []any) {
+	if len(routes) == 0 || redirectOnly(routes) {
+		if len(routes) > 0 {
+			l.Notes = append(l.Notes, "redirects to HTTPS")
+		}
+		return
+	}
+	fix := "re-encrypt the leg: give this site a certificate (`tls internal`, or one from your internal CA) and have the load balancer connect over TLS, verifying it and presenting a client certificate that client_auth checks (see examples/lb-reencrypt); accept plaintext only on an isolated network, as a documented risk"
+	if len(l.TrustedProxies) > 0 {
+		a.finding(SeverityWarning, KindPlaintextLeg, l.Path,
+			"listener "+l.Address+" receives plain HTTP from a proxy it trusts ("+strings.Join(l.TrustedProxies, ", ")+"): TLS ended at the load balancer, and the leg to Caddy is plaintext: it can be read and altered on the way, and whoever reaches this address can call it directly",
+			fix)
+		return
+	}
+	a.finding(SeverityWarning, KindPlaintextLeg, l.Path,
+		"listener "+l.Address+" serves plain HTTP: if a load balancer terminates TLS in front of it, the leg to Caddy is plaintext; if not, clients talk to it in clear",
+		fix)
+}
+
+// redirectOnly reports whether every route only redirects (the server
+// Caddy's automatic HTTPS makes for port 80).
+func redirectOnly(routes []any) bool {
+	for _, r := range routes {
+		hs := arr(obj(r)["handle"])
+		if len(hs) != 1 {
+			return false
+		}
+		h := obj(hs[0])
+		if str(h["handler"]) != "static_response" || len(strs(obj(h["headers"])["Location"])) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// topHosts returns the host matchers of a server's top-level routes.
+func topHosts(routes []any) []string {
+	var hosts []string
+	for _, r := range routes {
+		for _, set := range arr(obj(r)["match"]) {
+			for _, h := range strs(obj(set)["host"]) {
+				if !slices.Contains(hosts, h) {
+					hosts = append(hosts, h)
+				}
+			}
+		}
+	}
+	return hosts
+}
+
+func (a *analyzer) anyPortOtherThan(listen []string, port int) bool {
+	for _, l := range listen {
+		if p := portOf(l); p != port {
+			return true
+		}
+	}
+	return false
+}
+
+// portOf returns the (first) port of a listen address, or -1.
+func portOf(addr string) int {
+	if i := strings.Index(addr, "/"); i >= 0 && strings.Contains(addr[:i], "unix") {
+		return -1
+	}
+	if _, rest, ok := strings.Cut(addr, "/"); ok && !strings.Contains(addr, ":") {
+		addr = rest
+	}
+	if i := strings.Index(addr, "://"); i >= 0 {
+		addr = addr[i+3:]
+	} else if i := strings.Index(addr, "/"); i >= 0 {
+		addr = addr[i+1:]
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return -1
+	}
+	port, _, _ = strings.Cut(port, "-")
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return -1
+	}
+	return p
+}
+
+// httpRoute analyses one top-level route: its hosts, its inbound leg (TLS
+// or not, which certificate, which client_auth), and the handlers inside.
+func (a *analyzer) httpRoute(sc *serverCtx, r map[string]any, path string) *Route {
+	route := &Route{Path: path}
+	hosts, other, peers := a.httpMatchers(arr(r["match"]))
+	route.Hosts, route.Match = hosts, other
+	if sc.inboundTLS {
+		route.Inbound = a.tlsInbound(hosts, sc.policies, field(sc.path, "tls_connection_policies"), path)
+	} else {
+		route.Inbound = Inbound{Mode: ModePlainHTTP}
+	}
+	route.Inbound.PeerPatterns = peers
+	a.httpHandlers(sc, route, arr(r["handle"]), field(path, "handle"), nil)
+	return route
+}
+
+// httpMatchers splits a route's matcher sets into hosts, a summary of the
+// other matchers, and peer identity patterns.
+func (a *analyzer) httpMatchers(sets []any) (hosts, other, peers []string) {
+	for _, s := range sets {
+		set := obj(s)
+		for _, name := range keys(set) {
+			switch name {
+			case "host":
+				for _, h := range strs(set[name]) {
+					if !slices.Contains(hosts, h) {
+						hosts = append(hosts, h)
+					}
+				}
+			case "peer":
+				peers = append(peers, patternSummary(obj(set[name]))...)
+				other = append(other, "peer")
+			default:
+				desc := name
+				if vals := strs(set[name]); len(vals) > 0 {
+					desc += " " + strings.Join(vals, " ")
+				}
+				other = append(other, short(desc))
+			}
+		}
+	}
+	return hosts, other, peers
+}
+
+// tlsInbound says how a TLS route's connections are terminated: the
+// connection policy that applies to its hosts (by SNI), the certificate,
+// and client_auth.
+func (a *analyzer) tlsInbound(hosts []string, policies []any, polPath, usedBy string) Inbound {
+	in := Inbound{Mode: ModeTLS}
+	names := hosts
+	if len(names) == 0 {
+		names = []string{""}
+	}
+	var how []string
+	seenPolicy := -1
+	for _, host := range names {
+		pi, pol := selectPolicy(policies, host)
+		if pi < 0 {
+			how = append(how, "no connection policy matches "+host+": handshakes fail")
+			continue
+		}
+		pp := index(polPath, pi)
+		desc, ids := a.serverCertFor(host, obj(pol["certificate_selection"]), usedBy)
+		if !slices.Contains(how, desc) {
+			how = append(how, desc)
+		}
+		for _, id := range ids {
+			if !slices.Contains(in.Certificates, id) {
+				in.Certificates = append(in.Certificates, id)
+			}
+		}
+		if ca := obj(pol["client_authentication"]); ca != nil && seenPolicy != pi && in.ClientAuth == nil {
+			in.ClientAuth = a.clientAuth(ca, field(pp, "client_authentication"))
+			in.Mode = ModeMTLS
+		}
+		seenPolicy = pi
+	}
+	in.Certificate = strings.Join(how, "; ")
+	return in
+}
+
+// selectPolicy returns the first connection policy whose sni matcher (if
+// any) covers host. Other handshake matchers are taken as matching.
+func selectPolicy(policies []any, host string) (int, map[string]any) {
+	first := -1
+	for i, p := range policies {
+		pol := obj(p)
+		if pol == nil {
+			continue
+		}
+		if first < 0 {
+			first = i
+		}
+		sni := strs(obj(pol["match"])["sni"])
+		if len(sni) == 0 {
+			return i, pol
+		}
+		for _, s := range sni {
+			if host != "" && nameMatches(s, host) {
+				return i, pol
+			}
+		}
+	}
+	// a route for any host gets whichever policy the client's SNI picks
+	if host == "" && first >= 0 {
+		return first, obj(policies[first])
+	}
+	return -1, nil
+}
+
+// passiveHandlers are the standard HTTP handlers that make no leg of their
+// own and change no TLS property.
+var passiveHandlers = []string{
+	"acme_server", "authentication", "copy_response", "copy_response_headers", "encode", "error",
+	"file_server", "intercept", "invoke", "log_append", "map", "metrics", "push", "request_body",
+	"rewrite", "static_response", "templates", "timeouts", "tracing", "vars",
+}
+
+// httpHandlers walks a handler chain: subroutes (recursively),
+// reverse_proxy (an outbound leg), headers (identity header stripping),
+// and the rest.
+func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, path string, when []string) {
+	for i, h := range handlers {
+		h := obj(h)
+		hp := index(path, i)
+		name := str(h["handler"])
+		if !slices.Contains(route.Handlers, name) {
+			route.Handlers = append(route.Handlers, name)
+		}
+		switch {
+		case name == "subroute":
+			for j, r := range arr(h["routes"]) {
+				r := obj(r)
+				rp := index(field(hp, "routes"), j)
+				hosts, other, peers := a.httpMatchers(arr(r["match"]))
+				w := append(slices.Clone(when), other...)
+				for _, host := range hosts {
+					w = append(w, "host "+host)
+				}
+				route.Inbound.PeerPatterns = append(route.Inbound.PeerPatterns, peers...)
+				a.httpHandlers(sc, route, arr(r["handle"]), field(rp, "handle"), w)
+			}
+			for j, r := range arr(obj(h["errors"])["routes"]) {
+				rp := index(field(field(hp, "errors"), "routes"), j)
+				a.httpHandlers(sc, route, arr(obj(r)["handle"]), field(rp, "handle"), append(slices.Clone(when), "on error"))
+			}
+		case name == "reverse_proxy":
+			route.Outbound = append(route.Outbound, a.reverseProxy(sc, h, hp, when))
+		case name == "headers":
+			sc.strip.headersHandler(h)
+		case a.suiteHandler(sc, route, name, h, hp):
+		case slices.Contains(passiveHandlers, name):
+		default:
+			a.notAnalysed(hp, "http.handlers."+name, "handler not analysed")
+		}
+	}
+}

@@ -1,0 +1,220 @@
+package topology
+
+import (
+	"slices"
+	"strings"
+)
+
+// l4State is what a layer-4 handler chain did so far to a connection.
+type l4State struct {
+	terminated bool // a tls handler decrypted it
+}
+
+// layer4App analyses caddy-l4's servers: raw TCP listeners whose routes
+// pass TLS through (proxy without tls), terminate it (the tls handler),
+// or re-encrypt to upstreams.
+func (a *analyzer) layer4App(app map[string]any, path string) {
+	servers := obj(app["servers"])
+	for _, name := range keys(servers) {
+		srv := obj(servers[name])
+		sp := field(field(path, "servers"), name)
+		listen := strs(srv["listen"])
+		if len(listen) == 0 {
+			listen = []string{"(none)"}
+		}
+		for _, addr := range listen {
+			l := &Listener{App: "layer4", Server: name, Path: sp, Address: addr, Inbound: ModeTCP, Routes: []*Route{}}
+			routes := arr(srv["routes"])
+			a.l4Routes(l, routes, field(sp, "routes"))
+			a.rep.Listeners = append(a.rep.Listeners, l)
+			if passesThrough(l) && !hasCatchAll(routes) {
+				l.Notes = append(l.Notes, "no default route: connections matching no route are closed")
+				a.finding(SeverityWarning, KindPassthroughNoDef, field(sp, "routes"),
+					"layer-4 server "+name+" on "+addr+" passes TLS through by SNI but has no default route: a client sending another name, or none (IP address, old client), is disconnected with no alert and no log line saying why",
+					"add a last route without a matcher: proxy to a default backend, or to a Caddy site that answers with a clear error")
+			}
+		}
+	}
+}
+
+// listenerWrappers describes an HTTP server's listener wrappers, and
+// analyses a caddy-l4 `layer4` wrapper (routes run on the raw connection
+// before Caddy's HTTP server; unmatched connections fall through to it).
+func (a *analyzer) listenerWrappers(name string, srv map[string]any, path string, listen []string) []string {
+	var notes []string
+	wp := field(path, "listener_wrappers")
+	for i, w := range arr(srv["listener_wrappers"]) {
+		w := obj(w)
+		p := index(wp, i)
+		switch kind := str(w["wrapper"]); kind {
+		case "tls":
+		case "http_redirect":
+			notes = append(notes, "plain HTTP on the HTTPS port is redirected to HTTPS")
+		case "proxy_protocol":
+			allow := strs(w["allow"])
+			if len(allow) == 0 {
+				allow = []string{"anyone"}
+			}
+			notes = append(notes, "reads the PROXY protocol header from "+strings.Join(allow, ", "))
+		case "layer4":
+			addrs := listen
+			if len(addrs) == 0 {
+				addrs = []string{"(none)"}
+			}
+			for _, addr := range addrs {
+				l := &Listener{App: "layer4", Server: name + " (listener_wrappers)", Path: p, Address: addr, Inbound: ModeTCP,
+					Notes: []string{"runs before the HTTP server; connections matching no route fall through to it"}, Routes: []*Route{}}
+				a.l4Routes(l, arr(w["routes"]), field(p, "routes"))
+				a.rep.Listeners = append(a.rep.Listeners, l)
+			}
+			notes = append(notes, "layer-4 routes run first (listener wrapper layer4)")
+		default:
+			if !a.suiteListenerWrapper(name, kind, w, p, listen, &notes) {
+				a.notAnalysed(p, "caddy.listeners."+kind, "listener wrapper not analysed")
+			}
+		}
+	}
+	return notes
+}
+
+// l4Routes analyses the routes of a layer-4 server or wrapper.
+func (a *analyzer) l4Routes(l *Listener, routes []any, path string) {
+	for i, r := range routes {
+		r := obj(r)
+		rp := index(path, i)
+		route := &Route{Path: rp, Inbound: Inbound{Mode: ModeTCP}}
+		route.Hosts, route.Match, route.Inbound.PeerPatterns = l4Matchers(arr(r["match"]))
+		if slices.Contains(route.Match, "tls") || len(route.Hosts) > 0 {
+			route.Inbound.Mode = ModePassthrough
+		}
+		a.l4Handlers(route, &l4State{}, arr(r["handle"]), field(rp, "handle"), nil)
+		l.Routes = append(l.Routes, route)
+	}
+}
+
+// l4Matchers splits layer-4 matcher sets into SNI names, other matchers,
+// and peer identity patterns.
+func l4Matchers(sets []any) (hosts, other, peers []string) {
+	for _, s := range sets {
+		set := obj(s)
+		for _, name := range keys(set) {
+			switch name {
+			case "tls":
+				for _, h := range strs(obj(set[name])["sni"]) {
+					if !slices.Contains(hosts, h) {
+						hosts = append(hosts, h)
+					}
+				}
+				if !slices.Contains(other, "tls") {
+					other = append(other, "tls")
+				}
+			case "peer":
+				peers = append(peers, patternSummary(obj(set[name]))...)
+				other = append(other, "peer")
+			default:
+				if !slices.Contains(other, name) {
+					other = append(other, name)
+				}
+			}
+		}
+	}
+	return hosts, other, peers
+}
+
+// passiveL4Handlers change no TLS property of a connection.
+var passiveL4Handlers = []string{"echo", "throttle", "tee", "close"}
+
+func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path string, when []string) {
+	for i, h := range handlers {
+		h := obj(h)
+		hp := index(path, i)
+		name := str(h["handler"])
+		if !slices.Contains(route.Handlers, name) {
+			route.Handlers = append(route.Handlers, name)
+		}
+		switch {
+		case name == "tls":
+			st.terminated = true
+			pols := arr(h["connection_policies"])
+			if len(pols) == 0 {
+				pols = []any{map[string]any{}}
+			}
+			peers := route.Inbound.PeerPatterns
+			route.Inbound = a.tlsInbound(route.Hosts, pols, field(hp, "connection_policies"), route.Path)
+			route.Inbound.PeerPatterns = peers
+		case name == "proxy":
+			a.l4Proxy(route, st, h, hp, when)
+		case name == "proxy_protocol":
+			route.Match = append(route.Match, "reads PROXY protocol")
+		case name == "subroute":
+			for j, r := range arr(h["routes"]) {
+				r := obj(r)
+				rp := index(field(hp, "routes"), j)
+				hosts, other, peers := l4Matchers(arr(r["match"]))
+				w := append(slices.Clone(when), other...)
+				for _, host := range hosts {
+					w = append(w, "sni "+host)
+				}
+				route.Inbound.PeerPatterns = append(route.Inbound.PeerPatterns, peers...)
+				sub := *st
+				a.l4Handlers(route, &sub, arr(r["handle"]), field(rp, "handle"), w)
+			}
+		case a.suiteL4Handler(route, st, name, h, hp, when):
+		case slices.Contains(passiveL4Handlers, name):
+		default:
+			a.notAnalysed(hp, "layer4.handlers."+name, "layer-4 handler not analysed")
+		}
+	}
+}
+
+// l4Proxy analyses a caddy-l4 proxy handler: one outbound leg per upstream.
+func (a *analyzer) l4Proxy(route *Route, st *l4State, h map[string]any, path string, when []string) {
+	for i, u := range arr(h["upstreams"]) {
+		u := obj(u)
+		up := index(field(path, "upstreams"), i)
+		out := &Outbound{Path: up, Handler: "layer4 proxy", When: when, Upstreams: strs(u["dial"]), Mode: OutTCP}
+		if out.Upstreams == nil {
+			out.Upstreams = []string{}
+		}
+		if pp := str(h["proxy_protocol"]); pp != "" {
+			out.Notes = append(out.Notes, "sends PROXY protocol "+pp)
+		}
+		a.upstreamTLS(out, obj(u["tls"]), field(up, "tls"))
+		route.Outbound = append(route.Outbound, out)
+		if !st.terminated {
+			if route.Inbound.Mode == ModeTCP || route.Inbound.Mode == ModePassthrough {
+				route.Inbound.PassthroughTo = append(route.Inbound.PassthroughTo, out.Upstreams...)
+			}
+			continue
+		}
+		if out.Mode == OutTCP {
+			sev, msg := SeverityWarning, "TLS ends at Caddy (layer-4 tls handler) and the bytes go on unencrypted to "+strings.Join(out.Upstreams, ", ")
+			if allLoopback(out.Upstreams) {
+				sev, msg = SeverityInfo, msg+" (loopback: the leg stays on this host)"
+			}
+			a.finding(sev, KindPlaintextLeg, up, msg,
+				"re-encrypt to the upstream: give the proxy upstream a `tls` block with a trust pool (`tls_trust_pool file internal-ca.pem`), or pass TLS through instead of terminating it")
+		}
+	}
+}
+
+// passesThrough reports whether a layer-4 listener has a route that
+// forwards TLS without decrypting it.
+func passesThrough(l *Listener) bool {
+	for _, r := range l.Routes {
+		if r.Inbound.Mode == ModePassthrough && len(r.Inbound.PassthroughTo) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// hasCatchAll reports whether a route list has a route with no matcher.
+func hasCatchAll(routes []any) bool {
+	for _, r := range routes {
+		if len(arr(obj(r)["match"])) == 0 {
+			return true
+		}
+	}
+	return false
+}

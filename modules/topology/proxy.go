@@ -1,0 +1,329 @@
+package topology
+
+import (
+	"net"
+	"slices"
+	"strings"
+)
+
+// reverseProxy analyses a reverse_proxy handler: its upstreams, the
+// transport's TLS (trust pool, client identity, skip-verify), and the
+// identity headers it sends.
+func (a *analyzer) reverseProxy(sc *serverCtx, h map[string]any, path string, when []string) *Outbound {
+	out := &Outbound{Path: path, Handler: "reverse_proxy", When: when, Upstreams: []string{}}
+	for _, u := range arr(h["upstreams"]) {
+		if d := str(obj(u)["dial"]); d != "" {
+			out.Upstreams = append(out.Upstreams, d)
+		}
+	}
+	if dyn := obj(h["dynamic_upstreams"]); dyn != nil {
+		out.Upstreams = append(out.Upstreams, "dynamic ("+str(dyn["source"])+")")
+	}
+
+	tp := field(path, "transport")
+	transport := obj(h["transport"])
+	protocol := str(transport["protocol"])
+	if transport == nil {
+		protocol = "http"
+	}
+	out.Transport = protocol
+	switch protocol {
+	case "http":
+		a.upstreamTLS(out, obj(transport["tls"]), field(tp, "tls"))
+		if pp := str(transport["proxy_protocol"]); pp != "" {
+			out.Notes = append(out.Notes, "sends PROXY protocol "+pp)
+		}
+	case "mtls":
+		a.suiteTransport(out, transport, tp)
+	case "fastcgi":
+		out.Mode = OutPlainHTTP
+		out.Notes = append(out.Notes, "FastCGI")
+	default:
+		out.Mode = OutUnknown
+		a.notAnalysed(tp, "http.reverse_proxy.transport."+protocol, "transport not analysed")
+	}
+
+	a.identityHeaders(sc, out, obj(obj(h["headers"])["request"]), field(field(path, "headers"), "request"))
+
+	if out.Mode == OutPlainHTTP && sc.inboundTLS {
+		if allLoopback(out.Upstreams) {
+			a.finding(SeverityInfo, KindPlaintextLeg, path,
+				"TLS ends at Caddy and requests go on in plain HTTP to "+strings.Join(out.Upstreams, ", ")+" (loopback: the leg stays on this host)",
+				"fine on one host; if the upstream moves off the host, re-encrypt: `reverse_proxy https://...` with `transport http { tls_trust_pool ... }`")
+		} else {
+			a.finding(SeverityWarning, KindPlaintextLeg, path,
+				"TLS ends at Caddy and requests go on in plain HTTP to "+strings.Join(out.Upstreams, ", ")+": the internal leg can be read and altered, and the backend cannot tell Caddy from any other caller",
+				"re-encrypt: `reverse_proxy https://backend` with `transport http { tls_trust_pool file internal-ca.pem }` (or the suite's `transport mtls` with a client_identity the backend verifies)")
+		}
+	}
+	return out
+}
+
+// upstreamTLS reads Caddy's reverse_proxy TLS config (also used by the
+// suite's mtls transport and by caddy-l4's proxy upstreams).
+func (a *analyzer) upstreamTLS(out *Outbound, t map[string]any, path string) {
+	if t == nil {
+		if out.Mode == "" {
+			out.Mode = OutPlainHTTP
+		}
+		return
+	}
+	out.Mode = OutTLS
+	if boolean(t["insecure_skip_verify"]) {
+		out.InsecureSkipVerify = true
+		a.finding(SeverityError, KindInsecureSkipVerify, field(path, "insecure_skip_verify"),
+			"the upstream's certificate is not verified (insecure_skip_verify): anyone on the path can impersonate "+strings.Join(out.Upstreams, ", ")+" and read the traffic",
+			"trust the CA that issued the upstream's certificate instead: `tls_trust_pool file internal-ca.pem` (or `bundle`, `truststore`), and remove tls_insecure_skip_verify")
+	}
+	switch {
+	case obj(t["ca"]) != nil:
+		out.TrustPool = a.pool(obj(t["ca"]), field(path, "ca"))
+	case len(strs(t["root_ca_pool"])) > 0:
+		out.TrustPool = &Pool{Path: field(path, "root_ca_pool"), Source: "inline", Description: "root_ca_pool",
+			Anchors: a.inlineAnchors(strs(t["root_ca_pool"]), field(path, "root_ca_pool"))}
+	case len(strs(t["root_ca_pem_files"])) > 0:
+		files := strs(t["root_ca_pem_files"])
+		p := &Pool{Path: field(path, "root_ca_pem_files"), Source: "file", Description: strings.Join(files, ", ")}
+		for _, f := range files {
+			p.Anchors = append(p.Anchors, a.anchorsFile(f, false, p.Path)...)
+		}
+		out.TrustPool = p
+	}
+	if out.TrustPool == nil && !out.InsecureSkipVerify {
+		a.finding(SeverityInfo, KindUpstreamSystemRoot, path,
+			"the upstream's certificate is verified against the system roots",
+			"right for a public backend; for one with an internal CA, trust that CA explicitly: `tls_trust_pool file internal-ca.pem`")
+	}
+	if f := str(t["client_certificate_file"]); f != "" {
+		c, _ := a.leafFile(RoleClient, f, false, field(path, "client_certificate_file"))
+		out.ClientCertificates = append(out.ClientCertificates, c.ID)
+		out.ClientIdentity = "file " + expandPath(f)
+		out.Mode = OutMTLS
+	}
+	if name := str(t["client_certificate_automate"]); name != "" {
+		out.ClientIdentity = "managed by Caddy for " + name
+		ids := a.liveServerCerts(name, "client_certificate_automate", field(path, "client_certificate_automate"))
+		if len(ids) == 0 {
+			ids = []string{a.addUnread(RoleClient, "managed by Caddy for "+name, false, "managed by Caddy: see the running instance's report", field(path, "client_certificate_automate")).ID}
+		}
+		for _, id := range ids {
+			if c := a.rep.Certificate(id); c != nil {
+				c.Role = RoleClient
+			}
+		}
+		out.ClientCertificates = append(out.ClientCertificates, ids...)
+		out.Mode = OutMTLS
+	}
+	out.ServerName = str(t["server_name"])
+	if ports := strs(t["except_ports"]); len(ports) > 0 {
+		out.Notes = append(out.Notes, "plain HTTP to ports "+strings.Join(ports, ", "))
+	}
+}
+
+// suiteTransport reads the suite's mtls transport: Caddy's http transport
+// plus a client identity from a keystore and pinned upstream identities.
+func (a *analyzer) suiteTransport(out *Outbound, t map[string]any, path string) {
+	tlsCfg := obj(t["tls"])
+	ci := obj(t["client_identity"])
+	pins := strs(t["upstream_identity"])
+	if tlsCfg == nil && (ci != nil || len(pins) > 0) {
+		tlsCfg = map[string]any{}
+	}
+	a.upstreamTLS(out, tlsCfg, field(path, "tls"))
+	if out.TrustPool != nil {
+		out.TrustPool.Live = true
+	}
+	if ci != nil {
+		c, how := a.keystoreSource(RoleClient, ci, field(path, "client_identity"))
+		if c != nil {
+			out.ClientCertificates = append(out.ClientCertificates, c.ID)
+		}
+		out.ClientIdentity = "keystore " + how + " (live)"
+		out.Mode = OutMTLS
+	}
+	out.UpstreamIdentity = pins
+}
+
+// allLoopback reports whether every upstream is on this host (loopback
+// address, localhost, or a unix socket).
+func allLoopback(upstreams []string) bool {
+	if len(upstreams) == 0 {
+		return false
+	}
+	for _, u := range upstreams {
+		if !isLoopback(u) {
+			return false
+		}
+	}
+	return true
+}
+
+func isLoopback(dial string) bool {
+	if strings.HasPrefix(dial, "unix/") || strings.HasPrefix(dial, "unix+h2c/") {
+		return true
+	}
+	if network, rest, ok := strings.Cut(dial, "/"); ok && !strings.ContainsAny(network, ".:[") {
+		dial = rest
+	}
+	host, _, err := net.SplitHostPort(dial)
+	if err != nil {
+		host = dial
+	}
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// stripState is what the handler chain did to client-supplied request
+// headers before a reverse_proxy: the delete patterns of earlier headers
+// handlers (request_header -X), and the identity headers they set.
+type stripState struct {
+	deletes []string
+	set     []string
+	added   []string
+}
+
+func (s *stripState) headersHandler(h map[string]any) {
+	req := obj(h["request"])
+	s.deletes = append(s.deletes, lower(strs(req["delete"]))...)
+	s.set = append(s.set, identityNames(keys(obj(req["set"])))...)
+	s.added = append(s.added, identityNames(keys(obj(req["add"])))...)
+}
+
+// identityFamilies are the request headers backends take as a client's
+// certificate identity. A prefix family ends in '-'.
+var identityFamilies = []string{
+	"x-forwarded-client-cert", "client-cert", "client-cert-chain", "ssl-client-cert", "x-ssl-cert",
+	"x-ssl-client-", "x-client-", "x-forwarded-tls-client-", "x-peer-",
+}
+
+// family returns the identity family a header belongs to, or "".
+func family(name string) string {
+	n := strings.ToLower(name)
+	for _, f := range identityFamilies {
+		if strings.HasSuffix(f, "-") && strings.HasPrefix(n, f) || n == f {
+			return f
+		}
+	}
+	return ""
+}
+
+func identityNames(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if family(n) != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func lower(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = strings.ToLower(v)
+	}
+	return out
+}
+
+// deletes reports whether a delete pattern (Caddy's: exact, or with a
+// leading and/or trailing *) removes every header of family fam (for a
+// prefix family), or the header name (for an exact one).
+func deletes(pattern, fam string) bool {
+	if pattern == "*" {
+		return true
+	}
+	prefixFam := strings.HasSuffix(fam, "-")
+	switch {
+	case strings.HasPrefix(pattern, "*") && strings.HasSuffix(pattern, "*") && len(pattern) >= 2:
+		return strings.Contains(fam, pattern[1:len(pattern)-1])
+	case strings.HasSuffix(pattern, "*"):
+		return strings.HasPrefix(fam, pattern[:len(pattern)-1])
+	case strings.HasPrefix(pattern, "*"):
+		return !prefixFam && strings.HasSuffix(fam, pattern[1:])
+	default:
+		return !prefixFam && pattern == fam
+	}
+}
+
+// identityHeaders finds client-identity headers sent upstream (set or
+// added by this reverse_proxy's header_up, or by an earlier
+// request_header) and checks that the client's own copies are stripped
+// first, or a client can forge its identity.
+func (a *analyzer) identityHeaders(sc *serverCtx, out *Outbound, req map[string]any, path string) {
+	set := identityNames(keys(obj(req["set"])))
+	added := identityNames(keys(obj(req["add"])))
+	own := lower(strs(req["delete"]))
+	set = append(set, sc.strip.set...)
+	added = append(added, sc.strip.added...)
+	all := append(slices.Clone(set), added...)
+	if len(all) == 0 {
+		return
+	}
+	for _, n := range all {
+		if !slices.Contains(out.IdentityHeaders, n) {
+			out.IdentityHeaders = append(out.IdentityHeaders, n)
+		}
+	}
+	fix := "strip the client's copies before the proxy: " + stripHint(all) + " (a headers handler runs before reverse_proxy), or forward identity with the suite's peer forwarding handler, which strips them"
+	for _, n := range all {
+		fam := family(n)
+		stripped := slices.ContainsFunc(sc.strip.deletes, func(p string) bool { return deletes(p, fam) })
+		ownDelete := slices.ContainsFunc(own, func(p string) bool { return deletes(p, fam) || deletesName(p, n) })
+		if ownDelete && slices.Contains(set, n) || ownDelete && slices.Contains(added, n) {
+			a.finding(SeverityWarning, KindHeaderSetDeleted, path,
+				"header_up sets "+n+" and also deletes it: Caddy applies header_up deletes after sets, so the upstream never receives it",
+				"move the delete to "+stripHint([]string{n})+" (before reverse_proxy) and keep only the set in header_up")
+			continue
+		}
+		if stripped || ownDelete {
+			continue
+		}
+		switch {
+		case slices.Contains(added, n):
+			a.finding(SeverityError, KindIdentityHeaders, path,
+				"identity header "+n+" is added to the request, after whatever the client sent in it: a client can send its own "+n+" and the upstream sees a forged identity",
+				fix)
+		case strings.HasSuffix(fam, "-"):
+			a.finding(SeverityWarning, KindIdentityHeaders, path,
+				"identity header "+n+" is set for the upstream, but the client's other "+strings.ToUpper(fam[:1])+fam[1:]+"* headers pass through unstripped: a client can forge them",
+				fix)
+		}
+	}
+}
+
+// deletesName reports whether a delete pattern removes header name n.
+func deletesName(pattern, n string) bool {
+	n = strings.ToLower(n)
+	switch {
+	case pattern == "*":
+		return true
+	case strings.HasPrefix(pattern, "*") && strings.HasSuffix(pattern, "*") && len(pattern) >= 2:
+		return strings.Contains(n, pattern[1:len(pattern)-1])
+	case strings.HasSuffix(pattern, "*"):
+		return strings.HasPrefix(n, pattern[:len(pattern)-1])
+	case strings.HasPrefix(pattern, "*"):
+		return strings.HasSuffix(n, pattern[1:])
+	}
+	return pattern == n
+}
+
+// stripHint is the request_header directives that strip the families of
+// names.
+func stripHint(names []string) string {
+	var hints []string
+	for _, n := range names {
+		fam := family(n)
+		h := n
+		if strings.HasSuffix(fam, "-") {
+			h = n[:len(fam)] + "*"
+		}
+		h = "`request_header -" + h + "`"
+		if !slices.Contains(hints, h) {
+			hints = append(hints, h)
+		}
+	}
+	return strings.Join(hints, " and ")
+}

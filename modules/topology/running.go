@@ -1,0 +1,72 @@
+package topology
+
+import (
+	"bytes"
+	"crypto/x509"
+	"fmt"
+	"io"
+	_ "unsafe" // for go:linkname
+
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+)
+
+// readConfig is Caddy's own reader of the running config, the function
+// behind the admin API's GET /config/: it encodes the config Caddy is
+// running, under the lock that config changes take.
+//
+// Caddy v2.11.9 exports no way to read the running config in process:
+// readConfig and rawCfgJSON are unexported, Context.cfg is unexported, the
+// apps' JSON is released once they are provisioned, and admin.api modules
+// get no config. The metrics collector runs outside any admin request, so
+// it cannot ask the admin API either. Hence this link to the unexported
+// function; TestRunningConfig fails if a Caddy upgrade changes it.
+//
+//go:linkname readConfig github.com/caddyserver/caddy/v2.readConfig
+func readConfig(path string, out io.Writer) error
+
+// runningConfig returns the JSON of the config this process runs ("null"
+// when none is loaded).
+func runningConfig() ([]byte, error) {
+	var buf bytes.Buffer
+	if err := readConfig("/config/", &buf); err != nil {
+		return nil, fmt.Errorf("reading the running config: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// runningReport analyses the running config, with the server certificates
+// Caddy manages itself read from its certificate cache.
+func runningReport() (rep *Report, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("analysing the running config: %v", r)
+		}
+	}()
+	cfg, err := runningConfig()
+	if err != nil {
+		return nil, err
+	}
+	return Analyze(cfg, Options{LiveCertificates: cachedCertificates})
+}
+
+// cachedCertificates returns the leaves of the certificates in Caddy's
+// certificate cache that could serve name.
+func cachedCertificates(name string) (leaves []*x509.Certificate) {
+	// the cache exists once a tls app was provisioned; before that,
+	// caddytls.AllMatchingCertificates dereferences nil
+	defer func() {
+		if recover() != nil {
+			leaves = nil
+		}
+	}()
+	for _, c := range caddytls.AllMatchingCertificates(name) {
+		leaf := c.Leaf
+		if leaf == nil && len(c.Certificate.Certificate) > 0 {
+			leaf, _ = x509.ParseCertificate(c.Certificate.Certificate[0])
+		}
+		if leaf != nil {
+			leaves = append(leaves, leaf)
+		}
+	}
+	return leaves
+}

@@ -1,0 +1,346 @@
+package topology
+
+import (
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// tlsInfo is what the tls app says about server certificates.
+type tlsInfo struct {
+	loaded   []*loadedCert
+	automate []string
+	policies []*autoPolicy
+	onDemand bool
+}
+
+// loadedCert is a certificate loaded by the tls app (load_files, load_pem,
+// load_folders, load_storage).
+type loadedCert struct {
+	cert *Certificate
+	leaf *x509.Certificate // nil when not read
+	tags []string
+}
+
+// autoPolicy is an automation policy: the names it manages and how it gets
+// their certificates.
+type autoPolicy struct {
+	path     string
+	subjects []string
+	how      string   // "internal CA local", "ACME", "keystore pkcs12 /x.p12"
+	certs    []string // certificate IDs (get_certificate keystores)
+	onDemand bool
+}
+
+// tlsApp reads the tls app's certificate loaders and automation policies.
+func (a *analyzer) tlsApp(app map[string]any, path string) {
+	certsPath := field(path, "certificates")
+	loaders := obj(app["certificates"])
+	for _, name := range keys(loaders) {
+		p := field(certsPath, name)
+		v := loaders[name]
+		switch name {
+		case "load_files":
+			for i, e := range arr(v) {
+				e := obj(e)
+				ep := index(p, i)
+				lc := &loadedCert{tags: strs(e["tags"])}
+				file := expandPath(str(e["certificate"]))
+				if format := str(e["format"]); format != "" && format != "pem" {
+					lc.cert = a.addUnread(RoleServer, "file "+file, false, "format "+format+" not read", ep)
+				} else {
+					lc.cert, lc.leaf = a.leafFile(RoleServer, file, false, ep)
+				}
+				a.tls.loaded = append(a.tls.loaded, lc)
+			}
+		case "load_pem":
+			for i, e := range arr(v) {
+				e := obj(e)
+				ep := index(p, i)
+				lc := &loadedCert{tags: strs(e["tags"])}
+				certs, err := pemString(str(e["certificate"]))
+				if err != nil {
+					lc.cert = a.addUnread(RoleServer, "load_pem "+ep, false, err.Error(), ep)
+				} else {
+					lc.cert = a.addCert(RoleServer, "load_pem (inline)", false, certs[0], ep)
+					lc.leaf = certs[0]
+				}
+				a.tls.loaded = append(a.tls.loaded, lc)
+			}
+		case "load_folders":
+			for i, dir := range strs(v) {
+				a.loadFolder(expandPath(dir), index(p, i))
+			}
+		case "load_storage":
+			for i, e := range arr(obj(v)["pairs"]) {
+				e := obj(e)
+				ep := index(field(p, "pairs"), i)
+				lc := &loadedCert{tags: strs(e["tags"])}
+				lc.cert = a.addUnread(RoleServer, "storage key "+str(e["certificate"]), false, "in Caddy's storage", ep)
+				a.tls.loaded = append(a.tls.loaded, lc)
+			}
+		case "automate":
+			a.tls.automate = append(a.tls.automate, strs(v)...)
+		default:
+			a.notAnalysed(p, "tls.certificates."+name, "certificate loader not analysed")
+		}
+	}
+
+	auto := obj(app["automation"])
+	autoPath := field(path, "automation")
+	if auto["on_demand"] != nil {
+		a.tls.onDemand = true
+	}
+	for i, pol := range arr(auto["policies"]) {
+		pol := obj(pol)
+		pp := index(field(autoPath, "policies"), i)
+		ap := &autoPolicy{path: pp, subjects: strs(pol["subjects"]), onDemand: boolean(pol["on_demand"])}
+		ap.how = a.policyIssuance(pol, pp, ap)
+		a.tls.policies = append(a.tls.policies, ap)
+	}
+}
+
+// loadFolder reads the .pem files of a load_folders directory (each holds
+// a certificate and its key).
+func (a *analyzer) loadFolder(dir, path string) {
+	if a.opts.NoFiles {
+		a.tls.loaded = append(a.tls.loaded, &loadedCert{cert: a.addUnread(RoleServer, "folder "+dir, false, "files not read", path)})
+		return
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		a.tls.loaded = append(a.tls.loaded, &loadedCert{cert: a.addUnread(RoleServer, "folder "+dir, false, err.Error(), path)})
+		return
+	}
+	n := 0
+	for _, e := range entries {
+		if e.IsDir() || !strings.EqualFold(filepath.Ext(e.Name()), ".pem") {
+			continue
+		}
+		if n++; n > 1000 {
+			break
+		}
+		file := filepath.Join(dir, e.Name())
+		c, leaf := a.leafFile(RoleServer, file, false, path)
+		a.tls.loaded = append(a.tls.loaded, &loadedCert{cert: c, leaf: leaf})
+	}
+}
+
+// policyIssuance describes how an automation policy gets certificates.
+func (a *analyzer) policyIssuance(pol map[string]any, path string, ap *autoPolicy) string {
+	var hows []string
+	for i, m := range arr(pol["get_certificate"]) {
+		m := obj(m)
+		mp := index(field(path, "get_certificate"), i)
+		switch via := str(m["via"]); via {
+		case "keystore":
+			c, how := a.keystoreSource(RoleServer, obj(m["keystore"]), field(mp, "keystore"))
+			if c != nil {
+				ap.certs = append(ap.certs, c.ID)
+			}
+			hows = append(hows, "keystore "+how)
+		case "tailscale":
+			hows = append(hows, "Tailscale")
+		case "http":
+			hows = append(hows, "HTTP certificate manager "+str(m["url"]))
+		default:
+			a.notAnalysed(mp, "tls.get_certificate."+via, "certificate manager not analysed")
+			hows = append(hows, "certificate manager "+via+" (not analysed)")
+		}
+	}
+	issuers := arr(pol["issuers"])
+	for i, is := range issuers {
+		is := obj(is)
+		switch mod := str(is["module"]); mod {
+		case "internal":
+			ca := str(is["ca"])
+			if ca == "" {
+				ca = "local"
+			}
+			hows = append(hows, "internal CA "+ca)
+		case "acme":
+			if ca := str(is["ca"]); ca != "" {
+				hows = append(hows, "ACME "+ca)
+			} else {
+				hows = append(hows, "ACME (Let's Encrypt)")
+			}
+		case "zerossl":
+			hows = append(hows, "ZeroSSL")
+		default:
+			a.notAnalysed(index(field(path, "issuers"), i), "tls.issuance."+mod, "issuer not analysed")
+			hows = append(hows, "issuer "+mod+" (not analysed)")
+		}
+	}
+	if len(hows) == 0 {
+		return "ACME (Let's Encrypt, ZeroSSL)"
+	}
+	return strings.Join(hows, ", then ")
+}
+
+// serverCertFor says which certificate Caddy serves for host (the SNI;
+// "" for any) under a connection policy's certificate_selection.
+func (a *analyzer) serverCertFor(host string, selection map[string]any, usedBy string) (string, []string) {
+	// a certificate_selection picks among the loaded certificates
+	if selection != nil {
+		anyTag, allTags := strs(selection["any_tag"]), strs(selection["all_tags"])
+		var ids []string
+		for _, lc := range a.tls.loaded {
+			if len(anyTag) > 0 && !hasAny(lc.tags, anyTag) {
+				continue
+			}
+			if len(allTags) > 0 && !hasAll(lc.tags, allTags) {
+				continue
+			}
+			lc.cert.use(usedBy)
+			ids = append(ids, lc.cert.ID)
+		}
+		desc := "certificate_selection"
+		if len(anyTag)+len(allTags) > 0 {
+			desc = "files (by tag " + strings.Join(append(anyTag, allTags...), ", ") + ")"
+		}
+		if len(ids) == 0 {
+			return desc + ": no loaded certificate matches", nil
+		}
+		return desc, ids
+	}
+	// loaded certificates whose names match the host come first: Caddy
+	// does not manage a name it has a loaded certificate for
+	var ids []string
+	for _, lc := range a.tls.loaded {
+		if lc.leaf != nil && (host == "" || certMatches(lc.leaf, host)) {
+			lc.cert.use(usedBy)
+			ids = append(ids, lc.cert.ID)
+		}
+	}
+	if len(ids) > 0 {
+		return "files", ids
+	}
+	if host == "" {
+		if a.tls.onDemand {
+			return "on-demand TLS", nil
+		}
+		return "by SNI among the tls app's certificates", nil
+	}
+	how, pol := "", (*autoPolicy)(nil)
+	for _, ap := range a.tls.policies {
+		if len(ap.subjects) == 0 || slices.ContainsFunc(ap.subjects, func(s string) bool { return nameMatches(s, host) }) {
+			pol = ap
+			break
+		}
+	}
+	switch {
+	case pol != nil:
+		how = pol.how
+		ids = append(ids, pol.certs...)
+		for _, id := range pol.certs {
+			if c := a.rep.Certificate(id); c != nil {
+				c.use(usedBy)
+			}
+		}
+	case certmagic.SubjectQualifiesForPublicCert(host):
+		how = "ACME (Let's Encrypt, ZeroSSL)"
+	default:
+		how = "internal CA local"
+	}
+	if len(ids) == 0 {
+		ids = a.liveServerCerts(host, how, usedBy)
+	}
+	if len(ids) == 0 {
+		c := a.addUnread(RoleServer, "managed by Caddy for "+host+" ("+how+")", false, "managed by Caddy: see the running instance's report", usedBy)
+		ids = []string{c.ID}
+	}
+	return "managed: " + how, ids
+}
+
+// liveServerCerts asks the running instance's certificate cache.
+func (a *analyzer) liveServerCerts(host, how, usedBy string) []string {
+	if a.opts.LiveCertificates == nil {
+		return nil
+	}
+	var ids []string
+	for _, leaf := range a.opts.LiveCertificates(host) {
+		ids = append(ids, a.addCert(RoleServer, "managed by Caddy ("+how+")", false, leaf, usedBy).ID)
+	}
+	return ids
+}
+
+// keystoreSource describes (and reads) one of the suite's keystore sources
+// (namespace trustline.keystore): the identity Caddy presents.
+func (a *analyzer) keystoreSource(role string, src map[string]any, path string) (*Certificate, string) {
+	switch kind := str(src["source"]); kind {
+	case "pem":
+		file := expandPath(str(src["certificate"]))
+		c, _ := a.leafFile(role, file, true, path)
+		return c, "pem " + file
+	case "pkcs12":
+		s := storeRef{kind: "pkcs12", path: str(src["path"]), password: str(src["password"])}
+		return a.identityStore(role, s, path), s.source()
+	case "jks":
+		s := storeRef{kind: "jks", path: str(src["path"]), password: str(src["password"]), keyPassword: str(src["key_password"])}
+		if alias := str(src["alias"]); alias != "" {
+			s.aliases = []string{alias}
+		}
+		return a.identityStore(role, s, path), s.source()
+	case "internal":
+		ca := str(src["ca"])
+		if ca == "" {
+			ca = "local"
+		}
+		names := append(strs(src["spiffe_id"]), strs(src["dns_names"])...)
+		desc := "internal CA " + ca + " for " + strings.Join(names, ", ")
+		return a.addUnread(role, "issued by "+desc, true, "issued at run time, kept in Caddy's storage", path), "internal " + strings.Join(names, ", ")
+	default:
+		a.notAnalysed(path, "trustline.keystore."+kind, "keystore source not analysed")
+		return nil, kind + " (not analysed)"
+	}
+}
+
+func hasAny(have, want []string) bool {
+	for _, w := range want {
+		if slices.Contains(have, w) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// certMatches reports whether a certificate is valid for host.
+func certMatches(c *x509.Certificate, host string) bool {
+	if c.VerifyHostname(host) == nil {
+		return true
+	}
+	// a host matcher that is itself a wildcard matches the same wildcard SAN
+	for _, n := range c.DNSNames {
+		if strings.EqualFold(n, host) {
+			return true
+		}
+	}
+	return false
+}
+
+// nameMatches reports whether a subject (possibly a wildcard) covers host.
+func nameMatches(subject, host string) bool {
+	subject, host = strings.ToLower(subject), strings.ToLower(host)
+	if subject == host {
+		return true
+	}
+	if rest, ok := strings.CutPrefix(subject, "*."); ok {
+		if i := strings.IndexByte(host, '.'); i > 0 && host[i+1:] == rest {
+			return true
+		}
+	}
+	return false
+}
