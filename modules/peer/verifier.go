@@ -39,6 +39,11 @@ type Verifier struct {
 	// Shadow logs what would be refused and refuses nothing. Default false.
 	Shadow bool `json:"shadow,omitempty"`
 
+	// Revocation checks client certificates against CRLs; see Revocation.
+	// Optional. With it, the verifier may have no identity pattern: it then
+	// refuses only revoked certificates (and unverified ones).
+	Revocation *Revocation `json:"revocation,omitempty"`
+
 	logger *zap.Logger
 }
 
@@ -56,12 +61,29 @@ func (v *Verifier) Provision(ctx caddy.Context) error {
 	if err := v.compile(); err != nil {
 		return fmt.Errorf("peer verifier: %w", err)
 	}
+	if v.Revocation != nil {
+		if err := v.Revocation.provision(ctx, v.logger); err != nil {
+			return fmt.Errorf("peer verifier: revocation: %w", err)
+		}
+	}
 	return nil
 }
 
-// compile compiles the patterns.
+// compile compiles the patterns; none is fine when revocation is on.
 func (v *Verifier) compile() error {
+	if v.Revocation != nil && v.Patterns.Empty() {
+		v.Patterns.c = nil
+		return nil
+	}
 	return v.Compile()
+}
+
+// Cleanup stops the CRL refresh loop.
+func (v *Verifier) Cleanup() error {
+	if v.Revocation != nil {
+		v.Revocation.cleanup()
+	}
+	return nil
 }
 
 var errUnverified = errors.New("peer: client certificate was not verified against a trust pool (configure client_auth trust_pool); refusing it")
@@ -76,6 +98,23 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 			return nil
 		}
 		return errUnverified
+	}
+	if v.Revocation != nil {
+		if err := v.Revocation.check(peer.chain); err != nil {
+			if errors.Is(err, errCRLUnavailable) && v.Revocation.SoftFail {
+				if ce := v.logger.Check(zap.WarnLevel, "CRL unavailable; letting the client through (crl_soft_fail)"); ce != nil {
+					ce.Write(append(identityFields(peer.id), zap.Error(err))...)
+				}
+			} else {
+				v.refusal("client certificate revoked or its CRL unavailable", peer.id, zap.String("reason", err.Error()))
+				if !v.Shadow {
+					return fmt.Errorf("peer: %w", err)
+				}
+			}
+		}
+	}
+	if v.Patterns.c == nil {
+		return nil // revocation only
 	}
 	if ok, failed := v.Match(peer.id); !ok {
 		v.refusal("client identity not allowed", peer.id,
@@ -144,9 +183,15 @@ func (v *Verifier) refusal(msg string, id *Identity, extra ...zap.Field) {
 //		trust_domain <td...>
 //		dns | uri | email | ip | subject | cn | o | ou | issuer | fingerprint | spki <values...>
 //		shadow
+//		crl <file...>
+//		crl_distribution_points
+//		crl_refresh <duration>
+//		crl_fetch_timeout <duration>
+//		crl_soft_fail
 //	}
 //
-// Patterns are those of the `peer` matcher.
+// Patterns are those of the `peer` matcher. With a crl option the
+// patterns may be left out: the verifier then checks revocation only.
 func (v *Verifier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	const directive = "verifier peer"
 	for d.Next() {
@@ -171,8 +216,25 @@ func (v *Verifier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				v.Shadow = true
 			default:
-				return unknownOption(d, directive, "shadow")
+				if v.Revocation == nil {
+					v.Revocation = new(Revocation)
+				}
+				handled, err := v.Revocation.unmarshalOption(d, directive)
+				if err != nil {
+					return err
+				}
+				if !handled {
+					return unknownOption(d, directive, "shadow, "+revocationOptions)
+				}
 			}
+		}
+	}
+	if v.Revocation != nil {
+		if len(v.Revocation.CRLFiles) == 0 && !v.Revocation.DistributionPoints {
+			return d.Errf("%s: crl_refresh, crl_fetch_timeout and crl_soft_fail need a CRL source: crl <file...> or crl_distribution_points", directive)
+		}
+		if v.Patterns.Empty() {
+			return nil // revocation only
 		}
 	}
 	return v.Patterns.validate(d, directive)
@@ -181,6 +243,7 @@ func (v *Verifier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // Interface guards
 var (
 	_ caddy.Provisioner                  = (*Verifier)(nil)
+	_ caddy.CleanerUpper                 = (*Verifier)(nil)
 	_ caddytls.ClientCertificateVerifier = (*Verifier)(nil)
 	_ caddyfile.Unmarshaler              = (*Verifier)(nil)
 )

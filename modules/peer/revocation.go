@@ -1,0 +1,487 @@
+package peer
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+)
+
+// Revocation checks client certificates against certificate revocation
+// lists (CRLs) during the handshake. Every certificate of the verified
+// chain but the trust anchor is checked against the CRLs that cover it:
+// those from `crl_files` issued by its issuer, and, with
+// `distribution_points`, the CRL named in its CRL distribution points
+// extension (http and https URLs; fetched on first use, cached, refreshed).
+// A CRL is used only when its signature verifies against the certificate's
+// issuer from the verified chain and it has not passed its NextUpdate.
+//
+//   - A revoked certificate is refused (shadow mode: logged only).
+//   - A certificate covered by a CRL that cannot be had (fetch failed,
+//     expired, bad signature) is refused unless `soft_fail` is set: fail
+//     closed by default.
+//   - A certificate that no configured CRL covers (its issuer has no CRL in
+//     the files, and it names no distribution point or distribution points
+//     are off) passes.
+//
+// OCSP is not implemented.
+type Revocation struct {
+	// CRLFiles are CRL files: PEM ("X509 CRL" blocks, several per file
+	// allowed) or DER. Loaded in Provision (a bad file fails the config
+	// load) and re-read every `refresh`; a file that fails to re-read keeps
+	// its last good CRLs and the failure is logged.
+	CRLFiles []string `json:"crl_files,omitempty"`
+
+	// DistributionPoints fetches the CRLs named in the certificates' CRL
+	// distribution points (http and https URLs only). The first handshake
+	// that needs a CRL waits for its download (at most fetch_timeout);
+	// afterwards it is served from memory and refreshed in the background.
+	// Default false.
+	DistributionPoints bool `json:"distribution_points,omitempty"`
+
+	// Refresh is how often CRL files are re-read and fetched CRLs are
+	// fetched again; a CRL past its NextUpdate is refreshed at once.
+	// Default 1h.
+	Refresh caddy.Duration `json:"refresh,omitempty"`
+
+	// FetchTimeout bounds one CRL download. Default 10s.
+	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
+
+	// SoftFail lets a certificate through, with a warning in the log, when
+	// the CRL that covers it cannot be had. Revoked certificates are always
+	// refused. Default false.
+	SoftFail bool `json:"soft_fail,omitempty"`
+
+	logger  *zap.Logger
+	client  *http.Client
+	now     func() time.Time
+	files   atomic.Pointer[[]*crlEntry] // CRLs from CRLFiles, current
+	byFile  map[string][]*crlEntry      // last good CRLs per file (loop only)
+	mu      sync.Mutex                  // guards fetched
+	fetched map[string]*fetchEntry      // by URL
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// revocationOptions are the Caddyfile options of Revocation, for errors.
+const revocationOptions = "crl, crl_distribution_points, crl_refresh, crl_fetch_timeout, crl_soft_fail"
+
+// errCRLUnavailable marks failures to obtain a usable CRL (soft_fail
+// applies); a revocation is never wrapped in it.
+var errCRLUnavailable = errors.New("CRL unavailable")
+
+const (
+	maxCRLSize    = 32 << 20
+	maxFetchedCRL = 1000
+)
+
+// crlEntry is one parsed CRL.
+type crlEntry struct {
+	source  string
+	list    *x509.RevocationList
+	revoked map[string]struct{} // serial numbers, big-endian bytes
+	loaded  time.Time
+	sig     atomic.Pointer[sigMemo]
+}
+
+// sigMemo remembers the outcome of the last signature check against one
+// issuer, so that a CRL is checked once per issuer, not per handshake.
+type sigMemo struct {
+	issuerRaw []byte
+	err       error
+}
+
+func newCRLEntry(source string, der []byte, now time.Time) (*crlEntry, error) {
+	list, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, err
+	}
+	e := &crlEntry{source: source, list: list, revoked: make(map[string]struct{}, len(list.RevokedCertificateEntries)), loaded: now}
+	for _, rc := range list.RevokedCertificateEntries {
+		if rc.SerialNumber != nil {
+			e.revoked[string(rc.SerialNumber.Bytes())] = struct{}{}
+		}
+	}
+	return e, nil
+}
+
+// usable reports why e cannot vouch for certificates of issuer (nil: it
+// can).
+func (e *crlEntry) usable(issuer *x509.Certificate, now time.Time) error {
+	if !e.list.NextUpdate.IsZero() && now.After(e.list.NextUpdate) {
+		return fmt.Errorf("CRL from %s expired at %s", e.source, e.list.NextUpdate.UTC().Format(time.RFC3339))
+	}
+	m := e.sig.Load()
+	if m == nil || !bytes.Equal(m.issuerRaw, issuer.Raw) {
+		m = &sigMemo{issuerRaw: issuer.Raw, err: e.list.CheckSignatureFrom(issuer)}
+		e.sig.Store(m)
+	}
+	if m.err != nil {
+		return fmt.Errorf("CRL from %s: signature does not verify against issuer %q: %v", e.source, issuer.Subject, m.err)
+	}
+	return nil
+}
+
+func (e *crlEntry) isRevoked(serial *big.Int) bool {
+	_, ok := e.revoked[string(serial.Bytes())]
+	return ok
+}
+
+// fetchEntry is the cached CRL of one distribution point URL.
+type fetchEntry struct {
+	mu        sync.Mutex // held during the first fetch (single flight)
+	entry     *crlEntry  // last good CRL; nil before the first success
+	err       error      // last failure
+	attempted time.Time
+}
+
+func (r *Revocation) provision(ctx caddy.Context, logger *zap.Logger) error {
+	r.logger = logger
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.Refresh <= 0 {
+		r.Refresh = caddy.Duration(time.Hour)
+	}
+	if r.FetchTimeout <= 0 {
+		r.FetchTimeout = caddy.Duration(10 * time.Second)
+	}
+	if len(r.CRLFiles) == 0 && !r.DistributionPoints {
+		return errors.New("no CRL source: give crl files or enable distribution points")
+	}
+	r.client = &http.Client{Timeout: time.Duration(r.FetchTimeout)}
+	r.byFile = map[string][]*crlEntry{}
+	r.fetched = map[string]*fetchEntry{}
+	var all []*crlEntry
+	for _, f := range r.CRLFiles {
+		entries, err := r.readFile(f)
+		if err != nil {
+			return err
+		}
+		r.byFile[f] = entries
+		all = append(all, entries...)
+	}
+	r.files.Store(&all)
+	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	go r.loop()
+	return nil
+}
+
+func (r *Revocation) readFile(path string) ([]*crlEntry, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("crl %s: %w", path, err)
+	}
+	var ders [][]byte
+	if bytes.Contains(data, []byte("-----BEGIN")) {
+		for rest := data; ; {
+			var block *pem.Block
+			block, rest = pem.Decode(rest)
+			if block == nil {
+				break
+			}
+			if block.Type != "X509 CRL" {
+				return nil, fmt.Errorf("crl %s: unexpected PEM block %q (want X509 CRL)", path, block.Type)
+			}
+			ders = append(ders, block.Bytes)
+		}
+	} else {
+		ders = [][]byte{data}
+	}
+	if len(ders) == 0 {
+		return nil, fmt.Errorf("crl %s: no CRL found", path)
+	}
+	now := r.now()
+	var out []*crlEntry
+	for i, der := range ders {
+		e, err := newCRLEntry(path, der, now)
+		if err != nil {
+			return nil, fmt.Errorf("crl %s: CRL #%d: %w", path, i+1, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func (r *Revocation) cleanup() {
+	if r.stop != nil {
+		close(r.stop)
+		<-r.done
+		r.stop = nil
+	}
+}
+
+// loop re-reads files and refreshes fetched CRLs until cleanup.
+func (r *Revocation) loop() {
+	defer close(r.done)
+	defer func() {
+		if v := recover(); v != nil {
+			r.logger.Error("CRL refresh loop panicked; CRLs are no longer refreshed", zap.Any("panic", v))
+		}
+	}()
+	tick := time.Duration(r.Refresh)
+	if tick > time.Minute {
+		tick = time.Minute
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastFiles := r.now()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		}
+		now := r.now()
+		if now.Sub(lastFiles) >= time.Duration(r.Refresh) || r.filesExpired(now) {
+			lastFiles = now
+			r.reloadFiles()
+		}
+		r.refreshFetched(now)
+	}
+}
+
+func (r *Revocation) filesExpired(now time.Time) bool {
+	for _, e := range *r.files.Load() {
+		if !e.list.NextUpdate.IsZero() && now.After(e.list.NextUpdate) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Revocation) reloadFiles() {
+	var all []*crlEntry
+	for _, f := range r.CRLFiles {
+		entries, err := r.readFile(f)
+		if err != nil {
+			r.logger.Error("re-reading CRL file failed; keeping the last good CRLs", zap.String("file", f), zap.Error(err))
+			entries = r.byFile[f]
+		} else {
+			r.byFile[f] = entries
+		}
+		all = append(all, entries...)
+	}
+	r.files.Store(&all)
+}
+
+func (r *Revocation) refreshFetched(now time.Time) {
+	r.mu.Lock()
+	urls := make([]string, 0, len(r.fetched))
+	for u := range r.fetched {
+		urls = append(urls, u)
+	}
+	r.mu.Unlock()
+	for _, u := range urls {
+		r.mu.Lock()
+		fe := r.fetched[u]
+		r.mu.Unlock()
+		fe.mu.Lock()
+		due := now.Sub(fe.attempted) >= time.Duration(r.Refresh) ||
+			(fe.entry == nil && now.Sub(fe.attempted) >= r.retryAfter()) ||
+			(fe.entry != nil && !fe.entry.list.NextUpdate.IsZero() && now.After(fe.entry.list.NextUpdate) && now.Sub(fe.attempted) >= r.retryAfter())
+		fe.mu.Unlock()
+		if !due {
+			continue
+		}
+		entry, err := r.download(u)
+		fe.mu.Lock()
+		fe.attempted = r.now()
+		if err != nil {
+			fe.err = err
+			r.logger.Error("refreshing CRL failed; keeping the last good one", zap.String("url", u), zap.Error(err))
+		} else {
+			fe.entry, fe.err = entry, nil
+		}
+		fe.mu.Unlock()
+	}
+}
+
+// retryAfter is how soon a failed download is tried again.
+func (r *Revocation) retryAfter() time.Duration {
+	if d := time.Duration(r.Refresh); d < 30*time.Second {
+		return d
+	}
+	return 30 * time.Second
+}
+
+func (r *Revocation) download(url string) (*crlEntry, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.FetchTimeout))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxCRLSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	if len(data) > maxCRLSize {
+		return nil, fmt.Errorf("GET %s: CRL larger than %d bytes", url, maxCRLSize)
+	}
+	if block, _ := pem.Decode(data); block != nil && block.Type == "X509 CRL" {
+		data = block.Bytes
+	}
+	e, err := newCRLEntry(url, data, r.now())
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	return e, nil
+}
+
+// fetchedCRL returns the cached CRL of url, downloading it on first use.
+func (r *Revocation) fetchedCRL(url string) (*crlEntry, error) {
+	r.mu.Lock()
+	fe, ok := r.fetched[url]
+	if !ok {
+		if len(r.fetched) >= maxFetchedCRL {
+			r.mu.Unlock()
+			return nil, fmt.Errorf("too many CRL distribution points (%d) cached; not fetching %s", maxFetchedCRL, url)
+		}
+		fe = new(fetchEntry)
+		r.fetched[url] = fe
+	}
+	r.mu.Unlock()
+	fe.mu.Lock()
+	defer fe.mu.Unlock()
+	if fe.entry == nil && (fe.attempted.IsZero() || r.now().Sub(fe.attempted) >= r.retryAfter()) {
+		entry, err := r.download(url)
+		fe.attempted = r.now()
+		if err != nil {
+			fe.err = err
+			r.logger.Error("fetching CRL failed", zap.String("url", url), zap.Error(err))
+		} else {
+			fe.entry, fe.err = entry, nil
+		}
+	}
+	if fe.entry == nil {
+		return nil, fe.err
+	}
+	return fe.entry, nil
+}
+
+// check checks every certificate of chain (leaf first) but its last (the
+// trust anchor). It returns an error naming the revoked certificate, or
+// one wrapping errCRLUnavailable.
+func (r *Revocation) check(chain []*x509.Certificate) error {
+	now := r.now()
+	for i := 0; i+1 < len(chain); i++ {
+		if err := r.checkOne(chain[i], chain[i+1], now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time) error {
+	covered, usable := false, false
+	var problems []string
+	consider := func(e *crlEntry) error {
+		covered = true
+		if err := e.usable(issuer, now); err != nil {
+			problems = append(problems, err.Error())
+			return nil
+		}
+		usable = true
+		if e.isRevoked(cert.SerialNumber) {
+			return fmt.Errorf("certificate %q (serial %s) is revoked by the CRL from %s", cert.Subject, cert.SerialNumber.Text(16), e.source)
+		}
+		return nil
+	}
+	for _, e := range *r.files.Load() {
+		if bytes.Equal(e.list.RawIssuer, cert.RawIssuer) {
+			if err := consider(e); err != nil {
+				return err
+			}
+		}
+	}
+	if r.DistributionPoints {
+		for _, dp := range cert.CRLDistributionPoints {
+			if !strings.HasPrefix(dp, "http://") && !strings.HasPrefix(dp, "https://") {
+				continue
+			}
+			covered = true
+			e, err := r.fetchedCRL(dp)
+			if err != nil {
+				problems = append(problems, err.Error())
+				continue
+			}
+			if err := consider(e); err != nil {
+				return err
+			}
+		}
+	}
+	if covered && !usable {
+		return fmt.Errorf("%w for certificate %q: %s", errCRLUnavailable, cert.Subject, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// unmarshalOption parses one revocation option of the verifier block;
+// handled is false when the option is not one of them.
+func (r *Revocation) unmarshalOption(d *caddyfile.Dispenser, directive string) (handled bool, err error) {
+	switch opt := d.Val(); opt {
+	case "crl":
+		files := d.RemainingArgs()
+		if len(files) == 0 {
+			return true, d.Errf("%s: crl needs at least one file", directive)
+		}
+		r.CRLFiles = append(r.CRLFiles, files...)
+	case "crl_distribution_points", "crl_soft_fail":
+		if d.NextArg() {
+			return true, d.Errf("%s: %s takes no argument", directive, opt)
+		}
+		v := &r.DistributionPoints
+		if opt == "crl_soft_fail" {
+			v = &r.SoftFail
+		}
+		if *v {
+			return true, d.Errf("%s: duplicate option '%s'", directive, opt)
+		}
+		*v = true
+	case "crl_refresh", "crl_fetch_timeout":
+		if !d.NextArg() {
+			return true, d.Errf("%s: %s needs a duration", directive, opt)
+		}
+		dur, err := caddy.ParseDuration(d.Val())
+		if err != nil || dur <= 0 {
+			return true, d.Errf("%s: %s: bad duration %q", directive, opt, d.Val())
+		}
+		if d.NextArg() {
+			return true, d.Errf("%s: %s takes one duration", directive, opt)
+		}
+		v := &r.Refresh
+		if opt == "crl_fetch_timeout" {
+			v = &r.FetchTimeout
+		}
+		if *v != 0 {
+			return true, d.Errf("%s: duplicate option '%s'", directive, opt)
+		}
+		*v = caddy.Duration(dur)
+	default:
+		return false, nil
+	}
+	return true, nil
+}

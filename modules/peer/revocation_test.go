@@ -1,0 +1,308 @@
+package peer
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/internal/testpki"
+)
+
+var crlNumber atomic.Int64
+
+// makeCRL is a CRL by ca revoking the given certificates.
+func makeCRL(t testing.TB, ca *testpki.CA, nextUpdate time.Time, revoked ...*x509.Certificate) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{
+		Number:     big.NewInt(crlNumber.Add(1)),
+		ThisUpdate: time.Now().Add(-time.Minute),
+		NextUpdate: nextUpdate,
+	}
+	for _, c := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now().Add(-time.Minute)})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func crlPEM(ders ...[]byte) []byte {
+	var out []byte
+	for _, d := range ders {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: d})...)
+	}
+	return out
+}
+
+func provisionRevocation(t *testing.T, r *Revocation) {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := r.provision(ctx, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.cleanup)
+}
+
+func dp(url string) testpki.Option {
+	return func(c *x509.Certificate) { c.CRLDistributionPoints = []string{url} }
+}
+
+func TestRevocationFiles(t *testing.T) {
+	root := testpki.NewCA(t, "root")
+	inter := root.NewIntermediate(t, "inter")
+	alice := inter.Issue(t, testpki.CN("alice"))
+	bob := inter.Issue(t, testpki.CN("bob"))
+	dir := t.TempDir()
+	week := time.Now().Add(7 * 24 * time.Hour)
+	// one file holding the intermediate's CRL (bob revoked) and the root's
+	file := testpki.WriteFile(t, dir, "crls.pem", crlPEM(makeCRL(t, inter, week, bob.Cert), makeCRL(t, root, week)))
+	r := &Revocation{CRLFiles: []string{file}, Refresh: caddy.Duration(20 * time.Millisecond)}
+	provisionRevocation(t, r)
+
+	chain := func(l *testpki.Leaf) []*x509.Certificate { return []*x509.Certificate{l.Cert, inter.Cert, root.Cert} }
+	if err := r.check(chain(alice)); err != nil {
+		t.Fatalf("alice: %v", err)
+	}
+	err := r.check(chain(bob))
+	if err == nil || !strings.Contains(err.Error(), `certificate "CN=bob"`) || !strings.Contains(err.Error(), "is revoked by the CRL from "+file) || errors.Is(err, errCRLUnavailable) {
+		t.Fatalf("bob: %v", err)
+	}
+
+	// the file changes: the root revokes the intermediate; picked up by
+	// the refresh loop, everyone under it is refused
+	testpki.WriteFile(t, dir, "crls.pem", crlPEM(makeCRL(t, inter, week), makeCRL(t, root, week, inter.Cert)))
+	waitFor(t, "intermediate revoked after the file changed", func() bool {
+		err := r.check(chain(alice))
+		return err != nil && strings.Contains(err.Error(), `certificate "CN=inter"`)
+	})
+	if err := r.check(chain(bob)); err == nil {
+		t.Fatal("bob accepted")
+	}
+
+	// a broken file keeps the last good CRLs
+	testpki.WriteFile(t, dir, "crls.pem", []byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"))
+	time.Sleep(100 * time.Millisecond)
+	if err := r.check(chain(alice)); err == nil {
+		t.Fatal("a broken CRL file dropped the last good CRLs")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRevocationUnusableCRL(t *testing.T) {
+	root := testpki.NewCA(t, "root")
+	inter := root.NewIntermediate(t, "inter")
+	impostor := root.NewIntermediate(t, "inter") // same name, other key
+	alice := inter.Issue(t, testpki.CN("alice"))
+	chain := []*x509.Certificate{alice.Cert, inter.Cert, root.Cert}
+	dir := t.TempDir()
+	for name, der := range map[string][]byte{
+		"expired":   makeCRL(t, inter, time.Now().Add(-time.Second)),
+		"impostor":  makeCRL(t, impostor, time.Now().Add(time.Hour), alice.Cert),
+		"malformed": nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if der == nil {
+				r := &Revocation{CRLFiles: []string{testpki.WriteFile(t, dir, name, []byte("not a crl"))}}
+				ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+				defer cancel()
+				err := r.provision(ctx, zap.NewNop())
+				if err == nil || !strings.Contains(err.Error(), "crl "+filepath.Join(dir, name)) {
+					t.Fatalf("provision: %v", err)
+				}
+				return
+			}
+			file := testpki.WriteFile(t, dir, name+".der", der)
+			for _, soft := range []bool{false, true} {
+				r := &Revocation{CRLFiles: []string{file}, SoftFail: soft}
+				provisionRevocation(t, r)
+				err := r.check(chain)
+				if !errors.Is(err, errCRLUnavailable) {
+					t.Fatalf("soft %v: %v", soft, err)
+				}
+			}
+		})
+	}
+}
+
+func TestRevocationDistributionPoints(t *testing.T) {
+	root := testpki.NewCA(t, "root")
+	inter := root.NewIntermediate(t, "inter")
+	var (
+		mu   sync.Mutex
+		body []byte
+		hits atomic.Int64
+		fail atomic.Bool
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if fail.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	set := func(b []byte) { mu.Lock(); body = b; mu.Unlock() }
+	url := srv.URL + "/inter.crl"
+	alice := inter.Issue(t, testpki.CN("alice"), dp(url))
+	bob := inter.Issue(t, testpki.CN("bob"), dp(url))
+	noDP := inter.Issue(t, testpki.CN("carol"))
+	ldapOnly := inter.Issue(t, testpki.CN("dave"), dp("ldap://ldap.example.org/cn=inter"))
+	set(makeCRL(t, inter, time.Now().Add(time.Hour), bob.Cert))
+	chain := func(l *testpki.Leaf) []*x509.Certificate { return []*x509.Certificate{l.Cert, inter.Cert, root.Cert} }
+
+	r := &Revocation{DistributionPoints: true, Refresh: caddy.Duration(50 * time.Millisecond)}
+	provisionRevocation(t, r)
+	for i := 0; i < 5; i++ {
+		if err := r.check(chain(alice)); err != nil {
+			t.Fatalf("alice: %v", err)
+		}
+	}
+	if err := r.check(chain(bob)); err == nil || !strings.Contains(err.Error(), "revoked by the CRL from "+url) {
+		t.Fatalf("bob: %v", err)
+	}
+	if err := r.check(chain(noDP)); err != nil {
+		t.Fatalf("no distribution point: %v", err)
+	}
+	if err := r.check(chain(ldapOnly)); err != nil {
+		t.Fatalf("ldap distribution point only: %v", err)
+	}
+
+	// refreshed in the background: alice revoked later is refused
+	set(makeCRL(t, inter, time.Now().Add(time.Hour), bob.Cert, alice.Cert))
+	waitFor(t, "refreshed CRL revoking alice", func() bool { return r.check(chain(alice)) != nil })
+
+	// a failing refresh keeps the last good CRL
+	fail.Store(true)
+	before := hits.Load()
+	waitFor(t, "a failed refresh attempt", func() bool { return hits.Load() > before })
+	if err := r.check(chain(bob)); err == nil || errors.Is(err, errCRLUnavailable) {
+		t.Fatalf("bob after a failed refresh: %v", err)
+	}
+
+	// a distribution point that never answered: unavailable (fail closed)
+	r = &Revocation{DistributionPoints: true} // default refresh: retries after 30s
+	provisionRevocation(t, r)
+	down := inter.Issue(t, testpki.CN("erin"), dp(srv.URL+"/down.crl"))
+	if err := r.check(chain(down)); !errors.Is(err, errCRLUnavailable) || !strings.Contains(err.Error(), "HTTP 503") {
+		t.Fatalf("unreachable distribution point: %v", err)
+	}
+	// and it is not fetched again on every handshake
+	before = hits.Load()
+	for i := 0; i < 10; i++ {
+		_ = r.check(chain(down))
+	}
+	if n := hits.Load() - before; n != 0 {
+		t.Fatalf("%d downloads for 10 handshakes of an unreachable distribution point", n)
+	}
+}
+
+func TestRevocationOnlyCRLFetchedOnce(t *testing.T) {
+	root := testpki.NewCA(t, "root")
+	var hits atomic.Int64
+	crl := makeCRL(t, root, time.Now().Add(time.Hour))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = w.Write(crl)
+	}))
+	defer srv.Close()
+	leaf := root.Issue(t, dp(srv.URL))
+	r := &Revocation{DistributionPoints: true}
+	provisionRevocation(t, r)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.check([]*x509.Certificate{leaf.Cert, root.Cert}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("%d downloads for 20 concurrent handshakes, want 1", n)
+	}
+}
+
+func TestVerifierRevocationHandshake(t *testing.T) {
+	ca := testpki.NewCA(t, "root")
+	alice := ca.Issue(t, testpki.URI("spiffe://example.org/ops/alice"))
+	bob := ca.Issue(t, testpki.URI("spiffe://example.org/ops/bob"))
+	file := testpki.WriteFile(t, t.TempDir(), "root.crl", crlPEM(makeCRL(t, ca, time.Now().Add(time.Hour), bob.Cert)))
+	for _, withPatterns := range []bool{true, false} {
+		v := &Verifier{Revocation: &Revocation{CRLFiles: []string{file}}}
+		if withPatterns {
+			v.SPIFFEID = []string{"spiffe://example.org/ops/*"}
+		}
+		provisioned(t, v)
+		t.Cleanup(func() { _ = v.Cleanup() })
+		logs := observedLogger(&v.logger)
+		if cerr, serr, _ := handshake(t, v, ca, true, alice); cerr != nil || serr != nil {
+			t.Fatalf("alice: %v %v", cerr, serr)
+		}
+		cerr, serr, _ := handshake(t, v, ca, true, bob)
+		if cerr == nil || serr == nil || !strings.Contains(serr.Error(), "is revoked") {
+			t.Fatalf("bob: %v %v", cerr, serr)
+		}
+		if !strings.Contains(logs.last(), `"msg":"refused TLS handshake: client certificate revoked or its CRL unavailable"`) || !strings.Contains(logs.last(), `"spiffe_id":"spiffe://example.org/ops/bob"`) {
+			t.Fatalf("log: %s", logs.last())
+		}
+	}
+}
+
+func TestRevocationCaddyfile(t *testing.T) {
+	var v Verifier
+	err := v.UnmarshalCaddyfile(caddyfile.NewTestDispenser("peer {\n crl /a.pem /b.pem\n crl_distribution_points\n crl_refresh 10m\n crl_fetch_timeout 3s\n crl_soft_fail\n}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := v.Revocation
+	if r == nil || len(r.CRLFiles) != 2 || !r.DistributionPoints || !r.SoftFail || time.Duration(r.Refresh) != 10*time.Minute || time.Duration(r.FetchTimeout) != 3*time.Second || !v.Patterns.Empty() {
+		t.Fatalf("%+v %+v", v, r)
+	}
+	for in, want := range map[string]string{
+		"peer {\n crl\n}":                                      "crl needs at least one file",
+		"peer {\n crl_soft_fail\n}":                            "need a CRL source",
+		"peer {\n crl /a\n crl_refresh soon\n}":                `crl_refresh: bad duration "soon"`,
+		"peer {\n crl /a\n crl_refresh 1m\n crl_refresh 2m\n}": "duplicate option 'crl_refresh'",
+		"peer {\n crl_distribution_points x\n}":                "crl_distribution_points takes no argument",
+		"peer {\n ocsp\n}":                                     `unknown option "ocsp"`,
+	} {
+		var v Verifier
+		err := v.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in))
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "verifier peer") {
+			t.Errorf("%q: %v, want %q", in, err, want)
+		}
+	}
+}
