@@ -327,7 +327,11 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 	defer cancel()
 	if err := client.Ping(pctx).Err(); err != nil {
 		client.Close()
-		return fmt.Errorf("storage redis: %s %s: cannot use Redis: %w%s", setting, where, err, hint(err))
+		h := hint(err)
+		if r.Sentinel != nil && strings.Contains(err.Error(), "sentinels") {
+			h = " (check master_name and the Sentinels' addresses)"
+		}
+		return fmt.Errorf("storage redis: %s %s: cannot use Redis: %w%s", setting, where, err, h)
 	}
 	lockTTL := orDefault(r.LockTTL, DefaultLockTTL)
 	r.store = newStore(client, r.KeyPrefix, seal, lockTTL, r.logger, where)
