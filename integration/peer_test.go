@@ -2,10 +2,14 @@ package integration
 
 import (
 	"bufio"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -501,5 +505,123 @@ https://localhost:%[3]s {
 	}
 	if got, err := talk("alice", l4v); err == nil || !strings.Contains(err.Error(), "bad certificate") {
 		t.Errorf("verifier, alice: %q %v", got, err)
+	}
+}
+
+// peerCRL is a DER CRL by ca revoking certs.
+func peerCRL(t *testing.T, ca *testpki.CA, revoked ...*x509.Certificate) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{Number: big.NewInt(time.Now().UnixNano()), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(time.Hour)}
+	for _, c := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now()})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// TestPeerRevocation: the handshake verifier refuses revoked client
+// certificates, from a CRL file (re-read while running) and from a CRL
+// distribution point served over HTTP.
+func TestPeerRevocation(t *testing.T) {
+	p := newPeerPKI(t)
+	var dpCRL atomic.Value
+	dpCRL.Store(peerCRL(t, p.inter))
+	var dpHits atomic.Int64
+	crlSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dpHits.Add(1)
+		_, _ = w.Write(dpCRL.Load().([]byte))
+	}))
+	defer crlSrv.Close()
+	withDP := func(c *x509.Certificate) { c.CRLDistributionPoints = []string{crlSrv.URL + "/issuing.crl"} }
+	for _, name := range []string{"dp-ok", "dp-revoked"} {
+		leaf := p.inter.Issue(t, testpki.CN(name), testpki.URI("spiffe://example.org/ops/"+name), testpki.ClientOnly(), withDP)
+		c, k := leaf.WriteFiles(t, p.dir, name)
+		p.clients[name], p.leaves[name] = [2]string{c, k}, leaf
+	}
+	crlFile := testpki.WriteFile(t, p.dir, "issuing.crl", pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: peerCRL(t, p.inter, p.leaves["bob"].Cert)}))
+	files, dps := bench.FreeAddr(t), bench.FreeAddr(t)
+	c := bench.Start(t, fmt.Sprintf(`{
+	admin {$TL_ADMIN}
+	skip_install_trust
+	auto_https disable_redirects
+}
+https://localhost:%[1]s {
+	tls %[3]s %[4]s {
+		client_auth {
+			trust_pool file %[5]s
+			verifier peer {
+				crl %[6]s
+				crl_refresh 1s
+			}
+		}
+	}
+	peer_identity
+	respond "hello {peer.subject.cn}"
+}
+https://localhost:%[2]s {
+	tls %[3]s %[4]s {
+		client_auth {
+			trust_pool file %[5]s
+			verifier peer spiffe://example.org/ops/* {
+				crl_distribution_points
+				crl_refresh 1s
+			}
+		}
+	}
+	peer_identity
+	respond "hello {peer.subject.cn}"
+}
+`, bench.Port(files), bench.Port(dps), p.srvCert, p.srvKey, p.rootFile, crlFile))
+
+	get := func(client, addr string) (string, int) {
+		body, _, code := p.curl(t, client, "https://localhost:"+bench.Port(addr)+"/")
+		return body, code
+	}
+	if body, code := get("alice", files); code != 0 || body != "hello alice" {
+		t.Fatalf("alice: exit %d, %q", code, body)
+	}
+	if body, code := get("bob", files); code == 0 || body != "" {
+		t.Fatalf("revoked bob got through: %q", body)
+	}
+	c.WaitLog(t, "is revoked by the CRL from "+crlFile, 5*time.Second)
+
+	// the CRL file changes while Caddy runs: alice revoked too
+	testpki.WriteFile(t, p.dir, "issuing.crl", pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: peerCRL(t, p.inter, p.leaves["bob"].Cert, p.leaves["alice"].Cert)}))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, code := get("alice", files); code != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("alice still accepted after her certificate was revoked in the CRL file")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// distribution point: fetched once, cached
+	for i := 0; i < 3; i++ {
+		if body, code := get("dp-ok", dps); code != 0 || body != "hello dp-ok" {
+			t.Fatalf("dp-ok: exit %d, %q", code, body)
+		}
+	}
+	if n := dpHits.Load(); n != 1 {
+		t.Errorf("the distribution point was fetched %d times for 3 handshakes", n)
+	}
+	dpCRL.Store(peerCRL(t, p.inter, p.leaves["dp-revoked"].Cert))
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if _, code := get("dp-revoked", dps); code != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("dp-revoked still accepted after the distribution point's CRL revoked it")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if body, code := get("dp-ok", dps); code != 0 || body != "hello dp-ok" {
+		t.Fatalf("dp-ok after refresh: exit %d, %q", code, body)
 	}
 }
