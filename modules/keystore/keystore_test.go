@@ -348,3 +348,30 @@ func BenchmarkIdentity(b *testing.B) {
 		}
 	})
 }
+
+// FuzzUnmarshalSource: any Caddyfile text gives a keystore JSON or an
+// error, never a panic.
+func FuzzUnmarshalSource(f *testing.F) {
+	for _, s := range []string{
+		"client_identity pem /a.crt /a.key",
+		"client_identity pkcs12 /a.p12 {\n password {env.P}\n}",
+		"client_identity jks /a.jks {\n alias a\n key_password b\n}",
+		"client_identity internal spiffe://td/x {\n lifetime 1m\n dns a b\n}",
+		"client_identity internal {\n}",
+		"client_identity",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tokens, err := caddyfile.Tokenize([]byte(s), "Caddyfile")
+		if err != nil || len(tokens) == 0 {
+			return
+		}
+		d := caddyfile.NewDispenser(tokens)
+		d.Next()
+		raw, err := UnmarshalSource(d, "client_identity")
+		if err == nil && !json.Valid(raw) {
+			t.Fatalf("invalid JSON %s", raw)
+		}
+	})
+}

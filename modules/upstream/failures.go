@@ -1,0 +1,171 @@
+package upstream
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// The reasons an upstream TLS handshake fails, as logged (field `reason`)
+// and counted (label `reason` of trustline_upstream_handshake_failures_total).
+const (
+	// Our verification of the backend's certificate:
+	ReasonUnknownAuthority = "unknown_authority" // not issued by the trust pool
+	ReasonNameMismatch     = "name_mismatch"     // not valid for the server name
+	ReasonExpired          = "expired"           // backend certificate expired
+	ReasonNotYetValid      = "not_yet_valid"     // backend certificate not valid yet
+	ReasonBadUsage         = "bad_usage"         // no serverAuth extended key usage
+	ReasonIdentityMismatch = "identity_mismatch" // not one of upstream_identity
+	ReasonNoCertificate    = "no_certificate"    // the backend sent none
+	ReasonNoServerName     = "no_server_name"    // nothing to verify the name against
+	// The backend's verdict on ours, from the TLS alert it sent:
+	ReasonCertificateRequired = "certificate_required" // it wanted one, we had none
+	ReasonBadCertificate      = "bad_certificate"      // it refused ours (bad certificate, unknown CA, expired, ...)
+	ReasonAlert               = "alert"                // another alert (handshake failure, protocol version, ...)
+	// Neither:
+	ReasonTimeout = "timeout"
+	ReasonOther   = "other"
+)
+
+// verifyError is a failed verification of the backend's certificate.
+type verifyError struct {
+	reason string
+	err    error
+}
+
+func (e *verifyError) Error() string { return e.err.Error() }
+func (e *verifyError) Unwrap() error { return e.err }
+
+// HandshakeError is returned (wrapped by net/http) when the TLS handshake
+// with an upstream fails; it has been logged and counted.
+type HandshakeError struct {
+	// Upstream is the address dialed.
+	Upstream string
+	// Reason is one of the Reason constants.
+	Reason string
+	// Alert is the TLS alert the backend sent, if any.
+	Alert string
+	Err   error
+}
+
+func (e *HandshakeError) Error() string {
+	return "upstream " + e.Upstream + ": TLS handshake failed (" + e.Reason + "): " + e.Err.Error()
+}
+
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
+// Classify tells why a TLS handshake with a backend (or the first read
+// after it, where TLS 1.3 servers report a refused client certificate)
+// failed: one of the Reason constants, and the alert text the backend
+// sent, if any. It returns "" for errors that are not TLS failures.
+func Classify(err error) (reason, alert string) {
+	if err == nil {
+		return "", ""
+	}
+	var ve *verifyError
+	if errors.As(err, &ve) {
+		return ve.reason, ""
+	}
+	var he *HandshakeError
+	if errors.As(err, &he) {
+		return he.Reason, he.Alert
+	}
+	if r := x509Reason(err); r != "" {
+		return r, ""
+	}
+	if alert = remoteAlert(err); alert != "" {
+		switch alert {
+		case "certificate required":
+			return ReasonCertificateRequired, alert
+		case "bad certificate", "unsupported certificate", "certificate revoked", "certificate expired",
+			"certificate unknown", "unknown certificate authority", "access denied", "decrypt error":
+			return ReasonBadCertificate, alert
+		}
+		return ReasonAlert, alert
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return ReasonTimeout, ""
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return ReasonTimeout, ""
+	}
+	return "", ""
+}
+
+// remoteAlert finds, anywhere in err's tree, the alert a TLS peer sent
+// (crypto/tls reports it as a net.OpError with Op "remote error"), and
+// returns its text ("bad certificate"); "" when there is none.
+func remoteAlert(err error) string {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil {
+		return strings.TrimPrefix(oe.Err.Error(), "tls: ")
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		if next := u.Unwrap(); next != nil {
+			return remoteAlert(next)
+		}
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if a := remoteAlert(e); a != "" {
+				return a
+			}
+		}
+	}
+	return ""
+}
+
+// x509Reason classifies a chain verification error.
+func x509Reason(err error) string {
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) {
+		return ReasonUnknownAuthority
+	}
+	var hn x509.HostnameError
+	if errors.As(err, &hn) {
+		return ReasonNameMismatch
+	}
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &ci) {
+		switch ci.Reason {
+		case x509.Expired:
+			if ci.Cert != nil && time.Now().Before(ci.Cert.NotBefore) {
+				return ReasonNotYetValid
+			}
+			return ReasonExpired
+		case x509.IncompatibleUsage:
+			return ReasonBadUsage
+		}
+		return ReasonUnknownAuthority
+	}
+	return ""
+}
+
+var handshakeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "trustline_upstream_handshake_failures_total",
+	Help: "Failed TLS handshakes with upstreams of the mtls transport, by upstream and reason.",
+}, []string{"upstream", "reason"})
+
+// registerMetrics adds the counters to ctx's metrics registry (Caddy makes
+// one per config load; the counts live for the process).
+func registerMetrics(ctx caddy.Context, logger *zap.Logger) {
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return
+	}
+	if err := reg.Register(handshakeFailures); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			logger.Warn("registering upstream handshake metrics", zap.Error(err))
+		}
+	}
+}

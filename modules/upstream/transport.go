@@ -1,0 +1,544 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/net/http2"
+
+	"github.com/trustline/trustline/modules/keystore"
+)
+
+func init() {
+	caddy.RegisterModule(Transport{})
+}
+
+// Transport is Caddy's `http` reverse-proxy transport with a client
+// identity that rotates without a reload, a trust pool read live at each
+// upstream handshake, and optional pinning of the backend's identity.
+//
+// It embeds Caddy's HTTPTransport: every field and Caddyfile option of the
+// `http` transport works the same (keep-alive, timeouts, resolvers,
+// PROXY protocol, tls_server_name, tls_except_ports, versions, ...), and
+// so do health checks and https:// upstreams. On top of it:
+//
+//   - the client certificate is read from the keystore source at each
+//     upstream handshake (lock-free); after a rotation, new requests go
+//     through a fresh connection pool and the old one is drained (each
+//     connection closed once its in-flight requests end), so every
+//     backend sees the new certificate promptly, with no failed request;
+//   - the backend's chain is verified against the trust pool's current
+//     pool (`tls.ca` / trust_pool, any tls.ca_pool.source module) at each
+//     handshake, with the server name from the upstream address or
+//     tls_server_name; a trust pool that reports changes also renews the
+//     connection pool;
+//   - upstream_identity pins the backend's SPIFFE ID or DNS name, which
+//     then stands in for the server name check;
+//   - a failed handshake gives the client a 502 (as with the `http`
+//     transport) and logs the upstream, the reason and the identity
+//     presented; failures are counted by reason.
+//
+// HTTP/3 upstreams (`versions 3`) are refused: that path takes no client
+// certificate callback, and the identity would be silently dropped.
+type Transport struct {
+	reverseproxy.HTTPTransport
+
+	// ClientIdentity is the keystore source (pem, pkcs12, jks, internal)
+	// presented to backends that ask for a client certificate. Its leaf
+	// must allow the clientAuth extended key usage. Setting it enables TLS
+	// to the upstream. Default: none (no client certificate).
+	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
+
+	// UpstreamIdentity pins the identity of the backend, beyond chain
+	// verification: each entry is a SPIFFE ID (spiffe://td/path), a whole
+	// trust domain (spiffe://td) or a DNS name, and the backend's verified
+	// certificate must hold one of them. When set, it replaces the check
+	// of the certificate against the upstream's host name. Setting it
+	// enables TLS to the upstream. Default: none.
+	UpstreamIdentity []string `json:"upstream_identity,omitempty"`
+
+	identity keystore.Source
+	idName   string
+	pool     caddytls.CA
+	verifier verifier
+	base     *tls.Config // the TLS config every upstream connection clones
+	logger   *zap.Logger
+
+	cancels []func()
+	*pools
+}
+
+// pools is the transport's connection pools: the current one, and those
+// being drained after a rotation.
+type pools struct {
+	current   atomic.Pointer[http.Transport]
+	template  *http.Transport
+	h2        bool
+	mu        sync.Mutex // serializes rotations
+	stop      chan struct{}
+	draining  sync.WaitGroup
+	drainMu   sync.Mutex
+	drainList map[*http.Transport]struct{}
+	lastConn  sync.Map // upstream address -> *dialed (the connection last made there)
+}
+
+// dialed is an upstream connection as the transport made it: what it
+// presented, and whether the connection has been closed since.
+type dialed struct {
+	conn *tls.Conn
+	raw  *trackedConn
+	who  string
+}
+
+// trackedConn is the TCP connection under TLS; it records its closing, so
+// that the TLS error that closed it can be read back safely (see
+// backendVerdict).
+type trackedConn struct {
+	net.Conn
+	closed atomic.Bool
+}
+
+func (c *trackedConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
+}
+
+// CaddyModule returns the Caddy module information.
+func (Transport) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.transport.mtls",
+		New: func() caddy.Module { return new(Transport) },
+	}
+}
+
+// usesTLSFeatures reports whether an option that only makes sense with TLS
+// is set.
+func (t *Transport) usesTLSFeatures() bool {
+	return t.ClientIdentityRaw != nil || len(t.UpstreamIdentity) > 0
+}
+
+// check rejects conflicting options; Caddyfile parsing and Provision both
+// run it.
+func (t *Transport) check() error {
+	var errs []error
+	if slices.Contains(t.Versions, "3") {
+		errs = append(errs, errors.New("versions 3 (HTTP/3 over QUIC) cannot carry the client identity or the live trust pool of this transport; use versions 1.1 2 (the default), or Caddy's http transport without a client identity"))
+	}
+	if t.TLS != nil {
+		if t.ClientIdentityRaw != nil && (t.TLS.ClientCertificateFile != "" || t.TLS.ClientCertificateKeyFile != "" || t.TLS.ClientCertificateAutomate != "") {
+			errs = append(errs, errors.New("client_identity and tls_client_auth both set: use one (client_identity pem <cert> <key> reads PEM files with rotation)"))
+		}
+		if t.TLS.InsecureSkipVerify && len(t.UpstreamIdentity) > 0 {
+			errs = append(errs, errors.New("upstream_identity needs verification, but tls_insecure_skip_verify turns it off"))
+		}
+		if t.TLS.CARaw != nil && (len(t.TLS.RootCAPool) > 0 || len(t.TLS.RootCAPEMFiles) > 0) {
+			errs = append(errs, errors.New("trust_pool and tls_trusted_ca_certs both set: use one"))
+		}
+		if t.TLS.InsecureSkipVerify && (t.TLS.CARaw != nil || t.pool != nil) {
+			errs = append(errs, errors.New("a trust pool is set, but tls_insecure_skip_verify turns verification off"))
+		}
+	}
+	if _, err := parsePins(t.UpstreamIdentity); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Provision loads the keystore and the trust pool, then builds the
+// embedded http transport and takes over its TLS callbacks.
+func (t *Transport) Provision(ctx caddy.Context) error {
+	t.logger = ctx.Logger()
+	if t.usesTLSFeatures() && t.TLS == nil {
+		t.TLS = new(reverseproxy.TLSConfig)
+	}
+	if err := t.check(); err != nil {
+		return fmt.Errorf("transport mtls: %w", err)
+	}
+	t.verifier.pins, _ = parsePins(t.UpstreamIdentity)
+	registerMetrics(ctx, t.logger)
+
+	if t.ClientIdentityRaw != nil {
+		src, err := keystore.Load(ctx, t, "ClientIdentityRaw", keystore.UsageClientAuth)
+		if err != nil {
+			return fmt.Errorf("transport mtls: client_identity: %w", err)
+		}
+		t.identity = src
+		t.idName = fmt.Sprintf("%T", src)
+		if n, ok := src.(interface{ Name() string }); ok {
+			t.idName = n.Name()
+		}
+	}
+	if t.TLS != nil && t.TLS.CARaw != nil {
+		// loaded here (not by the embedded transport, which would read the
+		// pool once) so that each handshake asks for the current pool
+		mod, err := ctx.LoadModule(t.TLS, "CARaw")
+		if err != nil {
+			return fmt.Errorf("transport mtls: trust_pool: %w", err)
+		}
+		ca, ok := mod.(caddytls.CA)
+		if !ok {
+			return fmt.Errorf("transport mtls: trust_pool: module %T is not a certificate pool provider", mod)
+		}
+		t.pool = ca
+	}
+
+	if err := t.HTTPTransport.Provision(ctx); err != nil {
+		return fmt.Errorf("transport mtls: %w", err)
+	}
+	rt := t.HTTPTransport.Transport
+	t.pools = &pools{stop: make(chan struct{}), drainList: map[*http.Transport]struct{}{}}
+	t.h2 = slices.Contains(t.Versions, "2") || slices.Contains(t.Versions, "h2c")
+	if t.TLS != nil {
+		t.setupTLS(rt)
+	}
+	t.template = rt
+	t.current.Store(rt)
+
+	if t.identity != nil {
+		t.cancels = append(t.cancels, t.identity.OnChange(func() { t.rotate("client identity rotated") }))
+	}
+	if n, ok := t.pool.(interface{ OnChange(func()) func() }); ok {
+		t.cancels = append(t.cancels, n.OnChange(func() { t.rotate("trust pool reloaded") }))
+	}
+	if t.TLS != nil {
+		fields := []zap.Field{zap.String("client_identity", "none")}
+		if t.identity != nil {
+			fields = []zap.Field{zap.String("client_identity", keystore.Describe(t.identity.Identity())),
+				zap.String("client_identity_source", t.idName)}
+		}
+		if !t.verifier.pins.empty() {
+			fields = append(fields, zap.Stringer("upstream_identity", &t.verifier.pins))
+		}
+		fields = append(fields, zap.Bool("live_trust_pool", t.pool != nil))
+		t.logger.Info("upstream TLS transport ready", fields...)
+		if t.TLS.InsecureSkipVerify {
+			t.logger.Warn("tls_insecure_skip_verify: backends' certificates are NOT verified")
+		}
+	}
+	return nil
+}
+
+// setupTLS takes over verification and the client certificate of the
+// embedded transport's TLS config, and dials TLS itself.
+func (t *Transport) setupTLS(rt *http.Transport) {
+	base := rt.TLSClientConfig
+	if base == nil {
+		base = new(tls.Config)
+	}
+	static := base.RootCAs // deprecated root_ca_pool / root_ca_pem_files, or nil
+	t.verifier.insecure = t.TLS.InsecureSkipVerify
+	t.verifier.roots = func() (*x509.CertPool, bool) { return static, true }
+	if t.pool != nil {
+		t.verifier.roots = func() (*x509.CertPool, bool) {
+			p := t.pool.CertPool()
+			return p, p != nil
+		}
+	}
+	// crypto/tls's own check is replaced (not skipped) by VerifyConnection,
+	// which verifies the chain against the pool current at this handshake
+	base.InsecureSkipVerify = true
+	base.RootCAs = nil
+	staticName := base.ServerName
+	base.VerifyConnection = func(cs tls.ConnectionState) error {
+		name := cs.ServerName
+		if name == "" {
+			name = staticName
+		}
+		return t.verifier.verify(cs, name)
+	}
+	if t.identity != nil {
+		base.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return t.identity.Identity(), nil
+		}
+	}
+	t.base = base
+	rt.TLSClientConfig = base
+	rt.DialTLSContext = t.dialTLS
+}
+
+// h1OnlyVar is the name of the request variable by which Caddy's reverse
+// proxy asks for an HTTP/1.1-only connection (protocol upgrades such as
+// WebSockets); Caddy's own TLS dialer honours it the same way.
+const h1OnlyVar = "reverse_proxy.tls_h1_only"
+
+// dialTLS dials the upstream and runs the TLS handshake with a per
+// connection copy of the base config, so that the failure (if any) is
+// reported with what was presented.
+func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	upstream, host := addr, ""
+	if di, ok := reverseproxy.GetDialInfo(ctx); ok {
+		upstream, host = di.Address, di.Host
+	} else if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	plain, err := t.template.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	conn := &trackedConn{Conn: plain}
+	cfg := t.base.Clone()
+	if strings.Contains(cfg.ServerName, "{") {
+		if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+			cfg.ServerName = repl.ReplaceAll(cfg.ServerName, "")
+		}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = host
+	}
+	if caddyhttp.GetVar(ctx, h1OnlyVar) == true {
+		cfg.NextProtos = nil
+	}
+	serverName := cfg.ServerName
+	var presented *tls.Certificate
+	asked := false
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return t.verifier.verify(cs, serverName) }
+	if t.identity != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			asked = true
+			presented = t.identity.Identity()
+			return presented, nil
+		}
+	} else {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			asked = true
+			return new(tls.Certificate), nil
+		}
+	}
+	tlsConn := tls.Client(conn, cfg)
+	hctx := ctx
+	if t.template.TLSHandshakeTimeout > 0 {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithTimeout(ctx, t.template.TLSHandshakeTimeout)
+		defer cancel()
+	}
+	err = tlsConn.HandshakeContext(hctx)
+	who := describePresented(asked, presented)
+	if err != nil {
+		_ = tlsConn.Close()
+		reason, alert := Classify(err)
+		if reason == "" {
+			reason = ReasonOther
+		}
+		t.fail(upstream, serverName, reason, alert, who, err)
+		return nil, &HandshakeError{Upstream: upstream, Reason: reason, Alert: alert, Err: err}
+	}
+	t.lastConn.Store(upstream, &dialed{conn: tlsConn, raw: conn, who: who})
+	if ce := t.logger.Check(zapcore.DebugLevel, "upstream TLS handshake"); ce != nil {
+		cs := tlsConn.ConnectionState()
+		ce.Write(zap.String("upstream", upstream), zap.String("server_name", serverName),
+			zap.String("client_identity", who), zap.Bool("resumed", cs.DidResume),
+			zap.String("alpn", cs.NegotiatedProtocol))
+	}
+	return tlsConn, nil
+}
+
+func describePresented(asked bool, presented *tls.Certificate) string {
+	switch {
+	case !asked:
+		return "none (not requested by the backend)"
+	case presented == nil:
+		return "none (no client_identity configured)"
+	}
+	return keystore.Describe(presented)
+}
+
+// fail logs and counts a failed upstream handshake.
+func (t *Transport) fail(upstream, serverName, reason, alert, who string, err error) {
+	handshakeFailures.WithLabelValues(upstream, reason).Inc()
+	if ce := t.logger.Check(zapcore.ErrorLevel, "upstream TLS handshake failed"); ce != nil {
+		fields := []zap.Field{
+			zap.String("upstream", upstream),
+			zap.String("reason", reason),
+			zap.String("client_identity", who),
+		}
+		if serverName != "" {
+			fields = append(fields, zap.String("server_name", serverName))
+		}
+		if alert != "" {
+			fields = append(fields, zap.String("alert", alert))
+		}
+		if t.identity != nil {
+			fields = append(fields, zap.String("client_identity_source", t.idName))
+		}
+		ce.Write(append(fields, zap.Error(err))...)
+	}
+}
+
+// RoundTrip sends the request through the current connection pool. A
+// backend that refuses the client certificate after a TLS 1.3 handshake
+// (its alert arrives with the first read) is reported here.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.SetScheme(req)
+	resp, err := t.current.Load().RoundTrip(req)
+	if err != nil && t.base != nil && req.URL.Scheme == "https" {
+		var he *HandshakeError
+		if !errors.As(err, &he) {
+			err = t.backendVerdict(req, err)
+		}
+	}
+	return resp, err
+}
+
+// backendVerdict logs and counts a refusal that a backend sent after the
+// handshake completed on our side (TLS 1.3 servers check the client
+// certificate after the client's last handshake message). Over HTTP/1.1
+// the alert is in err; over HTTP/2 the connection dies before its first
+// request and net/http reports only that, so the alert is read back from
+// the last connection made to that upstream, once it is closed (a closed
+// tls.Conn returns the error that ended it, without touching the socket).
+// It returns err, with the alert added when it was read back.
+func (t *Transport) backendVerdict(req *http.Request, err error) error {
+	upstream := req.URL.Host
+	if di, ok := reverseproxy.GetDialInfo(req.Context()); ok {
+		upstream = di.Address
+	}
+	who := "unknown"
+	var last *dialed
+	if v, ok := t.lastConn.Load(upstream); ok {
+		last = v.(*dialed)
+		who = last.who
+	}
+	reason, alert := Classify(err)
+	if alert == "" && last != nil && last.raw.closed.Load() {
+		var one [1]byte
+		_, rerr := last.conn.Read(one[:])
+		reason, alert = Classify(rerr)
+		if alert != "" {
+			err = fmt.Errorf("%w (the backend's alert on the connection: %w)", err, rerr)
+		}
+	}
+	if alert != "" {
+		t.fail(upstream, "", reason, alert, who, err)
+	}
+	return err
+}
+
+// rotate moves new requests to a fresh connection pool, so that every new
+// connection presents the current identity and is verified against the
+// current pool, and drains the old pool: its connections close as soon as
+// their in-flight requests end.
+func (t *Transport) rotate(why string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	select {
+	case <-t.stop:
+		return
+	default:
+	}
+	next, err := t.newPool()
+	if err != nil {
+		t.logger.Error("cannot renew the upstream connection pool; idle connections closed instead", zap.String("cause", why), zap.Error(err))
+		t.current.Load().CloseIdleConnections()
+		return
+	}
+	old := t.current.Swap(next)
+	fields := []zap.Field{zap.String("cause", why)}
+	if t.identity != nil {
+		fields = append(fields, zap.String("client_identity", keystore.Describe(t.identity.Identity())))
+	}
+	t.logger.Info("upstream connections renewed", fields...)
+	t.drainMu.Lock()
+	t.drainList[old] = struct{}{}
+	t.drainMu.Unlock()
+	t.draining.Add(1)
+	go t.drain(old)
+}
+
+// newPool makes a transport like the template with its own connections.
+func (t *Transport) newPool() (*http.Transport, error) {
+	rt := t.template.Clone()
+	rt.TLSNextProto = nil // registered again below, bound to this pool
+	if t.h2 {
+		//nolint:staticcheck // as Caddy's http transport does
+		if err := http2.ConfigureTransport(rt); err != nil {
+			return nil, err
+		}
+	}
+	return rt, nil
+}
+
+// drain closes the old pool's connections as they become idle: at once,
+// then on a backoff, until its idle timeout would have closed them anyway.
+func (t *Transport) drain(old *http.Transport) {
+	defer t.draining.Done()
+	defer func() {
+		if rec := recover(); rec != nil {
+			t.logger.Error("draining upstream connections panicked", zap.Any("panic", rec))
+		}
+	}()
+	defer func() {
+		t.drainMu.Lock()
+		delete(t.drainList, old)
+		t.drainMu.Unlock()
+	}()
+	limit := old.IdleConnTimeout
+	if limit <= 0 {
+		limit = 2 * time.Minute
+	}
+	deadline := time.Now().Add(limit + time.Second)
+	wait := 100 * time.Millisecond
+	for {
+		old.CloseIdleConnections()
+		if time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-t.stop:
+			old.CloseIdleConnections()
+			return
+		case <-time.After(wait):
+		}
+		if wait < 5*time.Second {
+			wait *= 2
+		}
+	}
+}
+
+// Cleanup stops following rotations and closes idle connections of every
+// pool; the keystore and trust pool are released by Caddy.
+func (t *Transport) Cleanup() error {
+	for _, cancel := range t.cancels {
+		cancel()
+	}
+	t.cancels = nil
+	if t.pools != nil {
+		t.mu.Lock()
+		close(t.stop)
+		t.mu.Unlock()
+		t.draining.Wait()
+	}
+	if t.pools != nil {
+		t.current.Load().CloseIdleConnections()
+	}
+	return t.HTTPTransport.Cleanup()
+}
+
+// Interface guards: the optional interfaces Caddy's reverse proxy looks
+// for on a transport, all kept from the embedded http transport.
+var (
+	_ caddy.Provisioner                                = (*Transport)(nil)
+	_ caddy.CleanerUpper                               = (*Transport)(nil)
+	_ http.RoundTripper                                = (*Transport)(nil)
+	_ reverseproxy.TLSTransport                        = (*Transport)(nil)
+	_ reverseproxy.H2CTransport                        = (*Transport)(nil)
+	_ reverseproxy.HealthCheckSchemeOverriderTransport = (*Transport)(nil)
+	_ reverseproxy.ProxyProtocolTransport              = (*Transport)(nil)
+	_ reverseproxy.RequestHeaderOpsTransport           = (*Transport)(nil)
+)
