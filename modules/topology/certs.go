@@ -64,10 +64,21 @@ func readRegular(path string, limit int64) ([]byte, error) {
 // expandPath replaces Caddy's global placeholders ({env.X}) in a file
 // name, as Caddy's loaders do.
 func expandPath(p string) string {
-	if !strings.Contains(p, "{") {
+	if !strings.Contains(p, "{") || !smallFilePlaceholders(p) {
 		return p
 	}
 	return caddy.NewReplacer().ReplaceKnown(p, "")
+}
+
+// smallFilePlaceholders reports whether every {file.X} placeholder of s
+// names a small regular file (Caddy's replacer reads them whole).
+func smallFilePlaceholders(s string) bool {
+	for _, m := range filePlaceholder.FindAllStringSubmatch(s, -1) {
+		if _, err := readRegular(m[1], 1<<20); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 var filePlaceholder = regexp.MustCompile(`\{file\.([^}]*)\}`)

@@ -12,6 +12,7 @@ type serverCtx struct {
 	path       string
 	listener   *Listener
 	inboundTLS bool
+	autoCerts  bool // automatic HTTPS manages the certificates of its hosts
 	policies   []any
 	strip      *stripState
 }
@@ -84,7 +85,8 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 			l.Notes = append(l.Notes, "trusts X-Forwarded-For from "+strings.Join(trusted, ", "))
 		}
 		l.Notes = append(l.Notes, wrapperNotes...)
-		sc := &serverCtx{path: path, listener: l, inboundTLS: onTLS, policies: policies, strip: &stripState{}}
+		sc := &serverCtx{path: path, listener: l, inboundTLS: onTLS, policies: policies, strip: &stripState{},
+			autoCerts: !boolean(auto["disable"]) && !boolean(auto["disable_certificates"])}
 		for i, r := range routes {
 			l.Routes = append(l.Routes, a.httpRoute(sc, obj(r), index(field(path, "routes"), i)))
 		}
@@ -188,7 +190,7 @@ func (a *analyzer) httpRoute(sc *serverCtx, r map[string]any, path string) *Rout
 	hosts, other, peers := a.httpMatchers(arr(r["match"]))
 	route.Hosts, route.Match = hosts, other
 	if sc.inboundTLS {
-		route.Inbound = a.tlsInbound(hosts, sc.policies, field(sc.path, "tls_connection_policies"), path)
+		route.Inbound = a.tlsInbound(hosts, sc.policies, field(sc.path, "tls_connection_policies"), path, sc.autoCerts)
 	} else {
 		route.Inbound = Inbound{Mode: ModePlainHTTP}
 	}
@@ -228,7 +230,7 @@ func (a *analyzer) httpMatchers(sets []any) (hosts, other, peers []string) {
 // tlsInbound says how a TLS route's connections are terminated: the
 // connection policy that applies to its hosts (by SNI), the certificate,
 // and client_auth.
-func (a *analyzer) tlsInbound(hosts []string, policies []any, polPath, usedBy string) Inbound {
+func (a *analyzer) tlsInbound(hosts []string, policies []any, polPath, usedBy string, autoCerts bool) Inbound {
 	in := Inbound{Mode: ModeTLS}
 	names := hosts
 	if len(names) == 0 {
@@ -243,7 +245,7 @@ func (a *analyzer) tlsInbound(hosts []string, policies []any, polPath, usedBy st
 			continue
 		}
 		pp := index(polPath, pi)
-		desc, ids := a.serverCertFor(host, obj(pol["certificate_selection"]), usedBy)
+		desc, ids := a.serverCertFor(host, obj(pol["certificate_selection"]), usedBy, autoCerts)
 		if !slices.Contains(how, desc) {
 			how = append(how, desc)
 		}

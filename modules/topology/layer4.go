@@ -30,7 +30,7 @@ func (a *analyzer) layer4App(app map[string]any, path string) {
 			if passesThrough(l) && !hasCatchAll(routes) {
 				l.Notes = append(l.Notes, "no default route: connections matching no route are closed")
 				a.finding(SeverityWarning, KindPassthroughNoDef, field(sp, "routes"),
-					"layer-4 server "+name+" on "+addr+" passes TLS through by SNI but has no default route: a client sending another name, or none (IP address, old client), is disconnected with no alert and no log line saying why",
+					"layer-4 server "+name+" on "+addr+" passes TLS through by SNI but has no default route: a client sending another name, or none (an IP address, an old client), is disconnected without a TLS alert",
 					"add a last route without a matcher: proxy to a default backend, or to a Caddy site that answers with a clear error")
 			}
 		}
@@ -140,7 +140,7 @@ func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path st
 				pols = []any{map[string]any{}}
 			}
 			peers := route.Inbound.PeerPatterns
-			route.Inbound = a.tlsInbound(route.Hosts, pols, field(hp, "connection_policies"), route.Path)
+			route.Inbound = a.tlsInbound(route.Hosts, pols, field(hp, "connection_policies"), route.Path, false)
 			route.Inbound.PeerPatterns = peers
 		case name == "proxy":
 			a.l4Proxy(route, st, h, hp, when)

@@ -19,12 +19,12 @@ func (a *analyzer) pool(src map[string]any, path string) *Pool {
 	switch provider {
 	case "file":
 		files := strs(src["pem_files"])
-		p.Description = "file " + strings.Join(files, ", ")
+		p.Description = strings.Join(files, ", ")
 		for _, f := range files {
 			p.Anchors = append(p.Anchors, a.anchorsFile(f, false, path)...)
 		}
 	case "inline":
-		p.Description = "inline certificates"
+		p.Description = "certificates in the config"
 		p.Anchors = a.inlineAnchors(strs(src["trusted_ca_certs"]), path)
 	case "pki_root", "pki_intermediate":
 		auth := strs(src["authority"])
@@ -49,7 +49,7 @@ func (a *analyzer) pool(src map[string]any, path string) *Pool {
 		p.Description = "the system roots"
 	case "lazy":
 		inner := a.pool(obj(src["backend"]), field(path, "backend"))
-		p.Description = "lazy: " + inner.Description
+		p.Description = "(loaded on first use) " + inner.Source + " " + inner.Description
 		p.Anchors = inner.Anchors
 		p.Live = inner.Live
 	case "combined":
@@ -59,7 +59,7 @@ func (a *analyzer) pool(src map[string]any, path string) *Pool {
 			descs = append(descs, inner.Source+" "+inner.Description)
 			p.Anchors = append(p.Anchors, inner.Anchors...)
 		}
-		p.Description = "combined: " + strings.Join(descs, "; ")
+		p.Description = "of " + strings.Join(descs, "; ")
 	case "truststore":
 		s := storeRef{kind: "truststore", path: str(src["path"]), password: str(src["password"]), aliases: strs(src["aliases"])}
 		p.Description = s.path
@@ -96,7 +96,7 @@ func (a *analyzer) pool(src map[string]any, path string) *Pool {
 				p.Anchors = append(p.Anchors, a.addUnread(RoleTrustAnchor, "SPIFFE bundle endpoint "+str(b["url"]), true, "fetched at run time", bp).ID)
 			}
 		}
-		p.Description = "SPIFFE bundles " + strings.Join(descs, ", ")
+		p.Description = strings.Join(descs, ", ")
 	default:
 		p.Description = "not analysed"
 		a.notAnalysed(path, "tls.ca_pool.source."+provider, "trust pool source not analysed")

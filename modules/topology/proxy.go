@@ -288,7 +288,7 @@ func (a *analyzer) identityHeaders(sc *serverCtx, out *Outbound, req map[string]
 				fix)
 		case strings.HasSuffix(fam, "-"):
 			a.finding(SeverityWarning, KindIdentityHeaders, path,
-				"identity header "+n+" is set for the upstream, but the client's other "+strings.ToUpper(fam[:1])+fam[1:]+"* headers pass through unstripped: a client can forge them",
+				"identity header "+n+" is set for the upstream, but the client's other "+n[:len(fam)]+"* headers pass through unstripped: a client can forge them",
 				fix)
 		}
 	}

@@ -182,8 +182,10 @@ func (a *analyzer) policyIssuance(pol map[string]any, path string, ap *autoPolic
 }
 
 // serverCertFor says which certificate Caddy serves for host (the SNI;
-// "" for any) under a connection policy's certificate_selection.
-func (a *analyzer) serverCertFor(host string, selection map[string]any, usedBy string) (string, []string) {
+// "" for any) under a connection policy's certificate_selection. autoCerts
+// says whether automatic HTTPS manages the host's certificate (HTTP sites);
+// otherwise only names the tls app is told to manage have one.
+func (a *analyzer) serverCertFor(host string, selection map[string]any, usedBy string, autoCerts bool) (string, []string) {
 	// a certificate_selection picks among the loaded certificates
 	if selection != nil {
 		anyTag, allTags := strs(selection["any_tag"]), strs(selection["all_tags"])
@@ -226,11 +228,20 @@ func (a *analyzer) serverCertFor(host string, selection map[string]any, usedBy s
 		return "by SNI among the tls app's certificates", nil
 	}
 	how, pol := "", (*autoPolicy)(nil)
+	explicit := slices.ContainsFunc(a.tls.automate, func(s string) bool { return nameMatches(s, host) })
 	for _, ap := range a.tls.policies {
-		if len(ap.subjects) == 0 || slices.ContainsFunc(ap.subjects, func(s string) bool { return nameMatches(s, host) }) {
+		named := slices.ContainsFunc(ap.subjects, func(s string) bool { return nameMatches(s, host) })
+		if len(ap.subjects) == 0 || named {
 			pol = ap
+			explicit = explicit || named || ap.onDemand
 			break
 		}
+	}
+	if !autoCerts && !explicit && !a.tls.onDemand {
+		a.finding(SeverityWarning, KindCertNotFound, usedBy,
+			"no certificate for "+host+": no loaded certificate covers it and the tls app is not told to manage it, so handshakes for it fail",
+			"load one (`tls.certificates.load_files`), or add the name to `tls.certificates.automate` (in a Caddyfile: a site for it, or `tls { ... }` automation)")
+		return "none for " + host, nil
 	}
 	switch {
 	case pol != nil:
