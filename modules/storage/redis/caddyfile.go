@@ -7,6 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	"github.com/trustline/trustline/modules/keystore"
 )
 
 // UnmarshalCaddyfile sets up the storage from the `storage redis` global
@@ -33,6 +35,7 @@ import (
 //		tls {
 //			ca_file     <pem>
 //			trust_pool  <module> ...
+//			client_identity <pem|pkcs12|jks> ...
 //			cert_file   <pem>
 //			key_file    <pem>
 //			server_name <name>
@@ -216,6 +219,12 @@ func (t *TLS) unmarshal(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, where, opt, &t.ServerName); err != nil {
 				return err
 			}
+		case "client_identity":
+			raw, err := keystore.UnmarshalSource(d, "storage redis: tls: client_identity")
+			if err != nil {
+				return err
+			}
+			t.ClientIdentityRaw = raw
 		case "trust_pool":
 			if !d.NextArg() {
 				return d.Errf("%s: trust_pool needs a source module name (file, inline, truststore, ...)", where)
@@ -237,6 +246,9 @@ func (t *TLS) unmarshal(d *caddyfile.Dispenser) error {
 	}
 	if t.CAFile != "" && t.TrustPoolRaw != nil {
 		return d.Errf("%s: ca_file and trust_pool are exclusive", where)
+	}
+	if t.ClientIdentityRaw != nil && (t.CertFile != "" || t.KeyFile != "") {
+		return d.Errf("%s: client_identity and cert_file/key_file are exclusive", where)
 	}
 	return nil
 }

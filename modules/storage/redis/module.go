@@ -328,8 +328,19 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 	if err := client.Ping(pctx).Err(); err != nil {
 		client.Close()
 		h := hint(err)
-		if r.Sentinel != nil && strings.Contains(err.Error(), "sentinels") {
+		msg := err.Error()
+		switch {
+		case r.Sentinel != nil && strings.Contains(msg, "sentinels"):
 			h = " (check master_name and the Sentinels' addresses)"
+		case h == "" && r.TLS != nil &&
+			(strings.Contains(msg, "reset by peer") || strings.Contains(msg, "broken pipe") || strings.Contains(msg, "EOF")):
+			// TLS 1.3: a server that refuses the client certificate (or its
+			// absence) may just close the connection after the handshake
+			if r.TLS.clientCrt == nil && r.TLS.identity == nil {
+				h = " (Redis may require a client certificate: set client_identity, or cert_file and key_file, in the tls block)"
+			} else {
+				h = " (Redis may have refused this node's client certificate: check client_identity or cert_file in the tls block)"
+			}
 		}
 		return fmt.Errorf("storage redis: %s %s: cannot use Redis: %w%s", setting, where, err, h)
 	}
@@ -355,9 +366,9 @@ func hint(err error) string {
 	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "AUTH"):
 		return " (check username and password)"
 	case strings.Contains(msg, "certificate required"):
-		return " (Redis wants a client certificate: set cert_file and key_file in the tls block)"
+		return " (Redis wants a client certificate: set client_identity, or cert_file and key_file, in the tls block)"
 	case strings.Contains(msg, "remote error: tls"):
-		return " (Redis refused this node's client certificate: check cert_file in the tls block)"
+		return " (Redis refused this node's client certificate: check client_identity or cert_file in the tls block)"
 	case strings.Contains(msg, "certificate"), strings.Contains(msg, "tls:"):
 		return " (check ca_file, trust_pool or server_name in the tls block)"
 	case strings.Contains(msg, "DB index"):

@@ -3,10 +3,12 @@ package redis
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,7 +16,10 @@ import (
 
 	"github.com/trustline/trustline/integration/bench"
 	"github.com/trustline/trustline/internal/testpki"
+	_ "github.com/trustline/trustline/modules/truststore"
 )
+
+func strconvQuote(s string) string { return strconv.Quote(s) }
 
 // provision provisions r as Caddy does (Provision, then Validate) and
 // cleans it up when the test ends.
@@ -181,6 +186,9 @@ func TestValidate(t *testing.T) {
 // loopback for the bench's readiness check) and requires client
 // certificates; it returns the TLS address and the files.
 type tlsFixture struct {
+	ca, other                 *testpki.CA
+	client                    *testpki.Leaf
+	dir                       string
 	addr                      string
 	caFile, otherCAFile       string
 	clientCert, clientKey     string
@@ -195,10 +203,12 @@ func startTLSRedis(t *testing.T) tlsFixture {
 	srv := ca.Issue(t, testpki.CN("redis"), testpki.DNS("localhost", "redis.test"), testpki.IP("127.0.0.1"), testpki.ServerOnly())
 	srvCert, srvKey := srv.WriteFiles(t, dir, "server")
 	f := tlsFixture{
+		ca: ca, other: other, dir: dir,
 		caFile:      testpki.WriteFile(t, dir, "ca.pem", ca.CertPEM()),
 		otherCAFile: testpki.WriteFile(t, dir, "other.pem", other.CertPEM()),
 	}
-	f.clientCert, f.clientKey = ca.Issue(t, testpki.CN("caddy-node-1"), testpki.ClientOnly()).WriteFiles(t, dir, "client")
+	f.client = ca.Issue(t, testpki.CN("caddy-node-1"), testpki.ClientOnly())
+	f.clientCert, f.clientKey = f.client.WriteFiles(t, dir, "client")
 	f.strangerCert, f.strangerKey = other.Issue(t, testpki.CN("stranger"), testpki.ClientOnly()).WriteFiles(t, dir, "stranger")
 	f.addr = bench.FreeAddr(t)
 	startRedis(t, "--tls-port", bench.Port(f.addr), "--tls-cert-file", srvCert, "--tls-key-file", srvKey,
@@ -224,6 +234,39 @@ func TestTLSToRedis(t *testing.T) {
 		}
 		roundTrip(t, r)
 	})
+	t.Run("suite keystore and truststore", func(t *testing.T) {
+		// the client identity from a PKCS#12 keystore, Redis's CA from a
+		// JKS truststore: this suite's own sources
+		p12 := testpki.WriteFile(t, f.dir, "client.p12", testpki.PKCS12Keystore(t, f.client, "ks-pass", false))
+		jks := testpki.WriteFile(t, f.dir, "trust.jks", testpki.JKSTruststore(t, map[string]*x509.Certificate{"redis-ca": f.ca.Cert}, "ts-pass"))
+		t.Setenv("TL_KS_PASS", "ks-pass")
+		r := &Redis{Addresses: []string{f.addr}, TLS: &TLS{
+			TrustPoolRaw:      json.RawMessage(`{"provider":"truststore","path":` + strconvQuote(jks) + `,"password":"ts-pass"}`),
+			ClientIdentityRaw: json.RawMessage(`{"source":"pkcs12","path":` + strconvQuote(p12) + `,"password":"{env.TL_KS_PASS}"}`),
+		}}
+		if err := provision(t, r); err != nil {
+			t.Fatal(err)
+		}
+		roundTrip(t, r)
+
+		err := provision(t, &Redis{Addresses: []string{f.addr}, TLS: &TLS{
+			CAFile:            f.caFile,
+			ClientIdentityRaw: json.RawMessage(`{"source":"pkcs12","path":` + strconvQuote(p12) + `,"password":"wrong"}`),
+		}})
+		if err == nil || !strings.Contains(err.Error(), "client_identity") || !strings.Contains(err.Error(), p12) {
+			t.Errorf("keystore with a wrong password: %v", err)
+		}
+		t.Log(err)
+		err = provision(t, &Redis{Addresses: []string{f.addr}, TLS: &TLS{CAFile: f.caFile, ClientIdentityRaw: json.RawMessage(`{"source":"internal"}`)}})
+		if err == nil || !strings.Contains(err.Error(), "client_identity internal cannot be used") {
+			t.Errorf("internal client identity: %v", err)
+		}
+		err = provision(t, &Redis{Addresses: []string{f.addr}, TLS: &TLS{CAFile: f.caFile, CertFile: f.clientCert, KeyFile: f.clientKey,
+			ClientIdentityRaw: json.RawMessage(`{"source":"pkcs12","path":` + strconvQuote(p12) + `}`)}})
+		if err == nil || !strings.Contains(err.Error(), "exclusive") {
+			t.Errorf("client_identity with cert_file: %v", err)
+		}
+	})
 	t.Run("server name", func(t *testing.T) {
 		r := &Redis{Addresses: []string{f.addr}, TLS: &TLS{CAFile: f.caFile, CertFile: f.clientCert, KeyFile: f.clientKey, ServerName: "redis.test"}}
 		if err := provision(t, r); err != nil {
@@ -242,7 +285,7 @@ func TestTLSToRedis(t *testing.T) {
 			[]string{"certificate signed by unknown authority"}},
 		{"wrong server name", &TLS{CAFile: f.caFile, CertFile: f.clientCert, KeyFile: f.clientKey, ServerName: "db.example"},
 			[]string{"db.example"}},
-		{"no client certificate", &TLS{CAFile: f.caFile}, []string{f.addr, "set cert_file and key_file"}},
+		{"no client certificate", &TLS{CAFile: f.caFile}, []string{f.addr, "client certificate: set client_identity, or cert_file and key_file"}},
 		{"client certificate from another CA", &TLS{CAFile: f.caFile, CertFile: f.strangerCert, KeyFile: f.strangerKey}, []string{f.addr, "refused this node's client certificate"}},
 	}
 	for _, c := range bad {

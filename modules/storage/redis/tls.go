@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
+	"github.com/trustline/trustline/modules/keystore"
 	"github.com/trustline/trustline/modules/material"
 )
 
@@ -29,6 +30,12 @@ type TLS struct {
 	// consulted at every new connection, so a rotated pool applies without
 	// a restart. Exclusive with ca_file.
 	TrustPoolRaw json.RawMessage `json:"trust_pool,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
+	// ClientIdentityRaw is the client identity to present, from a keystore
+	// source of this suite (`trustline.keystore.*`: pem, pkcs12, jks),
+	// read at every new connection so a rotated keystore applies without a
+	// reload. Exclusive with cert_file/key_file. The internal source cannot
+	// be used here: its CA lives in this storage.
+	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
 	// CertFile is the PEM certificate chain (leaf first) of the client
 	// identity to present, with KeyFile. Default: no client certificate.
 	CertFile string `json:"cert_file,omitempty"`
@@ -42,6 +49,7 @@ type TLS struct {
 	trustPool caddytls.CA
 	roots     *x509.CertPool
 	clientCrt *tls.Certificate
+	identity  keystore.Source
 }
 
 // provision loads the trust pool and the client identity.
@@ -73,6 +81,23 @@ func (t *TLS) provision(ctx caddy.Context) error {
 			return fmt.Errorf("tls: trust_pool module %T is not a trust pool source", mod)
 		}
 		t.trustPool = ca
+	}
+	if t.ClientIdentityRaw != nil {
+		if t.CertFile != "" || t.KeyFile != "" {
+			return errors.New("tls: client_identity and cert_file/key_file are exclusive")
+		}
+		var head struct {
+			Source string `json:"source"`
+		}
+		_ = json.Unmarshal(t.ClientIdentityRaw, &head)
+		if head.Source == "internal" {
+			return errors.New("tls: client_identity internal cannot be used for the storage: its CA is kept in this storage; use pem, pkcs12 or jks")
+		}
+		src, err := keystore.Load(ctx, t, "ClientIdentityRaw", keystore.UsageClientAuth)
+		if err != nil {
+			return fmt.Errorf("tls: client_identity: %w", err)
+		}
+		t.identity = src
 	}
 	switch {
 	case t.CertFile != "" && t.KeyFile != "":
@@ -113,7 +138,11 @@ func (t *TLS) clientConfig(addr string) *tls.Config {
 	case t.roots != nil:
 		cfg.RootCAs = t.roots
 	}
-	if t.clientCrt != nil {
+	switch {
+	case t.identity != nil:
+		src := t.identity
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return src.Identity(), nil }
+	case t.clientCrt != nil:
 		crt := t.clientCrt
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return crt, nil }
 	}
