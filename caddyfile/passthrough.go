@@ -1,0 +1,278 @@
+package caddyfile
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/mholt/caddy-l4/layer4"
+	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/passthrough"
+)
+
+// The passthrough block comes in two forms:
+//
+//   - inside a site block, `passthrough { ... }` routes in front of the
+//     HTTP server that serves the site: it becomes a caddy-l4 `layer4`
+//     listener wrapper on that server, followed by the `tls` wrapper, so
+//     that matching names are proxied as raw TCP and everything else
+//     falls through to Caddy's own TLS termination. The wrapper lands on
+//     exactly the server of the site (no server key to match by hand);
+//     when a `servers` global option applies to that server, whose
+//     listener_wrappers would replace it, the wrapper is merged into that
+//     option's list instead;
+//   - as a global option, `passthrough <address> { ... }` serves a port
+//     with no HTTP server: a caddy-l4 server in the `passthrough` app.
+//
+// The block syntax is documented on passthrough.Block.
+func init() {
+	httpcaddyfile.RegisterGlobalOption("passthrough", parsePassthroughGlobal)
+	httpcaddyfile.RegisterDirective("passthrough", parsePassthroughDirective)
+}
+
+const passthroughPortsKey = "trustline.passthrough.ports"
+
+func parsePassthroughGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := &passthrough.App{Servers: map[string]*layer4.Server{}}
+	if existing != nil {
+		prev, ok := existing.(httpcaddyfile.App)
+		if !ok {
+			return nil, d.Errf("passthrough: unexpected existing value %T", existing)
+		}
+		if err := json.Unmarshal(prev.Value, app); err != nil {
+			return nil, d.Errf("passthrough: reading the previous passthrough blocks: %v", err)
+		}
+	}
+	b, err := passthrough.ParseBlock(d, true)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := b.Server()
+	if err != nil {
+		return nil, d.Errf("%v", err)
+	}
+	for name, other := range app.Servers {
+		for _, l := range other.Listen {
+			if clash, err := passthrough.ListenersClash(b.Address, l); err == nil && clash {
+				return nil, d.Errf("passthrough: listen address %s clashes with %s of another passthrough block (%s): merge the two blocks", b.Address, l, name)
+			}
+		}
+	}
+	app.Servers["passthrough"+strconv.Itoa(len(app.Servers))] = srv
+	return httpcaddyfile.App{Name: "passthrough", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+func parsePassthroughDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	site, err := readParentBlock(h)
+	if err != nil {
+		return nil, h.Errf("passthrough: %v", err)
+	}
+	h.Next()
+	file, line := h.File(), h.Line()
+	h.Reset()
+	here := fmt.Sprintf("%s:%d (site %s)", file, line, strings.Join(site.keys, ", "))
+	b, err := passthrough.ParseBlock(h.Dispenser, false)
+	if err != nil {
+		return nil, err
+	}
+
+	httpPort, httpsPort := "80", "443"
+	if p, ok := h.Option("http_port").(int); ok {
+		httpPort = strconv.Itoa(p)
+	}
+	if p, ok := h.Option("https_port").(int); ok {
+		httpsPort = strconv.Itoa(p)
+	}
+	var hosts, ports []string
+	for _, key := range site.keys {
+		addr, err := httpcaddyfile.ParseAddress(key)
+		if err != nil {
+			return nil, h.Errf("passthrough: site address %q: %v", key, err)
+		}
+		port := addr.Port
+		if port == "" {
+			port = httpsPort
+			if addr.Scheme == "http" {
+				port = httpPort
+			}
+		}
+		if addr.Scheme == "http" || (port == httpPort && addr.Scheme != "https") {
+			return nil, h.Errf("passthrough: site address %q is served over plain HTTP; passthrough routes TLS ClientHellos, so put it in a site block served over TLS (for example on :%s)", key, httpsPort)
+		}
+		hosts = append(hosts, addr.Host)
+		if !slices.Contains(ports, port) {
+			ports = append(ports, port)
+		}
+	}
+	if err := b.CheckSiteOverlap(hosts); err != nil {
+		return nil, h.Errf("%v", err)
+	}
+
+	// one passthrough block per listener
+	seen, _ := h.State[passthroughPortsKey].(map[string]string)
+	if seen == nil {
+		seen = map[string]string{}
+		h.State[passthroughPortsKey] = seen
+	}
+	for _, port := range ports {
+		if prev, dup := seen[port]; dup {
+			return nil, h.Errf("passthrough: port %s already has a passthrough block, at %s; one block per listener holds all its routes", port, prev)
+		}
+		seen[port] = here
+	}
+
+	// a standalone passthrough port that is also this site's port
+	if existing, ok := h.Option("passthrough").(httpcaddyfile.App); ok {
+		var app passthrough.App
+		if err := json.Unmarshal(existing.Value, &app); err == nil {
+			for _, srv := range app.Servers {
+				for _, l := range srv.Listen {
+					for _, port := range ports {
+						for _, host := range append(site.binds, "") {
+							if clash, _ := passthrough.ListenersClash(l, caddy.JoinNetworkAddress("", host, port)); clash {
+								return nil, h.Errf("passthrough: the global option `passthrough %s` clashes with this site's listener on port %s: the HTTP server and the standalone passthrough server would share the port at random; keep one passthrough block, in this site block", l, port)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+
+	lw, err := b.ListenerWrapper()
+	if err != nil {
+		return nil, h.Errf("%v", err)
+	}
+	tlsMod, err := caddy.GetModule("caddy.listeners.tls")
+	if err != nil {
+		return nil, h.Errf("passthrough: %v", err)
+	}
+	tlsWrapper := tlsMod.New()
+
+	merged, protocols, err := mergeIntoServersOption(h, ports, site.binds, lw)
+	if err != nil {
+		return nil, h.Errf("passthrough: %v", err)
+	}
+	if protocols == nil || slices.Contains(protocols, "h3") {
+		caddy.Log().Named("caddyfile").Warn("passthrough: HTTP/3 does not cover passed-through names: QUIC (UDP) connections reach Caddy, which has no certificate for them; if a backend or a DNS HTTPS record advertises h3 for such a name, clients try Caddy first and fall back to TCP. To serve only TCP on this port, set `servers :"+ports[0]+" { protocols h1 h2 }`",
+			zap.Strings("ports", ports), zap.String("file", file), zap.Int("line", line))
+	}
+	if merged {
+		return nil, nil
+	}
+	return []httpcaddyfile.ConfigValue{
+		{Class: "listener_wrapper", Value: lw},
+		{Class: "listener_wrapper", Value: tlsWrapper},
+	}, nil
+}
+
+// parentSite is what the directive needs from its site block.
+type parentSite struct {
+	keys  []string
+	binds []string // hosts from a bind directive, if any
+}
+
+// readParentBlock reads the keys and bind hosts of the site block the
+// directive is in. httpcaddyfile keeps the block in an unexported field
+// of Helper; reading it (read-only) is the only way for a directive to
+// know which listener it is on. The golden tests guard this against a
+// Caddy upgrade that renames the field.
+func readParentBlock(h httpcaddyfile.Helper) (*parentSite, error) {
+	v := reflect.ValueOf(h).FieldByName("parentBlock")
+	if !v.IsValid() {
+		return nil, fmt.Errorf("this Caddy version's httpcaddyfile.Helper has no parentBlock: the passthrough directive needs updating")
+	}
+	keys := v.FieldByName("Keys")
+	segs := v.FieldByName("Segments")
+	if !keys.IsValid() || !segs.IsValid() {
+		return nil, fmt.Errorf("this Caddy version's caddyfile.ServerBlock has no Keys or Segments: the passthrough directive needs updating")
+	}
+	site := new(parentSite)
+	for i := range keys.Len() {
+		site.keys = append(site.keys, keys.Index(i).FieldByName("Text").String())
+	}
+	for i := range segs.Len() {
+		seg := segs.Index(i)
+		if seg.Len() == 0 || seg.Index(0).FieldByName("Text").String() != "bind" {
+			continue
+		}
+		for j := 1; j < seg.Len(); j++ {
+			tok := seg.Index(j).FieldByName("Text").String()
+			if tok == "{" {
+				break
+			}
+			site.binds = append(site.binds, tok)
+		}
+	}
+	if h.Option("default_bind") != nil && len(site.binds) == 0 {
+		site.binds = append(site.binds, "(default_bind)")
+	}
+	return site, nil
+}
+
+// mergeIntoServersOption handles a `servers` global option that applies
+// to this site's server: httpcaddyfile sets the server's listener
+// wrappers from it after the site blocks were read, replacing ours, so
+// the passthrough wrapper is put into that option's list (before its
+// `tls` wrapper, or first followed by `tls`). It returns whether it did,
+// and the option's protocols.
+func mergeIntoServersOption(h httpcaddyfile.Helper, ports, binds []string, lw *layer4.ListenerWrapper) (bool, []string, error) {
+	opt := h.Option("servers")
+	if opt == nil {
+		return false, nil, nil
+	}
+	list := reflect.ValueOf(opt)
+	if list.Kind() != reflect.Slice {
+		return false, nil, fmt.Errorf("unexpected `servers` option value %T", opt)
+	}
+	var merged bool
+	var protocols []string
+	for i := range list.Len() {
+		entry := list.Index(i)
+		laField, wrappersField, protoField := entry.FieldByName("ListenerAddress"), entry.FieldByName("ListenerWrappersRaw"), entry.FieldByName("Protocols")
+		if !laField.IsValid() || !wrappersField.IsValid() || !wrappersField.CanSet() {
+			return false, nil, fmt.Errorf("this Caddy version's `servers` option cannot be read: the passthrough directive needs updating")
+		}
+		la := laField.String()
+		if la == "" {
+			return false, nil, fmt.Errorf("the `servers` global option without a listener address applies to every server, and its settings replace the listener wrappers that passthrough adds; give it the address of this site's listener (as in `servers :%s { ... }`)", ports[0])
+		}
+		na, err := caddy.ParseNetworkAddress(la)
+		if err != nil || !slices.Contains(ports, strconv.Itoa(int(na.StartPort))) {
+			continue
+		}
+		if na.Host != "" || len(binds) > 0 {
+			return false, nil, fmt.Errorf("cannot tell whether `servers %s` applies to this site's server (it or the site binds a host); write `servers :%d` and bind in the site, or configure listener_wrappers by hand", la, na.StartPort)
+		}
+		var wrappers []json.RawMessage
+		if wrappersField.Len() > 0 {
+			wrappers = wrappersField.Interface().([]json.RawMessage)
+		}
+		lwJSON := caddyconfig.JSONModuleObject(lw, "wrapper", "layer4", nil)
+		tlsAt := slices.IndexFunc(wrappers, func(raw json.RawMessage) bool {
+			var w struct {
+				Wrapper string `json:"wrapper"`
+			}
+			return json.Unmarshal(raw, &w) == nil && w.Wrapper == "tls"
+		})
+		if tlsAt >= 0 {
+			wrappers = slices.Insert(slices.Clone(wrappers), tlsAt, lwJSON)
+		} else {
+			wrappers = append([]json.RawMessage{lwJSON, json.RawMessage(`{"wrapper":"tls"}`)}, wrappers...)
+		}
+		wrappersField.Set(reflect.ValueOf(wrappers))
+		if protoField.IsValid() && protoField.Len() > 0 {
+			protocols = protoField.Interface().([]string)
+		}
+		merged = true
+	}
+	return merged, protocols, nil
+}

@@ -1,0 +1,680 @@
+package passthrough
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/mholt/caddy-l4/layer4"
+)
+
+// Block is one `passthrough` block of a Caddyfile, parsed. Syntax:
+//
+//	passthrough [<listen address>] {
+//		<server names...> <upstreams...> [{
+//			alpn <protocols...>
+//			name <route name>
+//			lb_policy random|round_robin|least_conn|first|ip_hash
+//			lb_try_duration <duration>
+//			lb_try_interval <duration>
+//			max_connections <n>
+//			health_interval <duration>
+//			health_timeout <duration>
+//			health_port <port>
+//			fail_duration <duration>
+//			max_fails <n>
+//			proxy_protocol v1|v2|off
+//			dial_timeout <duration>
+//			idle_timeout <duration>
+//			max_lifetime <duration>
+//			grace_period <duration>
+//		}]
+//		default terminate|refuse|<upstreams...> [{ <route options> }]
+//		refuse_tls12
+//		matching_timeout <duration>
+//		proxy_protocol v1|v2
+//		dial_timeout <duration>
+//		idle_timeout <duration>
+//		max_lifetime <duration>
+//		grace_period <duration>
+//	}
+//
+// A route line lists server names (exact, or *.example.com), then
+// upstreams (host:port, or unix/path): a token with a colon or a slash
+// is an upstream. The listen address is given only in the global-option
+// form, for a port with no HTTP server.
+type Block struct {
+	// Address is the listen address of the global-option form.
+	Address string
+	// Routes in the order written.
+	Routes []*RouteSpec
+	// Default is what happens to ClientHellos no route takes:
+	// "terminate", "refuse" or "upstream" (then DefaultRoute is set).
+	// Empty: terminate beside an HTTP server, refuse standalone.
+	Default      string
+	DefaultRoute *RouteSpec
+	// RefuseTLS12 refuses ClientHellos offering nothing above TLS 1.2.
+	RefuseTLS12 bool
+	// MatchingTimeout bounds the wait for a ClientHello.
+	MatchingTimeout caddy.Duration
+
+	defaults routeOptions
+}
+
+// RouteSpec is one route line.
+type RouteSpec struct {
+	Names     []string
+	Upstreams []string
+	ALPN      []string
+	Where     string // file:line, for error messages
+
+	opts routeOptions
+}
+
+// routeOptions are the options a route may set, and the block may set
+// for all routes; set records which were given.
+type routeOptions struct {
+	set map[string]bool
+
+	name                       string
+	lbPolicy                   string
+	lbTryDuration, lbTryInterv caddy.Duration
+	maxConnections             int
+	healthInterval             caddy.Duration
+	healthTimeout              caddy.Duration
+	healthPort                 int
+	failDuration               caddy.Duration
+	maxFails                   int
+	proxyProtocol              string
+	dialTimeout                caddy.Duration
+	idleTimeout                caddy.Duration
+	maxLifetime                caddy.Duration
+	gracePeriod                caddy.Duration
+}
+
+// options valid at block level too (defaults for every route)
+var blockLevelOptions = map[string]bool{
+	"proxy_protocol": true, "dial_timeout": true, "idle_timeout": true,
+	"max_lifetime": true, "grace_period": true,
+}
+
+// ParseBlock parses a passthrough block; d is at the `passthrough` token.
+// withAddress says whether the block takes a listen address (global
+// option) or none (site directive).
+func ParseBlock(d *caddyfile.Dispenser, withAddress bool) (*Block, error) {
+	d.Next() // passthrough
+	b := &Block{defaults: routeOptions{set: map[string]bool{}}}
+	if d.NextArg() {
+		if !withAddress {
+			return nil, d.Errf("passthrough: inside a site block, passthrough takes no address: it routes in front of this site's own listener (use the global option `passthrough <address>` for a port with no HTTP server)")
+		}
+		b.Address = d.Val()
+		if d.NextArg() {
+			return nil, d.Errf("passthrough: one listen address per block, got another: %q", d.Val())
+		}
+		na, err := caddy.ParseNetworkAddress(b.Address)
+		if err != nil {
+			return nil, d.Errf("passthrough: listen address %q: %v", b.Address, err)
+		}
+		if na.IsUnixNetwork() || streamNetwork(na.Network) != "tcp" {
+			if !na.IsUnixNetwork() {
+				return nil, d.Errf("passthrough: listen address %q: only TCP (or a unix socket) can carry TLS passthrough", b.Address)
+			}
+		}
+	} else if withAddress {
+		return nil, d.Errf("passthrough: the global option needs a listen address, as in `passthrough :8443 {...}` (to route in front of an HTTP server, put the block in one of its site blocks instead)")
+	}
+	seenBlockOpt := map[string]bool{}
+	for d.NextBlock(0) {
+		word := d.Val()
+		if blockLevelOptions[word] || word == "default" || word == "refuse_tls12" || word == "matching_timeout" {
+			if seenBlockOpt[word] {
+				return nil, d.Errf("passthrough: duplicate option '%s'", word)
+			}
+			seenBlockOpt[word] = true
+		}
+		switch {
+		case word == "default":
+			if err := b.parseDefault(d, withAddress); err != nil {
+				return nil, err
+			}
+		case word == "refuse_tls12":
+			if d.NextArg() {
+				return nil, d.Errf("passthrough: refuse_tls12 takes no argument")
+			}
+			b.RefuseTLS12 = true
+		case word == "matching_timeout":
+			dur, err := durationArg(d, word)
+			if err != nil {
+				return nil, err
+			}
+			b.MatchingTimeout = dur
+		case blockLevelOptions[word]:
+			if err := b.defaults.parseOption(d, word); err != nil {
+				return nil, err
+			}
+			if d.NextBlock(1) {
+				return nil, d.Errf("passthrough: option '%s' takes no block", word)
+			}
+		default:
+			rs, err := parseRouteLine(d)
+			if err != nil {
+				return nil, err
+			}
+			b.Routes = append(b.Routes, rs)
+		}
+	}
+	if len(b.Routes) == 0 && b.DefaultRoute == nil {
+		return nil, d.Errf("passthrough: the block has no route: write a line of server names and upstreams, as in `db.example.com 10.0.0.5:5432`")
+	}
+	if err := b.check(); err != nil {
+		return nil, d.Errf("%v", err)
+	}
+	return b, nil
+}
+
+func (b *Block) parseDefault(d *caddyfile.Dispenser, standalone bool) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.Errf("passthrough: default needs terminate, refuse or upstreams")
+	}
+	switch args[0] {
+	case "terminate", "refuse":
+		if len(args) > 1 {
+			return d.Errf("passthrough: default %s takes nothing more, got %q", args[0], args[1])
+		}
+		if args[0] == "terminate" && standalone {
+			return d.Errf("passthrough: default terminate needs an HTTP server on this port to terminate TLS; on a standalone port use refuse or upstreams (or move the block into a site block)")
+		}
+		b.Default = args[0]
+		if d.NextBlock(1) {
+			return d.Errf("passthrough: default %s takes no block", args[0])
+		}
+		return nil
+	}
+	rs := &RouteSpec{Where: where(d), opts: routeOptions{set: map[string]bool{}}}
+	for _, a := range args {
+		if !isUpstreamToken(a) {
+			return d.Errf("passthrough: default: %q is not an upstream (host:port) nor terminate or refuse", a)
+		}
+		if err := checkUpstream(a); err != nil {
+			return d.Errf("passthrough: default: %v", err)
+		}
+		rs.Upstreams = append(rs.Upstreams, a)
+	}
+	if err := rs.parseOptions(d); err != nil {
+		return err
+	}
+	if len(rs.ALPN) > 0 {
+		return d.Errf("passthrough: default route cannot restrict alpn")
+	}
+	b.Default, b.DefaultRoute = "upstream", rs
+	return nil
+}
+
+func parseRouteLine(d *caddyfile.Dispenser) (*RouteSpec, error) {
+	rs := &RouteSpec{Where: where(d), opts: routeOptions{set: map[string]bool{}}}
+	tokens := append([]string{d.Val()}, d.RemainingArgs()...)
+	for _, tok := range tokens {
+		if isUpstreamToken(tok) {
+			if err := checkUpstream(tok); err != nil {
+				return nil, d.Errf("passthrough: %v", err)
+			}
+			rs.Upstreams = append(rs.Upstreams, tok)
+			continue
+		}
+		if len(rs.Upstreams) > 0 {
+			return nil, d.Errf("passthrough: %q comes after the upstreams of the route; list the server names first, then the upstreams (host:port)", tok)
+		}
+		if _, err := normalizeName(tok); err != nil {
+			if strings.Contains(tok, "*") || !strings.Contains(tok, ".") {
+				return nil, d.Errf("passthrough: %v (or, if %q was meant as an option, it is not one)", err, tok)
+			}
+			return nil, d.Errf("passthrough: %v", err)
+		}
+		rs.Names = append(rs.Names, tok)
+	}
+	if len(rs.Names) == 0 {
+		return nil, d.Errf("passthrough: route %s has no server name: start the line with the names to pass through", strings.Join(rs.Upstreams, " "))
+	}
+	if len(rs.Upstreams) == 0 {
+		return nil, d.Errf("passthrough: route %s has no upstream: add the backend's host:port after the names, as in `%s 10.0.0.5:443`", strings.Join(rs.Names, " "), rs.Names[0])
+	}
+	if err := rs.parseOptions(d); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+func (rs *RouteSpec) parseOptions(d *caddyfile.Dispenser) error {
+	for d.NextBlock(1) {
+		opt := d.Val()
+		if rs.opts.set[opt] || (opt == "alpn" && rs.ALPN != nil) {
+			return d.Errf("passthrough: duplicate route option '%s'", opt)
+		}
+		if opt == "alpn" {
+			rs.ALPN = d.RemainingArgs()
+			if len(rs.ALPN) == 0 {
+				return d.Errf("passthrough: alpn needs at least one protocol name")
+			}
+			for _, p := range rs.ALPN {
+				if len(p) > 255 {
+					return d.Errf("passthrough: alpn protocol %q is over 255 bytes", p)
+				}
+			}
+			continue
+		}
+		if err := rs.opts.parseOption(d, opt); err != nil {
+			return err
+		}
+		if d.NextBlock(2) {
+			return d.Errf("passthrough: route option '%s' takes no block", opt)
+		}
+	}
+	return nil
+}
+
+func (o *routeOptions) parseOption(d *caddyfile.Dispenser, opt string) error {
+	var err error
+	switch opt {
+	case "name":
+		o.name, err = stringArg(d, opt)
+	case "lb_policy":
+		o.lbPolicy, err = stringArg(d, opt)
+		if err == nil && !validPolicy(o.lbPolicy) {
+			err = d.Errf("passthrough: lb_policy %q: want random, round_robin, least_conn, first or ip_hash", o.lbPolicy)
+		}
+	case "lb_try_duration":
+		o.lbTryDuration, err = durationArg(d, opt)
+	case "lb_try_interval":
+		o.lbTryInterv, err = durationArg(d, opt)
+	case "max_connections":
+		o.maxConnections, err = intArg(d, opt, 1, 1<<30)
+	case "health_interval":
+		o.healthInterval, err = durationArg(d, opt)
+	case "health_timeout":
+		o.healthTimeout, err = durationArg(d, opt)
+	case "health_port":
+		o.healthPort, err = intArg(d, opt, 1, 65535)
+	case "fail_duration":
+		o.failDuration, err = durationArg(d, opt)
+	case "max_fails":
+		o.maxFails, err = intArg(d, opt, 1, 1<<30)
+	case "proxy_protocol":
+		o.proxyProtocol, err = stringArg(d, opt)
+		if err == nil && o.proxyProtocol != "v1" && o.proxyProtocol != "v2" && o.proxyProtocol != "off" {
+			err = d.Errf("passthrough: proxy_protocol %q: want v1, v2 or off", o.proxyProtocol)
+		}
+	case "dial_timeout":
+		o.dialTimeout, err = durationArg(d, opt)
+	case "idle_timeout":
+		o.idleTimeout, err = durationArg(d, opt)
+	case "max_lifetime":
+		o.maxLifetime, err = durationArg(d, opt)
+	case "grace_period":
+		o.gracePeriod, err = durationArg(d, opt)
+	default:
+		return d.Errf("passthrough: unknown route option '%s'", opt)
+	}
+	if err != nil {
+		return err
+	}
+	o.set[opt] = true
+	return nil
+}
+
+func stringArg(d *caddyfile.Dispenser, opt string) (string, error) {
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return "", d.Errf("passthrough: %s takes exactly one value, got %d", opt, len(args))
+	}
+	return args[0], nil
+}
+
+func durationArg(d *caddyfile.Dispenser, opt string) (caddy.Duration, error) {
+	s, err := stringArg(d, opt)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return 0, d.Errf("passthrough: %s %q: %v", opt, s, err)
+	}
+	if dur <= 0 {
+		return 0, d.Errf("passthrough: %s %q must be positive", opt, s)
+	}
+	return caddy.Duration(dur), nil
+}
+
+func intArg(d *caddyfile.Dispenser, opt string, lo, hi int) (int, error) {
+	s, err := stringArg(d, opt)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, d.Errf("passthrough: %s %q: want a whole number from %d to %d", opt, s, lo, hi)
+	}
+	return n, nil
+}
+
+func where(d *caddyfile.Dispenser) string {
+	return fmt.Sprintf("%s:%d", d.File(), d.Line())
+}
+
+// isUpstreamToken tells upstreams (host:port, [v6]:port, unix/path) from
+// server names, which have neither colons nor slashes.
+func isUpstreamToken(s string) bool {
+	return strings.ContainsAny(s, ":/")
+}
+
+func checkUpstream(s string) error {
+	na, err := caddy.ParseNetworkAddress(s)
+	if err != nil {
+		return fmt.Errorf("upstream %q: %v", s, err)
+	}
+	if na.IsUnixNetwork() {
+		return nil
+	}
+	if na.PortRangeSize() != 1 || na.StartPort == 0 {
+		return fmt.Errorf("upstream %q: give one port, as in host:443", s)
+	}
+	if na.Host == "" {
+		return fmt.Errorf("upstream %q: give a host, as in 10.0.0.5:443", s)
+	}
+	return nil
+}
+
+// check finds duplicate and overlapping names across routes.
+func (b *Block) check() error {
+	type seen struct {
+		rs   *RouteSpec
+		name string
+	}
+	byName := map[string][]seen{}
+	routeNames := map[string]string{}
+	for _, rs := range b.Routes {
+		if _, err := newNameSet(rs.Names); err != nil {
+			return fmt.Errorf("passthrough: route at %s: %v", rs.Where, err)
+		}
+		for _, n := range rs.Names {
+			norm, _ := normalizeName(n)
+			for _, prev := range byName[norm] {
+				switch {
+				case len(prev.rs.ALPN) == 0 && len(rs.ALPN) == 0:
+					return fmt.Errorf("passthrough: duplicate server name %q: routed at %s and again at %s", n, prev.rs.Where, rs.Where)
+				case len(prev.rs.ALPN) > 0 && len(rs.ALPN) > 0 && intersects(prev.rs.ALPN, rs.ALPN):
+					return fmt.Errorf("passthrough: overlapping routes for %q: the ALPN protocols %q (at %s) and %q (at %s) share a protocol", n, prev.rs.ALPN, prev.rs.Where, rs.ALPN, rs.Where)
+				}
+			}
+			byName[norm] = append(byName[norm], seen{rs, n})
+		}
+		name := rs.routeName()
+		if other, dup := routeNames[name]; dup {
+			return fmt.Errorf("passthrough: two routes are named %q (at %s and %s): give one a distinct `name`", name, other, rs.Where)
+		}
+		routeNames[name] = rs.Where
+	}
+	return nil
+}
+
+// CheckSiteOverlap reports passed-through names that would hide one of
+// the site addresses of the block the directive sits in: Caddy would
+// never see the ClientHello for them. Routes restricted by ALPN may share
+// a site's name (ALPN multiplexing).
+func (b *Block) CheckSiteOverlap(siteHosts []string) error {
+	for _, rs := range b.Routes {
+		if len(rs.ALPN) > 0 {
+			continue
+		}
+		for _, n := range rs.Names {
+			norm, _ := normalizeName(n)
+			for _, host := range siteHosts {
+				host = strings.ToLower(host)
+				if host == "" {
+					continue
+				}
+				if norm == host || matchPattern(norm, host) || (strings.HasPrefix(host, "*.") && matchPattern(host, strings.TrimPrefix(norm, "*."))) {
+					return fmt.Errorf("passthrough: server name %q (at %s) overlaps the site address %q of this site block: its connections would be passed through and the site never reached (restrict the route with `alpn`, or remove the name)", n, rs.Where, host)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func intersects(a, b []string) bool {
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			return true
+		}
+	}
+	return false
+}
+
+func (rs *RouteSpec) routeName() string {
+	if rs.opts.name != "" {
+		return rs.opts.name
+	}
+	if len(rs.Names) == 0 {
+		return "default"
+	}
+	name := strings.ToLower(rs.Names[0])
+	if len(rs.ALPN) > 0 {
+		name += "/" + strings.Join(rs.ALPN, ",")
+	}
+	return name
+}
+
+// handler builds the route's layer4.handlers.passthrough config, the
+// block's defaults filled in.
+func (b *Block) handler(rs *RouteSpec) *Handler {
+	o := rs.opts
+	pick := func(opt string) *routeOptions {
+		if o.set[opt] {
+			return &o
+		}
+		return &b.defaults
+	}
+	h := &Handler{Route: rs.routeName()}
+	if pick("proxy_protocol").proxyProtocol != "off" {
+		h.ProxyProtocol = pick("proxy_protocol").proxyProtocol
+	}
+	h.DialTimeout = pick("dial_timeout").dialTimeout
+	h.IdleTimeout = pick("idle_timeout").idleTimeout
+	h.MaxLifetime = pick("max_lifetime").maxLifetime
+	h.GracePeriod = pick("grace_period").gracePeriod
+	for _, up := range rs.Upstreams {
+		h.Upstreams = append(h.Upstreams, &Upstream{Dial: up, MaxConnections: o.maxConnections})
+	}
+	if o.lbPolicy != "" || o.lbTryDuration != 0 || o.lbTryInterv != 0 {
+		h.LoadBalancing = &LoadBalancing{Policy: o.lbPolicy, TryDuration: o.lbTryDuration, TryInterval: o.lbTryInterv}
+	}
+	if o.set["health_interval"] || o.set["health_timeout"] || o.set["health_port"] {
+		h.HealthChecks = &HealthChecks{Active: &ActiveHealthChecks{Port: o.healthPort, Interval: o.healthInterval, Timeout: o.healthTimeout}}
+	}
+	if o.set["fail_duration"] || o.set["max_fails"] {
+		if h.HealthChecks == nil {
+			h.HealthChecks = new(HealthChecks)
+		}
+		h.HealthChecks.Passive = &PassiveHealthChecks{FailDuration: o.failDuration, MaxFails: o.maxFails}
+	}
+	return h
+}
+
+// CheckOptions reports option combinations that cannot work.
+func (b *Block) CheckOptions() error {
+	for _, rs := range append(slices.Clone(b.Routes), b.DefaultRoute) {
+		if rs == nil {
+			continue
+		}
+		if rs.opts.set["max_fails"] && !rs.opts.set["fail_duration"] {
+			return fmt.Errorf("passthrough: route at %s: max_fails needs fail_duration (how long a failure counts)", rs.Where)
+		}
+	}
+	return nil
+}
+
+// Layer4Routes generates the caddy-l4 routes for the block. beside says
+// whether an HTTP server takes what no route takes (the listener-wrapper
+// form).
+func (b *Block) Layer4Routes(beside bool) (layer4.RouteList, error) {
+	if err := b.CheckOptions(); err != nil {
+		return nil, err
+	}
+	var routes layer4.RouteList
+	addRoute := func(match caddy.ModuleMap, handler any, name string) {
+		r := &layer4.Route{HandlersRaw: []json.RawMessage{caddyconfig.JSONModuleObject(handler, "handler", name, nil)}}
+		if match != nil {
+			r.MatcherSetsRaw = []caddy.ModuleMap{match}
+		}
+		routes = append(routes, r)
+	}
+	if b.RefuseTLS12 {
+		addRoute(caddy.ModuleMap{"clienthello": caddyconfig.JSON(&MatchClientHello{MaxVersion: "tls1.2"}, nil)},
+			&Refuse{Route: "refuse_tls12", Alert: "protocol_version"}, "refuse")
+	}
+	ordered := make([]*RouteSpec, 0, len(b.Routes))
+	for _, rs := range b.Routes {
+		if len(rs.ALPN) > 0 {
+			ordered = append(ordered, rs)
+		}
+	}
+	for _, rs := range b.Routes {
+		if len(rs.ALPN) == 0 {
+			ordered = append(ordered, rs)
+		}
+	}
+	for _, rs := range ordered {
+		m := &MatchClientHello{SNI: lowerAll(rs.Names), ALPN: rs.ALPN}
+		match := caddy.ModuleMap{"clienthello": caddyconfig.JSON(m, nil)}
+		if excl := b.exclusions(rs); len(excl) > 0 {
+			match["not"] = caddyconfig.JSON([]caddy.ModuleMap{{"clienthello": caddyconfig.JSON(&MatchClientHello{SNI: excl}, nil)}}, nil)
+		}
+		addRoute(match, b.handler(rs), "passthrough")
+	}
+	def := b.Default
+	if def == "" {
+		def = "terminate"
+		if !beside {
+			def = "refuse"
+		}
+	}
+	var defMatch *MatchClientHello
+	if def != "terminate" {
+		defMatch = new(MatchClientHello)
+		if beside {
+			f := false
+			defMatch.ServedByCaddy = &f
+		}
+	}
+	switch def {
+	case "refuse":
+		addRoute(caddy.ModuleMap{"clienthello": caddyconfig.JSON(defMatch, nil)}, &Refuse{Route: "default", Alert: "unrecognized_name"}, "refuse")
+	case "upstream":
+		addRoute(caddy.ModuleMap{"clienthello": caddyconfig.JSON(defMatch, nil)}, b.handler(b.DefaultRoute), "passthrough")
+	}
+	return routes, nil
+}
+
+// exclusions lists exact names of other routes that rs's wildcards
+// cover, so that the more specific route wins whatever the order. An
+// exact name whose route is restricted by ALPN is not excluded from an
+// unrestricted wildcard: that route comes first for its protocols, and
+// the wildcard takes the rest.
+func (b *Block) exclusions(rs *RouteSpec) []string {
+	var out []string
+	for _, w := range rs.Names {
+		wn, _ := normalizeName(w)
+		if !strings.HasPrefix(wn, "*.") {
+			continue
+		}
+		for _, other := range b.Routes {
+			if other == rs || (len(rs.ALPN) == 0 && len(other.ALPN) > 0) {
+				continue
+			}
+			for _, n := range other.Names {
+				nn, _ := normalizeName(n)
+				if !strings.HasPrefix(nn, "*.") && matchPattern(wn, nn) && !slices.Contains(out, nn) {
+					out = append(out, nn)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func lowerAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = strings.ToLower(n)
+	}
+	return out
+}
+
+// ListenerWrapper generates the caddy-l4 listener wrapper for the block.
+func (b *Block) ListenerWrapper() (*layer4.ListenerWrapper, error) {
+	routes, err := b.Layer4Routes(true)
+	if err != nil {
+		return nil, err
+	}
+	return &layer4.ListenerWrapper{Routes: routes, MatchingTimeout: b.MatchingTimeout}, nil
+}
+
+// Server generates the caddy-l4 server of the standalone form.
+func (b *Block) Server() (*layer4.Server, error) {
+	routes, err := b.Layer4Routes(false)
+	if err != nil {
+		return nil, err
+	}
+	return &layer4.Server{Listen: []string{b.Address}, Routes: routes, MatchingTimeout: b.MatchingTimeout}, nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens, for use
+// in caddy-l4's own Caddyfile syntax (route blocks of the layer4 global
+// option or listener wrapper). Syntax:
+//
+//	passthrough <upstreams...> {
+//		<route options of the passthrough block>
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // handler name
+	rs := &RouteSpec{Where: where(d), opts: routeOptions{set: map[string]bool{}}}
+	for d.NextArg() {
+		if err := checkUpstream(d.Val()); err != nil {
+			return d.Errf("passthrough: %v", err)
+		}
+		rs.Upstreams = append(rs.Upstreams, d.Val())
+	}
+	if len(rs.Upstreams) == 0 {
+		return d.Errf("passthrough: no upstream: write `passthrough host:port`")
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if opt == "alpn" {
+			return d.Errf("passthrough: alpn belongs to the clienthello matcher here")
+		}
+		if rs.opts.set[opt] {
+			return d.Errf("passthrough: duplicate option '%s'", opt)
+		}
+		if err := rs.opts.parseOption(d, opt); err != nil {
+			return err
+		}
+	}
+	if rs.opts.name == "" {
+		rs.opts.name = "passthrough"
+	}
+	b := &Block{defaults: routeOptions{set: map[string]bool{}}}
+	built := b.handler(rs)
+	h.Route, h.Upstreams, h.LoadBalancing, h.HealthChecks = built.Route, built.Upstreams, built.LoadBalancing, built.HealthChecks
+	h.ProxyProtocol, h.DialTimeout, h.IdleTimeout = built.ProxyProtocol, built.DialTimeout, built.IdleTimeout
+	h.MaxLifetime, h.GracePeriod = built.MaxLifetime, built.GracePeriod
+	return nil
+}
+
+var _ caddyfile.Unmarshaler = (*Handler)(nil)
