@@ -1,0 +1,43 @@
+package topology
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// FuzzAnalyze: no JSON config makes the analysis, the table or the JSON
+// encoding panic. Files are read as configs name them (only regular files,
+// bounded in size).
+func FuzzAnalyze(f *testing.F) {
+	seeds, _ := filepath.Glob("testdata/golden/*.json")
+	for _, s := range seeds {
+		if b, err := os.ReadFile(s); err == nil {
+			f.Add(b)
+		}
+	}
+	for _, s := range []string{
+		`null`, `[]`, `{}`, `{"apps":null}`, `{"apps":{"http":{"servers":{"a":null}}}}`,
+		`{"apps":{"http":{"http_port":1e300,"servers":{"a":{"listen":[":80",":443"],"routes":[{"match":[{"host":["x"]}],"handle":[{"handler":"subroute","routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"x:1"}],"transport":{"protocol":"http","tls":{"insecure_skip_verify":true,"ca":{"provider":"combined","sources":[{"provider":"lazy","backend":{"provider":"file","pem_files":["/dev/zero"]}}]}}},"headers":{"request":{"add":{"X-SSL-Client-DN":["x"]},"delete":["*"]}}}]}]}]}]}}}}}`,
+		`{"apps":{"layer4":{"servers":{"x":{"listen":[":1"],"routes":[{"match":[{"tls":{"sni":["a"]}}],"handle":[{"handler":"tls"},{"handler":"proxy","upstreams":[{"dial":["b:1"],"tls":{}}]}]}]}}}}}`,
+		`{"apps":{"tls":{"certificates":{"load_files":[{"certificate":"{file./dev/zero}"}],"load_pem":[{"certificate":"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----"}],"automate":["a"]},"automation":{"policies":[{"get_certificate":[{"via":"keystore","keystore":{"source":"pkcs12","path":"/dev/null","password":"{file./dev/zero}"}}]}]}}}}`,
+		`{"apps":{"http":{"servers":{"a":{"listen":[":8443"],"tls_connection_policies":[{"client_authentication":{"trusted_ca_certs":["!!"],"verifiers":[{"verifier":"live_trust","trust_pool":{"provider":"spiffe_bundle","bundles":[{"trust_domain":"bad td","file":"/etc/hostname"}]}},{"verifier":"leaf","leaf_certs_loaders":[{"loader":"file","files":["/etc/hostname"]}]}]}}]}}}}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, cfg []byte) {
+		rep, err := Analyze(cfg, Options{})
+		if err != nil {
+			return
+		}
+		if err := rep.WriteTable(io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := json.Marshal(rep); err != nil {
+			t.Fatal(err)
+		}
+		_ = gauges(rep)
+	})
+}
