@@ -68,7 +68,17 @@ type ForwardHeaders struct {
 	// X-Client-DN, ...).
 	Strip []string `json:"strip,omitempty"`
 
-	family []string // normalized names to strip
+	family  []string       // normalized names to strip
+	headers []headerSetter // Headers, compiled
+}
+
+// headerSetter sets one configured header: a value that is exactly one
+// {peer.*} placeholder is read from the identity directly, anything else
+// goes through the request's replacer.
+type headerSetter struct {
+	name   string // canonical
+	tmpl   string
+	direct string // placeholder name without "peer.", when tmpl is just that
 }
 
 // XFCC configures the X-Forwarded-Client-Cert header. Hash (the
@@ -106,6 +116,16 @@ func (h *ForwardHeaders) Provision(caddy.Context) error {
 		names = append(names, h.PEMHeader)
 	}
 	names = append(names, h.Strip...)
+	h.headers = h.headers[:0]
+	for name, tmpl := range h.Headers {
+		hs := headerSetter{name: http.CanonicalHeaderKey(name), tmpl: tmpl}
+		if inner, ok := strings.CutPrefix(tmpl, "{"+placeholderPrefix); ok && strings.HasSuffix(inner, "}") && !strings.ContainsAny(inner[:len(inner)-1], "{}") {
+			if _, known := placeholder(inner[:len(inner)-1], nil, nil); known {
+				hs.direct = inner[:len(inner)-1]
+			}
+		}
+		h.headers = append(h.headers, hs)
+	}
 	h.family = h.family[:0]
 	for _, n := range names {
 		n = normalizeName(n)
@@ -183,24 +203,49 @@ func (h *ForwardHeaders) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 		}
 	}
 	if h.XFCC != nil {
-		r.Header[HeaderXFCC] = []string{h.XFCC.value(id)}
+		r.Header[HeaderXFCC] = []string{h.XFCC.cachedValue(id)}
 	}
 	if h.PEMHeader != "" {
 		r.Header.Set(h.PEMHeader, id.PEMEscaped())
 	}
-	if len(h.Headers) > 0 {
-		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-		for name, tmpl := range h.Headers {
-			v := tmpl
+	var repl *caddy.Replacer
+	for i := range h.headers {
+		hs := &h.headers[i]
+		var v string
+		if hs.direct != "" {
+			val, _ := placeholder(hs.direct, r.TLS, id)
+			v, _ = val.(string)
+		} else {
+			if repl == nil {
+				repl, _ = r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+			}
+			v = hs.tmpl
 			if repl != nil {
-				v = repl.ReplaceKnown(tmpl, "")
+				v = repl.ReplaceKnown(hs.tmpl, "")
 			}
-			if v != "" && !strings.ContainsAny(v, "\r\n") {
-				r.Header.Set(name, v)
-			}
+		}
+		if v != "" && !strings.ContainsAny(v, "\r\n") {
+			r.Header[hs.name] = []string{v}
 		}
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// xfccMemo is the XFCC value of one identity for one configuration.
+type xfccMemo struct {
+	cfg *XFCC
+	val string
+}
+
+// cachedValue is value, remembered in the identity (per connection) for
+// the last configuration that asked.
+func (x *XFCC) cachedValue(id *Identity) string {
+	if m := id.lazy.xfcc.Load(); m != nil && m.cfg == x {
+		return m.val
+	}
+	v := x.value(id)
+	id.lazy.xfcc.Store(&xfccMemo{cfg: x, val: v})
+	return v
 }
 
 // value builds the XFCC element list for id.

@@ -14,6 +14,7 @@ import (
 	"time"
 	"weak"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/trustline/trustline/modules/material"
@@ -250,6 +251,9 @@ func lookup(leaf *x509.Certificate, chain []*x509.Certificate) *Identity {
 // lazyValues holds encodings of the identity that some consumers need and
 // others never do (header values), each built on first use.
 type lazyValues struct {
+	replOnce                     sync.Once
+	repl                         caddy.ReplacerFunc // {peer.*} provider
+	xfcc                         atomic.Pointer[xfccMemo]
 	certOnce, chainOnce, pemOnce sync.Once
 	clientCert                   string // RFC 9440 Client-Cert value
 	clientCertChain              string // RFC 9440 Client-Cert-Chain value

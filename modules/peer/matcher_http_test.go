@@ -193,7 +193,7 @@ func TestLogIdentity(t *testing.T) {
 	ca := testpki.NewCA(t, "root")
 	leaf := ca.Issue(t, testpki.URI("spiffe://example.org/a")).Cert
 	two := ca.Issue(t, testpki.URI("spiffe://example.org/a", "spiffe://example.org/b")).Cert
-	enc := func(l logIdentity) string {
+	enc := func(l zapcore.ObjectMarshaler) string {
 		e := zapcore.NewJSONEncoder(zapcore.EncoderConfig{})
 		buf, err := e.EncodeEntry(zapcore.Entry{}, []zapcore.Field{zap.Object("peer", l)})
 		if err != nil {
@@ -201,13 +201,13 @@ func TestLogIdentity(t *testing.T) {
 		}
 		return strings.TrimSpace(buf.String())
 	}
-	if got := enc(logIdentity{id: NewIdentity(leaf, nil), presented: true}); !strings.HasPrefix(got, `{"peer":{"verified":true,"spiffe_id":"spiffe://example.org/a","subject":"CN=leaf","issuer":"CN=root","serial":"`) {
+	if got := enc(NewIdentity(leaf, nil)); !strings.HasPrefix(got, `{"peer":{"verified":true,"spiffe_id":"spiffe://example.org/a","subject":"CN=leaf","issuer":"CN=root","serial":"`) {
 		t.Fatalf("verified: %s", got)
 	}
-	if got := enc(logIdentity{id: NewIdentity(two, nil)}); !strings.Contains(got, `"spiffe_id_rejected":"not a SPIFFE ID: certificate contains more than one URI SAN"`) {
+	if got := enc(NewIdentity(two, nil)); !strings.Contains(got, `"spiffe_id_rejected":"not a SPIFFE ID: certificate contains more than one URI SAN"`) {
 		t.Fatalf("two URIs: %s", got)
 	}
-	if got := enc(logIdentity{presented: true}); got != `{"peer":{"verified":false,"presented":true}}` {
+	if got := enc(logUnverified{presented: true}); got != `{"peer":{"verified":false,"presented":true}}` {
 		t.Fatalf("unverified: %s", got)
 	}
 }

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"strconv"
 	"strings"
@@ -116,8 +117,29 @@ func placeholder(name string, cs *tls.ConnectionState, id *Identity) (any, bool)
 	return nil, false
 }
 
-// replacerFunc provides the {peer.*} placeholders of one connection.
+// replacerFunc provides the {peer.*} placeholders of one connection. A
+// verified identity keeps its function (built once per connection), so
+// publishing allocates nothing per request.
 func replacerFunc(cs *tls.ConnectionState, id *Identity) caddy.ReplacerFunc {
+	if id != nil {
+		id.lazy.replOnce.Do(func() {
+			verified := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{nil}}
+			id.lazy.repl = makeReplacerFunc(verified, id)
+		})
+		return id.lazy.repl
+	}
+	if cs != nil && len(cs.PeerCertificates) > 0 {
+		return replUnverifiedPresented
+	}
+	return replNoCertificate
+}
+
+var (
+	replUnverifiedPresented = makeReplacerFunc(&tls.ConnectionState{PeerCertificates: []*x509.Certificate{nil}}, nil)
+	replNoCertificate       = makeReplacerFunc(nil, nil)
+)
+
+func makeReplacerFunc(cs *tls.ConnectionState, id *Identity) caddy.ReplacerFunc {
 	return func(key string) (any, bool) {
 		name, ok := strings.CutPrefix(key, placeholderPrefix)
 		if !ok {
@@ -127,46 +149,56 @@ func replacerFunc(cs *tls.ConnectionState, id *Identity) caddy.ReplacerFunc {
 	}
 }
 
-// publishedVar marks a request whose {peer.*} placeholders and access log
-// fields are already set up.
-const publishedVar = "trustline.peer.published"
+// publishedVar holds, in the request's vars, the identity published for
+// the request (a typed nil *Identity for an unverified peer).
+const publishedVar = "trustline.peer.identity"
 
 // publish makes the peer identity of r available as {peer.*} placeholders
 // and as a "peer" object in the access log, once per request, and returns
 // it (nil without a verified peer). Every HTTP module of this package calls
 // it, so that the placeholders work in any route that uses one of them.
 func publish(r *http.Request) *Identity {
-	id := FromState(r.TLS)
 	ctx := r.Context()
-	if caddyhttp.GetVar(ctx, publishedVar) != nil {
-		return id
+	if v := caddyhttp.GetVar(ctx, publishedVar); v != nil {
+		if id, ok := v.(*Identity); ok {
+			return id
+		}
 	}
-	caddyhttp.SetVar(ctx, publishedVar, true)
+	id := FromState(r.TLS)
+	caddyhttp.SetVar(ctx, publishedVar, id)
 	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Map(replacerFunc(r.TLS, id))
 	}
 	if r.TLS != nil {
 		if extra, ok := ctx.Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-			extra.Set(zap.Object("peer", logIdentity{id: id, presented: len(r.TLS.PeerCertificates) > 0}))
+			var obj zapcore.ObjectMarshaler = id
+			switch {
+			case id != nil:
+			case len(r.TLS.PeerCertificates) > 0:
+				obj = logUnverified{presented: true}
+			default:
+				obj = logUnverified{}
+			}
+			extra.Set(zap.Object("peer", obj))
 		}
 	}
 	return id
 }
 
-// logIdentity is the identity as a log object: what an operator needs to
-// tell who was (or was not) let in. Never any key material.
-type logIdentity struct {
-	id        *Identity
-	presented bool
+// logUnverified is the access log object of a peer without a verified
+// certificate.
+type logUnverified struct{ presented bool }
+
+func (l logUnverified) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddBool("verified", false)
+	enc.AddBool("presented", l.presented)
+	return nil
 }
 
-func (l logIdentity) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddBool("verified", l.id != nil)
-	if l.id == nil {
-		enc.AddBool("presented", l.presented)
-		return nil
-	}
-	id := l.id
+// MarshalLogObject writes the identity as a log object: what an operator
+// needs to tell who was let in. Never any key material.
+func (id *Identity) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddBool("verified", true)
 	if id.SPIFFEID != "" {
 		enc.AddString("spiffe_id", id.SPIFFEID)
 	} else if id.SPIFFEReason != "" {
