@@ -214,18 +214,18 @@ func TestUnlockByNonOwnerRefused(t *testing.T) {
 	}
 }
 
-// TestLockRenewedWhileHeld holds a 1s lock for 3s: nobody else gets it,
+// TestLockRenewedWhileHeld holds a 1.5s lock for 4s: nobody else gets it,
 // and the owner's unlock still releases it.
 func TestLockRenewedWhileHeld(t *testing.T) {
 	ctx := context.Background()
 	addr := startRedis(t)
-	a := newTestStore(t, addr, storeOpts{lockTTL: time.Second})
-	b := newTestStore(t, addr, storeOpts{lockTTL: time.Second})
+	a := newTestStore(t, addr, storeOpts{lockTTL: 1500 * time.Millisecond})
+	b := newTestStore(t, addr, storeOpts{lockTTL: 1500 * time.Millisecond})
 	if err := a.Lock(ctx, "long"); err != nil {
 		t.Fatal(err)
 	}
 	raw := rawClient(t, addr)
-	end := time.Now().Add(3 * time.Second)
+	end := time.Now().Add(4 * time.Second)
 	for time.Now().Before(end) {
 		if ok, err := b.TryLock(ctx, "long"); ok || err != nil {
 			t.Fatalf("another node got a held lock past its TTL: %v, %v", ok, err)

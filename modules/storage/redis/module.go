@@ -330,7 +330,7 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 		h := hint(err)
 		msg := err.Error()
 		switch {
-		case r.Sentinel != nil && strings.Contains(msg, "sentinels"):
+		case r.Sentinel != nil && (h == "" || strings.Contains(msg, "sentinels")):
 			h = " (check master_name and the Sentinels' addresses)"
 		case h == "" && r.TLS != nil &&
 			(strings.Contains(msg, "reset by peer") || strings.Contains(msg, "broken pipe") || strings.Contains(msg, "EOF")):
