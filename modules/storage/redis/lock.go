@@ -128,30 +128,34 @@ func (s *store) renew(name string, h *heldLock) {
 		}
 	}()
 	interval := s.lockTTL / 3
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
+	wait := interval
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	for {
 		select {
 		case <-h.stop:
 			return
 		case <-s.closing:
 			return
-		case <-ticker.C:
+		case <-timer.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), interval)
 		n, err := renewScript.Run(ctx, s.client, []string{s.lockKey(name)}, h.token, s.lockTTL.Milliseconds()).Int()
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil:
 			s.observe(ctx, err)
 			s.logger.Warn("could not renew a held lock; retrying (it expires if Redis stays unreachable for lock_ttl)",
 				zap.String("lock", name), zap.Duration("lock_ttl", s.lockTTL), zap.Error(err))
-			continue
-		}
-		if n == 0 {
+			wait = max(interval/4, 50*time.Millisecond) // retry sooner than the next regular renewal
+		case n == 0:
 			s.logger.Error("lost a held lock: it expired (not renewed within lock_ttl) and may now be held by another node",
 				zap.String("lock", name), zap.Duration("lock_ttl", s.lockTTL))
 			return
+		default:
+			wait = interval
 		}
+		timer.Reset(wait)
 	}
 }
 
