@@ -15,20 +15,21 @@ import (
 // Order: all three run first, right after `tracing` and before `map`:
 //   - peer_identity publishes {peer.*} so that map, vars, header, rewrite,
 //     respond and log_append can use it;
-//   - peer_authorize denies before any other handler has done any work or
-//     read the body, like an access rule in front of the site;
 //   - forward_peer_identity strips forged identity headers before anything
 //     can read, copy or forward them: forward_auth (which copies request
 //     headers to the auth service), request_header, templates and
-//     reverse_proxy all come later, and an explicit request_header still
-//     gets the last word.
+//     reverse_proxy all come later (and so does the error route that a
+//     denial leads to), while an explicit request_header still gets the
+//     last word;
+//   - peer_authorize denies before any other handler has done any work or
+//     read the body, like an access rule in front of the site.
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("peer_identity", parsePeerHandler(func() peerHandler { return new(peer.Publish) }))
 	httpcaddyfile.RegisterHandlerDirective("peer_authorize", parsePeerHandler(func() peerHandler { return new(peer.Authorize) }))
 	httpcaddyfile.RegisterHandlerDirective("forward_peer_identity", parsePeerHandler(func() peerHandler { return new(peer.ForwardHeaders) }))
 	httpcaddyfile.RegisterDirectiveOrder("peer_identity", httpcaddyfile.Before, "map")
-	httpcaddyfile.RegisterDirectiveOrder("peer_authorize", httpcaddyfile.Before, "map")
 	httpcaddyfile.RegisterDirectiveOrder("forward_peer_identity", httpcaddyfile.Before, "map")
+	httpcaddyfile.RegisterDirectiveOrder("peer_authorize", httpcaddyfile.Before, "map")
 }
 
 type peerHandler interface {
