@@ -15,6 +15,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestLockContentionGoroutines: four nodes (stores with their own
@@ -264,5 +265,26 @@ func TestLockHonoursContext(t *testing.T) {
 	b.close()
 	if err := <-done; err == nil {
 		t.Errorf("Lock after close: %v", err)
+	}
+}
+
+// TestLostLockIsLogged: when a held lock disappears (it expired while
+// Redis was unreachable, or was deleted by hand), the renewal says so.
+func TestLostLockIsLogged(t *testing.T) {
+	ctx := context.Background()
+	addr := startRedis(t)
+	core, logs := observer.New(zap.InfoLevel)
+	c := goredis.NewClient(&goredis.Options{Addr: addr, DisableIdentity: true})
+	s := newStore(c, DefaultKeyPrefix, nil, time.Second, zap.New(core), addr)
+	t.Cleanup(func() { s.close() })
+	if err := s.Lock(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	rawClient(t, addr).Del(ctx, "{caddy}:l:x")
+	waitFor(t, "the lost lock to be logged", func() bool {
+		return logs.FilterMessageSnippet("lost a held lock").Len() == 1
+	})
+	if err := s.Unlock(ctx, "x"); err == nil || !strings.Contains(err.Error(), "no longer this node's") {
+		t.Errorf("Unlock of a lost lock: %v", err)
 	}
 }
