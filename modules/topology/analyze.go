@@ -88,11 +88,14 @@ func (a *analyzer) config(cfg map[string]any) {
 		a.httpApp(httpApp, "apps.http")
 	}
 	if l4 := obj(apps["layer4"]); l4 != nil {
-		a.layer4App(l4, "apps.layer4")
+		a.layer4App(l4, "apps.layer4", "layer4")
+	}
+	if pt := obj(apps["passthrough"]); pt != nil {
+		a.layer4App(pt, "apps.passthrough", "passthrough")
 	}
 	for _, name := range keys(apps) {
 		switch name {
-		case "tls", "http", "layer4":
+		case "tls", "http", "layer4", "passthrough":
 		case "pki", "events":
 			// the internal CAs (used through issuers and pools) and the
 			// event bus carry no TLS leg of their own

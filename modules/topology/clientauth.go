@@ -161,7 +161,7 @@ func patternSummary(v map[string]any) []string {
 	var out []string
 	for _, k := range keys(v) {
 		switch k {
-		case "verifier", "shadow", "matcher":
+		case "verifier", "handler", "shadow", "matcher", "revocation":
 			continue
 		}
 		vals := strs(v[k])

@@ -87,8 +87,13 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 		l.Notes = append(l.Notes, wrapperNotes...)
 		sc := &serverCtx{path: path, listener: l, inboundTLS: onTLS, policies: policies, strip: &stripState{},
 			autoCerts: !boolean(auto["disable"]) && !boolean(auto["disable_certificates"])}
+		base := sc.strip
 		for i, r := range routes {
+			sc.strip = base.clone()
 			l.Routes = append(l.Routes, a.httpRoute(sc, obj(r), index(field(path, "routes"), i)))
+			if carries(obj(r)) {
+				base = sc.strip
+			}
 		}
 		a.rep.Listeners = append(a.rep.Listeners, l)
 		if !onTLS {
@@ -314,8 +319,10 @@ func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, pat
 		}
 		switch {
 		case name == "subroute":
+			base := sc.strip
 			for j, r := range arr(h["routes"]) {
 				r := obj(r)
+				sc.strip = base.clone()
 				rp := index(field(hp, "routes"), j)
 				hosts, other, peers := a.httpMatchers(arr(r["match"]))
 				w := append(slices.Clone(when), other...)
@@ -324,7 +331,11 @@ func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, pat
 				}
 				route.Inbound.PeerPatterns = append(route.Inbound.PeerPatterns, peers...)
 				a.httpHandlers(sc, route, arr(r["handle"]), field(rp, "handle"), w)
+				if carries(r) {
+					base = sc.strip
+				}
 			}
+			sc.strip = base
 			for j, r := range arr(obj(h["errors"])["routes"]) {
 				rp := index(field(field(hp, "errors"), "routes"), j)
 				a.httpHandlers(sc, route, arr(obj(r)["handle"]), field(rp, "handle"), append(slices.Clone(when), "on error"))
@@ -339,4 +350,11 @@ func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, pat
 			a.notAnalysed(hp, "http.handlers."+name, "handler not analysed")
 		}
 	}
+}
+
+// carries reports whether what a route does to the request reaches the
+// routes after it: it is not terminal and not one of a group (of which
+// only the first matching route runs).
+func carries(r map[string]any) bool {
+	return !boolean(r["terminal"]) && str(r["group"]) == ""
 }

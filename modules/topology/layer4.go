@@ -13,7 +13,7 @@ type l4State struct {
 // layer4App analyses caddy-l4's servers: raw TCP listeners whose routes
 // pass TLS through (proxy without tls), terminate it (the tls handler),
 // or re-encrypt to upstreams.
-func (a *analyzer) layer4App(app map[string]any, path string) {
+func (a *analyzer) layer4App(app map[string]any, path, appName string) {
 	servers := obj(app["servers"])
 	for _, name := range keys(servers) {
 		srv := obj(servers[name])
@@ -23,7 +23,7 @@ func (a *analyzer) layer4App(app map[string]any, path string) {
 			listen = []string{"(none)"}
 		}
 		for _, addr := range listen {
-			l := &Listener{App: "layer4", Server: name, Path: sp, Address: addr, Inbound: ModeTCP, Routes: []*Route{}}
+			l := &Listener{App: appName, Server: name, Path: sp, Address: addr, Inbound: ModeTCP, Routes: []*Route{}}
 			routes := arr(srv["routes"])
 			a.l4Routes(l, routes, field(sp, "routes"))
 			a.rep.Listeners = append(a.rep.Listeners, l)
@@ -85,6 +85,8 @@ func (a *analyzer) l4Routes(l *Listener, routes []any, path string) {
 		route := &Route{Path: rp, Inbound: Inbound{Mode: ModeTCP}}
 		route.Hosts, route.Match, route.Inbound.PeerPatterns = l4Matchers(arr(r["match"]))
 		if slices.Contains(route.Match, "tls") || len(route.Hosts) > 0 {
+			// a TLS ClientHello was read: unless a tls handler
+			// terminates it, TLS passes through
 			route.Inbound.Mode = ModePassthrough
 		}
 		a.l4Handlers(route, &l4State{}, arr(r["handle"]), field(rp, "handle"), nil)
@@ -108,6 +110,17 @@ func l4Matchers(sets []any) (hosts, other, peers []string) {
 				if !slices.Contains(other, "tls") {
 					other = append(other, "tls")
 				}
+			case "clienthello":
+				sni, conds := clientHelloMatcher(obj(set[name]))
+				for _, h := range sni {
+					if !slices.Contains(hosts, h) {
+						hosts = append(hosts, h)
+					}
+				}
+				if !slices.Contains(other, "tls") {
+					other = append(other, "tls")
+				}
+				other = append(other, conds...)
 			case "peer":
 				peers = append(peers, patternSummary(obj(set[name]))...)
 				other = append(other, "peer")
@@ -212,7 +225,8 @@ func passesThrough(l *Listener) bool {
 // hasCatchAll reports whether a route list has a route with no matcher.
 func hasCatchAll(routes []any) bool {
 	for _, r := range routes {
-		if len(arr(obj(r)["match"])) == 0 {
+		sets := arr(obj(r)["match"])
+		if len(sets) == 0 || slices.ContainsFunc(sets, func(s any) bool { return catchAllSet(obj(s)) }) {
 			return true
 		}
 	}

@@ -183,6 +183,11 @@ type stripState struct {
 	deletes []string
 	set     []string
 	added   []string
+	peerSet []string // set by peer_headers, which strips the names it sets
+}
+
+func (s *stripState) clone() *stripState {
+	return &stripState{deletes: slices.Clone(s.deletes), set: slices.Clone(s.set), added: slices.Clone(s.added), peerSet: slices.Clone(s.peerSet)}
 }
 
 func (s *stripState) headersHandler(h map[string]any) {
@@ -286,6 +291,10 @@ func (a *analyzer) identityHeaders(sc *serverCtx, out *Outbound, req map[string]
 			a.finding(SeverityError, KindIdentityHeaders, path,
 				"identity header "+n+" is added to the request, after whatever the client sent in it: a client can send its own "+n+" and the upstream sees a forged identity",
 				fix)
+		case strings.HasSuffix(fam, "-") && slices.Contains(sc.strip.peerSet, n):
+			a.finding(SeverityInfo, KindIdentityHeaders, path,
+				"identity header "+n+" is set by the peer identity forwarding handler, which strips the client's copy of it and its strip list; other "+n[:len(fam)]+"* headers the client sends still pass through",
+				"if the backend reads other "+n[:len(fam)]+"* headers, add them to forward_peer_identity's `strip`, or `request_header -"+n[:len(fam)]+"*` before it")
 		case strings.HasSuffix(fam, "-"):
 			a.finding(SeverityWarning, KindIdentityHeaders, path,
 				"identity header "+n+" is set for the upstream, but the client's other "+n[:len(fam)]+"* headers pass through unstripped: a client can forge them",

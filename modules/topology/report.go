@@ -75,6 +75,7 @@ const (
 	ModeMTLS        = "mtls"        // TLS terminated by Caddy, client certificates checked
 	ModePassthrough = "passthrough" // TLS passed through at layer 4, not decrypted
 	ModeTCP         = "tcp"         // raw TCP at layer 4 (TLS unknown)
+	ModeRefused     = "refused"     // refused at layer 4 with a TLS alert
 )
 
 // Inbound is the leg from the client (or the load balancer) to Caddy.
@@ -93,6 +94,8 @@ type Inbound struct {
 	PeerPatterns []string `json:"peer_patterns,omitempty"`
 	// PassthroughTo are the upstreams a layer-4 route passes TLS to.
 	PassthroughTo []string `json:"passthrough_to,omitempty"`
+	// Refusal is the TLS alert a refusing layer-4 route answers with.
+	Refusal string `json:"refusal,omitempty"`
 }
 
 // ClientAuth is the client-certificate check of a TLS connection policy.

@@ -103,7 +103,13 @@ func (r *Report) writeRoute(p *printer, rt *Route) {
 			}
 		}
 	case ModePassthrough:
-		p.wrap(4, "in:  ", "TLS passed through, not decrypted, to "+strings.Join(in.PassthroughTo, ", "))
+		if len(in.PassthroughTo) > 0 {
+			p.wrap(4, "in:  ", "TLS passed through, not decrypted, to "+strings.Join(in.PassthroughTo, ", "))
+		} else {
+			p.wrap(4, "in:  ", "TLS ClientHello read; not passed on")
+		}
+	case ModeRefused:
+		p.wrap(4, "in:  ", "refused with TLS alert "+in.Refusal)
 	case ModeTCP:
 		to := ""
 		if len(in.PassthroughTo) > 0 {
@@ -145,7 +151,7 @@ func (r *Report) writeRoute(p *printer, rt *Route) {
 			p.wrap(9, "", n)
 		}
 	}
-	if len(rt.Outbound) == 0 && len(rt.Handlers) > 0 && in.Mode != ModePassthrough {
+	if len(rt.Outbound) == 0 && len(rt.Handlers) > 0 && in.Mode != ModePassthrough && in.Mode != ModeRefused {
 		p.wrap(4, "out: ", "none (handled by Caddy: "+strings.Join(rt.Handlers, ", ")+")")
 	}
 }
