@@ -131,4 +131,3 @@ func catchAllSet(set map[string]any) bool {
 	}
 	return true
 }
-
