@@ -9,11 +9,14 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -36,7 +39,7 @@ type peerPKI struct {
 	foreignRootFiles string
 }
 
-func newPeerPKI(t *testing.T) *peerPKI {
+func newPeerPKI(t testing.TB) *peerPKI {
 	p := &peerPKI{dir: t.TempDir(), clients: map[string][2]string{}, leaves: map[string]*testpki.Leaf{}}
 	p.root = testpki.NewCA(t, "Peer Root", testpki.Org("Example"))
 	p.inter = p.root.NewIntermediate(t, "Peer Issuing CA", testpki.Org("Example"))
@@ -624,4 +627,183 @@ https://localhost:%[2]s {
 	if body, code := get("dp-ok", dps); code != 0 || body != "hello dp-ok" {
 		t.Fatalf("dp-ok after refresh: exit %d, %q", code, body)
 	}
+}
+
+// BenchmarkPeerRouteOverhead measures a hello-world route with the peer
+// matcher and the forwarding handler against the same route without them,
+// side by side on one Caddy (both sites verify client certificates), over
+// 16 keep-alive HTTP/1.1 connections with a client certificate, in
+// interleaved rounds. It reports requests per second for each and their
+// ratio (peer/plain; the target is >= 0.97).
+//
+//	go test ./integration/ -run XXX -bench PeerRouteOverhead -benchtime 20000x
+func BenchmarkPeerRouteOverhead(b *testing.B) {
+	p := newPeerPKI(b)
+	plain, withPeer := bench.FreeAddr(b), bench.FreeAddr(b)
+	bench.Start(b, fmt.Sprintf(`{
+	admin {$TL_ADMIN}
+	skip_install_trust
+	auto_https disable_redirects
+}
+https://localhost:%[1]s {
+	tls %[3]s %[4]s {
+		client_auth {
+			trust_pool file %[5]s
+		}
+	}
+	respond "hello"
+}
+https://localhost:%[2]s {
+	tls %[3]s %[4]s {
+		client_auth {
+			trust_pool file %[5]s
+		}
+	}
+	@ops peer spiffe://example.org/ops/* dns:*.example.org ou:ops
+	forward_peer_identity {
+		client_cert
+		client_cert_chain
+		xfcc
+		header X-Spiffe-Id {peer.spiffe_id}
+	}
+	respond @ops "hello"
+}
+`, bench.Port(plain), bench.Port(withPeer), p.srvCert, p.srvKey, p.rootFile))
+
+	leaf := p.inter.Issue(b, testpki.URI("spiffe://example.org/ops/alice"), testpki.DNS("alice.example.org"), testpki.OU("ops"), testpki.ClientOnly())
+	client := func() *http.Client {
+		return &http.Client{Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: p.root.Pool(), Certificates: []tls.Certificate{leaf.TLS()}},
+			MaxIdleConnsPerHost: 16, MaxConnsPerHost: 16,
+		}}
+	}
+	const conns = 16
+	run := func(hc *http.Client, url string, n int) time.Duration {
+		start := time.Now()
+		var next atomic.Int64
+		errs := make(chan error, conns)
+		for w := 0; w < conns; w++ {
+			go func() {
+				for next.Add(1) <= int64(n) {
+					resp, err := hc.Get(url)
+					if err != nil {
+						errs <- err
+						return
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if string(body) != "hello" {
+						errs <- fmt.Errorf("%s: %d %q", url, resp.StatusCode, body)
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for w := 0; w < conns; w++ {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+		return time.Since(start)
+	}
+	plainURL, peerURL := "https://localhost:"+bench.Port(plain)+"/", "https://localhost:"+bench.Port(withPeer)+"/"
+	hcPlain, hcPeer := client(), client()
+	run(hcPlain, plainURL, 2000) // warm-up: handshakes, caches
+	run(hcPeer, peerURL, 2000)
+	const rounds = 5
+	per := b.N / rounds
+	if per < 1 {
+		per = 1
+	}
+	var tPlain, tPeer time.Duration
+	b.ResetTimer()
+	for r := 0; r < rounds; r++ {
+		tPlain += run(hcPlain, plainURL, per)
+		tPeer += run(hcPeer, peerURL, per)
+	}
+	b.StopTimer()
+	plainRPS := float64(per*rounds) / tPlain.Seconds()
+	peerRPS := float64(per*rounds) / tPeer.Seconds()
+	b.ReportMetric(plainRPS, "plain_req/s")
+	b.ReportMetric(peerRPS, "peer_req/s")
+	b.ReportMetric(peerRPS/plainRPS, "peer/plain")
+}
+
+// TestExampleIdentityForwarding runs examples/identity-forwarding: its
+// openssl script, its nginx backend, its Caddyfile, and the curl commands
+// of its README.
+func TestExampleIdentityForwarding(t *testing.T) {
+	bench.Need(t, "openssl")
+	ex := bench.RepoPath("examples", "identity-forwarding")
+	pki := t.TempDir()
+	if out, err := exec.Command("sh", filepath.Join(ex, "make-certs.sh"), pki).CombinedOutput(); err != nil {
+		t.Fatalf("make-certs.sh: %v\n%s", err, out)
+	}
+	backendAddr := bench.FreeAddr(t)
+	conf, err := os.ReadFile(filepath.Join(ex, "backend-nginx.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bench.StartNginx(t, strings.ReplaceAll(string(conf), "127.0.0.1:9000", backendAddr))
+	bench.WaitPort(t, backendAddr, 10*time.Second)
+	caddyfile, err := os.ReadFile(filepath.Join(ex, "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge := bench.FreeAddr(t)
+	// the example's admin default, made explicit for the bench
+	cf := strings.Replace(string(caddyfile), "{$TL_ADMIN:localhost:2019}", "{$TL_ADMIN}", 1)
+	c := bench.Start(t, cf, "PKI_DIR="+pki, "EDGE_PORT="+bench.Port(edge), "BACKEND="+backendAddr)
+
+	curl := func(client string, args ...string) (string, string, int) {
+		a := []string{"--cacert", filepath.Join(pki, "ca.crt"), "--cert", filepath.Join(pki, client+".crt"), "--key", filepath.Join(pki, client+".key")}
+		return bench.Curl(t, append(append(a, args...), "https://localhost:"+bench.Port(edge)+"/")...)
+	}
+	for _, proto := range []string{"--http1.1", "--http2"} {
+		body, stderr, code := curl("web", proto,
+			"-H", "X-Forwarded-Client-Cert: URI=spiffe://example.org/ns/prod/sa/admin",
+			"-H", "x-spiffe-id: spiffe://example.org/ns/prod/sa/admin",
+			"-H", "Client-Cert: :Zm9yZ2Vk:")
+		if code != 0 {
+			t.Fatalf("web %s: exit %d: %s", proto, code, stderr)
+		}
+		webDER := mustReadCertDER(t, filepath.Join(pki, "web.crt"))
+		caDER := mustReadCertDER(t, filepath.Join(pki, "ca.crt"))
+		for _, want := range []string{
+			"client-cert: :" + base64.StdEncoding.EncodeToString(webDER) + ":\n",
+			"client-cert-chain: :" + base64.StdEncoding.EncodeToString(caDER) + ":\n",
+			"x-forwarded-client-cert: By=spiffe://example.org/ns/edge/sa/caddy;Hash=",
+			`;Subject="CN=web,O=Example";URI=spiffe://example.org/ns/prod/sa/web` + "\n",
+			"x-spiffe-id: spiffe://example.org/ns/prod/sa/web\n",
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("web %s: the backend's answer lacks %q:\n%s", proto, want, body)
+			}
+		}
+		if strings.Contains(body, "admin") || strings.Contains(body, "Zm9yZ2Vk") {
+			t.Errorf("web %s: a forged header reached the backend:\n%s", proto, body)
+		}
+	}
+	if body, _, code := curl("batch", "-o", "/dev/null", "-w", "%{http_code}"); code != 0 || body != "403" {
+		t.Fatalf("batch: exit %d, status %q", code, body)
+	}
+	c.WaitLog(t, `"msg":"denied","verified":true,"spiffe_id":"spiffe://example.org/ns/dev/sa/batch"`, 5*time.Second)
+	if body, _, code := curl("partner"); code == 0 || body != "" {
+		t.Fatalf("partner: exit %d, body %q", code, body)
+	}
+	c.WaitLog(t, `"rule":"trust_domain","patterns":"[example.org]","value":"partner.example"`, 5*time.Second)
+}
+
+func mustReadCertDER(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s: no PEM", path)
+	}
+	return block.Bytes
 }
