@@ -92,7 +92,7 @@ func (*Handler) CaddyModule() caddy.ModuleInfo {
 // starts active health checks.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.ctx = ctx
-	h.logger = ctx.Logger()
+	h.logger = moduleLogger(ctx)
 	h.conns = make(map[*proxyConn]struct{})
 	registerMetrics(ctx, h.logger)
 	if h.Route == "" {

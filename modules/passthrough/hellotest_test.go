@@ -74,6 +74,10 @@ func reframe(t testing.TB, hello []byte, sizes ...int) []byte {
 	if len(hello) < 5 || hello[0] != 22 {
 		t.Fatal("reframe: not a handshake record")
 	}
+	return reframeBytes(hello, sizes...)
+}
+
+func reframeBytes(hello []byte, sizes ...int) []byte {
 	n := int(hello[3])<<8 | int(hello[4])
 	msg := hello[5 : 5+n]
 	var out []byte

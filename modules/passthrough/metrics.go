@@ -61,3 +61,14 @@ func registerMetrics(ctx caddy.Context, logger *zap.Logger) {
 		}
 	}
 }
+
+// testLogger, when a test sets it, receives the logs of every module
+// provisioned afterwards.
+var testLogger *zap.Logger
+
+func moduleLogger(ctx caddy.Context) *zap.Logger {
+	if testLogger != nil {
+		return testLogger
+	}
+	return ctx.Logger()
+}

@@ -38,6 +38,10 @@ func (pc *proxyConn) forceClose(reason string) {
 
 var errIdle = errors.New("idle timeout")
 
+// testHookProxy, when a test sets it, sees the two connections the copy
+// loop joins.
+var testHookProxy func(down, up net.Conn)
+
 // run writes the first flight (PROXY header and replayed bytes) and then
 // copies both ways until both directions ended. It returns the bytes
 // moved each way (the replayed bytes count as the client's), why the
@@ -54,6 +58,9 @@ func (pc *proxyConn) run(header, replay []byte, idle time.Duration) (toUp, toDow
 		}
 	}
 
+	if testHookProxy != nil {
+		testHookProxy(pc.down, pc.up)
+	}
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	var first atomic.Pointer[string]

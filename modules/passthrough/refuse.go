@@ -51,7 +51,7 @@ func (*Refuse) CaddyModule() caddy.ModuleInfo {
 
 // Provision checks the alert name.
 func (r *Refuse) Provision(ctx caddy.Context) error {
-	r.logger = ctx.Logger()
+	r.logger = moduleLogger(ctx)
 	registerMetrics(ctx, r.logger)
 	if r.Route == "" {
 		r.Route = "refused"
