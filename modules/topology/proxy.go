@@ -130,9 +130,6 @@ func (a *analyzer) suiteTransport(out *Outbound, t map[string]any, path string) 
 		tlsCfg = map[string]any{}
 	}
 	a.upstreamTLS(out, tlsCfg, field(path, "tls"))
-	if out.TrustPool != nil {
-		out.TrustPool.Live = true
-	}
 	if ci != nil {
 		c, how := a.keystoreSource(RoleClient, ci, field(path, "client_identity"))
 		if c != nil {
