@@ -43,7 +43,12 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 	auto := obj(srv["automatic_https"])
 	tlsOn, autoNote := len(policies) > 0, ""
 	if !tlsOn && !boolean(auto["disable"]) && a.anyPortOtherThan(listen, a.httpPort) {
-		hosts := topHosts(routes)
+		var hosts []string
+		for _, h := range topHosts(routes) {
+			if !slices.Contains(strs(auto["skip"]), h) {
+				hosts = append(hosts, h)
+			}
+		}
 		switch {
 		case len(hosts) > 0:
 			tlsOn, autoNote = true, "TLS enabled by automatic HTTPS for "+strings.Join(hosts, ", ")
