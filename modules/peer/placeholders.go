@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
@@ -169,7 +170,7 @@ func publish(r *http.Request) *Identity {
 	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Map(replacerFunc(r.TLS, id))
 	}
-	if r.TLS != nil {
+	if r.TLS != nil && accessLogged(ctx) {
 		if extra, ok := ctx.Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 			var obj zapcore.ObjectMarshaler = id
 			switch {
@@ -183,6 +184,14 @@ func publish(r *http.Request) *Identity {
 		}
 	}
 	return id
+}
+
+// accessLogged reports whether the request's server writes access logs
+// (the `log` directive); without them the log object would be built for
+// nothing. Outside a Caddy server (tests), it is assumed.
+func accessLogged(ctx context.Context) bool {
+	srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return !ok || srv == nil || srv.Logs != nil
 }
 
 // logUnverified is the access log object of a peer without a verified
