@@ -116,6 +116,7 @@ func (a *analyzer) plainListener(l *Listener, routes []any) {
 		}
 		return
 	}
+	l.Notes = append(l.Notes, "TLS termination: off at Caddy (no server certificate here: if a load balancer terminates TLS, it holds the certificate)")
 	fix := "re-encrypt the leg: give this site a certificate (`tls internal`, or one from your internal CA) and have the load balancer connect over TLS, verifying it and presenting a client certificate that client_auth checks (see examples/lb-reencrypt); accept plaintext only on an isolated network, as a documented risk"
 	if len(l.TrustedProxies) > 0 {
 		a.finding(SeverityWarning, KindPlaintextLeg, l.Path,

@@ -1,0 +1,180 @@
+package integration
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trustline/trustline/integration/bench"
+	"github.com/trustline/trustline/modules/topology"
+)
+
+// example is one running example: its run.sh (the one command of its
+// README) with the certificates it made in Dir.
+type example struct {
+	name string
+	Dir  string
+	env  []string
+	proc *bench.Process
+}
+
+// runExample runs examples/<name>/run.sh with the suite's binary, a temp
+// dir for its files and free ports, and waits until it says it is ready.
+// env holds KEY=VALUE entries (ports, admin addresses).
+func runExample(t *testing.T, name string, env ...string) *example {
+	t.Helper()
+	bench.Need(t, "openssl")
+	bench.Need(t, "curl")
+	ex := &example{name: name, Dir: t.TempDir()}
+	ex.env = append([]string{
+		"TRUSTLINE_CADDY=" + bench.Binary(t),
+		"EX_DIR=" + ex.Dir,
+	}, env...)
+	ex.proc = bench.StartProcessEnv(t, ex.env, bench.RepoPath("examples", name, "run.sh"))
+	ex.proc.WaitLog(t, "Ctrl-C stops", 60*time.Second)
+	return ex
+}
+
+// file is the path of a file the example made.
+func (ex *example) file(name string) string { return filepath.Join(ex.Dir, name) }
+
+// caddy runs the suite's binary with the example's environment.
+func (ex *example) caddy(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bench.Binary(t), args...)
+	cmd.Env = append(cmd.Environ(), ex.env...)
+	cmd.Env = append(cmd.Env, "HOME="+ex.Dir, "XDG_DATA_HOME="+ex.file("cli-data"), "XDG_CONFIG_HOME="+ex.file("cli-config"))
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := exitCode(t, err)
+	if code == 1 {
+		t.Fatalf("caddy %v: %v\n%s%s", args, err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), code
+}
+
+// report asks the example's running Caddy (admin at admin) for its
+// topology, and analyses the example's Caddyfile with the CLI too; both
+// must agree on the findings.
+func (ex *example) report(t *testing.T, admin, caddyfile string) *topology.Report {
+	t.Helper()
+	out, _ := ex.caddy(t, "trustline", "topology", "--address", admin, "--format", "json")
+	running := topologyJSON(t, out)
+	out, _ = ex.caddy(t, "trustline", "topology", "--config", bench.RepoPath("examples", ex.name, caddyfile), "--adapter", "caddyfile", "--format", "json")
+	fromFile := topologyJSON(t, out)
+	if a, b := kinds(running), kinds(fromFile); len(a) != len(b) {
+		t.Errorf("%s: the running instance's findings %v differ from the file's %v", caddyfile, a, b)
+	}
+	return running
+}
+
+// failOn runs the CLI on the example's Caddyfile with --fail-on level and
+// returns its exit status.
+func (ex *example) failOn(t *testing.T, caddyfile, level string) int {
+	t.Helper()
+	_, code := ex.caddy(t, "trustline", "topology", "--config", bench.RepoPath("examples", ex.name, caddyfile), "--fail-on", level)
+	return code
+}
+
+// curlOK runs curl and fails the test unless it succeeds; it returns the
+// body.
+func curlOK(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, code := bench.Curl(t, append([]string{"--fail"}, args...)...)
+	if code != 0 {
+		t.Fatalf("curl %v: exit %d: %s", args, code, errOut)
+	}
+	return out
+}
+
+// curlRefused runs curl and fails the test if it succeeds; it returns
+// curl's error output.
+func curlRefused(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, code := bench.Curl(t, append([]string{"--fail"}, args...)...)
+	if code == 0 {
+		t.Fatalf("curl %v: accepted, want refused: %s", args, out)
+	}
+	return errOut
+}
+
+// hasFinding reports whether rep has a finding of kind at severity,
+// whose path starts with pathPrefix.
+func hasFinding(rep *topology.Report, kind string, sev topology.Severity, pathPrefix string) bool {
+	for _, f := range rep.Findings {
+		if f.Kind == kind && f.Severity == sev && strings.HasPrefix(f.Path, pathPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestExampleLBTermination: examples/lb-termination. HAProxy terminates
+// TLS and speaks plain HTTP to Caddy, which takes the client IP from
+// X-Forwarded-For only when HAProxy (127.0.0.2) sends it; the report flags
+// the plaintext leg.
+func TestExampleLBTermination(t *testing.T) {
+	bench.Need(t, "haproxy")
+	lb, site, admin := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	ex := runExample(t, "lb-termination", "LB_PORT="+bench.Port(lb), "CADDY_PORT="+bench.Port(site), "TL_ADMIN="+admin)
+	viaLB := "https://localhost:" + bench.Port(lb) + "/"
+	direct := "http://" + site + "/"
+
+	// through HAProxy: the client (127.0.0.3) is known by its address,
+	// even when it sends its own X-Forwarded-For
+	if got := curlOK(t, "--interface", "127.0.0.3", "--cacert", ex.file("ca.crt"), viaLB); !strings.Contains(got, "client_ip=127.0.0.3 remote=127.0.0.2") {
+		t.Errorf("via HAProxy: %q", got)
+	}
+	if got := curlOK(t, "--interface", "127.0.0.3", "--cacert", ex.file("ca.crt"), "-H", "X-Forwarded-For: 6.6.6.6", viaLB); !strings.Contains(got, "client_ip=127.0.0.3 ") {
+		t.Errorf("via HAProxy with a forged X-Forwarded-For: %q", got)
+	}
+	// straight to Caddy: the forged header is not trusted
+	if got := curlOK(t, "--interface", "127.0.0.3", "-H", "X-Forwarded-For: 6.6.6.6", direct); !strings.Contains(got, "client_ip=127.0.0.3 remote=127.0.0.3") {
+		t.Errorf("direct with a forged X-Forwarded-For: %q", got)
+	}
+	// the access log shows the client IP, never the forged one
+	ex.proc.WaitLog(t, `"client_ip":"127.0.0.3"`, 5*time.Second)
+	if strings.Contains(ex.proc.Log(), `"client_ip":"6.6.6.6"`) {
+		t.Error("the access log took a forged X-Forwarded-For as the client IP")
+	}
+
+	rep := ex.report(t, admin, "Caddyfile")
+	if !hasFinding(rep, topology.KindPlaintextLeg, topology.SeverityWarning, "apps.http.servers.srv0") {
+		t.Errorf("the plaintext leg is not flagged: %+v", rep.Findings)
+	}
+	if l := rep.Listeners[0]; l.Inbound != topology.ModePlainHTTP || len(l.TrustedProxies) != 1 || l.TrustedProxies[0] != "127.0.0.2/32" {
+		t.Errorf("listener: %+v", l)
+	}
+	if code := ex.failOn(t, "Caddyfile", "warning"); code != 2 {
+		t.Errorf("--fail-on warning: exit %d, want 2", code)
+	}
+}
+
+// opensslConnect runs openssl s_client and returns its output.
+func opensslConnect(t *testing.T, args ...string) string {
+	t.Helper()
+	bin := bench.Need(t, "openssl")
+	cmd := exec.Command(bin, append([]string{"s_client", "-brief"}, args...)...)
+	cmd.Stdin = strings.NewReader("")
+	out, _ := cmd.CombinedOutput()
+	return string(out)
+}
+
+var peerCertLine = regexp.MustCompile(`(?m)^Peer certificate: (.*)$`)
+
+// peerSubject is the subject of the certificate s_client was shown.
+func peerSubject(t *testing.T, out string) string {
+	t.Helper()
+	m := peerCertLine.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("openssl s_client saw no certificate:\n%s", out)
+	}
+	return m[1]
+}
