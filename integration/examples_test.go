@@ -178,3 +178,40 @@ func peerSubject(t *testing.T, out string) string {
 	}
 	return m[1]
 }
+
+// TestExampleLBPassthrough: examples/lb-passthrough. HAProxy in mode tcp
+// passes TLS through; the certificate a client sees through HAProxy is
+// Caddy's, and Caddy knows the client's address from PROXY protocol v2.
+func TestExampleLBPassthrough(t *testing.T) {
+	bench.Need(t, "haproxy")
+	lb, site, admin := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	ex := runExample(t, "lb-passthrough", "LB_PORT="+bench.Port(lb), "CADDY_PORT="+bench.Port(site), "TL_ADMIN="+admin)
+
+	out := opensslConnect(t, "-connect", lb, "-servername", "localhost", "-CAfile", ex.file("ca.crt"), "-verify_return_error")
+	if subject := peerSubject(t, out); !strings.Contains(subject, "O = Caddy behind HAProxy") {
+		t.Errorf("through HAProxy the certificate is %q, want Caddy's", subject)
+	}
+	if !strings.Contains(out, "Verification: OK") {
+		t.Errorf("Caddy's certificate does not verify through HAProxy:\n%s", out)
+	}
+	url := "https://localhost:" + bench.Port(lb) + "/"
+	got := curlOK(t, "--interface", "127.0.0.3", "--cacert", ex.file("ca.crt"), "--resolve", "localhost:"+bench.Port(lb)+":127.0.0.1", url)
+	if !strings.Contains(got, "served by Caddy") || !strings.Contains(got, "client 127.0.0.3") {
+		t.Errorf("through HAProxy: %q", got)
+	}
+
+	rep := ex.report(t, admin, "Caddyfile")
+	l := rep.Listeners[0]
+	if l.Inbound != "https" || len(l.Routes) != 1 || l.Routes[0].Inbound.Mode != topology.ModeTLS {
+		t.Fatalf("Caddy terminates TLS: %+v", l)
+	}
+	if c := rep.Certificate(l.Routes[0].Inbound.Certificates[0]); c == nil || !strings.Contains(c.Subject, "O=Caddy behind HAProxy") || c.NotAfter == nil {
+		t.Errorf("server certificate: %+v", c)
+	}
+	if !strings.Contains(strings.Join(l.Notes, ";"), "PROXY protocol header from 127.0.0.1/32") {
+		t.Errorf("listener notes: %v", l.Notes)
+	}
+	if code := ex.failOn(t, "Caddyfile", "warning"); code != 0 {
+		t.Errorf("--fail-on warning: exit %d, want 0 (%+v)", code, rep.Findings)
+	}
+}
