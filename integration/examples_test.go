@@ -215,3 +215,40 @@ func TestExampleLBPassthrough(t *testing.T) {
 		t.Errorf("--fail-on warning: exit %d, want 0 (%+v)", code, rep.Findings)
 	}
 }
+
+// TestExampleLBReencrypt: examples/lb-reencrypt. HAProxy terminates and
+// re-encrypts to Caddy, verifying Caddy's internal-CA certificate and
+// presenting its own client certificate; Caddy refuses anyone else.
+func TestExampleLBReencrypt(t *testing.T) {
+	bench.Need(t, "haproxy")
+	lb, site, admin := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	ex := runExample(t, "lb-reencrypt", "LB_PORT="+bench.Port(lb), "CADDY_PORT="+bench.Port(site), "TL_ADMIN="+admin)
+
+	if got := curlOK(t, "--cacert", ex.file("ca.crt"), "https://localhost:"+bench.Port(lb)+"/"); !strings.Contains(got, "hello CN=haproxy-lb") {
+		t.Errorf("via HAProxy: %q", got)
+	}
+	direct := []string{"--cacert", ex.file("internal-ca.crt"), "--resolve", "caddy.internal:" + bench.Port(site) + ":127.0.0.1", "https://caddy.internal:" + bench.Port(site) + "/"}
+	curlRefused(t, direct...)
+	curlRefused(t, append([]string{"--cert", ex.file("intruder.crt"), "--key", ex.file("intruder.key")}, direct...)...)
+	// HAProxy's own certificate is what gets in
+	if got := curlOK(t, append([]string{"--cert", ex.file("haproxy-client.crt"), "--key", ex.file("haproxy-client.key")}, direct...)...); !strings.Contains(got, "CN=haproxy-lb") {
+		t.Errorf("with HAProxy's certificate: %q", got)
+	}
+
+	rep := ex.report(t, admin, "Caddyfile")
+	in := rep.Listeners[0].Routes[0].Inbound
+	if in.Mode != topology.ModeMTLS || in.ClientAuth == nil || !strings.Contains(in.ClientAuth.Verified, "live_trust") {
+		t.Fatalf("inbound: %+v", in)
+	}
+	if p := in.ClientAuth.Pools; len(p) != 1 || p[0].Source != "bundle" || len(p[0].Anchors) != 1 || rep.Certificate(p[0].Anchors[0]).Subject != "CN=Example Internal CA" {
+		t.Errorf("client pool: %+v", p)
+	}
+	for _, kind := range []string{topology.KindPlaintextLeg, topology.KindClientAuthNoVerify} {
+		if _, ok := kinds(rep)[kind]; ok {
+			t.Errorf("unexpected finding %s: %+v", kind, rep.Findings)
+		}
+	}
+	if code := ex.failOn(t, "Caddyfile", "warning"); code != 0 {
+		t.Errorf("--fail-on warning: exit %d, want 0 (%+v)", code, rep.Findings)
+	}
+}
