@@ -252,3 +252,80 @@ func TestExampleLBReencrypt(t *testing.T) {
 		t.Errorf("--fail-on warning: exit %d, want 0 (%+v)", code, rep.Findings)
 	}
 }
+
+// TestExampleIngressInternalCA: examples/ingress-internal-ca. a) The edge
+// serves the API certificate and trusts the internal CA for the backend
+// (certificate transfer); b) one Caddy serves the API certificate on its
+// external address and the internal one, with mTLS, on its peer address.
+func TestExampleIngressInternalCA(t *testing.T) {
+	edge, backend, single := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	edgeAdmin, backendAdmin, singleAdmin := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	ex := runExample(t, "ingress-internal-ca",
+		"EDGE_PORT="+bench.Port(edge), "BACKEND_PORT="+bench.Port(backend), "SINGLE_PORT="+bench.Port(single),
+		"EDGE_ADMIN="+edgeAdmin, "BACKEND_ADMIN="+backendAdmin, "SINGLE_ADMIN="+singleAdmin)
+
+	// a) the client trusts the public CA only; the edge the internal CA
+	api := "api.example.test:" + bench.Port(edge)
+	if got := curlOK(t, "--cacert", ex.file("public-ca.crt"), "--resolve", api+":127.0.0.1", "https://"+api+"/"); !strings.Contains(got, "backend: served with the internal CA's certificate") {
+		t.Errorf("through the edge: %q", got)
+	}
+	be := "backend.internal:" + bench.Port(backend)
+	curlRefused(t, "--cacert", ex.file("public-ca.crt"), "--resolve", be+":127.0.0.1", "https://"+be+"/")
+	if subject := peerSubject(t, opensslConnect(t, "-connect", backend, "-servername", "backend.internal")); !strings.Contains(subject, "CN = backend.internal") {
+		t.Errorf("backend certificate: %q", subject)
+	}
+	edgeRep := ex.report(t, edgeAdmin, "Caddyfile.edge")
+	outs := edgeRep.Listeners[0].Routes[0].Outbound
+	if len(outs) != 1 || outs[0].Mode != topology.OutTLS || outs[0].TrustPool == nil || outs[0].TrustPool.Source != "bundle" || !outs[0].TrustPool.Live || outs[0].ServerName != "backend.internal" {
+		t.Fatalf("edge outbound: %+v", outs)
+	}
+	if c := edgeRep.Certificate(outs[0].TrustPool.Anchors[0]); c == nil || c.Subject != "CN=Example Internal CA" {
+		t.Errorf("edge trust anchor: %+v", c)
+	}
+	if c := edgeRep.Certificate(edgeRep.Listeners[0].Routes[0].Inbound.Certificates[0]); c == nil || c.Issuer != "CN=Example Public CA" {
+		t.Errorf("edge server certificate: %+v", c)
+	}
+	if code := ex.failOn(t, "Caddyfile.edge", "warning"); code != 0 {
+		t.Errorf("edge --fail-on warning: exit %d (%+v)", code, edgeRep.Findings)
+	}
+	backendRep := ex.report(t, backendAdmin, "Caddyfile.backend")
+	if c := backendRep.Certificate(backendRep.Listeners[0].Routes[0].Inbound.Certificates[0]); c == nil || c.Issuer != "CN=Example Internal CA" {
+		t.Errorf("backend server certificate: %+v", c)
+	}
+
+	// b) one port, two addresses, two certificates
+	port := bench.Port(single)
+	if s := peerSubject(t, opensslConnect(t, "-connect", "127.0.0.1:"+port, "-servername", "api.example.test")); !strings.Contains(s, "CN = api.example.test") {
+		t.Errorf("external address: %q", s)
+	}
+	peerOut := opensslConnect(t, "-connect", "127.0.0.2:"+port, "-servername", "node1.internal", "-cert", ex.file("node2.crt"), "-key", ex.file("node2.key"))
+	if s := peerSubject(t, peerOut); !strings.Contains(s, "CN = node1.internal") {
+		t.Errorf("peer address: %q", s)
+	}
+	peer := "node1.internal:" + port
+	peerURL := []string{"--cacert", ex.file("internal-ca.crt"), "--resolve", peer + ":127.0.0.2", "https://" + peer + "/"}
+	if got := curlOK(t, append([]string{"--cert", ex.file("node2.crt"), "--key", ex.file("node2.key")}, peerURL...)...); !strings.Contains(got, "hello CN=node2.internal") {
+		t.Errorf("peer with node2's certificate: %q", got)
+	}
+	curlRefused(t, peerURL...)
+	curlRefused(t, append([]string{"--cert", ex.file("api.crt"), "--key", ex.file("api.key")}, peerURL...)...)
+
+	singleRep := ex.report(t, singleAdmin, "Caddyfile.single")
+	byAddr := map[string]*topology.Listener{}
+	for _, l := range singleRep.Listeners {
+		byAddr[l.Address] = l
+	}
+	ext, peerL := byAddr["127.0.0.1:"+port], byAddr["127.0.0.2:"+port]
+	if ext == nil || peerL == nil {
+		t.Fatalf("listeners: %+v", singleRep.Listeners)
+	}
+	if in := ext.Routes[0].Inbound; in.Mode != topology.ModeTLS || singleRep.Certificate(in.Certificates[0]).Subject != "CN=api.example.test" {
+		t.Errorf("external address: %+v", in)
+	}
+	if in := peerL.Routes[0].Inbound; in.Mode != topology.ModeMTLS || singleRep.Certificate(in.Certificates[0]).Subject != "CN=node1.internal" {
+		t.Errorf("peer address: %+v", in)
+	}
+	if code := ex.failOn(t, "Caddyfile.single", "warning"); code != 0 {
+		t.Errorf("single --fail-on warning: exit %d (%+v)", code, singleRep.Findings)
+	}
+}
