@@ -30,7 +30,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, g := range gauges(rep) {
-		ch <- prometheus.MustNewConstMetric(notAfterDesc, prometheus.GaugeValue, g.value, g.role, g.subject, g.source)
+		// label values must be UTF-8: a certificate's subject or a file
+		// name need not be
+		m, err := prometheus.NewConstMetric(notAfterDesc, prometheus.GaugeValue, g.value,
+			strings.ToValidUTF8(g.role, "?"), strings.ToValidUTF8(g.subject, "?"), strings.ToValidUTF8(g.source, "?"))
+		if err != nil {
+			c.logger.Warn("certificate expiry gauge", zap.String("subject", g.subject), zap.Error(err))
+			continue
+		}
+		ch <- m
 	}
 }
 
