@@ -30,10 +30,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, g := range gauges(rep) {
-		// label values must be UTF-8: a certificate's subject or a file
-		// name need not be
-		m, err := prometheus.NewConstMetric(notAfterDesc, prometheus.GaugeValue, g.value,
-			strings.ToValidUTF8(g.role, "?"), strings.ToValidUTF8(g.subject, "?"), strings.ToValidUTF8(g.source, "?"))
+		m, err := prometheus.NewConstMetric(notAfterDesc, prometheus.GaugeValue, g.value, g.role, g.subject, g.source)
 		if err != nil {
 			c.logger.Warn("certificate expiry gauge", zap.String("subject", g.subject), zap.Error(err))
 			continue
@@ -61,14 +58,17 @@ func gauges(rep *Report) []gauge {
 		if subject == "" {
 			subject = strings.Join(c.Names, ",")
 		}
-		k := [3]string{c.Role, subject, c.Source}
+		// label values must be UTF-8: a certificate's subject or a file
+		// name need not be
+		subject = strings.ToValidUTF8(subject, "?")
+		k := [3]string{c.Role, subject, strings.ToValidUTF8(c.Source, "?")}
 		v := float64(c.NotAfter.Unix())
 		if i, ok := seen[k]; ok {
 			out[i].value = min(out[i].value, v)
 			continue
 		}
 		seen[k] = len(out)
-		out = append(out, gauge{c.Role, subject, c.Source, v})
+		out = append(out, gauge{k[0], k[1], k[2], v})
 	}
 	return out
 }
