@@ -25,7 +25,7 @@ var goldenNow = time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC)
 func day(d int) time.Time { return goldenNow.Add(time.Duration(d) * 24 * time.Hour) }
 
 // writeFixtures writes the certificates the golden configs name into dir.
-func writeFixtures(t *testing.T, dir string) {
+func writeFixtures(t testing.TB, dir string) {
 	t.Helper()
 	internal := testpki.NewCA(t, "Internal CA", testpki.Validity(day(-400), day(3000)))
 	lb := testpki.NewCA(t, "LB Client CA", testpki.Validity(day(-400), day(3000)))
@@ -270,5 +270,28 @@ func TestKeystoresRead(t *testing.T) {
 	}
 	if rep.Listeners[0].Routes[0].Outbound[0].Mode != topology.OutMTLS {
 		t.Errorf("mtls transport with a client identity: mode %s", rep.Listeners[0].Routes[0].Outbound[0].Mode)
+	}
+}
+
+// BenchmarkAnalyze measures one report of a config with a dozen
+// certificates read from files: what each /metrics scrape and each
+// GET /trustline/topology costs.
+func BenchmarkAnalyze(b *testing.B) {
+	dir := b.TempDir()
+	writeFixtures(b, dir)
+	b.Setenv("TOPO_DIR", dir)
+	raw, err := os.ReadFile("testdata/golden/unsafe.caddyfile")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(raw, map[string]any{"filename": "unsafe.caddyfile"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := topology.Analyze(cfg, topology.Options{Now: goldenNow}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
