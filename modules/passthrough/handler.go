@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/mholt/caddy-l4/layer4"
 	"github.com/pires/go-proxyproto"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -76,6 +77,10 @@ type Handler struct {
 
 	stopHealth chan struct{}
 	healthDone chan struct{}
+
+	// this route's metric series, looked up once
+	mProxied, mDialFailed, mBytesUp, mBytesDown prometheus.Counter
+	mActive                                     prometheus.Gauge
 }
 
 const defaultDialTimeout = 5 * time.Second
@@ -98,6 +103,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Route == "" {
 		h.Route = "passthrough"
 	}
+	h.mProxied = connections.WithLabelValues(h.Route, "proxied")
+	h.mDialFailed = connections.WithLabelValues(h.Route, "dial_failed")
+	h.mBytesUp = transferred.WithLabelValues(h.Route, "client_to_upstream")
+	h.mBytesDown = transferred.WithLabelValues(h.Route, "upstream_to_client")
+	h.mActive = activeConnections.WithLabelValues(h.Route)
 	if err := h.validate(); err != nil {
 		return fmt.Errorf("passthrough route %q: %w", h.Route, err)
 	}
@@ -211,7 +221,7 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 
 	up, u, err := h.dial(cx)
 	if err != nil {
-		connections.WithLabelValues(h.Route, "dial_failed").Inc()
+		h.mDialFailed.Inc()
 		pc.logDone(nil, 0, 0, "dial_failed", err)
 		return nil
 	}
@@ -223,15 +233,14 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 		header, err = proxyproto.HeaderProxyFromAddrs(h.ppVersion, cx.RemoteAddr(), cx.LocalAddr()).Format()
 		if err != nil {
 			_ = up.Close()
-			connections.WithLabelValues(h.Route, "dial_failed").Inc()
+			h.mDialFailed.Inc()
 			pc.logDone(u, 0, 0, "proxy_protocol_error", err)
 			return nil
 		}
 	}
-	connections.WithLabelValues(h.Route, "proxied").Inc()
-	active := activeConnections.WithLabelValues(h.Route)
-	active.Inc()
-	defer active.Dec()
+	h.mProxied.Inc()
+	h.mActive.Inc()
+	defer h.mActive.Dec()
 	if !h.track(pc) {
 		// unloaded with a grace period already over
 		pc.forceClose("grace_period")
@@ -243,8 +252,8 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	}
 
 	toUp, toDown, reason, cerr := pc.run(header, replay, time.Duration(h.IdleTimeout))
-	transferred.WithLabelValues(h.Route, "client_to_upstream").Add(float64(toUp))
-	transferred.WithLabelValues(h.Route, "upstream_to_client").Add(float64(toDown))
+	h.mBytesUp.Add(float64(toUp))
+	h.mBytesDown.Add(float64(toDown))
 	pc.logDone(u, toUp, toDown, reason, cerr)
 	return nil
 }

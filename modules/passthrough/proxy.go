@@ -2,6 +2,7 @@ package passthrough
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -60,6 +61,12 @@ func (pc *proxyConn) run(header, replay []byte, idle time.Duration) (toUp, toDow
 
 	if testHookProxy != nil {
 		testHookProxy(pc.down, pc.up)
+	}
+	if ce := pc.h.logger.Check(zapcore.DebugLevel, "joining connections"); ce != nil {
+		_, downTCP := pc.down.(*net.TCPConn)
+		_, upTCP := pc.up.(*net.TCPConn)
+		ce.Write(zap.String("client_conn", fmt.Sprintf("%T", pc.down)), zap.String("upstream_conn", fmt.Sprintf("%T", pc.up)),
+			zap.Bool("splice", downTCP && upTCP && idle <= 0))
 	}
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
