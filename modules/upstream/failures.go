@@ -85,8 +85,10 @@ func Classify(err error) (reason, alert string) {
 		switch alert {
 		case "certificate required":
 			return ReasonCertificateRequired, alert
-		case "bad certificate", "unsupported certificate", "certificate revoked", "certificate expired",
-			"certificate unknown", "unknown certificate authority", "access denied", "decrypt error":
+		// crypto/tls's names of the alerts a server sends about a client
+		// certificate (RFC 8446 section 6.2)
+		case "bad certificate", "unsupported certificate", "revoked certificate", "expired certificate",
+			"unknown certificate", "unknown certificate authority", "access denied", "error decrypting message":
 			return ReasonBadCertificate, alert
 		}
 		return ReasonAlert, alert

@@ -105,19 +105,43 @@ type dialed struct {
 	conn *tls.Conn
 	raw  *trackedConn
 	who  string
+	at   time.Time
 }
 
-// trackedConn is the TCP connection under TLS; it records its closing, so
-// that the TLS error that closed it can be read back safely (see
-// backendVerdict).
+// trackedConn is the TCP connection under TLS. When it is closed it keeps
+// what the peer had sent and nobody had read yet (a TLS 1.3 server's alert
+// refusing our certificate, when net/http was writing when it came), so
+// that backendVerdict can let crypto/tls decrypt it afterwards.
 type trackedConn struct {
 	net.Conn
 	closed atomic.Bool
+	mu     sync.Mutex
+	rest   []byte
 }
 
 func (c *trackedConn) Close() error {
-	c.closed.Store(true)
+	if !c.closed.Swap(true) {
+		if rest := pending(c.Conn); len(rest) > 0 {
+			c.mu.Lock()
+			c.rest = rest
+			c.mu.Unlock()
+		}
+	}
 	return c.Conn.Close()
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if !c.closed.Load() {
+		return c.Conn.Read(p)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.rest) == 0 {
+		return 0, net.ErrClosed
+	}
+	n := copy(p, c.rest)
+	c.rest = c.rest[n:]
+	return n, nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -339,7 +363,7 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 		t.fail(upstream, serverName, reason, alert, who, err)
 		return nil, &HandshakeError{Upstream: upstream, Reason: reason, Alert: alert, Err: err}
 	}
-	t.lastConn.Store(upstream, &dialed{conn: tlsConn, raw: conn, who: who})
+	t.lastConn.Store(upstream, &dialed{conn: tlsConn, raw: conn, who: who, at: time.Now()})
 	if ce := t.logger.Check(zapcore.DebugLevel, "upstream TLS handshake"); ce != nil {
 		cs := tlsConn.ConnectionState()
 		ce.Write(zap.String("upstream", upstream), zap.String("server_name", serverName),
@@ -416,6 +440,13 @@ func (t *Transport) backendVerdict(req *http.Request, err error) error {
 		who = last.who
 	}
 	reason, alert := Classify(err)
+	if alert == "" && last != nil && time.Since(last.at) < 5*time.Second {
+		// net/http may report the failure a moment before it closes the
+		// connection; a connection still open after that is another one
+		for wait := 0; wait < 40 && !last.raw.closed.Load(); wait++ {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	if alert == "" && last != nil && last.raw.closed.Load() {
 		var one [1]byte
 		_, rerr := last.conn.Read(one[:])

@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -408,4 +410,32 @@ func FuzzParsePins(f *testing.F) {
 			t.Fatalf("%q parsed to no pin without an error", s)
 		}
 	})
+}
+
+func TestClassify(t *testing.T) {
+	alert := func(text string) error {
+		return fmt.Errorf("readLoopPeekFailLocked: %w", &net.OpError{Op: "remote error", Err: errors.New("tls: " + text)})
+	}
+	for _, tc := range []struct {
+		err           error
+		reason, alert string
+	}{
+		{alert("expired certificate"), ReasonBadCertificate, "expired certificate"},
+		{alert("unknown certificate authority"), ReasonBadCertificate, "unknown certificate authority"},
+		{alert("bad certificate"), ReasonBadCertificate, "bad certificate"},
+		{alert("certificate required"), ReasonCertificateRequired, "certificate required"},
+		{alert("handshake failure"), ReasonAlert, "handshake failure"},
+		{errors.Join(&net.OpError{Op: "write", Err: errors.New("connection reset by peer")}, alert("access denied")), ReasonBadCertificate, "access denied"},
+		{&verifyError{ReasonIdentityMismatch, errors.New("x")}, ReasonIdentityMismatch, ""},
+		{x509.UnknownAuthorityError{}, ReasonUnknownAuthority, ""},
+		{x509.HostnameError{}, ReasonNameMismatch, ""},
+		{context.DeadlineExceeded, ReasonTimeout, ""},
+		{errors.New("connection refused"), "", ""},
+		{nil, "", ""},
+	} {
+		reason, alert := Classify(tc.err)
+		if reason != tc.reason || alert != tc.alert {
+			t.Errorf("Classify(%v) = %q, %q; want %q, %q", tc.err, reason, alert, tc.reason, tc.alert)
+		}
+	}
 }
