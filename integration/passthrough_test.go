@@ -677,3 +677,45 @@ func ptOpenSSL(t *testing.T, args ...string) string {
 	out, _ := cmd.CombinedOutput()
 	return string(out)
 }
+
+// TestPassthroughDefaultBesideSite: beside Caddy's own site, `default`
+// takes the names Caddy does not serve (and ClientHellos without SNI),
+// never the site's name.
+func TestPassthroughDefaultBesideSite(t *testing.T) {
+	bench.Need(t, "openssl")
+	ca := testpki.NewCA(t, "backend CA")
+	db := ptStartBackend(t, ca, "db.example.com", ptBackendOpts{})
+	legacy := ptStartBackend(t, ca, "legacy.example.com", ptBackendOpts{})
+	front := bench.FreeAddr(t)
+	port := bench.Port(front)
+	c := bench.Start(t, ptSite(port, "		db.example.com "+db.addr+"\n		default "+legacy.addr, ""))
+	site := func() {
+		t.Helper()
+		body, _, code := bench.Curl(t, "-k", "--resolve", "site.example.com:"+port+":127.0.0.1", "https://site.example.com:"+port+"/")
+		if code != 0 || body != "caddy-site" {
+			t.Fatalf("Caddy's own site: %q (curl exit %d)", body, code)
+		}
+	}
+	site()
+	for _, sni := range []string{"unknown.example.com", ""} {
+		tc, _ := ptDial(t, front, sni, nil)
+		got, _ := io.ReadAll(tc)
+		tc.Close()
+		if string(got) != "backend:legacy.example.com" {
+			t.Fatalf("SNI %q: got %q, want the default upstream", sni, got)
+		}
+	}
+	if legacy.accepted.Load() != 2 || db.accepted.Load() != 0 {
+		t.Fatalf("default upstream accepted %d, db %d", legacy.accepted.Load(), db.accepted.Load())
+	}
+
+	if err := c.Load(t, ptSite(port, "		db.example.com "+db.addr+"\n		default refuse", "")); err != nil {
+		t.Fatal(err)
+	}
+	site()
+	out := ptOpenSSL(t, "s_client", "-connect", front, "-servername", "unknown.example.com")
+	if !strings.Contains(out, "unrecognized name") {
+		t.Fatalf("default refuse: openssl said\n%s", out)
+	}
+	site()
+}

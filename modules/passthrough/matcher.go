@@ -145,17 +145,23 @@ func (m *MatchClientHello) matches(h *ClientHello) bool {
 	if m.maxVersion != 0 && h.MaxVersion() > m.maxVersion {
 		return false
 	}
-	if m.ServedByCaddy != nil && servedByCaddy(m.tlsApp, h.ServerName) != *m.ServedByCaddy {
+	if m.ServedByCaddy != nil && servedByCaddy(m.tlsApp, h) != *m.ServedByCaddy {
 		return false
 	}
 	return true
 }
 
 // servedByCaddy reports whether Caddy's tls app would present a
-// certificate of its own for name.
-func servedByCaddy(app *caddytls.TLS, name string) bool {
+// certificate of its own for the ClientHello's name. ACME TLS-ALPN-01
+// challenges (ALPN acme-tls/1) always belong to Caddy: the certificate
+// they are for does not exist yet.
+func servedByCaddy(app *caddytls.TLS, h *ClientHello) bool {
+	name := h.ServerName
 	if app == nil || name == "" {
 		return false
+	}
+	if h.OffersALPN("acme-tls/1") {
+		return true
 	}
 	name = lowerASCII(name)
 	if app.HasCertificateForSubject(name) {
