@@ -466,7 +466,14 @@ func TestUpstreamRotationUnderLoad(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	t.Logf("%d requests, %d failed; /file serials %v; /internal serials %v", ok.Load(), failed.Load(), history["/file"], history["/internal"])
+	for _, path := range []string{"/file", "/internal"} {
+		var trail []string
+		for _, s := range history[path] {
+			trail = append(trail, fmt.Sprintf("%s from %s", s.serial, s.at.Format("15:04:05.000")))
+		}
+		t.Logf("%s: nginx saw %s", path, strings.Join(trail, ", then "))
+	}
+	t.Logf("%d requests, %d failed", ok.Load(), failed.Load())
 	if failed.Load() > 0 {
 		t.Fatalf("%d requests failed across the rotations", failed.Load())
 	}
