@@ -33,6 +33,7 @@ type ptBackend struct {
 	headers  chan *proxyproto.Header
 	peers    chan string // client certificate CNs (mTLS)
 	accepted atomic.Int64
+	served   atomic.Int64 // connections that completed a TLS handshake
 }
 
 type ptBackendOpts struct {
@@ -81,6 +82,7 @@ func ptStartBackend(t *testing.T, ca *testpki.CA, name string, o ptBackendOpts) 
 				if err := tc.Handshake(); err != nil {
 					return
 				}
+				b.served.Add(1)
 				if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
 					b.peers <- pc[0].Subject.CommonName
 				}
@@ -718,4 +720,58 @@ func TestPassthroughDefaultBesideSite(t *testing.T) {
 		t.Fatalf("default refuse: openssl said\n%s", out)
 	}
 	site()
+}
+
+// TestExamplePassthrough runs examples/passthrough/Caddyfile with
+// backends of its own and checks what its README shows.
+func TestExamplePassthrough(t *testing.T) {
+	bench.Need(t, "openssl")
+	ca := testpki.NewCA(t, "backend CA")
+	db := ptStartBackend(t, ca, "db.example.test", ptBackendOpts{proxyProtocol: true})
+	legacyA := ptStartBackend(t, ca, "app.legacy.example.test", ptBackendOpts{})
+	legacyB := ptStartBackend(t, ca, "app.legacy.example.test", ptBackendOpts{})
+	raw, err := os.ReadFile(bench.RepoPath("examples", "passthrough", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf := strings.Replace(string(raw), "{$TL_ADMIN:localhost:2019}", "{$TL_ADMIN}", 1)
+	front := bench.FreeAddr(t)
+	port := bench.Port(front)
+	c := bench.Start(t, cf, "HTTPS_PORT="+port, "DB_BACKEND="+db.addr, "LEGACY_A="+legacyA.addr, "LEGACY_B="+legacyB.addr)
+
+	out := bench.OpenSSL(t, "s_client", "-connect", front, "-servername", "db.example.test")
+	if s := opensslSubject.FindString(out); !strings.Contains(s, "db.example.test") {
+		t.Fatalf("db: %q, want the database's own certificate", s)
+	}
+	if h := <-db.headers; h.Version != 2 || !strings.HasPrefix(h.SourceAddr.String(), "127.0.0.1:") {
+		t.Fatalf("db got PROXY v%d from %s", h.Version, h.SourceAddr)
+	}
+	out = bench.OpenSSL(t, "s_client", "-connect", front, "-servername", "www.example.test")
+	if s := opensslIssuer.FindString(out); !strings.Contains(s, "Caddy Local Authority") {
+		t.Fatalf("www: issuer %q, want Caddy's", s)
+	}
+	body, _, code := bench.Curl(t, "-k", "--resolve", "www.example.test:"+port+":127.0.0.1", "https://www.example.test:"+port+"/")
+	if code != 0 || body != "www: TLS terminated by Caddy\n" {
+		t.Fatalf("www: %q (curl exit %d)", body, code)
+	}
+	// four connections held open: least_conn spreads them 2/2
+	for range 4 {
+		tc, _ := ptDial(t, front, "app.legacy.example.test", &tls.Config{RootCAs: ca.Pool()})
+		if got, _ := io.ReadAll(tc); string(got) != "backend:app.legacy.example.test" {
+			t.Fatalf("legacy: got %q", got)
+		}
+	}
+	// (health checks connect too: count the TLS sessions)
+	if legacyA.served.Load() != 2 || legacyB.served.Load() != 2 {
+		t.Fatalf("legacy backends served %d and %d, want 2 and 2", legacyA.served.Load(), legacyB.served.Load())
+	}
+	if out := ptOpenSSL(t, "s_client", "-connect", front, "-servername", "nope.example.test"); !strings.Contains(out, "unrecognized name") {
+		t.Fatalf("unknown name not refused:\n%s", out)
+	}
+	if out := ptOpenSSL(t, "s_client", "-connect", front, "-servername", "db.example.test", "-tls1_2"); !strings.Contains(out, "protocol version") {
+		t.Fatalf("TLS 1.2 client not refused:\n%s", out)
+	}
+	if m := c.Metrics(t); !strings.Contains(m, `trustline_passthrough_connections_total{outcome="refused",route="refuse_tls12"} 1`) {
+		t.Fatalf("/metrics lacks the TLS 1.2 refusal")
+	}
 }
