@@ -249,8 +249,8 @@ func mergeIntoServersOption(h httpcaddyfile.Helper, ports, binds []string, lw *l
 		if err != nil || !slices.Contains(ports, strconv.Itoa(int(na.StartPort))) {
 			continue
 		}
-		if na.Host != "" || len(binds) > 0 {
-			return false, nil, fmt.Errorf("cannot tell whether `servers %s` applies to this site's server (it or the site binds a host); write `servers :%d` and bind in the site, or configure listener_wrappers by hand", la, na.StartPort)
+		if la != ":"+strconv.Itoa(int(na.StartPort)) || len(binds) > 0 {
+			return false, nil, fmt.Errorf("cannot tell whether `servers %s` applies to this site's server (Caddy matches it to the server's listen address as written, and it or the site names a host or network); write `servers :%d` without a bind in the site, or configure listener_wrappers by hand", la, na.StartPort)
 		}
 		var wrappers []json.RawMessage
 		if wrappersField.Len() > 0 {
