@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,6 +39,13 @@ func TestDemo(t *testing.T) {
 		return func() (bool, string) { out, ok := curl(name); return !ok, "accepted: " + out }
 	}
 	eventually(t, 5*time.Second, "alice (team A) accepted", accepted("alice"))
+	if out, _ := curl("alice"); !strings.Contains(out, "hello spiffe://demo.local/alice (CN=alice)") {
+		t.Errorf("the demo answers %q", out)
+	}
+	status, report := adminGet(t, admin, "/trustline/topology?format=table")
+	if status != 200 || !strings.Contains(report, "live_trust") {
+		t.Errorf("topology report (HTTP %d):\n%s", status, report)
+	}
 	eventually(t, 2*time.Second, "bob (team B) refused", refused("bob"))
 	data, err := os.ReadFile(filepath.Join(dir, "team-b-ca.crt"))
 	if err != nil {
@@ -47,4 +57,15 @@ func TestDemo(t *testing.T) {
 	eventually(t, 2*time.Second, "bob accepted once team B's CA is copied in", accepted("bob"))
 	mustRemove(t, filepath.Join(dir, "trusted-cas", "team-a-ca.crt"))
 	eventually(t, 2*time.Second, "alice refused once team A's CA is removed", refused("alice"))
+}
+
+func adminGet(t *testing.T, admin, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -26,7 +26,7 @@ mkca() { # name
 mkclient() { # name ca
 	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
 		-keyout "$1.key" -out "$1.csr" 2>/dev/null
-	printf 'extendedKeyUsage=clientAuth\nsubjectAltName=URI:spiffe://demo.local/%s\n' "$1" > "$1.ext"
+	printf 'keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\nsubjectAltName=URI:spiffe://demo.local/%s\n' "$1" > "$1.ext"
 	openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial -days 7 \
 		-extfile "$1.ext" -out "$1.crt" 2>/dev/null
 }
@@ -47,6 +47,7 @@ In another terminal, try:
   rm trusted-cas/team-a-ca.crt                                             # stop trusting team A
   curl -k --cert alice.crt --key alice.key https://localhost:$DEMO_PORT/   # refused
   curl -s ${TL_ADMIN:-localhost:2019}/metrics | grep trustline_material                 # reloads, certificates, expiry
+  curl -s '${TL_ADMIN:-localhost:2019}/trustline/topology?format=table'                  # where TLS ends, who trusts whom
 
 (-k skips checking Caddy's internal-CA server certificate; its root is in
 $XDG_DATA_HOME/caddy/pki/authorities/local/root.crt for --cacert.)
