@@ -552,3 +552,131 @@ func TestUpstreamBadInput(t *testing.T) {
 		t.Fatalf("expiring identity: %d %q", status, body)
 	}
 }
+
+// TestUpstreamProxyProtocolAndHealthChecks: the http transport's PROXY
+// protocol header goes before the TLS handshake; active health checks run
+// over mTLS with the client identity (a failing check would take the only
+// upstream out: 503). Caddy cannot health-check an upstream that expects
+// the PROXY protocol (its dialer needs a client address), so the two run
+// against two listeners.
+func TestUpstreamProxyProtocolAndHealthChecks(t *testing.T) {
+	p := newUpPKI(t)
+	leaf, cert, key := p.client(t, "proxy", p.proxyCA)
+	ppBackend, hcBackend := bench.FreeAddr(t), bench.FreeAddr(t)
+	bench.StartNginx(t, fmt.Sprintf(`http {
+	access_log off;
+	default_type text/plain;
+	ssl_certificate %[3]s;
+	ssl_certificate_key %[4]s;
+	ssl_client_certificate %[5]s;
+	ssl_verify_client on;
+	server {
+		listen %[1]s ssl proxy_protocol;
+		location / {
+			return 200 "$proxy_protocol_addr $ssl_client_serial";
+		}
+	}
+	server {
+		listen %[2]s ssl;
+		location /health {
+			return 200 "healthy $ssl_client_serial";
+		}
+		location / {
+			return 200 "$ssl_client_serial";
+		}
+	}
+}`, ppBackend, hcBackend, p.serverCert, p.serverKey, p.proxyCAFile))
+	bench.WaitPort(t, ppBackend, 10*time.Second)
+	bench.WaitPort(t, hcBackend, 10*time.Second)
+	transport := fmt.Sprintf("client_identity pem %s %s\n\t\t\ttrust_pool file %s", cert, key, p.backendCAFile)
+	front := bench.FreeAddr(t)
+	c := bench.Start(t, upFrontCaddyfile(front, fmt.Sprintf(`	handle /pp {
+		reverse_proxy https://%s {
+			transport mtls {
+				proxy_protocol v2
+				%s
+			}
+		}
+	}
+	handle /hc {
+		reverse_proxy https://%s {
+			health_uri /health
+			health_interval 200ms
+			health_body "^healthy %s$"
+			transport mtls {
+				%s
+			}
+		}
+	}`, ppBackend, transport, hcBackend, hexSerial(leaf), transport)))
+	if status, body := upGet(t, "http://"+front+"/pp"); status != 200 || body != "127.0.0.1 "+hexSerial(leaf) {
+		t.Fatalf("PROXY protocol: %d %q, want 200 with the client address from the PROXY header and the serial", status, body)
+	}
+	time.Sleep(time.Second) // several health checks
+	if status, body := upGet(t, "http://"+front+"/hc"); status != 200 || body != hexSerial(leaf) {
+		t.Fatalf("health-checked upstream: %d %q, want 200", status, body)
+	}
+	if strings.Contains(c.Log(), "health_checker") {
+		t.Fatalf("active health checks failed:\n%s", c.Log())
+	}
+}
+
+// TestExampleReencrypt runs examples/reencrypt as it is, with the paths
+// and ports replaced: curl -> Caddy (tls internal) -> nginx requiring the
+// proxy's certificate from a PKCS#12 keystore, then a rotation.
+func TestExampleReencrypt(t *testing.T) {
+	dir := t.TempDir()
+	backendCA, proxyCA := testpki.NewCA(t, "backend CA"), testpki.NewCA(t, "proxy CA")
+	testpki.WriteFile(t, dir, "backend-ca.pem", backendCA.CertPEM())
+	testpki.WriteFile(t, dir, "proxy-ca.pem", proxyCA.CertPEM())
+	backendCA.Issue(t, testpki.DNS("backend.internal"), testpki.ServerOnly()).WriteFiles(t, dir, "backend")
+	one := proxyCA.Issue(t, testpki.CN("edge-proxy"), testpki.ClientOnly())
+	testpki.WriteFile(t, dir, "proxy.p12", testpki.PKCS12Keystore(t, one, "changeit", false))
+
+	front, backend := bench.FreeAddr(t), bench.FreeAddr(t)
+	replace := func(file string) string {
+		data, err := os.ReadFile(bench.RepoPath("examples", "reencrypt", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.NewReplacer(
+			"admin localhost:2019", "admin {$TL_ADMIN}",
+			"localhost:8443", "localhost:"+bench.Port(front),
+			"127.0.0.1:9443", backend,
+			"/etc/trustline/", dir+"/",
+		).Replace(string(data))
+	}
+	bench.StartNginx(t, replace("nginx-backend.conf"))
+	bench.WaitPort(t, backend, 10*time.Second)
+	c := bench.Start(t, replace("Caddyfile"), "PROXY_P12_PASSWORD=changeit")
+	root := filepath.Join(c.Dir, "data", "caddy", "pki", "authorities", "local", "root.crt")
+	url := "https://localhost:" + bench.Port(front) + "/"
+	get := func() string {
+		body, stderr, code := bench.Curl(t, "--cacert", root, url)
+		if code != 0 {
+			t.Fatalf("curl: exit %d: %s", code, stderr)
+		}
+		return body
+	}
+	// the site's own certificate is issued in the background at start
+	for i := 0; ; i++ {
+		if _, _, code := bench.Curl(t, "--cacert", root, url); code == 0 {
+			break
+		} else if i == 100 {
+			t.Fatalf("the front site never served (curl exit %d)", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got, want := get(), "hello CN=edge-proxy, serial "+hexSerial(one)+"\n"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	two := proxyCA.Issue(t, testpki.CN("edge-proxy"), testpki.ClientOnly())
+	testpki.WriteFile(t, dir, "proxy.p12", testpki.PKCS12Keystore(t, two, "changeit", false))
+	want := "hello CN=edge-proxy, serial " + hexSerial(two) + "\n"
+	deadline := time.Now().Add(2 * time.Second)
+	for got := get(); got != want; got = get() {
+		if time.Now().After(deadline) {
+			t.Fatalf("2s after the rotation: %q, want %q", got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -158,7 +158,10 @@ func (in *Internal) Provision(ctx caddy.Context) error {
 				}
 			}
 		})
-		return fmt.Errorf("keystore internal: ca %q: no such certificate authority in the pki app (configured: %s)", in.CA, strings.Join(append(known, caddypki.DefaultCAID+" (default)"), ", "))
+		if !slices.Contains(known, caddypki.DefaultCAID) {
+			known = append(known, caddypki.DefaultCAID+" (default)")
+		}
+		return fmt.Errorf("keystore internal: ca %q: no such certificate authority in the pki app (configured: %s)", in.CA, strings.Join(known, ", "))
 	}
 	ca, err := pki.GetCA(ctx, in.CA)
 	if err != nil {
