@@ -680,3 +680,42 @@ func TestExampleReencrypt(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestUpstreamLiveTruststore: with the suite's bundle trust pool, a CA
+// added to the watched directory is trusted from the next upstream
+// handshake, and a CA removed stops being trusted at once (the pool change
+// renews the upstream connections), all without a reload.
+func TestUpstreamLiveTruststore(t *testing.T) {
+	p := newUpPKI(t)
+	backend := upNginx(t, p, p.proxyCAFile)
+	leaf, cert, key := p.client(t, "proxy", p.proxyCA)
+	trustDir := t.TempDir()
+	testpki.WriteFile(t, trustDir, "foreign.pem", p.foreignCA.CertPEM())
+	front := bench.FreeAddr(t)
+	c := bench.Start(t, upFrontCaddyfile(front, upProxy(backend, "client_identity pem "+cert+" "+key+"\ntrust_pool bundle "+trustDir)))
+	url := "http://" + front + "/"
+	if status, _ := upGet(t, url); status != 502 {
+		t.Fatalf("backend CA not in the bundle: %d, want 502", status)
+	}
+	caFile := testpki.WriteFile(t, trustDir, "backend.pem", p.backendCA.CertPEM())
+	waitStatus := func(want int, what string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			status, body := upGet(t, url)
+			if status == want && (want != 200 || body == hexSerial(leaf)) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d %q after 2s, want %d", what, status, body, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitStatus(200, "backend CA added")
+	if err := os.Remove(caFile); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(502, "backend CA removed (kept-alive connections too)")
+	c.WaitLog(t, `"cause":"trust pool reloaded"`, time.Second)
+}

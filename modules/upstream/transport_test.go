@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	dto "github.com/prometheus/client_model/go"
 
@@ -437,5 +438,33 @@ func TestClassify(t *testing.T) {
 		if reason != tc.reason || alert != tc.alert {
 			t.Errorf("Classify(%v) = %q, %q; want %q, %q", tc.err, reason, alert, tc.reason, tc.alert)
 		}
+	}
+}
+
+// TestH1OnlyVar: a request that Caddy marks HTTP/1.1-only (protocol
+// upgrades) gets an HTTP/1.1 connection from an HTTP/2-capable backend.
+func TestH1OnlyVar(t *testing.T) {
+	p := newPKI(t)
+	srv := backend(t, p.serverLeaf, p.proxyCA.Pool())
+	id, _ := p.identity(t, "proxy", p.proxyCA)
+	tr, err := newTransport(t, testCtx(t), map[string]any{"client_identity": id, "tls": map[string]any{"ca": filePool(p.trustFile(t))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		h1Only bool
+		want   string
+	}{{false, "HTTP/2.0"}, {true, "HTTP/1.1"}} {
+		ctx := context.WithValue(context.Background(), caddyhttp.VarsCtxKey, map[string]any{h1OnlyVar: tc.h1Only})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Proto"); got != tc.want {
+			t.Errorf("h1 only %v: backend saw %s, want %s", tc.h1Only, got, tc.want)
+		}
+		tr.current.Load().CloseIdleConnections()
 	}
 }
