@@ -200,9 +200,9 @@ func (in *Internal) Provision(ctx caddy.Context) error {
 // Cleanup stops the renewal checks (when no other config uses the source).
 func (in *Internal) Cleanup() error {
 	if in.issuer != nil {
-		popIssuer(in.key, in.issuer)
+		popIssuer(in.Key(), in.issuer)
 	}
-	in.release()
+	in.Release()
 	return nil
 }
 

@@ -73,10 +73,10 @@ func TestInternalIssuesAndShares(t *testing.T) {
 	// another node sharing the storage picks up the stored identity; its
 	// usage pool is its own, so force a fresh source by clearing ours
 	first := src.(*Internal)
-	key := first.key
+	key := first.Key()
 	ctx2 := testCtxIn(t, dir)
-	first.release()
-	again.(*Internal).release()
+	first.Release()
+	again.(*Internal).Release()
 	popIssuer(key, first.issuer)
 	popIssuer(key, again.(*Internal).issuer)
 	other, err := load(t, ctx2, js, UsageClientAuth)
@@ -122,7 +122,7 @@ func TestInternalRenewsWhenDue(t *testing.T) {
 	if err := ctx.Storage().Store(context.Background(), st, buf.Bytes()); err != nil {
 		t.Fatal(err)
 	}
-	if err := in.src.Reload(); err != nil {
+	if err := in.Src.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	got := serial(in.Identity())

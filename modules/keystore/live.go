@@ -15,35 +15,21 @@ import (
 // live is what every source shares: the reloadable identity and its
 // lifecycle. Identity reads the current version through an atomic pointer.
 type live struct {
-	src *material.Reloadable[*tls.Certificate]
-	key string
+	material.Held[*tls.Certificate]
 }
 
 // Identity returns the current identity (lock-free); it implements Source.
-func (l *live) Identity() *tls.Certificate { return l.src.Current() }
+func (l *live) Identity() *tls.Certificate { return l.Src.Current() }
 
 // OnChange runs f after each rotation; it implements Source.
-func (l *live) OnChange(f func()) (cancel func()) { return l.src.OnChange(f) }
+func (l *live) OnChange(f func()) (cancel func()) { return l.Src.OnChange(f) }
 
 // Name is the source's name in logs and metrics.
-func (l *live) Name() string { return l.src.Name() }
+func (l *live) Name() string { return l.Src.Name() }
 
 func (l *live) acquire(ctx caddy.Context, spec material.Spec[*tls.Certificate]) error {
 	spec.Kind = "keystore"
-	src, err := material.Acquire(ctx, spec)
-	if err != nil {
-		return err
-	}
-	l.src, l.key = src, spec.Key
-	return nil
-}
-
-// release gives the source back; safe when acquire failed or never ran.
-func (l *live) release() {
-	if l.src != nil {
-		material.Release(l.key)
-		l.src = nil
-	}
+	return l.Acquire(ctx, spec)
 }
 
 // expiryWarning is how close to its not-after an identity read from a file

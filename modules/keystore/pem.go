@@ -81,7 +81,7 @@ func (p *PEM) Provision(ctx caddy.Context) error {
 
 // Cleanup stops watching (when no other config uses the same files).
 func (p *PEM) Cleanup() error {
-	p.release()
+	p.Release()
 	return nil
 }
 

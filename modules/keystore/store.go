@@ -59,7 +59,7 @@ func (p *PKCS12) Provision(ctx caddy.Context) error {
 
 // Cleanup stops watching (when no other config uses the same file).
 func (p *PKCS12) Cleanup() error {
-	p.release()
+	p.Release()
 	return nil
 }
 
@@ -119,7 +119,7 @@ func (j *JKS) Provision(ctx caddy.Context) error {
 
 // Cleanup stops watching (when no other config uses the same file).
 func (j *JKS) Cleanup() error {
-	j.release()
+	j.Release()
 	return nil
 }
 

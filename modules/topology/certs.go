@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -183,27 +182,7 @@ func (a *analyzer) pemFile(path string) ([]*x509.Certificate, error) {
 
 // pemString parses the certificates of inline PEM text.
 func pemString(s string) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	data := []byte(s)
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no PEM certificate")
-	}
-	return certs, nil
+	return material.ParsePEMCertificates([]byte(s))
 }
 
 // base64DER parses a base64-encoded DER certificate (Caddy's inline form).

@@ -49,7 +49,7 @@ func (b *Bundle) Provision(ctx caddy.Context) error {
 	}
 	logger := ctx.Logger()
 	name := strings.Join(b.Paths, " ")
-	err := b.acquire(ctx, material.Spec[*anchors]{
+	err := b.Acquire(ctx, material.Spec[*anchors]{
 		Kind:  "bundle",
 		Name:  name,
 		Key:   fmt.Sprintf("bundle|%q|%v", b.Paths, b.SystemRoots),
@@ -112,7 +112,7 @@ func watchable(paths []string) []string {
 
 // Cleanup stops watching (when no other config uses the same bundle).
 func (b *Bundle) Cleanup() error {
-	b.release()
+	b.Release()
 	return nil
 }
 

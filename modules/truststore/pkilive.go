@@ -68,7 +68,7 @@ func (p *PKILive) Provision(ctx caddy.Context) error {
 	prefix := path.Join("pki", "authorities", certmagic.StorageKeys.Safe(p.Authority))
 	var mu sync.Mutex
 	seen := map[string]*x509.Certificate{} // intermediates seen, by fingerprint
-	err = p.acquire(ctx, material.Spec[*anchors]{
+	err = p.Acquire(ctx, material.Spec[*anchors]{
 		Kind: "pki_live",
 		Name: p.Authority,
 		// keyed per config (by its storage value): a shared watcher must
@@ -134,7 +134,7 @@ func readCA(storage certmagic.Storage, prefix string, ca *caddypki.CA) (*x509.Ce
 
 // Cleanup stops following the CA.
 func (p *PKILive) Cleanup() error {
-	p.release()
+	p.Release()
 	return nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/trustline/trustline/modules/material"
@@ -26,47 +25,28 @@ type anchors struct {
 // client_auth trust_pool, reverse_proxy tls_trust_pool) sees the pool as it
 // was when its config was loaded.
 type livePool struct {
-	src *material.Reloadable[*anchors]
-	key string
-}
-
-// acquire loads (or joins) the source; load reads the certificates.
-func (lp *livePool) acquire(ctx caddy.Context, spec material.Spec[*anchors]) error {
-	src, err := material.Acquire(ctx, spec)
-	if err != nil {
-		return err
-	}
-	lp.src, lp.key = src, spec.Key
-	return nil
-}
-
-// release gives the source back; safe when acquire failed or never ran.
-func (lp *livePool) release() {
-	if lp.src != nil {
-		material.Release(lp.key)
-		lp.src = nil
-	}
+	material.Held[*anchors]
 }
 
 // CertPool returns the current pool (lock-free); it implements caddytls.CA.
 func (lp *livePool) CertPool() *x509.CertPool {
-	if lp.src == nil {
+	if lp.Src == nil {
 		return nil
 	}
-	return lp.src.Current().pool
+	return lp.Src.Current().pool
 }
 
 // Certificates returns the current trust anchors; it implements
 // caddytls.CertificateProvider, so Caddy's `combined` pool can hold ours.
 func (lp *livePool) Certificates() []*x509.Certificate {
-	if lp.src == nil {
+	if lp.Src == nil {
 		return nil
 	}
-	return lp.src.Current().certs
+	return lp.Src.Current().certs
 }
 
 // OnChange runs f after each reload that changed the pool.
-func (lp *livePool) OnChange(f func()) (cancel func()) { return lp.src.OnChange(f) }
+func (lp *livePool) OnChange(f func()) (cancel func()) { return lp.Src.OnChange(f) }
 
 // checkAnchors checks trust anchors read from origin. Every certificate
 // must be a CA (a leaf in a truststore is almost always a mistake that

@@ -140,7 +140,7 @@ func (s *SPIFFEBundle) Provision(ctx caddy.Context) error {
 		// no files to watch: only the refresh hint drives reloads
 		spec.Poll = 24 * time.Hour
 	}
-	if err := s.acquire(ctx, spec); err != nil {
+	if err := s.Acquire(ctx, spec); err != nil {
 		return fmt.Errorf("loading spiffe_bundle: %w", err)
 	}
 	return nil
@@ -173,7 +173,7 @@ func (s *SPIFFEBundle) read(td spiffeid.TrustDomain, b SPIFFEBundleSource) (*spi
 
 // Cleanup stops watching and refreshing.
 func (s *SPIFFEBundle) Cleanup() error {
-	s.release()
+	s.Release()
 	return nil
 }
 

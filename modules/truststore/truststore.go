@@ -55,7 +55,7 @@ func (ts *TrustStore) Provision(ctx caddy.Context) error {
 	}
 	logger := ctx.Logger()
 	opts := material.StoreOptions{Password: password, Aliases: ts.Aliases}
-	err = ts.acquire(ctx, material.Spec[*anchors]{
+	err = ts.Acquire(ctx, material.Spec[*anchors]{
 		Kind:  "truststore",
 		Name:  ts.Path,
 		Key:   "truststore|" + ts.Path + "|" + material.HashSecret(password) + "|" + strings.Join(ts.Aliases, ","),
@@ -83,7 +83,7 @@ func (ts *TrustStore) Provision(ctx caddy.Context) error {
 
 // Cleanup stops watching (when no other config uses the same store).
 func (ts *TrustStore) Cleanup() error {
-	ts.release()
+	ts.Release()
 	return nil
 }
 
