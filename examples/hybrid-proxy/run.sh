@@ -5,6 +5,7 @@
 # listener. Ctrl-C ends the example.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/../lib.sh"
 root="$(cd "$here/../.." && pwd)"
 export PATH="$PATH:/usr/sbin:/sbin"
 for tool in openssl curl nginx; do
@@ -19,15 +20,6 @@ rm -rf "$EX_DIR" && mkdir -p "$EX_DIR"
 export HOME="$EX_DIR/home" XDG_DATA_HOME="$EX_DIR/home/data" XDG_CONFIG_HOME="$EX_DIR/home/config"
 cd "$EX_DIR"
 
-mkca() { # file cn
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj "/CN=$2" \
-		-keyout "$1.key" -out "$1.crt" -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-}
-mkleaf() { # file cn ca eku san
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
-	printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=%s\n%s\n' "$4" "$5" > "$1.ext"
-	openssl x509 -req -in "$1.csr" -CA "$3.crt" -CAkey "$3.key" -CAcreateserial -days 90 -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-}
 # the proxy's server certificates (inbound, all cases), one per application
 # domain, from a test CA standing in for a public one
 mkca public-ca "Example Public CA"
@@ -51,14 +43,6 @@ sed -e "s|@EX_DIR@|$EX_DIR|g" -e "s|@ORIGIN_HTTP_PORT@|$ORIGIN_HTTP_PORT|g" \
 	-e "s|@ORIGIN_TLS_PORT@|$ORIGIN_TLS_PORT|g" -e "s|@ORIGIN_MTLS_PORT@|$ORIGIN_MTLS_PORT|g" \
 	"$here/origin-nginx.conf" > origin/nginx.conf
 
-wait_port() { # port
-	for _ in $(seq 100); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "nothing listens on 127.0.0.1:$1" >&2
-	exit 1
-}
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT INT TERM
 nginx -q -t -e stderr -p "$EX_DIR/origin" -c nginx.conf
 nginx -e stderr -p "$EX_DIR/origin" -c nginx.conf &

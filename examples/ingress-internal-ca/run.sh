@@ -8,6 +8,7 @@
 # Ctrl-C ends the example.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/../lib.sh"
 root="$(cd "$here/../.." && pwd)"
 for tool in openssl curl; do
 	command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; }
@@ -20,15 +21,6 @@ export EDGE_ADMIN="${EDGE_ADMIN:-localhost:2019}" BACKEND_ADMIN="${BACKEND_ADMIN
 rm -rf "$EX_DIR" && mkdir -p "$EX_DIR"
 cd "$EX_DIR"
 
-mkca() { # file cn
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj "/CN=$2" \
-		-keyout "$1.key" -out "$1.crt" -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-}
-mkleaf() { # file cn ca eku san
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
-	printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=%s\n%s\n' "$4" "$5" > "$1.ext"
-	openssl x509 -req -in "$1.csr" -CA "$3.crt" -CAkey "$3.key" -CAcreateserial -days 90 -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-}
 # the API certificate (APP mode), from a test CA standing in for a public one
 mkca public-ca "Example Public CA"
 mkleaf api api.example.test public-ca serverAuth "subjectAltName=DNS:api.example.test"
@@ -38,14 +30,6 @@ mkleaf backend backend.internal internal-ca serverAuth "subjectAltName=DNS:backe
 mkleaf node1 node1.internal internal-ca serverAuth,clientAuth "subjectAltName=DNS:node1.internal"
 mkleaf node2 node2.internal internal-ca serverAuth,clientAuth "subjectAltName=DNS:node2.internal"
 
-wait_port() { # address port
-	for _ in $(seq 100); do
-		(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "nothing listens on $1:$2" >&2
-	exit 1
-}
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT INT TERM
 start() { # name caddyfile
 	mkdir -p "$EX_DIR/$1"

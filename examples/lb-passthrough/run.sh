@@ -4,6 +4,7 @@
 # certificate. Ctrl-C ends the example.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/../lib.sh"
 root="$(cd "$here/../.." && pwd)"
 export PATH="$PATH:/usr/sbin:/sbin"
 for tool in openssl curl haproxy; do
@@ -24,14 +25,6 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localh
 printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\n' > caddy.ext
 openssl x509 -req -in caddy.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 90 -extfile caddy.ext -out caddy.crt 2>/dev/null
 
-wait_port() { # port
-	for _ in $(seq 100); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "nothing listens on 127.0.0.1:$1" >&2
-	exit 1
-}
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT INT TERM
 "$caddy" run --config "$here/Caddyfile" --adapter caddyfile &
 wait_port "$CADDY_PORT"

@@ -5,6 +5,7 @@
 # requires. Ctrl-C ends the example.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/../lib.sh"
 root="$(cd "$here/../.." && pwd)"
 export PATH="$PATH:/usr/sbin:/sbin"
 for tool in openssl curl haproxy; do
@@ -17,15 +18,6 @@ rm -rf "$EX_DIR" && mkdir -p "$EX_DIR"
 export HOME="$EX_DIR/home" XDG_DATA_HOME="$EX_DIR/home/data" XDG_CONFIG_HOME="$EX_DIR/home/config"
 cd "$EX_DIR"
 
-mkca() { # file cn
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj "/CN=$2" \
-		-keyout "$1.key" -out "$1.crt" -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-}
-mkleaf() { # file cn ca eku san
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
-	printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=%s\n%s\n' "$4" "$5" > "$1.ext"
-	openssl x509 -req -in "$1.csr" -CA "$3.crt" -CAkey "$3.key" -CAcreateserial -days 90 -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-}
 # the public side: a test CA standing in for a public one, HAProxy's certificate
 mkca ca "Example Public CA"
 mkleaf lb localhost ca serverAuth "subjectAltName=DNS:localhost"
@@ -40,14 +32,6 @@ cat haproxy-client.crt haproxy-client.key > haproxy-client.pem
 mkca other-ca "Some Other CA"
 mkleaf intruder intruder other-ca clientAuth ""
 
-wait_port() { # port
-	for _ in $(seq 100); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "nothing listens on 127.0.0.1:$1" >&2
-	exit 1
-}
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT INT TERM
 "$caddy" run --config "$here/Caddyfile" --adapter caddyfile &
 wait_port "$CADDY_PORT"

@@ -4,6 +4,7 @@
 # client IP HAProxy sends and no one else's. Ctrl-C ends the example.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/../lib.sh"
 root="$(cd "$here/../.." && pwd)"
 export PATH="$PATH:/usr/sbin:/sbin"
 for tool in openssl curl haproxy; do
@@ -25,14 +26,6 @@ printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=D
 openssl x509 -req -in lb.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 90 -extfile lb.ext -out lb.crt 2>/dev/null
 cat lb.crt lb.key > lb.pem
 
-wait_port() { # port
-	for _ in $(seq 100); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "nothing listens on 127.0.0.1:$1" >&2
-	exit 1
-}
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT INT TERM
 "$caddy" run --config "$here/Caddyfile" --adapter caddyfile &
 wait_port "$CADDY_PORT"
