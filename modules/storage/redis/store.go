@@ -27,6 +27,8 @@ import (
 //	             is on), m = modification time (Redis server clock, µs
 //	             since the epoch), s = size of the value in bytes
 //	{P}:l:<name> string of a held lock: the owner's token, with a TTL
+//	{P}:changes  pub/sub channel: the key of every Store and Delete (see
+//	             notify.go)
 //
 // Every key shares the hash tag {P}, so the Lua scripts that touch the index
 // and the values together run on Redis Cluster too (all in one slot).
@@ -44,9 +46,10 @@ end
 `
 
 // storeScript: KEYS[1]=index, KEYS[2]=value key, KEYS[3..]=value keys of
-// the ancestors; ARGV[1]=key, ARGV[2]=stored bytes, ARGV[3]=size.
-// Returns 0 when stored, -1 when key is a directory, i>0 when the i-th
-// ancestor (1-based) is a value.
+// the ancestors; ARGV[1]=key, ARGV[2]=stored bytes, ARGV[3]=size,
+// ARGV[4]=changes channel. Returns 0 when stored (and published the key
+// on the channel), -1 when key is a directory, i>0 when the i-th ancestor
+// (1-based) is a value.
 var storeScript = goredis.NewScript(luaIsDir + `
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return i - 2 end
@@ -55,6 +58,7 @@ if isdir(KEYS[1], ARGV[1]) then return -1 end
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[2], 'v', ARGV[2], 'm', t[1] .. string.format('%06d', tonumber(t[2])), 's', ARGV[3])
 redis.call('ZADD', KEYS[1], 0, ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
 return 0
 `)
 
@@ -77,9 +81,10 @@ return 0
 `)
 
 // deleteScript: KEYS[1]=index, KEYS[2]=value key; ARGV[1]=key,
-// ARGV[2]=value-key prefix, ARGV[3]=batch size. Deletes key and up to a
-// batch of the keys under it; returns how many of those it deleted (the
-// caller repeats while a full batch went).
+// ARGV[2]=value-key prefix, ARGV[3]=batch size, ARGV[4]=changes channel.
+// Deletes key and up to a batch of the keys under it, and publishes key on
+// the channel; returns how many of those it deleted (the caller repeats
+// while a full batch went).
 var deleteScript = goredis.NewScript(`
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -88,6 +93,7 @@ if ARGV[1] ~= '' then min, max = '[' .. ARGV[1] .. '/', '(' .. ARGV[1] .. '0' en
 local ks = redis.call('ZRANGEBYLEX', KEYS[1], min, max, 'LIMIT', 0, tonumber(ARGV[3]))
 for _, k in ipairs(ks) do redis.call('DEL', ARGV[2] .. k) end
 if #ks > 0 then redis.call('ZREM', KEYS[1], unpack(ks)) end
+redis.call('PUBLISH', ARGV[4], ARGV[1])
 return #ks
 `)
 
@@ -128,6 +134,7 @@ type store struct {
 	indexKey   string
 	valuePfx   string
 	lockPfx    string
+	changes    string // pub/sub channel of stored and deleted keys
 	sealer     *sealer // nil: values stored as given
 	lockTTL    time.Duration
 	logger     *zap.Logger
@@ -138,6 +145,7 @@ type store struct {
 	locksMu    sync.Mutex
 	held       map[string]*heldLock
 	renewalsWG sync.WaitGroup
+	watch      watchers
 }
 
 func newStore(client goredis.UniversalClient, prefix string, s *sealer, lockTTL time.Duration, logger *zap.Logger, addrs string) *store {
@@ -148,6 +156,7 @@ func newStore(client goredis.UniversalClient, prefix string, s *sealer, lockTTL 
 		indexKey: tag + ":i",
 		valuePfx: tag + ":v:",
 		lockPfx:  tag + ":l:",
+		changes:  tag + ":changes",
 		sealer:   s,
 		lockTTL:  lockTTL,
 		logger:   logger,
@@ -162,8 +171,11 @@ func newStore(client goredis.UniversalClient, prefix string, s *sealer, lockTTL 
 func (s *store) close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.watch.mu.Lock() // no subscription starts once closing
 		close(s.closing)
+		s.watch.mu.Unlock()
 		s.renewalsWG.Wait()
+		s.watch.wg.Wait()
 		err = s.client.Close()
 	})
 	return err
@@ -232,7 +244,7 @@ func (s *store) Store(ctx context.Context, key string, value []byte) error {
 			keys = append(keys, s.valueKey(key[:i]))
 		}
 	}
-	res, err := storeScript.Run(ctx, s.client, keys, key, stored, len(value)).Int()
+	res, err := storeScript.Run(ctx, s.client, keys, key, stored, len(value), s.changes).Int()
 	if err != nil {
 		return s.redisErr(ctx, "store", key, err)
 	}
@@ -281,7 +293,7 @@ func (s *store) Load(ctx context.Context, key string) ([]byte, error) {
 func (s *store) Delete(ctx context.Context, key string) error {
 	key = cleanKey(key)
 	for {
-		n, err := deleteScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key, s.valuePfx, deleteBatch).Int()
+		n, err := deleteScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key, s.valuePfx, deleteBatch, s.changes).Int()
 		if err != nil {
 			return s.redisErr(ctx, "delete", key, err)
 		}

@@ -1,0 +1,164 @@
+package redis
+
+import (
+	"context"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// Change notifications: every Store and Delete publishes its key on the
+// pub/sub channel {P}:changes from inside its Lua script (atomically with
+// the write, no extra round trip; a PUBLISH with no subscriber costs Redis
+// a hash lookup). A node that wants to follow some keys (the pki CA's
+// intermediate, for trustline_cluster, the internal keystore and pki_live)
+// calls WatchKeys; one subscription per storage serves every watcher.
+//
+// Pub/sub is at-most-once: a message published while a node is
+// disconnected is lost. When the subscription comes back after a
+// disconnection, every watcher is called with its own prefix ("something
+// under here may have changed"), and watchers poll as well.
+
+// KeyWatcher is implemented by this storage (and may be by others): other
+// packages discover it with a type assertion on certmagic.Storage, so they
+// need not import this package.
+type KeyWatcher interface {
+	// WatchKeys calls f with each key stored or deleted under prefix (a
+	// key equal to prefix, or starting with prefix+"/"; "" for every
+	// key) by any node sharing this storage, this one included, and with
+	// prefix itself after a lost subscription came back. f runs on the
+	// subscription's goroutine and must not block (hand slow work to a
+	// goroutine of its own). cancel stops the calls.
+	WatchKeys(prefix string, f func(key string)) (cancel func())
+}
+
+type watcher struct {
+	prefix string
+	f      func(string)
+}
+
+type watchers struct {
+	mu      sync.Mutex
+	m       map[int]*watcher
+	next    int
+	running bool
+	wg      sync.WaitGroup
+}
+
+// WatchKeys implements KeyWatcher.
+func (s *store) WatchKeys(prefix string, f func(key string)) (cancel func()) {
+	prefix = cleanKey(prefix)
+	w := &s.watch
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = map[int]*watcher{}
+	}
+	id := w.next
+	w.next++
+	w.m[id] = &watcher{prefix: prefix, f: f}
+	if !w.running {
+		select {
+		case <-s.closing:
+		default:
+			w.running = true
+			w.wg.Add(1)
+			go s.subscribe()
+		}
+	}
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		delete(w.m, id)
+	}
+}
+
+func under(key, prefix string) bool {
+	return prefix == "" || key == prefix || strings.HasPrefix(key, prefix+"/")
+}
+
+// dispatch calls the watchers of key; resync calls every watcher with its
+// own prefix.
+func (s *store) dispatch(key string, resync bool) {
+	s.watch.mu.Lock()
+	var fs []func()
+	for _, w := range s.watch.m {
+		switch {
+		case resync:
+			fs = append(fs, func() { w.f(w.prefix) })
+		case under(key, w.prefix):
+			fs = append(fs, func() { w.f(key) })
+		}
+	}
+	s.watch.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
+// subscribe runs the subscription until the storage closes; go-redis
+// reconnects and subscribes again after a connection failure.
+func (s *store) subscribe() {
+	defer s.watch.wg.Done()
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.Error("panic in the change subscription; changes are seen by polling only",
+				zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ps := s.client.Subscribe(ctx, s.changes)
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-s.closing:
+		case <-stopped:
+		}
+		cancel()
+		_ = ps.Close() // unblocks Receive, which a context does not
+	}()
+	subscribed := false
+	failures := 0
+	for {
+		msg, err := ps.Receive(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			failures++
+			if failures == 1 {
+				s.logger.Warn("change subscription lost; retrying (changes are seen by polling meanwhile)",
+					zap.String("address", s.addrs), zap.Error(err))
+			}
+			t := time.NewTimer(min(time.Duration(failures)*100*time.Millisecond, 2*time.Second))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *goredis.Subscription:
+			if m.Kind != "subscribe" {
+				continue
+			}
+			if subscribed {
+				s.logger.Info("change subscription restored", zap.String("address", s.addrs))
+				s.dispatch("", true)
+			}
+			subscribed, failures = true, 0
+		case *goredis.Message:
+			s.dispatch(m.Payload, false)
+		}
+	}
+}
+
+var _ KeyWatcher = (*store)(nil)
