@@ -134,7 +134,7 @@ type store struct {
 	indexKey   string
 	valuePfx   string
 	lockPfx    string
-	changes    string // pub/sub channel of stored and deleted keys
+	changes    string  // pub/sub channel of stored and deleted keys
 	sealer     *sealer // nil: values stored as given
 	lockTTL    time.Duration
 	logger     *zap.Logger
