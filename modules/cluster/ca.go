@@ -1,0 +1,430 @@
+package cluster
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddypki"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/cluster/castore"
+)
+
+// caState coordinates one CA.
+type caState struct {
+	id      string
+	ca      *caddypki.CA
+	storage certmagic.Storage
+	ratio   float64
+	logger  *zap.Logger
+	fields  *caddyCAFields // nil: Caddy's in-memory copy cannot be kept in step
+	wake    chan struct{}
+
+	mu      sync.Mutex // one check or renewal at a time on this node
+	current atomic.Pointer[castore.CA]
+	synced  atomic.Pointer[castore.CA] // what Caddy's in-memory copy was last set to
+	lastErr atomic.Pointer[string]
+	failing atomic.Bool
+	checked atomic.Int64 // Unix nanoseconds of the last successful check
+	stats   *caStats
+
+	holdsMu sync.Mutex
+	holds   map[chan struct{}]struct{}
+}
+
+func newCAState(id string, ca *caddypki.CA, st certmagic.Storage, ratio float64, logger *zap.Logger) *caState {
+	return &caState{
+		id:      id,
+		ca:      ca,
+		storage: st,
+		ratio:   ratio,
+		logger:  logger,
+		wake:    make(chan struct{}, 1),
+		stats:   statsFor(id),
+		holds:   map[chan struct{}]struct{}{},
+	}
+}
+
+// lockName is the storage lock that one node holds while it renews.
+func (s *caState) lockName() string { return "trustline_cluster_ca_" + certmagic.StorageKeys.Safe(s.id) }
+
+// fallbackRoot is the root when storage has none: a root configured from
+// files in the pki app (the same file on every node).
+func (s *caState) fallbackRoot() *x509.Certificate {
+	if s.ca.Root != nil {
+		return s.ca.RootCertificate()
+	}
+	return nil
+}
+
+// provision reads the CA from storage and brings Caddy's copy in step.
+func (s *caState) provision(ctx caddy.Context) error {
+	fields, err := caddyCA(s.ca)
+	if err != nil {
+		s.logger.Warn("Caddy's in-memory copy of the CA cannot be kept in step with storage on this Caddy version; "+
+			"`tls internal` and acme_server issue from the intermediate loaded at start, and Caddy's own maintenance "+
+			"may replace the shared intermediate without a lock (the cluster follows it)",
+			zap.Error(err))
+	}
+	s.fields = fields
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	stored, err := castore.Load(lctx, s.storage, s.id, s.fallbackRoot(), true)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("Caddy's storage does not hold this CA's certificates (%s); a pki CA with a storage of its own cannot be coordinated: %w",
+			castore.Prefix(s.id), err)
+	}
+	if err != nil {
+		// e.g. a renewal caught half-way for longer than the retries:
+		// the periodic check repairs or follows it
+		s.logger.Warn("reading the CA from storage", zap.Error(err))
+		return nil
+	}
+	if mem := s.ca.RootCertificate(); mem != nil && !mem.Equal(stored.Root) {
+		s.logger.Warn("this node's pki CA had a root of its own (several nodes created the CA at once); following the root in storage",
+			zap.String("own_root_serial", mem.SerialNumber.Text(16)),
+			zap.String("stored_root_serial", stored.Root.SerialNumber.Text(16)))
+	}
+	s.follow(stored, false)
+	return nil
+}
+
+// run checks the CA every interval, and when the storage announces a
+// change, until stop closes.
+func (s *caState) run(interval time.Duration, stop <-chan struct{}, wg *sync.WaitGroup) {
+	defer wg.Done()
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.Error("panic in the cluster CA check; checks stopped", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	cancelWatch, _ := castore.Watch(s.storage, s.id, func() {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	})
+	defer cancelWatch()
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-stop
+		cancel()
+	}()
+	for {
+		s.check(ctx)
+		select {
+		case <-stop:
+			return
+		case <-ticker.C:
+		case <-s.wake:
+		}
+	}
+}
+
+// due reports whether the intermediate is within the renewal window.
+func (s *caState) due(c *x509.Certificate, now time.Time) bool {
+	return !now.Before(renewAt(c, s.ratio))
+}
+
+// renewAt is when ratio of the certificate's lifetime remains.
+func renewAt(c *x509.Certificate, ratio float64) time.Time {
+	life := c.NotAfter.Sub(c.NotBefore)
+	return c.NotAfter.Add(-time.Duration(float64(life) * ratio))
+}
+
+// check reads the stored CA, follows a change, and renews when due.
+func (s *caState) check(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	stored, err := castore.Load(cctx, s.storage, s.id, s.fallbackRoot(), true)
+	s.mu.Unlock()
+	if ctx.Err() != nil {
+		return
+	}
+	needRenewal := false
+	switch {
+	case err == nil:
+		s.follow(stored, true)
+		s.ok()
+		needRenewal = s.due(stored.Issuer(), time.Now())
+	case errors.Is(err, fs.ErrNotExist) && s.hasStoredRoot(cctx):
+		// the intermediate is gone (deleted by hand?): make one
+		needRenewal = true
+	case isInconsistent(err):
+		// the stored intermediate does not match its key or the root
+		s.failed("the stored intermediate is inconsistent; renewing it", err)
+		needRenewal = true
+	default:
+		s.failed("reading the CA from storage failed; keeping what this node holds", err)
+		return
+	}
+	if !needRenewal {
+		return
+	}
+	if _, err := s.renew(ctx, false, lockTry, 0); err != nil && !errors.Is(err, errLockBusy) {
+		s.failed("renewing the intermediate failed; retrying at the next check", err)
+	}
+}
+
+func isInconsistent(err error) bool {
+	return err != nil && !errors.Is(err, fs.ErrNotExist) && errors.Is(err, castore.ErrInconsistent)
+}
+
+func (s *caState) hasStoredRoot(ctx context.Context) bool {
+	_, err := s.storage.Stat(ctx, castore.Key(s.id, castore.RootCert))
+	return err == nil || s.ca.Root != nil
+}
+
+// ok records a successful check, logging the recovery from failures.
+func (s *caState) ok() {
+	s.checked.Store(time.Now().UnixNano())
+	if s.failing.CompareAndSwap(true, false) {
+		s.logger.Info("reading the CA from storage works again")
+	}
+	s.lastErr.Store(nil)
+}
+
+// failed logs a failure once until the next success.
+func (s *caState) failed(msg string, err error) {
+	e := err.Error()
+	s.lastErr.Store(&e)
+	if s.failing.CompareAndSwap(false, true) {
+		s.logger.Error(msg, zap.Error(err))
+	} else {
+		s.logger.Debug(msg, zap.Error(err))
+	}
+}
+
+// follow makes stored this node's view of the CA and brings Caddy's copy
+// in step; announce logs a change made by another node.
+func (s *caState) follow(stored *castore.CA, announce bool) {
+	prev := s.current.Swap(stored)
+	if prev != nil && prev.Digest != stored.Digest && announce {
+		s.stats.followed.Add(1)
+		s.logger.Info("following an intermediate stored by another node",
+			zap.String("serial", stored.Issuer().SerialNumber.Text(16)),
+			zap.Time("not_after", stored.Issuer().NotAfter),
+			zap.String("previous_serial", prev.Issuer().SerialNumber.Text(16)))
+	}
+	s.stats.notAfter.Store(stored.Issuer().NotAfter.Unix())
+	s.syncCaddy(stored)
+}
+
+// syncCaddy sets Caddy's in-memory copy to stored, when it differs.
+func (s *caState) syncCaddy(stored *castore.CA) {
+	if s.fields == nil {
+		return
+	}
+	if prev := s.synced.Load(); prev != nil && prev.Digest == stored.Digest && castore.KeyMatches(prev.Issuer(), stored.Key) {
+		return
+	}
+	chain := s.ca.IntermediateCertificateChain()
+	if s.ca.RootCertificate().Equal(stored.Root) && len(chain) > 0 && chain[0].Equal(stored.Issuer()) &&
+		castore.KeyMatches(chain[0], s.ca.IntermediateKey()) {
+		s.synced.Store(stored)
+		return
+	}
+	s.fields.set(stored.Root, stored.Intermediates, stored.Key)
+	s.synced.Store(stored)
+	s.logger.Debug("Caddy's in-memory CA brought in step with storage",
+		zap.String("intermediate_serial", stored.Issuer().SerialNumber.Text(16)))
+}
+
+// errLockBusy: another node holds the renewal lock (periodic checks do not
+// wait for it).
+var errLockBusy = errors.New("another node holds the renewal lock")
+
+type lockMode int
+
+const (
+	lockTry  lockMode = iota // periodic check: skip when busy
+	lockWait                 // forced renewal: wait until ctx ends
+)
+
+// renewal is what a renewal did, for the admin API.
+type renewal struct {
+	CA             string    `json:"ca"`
+	Renewed        bool      `json:"renewed"`
+	Serial         string    `json:"serial"`
+	NotBefore      time.Time `json:"not_before"`
+	NotAfter       time.Time `json:"not_after"`
+	PreviousSerial string    `json:"previous_serial,omitempty"`
+	Note           string    `json:"note,omitempty"`
+}
+
+// renew takes the renewal lock and, if the stored intermediate still
+// needs it (or force), replaces it with a new one signed by the root. With
+// hold > 0 the lock is kept that long afterwards.
+func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold time.Duration) (*renewal, error) {
+	if err := s.lock(ctx, mode); err != nil {
+		return nil, err
+	}
+	release := func() {
+		uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.storage.Unlock(uctx, s.lockName()); err != nil {
+			s.logger.Error("releasing the renewal lock", zap.String("lock", s.lockName()), zap.Error(err))
+		}
+	}
+	defer func() {
+		if hold > 0 {
+			s.holdLock(hold, release)
+			return
+		}
+		release()
+	}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// another node may have renewed while this one waited for the lock
+	stored, err := castore.Load(rctx, s.storage, s.id, s.fallbackRoot(), true)
+	if err == nil && !force && !s.due(stored.Issuer(), time.Now()) {
+		s.follow(stored, true)
+		return &renewal{CA: s.id, Serial: stored.Issuer().SerialNumber.Text(16), NotBefore: stored.Issuer().NotBefore,
+			NotAfter: stored.Issuer().NotAfter, Note: "renewed by another node meanwhile"}, nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !isInconsistent(err) {
+		return nil, err
+	}
+	root, rootKey, err := s.rootPair(rctx)
+	if err != nil {
+		s.stats.renewFailed.Add(1)
+		return nil, err
+	}
+	cert, key, err := s.newIntermediate(root, rootKey)
+	if err != nil {
+		s.stats.renewFailed.Add(1)
+		return nil, err
+	}
+	if err := s.store(rctx, cert, key); err != nil {
+		s.stats.renewFailed.Add(1)
+		return nil, err
+	}
+	s.stats.renewed.Add(1)
+	r := &renewal{CA: s.id, Renewed: true, Serial: cert.SerialNumber.Text(16), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter}
+	fields := []zap.Field{zap.String("serial", r.Serial), zap.Time("not_after", cert.NotAfter), zap.Bool("forced", force)}
+	if stored != nil {
+		r.PreviousSerial = stored.Issuer().SerialNumber.Text(16)
+		fields = append(fields, zap.String("previous_serial", r.PreviousSerial), zap.Time("previous_not_after", stored.Issuer().NotAfter))
+	}
+	s.logger.Info("renewed the intermediate for the cluster", fields...)
+	now := &castore.CA{ID: s.id, Root: root, Intermediates: []*x509.Certificate{cert}, Key: key}
+	if fresh, err := castore.Load(rctx, s.storage, s.id, s.fallbackRoot(), true); err == nil {
+		now = fresh
+	}
+	s.follow(now, false)
+	s.ok()
+	return r, nil
+}
+
+// lock takes the renewal lock: once (lockTry) or waiting (lockWait).
+func (s *caState) lock(ctx context.Context, mode lockMode) error {
+	if mode == lockTry {
+		if tl, ok := s.storage.(certmagic.TryLocker); ok {
+			got, err := tl.TryLock(ctx, s.lockName())
+			if err != nil {
+				return fmt.Errorf("taking the renewal lock %q: %w", s.lockName(), err)
+			}
+			if !got {
+				return errLockBusy
+			}
+			return nil
+		}
+		// a storage without TryLock: wait briefly
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if err := s.storage.Lock(ctx, s.lockName()); err != nil {
+			return errLockBusy
+		}
+		return nil
+	}
+	if err := s.storage.Lock(ctx, s.lockName()); err != nil {
+		return fmt.Errorf("waiting for the renewal lock %q: %w", s.lockName(), err)
+	}
+	return nil
+}
+
+// holdLock keeps the lock for d, then releases it (or at Stop).
+func (s *caState) holdLock(d time.Duration, release func()) {
+	done := make(chan struct{})
+	s.holdsMu.Lock()
+	s.holds[done] = struct{}{}
+	s.holdsMu.Unlock()
+	go func() {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-done:
+		}
+		s.holdsMu.Lock()
+		delete(s.holds, done)
+		s.holdsMu.Unlock()
+		release()
+	}()
+}
+
+// stopHolds releases the locks held for admin requests.
+func (s *caState) stopHolds() {
+	s.holdsMu.Lock()
+	var chs []chan struct{}
+	for ch := range s.holds {
+		chs = append(chs, ch)
+	}
+	s.holdsMu.Unlock()
+	for _, ch := range chs {
+		close(ch)
+	}
+}
+
+// rootPair is the root certificate and its key: from the pki config's
+// files when the root is configured there, else from storage (checked to
+// match).
+func (s *caState) rootPair(ctx context.Context) (*x509.Certificate, crypto.Signer, error) {
+	if s.ca.Root != nil {
+		chain, key, err := s.ca.Root.Load()
+		if err != nil {
+			return nil, nil, fmt.Errorf("loading the root configured in the pki app: %w", err)
+		}
+		return chain[0], key, nil
+	}
+	certPEM, err := s.storage.Load(ctx, castore.Key(s.id, castore.RootCert))
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the root certificate (never generating a new root): %w", err)
+	}
+	root, err := parseOneCert(certPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", castore.Key(s.id, castore.RootCert), err)
+	}
+	keyPEM, err := s.storage.Load(ctx, castore.Key(s.id, castore.RootKey))
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the root key: %w", err)
+	}
+	k, err := certmagic.PEMDecodePrivateKey(keyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", castore.Key(s.id, castore.RootKey), err)
+	}
+	key, ok := k.(crypto.Signer)
+	if !ok || !castore.KeyMatches(root, key) {
+		return nil, nil, fmt.Errorf("%s does not match %s (two nodes created the CA at once?); "+
+			"stop all nodes but one, delete %s from storage and restart them one at a time",
+			castore.Key(s.id, castore.RootKey), castore.Key(s.id, castore.RootCert), castore.Prefix(s.id))
+	}
+	return root, key, nil
+}

@@ -1,0 +1,180 @@
+// Package castore reads a CA of Caddy's `pki` app as Caddy's storage holds
+// it, so that every node sharing the storage issues from, and trusts, the
+// same root and the same current intermediate, whichever node renewed it.
+//
+// Caddy keeps each CA under pki/authorities/<id>/ (root.crt, root.key,
+// intermediate.crt, intermediate.key) and loads it into memory once, when
+// its config loads; a renewal made by another node reaches a node's memory
+// only at its next config load. Readers here go to storage instead. The
+// internal keystore signs with the intermediate read here; trustline_cluster
+// renews it and keeps Caddy's in-memory copy in step.
+package castore
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+// File names under Prefix, as Caddy's pki app writes them.
+const (
+	RootCert         = "root.crt"
+	RootKey          = "root.key"
+	IntermediateCert = "intermediate.crt"
+	IntermediateKey  = "intermediate.key"
+)
+
+// Prefix is the storage directory of the CA called id.
+func Prefix(id string) string {
+	return path.Join("pki", "authorities", certmagic.StorageKeys.Safe(id))
+}
+
+// Key is the storage key of one of the CA's files.
+func Key(id, file string) string { return path.Join(Prefix(id), file) }
+
+// CA is a CA as storage holds it.
+type CA struct {
+	// ID is the CA's ID in the pki app.
+	ID string
+	// Root is the root certificate: root.crt, or the fallback given to
+	// Load when storage has none (a root configured from files).
+	Root *x509.Certificate
+	// Intermediates is intermediate.crt: the issuing certificate first.
+	Intermediates []*x509.Certificate
+	// Key is the issuing intermediate's private key (intermediate.key),
+	// read only when asked for.
+	Key crypto.Signer
+	// Digest identifies the root and intermediate certificates read.
+	Digest [32]byte
+}
+
+// Issuer is the certificate that signs leaves: Intermediates[0].
+func (ca *CA) Issuer() *x509.Certificate { return ca.Intermediates[0] }
+
+// Retries of a pair caught mid-replacement: Caddy and trustline_cluster
+// store the new intermediate's certificate and key one after the other.
+const (
+	readAttempts = 4
+	readRetry    = 75 * time.Millisecond
+)
+
+// Load reads the CA called id from st: its root (root.crt, or
+// fallbackRoot when storage has no root.crt and fallbackRoot is not nil)
+// and its intermediate chain, and with withKey the intermediate's key. The
+// intermediate must be signed by the root, and the key must match it; a
+// pair that does not is read again a few times (a renewal in progress),
+// then refused. An error that wraps fs.ErrNotExist means storage does not
+// hold the CA (another storage, or a CA configured from files).
+func Load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x509.Certificate, withKey bool) (*CA, error) {
+	var err error
+	for attempt := 1; ; attempt++ {
+		var ca *CA
+		ca, err = load(ctx, st, id, fallbackRoot, withKey)
+		if err == nil {
+			return ca, nil
+		}
+		if !errors.Is(err, ErrInconsistent) || attempt == readAttempts {
+			return nil, err
+		}
+		t := time.NewTimer(readRetry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
+}
+
+// ErrInconsistent is wrapped by the error of a stored intermediate that is
+// not signed by the root or does not match its key.
+var ErrInconsistent = errors.New("inconsistent CA in storage")
+
+func load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x509.Certificate, withKey bool) (*CA, error) {
+	ca := &CA{ID: id}
+	rootPEM, err := st.Load(ctx, Key(id, RootCert))
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && fallbackRoot != nil:
+		ca.Root = fallbackRoot
+	case err != nil:
+		return nil, fmt.Errorf("ca %q: reading %s: %w", id, Key(id, RootCert), err)
+	default:
+		roots, err := material.ParsePEMCertificates(rootPEM)
+		if err != nil || len(roots) == 0 {
+			return nil, fmt.Errorf("ca %q: %s holds no certificate: %v", id, Key(id, RootCert), err)
+		}
+		ca.Root = roots[0]
+	}
+	interPEM, err := st.Load(ctx, Key(id, IntermediateCert))
+	if err != nil {
+		return nil, fmt.Errorf("ca %q: reading %s: %w", id, Key(id, IntermediateCert), err)
+	}
+	ca.Intermediates, err = material.ParsePEMCertificates(interPEM)
+	if err != nil || len(ca.Intermediates) == 0 {
+		return nil, fmt.Errorf("ca %q: %s holds no certificate: %v", id, Key(id, IntermediateCert), err)
+	}
+	if err := ca.Intermediates[len(ca.Intermediates)-1].CheckSignatureFrom(ca.Root); err != nil {
+		return nil, fmt.Errorf("ca %q: the stored intermediate (serial %s) is not signed by the root %q: %w (%w)",
+			id, ca.Issuer().SerialNumber.Text(16), ca.Root.Subject.String(), err, ErrInconsistent)
+	}
+	if withKey {
+		keyPEM, err := st.Load(ctx, Key(id, IntermediateKey))
+		if err != nil {
+			return nil, fmt.Errorf("ca %q: reading %s: %w", id, Key(id, IntermediateKey), err)
+		}
+		key, err := certmagic.PEMDecodePrivateKey(keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("ca %q: decoding %s: %w", id, Key(id, IntermediateKey), err)
+		}
+		signer, ok := key.(crypto.Signer)
+		if !ok || !KeyMatches(ca.Issuer(), signer) {
+			return nil, fmt.Errorf("ca %q: %s does not match the certificate in %s (%w)",
+				id, Key(id, IntermediateKey), Key(id, IntermediateCert), ErrInconsistent)
+		}
+		ca.Key = signer
+	}
+	h := sha256.New()
+	h.Write(ca.Root.Raw)
+	for _, c := range ca.Intermediates {
+		h.Write(c.Raw)
+	}
+	copy(ca.Digest[:], h.Sum(nil))
+	return ca, nil
+}
+
+// KeyMatches reports whether key is the private key of cert.
+func KeyMatches(cert *x509.Certificate, key crypto.Signer) bool {
+	pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && key != nil && pub.Equal(key.Public())
+}
+
+// KeyWatcher is what a storage that announces changes implements (the
+// suite's `storage redis` does, through Redis pub/sub): WatchKeys calls f
+// with each key stored or deleted under prefix by any node, and with
+// prefix itself when notifications may have been missed; f must not
+// block.
+type KeyWatcher interface {
+	WatchKeys(prefix string, f func(key string)) (cancel func())
+}
+
+// Watch calls f when the CA called id may have changed in st (its
+// certificates or keys stored or deleted by any node), if st announces
+// changes; ok is false when it does not (readers then rely on polling).
+// f runs on the storage's notification goroutine and must not block.
+func Watch(st certmagic.Storage, id string, f func()) (cancel func(), ok bool) {
+	w, ok := st.(KeyWatcher)
+	if !ok {
+		return func() {}, false
+	}
+	return w.WatchKeys(Prefix(id), func(string) { f() }), true
+}

@@ -1,0 +1,82 @@
+package cluster
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// caStats are the numbers kept per CA for /metrics; they live in the
+// process, so they survive config reloads.
+type caStats struct {
+	renewed, renewFailed, followed atomic.Uint64
+	notAfter                       atomic.Int64 // Unix seconds of the stored intermediate seen last
+}
+
+var (
+	statsMu sync.Mutex
+	stats   = map[string]*caStats{}
+)
+
+func statsFor(id string) *caStats {
+	statsMu.Lock()
+	defer statsMu.Unlock()
+	s := stats[id]
+	if s == nil {
+		s = &caStats{}
+		stats[id] = s
+	}
+	return s
+}
+
+var (
+	renewalsDesc = prometheus.NewDesc("trustline_cluster_intermediate_renewals_total",
+		"Renewals of a pki CA's intermediate made by this node for the cluster, by result (ok, failed).",
+		[]string{"ca", "result"}, nil)
+	followedDesc = prometheus.NewDesc("trustline_cluster_intermediate_changes_followed_total",
+		"Intermediates stored by another node (or by Caddy itself) that this node followed.",
+		[]string{"ca"}, nil)
+	notAfterDesc = prometheus.NewDesc("trustline_cluster_intermediate_not_after_timestamp_seconds",
+		"Not-after of the CA's intermediate as storage holds it, as a Unix time.",
+		[]string{"ca"}, nil)
+)
+
+type collector struct{}
+
+func (collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- renewalsDesc
+	ch <- followedDesc
+	ch <- notAfterDesc
+}
+
+func (collector) Collect(ch chan<- prometheus.Metric) {
+	statsMu.Lock()
+	defer statsMu.Unlock()
+	for id, s := range stats {
+		ch <- prometheus.MustNewConstMetric(renewalsDesc, prometheus.CounterValue, float64(s.renewed.Load()), id, "ok")
+		ch <- prometheus.MustNewConstMetric(renewalsDesc, prometheus.CounterValue, float64(s.renewFailed.Load()), id, "failed")
+		ch <- prometheus.MustNewConstMetric(followedDesc, prometheus.CounterValue, float64(s.followed.Load()), id)
+		if na := s.notAfter.Load(); na != 0 {
+			ch <- prometheus.MustNewConstMetric(notAfterDesc, prometheus.GaugeValue, float64(na), id)
+		}
+	}
+}
+
+// registerMetrics adds the collector to ctx's metrics registry (once per
+// registry; Caddy makes one per config load).
+func registerMetrics(ctx caddy.Context) {
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return
+	}
+	if err := reg.Register(collector{}); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			ctx.Logger().Warn("registering trustline_cluster metrics", zap.Error(err))
+		}
+	}
+}
