@@ -29,6 +29,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/zap"
 
+	"github.com/trustline/trustline/modules/cluster/castore"
 	"github.com/trustline/trustline/modules/material"
 )
 
@@ -40,7 +41,10 @@ func init() {
 // `local`) for the names given: a SPIFFE ID (as the URI SAN), DNS names and
 // a common name. The certificate (ECDSA P-256) and its key are kept in
 // Caddy's storage, so that nodes sharing storage share the CA and the
-// identity; it is renewed in the background at two-thirds of its lifetime,
+// identity. It is signed by the CA's intermediate as storage holds it (so
+// that every node issues from the current intermediate, whichever node
+// renewed it; Caddy's in-memory copy when storage does not hold the CA),
+// and issued again when that intermediate changes. It is renewed in the background at two-thirds of its lifetime,
 // under a storage lock (one node issues, the others pick it up), and never
 // while a request waits. A failed renewal is logged and retried; the
 // current identity stays in force until then.
@@ -64,7 +68,8 @@ type Internal struct {
 	Usage string `json:"usage,omitempty"`
 
 	live
-	issuer *issuer
+	issuer  *issuer
+	unwatch func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -172,6 +177,13 @@ func (in *Internal) Provision(ctx caddy.Context) error {
 	id := hex.EncodeToString(sum[:8])
 	key := "keystore|internal|" + id
 	in.issuer = &issuer{caID: in.CA, ca: ca, storage: ctx.Storage(), logger: ctx.Logger()}
+	// a storage that announces changes (storage redis) brings a renewed
+	// intermediate at once; polling is the fallback
+	in.unwatch, _ = castore.Watch(ctx.Storage(), in.CA, func() {
+		if src := in.Src; src != nil {
+			go func() { _ = src.Reload() }()
+		}
+	})
 	pushIssuer(key, in.issuer)
 
 	lifetime := time.Duration(in.Lifetime)
@@ -187,10 +199,11 @@ func (in *Internal) Provision(ctx caddy.Context) error {
 	err = in.acquire(ctx, material.Spec[*tls.Certificate]{
 		Name: "internal:" + in.CA + ":" + names,
 		Key:  key,
-		Poll: max(time.Second, min(time.Minute, lifetime/20)),
+		Poll: max(time.Second, min(5*time.Second, lifetime/20)),
 		Load: st.load,
 	})
 	if err != nil {
+		in.unwatch()
 		popIssuer(key, in.issuer)
 		return fmt.Errorf("loading keystore internal (%s): %w", names, err)
 	}
@@ -199,6 +212,9 @@ func (in *Internal) Provision(ctx caddy.Context) error {
 
 // Cleanup stops the renewal checks (when no other config uses the source).
 func (in *Internal) Cleanup() error {
+	if in.unwatch != nil {
+		in.unwatch()
+	}
 	if in.issuer != nil {
 		popIssuer(in.Key(), in.issuer)
 	}
@@ -297,14 +313,18 @@ func (st *internalState) load() (*material.Loaded[*tls.Certificate], error) {
 	if l, err := st.stored(ctx, is); err != nil || l != nil {
 		return l, err
 	}
-	bundle, err := st.issue(is)
+	ca, err := is.signingCA(ctx, true)
+	if err != nil {
+		return nil, fmt.Errorf("keystore internal (%s): %w", st.names, err)
+	}
+	bundle, err := st.issue(is, ca)
 	if err != nil {
 		return nil, fmt.Errorf("keystore internal (%s): issuing from ca %q: %w", st.names, is.caID, err)
 	}
 	if err := is.storage.Store(ctx, st.storageKey, bundle); err != nil {
 		return nil, fmt.Errorf("keystore internal (%s): storing %s: %w", st.names, st.storageKey, err)
 	}
-	l, err := st.parse(bundle, is)
+	l, err := st.parse(bundle, is, ca.Root)
 	if err != nil {
 		return nil, fmt.Errorf("keystore internal (%s): the new certificate: %w", st.names, err)
 	}
@@ -325,7 +345,11 @@ func (st *internalState) stored(ctx context.Context, is *issuer) (*material.Load
 	if err != nil {
 		return nil, fmt.Errorf("keystore internal (%s): reading %s from storage: %w", st.names, st.storageKey, err)
 	}
-	l, err := st.parse(data, is)
+	ca, err := is.signingCA(ctx, false)
+	if err != nil {
+		return nil, fmt.Errorf("keystore internal (%s): %w", st.names, err)
+	}
+	l, err := st.parse(data, is, ca.Root)
 	if err != nil {
 		is.logger.Warn("stored identity unusable; issuing a new one",
 			zap.String("names", st.names), zap.String("storage_key", st.storageKey), zap.Error(err))
@@ -334,7 +358,29 @@ func (st *internalState) stored(ctx context.Context, is *issuer) (*material.Load
 	if time.Now().After(renewAt(l.Value.Leaf)) {
 		return nil, nil
 	}
+	if chain := l.Certificates; len(chain) < 2 || !chain[1].Equal(ca.Issuer()) {
+		is.logger.Info("the CA's intermediate was renewed; issuing the identity from the new one",
+			zap.String("names", st.names), zap.String("ca", is.caID),
+			zap.String("intermediate_serial", ca.Issuer().SerialNumber.Text(16)))
+		return nil, nil
+	}
 	return l, nil
+}
+
+// signingCA is the CA as storage holds it, so that every node sharing the
+// storage issues from the same, current intermediate whichever node
+// renewed it; Caddy's in-memory copy when storage does not hold the CA (a
+// CA with a storage of its own). withKey reads the intermediate's key too.
+func (is *issuer) signingCA(ctx context.Context, withKey bool) (*castore.CA, error) {
+	ca, err := castore.Load(ctx, is.storage, is.caID, is.ca.RootCertificate(), withKey)
+	if errors.Is(err, fs.ErrNotExist) {
+		chain := is.ca.IntermediateCertificateChain()
+		if len(chain) == 0 || is.ca.IntermediateKey() == nil {
+			return nil, errors.New("the CA has no intermediate certificate")
+		}
+		return &castore.CA{ID: is.caID, Root: is.ca.RootCertificate(), Intermediates: chain, Key: is.ca.IntermediateKey()}, nil
+	}
+	return ca, err
 }
 
 // renewAt is two-thirds into the certificate's lifetime (counted from its
@@ -346,7 +392,7 @@ func renewAt(leaf *x509.Certificate) time.Time {
 
 // parse reads a stored bundle (key, leaf, intermediates) and checks that it
 // chains to the CA's root and is not expired.
-func (st *internalState) parse(data []byte, is *issuer) (*material.Loaded[*tls.Certificate], error) {
+func (st *internalState) parse(data []byte, is *issuer, root *x509.Certificate) (*material.Loaded[*tls.Certificate], error) {
 	var keyDER []byte
 	var chain []*x509.Certificate
 	for rest := data; ; {
@@ -378,7 +424,7 @@ func (st *internalState) parse(data []byte, is *issuer) (*material.Loaded[*tls.C
 		return nil, err
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(is.ca.RootCertificate())
+	roots.AddCert(root)
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
@@ -395,12 +441,8 @@ func (st *internalState) parse(data []byte, is *issuer) (*material.Loaded[*tls.C
 
 // issue makes a new key and certificate signed by the CA's intermediate
 // and returns them as a PEM bundle.
-func (st *internalState) issue(is *issuer) ([]byte, error) {
-	interChain := is.ca.IntermediateCertificateChain()
-	interKey := is.ca.IntermediateKey()
-	if len(interChain) == 0 || interKey == nil {
-		return nil, errors.New("the CA has no intermediate certificate")
-	}
+func (st *internalState) issue(is *issuer, ca *castore.CA) ([]byte, error) {
+	interChain, interKey := ca.Intermediates, ca.Key
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
