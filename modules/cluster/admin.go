@@ -168,7 +168,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 		if cur := st.current.Load(); cur != nil {
 			cs.Root = info(cur.Root, 0)
 			cs.Intermediate = info(cur.Issuer(), st.ratio)
-			if chain := st.ca.IntermediateCertificateChain(); len(chain) > 0 {
+			if _, chain := st.inMemory(); len(chain) > 0 {
 				cs.CaddySerial = chain[0].SerialNumber.Text(16)
 				cs.CaddyInStep = chain[0].Equal(cur.Issuer())
 			}

@@ -90,13 +90,27 @@ func (s *caState) provision(ctx caddy.Context) error {
 		s.logger.Warn("reading the CA from storage", zap.Error(err))
 		return nil
 	}
-	if mem := s.ca.RootCertificate(); mem != nil && !mem.Equal(stored.Root) {
+	if mem := s.inMemoryRoot(); mem != nil && !mem.Equal(stored.Root) {
 		s.logger.Warn("this node's pki CA had a root of its own (several nodes created the CA at once); following the root in storage",
 			zap.String("own_root_serial", mem.SerialNumber.Text(16)),
 			zap.String("stored_root_serial", stored.Root.SerialNumber.Text(16)))
 	}
 	s.follow(stored, false)
 	return nil
+}
+
+// inMemory is Caddy's in-memory copy of the CA (root, intermediate chain).
+func (s *caState) inMemory() (*x509.Certificate, []*x509.Certificate) {
+	if s.fields != nil {
+		root, chain, _ := s.fields.get()
+		return root, chain
+	}
+	return s.ca.RootCertificate(), s.ca.IntermediateCertificateChain()
+}
+
+func (s *caState) inMemoryRoot() *x509.Certificate {
+	root, _ := s.inMemory()
+	return root
 }
 
 // run checks the CA every interval, and when the storage announces a
@@ -232,9 +246,8 @@ func (s *caState) syncCaddy(stored *castore.CA) {
 	if prev := s.synced.Load(); prev != nil && prev.Digest == stored.Digest && castore.KeyMatches(prev.Issuer(), stored.Key) {
 		return
 	}
-	chain := s.ca.IntermediateCertificateChain()
-	if s.ca.RootCertificate().Equal(stored.Root) && len(chain) > 0 && chain[0].Equal(stored.Issuer()) &&
-		castore.KeyMatches(chain[0], s.ca.IntermediateKey()) {
+	root, chain, key := s.fields.get()
+	if root.Equal(stored.Root) && len(chain) > 0 && chain[0].Equal(stored.Issuer()) && castore.KeyMatches(chain[0], key) {
 		s.synced.Store(stored)
 		return
 	}

@@ -29,6 +29,13 @@ import (
 // The field names and types are checked against what this code expects
 // (Caddy v2.11.9); if they differ (another Caddy version), nothing is
 // written and the cluster logs that Caddy's copy cannot be kept in step.
+//
+// caddypki.CA's accessors (IntermediateCertificateChain, ...) have value
+// receivers: they copy the whole struct before taking the lock, so any
+// in-place update, Caddy's own renewal included, is a data race to Go's
+// race detector. The update happens once per renewal, replaces a slice of
+// the same length and two pointers; this package reads the fields under
+// the lock (get) rather than through the accessors.
 
 type caddyCAFields struct {
 	mu         **sync.RWMutex
@@ -82,4 +89,12 @@ func (f *caddyCAFields) set(root *x509.Certificate, chain []*x509.Certificate, k
 	*f.root = root
 	*f.interChain = append([]*x509.Certificate(nil), chain...)
 	*f.interKey = key
+}
+
+// get reads the in-memory root, intermediate chain and key under the lock.
+func (f *caddyCAFields) get() (*x509.Certificate, []*x509.Certificate, crypto.Signer) {
+	mu := *f.mu
+	mu.RLock()
+	defer mu.RUnlock()
+	return *f.root, *f.interChain, *f.interKey
 }

@@ -359,7 +359,7 @@ func (st *internalState) stored(ctx context.Context, is *issuer) (*material.Load
 		return nil, nil
 	}
 	if chain := l.Certificates; len(chain) < 2 || !chain[1].Equal(ca.Issuer()) {
-		is.logger.Info("the CA's intermediate was renewed; issuing the identity from the new one",
+		is.logger.Debug("the CA's intermediate was renewed; issuing the identity from the new one",
 			zap.String("names", st.names), zap.String("ca", is.caID),
 			zap.String("intermediate_serial", ca.Issuer().SerialNumber.Text(16)))
 		return nil, nil
@@ -370,9 +370,11 @@ func (st *internalState) stored(ctx context.Context, is *issuer) (*material.Load
 // signingCA is the CA as storage holds it, so that every node sharing the
 // storage issues from the same, current intermediate whichever node
 // renewed it; Caddy's in-memory copy when storage does not hold the CA (a
-// CA with a storage of its own). withKey reads the intermediate's key too.
+// CA with a storage of its own, or a root configured from files; with
+// trustline_cluster that copy follows storage too). withKey reads the
+// intermediate's key too.
 func (is *issuer) signingCA(ctx context.Context, withKey bool) (*castore.CA, error) {
-	ca, err := castore.Load(ctx, is.storage, is.caID, is.ca.RootCertificate(), withKey)
+	ca, err := castore.Load(ctx, is.storage, is.caID, nil, withKey)
 	if errors.Is(err, fs.ErrNotExist) {
 		chain := is.ca.IntermediateCertificateChain()
 		if len(chain) == 0 || is.ca.IntermediateKey() == nil {
