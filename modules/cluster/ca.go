@@ -56,7 +56,9 @@ func newCAState(id string, ca *caddypki.CA, st certmagic.Storage, ratio float64,
 }
 
 // lockName is the storage lock that one node holds while it renews.
-func (s *caState) lockName() string { return "trustline_cluster_ca_" + certmagic.StorageKeys.Safe(s.id) }
+func (s *caState) lockName() string {
+	return "trustline_cluster_ca_" + certmagic.StorageKeys.Safe(s.id)
+}
 
 // fallbackRoot is the root when storage has none: a root configured from
 // files in the pki app (the same file on every node).
