@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
 
 	"github.com/trustline/trustline/integration/bench"
 	"github.com/trustline/trustline/internal/testpki"
@@ -774,4 +775,149 @@ func TestExamplePassthrough(t *testing.T) {
 	if m := c.Metrics(t); !strings.Contains(m, `trustline_passthrough_connections_total{outcome="refused",route="refuse_tls12"} 1`) {
 		t.Fatalf("/metrics lacks the TLS 1.2 refusal")
 	}
+}
+
+// TestPassthroughMTLSInOut: "mTLS in, mTLS out" at layer 4. caddy-l4's
+// tls handler terminates the client's TLS and verifies its certificate;
+// the passthrough handler then sends the verified identity in PROXY v2
+// TLVs (SSL TLV with CN and DER, 0xE0 with the SPIFFE ID) to a plain-TCP
+// backend, or re-encrypts to a TLS backend with Caddy's own client
+// certificate, the client's identity still in the PROXY header.
+func TestPassthroughMTLSInOut(t *testing.T) {
+	ca := testpki.NewCA(t, "mesh CA")
+	dir := t.TempDir()
+	serverLeaf := ca.Issue(t, testpki.CN("l4.example.com"), testpki.DNS("plain.example.com", "reenc.example.com"), testpki.ServerOnly())
+	serverCert, serverKey := serverLeaf.WriteFiles(t, dir, "server")
+	proxyLeaf := ca.Issue(t, testpki.CN("caddy-proxy"), testpki.ClientOnly())
+	proxyCert, proxyKey := proxyLeaf.WriteFiles(t, dir, "proxy")
+	caFile := testpki.WriteFile(t, dir, "ca.pem", ca.CertPEM())
+	alice := ca.Issue(t, testpki.CN("alice"), testpki.URI("spiffe://example.org/ns/prod/alice"), testpki.ClientOnly())
+
+	type seen struct {
+		cn, spiffe, peerCN string
+		verified           bool
+		der                []byte
+	}
+	got := make(chan seen, 10)
+	identityOf := func(h *proxyproto.Header) seen {
+		var s seen
+		tlvs, _ := h.TLVs()
+		if ssl, ok := tlvparse.FindSSL(tlvs); ok {
+			s.verified = ssl.Verified()
+			s.cn, _ = ssl.ClientCN()
+			s.der, _ = ssl.ClientCert()
+		}
+		for _, tlv := range tlvs {
+			if tlv.Type == 0xE0 {
+				s.spiffe = string(tlv.Value)
+			}
+		}
+		return s
+	}
+	// a plain-TCP backend behind the termination
+	plainLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { plainLn.Close() })
+	go func() {
+		for {
+			c, err := plainLn.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				h, err := proxyproto.Read(br)
+				if err != nil {
+					return
+				}
+				got <- identityOf(h)
+				_, _ = io.Copy(c, br) // echo, in clear
+			}()
+		}
+	}()
+	// a TLS backend that requires a client certificate (Caddy's)
+	reenc := ptStartBackend(t, ca, "backend.example.com", ptBackendOpts{proxyProtocol: true, clientCAs: ca, serve: func(tc *tls.Conn) {
+		_, _ = io.Copy(tc, tc)
+	}})
+
+	l4 := bench.FreeAddr(t)
+	c := bench.Start(t, "{\n\tadmin {$TL_ADMIN}\n\tskip_install_trust\n}\n")
+	tlsHandler := map[string]any{"handler": "tls", "connection_policies": []any{map[string]any{
+		"client_authentication": map[string]any{"mode": "require_and_verify", "ca": map[string]any{"provider": "file", "pem_files": []string{caFile}}},
+	}}}
+	cfg := map[string]any{
+		"admin": map[string]any{"listen": c.Admin},
+		"apps": map[string]any{
+			"tls": map[string]any{"certificates": map[string]any{"load_files": []any{map[string]any{"certificate": serverCert, "key": serverKey}}}},
+			"layer4": map[string]any{"servers": map[string]any{"mtls": map[string]any{
+				"listen": []string{l4},
+				"routes": []any{
+					map[string]any{
+						"match": []any{map[string]any{"clienthello": map[string]any{"sni": []string{"plain.example.com"}}}},
+						"handle": []any{tlsHandler, map[string]any{"handler": "passthrough", "route": "plain",
+							"upstreams": []any{map[string]any{"dial": plainLn.Addr().String()}}, "proxy_protocol": "v2", "proxy_protocol_identity": true}},
+					},
+					map[string]any{
+						"match": []any{map[string]any{"clienthello": map[string]any{"sni": []string{"reenc.example.com"}}}},
+						"handle": []any{tlsHandler, map[string]any{"handler": "passthrough", "route": "reenc",
+							"upstreams": []any{map[string]any{"dial": reenc.addr}}, "proxy_protocol": "v2", "proxy_protocol_identity": true,
+							"tls": map[string]any{"ca": map[string]any{"provider": "file", "pem_files": []string{caFile}},
+								"client_certificate_file": proxyCert, "client_certificate_key_file": proxyKey, "server_name": "backend.example.com"}}},
+					},
+				},
+			}}},
+		},
+	}
+	raw, _ := json.Marshal(cfg)
+	if err := c.LoadJSON(t, raw); err != nil {
+		t.Fatal(err)
+	}
+	bench.WaitPort(t, l4, 10*time.Second)
+
+	check := func(s seen) {
+		t.Helper()
+		if !s.verified || s.cn != "alice" || s.spiffe != "spiffe://example.org/ns/prod/alice" || string(s.der) != string(alice.Cert.Raw) {
+			t.Fatalf("backend read identity verified=%v cn=%q spiffe=%q der=%d bytes; want alice's, verified", s.verified, s.cn, s.spiffe, len(s.der))
+		}
+	}
+	clientCfg := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{alice.TLS()}}
+	for _, sni := range []string{"plain.example.com", "reenc.example.com"} {
+		tc, _ := ptDial(t, l4, sni, clientCfg)
+		if _, err := tc.Write([]byte("ping " + sni)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len("ping "+sni))
+		if _, err := io.ReadFull(tc, buf); err != nil || string(buf) != "ping "+sni {
+			t.Fatalf("%s: echo %q, %v", sni, buf, err)
+		}
+		tc.Close()
+		if sni == "plain.example.com" {
+			check(<-got)
+			continue
+		}
+		h := <-reenc.headers
+		check(identityOf(h))
+		if cn := <-reenc.peers; cn != "caddy-proxy" {
+			t.Fatalf("TLS backend saw client certificate %q, want Caddy's own (caddy-proxy)", cn)
+		}
+	}
+	// no client certificate: the layer-4 termination refuses it
+	raw2, err := net.Dial("tcp", l4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw2.Close()
+	_ = raw2.SetDeadline(time.Now().Add(10 * time.Second))
+	nc := tls.Client(raw2, &tls.Config{RootCAs: ca.Pool(), ServerName: "plain.example.com"})
+	if err := nc.Handshake(); err == nil {
+		if _, err = nc.Read(make([]byte, 1)); err == nil {
+			t.Fatal("a client without a certificate got through the mTLS termination")
+		}
+	}
+	ptWaitLogLines(t, c, "passthrough connection", 2, func(m map[string]any) bool {
+		return m["client_identity"] == "spiffe://example.org/ns/prod/alice"
+	})
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/mholt/caddy-l4/layer4"
 )
 
@@ -641,6 +643,12 @@ func (b *Block) Server() (*layer4.Server, error) {
 //
 //	passthrough <upstreams...> {
 //		<route options of the passthrough block>
+//		# after caddy-l4's tls handler terminated the client's TLS:
+//		proxy_protocol_identity
+//		tls
+//		tls_server_name <name>
+//		tls_client_auth <cert_file> <key_file>
+//		tls_trust_pool <source> [<args...>]
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // handler name
@@ -654,16 +662,65 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if len(rs.Upstreams) == 0 {
 		return d.Errf("passthrough: no upstream: write `passthrough host:port`")
 	}
+	var identity bool
+	var tlsCfg *reverseproxy.TLSConfig
+	useTLS := func() *reverseproxy.TLSConfig {
+		if tlsCfg == nil {
+			tlsCfg = new(reverseproxy.TLSConfig)
+		}
+		return tlsCfg
+	}
+	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if opt == "alpn" {
 			return d.Errf("passthrough: alpn belongs to the clienthello matcher here")
 		}
-		if rs.opts.set[opt] {
+		if rs.opts.set[opt] || seen[opt] {
 			return d.Errf("passthrough: duplicate option '%s'", opt)
 		}
-		if err := rs.opts.parseOption(d, opt); err != nil {
-			return err
+		seen[opt] = true
+		switch opt {
+		case "proxy_protocol_identity":
+			if d.NextArg() {
+				return d.Errf("passthrough: proxy_protocol_identity takes no argument")
+			}
+			identity = true
+		case "tls":
+			if d.NextArg() {
+				return d.Errf("passthrough: tls takes no argument (use the tls_* options)")
+			}
+			useTLS()
+		case "tls_server_name":
+			v, err := stringArg(d, opt)
+			if err != nil {
+				return err
+			}
+			useTLS().ServerName = v
+		case "tls_client_auth":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("passthrough: tls_client_auth takes a certificate file and a key file")
+			}
+			useTLS().ClientCertificateFile, useTLS().ClientCertificateKeyFile = args[0], args[1]
+		case "tls_trust_pool":
+			if !d.NextArg() {
+				return d.Errf("passthrough: tls_trust_pool needs a source, as in `tls_trust_pool file ca.pem`")
+			}
+			name := d.Val()
+			mod, err := caddyfile.UnmarshalModule(d, "tls.ca_pool.source."+name)
+			if err != nil {
+				return d.Errf("passthrough: tls_trust_pool %s: %v", name, err)
+			}
+			ca, ok := mod.(caddytls.CA)
+			if !ok {
+				return d.Errf("passthrough: tls_trust_pool %s is not a CA pool source", name)
+			}
+			useTLS().CARaw = caddyconfig.JSONModuleObject(ca, "provider", name, nil)
+		default:
+			if err := rs.opts.parseOption(d, opt); err != nil {
+				return err
+			}
 		}
 	}
 	if rs.opts.name == "" {
@@ -674,6 +731,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	h.Route, h.Upstreams, h.LoadBalancing, h.HealthChecks = built.Route, built.Upstreams, built.LoadBalancing, built.HealthChecks
 	h.ProxyProtocol, h.DialTimeout, h.IdleTimeout = built.ProxyProtocol, built.DialTimeout, built.IdleTimeout
 	h.MaxLifetime, h.GracePeriod = built.MaxLifetime, built.GracePeriod
+	h.ProxyProtocolIdentity, h.TLS = identity, tlsCfg
+	if identity && h.ProxyProtocol != "v2" {
+		return d.Errf("passthrough: proxy_protocol_identity needs proxy_protocol v2")
+	}
 	return nil
 }
 

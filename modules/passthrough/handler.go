@@ -2,6 +2,7 @@ package passthrough
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -10,7 +11,9 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/mholt/caddy-l4/layer4"
+	"github.com/mholt/caddy-l4/modules/l4tls"
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -48,6 +51,20 @@ type Handler struct {
 	// learns the client's address. Default: none.
 	ProxyProtocol string `json:"proxy_protocol,omitempty"`
 
+	// When caddy-l4's tls handler terminated the client's TLS before this
+	// handler, put the verified client identity in the PROXY v2 header:
+	// the PP2_TYPE_SSL TLV (with the certificate's CN and DER) and TLV
+	// 0xE0 (its SPIFFE ID). Needs proxy_protocol v2.
+	// Default: off.
+	ProxyProtocolIdentity bool `json:"proxy_protocol_identity,omitempty"`
+
+	// TLS to the upstream, in reverse_proxy's shape (trust pool, client
+	// certificate, server name...): re-encrypts a client TLS session that
+	// caddy-l4's tls handler terminated before this handler ("mTLS in,
+	// mTLS out"). Upstream sessions are resumed when the upstream allows.
+	// Default: none, the bytes pass through as they came.
+	TLS *reverseproxy.TLSConfig `json:"tls,omitempty"`
+
 	// How long to wait for an upstream to accept. Default: 5s.
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
 
@@ -69,6 +86,7 @@ type Handler struct {
 	policy    string
 	ppVersion byte
 	rr        atomic.Uint32
+	tlsConfig *tls.Config
 
 	mu         sync.Mutex
 	conns      map[*proxyConn]struct{}
@@ -114,6 +132,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionUpstreams(); err != nil {
 		return fmt.Errorf("passthrough route %q: %w", h.Route, err)
 	}
+	if h.TLS != nil {
+		cfg, err := h.TLS.MakeTLSClientConfig(ctx)
+		if err != nil {
+			return fmt.Errorf("passthrough route %q: tls: %w", h.Route, err)
+		}
+		if cfg == nil {
+			cfg = new(tls.Config)
+		}
+		if cfg.ClientSessionCache == nil {
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(256)
+		}
+		h.tlsConfig = cfg
+	}
 	if h.HealthChecks != nil && h.HealthChecks.Active != nil {
 		a := h.HealthChecks.Active
 		if a.Interval <= 0 {
@@ -138,6 +169,9 @@ func (h *Handler) validate() error {
 		h.ppVersion = 2
 	default:
 		errs = append(errs, fmt.Errorf("proxy_protocol %q: want v1 or v2", h.ProxyProtocol))
+	}
+	if h.ProxyProtocolIdentity && h.ProxyProtocol != "v2" {
+		errs = append(errs, fmt.Errorf("proxy_protocol_identity needs proxy_protocol v2 (TLVs exist only in v2)"))
 	}
 	if h.LoadBalancing == nil {
 		h.LoadBalancing = new(LoadBalancing)
@@ -185,17 +219,11 @@ func (h *Handler) Cleanup() error {
 	h.releaseUpstreams()
 	h.mu.Lock()
 	h.unloaded, h.unloadedAt = true, time.Now()
-	open := make([]*proxyConn, 0, len(h.conns))
-	for pc := range h.conns {
-		open = append(open, pc)
-	}
+	open := len(h.conns)
 	h.mu.Unlock()
-	if len(open) == 0 {
-		return nil
-	}
 	if h.GracePeriod > 0 {
-		h.logger.Info("config unloaded: open passthrough connections finish on their old route until the grace period ends",
-			zap.String("route", h.Route), zap.Int("connections", len(open)), zap.Duration("grace_period", time.Duration(h.GracePeriod)))
+		// scheduled even with nothing open: a connection being set up
+		// right now is tracked after this
 		time.AfterFunc(time.Duration(h.GracePeriod), func() {
 			h.mu.Lock()
 			defer h.mu.Unlock()
@@ -203,9 +231,16 @@ func (h *Handler) Cleanup() error {
 				pc.forceClose("grace_period")
 			}
 		})
+	}
+	if open == 0 {
+		return nil
+	}
+	if h.GracePeriod > 0 {
+		h.logger.Info("config unloaded: open passthrough connections finish on their old route until the grace period ends",
+			zap.String("route", h.Route), zap.Int("connections", open), zap.Duration("grace_period", time.Duration(h.GracePeriod)))
 	} else {
 		h.logger.Info("config unloaded: open passthrough connections finish on their old route (no grace_period set)",
-			zap.String("route", h.Route), zap.Int("connections", len(open)))
+			zap.String("route", h.Route), zap.Int("connections", open))
 	}
 	return nil
 }
@@ -216,10 +251,41 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	if hello := GetClientHello(cx); hello != nil {
 		pc.serverName, pc.alpn = hello.ServerName, hello.ALPN
 	}
+	// a TLS connection terminated at layer 4 before this handler
+	var terminated *tls.ConnectionState
+	if states := l4tls.GetConnectionStates(cx); len(states) > 0 {
+		terminated = states[len(states)-1]
+		pc.identity = verifiedIdentity(terminated)
+	}
 	replay, down := takeReplay(cx)
 	pc.down = down
 
-	up, u, err := h.dial(cx)
+	if h.tlsConfig != nil && terminated == nil {
+		h.mDialFailed.Inc()
+		pc.logDone(nil, 0, 0, "config_error", errors.New("tls to the upstream re-encrypts a client TLS session that caddy-l4's tls handler terminated first; this connection's was not"))
+		return nil
+	}
+	var header []byte
+	if h.ppVersion != 0 {
+		hdr := proxyproto.HeaderProxyFromAddrs(h.ppVersion, cx.RemoteAddr(), cx.LocalAddr())
+		var err error
+		if h.ProxyProtocolIdentity && terminated != nil {
+			var tlvs []proxyproto.TLV
+			if tlvs, err = identityTLVs(terminated); err == nil {
+				err = hdr.SetTLVs(tlvs)
+			}
+		}
+		if err == nil {
+			header, err = hdr.Format()
+		}
+		if err != nil {
+			h.mDialFailed.Inc()
+			pc.logDone(nil, 0, 0, "proxy_protocol_error", err)
+			return nil
+		}
+	}
+
+	up, u, err := h.dial(cx, header)
 	if err != nil {
 		h.mDialFailed.Inc()
 		pc.logDone(nil, 0, 0, "dial_failed", err)
@@ -227,17 +293,10 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	}
 	defer u.release()
 	pc.up, pc.upstream = up, u
-
-	var header []byte
-	if h.ppVersion != 0 {
-		header, err = proxyproto.HeaderProxyFromAddrs(h.ppVersion, cx.RemoteAddr(), cx.LocalAddr()).Format()
-		if err != nil {
-			_ = up.Close()
-			h.mDialFailed.Inc()
-			pc.logDone(u, 0, 0, "proxy_protocol_error", err)
-			return nil
-		}
+	if h.tlsConfig != nil {
+		header = nil // sent before the upstream handshake
 	}
+
 	h.mProxied.Inc()
 	h.mActive.Inc()
 	defer h.mActive.Dec()
@@ -276,7 +335,7 @@ func takeReplay(cx *layer4.Connection) ([]byte, net.Conn) {
 // dial connects to an upstream chosen by the policy; after a failed dial
 // it tries the other available upstreams, and keeps trying for
 // try_duration if one is set.
-func (h *Handler) dial(cx *layer4.Connection) (net.Conn, *Upstream, error) {
+func (h *Handler) dial(cx *layer4.Connection, header []byte) (net.Conn, *Upstream, error) {
 	start := time.Now()
 	lb := h.LoadBalancing
 	var tried []*Upstream
@@ -284,7 +343,7 @@ func (h *Handler) dial(cx *layer4.Connection) (net.Conn, *Upstream, error) {
 	for {
 		u := h.selectUpstream(cx.RemoteAddr(), tried)
 		if u != nil && u.acquire() {
-			conn, err := h.dialOne(u)
+			conn, err := h.dialOne(u, header)
 			if err == nil {
 				return conn, u, nil
 			}
@@ -314,11 +373,34 @@ func (h *Handler) dial(cx *layer4.Connection) (net.Conn, *Upstream, error) {
 	}
 }
 
-func (h *Handler) dialOne(u *Upstream) (net.Conn, error) {
+func (h *Handler) dialOne(u *Upstream, header []byte) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(h.DialTimeout))
 	defer cancel()
 	var d net.Dialer
-	return d.DialContext(ctx, u.addr.Network, u.dialAddress())
+	conn, err := d.DialContext(ctx, u.addr.Network, u.dialAddress())
+	if err != nil || h.tlsConfig == nil {
+		return conn, err
+	}
+	// mTLS out: the PROXY header goes first, in clear, then the handshake
+	if len(header) > 0 {
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Duration(h.DialTimeout)))
+		if _, err := conn.Write(header); err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("writing the PROXY header: %w", err)
+		}
+		_ = conn.SetWriteDeadline(time.Time{})
+	}
+	cfg := h.tlsConfig
+	if cfg.ServerName == "" && !u.addr.IsUnixNetwork() {
+		cfg = cfg.Clone()
+		cfg.ServerName = u.addr.Host
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, nil
 }
 
 func (h *Handler) track(pc *proxyConn) bool {

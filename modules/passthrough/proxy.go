@@ -23,6 +23,7 @@ type proxyConn struct {
 	alpn       []string
 	down, up   net.Conn
 	upstream   *Upstream
+	identity   *clientIdentity // verified client, when TLS was terminated at layer 4
 	forced     atomic.Pointer[string]
 }
 
@@ -173,7 +174,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 func (pc *proxyConn) logDone(u *Upstream, toUp, toDown int64, reason string, err error) {
 	h := pc.h
 	level := zapcore.InfoLevel
-	if reason == "dial_failed" || reason == "proxy_protocol_error" {
+	if reason == "dial_failed" || reason == "proxy_protocol_error" || reason == "config_error" {
 		level = zapcore.WarnLevel
 	}
 	ce := h.logger.Check(level, "passthrough connection")
@@ -194,6 +195,9 @@ func (pc *proxyConn) logDone(u *Upstream, toUp, toDown int64, reason string, err
 		zap.Int64("bytes_to_client", toDown),
 		zap.Duration("duration", time.Since(pc.start)),
 		zap.String("close_reason", reason),
+	}
+	if pc.identity != nil {
+		fields = append(fields, zap.String("client_identity", pc.identity.String()))
 	}
 	if err != nil {
 		fields = append(fields, zap.Error(err))

@@ -1,0 +1,105 @@
+package passthrough
+
+import (
+	"crypto/tls"
+	"fmt"
+
+	"github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// When caddy-l4's tls handler terminated the client's TLS at layer 4
+// before the passthrough handler ("mTLS in"), the handler can tell a
+// plain-TCP backend who the client is, in the PROXY protocol v2 header:
+//
+//   - PP2_TYPE_SSL (0x20), as HAProxy's send-proxy-v2-ssl-cn sends it:
+//     client flags (SSL; certificate on the connection and/or session),
+//     verify (0 only when the certificate was verified), and the
+//     sub-TLVs version ("TLSv1.3"), cipher, CN of the verified leaf and
+//     the leaf itself, DER (PP2_SUBTYPE_SSL_CLIENT_CERT, 0x28);
+//   - 0xE0, a custom TLV: the SPIFFE ID of the verified leaf (its one
+//     spiffe:// URI SAN), when it has one.
+//
+// Identity comes only from a verified chain (VerifiedChains[0][0]); a
+// certificate that was presented but not verified yields the SSL TLV with
+// a non-zero verify field and nothing else.
+const (
+	// TLVSPIFFEID is the PROXY v2 TLV type carrying the client's SPIFFE ID.
+	TLVSPIFFEID proxyproto.PP2Type = 0xE0
+)
+
+// clientIdentity is what the verified leaf says, for TLVs and logs.
+type clientIdentity struct {
+	cn, spiffeID string
+	der          []byte
+}
+
+func verifiedIdentity(cs *tls.ConnectionState) *clientIdentity {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	leaf := cs.VerifiedChains[0][0]
+	id := &clientIdentity{cn: leaf.Subject.CommonName, der: leaf.Raw}
+	if sid, err := x509svid.IDFromCert(leaf); err == nil {
+		id.spiffeID = sid.String()
+	}
+	return id
+}
+
+// String is the identity for logs: the SPIFFE ID, else the CN.
+func (id *clientIdentity) String() string {
+	if id == nil {
+		return ""
+	}
+	if id.spiffeID != "" {
+		return id.spiffeID
+	}
+	return "CN=" + id.cn
+}
+
+// identityTLVs builds the TLVs for a terminated connection's state.
+func identityTLVs(cs *tls.ConnectionState) ([]proxyproto.TLV, error) {
+	ssl := tlvparse.PP2SSL{Client: tlvparse.PP2_BITFIELD_CLIENT_SSL, Verify: 1}
+	if len(cs.PeerCertificates) > 0 {
+		ssl.Client |= tlvparse.PP2_BITFIELD_CLIENT_CERT_SESS
+		if !cs.DidResume {
+			ssl.Client |= tlvparse.PP2_BITFIELD_CLIENT_CERT_CONN
+		}
+	}
+	ssl.TLV = append(ssl.TLV,
+		proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_VERSION, Value: []byte(protoVersionName(cs.Version))},
+		proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CIPHER, Value: []byte(tls.CipherSuiteName(cs.CipherSuite))},
+	)
+	var extra []proxyproto.TLV
+	if id := verifiedIdentity(cs); id != nil {
+		ssl.Verify = 0
+		if id.cn != "" {
+			ssl.TLV = append(ssl.TLV, proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CN, Value: []byte(id.cn)})
+		}
+		ssl.TLV = append(ssl.TLV, proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CLIENT_CERT, Value: id.der})
+		if id.spiffeID != "" {
+			extra = append(extra, proxyproto.TLV{Type: TLVSPIFFEID, Value: []byte(id.spiffeID)})
+		}
+	}
+	sslTLV, err := ssl.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("encoding the SSL TLV: %w", err)
+	}
+	return append([]proxyproto.TLV{sslTLV}, extra...), nil
+}
+
+// protoVersionName names a TLS version as HAProxy's SSL TLV does.
+func protoVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS10:
+		return "TLSv1"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	}
+	return fmt.Sprintf("0x%04x", v)
+}
