@@ -167,6 +167,12 @@ func (s *caState) check(ctx context.Context) {
 	defer cancel()
 	s.mu.Lock()
 	stored, err := castore.Load(cctx, s.storage, s.id, s.fallbackRoot(), true)
+	if err == nil && ctx.Err() == nil {
+		// under the lock: a renewal on this node must not be overtaken
+		// by an older read
+		s.follow(stored, true)
+		s.ok()
+	}
 	s.mu.Unlock()
 	if ctx.Err() != nil {
 		return
@@ -174,8 +180,6 @@ func (s *caState) check(ctx context.Context) {
 	needRenewal := false
 	switch {
 	case err == nil:
-		s.follow(stored, true)
-		s.ok()
 		needRenewal = s.due(stored.Issuer(), time.Now())
 	case errors.Is(err, fs.ErrNotExist) && s.hasStoredRoot(cctx):
 		// the intermediate is gone (deleted by hand?): make one

@@ -177,13 +177,6 @@ func (in *Internal) Provision(ctx caddy.Context) error {
 	id := hex.EncodeToString(sum[:8])
 	key := "keystore|internal|" + id
 	in.issuer = &issuer{caID: in.CA, ca: ca, storage: ctx.Storage(), logger: ctx.Logger()}
-	// a storage that announces changes (storage redis) brings a renewed
-	// intermediate at once; polling is the fallback
-	in.unwatch, _ = castore.Watch(ctx.Storage(), in.CA, func() {
-		if src := in.Src; src != nil {
-			go func() { _ = src.Reload() }()
-		}
-	})
 	pushIssuer(key, in.issuer)
 
 	lifetime := time.Duration(in.Lifetime)
@@ -203,10 +196,15 @@ func (in *Internal) Provision(ctx caddy.Context) error {
 		Load: st.load,
 	})
 	if err != nil {
-		in.unwatch()
 		popIssuer(key, in.issuer)
 		return fmt.Errorf("loading keystore internal (%s): %w", names, err)
 	}
+	// a storage that announces changes (storage redis) brings a renewed
+	// intermediate at once; polling is the fallback
+	src := in.Src
+	in.unwatch, _ = castore.Watch(ctx.Storage(), in.CA, func() {
+		go func() { _ = src.Reload() }()
+	})
 	return nil
 }
 
