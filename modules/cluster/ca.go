@@ -288,7 +288,7 @@ type renewal struct {
 // renew takes the renewal lock and, if the stored intermediate still
 // needs it (or force), replaces it with a new one signed by the root. With
 // hold > 0 the lock is kept that long afterwards.
-func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold time.Duration) (*renewal, error) {
+func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold time.Duration) (_ *renewal, err error) {
 	if err := s.lock(ctx, mode); err != nil {
 		return nil, err
 	}
@@ -300,7 +300,7 @@ func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold tim
 		}
 	}
 	defer func() {
-		if hold > 0 {
+		if hold > 0 && err == nil {
 			s.holdLock(hold, release)
 			return
 		}
