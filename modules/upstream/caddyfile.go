@@ -94,7 +94,7 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 			if len(args) == 0 {
 				return d.Errf("transport %s: upstream_identity needs at least one SPIFFE ID, trust domain or DNS name", name)
 			}
-			if _, err := parsePins(args); err != nil {
+			if _, err := ParsePins(args); err != nil {
 				return d.Errf("transport %s: %v", name, err)
 			}
 			t.UpstreamIdentity = args

@@ -154,7 +154,7 @@ func x509Reason(err error) string {
 
 var handshakeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "trustline_upstream_handshake_failures_total",
-	Help: "Failed TLS handshakes with upstreams of the mtls transport, by upstream and reason.",
+	Help: "Failed TLS handshakes with upstreams (mtls transport, layer-4 passthrough handler), by upstream and reason.",
 }, []string{"upstream", "reason"})
 
 // registerMetrics adds the counters to ctx's metrics registry (Caddy makes

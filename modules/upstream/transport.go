@@ -3,7 +3,6 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
-	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/net/http2"
@@ -74,12 +72,9 @@ type Transport struct {
 	// enables TLS to the upstream. Default: none.
 	UpstreamIdentity []string `json:"upstream_identity,omitempty"`
 
-	identity keystore.Source
-	idName   string
-	pool     caddytls.CA
-	verifier verifier
-	base     *tls.Config // the TLS config every upstream connection clones
-	logger   *zap.Logger
+	live   *LiveTLS    // identity, live trust pool, pins (with TLS only)
+	base   *tls.Config // the TLS config every upstream connection clones
+	logger *zap.Logger
 
 	cancels []func()
 	*pools
@@ -165,21 +160,7 @@ func (t *Transport) check() error {
 	if slices.Contains(t.Versions, "3") {
 		errs = append(errs, errors.New("versions 3 (HTTP/3 over QUIC) cannot carry the client identity or the live trust pool of this transport; use versions 1.1 2 (the default), or Caddy's http transport without a client identity"))
 	}
-	if t.TLS != nil {
-		if t.ClientIdentityRaw != nil && (t.TLS.ClientCertificateFile != "" || t.TLS.ClientCertificateKeyFile != "" || t.TLS.ClientCertificateAutomate != "") {
-			errs = append(errs, errors.New("client_identity and tls_client_auth both set: use one (client_identity pem <cert> <key> reads PEM files with rotation)"))
-		}
-		if t.TLS.InsecureSkipVerify && len(t.UpstreamIdentity) > 0 {
-			errs = append(errs, errors.New("upstream_identity needs verification, but tls_insecure_skip_verify turns it off"))
-		}
-		if t.TLS.CARaw != nil && (len(t.TLS.RootCAPool) > 0 || len(t.TLS.RootCAPEMFiles) > 0) {
-			errs = append(errs, errors.New("trust_pool and tls_trusted_ca_certs both set: use one"))
-		}
-		if t.TLS.InsecureSkipVerify && (t.TLS.CARaw != nil || t.pool != nil) {
-			errs = append(errs, errors.New("a trust pool is set, but tls_insecure_skip_verify turns verification off"))
-		}
-	}
-	if _, err := parsePins(t.UpstreamIdentity); err != nil {
+	if err := CheckTLS(t.TLS, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -195,32 +176,17 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if err := t.check(); err != nil {
 		return fmt.Errorf("transport mtls: %w", err)
 	}
-	t.verifier.pins, _ = parsePins(t.UpstreamIdentity)
 	registerMetrics(ctx, t.logger)
 
-	if t.ClientIdentityRaw != nil {
-		src, err := keystore.Load(ctx, t, "ClientIdentityRaw", keystore.UsageClientAuth)
+	if t.TLS != nil {
+		// the trust pool is loaded here (not by the embedded transport,
+		// which would read the pool once) so that each handshake asks for
+		// the current pool
+		live, err := LoadLiveTLS(ctx, t.TLS, t, "ClientIdentityRaw", t.UpstreamIdentity)
 		if err != nil {
-			return fmt.Errorf("transport mtls: client_identity: %w", err)
+			return fmt.Errorf("transport mtls: %w", err)
 		}
-		t.identity = src
-		t.idName = fmt.Sprintf("%T", src)
-		if n, ok := src.(interface{ Name() string }); ok {
-			t.idName = n.Name()
-		}
-	}
-	if t.TLS != nil && t.TLS.CARaw != nil {
-		// loaded here (not by the embedded transport, which would read the
-		// pool once) so that each handshake asks for the current pool
-		mod, err := ctx.LoadModule(t.TLS, "CARaw")
-		if err != nil {
-			return fmt.Errorf("transport mtls: trust_pool: %w", err)
-		}
-		ca, ok := mod.(caddytls.CA)
-		if !ok {
-			return fmt.Errorf("transport mtls: trust_pool: module %T is not a certificate pool provider", mod)
-		}
-		t.pool = ca
+		t.live = live
 	}
 
 	if err := t.HTTPTransport.Provision(ctx); err != nil {
@@ -235,24 +201,10 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	t.template = rt
 	t.current.Store(rt)
 
-	if t.identity != nil {
-		t.cancels = append(t.cancels, t.identity.OnChange(func() { t.rotate("client identity rotated") }))
-	}
-	if n, ok := t.pool.(interface{ OnChange(func()) func() }); ok {
-		t.cancels = append(t.cancels, n.OnChange(func() { t.rotate("trust pool reloaded") }))
-	}
-	if t.TLS != nil {
-		fields := []zap.Field{zap.String("client_identity", "none")}
-		if t.identity != nil {
-			fields = []zap.Field{zap.String("client_identity", keystore.Describe(t.identity.Identity())),
-				zap.String("client_identity_source", t.idName)}
-		}
-		if !t.verifier.pins.empty() {
-			fields = append(fields, zap.Stringer("upstream_identity", &t.verifier.pins))
-		}
-		fields = append(fields, zap.Bool("live_trust_pool", t.pool != nil))
-		t.logger.Info("upstream TLS transport ready", fields...)
-		if t.TLS.InsecureSkipVerify {
+	if t.live != nil {
+		t.cancels = append(t.cancels, t.live.OnChange(t.rotate))
+		t.logger.Info("upstream TLS transport ready", t.live.LogFields()...)
+		if t.live.Insecure() {
 			t.logger.Warn("tls_insecure_skip_verify: backends' certificates are NOT verified")
 		}
 	}
@@ -266,32 +218,10 @@ func (t *Transport) setupTLS(rt *http.Transport) {
 	if base == nil {
 		base = new(tls.Config)
 	}
-	static := base.RootCAs // deprecated root_ca_pool / root_ca_pem_files, or nil
-	t.verifier.insecure = t.TLS.InsecureSkipVerify
-	t.verifier.roots = func() (*x509.CertPool, bool) { return static, true }
-	if t.pool != nil {
-		t.verifier.roots = func() (*x509.CertPool, bool) {
-			p := t.pool.CertPool()
-			return p, p != nil
-		}
-	}
 	// crypto/tls's own check is replaced (not skipped) by VerifyConnection,
-	// which verifies the chain against the pool current at this handshake
-	base.InsecureSkipVerify = true
-	base.RootCAs = nil
-	staticName := base.ServerName
-	base.VerifyConnection = func(cs tls.ConnectionState) error {
-		name := cs.ServerName
-		if name == "" {
-			name = staticName
-		}
-		return t.verifier.verify(cs, name)
-	}
-	if t.identity != nil {
-		base.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return t.identity.Identity(), nil
-		}
-	}
+	// which verifies the chain against the pool current at this handshake;
+	// the deprecated root_ca_pool / root_ca_pem_files stay as static roots
+	t.live.Apply(base)
 	t.base = base
 	rt.TLSClientConfig = base
 	rt.DialTLSContext = t.dialTLS
@@ -330,38 +260,19 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 		cfg.NextProtos = nil
 	}
 	serverName := cfg.ServerName
-	var presented *tls.Certificate
-	asked := false
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return t.verifier.verify(cs, serverName) }
-	if t.identity != nil {
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			asked = true
-			presented = t.identity.Identity()
-			return presented, nil
-		}
-	} else {
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			asked = true
-			return new(tls.Certificate), nil
-		}
-	}
-	tlsConn := tls.Client(conn, cfg)
 	hctx := ctx
 	if t.template.TLSHandshakeTimeout > 0 {
 		var cancel context.CancelFunc
 		hctx, cancel = context.WithTimeout(ctx, t.template.TLSHandshakeTimeout)
 		defer cancel()
 	}
-	err = tlsConn.HandshakeContext(hctx)
-	who := describePresented(asked, presented)
+	tlsConn, who, err := t.live.Handshake(hctx, conn, cfg, upstream)
 	if err != nil {
-		_ = tlsConn.Close()
-		reason, alert := Classify(err)
-		if reason == "" {
-			reason = ReasonOther
+		var he *HandshakeError
+		if errors.As(err, &he) {
+			t.fail(upstream, serverName, he.Reason, he.Alert, who, he.Err)
 		}
-		t.fail(upstream, serverName, reason, alert, who, err)
-		return nil, &HandshakeError{Upstream: upstream, Reason: reason, Alert: alert, Err: err}
+		return nil, err
 	}
 	t.lastConn.Store(upstream, &dialed{conn: tlsConn, raw: conn, who: who, at: time.Now()})
 	if ce := t.logger.Check(zapcore.DebugLevel, "upstream TLS handshake"); ce != nil {
@@ -373,19 +284,8 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 	return tlsConn, nil
 }
 
-func describePresented(asked bool, presented *tls.Certificate) string {
-	switch {
-	case !asked:
-		return "none (not requested by the backend)"
-	case presented == nil:
-		return "none (no client_identity configured)"
-	}
-	return keystore.Describe(presented)
-}
-
-// fail logs and counts a failed upstream handshake.
+// fail logs a failed upstream handshake (counted by whoever saw it).
 func (t *Transport) fail(upstream, serverName, reason, alert, who string, err error) {
-	handshakeFailures.WithLabelValues(upstream, reason).Inc()
 	if ce := t.logger.Check(zapcore.ErrorLevel, "upstream TLS handshake failed"); ce != nil {
 		fields := []zap.Field{
 			zap.String("upstream", upstream),
@@ -398,8 +298,8 @@ func (t *Transport) fail(upstream, serverName, reason, alert, who string, err er
 		if alert != "" {
 			fields = append(fields, zap.String("alert", alert))
 		}
-		if t.identity != nil {
-			fields = append(fields, zap.String("client_identity_source", t.idName))
+		if t.live != nil && t.live.Identity != nil {
+			fields = append(fields, zap.String("client_identity_source", t.live.IdentityName))
 		}
 		ce.Write(append(fields, zap.Error(err))...)
 	}
@@ -456,6 +356,7 @@ func (t *Transport) backendVerdict(req *http.Request, err error) error {
 		}
 	}
 	if alert != "" {
+		CountHandshakeFailure(upstream, reason)
 		t.fail(upstream, "", reason, alert, who, err)
 	}
 	return err
@@ -481,8 +382,8 @@ func (t *Transport) rotate(why string) {
 	}
 	old := t.current.Swap(next)
 	fields := []zap.Field{zap.String("cause", why)}
-	if t.identity != nil {
-		fields = append(fields, zap.String("client_identity", keystore.Describe(t.identity.Identity())))
+	if t.live != nil && t.live.Identity != nil {
+		fields = append(fields, zap.String("client_identity", keystore.Describe(t.live.Identity.Identity())))
 	}
 	t.logger.Info("upstream connections renewed", fields...)
 	t.drainMu.Lock()

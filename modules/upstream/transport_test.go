@@ -406,7 +406,7 @@ func FuzzParsePins(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		p, err := parsePins([]string{s})
+		p, err := ParsePins([]string{s})
 		if err == nil && p.empty() {
 			t.Fatalf("%q parsed to no pin without an error", s)
 		}

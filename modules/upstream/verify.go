@@ -12,21 +12,22 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// pins are the identities a backend may hold (upstream_identity): exact
+// Pins are the identities a backend may hold (upstream_identity): exact
 // SPIFFE IDs, whole trust domains (spiffe://td) and DNS names (wildcard
-// certificates included, as in hostname verification). They are parsed
-// once in Provision; the backend must hold one of them.
-type pins struct {
+// certificates included, as in hostname verification). Parse them once,
+// in Provision, with ParsePins; the backend must hold one of them.
+type Pins struct {
 	ids []spiffeid.ID
 	tds []spiffeid.TrustDomain
 	dns []string
 }
 
-func (p *pins) empty() bool { return len(p.ids)+len(p.tds)+len(p.dns) == 0 }
+func (p *Pins) empty() bool { return len(p.ids)+len(p.tds)+len(p.dns) == 0 }
 
-// parsePins parses upstream_identity values.
-func parsePins(values []string) (pins, error) {
-	var p pins
+// ParsePins parses upstream_identity values: spiffe://td/path,
+// spiffe://td or a DNS name each. The error names the bad value.
+func ParsePins(values []string) (Pins, error) {
+	var p Pins
 	for _, v := range values {
 		switch {
 		case strings.HasPrefix(strings.ToLower(v), "spiffe:"):
@@ -49,7 +50,7 @@ func parsePins(values []string) (pins, error) {
 }
 
 // match checks that the verified leaf holds one of the pinned identities.
-func (p *pins) match(leaf *x509.Certificate) error {
+func (p *Pins) match(leaf *x509.Certificate) error {
 	var spiffeErr error
 	if len(p.ids)+len(p.tds) > 0 {
 		id, err := x509svid.IDFromCert(leaf)
@@ -87,7 +88,8 @@ func (p *pins) match(leaf *x509.Certificate) error {
 	return fmt.Errorf("backend certificate %q holds %s, none of upstream_identity %s", leaf.Subject, strings.Join(has, "; "), p)
 }
 
-func (p *pins) String() string {
+// String lists the pins, for logs.
+func (p *Pins) String() string {
 	var all []string
 	for _, id := range p.ids {
 		all = append(all, id.String())
@@ -99,37 +101,33 @@ func (p *pins) String() string {
 	return "[" + strings.Join(all, ", ") + "]"
 }
 
-// verifier checks a backend's certificate against the trust pool current
-// at the handshake.
-type verifier struct {
-	// roots returns the pool to verify against: nil means the system
-	// roots; ok false means a live pool that has nothing (fail closed).
-	roots    func() (pool *x509.CertPool, ok bool)
-	pins     pins
-	insecure bool
-}
-
-// verify runs in VerifyConnection (crypto/tls's own verification is off).
-// With upstream_identity, the pinned identities stand in for the server
-// name; otherwise the certificate must be valid for serverName.
-func (v *verifier) verify(cs tls.ConnectionState, serverName string) error {
-	if v.insecure {
+// Verify checks the backend's certificate in cs against the trust pool
+// current now (it runs in VerifyConnection, crypto/tls's own verification
+// being off): the chain must lead to the pool, with the serverAuth usage.
+// With pins (upstream_identity) the verified leaf must hold one of them,
+// and they stand in for the server name; otherwise the certificate must
+// be valid for serverName. A failure wraps a classified reason (Classify).
+func (l *LiveTLS) Verify(cs tls.ConnectionState, serverName string) error {
+	if l.insecure {
 		return nil
 	}
 	certs := cs.PeerCertificates
 	if len(certs) == 0 {
 		return &verifyError{ReasonNoCertificate, errors.New("the backend sent no certificate")}
 	}
-	roots, ok := v.roots()
-	if !ok {
-		return &verifyError{ReasonUnknownAuthority, errors.New("the trust pool holds no certificate")}
+	roots := l.roots // static: nil means the system roots
+	if l.Pool != nil {
+		if roots = l.Pool.CertPool(); roots == nil {
+			// a live pool that holds nothing: fail closed
+			return &verifyError{ReasonUnknownAuthority, errors.New("the trust pool holds no certificate")}
+		}
 	}
 	opts := x509.VerifyOptions{
 		Roots:       roots,
 		CurrentTime: time.Now(),
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	if v.pins.empty() {
+	if l.Pins.empty() {
 		if serverName == "" {
 			return &verifyError{ReasonNoServerName, errors.New("no server name to verify the backend's certificate against: set tls_server_name or upstream_identity")}
 		}
@@ -148,8 +146,8 @@ func (v *verifier) verify(cs tls.ConnectionState, serverName string) error {
 		}
 		return &verifyError{reason, &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: err}}
 	}
-	if !v.pins.empty() {
-		if err := v.pins.match(certs[0]); err != nil {
+	if !l.Pins.empty() {
+		if err := l.Pins.match(certs[0]); err != nil {
 			return &verifyError{ReasonIdentityMismatch, err}
 		}
 	}

@@ -1,0 +1,246 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/trustline/trustline/internal/testpki"
+)
+
+// liveHolder holds a keystore source as a layer-4 module would.
+type liveHolder struct {
+	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
+}
+
+// rawBackend is a TLS server (not HTTP) requiring a client certificate
+// from clientCAs; it writes the serial of the one it got and closes.
+func rawBackend(t *testing.T, leaf *testpki.Leaf, clientCAs *testpki.CA) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{leaf.TLS()},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    clientCAs.Pool(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				tc := c.(*tls.Conn)
+				_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+				if tc.Handshake() != nil {
+					return
+				}
+				_, _ = io.WriteString(tc, tc.ConnectionState().PeerCertificates[0].SerialNumber.String())
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// liveFor provisions a LiveTLS the way a layer-4 handler does and returns
+// it with the config connections clone.
+func liveFor(t *testing.T, cfg *reverseproxy.TLSConfig, identity map[string]string, pins []string) (*LiveTLS, *tls.Config) {
+	t.Helper()
+	ctx := testCtx(t)
+	h := new(liveHolder)
+	if identity != nil {
+		h.ClientIdentityRaw, _ = json.Marshal(identity)
+	}
+	if err := CheckTLS(cfg, identity != nil, pins); err != nil {
+		t.Fatal(err)
+	}
+	l, err := LoadLiveTLS(ctx, cfg, h, "ClientIdentityRaw", pins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := cfg.MakeTLSClientConfig(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base == nil {
+		base = new(tls.Config)
+	}
+	l.Apply(base)
+	return l, base
+}
+
+// handshake dials addr and runs LiveTLS.Handshake; on success it returns
+// what the backend wrote (the serial it saw).
+func handshake(t *testing.T, l *LiveTLS, base *tls.Config, addr, serverName string) (string, string, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cfg := base.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName = serverName
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tc, who, err := l.Handshake(ctx, conn, cfg, addr)
+	if err != nil {
+		return "", who, err
+	}
+	defer tc.Close()
+	got, err := io.ReadAll(tc)
+	return string(got), who, err
+}
+
+func TestLiveTLSHandshake(t *testing.T) {
+	p := newPKI(t)
+	addr := rawBackend(t, p.serverLeaf, p.proxyCA)
+	id, leaf := p.identity(t, "proxy", p.proxyCA)
+	trust := filePool(p.trustFile(t))
+	raw, _ := json.Marshal(trust)
+
+	l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, nil)
+	got, who, err := handshake(t, l, base, addr, "127.0.0.1")
+	if err != nil || got != leaf.Cert.SerialNumber.String() {
+		t.Fatalf("backend saw %q, %v", got, err)
+	}
+	if !strings.Contains(who, "CN=proxy") || !strings.Contains(who, leaf.Cert.SerialNumber.Text(16)) {
+		t.Fatalf("presented %q, want the proxy identity and its serial", who)
+	}
+	if l.Pool == nil || l.Identity == nil || l.IdentityName == "" {
+		t.Fatalf("pool %v identity %v name %q", l.Pool, l.Identity, l.IdentityName)
+	}
+
+	t.Run("outside the trust pool", func(t *testing.T) {
+		foreign, _ := json.Marshal(filePool(testpki.WriteFile(t, p.dir, "foreign.pem", p.foreignCA.CertPEM())))
+		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: foreign}, id, nil)
+		before := failures(addr, ReasonUnknownAuthority)
+		_, _, err := handshake(t, l, base, addr, "127.0.0.1")
+		var he *HandshakeError
+		if !errors.As(err, &he) || he.Reason != ReasonUnknownAuthority || he.Upstream != addr {
+			t.Fatalf("error %v, want a handshake error with reason unknown_authority", err)
+		}
+		if failures(addr, ReasonUnknownAuthority) != before+1 {
+			t.Fatal("failure not counted")
+		}
+	})
+	t.Run("pins stand in for the name", func(t *testing.T) {
+		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, []string{"spiffe://example.org/backend"})
+		if _, _, err := handshake(t, l, base, addr, "not-the-name.test"); err != nil {
+			t.Fatalf("pinned SPIFFE ID: %v", err)
+		}
+		l, base = liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, []string{"spiffe://example.org/other"})
+		_, _, err := handshake(t, l, base, addr, "127.0.0.1")
+		if reason, _ := Classify(err); reason != ReasonIdentityMismatch {
+			t.Fatalf("error %v (%s), want identity_mismatch", err, reason)
+		}
+	})
+	t.Run("static client certificate", func(t *testing.T) {
+		// tls_client_auth PEM files (read once) are presented when no
+		// keystore identity is set
+		cert, key := leaf.WriteFiles(t, p.dir, "static")
+		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw, ClientCertificateFile: cert, ClientCertificateKeyFile: key}, nil, nil)
+		got, who, err := handshake(t, l, base, addr, "127.0.0.1")
+		if err != nil || got != leaf.Cert.SerialNumber.String() || !strings.Contains(who, "CN=proxy") {
+			t.Fatalf("backend saw %q (presented %q), %v", got, who, err)
+		}
+	})
+	t.Run("no client certificate", func(t *testing.T) {
+		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, nil, nil)
+		got, who, err := handshake(t, l, base, addr, "127.0.0.1")
+		if err == nil {
+			t.Fatalf("the backend accepted a connection without a client certificate (wrote %q)", got)
+		}
+		// TLS 1.3: the refusal arrives with the first read
+		if reason, _ := Classify(err); reason != ReasonCertificateRequired || who != "none (no client_identity configured)" {
+			t.Fatalf("error %v: reason %q, presented %q", err, reason, who)
+		}
+	})
+}
+
+// TestLiveTLSRotation: the next handshake after a keystore rotation
+// presents the new certificate, and OnChange reports the rotation.
+func TestLiveTLSRotation(t *testing.T) {
+	p := newPKI(t)
+	addr := rawBackend(t, p.serverLeaf, p.proxyCA)
+	id, one := p.identity(t, "proxy", p.proxyCA)
+	raw, _ := json.Marshal(filePool(p.trustFile(t)))
+	l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, nil)
+	causes := make(chan string, 10)
+	cancel := l.OnChange(func(cause string) { causes <- cause })
+	defer cancel()
+	if got, _, err := handshake(t, l, base, addr, "127.0.0.1"); err != nil || got != one.Cert.SerialNumber.String() {
+		t.Fatalf("before: %q, %v", got, err)
+	}
+	two := p.proxyCA.Issue(t, testpki.CN("proxy"), testpki.ClientOnly())
+	testpki.WriteFile(t, p.dir, "proxy.key", two.KeyPEM())
+	testpki.WriteFile(t, p.dir, "proxy.crt", two.CertPEM())
+	select {
+	case cause := <-causes:
+		if cause != "client identity rotated" {
+			t.Fatalf("cause %q", cause)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change reported after the keystore was replaced")
+	}
+	if got, _, err := handshake(t, l, base, addr, "127.0.0.1"); err != nil || got != two.Cert.SerialNumber.String() {
+		t.Fatalf("after the rotation the backend saw %q (%v), want %s", got, err, two.Cert.SerialNumber)
+	}
+}
+
+// TestStaticClientCertificateTransport: the mtls transport with Caddy's
+// tls_client_auth (no client_identity) presents those PEM files.
+func TestStaticClientCertificateTransport(t *testing.T) {
+	p := newPKI(t)
+	srv := backend(t, p.serverLeaf, p.proxyCA.Pool())
+	_, leaf := p.identity(t, "proxy", p.proxyCA)
+	cert, key := leaf.WriteFiles(t, p.dir, "static")
+	tr, err := newTransport(t, testCtx(t), map[string]any{"tls": map[string]any{"ca": filePool(p.trustFile(t)),
+		"client_certificate_file": cert, "client_certificate_key_file": key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := get(t, tr, srv.URL); err != nil || got != leaf.Cert.SerialNumber.String() {
+		t.Fatalf("backend saw %q, %v", got, err)
+	}
+}
+
+func TestCheckTLS(t *testing.T) {
+	raw := json.RawMessage(`{"provider":"file","pem_files":["/ca.pem"]}`)
+	for _, tc := range []struct {
+		name     string
+		cfg      *reverseproxy.TLSConfig
+		identity bool
+		pins     []string
+		want     string
+	}{
+		{"two client certificates", &reverseproxy.TLSConfig{ClientCertificateFile: "a", ClientCertificateKeyFile: "b"}, true, nil, "client_identity and tls_client_auth"},
+		{"pins without verification", &reverseproxy.TLSConfig{InsecureSkipVerify: true}, false, []string{"backend.test"}, "upstream_identity needs verification"},
+		{"two trust pools", &reverseproxy.TLSConfig{CARaw: raw, RootCAPEMFiles: []string{"/x"}}, false, nil, "trust_pool and tls_trusted_ca_certs"},
+		{"pool without verification", &reverseproxy.TLSConfig{CARaw: raw, InsecureSkipVerify: true}, false, nil, "a trust pool is set"},
+		{"bad pin", nil, false, []string{"https://backend"}, `upstream_identity "https://backend"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckTLS(tc.cfg, tc.identity, tc.pins)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if err := CheckTLS(&reverseproxy.TLSConfig{CARaw: raw}, true, []string{"spiffe://example.org"}); err != nil {
+		t.Fatal(err)
+	}
+}
