@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
 	"sync"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
 
+	"github.com/trustline/trustline/modules/cluster/castore"
 	"github.com/trustline/trustline/modules/material"
 )
 
@@ -38,6 +38,7 @@ type PKILive struct {
 	PollInterval caddy.Duration `json:"poll_interval,omitempty"`
 
 	livePool
+	unwatch func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -65,9 +66,8 @@ func (p *PKILive) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("pki_live: %w", err)
 	}
 	storage := ctx.Storage()
-	prefix := path.Join("pki", "authorities", certmagic.StorageKeys.Safe(p.Authority))
 	var mu sync.Mutex
-	seen := map[string]*x509.Certificate{} // intermediates seen, by fingerprint
+	seen := map[string]*x509.Certificate{} // intermediates seen, by DER
 	err = p.Acquire(ctx, material.Spec[*anchors]{
 		Kind: "pki_live",
 		Name: p.Authority,
@@ -76,7 +76,7 @@ func (p *PKILive) Provision(ctx caddy.Context) error {
 		Key:  fmt.Sprintf("pki_live|%s|%p", p.Authority, storage),
 		Poll: time.Duration(p.PollInterval),
 		Load: func() (*material.Loaded[*anchors], error) {
-			root, inters, err := readCA(storage, prefix, ca)
+			root, inters, err := readCA(storage, p.Authority, ca)
 			if err != nil {
 				return nil, fmt.Errorf("pki_live %s: %w", p.Authority, err)
 			}
@@ -100,40 +100,35 @@ func (p *PKILive) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading pki_live %q: %w", p.Authority, err)
 	}
+	// storage that announces changes (storage redis) is followed at once;
+	// polling stays as the fallback
+	src := p.Src
+	p.unwatch, _ = castore.Watch(storage, p.Authority, func() { go src.Reload() })
 	return nil
 }
 
-// readCA reads the CA's root and intermediate chain from storage, falling
-// back to the CA as provisioned when storage does not hold them (a CA
-// configured with its own storage, or one with a configured root).
-func readCA(storage certmagic.Storage, prefix string, ca *caddypki.CA) (*x509.Certificate, []*x509.Certificate, error) {
+// readCA reads the CA's root and intermediate chain as storage holds them
+// (checked: the intermediate must be signed by the root), falling back to
+// the CA as provisioned when storage does not hold them (a CA configured
+// with its own storage, or from files).
+func readCA(storage certmagic.Storage, id string, ca *caddypki.CA) (*x509.Certificate, []*x509.Certificate, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	read := func(name string) ([]*x509.Certificate, error) {
-		data, err := storage.Load(ctx, path.Join(prefix, name))
-		if err != nil {
-			return nil, err
-		}
-		return material.ParsePEMCertificates(data)
-	}
-	roots, err := read("root.crt")
+	stored, err := castore.Load(ctx, storage, id, ca.RootCertificate(), false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return ca.RootCertificate(), ca.IntermediateCertificateChain(), nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading root from storage: %w", err)
+		return nil, nil, err
 	}
-	inters, err := read("intermediate.crt")
-	if errors.Is(err, fs.ErrNotExist) {
-		inters = ca.IntermediateCertificateChain()
-	} else if err != nil {
-		return nil, nil, fmt.Errorf("reading intermediate from storage: %w", err)
-	}
-	return roots[0], inters, nil
+	return stored.Root, stored.Intermediates, nil
 }
 
 // Cleanup stops following the CA.
 func (p *PKILive) Cleanup() error {
+	if p.unwatch != nil {
+		p.unwatch()
+	}
 	p.Release()
 	return nil
 }
