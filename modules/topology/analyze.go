@@ -96,9 +96,10 @@ func (a *analyzer) config(cfg map[string]any) {
 	for _, name := range keys(apps) {
 		switch name {
 		case "tls", "http", "layer4", "passthrough":
-		case "pki", "events":
-			// the internal CAs (used through issuers and pools) and the
-			// event bus carry no TLS leg of their own
+		case "pki", "events", "trustline_cluster":
+			// the internal CAs (used through issuers and pools), the
+			// event bus and the cluster's CA coordination carry no TLS leg
+			// of their own
 		default:
 			a.notAnalysed(field("apps", name), name, "app not analysed")
 		}
