@@ -10,9 +10,11 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/mholt/caddy-l4/layer4"
+
+	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/upstream"
 )
 
 // Block is one `passthrough` block of a Caddyfile, parsed. Syntax:
@@ -645,11 +647,22 @@ func (b *Block) Server() (*layer4.Server, error) {
 //		<route options of the passthrough block>
 //		# after caddy-l4's tls handler terminated the client's TLS:
 //		proxy_protocol_identity
-//		tls
+//		tls [{
+//			client_identity <keystore source> <args...> [{ ... }]
+//			upstream_identity <spiffe://td/path|spiffe://td|dns_name...>
+//			trust_pool <source> [<args...>]
+//			server_name <name>
+//		}]
 //		tls_server_name <name>
 //		tls_client_auth <cert_file> <key_file>
 //		tls_trust_pool <source> [<args...>]
 //	}
+//
+// tls_server_name and tls_trust_pool are the same settings as
+// server_name and trust_pool in the tls block (give each once); any tls*
+// option turns TLS to the upstream on. client_identity is a keystore
+// source (pem, pkcs12, jks, internal) read at each new upstream
+// connection; trust_pool is read at each handshake.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // handler name
 	rs := &RouteSpec{Where: where(d), opts: routeOptions{set: map[string]bool{}}}
@@ -663,12 +676,24 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("passthrough: no upstream: write `passthrough host:port`")
 	}
 	var identity bool
-	var tlsCfg *reverseproxy.TLSConfig
-	useTLS := func() *reverseproxy.TLSConfig {
+	var tlsCfg *UpstreamTLS
+	useTLS := func() *UpstreamTLS {
 		if tlsCfg == nil {
-			tlsCfg = new(reverseproxy.TLSConfig)
+			tlsCfg = new(UpstreamTLS)
 		}
 		return tlsCfg
+	}
+	// where each TLS setting was given, to refuse it twice
+	tlsSet := map[string]string{}
+	setOnce := func(name, as string) error {
+		if prev, dup := tlsSet[name]; dup {
+			if prev == as { // only block options get this far twice
+				return d.Errf("passthrough: tls: duplicate option '%s'", name)
+			}
+			return d.Errf("passthrough: %s given twice (as %s and as %s): give it once", name, prev, as)
+		}
+		tlsSet[name] = as
+		return nil
 	}
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
@@ -688,10 +713,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			identity = true
 		case "tls":
 			if d.NextArg() {
-				return d.Errf("passthrough: tls takes no argument (use the tls_* options)")
+				return d.Errf("passthrough: tls takes no argument (its options go in a block: client_identity, upstream_identity, trust_pool, server_name)")
 			}
-			useTLS()
+			if err := parseUpstreamTLS(d, useTLS(), setOnce); err != nil {
+				return err
+			}
 		case "tls_server_name":
+			if err := setOnce("server_name", opt); err != nil {
+				return err
+			}
 			v, err := stringArg(d, opt)
 			if err != nil {
 				return err
@@ -704,19 +734,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			useTLS().ClientCertificateFile, useTLS().ClientCertificateKeyFile = args[0], args[1]
 		case "tls_trust_pool":
-			if !d.NextArg() {
-				return d.Errf("passthrough: tls_trust_pool needs a source, as in `tls_trust_pool file ca.pem`")
+			if err := setOnce("trust_pool", opt); err != nil {
+				return err
 			}
-			name := d.Val()
-			mod, err := caddyfile.UnmarshalModule(d, "tls.ca_pool.source."+name)
-			if err != nil {
-				return d.Errf("passthrough: tls_trust_pool %s: %v", name, err)
+			if err := parseTrustPool(d, opt, useTLS()); err != nil {
+				return err
 			}
-			ca, ok := mod.(caddytls.CA)
-			if !ok {
-				return d.Errf("passthrough: tls_trust_pool %s is not a CA pool source", name)
-			}
-			useTLS().CARaw = caddyconfig.JSONModuleObject(ca, "provider", name, nil)
 		default:
 			if err := rs.opts.parseOption(d, opt); err != nil {
 				return err
@@ -735,6 +758,75 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if identity && h.ProxyProtocol != "v2" {
 		return d.Errf("passthrough: proxy_protocol_identity needs proxy_protocol v2")
 	}
+	if tlsCfg != nil {
+		if err := upstream.CheckTLS(&tlsCfg.TLSConfig, tlsCfg.ClientIdentityRaw != nil, tlsCfg.UpstreamIdentity); err != nil {
+			return d.Errf("passthrough: tls: %v", err)
+		}
+	}
+	return nil
+}
+
+// parseUpstreamTLS parses the optional block of the handler's tls option.
+// setOnce refuses a setting given twice (in the block and as a tls_*
+// option).
+func parseUpstreamTLS(d *caddyfile.Dispenser, t *UpstreamTLS, setOnce func(name, as string) error) error {
+	for d.NextBlock(1) {
+		opt := d.Val()
+		if err := setOnce(opt, "tls "+opt); err != nil {
+			return err
+		}
+		switch opt {
+		case "client_identity":
+			raw, err := keystore.UnmarshalSource(d, "passthrough: tls: client_identity")
+			if err != nil {
+				return err
+			}
+			t.ClientIdentityRaw = raw
+		case "upstream_identity":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("passthrough: tls: upstream_identity needs at least one SPIFFE ID (spiffe://td/path), trust domain (spiffe://td) or DNS name")
+			}
+			if _, err := upstream.ParsePins(args); err != nil {
+				return d.Errf("passthrough: tls: %v", err)
+			}
+			t.UpstreamIdentity = args
+		case "trust_pool":
+			if err := parseTrustPool(d, "tls trust_pool", t); err != nil {
+				return err
+			}
+		case "server_name":
+			v, err := stringArg(d, "tls server_name")
+			if err != nil {
+				return err
+			}
+			t.ServerName = v
+		default:
+			return d.Errf("passthrough: tls: unknown option '%s' (expected client_identity, upstream_identity, trust_pool or server_name)", opt)
+		}
+	}
+	return nil
+}
+
+// parseTrustPool parses `<source> [<args...>] [{...}]`, a tls.ca_pool.source
+// module, after the option opt.
+func parseTrustPool(d *caddyfile.Dispenser, opt string, t *UpstreamTLS) error {
+	if !d.NextArg() {
+		return d.Errf("passthrough: %s needs a source, as in `%s file ca.pem` (file, inline, truststore, bundle, pki_live, spiffe_bundle, ...)", opt, opt)
+	}
+	name := d.Val()
+	if _, err := caddy.GetModule("tls.ca_pool.source." + name); err != nil {
+		return d.Errf("passthrough: %s: unknown trust pool source '%s'", opt, name)
+	}
+	mod, err := caddyfile.UnmarshalModule(d, "tls.ca_pool.source."+name)
+	if err != nil {
+		return d.Errf("passthrough: %s %s: %v", opt, name, err)
+	}
+	ca, ok := mod.(caddytls.CA)
+	if !ok {
+		return d.Errf("passthrough: %s %s is not a CA pool source", opt, name)
+	}
+	t.CARaw = caddyconfig.JSONModuleObject(ca, "provider", name, nil)
 	return nil
 }
 

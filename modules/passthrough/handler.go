@@ -3,6 +3,7 @@ package passthrough
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,10 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/upstream"
 )
 
 func init() {
@@ -58,12 +63,14 @@ type Handler struct {
 	// Default: off.
 	ProxyProtocolIdentity bool `json:"proxy_protocol_identity,omitempty"`
 
-	// TLS to the upstream, in reverse_proxy's shape (trust pool, client
-	// certificate, server name...): re-encrypts a client TLS session that
+	// TLS to the upstream: re-encrypts a client TLS session that
 	// caddy-l4's tls handler terminated before this handler ("mTLS in,
-	// mTLS out"). Upstream sessions are resumed when the upstream allows.
-	// Default: none, the bytes pass through as they came.
-	TLS *reverseproxy.TLSConfig `json:"tls,omitempty"`
+	// mTLS out"), presenting a client identity that rotates without a
+	// reload and verifying the upstream against a live trust pool.
+	// Upstream sessions are resumed when the upstream allows (until the
+	// identity rotates or the trust pool reloads). Default: none, the
+	// bytes pass through as they came.
+	TLS *UpstreamTLS `json:"tls,omitempty"`
 
 	// How long to wait for an upstream to accept. Default: 5s.
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
@@ -86,7 +93,10 @@ type Handler struct {
 	policy    string
 	ppVersion byte
 	rr        atomic.Uint32
-	tlsConfig *tls.Config
+	tlsConfig *tls.Config              // what each upstream TLS connection clones
+	live      *upstream.LiveTLS        // its identity, trust pool and pins, read per handshake
+	sessions  atomic.Pointer[sessions] // replaced when the identity or the pool changes
+	stopLive  func()
 
 	mu         sync.Mutex
 	conns      map[*proxyConn]struct{}
@@ -133,17 +143,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("passthrough route %q: %w", h.Route, err)
 	}
 	if h.TLS != nil {
-		cfg, err := h.TLS.MakeTLSClientConfig(ctx)
-		if err != nil {
+		if err := h.provisionTLS(ctx); err != nil {
 			return fmt.Errorf("passthrough route %q: tls: %w", h.Route, err)
 		}
-		if cfg == nil {
-			cfg = new(tls.Config)
-		}
-		if cfg.ClientSessionCache == nil {
-			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(256)
-		}
-		h.tlsConfig = cfg
 	}
 	if h.HealthChecks != nil && h.HealthChecks.Active != nil {
 		a := h.HealthChecks.Active
@@ -212,6 +214,9 @@ func (h *Handler) validate() error {
 // Cleanup stops health checks and releases the upstreams; connections
 // still open keep running (until the grace period, if any).
 func (h *Handler) Cleanup() error {
+	if h.stopLive != nil {
+		h.stopLive()
+	}
 	if h.stopHealth != nil {
 		close(h.stopHealth)
 		<-h.healthDone
@@ -285,7 +290,7 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 		}
 	}
 
-	up, u, err := h.dial(cx, header)
+	up, u, err := h.dial(cx, header, pc)
 	if err != nil {
 		h.mDialFailed.Inc()
 		pc.logDone(nil, 0, 0, "dial_failed", err)
@@ -311,6 +316,9 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	}
 
 	toUp, toDown, reason, cerr := pc.run(header, replay, time.Duration(h.IdleTimeout))
+	if h.live != nil {
+		cerr = pc.backendVerdict(cerr)
+	}
 	h.mBytesUp.Add(float64(toUp))
 	h.mBytesDown.Add(float64(toDown))
 	pc.logDone(u, toUp, toDown, reason, cerr)
@@ -335,7 +343,7 @@ func takeReplay(cx *layer4.Connection) ([]byte, net.Conn) {
 // dial connects to an upstream chosen by the policy; after a failed dial
 // it tries the other available upstreams, and keeps trying for
 // try_duration if one is set.
-func (h *Handler) dial(cx *layer4.Connection, header []byte) (net.Conn, *Upstream, error) {
+func (h *Handler) dial(cx *layer4.Connection, header []byte, pc *proxyConn) (net.Conn, *Upstream, error) {
 	start := time.Now()
 	lb := h.LoadBalancing
 	var tried []*Upstream
@@ -343,7 +351,7 @@ func (h *Handler) dial(cx *layer4.Connection, header []byte) (net.Conn, *Upstrea
 	for {
 		u := h.selectUpstream(cx.RemoteAddr(), tried)
 		if u != nil && u.acquire() {
-			conn, err := h.dialOne(u, header)
+			conn, err := h.dialOne(u, header, pc)
 			if err == nil {
 				return conn, u, nil
 			}
@@ -373,7 +381,7 @@ func (h *Handler) dial(cx *layer4.Connection, header []byte) (net.Conn, *Upstrea
 	}
 }
 
-func (h *Handler) dialOne(u *Upstream, header []byte) (net.Conn, error) {
+func (h *Handler) dialOne(u *Upstream, header []byte, pc *proxyConn) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(h.DialTimeout))
 	defer cancel()
 	var d net.Dialer
@@ -390,17 +398,7 @@ func (h *Handler) dialOne(u *Upstream, header []byte) (net.Conn, error) {
 		}
 		_ = conn.SetWriteDeadline(time.Time{})
 	}
-	cfg := h.tlsConfig
-	if cfg.ServerName == "" && !u.addr.IsUnixNetwork() {
-		cfg = cfg.Clone()
-		cfg.ServerName = u.addr.Host
-	}
-	tc := tls.Client(conn, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("TLS handshake: %w", err)
-	}
-	return tc, nil
+	return h.handshake(ctx, conn, u, pc)
 }
 
 func (h *Handler) track(pc *proxyConn) bool {
@@ -414,6 +412,159 @@ func (h *Handler) untrack(pc *proxyConn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.conns, pc)
+}
+
+// UpstreamTLS is the TLS of a passthrough handler to its upstreams:
+// reverse_proxy's TLS config (its fields inline: ca, server_name,
+// client_certificate_file, client_certificate_key_file,
+// insecure_skip_verify, curves, ...) with a client identity from a
+// keystore and pinned upstream identities, as the mtls transport has
+// them. Every handshake reads the keystore's current certificate and the
+// trust pool's current pool.
+type UpstreamTLS struct {
+	reverseproxy.TLSConfig
+
+	// ClientIdentity is the keystore source (pem, pkcs12, jks, internal)
+	// presented to upstreams that ask for a client certificate, read at
+	// each new upstream connection; its leaf must allow clientAuth.
+	// Conflicts with client_certificate_file (read once).
+	// Default: none.
+	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
+
+	// UpstreamIdentity pins the upstream's identity beyond chain
+	// verification: SPIFFE IDs (spiffe://td/path), trust domains
+	// (spiffe://td) or DNS names, one of which the verified certificate
+	// must hold; it then replaces the check against the server name.
+	// Default: none.
+	UpstreamIdentity []string `json:"upstream_identity,omitempty"`
+}
+
+// sessions is the upstream TLS session cache; a new one replaces it when
+// the identity rotates (a resumed session would carry the old one).
+type sessions struct{ cache tls.ClientSessionCache }
+
+func newSessions() *sessions { return &sessions{tls.NewLRUClientSessionCache(256)} }
+
+// tlsUpstream is an upstream connection re-encrypted by this handler,
+// with the identity it presented.
+type tlsUpstream struct {
+	*tls.Conn
+	presented string
+}
+
+// provisionTLS loads the upstream TLS config: keystore identity, live
+// trust pool and pins through upstream.LiveTLS, the rest (curves, static
+// roots, server name) through reverse_proxy's own code.
+func (h *Handler) provisionTLS(ctx caddy.Context) error {
+	t := h.TLS
+	if err := upstream.CheckTLS(&t.TLSConfig, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
+		return err
+	}
+	live, err := upstream.LoadLiveTLS(ctx, &t.TLSConfig, t, "ClientIdentityRaw", t.UpstreamIdentity)
+	if err != nil {
+		return err
+	}
+	cfg, err := t.MakeTLSClientConfig(ctx)
+	if err != nil {
+		return err
+	}
+	if cfg == nil {
+		cfg = new(tls.Config)
+	}
+	live.Apply(cfg)
+	h.tlsConfig, h.live = cfg, live
+	h.sessions.Store(newSessions())
+	h.stopLive = live.OnChange(func(cause string) {
+		h.sessions.Store(newSessions())
+		fields := []zap.Field{zap.String("route", h.Route), zap.String("cause", cause)}
+		if live.Identity != nil {
+			fields = append(fields, zap.String("client_identity", keystore.Describe(live.Identity.Identity())))
+		}
+		h.logger.Info("upstream TLS sessions renewed: new connections present the current identity, open ones keep theirs", fields...)
+	})
+	h.logger.Info("upstream TLS ready", append([]zap.Field{zap.String("route", h.Route)}, live.LogFields()...)...)
+	if live.Insecure() {
+		h.logger.Warn("insecure_skip_verify: upstreams' certificates are NOT verified", zap.String("route", h.Route))
+	}
+	return nil
+}
+
+// handshake runs the upstream TLS handshake over conn (closed on failure).
+func (h *Handler) handshake(ctx context.Context, conn net.Conn, u *Upstream, pc *proxyConn) (net.Conn, error) {
+	cfg := h.tlsConfig.Clone()
+	if cfg.ServerName == "" && !u.addr.IsUnixNetwork() {
+		cfg.ServerName = u.addr.Host
+	}
+	cfg.ClientSessionCache = h.sessions.Load().cache
+	tc, who, err := h.live.Handshake(ctx, conn, cfg, u.Dial)
+	if err != nil {
+		var he *upstream.HandshakeError
+		if errors.As(err, &he) {
+			h.logTLSFailure(pc, u, cfg.ServerName, he.Reason, he.Alert, who, he.Err)
+		}
+		return nil, err
+	}
+	if ce := h.logger.Check(zapcore.DebugLevel, "upstream TLS handshake"); ce != nil {
+		ce.Write(zap.String("route", h.Route), zap.String("upstream", u.Dial), zap.String("server_name", cfg.ServerName),
+			zap.String("client_identity", who), zap.Bool("resumed", tc.ConnectionState().DidResume))
+	}
+	return &tlsUpstream{Conn: tc, presented: who}, nil
+}
+
+// backendVerdict returns err, the error that ended a re-encrypted
+// connection, with the upstream's refusal of our client certificate when
+// there was one: TLS 1.3 servers judge it after the handshake and send
+// their alert as their first record. Such a refusal is logged and
+// counted like a failed handshake.
+func (pc *proxyConn) backendVerdict(err error) error {
+	tc, ok := pc.up.(*tlsUpstream)
+	if !ok {
+		return err
+	}
+	reason, alert := upstream.Classify(err)
+	if alert == "" {
+		// the connection is closed: Read returns the error that ended it
+		// (the alert, when one came) at once
+		_, rerr := tc.Read(make([]byte, 1))
+		if reason, alert = upstream.Classify(rerr); alert == "" {
+			return err
+		}
+		if err == nil {
+			err = rerr
+		} else {
+			err = fmt.Errorf("%w (the upstream's alert: %w)", err, rerr)
+		}
+	}
+	upstream.CountHandshakeFailure(pc.upstream.Dial, reason)
+	pc.h.logTLSFailure(pc, pc.upstream, "", reason, alert, tc.presented, err)
+	return err
+}
+
+// logTLSFailure logs a failed upstream handshake or a refusal after it,
+// with the fields of the mtls transport's line (client_identity is the
+// identity presented to the upstream).
+func (h *Handler) logTLSFailure(pc *proxyConn, u *Upstream, serverName, reason, alert, who string, err error) {
+	ce := h.logger.Check(zapcore.ErrorLevel, "upstream TLS handshake failed")
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("route", h.Route),
+		zap.String("client_addr", pc.client.String()),
+		zap.String("upstream", u.Dial),
+		zap.String("reason", reason),
+		zap.String("client_identity", who),
+	}
+	if serverName != "" {
+		fields = append(fields, zap.String("server_name", serverName))
+	}
+	if alert != "" {
+		fields = append(fields, zap.String("alert", alert))
+	}
+	if h.live.Identity != nil {
+		fields = append(fields, zap.String("client_identity_source", h.live.IdentityName))
+	}
+	ce.Write(append(fields, zap.Error(err))...)
 }
 
 // Interface guards

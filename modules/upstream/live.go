@@ -175,7 +175,8 @@ func (l *LiveTLS) Insecure() bool { return l.insecure }
 // the pins). upstream names the backend in the failure metric. It returns
 // the TLS connection and the client identity presented on it, for logs:
 // subject and serial, "none (not requested by the backend)" or "none (no
-// client_identity configured)". A failure closes conn and returns a
+// client_identity configured)", or for a resumed session "resumed
+// session (...)". A failure closes conn and returns a
 // *HandshakeError with its reason, counted by upstream and reason.
 func (l *LiveTLS) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, upstream string) (*tls.Conn, string, error) {
 	serverName := cfg.ServerName
@@ -201,6 +202,9 @@ func (l *LiveTLS) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config,
 		}
 		CountHandshakeFailure(upstream, reason)
 		return nil, who, &HandshakeError{Upstream: upstream, Reason: reason, Alert: alert, Err: err}
+	}
+	if !asked && tc.ConnectionState().DidResume {
+		who = "resumed session (the identity its first connection presented)"
 	}
 	return tc, who, nil
 }
