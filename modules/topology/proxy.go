@@ -130,8 +130,14 @@ func (a *analyzer) suiteTransport(out *Outbound, t map[string]any, path string) 
 		tlsCfg = map[string]any{}
 	}
 	a.upstreamTLS(out, tlsCfg, field(path, "tls"))
+	a.suiteIdentity(out, ci, pins, field(path, "client_identity"))
+}
+
+// suiteIdentity records a live keystore client identity and pinned
+// upstream identities (the mtls transport's, the passthrough handler's).
+func (a *analyzer) suiteIdentity(out *Outbound, ci map[string]any, pins []string, path string) {
 	if ci != nil {
-		c, how := a.keystoreSource(RoleClient, ci, field(path, "client_identity"))
+		c, how := a.keystoreSource(RoleClient, ci, path)
 		if c != nil {
 			out.ClientCertificates = append(out.ClientCertificates, c.ID)
 		}

@@ -67,8 +67,13 @@ func (a *analyzer) suiteL4Handler(route *Route, st *l4State, name string, h map[
 		if pp := str(h["proxy_protocol"]); pp != "" && pp != "off" {
 			out.Notes = append(out.Notes, "sends PROXY protocol "+pp+" (the client's address reaches the backend)")
 		}
+		if t := obj(h["tls"]); t != nil {
+			// "mTLS in, mTLS out": re-encrypted to the upstream
+			a.upstreamTLS(out, t, field(path, "tls"))
+			a.suiteIdentity(out, obj(t["client_identity"]), strs(t["upstream_identity"]), field(field(path, "tls"), "client_identity"))
+		}
 		route.Outbound = append(route.Outbound, out)
-		if st.terminated {
+		if st.terminated && out.Mode == OutTCP {
 			a.finding(SeverityWarning, KindPlaintextLeg, path,
 				"TLS ends at Caddy (layer-4 tls handler) and the bytes go on unencrypted to "+strings.Join(out.Upstreams, ", "),
 				"drop the tls handler to pass TLS through end to end, or re-encrypt with a proxy upstream `tls` block")
