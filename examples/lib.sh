@@ -12,13 +12,26 @@ mkleaf() { # file cn ca eku [extra extension line, e.g. subjectAltName=DNS:x]
 	openssl x509 -req -in "$1.csr" -CA "$3.crt" -CAkey "$3.key" -CAcreateserial -days 90 -extfile "$1.ext" -out "$1.crt" 2>/dev/null
 }
 
-wait_port() { # [host] port: wait up to 10s for something to listen
+wait_port() { # [host] port: wait up to 20s for something to listen
 	local host=127.0.0.1 port=$1
 	if [ $# -eq 2 ]; then host=$1 port=$2; fi
-	for _ in $(seq 100); do
+	for _ in $(seq 200); do
 		(exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && return 0
 		sleep 0.1
 	done
 	echo "nothing listens on $host:$port" >&2
 	exit 1
+}
+
+ex_init() { # tool...: needs $here; sets $root and $caddy (also exported as
+	# TRUSTLINE_CADDY), installs missing tools from Debian's packages (the
+	# package is named like the tool), builds ./caddy when it is missing
+	root="$(cd "$here/../.." && pwd)"
+	export PATH="$PATH:/usr/sbin:/sbin"
+	for tool in "$@"; do
+		command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; }
+	done
+	caddy="${TRUSTLINE_CADDY:-$root/caddy}"
+	export TRUSTLINE_CADDY="$caddy"
+	[ -x "$caddy" ] || "$root/scripts/build.sh"
 }

@@ -4,12 +4,8 @@
 # SPIFFE ID per node. Ctrl-C ends the example.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-for tool in openssl curl redis-server; do
-	command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; }
-done
-export TRUSTLINE_CADDY="${TRUSTLINE_CADDY:-$root/caddy}"
-[ -x "$TRUSTLINE_CADDY" ] || "$root/scripts/build.sh"
+. "$here/../lib.sh"
+ex_init openssl curl redis-server
 export EX_DIR="${EX_DIR:-$here/run}"
 export REDIS_PORT="${REDIS_PORT:-6390}" PEER_PORT="${PEER_PORT:-8443}"
 export REDIS="127.0.0.1:$REDIS_PORT"
@@ -28,14 +24,6 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=intrud
 printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\nsubjectAltName=URI:spiffe://cluster.local/node/x\n' > intruder.ext
 openssl x509 -req -in intruder.csr -CA other-ca.crt -CAkey other-ca.key -CAcreateserial -days 30 -extfile intruder.ext -out intruder.crt 2>/dev/null
 
-wait_port() { # address port
-	for _ in $(seq 200); do
-		(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "nothing listens on $1:$2" >&2
-	exit 1
-}
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT INT TERM
 # Redis keeps its data across a restart (append-only file)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$EX_DIR/redis" --appendonly yes --save "" >"$EX_DIR/redis/log" 2>&1 &

@@ -6,13 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../lib.sh"
-root="$(cd "$here/../.." && pwd)"
-export PATH="$PATH:/usr/sbin:/sbin"
-for tool in openssl curl nginx; do
-	command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; }
-done
-caddy="${TRUSTLINE_CADDY:-$root/caddy}"
-[ -x "$caddy" ] || "$root/scripts/build.sh"
+ex_init openssl curl nginx
 export EX_DIR="${EX_DIR:-$here/run}" TL_ADMIN="${TL_ADMIN:-localhost:2019}"
 export CASE1_PORT="${CASE1_PORT:-8441}" CASE2_PORT="${CASE2_PORT:-8442}" CASE3_PORT="${CASE3_PORT:-8443}" CASE4_PORT="${CASE4_PORT:-8444}"
 export ORIGIN_HTTP_PORT="${ORIGIN_HTTP_PORT:-9080}" ORIGIN_TLS_PORT="${ORIGIN_TLS_PORT:-9443}" ORIGIN_MTLS_PORT="${ORIGIN_MTLS_PORT:-9444}"

@@ -9,12 +9,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../lib.sh"
-root="$(cd "$here/../.." && pwd)"
-for tool in openssl curl; do
-	command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; }
-done
-caddy="${TRUSTLINE_CADDY:-$root/caddy}"
-[ -x "$caddy" ] || "$root/scripts/build.sh"
+ex_init openssl curl
 export EX_DIR="${EX_DIR:-$here/run}"
 export EDGE_PORT="${EDGE_PORT:-8443}" BACKEND_PORT="${BACKEND_PORT:-9443}" SINGLE_PORT="${SINGLE_PORT:-10443}"
 export EDGE_ADMIN="${EDGE_ADMIN:-localhost:2019}" BACKEND_ADMIN="${BACKEND_ADMIN:-localhost:2020}" SINGLE_ADMIN="${SINGLE_ADMIN:-localhost:2021}"

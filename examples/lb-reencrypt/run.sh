@@ -6,13 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../lib.sh"
-root="$(cd "$here/../.." && pwd)"
-export PATH="$PATH:/usr/sbin:/sbin"
-for tool in openssl curl haproxy; do
-	command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; }
-done
-caddy="${TRUSTLINE_CADDY:-$root/caddy}"
-[ -x "$caddy" ] || "$root/scripts/build.sh"
+ex_init openssl curl haproxy
 export EX_DIR="${EX_DIR:-$here/run}" LB_PORT="${LB_PORT:-8443}" CADDY_PORT="${CADDY_PORT:-9443}" TL_ADMIN="${TL_ADMIN:-localhost:2019}"
 rm -rf "$EX_DIR" && mkdir -p "$EX_DIR"
 export HOME="$EX_DIR/home" XDG_DATA_HOME="$EX_DIR/home/data" XDG_CONFIG_HOME="$EX_DIR/home/config"
