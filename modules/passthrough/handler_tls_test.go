@@ -3,20 +3,16 @@ package passthrough
 import (
 	"bufio"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/mholt/caddy-l4/layer4"
 
 	"github.com/trustline/trustline/internal/testpki"
@@ -30,7 +26,6 @@ import (
 
 func init() {
 	caddy.RegisterModule(new(testTerminate))
-	caddy.RegisterModule(testLivePool{})
 }
 
 // testTerminate terminates TLS at layer 4 with a certificate for
@@ -61,66 +56,13 @@ func (h *testTerminate) Handle(cx *layer4.Connection, next layer4.Handler) error
 	return next.Handle(cx.Wrap(tc))
 }
 
-// testLivePool is a tls.ca_pool.source whose pool the test swaps, as a
-// reloaded truststore does.
-type testLivePool struct {
-	Name string `json:"name"`
-}
-
-var livePools sync.Map // name -> *atomic.Pointer[x509.CertPool]
-
-func setLivePool(name string, p *x509.CertPool) {
-	v, _ := livePools.LoadOrStore(name, new(atomic.Pointer[x509.CertPool]))
-	v.(*atomic.Pointer[x509.CertPool]).Store(p)
-}
-
-func (testLivePool) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "tls.ca_pool.source.test_pt_live", New: func() caddy.Module { return new(testLivePool) }}
-}
-
-func (p testLivePool) CertPool() *x509.CertPool {
-	v, ok := livePools.Load(p.Name)
-	if !ok {
-		return nil
-	}
-	return v.(*atomic.Pointer[x509.CertPool]).Load()
-}
-
-var _ caddytls.CA = testLivePool{}
-
 // mtlsBackend requires a client certificate from clientCA; on each
 // connection it writes "serial:<serial of the client certificate>\n",
 // then echoes.
 func mtlsBackend(t *testing.T, name string, clientCA *testpki.CA) string {
 	t.Helper()
 	leaf := testCA().Issue(t, testpki.CN(name), testpki.DNS(name), testpki.URI("spiffe://example.org/"+name), testpki.ServerOnly())
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-		Certificates: []tls.Certificate{leaf.TLS()},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    clientCA.Pool(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				if tc.Handshake() != nil {
-					return
-				}
-				fmt.Fprintf(tc, "serial:%s\n", tc.ConnectionState().PeerCertificates[0].SerialNumber)
-				_, _ = io.Copy(tc, tc)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return testpki.ClientSerialServer(t, leaf, clientCA)
 }
 
 // reencFront serves the terminate + passthrough route with the given
@@ -175,11 +117,11 @@ func TestReencryptRotation(t *testing.T) {
 	dir := t.TempDir()
 	backend := mtlsBackend(t, "db.internal", testCA())
 	one := testCA().Issue(t, testpki.CN("proxy"), testpki.ClientOnly())
-	setLivePool("rotation", testCA().Pool())
+	testpki.SetPool("rotation", testCA().Pool())
 	f := reencFront(t, map[string]any{
 		"upstreams": []any{map[string]any{"dial": backend}},
 		"tls": map[string]any{"client_identity": pemIdentity(t, dir, one), "server_name": "db.internal",
-			"ca": map[string]any{"provider": "test_pt_live", "name": "rotation"}},
+			"ca": map[string]any{"provider": "testpki_swappable", "name": "rotation"}},
 	})
 	want1 := one.Cert.SerialNumber.String()
 	got, open, err := serialThrough(t, f.addr)
@@ -220,11 +162,11 @@ func TestReencryptLiveTrustPool(t *testing.T) {
 	backend := mtlsBackend(t, "db.internal", testCA())
 	proxy := testCA().Issue(t, testpki.CN("proxy"), testpki.ClientOnly())
 	foreign := testpki.NewCA(t, "foreign")
-	setLivePool("pool", foreign.Pool())
+	testpki.SetPool("pool", foreign.Pool())
 	f := reencFront(t, map[string]any{
 		"upstreams": []any{map[string]any{"dial": backend}},
 		"tls": map[string]any{"client_identity": pemIdentity(t, dir, proxy), "server_name": "db.internal",
-			"ca": map[string]any{"provider": "test_pt_live", "name": "pool"}},
+			"ca": map[string]any{"provider": "testpki_swappable", "name": "pool"}},
 	})
 	refused := func(when string) {
 		t.Helper()
@@ -244,15 +186,15 @@ func TestReencryptLiveTrustPool(t *testing.T) {
 		t.Fatalf("connection log %v", conns)
 	}
 
-	setLivePool("pool", testCA().Pool())
+	testpki.SetPool("pool", testCA().Pool())
 	if got, _, err := serialThrough(t, f.addr); err != nil || got != proxy.Cert.SerialNumber.String() {
 		t.Fatalf("after the pool gained the backend's CA: %q, %v", got, err)
 	}
 	// the next connection would resume that session: verification runs
 	// on resumption too
-	setLivePool("pool", foreign.Pool())
+	testpki.SetPool("pool", foreign.Pool())
 	refused("resumed session, foreign pool")
-	setLivePool("pool", nil)
+	testpki.SetPool("pool", nil)
 	refused("empty live pool")
 }
 

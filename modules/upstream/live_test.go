@@ -1,11 +1,11 @@
 package upstream
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"strings"
 	"testing"
@@ -19,39 +19,6 @@ import (
 // liveHolder holds a keystore source as a layer-4 module would.
 type liveHolder struct {
 	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
-}
-
-// rawBackend is a TLS server (not HTTP) requiring a client certificate
-// from clientCAs; it writes the serial of the one it got and closes.
-func rawBackend(t *testing.T, leaf *testpki.Leaf, clientCAs *testpki.CA) string {
-	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-		Certificates: []tls.Certificate{leaf.TLS()},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    clientCAs.Pool(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
-				if tc.Handshake() != nil {
-					return
-				}
-				_, _ = io.WriteString(tc, tc.ConnectionState().PeerCertificates[0].SerialNumber.String())
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 // liveFor provisions a LiveTLS the way a layer-4 handler does and returns
@@ -101,13 +68,13 @@ func handshake(t *testing.T, l *LiveTLS, base *tls.Config, addr, serverName stri
 		return "", who, err
 	}
 	defer tc.Close()
-	got, err := io.ReadAll(tc)
-	return string(got), who, err
+	line, err := bufio.NewReader(tc).ReadString('\n')
+	return strings.TrimSpace(strings.TrimPrefix(line, "serial:")), who, err
 }
 
 func TestLiveTLSHandshake(t *testing.T) {
 	p := newPKI(t)
-	addr := rawBackend(t, p.serverLeaf, p.proxyCA)
+	addr := testpki.ClientSerialServer(t, p.serverLeaf, p.proxyCA)
 	id, leaf := p.identity(t, "proxy", p.proxyCA)
 	trust := filePool(p.trustFile(t))
 	raw, _ := json.Marshal(trust)
@@ -175,7 +142,7 @@ func TestLiveTLSHandshake(t *testing.T) {
 // presents the new certificate, and OnChange reports the rotation.
 func TestLiveTLSRotation(t *testing.T) {
 	p := newPKI(t)
-	addr := rawBackend(t, p.serverLeaf, p.proxyCA)
+	addr := testpki.ClientSerialServer(t, p.serverLeaf, p.proxyCA)
 	id, one := p.identity(t, "proxy", p.proxyCA)
 	raw, _ := json.Marshal(filePool(p.trustFile(t)))
 	l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, nil)

@@ -19,42 +19,13 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/trustline/trustline/internal/testpki"
 )
 
 func init() {
-	caddy.RegisterModule(testPool{})
 }
-
-// testPool is a tls.ca_pool.source whose pool a test swaps, standing in
-// for a hot-reloaded truststore.
-type testPool struct {
-	Name string `json:"name"`
-}
-
-var testPools sync.Map // name -> *atomic.Pointer[x509.CertPool]
-
-func setTestPool(name string, p *x509.CertPool) {
-	v, _ := testPools.LoadOrStore(name, new(atomic.Pointer[x509.CertPool]))
-	v.(*atomic.Pointer[x509.CertPool]).Store(p)
-}
-
-func (testPool) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "tls.ca_pool.source.test_live", New: func() caddy.Module { return new(testPool) }}
-}
-
-func (p testPool) CertPool() *x509.CertPool {
-	v, ok := testPools.Load(p.Name)
-	if !ok {
-		return nil
-	}
-	return v.(*atomic.Pointer[x509.CertPool]).Load()
-}
-
-var _ caddytls.CA = testPool{}
 
 func testCtx(t testing.TB) caddy.Context {
 	t.Helper()
@@ -336,19 +307,19 @@ func TestLiveTrustPool(t *testing.T) {
 	srv := backend(t, p.serverLeaf, p.proxyCA.Pool())
 	ctx := testCtx(t)
 	id, _ := p.identity(t, "proxy", p.proxyCA)
-	setTestPool("live", p.foreignCA.Pool())
-	tr, err := newTransport(t, ctx, map[string]any{"client_identity": id, "tls": map[string]any{"ca": map[string]any{"provider": "test_live", "name": "live"}}, "keep_alive": map[string]any{"enabled": false}})
+	testpki.SetPool("live", p.foreignCA.Pool())
+	tr, err := newTransport(t, ctx, map[string]any{"client_identity": id, "tls": map[string]any{"ca": map[string]any{"provider": "testpki_swappable", "name": "live"}}, "keep_alive": map[string]any{"enabled": false}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := get(t, tr, srv.URL); err == nil {
 		t.Fatal("trusted a backend outside the pool")
 	}
-	setTestPool("live", p.backendCA.Pool())
+	testpki.SetPool("live", p.backendCA.Pool())
 	if _, err := get(t, tr, srv.URL); err != nil {
 		t.Fatalf("after the pool gained the backend's CA: %v", err)
 	}
-	setTestPool("live", nil)
+	testpki.SetPool("live", nil)
 	_, err = get(t, tr, srv.URL)
 	if reason, _ := Classify(err); reason != ReasonUnknownAuthority {
 		t.Fatalf("an empty live pool: %v (%s), want a refusal", err, reason)
