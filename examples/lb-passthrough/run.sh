@@ -13,11 +13,8 @@ cd "$EX_DIR"
 
 # A test CA standing in for a public one, and Caddy's certificate for
 # localhost: with passthrough the client-facing certificate is Caddy's.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj "/CN=Example Public CA" \
-	-keyout ca.key -out ca.crt -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost/O=Caddy behind HAProxy" -keyout caddy.key -out caddy.csr 2>/dev/null
-printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\n' > caddy.ext
-openssl x509 -req -in caddy.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 90 -extfile caddy.ext -out caddy.crt 2>/dev/null
+mkca ca "Example Public CA"
+mkleaf caddy "localhost/O=Caddy behind HAProxy" ca serverAuth "subjectAltName=DNS:localhost"
 
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT INT TERM
 "$caddy" run --config "$here/Caddyfile" --adapter caddyfile &

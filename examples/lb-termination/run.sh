@@ -13,11 +13,8 @@ cd "$EX_DIR"
 
 # A test CA standing in for a public one, and the load balancer's
 # certificate for localhost (HAProxy wants certificate and key in one file).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj "/CN=Example Public CA" \
-	-keyout ca.key -out ca.crt -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" -keyout lb.key -out lb.csr 2>/dev/null
-printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\n' > lb.ext
-openssl x509 -req -in lb.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 90 -extfile lb.ext -out lb.crt 2>/dev/null
+mkca ca "Example Public CA"
+mkleaf lb "localhost" ca serverAuth "subjectAltName=DNS:localhost"
 cat lb.crt lb.key > lb.pem
 
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT INT TERM
