@@ -113,15 +113,35 @@ func (p *Process) Stop() {
 	})
 }
 
-// FreeAddr returns a loopback address with a port free at the time of the call.
+// issuedPorts are the ports FreeAddr has handed out in this process: the
+// kernel may offer a just-closed port again, and two servers of one test
+// given the same port would clash.
+var issuedPorts = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: map[int]bool{}}
+
+// FreeAddr returns a loopback address with a port free at the time of the
+// call and never returned before in this process.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().(*net.TCPAddr)
+		l.Close()
+		issuedPorts.Lock()
+		fresh := !issuedPorts.m[addr.Port]
+		issuedPorts.m[addr.Port] = true
+		issuedPorts.Unlock()
+		if fresh {
+			return addr.String()
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no fresh loopback port after 100 tries")
+	return ""
 }
 
 // Port is the port of a host:port address.
