@@ -68,8 +68,10 @@ type ForwardHeaders struct {
 	// X-Client-DN, ...).
 	Strip []string `json:"strip,omitempty"`
 
-	family  []string       // normalized names to strip
-	headers []headerSetter // Headers, compiled
+	family    []string       // normalized names to strip
+	headers   []headerSetter // Headers, compiled
+	pemName   string         // PEMHeader, canonical
+	maxValues int            // how many headers one request can get
 }
 
 // headerSetter sets one configured header: a value that is exactly one
@@ -78,7 +80,8 @@ type ForwardHeaders struct {
 type headerSetter struct {
 	name   string // canonical
 	tmpl   string
-	direct string // placeholder name without "peer.", when tmpl is just that
+	scalar func(*Identity) string // when tmpl is exactly one scalar {peer.*} placeholder
+	direct string                 // placeholder name without "peer.", when tmpl is exactly another one
 }
 
 // XFCC configures the X-Forwarded-Client-Cert header. Hash (the
@@ -120,12 +123,17 @@ func (h *ForwardHeaders) Provision(caddy.Context) error {
 	for name, tmpl := range h.Headers {
 		hs := headerSetter{name: http.CanonicalHeaderKey(name), tmpl: tmpl}
 		if inner, ok := strings.CutPrefix(tmpl, "{"+placeholderPrefix); ok && strings.HasSuffix(inner, "}") && !strings.ContainsAny(inner[:len(inner)-1], "{}") {
-			if _, known := placeholder(inner[:len(inner)-1], nil, nil); known {
-				hs.direct = inner[:len(inner)-1]
+			name := inner[:len(inner)-1]
+			if fn, ok := scalarPlaceholder(name); ok {
+				hs.scalar = fn
+			} else if _, known := placeholder(name, nil, nil); known {
+				hs.direct = name
 			}
 		}
 		h.headers = append(h.headers, hs)
 	}
+	h.pemName = http.CanonicalHeaderKey(h.PEMHeader)
+	h.maxValues = 3 + len(h.headers) + 1 // client_cert, chain, xfcc, headers, pem
 	h.family = h.family[:0]
 	for _, n := range names {
 		n = normalizeName(n)
@@ -196,25 +204,35 @@ func (h *ForwardHeaders) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	if id == nil {
 		return next.ServeHTTP(w, r)
 	}
+	// one backing array for every value set here; each header gets a
+	// slice of capacity 1, so that a later Add reallocates instead of
+	// writing into its neighbour
+	vals := make([]string, 0, h.maxValues)
+	set := func(name, v string) {
+		vals = append(vals, v)
+		n := len(vals)
+		r.Header[name] = vals[n-1 : n : n]
+	}
 	if h.ClientCert {
-		r.Header[HeaderClientCert] = []string{id.ClientCertValue()}
+		set(HeaderClientCert, id.ClientCertValue())
 		if h.ClientCertChain && len(id.Chain) > 0 {
-			r.Header[HeaderClientCertChain] = []string{id.ClientCertChainValue()}
+			set(HeaderClientCertChain, id.ClientCertChainValue())
 		}
 	}
 	if h.XFCC != nil {
-		r.Header[HeaderXFCC] = []string{h.XFCC.cachedValue(id)}
+		set(HeaderXFCC, h.XFCC.cachedValue(id))
 	}
 	if h.PEMHeader != "" {
-		r.Header.Set(h.PEMHeader, id.PEMEscaped())
+		set(h.pemName, id.PEMEscaped())
 	}
 	var repl *caddy.Replacer
 	for i := range h.headers {
 		hs := &h.headers[i]
 		var v string
-		if hs.direct != "" {
-			val, _ := placeholder(hs.direct, r.TLS, id)
-			v, _ = val.(string)
+		if hs.scalar != nil {
+			v = hs.scalar(id)
+		} else if hs.direct != "" {
+			v, _ = placeholderString(hs.direct, r.TLS, id)
 		} else {
 			if repl == nil {
 				repl, _ = r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -225,7 +243,7 @@ func (h *ForwardHeaders) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 			}
 		}
 		if v != "" && !strings.ContainsAny(v, "\r\n") {
-			r.Header[hs.name] = []string{v}
+			set(hs.name, v)
 		}
 	}
 	return next.ServeHTTP(w, r)

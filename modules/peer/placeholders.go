@@ -83,6 +83,14 @@ var scalarPlaceholders = map[string]func(*Identity) string{
 
 // placeholder resolves one {peer.*} name (without the prefix).
 func placeholder(name string, cs *tls.ConnectionState, id *Identity) (any, bool) {
+	if v, ok := placeholderString(name, cs, id); ok {
+		return v, true
+	}
+	return nil, false
+}
+
+// placeholderString is placeholder without the boxing into any.
+func placeholderString(name string, cs *tls.ConnectionState, id *Identity) (string, bool) {
 	switch name {
 	case "verified":
 		return strconv.FormatBool(id != nil), true
@@ -115,7 +123,15 @@ func placeholder(name string, cs *tls.ConnectionState, id *Identity) (any, bool)
 			return "", true
 		}
 	}
-	return nil, false
+	return "", false
+}
+
+// scalarPlaceholder returns the function of a scalar {peer.*} name, for
+// a header whose whole value is that placeholder (resolved per request
+// without a map lookup or a replacer).
+func scalarPlaceholder(name string) (func(*Identity) string, bool) {
+	fn, ok := scalarPlaceholders[name]
+	return fn, ok
 }
 
 // replacerFunc provides the {peer.*} placeholders of one connection. A
