@@ -68,6 +68,12 @@ func IP(ips ...string) Option {
 	}
 }
 
+// OCSPServer adds OCSP responder URLs to the authority information access
+// extension.
+func OCSPServer(urls ...string) Option {
+	return func(c *x509.Certificate) { c.OCSPServer = append(c.OCSPServer, urls...) }
+}
+
 // ClientOnly gives a leaf only the clientAuth extended key usage.
 func ClientOnly() Option { return EKU(x509.ExtKeyUsageClientAuth) }
 
