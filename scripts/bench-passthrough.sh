@@ -1,29 +1,57 @@
 #!/usr/bin/env bash
 # bench-passthrough.sh: SNI passthrough throughput and connection rate, on
-# 127.0.0.1, for four paths to the same nginx origin:
+# 127.0.0.1, for five paths to the same nginx origin:
 #
 #   direct   wrk -> nginx (HTTPS origin)
 #   haproxy  wrk -> HAProxy 2.6 mode tcp, req_ssl_sni routing -> nginx
+#   nginx    wrk -> nginx 1.22 stream, ssl_preread on, a map of
+#            $ssl_preread_server_name to upstreams -> nginx (a second nginx
+#            process with 1 worker, so the origin keeps its own worker)
 #   caddy-l4 wrk -> Caddy + caddy-l4 listener wrapper (tls matcher, proxy
 #            handler), beside a Caddy site -> nginx
 #   suite    wrk -> Caddy + the suite's passthrough block, beside a Caddy
 #            site -> nginx
 #
-# Workloads (see ../shared/BENCHMARKS.md for the method):
-#   W1  1 MiB responses, keep-alive (MiB/s)
-#   W2  100-byte responses, one new connection per request, full TLS 1.3
-#       handshakes (session tickets and cache off at the origin) (conn/s)
-#   W3  W2 with one connection at a time: the added time per new
-#       connection, and the added time to the first byte (wrk's p50, from
-#       the request on the new connection to the response)
+# Workloads (see ../shared/BENCHMARKS.md for the method and the targets):
+#   W1   1 MiB responses, keep-alive (MiB/s)
+#   W2   100-byte responses, one new connection per request, full TLS 1.3
+#        handshakes (session tickets and cache off at the origin) (conn/s)
+#   W2R  W2 with resumed TLS 1.3 handshakes (session tickets on) (conn/s)
+#   W3   W2 with one connection at a time: the added time per new
+#        connection, and the added time to the first byte (wrk's p50, from
+#        the request on the new connection to the response)
+#
+# Full and resumed handshakes. wrk keeps its TLS session across reconnects,
+# so whether a Connection: close run resumes is up to the origin. The
+# origin nginx has two server blocks (one process, one worker): the one
+# for "localhost" with tickets and session cache off (W1, W2, W3) and one
+# for "resume.localhost" with tickets on (W2R), on two ports. Every proxy
+# routes both names on its one port, by SNI, each to its block. Nothing is
+# reloaded between workloads, so no run can meet a half-reloaded origin.
+# wrk sends the URL's host as SNI; a small Lua script makes it connect to
+# 127.0.0.1 whatever the name (resume.localhost need not resolve).
+# The sanity check proves it: through every path, a second connection to
+# "localhost" makes a full handshake and one to "resume.localhost" is
+# resumed (openssl s_client -sess_out/-sess_in), and a short wrk run of
+# each workload is logged by the origin (only requests carrying the header
+# X-Bench-Sanity: 1 are logged): W2 and W3 runs must show no resumed
+# handshake, W2R runs at least 90%.
 #
 # Besides rates, the script reads each proxy's CPU time from /proc (ms per
-# GiB in W1, us per connection in W2), which a busy shared machine
-# disturbs much less than it disturbs rates.
+# GiB in W1, us per connection in W2 and W2R; for nginx its worker), which
+# a busy shared machine disturbs much less than it disturbs rates.
 #
-# Rounds are interleaved (every path once per round), medians reported,
-# ratios to direct. Environment: ROUNDS (3), DURATION (10s), WARMUP (2s),
-# CONNS (16), THREADS (1), KEEP=1 keeps the work dir.
+# Rounds are interleaved (every path once per round and workload), medians
+# reported, ratios to direct and to nginx, then the targets of
+# BENCHMARKS.md: W1 >= 0.90x direct; W2 >= nginx and <= 150 us added per
+# connection (from W3: 1/rate through the suite - 1/rate direct, at c=1);
+# W2R >= nginx.
+#
+# Usage: scripts/bench-passthrough.sh
+# Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), CONNS (16),
+#              THREADS (1), WORKLOADS ("W1 W2 W2R W3"), CADDY (a prebuilt
+#              trustline-caddy; else built from this checkout), KEEP=1
+#              keeps the work dir, HOLD=1 starts everything and waits.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -31,6 +59,18 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 CONNS=${CONNS:-16}
 THREADS=${THREADS:-1}
+WORKLOADS=${WORKLOADS:-"W1 W2 W2R W3"}
+read -r -a workloads <<<"$WORKLOADS"
+for w in "${workloads[@]}"; do
+	case $w in W1 | W2 | W2R | W3) ;; *) echo "bench-passthrough: unknown workload $w (W1, W2, W2R, W3)" >&2; exit 1 ;; esac
+done
+has() { [[ " ${workloads[*]} " == *" $1 "* ]]; }
+
+export PATH="$PATH:/usr/sbin"
+for tool in wrk nginx haproxy openssl curl ps; do
+	command -v "$tool" >/dev/null || { echo "bench-passthrough: $tool is not installed" >&2; exit 1; }
+done
+[[ -n "${CADDY:-}" ]] || command -v go >/dev/null || { echo "bench-passthrough: go is not installed (or set CADDY)" >&2; exit 1; }
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/bench-passthrough.XXXXXX)
@@ -39,15 +79,29 @@ pids=()
 cleanup() {
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	if [[ "${KEEP:-}" == 1 ]]; then echo "work dir kept: $work"; else rm -rf "$work"; fi
+	if [[ "${KEEP:-}" == 1 ]]; then echo "work dir kept: $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
-need() { command -v "$1" >/dev/null || [[ -x "/usr/sbin/$1" ]] || { echo "missing: $1" >&2; exit 1; }; }
-for tool in wrk nginx haproxy openssl go; do need "$tool"; done
-export PATH="$PATH:/usr/sbin"
+CADDY=${CADDY:-}
+if [[ -z "$CADDY" ]]; then
+	echo "building the suite..." >&2
+	(cd "$repo" && go build -o "$work/caddy" ./cmd/trustline-caddy)
+	CADDY=$work/caddy
+fi
 
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+free_ports() { # N: N distinct loopback ports nobody listens on, on one line
+	local used=" " n=0 p
+	while ((n < $1)); do
+		p=$((20000 + RANDOM % 40000))
+		case $used in *" $p "*) continue ;; esac
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			used="$used$p "
+			n=$((n + 1))
+		fi
+	done
+	echo "$used"
+}
 waitport() {
 	for _ in $(seq 1 200); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -56,50 +110,68 @@ waitport() {
 	echo "port $1 did not open" >&2
 	exit 1
 }
+fail() { # message [log files...]: print them and exit
+	echo "bench-passthrough: $1" >&2
+	shift
+	for f in "$@"; do [[ -s "$f" ]] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }; done
+	exit 1
+}
 
-origin=$(freeport); hap=$(freeport); vanilla=$(freeport); suite=$(freeport)
+# origin: "localhost", tickets off (W1, W2, W3); origin_r: "resume.localhost", tickets on (W2R)
+read -r origin origin_r hap ngx vanilla suite <<<"$(free_ports 6)"
 
-echo "building the suite..." >&2
-(cd "$repo" && go build -o "$work/caddy" ./cmd/trustline-caddy)
-
-# origin: nginx with its own certificate for "localhost"
+# origin: nginx with its own certificate for both names
+cd "$work"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-	-subj /CN=localhost -addext subjectAltName=DNS:localhost \
-	-keyout "$work/origin.key" -out "$work/origin.crt" 2>/dev/null
-mkdir -p "$work/www" "$work/nginx"
-head -c $((1 << 20)) /dev/urandom >"$work/www/1m"
-head -c 100 /dev/urandom >"$work/www/small"
-cat >"$work/nginx/nginx.conf" <<EOF
+	-subj /CN=localhost -addext subjectAltName=DNS:localhost,DNS:resume.localhost \
+	-keyout origin.key -out origin.crt 2>/dev/null
+mkdir -p www origin nginx
+head -c $((1 << 20)) /dev/urandom >www/1m
+head -c 100 /dev/urandom >www/small
+cat >origin/nginx.conf <<EOF
 daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
+pid $work/origin/nginx.pid;
+error_log $work/origin/error.log warn;
 worker_processes 1;
 events { worker_connections 4096; }
 http {
-	access_log off;
 	sendfile on;
 	keepalive_requests 1000000;
-	client_body_temp_path $work/nginx;
-	proxy_temp_path $work/nginx;
-	fastcgi_temp_path $work/nginx;
-	uwsgi_temp_path $work/nginx;
-	scgi_temp_path $work/nginx;
+	client_body_temp_path $work/origin;
+	proxy_temp_path $work/origin;
+	fastcgi_temp_path $work/origin;
+	uwsgi_temp_path $work/origin;
+	scgi_temp_path $work/origin;
+	# only the sanity runs (header X-Bench-Sanity: 1) are logged: whether
+	# their handshakes were resumed
+	map \$http_x_bench_sanity \$sanity { default 0; 1 1; }
+	log_format sanity '\$server_port \$ssl_protocol \$ssl_session_reused';
+	access_log $work/origin/sanity.log sanity if=\$sanity;
+	ssl_certificate $work/origin.crt;
+	ssl_certificate_key $work/origin.key;
+	ssl_protocols TLSv1.3;
 	server {
+		# W1, W2, W3: full handshakes
 		listen 127.0.0.1:$origin ssl;
 		server_name localhost;
-		ssl_certificate $work/origin.crt;
-		ssl_certificate_key $work/origin.key;
-		ssl_protocols TLSv1.3;
 		ssl_session_tickets off;
+		ssl_session_cache off;
+		root $work/www;
+	}
+	server {
+		# W2R: resumed handshakes (TLS 1.3 tickets)
+		listen 127.0.0.1:$origin_r ssl;
+		server_name resume.localhost;
+		ssl_session_tickets on;
 		ssl_session_cache off;
 		root $work/www;
 	}
 }
 EOF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+nginx -p "$work/origin" -c "$work/origin/nginx.conf" &
 pids+=($!)
 
-cat >"$work/haproxy.cfg" <<EOF
+cat >haproxy.cfg <<EOF
 global
 	maxconn 4096
 defaults
@@ -112,10 +184,45 @@ frontend fe
 	tcp-request inspect-delay 5s
 	tcp-request content accept if { req_ssl_hello_type 1 }
 	use_backend origin if { req_ssl_sni -i localhost }
+	use_backend origin_r if { req_ssl_sni -i resume.localhost }
 backend origin
 	server o1 127.0.0.1:$origin
+backend origin_r
+	server o1 127.0.0.1:$origin_r
 EOF
-haproxy -db -f "$work/haproxy.cfg" &
+haproxy -db -f haproxy.cfg >haproxy.log 2>&1 &
+pids+=($!)
+
+# nginx stream: Debian builds the stream module as a dynamic module
+stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
+load_stream=""
+[[ -f $stream_module ]] && load_stream="load_module $stream_module;"
+cat >nginx/nginx.conf <<EOF
+$load_stream
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+worker_processes 1;
+events { worker_connections 4096; }
+stream {
+	map \$ssl_preread_server_name \$backend {
+		localhost        origin;
+		resume.localhost origin_r;
+	}
+	upstream origin {
+		server 127.0.0.1:$origin;
+	}
+	upstream origin_r {
+		server 127.0.0.1:$origin_r;
+	}
+	server {
+		listen 127.0.0.1:$ngx;
+		ssl_preread on;
+		proxy_pass \$backend;
+	}
+}
+EOF
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
 pids+=($!)
 
 # Both Caddy configs: a Caddy site on the port (so passthrough is a
@@ -126,10 +233,10 @@ caddy_run() { # name port caddyfile
 	mkdir -p "$dir"
 	printf '%s\n' "$3" >"$dir/Caddyfile"
 	HOME="$dir" XDG_DATA_HOME="$dir/data" XDG_CONFIG_HOME="$dir/config" \
-		"$work/caddy" run --config "$dir/Caddyfile" --adapter caddyfile 2>"$dir/log" &
+		"$CADDY" run --config "$dir/Caddyfile" --adapter caddyfile >"$dir/log" 2>&1 &
 	pids+=($!)
 }
-caddy_run vanilla "$vanilla" "{
+caddy_run caddy-l4 "$vanilla" "{
 	admin off
 	skip_install_trust
 	auto_https disable_redirects
@@ -140,6 +247,10 @@ caddy_run vanilla "$vanilla" "{
 				@pt tls sni localhost
 				route @pt {
 					proxy 127.0.0.1:$origin
+				}
+				@rs tls sni resume.localhost
+				route @rs {
+					proxy 127.0.0.1:$origin_r
 				}
 			}
 			tls
@@ -163,28 +274,111 @@ https://site.internal:$suite {
 	respond caddy
 	passthrough {
 		localhost 127.0.0.1:$origin
+		resume.localhost 127.0.0.1:$origin_r
 	}
 }"
 
-for p in $origin $hap $vanilla $suite; do waitport "$p"; done
-sleep 1
+for p in $origin $origin_r $hap $ngx $vanilla $suite; do waitport "$p"; done
 
-declare -A port=([direct]=$origin [haproxy]=$hap [caddy-l4]=$vanilla [suite]=$suite)
-paths=(direct haproxy caddy-l4 suite)
+paths=(direct haproxy nginx caddy-l4 suite)
+declare -A port=([direct]=$origin [haproxy]=$hap [nginx]=$ngx [caddy-l4]=$vanilla [suite]=$suite)
+# The proxy processes, for their CPU use (direct has none).
+declare -A proc=([haproxy]=${pids[1]} [nginx]=${pids[2]} [caddy-l4]=${pids[3]} [suite]=${pids[4]})
+declare -A logs=([direct]="" [haproxy]=$work/haproxy.log [nginx]=$work/nginx/error.log
+	[caddy-l4]=$work/caddy-l4/log [suite]=$work/suite/log)
+
+addr() { # path workload: host:port wrk and curl use (SNI resume.localhost for W2R)
+	if [[ $2 == W2R ]]; then
+		if [[ $1 == direct ]]; then echo "resume.localhost:$origin_r"; else echo "resume.localhost:${port[$1]}"; fi
+	else
+		echo "localhost:${port[$1]}"
+	fi
+}
 if [[ "${HOLD:-}" == 1 ]]; then
-	for p in "${paths[@]}"; do echo "$p https://localhost:${port[$p]}/1m"; done
-	echo "pids: ${pids[*]} (nginx haproxy caddy-l4 suite); Ctrl-C to stop"
+	for p in "${paths[@]}"; do echo "$p https://$(addr "$p" W1)/1m https://$(addr "$p" W2R)/small (resolve to 127.0.0.1)"; done
+	echo "pids: ${pids[*]} (origin haproxy nginx caddy-l4 suite); Ctrl-C to stop"
 	sleep infinity &
+	pids+=($!)
 	wait $!
 fi
 
-# The proxy processes, for their CPU use (direct has none).
-declare -A proc=([haproxy]=${pids[1]} [caddy-l4]=${pids[2]} [suite]=${pids[3]})
-ticks() { # utime+stime of a pid, in clock ticks
-	[[ -n "${1:-}" ]] && awk '{print $14+$15}' "/proc/$1/stat" || echo 0
+# wrk sends the URL's host as SNI (and Host); connect to 127.0.0.1 always
+cat >resolve.lua <<'EOF'
+function wrk.resolve(host, service)
+	wrk.addrs = wrk.lookup("127.0.0.1", service)
+end
+EOF
+run_wrk() { # path workload duration [extra wrk args...]
+	local url w=$2 d=$3
+	url="https://$(addr "$1" "$2")"
+	shift 3
+	case $w in
+	W1) wrk -t"$THREADS" -c"$CONNS" -d"$d" --latency -s resolve.lua "$@" "$url/1m" ;;
+	W2 | W2R) wrk -t"$THREADS" -c"$CONNS" -d"$d" --latency -s resolve.lua -H "Connection: close" "$@" "$url/small" ;;
+	W3) wrk -t1 -c1 -d"$d" --latency -s resolve.lua -H "Connection: close" "$@" "$url/small" ;;
+	esac
 }
-hz=$(getconf CLK_TCK)
 
+# --- sanity: every path works, and resumes exactly where it should --------
+for p in "${paths[@]}"; do
+	for w in W1 W2R; do
+		a=$(addr "$p" "$w")
+		f=1m
+		[[ $w == W2R ]] && f=small
+		curl -sSk --resolve "$a:127.0.0.1" "https://$a/$f" -o got 2>curl.err ||
+			fail "$p ($w): curl failed: $(tail -n 3 curl.err)" "${logs[$p]}" origin/error.log
+		cmp -s got "www/$f" || fail "$p ($w): the body differs from the origin's $f" "${logs[$p]}"
+	done
+done
+client_leg() { # path workload: "resumed" if a second connection resumes the first one's session, else "full"
+	local a host req
+	a=$(addr "$1" "$2")
+	host=${a%:*}
+	req="GET /small HTTP/1.1\r\nHost: $host\r\nConnection: close\r\n\r\n"
+	rm -f client.sess
+	printf %b "$req" | timeout 10 openssl s_client -connect "127.0.0.1:${a##*:}" -servername "$host" \
+		-sess_out client.sess -ign_eof >/dev/null 2>&1 || true
+	printf %b "$req" | timeout 10 openssl s_client -connect "127.0.0.1:${a##*:}" -servername "$host" \
+		-sess_in client.sess -ign_eof 2>/dev/null | grep -q '^Reused' && echo resumed || echo full
+}
+for p in "${paths[@]}"; do
+	[[ $(client_leg "$p" W2) == full ]] || fail "$p: a connection for localhost resumed (W2 must be full handshakes)" "${logs[$p]}"
+	[[ $(client_leg "$p" W2R) == resumed ]] || fail "$p: a connection for resume.localhost was not resumed (W2R)" "${logs[$p]}"
+done
+check_wrk() { # path workload output: a run with no requests, non-2xx answers or socket errors fails
+	local n
+	n=$(awk '/requests in/{print $1}' <<<"$3")
+	if [[ -z "$n" || "$n" == 0 ]] || grep -q -e "Non-2xx" -e "Socket errors" <<<"$3"; then
+		fail "$1 $2: wrk run failed:
+$3" "${logs[$1]}" origin/error.log
+	fi
+}
+for w in "${workloads[@]}"; do
+	for p in "${paths[@]}"; do
+		before=$(wc -l <origin/sanity.log)
+		check_wrk "$p" "$w" "$(run_wrk "$p" "$w" 1s -H 'X-Bench-Sanity: 1')"
+		sleep 0.1 # nginx logs just after the last response
+		# the share of resumed handshakes the origin saw in that run
+		reused=$(tail -n +$((before + 1)) origin/sanity.log | awk '{n++; if ($3 == "r") r++} END{printf "%.0f", n ? 100*r/n : 0}')
+		case $w in
+		W2 | W3) [[ $reused == 0 ]] || fail "$p $w: ${reused}% of the handshakes were resumed (want full handshakes)" ;;
+		W2R) ((reused >= 90)) || fail "$p W2R: only ${reused}% of the handshakes were resumed (want >= 90%)" ;;
+		esac
+	done
+done
+echo "sanity: every path serves both names, W2/W3 make full handshakes, W2R resumed ones" >&2
+
+# --- measuring ---------------------------------------------------------------
+hz=$(getconf CLK_TCK)
+ticks() { # pid: utime+stime of the process and its children (nginx's worker), in clock ticks
+	local total=0 p
+	[[ -n "${1:-}" ]] || { echo 0; return; }
+	for p in "$1" $(ps -o pid= --ppid "$1"); do
+		# fields after the "(comm)" one: utime and stime are the 12th and 13th
+		total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+	done
+	echo "$total"
+}
 # wrk prints "Requests/sec: N", "N requests in Ds, X read" and, with
 # --latency, the 50% latency.
 to_mib() { # 12.3MB / 800.1KB / 1.2GB -> MiB
@@ -193,27 +387,8 @@ to_mib() { # 12.3MB / 800.1KB / 1.2GB -> MiB
 to_us() { # 1.23ms / 456.00us / 1.2s -> microseconds
 	awk -v v="$1" 'BEGIN{n=v+0; if(v~/ms$/)n*=1000; else if(v~/us$/)n*=1; else if(v~/s$/)n*=1000000; printf "%.0f", n}'
 }
-run_wrk() { # path workload duration
-	local url="https://localhost:${port[$1]}"
-	case $2 in
-	W1) wrk -t"$THREADS" -c"$CONNS" -d"$3" --latency "$url/1m" ;;
-	W2) wrk -t"$THREADS" -c"$CONNS" -d"$3" --latency -H "Connection: close" "$url/small" ;;
-	W3) wrk -t1 -c1 -d"$3" --latency -H "Connection: close" "$url/small" ;;
-	esac
-}
 
 declare -A results
-workloads=(W1 W2 W3)
-for w in "${workloads[@]}"; do
-	for p in "${paths[@]}"; do
-		out=$(run_wrk "$p" "$w" 2s)
-		if ! grep -q "Requests/sec" <<<"$out" || grep -q "Non-2xx" <<<"$out"; then
-			echo "sanity check failed for $p $w:" >&2
-			echo "$out" >&2
-			exit 1
-		fi
-	done
-done
 for r in $(seq 1 "$ROUNDS"); do
 	for w in "${workloads[@]}"; do
 		for p in "${paths[@]}"; do
@@ -221,8 +396,8 @@ for r in $(seq 1 "$ROUNDS"); do
 			t0=$(ticks "${proc[$p]:-}")
 			out=$(run_wrk "$p" "$w" "$DURATION")
 			t1=$(ticks "${proc[$p]:-}")
-			if grep -q "errors:" <<<"$out"; then
-				echo "round $r $w $p: $(grep 'errors:' <<<"$out")" >&2
+			if grep -q -e "Non-2xx" -e "Socket errors" <<<"$out"; then
+				echo "round $r $w $p: $(grep -e 'Non-2xx' -e 'Socket errors' <<<"$out" | tr '\n' ' ')" >&2
 			fi
 			reqs=$(awk '/requests in/{print $1}' <<<"$out")
 			read_mib=$(to_mib "$(awk '/requests in/{print $(NF-1)}' <<<"$out")")
@@ -246,28 +421,62 @@ done
 
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{if(NR%2)print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+med() { median "${results[$1]}"; } # key
+added_us() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.0f", 1e6/a-1e6/b}'; } # rate rate-direct: us per connection
+verdict() { awk -v x="$1" -v op="$2" -v t="$3" 'BEGIN{ok = (op == ">=") ? x >= t : x <= t; print ok ? "met" : "NOT met"}'; }
 
 echo
-echo "SNI passthrough on 127.0.0.1, $ROUNDS interleaved rounds of $DURATION, medians; ratios to direct"
-echo "W1: 1 MiB responses, keep-alive, wrk -t$THREADS -c$CONNS (MiB/s; proxy CPU ms per GiB)"
-echo "W2: 100 B responses, new connection per request, full TLS 1.3 handshakes, wrk -t$THREADS -c$CONNS (conn/s; proxy CPU us per connection)"
-echo "W3: as W2 with one connection at a time, wrk -c1 (added time per new connection and to the first byte, p50)"
-echo
-printf '%-9s | %-28s | %-28s | %-28s\n' path W1 W2 W3
-printf '%-9s-+-%-28s-+-%-28s-+-%-28s\n' --------- ---------------------------- ---------------------------- ----------------------------
-d1=$(median "${results[W1,direct]}"); d2=$(median "${results[W2,direct]}"); d3=$(median "${results[W3,direct]}"); dl=$(median "${results[W3,direct,lat]}")
-for p in "${paths[@]}"; do
-	v1=$(median "${results[W1,$p]}"); v2=$(median "${results[W2,$p]}"); v3=$(median "${results[W3,$p]}"); l3=$(median "${results[W3,$p,lat]}")
-	c1=$(median "${results[W1,$p,cpu]}"); c2=$(median "${results[W2,$p,cpu]}")
-	[[ $p == direct ]] && c1=- && c2=-
-	printf '%-9s | %7s (%4s) %5s ms/GiB | %6s (%4s) %5s us/conn | +%4sus/conn, p50 +%4sus\n' "$p" \
-		"$v1" "$(ratio "$v1" "$d1")" "$c1" "$v2" "$(ratio "$v2" "$d2")" "$c2" \
-		"$(awk -v a="$v3" -v b="$d3" 'BEGIN{printf "%.0f", 1e6/a-1e6/b}')" "$(awk -v a="$l3" -v b="$dl" 'BEGIN{printf "%.0f", a-b}')"
+echo "SNI passthrough on 127.0.0.1, $ROUNDS interleaved rounds of $DURATION after $WARMUP warm-up, medians, $(nproc) CPUs"
+! has W1 || echo "W1:  1 MiB responses, keep-alive, wrk -t$THREADS -c$CONNS (MiB/s; proxy CPU ms per GiB)"
+! has W2 || echo "W2:  100 B responses, new connection per request, full TLS 1.3 handshakes, wrk -t$THREADS -c$CONNS (conn/s; proxy CPU us per connection)"
+! has W2R || echo "W2R: 100 B responses, new connection per request, resumed TLS 1.3 handshakes (session tickets), wrk -t$THREADS -c$CONNS (conn/s; proxy CPU us per connection)"
+! has W3 || echo "W3:  as W2 with one connection at a time, wrk -c1 (added time per new connection and to the first byte, p50)"
+for w in "${workloads[@]}"; do
+	echo
+	d=$(med "$w,direct")
+	n=$(med "$w,nginx")
+	case $w in
+	W1) unit=MiB/s cunit=ms/GiB ;;
+	W2 | W2R) unit=conn/s cunit=us/conn ;;
+	W3) unit=conn/s cunit="" ;;
+	esac
+	if [[ $w == W3 ]]; then
+		printf '%-4s %-9s | %8s | %14s | %14s\n' "$w" path "$unit" "added per conn" "added p50 TTFB"
+	else
+		printf '%-4s %-9s | %8s | %8s | %8s | %s\n' "$w" path "$unit" "x direct" "x nginx" "proxy CPU"
+	fi
+	[[ $w == W3 ]] && dl=$(med "W3,direct,lat")
+	for p in "${paths[@]}"; do
+		v=$(med "$w,$p")
+		if [[ $w == W3 ]]; then
+			printf '%-4s %-9s | %8s | %11s us | %11s us\n' "$w" "$p" "$v" "$(added_us "$v" "$d")" \
+				"$(awk -v a="$(med "W3,$p,lat")" -v b="$dl" 'BEGIN{printf "%.0f", a-b}')"
+		else
+			c="$(med "$w,$p,cpu") $cunit"
+			[[ $p == direct ]] && c=-
+			printf '%-4s %-9s | %8s | %8s | %8s | %s\n' "$w" "$p" "$v" "$(ratio "$v" "$d")" "$(ratio "$v" "$n")" "$c"
+		fi
+	done
 done
-h1=$(median "${results[W1,haproxy]}"); h2=$(median "${results[W2,haproxy]}")
-s1=$(median "${results[W1,suite]}"); s2=$(median "${results[W2,suite]}"); s3=$(median "${results[W3,suite,lat]}")
+
 echo
-echo "suite/direct  W1: $(ratio "$s1" "$d1") (target >= 0.90)"
-echo "suite/haproxy W1: $(ratio "$s1" "$h1") (target >= 1.00)"
-echo "suite/haproxy W2: $(ratio "$s2" "$h2") (target >= 0.90)"
-echo "suite added time to first byte, p50: $(awk -v a="$s3" -v b="$dl" 'BEGIN{printf "%.0f", a-b}')us (target < 200us)"
+echo "targets (../shared/BENCHMARKS.md):"
+if has W1; then
+	x=$(ratio "$(med W1,suite)" "$(med W1,direct)")
+	echo "  W1  suite/direct: $x (>= 0.90: $(verdict "$x" '>=' 0.90))"
+fi
+if has W2; then
+	x=$(ratio "$(med W2,suite)" "$(med W2,nginx)")
+	echo "  W2  suite/nginx: $x (>= 1.00: $(verdict "$x" '>=' 1.00))"
+fi
+if has W3; then
+	a=$(added_us "$(med W3,suite)" "$(med W3,direct)")
+	echo "  W2  suite added time per connection (W3, c=1): ${a} us (<= 150 us: $(verdict "$a" '<=' 150));" \
+		"nginx +$(added_us "$(med W3,nginx)" "$(med W3,direct)") us"
+elif has W2; then
+	echo "  W2  added time per connection: run W3 too"
+fi
+if has W2R; then
+	x=$(ratio "$(med W2R,suite)" "$(med W2R,nginx)")
+	echo "  W2R suite/nginx: $x (>= 1.00: $(verdict "$x" '>=' 1.00))"
+fi
