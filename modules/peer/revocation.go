@@ -22,13 +22,17 @@ import (
 )
 
 // Revocation checks client certificates against certificate revocation
-// lists (CRLs) during the handshake. Every certificate of the verified
-// chain but the trust anchor is checked against the CRLs that cover it:
-// those from `crl_files` issued by its issuer, and, with
-// `distribution_points`, the CRL named in its CRL distribution points
-// extension (http and https URLs; fetched on first use, cached, refreshed).
-// A CRL is used only when its signature verifies against the certificate's
-// issuer from the verified chain and it has not passed its NextUpdate.
+// lists (CRLs) and, with `ocsp`, with their CA's OCSP responder (see OCSP),
+// during the handshake. A certificate is refused when either says it is
+// revoked; each source has its own soft_fail.
+//
+// CRLs: every certificate of the verified chain but the trust anchor is
+// checked against the CRLs that cover it: those from `crl_files` issued by
+// its issuer, and, with `distribution_points`, the CRL named in its CRL
+// distribution points extension (http and https URLs; fetched on first use,
+// cached, refreshed). A CRL is used only when its signature verifies
+// against the certificate's issuer from the verified chain and it has not
+// passed its NextUpdate.
 //
 //   - A revoked certificate is refused (shadow mode: logged only).
 //   - A certificate covered by a CRL that cannot be had (fetch failed,
@@ -37,8 +41,6 @@ import (
 //   - A certificate that no configured CRL covers (its issuer has no CRL in
 //     the files, and it names no distribution point or distribution points
 //     are off) passes.
-//
-// OCSP is not implemented.
 type Revocation struct {
 	// CRLFiles are CRL files: PEM ("X509 CRL" blocks, several per file
 	// allowed) or DER. Loaded in Provision (a bad file fails the config
@@ -66,6 +68,10 @@ type Revocation struct {
 	// refused. Default false.
 	SoftFail bool `json:"soft_fail,omitempty"`
 
+	// OCSP checks client certificates with OCSP; see OCSP. Optional; it
+	// applies in addition to the CRLs, if any.
+	OCSP *OCSP `json:"ocsp,omitempty"`
+
 	logger  *zap.Logger
 	client  *http.Client
 	now     func() time.Time
@@ -78,7 +84,7 @@ type Revocation struct {
 }
 
 // revocationOptions are the Caddyfile options of Revocation, for errors.
-const revocationOptions = "crl, crl_distribution_points, crl_refresh, crl_fetch_timeout, crl_soft_fail"
+const revocationOptions = "crl, crl_distribution_points, crl_refresh, crl_fetch_timeout, crl_soft_fail, " + ocspOptions
 
 // errCRLUnavailable marks failures to obtain a usable CRL (soft_fail
 // applies); a revocation is never wrapped in it.
@@ -160,8 +166,13 @@ func (r *Revocation) provision(ctx caddy.Context, logger *zap.Logger) error {
 	if r.FetchTimeout <= 0 {
 		r.FetchTimeout = caddy.Duration(10 * time.Second)
 	}
-	if len(r.CRLFiles) == 0 && !r.DistributionPoints {
-		return errors.New("no CRL source: give crl files or enable distribution points")
+	if !r.hasCRL() && r.OCSP == nil {
+		return errors.New("no revocation source: give crl files, enable distribution points, or enable ocsp")
+	}
+	if r.OCSP != nil {
+		if err := r.OCSP.provision(logger); err != nil {
+			return fmt.Errorf("ocsp: %w", err)
+		}
 	}
 	r.client = &http.Client{Timeout: time.Duration(r.FetchTimeout)}
 	r.byFile = map[string][]*crlEntry{}
@@ -176,10 +187,15 @@ func (r *Revocation) provision(ctx caddy.Context, logger *zap.Logger) error {
 		all = append(all, entries...)
 	}
 	r.files.Store(&all)
-	r.stop, r.done = make(chan struct{}), make(chan struct{})
-	go r.loop()
+	if r.hasCRL() {
+		r.stop, r.done = make(chan struct{}), make(chan struct{})
+		go r.loop()
+	}
 	return nil
 }
+
+// hasCRL reports whether a CRL source is configured.
+func (r *Revocation) hasCRL() bool { return len(r.CRLFiles) > 0 || r.DistributionPoints }
 
 func (r *Revocation) readFile(path string) ([]*crlEntry, error) {
 	data, err := os.ReadFile(path)
@@ -218,6 +234,9 @@ func (r *Revocation) readFile(path string) ([]*crlEntry, error) {
 }
 
 func (r *Revocation) cleanup() {
+	if r.OCSP != nil {
+		r.OCSP.cleanup()
+	}
 	if r.stop != nil {
 		close(r.stop)
 		<-r.done
@@ -382,8 +401,39 @@ func (r *Revocation) fetchedCRL(url string) (*crlEntry, error) {
 	return fe.entry, nil
 }
 
+// softFailure is a revocation status that could not be had and that a
+// soft_fail option let through.
+type softFailure struct {
+	msg string
+	err error
+}
+
+// verify runs the CRL and OCSP checks on chain (leaf first, trust anchor
+// last). refuse is the error that refuses the client (nil: let it
+// through) and msg the log message for it; soft lists the problems a
+// soft_fail option let through.
+func (r *Revocation) verify(chain []*x509.Certificate) (refuse error, msg string, soft []softFailure) {
+	if r.hasCRL() {
+		if err := r.check(chain); err != nil {
+			if !errors.Is(err, errCRLUnavailable) || !r.SoftFail {
+				return err, "client certificate revoked or its CRL unavailable", soft
+			}
+			soft = append(soft, softFailure{"CRL unavailable; letting the client through (crl_soft_fail)", err})
+		}
+	}
+	if r.OCSP != nil {
+		if err := r.OCSP.check(chain); err != nil {
+			if !errors.Is(err, errOCSPUnavailable) || !r.OCSP.SoftFail {
+				return err, "client certificate revoked or unknown by OCSP, or its OCSP status unavailable", soft
+			}
+			soft = append(soft, softFailure{"OCSP status unavailable; letting the client through (ocsp_soft_fail)", err})
+		}
+	}
+	return nil, "", soft
+}
+
 // check checks every certificate of chain (leaf first) but its last (the
-// trust anchor). It returns an error naming the revoked certificate, or
+// trust anchor) against the CRLs. It returns an error naming the revoked certificate, or
 // one wrapping errCRLUnavailable.
 func (r *Revocation) check(chain []*x509.Certificate) error {
 	now := r.now()
@@ -480,8 +530,25 @@ func (r *Revocation) unmarshalOption(d *caddyfile.Dispenser, directive string) (
 			return true, d.Errf("%s: duplicate option '%s'", directive, opt)
 		}
 		*v = caddy.Duration(dur)
+	case "ocsp", "ocsp_responder", "ocsp_fetch_timeout", "ocsp_cache", "ocsp_soft_fail":
+		if r.OCSP == nil {
+			r.OCSP = new(OCSP)
+		}
+		return true, r.OCSP.unmarshalOption(d, directive, opt)
 	default:
 		return false, nil
 	}
 	return true, nil
+}
+
+// validateCaddyfile rejects, once the verifier block is read, options
+// given without the source they tune.
+func (r *Revocation) validateCaddyfile(d *caddyfile.Dispenser, directive string) error {
+	if !r.hasCRL() && (r.Refresh != 0 || r.FetchTimeout != 0 || r.SoftFail) {
+		return d.Errf("%s: crl_refresh, crl_fetch_timeout and crl_soft_fail need a CRL source: crl <file...> or crl_distribution_points", directive)
+	}
+	if r.OCSP != nil && !r.OCSP.enabled {
+		return d.Errf("%s: ocsp_responder, ocsp_fetch_timeout, ocsp_cache and ocsp_soft_fail need ocsp: add `ocsp` (whole chain) or `ocsp leaf`", directive)
+	}
+	return nil
 }

@@ -297,7 +297,7 @@ func TestRevocationCaddyfile(t *testing.T) {
 		"peer {\n crl /a\n crl_refresh soon\n}":                `crl_refresh: bad duration "soon"`,
 		"peer {\n crl /a\n crl_refresh 1m\n crl_refresh 2m\n}": "duplicate option 'crl_refresh'",
 		"peer {\n crl_distribution_points x\n}":                "crl_distribution_points takes no argument",
-		"peer {\n ocsp\n}":                                     `unknown option "ocsp"`,
+		"peer {\n ocsp_stapling\n}":                            `unknown option "ocsp_stapling"`,
 	} {
 		var v Verifier
 		err := v.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in))

@@ -39,9 +39,10 @@ type Verifier struct {
 	// Shadow logs what would be refused and refuses nothing. Default false.
 	Shadow bool `json:"shadow,omitempty"`
 
-	// Revocation checks client certificates against CRLs; see Revocation.
-	// Optional. With it, the verifier may have no identity pattern: it then
-	// refuses only revoked certificates (and unverified ones).
+	// Revocation checks client certificates against CRLs and with OCSP;
+	// see Revocation. Optional. With it, the verifier may have no identity
+	// pattern: it then refuses only revoked certificates (and unverified
+	// ones).
 	Revocation *Revocation `json:"revocation,omitempty"`
 
 	logger *zap.Logger
@@ -100,16 +101,16 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 		return errUnverified
 	}
 	if v.Revocation != nil {
-		if err := v.Revocation.check(peer.chain); err != nil {
-			if errors.Is(err, errCRLUnavailable) && v.Revocation.SoftFail {
-				if ce := v.logger.Check(zap.WarnLevel, "CRL unavailable; letting the client through (crl_soft_fail)"); ce != nil {
-					ce.Write(append(identityFields(peer.id), zap.Error(err))...)
-				}
-			} else {
-				v.refusal("client certificate revoked or its CRL unavailable", peer.id, zap.String("reason", err.Error()))
-				if !v.Shadow {
-					return fmt.Errorf("peer: %w", err)
-				}
+		refuse, msg, soft := v.Revocation.verify(peer.chain)
+		for _, s := range soft {
+			if ce := v.logger.Check(zap.WarnLevel, s.msg); ce != nil {
+				ce.Write(append(identityFields(peer.id), zap.Error(s.err))...)
+			}
+		}
+		if refuse != nil {
+			v.refusal(msg, peer.id, zap.String("reason", refuse.Error()))
+			if !v.Shadow {
+				return fmt.Errorf("peer: %w", refuse)
 			}
 		}
 	}
@@ -188,9 +189,14 @@ func (v *Verifier) refusal(msg string, id *Identity, extra ...zap.Field) {
 //		crl_refresh <duration>
 //		crl_fetch_timeout <duration>
 //		crl_soft_fail
+//		ocsp [leaf]
+//		ocsp_responder <url>
+//		ocsp_fetch_timeout <duration>
+//		ocsp_cache <entries>|off
+//		ocsp_soft_fail
 //	}
 //
-// Patterns are those of the `peer` matcher. With a crl option the
+// Patterns are those of the `peer` matcher. With a crl or ocsp option the
 // patterns may be left out: the verifier then checks revocation only.
 func (v *Verifier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	const directive = "verifier peer"
@@ -230,8 +236,8 @@ func (v *Verifier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	if v.Revocation != nil {
-		if len(v.Revocation.CRLFiles) == 0 && !v.Revocation.DistributionPoints {
-			return d.Errf("%s: crl_refresh, crl_fetch_timeout and crl_soft_fail need a CRL source: crl <file...> or crl_distribution_points", directive)
+		if err := v.Revocation.validateCaddyfile(d, directive); err != nil {
+			return err
 		}
 		if v.Patterns.Empty() {
 			return nil // revocation only

@@ -1,0 +1,593 @@
+package peer
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+	"golang.org/x/crypto/ocsp"
+)
+
+// OCSP checks client certificates with their CA's OCSP responder
+// (RFC 6960) during the handshake, as nginx's `ssl_ocsp` does. Every
+// certificate of the verified chain but the trust anchor is checked (only
+// the leaf with `leaf_only`), each against the responder named in its
+// authority information access extension, or against `responder`.
+//
+// A response counts only if it is signed by the certificate's issuer (from
+// the verified chain), or by a delegated responder certificate that the
+// issuer issued with the OCSPSigning extended key usage and that is within
+// its validity period; if it names the certificate (serial number, issuer
+// name and key hashes); and if it is current (thisUpdate not in the future,
+// nextUpdate not past, 5 minutes of clock skew allowed either way).
+//
+//   - good: the certificate passes.
+//   - revoked: it is refused, always (shadow mode: logged only).
+//   - unknown: it is refused, always, as nginx does: the CA's own responder
+//     saying it does not know a certificate is an answer, not an outage.
+//   - no usable answer (no responder URL, responder down or slow, HTTP
+//     error, an OCSP error status such as tryLater, a bad signature, a
+//     stale or mismatched response): refused unless `soft_fail` is set:
+//     fail closed by default.
+//
+// Answers are cached per issuer and serial number: good and revoked ones
+// until their nextUpdate (an hour when they have none, as nginx does),
+// unknown ones and failures for 10 seconds, so that a dead responder costs
+// at most one timeout per certificate per 10 seconds rather than one per
+// handshake. Concurrent handshakes of the same certificate share one query.
+type OCSP struct {
+	// LeafOnly checks only the client's own certificate, not the
+	// intermediates of its chain (nginx `ssl_ocsp leaf`). Default false:
+	// the whole chain but the trust anchor (nginx `ssl_ocsp on`).
+	LeafOnly bool `json:"leaf_only,omitempty"`
+
+	// Responder is the http or https URL of the OCSP responder asked about
+	// every certificate, instead of the one each certificate names in its
+	// authority information access extension (nginx `ssl_ocsp_responder`).
+	// Default: the certificate's own; a certificate that names none cannot
+	// be checked (see soft_fail).
+	Responder string `json:"responder,omitempty"`
+
+	// FetchTimeout bounds one query to the responder (connection, request
+	// and response); the handshake waits at most this long per
+	// certificate. Default 5s.
+	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
+
+	// CacheSize is the most answers kept in memory; when it is full,
+	// expired answers are dropped first, then arbitrary ones. -1 disables
+	// the cache: every handshake asks the responder (concurrent handshakes
+	// of one certificate still share one query), as nginx does without
+	// `ssl_ocsp_cache`. Default 10000.
+	CacheSize int `json:"cache_size,omitempty"`
+
+	// SoftFail lets a certificate through, with a warning in the log, when
+	// no usable answer about it can be had. Revoked and unknown
+	// certificates are always refused. Default false.
+	SoftFail bool `json:"soft_fail,omitempty"`
+
+	enabled    bool // the Caddyfile had `ocsp` (not only ocsp_* options)
+	logger     *zap.Logger
+	client     *http.Client
+	now        func() time.Time
+	retryAfter time.Duration
+
+	mu       sync.Mutex
+	cache    map[string]*ocspAnswer // by issuer + serial
+	inflight map[string]*ocspCall
+	joined   atomic.Int64 // handshakes that joined a query in flight (tests)
+}
+
+// errOCSPUnavailable marks failures to obtain a usable OCSP answer
+// (soft_fail applies); a revoked or unknown status is never wrapped in it.
+var errOCSPUnavailable = errors.New("OCSP status unavailable")
+
+const (
+	ocspDefaultTimeout   = 5 * time.Second
+	ocspDefaultCacheSize = 10000
+	ocspRetryAfter       = 10 * time.Second // failures and unknown answers
+	ocspNoNextUpdateTTL  = time.Hour        // good/revoked without nextUpdate (nginx)
+	ocspClockSkew        = 5 * time.Minute  // as nginx: OCSP_check_validity(..., 300, -1)
+	maxOCSPResponseSize  = 1 << 20
+	maxOCSPGetURL        = 255 // RFC 5019: GET when the URL is at most 255 bytes
+)
+
+// ocspAnswer is the outcome of one query, cached until `until`.
+type ocspAnswer struct {
+	err   error // nil: good
+	until time.Time
+}
+
+// ocspCall is a query in flight that concurrent handshakes wait on.
+type ocspCall struct {
+	done   chan struct{}
+	answer *ocspAnswer
+}
+
+// checkResponderURL validates a configured responder URL.
+func checkResponderURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("bad URL %q: %v", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("bad URL %q: want an http:// or https:// URL", s)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("bad URL %q: no host", s)
+	}
+	return nil
+}
+
+func (o *OCSP) provision(logger *zap.Logger) error {
+	o.logger = logger
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if o.retryAfter == 0 {
+		o.retryAfter = ocspRetryAfter
+	}
+	if o.Responder != "" {
+		if err := checkResponderURL(o.Responder); err != nil {
+			return fmt.Errorf("responder: %w", err)
+		}
+	}
+	switch {
+	case o.FetchTimeout < 0:
+		return fmt.Errorf("fetch_timeout %s: must be positive", time.Duration(o.FetchTimeout))
+	case o.FetchTimeout == 0:
+		o.FetchTimeout = caddy.Duration(ocspDefaultTimeout)
+	}
+	switch {
+	case o.CacheSize < -1:
+		return fmt.Errorf("cache_size %d: want a positive number of entries, or -1 for no cache", o.CacheSize)
+	case o.CacheSize == 0:
+		o.CacheSize = ocspDefaultCacheSize
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	o.client = &http.Client{Timeout: time.Duration(o.FetchTimeout), Transport: transport}
+	o.cache = map[string]*ocspAnswer{}
+	o.inflight = map[string]*ocspCall{}
+	return nil
+}
+
+func (o *OCSP) cleanup() {
+	if o.client != nil {
+		o.client.CloseIdleConnections()
+	}
+}
+
+// check checks every certificate of chain (leaf first) but its last (the
+// trust anchor), or only the leaf. It returns an error naming the revoked
+// or unknown certificate, or one wrapping errOCSPUnavailable.
+func (o *OCSP) check(chain []*x509.Certificate) error {
+	n := len(chain) - 1
+	if o.LeafOnly && n > 1 {
+		n = 1
+	}
+	for i := 0; i < n; i++ {
+		if err := o.checkOne(chain[i], chain[i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ocspKey identifies a certificate: its issuer (name and key) and serial.
+func ocspKey(cert, issuer *x509.Certificate) string {
+	h := sha256.New()
+	h.Write(issuer.RawSubject)
+	h.Write(issuer.RawSubjectPublicKeyInfo)
+	return string(h.Sum(cert.SerialNumber.Bytes()))
+}
+
+func (o *OCSP) checkOne(cert, issuer *x509.Certificate) error {
+	key := ocspKey(cert, issuer)
+	o.mu.Lock()
+	if a, ok := o.cache[key]; ok {
+		if o.now().Before(a.until) {
+			o.mu.Unlock()
+			return a.err
+		}
+		delete(o.cache, key)
+	}
+	if c, ok := o.inflight[key]; ok {
+		o.mu.Unlock()
+		o.joined.Add(1)
+		<-c.done
+		return c.answer.err
+	}
+	c := &ocspCall{done: make(chan struct{})}
+	o.inflight[key] = c
+	o.mu.Unlock()
+
+	defer close(c.done)
+	c.answer = o.query(cert, issuer)
+	o.mu.Lock()
+	delete(o.inflight, key)
+	o.store(key, c.answer)
+	o.mu.Unlock()
+	return c.answer.err
+}
+
+// store caches a; o.mu is held.
+func (o *OCSP) store(key string, a *ocspAnswer) {
+	if o.CacheSize < 0 {
+		return
+	}
+	now := o.now()
+	if !now.Before(a.until) {
+		return
+	}
+	if len(o.cache) >= o.CacheSize {
+		for k, e := range o.cache {
+			if !now.Before(e.until) {
+				delete(o.cache, k)
+			}
+		}
+		// still full: drop a tenth, arbitrary (map order), so that the
+		// sweep above runs once per many insertions, not on every one
+		for k := range o.cache {
+			if len(o.cache) < o.CacheSize-o.CacheSize/10 {
+				break
+			}
+			delete(o.cache, k)
+		}
+	}
+	o.cache[key] = a
+}
+
+// query asks the responder about cert and returns the answer to cache.
+func (o *OCSP) query(cert, issuer *x509.Certificate) (a *ocspAnswer) {
+	describe := func() string {
+		return fmt.Sprintf("certificate %q (serial %s)", cert.Subject, cert.SerialNumber.Text(16))
+	}
+	responder := ""
+	fail := func(err error) *ocspAnswer {
+		if ce := o.logger.Check(zap.ErrorLevel, "OCSP query failed"); ce != nil {
+			ce.Write(zap.String("responder", responder), zap.String("subject", cert.Subject.String()),
+				zap.String("serial", cert.SerialNumber.Text(16)), zap.Error(err))
+		}
+		return &ocspAnswer{err: fmt.Errorf("%w for %s: %v", errOCSPUnavailable, describe(), err), until: o.now().Add(o.retryAfter)}
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			a = fail(fmt.Errorf("panic: %v", v))
+		}
+	}()
+	responder = o.responderURL(cert)
+	if responder == "" {
+		return fail(errors.New("no OCSP responder URL in the certificate (authority information access) and no ocsp_responder configured"))
+	}
+	req, err := ocsp.CreateRequest(cert, issuer, &ocsp.RequestOptions{Hash: crypto.SHA1})
+	if err != nil {
+		return fail(fmt.Errorf("creating the OCSP request: %v", err))
+	}
+	body, err := o.fetch(responder, req)
+	if err != nil {
+		return fail(err)
+	}
+	now := o.now()
+	resp, err := parseOCSP(body, cert, issuer, now)
+	if err != nil {
+		return fail(fmt.Errorf("response from %s: %v", responder, err))
+	}
+	switch resp.Status {
+	case ocsp.Good:
+		return &ocspAnswer{until: ocspCacheUntil(resp, now)}
+	case ocsp.Revoked:
+		return &ocspAnswer{
+			err: fmt.Errorf("%s is revoked by the OCSP responder %s (revoked at %s, reason %s)",
+				describe(), responder, resp.RevokedAt.UTC().Format(time.RFC3339), revocationReason(resp.RevocationReason)),
+			until: ocspCacheUntil(resp, now),
+		}
+	default:
+		until := ocspCacheUntil(resp, now)
+		if retry := now.Add(o.retryAfter); retry.Before(until) {
+			until = retry
+		}
+		return &ocspAnswer{
+			err:   fmt.Errorf("%s: the OCSP responder %s answered status unknown (it does not know the certificate)", describe(), responder),
+			until: until,
+		}
+	}
+}
+
+// responderURL is the configured responder or the certificate's first
+// http(s) OCSP URL ("" if none).
+func (o *OCSP) responderURL(cert *x509.Certificate) string {
+	if o.Responder != "" {
+		return o.Responder
+	}
+	for _, u := range cert.OCSPServer {
+		if l := strings.ToLower(u); strings.HasPrefix(l, "http://") || strings.HasPrefix(l, "https://") {
+			return u
+		}
+	}
+	return ""
+}
+
+// ocspCacheUntil is how long resp may be cached: until its nextUpdate, or
+// an hour when it has none.
+func ocspCacheUntil(resp *ocsp.Response, now time.Time) time.Time {
+	if resp.NextUpdate.IsZero() {
+		return now.Add(ocspNoNextUpdateTTL)
+	}
+	return resp.NextUpdate
+}
+
+// fetch sends an OCSP request: GET when the URL stays within 255 bytes
+// (RFC 5019; HTTP caches can serve it), POST otherwise.
+func (o *OCSP) fetch(responder string, req []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(o.FetchTimeout))
+	defer cancel()
+	var hreq *http.Request
+	var err error
+	get := strings.TrimSuffix(responder, "/") + "/" + ocspPathEscaper.Replace(base64.StdEncoding.EncodeToString(req))
+	if len(get) <= maxOCSPGetURL && !strings.Contains(responder, "?") {
+		hreq, err = http.NewRequestWithContext(ctx, http.MethodGet, get, nil)
+	} else {
+		hreq, err = http.NewRequestWithContext(ctx, http.MethodPost, responder, bytes.NewReader(req))
+		if hreq != nil {
+			hreq.Header.Set("Content-Type", "application/ocsp-request")
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Accept", "application/ocsp-response")
+	resp, err := o.client.Do(hreq)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s %s: HTTP %d", hreq.Method, responder, resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxOCSPResponseSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", hreq.Method, responder, err)
+	}
+	if len(data) > maxOCSPResponseSize {
+		return nil, fmt.Errorf("%s %s: response larger than %d bytes", hreq.Method, responder, maxOCSPResponseSize)
+	}
+	return data, nil
+}
+
+// ocspPathEscaper URL-encodes the base64 characters that are not safe in a
+// path segment.
+var ocspPathEscaper = strings.NewReplacer("+", "%2B", "/", "%2F", "=", "%3D")
+
+// parseOCSP parses and verifies an OCSP response about cert, issued by
+// issuer, at time now.
+func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time) (*ocsp.Response, error) {
+	resp, err := ocsp.ParseResponseForCert(der, cert, nil)
+	if err != nil {
+		var re ocsp.ResponseError
+		if errors.As(err, &re) {
+			return nil, fmt.Errorf("the responder answered %q", re.Status.String())
+		}
+		return nil, err
+	}
+	// who signed it: ParseResponseForCert checked the signature against
+	// the embedded certificate, if any, but not who that certificate is
+	switch rc := resp.Certificate; {
+	case rc == nil:
+		if err := resp.CheckSignatureFrom(issuer); err != nil {
+			return nil, fmt.Errorf("signature does not verify against the issuer %q: %v", issuer.Subject, err)
+		}
+	case bytes.Equal(rc.Raw, issuer.Raw):
+		// signed by the issuer itself, which it enclosed
+	default:
+		if err := rc.CheckSignatureFrom(issuer); err != nil {
+			return nil, fmt.Errorf("responder certificate %q is not issued by the certificate's issuer %q: %v", rc.Subject, issuer.Subject, err)
+		}
+		if !hasEKU(rc, x509.ExtKeyUsageOCSPSigning) {
+			return nil, fmt.Errorf("responder certificate %q lacks the OCSPSigning extended key usage", rc.Subject)
+		}
+		if now.Before(rc.NotBefore) || now.After(rc.NotAfter) {
+			return nil, fmt.Errorf("responder certificate %q is not valid now (valid %s to %s)", rc.Subject,
+				rc.NotBefore.UTC().Format(time.RFC3339), rc.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	if resp.SerialNumber == nil || resp.SerialNumber.Cmp(cert.SerialNumber) != 0 {
+		return nil, errors.New("no answer about the certificate's serial number")
+	}
+	if err := matchCertID(der, resp, issuer); err != nil {
+		return nil, err
+	}
+	if resp.ThisUpdate.After(now.Add(ocspClockSkew)) {
+		return nil, fmt.Errorf("response not yet valid (thisUpdate %s)", resp.ThisUpdate.UTC().Format(time.RFC3339))
+	}
+	if !resp.NextUpdate.IsZero() && now.After(resp.NextUpdate.Add(ocspClockSkew)) {
+		return nil, fmt.Errorf("response expired (nextUpdate %s)", resp.NextUpdate.UTC().Format(time.RFC3339))
+	}
+	return resp, nil
+}
+
+func hasEKU(c *x509.Certificate, want x509.ExtKeyUsage) bool {
+	for _, u := range c.ExtKeyUsage {
+		if u == want {
+			return true
+		}
+	}
+	return false
+}
+
+// The parts of an OCSP response that golang.org/x/crypto/ocsp does not
+// expose: the issuer hashes of each answer's CertID. (encoding/asn1
+// ignores the trailing fields of a SEQUENCE.)
+type (
+	ocspResponseASN1 struct {
+		Status   asn1.Enumerated
+		Response struct {
+			ResponseType asn1.ObjectIdentifier
+			Response     []byte
+		} `asn1:"explicit,tag:0,optional"`
+	}
+	ocspBasicASN1 struct {
+		TBSResponseData struct {
+			Version     int `asn1:"optional,explicit,tag:0,default:0"`
+			ResponderID asn1.RawValue
+			ProducedAt  time.Time `asn1:"generalized"`
+			Responses   []struct {
+				CertID struct {
+					HashAlgorithm pkix.AlgorithmIdentifier
+					NameHash      []byte
+					IssuerKeyHash []byte
+					SerialNumber  *big.Int
+				}
+			}
+		}
+	}
+)
+
+// matchCertID checks that the answer resp (chosen by serial number) is
+// about a certificate of issuer: RFC 6960 identifies a certificate by its
+// issuer's name and key hashes and its serial number.
+func matchCertID(der []byte, resp *ocsp.Response, issuer *x509.Certificate) error {
+	var outer ocspResponseASN1
+	if _, err := asn1.Unmarshal(der, &outer); err != nil {
+		return fmt.Errorf("parsing the response: %v", err)
+	}
+	var basic ocspBasicASN1
+	if _, err := asn1.Unmarshal(outer.Response.Response, &basic); err != nil {
+		return fmt.Errorf("parsing the response: %v", err)
+	}
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(issuer.RawSubjectPublicKeyInfo, &spki); err != nil {
+		return fmt.Errorf("parsing the issuer's public key: %v", err)
+	}
+	if !resp.IssuerHash.Available() {
+		return fmt.Errorf("unsupported issuer hash %v", resp.IssuerHash)
+	}
+	hash := func(b []byte) []byte { h := resp.IssuerHash.New(); h.Write(b); return h.Sum(nil) }
+	for _, r := range basic.TBSResponseData.Responses {
+		id := r.CertID
+		if id.SerialNumber == nil || id.SerialNumber.Cmp(resp.SerialNumber) != 0 {
+			continue
+		}
+		// the first with this serial is the one ParseResponseForCert chose
+		if !bytes.Equal(id.NameHash, hash(issuer.RawSubject)) || !bytes.Equal(id.IssuerKeyHash, hash(spki.PublicKey.RightAlign())) {
+			return fmt.Errorf("the answer for serial %s is about a certificate of another issuer", resp.SerialNumber.Text(16))
+		}
+		return nil
+	}
+	return errors.New("no answer about the certificate's serial number")
+}
+
+// revocationReason names an RFC 5280 CRLReason.
+func revocationReason(r int) string {
+	names := []string{"unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
+		"cessationOfOperation", "certificateHold", "", "removeFromCRL", "privilegeWithdrawn", "aACompromise"}
+	if r >= 0 && r < len(names) && names[r] != "" {
+		return names[r]
+	}
+	return strconv.Itoa(r)
+}
+
+// ocspOptions are the Caddyfile options of OCSP, for errors.
+const ocspOptions = "ocsp, ocsp_responder, ocsp_fetch_timeout, ocsp_cache, ocsp_soft_fail"
+
+// unmarshalOption parses one ocsp option (opt) of the verifier block.
+func (o *OCSP) unmarshalOption(d *caddyfile.Dispenser, directive, opt string) error {
+	switch opt {
+	case "ocsp":
+		if o.enabled {
+			return d.Errf("%s: duplicate option 'ocsp'", directive)
+		}
+		o.enabled = true
+		if d.NextArg() {
+			switch d.Val() {
+			case "leaf":
+				o.LeafOnly = true
+			case "on", "chain":
+			default:
+				return d.Errf("%s: ocsp: unknown argument %q (write `ocsp` for the whole chain or `ocsp leaf` for the client certificate only)", directive, d.Val())
+			}
+			if d.NextArg() {
+				return d.Errf("%s: ocsp takes at most one argument (leaf)", directive)
+			}
+		}
+	case "ocsp_responder":
+		if !d.NextArg() {
+			return d.Errf("%s: ocsp_responder needs a URL", directive)
+		}
+		if o.Responder != "" {
+			return d.Errf("%s: duplicate option 'ocsp_responder'", directive)
+		}
+		if err := checkResponderURL(d.Val()); err != nil {
+			return d.Errf("%s: ocsp_responder: %v", directive, err)
+		}
+		o.Responder = d.Val()
+		if d.NextArg() {
+			return d.Errf("%s: ocsp_responder takes one URL", directive)
+		}
+	case "ocsp_fetch_timeout":
+		if !d.NextArg() {
+			return d.Errf("%s: ocsp_fetch_timeout needs a duration", directive)
+		}
+		dur, err := caddy.ParseDuration(d.Val())
+		if err != nil || dur <= 0 {
+			return d.Errf("%s: ocsp_fetch_timeout: bad duration %q", directive, d.Val())
+		}
+		if o.FetchTimeout != 0 {
+			return d.Errf("%s: duplicate option 'ocsp_fetch_timeout'", directive)
+		}
+		o.FetchTimeout = caddy.Duration(dur)
+		if d.NextArg() {
+			return d.Errf("%s: ocsp_fetch_timeout takes one duration", directive)
+		}
+	case "ocsp_cache":
+		if !d.NextArg() {
+			return d.Errf("%s: ocsp_cache needs a number of entries or off", directive)
+		}
+		if o.CacheSize != 0 {
+			return d.Errf("%s: duplicate option 'ocsp_cache'", directive)
+		}
+		if d.Val() == "off" {
+			o.CacheSize = -1
+		} else {
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n <= 0 {
+				return d.Errf("%s: ocsp_cache: bad value %q (want a positive number of entries, or off)", directive, d.Val())
+			}
+			o.CacheSize = n
+		}
+		if d.NextArg() {
+			return d.Errf("%s: ocsp_cache takes one value", directive)
+		}
+	case "ocsp_soft_fail":
+		if d.NextArg() {
+			return d.Errf("%s: ocsp_soft_fail takes no argument", directive)
+		}
+		if o.SoftFail {
+			return d.Errf("%s: duplicate option 'ocsp_soft_fail'", directive)
+		}
+		o.SoftFail = true
+	default:
+		return d.Errf("%s: unknown option %q", directive, opt)
+	}
+	return nil
+}
