@@ -14,8 +14,8 @@
 #   caddy-l4 wrk -> Caddy, layer4 app: caddy-l4's tls handler, then
 #            caddy-l4's proxy (tls, tls_client_auth, tls_trust_pool,
 #            tls_server_name) -> origin (mTLS)
-#   suite    wrk -> Caddy, layer4 app: caddy-l4's tls handler, then the
-#            suite's passthrough handler with tls { client_identity pem,
+#   suite    wrk -> Caddy, layer4 app: the suite's terminate_tls handler,
+#            then its passthrough handler with tls { client_identity pem,
 #            trust_pool file, server_name } -> origin (mTLS)
 #
 # The origin is one nginx (1 worker, TLS 1.3, keepalive_requests raised)
@@ -43,12 +43,13 @@
 # (HAProxy, nginx with proxy_ssl_session_reuse, the suite; caddy-l4's
 # proxy keeps none). The client legs (the proxies' listeners and the
 # origin's direct port) make full TLS 1.3 handshakes by default
-# (TICKETS=off: tickets and session caches off), like W2: wrk keeps its
-# session across reconnects, and caddy-l4's tls handler, which both Caddy
-# paths use, cannot resume anyway (it builds a new tls.Config, with its own
-# ticket keys, for every connection). TICKETS=on leaves HAProxy's and
-# nginx's defaults (tickets on: wrk's client legs are then resumed there,
-# not through Caddy). The sanity check prints, per path, whether a second
+# (TICKETS=off: tickets and session caches off; the suite's terminate_tls
+# with `session_tickets off`), like W2: wrk keeps its session across
+# reconnects. caddy-l4's tls handler cannot resume anyway (it builds a new
+# tls.Config, with its own ticket keys, for every connection; the suite's
+# terminate_tls builds one per config). TICKETS=on leaves HAProxy's,
+# nginx's and terminate_tls's defaults (tickets on: wrk's client legs are
+# then resumed there, but not through caddy-l4). The sanity check prints, per path, whether a second
 # client connection and the proxy's upstream connections were resumed.
 #
 # Before measuring, each path is checked: curl through it returns the
@@ -261,7 +262,7 @@ nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
 pids+=($!)
 
 # --- the two Caddy paths: a layer4 server each -------------------------------
-caddy_run() { # name layer4-server-port site-port handler-block
+caddy_run() { # name layer4-server-port site-port handler-block terminating-handler [its options]
 	local dir="$work/$1"
 	mkdir -p "$dir"
 	cat >"$dir/Caddyfile" <<EOF
@@ -275,7 +276,7 @@ caddy_run() { # name layer4-server-port site-port handler-block
 	layer4 {
 		127.0.0.1:$2 {
 			route {
-				tls {
+				$5 {$6
 					connection_policy {
 						alpn http/1.1
 					}
@@ -297,6 +298,11 @@ EOF
 		"$CADDY" run --config "$dir/Caddyfile" --adapter caddyfile >"$dir/log" 2>&1 &
 	pids+=($!)
 }
+# caddy-l4's tls handler cannot resume (see above); the suite's
+# terminate_tls can, so with TICKETS=off it is told not to
+suite_tickets=""
+[[ $TICKETS == off ]] && suite_tickets="
+					session_tickets off"
 caddy_run caddy-l4 "$l4" "$l4_site" "				proxy {
 					upstream 127.0.0.1:$origin_mtls {
 						tls
@@ -304,14 +310,14 @@ caddy_run caddy-l4 "$l4" "$l4_site" "				proxy {
 						tls_trust_pool file $work/ca.crt
 						tls_server_name localhost
 					}
-				}"
+				}" tls ""
 caddy_run suite "$suite" "$suite_site" "				passthrough 127.0.0.1:$origin_mtls {
 					tls {
 						client_identity pem $work/proxy.crt $work/proxy.key
 						trust_pool file $work/ca.crt
 						server_name localhost
 					}
-				}"
+				}" terminate_tls "$suite_tickets"
 
 paths=(direct haproxy nginx caddy-l4 suite)
 declare -A port=([direct]=$origin_plain [haproxy]=$hap [nginx]=$ngx [caddy-l4]=$l4 [suite]=$suite)

@@ -146,7 +146,7 @@ func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path st
 			route.Handlers = append(route.Handlers, name)
 		}
 		switch {
-		case name == "tls":
+		case name == "tls", name == "terminate_tls": // caddy-l4's, the suite's (same policies)
 			st.terminated = true
 			pols := arr(h["connection_policies"])
 			if len(pols) == 0 {

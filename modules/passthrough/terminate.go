@@ -1,0 +1,215 @@
+package passthrough
+
+import (
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"github.com/mholt/caddy-l4/layer4"
+	"github.com/mholt/caddy-l4/modules/l4tls"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(new(TerminateTLS))
+}
+
+// TerminateTLS terminates TLS on a layer-4 route, like caddy-l4's `tls`
+// handler (same connection policies, same JSON, and the same connection
+// variables, so caddy-l4's and the suite's matchers and handlers after it
+// see the handshake), with two differences an operator of nginx or HAProxy
+// expects:
+//
+//   - Session resumption works. The pinned caddy-l4 builds a new
+//     tls.Config for every connection, so unless the tls app configures
+//     `session_tickets`, each connection gets its own random ticket key
+//     and no ticket it issues can ever be redeemed: every reconnect is a
+//     full handshake. This handler builds the config once per config
+//     load, so tickets are redeemed across connections (a config reload
+//     starts new keys, as Caddy's HTTP servers do). Resumed handshakes
+//     still run the connection policy's client_auth verifiers.
+//   - The handshake has a deadline (handshake_timeout): a client that
+//     opens a connection and sends nothing is closed, not kept forever.
+//
+// Handshakes are counted in trustline_l4_tls_handshakes_total by result
+// (full, resumed, failed).
+type TerminateTLS struct {
+	// The connection policies, as in caddy-l4's tls handler and Caddy's
+	// tls app: certificate selection, client_auth (with trust pools and
+	// verifiers such as `peer` or `live_trust`), protocols, ALPN... The
+	// first policy whose matchers match the ClientHello is used. Default:
+	// one empty policy (Caddy's defaults, certificates from the tls app).
+	ConnectionPolicies caddytls.ConnectionPolicies `json:"connection_policies,omitempty"`
+
+	// How long the client has to complete the handshake. Default: 10s.
+	HandshakeTimeout caddy.Duration `json:"handshake_timeout,omitempty"`
+
+	// Issue no session tickets (nginx's `ssl_session_tickets off`,
+	// HAProxy's `no-tls-tickets`): every connection makes a full
+	// handshake. Default false: tickets on, except where a policy has
+	// client_auth (Caddy turns them off there).
+	DisableSessionTickets bool `json:"disable_session_tickets,omitempty"`
+
+	cfg    *tls.Config
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (*TerminateTLS) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "layer4.handlers.terminate_tls",
+		New: func() caddy.Module { return new(TerminateTLS) },
+	}
+}
+
+const defaultHandshakeTimeout = 10 * time.Second
+
+// The caddy-l4 connection variables its tls handler fills and its
+// GetClientHelloInfos / GetConnectionStates read (names and types checked
+// by TestTerminateTLSConnectionVars).
+const (
+	varClientHellos     = "tls_client_hellos"
+	varConnectionStates = "tls_connection_states"
+)
+
+var tlsHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "trustline", Subsystem: "l4_tls", Name: "handshakes_total",
+	Help: "TLS handshakes of layer-4 terminate_tls handlers, by result (full, resumed, failed).",
+}, []string{"result"})
+
+// Provision provisions the connection policies and builds the one TLS
+// config every connection of this handler shares.
+func (t *TerminateTLS) Provision(ctx caddy.Context) error {
+	t.logger = ctx.Logger()
+	registerMetrics(ctx, t.logger)
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		_ = reg.Register(tlsHandshakes) // AlreadyRegistered on a reload: harmless
+	}
+	if t.HandshakeTimeout < 0 {
+		return fmt.Errorf("terminate_tls: handshake_timeout must not be negative, got %s", time.Duration(t.HandshakeTimeout))
+	}
+	if t.HandshakeTimeout == 0 {
+		t.HandshakeTimeout = caddy.Duration(defaultHandshakeTimeout)
+	}
+	if len(t.ConnectionPolicies) == 0 {
+		t.ConnectionPolicies = caddytls.ConnectionPolicies{new(caddytls.ConnectionPolicy)}
+	}
+	if err := t.ConnectionPolicies.Provision(ctx); err != nil {
+		return fmt.Errorf("terminate_tls: setting up connection policies: %w", err)
+	}
+	if t.DisableSessionTickets {
+		for _, p := range t.ConnectionPolicies {
+			if p.TLSConfig != nil {
+				p.TLSConfig.SessionTicketsDisabled = true
+			}
+		}
+	}
+	cfg := t.ConnectionPolicies.TLSConfig(ctx)
+	cfg.SessionTicketsDisabled = t.DisableSessionTickets
+	choose := cfg.GetConfigForClient
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		// hello.Conn is the *layer4.Connection given to tls.Server:
+		// remember the ClientHello there, as caddy-l4's handler does
+		if cx, ok := hello.Conn.(*layer4.Connection); ok {
+			hellos, _ := cx.GetVar(varClientHellos).([]l4tls.ClientHelloInfo)
+			cx.SetVar(varClientHellos, append(hellos, l4tls.ClientHelloInfo{ClientHelloInfo: *hello}))
+		}
+		return choose(hello)
+	}
+	t.cfg = cfg
+	return nil
+}
+
+// Handle performs the handshake and passes the decrypted connection on.
+func (t *TerminateTLS) Handle(cx *layer4.Connection, next layer4.Handler) error {
+	_ = cx.SetDeadline(time.Now().Add(time.Duration(t.HandshakeTimeout)))
+	conn := tls.Server(cx, t.cfg)
+	if err := conn.Handshake(); err != nil {
+		tlsHandshakes.WithLabelValues("failed").Inc()
+		if ce := t.logger.Check(zap.DebugLevel, "TLS handshake failed"); ce != nil {
+			ce.Write(zap.String("remote", cx.RemoteAddr().String()), zap.Error(err))
+		}
+		return err
+	}
+	_ = cx.SetDeadline(time.Time{})
+	state := conn.ConnectionState()
+	if state.DidResume {
+		tlsHandshakes.WithLabelValues("resumed").Inc()
+	} else {
+		tlsHandshakes.WithLabelValues("full").Inc()
+	}
+	if ce := t.logger.Check(zap.DebugLevel, "terminated TLS"); ce != nil {
+		ce.Write(zap.String("remote", cx.RemoteAddr().String()), zap.String("server_name", state.ServerName),
+			zap.Bool("resumed", state.DidResume), zap.String("alpn", state.NegotiatedProtocol))
+	}
+	states, _ := cx.GetVar(varConnectionStates).([]*tls.ConnectionState)
+	cx.SetVar(varConnectionStates, append(states, &state))
+	// a new cx wraps the TLS connection, so that reads do not recurse
+	// into the connection the TLS conn itself reads from
+	return next.Handle(cx.Wrap(conn))
+}
+
+// UnmarshalCaddyfile sets up the handler. Syntax:
+//
+//	terminate_tls
+//	terminate_tls {
+//		handshake_timeout <duration>
+//		session_tickets   on|off
+//		connection_policy {
+//			# Caddy's connection policy options: alpn, cert_selection,
+//			# client_auth { ... }, curves, default_sni, match { ... },
+//			# protocols, ...
+//		}
+//		connection_policy { ... }
+//	}
+func (t *TerminateTLS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const directive = "terminate_tls"
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.Errf("%s: unexpected argument %q; options go in a block", directive, d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case "handshake_timeout":
+			if t.HandshakeTimeout != 0 {
+				return d.Errf("%s: duplicate option 'handshake_timeout'", directive)
+			}
+			if !d.NextArg() || d.CountRemainingArgs() > 0 {
+				return d.Errf("%s: handshake_timeout takes exactly one duration", directive)
+			}
+			v, err := caddy.ParseDuration(d.Val())
+			if err != nil {
+				return d.Errf("%s: handshake_timeout %q: %v", directive, d.Val(), err)
+			}
+			if v <= 0 {
+				return d.Errf("%s: handshake_timeout must be positive, got %q", directive, d.Val())
+			}
+			t.HandshakeTimeout = caddy.Duration(v)
+		case "session_tickets":
+			if !d.NextArg() || d.CountRemainingArgs() > 0 || (d.Val() != "on" && d.Val() != "off") {
+				return d.Errf("%s: session_tickets takes on or off", directive)
+			}
+			t.DisableSessionTickets = d.Val() == "off"
+		case "connection_policy":
+			cp := new(caddytls.ConnectionPolicy)
+			if err := cp.UnmarshalCaddyfile(d.NewFromNextSegment()); err != nil {
+				return fmt.Errorf("%s: connection_policy: %w", directive, err)
+			}
+			t.ConnectionPolicies = append(t.ConnectionPolicies, cp)
+		default:
+			return d.Errf("%s: unknown option '%s' (want handshake_timeout, session_tickets or connection_policy)", directive, opt)
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner     = (*TerminateTLS)(nil)
+	_ caddyfile.Unmarshaler = (*TerminateTLS)(nil)
+	_ layer4.NextHandler    = (*TerminateTLS)(nil)
+)
