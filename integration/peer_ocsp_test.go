@@ -147,4 +147,18 @@ https://localhost:%[2]s {
 	if body, _, code := get("bob", soft); code == 0 || body != "" {
 		t.Fatalf("revoked bob got through the soft-fail site with the responder down: %q", body)
 	}
+
+	// every outcome is counted where an operator looks
+	m := c.Metrics(t)
+	for sample, atLeast := range map[string]float64{
+		`trustline_peer_revocation_checks_total{method="ocsp",result="good"}`:        2,
+		`trustline_peer_revocation_checks_total{method="ocsp",result="revoked"}`:     3,
+		`trustline_peer_revocation_checks_total{method="ocsp",result="unavailable"}`: 1,
+		`trustline_peer_revocation_checks_total{method="ocsp",result="soft_fail"}`:   1,
+		`trustline_peer_decisions_total{outcome="refused",where="verifier"}`:         4,
+	} {
+		if v := metricValue(t, m, sample); v < atLeast {
+			t.Errorf("%s = %v, want at least %v", sample, v, atLeast)
+		}
+	}
 }

@@ -45,6 +45,7 @@ func (Authorize) CaddyModule() caddy.ModuleInfo {
 // Provision compiles the patterns.
 func (a *Authorize) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	registerMetrics(ctx, a.logger)
 	if err := a.Compile(); err != nil {
 		return fmt.Errorf("peer_authorize: %w", err)
 	}
@@ -58,10 +59,11 @@ func (a *Authorize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	if ok {
 		return next.ServeHTTP(w, r)
 	}
-	msg := "denied"
+	msg, outcome := "denied", "refused"
 	if a.Shadow {
-		msg = "shadow: would deny"
+		msg, outcome = "shadow: would deny", "shadow"
 	}
+	peerDecisions.WithLabelValues("authorize", outcome).Inc()
 	if ce := a.logger.Check(zap.InfoLevel, msg); ce != nil {
 		fields := identityFields(id)
 		if id == nil {

@@ -414,22 +414,43 @@ type softFailure struct {
 // soft_fail option let through.
 func (r *Revocation) verify(chain []*x509.Certificate) (refuse error, msg string, soft []softFailure) {
 	if r.hasCRL() {
-		if err := r.check(chain); err != nil {
-			if !errors.Is(err, errCRLUnavailable) || !r.SoftFail {
+		err := r.check(chain)
+		result := revocationResult(err, errCRLUnavailable, r.SoftFail)
+		revocationChecks.WithLabelValues("crl", result).Inc()
+		if err != nil {
+			if result != "soft_fail" {
 				return err, "client certificate revoked or its CRL unavailable", soft
 			}
 			soft = append(soft, softFailure{"CRL unavailable; letting the client through (crl_soft_fail)", err})
 		}
 	}
 	if r.OCSP != nil {
-		if err := r.OCSP.check(chain); err != nil {
-			if !errors.Is(err, errOCSPUnavailable) || !r.OCSP.SoftFail {
+		err := r.OCSP.check(chain)
+		result := revocationResult(err, errOCSPUnavailable, r.OCSP.SoftFail)
+		revocationChecks.WithLabelValues("ocsp", result).Inc()
+		if err != nil {
+			if result != "soft_fail" {
 				return err, "client certificate revoked or unknown by OCSP, or its OCSP status unavailable", soft
 			}
 			soft = append(soft, softFailure{"OCSP status unavailable; letting the client through (ocsp_soft_fail)", err})
 		}
 	}
 	return nil, "", soft
+}
+
+// revocationResult names the outcome of one method's check for the
+// metric: good, revoked, unavailable (refused) or soft_fail.
+func revocationResult(err, unavailable error, softFail bool) string {
+	switch {
+	case err == nil:
+		return "good"
+	case !errors.Is(err, unavailable):
+		return "revoked"
+	case softFail:
+		return "soft_fail"
+	default:
+		return "unavailable"
+	}
 }
 
 // check checks every certificate of chain (leaf first) but its last (the

@@ -59,6 +59,7 @@ func (Verifier) CaddyModule() caddy.ModuleInfo {
 // Provision compiles the patterns and starts revocation checking.
 func (v *Verifier) Provision(ctx caddy.Context) error {
 	v.logger = ctx.Logger()
+	registerMetrics(ctx, v.logger)
 	if err := v.compile(); err != nil {
 		return fmt.Errorf("peer verifier: %w", err)
 	}
@@ -168,8 +169,10 @@ func verifiedPeer(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) *peer
 func (v *Verifier) refusal(msg string, id *Identity, extra ...zap.Field) {
 	if v.Shadow {
 		msg = "shadow: would refuse: " + msg
+		peerDecisions.WithLabelValues("verifier", "shadow").Inc()
 	} else {
 		msg = "refused TLS handshake: " + msg
+		peerDecisions.WithLabelValues("verifier", "refused").Inc()
 	}
 	if ce := v.logger.Check(zap.InfoLevel, msg); ce != nil {
 		ce.Write(append(identityFields(id), extra...)...)

@@ -1,0 +1,38 @@
+package peer
+
+import (
+	"errors"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// The collectors live at package level, so counts carry across admin
+// reloads; every Provision registers them in its config's registry
+// (registering twice is harmless).
+var (
+	peerDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "trustline", Subsystem: "peer", Name: "decisions_total",
+		Help: "Peer identity decisions that refused a peer, by where (verifier: the TLS handshake; authorize: an HTTP request) and outcome (refused, shadow: would have been refused).",
+	}, []string{"where", "outcome"})
+	revocationChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "trustline", Subsystem: "peer", Name: "revocation_checks_total",
+		Help: "Revocation checks of client certificate chains at the handshake, by method (crl, ocsp) and result (good, revoked: revoked or unknown, unavailable: no usable status so refused, soft_fail: no usable status but let through).",
+	}, []string{"method", "result"})
+)
+
+func registerMetrics(ctx caddy.Context, logger *zap.Logger) {
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return
+	}
+	for _, c := range []prometheus.Collector{peerDecisions, revocationChecks} {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				logger.Warn("registering peer metrics", zap.Error(err))
+			}
+		}
+	}
+}
