@@ -54,8 +54,8 @@ func (a *Authorize) Provision(ctx caddy.Context) error {
 
 // ServeHTTP denies or passes the request.
 func (a *Authorize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	publish(r)
-	id, ok, failed := a.CheckState(r.TLS)
+	id := publish(r)
+	ok, failed := a.Patterns.Match(id)
 	if ok {
 		return next.ServeHTTP(w, r)
 	}

@@ -53,8 +53,8 @@ func (m *MatchPeer) MatchWithError(r *http.Request) (bool, error) {
 
 // Match is MatchWithError for the deprecated RequestMatcher interface.
 func (m *MatchPeer) Match(r *http.Request) bool {
-	publish(r)
-	id, ok, failed := m.CheckState(r.TLS)
+	id := publish(r)
+	ok, failed := m.Patterns.Match(id)
 	if !ok {
 		if ce := m.logger.Check(zap.DebugLevel, "peer did not match"); ce != nil {
 			ce.Write(append(identityFields(id),

@@ -176,13 +176,17 @@ const publishedVar = "trustline.peer.identity"
 // it, so that the placeholders work in any route that uses one of them.
 func publish(r *http.Request) *Identity {
 	ctx := r.Context()
-	if v := caddyhttp.GetVar(ctx, publishedVar); v != nil {
+	// the vars map directly: one context lookup, not one per GetVar/SetVar
+	vars, _ := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if v, ok := vars[publishedVar]; ok {
 		if id, ok := v.(*Identity); ok {
 			return id
 		}
 	}
 	id := FromState(r.TLS)
-	caddyhttp.SetVar(ctx, publishedVar, id)
+	if vars != nil {
+		vars[publishedVar] = id
+	}
 	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Map(replacerFunc(r.TLS, id))
 	}
