@@ -2,6 +2,9 @@ package integration
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -328,4 +331,111 @@ func TestExampleIngressInternalCA(t *testing.T) {
 	if code := ex.failOn(t, "Caddyfile.single", "warning"); code != 0 {
 		t.Errorf("single --fail-on warning: exit %d (%+v)", code, singleRep.Findings)
 	}
+}
+
+// TestExampleL4MTLS: examples/l4-mtls. mTLS in, mTLS out at layer 4: an
+// allowed SVID reaches the database stand-in, which sees Caddy's client
+// certificate and the client's address (PROXY v2); another SPIFFE ID and
+// no certificate are refused during the handshake, logged and counted;
+// replacing the PKCS#12 keystore changes the identity the database sees
+// on the next connection, with no reload.
+func TestExampleL4MTLS(t *testing.T) {
+	bench.Need(t, "nginx")
+	db, backend, site, admin := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	ex := runExample(t, "l4-mtls", "DB_PORT="+bench.Port(db), "BACKEND_PORT="+bench.Port(backend),
+		"SITE_PORT="+bench.Port(site), "TL_ADMIN="+admin, "CLIENT_P12_PASSWORD=test-secret")
+
+	connect := func(client string) string {
+		t.Helper()
+		args := []string{"-connect", db, "-servername", "db.example.test", "-CAfile", ex.file("mesh.crt")}
+		if client != "" {
+			args = append(args, "-cert", ex.file(client+".crt"), "-key", ex.file(client+".key"))
+		}
+		// -quiet implies -ign_eof: s_client reads until the database
+		// stand-in (or Caddy's alert) ends the connection
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bench.Need(t, "openssl"), append([]string{"s_client", "-quiet"}, args...)...)
+		cmd.Stdin = strings.NewReader("")
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	if out := connect("billing"); !strings.Contains(out, "db backend: TLS from CN=caddy-proxy, verified SUCCESS, client address 127.0.0.1") {
+		t.Fatalf("billing through Caddy:\n%s", out)
+	}
+	if out := connect("intruder"); strings.Contains(out, "db backend") || !strings.Contains(out, "bad certificate") {
+		t.Errorf("intruder (spiffe://example.test/batch/report) was not refused at the handshake:\n%s", out)
+	}
+	if out := connect(""); strings.Contains(out, "db backend") || !strings.Contains(out, "certificate required") {
+		t.Errorf("a client without a certificate was not refused:\n%s", out)
+	}
+	ex.proc.WaitLog(t, `"spiffe_id":"spiffe://example.test/batch/report"`, 10*time.Second)
+	ex.proc.WaitLog(t, `"msg":"TLS handshake failed"`, 10*time.Second)
+	m := adminMetrics(t, admin)
+	for sample, want := range map[string]float64{
+		`trustline_passthrough_connections_total{outcome="proxied",route="db"}`: 1,
+		`trustline_peer_decisions_total{outcome="refused",where="verifier"}`:    1,
+		`trustline_l4_tls_handshakes_total{result="failed"}`:                    2,
+	} {
+		if got := metricValue(t, m, sample); got < want {
+			t.Errorf("%s = %v, want at least %v", sample, got, want)
+		}
+	}
+
+	// a new keystore, as an operator's renewal would drop it in place
+	dir := ex.Dir
+	bench.OpenSSL(t, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=caddy-proxy-renewed",
+		"-keyout", filepath.Join(dir, "renewed.key"), "-out", filepath.Join(dir, "renewed.csr"))
+	bench.OpenSSL(t, "x509", "-req", "-in", filepath.Join(dir, "renewed.csr"), "-CA", ex.file("mesh.crt"), "-CAkey", ex.file("mesh.key"),
+		"-CAcreateserial", "-days", "30", "-out", filepath.Join(dir, "renewed.crt"))
+	bench.OpenSSL(t, "pkcs12", "-export", "-in", filepath.Join(dir, "renewed.crt"), "-inkey", filepath.Join(dir, "renewed.key"),
+		"-passout", "pass:test-secret", "-out", filepath.Join(dir, "renewed.p12"))
+	if err := os.Rename(filepath.Join(dir, "renewed.p12"), ex.file("caddy-client.p12")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out := connect("billing")
+		if strings.Contains(out, "TLS from CN=caddy-proxy-renewed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the database never saw the renewed keystore's identity:\n%s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	rep := ex.report(t, admin, "Caddyfile")
+	var l4 *topology.Listener
+	for _, l := range rep.Listeners {
+		if l.App == "layer4" {
+			l4 = l
+		}
+	}
+	if l4 == nil || len(l4.Routes) != 1 {
+		t.Fatalf("no layer-4 listener with one route: %+v", rep.Listeners)
+	}
+	r := l4.Routes[0]
+	if r.Inbound.Mode != topology.ModeMTLS || len(r.Outbound) != 1 || r.Outbound[0].Mode != topology.OutMTLS ||
+		!strings.Contains(r.Outbound[0].ClientIdentity, "pkcs12") {
+		t.Errorf("route: in %+v, out %+v", r.Inbound, r.Outbound)
+	}
+	if code := ex.failOn(t, "Caddyfile", "warning"); code != 0 {
+		t.Errorf("--fail-on warning: exit %d, want 0 (%+v)", code, rep.Findings)
+	}
+}
+
+// adminMetrics is the /metrics exposition of the Caddy admin at addr.
+func adminMetrics(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }

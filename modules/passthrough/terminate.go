@@ -34,6 +34,9 @@ func init() {
 //     still run the connection policy's client_auth verifiers.
 //   - The handshake has a deadline (handshake_timeout): a client that
 //     opens a connection and sends nothing is closed, not kept forever.
+//   - A failed handshake is one INFO line ("TLS handshake failed", with
+//     the client's address, the server name it asked for and the reason),
+//     not an ERROR: failing clients are the clients' problem.
 //
 // Handshakes are counted in trustline_l4_tls_handshakes_total by result
 // (full, resumed, failed).
@@ -129,11 +132,18 @@ func (t *TerminateTLS) Handle(cx *layer4.Connection, next layer4.Handler) error 
 	_ = cx.SetDeadline(time.Now().Add(time.Duration(t.HandshakeTimeout)))
 	conn := tls.Server(cx, t.cfg)
 	if err := conn.Handshake(); err != nil {
+		// logged here, once, at INFO (a client's failure, as nginx logs
+		// it), rather than returned for caddy-l4 to log at ERROR; the
+		// connection is closed when the handler returns
 		tlsHandshakes.WithLabelValues("failed").Inc()
-		if ce := t.logger.Check(zap.DebugLevel, "TLS handshake failed"); ce != nil {
-			ce.Write(zap.String("remote", cx.RemoteAddr().String()), zap.Error(err))
+		if ce := t.logger.Check(zap.InfoLevel, "TLS handshake failed"); ce != nil {
+			serverName := ""
+			if hellos, _ := cx.GetVar(varClientHellos).([]l4tls.ClientHelloInfo); len(hellos) > 0 {
+				serverName = hellos[len(hellos)-1].ServerName
+			}
+			ce.Write(zap.String("remote", cx.RemoteAddr().String()), zap.String("server_name", serverName), zap.Error(err))
 		}
-		return err
+		return nil
 	}
 	_ = cx.SetDeadline(time.Time{})
 	state := conn.ConnectionState()
