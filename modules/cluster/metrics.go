@@ -1,13 +1,13 @@
 package cluster
 
 import (
-	"errors"
 	"sync"
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // caStats are the numbers kept per CA for /metrics; they live in the
@@ -66,17 +66,8 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// registerMetrics adds the collector to ctx's metrics registry (once per
-// registry; Caddy makes one per config load).
+// registerMetrics adds the collector to ctx's metrics registry (Caddy
+// makes one per config load).
 func registerMetrics(ctx caddy.Context) {
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return
-	}
-	if err := reg.Register(collector{}); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			ctx.Logger().Warn("registering trustline_cluster metrics", zap.Error(err))
-		}
-	}
+	material.RegisterCollectors(ctx, "trustline_cluster", collector{})
 }

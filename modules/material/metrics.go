@@ -86,14 +86,25 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 // RegisterMetrics adds the material collector to ctx's metrics registry
 // (once per registry).
 func RegisterMetrics(ctx caddy.Context) {
+	RegisterCollectors(ctx, "trustline material", collector{})
+}
+
+// RegisterCollectors adds collectors to ctx's metrics registry. Caddy
+// makes one registry per config load, while the suite's collectors live
+// at package level (counts carry across reloads), so registering one that
+// is already there is expected and ignored; any other failure is logged
+// as a warning naming what (it costs the metrics, not the config).
+func RegisterCollectors(ctx caddy.Context, what string, collectors ...prometheus.Collector) {
 	reg := ctx.GetMetricsRegistry()
 	if reg == nil {
 		return
 	}
-	if err := reg.Register(collector{}); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			ctx.Logger().Warn("registering trustline material metrics", zap.Error(err))
+	for _, c := range collectors {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				ctx.Logger().Warn("registering "+what+" metrics", zap.Error(err))
+			}
 		}
 	}
 }

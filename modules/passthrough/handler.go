@@ -127,7 +127,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.ctx = ctx
 	h.logger = moduleLogger(ctx)
 	h.conns = make(map[*proxyConn]struct{})
-	registerMetrics(ctx, h.logger)
+	registerMetrics(ctx)
 	if h.Route == "" {
 		h.Route = "passthrough"
 	}

@@ -77,7 +77,7 @@ func (*MatchClientHello) CaddyModule() caddy.ModuleInfo {
 // Provision validates the patterns and finds the tls app when needed.
 func (m *MatchClientHello) Provision(ctx caddy.Context) error {
 	m.logger = moduleLogger(ctx)
-	registerMetrics(ctx, m.logger)
+	registerMetrics(ctx)
 	if err := m.compile(); err != nil {
 		return fmt.Errorf("clienthello matcher: %w", err)
 	}

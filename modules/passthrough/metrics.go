@@ -1,11 +1,11 @@
 package passthrough
 
 import (
-	"errors"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // The collectors live at package level, so counts carry across admin
@@ -44,22 +44,12 @@ var (
 
 var allCollectors = []prometheus.Collector{
 	connections, activeConnections, transferred, dialFailures, forcedCloses, helloErrors, upstreamHealthy,
+	tlsHandshakes,
 }
 
 // registerMetrics adds the collectors to this config's registry.
-func registerMetrics(ctx caddy.Context, logger *zap.Logger) {
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return
-	}
-	for _, c := range allCollectors {
-		if err := reg.Register(c); err != nil {
-			var already prometheus.AlreadyRegisteredError
-			if !errors.As(err, &already) {
-				logger.Warn("registering passthrough metrics", zap.Error(err))
-			}
-		}
-	}
+func registerMetrics(ctx caddy.Context) {
+	material.RegisterCollectors(ctx, "passthrough", allCollectors...)
 }
 
 // testLogger, when a test sets it, receives the logs of every module

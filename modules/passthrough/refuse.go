@@ -52,7 +52,7 @@ func (*Refuse) CaddyModule() caddy.ModuleInfo {
 // Provision checks the alert name.
 func (r *Refuse) Provision(ctx caddy.Context) error {
 	r.logger = moduleLogger(ctx)
-	registerMetrics(ctx, r.logger)
+	registerMetrics(ctx)
 	if r.Route == "" {
 		r.Route = "refused"
 	}

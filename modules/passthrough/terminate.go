@@ -88,10 +88,7 @@ var tlsHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
 // config every connection of this handler shares.
 func (t *TerminateTLS) Provision(ctx caddy.Context) error {
 	t.logger = ctx.Logger()
-	registerMetrics(ctx, t.logger)
-	if reg := ctx.GetMetricsRegistry(); reg != nil {
-		_ = reg.Register(tlsHandshakes) // AlreadyRegistered on a reload: harmless
-	}
+	registerMetrics(ctx)
 	if t.HandshakeTimeout < 0 {
 		return fmt.Errorf("terminate_tls: handshake_timeout must not be negative, got %s", time.Duration(t.HandshakeTimeout))
 	}

@@ -45,7 +45,7 @@ func (Authorize) CaddyModule() caddy.ModuleInfo {
 // Provision compiles the patterns.
 func (a *Authorize) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	registerMetrics(ctx, a.logger)
+	registerMetrics(ctx)
 	if err := a.Compile(); err != nil {
 		return fmt.Errorf("peer_authorize: %w", err)
 	}

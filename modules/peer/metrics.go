@@ -1,11 +1,10 @@
 package peer
 
 import (
-	"errors"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // The collectors live at package level, so counts carry across admin
@@ -22,17 +21,6 @@ var (
 	}, []string{"method", "result"})
 )
 
-func registerMetrics(ctx caddy.Context, logger *zap.Logger) {
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return
-	}
-	for _, c := range []prometheus.Collector{peerDecisions, revocationChecks} {
-		if err := reg.Register(c); err != nil {
-			var already prometheus.AlreadyRegisteredError
-			if !errors.As(err, &already) {
-				logger.Warn("registering peer metrics", zap.Error(err))
-			}
-		}
-	}
+func registerMetrics(ctx caddy.Context) {
+	material.RegisterCollectors(ctx, "peer", peerDecisions, revocationChecks)
 }

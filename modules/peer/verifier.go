@@ -59,7 +59,7 @@ func (Verifier) CaddyModule() caddy.ModuleInfo {
 // Provision compiles the patterns and starts revocation checking.
 func (v *Verifier) Provision(ctx caddy.Context) error {
 	v.logger = ctx.Logger()
-	registerMetrics(ctx, v.logger)
+	registerMetrics(ctx)
 	if err := v.compile(); err != nil {
 		return fmt.Errorf("peer verifier: %w", err)
 	}

@@ -1,11 +1,12 @@
 package topology
 
 import (
-	"errors"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trustline/trustline/modules/material"
 	"go.uber.org/zap"
 )
 
@@ -73,17 +74,8 @@ func gauges(rep *Report) []gauge {
 	return out
 }
 
-// registerMetrics adds the collector to the config's metrics registry
-// (once: the admin endpoint and a remote one share the registry).
+// registerMetrics adds the certificate expiry gauges to ctx's metrics
+// registry (Caddy makes one per config load).
 func registerMetrics(ctx caddy.Context) {
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return
-	}
-	if err := reg.Register(collector{logger: ctx.Logger()}); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			ctx.Logger().Warn("registering the certificate expiry gauges", zap.Error(err))
-		}
-	}
+	material.RegisterCollectors(ctx, "the certificate expiry gauge", collector{logger: ctx.Logger()})
 }

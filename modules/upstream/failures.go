@@ -11,7 +11,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // The reasons an upstream TLS handshake fails, as logged (field `reason`)
@@ -159,15 +160,6 @@ var handshakeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 // registerMetrics adds the counters to ctx's metrics registry (Caddy makes
 // one per config load; the counts live for the process).
-func registerMetrics(ctx caddy.Context, logger *zap.Logger) {
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return
-	}
-	if err := reg.Register(handshakeFailures); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			logger.Warn("registering upstream handshake metrics", zap.Error(err))
-		}
-	}
+func registerMetrics(ctx caddy.Context) {
+	material.RegisterCollectors(ctx, "upstream handshake", handshakeFailures)
 }

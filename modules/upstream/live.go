@@ -96,7 +96,7 @@ func LoadLiveTLS(ctx caddy.Context, cfg *reverseproxy.TLSConfig, holder any, ide
 	if l.Pins, err = ParsePins(upstreamIdentity); err != nil {
 		return nil, err
 	}
-	registerMetrics(ctx, ctx.Logger())
+	registerMetrics(ctx)
 	if hasRaw(holder, identityField) {
 		src, err := keystore.Load(ctx, holder, identityField, keystore.UsageClientAuth)
 		if err != nil {

@@ -176,7 +176,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if err := t.check(); err != nil {
 		return fmt.Errorf("transport mtls: %w", err)
 	}
-	registerMetrics(ctx, t.logger)
+	registerMetrics(ctx)
 
 	if t.TLS != nil {
 		// the trust pool is loaded here (not by the embedded transport,
