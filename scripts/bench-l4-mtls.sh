@@ -90,55 +90,9 @@ on) ngx_front_tickets="" hap_global="" hap_bind="" ;;
 esac
 
 export PATH="$PATH:/usr/sbin"
-for tool in wrk nginx haproxy openssl curl ps; do
-	command -v "$tool" >/dev/null || { echo "bench-l4-mtls: $tool is not installed" >&2; exit 1; }
-done
-[[ -n "${CADDY:-}" ]] || command -v go >/dev/null || { echo "bench-l4-mtls: go is not installed (or set CADDY)" >&2; exit 1; }
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d /tmp/bench-l4-mtls.XXXXXX)
-chmod 755 "$work" # nginx workers run as nobody
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	if [[ "${KEEP:-}" == 1 ]]; then echo "work dir kept: $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-CADDY=${CADDY:-}
-if [[ -z "$CADDY" ]]; then
-	echo "building the suite..." >&2
-	(cd "$repo" && go build -o "$work/caddy" ./cmd/trustline-caddy)
-	CADDY=$work/caddy
-fi
-
-free_ports() { # N: N distinct loopback ports nobody listens on, on one line
-	local used=" " n=0 p
-	while ((n < $1)); do
-		p=$((20000 + RANDOM % 40000))
-		case $used in *" $p "*) continue ;; esac
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			used="$used$p "
-			n=$((n + 1))
-		fi
-	done
-	echo "$used"
-}
-wait_port() {
-	for _ in $(seq 1 200); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.05
-	done
-	echo "port $1 did not open" >&2
-	exit 1
-}
-fail() { # message [log files...]: print them and exit
-	echo "bench-l4-mtls: $1" >&2
-	shift
-	for f in "$@"; do [[ -s "$f" ]] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }; done
-	exit 1
-}
+. "$(dirname "$0")/bench-lib.sh"
+need_tools wrk nginx haproxy openssl curl ps
+bench_init bench-l4-mtls
 
 read -r origin_mtls origin_plain hap ngx l4 l4_site suite suite_site <<<"$(free_ports 8)"
 
@@ -383,15 +337,6 @@ done
 
 # --- measuring ---------------------------------------------------------------
 hz=$(getconf CLK_TCK)
-ticks() { # pid: utime+stime of the process and its children (nginx's worker), in clock ticks
-	local total=0 p
-	[[ -n "${1:-}" ]] || { echo 0; return; }
-	for p in "$1" $(ps -o pid= --ppid "$1"); do
-		# fields after the "(comm)" one: utime and stime are the 12th and 13th
-		total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
-	done
-	echo "$total"
-}
 run_wrk() { # path workload duration
 	local url="https://localhost:${port[$1]}/"
 	case $2 in
@@ -436,8 +381,6 @@ for r in $(seq 1 "$ROUNDS"); do
 	done
 done
 
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{if(NR%2)print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 
 echo
 echo "Layer-4 TLS in, mTLS out on 127.0.0.1, 100 B responses, wrk -t$THREADS -c$CONNS, $ROUNDS interleaved rounds of $DURATION after $WARMUP warm-up, medians, $(nproc) CPUs"

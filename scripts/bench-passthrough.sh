@@ -67,55 +67,9 @@ done
 has() { [[ " ${workloads[*]} " == *" $1 "* ]]; }
 
 export PATH="$PATH:/usr/sbin"
-for tool in wrk nginx haproxy openssl curl ps; do
-	command -v "$tool" >/dev/null || { echo "bench-passthrough: $tool is not installed" >&2; exit 1; }
-done
-[[ -n "${CADDY:-}" ]] || command -v go >/dev/null || { echo "bench-passthrough: go is not installed (or set CADDY)" >&2; exit 1; }
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d /tmp/bench-passthrough.XXXXXX)
-chmod 755 "$work" # nginx workers run as nobody
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	if [[ "${KEEP:-}" == 1 ]]; then echo "work dir kept: $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-CADDY=${CADDY:-}
-if [[ -z "$CADDY" ]]; then
-	echo "building the suite..." >&2
-	(cd "$repo" && go build -o "$work/caddy" ./cmd/trustline-caddy)
-	CADDY=$work/caddy
-fi
-
-free_ports() { # N: N distinct loopback ports nobody listens on, on one line
-	local used=" " n=0 p
-	while ((n < $1)); do
-		p=$((20000 + RANDOM % 40000))
-		case $used in *" $p "*) continue ;; esac
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			used="$used$p "
-			n=$((n + 1))
-		fi
-	done
-	echo "$used"
-}
-waitport() {
-	for _ in $(seq 1 200); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.05
-	done
-	echo "port $1 did not open" >&2
-	exit 1
-}
-fail() { # message [log files...]: print them and exit
-	echo "bench-passthrough: $1" >&2
-	shift
-	for f in "$@"; do [[ -s "$f" ]] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }; done
-	exit 1
-}
+. "$(dirname "$0")/bench-lib.sh"
+need_tools wrk nginx haproxy openssl curl ps
+bench_init bench-passthrough
 
 # origin: "localhost", tickets off (W1, W2, W3); origin_r: "resume.localhost", tickets on (W2R)
 read -r origin origin_r hap ngx vanilla suite <<<"$(free_ports 6)"
@@ -278,7 +232,7 @@ https://site.internal:$suite {
 	}
 }"
 
-for p in $origin $origin_r $hap $ngx $vanilla $suite; do waitport "$p"; done
+for p in $origin $origin_r $hap $ngx $vanilla $suite; do wait_port "$p"; done
 
 paths=(direct haproxy nginx caddy-l4 suite)
 declare -A port=([direct]=$origin [haproxy]=$hap [nginx]=$ngx [caddy-l4]=$vanilla [suite]=$suite)
@@ -370,23 +324,6 @@ echo "sanity: every path serves both names, W2/W3 make full handshakes, W2R resu
 
 # --- measuring ---------------------------------------------------------------
 hz=$(getconf CLK_TCK)
-ticks() { # pid: utime+stime of the process and its children (nginx's worker), in clock ticks
-	local total=0 p
-	[[ -n "${1:-}" ]] || { echo 0; return; }
-	for p in "$1" $(ps -o pid= --ppid "$1"); do
-		# fields after the "(comm)" one: utime and stime are the 12th and 13th
-		total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
-	done
-	echo "$total"
-}
-# wrk prints "Requests/sec: N", "N requests in Ds, X read" and, with
-# --latency, the 50% latency.
-to_mib() { # 12.3MB / 800.1KB / 1.2GB -> MiB
-	awk -v v="$1" 'BEGIN{n=v+0; u=substr(v,length(v)-1); if(u=="GB")n*=1024; else if(u=="KB")n/=1024; else if(u!="MB")n/=1048576; printf "%.1f", n}'
-}
-to_us() { # 1.23ms / 456.00us / 1.2s -> microseconds
-	awk -v v="$1" 'BEGIN{n=v+0; if(v~/ms$/)n*=1000; else if(v~/us$/)n*=1; else if(v~/s$/)n*=1000000; printf "%.0f", n}'
-}
 
 declare -A results
 for r in $(seq 1 "$ROUNDS"); do
@@ -419,8 +356,6 @@ for r in $(seq 1 "$ROUNDS"); do
 	done
 done
 
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{if(NR%2)print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 med() { median "${results[$1]}"; } # key
 added_us() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.0f", 1e6/a-1e6/b}'; } # rate rate-direct: us per connection
 verdict() { awk -v x="$1" -v op="$2" -v t="$3" 'BEGIN{ok = (op == ">=") ? x >= t : x <= t; print ok ? "met" : "NOT met"}'; }
