@@ -363,17 +363,11 @@ declare -A results
 for r in $(seq 1 "$ROUNDS"); do
 	for w in $WORKLOADS; do
 		for p in "${paths[@]}"; do
-			run_wrk "$p" "$w" "$WARMUP" >/dev/null
-			t0=$(ticks "${proc[$p]:-}")
-			out=$(run_wrk "$p" "$w" "$DURATION")
-			t1=$(ticks "${proc[$p]:-}")
-			if grep -q -e "Non-2xx" -e "Socket errors" <<<"$out"; then
-				echo "round $r $w $p: $(grep -e 'Non-2xx' -e 'Socket errors' <<<"$out" | tr '\n' ' ')" >&2
-			fi
+			measure "$r" "$p" "$w"
 			reqs=$(awk '/requests in/{print $1}' <<<"$out")
 			v=$(awk '/Requests\/sec/{printf "%.0f", $2}' <<<"$out")
 			# proxy CPU in microseconds per request
-			cpu=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN{printf "%.1f", t*1000000/hz/n}')
+			cpu=$(awk -v t="$cpu_ticks" -v hz="$hz" -v n="$reqs" 'BEGIN{printf "%.1f", t*1000000/hz/n}')
 			results[$w,$p]+="$v "
 			results[$w,$p,cpu]+="$cpu "
 			echo "round $r $w $p: $v req/s, proxy cpu ${cpu}us/req" >&2

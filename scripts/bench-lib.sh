@@ -84,3 +84,18 @@ to_us() { # 1.23ms / 456.00us / 1.2s -> microseconds
 
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{if(NR%2)print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+
+# measure round path workload: one warm-up run and one measured run of the
+# script's own run_wrk; sets $out (wrk's output) and $cpu_ticks (the CPU
+# time of the path's proxy, proc[path], during the measured run), and
+# reports wrk's errors on stderr.
+measure() {
+	run_wrk "$2" "$3" "$WARMUP" >/dev/null
+	local t0
+	t0=$(ticks "${proc[$2]:-}")
+	out=$(run_wrk "$2" "$3" "$DURATION")
+	cpu_ticks=$(($(ticks "${proc[$2]:-}") - t0))
+	if grep -q -e "Non-2xx" -e "Socket errors" <<<"$out"; then
+		echo "round $1 $3 $2: $(grep -e 'Non-2xx' -e 'Socket errors' <<<"$out" | tr '\n' ' ')" >&2
+	fi
+}

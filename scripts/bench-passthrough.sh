@@ -329,23 +329,17 @@ declare -A results
 for r in $(seq 1 "$ROUNDS"); do
 	for w in "${workloads[@]}"; do
 		for p in "${paths[@]}"; do
-			run_wrk "$p" "$w" "$WARMUP" >/dev/null
-			t0=$(ticks "${proc[$p]:-}")
-			out=$(run_wrk "$p" "$w" "$DURATION")
-			t1=$(ticks "${proc[$p]:-}")
-			if grep -q -e "Non-2xx" -e "Socket errors" <<<"$out"; then
-				echo "round $r $w $p: $(grep -e 'Non-2xx' -e 'Socket errors' <<<"$out" | tr '\n' ' ')" >&2
-			fi
+			measure "$r" "$p" "$w"
 			reqs=$(awk '/requests in/{print $1}' <<<"$out")
 			read_mib=$(to_mib "$(awk '/requests in/{print $(NF-1)}' <<<"$out")")
 			if [[ $w == W1 ]]; then
 				v=$(to_mib "$(awk '/Transfer\/sec/{print $2}' <<<"$out")")
 				# proxy CPU in ms per GiB moved
-				cpu=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v m="$read_mib" 'BEGIN{printf "%.0f", t*1000/hz/(m/1024)}')
+				cpu=$(awk -v t="$cpu_ticks" -v hz="$hz" -v m="$read_mib" 'BEGIN{printf "%.0f", t*1000/hz/(m/1024)}')
 			else
 				v=$(awk '/Requests\/sec/{printf "%.0f", $2}' <<<"$out")
 				# proxy CPU in microseconds per connection
-				cpu=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN{printf "%.0f", t*1000000/hz/n}')
+				cpu=$(awk -v t="$cpu_ticks" -v hz="$hz" -v n="$reqs" 'BEGIN{printf "%.0f", t*1000000/hz/n}')
 			fi
 			lat=$(to_us "$(awk '$1=="50%"{print $2}' <<<"$out")")
 			results[$w,$p]+="$v "
