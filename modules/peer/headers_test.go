@@ -163,6 +163,34 @@ func TestForwardSetsVerifiedIdentity(t *testing.T) {
 	}
 }
 
+// TestForwardValuesAreIndependent: the values share one backing array, so
+// a later handler appending to one header (Header.Add) must not overwrite
+// another's value.
+func TestForwardValuesAreIndependent(t *testing.T) {
+	root := testpki.NewCA(t, "Root")
+	leaf := root.Issue(t, testpki.URI("spiffe://example.org/web")).Cert
+	cs := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}, VerifiedChains: [][]*x509.Certificate{{leaf, root.Cert}}}
+	h := fullHandler(t)
+	var before, after http.Header
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		before = r.Header.Clone()
+		for name := range before {
+			r.Header.Add(name, "appended")
+		}
+		after = r.Header
+		return nil
+	})
+	r, _ := caddyRequest(t, cs)
+	if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+		t.Fatal(err)
+	}
+	for name, vals := range before {
+		if got := after[name]; len(got) != len(vals)+1 || got[0] != vals[0] || got[len(vals)] != "appended" {
+			t.Errorf("%s: %q after Add, was %q", name, got, vals)
+		}
+	}
+}
+
 func TestForwardDefaultAndErrors(t *testing.T) {
 	var h ForwardHeaders
 	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`forward_peer_identity`)); err != nil {
