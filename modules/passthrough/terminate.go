@@ -73,7 +73,7 @@ const defaultHandshakeTimeout = 10 * time.Second
 
 // The caddy-l4 connection variables its tls handler fills and its
 // GetClientHelloInfos / GetConnectionStates read (names and types checked
-// by TestTerminateTLSConnectionVars).
+// by TestTerminateTLSRecordsWhatCaddyL4Reads).
 const (
 	varClientHellos     = "tls_client_hellos"
 	varConnectionStates = "tls_connection_states"
@@ -115,8 +115,7 @@ func (t *TerminateTLS) Provision(ctx caddy.Context) error {
 		// hello.Conn is the *layer4.Connection given to tls.Server:
 		// remember the ClientHello there, as caddy-l4's handler does
 		if cx, ok := hello.Conn.(*layer4.Connection); ok {
-			hellos, _ := cx.GetVar(varClientHellos).([]l4tls.ClientHelloInfo)
-			cx.SetVar(varClientHellos, append(hellos, l4tls.ClientHelloInfo{ClientHelloInfo: *hello}))
+			recordHello(cx, hello)
 		}
 		return choose(hello)
 	}
@@ -153,11 +152,24 @@ func (t *TerminateTLS) Handle(cx *layer4.Connection, next layer4.Handler) error 
 		ce.Write(zap.String("remote", cx.RemoteAddr().String()), zap.String("server_name", state.ServerName),
 			zap.Bool("resumed", state.DidResume), zap.String("alpn", state.NegotiatedProtocol))
 	}
-	states, _ := cx.GetVar(varConnectionStates).([]*tls.ConnectionState)
-	cx.SetVar(varConnectionStates, append(states, &state))
+	recordState(cx, &state)
 	// a new cx wraps the TLS connection, so that reads do not recurse
 	// into the connection the TLS conn itself reads from
 	return next.Handle(cx.Wrap(conn))
+}
+
+// recordHello appends a ClientHello where l4tls.GetClientHelloInfos
+// finds it.
+func recordHello(cx *layer4.Connection, hello *tls.ClientHelloInfo) {
+	hellos, _ := cx.GetVar(varClientHellos).([]l4tls.ClientHelloInfo)
+	cx.SetVar(varClientHellos, append(hellos, l4tls.ClientHelloInfo{ClientHelloInfo: *hello}))
+}
+
+// recordState appends a connection state where l4tls.GetConnectionStates
+// (and so the peer matcher and the passthrough handler) finds it.
+func recordState(cx *layer4.Connection, state *tls.ConnectionState) {
+	states, _ := cx.GetVar(varConnectionStates).([]*tls.ConnectionState)
+	cx.SetVar(varConnectionStates, append(states, state))
 }
 
 // UnmarshalCaddyfile sets up the handler. Syntax:
