@@ -116,12 +116,8 @@ leaf proxy bench-proxy clientAuth
 # --- origin: nginx http, the same 100-byte answer on both ports -------------
 body=$(printf '%100s' '' | tr ' ' 'x')
 mkdir -p origin/tmp
-cat >origin/nginx.conf <<EOF
-daemon off;
-pid $work/origin/nginx.pid;
-error_log $work/origin/error.log warn;
-worker_processes 1;
-events { worker_connections 4096; }
+nginx_head origin >origin/nginx.conf
+cat >>origin/nginx.conf <<EOF
 http {
 	client_body_temp_path $work/origin/tmp;
 	proxy_temp_path $work/origin/tmp;
@@ -177,17 +173,9 @@ haproxy -db -f haproxy.cfg >haproxy.log 2>&1 &
 pids+=($!)
 
 # --- nginx 1.22 stream: a second nginx process, 1 worker ---------------------
-stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
-load_stream=""
-[[ -f $stream_module ]] && load_stream="load_module $stream_module;"
 mkdir -p nginx
-cat >nginx/nginx.conf <<EOF
-$load_stream
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-worker_processes 1;
-events { worker_connections 4096; }
+nginx_head nginx stream >nginx/nginx.conf
+cat >>nginx/nginx.conf <<EOF
 stream {
 	upstream origin {
 		server 127.0.0.1:$origin_mtls;
@@ -343,14 +331,6 @@ run_wrk() { # path workload duration
 	W4) wrk -t"$THREADS" -c"$CONNS" -d"$3" "$url" ;;
 	W4N) wrk -t"$THREADS" -c"$CONNS" -d"$3" -H "Connection: close" "$url" ;;
 	esac
-}
-check_wrk() { # path workload output: a run with no requests, non-2xx answers or socket errors fails
-	local n
-	n=$(awk '/requests in/{print $1}' <<<"$3")
-	if [[ -z "$n" || "$n" == 0 ]] || grep -q -e "Non-2xx" -e "Socket errors" <<<"$3"; then
-		fail "$1 $2: wrk run failed:
-$3" "${logs[$1]}" origin/error.log
-	fi
 }
 
 for w in $WORKLOADS; do

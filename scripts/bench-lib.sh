@@ -99,3 +99,32 @@ measure() {
 		echo "round $1 $3 $2: $(grep -e 'Non-2xx' -e 'Socket errors' <<<"$out" | tr '\n' ' ')" >&2
 	fi
 }
+
+# nginx_head DIR [stream]: the first lines of an nginx.conf for a process
+# whose pid and error log live in $work/DIR, one worker; with "stream",
+# Debian's dynamically built stream module is loaded first.
+nginx_head() {
+	local stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
+	if [[ ${2:-} == stream && -f $stream_module ]]; then
+		echo "load_module $stream_module;"
+	fi
+	cat <<HEAD
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+worker_processes 1;
+events { worker_connections 4096; }
+HEAD
+}
+
+# check_wrk path workload output: a run with no requests, non-2xx answers
+# or socket errors fails the script, with the path's log (logs[path]) and
+# the origin's.
+check_wrk() {
+	local n
+	n=$(awk '/requests in/{print $1}' <<<"$3")
+	if [[ -z "$n" || "$n" == 0 ]] || grep -q -e "Non-2xx" -e "Socket errors" <<<"$3"; then
+		fail "$1 $2: wrk run failed:
+$3" "${logs[$1]}" origin/error.log
+	fi
+}

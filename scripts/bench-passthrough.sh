@@ -82,12 +82,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 mkdir -p www origin nginx
 head -c $((1 << 20)) /dev/urandom >www/1m
 head -c 100 /dev/urandom >www/small
-cat >origin/nginx.conf <<EOF
-daemon off;
-pid $work/origin/nginx.pid;
-error_log $work/origin/error.log warn;
-worker_processes 1;
-events { worker_connections 4096; }
+nginx_head origin >origin/nginx.conf
+cat >>origin/nginx.conf <<EOF
 http {
 	sendfile on;
 	keepalive_requests 1000000;
@@ -147,17 +143,8 @@ EOF
 haproxy -db -f haproxy.cfg >haproxy.log 2>&1 &
 pids+=($!)
 
-# nginx stream: Debian builds the stream module as a dynamic module
-stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
-load_stream=""
-[[ -f $stream_module ]] && load_stream="load_module $stream_module;"
-cat >nginx/nginx.conf <<EOF
-$load_stream
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-worker_processes 1;
-events { worker_connections 4096; }
+nginx_head nginx stream >nginx/nginx.conf
+cat >>nginx/nginx.conf <<EOF
 stream {
 	map \$ssl_preread_server_name \$backend {
 		localhost        origin;
@@ -299,14 +286,6 @@ for p in "${paths[@]}"; do
 	[[ $(client_leg "$p" W2) == full ]] || fail "$p: a connection for localhost resumed (W2 must be full handshakes)" "${logs[$p]}"
 	[[ $(client_leg "$p" W2R) == resumed ]] || fail "$p: a connection for resume.localhost was not resumed (W2R)" "${logs[$p]}"
 done
-check_wrk() { # path workload output: a run with no requests, non-2xx answers or socket errors fails
-	local n
-	n=$(awk '/requests in/{print $1}' <<<"$3")
-	if [[ -z "$n" || "$n" == 0 ]] || grep -q -e "Non-2xx" -e "Socket errors" <<<"$3"; then
-		fail "$1 $2: wrk run failed:
-$3" "${logs[$1]}" origin/error.log
-	fi
-}
 for w in "${workloads[@]}"; do
 	for p in "${paths[@]}"; do
 		before=$(wc -l <origin/sanity.log)
