@@ -157,7 +157,9 @@ func TestFindings(t *testing.T) {
 			topology.KindCertExpiring:       topology.SeverityWarning,
 			topology.KindTrustAnchorExpired: topology.SeverityWarning,
 		}, nil},
-		{"passthrough.caddyfile", map[string]topology.Severity{topology.KindPassthroughNoDef: topology.SeverityWarning, topology.KindPlaintextLeg: topology.SeverityWarning}, nil},
+		{"passthrough.caddyfile", map[string]topology.Severity{topology.KindPassthroughNoDef: topology.SeverityWarning, topology.KindPlaintextLeg: topology.SeverityWarning,
+			topology.KindL4TLSNoResume: topology.SeverityInfo}, nil},
+		{"suite_l4_mtls.caddyfile", nil, []string{topology.KindL4TLSNoResume, topology.KindPlaintextLeg, topology.KindClientAuthNoVerify, topology.KindCertNotFound}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			rep, err := topology.Analyze(adaptFile(t, filepath.Join("testdata", "golden", tc.file), dir), topology.Options{Now: goldenNow})

@@ -148,6 +148,11 @@ func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path st
 		switch {
 		case name == "tls", name == "terminate_tls": // caddy-l4's, the suite's (same policies)
 			st.terminated = true
+			if name == "tls" {
+				a.finding(SeverityInfo, KindL4TLSNoResume, hp,
+					"caddy-l4's tls handler (in the pinned version) builds a new TLS config for every connection: the session tickets it issues can never be redeemed, so every reconnect is a full handshake, and a client that sends nothing is never timed out",
+					"use the suite's terminate_tls handler instead: the same connection policies, with sessions that resume and a handshake_timeout")
+			}
 			pols := arr(h["connection_policies"])
 			if len(pols) == 0 {
 				pols = []any{map[string]any{}}

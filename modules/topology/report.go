@@ -258,6 +258,7 @@ const (
 	KindPassthroughNoDef   = "passthrough_without_default"
 	KindUpstreamSystemRoot = "upstream_system_roots"
 	KindCertNotFound       = "certificate_not_found"
+	KindL4TLSNoResume      = "layer4_tls_no_resumption"
 )
 
 // Finding is one thing the operator should know, with where it is in the
