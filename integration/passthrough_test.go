@@ -159,6 +159,25 @@ func ptWaitLogLines(t *testing.T, c *bench.Caddy, msg string, n int, match func(
 	}
 }
 
+// ptStart starts Caddy with a ptSite config and waits until its site
+// answers: Caddy issues the site's certificate (tls internal) just after
+// it starts, and until then its own handshakes for the name fail.
+func ptStart(t *testing.T, port, conf string) *bench.Caddy {
+	t.Helper()
+	c := bench.Start(t, conf)
+	c.WaitLog(t, `"msg":"certificate obtained successfully","identifier":"site.example.com"`, 30*time.Second)
+	url := "https://site.example.com:" + port + "/"
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, _, code := bench.Curl(t, "-k", "--resolve", "site.example.com:"+port+":127.0.0.1", url)
+		if code == 0 {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Caddy's site on port %s never answered (curl exit %d)", port, code)
+		}
+	}
+}
+
 // ptSite is a Caddyfile with one TLS site on port and a passthrough block.
 func ptSite(port, passthrough string, extraGlobal string) string {
 	return `{
@@ -191,7 +210,7 @@ func TestPassthroughBesideSite(t *testing.T) {
 	db := ptStartBackend(t, ca, "db.example.com", ptBackendOpts{proxyProtocol: true})
 	front := bench.FreeAddr(t)
 	port := bench.Port(front)
-	c := bench.Start(t, ptSite(port, `		db.example.com `+db.addr+` {
+	c := ptStart(t, port, ptSite(port, `		db.example.com `+db.addr+` {
 			proxy_protocol v2
 		}`, ""))
 
@@ -260,7 +279,7 @@ func TestPassthroughBehindHAProxy(t *testing.T) {
 	db := ptStartBackend(t, ca, "db.example.com", ptBackendOpts{proxyProtocol: true})
 	front := bench.FreeAddr(t)
 	port := bench.Port(front)
-	bench.Start(t, ptSite(port, `		db.example.com `+db.addr+`
+	ptStart(t, port, ptSite(port, `		db.example.com `+db.addr+`
 		proxy_protocol v2`, `servers :`+port+` {
 		protocols h1 h2
 		listener_wrappers {
@@ -335,7 +354,7 @@ func TestPassthroughLargeTransfer(t *testing.T) {
 		_, _ = io.Copy(tc, ptStream(2, size))
 	}})
 	front := bench.FreeAddr(t)
-	c := bench.Start(t, ptSite(bench.Port(front), "		db.example.com "+db.addr, ""))
+	c := ptStart(t, bench.Port(front), ptSite(bench.Port(front), "		db.example.com "+db.addr, ""))
 	tc, _ := ptDial(t, front, "db.example.com", &tls.Config{RootCAs: ca.Pool()})
 	go func() { _, _ = io.Copy(tc, ptStream(1, size)) }()
 	gotUp := make([]byte, 64)
@@ -367,7 +386,7 @@ func TestPassthroughMTLSBackend(t *testing.T) {
 	ca := testpki.NewCA(t, "mesh CA")
 	db := ptStartBackend(t, ca, "db.example.com", ptBackendOpts{clientCAs: ca})
 	front := bench.FreeAddr(t)
-	bench.Start(t, ptSite(bench.Port(front), "		db.example.com "+db.addr, ""))
+	ptStart(t, bench.Port(front), ptSite(bench.Port(front), "		db.example.com "+db.addr, ""))
 	alice := ca.Issue(t, testpki.CN("alice"), testpki.ClientOnly())
 	tc, _ := ptDial(t, front, "db.example.com", &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{alice.TLS()}})
 	if got, _ := io.ReadAll(tc); string(got) != "backend:db.example.com" {
@@ -410,7 +429,7 @@ func TestPassthroughReload(t *testing.T) {
 	b := ptStartBackend(t, ca, "db.example.com", ptBackendOpts{})
 	front := bench.FreeAddr(t)
 	port := bench.Port(front)
-	c := bench.Start(t, ptSite(port, "		db.example.com "+a.addr, ""))
+	c := ptStart(t, port, ptSite(port, "		db.example.com "+a.addr, ""))
 
 	tc, _ := ptDial(t, front, "db.example.com", &tls.Config{RootCAs: ca.Pool()})
 	first := make([]byte, chunk)
@@ -513,7 +532,7 @@ func TestPassthroughBadClients(t *testing.T) {
 	ca := testpki.NewCA(t, "backend CA")
 	db := ptStartBackend(t, ca, "db.example.com", ptBackendOpts{serve: func(tc *tls.Conn) {}})
 	front := bench.FreeAddr(t)
-	c := bench.Start(t, ptSite(bench.Port(front), "		db.example.com "+db.addr+"\n		matching_timeout 1s", ""))
+	c := ptStart(t, bench.Port(front), ptSite(bench.Port(front), "		db.example.com "+db.addr+"\n		matching_timeout 1s", ""))
 
 	// ClientHellos in odd shapes all reach the backend: many TCP
 	// segments, several TLS records, over 2 KiB (many ALPN values).
@@ -691,7 +710,7 @@ func TestPassthroughDefaultBesideSite(t *testing.T) {
 	legacy := ptStartBackend(t, ca, "legacy.example.com", ptBackendOpts{})
 	front := bench.FreeAddr(t)
 	port := bench.Port(front)
-	c := bench.Start(t, ptSite(port, "		db.example.com "+db.addr+"\n		default "+legacy.addr, ""))
+	c := ptStart(t, port, ptSite(port, "		db.example.com "+db.addr+"\n		default "+legacy.addr, ""))
 	site := func() {
 		t.Helper()
 		body, _, code := bench.Curl(t, "-k", "--resolve", "site.example.com:"+port+":127.0.0.1", "https://site.example.com:"+port+"/")
