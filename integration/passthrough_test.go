@@ -758,6 +758,8 @@ func TestExamplePassthrough(t *testing.T) {
 	front := bench.FreeAddr(t)
 	port := bench.Port(front)
 	c := bench.Start(t, cf, "HTTPS_PORT="+port, "DB_BACKEND="+db.addr, "LEGACY_A="+legacyA.addr, "LEGACY_B="+legacyB.addr)
+	// www's certificate (tls internal) is issued just after the start
+	c.WaitLog(t, `"msg":"certificate obtained successfully","identifier":"www.example.test"`, 30*time.Second)
 
 	out := bench.OpenSSL(t, "s_client", "-connect", front, "-servername", "db.example.test")
 	if s := opensslSubject.FindString(out); !strings.Contains(s, "db.example.test") {
