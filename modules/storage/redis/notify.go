@@ -18,10 +18,12 @@ import (
 // intermediate, for trustline_cluster, the internal keystore and pki_live)
 // calls WatchKeys; one subscription per storage serves every watcher.
 //
-// Pub/sub is at-most-once: a message published while a node is
-// disconnected is lost. When the subscription comes back after a
-// disconnection, every watcher is called with its own prefix ("something
-// under here may have changed"), and watchers poll as well.
+// Pub/sub is at-most-once: a message published while a node is not yet
+// subscribed, or disconnected, is lost. So whenever the subscription is
+// confirmed (the first time, and after a disconnection), every watcher is
+// called with its own prefix ("something under here may have changed"):
+// a change made between WatchKeys and the confirmation is not missed. And
+// watchers poll as well.
 
 // KeyWatcher is implemented by this storage (and may be by others): other
 // packages discover it with a type assertion on certmagic.Storage, so they
@@ -30,7 +32,8 @@ type KeyWatcher interface {
 	// WatchKeys calls f with each key stored or deleted under prefix (a
 	// key equal to prefix, or starting with prefix+"/"; "" for every
 	// key) by any node sharing this storage, this one included, and with
-	// prefix itself after a lost subscription came back. f runs on the
+	// prefix itself when the subscription is confirmed (the first time
+	// and after a lost subscription came back). f runs on the
 	// subscription's goroutine and must not block (hand slow work to a
 	// goroutine of its own). cancel stops the calls.
 	WatchKeys(prefix string, f func(key string)) (cancel func())
@@ -152,8 +155,9 @@ func (s *store) subscribe() {
 			}
 			if subscribed {
 				s.logger.Info("change subscription restored", zap.String("address", s.addrs))
-				s.dispatch("", true)
 			}
+			// changes made before this confirmation were not heard
+			s.dispatch("", true)
 			subscribed, failures = true, 0
 		case *goredis.Message:
 			s.dispatch(m.Payload, false)

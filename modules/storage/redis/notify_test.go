@@ -46,6 +46,40 @@ func (l *keyLog) none(t *testing.T, what string) {
 	}
 }
 
+// waitSubscribed stores a warmup key under every watched prefix through s
+// until each log has heard it (subscriptions are asynchronous, one per
+// store), checks that each log first heard a prefix of the warmup key (the
+// resync when its subscription was confirmed), and empties the logs.
+func waitSubscribed(t *testing.T, s *store, logs ...*keyLog) {
+	t.Helper()
+	const warmup = "pki/authorities/local/warmup"
+	heard := make([]bool, len(logs))
+	deadline := time.Now().Add(10 * time.Second)
+	for !all(heard) {
+		if time.Now().After(deadline) {
+			t.Fatal("a subscription never started")
+		}
+		if err := s.Store(context.Background(), warmup, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		for i, l := range logs {
+			for len(l.ch) > 0 {
+				heard[i] = heard[i] || <-l.ch == warmup
+			}
+		}
+	}
+	for _, l := range logs {
+		l.mu.Lock()
+		if first := l.keys[0]; first == warmup || !under(warmup, first) {
+			t.Errorf("a watcher's first call was %q, not its prefix (the resync on the subscription's confirmation)", first)
+		}
+		l.mu.Unlock()
+	}
+}
+
+func all(b []bool) bool { return !slices.Contains(b, false) }
+
 // TestWatchKeys: a Store or Delete on one node reaches the watchers of
 // another node sharing the Redis (and of its own), by prefix; a cancelled
 // watcher hears nothing more; another key prefix is another cluster.
@@ -60,25 +94,7 @@ func TestWatchKeys(t *testing.T) {
 	cancelPKI := b.WatchKeys("pki/authorities/local", pki.f)
 	b.WatchKeys("", all.f)
 	a.WatchKeys("pki", own.f)
-	// the subscription is asynchronous: wait until a store is seen
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if err := a.Store(ctx, "warmup", []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-all.ch:
-		case <-time.After(100 * time.Millisecond):
-			if time.Now().After(deadline) {
-				t.Fatal("the subscription never started")
-			}
-			continue
-		}
-		break
-	}
-	for len(all.ch) > 0 {
-		<-all.ch
-	}
+	waitSubscribed(t, a, all, pki, own)
 
 	if err := a.Store(ctx, "pki/authorities/local/intermediate.crt", []byte("c")); err != nil {
 		t.Fatal(err)
@@ -140,21 +156,7 @@ func TestWatchKeysAfterRestart(t *testing.T) {
 	s := newTestStore(t, addr, storeOpts{})
 	l := newKeyLog()
 	s.WatchKeys("pki", l.f)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if err := s.Store(ctx, "pki/x", []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-l.ch:
-		case <-time.After(100 * time.Millisecond):
-			if time.Now().After(deadline) {
-				t.Fatal("the subscription never started")
-			}
-			continue
-		}
-		break
-	}
+	waitSubscribed(t, s, l)
 	proc.Stop()
 	restartRedisOn(t, addr)
 	if got := l.next(t, "the subscription restored"); got != "pki" {
