@@ -65,7 +65,9 @@ func waitSubscribed(t *testing.T, s *store, logs ...*keyLog) {
 		time.Sleep(100 * time.Millisecond)
 		for i, l := range logs {
 			for len(l.ch) > 0 {
-				heard[i] = heard[i] || <-l.ch == warmup
+				if <-l.ch == warmup {
+					heard[i] = true
+				}
 			}
 		}
 	}
