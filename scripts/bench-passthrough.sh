@@ -9,6 +9,10 @@
 #            process with 1 worker, so the origin keeps its own worker)
 #   caddy-l4 wrk -> Caddy + caddy-l4 listener wrapper (tls matcher, proxy
 #            handler), beside a Caddy site -> nginx
+#   go-floor wrk -> integration/bench/goproxy -> nginx: the least a Go
+#            proxy does per connection (accept, dial, io.Copy both ways; no
+#            SNI routing: one port per origin, no logs, no metrics), so
+#            the suite reads as Go's floor plus its own work
 #   suite    wrk -> Caddy + the suite's passthrough block, beside a Caddy
 #            site -> nginx
 #
@@ -45,7 +49,8 @@
 # reported, ratios to direct and to nginx, then the targets of
 # BENCHMARKS.md: W1 >= 0.90x direct; W2 >= nginx and <= 150 us added per
 # connection (from W3: 1/rate through the suite - 1/rate direct, at c=1);
-# W2R >= nginx.
+# W2R >= nginx; and those of issue 5: W1 >= HAProxy, W2 >= 0.90x HAProxy,
+# added time to first byte (W3 p50) < 200 us.
 #
 # Usage: scripts/bench-passthrough.sh
 # Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), CONNS (16),
@@ -72,7 +77,7 @@ need_tools wrk nginx haproxy openssl curl ps
 bench_init bench-passthrough
 
 # origin: "localhost", tickets off (W1, W2, W3); origin_r: "resume.localhost", tickets on (W2R)
-read -r origin origin_r hap ngx vanilla suite <<<"$(free_ports 6)"
+read -r origin origin_r hap ngx vanilla suite gof gof_r <<<"$(free_ports 8)"
 
 # origin: nginx with its own certificate for both names
 cd "$work"
@@ -219,25 +224,34 @@ https://site.internal:$suite {
 	}
 }"
 
-for p in $origin $origin_r $hap $ngx $vanilla $suite; do wait_port "$p"; done
+# Go's floor: a plain TCP proxy per origin (no SNI to route by)
+(cd "$repo" && go build -o "$work/goproxy" ./integration/bench/goproxy)
+"$work/goproxy" "127.0.0.1:$gof=127.0.0.1:$origin" "127.0.0.1:$gof_r=127.0.0.1:$origin_r" >goproxy.log 2>&1 &
+pids+=($!)
 
-paths=(direct haproxy nginx caddy-l4 suite)
-declare -A port=([direct]=$origin [haproxy]=$hap [nginx]=$ngx [caddy-l4]=$vanilla [suite]=$suite)
+for p in $origin $origin_r $hap $ngx $vanilla $suite $gof $gof_r; do wait_port "$p"; done
+
+paths=(direct haproxy nginx caddy-l4 go-floor suite)
+declare -A port=([direct]=$origin [haproxy]=$hap [nginx]=$ngx [caddy-l4]=$vanilla [go-floor]=$gof [suite]=$suite)
 # The proxy processes, for their CPU use (direct has none).
-declare -A proc=([haproxy]=${pids[1]} [nginx]=${pids[2]} [caddy-l4]=${pids[3]} [suite]=${pids[4]})
+declare -A proc=([haproxy]=${pids[1]} [nginx]=${pids[2]} [caddy-l4]=${pids[3]} [suite]=${pids[4]} [go-floor]=${pids[5]})
 declare -A logs=([direct]="" [haproxy]=$work/haproxy.log [nginx]=$work/nginx/error.log
-	[caddy-l4]=$work/caddy-l4/log [suite]=$work/suite/log)
+	[caddy-l4]=$work/caddy-l4/log [go-floor]=$work/goproxy.log [suite]=$work/suite/log)
 
 addr() { # path workload: host:port wrk and curl use (SNI resume.localhost for W2R)
 	if [[ $2 == W2R ]]; then
-		if [[ $1 == direct ]]; then echo "resume.localhost:$origin_r"; else echo "resume.localhost:${port[$1]}"; fi
+		case $1 in
+		direct) echo "resume.localhost:$origin_r" ;;
+		go-floor) echo "resume.localhost:$gof_r" ;;
+		*) echo "resume.localhost:${port[$1]}" ;;
+		esac
 	else
 		echo "localhost:${port[$1]}"
 	fi
 }
 if [[ "${HOLD:-}" == 1 ]]; then
 	for p in "${paths[@]}"; do echo "$p https://$(addr "$p" W1)/1m https://$(addr "$p" W2R)/small (resolve to 127.0.0.1)"; done
-	echo "pids: ${pids[*]} (origin haproxy nginx caddy-l4 suite); Ctrl-C to stop"
+	echo "pids: ${pids[*]} (origin haproxy nginx caddy-l4 suite go-floor); Ctrl-C to stop"
 	sleep infinity &
 	pids+=($!)
 	wait $!
@@ -388,3 +402,22 @@ if has W2R; then
 	x=$(ratio "$(med W2R,suite)" "$(med W2R,nginx)")
 	echo "  W2R suite/nginx: $x (>= 1.00: $(verdict "$x" '>=' 1.00))"
 fi
+echo "targets (issue 5):"
+if has W1; then
+	x=$(ratio "$(med W1,suite)" "$(med W1,haproxy)")
+	echo "  W1  suite/haproxy: $x (>= 1.00: $(verdict "$x" '>=' 1.00))"
+fi
+if has W2; then
+	x=$(ratio "$(med W2,suite)" "$(med W2,haproxy)")
+	echo "  W2  suite/haproxy: $x (>= 0.90: $(verdict "$x" '>=' 0.90))"
+fi
+if has W3; then
+	a=$(awk -v a="$(med W3,suite,lat)" -v b="$(med W3,direct,lat)" 'BEGIN{printf "%.0f", a-b}')
+	echo "  W3  suite added time to first byte, p50: ${a} us (< 200 us: $(verdict "$a" '<=' 199))"
+fi
+echo "Go's floor (go-floor, a bare io.Copy proxy), for reading the suite's gaps:"
+for w in W2 W2R; do
+	has "$w" || continue
+	echo "  $w suite/go-floor: $(ratio "$(med "$w,suite")" "$(med "$w,go-floor")") conn/s;" \
+		"proxy CPU per connection: suite $(med "$w,suite,cpu") us, go-floor $(med "$w,go-floor,cpu") us, nginx $(med "$w,nginx,cpu") us"
+done
