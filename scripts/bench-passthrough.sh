@@ -382,15 +382,16 @@ for w in "${workloads[@]}"; do
 done
 
 echo
+# target W BASELINE MIN: the suite's median rate in W over BASELINE's, against MIN
+target() {
+	has "$1" || return 0
+	local x
+	x=$(ratio "$(med "$1,suite")" "$(med "$1,$2")")
+	printf '  %-3s suite/%s: %s (>= %s: %s)\n' "$1" "$2" "$x" "$3" "$(verdict "$x" '>=' "$3")"
+}
 echo "targets (../shared/BENCHMARKS.md):"
-if has W1; then
-	x=$(ratio "$(med W1,suite)" "$(med W1,direct)")
-	echo "  W1  suite/direct: $x (>= 0.90: $(verdict "$x" '>=' 0.90))"
-fi
-if has W2; then
-	x=$(ratio "$(med W2,suite)" "$(med W2,nginx)")
-	echo "  W2  suite/nginx: $x (>= 1.00: $(verdict "$x" '>=' 1.00))"
-fi
+target W1 direct 0.90
+target W2 nginx 1.00
 if has W3; then
 	a=$(added_us "$(med W3,suite)" "$(med W3,direct)")
 	echo "  W2  suite added time per connection (W3, c=1): ${a} us (<= 150 us: $(verdict "$a" '<=' 150));" \
@@ -398,19 +399,10 @@ if has W3; then
 elif has W2; then
 	echo "  W2  added time per connection: run W3 too"
 fi
-if has W2R; then
-	x=$(ratio "$(med W2R,suite)" "$(med W2R,nginx)")
-	echo "  W2R suite/nginx: $x (>= 1.00: $(verdict "$x" '>=' 1.00))"
-fi
+target W2R nginx 1.00
 echo "targets (issue 5):"
-if has W1; then
-	x=$(ratio "$(med W1,suite)" "$(med W1,haproxy)")
-	echo "  W1  suite/haproxy: $x (>= 1.00: $(verdict "$x" '>=' 1.00))"
-fi
-if has W2; then
-	x=$(ratio "$(med W2,suite)" "$(med W2,haproxy)")
-	echo "  W2  suite/haproxy: $x (>= 0.90: $(verdict "$x" '>=' 0.90))"
-fi
+target W1 haproxy 1.00
+target W2 haproxy 0.90
 if has W3; then
 	a=$(awk -v a="$(med W3,suite,lat)" -v b="$(med W3,direct,lat)" 'BEGIN{printf "%.0f", a-b}')
 	echo "  W3  suite added time to first byte, p50: ${a} us (< 200 us: $(verdict "$a" '<=' 199))"
