@@ -141,6 +141,11 @@ func (c *Caddy) admin(method, path, contentType string, body []byte) (int, strin
 	}
 	// the admin API refuses requests whose Origin/Host it does not expect
 	req.Host = c.Admin
+	// a fresh connection each time: every /load, failed ones included,
+	// replaces Caddy's admin server and shuts the old one down, closing
+	// its idle connections; a POST sent on a pooled one at that moment
+	// meets a reset, and Go does not retry a POST
+	req.Close = true
 	client := &http.Client{Timeout: 60 * time.Second}
 	resp, err := client.Do(req)
 	if err != nil {
