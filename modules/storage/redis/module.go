@@ -94,6 +94,8 @@ type Redis struct {
 
 	store  *store
 	logger *zap.Logger
+	// dialTCP, when set (tests), replaces the TCP connect of the dialer.
+	dialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Sentinel configures Redis Sentinel.
@@ -273,7 +275,11 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 	dialTimeout := orDefault(r.DialTimeout, DefaultDialTimeout)
 	readTimeout := orDefault(r.ReadTimeout, DefaultReadTimeout)
 	writeTimeout := orDefault(r.WriteTimeout, DefaultWriteTimeout)
-	dial := dialer(r.TLS, dialTimeout)
+	d := newDialer(r.TLS, dialTimeout, r.InsecurePlaintext, r.logger)
+	if r.dialTCP != nil {
+		d.dialTCP = r.dialTCP
+	}
+	dial := d.dial
 	addrs := r.allAddresses()
 	var client goredis.UniversalClient
 	switch {
@@ -330,6 +336,8 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 		h := hint(err)
 		msg := err.Error()
 		switch {
+		case errors.Is(err, errPlaintextRefused):
+			h = "" // the error says what to configure
 		case r.Sentinel != nil && (h == "" || strings.Contains(msg, "sentinels")):
 			h = " (check master_name and the Sentinels' addresses)"
 		case h == "" && r.TLS != nil &&

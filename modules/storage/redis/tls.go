@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
@@ -147,23 +145,4 @@ func (t *TLS) clientConfig(addr string) *tls.Config {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return crt, nil }
 	}
 	return cfg
-}
-
-// dialer returns go-redis's dial function: TCP, then TLS when t is set.
-func dialer(t *TLS, dialTimeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	nd := &net.Dialer{Timeout: dialTimeout, KeepAlive: 5 * time.Minute}
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := nd.DialContext(ctx, network, addr)
-		if err != nil || t == nil {
-			return conn, err
-		}
-		tconn := tls.Client(conn, t.clientConfig(addr))
-		hctx, cancel := context.WithTimeout(ctx, dialTimeout)
-		defer cancel()
-		if err := tconn.HandshakeContext(hctx); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("TLS handshake with Redis at %s: %w", addr, err)
-		}
-		return tconn, nil
-	}
 }
