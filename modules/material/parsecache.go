@@ -8,17 +8,27 @@ import (
 
 // parseCache keeps parsed certificates by the SHA-256 of their DER, so a
 // verifier that receives raw certificates does not parse the same client
-// leaf or intermediate again on every handshake. It is bounded: when full
-// it starts over.
+// leaf or intermediate again on every handshake. Only certificates that a
+// verification accepted enter it (Remember), never what a client merely
+// presented, so refused handshakes cannot fill it; each entry holds its
+// own copy of the DER (never a slice of a handshake message, which would
+// keep the whole message alive). It is bounded by entries and by bytes:
+// when either bound is reached it starts over.
 var parseCache = struct {
 	sync.RWMutex
-	m map[[32]byte]*x509.Certificate
+	m     map[[32]byte]*x509.Certificate
+	bytes int
 }{m: make(map[[32]byte]*x509.Certificate)}
 
-const maxParsed = 1 << 14
+const (
+	maxParsed      = 1 << 14
+	maxParsedBytes = 16 << 20
+)
 
-// ParseCertificate is x509.ParseCertificate with a cache. The returned
-// certificate is shared: callers must not modify it.
+// ParseCertificate returns the certificate der encodes: the cached one
+// when a verification accepted the same bytes before, else a fresh parse
+// of a private copy of der (not cached: see Remember). The returned
+// certificate may be shared: callers must not modify it.
 func ParseCertificate(der []byte) (*x509.Certificate, error) {
 	sum := sha256.Sum256(der)
 	parseCache.RLock()
@@ -27,15 +37,30 @@ func ParseCertificate(der []byte) (*x509.Certificate, error) {
 	if ok {
 		return c, nil
 	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
+	return x509.ParseCertificate(append([]byte(nil), der...))
+}
+
+// Remember caches certificates that a verification accepted; they must
+// come from ParseCertificate (so that their DER is a private copy) or from
+// a trust pool.
+func Remember(certs []*x509.Certificate) {
+	for _, c := range certs {
+		sum := sha256.Sum256(c.Raw)
+		parseCache.RLock()
+		cached := parseCache.m[sum] == c
+		parseCache.RUnlock()
+		if cached {
+			continue
+		}
+		parseCache.Lock()
+		if len(parseCache.m) >= maxParsed || parseCache.bytes+len(c.Raw) > maxParsedBytes {
+			clear(parseCache.m)
+			parseCache.bytes = 0
+		}
+		if _, ok := parseCache.m[sum]; !ok {
+			parseCache.m[sum] = c
+			parseCache.bytes += len(c.Raw)
+		}
+		parseCache.Unlock()
 	}
-	parseCache.Lock()
-	if len(parseCache.m) >= maxParsed {
-		clear(parseCache.m)
-	}
-	parseCache.m[sum] = c
-	parseCache.Unlock()
-	return c, nil
 }

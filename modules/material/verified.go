@@ -1,84 +1,98 @@
 package material
 
 import (
-	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
+	"weak"
 )
 
 // A live-pool client verifier (tls.client_auth.verifier.live_trust) runs
 // with crypto/tls in RequireAnyClientCert mode, because Caddy hands
 // crypto/tls a trust pool only once, at provision. crypto/tls then leaves
 // ConnectionState.VerifiedChains empty, although the verifier did verify
-// the chain. The verifier records each handshake it verified here, and
-// consumers of peer identity ask VerifiedLeaf instead of reading
-// VerifiedChains directly.
+// the chain. The verifier hands its result, the chain that verification
+// returned (trust anchor included), to every later consumer of the same
+// connection through RecordVerified and LookupVerified.
 //
-// A record is keyed by the address of the leaf's DER bytes: crypto/tls
-// parses the client's certificates afresh on every handshake (resumed ones
-// included) and every later ConnectionState of that connection (r.TLS in
-// net/http, caddy-l4's connection states) points at the same certificate,
-// so the key names one handshake, not one certificate: a certificate
-// verified on one connection policy is never taken as verified on another.
-// The digest guards against the address being reused after the memory is
-// freed. The record is bounded; when an old connection's record has been
-// evicted, its peer reads as unverified (fails closed).
+// A record belongs to its handshake: it is keyed by a weak pointer to the
+// leaf's DER bytes, the very buffer crypto/tls parsed this handshake's
+// certificates from (a fresh copy of the handshake message, or of the
+// session ticket on a resumption). Every later ConnectionState of the
+// connection (r.TLS in net/http, caddy-l4's connection states, Caddy's
+// verifiers) points at that same buffer through PeerCertificates[0].Raw.
+// A weak pointer names one object, not an address: a later handshake
+// whose buffer happens to land at the same address, with the same bytes,
+// gets a different key, so a record never outlives its buffer's object
+// and never vouches for another connection. The record is removed by a
+// runtime cleanup when the buffer is collected, i.e. when the connection
+// (and any session state holding its certificates) is gone.
 
-const maxVerifiedRecords = 1 << 16
+// Verified is one verification of a peer's chain made outside crypto/tls's
+// own chain building. It is immutable once recorded.
+type Verified struct {
+	// Chain is the chain that verification returned: the leaf first, then
+	// its issuers up to and including the trust anchor. Never the
+	// certificates the peer merely presented.
+	Chain []*x509.Certificate
+	// TrustDomain is the SPIFFE trust domain whose bundle holds the anchor
+	// (the leaf's SPIFFE ID is then of that domain); empty when the anchor
+	// belongs to a plain pool.
+	TrustDomain string
 
-type verifiedRecord struct {
-	digest [32]byte
+	memo atomic.Value
 }
 
-var verified = struct {
-	sync.Mutex
-	m     map[uintptr]verifiedRecord
-	order []uintptr // insertion order, for eviction
-	next  int
-}{m: make(map[uintptr]verifiedRecord)}
+// Memo returns what a consumer derived from the record with SetMemo (the
+// peer identity), or nil.
+func (v *Verified) Memo() any { return v.memo.Load() }
 
-func rawKey(raw []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(raw))) }
+// SetMemo stores m unless a memo is already set, and returns the memo in
+// force: concurrent builders agree on one value.
+func (v *Verified) SetMemo(m any) any {
+	if v.memo.CompareAndSwap(nil, m) {
+		return m
+	}
+	return v.memo.Load()
+}
 
-// MarkVerified records that the handshake whose leaf DER is leafRaw (the
-// very slice crypto/tls gave the verifier) was verified by a live pool.
-func MarkVerified(leafRaw []byte) {
-	if len(leafRaw) == 0 {
+var (
+	verifiedRecords sync.Map     // weak.Pointer[byte] -> *Verified
+	verifiedLive    atomic.Int64 // records not yet cleaned up, for tests
+)
+
+// RecordVerified records v as the verification of the handshake whose
+// leaf DER is leafRaw: the very slice crypto/tls handed the verifier
+// (PeerCertificates[0].Raw), not a copy.
+func RecordVerified(leafRaw []byte, v *Verified) {
+	if len(leafRaw) == 0 || v == nil || len(v.Chain) == 0 {
 		return
 	}
-	rec := verifiedRecord{digest: sha256.Sum256(leafRaw)}
-	key := rawKey(leafRaw)
-	verified.Lock()
-	defer verified.Unlock()
-	if _, ok := verified.m[key]; !ok {
-		if len(verified.order) < maxVerifiedRecords {
-			verified.order = append(verified.order, key)
-		} else {
-			delete(verified.m, verified.order[verified.next])
-			verified.order[verified.next] = key
-			verified.next = (verified.next + 1) % maxVerifiedRecords
-		}
+	p := unsafe.SliceData(leafRaw)
+	key := weak.Make(p)
+	if _, loaded := verifiedRecords.Swap(key, v); !loaded {
+		verifiedLive.Add(1)
+		runtime.AddCleanup(p, func(k weak.Pointer[byte]) {
+			verifiedRecords.Delete(k)
+			verifiedLive.Add(-1)
+		}, key)
 	}
-	verified.m[key] = rec
+	runtime.KeepAlive(leafRaw)
 }
 
-// VerifiedLeaf returns the peer's leaf certificate if its chain was
-// verified in this handshake, by crypto/tls (VerifiedChains) or by a
-// live-pool verifier; otherwise nil.
-func VerifiedLeaf(cs *tls.ConnectionState) *x509.Certificate {
-	if cs == nil || len(cs.PeerCertificates) == 0 {
+// LookupVerified returns the verification recorded for the handshake whose
+// leaf DER is leafRaw (PeerCertificates[0].Raw of any ConnectionState of
+// that connection), or nil: nothing outside crypto/tls verified it.
+func LookupVerified(leafRaw []byte) *Verified {
+	if len(leafRaw) == 0 {
 		return nil
 	}
-	if len(cs.VerifiedChains) > 0 && len(cs.VerifiedChains[0]) > 0 {
-		return cs.VerifiedChains[0][0]
+	v, ok := verifiedRecords.Load(weak.Make(unsafe.SliceData(leafRaw)))
+	runtime.KeepAlive(leafRaw)
+	if !ok {
+		return nil
 	}
-	leaf := cs.PeerCertificates[0]
-	verified.Lock()
-	rec, ok := verified.m[rawKey(leaf.Raw)]
-	verified.Unlock()
-	if ok && rec.digest == sha256.Sum256(leaf.Raw) {
-		return leaf
-	}
-	return nil
+	return v.(*Verified)
 }

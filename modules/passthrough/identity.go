@@ -6,7 +6,8 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"github.com/pires/go-proxyproto/tlvparse"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	peerid "github.com/trustline/trustline/modules/peer"
 )
 
 // When caddy-l4's tls handler terminated the client's TLS at layer 4
@@ -21,9 +22,14 @@ import (
 //   - 0xE0, a custom TLV: the SPIFFE ID of the verified leaf (its one
 //     spiffe:// URI SAN), when it has one.
 //
-// Identity comes only from a verified chain (VerifiedChains[0][0]); a
-// certificate that was presented but not verified yields the SSL TLV with
-// a non-zero verify field and nothing else.
+// Identity comes only from the chain that was verified for this
+// connection, read through peer.FromState (imported as peerid), the one reader every consumer
+// of the suite uses: crypto/tls's VerifiedChains, or the chain that the
+// live_trust verifier verified in this handshake (under terminate_tls or
+// caddy-l4's tls handler with `verifier live_trust`), with a SPIFFE ID
+// only when the anchor may vouch for its trust domain. A certificate that
+// was presented but not verified yields the SSL TLV with a non-zero
+// verify field and nothing else.
 const (
 	// TLVSPIFFEID is the PROXY v2 TLV type carrying the client's SPIFFE ID.
 	TLVSPIFFEID proxyproto.PP2Type = 0xE0
@@ -36,15 +42,11 @@ type clientIdentity struct {
 }
 
 func verifiedIdentity(cs *tls.ConnectionState) *clientIdentity {
-	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+	id := peerid.FromState(cs)
+	if id == nil {
 		return nil
 	}
-	leaf := cs.VerifiedChains[0][0]
-	id := &clientIdentity{cn: leaf.Subject.CommonName, der: leaf.Raw}
-	if sid, err := x509svid.IDFromCert(leaf); err == nil {
-		id.spiffeID = sid.String()
-	}
-	return id
+	return &clientIdentity{cn: id.CommonName, spiffeID: id.SPIFFEID, der: id.Raw}
 }
 
 // String is the identity for logs: the SPIFFE ID, else the CN.

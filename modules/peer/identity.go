@@ -37,6 +37,12 @@ type Identity struct {
 	SPIFFEID string
 	// TrustDomain is the trust domain of SPIFFEID ("example.org").
 	TrustDomain string
+	// AnchorTrustDomain is the SPIFFE trust domain whose bundle holds the
+	// trust anchor of the verified chain (SPIFFEID is then of that same
+	// domain: an authority vouches for its own trust domain only); empty
+	// when the anchor is a plain CA (a PEM bundle, a truststore, a pki CA),
+	// which vouches for any SPIFFE ID it issues.
+	AnchorTrustDomain string
 	// SPIFFEReason explains why a leaf with URI SANs has no SPIFFE ID
 	// (two URI SANs, a non-spiffe scheme, a serverAuth-only leaf, ...);
 	// empty when SPIFFEID is set or the leaf has no URI SAN at all.
@@ -176,39 +182,47 @@ func checkSVID(leaf *x509.Certificate) error {
 	return nil
 }
 
-// FromChains returns the cached identity of the leaf of the first verified
-// chain, or nil when there is no verified chain: an unverified peer has no
-// identity.
+// FromChains returns the identity of the first chain crypto/tls verified
+// that may vouch for its leaf (material.ScopeChains: a chain anchored at a
+// SPIFFE bundle's authority only for an X509-SVID of that authority's
+// trust domain), or nil: an unverified peer, or one whose chain vouches
+// for nothing, has no identity.
 func FromChains(verifiedChains [][]*x509.Certificate) *Identity {
-	if len(verifiedChains) == 0 || len(verifiedChains[0]) == 0 {
-		return nil
-	}
-	return lookup(verifiedChains[0][0], verifiedChains[0])
+	id, _ := fromChains(verifiedChains)
+	return id
 }
 
-// FromState returns the cached identity of the connection's verified
-// peer, or nil: the leaf of the first chain crypto/tls verified, or else a
-// leaf that a live-pool verifier (truststore's `verifier live_trust`, which
-// runs with crypto/tls in RequireAnyClientCert mode) verified during this
-// handshake, as recorded by material.VerifiedLeaf; its chain is then the
-// one the client presented.
+// FromState returns the identity of the connection's verified peer, or
+// nil. It reads the chain that verification returned, never what the
+// peer presented: crypto/tls's VerifiedChains, or else the chain that a
+// live-pool verifier (truststore's `verifier live_trust`, which runs with
+// crypto/tls in RequireAnyClientCert mode) verified during this very
+// handshake and recorded for it (material.LookupVerified).
 func FromState(cs *tls.ConnectionState) *Identity {
-	if cs == nil {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
 		return nil
 	}
-	if id := FromChains(cs.VerifiedChains); id != nil {
-		return id
+	if len(cs.VerifiedChains) > 0 {
+		return FromChains(cs.VerifiedChains)
 	}
-	if len(cs.PeerCertificates) == 0 {
-		return nil
-	}
-	if leaf := material.VerifiedLeaf(cs); leaf != nil {
-		return lookup(leaf, cs.PeerCertificates)
+	if rec := material.LookupVerified(cs.PeerCertificates[0].Raw); rec != nil {
+		return fromRecord(rec)
 	}
 	return nil
 }
 
-// The identity cache.
+// fromRecord is the identity of a live_trust verification, built once and
+// kept in the record (which lives as long as the connection's buffer).
+func fromRecord(rec *material.Verified) *Identity {
+	if m := rec.Memo(); m != nil {
+		return m.(*Identity)
+	}
+	id := NewIdentity(rec.Chain[0], rec.Chain)
+	id.AnchorTrustDomain = rec.TrustDomain
+	return rec.SetMemo(id).(*Identity)
+}
+
+// The identity cache of chains crypto/tls verified.
 //
 // The identity is computed once per connection and read on every request.
 // crypto/tls parses the peer's certificates once per handshake and keeps the
@@ -229,22 +243,47 @@ func FromState(cs *tls.ConnectionState) *Identity {
 //
 // Keying by the certificate's SHA-256 instead would cost a hash of ~500+
 // bytes per request; keying by *tls.ConnectionState would miss, because
-// each consumer (HTTP/1, HTTP/2, caddy-l4) holds its own copy.
+// each consumer (HTTP/1, HTTP/2, caddy-l4) holds its own copy. A chain
+// that vouches for nothing is cached too (as its *material.ScopeError), so
+// that it is refused as cheaply as an identity is found.
 var (
-	cache    sync.Map // weak.Pointer[x509.Certificate] -> *Identity
+	cache    sync.Map // weak.Pointer[x509.Certificate] -> *Identity or *material.ScopeError
 	computed atomic.Int64
 )
 
-func lookup(leaf *x509.Certificate, chain []*x509.Certificate) *Identity {
+// fromChains returns the identity of crypto/tls's verified chains, or the
+// reason they vouch for no identity.
+func fromChains(verifiedChains [][]*x509.Certificate) (*Identity, error) {
+	if len(verifiedChains) == 0 || len(verifiedChains[0]) == 0 {
+		return nil, nil
+	}
+	leaf := verifiedChains[0][0]
 	key := weak.Make(leaf)
-	if v, ok := cache.Load(key); ok {
-		return v.(*Identity)
+	v, ok := cache.Load(key)
+	if !ok {
+		v = buildFromChains(verifiedChains)
+		if prev, loaded := cache.LoadOrStore(key, v); loaded {
+			v = prev
+		} else {
+			runtime.AddCleanup(leaf, func(k weak.Pointer[x509.Certificate]) { cache.Delete(k) }, key)
+		}
 	}
-	id := NewIdentity(leaf, chain)
-	if v, loaded := cache.LoadOrStore(key, id); loaded {
-		return v.(*Identity)
+	if serr, refused := v.(*material.ScopeError); refused {
+		return nil, serr
 	}
-	runtime.AddCleanup(leaf, func(k weak.Pointer[x509.Certificate]) { cache.Delete(k) }, key)
+	return v.(*Identity), nil
+}
+
+func buildFromChains(verifiedChains [][]*x509.Certificate) any {
+	chain, td, err := material.ScopeChains(verifiedChains)
+	if err != nil {
+		if serr, ok := err.(*material.ScopeError); ok {
+			return serr
+		}
+		return &material.ScopeError{Reason: err.Error()}
+	}
+	id := NewIdentity(chain[0], chain)
+	id.AnchorTrustDomain = td
 	return id
 }
 

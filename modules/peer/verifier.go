@@ -1,7 +1,6 @@
 package peer
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -93,13 +92,18 @@ var errUnverified = errors.New("peer: client certificate was not verified agains
 // VerifyClientCertificate is called by Caddy during every handshake in
 // which the client sent a certificate (resumed sessions included).
 func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) error {
-	peer := verifiedPeer(rawCerts, verifiedChains)
+	peer, scopeErr := verifiedPeer(rawCerts, verifiedChains)
 	if peer == nil {
-		v.refusal("client certificate not verified", nil, zap.String("reason", "no verified chain: crypto/tls did not verify the certificate (client_auth has no trust_pool, or mode is request/require) and no live_trust verifier before this one verified it"))
+		reason := "no verified chain: crypto/tls did not verify the certificate (client_auth has no trust_pool, or mode is request/require) and no live_trust verifier before this one verified it"
+		err := errUnverified
+		if scopeErr != nil {
+			reason, err = scopeErr.Error(), fmt.Errorf("peer: client certificate refused: %w", scopeErr)
+		}
+		v.refusal("client certificate not verified", nil, zap.String("reason", reason))
 		if v.Shadow {
 			return nil
 		}
-		return errUnverified
+		return err
 	}
 	if v.Revocation != nil {
 		refuse, msg, soft := v.Revocation.verify(peer.chain)
@@ -132,37 +136,35 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 	return nil
 }
 
-// peerChain is a verified client: its chain (leaf first) and identity.
+// peerChain is a verified client: the chain verification returned (leaf
+// first, trust anchor last) and its identity.
 type peerChain struct {
 	chain []*x509.Certificate
 	id    *Identity
 }
 
-// verifiedPeer returns the verified client of a handshake: the first chain
+// verifiedPeer returns the verified client of a handshake: the chain
 // crypto/tls verified, or else (with truststore's live_trust verifier
-// listed before this one) the presented chain whose leaf live_trust
-// verified; nil when nothing verified it.
-func verifiedPeer(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) *peerChain {
-	if len(verifiedChains) > 0 && len(verifiedChains[0]) > 0 {
-		return &peerChain{chain: verifiedChains[0], id: FromChains(verifiedChains)}
+// listed before this one) the chain live_trust verified and recorded for
+// this handshake; nil when nothing verified it, or (with scopeErr) when
+// the chain leads to a SPIFFE authority that may not vouch for the leaf.
+func verifiedPeer(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) (peer *peerChain, scopeErr error) {
+	if len(verifiedChains) > 0 {
+		id, err := fromChains(verifiedChains)
+		if id == nil {
+			return nil, err
+		}
+		chain, _, _ := material.ScopeChains(verifiedChains) // the chain id was built from
+		return &peerChain{chain: chain, id: id}, nil
 	}
 	if len(rawCerts) == 0 {
-		return nil
+		return nil, nil
 	}
-	// live_trust records the very DER slice Caddy gave every verifier
-	probe := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{Raw: rawCerts[0]}}}
-	if material.VerifiedLeaf(probe) == nil {
-		return nil
+	rec := material.LookupVerified(rawCerts[0])
+	if rec == nil {
+		return nil, nil
 	}
-	chain := make([]*x509.Certificate, 0, len(rawCerts))
-	for _, raw := range rawCerts {
-		c, err := material.ParseCertificate(raw)
-		if err != nil {
-			return nil
-		}
-		chain = append(chain, c)
-	}
-	return &peerChain{chain: chain, id: lookup(chain[0], chain)}
+	return &peerChain{chain: rec.Chain, id: fromRecord(rec)}, nil
 }
 
 // refusal logs a refusal (or, in shadow mode, what would be refused).

@@ -1,9 +1,11 @@
 package peer
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -158,14 +160,16 @@ func TestVerifierCaddyfile(t *testing.T) {
 }
 
 // TestLiveTrustVerifiedLeaf: a leaf that truststore's live_trust verifier
-// verified (recorded through material.MarkVerified, with crypto/tls in
-// RequireAnyClientCert mode and so no VerifiedChains) has an identity; a
+// verified (recorded through material.RecordVerified, with crypto/tls in
+// RequireAnyClientCert mode and so no VerifiedChains) has an identity,
+// built from the chain verification returned, not the presented one; a
 // copy of the same bytes that nobody verified does not.
 func TestLiveTrustVerifiedLeaf(t *testing.T) {
 	ca := testpki.NewCA(t, "root")
 	inter := ca.NewIntermediate(t, "inter")
 	leaf := inter.Issue(t, testpki.URI("spiffe://example.org/ops/alice"))
-	raw := [][]byte{leaf.Cert.Raw, inter.Cert.Raw}
+	junk := testpki.NewCA(t, "self-made root")
+	raw := [][]byte{leaf.Cert.Raw, inter.Cert.Raw, junk.Cert.Raw}
 	v := &Verifier{Patterns: Patterns{SPIFFEID: []string{"spiffe://example.org/ops/*"}}}
 	if err := v.compile(); err != nil {
 		t.Fatal(err)
@@ -174,7 +178,7 @@ func TestLiveTrustVerifiedLeaf(t *testing.T) {
 	if err := v.VerifyClientCertificate(raw, nil); err != errUnverified {
 		t.Fatalf("before live_trust verified it: %v", err)
 	}
-	material.MarkVerified(raw[0])
+	material.RecordVerified(raw[0], &material.Verified{Chain: []*x509.Certificate{leaf.Cert, inter.Cert, ca.Cert}})
 	if err := v.VerifyClientCertificate(raw, nil); err != nil {
 		t.Fatalf("after live_trust verified it: %v", err)
 	}
@@ -182,13 +186,16 @@ func TestLiveTrustVerifiedLeaf(t *testing.T) {
 	if err := v.VerifyClientCertificate(copied, nil); err != errUnverified {
 		t.Fatalf("an unverified copy: %v", err)
 	}
-	cs := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf.Cert, inter.Cert}}
+	presented := &x509.Certificate{Raw: raw[0]}
+	cs := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{presented, inter.Cert, junk.Cert}}
 	id := FromState(cs)
-	if id == nil || id.SPIFFEID != "spiffe://example.org/ops/alice" || len(id.Chain) != 1 {
+	if id == nil || id.SPIFFEID != "spiffe://example.org/ops/alice" || len(id.Chain) != 2 ||
+		!bytes.Equal(id.Chain[0], inter.Cert.Raw) || !bytes.Equal(id.Chain[1], ca.Cert.Raw) {
 		t.Fatalf("FromState after live_trust: %+v", id)
 	}
 	other := ca.Issue(t, testpki.URI("spiffe://example.org/ops/alice"))
 	if FromState(&tls.ConnectionState{PeerCertificates: []*x509.Certificate{other.Cert}}) != nil {
 		t.Fatal("an unverified leaf has an identity")
 	}
+	runtime.KeepAlive(raw)
 }

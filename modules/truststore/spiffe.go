@@ -118,6 +118,8 @@ func (s *SPIFFEBundle) Provision(ctx caddy.Context) error {
 				if err := checkAnchors(auth, logger, tds[i].String()); err != nil {
 					return nil, fmt.Errorf("spiffe_bundle %w", err)
 				}
+				// these authorities vouch for this trust domain's SVIDs only
+				material.ScopeAnchors(tds[i].Name(), auth)
 				certs = append(certs, auth...)
 				if b.URL != "" {
 					hint := time.Duration(s.DefaultRefresh)

@@ -63,19 +63,33 @@ func (v *LiveTrust) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// errNoPool refuses a handshake when the pool source has no current
+// version: x509.VerifyOptions with nil Roots would mean the system roots.
+var errNoPool = errors.New("live_trust: the trust pool has no current version; refusing the client certificate")
+
 // VerifyClientCertificate verifies the presented chain (rawCerts: the leaf,
 // then the intermediates the client sent) against the current pool, for
-// the clientAuth usage.
+// the clientAuth usage. A chain that leads to a SPIFFE bundle's authority
+// must end in an X509-SVID of that authority's own trust domain
+// (material.ScopeChains). The chain that verification returned, anchor
+// included, is recorded for this connection (material.RecordVerified):
+// it, and never the presented chain, is what the peer identity, the
+// revocation checks and the forwarded headers read.
 func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 	if len(rawCerts) == 0 {
 		return errors.New("no client certificate")
+	}
+	roots := v.pool.CertPool()
+	if roots == nil {
+		v.logger.Error("client certificate refused", zap.Error(errNoPool))
+		return errNoPool
 	}
 	leaf, err := material.ParseCertificate(rawCerts[0])
 	if err != nil {
 		return fmt.Errorf("client certificate: %w", err)
 	}
 	opts := x509.VerifyOptions{
-		Roots:       v.pool.CertPool(),
+		Roots:       roots,
 		CurrentTime: time.Now(),
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
@@ -89,7 +103,13 @@ func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certi
 			opts.Intermediates.AddCert(c)
 		}
 	}
-	if _, err := leaf.Verify(opts); err != nil {
+	chains, err := leaf.Verify(opts)
+	var chain []*x509.Certificate
+	var td string
+	if err == nil {
+		chain, td, err = material.ScopeChains(chains)
+	}
+	if err != nil {
 		if ce := v.logger.Check(zapcore.InfoLevel, "client certificate refused"); ce != nil {
 			ce.Write(zap.String("subject", leaf.Subject.String()),
 				zap.String("issuer", leaf.Issuer.String()),
@@ -98,7 +118,8 @@ func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certi
 		}
 		return err
 	}
-	material.MarkVerified(rawCerts[0])
+	material.Remember(chain[:len(chain)-1])
+	material.RecordVerified(rawCerts[0], &material.Verified{Chain: chain, TrustDomain: td})
 	return nil
 }
 

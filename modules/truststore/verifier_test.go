@@ -48,8 +48,8 @@ func TestLiveTrustAndVerifiedLeaf(t *testing.T) {
 	v := &LiveTrust{pool: staticPool{trusted.Pool()}, logger: zap.NewNop()}
 
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if leaf := material.VerifiedLeaf(r.TLS); leaf != nil {
-			fmt.Fprintf(w, "verified %s %s", leaf.Subject.CommonName, r.Proto)
+		if rec := material.LookupVerified(r.TLS.PeerCertificates[0].Raw); rec != nil {
+			fmt.Fprintf(w, "verified %s %s", rec.Chain[0].Subject.CommonName, r.Proto)
 			return
 		}
 		fmt.Fprintf(w, "unverified %s", r.Proto)
