@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,20 +19,31 @@ import (
 // A sealed value is laid out as:
 //
 //	0x00 'T' 'L' 'E'   magic (a PEM or JSON value never starts with 0x00)
-//	0x01               format version
+//	0x02               format version
 //	n                  length of the key id (1..64)
 //	id[n]              the key id, ASCII
+//	generation[8]      big-endian: when the value was written (Unix
+//	                   nanoseconds of the writer's clock, raised to stay
+//	                   above every generation the writer saw at that key)
 //	nonce[12]          AES-GCM nonce
 //	ciphertext+tag     AES-256-GCM of the value
 //
-// The additional data of the AEAD is the header (magic through id) followed
-// by a 0x00 and the storage key, so a sealed value moved to another key in
-// Redis fails to open as surely as a modified one.
+// The additional data of the AEAD is the header (magic through generation)
+// followed by a 0x00 and the Redis key of the value as Redis sees it
+// ("{prefix}:v:<key>"), so a sealed value moved to another key or to
+// another key prefix fails to open as surely as a modified one, and its
+// generation cannot be changed.
+//
+// Version 1 (read, never written) had no generation and bound the storage
+// key without the prefix: magic, 0x01, n, id, nonce, ciphertext+tag, with
+// the header and the storage key as additional data.
 const (
-	sealMagic   = "\x00TLE"
-	sealVersion = 1
-	nonceSize   = 12
-	maxKeyIDLen = 64
+	sealMagic     = "\x00TLE"
+	sealVersion   = 2
+	sealVersionV1 = 1
+	generationLen = 8
+	nonceSize     = 12
+	maxKeyIDLen   = 64
 )
 
 // errNotSealed means that the value does not carry the sealed header.
@@ -41,8 +53,10 @@ var keyIDRE = regexp.MustCompile(`^[A-Za-z0-9._:@+-]{1,64}$`)
 
 // sealedHeader is the decoded header of a sealed value.
 type sealedHeader struct {
+	version    byte
 	keyID      string
-	aad        []byte // magic..id, the first part of the additional data
+	generation int64  // 0 in version 1
+	aad        []byte // magic..generation, the first part of the additional data
 	nonce      []byte
 	ciphertext []byte
 }
@@ -59,8 +73,9 @@ func parseSealed(b []byte) (sealedHeader, error) {
 	if len(rest) < 2 {
 		return sealedHeader{}, errors.New("sealed value truncated in its header")
 	}
-	if rest[0] != sealVersion {
-		return sealedHeader{}, fmt.Errorf("sealed value has format version %d, this build reads version %d", rest[0], sealVersion)
+	version := rest[0]
+	if version != sealVersion && version != sealVersionV1 {
+		return sealedHeader{}, fmt.Errorf("sealed value has format version %d, this build reads versions %d and %d", version, sealVersionV1, sealVersion)
 	}
 	n := int(rest[1])
 	rest = rest[2:]
@@ -72,12 +87,25 @@ func parseSealed(b []byte) (sealedHeader, error) {
 		return sealedHeader{}, errors.New("sealed value has a malformed key id")
 	}
 	rest = rest[n:]
+	var gen int64
+	if version == sealVersion {
+		if len(rest) < generationLen {
+			return sealedHeader{}, fmt.Errorf("sealed value (key id %q) is truncated", id)
+		}
+		gen = int64(binary.BigEndian.Uint64(rest))
+		if gen <= 0 {
+			return sealedHeader{}, fmt.Errorf("sealed value (key id %q) has a malformed generation", id)
+		}
+		rest = rest[generationLen:]
+	}
 	if len(rest) < nonceSize+16 {
 		return sealedHeader{}, fmt.Errorf("sealed value (key id %q) is truncated", id)
 	}
-	headerLen := len(sealMagic) + 2 + n
+	headerLen := len(b) - len(rest)
 	return sealedHeader{
+		version:    version,
 		keyID:      id,
+		generation: gen,
 		aad:        b[:headerLen],
 		nonce:      rest[:nonceSize],
 		ciphertext: rest[nonceSize:],
@@ -119,13 +147,18 @@ func additionalData(header []byte, key string) []byte {
 	return append(ad, key...)
 }
 
-// seal encrypts value for storage key under the current key.
-func (s *sealer) seal(key string, value []byte) ([]byte, error) {
+// seal encrypts value under the current key, for the value at redisKey
+// (the key as Redis sees it, prefix included), with generation gen (> 0).
+func (s *sealer) seal(redisKey string, gen int64, value []byte) ([]byte, error) {
+	if gen <= 0 {
+		return nil, fmt.Errorf("sealing with generation %d", gen)
+	}
 	k := s.keys[0]
-	header := make([]byte, 0, len(sealMagic)+2+len(k.id))
+	header := make([]byte, 0, len(sealMagic)+2+len(k.id)+generationLen)
 	header = append(header, sealMagic...)
 	header = append(header, sealVersion, byte(len(k.id)))
 	header = append(header, k.id...)
+	header = binary.BigEndian.AppendUint64(header, uint64(gen))
 	out := make([]byte, len(header), len(header)+nonceSize+len(value)+k.aead.Overhead())
 	copy(out, header)
 	nonce := make([]byte, nonceSize)
@@ -133,34 +166,41 @@ func (s *sealer) seal(key string, value []byte) ([]byte, error) {
 		return nil, fmt.Errorf("generating a nonce: %w", err)
 	}
 	out = append(out, nonce...)
-	return k.aead.Seal(out, nonce, value, additionalData(header, key)), nil
+	return k.aead.Seal(out, nonce, value, additionalData(header, redisKey)), nil
 }
 
-// open decrypts a stored value. A value without the sealed header is
-// refused unless plaintext reads are allowed.
-func (s *sealer) open(key string, stored []byte) ([]byte, error) {
+// open decrypts a stored value: key is the storage key (named in errors,
+// and bound by version 1), redisKey the key as Redis sees it (bound by
+// version 2). It returns the value's generation (0 for version 1). A value
+// without the sealed header is refused unless plaintext reads are allowed.
+func (s *sealer) open(key, redisKey string, stored []byte) ([]byte, int64, error) {
 	h, err := parseSealed(stored)
 	if errors.Is(err, errNotSealed) {
 		if s.allowPlaintextReads {
-			return stored, nil
+			return stored, 0, nil
 		}
-		return nil, fmt.Errorf("value at %q is not encrypted (it was written without encryption); "+
+		return nil, 0, fmt.Errorf("value at %q is not encrypted (it was written without encryption); "+
 			"set allow_plaintext_reads in the encryption block while migrating", key)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("value at %q: %w", key, err)
+		return nil, 0, fmt.Errorf("value at %q: %w", key, err)
 	}
 	k, ok := s.byID[h.keyID]
 	if !ok {
-		return nil, fmt.Errorf("value at %q is encrypted with key id %q, which is not configured (configured ids: %s)",
+		return nil, 0, fmt.Errorf("value at %q is encrypted with key id %q, which is not configured (configured ids: %s)",
 			key, h.keyID, s.ids())
 	}
-	plain, err := k.aead.Open(nil, h.nonce, h.ciphertext, additionalData(h.aad, key))
+	bound := redisKey
+	if h.version == sealVersionV1 {
+		bound = key
+	}
+	plain, err := k.aead.Open(nil, h.nonce, h.ciphertext, additionalData(h.aad, bound))
 	if err != nil {
-		return nil, fmt.Errorf("value at %q does not open with key id %q (%s): wrong key, or the value was modified in Redis",
+		return nil, 0, fmt.Errorf("value at %q does not open with key id %q (%s): wrong key, or the value was modified in Redis "+
+			"or moved there from another key or key prefix",
 			key, k.id, k.source)
 	}
-	return plain, nil
+	return plain, h.generation, nil
 }
 
 func (s *sealer) ids() string {

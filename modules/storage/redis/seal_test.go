@@ -134,7 +134,8 @@ func TestEncryptionTamperedValue(t *testing.T) {
 		"a flipped ciphertext bit": flip,
 		"truncated":                orig[:len(orig)-5],
 		"header only":              orig[:len(sealMagic)+2+2],
-		"other id in the header":   append([]byte(sealMagic+"\x01\x02k2"), orig[len(sealMagic)+4:]...),
+		"other id in the header":   append([]byte(sealMagic+"\x02\x02k2"), orig[len(sealMagic)+4:]...),
+		"version 1 header":         append([]byte(sealMagic+"\x01"), orig[len(sealMagic)+1:]...),
 	}
 	moved, _ := raw.HGet(ctx, "{caddy}:v:b/cert", "v").Bytes()
 	cases["another key's value moved here"] = moved
@@ -246,20 +247,37 @@ func TestLoadSealKeyErrors(t *testing.T) {
 	}
 }
 
+// sealV1 seals value as version 1 did (no generation, the storage key
+// alone as additional data), to test that such values still open.
+func sealV1(t testing.TB, k *sealKey, key string, value []byte) []byte {
+	t.Helper()
+	header := append([]byte(sealMagic), sealVersionV1, byte(len(k.id)))
+	header = append(header, k.id...)
+	nonce := make([]byte, nonceSize)
+	rand.Read(nonce)
+	out := append(append([]byte(nil), header...), nonce...)
+	return k.aead.Seal(out, nonce, value, additionalData(header, key))
+}
+
 // FuzzParseSealed: the header decoder never panics, and what it accepts
 // is self-consistent.
 func FuzzParseSealed(f *testing.F) {
-	s, err := newSealer([]*sealKey{testKey(f, "seed")}, false)
+	k := testKey(f, "seed")
+	s, err := newSealer([]*sealKey{k}, false)
 	if err != nil {
 		f.Fatal(err)
 	}
-	sealed, _ := s.seal("k", []byte("value"))
+	sealed, _ := s.seal("{caddy}:v:k", 1, []byte("value"))
+	v1 := sealV1(f, k, "k", []byte("value"))
 	f.Add(sealed)
+	f.Add(v1)
 	f.Add([]byte(sealMagic))
 	f.Add([]byte(sealMagic + "\x01"))
 	f.Add([]byte(sealMagic + "\x01\x00"))
 	f.Add([]byte(sealMagic + "\x02\x01a"))
+	f.Add([]byte(sealMagic + "\x02\x01a\x00\x00\x00\x00\x00\x00\x00\x00"))
 	f.Add([]byte(sealMagic + "\x01\xffa"))
+	f.Add([]byte(sealMagic + "\x03\x01a"))
 	f.Add([]byte("-----BEGIN CERTIFICATE-----"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -269,7 +287,7 @@ func FuzzParseSealed(f *testing.F) {
 				t.Fatal("partial header returned with an error")
 			}
 			// opening it is an error too, never the bytes
-			if v, err := s.open("k", b); err == nil && isSealed(b) {
+			if v, _, err := s.open("k", "{caddy}:v:k", b); err == nil && isSealed(b) {
 				t.Fatalf("opened a malformed sealed value: %q", v)
 			}
 			return
@@ -277,10 +295,13 @@ func FuzzParseSealed(f *testing.F) {
 		if !keyIDRE.MatchString(h.keyID) || len(h.nonce) != nonceSize || len(h.ciphertext) < 16 {
 			t.Fatalf("accepted an inconsistent header: %+v", h)
 		}
+		if (h.version == sealVersion) != (h.generation > 0) {
+			t.Fatalf("version %d with generation %d", h.version, h.generation)
+		}
 		if len(h.aad)+nonceSize+len(h.ciphertext) != len(b) {
 			t.Fatal("header parts do not add up to the value")
 		}
-		if v, err := s.open("k", b); err == nil && !bytes.Equal(b, sealed) {
+		if v, _, err := s.open("k", "{caddy}:v:k", b); err == nil && !bytes.Equal(b, sealed) && !bytes.Equal(b, v1) {
 			t.Fatalf("a value not sealed by the key opened: %q", v)
 		}
 	})

@@ -136,6 +136,7 @@ type store struct {
 	lockPfx    string
 	changes    string  // pub/sub channel of stored and deleted keys
 	sealer     *sealer // nil: values stored as given
+	gens       *generations
 	lockTTL    time.Duration
 	logger     *zap.Logger
 	addrs      string // for logs
@@ -158,6 +159,7 @@ func newStore(client goredis.UniversalClient, prefix string, s *sealer, lockTTL 
 		lockPfx:  tag + ":l:",
 		changes:  tag + ":changes",
 		sealer:   s,
+		gens:     newGenerations(),
 		lockTTL:  lockTTL,
 		logger:   logger,
 		addrs:    addrs,
@@ -232,9 +234,11 @@ func (s *store) Store(ctx context.Context, key string, value []byte) error {
 		return errors.New("storage redis: store: empty key")
 	}
 	stored := value
+	var gen int64
 	if s.sealer != nil {
 		var err error
-		if stored, err = s.sealer.seal(key, value); err != nil {
+		gen = s.gens.next(key)
+		if stored, err = s.sealer.seal(s.valueKey(key), gen, value); err != nil {
 			return fmt.Errorf("storage redis: store %q: %w", key, err)
 		}
 	}
@@ -255,6 +259,9 @@ func (s *store) Store(ctx context.Context, key string, value []byte) error {
 	case res > 0:
 		return fmt.Errorf("storage redis: store %q: %q is a value, not a directory", key, keys[res+1][len(s.valuePfx):])
 	}
+	if gen != 0 {
+		s.gens.wrote(key, gen)
+	}
 	return nil
 }
 
@@ -271,7 +278,14 @@ func (s *store) Load(ctx context.Context, key string) ([]byte, error) {
 		var plain []byte
 		var err error
 		if s.sealer != nil {
-			plain, err = s.sealer.open(key, []byte(v))
+			var gen int64
+			if plain, gen, err = s.sealer.open(key, s.valueKey(key), []byte(v)); err == nil {
+				if err = s.gens.read(key, gen); err != nil {
+					plain = nil
+					s.logger.Error("refusing a sealed value older than one this node already read or wrote at the same key "+
+						"(an older value written back in Redis?)", zap.String("key", key), zap.Error(err))
+				}
+			}
 		} else {
 			plain, err = openUnconfigured(key, []byte(v))
 		}

@@ -1,0 +1,84 @@
+package redis
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// replayTolerance is how much older than the newest value a node has seen
+// at a key a sealed value may be and still be read: the clocks of the
+// nodes that write the same keys may disagree by up to this much. A value
+// older by more is taken for an older sealed value written back in Redis,
+// and refused.
+const replayTolerance = 5 * time.Minute
+
+// generations remembers, per storage key, the newest generation of a
+// sealed value that this node read or wrote: what lets a node notice an
+// older sealed value written back at a key (which still opens: it is a
+// genuine value of that key). Kept in memory only, so a node that
+// restarts, or never read the key, cannot tell; see README.md.
+type generations struct {
+	mu   sync.Mutex
+	seen map[string]int64
+	now  func() time.Time
+}
+
+func newGenerations() *generations {
+	return &generations{seen: map[string]int64{}, now: time.Now}
+}
+
+// next is the generation of a value written at key now: the clock, raised
+// above any generation seen at key.
+func (g *generations) next(key string) int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gen := g.now().UnixNano()
+	if prev := g.seen[key]; gen <= prev {
+		gen = prev + 1
+	}
+	return gen
+}
+
+// wrote records that gen was stored at key.
+func (g *generations) wrote(key string, gen int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.seen[key] = max(g.seen[key], gen)
+}
+
+// read checks the generation of a value read at key against the newest
+// one seen there, and records it; a value older by more than
+// replayTolerance is a *rolledBackError. Version-1 values (generation 0)
+// are not checked.
+func (g *generations) read(key string, gen int64) error {
+	if gen == 0 {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	prev := g.seen[key]
+	if gen < prev-int64(replayTolerance) {
+		return &rolledBackError{key: key, gen: gen, seen: prev}
+	}
+	g.seen[key] = max(prev, gen)
+	return nil
+}
+
+// rolledBackError is a sealed value older than one this node has already
+// read or written at the same key.
+type rolledBackError struct {
+	key       string
+	gen, seen int64
+}
+
+func (e *rolledBackError) Error() string {
+	return fmt.Sprintf("value at %q was written at %s, before the value this node already read or wrote there (written at %s): "+
+		"an older sealed value written back in Redis? refused", e.key, genTime(e.gen), genTime(e.seen))
+}
+
+// RolledBack marks the error for readers that cannot import this package
+// (castore tests for `interface{ RolledBack() bool }`).
+func (e *rolledBackError) RolledBack() bool { return true }
+
+func genTime(gen int64) string { return time.Unix(0, gen).UTC().Format(time.RFC3339Nano) }
