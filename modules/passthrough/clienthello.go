@@ -28,14 +28,13 @@ const (
 	// header included) the reader assembles; a larger one is refused.
 	MaxClientHelloBytes = 16 << 10
 
-	// maxHelloRecords bounds how many records one ClientHello may span:
-	// real clients use one to a handful; a client dribbling one byte per
-	// record is refused instead of being read for ever.
-	maxHelloRecords = 64
-
 	// maxHelloStreamBytes bounds how many bytes the reader takes from the
-	// connection: the largest message plus the record headers around it.
-	maxHelloStreamBytes = MaxClientHelloBytes + maxHelloRecords*recordHeaderLen
+	// connection: the largest message in records of one byte each (the
+	// smallest legal record), every byte behind a record header. A
+	// ClientHello within MaxClientHelloBytes always fits, however the
+	// client frames it; the reader fails sooner when the message it
+	// announced is larger.
+	maxHelloStreamBytes = MaxClientHelloBytes * (1 + recordHeaderLen)
 
 	extServerName        = 0
 	extALPN              = 16
@@ -52,8 +51,7 @@ const (
 var (
 	// ErrNotTLS means the first bytes are not a TLS handshake record.
 	ErrNotTLS = errors.New("not a TLS handshake")
-	// ErrHelloTooLarge means the ClientHello is over MaxClientHelloBytes
-	// or spans more records than any real client uses.
+	// ErrHelloTooLarge means the ClientHello is over MaxClientHelloBytes.
 	ErrHelloTooLarge = errors.New("ClientHello too large")
 	// ErrMalformedHello means the records or the ClientHello in them
 	// break the TLS encoding rules.
@@ -70,8 +68,9 @@ func malformed(format string, args ...any) error {
 
 // ClientHello holds what routing reads from a TLS ClientHello.
 type ClientHello struct {
-	// ServerName is the host_name of the server_name extension, as sent;
-	// empty when the client sent none.
+	// ServerName is the host_name of the server_name extension in the
+	// form every route compares: ASCII lowercase, one trailing dot
+	// removed (canonicalName); empty when the client sent none.
 	ServerName string
 	// ALPN is the list of application protocols offered, in order.
 	ALPN []string
@@ -86,17 +85,33 @@ type ClientHello struct {
 	Length int
 }
 
-// MaxVersion is the highest protocol version the client offers.
+// MaxVersion is the highest protocol version the client offers that is
+// one: SSL 3.0 to TLS 1.3. Values no version has (GREASE, drafts, a
+// future 0x0305) are ignored, since no server can negotiate them: a
+// client listing [0x0305, 0x0303] gets TLS 1.2 at best, so its
+// MaxVersion is TLS 1.2. 0 when it offers no known version at all.
 func (h *ClientHello) MaxVersion() uint16 {
 	if h.SupportedVersions == nil {
 		// without supported_versions, TLS 1.3 cannot be negotiated
-		return min(h.LegacyVersion, VersionTLS12)
+		v := min(h.LegacyVersion, VersionTLS12)
+		if !knownVersion(v) {
+			return 0
+		}
+		return v
 	}
 	var v uint16
 	for _, sv := range h.SupportedVersions {
-		v = max(v, sv)
+		if knownVersion(sv) {
+			v = max(v, sv)
+		}
 	}
 	return v
+}
+
+// knownVersion reports whether v is a protocol version a server may
+// negotiate: SSL 3.0 to TLS 1.3.
+func knownVersion(v uint16) bool {
+	return v >= 0x0300 && v <= VersionTLS13
 }
 
 // OffersALPN reports whether proto is among the offered protocols.
@@ -115,101 +130,129 @@ func (h *ClientHello) OffersALPN(proto string) bool {
 // unfinished beginning (read more and call again with all of it); or
 // ErrNotTLS, ErrHelloTooLarge or ErrMalformedHello (wrapped).
 func ScanClientHello(data []byte) (*ClientHello, int, error) {
-	// fast path: the whole message in the first record, the usual case
-	if len(data) >= recordHeaderLen+handshakeHeaderLen {
-		if err := checkRecordHeader(data, true); err != nil {
-			return nil, 0, err
-		}
-		recLen := int(data[3])<<8 | int(data[4])
-		if recLen < handshakeHeaderLen {
-			return scanRecords(data)
-		}
-		msgLen, err := checkHandshakeHeader(data[recordHeaderLen:])
-		if err != nil {
-			return nil, 0, err
-		}
-		if handshakeHeaderLen+msgLen <= recLen {
-			if len(data) < recordHeaderLen+handshakeHeaderLen+msgLen {
-				return nil, 0, errIncomplete
-			}
-			body := data[recordHeaderLen+handshakeHeaderLen : recordHeaderLen+handshakeHeaderLen+msgLen]
-			h, err := parseClientHelloBody(body)
-			if err != nil {
-				return nil, 0, err
-			}
-			h.Records, h.Length = 1, handshakeHeaderLen+msgLen
-			// the rest of the record, if any, belongs to the stream too
-			return h, min(len(data), recordHeaderLen+recLen), nil
-		}
-	}
-	return scanRecords(data)
+	var s helloScanner
+	return s.scan(data)
 }
 
-// scanRecords reassembles a ClientHello that spans several records.
-func scanRecords(data []byte) (*ClientHello, int, error) {
-	var (
-		// the handshake message assembled so far
-		msg     = make([]byte, 0, min(len(data), MaxClientHelloBytes))
-		msgLen  = -1 // its full length once the header is known
-		off     int
-		records int
-	)
-	for {
-		if len(data)-off < recordHeaderLen {
-			if len(data)-off > 0 {
-				if err := checkRecordHeader(data[off:], records == 0); err != nil {
-					return nil, 0, err
-				}
-			}
-			return nil, 0, errIncomplete
+// helloScanner reassembles a ClientHello from the first bytes of a stream
+// incrementally. Each call to scan gets the whole stream so far (the same
+// bytes as before, and more) and looks only at the bytes it has not seen:
+// each byte is checked once and copied at most once, so reading a
+// ClientHello costs time linear in its size however the client splits it
+// into records and reads. Once scan returned anything but errIncomplete,
+// the scanner is spent.
+type helloScanner struct {
+	off     int                      // stream bytes consumed so far
+	recEnd  int                      // stream offset where the current record ends (== off between records)
+	records int                      // records begun
+	hdr     [handshakeHeaderLen]byte // the handshake header, until it is complete
+	hdrN    int
+	msg     []byte // the message assembled so far, once its length is known
+	msgLen  int    // its full length, header included; 0 until known
+	// scanned counts the bytes looked at over all calls (tests check it
+	// stays linear in the stream's length).
+	scanned int
+}
+
+func (s *helloScanner) scan(data []byte) (*ClientHello, int, error) {
+	if s.off == 0 {
+		// fast path: the whole message in the first record, the usual
+		// case; checked without copying anything
+		if h, n, err, ok := scanOneRecord(data); ok {
+			s.scanned += min(len(data), recordHeaderLen+handshakeHeaderLen)
+			return h, n, err
 		}
-		if err := checkRecordHeader(data[off:], records == 0); err != nil {
-			return nil, 0, err
-		}
-		recLen := int(data[off+3])<<8 | int(data[off+4])
-		records++
-		if records > maxHelloRecords {
-			return nil, 0, fmt.Errorf("%w: more than %d records", ErrHelloTooLarge, maxHelloRecords)
-		}
-		payload := data[off+recordHeaderLen:]
-		complete := len(payload) >= recLen
-		if complete {
-			payload = payload[:recLen]
-		}
-		// how much of this record the message still needs
-		take := len(payload)
-		if msgLen >= 0 {
-			take = min(take, msgLen-len(msg))
-		}
-		msg = append(msg, payload[:take]...)
-		if msgLen < 0 && len(msg) >= handshakeHeaderLen {
-			n, err := checkHandshakeHeader(msg)
-			if err != nil {
-				return nil, 0, err
-			}
-			msgLen = handshakeHeaderLen + n
-			if len(msg) > msgLen {
-				msg = msg[:msgLen]
-			}
-			if cap(msg) < msgLen {
-				grown := make([]byte, len(msg), msgLen)
-				copy(grown, msg)
-				msg = grown
-			}
-		}
-		if msgLen >= 0 && len(msg) == msgLen {
-			h, err := parseClientHelloBody(msg[handshakeHeaderLen:])
-			if err != nil {
-				return nil, 0, err
-			}
-			h.Records, h.Length = records, msgLen
-			return h, min(len(data), off+recordHeaderLen+recLen), nil
-		}
-		if !complete {
-			return nil, 0, errIncomplete
-		}
-		off += recordHeaderLen + recLen
 	}
+	for {
+		if s.off == s.recEnd {
+			rest := data[s.off:]
+			if len(rest) < recordHeaderLen {
+				s.scanned += len(rest)
+				if len(rest) > 0 {
+					if err := checkRecordHeader(rest, s.records == 0); err != nil {
+						return nil, 0, err
+					}
+				}
+				return nil, 0, errIncomplete
+			}
+			s.scanned += recordHeaderLen
+			if err := checkRecordHeader(rest[:recordHeaderLen], s.records == 0); err != nil {
+				return nil, 0, err
+			}
+			s.records++
+			s.off += recordHeaderLen
+			s.recEnd = s.off + (int(rest[3])<<8 | int(rest[4]))
+		}
+		avail := min(len(data), s.recEnd) - s.off
+		if avail == 0 {
+			return nil, 0, errIncomplete
+		}
+		if s.msgLen == 0 {
+			// the handshake header, which may itself span records
+			n := copy(s.hdr[s.hdrN:], data[s.off:s.off+avail])
+			s.hdrN += n
+			s.off += n
+			s.scanned += n
+			if s.hdrN < handshakeHeaderLen {
+				continue
+			}
+			bodyLen, err := checkHandshakeHeader(s.hdr[:])
+			if err != nil {
+				return nil, 0, err
+			}
+			s.msgLen = handshakeHeaderLen + bodyLen
+			s.msg = make([]byte, 0, s.msgLen)
+			s.msg = append(s.msg, s.hdr[:]...)
+			avail -= n
+		}
+		take := min(avail, s.msgLen-len(s.msg))
+		s.msg = append(s.msg, data[s.off:s.off+take]...)
+		s.off += take
+		s.scanned += take
+		if len(s.msg) == s.msgLen {
+			h, err := parseClientHelloBody(s.msg[handshakeHeaderLen:])
+			if err != nil {
+				return nil, 0, err
+			}
+			h.Records, h.Length = s.records, s.msgLen
+			// the rest of the record, if any, belongs to the stream too
+			return h, min(len(data), s.recEnd), nil
+		}
+	}
+}
+
+// scanOneRecord parses a ClientHello whose first record holds the whole
+// message. ok is false when data is too short to tell or the message
+// goes on in later records: then the caller reassembles it.
+func scanOneRecord(data []byte) (h *ClientHello, n int, err error, ok bool) {
+	if len(data) < recordHeaderLen+handshakeHeaderLen {
+		return nil, 0, nil, false
+	}
+	if err := checkRecordHeader(data, true); err != nil {
+		return nil, 0, err, true
+	}
+	recLen := int(data[3])<<8 | int(data[4])
+	if recLen < handshakeHeaderLen {
+		return nil, 0, nil, false
+	}
+	msgLen, err := checkHandshakeHeader(data[recordHeaderLen:])
+	if err != nil {
+		return nil, 0, err, true
+	}
+	if handshakeHeaderLen+msgLen > recLen {
+		return nil, 0, nil, false
+	}
+	end := recordHeaderLen + handshakeHeaderLen + msgLen
+	if len(data) < end {
+		return nil, 0, errIncomplete, true
+	}
+	h, err = parseClientHelloBody(data[recordHeaderLen+handshakeHeaderLen : end])
+	if err != nil {
+		return nil, 0, err, true
+	}
+	h.Records, h.Length = 1, handshakeHeaderLen+msgLen
+	// the rest of the record, if any, belongs to the stream too
+	return h, min(len(data), recordHeaderLen+recLen), nil, true
 }
 
 // checkRecordHeader checks the (possibly partial) record header at the
@@ -342,7 +385,12 @@ func parseSNI(ext cryptobyte.String, h *ClientHello) error {
 		if len(name) == 0 {
 			return malformed("empty host_name")
 		}
-		h.ServerName = string(name)
+		h.ServerName = canonicalName(string(name))
+		if h.ServerName == "" || strings.HasSuffix(h.ServerName, ".") {
+			// an empty label: no host has such a name, and leaving the
+			// dot would make canonicalName strip it again elsewhere
+			return malformed("host_name %q ends in an empty label", name)
+		}
 	}
 	return nil
 }
@@ -391,9 +439,14 @@ func isGREASE(v uint16) bool {
 // the connection next. Deadlines are the caller's business: set one on
 // the connection first.
 func ReadClientHello(r io.Reader, buf []byte) (*ClientHello, []byte, error) {
+	var s helloScanner
+	return s.read(r, buf)
+}
+
+func (s *helloScanner) read(r io.Reader, buf []byte) (*ClientHello, []byte, error) {
 	for {
 		if len(buf) > 0 {
-			h, _, err := ScanClientHello(buf)
+			h, _, err := s.scan(buf)
 			if !errors.Is(err, errIncomplete) {
 				return h, buf, err
 			}
@@ -401,7 +454,7 @@ func ReadClientHello(r io.Reader, buf []byte) (*ClientHello, []byte, error) {
 		if len(buf) >= maxHelloStreamBytes {
 			return nil, buf, fmt.Errorf("%w: no complete ClientHello in %d bytes", ErrHelloTooLarge, len(buf))
 		}
-		if cap(buf)-len(buf) < 512 {
+		if cap(buf)-len(buf) < 512 && cap(buf) < maxHelloStreamBytes {
 			grown := make([]byte, len(buf), min(max(2*cap(buf), 2048), maxHelloStreamBytes))
 			copy(grown, buf)
 			buf = grown
@@ -410,7 +463,7 @@ func ReadClientHello(r io.Reader, buf []byte) (*ClientHello, []byte, error) {
 		buf = buf[:len(buf)+n]
 		if err != nil {
 			if n > 0 {
-				if h, _, serr := ScanClientHello(buf); serr == nil {
+				if h, _, serr := s.scan(buf); serr == nil {
 					return h, buf, nil
 				}
 			}
@@ -428,6 +481,8 @@ func ReadClientHello(r io.Reader, buf []byte) (*ClientHello, []byte, error) {
 // versionName is the usual name of a TLS version number.
 func versionName(v uint16) string {
 	switch v {
+	case 0:
+		return "none"
 	case 0x0300:
 		return "ssl3.0"
 	case VersionTLS10:

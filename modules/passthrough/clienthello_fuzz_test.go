@@ -13,10 +13,13 @@ import (
 
 // FuzzScanClientHello feeds arbitrary first flights to the reader. Seeds
 // are real ClientHellos from crypto/tls and openssl (in one record and
-// reframed into several), the committed openssl captures in
+// reframed into several, down to one-byte records), with a trailing-dot
+// server name and unknown versions, the committed openssl captures in
 // testdata/hellos, and junk. Properties: no panic; the one-shot scan and
-// the reader taking a few bytes at a time agree; and whenever crypto/tls itself accepts
-// the ClientHello, it reads the same server name and ALPN list as we do.
+// the reader taking a few bytes at a time agree; the server name is in
+// canonical form and MaxVersion a real version or none; and whenever
+// crypto/tls itself accepts the ClientHello, it reads the same server name
+// (up to case) and ALPN list as we do.
 func FuzzScanClientHello(f *testing.F) {
 	for _, cfg := range []*tls.Config{
 		{ServerName: "db.example.com", NextProtos: []string{"h2", "http/1.1"}},
@@ -28,7 +31,16 @@ func FuzzScanClientHello(f *testing.F) {
 		f.Add(raw)
 		f.Add(reframe(f, raw, 200))
 		f.Add(reframe(f, raw, 3, 500))
+		// small records, as in issue 12: no cap on their number
+		f.Add(reframe(f, raw, 20))
+		f.Add(reframe(f, raw, 1))
+		f.Add(reframe(f, raw, 1, 2, 3, 4, 7))
 	}
+	raw := goHello(f, &tls.Config{ServerName: "placeholder.example.com"})
+	f.Add(withSNI(f, raw, "Admin.Internal."))
+	f.Add(reframe(f, withSNI(f, raw, "admin.internal.."), 20))
+	f.Add(withVersions(f, raw, 0x0305, VersionTLS12))
+	f.Add(withVersions(f, raw, 0x2a2a, 0x7f1c, VersionTLS13))
 	files, _ := filepath.Glob("testdata/hellos/*.bin")
 	for _, file := range files {
 		if b, err := os.ReadFile(file); err == nil {
@@ -45,7 +57,12 @@ func FuzzScanClientHello(f *testing.F) {
 			if n <= 0 || n > len(data) || h.Records < 1 || h.Length > MaxClientHelloBytes {
 				t.Fatalf("inconsistent result: consumed %d of %d, %d records, length %d", n, len(data), h.Records, h.Length)
 			}
-			_ = h.MaxVersion()
+			if v := h.MaxVersion(); v != 0 && !knownVersion(v) {
+				t.Fatalf("MaxVersion %#04x is no TLS version", v)
+			}
+			if h.ServerName != canonicalName(h.ServerName) {
+				t.Fatalf("server name %q is not in canonical form", h.ServerName)
+			}
 		}
 		h2, _, err2 := ReadClientHello(&chunkReader{data: data, size: 1 + len(data)%17}, nil)
 		switch {
@@ -74,7 +91,8 @@ func FuzzScanClientHello(f *testing.F) {
 		if len(alpn) == 0 {
 			alpn = nil
 		}
-		if info.ServerName != h.ServerName || !slices.Equal(alpn, h.ALPN) {
+		// crypto/tls keeps the name's case (and refuses a trailing dot)
+		if canonicalName(info.ServerName) != h.ServerName || !slices.Equal(alpn, h.ALPN) {
 			t.Fatalf("crypto/tls read server name %q ALPN %q, we read %q %q", info.ServerName, alpn, h.ServerName, h.ALPN)
 		}
 	})

@@ -163,7 +163,7 @@ func servedByCaddy(app *caddytls.TLS, h *ClientHello) bool {
 	if h.OffersALPN("acme-tls/1") {
 		return true
 	}
-	name = lowerASCII(name)
+	name = canonicalName(name)
 	if app.HasCertificateForSubject(name) {
 		return true
 	}

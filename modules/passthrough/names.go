@@ -87,10 +87,10 @@ func newNameSet(patterns []string) (*nameSet, error) {
 
 // match reports whether name, as sent by a client, is in the set.
 func (s *nameSet) match(name string) bool {
+	name = canonicalName(name)
 	if name == "" {
 		return false
 	}
-	name = lowerASCII(name)
 	if _, ok := s.exact[name]; ok {
 		return true
 	}
@@ -107,12 +107,26 @@ func (s *nameSet) match(name string) bool {
 
 // matchPattern reports whether name matches one normalized pattern.
 func matchPattern(pattern, name string) bool {
-	name = lowerASCII(name)
+	name = canonicalName(name)
 	if rest, ok := strings.CutPrefix(pattern, "*"); ok {
 		i := strings.IndexByte(name, '.')
 		return i > 0 && name[i:] == rest
 	}
 	return name == pattern
+}
+
+// canonicalName is the form in which a server name a client sent is
+// compared with patterns: ASCII lowercase, without the one trailing dot
+// of a fully qualified name ("Admin.Internal." is "admin.internal"). RFC
+// 6066 forbids that dot in SNI, but clients send it, and a name that
+// matched differently with and without it would slip past the route (a
+// `refuse`, say) written for it. The ClientHello reader stores names in
+// this form already, and refuses a name that still ends in a dot after
+// it ("a..": an empty label), so applying it again, as matching does for
+// any other caller, changes nothing.
+func canonicalName(name string) string {
+	name = strings.TrimSuffix(name, ".")
+	return lowerASCII(name)
 }
 
 // lowerASCII lowercases ASCII letters, without allocating when there are
