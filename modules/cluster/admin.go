@@ -145,6 +145,9 @@ type caStatus struct {
 	Error        string     `json:"error,omitempty"`
 	Renewals     uint64     `json:"renewals"`
 	Followed     uint64     `json:"followed"`
+	// RollbacksRefused counts stored intermediates refused for being
+	// older than the one held.
+	RollbacksRefused uint64 `json:"rollbacks_refused"`
 }
 
 type status struct {
@@ -164,7 +167,8 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	out := status{Node: host}
 	for _, id := range a.order {
 		st := a.cas[id]
-		cs := caStatus{CA: id, Renewals: st.stats.renewed.Load(), Followed: st.stats.followed.Load()}
+		cs := caStatus{CA: id, Renewals: st.stats.renewed.Load(), Followed: st.stats.followed.Load(),
+			RollbacksRefused: st.stats.rollbacks.Load()}
 		if cur := st.current.Load(); cur != nil {
 			cs.Root = info(cur.Root, 0)
 			cs.Intermediate = info(cur.Issuer(), st.ratio)

@@ -167,10 +167,15 @@ func (s *caState) check(ctx context.Context) {
 	defer cancel()
 	s.mu.Lock()
 	stored, err := castore.Load(cctx, s.storage, s.id, s.fallbackRoot(), true)
+	rolledBack := false
 	if err == nil && ctx.Err() == nil {
 		// under the lock: a renewal on this node must not be overtaken
 		// by an older read
-		s.follow(stored, true)
+		if rolledBack = s.olderThanHeld(stored); rolledBack {
+			s.refuseRollback(stored, nil)
+		} else {
+			s.follow(stored, true)
+		}
 		s.ok()
 	}
 	s.mu.Unlock()
@@ -179,8 +184,14 @@ func (s *caState) check(ctx context.Context) {
 	}
 	needRenewal := false
 	switch {
+	case rolledBack:
+		needRenewal = true
 	case err == nil:
 		needRenewal = s.due(stored.Issuer(), time.Now())
+	case errors.Is(err, castore.ErrRolledBack):
+		// the storage itself saw an older value written back
+		s.refuseRollback(nil, err)
+		needRenewal = true
 	case errors.Is(err, fs.ErrNotExist) && s.hasStoredRoot(cctx):
 		// the intermediate is gone (deleted by hand?): make one
 		needRenewal = true
@@ -227,6 +238,38 @@ func (s *caState) failed(msg string, err error) {
 	} else {
 		s.logger.Debug(msg, zap.Error(err))
 	}
+}
+
+// olderThanHeld reports whether stored is an intermediate made before the
+// one this node holds: an older intermediate written back in storage
+// (whoever can write to the storage can replay one, sealed or not; an
+// intermediate replaced early because its key leaked must not come back).
+func (s *caState) olderThanHeld(stored *castore.CA) bool {
+	held := s.current.Load()
+	return held != nil && held.Digest != stored.Digest && castore.Older(stored.Issuer(), held.Issuer())
+}
+
+// refuseRollback logs and counts a stored intermediate refused as older
+// than the one held (stored), or a read the storage refused as a rollback
+// (err); this node keeps what it holds, and renews under the lock so that
+// storage is repaired.
+func (s *caState) refuseRollback(stored *castore.CA, err error) {
+	s.stats.rollbacks.Add(1)
+	fields := []zap.Field{}
+	if held := s.current.Load(); held != nil {
+		fields = append(fields, zap.String("held_serial", held.Issuer().SerialNumber.Text(16)),
+			zap.Time("held_not_before", held.Issuer().NotBefore))
+	}
+	if stored != nil {
+		fields = append(fields, zap.String("stored_serial", stored.Issuer().SerialNumber.Text(16)),
+			zap.Time("stored_not_before", stored.Issuer().NotBefore))
+	}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	s.logger.Error("refusing the intermediate in storage: it is older than the one this node holds "+
+		"(an older intermediate written back in storage?); keeping the one held and renewing under the storage lock to repair storage",
+		fields...)
 }
 
 // follow makes stored this node's view of the CA and brings Caddy's copy
@@ -312,12 +355,13 @@ func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold tim
 	defer cancel()
 	// another node may have renewed while this one waited for the lock
 	stored, err := castore.Load(rctx, s.storage, s.id, s.fallbackRoot(), true)
-	if err == nil && !force && !s.due(stored.Issuer(), time.Now()) {
+	rolledBack := (err == nil && s.olderThanHeld(stored)) || errors.Is(err, castore.ErrRolledBack)
+	if err == nil && !force && !rolledBack && !s.due(stored.Issuer(), time.Now()) {
 		s.follow(stored, true)
 		return &renewal{CA: s.id, Serial: stored.Issuer().SerialNumber.Text(16), NotBefore: stored.Issuer().NotBefore,
 			NotAfter: stored.Issuer().NotAfter, Note: "renewed by another node meanwhile"}, nil
 	}
-	if err != nil && !errors.Is(err, fs.ErrNotExist) && !isInconsistent(err) {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !isInconsistent(err) && !errors.Is(err, castore.ErrRolledBack) {
 		return nil, err
 	}
 	root, rootKey, err := s.rootPair(rctx)
@@ -325,7 +369,16 @@ func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold tim
 		s.stats.renewFailed.Add(1)
 		return nil, err
 	}
-	cert, key, err := s.newIntermediate(root, rootKey)
+	// the new intermediate must rank after every one this node knows of,
+	// or nodes holding one of those would take it for a rollback
+	var after *x509.Certificate
+	if held := s.current.Load(); held != nil {
+		after = held.Issuer()
+	}
+	if stored != nil && (after == nil || castore.Older(after, stored.Issuer())) {
+		after = stored.Issuer()
+	}
+	cert, key, err := s.newIntermediate(root, rootKey, after)
 	if err != nil {
 		s.stats.renewFailed.Add(1)
 		return nil, err
@@ -336,14 +389,15 @@ func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold tim
 	}
 	s.stats.renewed.Add(1)
 	r := &renewal{CA: s.id, Renewed: true, Serial: cert.SerialNumber.Text(16), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter}
-	fields := []zap.Field{zap.String("serial", r.Serial), zap.Time("not_after", cert.NotAfter), zap.Bool("forced", force)}
+	fields := []zap.Field{zap.String("serial", r.Serial), zap.Time("not_after", cert.NotAfter), zap.Bool("forced", force),
+		zap.Bool("repair_of_rollback", rolledBack)}
 	if stored != nil {
 		r.PreviousSerial = stored.Issuer().SerialNumber.Text(16)
 		fields = append(fields, zap.String("previous_serial", r.PreviousSerial), zap.Time("previous_not_after", stored.Issuer().NotAfter))
 	}
 	s.logger.Info("renewed the intermediate for the cluster", fields...)
 	now := &castore.CA{ID: s.id, Root: root, Intermediates: []*x509.Certificate{cert}, Key: key}
-	if fresh, err := castore.Load(rctx, s.storage, s.id, s.fallbackRoot(), true); err == nil {
+	if fresh, err := castore.Load(rctx, s.storage, s.id, s.fallbackRoot(), true); err == nil && !castore.Older(fresh.Issuer(), cert) {
 		now = fresh
 	}
 	s.follow(now, false)

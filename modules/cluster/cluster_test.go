@@ -14,6 +14,7 @@ import (
 
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
 	"github.com/caddyserver/certmagic"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/trustline/trustline/internal/testpki"
 	"github.com/trustline/trustline/modules/cluster/castore"
@@ -140,8 +141,10 @@ func TestOneRenewalForTheCluster(t *testing.T) {
 		nodes = append(nodes, startNode(t, name, nodeOpts{redisAddr: addr, cluster: hourly}))
 	}
 	stores := countStores(t, nodes[0].storage)
-	// a due intermediate appears (made by a node outside the cluster): the
-	// storage's notification wakes every node's check at the same moment
+	// a due intermediate appears (made by a node outside the cluster; it
+	// is older than the one held, so it is also refused as a rollback):
+	// the storage's notification wakes every node's check at the same
+	// moment, and one renews
 	now := time.Now()
 	planted := plantIntermediate(t, nodes[0].storage, now.Add(-50*time.Minute), now.Add(10*time.Minute))
 	if !nodes[0].st.due(planted.Cert, time.Now()) {
@@ -246,6 +249,9 @@ func TestNodeWithItsOwnRoot(t *testing.T) {
 		t.Fatal("b has a's root already")
 	}
 	b.st.storage = a.storage
+	// as when b starts on that storage: it holds nothing read from it yet
+	// (a held intermediate newer than the stored one would be a rollback)
+	b.st.current.Store(nil)
 	b.st.check(context.Background())
 	if !b.st.inMemoryRoot().Equal(a.st.inMemoryRoot()) || b.inMemory() != a.inMemory() {
 		t.Error("b does not follow the stored root and intermediate")
@@ -337,4 +343,60 @@ func identity(t testing.TB, n *node, spiffeID string) keystore.Source {
 		t.Fatal(err)
 	}
 	return src
+}
+
+// TestRollbackRefused: an older intermediate (certificate and key, the
+// bytes Redis held before a renewal) written back in storage, as someone
+// with access to Redis could: no node follows it, one renews over it
+// under the lock, and every node follows that repair.
+func TestRollbackRefused(t *testing.T) {
+	addr := startRedis(t)
+	hourly := `{"check_interval": 3600000000000}`
+	a := startNode(t, "a", nodeOpts{redisAddr: addr, cluster: hourly})
+	b := startNode(t, "b", nodeOpts{redisAddr: addr, cluster: hourly})
+	ctx := context.Background()
+	raw := goredis.NewClient(&goredis.Options{Addr: addr, DisableIdentity: true})
+	t.Cleanup(func() { raw.Close() })
+	crtKey := "{cluster}:v:" + castore.Key("local", castore.IntermediateCert)
+	keyKey := "{cluster}:v:" + castore.Key("local", castore.IntermediateKey)
+	oldCrt, err1 := raw.HGet(ctx, crtKey, "v").Bytes()
+	oldKey, err2 := raw.HGet(ctx, keyKey, "v").Bytes()
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	old := a.stored(t)
+	res, err := a.st.renew(ctx, true, lockWait, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*node{a, b} {
+		eventually(t, 10*time.Second, "node "+n.name+" follows the renewal", func() bool { return n.inMemory() == res.Serial })
+	}
+	followed, refused := a.st.stats.followed.Load(), a.st.stats.rollbacks.Load()
+
+	if err := errors.Join(raw.HSet(ctx, crtKey, "v", oldCrt).Err(), raw.HSet(ctx, keyKey, "v", oldKey).Err(),
+		raw.Publish(ctx, "{cluster}:changes", castore.Key("local", castore.IntermediateCert)).Err()); err != nil {
+		t.Fatal(err)
+	}
+	var repaired string
+	eventually(t, 10*time.Second, "storage repaired", func() bool {
+		for _, n := range []*node{a, b} {
+			if n.inMemory() == old {
+				t.Fatalf("node %s followed the older intermediate %s written back", n.name, old)
+			}
+		}
+		repaired = a.stored(t)
+		return repaired != old && repaired != res.Serial
+	})
+	for _, n := range []*node{a, b} {
+		eventually(t, 10*time.Second, "node "+n.name+" follows the repair", func() bool { return n.inMemory() == repaired })
+	}
+	// one node renewed over the rollback, the other followed it (the
+	// stats are the process's, shared by both nodes)
+	if got := a.st.stats.followed.Load() - followed; got != 1 {
+		t.Errorf("%d changes followed after the rollback, want 1 (the repair)", got)
+	}
+	if a.st.stats.rollbacks.Load() == refused {
+		t.Error("no rollback counted")
+	}
 }

@@ -14,6 +14,7 @@ import (
 // process, so they survive config reloads.
 type caStats struct {
 	renewed, renewFailed, followed atomic.Uint64
+	rollbacks                      atomic.Uint64 // stored intermediates refused as older than the one held
 	notAfter                       atomic.Int64 // Unix seconds of the stored intermediate seen last
 }
 
@@ -40,6 +41,9 @@ var (
 	followedDesc = prometheus.NewDesc("trustline_cluster_intermediate_changes_followed_total",
 		"Intermediates stored by another node (or by Caddy itself) that this node followed.",
 		[]string{"ca"}, nil)
+	rollbacksDesc = prometheus.NewDesc("trustline_cluster_intermediate_rollbacks_refused_total",
+		"Intermediates found in storage that were older than the one this node held (rolled back in storage), refused and renewed over.",
+		[]string{"ca"}, nil)
 	notAfterDesc = prometheus.NewDesc("trustline_cluster_intermediate_not_after_timestamp_seconds",
 		"Not-after of the CA's intermediate as storage holds it, as a Unix time.",
 		[]string{"ca"}, nil)
@@ -50,6 +54,7 @@ type collector struct{}
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- renewalsDesc
 	ch <- followedDesc
+	ch <- rollbacksDesc
 	ch <- notAfterDesc
 }
 
@@ -60,6 +65,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(renewalsDesc, prometheus.CounterValue, float64(s.renewed.Load()), id, "ok")
 		ch <- prometheus.MustNewConstMetric(renewalsDesc, prometheus.CounterValue, float64(s.renewFailed.Load()), id, "failed")
 		ch <- prometheus.MustNewConstMetric(followedDesc, prometheus.CounterValue, float64(s.followed.Load()), id)
+		ch <- prometheus.MustNewConstMetric(rollbacksDesc, prometheus.CounterValue, float64(s.rollbacks.Load()), id)
 		if na := s.notAfter.Load(); na != 0 {
 			ch <- prometheus.MustNewConstMetric(notAfterDesc, prometheus.GaugeValue, float64(na), id)
 		}

@@ -3,10 +3,12 @@ package cluster
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -21,8 +23,11 @@ import (
 const defaultIntermediateLifetime = 7 * 24 * time.Hour
 
 // newIntermediate makes an intermediate as Caddy's pki app does (same
-// template, key type, common name and lifetime), signed by the root.
-func (s *caState) newIntermediate(root *x509.Certificate, rootKey crypto.Signer) (*x509.Certificate, crypto.Signer, error) {
+// template, key type, common name and lifetime), signed by the root, that
+// ranks after after (castore.Older) when after is not nil: in the same
+// second as after, its serial is made larger, so that no node takes a
+// renewal for a rollback.
+func (s *caState) newIntermediate(root *x509.Certificate, rootKey crypto.Signer, after *x509.Certificate) (*x509.Certificate, crypto.Signer, error) {
 	lifetime := time.Duration(s.ca.IntermediateLifetime)
 	if lifetime <= 0 {
 		lifetime = defaultIntermediateLifetime
@@ -48,6 +53,19 @@ func (s *caState) newIntermediate(root *x509.Certificate, rootKey crypto.Signer)
 	c := tmpl.GetCertificate()
 	c.NotBefore = time.Now().Truncate(time.Second)
 	c.NotAfter = c.NotBefore.Add(lifetime)
+	if after != nil && c.NotBefore.Equal(after.NotBefore) {
+		step, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+		if err != nil {
+			return nil, nil, err
+		}
+		serial := new(big.Int).Add(after.SerialNumber, step.Add(step, big.NewInt(1)))
+		if serial.BitLen() > 159 { // at most 20 octets: a second later instead
+			c.NotBefore = c.NotBefore.Add(time.Second)
+			c.NotAfter = c.NotAfter.Add(time.Second)
+		} else {
+			c.SerialNumber = serial
+		}
+	}
 	cert, err := x509util.CreateCertificate(c, root, signer.Public(), rootKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("signing the intermediate with the root: %w", err)

@@ -100,9 +100,36 @@ func Load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x5
 // not signed by the root or does not match its key.
 var ErrInconsistent = errors.New("inconsistent CA in storage")
 
+// ErrRolledBack is wrapped by the error of a read that the storage itself
+// refused as an older value written back (the suite's `storage redis`
+// with encryption: a sealed value older than one that node already read
+// or wrote at the same key). Its error has a method `RolledBack() bool`.
+var ErrRolledBack = errors.New("older value written back in storage")
+
+// loadKey reads one of the CA's files, marking a storage's rollback
+// refusal with ErrRolledBack.
+func loadKey(ctx context.Context, st certmagic.Storage, key string) ([]byte, error) {
+	b, err := st.Load(ctx, key)
+	var rb interface{ RolledBack() bool }
+	if err != nil && errors.As(err, &rb) && rb.RolledBack() {
+		return nil, fmt.Errorf("%w (%w)", err, ErrRolledBack)
+	}
+	return b, err
+}
+
+// Older reports whether intermediate a was made before b: an earlier
+// not-before, or the same one and a smaller serial (a total order, so
+// every node ranks two intermediates alike).
+func Older(a, b *x509.Certificate) bool {
+	if !a.NotBefore.Equal(b.NotBefore) {
+		return a.NotBefore.Before(b.NotBefore)
+	}
+	return a.SerialNumber.Cmp(b.SerialNumber) < 0
+}
+
 func load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x509.Certificate, withKey bool) (*CA, error) {
 	ca := &CA{ID: id}
-	rootPEM, err := st.Load(ctx, Key(id, RootCert))
+	rootPEM, err := loadKey(ctx, st, Key(id, RootCert))
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && fallbackRoot != nil:
 		ca.Root = fallbackRoot
@@ -115,7 +142,7 @@ func load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x5
 		}
 		ca.Root = roots[0]
 	}
-	interPEM, err := st.Load(ctx, Key(id, IntermediateCert))
+	interPEM, err := loadKey(ctx, st, Key(id, IntermediateCert))
 	if err != nil {
 		return nil, fmt.Errorf("ca %q: reading %s: %w", id, Key(id, IntermediateCert), err)
 	}
@@ -128,7 +155,7 @@ func load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x5
 			id, ca.Issuer().SerialNumber.Text(16), ca.Root.Subject.String(), err, ErrInconsistent)
 	}
 	if withKey {
-		keyPEM, err := st.Load(ctx, Key(id, IntermediateKey))
+		keyPEM, err := loadKey(ctx, st, Key(id, IntermediateKey))
 		if err != nil {
 			return nil, fmt.Errorf("ca %q: reading %s: %w", id, Key(id, IntermediateKey), err)
 		}
