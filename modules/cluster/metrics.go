@@ -15,7 +15,7 @@ import (
 type caStats struct {
 	renewed, renewFailed, followed atomic.Uint64
 	rollbacks                      atomic.Uint64 // stored intermediates refused as older than the one held
-	notAfter                       atomic.Int64 // Unix seconds of the stored intermediate seen last
+	notAfter                       atomic.Int64  // Unix seconds of the stored intermediate seen last
 }
 
 var (
