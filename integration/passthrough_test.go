@@ -803,8 +803,32 @@ func TestExamplePassthrough(t *testing.T) {
 // the passthrough handler then sends the verified identity in PROXY v2
 // TLVs (SSL TLV with CN and DER, 0xE0 with the SPIFFE ID) to a plain-TCP
 // backend, or re-encrypts to a TLS backend with Caddy's own client
-// certificate, the client's identity still in the PROXY header.
+// certificate, the client's identity still in the PROXY header. It runs
+// with crypto/tls verifying against Caddy's trust pool under caddy-l4's
+// tls handler, and with the live_trust verifier under terminate_tls (no
+// VerifiedChains: the identity is the chain live_trust verified).
 func TestPassthroughMTLSInOut(t *testing.T) {
+	for _, v := range []struct {
+		name       string
+		tlsHandler func(caFile string) map[string]any
+	}{
+		{"tls+trust_pool", func(caFile string) map[string]any {
+			return map[string]any{"handler": "tls", "connection_policies": []any{map[string]any{
+				"client_authentication": map[string]any{"mode": "require_and_verify", "ca": map[string]any{"provider": "file", "pem_files": []string{caFile}}},
+			}}}
+		}},
+		{"terminate_tls+live_trust", func(caFile string) map[string]any {
+			return map[string]any{"handler": "terminate_tls", "connection_policies": []any{map[string]any{
+				"client_authentication": map[string]any{"verifiers": []any{map[string]any{
+					"verifier": "live_trust", "trust_pool": map[string]any{"provider": "bundle", "paths": []string{caFile}}}}},
+			}}}
+		}},
+	} {
+		t.Run(v.name, func(t *testing.T) { testPassthroughMTLSInOut(t, v.tlsHandler) })
+	}
+}
+
+func testPassthroughMTLSInOut(t *testing.T, tlsHandlerOf func(caFile string) map[string]any) {
 	ca := testpki.NewCA(t, "mesh CA")
 	dir := t.TempDir()
 	serverLeaf := ca.Issue(t, testpki.CN("l4.example.com"), testpki.DNS("plain.example.com", "reenc.example.com"), testpki.ServerOnly())
@@ -866,9 +890,7 @@ func TestPassthroughMTLSInOut(t *testing.T) {
 
 	l4 := bench.FreeAddr(t)
 	c := bench.Start(t, "{\n\tadmin {$TL_ADMIN}\n\tskip_install_trust\n}\n")
-	tlsHandler := map[string]any{"handler": "tls", "connection_policies": []any{map[string]any{
-		"client_authentication": map[string]any{"mode": "require_and_verify", "ca": map[string]any{"provider": "file", "pem_files": []string{caFile}}},
-	}}}
+	tlsHandler := tlsHandlerOf(caFile)
 	cfg := map[string]any{
 		"admin": map[string]any{"listen": c.Admin},
 		"apps": map[string]any{
