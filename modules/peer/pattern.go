@@ -167,7 +167,8 @@ type compiled struct {
 	fields  []Field // the fields that have patterns, in check order
 	spiffe  []spiffeGroup
 	tds     []string
-	globs   [numFields][]glob // dns, uri, email, subject, cn, o, ou, issuer
+	globs   [numFields][]glob   // dns, uri, email, cn, o, ou
+	dns     [numFields][]dnGlob // subject, issuer
 	ips     []netip.Prefix
 	fps     [][32]byte
 	spkis   [][32]byte
@@ -259,7 +260,13 @@ func (c *compiled) add(f Field, v string) error {
 			return err
 		}
 		c.ips = append(c.ips, pfx)
-	case FieldSubject, FieldIssuer, FieldCommonName, FieldOrganization, FieldOrganizationalUnit:
+	case FieldSubject, FieldIssuer:
+		g, err := compileDN(v)
+		if err != nil {
+			return err
+		}
+		c.dns[f] = append(c.dns[f], g)
+	case FieldCommonName, FieldOrganization, FieldOrganizationalUnit:
 		if strings.Contains(v, "**") {
 			return errors.New(`"**" has no meaning here; "*" already matches any run of characters`)
 		}
@@ -451,7 +458,7 @@ func (c *compiled) matchField(f Field, id *Identity) bool {
 			}
 		}
 	case FieldSubject:
-		return anyGlob1(c.globs[f], id.Subject)
+		return anyDN(c.dns[f], id.Subject)
 	case FieldCommonName:
 		return id.CommonName != "" && anyGlob1(c.globs[f], id.CommonName)
 	case FieldOrganization:
@@ -459,7 +466,7 @@ func (c *compiled) matchField(f Field, id *Identity) bool {
 	case FieldOrganizationalUnit:
 		return anyGlob(c.globs[f], id.OrganizationalUnits)
 	case FieldIssuer:
-		return anyGlob1(c.globs[f], id.Issuer)
+		return anyDN(c.dns[f], id.Issuer)
 	case FieldFingerprint:
 		for i := range c.fps {
 			if c.fps[i] == id.Fingerprint {
@@ -488,6 +495,15 @@ func anyGlob(gs []glob, vals []string) bool {
 func anyGlob1(gs []glob, v string) bool {
 	for i := range gs {
 		if gs[i].match(v) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyDN(gs []dnGlob, dn string) bool {
+	for i := range gs {
+		if gs[i].match(dn) {
 			return true
 		}
 	}

@@ -49,9 +49,9 @@ func TestGlob(t *testing.T) {
 		{"api-*.example.com", '.', "api-eu.example.com", true},
 		{"*@example.com", '@', "alice@example.com", true},
 		{"*@example.com", '@', "alice@example.com.evil", false},
-		{"CN=*,O=Acme", 0, "CN=web,O=Acme", true},
-		{"CN=*,O=Acme", 0, "CN=web,OU=x,O=Acme", true},
-		{"CN=*,O=Acme", 0, "CN=web,O=Acme2", false},
+		{"web-*", 0, "web-eu", true},
+		{"*-prod", 0, "web-eu-prod", true},
+		{"web-*", 0, "api-eu", false},
 		{"*", 0, "", false},
 		{"a*b*c", 0, "axxbyyc", true},
 		{"a*b*c", 0, "axxbyy", false},
@@ -101,7 +101,8 @@ func TestCompileErrors(t *testing.T) {
 		{Patterns{Fingerprint: []string{"abc"}}, "odd number of hex digits"},
 		{Patterns{Fingerprint: []string{"zz"}}, `'z' is not a hex digit`},
 		{Patterns{SPKI: []string{"abcd"}}, "2 bytes, but a SHA-256 hash has 32"},
-		{Patterns{Subject: []string{"CN=**"}}, `"**" has no meaning here`},
+		{Patterns{Subject: []string{"CN=**"}}, `"**" has no meaning in a value`},
+		{Patterns{CommonName: []string{"web**"}}, `"**" has no meaning here`},
 	}
 	for _, c := range cases {
 		err := c.p.Compile()
@@ -171,13 +172,16 @@ func TestMatch(t *testing.T) {
 		{"ip v6", Patterns{IP: []string{"2001:db8::7"}}, true, 0},
 		{"ip none", Patterns{IP: []string{"192.168.0.0/16"}}, false, FieldIP},
 		{"subject exact", Patterns{Subject: []string{"CN=web,OU=eu+OU=payments,O=Acme"}}, true, 0},
-		{"subject glob", Patterns{Subject: []string{"CN=web,*O=Acme"}}, true, 0},
+		{"subject glob", Patterns{Subject: []string{"CN=web,OU=*+OU=pay*,O=Acme"}}, true, 0},
+		{"subject glob within one RDN", Patterns{Subject: []string{"CN=web,*"}}, false, FieldSubject},
+		{"subject whole RDNs", Patterns{Subject: []string{"CN=web,**"}}, true, 0},
 		{"cn", Patterns{CommonName: []string{"web"}}, true, 0},
 		{"cn case", Patterns{CommonName: []string{"WEB"}}, false, FieldCommonName},
 		{"o", Patterns{Organization: []string{"Acme"}}, true, 0},
 		{"ou", Patterns{OrganizationalUnit: []string{"eu"}}, true, 0},
 		{"issuer", Patterns{Issuer: []string{"CN=Test Root,O=Acme"}}, true, 0},
-		{"issuer glob", Patterns{Issuer: []string{"CN=Test *"}}, true, 0},
+		{"issuer glob", Patterns{Issuer: []string{"CN=Test *,O=Acme"}}, true, 0},
+		{"issuer glob within one RDN", Patterns{Issuer: []string{"CN=Test *"}}, false, FieldIssuer},
 		{"fingerprint colon upper", Patterns{Fingerprint: []string{colonHex(fp[:])}}, true, 0},
 		{"fingerprint plain", Patterns{Fingerprint: []string{hex.EncodeToString(fp[:])}}, true, 0},
 		{"spki", Patterns{SPKI: []string{hex.EncodeToString(spki[:])}}, true, 0},
@@ -282,4 +286,27 @@ func FuzzCompile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkMatchSubject matches a cached identity against subject and
+// issuer DN patterns, the matching subject pattern last.
+func BenchmarkMatchSubject(b *testing.B) {
+	leaf, ca := benchLeaf(b)
+	p := Patterns{
+		Subject: []string{"CN=api,OU=payments,O=Acme", "CN=web-*,OU=payments,O=Other", "CN=*,OU=pay*,O=Acme"},
+		Issuer:  []string{"CN=intermediate,O=Acme", "CN=root,O=Acme"},
+	}
+	if err := p.Compile(); err != nil {
+		b.Fatal(err)
+	}
+	id := FromChains([][]*x509.Certificate{{leaf, ca.Cert}})
+	if id.Subject != "CN=web,OU=payments,O=Acme" {
+		b.Fatalf("subject %q", id.Subject)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, _ := p.Match(id); !ok {
+			b.Fatal("no match")
+		}
+	}
 }
