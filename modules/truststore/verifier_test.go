@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -155,4 +156,39 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestLiveTrustRefusalsPinNoMemory: refused handshakes leave nothing
+// behind. Each refused chain here sits in its own 256 KiB message (what a
+// client can send), as crypto/tls hands it to the verifier; a cache that
+// kept the parsed certificates would keep every message alive.
+func TestLiveTrustRefusalsPinNoMemory(t *testing.T) {
+	trusted := testpki.NewCA(t, "trusted")
+	v := &LiveTrust{pool: staticPool{trusted.Pool()}, logger: zap.NewNop()}
+	const n = 400
+	foreign := testpki.NewCA(t, "foreign")
+	leaves := make([]*testpki.Leaf, n) // distinct certificates, as an attacker would send
+	for i := range leaves {
+		leaves[i] = foreign.Issue(t, testpki.ClientOnly())
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	for i := range n {
+		der := leaves[i%len(leaves)].Cert.Raw
+		message := make([]byte, 256<<10)
+		leafRaw := message[64 : 64+copy(message[64:], der)]
+		if err := v.VerifyClientCertificate([][]byte{leafRaw}, nil); err == nil {
+			t.Fatal("a foreign client was accepted")
+		}
+	}
+	after := heap()
+	if grown := int64(after) - int64(before); grown > 16<<20 {
+		t.Fatalf("%d refused handshakes left %d MiB live", n, grown>>20)
+	}
 }
