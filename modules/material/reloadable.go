@@ -60,7 +60,10 @@ type Spec[T any] struct {
 
 // Reloadable holds the current version of some material behind an atomic
 // pointer: reads are lock-free; a reload that fails keeps the last good
-// version and logs why.
+// version and logs why. Once stopped (Destruct: the last config using it
+// was cleaned up) it reloads no more, and keeps answering with its last
+// good version: a handshake or request of a cleaned-up config may still
+// be reading it.
 type Reloadable[T any] struct {
 	spec    Spec[T]
 	logger  *zap.Logger
@@ -104,7 +107,9 @@ func newReloadable[T any](spec Spec[T], logger *zap.Logger) (*Reloadable[T], err
 	return r, nil
 }
 
-// Current is the current material; lock-free.
+// Current is the current material; lock-free. It is never the zero value
+// of a failed load: a Reloadable exists only once a load succeeded, and
+// keeps its last good version even after it is stopped.
 func (r *Reloadable[T]) Current() T { return r.current.Load().Value }
 
 // CurrentLoaded is the current version with its certificates.
@@ -134,10 +139,14 @@ func (r *Reloadable[T]) set(l *Loaded[T]) {
 }
 
 // Reload reads the material again. A failure keeps the last good version;
-// an unchanged input is not counted as a reload.
+// an unchanged input is not counted as a reload. Once stopped, it does
+// nothing (a late storage notification, say).
 func (r *Reloadable[T]) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.stopped() {
+		return nil
+	}
 	loaded, err := r.spec.Load()
 	if err != nil {
 		r.stats.failed.Add(1)
@@ -169,6 +178,16 @@ func (r *Reloadable[T]) Destruct() error {
 	<-r.done
 	unregisterStats(&r.stats)
 	return nil
+}
+
+// stopped reports whether Destruct has run.
+func (r *Reloadable[T]) stopped() bool {
+	select {
+	case <-r.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *Reloadable[T]) watchPaths(l *Loaded[T]) []string {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -191,6 +192,107 @@ func TestExpandPaths(t *testing.T) {
 	for _, bad := range []string{filepath.Join(dir, "*.der"), filepath.Join(dir, "nope"), t.TempDir()} {
 		if _, err := ExpandPaths([]string{bad}); err == nil {
 			t.Errorf("%s: no error", bad)
+		}
+	}
+}
+
+// TestReleasedHeldKeepsLastGood: a handshake of a config that is being
+// cleaned up may still read its source. After Release (and after the
+// last Release stopped the watcher) Src stays and answers with the last
+// good version; a stopped source reloads no more.
+func TestReleasedHeldKeepsLastGood(t *testing.T) {
+	dir := t.TempDir()
+	path := testpki.WriteFile(t, dir, "ca.pem", testpki.NewCA(t, "one").CertPEM())
+	spec := pemSpec("held:"+path, path)
+	var old, next Held[[]*x509.Certificate]
+	if err := old.Acquire(testCtx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := next.Acquire(testCtx(t), spec); err != nil { // an admin reload
+		t.Fatal(err)
+	}
+	src := old.Src
+	old.Release() // the old config is cleaned up
+	old.Release() // twice: must not give back the new config's reference
+	if old.Src != src {
+		t.Fatalf("Release changed Src to %v", old.Src)
+	}
+	if got := cn(old.Src.Current()); got != "one" {
+		t.Fatalf("after Release: %q, want the last good version", got)
+	}
+	select {
+	case <-src.done:
+		t.Fatal("a second Release of one hold stopped the watcher the new config still uses")
+	default:
+	}
+
+	// still live for the new config: a change is seen through both
+	testpki.WriteFile(t, dir, "ca.pem", testpki.NewCA(t, "two").CertPEM())
+	waitFor(t, "the new version", func() bool { return cn(next.Src.Current()) == "two" })
+	if got := cn(old.Src.Current()); got != "two" {
+		t.Fatalf("the released hold reads %q, want the current version", got)
+	}
+
+	next.Release() // the last user: the watcher stops
+	select {
+	case <-src.done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("watcher still running after the last release")
+	}
+	for _, h := range []*Held[[]*x509.Certificate]{&old, &next} {
+		if h.Src == nil || cn(h.Src.Current()) != "two" {
+			t.Fatal("a stopped source lost its last good version")
+		}
+	}
+	testpki.WriteFile(t, dir, "ca.pem", testpki.NewCA(t, "three").CertPEM())
+	if err := src.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := cn(src.Current()); got != "two" {
+		t.Fatalf("a stopped source reloaded: %q", got)
+	}
+}
+
+// TestCurrentDuringRelease: readers of a config's source (handshakes) run
+// while the config is cleaned up and the source reloads; run with -race.
+// Every read returns a good version, none panics.
+func TestCurrentDuringRelease(t *testing.T) {
+	dir := t.TempDir()
+	path := testpki.WriteFile(t, dir, "ca.pem", testpki.NewCA(t, "one").CertPEM())
+	spec := pemSpec("race:"+path, path)
+	for round := range 20 {
+		var h Held[[]*x509.Certificate]
+		if err := h.Acquire(testCtx(t), spec); err != nil {
+			t.Fatal(err)
+		}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		var bad atomic.Int32
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				for range 2000 {
+					if len(h.Src.Current()) != 1 {
+						bad.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if round%2 == 0 {
+				_ = h.Src.Reload()
+			}
+			h.Release()
+		}()
+		close(start)
+		wg.Wait()
+		if bad.Load() > 0 {
+			t.Fatalf("round %d: %d reads without a good version", round, bad.Load())
 		}
 	}
 }
