@@ -14,6 +14,9 @@ import (
 
 // live is what every source shares: the reloadable identity and its
 // lifecycle. Identity reads the current version through an atomic pointer.
+// Once Provision succeeded it never returns nil, even after Cleanup: an
+// upstream handshake of a config being cleaned up (an admin reload does
+// not wait for the old config's requests) presents the last good identity.
 type live struct {
 	material.Held[*tls.Certificate]
 }

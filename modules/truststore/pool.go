@@ -24,11 +24,17 @@ type anchors struct {
 // upstream transport) sees reloads; one that asks once (Caddy's own
 // client_auth trust_pool, reverse_proxy tls_trust_pool) sees the pool as it
 // was when its config was loaded.
+//
+// Once Provision succeeded, CertPool and Certificates never return nil,
+// even after Cleanup: a handshake of a config being cleaned up (an admin
+// reload does not wait for them) gets the last good pool, where a nil one
+// would mean the system roots to crypto/x509.
 type livePool struct {
 	material.Held[*anchors]
 }
 
 // CertPool returns the current pool (lock-free); it implements caddytls.CA.
+// Nil only when Provision failed.
 func (lp *livePool) CertPool() *x509.CertPool {
 	if lp.Src == nil {
 		return nil
