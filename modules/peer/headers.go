@@ -3,6 +3,7 @@ package peer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -199,7 +200,12 @@ func (h *ForwardHeaders) Validate() error {
 // verified identity.
 func (h *ForwardHeaders) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	stripFamily(r.Header, h.family)
-	stripFamily(r.Trailer, h.family)
+	stripFamily(r.Trailer, h.family) // the declared ones (HTTP/2 fills only those)
+	if r.Body != nil && r.Body != http.NoBody && (r.Trailer != nil || r.ContentLength < 0) {
+		// HTTP/1.1 fills r.Trailer at the end of a chunked body, with
+		// every trailer received, declared or not: strip them there too
+		r.Body = &trailerStripper{ReadCloser: r.Body, r: r, family: h.family}
+	}
 	id := publish(r)
 	if id == nil {
 		return next.ServeHTTP(w, r)
@@ -306,6 +312,23 @@ func (x *XFCC) value(id *Identity) string {
 		add("DNS", d, false)
 	}
 	return b.String()
+}
+
+// trailerStripper removes the identity family from the request's trailers
+// when its body reaches EOF, which is when net/http fills them in (and
+// before a reader such as reverse_proxy sees the EOF and forwards them).
+type trailerStripper struct {
+	io.ReadCloser
+	r      *http.Request
+	family []string
+}
+
+func (b *trailerStripper) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		stripFamily(b.r.Trailer, b.family)
+	}
+	return n, err
 }
 
 // stripFamily deletes every header whose name equals one of family

@@ -1,10 +1,13 @@
 package peer
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -352,4 +355,105 @@ func BenchmarkMatcherRequest(b *testing.B) {
 			b.Fatal("no match")
 		}
 	}
+}
+
+// trailerServer serves h behind a real net/http server, as Caddy does (a
+// shallow copy of the request with Caddy's context); the next handler
+// reads the body to EOF, as reverse_proxy does, and records the trailers
+// it then sees.
+func trailerServer(t *testing.T, h *ForwardHeaders, tls bool) (*httptest.Server, chan http.Header) {
+	got := make(chan http.Header, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), w, &caddyhttp.Server{})
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			if _, err := io.ReadAll(r.Body); err != nil {
+				return err
+			}
+			got <- r.Trailer.Clone()
+			return nil
+		})
+		if err := h.ServeHTTP(w, r, next); err != nil {
+			t.Error(err)
+		}
+	}))
+	if tls {
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	t.Cleanup(srv.Close)
+	return srv, got
+}
+
+// checkTrailers fails if a trailer of the identity family arrived, or if
+// the unrelated one did not.
+func checkTrailers(t *testing.T, tr http.Header) {
+	t.Helper()
+	for name, vals := range tr {
+		if n := normalizeName(name); n != "x-checksum" && n != "x-unrelated" && len(vals) > 0 {
+			t.Errorf("forged trailer reached the next handler: %s: %q", name, vals)
+		}
+	}
+	if tr.Get("X-Checksum") != "kept" {
+		t.Errorf("an unrelated trailer was lost: %v", tr)
+	}
+}
+
+// TestForwardStripsTrailers: net/http fills the trailers of a chunked
+// request only when the body reaches EOF, after the handler has run; the
+// identity family is removed then too. Issue 12, finding 6: a chunked
+// request declaring `Trailer: Client-Cert, X-Spiffe-Id` reached the
+// backend with the forged trailers.
+func TestForwardStripsTrailers(t *testing.T) {
+	h := fullHandler(t)
+	t.Run("HTTP/1.1 chunked, declared and undeclared", func(t *testing.T) {
+		srv, got := trailerServer(t, h, false)
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		req := "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" +
+			"Trailer: Client-Cert, X-Spiffe-Id, X-Forwarded-Client-Cert, X-Checksum\r\n\r\n" +
+			"5\r\nhello\r\n0\r\n" +
+			"Client-Cert: :Zm9yZ2Vk:\r\n" +
+			"X-Spiffe-Id: spiffe://example.org/admin\r\n" +
+			"x-forwarded-client-cert: URI=spiffe://example.org/admin\r\n" +
+			"Client-Cert-Chain: :Zm9yZ2Vk:\r\n" + // not declared
+			"X_Forwarded_Client_Cert: URI=spiffe://example.org/admin\r\n" +
+			"X-Ssl-Client-Verify: SUCCESS\r\n" +
+			"X-Checksum: kept\r\n\r\n"
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		checkTrailers(t, <-got)
+	})
+	t.Run("HTTP/2", func(t *testing.T) {
+		srv, got := trailerServer(t, h, true)
+		req, err := http.NewRequest("POST", srv.URL, io.NopCloser(strings.NewReader("hello")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Trailer = http.Header{
+			"Client-Cert":             {":Zm9yZ2Vk:"},
+			"X-Spiffe-Id":             {"spiffe://example.org/admin"},
+			"X-Forwarded-Client-Cert": {"URI=spiffe://example.org/admin"},
+			"X-Checksum":              {"kept"},
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("protocol %s", resp.Proto)
+		}
+		checkTrailers(t, <-got)
+	})
 }
