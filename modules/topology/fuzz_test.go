@@ -1,16 +1,19 @@
 package topology
 
 import (
+	"bytes"
 	"encoding/json"
+	"encoding/xml"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
 )
 
-// FuzzAnalyze: no JSON config makes the analysis, the table or the JSON
-// encoding panic. Files are read as configs name them (only regular files,
-// bounded in size).
+// FuzzAnalyze: no JSON config makes the analysis, the table, the JSON
+// encoding or the picture panic, and the picture is well-formed XML
+// whatever text the config holds. Files are read as configs name them
+// (only regular files, bounded in size).
 func FuzzAnalyze(f *testing.F) {
 	seeds, _ := filepath.Glob("testdata/golden/*.json")
 	for _, s := range seeds {
@@ -28,6 +31,8 @@ func FuzzAnalyze(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	// text the picture must escape or drop: markup, control characters
+	f.Add([]byte(`{"apps":{"http":{"servers":{"a<b>&\"'":{"listen":[":443\u0001"],"routes":[{"match":[{"host":["h\u0000\u001b<x>é€"]}],"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"\ufffe:1"}]}]}]}}}}}`))
 	f.Fuzz(func(t *testing.T, cfg []byte) {
 		rep, err := Analyze(cfg, Options{})
 		if err != nil {
@@ -40,5 +45,20 @@ func FuzzAnalyze(f *testing.F) {
 			t.Fatal(err)
 		}
 		_ = gauges(rep)
+		var svg bytes.Buffer
+		if err := rep.WriteSVG(&svg, SVGOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		dec := xml.NewDecoder(&svg)
+		for {
+			if _, err := dec.Token(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("the picture is not well-formed XML: %v", err)
+			}
+		}
+		if err := rep.WriteHTML(io.Discard, HTMLOptions{Refresh: 5}); err != nil {
+			t.Fatal(err)
+		}
 	})
 }

@@ -195,6 +195,7 @@ func (a *analyzer) l4Proxy(route *Route, st *l4State, h map[string]any, path str
 			out.Upstreams = []string{}
 		}
 		if pp := str(h["proxy_protocol"]); pp != "" {
+			out.ProxyProtocol = pp
 			out.Notes = append(out.Notes, "sends PROXY protocol "+pp)
 		}
 		a.upstreamTLS(out, obj(u["tls"]), field(up, "tls"))

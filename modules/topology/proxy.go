@@ -31,6 +31,7 @@ func (a *analyzer) reverseProxy(sc *serverCtx, h map[string]any, path string, wh
 	case "http":
 		a.upstreamTLS(out, obj(transport["tls"]), field(tp, "tls"))
 		if pp := str(transport["proxy_protocol"]); pp != "" {
+			out.ProxyProtocol = pp
 			out.Notes = append(out.Notes, "sends PROXY protocol "+pp)
 		}
 	case "mtls":

@@ -172,6 +172,12 @@ type Outbound struct {
 	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
 	// IdentityHeaders are client-identity headers sent to the upstream.
 	IdentityHeaders []string `json:"identity_headers,omitempty"`
+	// ProxyProtocol is the PROXY protocol version sent to the upstream
+	// ("v1", "v2"), when one is.
+	ProxyProtocol string `json:"proxy_protocol,omitempty"`
+	// IdentityTLVs: the verified client identity travels in the PROXY v2
+	// header (the passthrough handler's proxy_protocol_identity).
+	IdentityTLVs bool `json:"identity_tlvs,omitempty"`
 	// Notes: except_ports, PROXY protocol, dynamic upstreams...
 	Notes []string `json:"notes,omitempty"`
 }

@@ -65,7 +65,12 @@ func (a *analyzer) suiteL4Handler(route *Route, st *l4State, name string, h map[
 			}
 		}
 		if pp := str(h["proxy_protocol"]); pp != "" && pp != "off" {
+			out.ProxyProtocol = pp
 			out.Notes = append(out.Notes, "sends PROXY protocol "+pp+" (the client's address reaches the backend)")
+			if pp == "v2" && boolean(h["proxy_protocol_identity"]) {
+				out.IdentityTLVs = true
+				out.Notes = append(out.Notes, "the verified client identity in PROXY v2 TLVs (PP2_TYPE_SSL with the CN and certificate, 0xE0 with the SPIFFE ID)")
+			}
 		}
 		if t := obj(h["tls"]); t != nil {
 			// "mTLS in, mTLS out": re-encrypted to the upstream
