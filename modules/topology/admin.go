@@ -3,6 +3,7 @@ package topology
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -15,7 +16,9 @@ func init() {
 const routePattern = "/trustline/topology"
 
 // Admin serves the topology report of the running config on the admin
-// API: GET /trustline/topology (JSON), ?format=table for people.
+// API: GET /trustline/topology (JSON), ?format=table for people,
+// ?format=html for a self-contained page with the picture (?refresh=N
+// reloads it every N seconds), ?format=svg for the bare picture.
 //
 // Caddy provisions admin.api modules with no config of their own and never
 // cleans them up, so it keeps no state: each request reads the running
@@ -46,22 +49,45 @@ func serveTopology(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use GET", r.Method)}
 	}
-	format := r.URL.Query().Get("format")
+	q := r.URL.Query()
+	format := q.Get("format")
 	switch format {
 	case "", "json":
 		format = "json"
-	case "table":
+	case "table", "html", "svg":
 	default:
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("format %q: want table or json", format)}
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("format %q: want table or json, or html or svg for the picture", format)}
+	}
+	refresh := 0
+	if s := q.Get("refresh"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 86400 || format != "html" {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("refresh %q: want a number of seconds from 1 to 86400, with format=html", s)}
+		}
+		refresh = n
 	}
 	rep, err := runningReport()
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
 	}
-	if format == "json" {
-		w.Header().Set("Content-Type", "application/json")
-	} else {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	h := w.Header()
+	switch format {
+	case "json":
+		h.Set("Content-Type", "application/json")
+	case "table":
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+	case "html", "svg":
+		// the page loads nothing and runs nothing: its style and its
+		// picture are inline
+		h.Set("Content-Security-Policy", pageCSP)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		if format == "svg" {
+			h.Set("Content-Type", "image/svg+xml")
+		}
+		// days left are counted from the time of the report: now
+		return writePicture(w, rep, format, refresh)
 	}
 	return writeReport(w, rep, format)
 }

@@ -16,7 +16,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "trustline",
-		Usage: "topology [--config <path> [--adapter <name>]] [--address <admin>] [--format table|json] [--fail-on warning|error]",
+		Usage: "topology [--config <path> [--adapter <name>]] [--address <admin>] [--format table|json|html|svg] [--fail-on warning|error]",
 		Short: "Commands of the trustline suite",
 		Long: `
 Commands of the trustline suite.
@@ -31,7 +31,7 @@ skip-verify), every certificate in play with its expiry, and findings with
 the config path and the fix.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			topo := &cobra.Command{
-				Use:   "topology [--config <path> [--adapter <name>]] [--address <admin>] [--format table|json] [--fail-on warning|error]",
+				Use:   "topology [--config <path> [--adapter <name>]] [--address <admin>] [--format table|json|html|svg] [--fail-on warning|error]",
 				Short: "Report where TLS ends, the certificates in play, and findings",
 				Long: `
 Reports where TLS ends in a config: per listener, host and route, the
@@ -48,6 +48,11 @@ read from this machine). Without it, it asks the running instance (its
 admin API at --address, or the address of the config) for its report:
 GET /trustline/topology.
 
+--format html writes a self-contained page with the topology drawn (no
+script, nothing fetched), --format svg the bare picture:
+
+  caddy trustline topology --config Caddyfile --format html > topology.html
+
 --fail-on warning|error exits with status 2 when a finding at or above
 that severity exists, for CI. Status 1 means the report could not be
 made.`,
@@ -56,7 +61,7 @@ made.`,
 			topo.Flags().StringP("config", "c", "", "Configuration file to analyse")
 			topo.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
 			topo.Flags().String("address", "", "Admin API address of a running instance (without --config)")
-			topo.Flags().StringP("format", "f", "table", "Output format: table or json")
+			topo.Flags().StringP("format", "f", "table", "Output format: table, json, html (a page with the picture) or svg")
 			topo.Flags().String("fail-on", "", "Exit with status 2 when a finding at or above this severity exists: warning or error")
 			cmd.AddCommand(topo)
 		},
@@ -66,8 +71,10 @@ made.`,
 // cmdTopology runs `caddy trustline topology`.
 func cmdTopology(fl caddycmd.Flags) (int, error) {
 	format := fl.String("format")
-	if format != "table" && format != "json" {
-		return caddy.ExitCodeFailedStartup, fmt.Errorf("--format %q: want table or json", format)
+	switch format {
+	case "table", "json", "html", "svg":
+	default:
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("--format %q: want table or json, or html or svg for the picture", format)
 	}
 	var failOn Severity
 	if s := fl.String("fail-on"); s != "" {
@@ -101,7 +108,11 @@ func cmdTopology(fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 
-	if err := writeReport(os.Stdout, rep, format); err != nil {
+	write := writeReport
+	if format == "html" || format == "svg" {
+		write = func(w io.Writer, rep *Report, format string) error { return writePicture(w, rep, format, 0) }
+	}
+	if err := write(os.Stdout, rep, format); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	if failOn != "" {
@@ -142,4 +153,14 @@ func writeReport(w io.Writer, rep *Report, format string) error {
 		return enc.Encode(rep)
 	}
 	return rep.WriteTable(w)
+}
+
+// writePicture writes the report drawn, as a page or as bare SVG; days
+// left are counted from the report's time.
+func writePicture(w io.Writer, rep *Report, format string, refresh int) error {
+	opts := SVGOptions{Now: rep.Generated}
+	if format == "svg" {
+		return rep.WriteSVG(w, opts)
+	}
+	return rep.WriteHTML(w, HTMLOptions{SVGOptions: opts, Refresh: refresh})
 }
