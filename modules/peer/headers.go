@@ -172,14 +172,14 @@ func (h *ForwardHeaders) Validate() error {
 	}
 	if h.XFCC != nil {
 		claim(HeaderXFCC, "xfcc")
-		if strings.ContainsAny(h.XFCC.By, "\r\n") {
-			errs = append(errs, errors.New("xfcc by: contains a line break"))
+		if hasControl(h.XFCC.By) {
+			errs = append(errs, fmt.Errorf("xfcc by %q: contains a control character", h.XFCC.By))
 		}
 	}
 	for name, val := range h.Headers {
 		claim(name, "header "+name)
-		if strings.ContainsAny(val, "\r\n") {
-			errs = append(errs, fmt.Errorf("header %s: value contains a line break", name))
+		if !httpguts.ValidHeaderFieldValue(val) {
+			errs = append(errs, fmt.Errorf("header %s: value %q contains a line break or another control character", name, val))
 		}
 	}
 	if h.PEMHeader != "" {
@@ -248,7 +248,7 @@ func (h *ForwardHeaders) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 				v = repl.ReplaceKnown(hs.tmpl, "")
 			}
 		}
-		if v != "" && !strings.ContainsAny(v, "\r\n") {
+		if v != "" && httpguts.ValidHeaderFieldValue(v) {
 			set(hs.name, v)
 		}
 	}
@@ -304,12 +304,14 @@ func (x *XFCC) value(id *Identity) string {
 	if x.Chain && len(id.Chain) > 0 {
 		add("Chain", id.chainPEMEscaped(), true)
 	}
-	add("Subject", id.Subject, true)
+	// a control character (a CA may sign one) would break the header:
+	// the subject gets RFC 4514 hex escapes, SANs percent-escapes
+	add("Subject", escapeDNControls(id.Subject), true)
 	for _, u := range id.URIs {
-		add("URI", u, false)
+		add("URI", percentEncodeControls(u), false)
 	}
 	for _, d := range id.DNSNames {
-		add("DNS", d, false)
+		add("DNS", percentEncodeControls(d), false)
 	}
 	return b.String()
 }

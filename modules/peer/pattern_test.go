@@ -252,6 +252,7 @@ func FuzzCompile(f *testing.F) {
 		"dns:*.svc", "dns:**.svc.cluster.local", "ip:10.0.0.0/8", "ip:::1", "sha256:ab:cd",
 		"spki:" + strings.Repeat("a", 64), "subject:CN=*,O=Acme", "email:*@x.org", "uri:https://x/**",
 		"trust_domain:example.org", "cn:web", "o:Acme", "ou:x", "issuer:CN=root", "spiffe://a/**/b/**",
+		`CN=a\,b,O=*`, "**,O=Acme", `CN=\#x\2C*+OU=y,*,**`, "1.2.3.4=#0c01,CN=*",
 	} {
 		f.Add(s, "spiffe://example.org/ns/prod/sa/web")
 	}
