@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks use, from Debian's packages, when
 # it is missing: nginx (with its stream module), HAProxy, redis-server,
-# curl, openssl, wrk, h2load, and Java's keytool.
+# curl, openssl, wrk, h2load, Java's keytool, and chromium (the topology
+# page's browser test).
 set -euo pipefail
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
@@ -13,6 +14,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v keytool >/dev/null || need+=(default-jdk-headless)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "installing: ${need[*]}"
 	SUDO=""

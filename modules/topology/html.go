@@ -36,7 +36,7 @@ func (r *Report) WriteHTML(w io.Writer, opts HTMLOptions) error {
 	if opts.Refresh > 0 {
 		fmt.Fprintf(bw, "<meta http-equiv=\"refresh\" content=\"%d\">\n", opts.Refresh)
 	}
-	fmt.Fprintf(bw, "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>trustline: TLS topology</title>\n<style>%s</style>\n</head>\n<body>\n", pageStyle)
+	fmt.Fprintf(bw, "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>trustline: TLS topology</title>\n<link rel=\"icon\" href=\"data:,\">\n<style>%s</style>\n</head>\n<body>\n", pageStyle)
 	fmt.Fprintf(bw, "<header><h1>TLS topology</h1><p>%s</p></header>\n<main><figure>\n",
 		html.EscapeString(fmt.Sprintf("report of %s; %d listener(s), %d certificate(s); findings: %s",
 			r.Generated.UTC().Format(time.RFC3339), len(r.Listeners), len(r.Certificates), counts(r.Findings))))
