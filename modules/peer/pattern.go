@@ -24,9 +24,11 @@ import (
 // characters within it, and "**" as a whole segment (once per pattern)
 // matches one or more segments: "spiffe://example.org/**" is every workload
 // of the trust domain, "spiffe://example.org/ns/*/sa/web" a glob,
-// "**.svc.cluster.local" every name under that suffix. In subject, issuer,
-// common_name, organization and organizational_unit patterns, "*" matches
-// any run of characters.
+// "**.svc.cluster.local" every name under that suffix. In common_name,
+// organization and organizational_unit patterns, "*" matches any run of
+// characters. Subject and issuer patterns are DNs matched attribute by
+// attribute (see dnGlob): "*" matches within one attribute value, never
+// across an RDN.
 //
 // Patterns are parsed once, in Provision; matching allocates nothing.
 type Patterns struct {
@@ -48,10 +50,13 @@ type Patterns struct {
 	Email []string `json:"email,omitempty"`
 	// IP SANs: addresses or CIDR ranges ("10.0.0.0/8", "2001:db8::/32").
 	IP []string `json:"ip,omitempty"`
-	// Full subject DNs in RFC 2253 form as Go and
+	// Full subject DNs in RFC 4514 form as Go and
 	// `openssl x509 -noout -subject -nameopt RFC2253` print them, most
-	// specific attribute first: "CN=web,OU=payments,O=Acme,C=US". Exact or
-	// with "*" wildcards; case-sensitive.
+	// specific attribute first: "CN=web,OU=payments,O=Acme,C=US". Matched
+	// attribute by attribute, escapes ("\,", "\2C") decoded on both sides:
+	// "*" matches any run of characters within one value ("CN=web-*,O=Acme"),
+	// an RDN "*" exactly one RDN, an RDN "**" one or more; "\*" is a
+	// literal "*". Types ignore case, values do not.
 	Subject []string `json:"subject,omitempty"`
 	// Subject common names, exact or with "*"; case-sensitive.
 	CommonName []string `json:"common_name,omitempty"`
