@@ -417,7 +417,10 @@ func (p *picture) certBlock(b *box, id string, width int) {
 		lines = append(lines, line{indent: 4, spans: []span{{"not after " + c.NotAfter.UTC().Format(time.DateOnly) + " ", ""}, {"(" + left + ")", cls}}})
 	} else {
 		at = append(at, attr{"data-expiry", "unknown"})
-		lines = append(lines, line{indent: 4, spans: []span{{clip("not read: "+c.NotRead, width-4), "na"}}})
+		for _, l := range textLinesIndent("not read: "+c.NotRead, "na", width-4, 2) {
+			l.indent += 4
+			lines = append(lines, l)
+		}
 	}
 	b.blocks = append(b.blocks, block{attrs: at, lines: lines})
 }
