@@ -18,6 +18,7 @@ import (
 	_ "github.com/trustline/trustline/modules/keystore"
 	_ "github.com/trustline/trustline/modules/passthrough"
 	_ "github.com/trustline/trustline/modules/peer"
+	_ "github.com/trustline/trustline/modules/spiffeworkload"
 	_ "github.com/trustline/trustline/modules/storage/redis"
 	_ "github.com/trustline/trustline/modules/topology"
 	_ "github.com/trustline/trustline/modules/truststore"

@@ -1,0 +1,398 @@
+package spiffeworkload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+// firstAnswer bounds the wait for the agent's first answer when no `wait`
+// is configured: an unreachable socket fails at once, this is for an agent
+// that accepts the connection and then never answers.
+const firstAnswer = 15 * time.Second
+
+// retryMin and retryMax bound the reconnection backoff: both the Workload
+// API watch (go-spiffe's own default is linear from 1s to 30s) and gRPC's
+// connection attempts (whose default grows to 120s) back off exponentially
+// from retryMin to retryMax, so an agent that restarts is heard from again
+// within retryMax of being back.
+const (
+	retryMin = 100 * time.Millisecond
+	retryMax = 5 * time.Second
+)
+
+// monitorEvery is how often the SVIDs held are checked for expiry while
+// the agent is unreachable.
+var monitorEvery = time.Second
+
+// socketAddress is the socket to dial: the configured one, else
+// SPIFFE_ENDPOINT_SOCKET; it must be a unix:// or tcp:// address.
+func socketAddress(configured string) (string, error) {
+	addr := configured
+	if addr == "" {
+		addr = os.Getenv(workloadapi.SocketEnv)
+		if addr == "" {
+			return "", fmt.Errorf("no socket: set the socket option or %s", workloadapi.SocketEnv)
+		}
+	}
+	if err := workloadapi.ValidateAddress(addr); err != nil {
+		return "", fmt.Errorf("socket %q: %w", addr, err)
+	}
+	return addr, nil
+}
+
+// agent is one connection to the Workload API at one socket, shared by
+// every module that names that socket (through the agents usage pool). It
+// keeps the last X.509 context the agent sent: when the agent goes away,
+// the last SVIDs and bundles stay in force (they are only replaced by a
+// newer answer), the loss is logged once and counted, and the watch
+// reconnects with backoff.
+type agent struct {
+	addr   string
+	logger *zap.Logger
+	// ctx is the context of the config that created the connection, for
+	// the per-bundle metric sources it acquires.
+	ctx caddy.Context
+
+	client  *workloadapi.Client
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	current atomic.Pointer[workloadapi.X509Context]
+	errs    chan error // the watch's errors while the first answer is awaited
+
+	disconnects atomic.Uint64
+	up          atomic.Bool
+
+	mu        sync.Mutex // guards the fields below
+	updated   chan struct{}
+	lastErr   error
+	lostAt    time.Time
+	listeners map[int]func()
+	nextID    int
+	warned    map[string]bool                           // serials warned about (near expiry, expired)
+	bundles   map[string]*material.Reloadable[struct{}] // per trust domain, for metrics
+	closed    bool
+}
+
+var agents = caddy.NewUsagePool()
+
+// acquireAgent returns the shared connection to addr, connecting (and
+// waiting for the first answer, up to wait) when no running config holds
+// one. Each successful call is paired with releaseAgent.
+func acquireAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error) {
+	val, _, err := agents.LoadOrNew(agentKey(addr), func() (caddy.Destructor, error) {
+		return newAgent(ctx, addr, wait)
+	})
+	if err != nil {
+		return nil, err
+	}
+	registerAgentMetrics(ctx)
+	return val.(*agent), nil
+}
+
+// releaseAgent gives a connection back; the last release closes it.
+func releaseAgent(addr string) { _, _ = agents.Delete(agentKey(addr)) }
+
+func agentKey(addr string) string { return "spiffe_workload|" + addr }
+
+type backoffStrategy struct{}
+
+func (backoffStrategy) NewBackoff() workloadapi.Backoff { return &expBackoff{} }
+
+// expBackoff doubles from retryMin to retryMax; go-spiffe resets it after
+// each answer.
+type expBackoff struct{ next time.Duration }
+
+func (b *expBackoff) Next() time.Duration {
+	if b.next == 0 {
+		b.next = retryMin
+	}
+	d := b.next
+	b.next = min(2*b.next, retryMax)
+	return d
+}
+
+func (b *expBackoff) Reset() { b.next = 0 }
+
+func newAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error) {
+	logger := ctx.Logger().Named("trustline.spiffe_workload").With(zap.String("socket", addr))
+	client, err := workloadapi.New(context.Background(),
+		workloadapi.WithAddr(addr),
+		workloadapi.WithBackoffStrategy(backoffStrategy{}),
+		workloadapi.WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  retryMin,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   retryMax,
+			},
+			MinConnectTimeout: retryMax,
+		})))
+	if err != nil {
+		return nil, fmt.Errorf("Workload API socket %q: %w", addr, err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	a := &agent{
+		addr:      addr,
+		logger:    logger,
+		ctx:       ctx,
+		client:    client,
+		cancel:    cancel,
+		errs:      make(chan error, 1),
+		updated:   make(chan struct{}),
+		listeners: map[int]func(){},
+		warned:    map[string]bool{},
+		bundles:   map[string]*material.Reloadable[struct{}]{},
+	}
+	a.wg.Add(2)
+	go a.watch(wctx)
+	go a.monitor(wctx)
+
+	limit := wait
+	if limit <= 0 {
+		limit = firstAnswer
+	}
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		a.mu.Lock()
+		upd := a.updated
+		a.mu.Unlock()
+		if a.current.Load() != nil {
+			a.up.Store(true)
+			registerAgent(a)
+			logger.Info("connected to the Workload API", zap.Duration("wait", wait))
+			return a, nil
+		}
+		select {
+		case <-upd:
+		case err := <-a.errs:
+			if wait <= 0 {
+				a.close()
+				return nil, fmt.Errorf("the Workload API at %s %s", addr, describe(err))
+			}
+		case <-timer.C:
+			a.close()
+			a.mu.Lock()
+			last := a.lastErr
+			a.mu.Unlock()
+			if last == nil {
+				return nil, fmt.Errorf("the Workload API at %s did not answer within %s", addr, limit)
+			}
+			return nil, fmt.Errorf("the Workload API at %s gave no identity within %s: it %s", addr, limit, describe(last))
+		}
+	}
+}
+
+// describe says what a watch error means, for the load error.
+func describe(err error) string {
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return "is unreachable: " + err.Error()
+	case codes.PermissionDenied:
+		return "issued no identity to this process (does a registration entry match its selectors?): " + err.Error()
+	}
+	return "failed: " + err.Error()
+}
+
+func (a *agent) watch(ctx context.Context) {
+	defer a.wg.Done()
+	defer func() {
+		if rec := recover(); rec != nil {
+			a.logger.Error("Workload API watch panicked; no more updates", zap.Any("panic", rec))
+		}
+	}()
+	err := a.client.WatchX509Context(ctx, a)
+	if err != nil && ctx.Err() == nil {
+		a.logger.Error("Workload API watch stopped; no more updates", zap.Error(err))
+	}
+}
+
+// OnX509ContextUpdate takes a new answer from the agent (a rotation, a
+// bundle change, or the first answer after a reconnection).
+func (a *agent) OnX509ContextUpdate(x *workloadapi.X509Context) {
+	a.current.Store(x)
+	a.up.Store(true)
+	a.mu.Lock()
+	if !a.lostAt.IsZero() {
+		a.logger.Info("Workload API reachable again",
+			zap.Duration("unreachable_for", time.Since(a.lostAt).Round(time.Millisecond)))
+		a.lostAt = time.Time{}
+	}
+	a.lastErr = nil
+	close(a.updated)
+	a.updated = make(chan struct{})
+	listeners := make([]func(), 0, len(a.listeners))
+	for _, f := range a.listeners {
+		listeners = append(listeners, f)
+	}
+	a.mu.Unlock()
+	a.syncBundleSources(x)
+	for _, f := range listeners {
+		f()
+	}
+}
+
+// OnX509ContextWatchError hears every failed watch attempt (go-spiffe
+// retries with backoff): the first one after a working stream is logged
+// and counted, the retries are not.
+func (a *agent) OnX509ContextWatchError(err error) {
+	if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
+		return
+	}
+	if _, isRPC := status.FromError(err); !isRPC {
+		// the stream is up; one answer could not be parsed
+		a.logger.Warn("Workload API sent an answer that does not parse; keeping the last one", zap.Error(err))
+		return
+	}
+	select {
+	case a.errs <- err:
+	default:
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.lastErr = err
+	if !a.up.Load() || a.closed {
+		return
+	}
+	a.up.Store(false)
+	a.lostAt = time.Now()
+	a.disconnects.Add(1)
+	fields := []zap.Field{zap.Error(err)}
+	if x := a.current.Load(); x != nil {
+		for _, s := range x.SVIDs {
+			fields = append(fields, zap.Time("svid_not_after", s.Certificates[0].NotAfter))
+			break
+		}
+	}
+	a.logger.Warn("Workload API unreachable; keeping the last X509-SVIDs and bundles until they expire, reconnecting", fields...)
+}
+
+// monitor warns, while the agent is unreachable, when an SVID held is past
+// the half of its life at which the agent would have rotated it, and when
+// it has expired (once per SVID each).
+func (a *agent) monitor(ctx context.Context) {
+	defer a.wg.Done()
+	t := time.NewTicker(monitorEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if a.up.Load() {
+			continue
+		}
+		x := a.current.Load()
+		if x == nil {
+			continue
+		}
+		now := time.Now()
+		a.mu.Lock()
+		for _, s := range x.SVIDs {
+			leaf := s.Certificates[0]
+			serial := leaf.SerialNumber.Text(16)
+			fields := []zap.Field{zap.String("spiffe_id", s.ID.String()), zap.String("serial", serial),
+				zap.Time("not_after", leaf.NotAfter), zap.Duration("unreachable_for", now.Sub(a.lostAt).Round(time.Second))}
+			switch {
+			case now.After(leaf.NotAfter):
+				if !a.warned["expired "+serial] {
+					a.warned["expired "+serial] = true
+					a.logger.Error("X509-SVID expired and the Workload API is unreachable: peers refuse it", fields...)
+				}
+			case now.After(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)):
+				if !a.warned["near "+serial] {
+					a.warned["near "+serial] = true
+					a.logger.Warn("X509-SVID nears expiry and the Workload API is unreachable to rotate it",
+						append(fields, zap.Duration("remaining", leaf.NotAfter.Sub(now).Round(time.Second)))...)
+				}
+			}
+		}
+		a.mu.Unlock()
+	}
+}
+
+// onUpdate runs f after each answer from the agent, on the watch's
+// goroutine; the returned func unregisters it.
+func (a *agent) onUpdate(f func()) (cancel func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	id := a.nextID
+	a.nextID++
+	a.listeners[id] = f
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		delete(a.listeners, id)
+	}
+}
+
+// waitFor waits until check accepts the current answer, or until
+// deadline; it returns check's last error.
+func (a *agent) waitFor(deadline time.Time, check func(*workloadapi.X509Context) error) error {
+	for {
+		a.mu.Lock()
+		upd := a.updated
+		a.mu.Unlock()
+		err := check(a.current.Load())
+		if err == nil {
+			return nil
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return err
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-upd:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// Destruct closes the connection; the usage pool calls it when the last
+// module using it is cleaned up.
+func (a *agent) Destruct() error {
+	a.close()
+	return nil
+}
+
+func (a *agent) close() {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return
+	}
+	a.closed = true
+	a.mu.Unlock()
+	a.cancel()
+	a.wg.Wait()
+	_ = a.client.Close()
+	unregisterAgent(a)
+	a.mu.Lock()
+	tds := slices.Sorted(maps.Keys(a.bundles))
+	a.bundles = map[string]*material.Reloadable[struct{}]{}
+	a.mu.Unlock()
+	for _, td := range tds {
+		material.Release(a.bundleKey(td))
+	}
+	a.logger.Debug("Workload API connection closed")
+}

@@ -1,0 +1,276 @@
+package spiffeworkload
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/material"
+)
+
+func init() {
+	caddy.RegisterModule(Keystore{})
+}
+
+// Keystore is the workload's X509-SVID and its private key, from the
+// SPIFFE Workload API (a SPIRE agent). Rotations the agent streams are in
+// force for the next handshake, with no reload. When the agent goes away,
+// the last SVID stays in force until it expires (a warning is logged once
+// it is past the half of its life at which the agent would have rotated
+// it, an error once it has expired) and the connection is retried with
+// backoff (100ms doubling to 5s).
+type Keystore struct {
+	// SPIFFEID picks the SVID with this ID when the agent gives the
+	// workload several, e.g. `spiffe://example.org/proxy`. Default: the
+	// first SVID the agent serves (the Workload API's default identity).
+	SPIFFEID string `json:"spiffe_id,omitempty"`
+	// Socket is the Workload API address: `unix:///path` or
+	// `tcp://ip:port`. Default: the SPIFFE_ENDPOINT_SOCKET environment
+	// variable.
+	Socket string `json:"socket,omitempty"`
+	// Wait is how long the config load waits for the agent to answer
+	// with the SVID (for a pod whose agent starts beside it). Default: 0,
+	// an unreachable agent or a missing SVID fails the load at once.
+	Wait caddy.Duration `json:"wait,omitempty"`
+	// Usage is the extended key usage the SVID must allow: client_auth,
+	// server_auth or any. Set by the directive that uses the keystore.
+	// Default: any.
+	Usage string `json:"usage,omitempty"`
+
+	material.Held[*tls.Certificate]
+	addr     string
+	agent    *agent
+	unlisten func()
+}
+
+// CaddyModule returns the Caddy module information.
+func (Keystore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  keystore.Namespace + ".spiffe_workload",
+		New: func() caddy.Module { return new(Keystore) },
+	}
+}
+
+// Provision connects to the agent (or joins the connection another
+// module holds), waits up to Wait for the SVID, and follows its rotations.
+func (k *Keystore) Provision(ctx caddy.Context) error {
+	addr, err := socketAddress(k.Socket)
+	if err != nil {
+		return fmt.Errorf("keystore spiffe_workload: %w", err)
+	}
+	var id spiffeid.ID
+	if k.SPIFFEID != "" {
+		if id, err = spiffeid.FromString(k.SPIFFEID); err != nil {
+			return fmt.Errorf("keystore spiffe_workload: spiffe_id %q: %w", k.SPIFFEID, err)
+		}
+	}
+	usage, err := parseUsage(k.Usage)
+	if err != nil {
+		return fmt.Errorf("keystore spiffe_workload: %w", err)
+	}
+	deadline := time.Now().Add(time.Duration(k.Wait))
+	a, err := acquireAgent(ctx, addr, time.Duration(k.Wait))
+	if err != nil {
+		return fmt.Errorf("keystore spiffe_workload: %w", err)
+	}
+	k.addr, k.agent = addr, a
+	pick := func(x *workloadapi.X509Context) (*tls.Certificate, []*x509.Certificate, error) {
+		svid, err := pickSVID(x, id)
+		if err != nil {
+			return nil, nil, fmt.Errorf("the agent at %s: %w", addr, err)
+		}
+		cert, err := identity(svid, usage)
+		if err != nil {
+			return nil, nil, fmt.Errorf("the agent at %s: %w", addr, err)
+		}
+		return cert, svid.Certificates, nil
+	}
+	if err := a.waitFor(deadline, func(x *workloadapi.X509Context) error {
+		_, _, err := pick(x)
+		return err
+	}); err != nil {
+		return fmt.Errorf("keystore spiffe_workload: %w", err)
+	}
+	name := addr + " " + k.SPIFFEID
+	if k.SPIFFEID == "" {
+		name = addr + " (default SVID)"
+	}
+	err = k.Acquire(ctx, material.Spec[*tls.Certificate]{
+		Kind: "keystore",
+		Name: "spiffe_workload " + name,
+		Key:  "keystore|spiffe_workload|" + addr + "|" + k.SPIFFEID + "|" + string(usage),
+		// the agent's answers drive the reloads (onUpdate); this is a
+		// safety net
+		Poll: time.Minute,
+		Load: func() (*material.Loaded[*tls.Certificate], error) {
+			cert, certs, err := pick(a.current.Load())
+			if err != nil {
+				return nil, err
+			}
+			h := sha256.New()
+			for _, der := range cert.Certificate {
+				h.Write(der)
+			}
+			l := &material.Loaded[*tls.Certificate]{Value: cert, Certificates: certs}
+			copy(l.Digest[:], h.Sum(nil))
+			return l, nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("keystore spiffe_workload: %w", err)
+	}
+	src := k.Src
+	k.unlisten = a.onUpdate(func() { _ = src.Reload() })
+	return nil
+}
+
+// Identity returns the current SVID and key (lock-free); it implements
+// keystore.Source. Never nil once provisioned, even after Cleanup (the
+// last SVID held).
+func (k *Keystore) Identity() *tls.Certificate { return k.Src.Current() }
+
+// OnChange runs f after each rotation; it implements keystore.Source.
+func (k *Keystore) OnChange(f func()) (cancel func()) { return k.Src.OnChange(f) }
+
+// Name is the source's name in logs and metrics.
+func (k *Keystore) Name() string { return k.Src.Name() }
+
+// Cleanup stops following the agent; the last module using the socket
+// closes the connection.
+func (k *Keystore) Cleanup() error {
+	if k.unlisten != nil {
+		k.unlisten()
+	}
+	k.Release()
+	if k.agent != nil {
+		k.agent = nil
+		releaseAgent(k.addr)
+	}
+	return nil
+}
+
+// pickSVID is the SVID with ID id, or the default (first) one when id is
+// zero.
+func pickSVID(x *workloadapi.X509Context, id spiffeid.ID) (*x509svid.SVID, error) {
+	if x == nil || len(x.SVIDs) == 0 {
+		return nil, errors.New("no X509-SVID yet")
+	}
+	if id.IsZero() {
+		return x.SVIDs[0], nil
+	}
+	ids := make([]string, 0, len(x.SVIDs))
+	for _, s := range x.SVIDs {
+		if s.ID == id {
+			return s, nil
+		}
+		ids = append(ids, s.ID.String())
+	}
+	return nil, fmt.Errorf("no X509-SVID for %s (the workload has: %s)", id, strings.Join(ids, ", "))
+}
+
+// identity builds the tls.Certificate of an SVID (leaf first, then the
+// intermediates the agent sent), checking it allows usage.
+func identity(s *x509svid.SVID, usage keystore.Usage) (*tls.Certificate, error) {
+	if len(s.Certificates) == 0 || s.PrivateKey == nil {
+		return nil, fmt.Errorf("X509-SVID %s has no certificate or key", s.ID)
+	}
+	leaf := s.Certificates[0]
+	if err := checkUsage(leaf, usage); err != nil {
+		return nil, fmt.Errorf("X509-SVID %s: %w", s.ID, err)
+	}
+	cert := &tls.Certificate{PrivateKey: s.PrivateKey, Leaf: leaf}
+	for _, c := range s.Certificates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	return cert, nil
+}
+
+// UnmarshalCaddyfile sets up the source from Caddyfile tokens.
+//
+// Syntax:
+//
+//	... spiffe_workload [<spiffe_id>] {
+//		socket unix:///run/spire/agent.sock
+//		wait   <duration>
+//	}
+func (k *Keystore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // source name
+	if d.NextArg() {
+		if _, err := spiffeid.FromString(d.Val()); err != nil {
+			return d.Errf("keystore spiffe_workload: bad SPIFFE ID %q: %v", d.Val(), err)
+		}
+		k.SPIFFEID = d.Val()
+		if d.NextArg() {
+			return d.Errf("keystore spiffe_workload: unexpected argument %q (one SPIFFE ID at most)", d.Val())
+		}
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("keystore spiffe_workload: duplicate option '%s'", opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "socket":
+			addr, err := socketArg(d)
+			if err != nil {
+				return err
+			}
+			k.Socket = addr
+		case "wait":
+			dur, err := waitArg(d)
+			if err != nil {
+				return err
+			}
+			k.Wait = dur
+		default:
+			return d.Errf("keystore spiffe_workload: unknown option '%s' (expected socket or wait)", opt)
+		}
+	}
+	return nil
+}
+
+// socketArg reads the socket option's one address.
+func socketArg(d *caddyfile.Dispenser) (string, error) {
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return "", d.Err("spiffe_workload: socket takes one address (unix:///path or tcp://ip:port)")
+	}
+	if err := workloadapi.ValidateAddress(args[0]); err != nil {
+		return "", d.Errf("spiffe_workload: bad socket %q: %v", args[0], err)
+	}
+	return args[0], nil
+}
+
+// waitArg reads the wait option's one duration.
+func waitArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return 0, d.Err("spiffe_workload: wait takes one duration")
+	}
+	dur, err := caddy.ParseDuration(args[0])
+	if err != nil || dur < 0 {
+		return 0, d.Errf("spiffe_workload: bad wait %q", args[0])
+	}
+	return caddy.Duration(dur), nil
+}
+
+// Interface guards
+var (
+	_ keystore.Source       = (*Keystore)(nil)
+	_ caddy.Provisioner     = (*Keystore)(nil)
+	_ caddy.CleanerUpper    = (*Keystore)(nil)
+	_ caddyfile.Unmarshaler = (*Keystore)(nil)
+)
