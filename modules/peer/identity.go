@@ -199,11 +199,14 @@ func FromChains(verifiedChains [][]*x509.Certificate) *Identity {
 // crypto/tls in RequireAnyClientCert mode) verified during this very
 // handshake and recorded for it (material.LookupVerified).
 func FromState(cs *tls.ConnectionState) *Identity {
-	if cs == nil || len(cs.PeerCertificates) == 0 {
+	if cs == nil {
 		return nil
 	}
 	if len(cs.VerifiedChains) > 0 {
 		return FromChains(cs.VerifiedChains)
+	}
+	if len(cs.PeerCertificates) == 0 {
+		return nil
 	}
 	if rec := material.LookupVerified(cs.PeerCertificates[0].Raw); rec != nil {
 		return fromRecord(rec)

@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 	"weak"
 
 	"github.com/trustline/trustline/internal/testpki"
+	"github.com/trustline/trustline/modules/material"
 )
 
 func TestIdentityFields(t *testing.T) {
@@ -240,5 +242,37 @@ func BenchmarkMatch20Miss(b *testing.B) {
 		if ok, _ := p.Match(id); ok {
 			b.Fatal("matched")
 		}
+	}
+}
+
+// TestFromChainsTrustDomainScope: a chain that crypto/tls verified against
+// a flat pool holding a federated partner's SPIFFE authority yields no
+// identity when the partner minted one of our IDs, and the handshake
+// verifier refuses it with the reason; the partner's own IDs stand, with
+// the anchor's trust domain.
+func TestFromChainsTrustDomainScope(t *testing.T) {
+	partner := testpki.NewCA(t, "partner authority")
+	material.ScopeAnchors("partner.example", []*x509.Certificate{partner.Cert})
+	forged := partner.Issue(t, testpki.URI("spiffe://example.org/admin"), testpki.ClientOnly())
+	own := partner.Issue(t, testpki.URI("spiffe://partner.example/app"), testpki.ClientOnly())
+
+	if id := FromChains([][]*x509.Certificate{{forged.Cert, partner.Cert}}); id != nil {
+		t.Fatalf("a partner-minted spiffe://example.org/admin has an identity: %s", id.SPIFFEID)
+	}
+	id := FromChains([][]*x509.Certificate{{own.Cert, partner.Cert}})
+	if id == nil || id.SPIFFEID != "spiffe://partner.example/app" || id.AnchorTrustDomain != "partner.example" {
+		t.Fatalf("the partner's own workload: %+v", id)
+	}
+	v := &Verifier{Patterns: Patterns{TrustDomain: []string{"example.org", "partner.example"}}}
+	if err := v.compile(); err != nil {
+		t.Fatal(err)
+	}
+	observed(v)
+	err := v.VerifyClientCertificate([][]byte{forged.Cert.Raw}, [][]*x509.Certificate{{forged.Cert, partner.Cert}})
+	if err == nil || !strings.Contains(err.Error(), "an authority vouches only for its own trust domain") {
+		t.Fatalf("verifier peer on the forged SVID: %v", err)
+	}
+	if err := v.VerifyClientCertificate([][]byte{own.Cert.Raw}, [][]*x509.Certificate{{own.Cert, partner.Cert}}); err != nil {
+		t.Fatalf("verifier peer on the partner's own SVID: %v", err)
 	}
 }
