@@ -469,3 +469,16 @@ func TestMaxVersionKnownVersionsOnly(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkReadClientHelloOneByte reads a 16 KiB ClientHello in 64
+// records, one byte per Read: the slow client of issue 12 finding 8.
+func BenchmarkReadClientHelloOneByte(b *testing.B) {
+	data := reframe(b, bigHello(b), 256)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := ReadClientHello(&oneByteReader{data: data}, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
