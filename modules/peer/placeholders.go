@@ -233,6 +233,9 @@ func (id *Identity) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	} else if id.SPIFFEReason != "" {
 		enc.AddString("spiffe_id_rejected", id.SPIFFEReason)
 	}
+	if id.AnchorTrustDomain != "" {
+		enc.AddString("anchor_trust_domain", id.AnchorTrustDomain)
+	}
 	enc.AddString("subject", id.Subject)
 	enc.AddString("issuer", id.Issuer)
 	enc.AddString("serial", id.Serial)
