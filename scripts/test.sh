@@ -8,6 +8,10 @@ cd "$root"
 scripts/install-deps.sh
 scripts/build.sh
 export TRUSTLINE_CADDY="$root/caddy"
+# SPIRE's server and agent for the Workload API tests: built once into a
+# cache (a cold build takes many minutes), then reused
+TRUSTLINE_SPIRE_DIR="$(scripts/build-spire.sh)"
+export TRUSTLINE_SPIRE_DIR
 # tools missing under CI fail the tests instead of skipping them
 export CI="${CI:-1}"
 go vet ./...
