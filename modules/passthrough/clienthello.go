@@ -149,8 +149,9 @@ type helloScanner struct {
 	hdrN    int
 	msg     []byte // the message assembled so far, once its length is known
 	msgLen  int    // its full length, header included; 0 until known
-	// scanned counts the bytes looked at over all calls (tests check it
-	// stays linear in the stream's length).
+	// scanned counts the bytes reassembly looked at over all calls,
+	// parsing the finished message aside (tests check it stays linear in
+	// the stream's length).
 	scanned int
 }
 
@@ -158,7 +159,7 @@ func (s *helloScanner) scan(data []byte) (*ClientHello, int, error) {
 	if s.off == 0 {
 		// fast path: the whole message in the first record, the usual
 		// case; checked without copying anything
-		if h, n, err, ok := scanOneRecord(data); ok {
+		if h, n, done, err := scanOneRecord(data); done {
 			s.scanned += min(len(data), recordHeaderLen+handshakeHeaderLen)
 			return h, n, err
 		}
@@ -222,37 +223,37 @@ func (s *helloScanner) scan(data []byte) (*ClientHello, int, error) {
 }
 
 // scanOneRecord parses a ClientHello whose first record holds the whole
-// message. ok is false when data is too short to tell or the message
+// message. done is false when data is too short to tell or the message
 // goes on in later records: then the caller reassembles it.
-func scanOneRecord(data []byte) (h *ClientHello, n int, err error, ok bool) {
+func scanOneRecord(data []byte) (h *ClientHello, n int, done bool, err error) {
 	if len(data) < recordHeaderLen+handshakeHeaderLen {
-		return nil, 0, nil, false
+		return nil, 0, false, nil
 	}
 	if err := checkRecordHeader(data, true); err != nil {
-		return nil, 0, err, true
+		return nil, 0, true, err
 	}
 	recLen := int(data[3])<<8 | int(data[4])
 	if recLen < handshakeHeaderLen {
-		return nil, 0, nil, false
+		return nil, 0, false, nil
 	}
 	msgLen, err := checkHandshakeHeader(data[recordHeaderLen:])
 	if err != nil {
-		return nil, 0, err, true
+		return nil, 0, true, err
 	}
 	if handshakeHeaderLen+msgLen > recLen {
-		return nil, 0, nil, false
+		return nil, 0, false, nil
 	}
 	end := recordHeaderLen + handshakeHeaderLen + msgLen
 	if len(data) < end {
-		return nil, 0, errIncomplete, true
+		return nil, 0, true, errIncomplete
 	}
 	h, err = parseClientHelloBody(data[recordHeaderLen+handshakeHeaderLen : end])
 	if err != nil {
-		return nil, 0, err, true
+		return nil, 0, true, err
 	}
 	h.Records, h.Length = 1, handshakeHeaderLen+msgLen
 	// the rest of the record, if any, belongs to the stream too
-	return h, min(len(data), recordHeaderLen+recLen), nil, true
+	return h, min(len(data), recordHeaderLen+recLen), true, nil
 }
 
 // checkRecordHeader checks the (possibly partial) record header at the
