@@ -221,16 +221,6 @@ func (s *SPIREServer) setBundle(t testing.TB, from *SPIREServer) {
 	s.CLI(t, "bundle", "set", "-format", "spiffe", "-id", "spiffe://"+from.TrustDomain, "-path", path)
 }
 
-// MintX509SVID has the server's CA sign an X509-SVID for any SPIFFE ID
-// (`spire-server x509 mint`), of its trust domain or not; it returns the
-// PEM files of the SVID and its key.
-func (s *SPIREServer) MintX509SVID(t testing.TB, spiffeID string, ttl time.Duration) (certFile, keyFile string) {
-	t.Helper()
-	dir := t.TempDir()
-	s.CLI(t, "x509", "mint", "-spiffeID", spiffeID, "-ttl", ttl.String(), "-write", dir)
-	return filepath.Join(dir, "svid.pem"), filepath.Join(dir, "key.pem")
-}
-
 // SPIREAgent is a running spire-agent attested to a server with a join
 // token, serving the Workload API on a unix socket in its temp dir with
 // the unix workload attestor. Its key and SVID are kept on disk, so a

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/trustline/trustline/internal/testpki"
 )
@@ -217,5 +220,44 @@ func TestOneConnectionPerSocket(t *testing.T) {
 	k3.Cleanup()
 	if got := f.streams.Load(); got != 2 {
 		t.Fatalf("%d streams after a new connection", got)
+	}
+}
+
+// observe sends a's logs to an observer (the agent logs under its mutex).
+func observe(a *agent) *observer.ObservedLogs {
+	core, logs := observer.New(zapcore.DebugLevel)
+	a.mu.Lock()
+	a.logger = zap.New(core)
+	a.mu.Unlock()
+	return logs
+}
+
+// TestExpiryWarnings: with the agent gone, an SVID past half its life is
+// warned about once, and once more (as an error) when it has expired; the
+// loss itself is logged once, however many retries.
+func TestExpiryWarnings(t *testing.T) {
+	ca := testpki.NewCA(t, "example.org ca")
+	f := newFakeAgent(t).start()
+	resp, _ := answer(t, []svid{{id: "spiffe://example.org/a", ca: ca,
+		opts: []testpki.Option{testpki.Validity(time.Now().Add(-10*time.Second), time.Now().Add(3*time.Second))}}}, nil)
+	f.set(resp)
+	k := &Keystore{Socket: f.addr}
+	if err := k.Provision(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer k.Cleanup()
+	logs := observe(k.agent)
+	f.stop()
+	count := func(msg string) int { return logs.FilterMessageSnippet(msg).Len() }
+	eventually(t, 5*time.Second, "the near-expiry warning", func() bool { return count("X509-SVID nears expiry") == 1 })
+	eventually(t, 6*time.Second, "the expiry error", func() bool { return count("X509-SVID expired") == 1 })
+	time.Sleep(2 * monitorEvery) // further checks must not repeat them
+	for msg, want := range map[string]int{"Workload API unreachable": 1, "X509-SVID nears expiry": 1, "X509-SVID expired": 1} {
+		if got := count(msg); got != want {
+			t.Errorf("%q logged %d times, want %d", msg, got, want)
+		}
+	}
+	if e := logs.FilterMessageSnippet("X509-SVID expired").All()[0]; e.Level != zapcore.ErrorLevel || e.ContextMap()["spiffe_id"] != "spiffe://example.org/a" {
+		t.Errorf("expiry log: %v %v", e.Level, e.ContextMap())
 	}
 }
