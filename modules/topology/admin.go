@@ -66,11 +66,25 @@ func serveTopology(w http.ResponseWriter, r *http.Request) error {
 		}
 		refresh = n
 	}
-	rep, err := runningReport()
-	if err != nil {
+	if err := serveRunning(w, format, refresh); err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
 	}
+	return nil
+}
+
+// serveRunning writes the report of the running config in format (json,
+// table, html or svg; refresh is the page's meta refresh, html only) with
+// its headers: the admin endpoint and the trustline_topology handler both
+// serve through it. An error means nothing was written (the report could
+// not be made) or the client went away.
+func serveRunning(w http.ResponseWriter, format string, refresh int) error {
+	rep, err := runningReport()
+	if err != nil {
+		return err
+	}
 	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
 	switch format {
 	case "json":
 		h.Set("Content-Type", "application/json")
@@ -80,8 +94,6 @@ func serveTopology(w http.ResponseWriter, r *http.Request) error {
 		// the page loads nothing and runs nothing: its style and its
 		// picture are inline
 		h.Set("Content-Security-Policy", pageCSP)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Cache-Control", "no-store")
 		h.Set("Content-Type", "text/html; charset=utf-8")
 		if format == "svg" {
 			h.Set("Content-Type", "image/svg+xml")

@@ -1,0 +1,172 @@
+package topology
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler serves the topology report of the running config from a site,
+// like the admin endpoint (same renderer, same headers: a strict
+// Content-Security-Policy, nosniff, no-store), so that an operator can open
+// the picture in a browser. Caddy's admin API refuses a browser that opens
+// a URL directly (a request with Sec-Fetch-Mode but neither Origin nor
+// Referer gets 403); a site can put the page behind its own access control:
+//
+//	handle /tls-topology {
+//		basic_auth {
+//			ops $2a$14$...
+//		}
+//		trustline_topology
+//	}
+//
+// It answers GET and HEAD, and ends the route (it never calls the next
+// handler). Like the admin endpoint it keeps no state: every request reads
+// the config Caddy is running and analyses it, so a reload shows at once.
+// The report names files, hosts, upstreams and certificate subjects (never
+// passwords or keys): serve it only to people who may see the config.
+type Handler struct {
+	// Format of the answer: "html" (a self-contained page with the
+	// picture), "svg" (the bare picture), "json" or "table". Default html.
+	Format string `json:"format,omitempty"`
+
+	// Refresh, in seconds, makes the page reload itself (a meta refresh,
+	// no script); html only, 1 to 86400. Default 0: no reload.
+	Refresh int `json:"refresh,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.trustline_topology",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision fills in the default format.
+func (h *Handler) Provision(caddy.Context) error {
+	if h.Format == "" {
+		h.Format = "html"
+	}
+	return nil
+}
+
+// Validate rejects an unknown format and a refresh out of range or not
+// with html.
+func (h *Handler) Validate() error {
+	switch h.Format {
+	case "", "html", "svg", "json", "table":
+	default:
+		return fmt.Errorf("trustline_topology: format %q: want html, svg, json or table", h.Format)
+	}
+	if h.Refresh != 0 {
+		if h.Refresh < 1 || h.Refresh > 86400 {
+			return fmt.Errorf("trustline_topology: refresh %d: want a number of seconds from 1 to 86400", h.Refresh)
+		}
+		if h.Format != "" && h.Format != "html" {
+			return fmt.Errorf("trustline_topology: refresh applies to format html only, not %s", h.Format)
+		}
+	}
+	return nil
+}
+
+// ServeHTTP writes the report of the running config.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("trustline_topology: method %s not allowed: use GET", r.Method))
+	}
+	format := h.Format
+	if format == "" {
+		format = "html"
+	}
+	if err := serveRunning(w, format, h.Refresh); err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("trustline_topology: %w", err))
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the handler. Syntax:
+//
+//	trustline_topology [html|svg|json|table] {
+//		format  html|svg|json|table
+//		refresh <seconds>
+//	}
+//
+// The format is given as the argument or in the block, not both.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const directive = "trustline_topology"
+	formats := func(v string) error {
+		switch v {
+		case "html", "svg", "json", "table":
+			return nil
+		}
+		return d.Errf("%s: format %q: want html, svg, json or table", directive, v)
+	}
+	d.Next() // the directive
+	if d.NextArg() {
+		if err := formats(d.Val()); err != nil {
+			return err
+		}
+		h.Format = d.Val()
+		if d.NextArg() {
+			return d.Errf("%s: unexpected argument %q: the only argument is the format", directive, d.Val())
+		}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		switch opt {
+		case "format":
+			if h.Format != "" {
+				return d.Errf("%s: duplicate option 'format' (or the format given twice, as the argument and in the block)", directive)
+			}
+			if !d.NextArg() {
+				return d.Errf("%s: format needs a value: html, svg, json or table", directive)
+			}
+			if err := formats(d.Val()); err != nil {
+				return err
+			}
+			h.Format = d.Val()
+		case "refresh":
+			if h.Refresh != 0 {
+				return d.Errf("%s: duplicate option 'refresh'", directive)
+			}
+			if !d.NextArg() {
+				return d.Errf("%s: refresh needs a number of seconds", directive)
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 || n > 86400 {
+				return d.Errf("%s: refresh %q: want a number of seconds from 1 to 86400", directive, d.Val())
+			}
+			h.Refresh = n
+		default:
+			return d.Errf("%s: unknown option %q (options: format, refresh)", directive, opt)
+		}
+		if d.NextArg() {
+			return d.Errf("%s: %s takes one value, got also %q", directive, opt, d.Val())
+		}
+	}
+	if d.Next() {
+		return d.Errf("%s: unexpected token %q", directive, d.Val())
+	}
+	if h.Refresh != 0 && h.Format != "" && h.Format != "html" {
+		return d.Errf("%s: refresh applies to format html only, not %s", directive, h.Format)
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+)
