@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,9 +21,12 @@ type sourceStats struct {
 	notAfter   atomic.Int64 // earliest not-after, Unix seconds; 0 when none
 }
 
-func (s *sourceStats) setCertificates(certs []*x509.Certificate) {
+func (s *sourceStats) setCertificates(certs []*x509.Certificate, notAfter time.Time) {
 	s.certs.Store(int64(len(certs)))
 	var earliest int64
+	if !notAfter.IsZero() {
+		earliest = notAfter.Unix()
+	}
 	for _, c := range certs {
 		if na := c.NotAfter.Unix(); earliest == 0 || na < earliest {
 			earliest = na
@@ -56,7 +60,7 @@ var (
 		"Certificates currently held by a source.",
 		[]string{"kind", "source"}, nil)
 	notAfterDesc = prometheus.NewDesc("trustline_material_not_after_timestamp_seconds",
-		"Earliest not-after of the certificates a source holds, as a Unix time.",
+		"Earliest not-after of the certificates a source holds (for CRLs, the earliest nextUpdate), as a Unix time.",
 		[]string{"kind", "source"}, nil)
 )
 

@@ -26,6 +26,10 @@ type Loaded[T any] struct {
 	// Files are the files it was read from (for directories and globs, the
 	// set can change from one version to the next).
 	Files []string
+	// NotAfter, when set, is when material that is not a certificate
+	// stops being usable (a CRL's nextUpdate); it counts in the not-after
+	// gauge beside the certificates' own not-after.
+	NotAfter time.Time
 	// Refresh, when set, asks for a full reload after this long (a remote
 	// source's refresh hint), besides watching files.
 	Refresh time.Duration
@@ -135,7 +139,7 @@ func (r *Reloadable[T]) OnChange(f func()) (cancel func()) {
 
 func (r *Reloadable[T]) set(l *Loaded[T]) {
 	r.current.Store(l)
-	r.stats.setCertificates(l.Certificates)
+	r.stats.setCertificates(l.Certificates, l.NotAfter)
 }
 
 // Reload reads the material again. A failure keeps the last good version;

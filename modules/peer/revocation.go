@@ -10,7 +10,6 @@ import (
 	"io"
 	"math/big"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,8 +43,12 @@ import (
 type Revocation struct {
 	// CRLFiles are CRL files: PEM ("X509 CRL" blocks, several per file
 	// allowed) or DER. Loaded in Provision (a bad file fails the config
-	// load) and re-read every `refresh`; a file that fails to re-read keeps
-	// its last good CRLs and the failure is logged.
+	// load), then watched like truststores: a replaced file is in force
+	// within 2 seconds, with no reload. A new version that does not parse,
+	// holds no CRL, carries a lower CRL number than the one in force or is
+	// not signed by the issuer the one in force was verified with is
+	// refused: the last good CRLs stay, and the reason is logged and
+	// counted (trustline_material_reloads_total{kind="crl"}).
 	CRLFiles []string `json:"crl_files,omitempty"`
 
 	// DistributionPoints fetches the CRLs named in the certificates' CRL
@@ -55,10 +58,19 @@ type Revocation struct {
 	// Default false.
 	DistributionPoints bool `json:"distribution_points,omitempty"`
 
-	// Refresh is how often CRL files are re-read and fetched CRLs are
-	// fetched again; a CRL past its NextUpdate is refreshed at once.
-	// Default 1h.
+	// Refresh is how often CRLs fetched from distribution points are
+	// fetched again; one past its NextUpdate is fetched again at once.
+	// (CRL files are watched instead.) Default 1h.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
+
+	// Expired says what a CRL past its NextUpdate is still good for:
+	// "refuse" (the default: it cannot vouch for any certificate it
+	// covers, which are refused as if the CRL were unavailable, unless
+	// soft_fail) or "use" (certificates it lists are still refused, the
+	// others pass; logged once per CRL as a warning). Either way the
+	// trustline_material_not_after_timestamp_seconds gauge of the file
+	// holds its NextUpdate, to alert on.
+	Expired string `json:"expired,omitempty"`
 
 	// FetchTimeout bounds one CRL download. Default 10s.
 	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
@@ -75,16 +87,15 @@ type Revocation struct {
 	logger  *zap.Logger
 	client  *http.Client
 	now     func() time.Time
-	files   atomic.Pointer[[]*crlEntry] // CRLs from CRLFiles, current
-	byFile  map[string][]*crlEntry      // last good CRLs per file (loop only)
-	mu      sync.Mutex                  // guards fetched
+	files   []*crlFile             // CRLFiles, watched
+	mu      sync.Mutex             // guards fetched
 	fetched map[string]*fetchEntry      // by URL
 	stop    chan struct{}
 	done    chan struct{}
 }
 
 // revocationOptions are the Caddyfile options of Revocation, for errors.
-const revocationOptions = "crl, crl_distribution_points, crl_refresh, crl_fetch_timeout, crl_soft_fail, " + ocspOptions
+const revocationOptions = "crl, crl_distribution_points, crl_refresh, crl_fetch_timeout, crl_soft_fail, crl_expired, " + ocspOptions
 
 // errCRLUnavailable marks failures to obtain a usable CRL (soft_fail
 // applies); a revocation is never wrapped in it.
@@ -102,6 +113,7 @@ type crlEntry struct {
 	revoked map[string]struct{} // serial numbers, big-endian bytes
 	loaded  time.Time
 	sig     atomic.Pointer[sigMemo]
+	stale   atomic.Bool // past NextUpdate and logged as such
 }
 
 // sigMemo remembers the outcome of the last signature check against one
@@ -126,10 +138,17 @@ func newCRLEntry(source string, der []byte, now time.Time) (*crlEntry, error) {
 }
 
 // usable reports why e cannot vouch for certificates of issuer (nil: it
-// can).
-func (e *crlEntry) usable(issuer *x509.Certificate, now time.Time) error {
+// can). A CRL past its NextUpdate can with expired "use" (see
+// Revocation.Expired), logged once.
+func (r *Revocation) usable(e *crlEntry, issuer *x509.Certificate, now time.Time) error {
 	if !e.list.NextUpdate.IsZero() && now.After(e.list.NextUpdate) {
-		return fmt.Errorf("CRL from %s expired at %s", e.source, e.list.NextUpdate.UTC().Format(time.RFC3339))
+		if r.Expired != "use" {
+			return fmt.Errorf("CRL from %s expired at %s", e.source, e.list.NextUpdate.UTC().Format(time.RFC3339))
+		}
+		if e.stale.CompareAndSwap(false, true) {
+			r.logger.Warn("using a CRL past its nextUpdate (crl_expired use)", zap.String("source", e.source),
+				zap.String("issuer", e.list.Issuer.String()), zap.Time("next_update", e.list.NextUpdate))
+		}
 	}
 	m := e.sig.Load()
 	if m == nil || !bytes.Equal(m.issuerRaw, issuer.Raw) {
@@ -169,25 +188,30 @@ func (r *Revocation) provision(ctx caddy.Context, logger *zap.Logger) error {
 	if !r.hasCRL() && r.OCSP == nil {
 		return errors.New("no revocation source: give crl files, enable distribution points, or enable ocsp")
 	}
+	switch r.Expired {
+	case "", "refuse", "use":
+	default:
+		return fmt.Errorf("expired %q: want refuse or use", r.Expired)
+	}
 	if r.OCSP != nil {
 		if err := r.OCSP.provision(logger); err != nil {
 			return fmt.Errorf("ocsp: %w", err)
 		}
 	}
 	r.client = &http.Client{Timeout: time.Duration(r.FetchTimeout)}
-	r.byFile = map[string][]*crlEntry{}
+	if r.Refresh != caddy.Duration(time.Hour) && !r.DistributionPoints {
+		logger.Warn("crl_refresh applies to CRLs fetched from distribution points only; CRL files are watched and in force within 2 seconds",
+			zap.Duration("crl_refresh", time.Duration(r.Refresh)))
+	}
 	r.fetched = map[string]*fetchEntry{}
-	var all []*crlEntry
-	for _, f := range r.CRLFiles {
-		entries, err := r.readFile(f)
+	for _, path := range r.CRLFiles {
+		f, err := acquireCRLFile(ctx, path, logger)
 		if err != nil {
 			return err
 		}
-		r.byFile[f] = entries
-		all = append(all, entries...)
+		r.files = append(r.files, f)
 	}
-	r.files.Store(&all)
-	if r.hasCRL() {
+	if r.DistributionPoints {
 		r.stop, r.done = make(chan struct{}), make(chan struct{})
 		go r.loop()
 	}
@@ -197,45 +221,12 @@ func (r *Revocation) provision(ctx caddy.Context, logger *zap.Logger) error {
 // hasCRL reports whether a CRL source is configured.
 func (r *Revocation) hasCRL() bool { return len(r.CRLFiles) > 0 || r.DistributionPoints }
 
-func (r *Revocation) readFile(path string) ([]*crlEntry, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("crl %s: %w", path, err)
-	}
-	var ders [][]byte
-	if bytes.Contains(data, []byte("-----BEGIN")) {
-		for rest := data; ; {
-			var block *pem.Block
-			block, rest = pem.Decode(rest)
-			if block == nil {
-				break
-			}
-			if block.Type != "X509 CRL" {
-				return nil, fmt.Errorf("crl %s: unexpected PEM block %q (want X509 CRL)", path, block.Type)
-			}
-			ders = append(ders, block.Bytes)
-		}
-	} else {
-		ders = [][]byte{data}
-	}
-	if len(ders) == 0 {
-		return nil, fmt.Errorf("crl %s: no CRL found", path)
-	}
-	now := r.now()
-	var out []*crlEntry
-	for i, der := range ders {
-		e, err := newCRLEntry(path, der, now)
-		if err != nil {
-			return nil, fmt.Errorf("crl %s: CRL #%d: %w", path, i+1, err)
-		}
-		out = append(out, e)
-	}
-	return out, nil
-}
-
 func (r *Revocation) cleanup() {
 	if r.OCSP != nil {
 		r.OCSP.cleanup()
+	}
+	for _, f := range r.files {
+		f.Release()
 	}
 	if r.stop != nil {
 		close(r.stop)
@@ -244,7 +235,7 @@ func (r *Revocation) cleanup() {
 	}
 }
 
-// loop re-reads files and refreshes fetched CRLs until cleanup.
+// loop refreshes the CRLs fetched from distribution points until cleanup.
 func (r *Revocation) loop() {
 	defer close(r.done)
 	defer func() {
@@ -258,44 +249,14 @@ func (r *Revocation) loop() {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	lastFiles := r.now()
 	for {
 		select {
 		case <-r.stop:
 			return
 		case <-t.C:
 		}
-		now := r.now()
-		if now.Sub(lastFiles) >= time.Duration(r.Refresh) || r.filesExpired(now) {
-			lastFiles = now
-			r.reloadFiles()
-		}
-		r.refreshFetched(now)
+		r.refreshFetched(r.now())
 	}
-}
-
-func (r *Revocation) filesExpired(now time.Time) bool {
-	for _, e := range *r.files.Load() {
-		if !e.list.NextUpdate.IsZero() && now.After(e.list.NextUpdate) {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *Revocation) reloadFiles() {
-	var all []*crlEntry
-	for _, f := range r.CRLFiles {
-		entries, err := r.readFile(f)
-		if err != nil {
-			r.logger.Error("re-reading CRL file failed; keeping the last good CRLs", zap.String("file", f), zap.Error(err))
-			entries = r.byFile[f]
-		} else {
-			r.byFile[f] = entries
-		}
-		all = append(all, entries...)
-	}
-	r.files.Store(&all)
 }
 
 func (r *Revocation) refreshFetched(now time.Time) {
@@ -471,7 +432,7 @@ func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time) err
 	var problems []string
 	consider := func(e *crlEntry) error {
 		covered = true
-		if err := e.usable(issuer, now); err != nil {
+		if err := r.usable(e, issuer, now); err != nil {
 			problems = append(problems, err.Error())
 			return nil
 		}
@@ -481,10 +442,12 @@ func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time) err
 		}
 		return nil
 	}
-	for _, e := range *r.files.Load() {
-		if bytes.Equal(e.list.RawIssuer, cert.RawIssuer) {
-			if err := consider(e); err != nil {
-				return err
+	for _, f := range r.files {
+		for _, e := range f.current() {
+			if bytes.Equal(e.list.RawIssuer, cert.RawIssuer) {
+				if err := consider(e); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -532,6 +495,17 @@ func (r *Revocation) unmarshalOption(d *caddyfile.Dispenser, directive string) (
 			return true, d.Errf("%s: duplicate option '%s'", directive, opt)
 		}
 		*v = true
+	case "crl_expired":
+		if !d.NextArg() || (d.Val() != "refuse" && d.Val() != "use") {
+			return true, d.Errf("%s: crl_expired takes refuse or use", directive)
+		}
+		if r.Expired != "" {
+			return true, d.Errf("%s: duplicate option 'crl_expired'", directive)
+		}
+		r.Expired = d.Val()
+		if d.NextArg() {
+			return true, d.Errf("%s: crl_expired takes one argument, refuse or use", directive)
+		}
 	case "crl_refresh", "crl_fetch_timeout":
 		if !d.NextArg() {
 			return true, d.Errf("%s: %s needs a duration", directive, opt)
@@ -565,9 +539,10 @@ func (r *Revocation) unmarshalOption(d *caddyfile.Dispenser, directive string) (
 // validateCaddyfile rejects, once the verifier block is read, options
 // given without the source they tune.
 func (r *Revocation) validateCaddyfile(d *caddyfile.Dispenser, directive string) error {
-	if !r.hasCRL() && (r.Refresh != 0 || r.FetchTimeout != 0 || r.SoftFail) {
-		return d.Errf("%s: crl_refresh, crl_fetch_timeout and crl_soft_fail need a CRL source: crl <file...> or crl_distribution_points", directive)
+	if !r.hasCRL() && (r.Refresh != 0 || r.FetchTimeout != 0 || r.SoftFail || r.Expired != "") {
+		return d.Errf("%s: crl_refresh, crl_fetch_timeout, crl_soft_fail and crl_expired need a CRL source: crl <file...> or crl_distribution_points", directive)
 	}
+
 	if r.OCSP != nil && !r.OCSP.enabled {
 		return d.Errf("%s: ocsp_responder, ocsp_fetch_timeout, ocsp_cache and ocsp_soft_fail need ocsp: add `ocsp` (whole chain) or `ocsp leaf`", directive)
 	}

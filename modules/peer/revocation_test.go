@@ -306,3 +306,77 @@ func TestRevocationCaddyfile(t *testing.T) {
 		}
 	}
 }
+
+// TestRevocationFileSteps: a CRL file is followed within 2 seconds; a new
+// version that would step back (a lower CRL number, or a CRL not signed by
+// the issuer the one in force was verified with) is refused and the last
+// good CRL stays in force.
+func TestRevocationFileSteps(t *testing.T) {
+	root := testpki.NewCA(t, "root")
+	impostor := testpki.NewCA(t, "root") // same name, other key
+	alice := root.Issue(t, testpki.CN("alice"))
+	bob := root.Issue(t, testpki.CN("bob"))
+	dir := t.TempDir()
+	week := time.Now().Add(7 * 24 * time.Hour)
+	older := makeCRL(t, root, week) // a lower number than what follows
+	file := testpki.WriteFile(t, dir, "root.crl", crlPEM(makeCRL(t, root, week, bob.Cert)))
+	r := &Revocation{CRLFiles: []string{file}}
+	provisionRevocation(t, r)
+	chain := func(l *testpki.Leaf) []*x509.Certificate { return []*x509.Certificate{l.Cert, root.Cert} }
+	if err := r.check(chain(alice)); err != nil {
+		t.Fatalf("alice: %v", err)
+	}
+	if err := r.check(chain(bob)); err == nil {
+		t.Fatal("bob accepted")
+	}
+
+	start := time.Now()
+	testpki.WriteFile(t, dir, "root.crl", crlPEM(makeCRL(t, root, week, alice.Cert, bob.Cert)))
+	waitFor(t, "alice revoked after the CRL file changed", func() bool { return r.check(chain(alice)) != nil })
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("the new CRL took %s to be in force", d)
+	}
+
+	for name, data := range map[string][]byte{
+		"an older CRL (lower number)": crlPEM(older),
+		"a CRL by an impostor":        crlPEM(makeCRL(t, impostor, week)),
+		"a truncated CRL":             crlPEM(makeCRL(t, root, week))[:200],
+	} {
+		before := r.files[0].Src.CurrentLoaded()
+		testpki.WriteFile(t, dir, "root.crl", data)
+		time.Sleep(2500 * time.Millisecond)
+		if r.files[0].Src.CurrentLoaded() != before {
+			t.Fatalf("%s replaced the CRL in force", name)
+		}
+		if err := r.check(chain(alice)); err == nil {
+			t.Fatalf("%s: alice accepted again", name)
+		}
+	}
+}
+
+// TestRevocationExpiredCRL: past its nextUpdate a CRL refuses what it
+// covers (the default) or, with expired "use", still refuses what it lists
+// and lets the rest through.
+func TestRevocationExpiredCRL(t *testing.T) {
+	root := testpki.NewCA(t, "root")
+	alice, bob := root.Issue(t, testpki.CN("alice")), root.Issue(t, testpki.CN("bob"))
+	file := testpki.WriteFile(t, t.TempDir(), "root.crl", crlPEM(makeCRL(t, root, time.Now().Add(-30*time.Second), bob.Cert)))
+	chain := func(l *testpki.Leaf) []*x509.Certificate { return []*x509.Certificate{l.Cert, root.Cert} }
+
+	refuse := &Revocation{CRLFiles: []string{file}}
+	provisionRevocation(t, refuse)
+	if err := refuse.check(chain(alice)); !errors.Is(err, errCRLUnavailable) || !strings.Contains(err.Error(), "expired at") {
+		t.Fatalf("default: alice under an expired CRL: %v", err)
+	}
+	use := &Revocation{CRLFiles: []string{file}, Expired: "use"}
+	provisionRevocation(t, use)
+	if err := use.check(chain(alice)); err != nil {
+		t.Fatalf("expired use: alice: %v", err)
+	}
+	if err := use.check(chain(bob)); err == nil || errors.Is(err, errCRLUnavailable) {
+		t.Fatalf("expired use: bob: %v", err)
+	}
+	if na := refuse.files[0].Src.CurrentLoaded().NotAfter; na.After(time.Now()) || na.IsZero() {
+		t.Fatalf("the file's not-after is %v, want its past nextUpdate", na)
+	}
+}
