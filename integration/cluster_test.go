@@ -25,7 +25,7 @@ import (
 
 	"github.com/trustline/trustline/integration/bench"
 	"github.com/trustline/trustline/internal/testpki"
-	"github.com/trustline/trustline/modules/cluster/castore"
+	"github.com/trustline/trustline/modules/material/castore"
 	storageredis "github.com/trustline/trustline/modules/storage/redis"
 	"github.com/trustline/trustline/modules/topology"
 )

@@ -17,7 +17,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
-	"github.com/trustline/trustline/modules/cluster/castore"
+	"github.com/trustline/trustline/modules/material/castore"
 )
 
 // caState coordinates one CA.

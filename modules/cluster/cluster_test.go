@@ -17,8 +17,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/trustline/trustline/internal/testpki"
-	"github.com/trustline/trustline/modules/cluster/castore"
 	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/material/castore"
 )
 
 // TestForcedRenewalFollowed: a renewal forced on one node is what every

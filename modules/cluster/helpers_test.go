@@ -14,7 +14,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/trustline/trustline/integration/bench"
-	"github.com/trustline/trustline/modules/cluster/castore"
+	"github.com/trustline/trustline/modules/material/castore"
 	storageredis "github.com/trustline/trustline/modules/storage/redis"
 )
 

@@ -16,7 +16,7 @@ import (
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/x509util"
 
-	"github.com/trustline/trustline/modules/cluster/castore"
+	"github.com/trustline/trustline/modules/material/castore"
 )
 
 // defaultIntermediateLifetime is Caddy's (used if the CA has none set).

@@ -29,8 +29,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/zap"
 
-	"github.com/trustline/trustline/modules/cluster/castore"
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/material/castore"
 )
 
 func init() {

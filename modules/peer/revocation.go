@@ -89,7 +89,7 @@ type Revocation struct {
 	now     func() time.Time
 	files   []*crlFile             // CRLFiles, watched
 	mu      sync.Mutex             // guards fetched
-	fetched map[string]*fetchEntry      // by URL
+	fetched map[string]*fetchEntry // by URL
 	stop    chan struct{}
 	done    chan struct{}
 }

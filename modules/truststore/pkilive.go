@@ -15,8 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
 
-	"github.com/trustline/trustline/modules/cluster/castore"
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/material/castore"
 )
 
 func init() {
