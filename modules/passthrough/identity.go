@@ -3,6 +3,7 @@ package passthrough
 import (
 	"crypto/tls"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/pires/go-proxyproto"
 	"github.com/pires/go-proxyproto/tlvparse"
@@ -62,6 +63,11 @@ func (id *clientIdentity) String() string {
 
 // identityTLVs builds the TLVs for a terminated connection's state.
 func identityTLVs(cs *tls.ConnectionState) ([]proxyproto.TLV, error) {
+	return tlvsFor(cs, verifiedIdentity(cs))
+}
+
+// tlvsFor builds the TLVs of cs with id, its verified identity (nil: none).
+func tlvsFor(cs *tls.ConnectionState, id *clientIdentity) ([]proxyproto.TLV, error) {
 	ssl := tlvparse.PP2SSL{Client: tlvparse.PP2_BITFIELD_CLIENT_SSL, Verify: 1}
 	if len(cs.PeerCertificates) > 0 {
 		ssl.Client |= tlvparse.PP2_BITFIELD_CLIENT_CERT_SESS
@@ -74,9 +80,9 @@ func identityTLVs(cs *tls.ConnectionState) ([]proxyproto.TLV, error) {
 		proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CIPHER, Value: []byte(tls.CipherSuiteName(cs.CipherSuite))},
 	)
 	var extra []proxyproto.TLV
-	if id := verifiedIdentity(cs); id != nil {
+	if id != nil {
 		ssl.Verify = 0
-		if id.cn != "" {
+		if id.cn != "" && utf8.ValidString(id.cn) { // a backend's parser drops the whole SSL TLV otherwise
 			ssl.TLV = append(ssl.TLV, proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CN, Value: []byte(id.cn)})
 		}
 		ssl.TLV = append(ssl.TLV, proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CLIENT_CERT, Value: id.der})
