@@ -37,7 +37,8 @@ func TestExampleSPIRE(t *testing.T) {
 
 	metrics := adminMetrics(t, admins[0])
 	for _, want := range []string{
-		`trustline_material_certificates{kind="keystore",source="spiffe_workload unix://` + ex.Dir + `/agent-a/agent.sock spiffe://example.org/node/a"} 1`,
+		`trustline_material_certificates{kind="keystore",source="spiffe_workload unix://` + ex.Dir + `/agent-a/agent.sock spiffe://example.org/node/a server_auth"} 1`,
+		`trustline_material_certificates{kind="keystore",source="spiffe_workload unix://` + ex.Dir + `/agent-a/agent.sock spiffe://example.org/node/a client_auth"} 1`,
 		`trustline_material_certificates{kind="spiffe_workload",source="unix://` + ex.Dir + `/agent-a/agent.sock example.org"} 1`,
 		`trustline_spiffe_workload_connected{socket="unix://` + ex.Dir + `/agent-a/agent.sock"} 1`,
 	} {

@@ -259,7 +259,8 @@ https://caddy.test:%s {
 		`trustline_spiffe_workload_disconnects_total{socket="` + caddyAgent.Socket + `"} 1`,
 		`trustline_spiffe_workload_connected{socket="` + caddyAgent.Socket + `"} 1`,
 		`trustline_material_not_after_timestamp_seconds{kind="spiffe_workload_bundle",source="` + caddyAgent.Socket + ` example.org"}`,
-		`trustline_material_not_after_timestamp_seconds{kind="keystore",source="spiffe_workload ` + caddyAgent.Socket + " " + caddyID + `"}`,
+		`trustline_material_not_after_timestamp_seconds{kind="keystore",source="spiffe_workload ` + caddyAgent.Socket + " " + caddyID + ` server_auth"}`,
+		`trustline_material_not_after_timestamp_seconds{kind="keystore",source="spiffe_workload ` + caddyAgent.Socket + " " + caddyID + ` client_auth"}`,
 		`trustline_material_certificates{kind="spiffe_workload",source="` + caddyAgent.Socket + ` example.org"} 1`,
 	} {
 		if !strings.Contains(metrics, want) {

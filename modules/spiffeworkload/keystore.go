@@ -102,9 +102,11 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 	}); err != nil {
 		return fmt.Errorf("keystore spiffe_workload: %w", err)
 	}
-	name := addr + " " + k.SPIFFEID
+	// one name per usage: two sources of one name would be two series
+	// with the same labels, which fails the whole /metrics scrape
+	name := addr + " " + k.SPIFFEID + " " + string(usage)
 	if k.SPIFFEID == "" {
-		name = addr + " (default SVID)"
+		name = addr + " default_svid " + string(usage)
 	}
 	err = k.Acquire(ctx, material.Spec[*tls.Certificate]{
 		Kind: "keystore",
