@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench-l4-mtls.sh: "mTLS out at layer 4" (workload W4 of
-# ../shared/BENCHMARKS.md): each proxy terminates the client's TLS, then
+# docs/benchmarks.md): each proxy terminates the client's TLS, then
 # re-encrypts the bytes, unparsed, to an origin that requires a client
 # certificate, presenting its own. On 127.0.0.1, five paths:
 #

@@ -16,7 +16,7 @@
 #   suite    wrk -> Caddy + the suite's passthrough block, beside a Caddy
 #            site -> nginx
 #
-# Workloads (see ../shared/BENCHMARKS.md for the method and the targets):
+# Workloads (see docs/benchmarks.md for the method and the goals):
 #   W1   1 MiB responses, keep-alive (MiB/s)
 #   W2   100-byte responses, one new connection per request, full TLS 1.3
 #        handshakes (session tickets and cache off at the origin) (conn/s)
@@ -46,11 +46,11 @@
 # a busy shared machine disturbs much less than it disturbs rates.
 #
 # Rounds are interleaved (every path once per round and workload), medians
-# reported, ratios to direct and to nginx, then the targets of
-# BENCHMARKS.md: W1 >= 0.90x direct; W2 >= nginx and <= 150 us added per
-# connection (from W3: 1/rate through the suite - 1/rate direct, at c=1);
-# W2R >= nginx; and those of issue 5: W1 >= HAProxy, W2 >= 0.90x HAProxy,
-# added time to first byte (W3 p50) < 200 us.
+# reported, ratios to direct and to nginx, then the project's goals
+# (docs/benchmarks.md), in two groups: W1 >= 0.90x direct; W2 >= nginx and
+# <= 150 us added per connection (from W3: 1/rate through the suite -
+# 1/rate direct, at c=1); W2R >= nginx; then W1 >= HAProxy, W2 >= 0.90x
+# HAProxy, added time to first byte (W3 p50) < 200 us.
 #
 # Usage: scripts/bench-passthrough.sh
 # Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), CONNS (16),
@@ -389,7 +389,7 @@ target() {
 	x=$(ratio "$(med "$1,suite")" "$(med "$1,$2")")
 	printf '  %-3s suite/%s: %s (>= %s: %s)\n' "$1" "$2" "$x" "$3" "$(verdict "$x" '>=' "$3")"
 }
-echo "targets (../shared/BENCHMARKS.md):"
+echo "goals against direct and nginx (docs/benchmarks.md):"
 target W1 direct 0.90
 target W2 nginx 1.00
 if has W3; then
@@ -400,7 +400,7 @@ elif has W2; then
 	echo "  W2  added time per connection: run W3 too"
 fi
 target W2R nginx 1.00
-echo "targets (issue 5):"
+echo "goals against HAProxy and in latency (docs/benchmarks.md):"
 target W1 haproxy 1.00
 target W2 haproxy 0.90
 if has W3; then

@@ -3,7 +3,7 @@
 # (client_identity pem + trust_pool) against Caddy's standard http transport
 # (tls_client_auth + tls_trust_pool) with the same PEM files, side by side in
 # one Caddy process, to one nginx backend that requires client certificates
-# (ssl_verify_client on). Workload W3 of ../../shared/BENCHMARKS.md:
+# (ssl_verify_client on). Workload W3 of docs/benchmarks.md:
 # terminate TLS, re-encrypt with a client certificate over HTTP, 100-byte
 # responses; and W3N, the same with a new upstream connection (a full TLS
 # handshake with the client certificate) for every request.
