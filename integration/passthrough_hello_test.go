@@ -14,9 +14,9 @@ import (
 	"github.com/trustline/trustline/internal/testpki"
 )
 
-// ClientHellos in the shapes findings 8 and 11 of issue 12 describe,
-// through the real binary: records of 20 bytes, a trailing dot in the
-// server name, an unknown version beside TLS 1.2.
+// ClientHellos in unusual shapes, through the real binary: records of 20
+// bytes, a trailing dot in the server name, an unknown version beside
+// TLS 1.2.
 
 // ptReframeConn re-frames the first thing written (crypto/tls's
 // ClientHello, one record) into TLS records of size bytes, and passes the

@@ -51,7 +51,7 @@ const forgedTrailers = "Client-Cert: :Zm9yZ2Vk:\r\n" +
 // forward_peer_identity removes them at the end of the body, where
 // net/http fills trailers in, over HTTP/1.1 (chunked) and HTTP/2, with a
 // verified client and with none. An unrelated trailer still arrives, so
-// the backend does see trailers. Issue 12, finding 6.
+// the backend does see trailers.
 func TestPeerTrailersNotForwarded(t *testing.T) {
 	p := newPeerPKI(t)
 	backend := trailerEcho(t)

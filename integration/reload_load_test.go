@@ -236,7 +236,7 @@ func isRefusedHandshake(err error) bool {
 	return errors.As(err, &alert) || strings.Contains(err.Error(), "tls: ") || strings.Contains(err.Error(), "certificate")
 }
 
-// TestReloadUnderLoad: findings 0 and 4 of issue 12. Under continuous mTLS
+// TestReloadUnderLoad: under continuous mTLS
 // load (8 clients: 4 keep-alive, 4 with a new connection per request, 2
 // of them resuming sessions), the same config is POSTed to /load 20 times
 // (forced: Caddy skips an unchanged config otherwise). Two requests

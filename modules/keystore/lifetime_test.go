@@ -9,7 +9,7 @@ import (
 	"github.com/trustline/trustline/internal/testpki"
 )
 
-// TestIdentityAfterCleanup: issue 12, finding 0. An upstream handshake of a
+// TestIdentityAfterCleanup: an upstream handshake of a
 // config that is being cleaned up (an admin reload does not wait for the
 // old config's requests) still asks that config's keystore for its
 // identity: it gets the last good one, never nil and never a panic, both

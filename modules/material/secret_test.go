@@ -30,7 +30,7 @@ func TestResolveSecret(t *testing.T) {
 	}
 }
 
-// TestResolveSecretNeverQuotesPassword: issue 12 ("Also"). A literal
+// TestResolveSecretNeverQuotesPassword: a literal
 // password with braces fails as an unknown or empty placeholder; the error
 // (which Caddy returns to the admin API and logs) must not carry any part
 // of it. Only a value that is a single {env.*}/{file.*} reference (where

@@ -31,7 +31,7 @@ func FuzzScanClientHello(f *testing.F) {
 		f.Add(raw)
 		f.Add(reframe(f, raw, 200))
 		f.Add(reframe(f, raw, 3, 500))
-		// small records, as in issue 12: no cap on their number
+		// small records, as a slow or hostile client sends them: no cap on their number
 		f.Add(reframe(f, raw, 20))
 		f.Add(reframe(f, raw, 1))
 		f.Add(reframe(f, raw, 1, 2, 3, 4, 7))

@@ -471,7 +471,7 @@ func TestMaxVersionKnownVersionsOnly(t *testing.T) {
 }
 
 // BenchmarkReadClientHelloOneByte reads a 16 KiB ClientHello in 64
-// records, one byte per Read: the slow client of issue 12 finding 8.
+// records, one byte per Read: a slow client.
 func BenchmarkReadClientHelloOneByte(b *testing.B) {
 	data := reframe(b, bigHello(b), 256)
 	b.SetBytes(int64(len(data)))

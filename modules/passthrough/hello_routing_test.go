@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// Routing decisions on ClientHellos in the shapes finding 8 and 11 of
-// issue 12 describe, through caddy-l4's real listener wrapper.
+// Routing decisions on ClientHellos in unusual shapes (small records, a
+// trailing dot in the server name, an unknown version beside TLS 1.2),
+// through caddy-l4's real listener wrapper.
 
 // sendHello writes a raw first flight to addr and returns the type of the
 // first record that comes back, and the alert code when it is an alert.

@@ -12,8 +12,7 @@ import (
 // TestSubjectPerAttribute: subject and issuer patterns match attribute by
 // attribute; a "*" never reaches across an RDN (or a multi-valued RDN's
 // "+") and an escaped separator inside a value is part of that value.
-// Issue 12, finding 9: the subject `CN=mallory\,O=Acme` matched
-// `CN=*,O=Acme`.
+// Before, the subject `CN=mallory\,O=Acme` matched `CN=*,O=Acme`.
 func TestSubjectPerAttribute(t *testing.T) {
 	root := testpki.NewCA(t, "Root", testpki.Org("Acme"))
 	forgedIssuer := testpki.NewCA(t, "evil,O=Acme")

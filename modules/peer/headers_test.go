@@ -402,9 +402,9 @@ func checkTrailers(t *testing.T, tr http.Header) {
 
 // TestForwardStripsTrailers: net/http fills the trailers of a chunked
 // request only when the body reaches EOF, after the handler has run; the
-// identity family is removed then too. Issue 12, finding 6: a chunked
-// request declaring `Trailer: Client-Cert, X-Spiffe-Id` reached the
-// backend with the forged trailers.
+// identity family is removed then too. Before, a chunked request
+// declaring `Trailer: Client-Cert, X-Spiffe-Id` reached the backend with
+// the forged trailers.
 func TestForwardStripsTrailers(t *testing.T) {
 	h := fullHandler(t)
 	t.Run("HTTP/1.1 chunked, declared and undeclared", func(t *testing.T) {

@@ -17,7 +17,7 @@ func poolCtx(t *testing.T) caddy.Context {
 	return ctx
 }
 
-// TestPoolAfterCleanup: issue 12, finding 4. A handshake of a config that
+// TestPoolAfterCleanup: a handshake of a config that
 // is being cleaned up still asks the pool source of that config; once
 // Provision succeeded, CertPool and Certificates answer with the last good
 // pool, never nil (nil roots mean the system roots to crypto/x509), both
