@@ -3,6 +3,7 @@ package topology
 import (
 	"encoding/json"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -47,12 +48,18 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 			pats := patternSummary(v)
 			out.Patterns = append(out.Patterns, pats...)
 			desc := "peer: identity must match " + strings.Join(pats, "; ")
+			if rev := obj(v["revocation"]); rev != nil {
+				desc += "; revocation: " + revocationSummary(rev)
+			}
 			if boolean(v["shadow"]) {
 				desc += " (shadow: logs, refuses nothing)"
 			} else {
 				peer = true
 			}
 			out.Verifiers = append(out.Verifiers, desc)
+			if rev := obj(v["revocation"]); rev != nil {
+				a.crls(rev, field(vp, "revocation"), boolean(v["shadow"]), out)
+			}
 		case "leaf":
 			leafPinned = true
 			out.Verifiers = append(out.Verifiers, "leaf: only the pinned leaf certificates")
@@ -129,6 +136,35 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 			"if every client must authenticate, use mode require_and_verify; otherwise make sure the routes that need an identity check it (a peer matcher)")
 	}
 	return out
+}
+
+// revocationSummary describes a peer verifier's revocation block: its
+// sources and whether it fails open.
+func revocationSummary(rev map[string]any) string {
+	var parts []string
+	if n := len(strs(rev["crl_files"])); n > 0 {
+		parts = append(parts, strconv.Itoa(n)+" CRL file(s)")
+	}
+	if boolean(rev["distribution_points"]) {
+		parts = append(parts, "CRL distribution points")
+	}
+	if boolean(rev["soft_fail"]) {
+		parts = append(parts, "CRL soft fail")
+	}
+	if e := str(rev["expired"]); e != "" {
+		parts = append(parts, "expired CRL: "+e)
+	}
+	if ocsp := obj(rev["ocsp"]); ocsp != nil {
+		o := "OCSP"
+		if boolean(ocsp["soft_fail"]) {
+			o += " (soft fail)"
+		}
+		parts = append(parts, o)
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // leafLoaders reads the pinned leaves of a leaf verifier.

@@ -2,12 +2,20 @@ package topology
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"encoding/xml"
 	"io"
+	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // FuzzAnalyze: no JSON config makes the analysis, the table, the JSON
@@ -59,6 +67,44 @@ func FuzzAnalyze(f *testing.F) {
 		}
 		if err := rep.WriteHTML(io.Discard, HTMLOptions{Refresh: 5}); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// FuzzCRLs: no CRL file makes parseCRLs panic; what it accepts has an
+// issuer, and describing it as the table and the picture do does not
+// panic either.
+func FuzzCRLs(f *testing.F) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Fuzz CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCRLSign | x509.KeyUsageCertSign, NotBefore: time.Unix(0, 0), NotAfter: time.Unix(4e9, 0), SubjectKeyId: []byte{1, 2, 3, 4}}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(5), ThisUpdate: time.Unix(1e9, 0), NextUpdate: time.Unix(2e9, 0),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: big.NewInt(77), RevocationTime: time.Unix(1e9, 0)}}}, ca, key)
+	if err != nil {
+		f.Fatal(err)
+	}
+	p := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+	f.Add(der)
+	f.Add(p)
+	f.Add(append(append([]byte{}, p...), p...))
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte("-----BEGIN X509 CRL-----\nAA==\n-----END X509 CRL-----\n"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		lists, err := parseCRLs(data)
+		if err != nil {
+			return
+		}
+		for _, l := range lists {
+			c := &CRL{File: "f", Issuer: l.Issuer.String(), Revoked: len(l.RevokedCertificateEntries)}
+			if !l.NextUpdate.IsZero() {
+				n := l.NextUpdate.UTC()
+				c.NextUpdate = &n
+			}
+			_ = c.describe()
 		}
 	})
 }

@@ -39,7 +39,12 @@ func writeFixtures(t testing.TB, dir string) {
 	internal.Issue(t, testpki.CN("soon.example.test"), testpki.DNS("soon.example.test"), testpki.ServerOnly(),
 		testpki.Validity(day(-80), day(5))).WriteFiles(t, dir, "soon")
 	internal.Issue(t, testpki.CN("edge"), testpki.ClientOnly(), testpki.Validity(day(-10), day(80))).WriteFiles(t, dir, "client")
-	internal.Issue(t, testpki.CN("old-client"), testpki.ClientOnly(), testpki.Validity(day(-100), day(-1))).WriteFiles(t, dir, "old-client")
+	oldClient := internal.Issue(t, testpki.CN("old-client"), testpki.ClientOnly(), testpki.Validity(day(-100), day(-1)))
+	oldClient.WriteFiles(t, dir, "old-client")
+	// the internal CA's CRL, fresh for 3 more days; the retired CA's,
+	// 40 days past its next update
+	testpki.WriteFile(t, dir, "internal.crl", crlPEM(makeCRL(t, internal, 42, day(-4), day(3), oldClient.Cert)))
+	testpki.WriteFile(t, dir, "retired.crl", makeCRL(t, retired, 9, day(-77), day(-40)))
 }
 
 // TestGoldenReports adapts each testdata/golden/*.caddyfile (or reads each

@@ -120,11 +120,17 @@ type picture struct {
 
 // expiryClass colours a not-after by the report's thresholds.
 func (p *picture) expiryClass(na time.Time) (class, text string) {
+	return p.expiryClassWithin(na, p.window)
+}
+
+// expiryClassWithin colours a time limit: expired past it, soon within
+// window of it.
+func (p *picture) expiryClassWithin(na time.Time, window time.Duration) (class, text string) {
 	left := na.Sub(p.now)
 	switch {
 	case left <= 0:
 		return "exp-expired", "expired " + days(-left) + " ago"
-	case left <= p.window:
+	case left <= window:
 		return "exp-soon", days(left) + " left"
 	}
 	return "exp-ok", days(left) + " left"
@@ -224,6 +230,9 @@ func (p *picture) buildRoute(pl *picListener, id string, rt *Route) *picRoute {
 		}
 		b.blocks = append(b.blocks, block{attrs: []attr{{"data-client-auth", ca.Mode}}, lines: cl})
 		b.also = append(b.also, ca.Path)
+		for _, c := range ca.CRLs {
+			p.crlBlock(b, c, width)
+		}
 		for _, pool := range ca.Pools {
 			b.also = append(b.also, pool.Path)
 			p.poolBlock(b, pool, "clients verified against", width)
@@ -421,6 +430,33 @@ func (p *picture) certBlock(b *box, id string, width int) {
 			l.indent += 4
 			lines = append(lines, l)
 		}
+	}
+	b.blocks = append(b.blocks, block{attrs: at, lines: lines})
+}
+
+// crlBlock adds a CRL in force: its file, issuer and next update with the
+// time left, coloured like a certificate's expiry (orange within
+// crlExpiringWindow of its next update, red past it).
+func (p *picture) crlBlock(b *box, c *CRL, width int) {
+	at := []attr{{"data-crl", c.File}, {"data-path", c.Path}}
+	lines := []line{{indent: 2, spans: []span{{clip("CRL "+c.File, width-2), "strong"}}}}
+	switch {
+	case c.NotRead != "":
+		at = append(at, attr{"data-expiry", "unknown"})
+		for _, l := range textLinesIndent("not read: "+c.NotRead, "na", width-4, 2) {
+			l.indent += 4
+			lines = append(lines, l)
+		}
+	default:
+		lines = append(lines, line{indent: 4, spans: []span{{clip("issuer "+c.Issuer+", "+strconv.Itoa(c.Revoked)+" revoked", width-4), ""}}})
+		if c.NextUpdate == nil {
+			at = append(at, attr{"data-expiry", "unknown"})
+			lines = append(lines, line{indent: 4, spans: []span{{"no next update", "na"}}})
+			break
+		}
+		cls, left := p.expiryClassWithin(*c.NextUpdate, crlExpiringWindow)
+		at = append(at, attr{"data-expiry", strings.TrimPrefix(cls, "exp-")})
+		lines = append(lines, line{indent: 4, spans: []span{{"next update " + c.NextUpdate.Format(crlTime) + " ", ""}, {"(" + left + ")", cls}}})
 	}
 	b.blocks = append(b.blocks, block{attrs: at, lines: lines})
 }

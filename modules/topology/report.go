@@ -114,6 +114,9 @@ type ClientAuth struct {
 	Verifiers []string `json:"verifiers,omitempty"`
 	// Patterns are identity patterns required by verifiers.
 	Patterns []string `json:"patterns,omitempty"`
+	// CRLs are the CRL files the verifiers check client certificates
+	// against, read.
+	CRLs []*CRL `json:"crls,omitempty"`
 }
 
 // Pool is a set of trust anchors from one source.

@@ -101,6 +101,9 @@ func (r *Report) writeRoute(p *printer, rt *Route) {
 			for _, v := range ca.Verifiers {
 				p.wrap(9, "verifier ", v)
 			}
+			for _, c := range ca.CRLs {
+				p.wrap(9, "", c.describe())
+			}
 		}
 	case ModePassthrough:
 		if len(in.PassthroughTo) > 0 {
