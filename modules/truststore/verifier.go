@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -136,7 +137,7 @@ func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certi
 // for example `verifier live_trust truststore /etc/ca.jks { password {env.P} }`.
 func (v *LiveTrust) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // module name
-	raw, err := ParsePoolSource(d)
+	raw, err := ParsePoolSource(d, "verifier live_trust")
 	if err != nil {
 		return err
 	}
@@ -146,21 +147,42 @@ func (v *LiveTrust) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // ParsePoolSource parses `<pool_source> [<args...>] [{...}]` at the
 // dispenser's next argument into a `tls.ca_pool.source.*` module object,
-// as Caddy's own `trust_pool` does. Every directive of the suite that
-// takes a trust pool uses it.
-func ParsePoolSource(d *caddyfile.Dispenser) (json.RawMessage, error) {
+// as Caddy's own `trust_pool` does. It is the one Caddyfile parser for
+// trust pool sources: every directive of the suite that takes a trust
+// pool uses it (live_trust, the mtls transport, the passthrough handler,
+// storage redis). where names the directive and option for errors, as in
+// "transport mtls: trust_pool"; the source's own errors come after it.
+func ParsePoolSource(d *caddyfile.Dispenser, where string) (json.RawMessage, error) {
 	if !d.NextArg() {
-		return nil, d.Err("expected a trust pool source (truststore, bundle, pki_live, spiffe_bundle, or any tls.ca_pool.source module)")
+		return nil, d.Errf("%s: expected a trust pool source (%s)", where, strings.Join(PoolSourceNames(), ", "))
 	}
 	name := d.Val()
-	unm, err := caddyfile.UnmarshalModule(d, "tls.ca_pool.source."+name)
+	modID := poolNamespace + "." + name
+	if _, err := caddy.GetModule(modID); err != nil {
+		return nil, d.Errf("%s: unknown trust pool source '%s' (expected one of: %s)", where, name, strings.Join(PoolSourceNames(), ", "))
+	}
+	unm, err := caddyfile.UnmarshalModule(d, modID)
 	if err != nil {
-		return nil, err
+		// the source's error names itself and its line
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	if _, ok := unm.(caddytls.CA); !ok {
-		return nil, d.Errf("trust pool source '%s' is not a certificate pool provider", name)
+		return nil, d.Errf("%s: '%s' is not a certificate pool provider", where, name)
 	}
 	return caddyconfig.JSONModuleObject(unm, "provider", name, nil), nil
+}
+
+// poolNamespace is Caddy's namespace of trust pool sources.
+const poolNamespace = "tls.ca_pool.source"
+
+// PoolSourceNames lists the registered trust pool sources, Caddy's and the
+// suite's.
+func PoolSourceNames() []string {
+	var names []string
+	for _, m := range caddy.GetModules(poolNamespace) {
+		names = append(names, m.ID.Name())
+	}
+	return names
 }
 
 // Interface guards
