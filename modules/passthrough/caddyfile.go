@@ -10,10 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/mholt/caddy-l4/layer4"
 
-	"github.com/trustline/trustline/modules/keystore"
 	"github.com/trustline/trustline/modules/upstream"
 )
 
@@ -675,26 +673,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if len(rs.Upstreams) == 0 {
 		return d.Errf("passthrough: no upstream: write `passthrough host:port`")
 	}
-	var identity bool
-	var tlsCfg *UpstreamTLS
-	useTLS := func() *UpstreamTLS {
-		if tlsCfg == nil {
-			tlsCfg = new(UpstreamTLS)
-		}
-		return tlsCfg
-	}
-	// where each TLS setting was given, to refuse it twice
-	tlsSet := map[string]string{}
-	setOnce := func(name, as string) error {
-		if prev, dup := tlsSet[name]; dup {
-			if prev == as { // only block options get this far twice
-				return d.Errf("passthrough: tls: duplicate option '%s'", name)
-			}
-			return d.Errf("passthrough: %s given twice (as %s and as %s): give it once", name, prev, as)
-		}
-		tlsSet[name] = as
-		return nil
-	}
+	var identity, useTLS bool
+	var tlsOpts upstream.TLSOptions
+	var tlsCfg UpstreamTLS
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		opt := d.Val()
@@ -713,33 +694,26 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			identity = true
 		case "tls":
 			if d.NextArg() {
-				return d.Errf("passthrough: tls takes no argument (its options go in a block: client_identity, upstream_identity, trust_pool, server_name)")
+				return d.Errf("passthrough: tls takes no argument (its options go in a block: %s)", upstream.TLSOptionNames)
 			}
-			if err := parseUpstreamTLS(d, useTLS(), setOnce); err != nil {
+			useTLS = true
+			for d.NextBlock(1) {
+				if err := tlsOpts.ParseOption(d, "passthrough: tls", d.Val(), "tls "+d.Val()); err != nil {
+					return err
+				}
+			}
+		case "tls_server_name", "tls_trust_pool":
+			useTLS = true
+			if err := tlsOpts.ParseOption(d, "passthrough", strings.TrimPrefix(opt, "tls_"), opt); err != nil {
 				return err
 			}
-		case "tls_server_name":
-			if err := setOnce("server_name", opt); err != nil {
-				return err
-			}
-			v, err := stringArg(d, opt)
-			if err != nil {
-				return err
-			}
-			useTLS().ServerName = v
 		case "tls_client_auth":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
 				return d.Errf("passthrough: tls_client_auth takes a certificate file and a key file")
 			}
-			useTLS().ClientCertificateFile, useTLS().ClientCertificateKeyFile = args[0], args[1]
-		case "tls_trust_pool":
-			if err := setOnce("trust_pool", opt); err != nil {
-				return err
-			}
-			if err := parseTrustPool(d, opt, useTLS()); err != nil {
-				return err
-			}
+			useTLS = true
+			tlsCfg.ClientCertificateFile, tlsCfg.ClientCertificateKeyFile = args[0], args[1]
 		default:
 			if err := rs.opts.parseOption(d, opt); err != nil {
 				return err
@@ -754,79 +728,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	h.Route, h.Upstreams, h.LoadBalancing, h.HealthChecks = built.Route, built.Upstreams, built.LoadBalancing, built.HealthChecks
 	h.ProxyProtocol, h.DialTimeout, h.IdleTimeout = built.ProxyProtocol, built.DialTimeout, built.IdleTimeout
 	h.MaxLifetime, h.GracePeriod = built.MaxLifetime, built.GracePeriod
-	h.ProxyProtocolIdentity, h.TLS = identity, tlsCfg
+	h.ProxyProtocolIdentity = identity
 	if identity && h.ProxyProtocol != "v2" {
 		return d.Errf("passthrough: proxy_protocol_identity needs proxy_protocol v2")
 	}
-	if tlsCfg != nil {
+	if useTLS {
+		tlsCfg.ClientIdentityRaw, tlsCfg.UpstreamIdentity = tlsOpts.ClientIdentity, tlsOpts.UpstreamIdentity
+		tlsCfg.CARaw, tlsCfg.ServerName = tlsOpts.TrustPool, tlsOpts.ServerName
 		if err := upstream.CheckTLS(&tlsCfg.TLSConfig, tlsCfg.ClientIdentityRaw != nil, tlsCfg.UpstreamIdentity); err != nil {
 			return d.Errf("passthrough: tls: %v", err)
 		}
+		h.TLS = &tlsCfg
 	}
-	return nil
-}
-
-// parseUpstreamTLS parses the optional block of the handler's tls option.
-// setOnce refuses a setting given twice (in the block and as a tls_*
-// option).
-func parseUpstreamTLS(d *caddyfile.Dispenser, t *UpstreamTLS, setOnce func(name, as string) error) error {
-	for d.NextBlock(1) {
-		opt := d.Val()
-		if err := setOnce(opt, "tls "+opt); err != nil {
-			return err
-		}
-		switch opt {
-		case "client_identity":
-			raw, err := keystore.UnmarshalSource(d, "passthrough: tls: client_identity")
-			if err != nil {
-				return err
-			}
-			t.ClientIdentityRaw = raw
-		case "upstream_identity":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Errf("passthrough: tls: upstream_identity needs at least one SPIFFE ID (spiffe://td/path), trust domain (spiffe://td) or DNS name")
-			}
-			if _, err := upstream.ParsePins(args); err != nil {
-				return d.Errf("passthrough: tls: %v", err)
-			}
-			t.UpstreamIdentity = args
-		case "trust_pool":
-			if err := parseTrustPool(d, "tls trust_pool", t); err != nil {
-				return err
-			}
-		case "server_name":
-			v, err := stringArg(d, "tls server_name")
-			if err != nil {
-				return err
-			}
-			t.ServerName = v
-		default:
-			return d.Errf("passthrough: tls: unknown option '%s' (expected client_identity, upstream_identity, trust_pool or server_name)", opt)
-		}
-	}
-	return nil
-}
-
-// parseTrustPool parses `<source> [<args...>] [{...}]`, a tls.ca_pool.source
-// module, after the option opt.
-func parseTrustPool(d *caddyfile.Dispenser, opt string, t *UpstreamTLS) error {
-	if !d.NextArg() {
-		return d.Errf("passthrough: %s needs a source, as in `%s file ca.pem` (file, inline, truststore, bundle, pki_live, spiffe_bundle, ...)", opt, opt)
-	}
-	name := d.Val()
-	if _, err := caddy.GetModule("tls.ca_pool.source." + name); err != nil {
-		return d.Errf("passthrough: %s: unknown trust pool source '%s'", opt, name)
-	}
-	mod, err := caddyfile.UnmarshalModule(d, "tls.ca_pool.source."+name)
-	if err != nil {
-		return d.Errf("passthrough: %s %s: %v", opt, name, err)
-	}
-	ca, ok := mod.(caddytls.CA)
-	if !ok {
-		return d.Errf("passthrough: %s %s is not a CA pool source", opt, name)
-	}
-	t.CARaw = caddyconfig.JSONModuleObject(ca, "provider", name, nil)
 	return nil
 }
 

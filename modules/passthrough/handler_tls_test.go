@@ -305,7 +305,7 @@ func TestUnmarshalUpstreamTLS(t *testing.T) {
 		{"no source", "passthrough 10.0.0.5:5432 {\ntls {\nclient_identity\n}\n}", "error: client_identity: expected a keystore source"},
 		{"bad pin", "passthrough 10.0.0.5:5432 {\ntls {\nupstream_identity https://db\n}\n}", `error: upstream_identity "https://db"`},
 		{"empty pins", "passthrough 10.0.0.5:5432 {\ntls {\nupstream_identity\n}\n}", "error: upstream_identity needs at least one"},
-		{"no trust pool source", "passthrough 10.0.0.5:5432 {\ntls {\ntrust_pool\n}\n}", "error: tls trust_pool needs a source"},
+		{"no trust pool source", "passthrough 10.0.0.5:5432 {\ntls {\ntrust_pool\n}\n}", "error: passthrough: tls: trust_pool: expected a trust pool source (bundle, "},
 		{"unknown trust pool", "passthrough 10.0.0.5:5432 {\ntls {\ntrust_pool nope /a\n}\n}", "error: unknown trust pool source 'nope'"},
 		{"tls argument", "passthrough 10.0.0.5:5432 {\ntls on\n}", "error: tls takes no argument"},
 	} {

@@ -3,12 +3,8 @@ package upstream
 import (
 	"fmt"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
-	"github.com/caddyserver/caddy/v2/modules/caddytls"
-
-	"github.com/trustline/trustline/modules/keystore"
 )
 
 // UnmarshalCaddyfile sets up the transport from Caddyfile tokens. Options
@@ -50,83 +46,44 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 		return d.Errf("transport %s: unexpected argument '%s' (options go in a block)", name, d.Val())
 	}
 	var rest []caddyfile.Token
-	var trustPool *struct {
-		raw  []byte
-		line int
-	}
-	seen := map[string]bool{}
+	var opts TLSOptions
+	where := "transport " + name
 	for d.NextBlock(0) {
-		opt := d.Val()
-		switch opt {
+		switch opt := d.Val(); opt {
 		case "client_identity", "trust_pool", "upstream_identity":
-			if seen[opt] {
-				return d.Errf("transport %s: duplicate option '%s'", name, opt)
-			}
-			seen[opt] = true
-		}
-		switch opt {
-		case "client_identity":
-			raw, err := keystore.UnmarshalSource(d, "transport "+name+": client_identity")
-			if err != nil {
+			if err := opts.ParseOption(d, where, opt, opt); err != nil {
 				return err
 			}
-			t.ClientIdentityRaw = raw
-		case "trust_pool":
-			line := d.Line()
-			if !d.NextArg() {
-				return d.Errf("transport %s: trust_pool: expected a tls.ca_pool.source module (file, inline, truststore, bundle, pki_live, spiffe_bundle, ...)", name)
-			}
-			stem := d.Val()
-			unm, err := caddyfile.UnmarshalModule(d, "tls.ca_pool.source."+stem)
-			if err != nil {
-				return err
-			}
-			ca, ok := unm.(caddytls.CA)
-			if !ok {
-				return d.Errf("transport %s: trust_pool: module %s is not a certificate pool provider", name, stem)
-			}
-			trustPool = &struct {
-				raw  []byte
-				line int
-			}{caddyconfig.JSONModuleObject(ca, "provider", stem, nil), line}
-		case "upstream_identity":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Errf("transport %s: upstream_identity needs at least one SPIFFE ID, trust domain or DNS name", name)
-			}
-			if _, err := ParsePins(args); err != nil {
-				return d.Errf("transport %s: %v", name, err)
-			}
-			t.UpstreamIdentity = args
 		default:
 			rest = append(rest, d.NextSegment()...)
 		}
 	}
+	t.ClientIdentityRaw, t.UpstreamIdentity = opts.ClientIdentity, opts.UpstreamIdentity
 	if len(rest) > 0 {
 		// the http transport's own options, with the block's braces
 		delegated := append(caddyfile.Segment{seg[0], seg[1]}, rest...)
 		delegated = append(delegated, seg[len(seg)-1])
 		if err := t.HTTPTransport.UnmarshalCaddyfile(caddyfile.NewDispenser(delegated)); err != nil {
-			return fmt.Errorf("transport %s: %w", name, err)
+			return fmt.Errorf("%s: %w", where, err)
 		}
 	}
-	if trustPool != nil {
+	if opts.TrustPool != nil {
 		if t.TLS != nil && t.TLS.CARaw != nil {
-			return fmt.Errorf("transport %s: trust_pool (line %d) and tls_trust_pool both given: use one", name, trustPool.line)
+			return fmt.Errorf("%s: trust_pool (line %d) and tls_trust_pool both given: use one", where, opts.TrustPoolLine)
 		}
 		if t.TLS != nil && len(t.TLS.RootCAPEMFiles) > 0 {
-			return fmt.Errorf("transport %s: trust_pool (line %d) and tls_trusted_ca_certs both given: use one", name, trustPool.line)
+			return fmt.Errorf("%s: trust_pool (line %d) and tls_trusted_ca_certs both given: use one", where, opts.TrustPoolLine)
 		}
 		if t.TLS == nil {
 			t.TLS = new(reverseproxy.TLSConfig)
 		}
-		t.TLS.CARaw = trustPool.raw
+		t.TLS.CARaw = opts.TrustPool
 	}
 	if t.usesTLSFeatures() && t.TLS == nil {
 		t.TLS = new(reverseproxy.TLSConfig)
 	}
 	if err := t.check(); err != nil {
-		return fmt.Errorf("transport %s: %w", name, err)
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	return nil
 }

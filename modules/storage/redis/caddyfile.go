@@ -4,11 +4,9 @@ import (
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
-	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/upstream"
 )
 
 // UnmarshalCaddyfile sets up the storage from the `storage redis` global
@@ -196,8 +194,17 @@ func (s *Sentinel) unmarshal(d *caddyfile.Dispenser) error {
 func (t *TLS) unmarshal(d *caddyfile.Dispenser) error {
 	const where = "storage redis: tls"
 	seen := map[string]bool{}
+	var opts upstream.TLSOptions
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
+		switch opt {
+		case "client_identity", "trust_pool", "server_name":
+			// the upstream TLS settings, parsed as every directive does
+			if err := opts.ParseOption(d, where, opt, opt); err != nil {
+				return err
+			}
+			continue
+		}
 		if seen[opt] {
 			return d.Errf("%s: duplicate option '%s'", where, opt)
 		}
@@ -215,35 +222,11 @@ func (t *TLS) unmarshal(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, where, opt, &t.KeyFile); err != nil {
 				return err
 			}
-		case "server_name":
-			if err := oneArg(d, where, opt, &t.ServerName); err != nil {
-				return err
-			}
-		case "client_identity":
-			raw, err := keystore.UnmarshalSource(d, "storage redis: tls: client_identity")
-			if err != nil {
-				return err
-			}
-			t.ClientIdentityRaw = raw
-		case "trust_pool":
-			if !d.NextArg() {
-				return d.Errf("%s: trust_pool needs a source module name (file, inline, truststore, ...)", where)
-			}
-			stem := d.Val()
-			modID := "tls.ca_pool.source." + stem
-			unm, err := caddyfile.UnmarshalModule(d, modID)
-			if err != nil {
-				return err
-			}
-			ca, ok := unm.(caddytls.CA)
-			if !ok {
-				return d.Errf("%s: module %s is not a trust pool source", where, modID)
-			}
-			t.TrustPoolRaw = caddyconfig.JSONModuleObject(ca, "provider", stem, nil)
 		default:
 			return d.Errf("%s: unknown option '%s'", where, opt)
 		}
 	}
+	t.ClientIdentityRaw, t.TrustPoolRaw, t.ServerName = opts.ClientIdentity, opts.TrustPool, opts.ServerName
 	if t.CAFile != "" && t.TrustPoolRaw != nil {
 		return d.Errf("%s: ca_file and trust_pool are exclusive", where)
 	}
