@@ -540,31 +540,11 @@ func (pc *proxyConn) backendVerdict(err error) error {
 	return err
 }
 
-// logTLSFailure logs a failed upstream handshake or a refusal after it,
-// with the fields of the mtls transport's line (client_identity is the
-// identity presented to the upstream).
+// logTLSFailure logs a failed upstream handshake or a refusal after it:
+// the mtls transport's line, with the route and the client's address.
 func (h *Handler) logTLSFailure(pc *proxyConn, u *Upstream, serverName, reason, alert, who string, err error) {
-	ce := h.logger.Check(zapcore.ErrorLevel, "upstream TLS handshake failed")
-	if ce == nil {
-		return
-	}
-	fields := []zap.Field{
-		zap.String("route", h.Route),
-		zap.String("client_addr", pc.client.String()),
-		zap.String("upstream", u.Dial),
-		zap.String("reason", reason),
-		zap.String("client_identity", who),
-	}
-	if serverName != "" {
-		fields = append(fields, zap.String("server_name", serverName))
-	}
-	if alert != "" {
-		fields = append(fields, zap.String("alert", alert))
-	}
-	if h.live.Identity != nil {
-		fields = append(fields, zap.String("client_identity_source", h.live.IdentityName))
-	}
-	ce.Write(append(fields, zap.Error(err))...)
+	h.live.LogHandshakeFailure(h.logger, u.Dial, serverName, reason, alert, who, err,
+		zap.String("route", h.Route), zap.String("client_addr", pc.client.String()))
 }
 
 // Interface guards

@@ -11,6 +11,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/trustline/trustline/modules/material"
 )
@@ -162,4 +164,33 @@ var handshakeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 // one per config load; the counts live for the process).
 func registerMetrics(ctx caddy.Context) {
 	material.RegisterCollectors(ctx, "upstream handshake", handshakeFailures)
+}
+
+// LogHandshakeFailure writes the one "upstream TLS handshake failed" line
+// (error level) of the mtls transport and the passthrough handler, for a
+// failed upstream handshake or a backend's refusal after it. lead comes
+// first (the passthrough handler's route and client address); then the
+// upstream, the reason (a Reason constant), the client identity presented
+// (who: subject and serial, or why none), the server name and the
+// backend's alert when known, the client identity's source when l has
+// one, and the error. l may be nil (no live TLS setup).
+func (l *LiveTLS) LogHandshakeFailure(logger *zap.Logger, upstream, serverName, reason, alert, who string, err error, lead ...zap.Field) {
+	ce := logger.Check(zapcore.ErrorLevel, "upstream TLS handshake failed")
+	if ce == nil {
+		return
+	}
+	fields := append(lead,
+		zap.String("upstream", upstream),
+		zap.String("reason", reason),
+		zap.String("client_identity", who))
+	if serverName != "" {
+		fields = append(fields, zap.String("server_name", serverName))
+	}
+	if alert != "" {
+		fields = append(fields, zap.String("alert", alert))
+	}
+	if l != nil && l.Identity != nil {
+		fields = append(fields, zap.String("client_identity_source", l.IdentityName))
+	}
+	ce.Write(append(fields, zap.Error(err))...)
 }

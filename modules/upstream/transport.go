@@ -286,23 +286,7 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 
 // fail logs a failed upstream handshake (counted by whoever saw it).
 func (t *Transport) fail(upstream, serverName, reason, alert, who string, err error) {
-	if ce := t.logger.Check(zapcore.ErrorLevel, "upstream TLS handshake failed"); ce != nil {
-		fields := []zap.Field{
-			zap.String("upstream", upstream),
-			zap.String("reason", reason),
-			zap.String("client_identity", who),
-		}
-		if serverName != "" {
-			fields = append(fields, zap.String("server_name", serverName))
-		}
-		if alert != "" {
-			fields = append(fields, zap.String("alert", alert))
-		}
-		if t.live != nil && t.live.Identity != nil {
-			fields = append(fields, zap.String("client_identity_source", t.live.IdentityName))
-		}
-		ce.Write(append(fields, zap.Error(err))...)
-	}
+	t.live.LogHandshakeFailure(t.logger, upstream, serverName, reason, alert, who, err)
 }
 
 // RoundTrip sends the request through the current connection pool. A
