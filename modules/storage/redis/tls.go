@@ -10,10 +10,11 @@ import (
 	"os"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/trustline/trustline/modules/keystore"
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/upstream"
 )
 
 // TLS configures TLS to Redis (and to the Sentinels, with sentinel). The
@@ -44,10 +45,13 @@ type TLS struct {
 	// address must then be an IP SAN of the certificate.
 	ServerName string `json:"server_name,omitempty"`
 
-	trustPool caddytls.CA
-	roots     *x509.CertPool
-	clientCrt *tls.Certificate
-	identity  keystore.Source
+	// live verifies Redis's certificate against the pool current at each
+	// handshake and presents the identity current at each handshake:
+	// the suite's one TLS client of a backend (upstream.LiveTLS)
+	live      *upstream.LiveTLS
+	base      *tls.Config
+	clientCrt *tls.Certificate // cert_file and key_file, read once
+	identity  keystore.Source  // client_identity, live
 }
 
 // provision loads the trust pool and the client identity.
@@ -55,6 +59,7 @@ func (t *TLS) provision(ctx caddy.Context) error {
 	if t.CAFile != "" && t.TrustPoolRaw != nil {
 		return errors.New("tls: ca_file and trust_pool are exclusive")
 	}
+	base := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
 	if t.CAFile != "" {
 		data, err := os.ReadFile(t.CAFile)
 		if err != nil {
@@ -64,21 +69,10 @@ func (t *TLS) provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("tls: ca_file %s: %w", t.CAFile, err)
 		}
-		t.roots = x509.NewCertPool()
+		base.RootCAs = x509.NewCertPool()
 		for _, c := range certs {
-			t.roots.AddCert(c)
+			base.RootCAs.AddCert(c)
 		}
-	}
-	if t.TrustPoolRaw != nil {
-		mod, err := ctx.LoadModule(t, "TrustPoolRaw")
-		if err != nil {
-			return fmt.Errorf("tls: loading trust_pool: %w", err)
-		}
-		ca, ok := mod.(caddytls.CA)
-		if !ok {
-			return fmt.Errorf("tls: trust_pool module %T is not a trust pool source", mod)
-		}
-		t.trustPool = ca
 	}
 	if t.ClientIdentityRaw != nil {
 		if t.CertFile != "" || t.KeyFile != "" {
@@ -91,12 +85,15 @@ func (t *TLS) provision(ctx caddy.Context) error {
 		if head.Source == "internal" {
 			return errors.New("tls: client_identity internal cannot be used for the storage: its CA is kept in this storage; use pem, pkcs12 or jks")
 		}
-		src, err := keystore.Load(ctx, t, "ClientIdentityRaw", keystore.UsageClientAuth)
-		if err != nil {
-			return fmt.Errorf("tls: client_identity: %w", err)
-		}
-		t.identity = src
 	}
+	// the trust pool and the client identity, loaded as the mtls
+	// transport and the passthrough handler load theirs
+	pool := &reverseproxy.TLSConfig{CARaw: t.TrustPoolRaw}
+	live, err := upstream.LoadLiveTLS(ctx, pool, t, "ClientIdentityRaw", nil)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	t.identity = live.Identity
 	switch {
 	case t.CertFile != "" && t.KeyFile != "":
 		certPEM, err := os.ReadFile(t.CertFile)
@@ -112,17 +109,23 @@ func (t *TLS) provision(ctx caddy.Context) error {
 			return fmt.Errorf("tls: client identity cert_file %s, key_file %s: %w", t.CertFile, t.KeyFile, err)
 		}
 		t.clientCrt = id
+		base.Certificates = []tls.Certificate{*id}
 	case t.CertFile != "" || t.KeyFile != "":
 		return errors.New("tls: cert_file and key_file go together")
 	}
+	live.Apply(base)
+	t.live, t.base = live, base
 	return nil
 }
 
-// clientConfig is the one place where the TLS client config to Redis is
-// made, at every dial: the current trust pool, the client identity, the
-// server name for addr. TLS 1.2 at least; the server is always verified.
+// clientConfig is the TLS client config of one dial to addr, made from
+// the config upstream.LiveTLS took over: Redis's certificate is verified
+// against the trust pool current at the handshake (else ca_file, else the
+// system's roots) and the server name (server_name, else the host of
+// addr, so an IP address must be an IP SAN); the client certificate is
+// client_identity's current one, else cert_file's. TLS 1.2 at least.
 func (t *TLS) clientConfig(addr string) *tls.Config {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	cfg := t.base.Clone()
 	if cfg.ServerName == "" {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -130,19 +133,8 @@ func (t *TLS) clientConfig(addr string) *tls.Config {
 		}
 		cfg.ServerName = host
 	}
-	switch {
-	case t.trustPool != nil:
-		cfg.RootCAs = t.trustPool.CertPool()
-	case t.roots != nil:
-		cfg.RootCAs = t.roots
-	}
-	switch {
-	case t.identity != nil:
-		src := t.identity
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return src.Identity(), nil }
-	case t.clientCrt != nil:
-		crt := t.clientCrt
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return crt, nil }
-	}
+	name := cfg.ServerName
+	// against the name of this dial (crypto/tls sends no SNI for an IP)
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return t.live.Verify(cs, name) }
 	return cfg
 }
