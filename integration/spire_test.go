@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -71,14 +72,21 @@ func containsString(list []string, s string) bool {
 }
 
 // spireClient is an HTTPS client presenting the SVID of src (rotations
-// included) and requiring the server's SVID to be serverID; every request
-// is a new connection, so every request is a full handshake both ways.
-func spireClient(src *workloadapi.X509Source, serverID spiffeid.ID, serverName string) *http.Client {
+// included) and requiring the server's SVID to be serverID; it dials addr
+// whatever the URL's host. Every request is a new connection, so every
+// request is a full handshake both ways.
+func spireClient(src *workloadapi.X509Source, serverID spiffeid.ID, addr string) *http.Client {
 	cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(serverID))
-	cfg.ServerName = serverName
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	return &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true},
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:   cfg,
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return dialer.DialContext(ctx, network, addr)
+			},
+		},
 	}
 }
 
@@ -230,8 +238,8 @@ https://caddy.test:%s {
 		t.Fatalf("%d agent connections for one socket", n)
 	}
 
-	client := spireClient(clientSrc, spiffeid.RequireFromString(caddyID), "caddy.test")
-	load := startSPIRELoad(client, "https://"+addr+"/", "backend saw "+caddyID, 3)
+	client := spireClient(clientSrc, spiffeid.RequireFromString(caddyID), addr)
+	load := startSPIRELoad(client, "https://caddy.test:"+bench.Port(addr)+"/", "backend saw "+caddyID, 3)
 	defer load.halt()
 
 	// a rotation: the 60s SVID is renewed at about half its life
@@ -319,8 +327,8 @@ https://caddy.test:%s {
 	bench.WaitPort(t, addr, 30*time.Second)
 
 	// the partner's workload, verified against the partner's bundle
-	client := spireClient(partnerSrc, spiffeid.RequireFromString(caddyID), "caddy.test")
-	resp, err := client.Get("https://" + addr + "/")
+	client := spireClient(partnerSrc, spiffeid.RequireFromString(caddyID), addr)
+	resp, err := client.Get("https://caddy.test:" + bench.Port(addr) + "/")
 	if err != nil {
 		t.Fatalf("partner workload refused: %v", err)
 	}

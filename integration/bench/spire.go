@@ -2,8 +2,6 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -246,10 +244,16 @@ func StartSPIREAgent(t testing.TB, server *SPIREServer) *SPIREAgent {
 	t.Helper()
 	bin := filepath.Join(SPIREDir(t), "spire-agent")
 	dir := shortTempDir(t, "spire-ag")
-	tok := make([]byte, 16)
-	_, _ = rand.Read(tok)
-	token := hex.EncodeToString(tok)
-	server.CLI(t, "token", "generate", "-token", token, "-ttl", "600")
+	out := server.CLI(t, "token", "generate", "-ttl", "600")
+	var token string
+	for _, line := range strings.Split(out, "\n") { // a warning line may follow
+		if tok, ok := strings.CutPrefix(strings.TrimSpace(line), "Token: "); ok {
+			token = tok
+		}
+	}
+	if token == "" {
+		t.Fatalf("spire-server token generate: %q", out)
+	}
 	a := &SPIREAgent{
 		ID:     server.ID("/spire/agent/join_token/" + token),
 		Socket: "unix://" + filepath.Join(dir, "agent.sock"),

@@ -131,7 +131,7 @@ func (b *expBackoff) Next() time.Duration {
 func (b *expBackoff) Reset() { b.next = 0 }
 
 func newAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error) {
-	logger := ctx.Logger().Named("trustline.spiffe_workload").With(zap.String("socket", addr))
+	logger := ctx.Logger().With(zap.String("socket", addr))
 	client, err := workloadapi.New(context.Background(),
 		workloadapi.WithAddr(addr),
 		workloadapi.WithBackoffStrategy(backoffStrategy{}),
