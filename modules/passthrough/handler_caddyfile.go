@@ -1,0 +1,117 @@
+package passthrough
+
+import (
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/trustline/trustline/modules/upstream"
+)
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens, for use
+// in caddy-l4's own Caddyfile syntax (route blocks of the layer4 global
+// option or listener wrapper). Syntax:
+//
+//	passthrough <upstreams...> {
+//		<route options of the passthrough block>
+//		# after caddy-l4's tls handler terminated the client's TLS:
+//		proxy_protocol_identity
+//		tls [{
+//			client_identity <keystore source> <args...> [{ ... }]
+//			upstream_identity <spiffe://td/path|spiffe://td|dns_name...>
+//			trust_pool <source> [<args...>]
+//			server_name <name>
+//		}]
+//		tls_server_name <name>
+//		tls_client_auth <cert_file> <key_file>
+//		tls_trust_pool <source> [<args...>]
+//	}
+//
+// tls_server_name and tls_trust_pool are the same settings as
+// server_name and trust_pool in the tls block (give each once); any tls*
+// option turns TLS to the upstream on. client_identity is a keystore
+// source (pem, pkcs12, jks, internal) read at each new upstream
+// connection; trust_pool is read at each handshake.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // handler name
+	rs := &RouteSpec{Where: where(d), opts: routeOptions{set: map[string]bool{}}}
+	for d.NextArg() {
+		if err := checkUpstream(d.Val()); err != nil {
+			return d.Errf("passthrough: %v", err)
+		}
+		rs.Upstreams = append(rs.Upstreams, d.Val())
+	}
+	if len(rs.Upstreams) == 0 {
+		return d.Errf("passthrough: no upstream: write `passthrough host:port`")
+	}
+	var identity, useTLS bool
+	var tlsOpts upstream.TLSOptions
+	var tlsCfg UpstreamTLS
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if opt == "alpn" {
+			return d.Errf("passthrough: alpn belongs to the clienthello matcher here")
+		}
+		if rs.opts.set[opt] || seen[opt] {
+			return d.Errf("passthrough: duplicate option '%s'", opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "proxy_protocol_identity":
+			if d.NextArg() {
+				return d.Errf("passthrough: proxy_protocol_identity takes no argument")
+			}
+			identity = true
+		case "tls":
+			if d.NextArg() {
+				return d.Errf("passthrough: tls takes no argument (its options go in a block: %s)", upstream.TLSOptionNames)
+			}
+			useTLS = true
+			for d.NextBlock(1) {
+				if err := tlsOpts.ParseOption(d, "passthrough: tls", d.Val(), "tls "+d.Val()); err != nil {
+					return err
+				}
+			}
+		case "tls_server_name", "tls_trust_pool":
+			useTLS = true
+			if err := tlsOpts.ParseOption(d, "passthrough", strings.TrimPrefix(opt, "tls_"), opt); err != nil {
+				return err
+			}
+		case "tls_client_auth":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("passthrough: tls_client_auth takes a certificate file and a key file")
+			}
+			useTLS = true
+			tlsCfg.ClientCertificateFile, tlsCfg.ClientCertificateKeyFile = args[0], args[1]
+		default:
+			if err := rs.opts.parseOption(d, opt); err != nil {
+				return err
+			}
+		}
+	}
+	if rs.opts.name == "" {
+		rs.opts.name = "passthrough"
+	}
+	b := &Block{defaults: routeOptions{set: map[string]bool{}}}
+	built := b.handler(rs)
+	h.Route, h.Upstreams, h.LoadBalancing, h.HealthChecks = built.Route, built.Upstreams, built.LoadBalancing, built.HealthChecks
+	h.ProxyProtocol, h.DialTimeout, h.IdleTimeout = built.ProxyProtocol, built.DialTimeout, built.IdleTimeout
+	h.MaxLifetime, h.GracePeriod = built.MaxLifetime, built.GracePeriod
+	h.ProxyProtocolIdentity = identity
+	if identity && h.ProxyProtocol != "v2" {
+		return d.Errf("passthrough: proxy_protocol_identity needs proxy_protocol v2")
+	}
+	if useTLS {
+		tlsCfg.ClientIdentityRaw, tlsCfg.UpstreamIdentity = tlsOpts.ClientIdentity, tlsOpts.UpstreamIdentity
+		tlsCfg.CARaw, tlsCfg.ServerName = tlsOpts.TrustPool, tlsOpts.ServerName
+		if err := upstream.CheckTLS(&tlsCfg.TLSConfig, tlsCfg.ClientIdentityRaw != nil, tlsCfg.UpstreamIdentity); err != nil {
+			return d.Errf("passthrough: tls: %v", err)
+		}
+		h.TLS = &tlsCfg
+	}
+	return nil
+}
+
+var _ caddyfile.Unmarshaler = (*Handler)(nil)
