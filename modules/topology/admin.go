@@ -82,6 +82,11 @@ func serveRunning(w http.ResponseWriter, format string, refresh int) error {
 	if err != nil {
 		return err
 	}
+	return serveReport(w, rep, format, refresh)
+}
+
+// serveReport writes rep in format, with the headers every format gets.
+func serveReport(w http.ResponseWriter, rep *Report, format string, refresh int) error {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")

@@ -1,9 +1,11 @@
 package topology
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -88,11 +90,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if format == "" {
 		format = "html"
 	}
-	if err := serveRunning(w, format, h.Refresh); err != nil {
-		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("trustline_topology: %w", err))
+	// Reading the running config takes Caddy's config lock, which Caddy's
+	// Stop holds while it waits for in-flight requests (this one
+	// included): read it aside and give up after a while, so a request
+	// that arrives as Caddy stops never holds the shutdown up.
+	type result struct {
+		rep *Report
+		err error
 	}
-	return nil
+	done := make(chan result, 1)
+	go func() {
+		rep, err := runningReport()
+		done <- result{rep, err}
+	}()
+	timer := time.NewTimer(runningConfigWait)
+	defer timer.Stop()
+	select {
+	case res := <-done:
+		if res.err == nil {
+			res.err = serveReport(w, res.rep, format, h.Refresh)
+		}
+		if res.err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("trustline_topology: %w", res.err))
+		}
+		return nil
+	case <-timer.C:
+		w.Header().Set("Retry-After", "5")
+		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("trustline_topology: the running config is locked (Caddy is loading a config or stopping); try again"))
+	case <-r.Context().Done():
+		return r.Context().Err()
+	}
 }
+
+// runningConfigWait bounds the wait for Caddy's config lock.
+var runningConfigWait = 5 * time.Second
 
 // UnmarshalCaddyfile sets up the handler. Syntax:
 //
