@@ -95,6 +95,7 @@ func spireClient(src *workloadapi.X509Source, serverID spiffeid.ID, addr string)
 type spireLoad struct {
 	ok, failed atomic.Int64
 	stop       chan struct{}
+	stopOnce   sync.Once
 	wg         sync.WaitGroup
 	mu         sync.Mutex
 	errs       []string
@@ -146,7 +147,7 @@ func startSPIRELoad(client *http.Client, url, want string, workers int) *spireLo
 }
 
 func (l *spireLoad) halt() {
-	close(l.stop)
+	l.stopOnce.Do(func() { close(l.stop) })
 	l.wg.Wait()
 }
 
