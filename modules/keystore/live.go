@@ -3,6 +3,7 @@ package keystore
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"time"
 
@@ -41,13 +42,14 @@ func (l *live) acquire(ctx caddy.Context, spec material.Spec[*tls.Certificate]) 
 // a warning on every load).
 const expiryWarning = 7 * 24 * time.Hour
 
-// checkIdentity checks an identity just read from origin: a parsed leaf,
+// checkIdentity checks an identity just read from origin (named in its
+// log lines; the caller names it in the error): a parsed leaf,
 // the usage the consumer needs, not expired (an error: the load, or the
 // reload, is refused), and warns when it is not yet valid or expires soon.
 // It returns the certificates for the metrics (leaf first).
 func checkIdentity(cert *tls.Certificate, usage Usage, origin string, warnExpiry bool, logger *zap.Logger) ([]*x509.Certificate, error) {
 	if cert == nil || len(cert.Certificate) == 0 {
-		return nil, fmt.Errorf("%s: no certificate", origin)
+		return nil, errors.New("no certificate")
 	}
 	certs := make([]*x509.Certificate, len(cert.Certificate))
 	for i, der := range cert.Certificate {
@@ -57,7 +59,7 @@ func checkIdentity(cert *tls.Certificate, usage Usage, origin string, warnExpiry
 		}
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %w", origin, i, err)
+			return nil, fmt.Errorf("certificate %d: %w", i, err)
 		}
 		certs[i] = c
 	}
@@ -65,11 +67,11 @@ func checkIdentity(cert *tls.Certificate, usage Usage, origin string, warnExpiry
 	leaf := certs[0]
 	now := time.Now()
 	if now.After(leaf.NotAfter) {
-		return nil, fmt.Errorf("%s: certificate %q (serial %s) expired at %s",
-			origin, leaf.Subject, leaf.SerialNumber.Text(16), leaf.NotAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("certificate %q (serial %s) expired at %s",
+			leaf.Subject, leaf.SerialNumber.Text(16), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if err := checkUsage(leaf, usage); err != nil {
-		return nil, fmt.Errorf("%s: %w", origin, err)
+		return nil, err
 	}
 	if now.Before(leaf.NotBefore) {
 		logger.Warn("identity is not valid yet; peers will refuse it until then",

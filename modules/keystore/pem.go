@@ -71,7 +71,7 @@ func (p *PEM) Provision(ctx caddy.Context) error {
 			}
 			certs, err := checkIdentity(cert, usage, origin, true, logger)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%s: %w", origin, err)
 			}
 			return &material.Loaded[*tls.Certificate]{Value: cert, Certificates: certs, Digest: digest, Files: files}, nil
 		},

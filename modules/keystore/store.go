@@ -140,21 +140,30 @@ func (j *JKS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	})
 }
 
-// provisionStore acquires the reloadable identity of a PKCS#12 or JKS file.
+// provisionStore acquires the reloadable identity of a PKCS#12 or JKS
+// file. Its errors read `loading keystore "<path>": <reason>`, the reason
+// starting with the format the reader detected (pkcs12: or jks:); a
+// failed reload logs the reason beside kind and source.
 func provisionStore(ctx caddy.Context, l *live, kind, path, usageName, password, keyPassword, alias string) error {
 	if path == "" {
 		return fmt.Errorf("keystore %s: a path is required", kind)
 	}
-	usage, err := parseUsage(usageName)
-	if err != nil {
-		return fmt.Errorf("keystore %s %s: %w", kind, path, err)
+	if err := acquireStore(ctx, l, kind, path, usageName, password, keyPassword, alias); err != nil {
+		return fmt.Errorf("loading keystore %q: %w", path, err)
 	}
-	origin := "keystore " + kind + " " + path
-	password, err = material.ResolveSecret(origin+": password", password)
+	return nil
+}
+
+func acquireStore(ctx caddy.Context, l *live, kind, path, usageName, password, keyPassword, alias string) error {
+	usage, err := parseUsage(usageName)
 	if err != nil {
 		return err
 	}
-	keyPassword, err = material.ResolveSecret(origin+": key_password", keyPassword)
+	password, err = material.ResolveSecret("password", password)
+	if err != nil {
+		return err
+	}
+	keyPassword, err = material.ResolveSecret("key_password", keyPassword)
 	if err != nil {
 		return err
 	}
@@ -163,6 +172,7 @@ func provisionStore(ctx caddy.Context, l *live, kind, path, usageName, password,
 		opts.Aliases = []string{alias}
 	}
 	logger := ctx.Logger()
+	origin := "keystore " + kind + " " + path // in the log lines of checkIdentity
 	files := []string{path}
 	return l.acquire(ctx, material.Spec[*tls.Certificate]{
 		Name: path,
@@ -172,18 +182,18 @@ func provisionStore(ctx caddy.Context, l *live, kind, path, usageName, password,
 		Load: func() (*material.Loaded[*tls.Certificate], error) {
 			datas, digest, err := material.ReadFiles(files)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", origin, err)
+				return nil, material.StoreFileError(err)
 			}
 			format, err := material.DetectFormat(datas[0])
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", origin, err)
+				return nil, err
 			}
 			if format == material.FormatPKCS12 && alias != "" {
-				return nil, fmt.Errorf("%s: the file is a PKCS#12 store, whose entries cannot be chosen by alias: drop alias, or export the entry with `keytool -importkeystore -srcalias %s`", origin, alias)
+				return nil, fmt.Errorf("the file is a PKCS#12 store, whose entries cannot be chosen by alias: drop alias, or export the entry with `keytool -importkeystore -srcalias %s`", alias)
 			}
 			cert, err := material.ReadKeyStore(datas[0], opts)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", origin, err)
+				return nil, err
 			}
 			certs, err := checkIdentity(cert, usage, origin, true, logger)
 			if err != nil {

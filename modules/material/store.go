@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"strings"
 
@@ -125,6 +126,7 @@ func readPKCS12Trust(data []byte, opts StoreOptions) ([]*x509.Certificate, error
 	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 		return nil, ErrWrongPassword
 	}
+	err = pkcs12Error{err}
 	// a keystore (key + chain) offered as a truststore
 	if _, _, _, kerr := pkcs12.DecodeChain(data, opts.Password); kerr == nil {
 		return nil, errors.New("the store holds a private key, not trusted-certificate entries: use it as a keystore, or export its CA with `keytool -exportcert`")
@@ -133,6 +135,24 @@ func readPKCS12Trust(data []byte, opts StoreOptions) ([]*x509.Certificate, error
 		return nil, fmt.Errorf("%w (make it with `keytool -importcert -storetype pkcs12`, or `openssl pkcs12 -export -nokeys -jdktrust anyExtendedKeyUsage`)", err)
 	}
 	return nil, err
+}
+
+// pkcs12Error is an error of go-pkcs12 without its "pkcs12: " prefix: the
+// reader names the format once, before it.
+type pkcs12Error struct{ err error }
+
+func (e pkcs12Error) Error() string { return strings.TrimPrefix(e.err.Error(), "pkcs12: ") }
+func (e pkcs12Error) Unwrap() error { return e.err }
+
+// StoreFileError is err of reading the one file of a store (a truststore,
+// a keystore), without the path that the caller's own error names: "open:
+// no such file or directory". Other errors are returned as they are.
+func StoreFileError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	return err
 }
 
 func loadJKS(data []byte, password string) (keystore.KeyStore, error) {
@@ -223,13 +243,15 @@ func ReadKeyStore(data []byte, opts StoreOptions) (*tls.Certificate, error) {
 func readPKCS12Key(data []byte, password string) (*tls.Certificate, error) {
 	key, leaf, chain, err := pkcs12.DecodeChain(data, password)
 	if err != nil {
-		if errors.Is(err, pkcs12.ErrIncorrectPassword) {
+		switch msg := err.Error(); {
+		case errors.Is(err, pkcs12.ErrIncorrectPassword):
 			return nil, ErrWrongPassword
+		case strings.Contains(msg, "private key missing"):
+			return nil, errors.New("no private key in the store (a truststore?)")
+		case strings.Contains(msg, "expected exactly one key bag"):
+			return nil, errors.New("several private keys in the store: a keystore identity is one key and its chain")
 		}
-		if strings.Contains(err.Error(), "expected exactly one key bag") || strings.Contains(err.Error(), "private key") {
-			return nil, fmt.Errorf("no private key in the store (a truststore?): %w", err)
-		}
-		return nil, err
+		return nil, pkcs12Error{err}
 	}
 	return NewIdentity(key, append([]*x509.Certificate{leaf}, chain...))
 }

@@ -55,22 +55,24 @@ func (b *Bundle) Provision(ctx caddy.Context) error {
 		Key:   fmt.Sprintf("bundle|%q|%v", b.Paths, b.SystemRoots),
 		Watch: watchable(b.Paths),
 		Load: func() (*material.Loaded[*anchors], error) {
+			// errors: the file and the reason; Provision's error and the
+			// reload log's kind and source name the bundle
 			files, err := material.ExpandPaths(b.Paths)
 			if err != nil {
-				return nil, fmt.Errorf("bundle: %w", err)
+				return nil, err
 			}
 			datas, digest, err := material.ReadFiles(files)
 			if err != nil {
-				return nil, fmt.Errorf("bundle: %w", err)
+				return nil, err
 			}
 			var certs []*x509.Certificate
 			for i, data := range datas {
 				c, err := material.ParsePEMCertificates(data)
 				if err != nil {
-					return nil, fmt.Errorf("bundle: %s: %w", files[i], err)
+					return nil, fmt.Errorf("%s: %w", files[i], err)
 				}
 				if err := checkAnchors(c, logger, files[i]); err != nil {
-					return nil, fmt.Errorf("bundle: %w", err)
+					return nil, fmt.Errorf("%s: %w", files[i], err)
 				}
 				certs = append(certs, c...)
 			}
@@ -78,7 +80,7 @@ func (b *Bundle) Provision(ctx caddy.Context) error {
 			if b.SystemRoots {
 				sys, err := x509.SystemCertPool()
 				if err != nil {
-					return nil, fmt.Errorf("bundle: system roots: %w", err)
+					return nil, fmt.Errorf("system roots: %w", err)
 				}
 				for _, c := range certs {
 					sys.AddCert(c)
@@ -89,7 +91,7 @@ func (b *Bundle) Provision(ctx caddy.Context) error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("loading bundle %s: %w", name, err)
+		return fmt.Errorf("loading bundle %q: %w", name, err)
 	}
 	return nil
 }

@@ -54,7 +54,8 @@ func (lp *livePool) Certificates() []*x509.Certificate {
 // OnChange runs f after each reload that changed the pool.
 func (lp *livePool) OnChange(f func()) (cancel func()) { return lp.Src.OnChange(f) }
 
-// checkAnchors checks trust anchors read from origin. Every certificate
+// checkAnchors checks trust anchors read from origin (named in the log;
+// the caller names it in the error where it must). Every certificate
 // must be a CA (a leaf in a truststore is almost always a mistake that
 // would trust nothing, or the wrong thing); an expired one is kept but
 // logged, since a pool may legitimately carry a CA being retired.
@@ -62,7 +63,7 @@ func checkAnchors(certs []*x509.Certificate, logger *zap.Logger, origin string) 
 	now := time.Now()
 	for _, c := range certs {
 		if !c.BasicConstraintsValid || !c.IsCA {
-			return fmt.Errorf("%s: certificate %q (serial %s) is not a CA certificate", origin, c.Subject, c.SerialNumber)
+			return fmt.Errorf("certificate %q (serial %s) is not a CA certificate", c.Subject, c.SerialNumber)
 		}
 		if now.After(c.NotAfter) {
 			logger.Warn("trust anchor has expired", zap.String("file", origin),

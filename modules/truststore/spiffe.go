@@ -106,17 +106,17 @@ func (s *SPIFFEBundle) Provision(ctx caddy.Context) error {
 			for i, b := range s.Bundles {
 				bundle, err := s.read(tds[i], b)
 				if err != nil {
-					return nil, fmt.Errorf("spiffe_bundle %s: %w", tds[i], err)
+					return nil, fmt.Errorf("trust domain %s: %w", tds[i].Name(), err)
 				}
 				auth := bundle.X509Authorities()
 				if len(auth) == 0 {
-					return nil, fmt.Errorf("spiffe_bundle %s: the bundle has no X.509 authorities", tds[i])
+					return nil, fmt.Errorf("trust domain %s: the bundle has no X.509 authorities", tds[i].Name())
 				}
 				for _, c := range auth {
 					h.Write(c.Raw)
 				}
 				if err := checkAnchors(auth, logger, tds[i].String()); err != nil {
-					return nil, fmt.Errorf("spiffe_bundle %w", err)
+					return nil, fmt.Errorf("trust domain %s: %w", tds[i].Name(), err)
 				}
 				// these authorities vouch for this trust domain's SVIDs only
 				material.ScopeAnchors(tds[i].Name(), auth)

@@ -49,9 +49,9 @@ func (ts *TrustStore) Provision(ctx caddy.Context) error {
 	if ts.Path == "" {
 		return fmt.Errorf("truststore: a path is required")
 	}
-	password, err := material.ResolveSecret("truststore "+ts.Path+": password", ts.Password)
+	password, err := material.ResolveSecret("password", ts.Password)
 	if err != nil {
-		return err
+		return fmt.Errorf("loading truststore %q: %w", ts.Path, err)
 	}
 	logger := ctx.Logger()
 	opts := material.StoreOptions{Password: password, Aliases: ts.Aliases}
@@ -60,17 +60,19 @@ func (ts *TrustStore) Provision(ctx caddy.Context) error {
 		Name:  ts.Path,
 		Key:   "truststore|" + ts.Path + "|" + material.HashSecret(password) + "|" + strings.Join(ts.Aliases, ","),
 		Watch: []string{ts.Path},
+		// errors: the reason only; Provision's error and the reload
+		// log's kind and source name the truststore and its file
 		Load: func() (*material.Loaded[*anchors], error) {
 			datas, digest, err := material.ReadFiles([]string{ts.Path})
 			if err != nil {
-				return nil, fmt.Errorf("truststore %s: %w", ts.Path, err)
+				return nil, material.StoreFileError(err)
 			}
 			certs, err := material.ReadTrustAnchors(datas[0], opts)
 			if err != nil {
-				return nil, fmt.Errorf("truststore %s: %w", ts.Path, err)
+				return nil, err
 			}
 			if err := checkAnchors(certs, logger, ts.Path); err != nil {
-				return nil, fmt.Errorf("truststore %w", err)
+				return nil, err
 			}
 			return loadedAnchors(newAnchors(certs), digest, nil), nil
 		},
