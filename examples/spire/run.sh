@@ -56,7 +56,7 @@ server healthcheck >/dev/null
 agent() {
 	local dir="$EX_DIR/agent-$1" token
 	mkdir -p "$dir"
-	token=$(server token generate -ttl 600 | awk '{print $2}')
+	token=$(server token generate -ttl 600 | awk '/^Token:/ {print $2}')
 	cat > "$dir/agent.conf" <<CONF
 agent {
 	data_dir = "$dir/data"
