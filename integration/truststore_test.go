@@ -147,7 +147,7 @@ func TestTrustStoreBadInput(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ name, clientAuth, want string }{
-		{"missing file", "verifier live_trust truststore " + dir + "/nope.jks {\n password x\n}", "nope.jks: no such file"},
+		{"missing file", "verifier live_trust truststore " + dir + "/nope.jks {\n password x\n}", `loading truststore \"` + dir + `/nope.jks\": open: no such file or directory`}, // quoted in the admin API's JSON
 		{"wrong password jks", "verifier live_trust truststore " + jks + " {\n password wrong\n}", "wrong password"},
 		{"wrong password pkcs12", "verifier live_trust truststore " + p12 + " {\n password wrong\n}", "wrong password"},
 		{"truncated pkcs12", "verifier live_trust truststore " + truncated + " {\n password changeit\n}", "truncated.p12"},
@@ -155,7 +155,7 @@ func TestTrustStoreBadInput(t *testing.T) {
 		{"empty directory", "verifier live_trust bundle " + emptyDir, "holds no .pem, .crt or .cer file"},
 		{"not a CA", "verifier live_trust bundle " + leafFile, "is not a CA certificate"},
 		{"unknown option", "verifier live_trust truststore " + jks + " {\n colour blue\n}", "unknown option 'colour'"},
-		{"unknown source", "verifier live_trust nosuchpool /x", "tls.ca_pool.source.nosuchpool"},
+		{"unknown source", "verifier live_trust nosuchpool /x", "verifier live_trust: unknown trust pool source 'nosuchpool' (expected one of: "},
 		{"unset env password", "verifier live_trust truststore " + jks + " {\n password {env.TL_NO_SUCH_VAR}\n}", "password"},
 	} {
 		err := c.Load(t, site.Caddyfile(tc.clientAuth))
