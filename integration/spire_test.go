@@ -184,7 +184,8 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // presents the SVID to a Go backend that requires it. Under continuous
 // load (a new connection per request): the 60s SVIDs rotate, the backend
 // and the clients see Caddy's new serials; the agent is killed and
-// restarted; no request fails.
+// restarted; an admin reload keeps the one agent connection; no request
+// fails.
 func TestSPIREMTLSInOut(t *testing.T) {
 	srv := bench.StartSPIREServer(t, "example.org", bench.SPIREServerOptions{SVIDTTL: 60 * time.Second})
 	caddyAgent := bench.StartSPIREAgent(t, srv)
@@ -199,13 +200,15 @@ func TestSPIREMTLSInOut(t *testing.T) {
 	backend := startSPIREBackend(t, backendSrc, spiffeid.RequireFromString(caddyID))
 
 	addr := bench.FreeAddr(t)
-	c := bench.Start(t, fmt.Sprintf(`{
+	config := func(generation int) string {
+		return fmt.Sprintf(`{
 	admin {$TL_ADMIN}
 	skip_install_trust
 	auto_https disable_redirects
 }
 https://caddy.test:%s {
 	bind 127.0.0.1
+	header X-Generation %d
 	tls {
 		get_certificate keystore spiffe_workload %s {
 			socket %s
@@ -233,7 +236,9 @@ https://caddy.test:%s {
 		}
 	}
 }
-`, bench.Port(addr), caddyID, caddyAgent.Socket, caddyAgent.Socket, clientID, backend.addr, caddyID, caddyAgent.Socket, caddyAgent.Socket, backendID))
+`, bench.Port(addr), generation, caddyID, caddyAgent.Socket, caddyAgent.Socket, clientID, backend.addr, caddyID, caddyAgent.Socket, caddyAgent.Socket, backendID)
+	}
+	c := bench.Start(t, config(1))
 	bench.WaitPort(t, addr, 30*time.Second)
 	if n := strings.Count(c.Log(), "connected to the Workload API"); n != 1 {
 		t.Fatalf("%d agent connections for one socket", n)
@@ -257,8 +262,17 @@ https://caddy.test:%s {
 	caddyAgent.Start(t)
 	c.WaitLog(t, "Workload API reachable again", 30*time.Second)
 	waitFor(t, 10*time.Second, "requests after the agent is back", func() bool { return load.ok.Load() > before+20 })
+	before = load.ok.Load()
+	// an admin reload under load: the new config joins the connection
+	if err := c.Load(t, config(2)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "requests after the reload", func() bool { return load.ok.Load() > before+40 })
 	load.halt()
 	load.check(t)
+	if n := strings.Count(c.Log(), "connected to the Workload API"); n != 1 {
+		t.Errorf("%d agent connections across an admin reload", n)
+	}
 	if n := strings.Count(c.Log(), "Workload API unreachable"); n != 1 {
 		t.Errorf("the agent's absence was logged %d times, want once", n)
 	}
