@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -77,11 +76,12 @@ func (d *redisDialer) dial(ctx context.Context, network, addr string) (net.Conn,
 	if d.tls == nil {
 		return conn, nil
 	}
-	tconn := tls.Client(conn, d.tls.clientConfig(addr))
 	hctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	if err := tconn.HandshakeContext(hctx); err != nil {
-		conn.Close()
+	// the upstream transport's handshake: the failure is classified and
+	// counted in trustline_upstream_handshake_failures_total
+	tconn, _, err := d.tls.live.Handshake(hctx, conn, d.tls.clientConfig(addr), addr)
+	if err != nil {
 		return nil, fmt.Errorf("TLS handshake with Redis at %s: %w", addr, err)
 	}
 	return tconn, nil
