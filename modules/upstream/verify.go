@@ -10,6 +10,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // Pins are the identities a backend may hold (upstream_identity): exact
@@ -139,12 +141,18 @@ func (l *LiveTLS) Verify(cs tls.ConnectionState, serverName string) error {
 			opts.Intermediates.AddCert(c)
 		}
 	}
-	if _, err := certs[0].Verify(opts); err != nil {
+	chains, err := certs[0].Verify(opts)
+	if err != nil {
 		reason := x509Reason(err)
 		if reason == "" {
 			reason = ReasonOther
 		}
 		return &verifyError{reason, &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: err}}
+	}
+	// an authority of a SPIFFE bundle vouches for its own trust domain's
+	// SVIDs only: a federated partner's CA cannot stand in for our backend
+	if _, _, err := material.ScopeChains(chains); err != nil {
+		return &verifyError{ReasonIdentityMismatch, err}
 	}
 	if !l.Pins.empty() {
 		if err := l.Pins.match(certs[0]); err != nil {
