@@ -74,15 +74,43 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- notAfterDesc
 }
 
+// Collect reports one series per (kind, source). Two live sources may
+// share those labels (the same keystore file loaded for two usages, or a
+// truststore with two alias filters): their numbers are merged (reloads
+// added up, the most certificates, the earliest not-after), since a
+// registry refuses a scrape that has the same series twice.
 func (collector) Collect(ch chan<- prometheus.Metric) {
+	type key struct{ kind, name string }
+	type sums struct {
+		ok, failed      uint64
+		certs, notAfter int64
+	}
+	merged := map[key]*sums{}
+	var order []key
 	liveMu.Lock()
-	defer liveMu.Unlock()
 	for s := range live {
-		ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(s.ok.Load()), s.kind, s.name, "ok")
-		ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(s.failed.Load()), s.kind, s.name, "failed")
-		ch <- prometheus.MustNewConstMetric(certsDesc, prometheus.GaugeValue, float64(s.certs.Load()), s.kind, s.name)
-		if na := s.notAfter.Load(); na != 0 {
-			ch <- prometheus.MustNewConstMetric(notAfterDesc, prometheus.GaugeValue, float64(na), s.kind, s.name)
+		k := key{s.kind, s.name}
+		m := merged[k]
+		if m == nil {
+			m = new(sums)
+			merged[k] = m
+			order = append(order, k)
+		}
+		m.ok += s.ok.Load()
+		m.failed += s.failed.Load()
+		m.certs = max(m.certs, s.certs.Load())
+		if na := s.notAfter.Load(); na != 0 && (m.notAfter == 0 || na < m.notAfter) {
+			m.notAfter = na
+		}
+	}
+	liveMu.Unlock()
+	for _, k := range order {
+		m := merged[k]
+		ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(m.ok), k.kind, k.name, "ok")
+		ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(m.failed), k.kind, k.name, "failed")
+		ch <- prometheus.MustNewConstMetric(certsDesc, prometheus.GaugeValue, float64(m.certs), k.kind, k.name)
+		if m.notAfter != 0 {
+			ch <- prometheus.MustNewConstMetric(notAfterDesc, prometheus.GaugeValue, float64(m.notAfter), k.kind, k.name)
 		}
 	}
 }
