@@ -97,6 +97,14 @@ func (a *analyzer) pool(src map[string]any, path string) *Pool {
 			}
 		}
 		p.Description = strings.Join(descs, ", ")
+	case "spiffe_workload":
+		p.Live = true
+		sock := workloadSocket(src)
+		p.Description = "SPIFFE Workload API " + sock
+		if tds := strs(src["trust_domains"]); len(tds) > 0 {
+			p.Description += " (trust domains " + strings.Join(tds, ", ") + ")"
+		}
+		p.Anchors = append(p.Anchors, a.addUnread(RoleTrustAnchor, "X.509 bundles from the SPIFFE Workload API "+sock, true, "streamed by the agent at run time", path).ID)
 	default:
 		p.Description = "not analysed"
 		a.notAnalysed(path, "tls.ca_pool.source."+provider, "trust pool source not analysed")
@@ -185,4 +193,12 @@ func (p *Pool) describe() string {
 		s += " (live)"
 	}
 	return s
+}
+
+// workloadSocket is the Workload API socket a spiffe_workload source reads.
+func workloadSocket(src map[string]any) string {
+	if sock := str(src["socket"]); sock != "" {
+		return sock
+	}
+	return "$SPIFFE_ENDPOINT_SOCKET"
 }

@@ -57,6 +57,11 @@ func exampleFixtures(t *testing.T, example, dir string) {
 		client := cas["mesh"].Issue(t, testpki.CN("caddy-proxy"), testpki.ClientOnly(), testpki.Validity(day(-1), day(89)))
 		testpki.WriteFile(t, dir, "caddy-client.p12", testpki.PKCS12Keystore(t, client, "example-pass", false))
 		t.Setenv("CLIENT_P12_PASSWORD", "example-pass")
+	case "spire":
+		for k, v := range map[string]string{"ADMIN": "localhost:2019", "NODE": "a", "OTHER": "b", "PEER_PORT": "7443", "OTHER_PORT": "7444",
+			"API_PORT": "7001", "SPIFFE_ENDPOINT_SOCKET": "unix:///run/spire/agent.sock"} {
+			t.Setenv(k, v)
+		}
 	case "cluster":
 		for k, v := range map[string]string{"ADMIN": "localhost:2019", "NODE": "a", "NODE_IP": "127.0.0.1", "SPIFFE_ID": "spiffe://cluster.local/node/a",
 			"API_PORT": "7001", "PEER_PORT": "7443", "REDIS": "127.0.0.1:6379", "STORAGE_KEY": filepath.Join(dir, "storage.key")} {
@@ -77,6 +82,7 @@ var seedExamples = []struct{ name, example, file string }{
 	{"reencrypt", "reencrypt", "Caddyfile"},
 	{"cluster", "cluster", "Caddyfile"},
 	{"l4-mtls", "l4-mtls", "Caddyfile"},
+	{"spire", "spire", "Caddyfile"},
 }
 
 // exampleReport analyses an example's Caddyfile with its fixtures in a

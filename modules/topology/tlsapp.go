@@ -304,6 +304,13 @@ func (a *analyzer) keystoreSource(role string, src map[string]any, path string) 
 		names := append(strs(src["spiffe_id"]), strs(src["dns_names"])...)
 		desc := "internal CA " + ca + " for " + strings.Join(names, ", ")
 		return a.addUnread(role, "issued by "+desc, true, "issued at run time, kept in Caddy's storage", path), "internal " + strings.Join(names, ", ")
+	case "spiffe_workload":
+		id := str(src["spiffe_id"])
+		if id == "" {
+			id = "the default SVID"
+		}
+		sock := workloadSocket(src)
+		return a.addUnread(role, "X509-SVID "+id+" from the SPIFFE Workload API "+sock, true, "streamed by the agent at run time", path), "spiffe_workload " + id
 	default:
 		a.notAnalysed(path, "trustline.keystore."+kind, "keystore source not analysed")
 		return nil, kind + " (not analysed)"
