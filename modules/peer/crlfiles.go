@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"sync/atomic"
@@ -79,32 +78,13 @@ func acquireCRLFile(ctx caddy.Context, path string, logger *zap.Logger) (*crlFil
 // parseCRLFile reads the CRLs of a file: PEM ("X509 CRL" blocks, several
 // allowed) or one DER CRL.
 func parseCRLFile(path string, data []byte, now time.Time) ([]*crlEntry, error) {
-	var ders [][]byte
-	if bytes.Contains(data, []byte("-----BEGIN")) {
-		for rest := data; ; {
-			var block *pem.Block
-			block, rest = pem.Decode(rest)
-			if block == nil {
-				break
-			}
-			if block.Type != "X509 CRL" {
-				return nil, fmt.Errorf("crl %s: unexpected PEM block %q (want X509 CRL)", path, block.Type)
-			}
-			ders = append(ders, block.Bytes)
-		}
-	} else if len(data) > 0 {
-		ders = [][]byte{data}
+	lists, err := material.ParseCRLs(data)
+	if err != nil {
+		return nil, fmt.Errorf("crl %s: %w", path, err)
 	}
-	if len(ders) == 0 {
-		return nil, fmt.Errorf("crl %s: no CRL found", path)
-	}
-	out := make([]*crlEntry, 0, len(ders))
-	for i, der := range ders {
-		e, err := newCRLEntry(path, der, now)
-		if err != nil {
-			return nil, fmt.Errorf("crl %s: CRL #%d: %w", path, i+1, err)
-		}
-		out = append(out, e)
+	out := make([]*crlEntry, 0, len(lists))
+	for _, l := range lists {
+		out = append(out, newCRLEntry(path, l, now))
 	}
 	return out, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // Revocation checks client certificates against certificate revocation
@@ -123,18 +124,14 @@ type sigMemo struct {
 	err       error
 }
 
-func newCRLEntry(source string, der []byte, now time.Time) (*crlEntry, error) {
-	list, err := x509.ParseRevocationList(der)
-	if err != nil {
-		return nil, err
-	}
+func newCRLEntry(source string, list *x509.RevocationList, now time.Time) *crlEntry {
 	e := &crlEntry{source: source, list: list, revoked: make(map[string]struct{}, len(list.RevokedCertificateEntries)), loaded: now}
 	for _, rc := range list.RevokedCertificateEntries {
 		if rc.SerialNumber != nil {
 			e.revoked[string(rc.SerialNumber.Bytes())] = struct{}{}
 		}
 	}
-	return e, nil
+	return e
 }
 
 // usable reports why e cannot vouch for certificates of issuer (nil: it
@@ -321,14 +318,14 @@ func (r *Revocation) download(url string) (*crlEntry, error) {
 	if len(data) > maxCRLSize {
 		return nil, fmt.Errorf("GET %s: CRL larger than %d bytes", url, maxCRLSize)
 	}
-	if block, _ := pem.Decode(data); block != nil && block.Type == "X509 CRL" {
-		data = block.Bytes
-	}
-	e, err := newCRLEntry(url, data, r.now())
+	lists, err := material.ParseCRLs(data)
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
-	return e, nil
+	if len(lists) != 1 {
+		return nil, fmt.Errorf("GET %s: %d CRLs, want one", url, len(lists))
+	}
+	return newCRLEntry(url, lists[0], r.now()), nil
 }
 
 // fetchedCRL returns the cached CRL of url, downloading it on first use.

@@ -1,13 +1,12 @@
 package topology
 
 import (
-	"bytes"
 	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // CRL is one certificate revocation list a client_auth verifier checks
@@ -127,38 +126,8 @@ func (a *analyzer) readCRLs(file string) ([]*x509.RevocationList, error) {
 	return parseCRLs(data)
 }
 
-// parseCRLs parses the contents of a CRL file: PEM "X509 CRL" blocks or
-// one DER CRL.
-func parseCRLs(data []byte) ([]*x509.RevocationList, error) {
-	var ders [][]byte
-	if bytes.Contains(data, []byte("-----BEGIN")) {
-		for rest := data; ; {
-			var block *pem.Block
-			block, rest = pem.Decode(rest)
-			if block == nil {
-				break
-			}
-			if block.Type != "X509 CRL" {
-				return nil, fmt.Errorf("unexpected PEM block %q (want X509 CRL)", block.Type)
-			}
-			ders = append(ders, block.Bytes)
-		}
-	} else {
-		ders = [][]byte{data}
-	}
-	if len(ders) == 0 {
-		return nil, errors.New("no CRL found")
-	}
-	var out []*x509.RevocationList
-	for i, der := range ders {
-		l, err := x509.ParseRevocationList(der)
-		if err != nil {
-			return nil, fmt.Errorf("CRL #%s: %w", strconv.Itoa(i+1), err)
-		}
-		out = append(out, l)
-	}
-	return out, nil
-}
+// parseCRLs parses the contents of a CRL file as the peer verifier does.
+func parseCRLs(data []byte) ([]*x509.RevocationList, error) { return material.ParseCRLs(data) }
 
 // describe says what a CRL is for a line of the table or the picture:
 // its file, issuer, size and next update (the picture adds the time

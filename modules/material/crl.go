@@ -1,0 +1,43 @@
+package material
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+)
+
+// ParseCRLs parses the contents of a CRL file: PEM ("X509 CRL" blocks,
+// several allowed) or one DER CRL. The peer verifier that enforces CRLs
+// and the topology report that shows them read files with it.
+func ParseCRLs(data []byte) ([]*x509.RevocationList, error) {
+	var ders [][]byte
+	if bytes.Contains(data, []byte("-----BEGIN")) {
+		for rest := data; ; {
+			var block *pem.Block
+			block, rest = pem.Decode(rest)
+			if block == nil {
+				break
+			}
+			if block.Type != "X509 CRL" {
+				return nil, fmt.Errorf("unexpected PEM block %q (want X509 CRL)", block.Type)
+			}
+			ders = append(ders, block.Bytes)
+		}
+	} else if len(data) > 0 {
+		ders = [][]byte{data}
+	}
+	if len(ders) == 0 {
+		return nil, errors.New("no CRL found")
+	}
+	out := make([]*x509.RevocationList, 0, len(ders))
+	for i, der := range ders {
+		l, err := x509.ParseRevocationList(der)
+		if err != nil {
+			return nil, fmt.Errorf("CRL #%d: %w", i+1, err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
