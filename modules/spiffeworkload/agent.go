@@ -27,14 +27,16 @@ import (
 // that accepts the connection and then never answers.
 const firstAnswer = 15 * time.Second
 
-// retryMin and retryMax bound the reconnection backoff: both the Workload
-// API watch (go-spiffe's own default is linear from 1s to 30s) and gRPC's
-// connection attempts (whose default grows to 120s) back off exponentially
-// from retryMin to retryMax, so an agent that restarts is heard from again
-// within retryMax of being back.
+// retryMin and retryMax bound the reconnection backoff of the Workload API
+// watch (go-spiffe's own default is linear from 1s to 30s); gRPC's
+// connection attempts under it (whose default grows to 120s) back off
+// from retryMin to connRetryMax, a connect on a local socket being cheap.
+// The two stack: an agent that restarts is heard from again within
+// retryMax + connRetryMax (plus jitter) of being back.
 const (
-	retryMin = 100 * time.Millisecond
-	retryMax = 5 * time.Second
+	retryMin     = 100 * time.Millisecond
+	retryMax     = 5 * time.Second
+	connRetryMax = time.Second
 )
 
 // monitorEvery is how often the SVIDs held are checked for expiry while
@@ -140,7 +142,7 @@ func newAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error
 				BaseDelay:  retryMin,
 				Multiplier: 1.6,
 				Jitter:     0.2,
-				MaxDelay:   retryMax,
+				MaxDelay:   connRetryMax,
 			},
 			MinConnectTimeout: retryMax,
 		})))

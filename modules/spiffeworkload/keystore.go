@@ -217,11 +217,18 @@ func (k *Keystore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("keystore spiffe_workload: unexpected argument %q (one SPIFFE ID at most)", d.Val())
 		}
 	}
+	return parseAgentBlock(d, "keystore spiffe_workload", &k.Socket, &k.Wait, nil, "socket or wait")
+}
+
+// parseAgentBlock parses the block both modules share: socket and wait,
+// each once, and the options other handles (handled false: unknown).
+func parseAgentBlock(d *caddyfile.Dispenser, what string, socket *string, wait *caddy.Duration,
+	other func(opt string) (handled bool, err error), expected string) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if seen[opt] {
-			return d.Errf("keystore spiffe_workload: duplicate option '%s'", opt)
+			return d.Errf("%s: duplicate option '%s'", what, opt)
 		}
 		seen[opt] = true
 		switch opt {
@@ -230,15 +237,24 @@ func (k *Keystore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			k.Socket = addr
+			*socket = addr
 		case "wait":
 			dur, err := waitArg(d)
 			if err != nil {
 				return err
 			}
-			k.Wait = dur
+			*wait = dur
 		default:
-			return d.Errf("keystore spiffe_workload: unknown option '%s' (expected socket or wait)", opt)
+			handled := false
+			if other != nil {
+				var err error
+				if handled, err = other(opt); err != nil {
+					return err
+				}
+			}
+			if !handled {
+				return d.Errf("%s: unknown option '%s' (expected %s)", what, opt, expected)
+			}
 		}
 	}
 	return nil

@@ -178,7 +178,7 @@ func TestAgentGoneAndBack(t *testing.T) {
 	f.set(resp)
 	f.start()
 	want := leaves[0].Cert.SerialNumber.String()
-	eventually(t, retryMax+2*time.Second, "the new SVID after the agent came back", func() bool { return serialOf(k) == want })
+	eventually(t, retryMax+connRetryMax+3*time.Second, "the new SVID after the agent came back", func() bool { return serialOf(k) == want })
 	if !k.agent.up.Load() {
 		t.Fatal("not marked up")
 	}

@@ -244,46 +244,26 @@ func (p *Pool) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("trust pool spiffe_workload: unexpected argument %q (options go in a block)", d.Val())
 	}
-	seen := map[string]bool{}
-	for d.NextBlock(0) {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("trust pool spiffe_workload: duplicate option '%s'", opt)
+	return parseAgentBlock(d, "trust pool spiffe_workload", &p.Socket, &p.Wait, func(opt string) (bool, error) {
+		if opt != "trust_domains" {
+			return false, nil
 		}
-		seen[opt] = true
-		switch opt {
-		case "socket":
-			addr, err := socketArg(d)
-			if err != nil {
-				return err
-			}
-			p.Socket = addr
-		case "wait":
-			dur, err := waitArg(d)
-			if err != nil {
-				return err
-			}
-			p.Wait = dur
-		case "trust_domains":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Err("trust pool spiffe_workload: trust_domains takes one or more trust domains")
-			}
-			for _, s := range args {
-				td, err := trustDomain(s)
-				if err != nil {
-					return d.Errf("trust pool spiffe_workload: bad trust domain %q: %v", s, err)
-				}
-				if slices.Contains(p.TrustDomains, td.Name()) {
-					return d.Errf("trust pool spiffe_workload: duplicate trust domain %q", s)
-				}
-				p.TrustDomains = append(p.TrustDomains, td.Name())
-			}
-		default:
-			return d.Errf("trust pool spiffe_workload: unknown option '%s' (expected socket, trust_domains or wait)", opt)
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return true, d.Err("trust pool spiffe_workload: trust_domains takes one or more trust domains")
 		}
-	}
-	return nil
+		for _, s := range args {
+			td, err := trustDomain(s)
+			if err != nil {
+				return true, d.Errf("trust pool spiffe_workload: bad trust domain %q: %v", s, err)
+			}
+			if slices.Contains(p.TrustDomains, td.Name()) {
+				return true, d.Errf("trust pool spiffe_workload: duplicate trust domain %q", s)
+			}
+			p.TrustDomains = append(p.TrustDomains, td.Name())
+		}
+		return true, nil
+	}, "socket, trust_domains or wait")
 }
 
 // Interface guards
