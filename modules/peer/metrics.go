@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/revocation"
 )
 
 // The collectors live at package level, so counts carry across admin
@@ -15,12 +16,9 @@ var (
 		Namespace: "trustline", Subsystem: "peer", Name: "decisions_total",
 		Help: "Peer identity decisions that refused a peer, by where (verifier: the TLS handshake; authorize: an HTTP request) and outcome (refused, shadow: would have been refused).",
 	}, []string{"where", "outcome"})
-	revocationChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "trustline", Subsystem: "peer", Name: "revocation_checks_total",
-		Help: "Revocation checks of client certificate chains at the handshake, by method (crl, ocsp) and result (good, revoked: revoked or unknown, unavailable: no usable status so refused, soft_fail: no usable status but let through).",
-	}, []string{"method", "result"})
 )
 
 func registerMetrics(ctx caddy.Context) {
-	material.RegisterCollectors(ctx, "peer", peerDecisions, revocationChecks)
+	material.RegisterCollectors(ctx, "peer", peerDecisions)
+	revocation.RegisterMetrics(ctx) // the verifier's revocation checks
 }

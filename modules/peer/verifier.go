@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/revocation"
 )
 
 func init() {
@@ -39,10 +40,10 @@ type Verifier struct {
 	Shadow bool `json:"shadow,omitempty"`
 
 	// Revocation checks client certificates against CRLs and with OCSP;
-	// see Revocation. Optional. With it, the verifier may have no identity
-	// pattern: it then refuses only revoked certificates (and unverified
-	// ones).
-	Revocation *Revocation `json:"revocation,omitempty"`
+	// see revocation.Revocation. Optional. With it, the verifier may have
+	// no identity pattern: it then refuses only revoked certificates (and
+	// unverified ones).
+	Revocation *revocation.Revocation `json:"revocation,omitempty"`
 
 	logger *zap.Logger
 }
@@ -63,7 +64,7 @@ func (v *Verifier) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("peer verifier: %w", err)
 	}
 	if v.Revocation != nil {
-		if err := v.Revocation.provision(ctx, v.logger); err != nil {
+		if err := v.Revocation.Provision(ctx, v.logger); err != nil {
 			return fmt.Errorf("peer verifier: revocation: %w", err)
 		}
 	}
@@ -82,7 +83,7 @@ func (v *Verifier) compile() error {
 // Cleanup stops the CRL refresh loop.
 func (v *Verifier) Cleanup() error {
 	if v.Revocation != nil {
-		v.Revocation.cleanup()
+		v.Revocation.Cleanup()
 	}
 	return nil
 }
@@ -106,10 +107,10 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 		return err
 	}
 	if v.Revocation != nil {
-		refuse, msg, soft := v.Revocation.verify(peer.chain)
+		refuse, msg, soft := v.Revocation.Verify(peer.chain)
 		for _, s := range soft {
-			if ce := v.logger.Check(zap.WarnLevel, s.msg); ce != nil {
-				ce.Write(append(identityFields(peer.id), zap.Error(s.err))...)
+			if ce := v.logger.Check(zap.WarnLevel, s.Msg); ce != nil {
+				ce.Write(append(identityFields(peer.id), zap.Error(s.Err))...)
 			}
 		}
 		if refuse != nil {
@@ -228,20 +229,20 @@ func (v *Verifier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				v.Shadow = true
 			default:
 				if v.Revocation == nil {
-					v.Revocation = new(Revocation)
+					v.Revocation = new(revocation.Revocation)
 				}
-				handled, err := v.Revocation.unmarshalOption(d, directive)
+				handled, err := v.Revocation.UnmarshalOption(d, directive)
 				if err != nil {
 					return err
 				}
 				if !handled {
-					return unknownOption(d, directive, "shadow, "+revocationOptions)
+					return unknownOption(d, directive, "shadow, "+revocation.CaddyfileOptions)
 				}
 			}
 		}
 	}
 	if v.Revocation != nil {
-		if err := v.Revocation.validateCaddyfile(d, directive); err != nil {
+		if err := v.Revocation.ValidateCaddyfile(d, directive); err != nil {
 			return err
 		}
 		if v.Patterns.Empty() {

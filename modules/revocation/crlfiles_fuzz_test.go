@@ -1,10 +1,11 @@
-package peer
+package revocation
 
 import (
 	"testing"
 	"time"
 
 	"github.com/trustline/trustline/internal/testpki"
+	"github.com/trustline/trustline/modules/revocation/revocationtest"
 )
 
 // FuzzParseCRLFile feeds CRL files (PEM or DER, outside input) through the
@@ -14,12 +15,12 @@ import (
 func FuzzParseCRLFile(f *testing.F) {
 	ca := testpki.NewCA(f, "root")
 	leaf := ca.Issue(f, testpki.CN("alice"))
-	der := makeCRL(f, ca, time.Now().Add(time.Hour), leaf.Cert)
+	der := revocationtest.CRL(f, ca, time.Now().Add(time.Hour), leaf.Cert)
 	f.Add(der)
-	f.Add(crlPEM(der, makeCRL(f, ca, time.Now().Add(time.Hour))))
+	f.Add(revocationtest.PEM(der, revocationtest.CRL(f, ca, time.Now().Add(time.Hour))))
 	f.Add([]byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"))
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
-	good, err := parseCRLFile("good", crlPEM(der), time.Now())
+	good, err := parseCRLFile("good", revocationtest.PEM(der), time.Now())
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package peer
+package revocation
 
 import (
 	"bytes"
@@ -95,8 +95,9 @@ type Revocation struct {
 	done    chan struct{}
 }
 
-// revocationOptions are the Caddyfile options of Revocation, for errors.
-const revocationOptions = "crl, crl_distribution_points, crl_refresh, crl_fetch_timeout, crl_soft_fail, crl_expired, " + ocspOptions
+// CaddyfileOptions lists the Caddyfile options of Revocation, for the
+// verifier's unknown-option error.
+const CaddyfileOptions = "crl, crl_distribution_points, crl_refresh, crl_fetch_timeout, crl_soft_fail, crl_expired, " + ocspOptions
 
 // errCRLUnavailable marks failures to obtain a usable CRL (soft_fail
 // applies); a revocation is never wrapped in it.
@@ -171,7 +172,11 @@ type fetchEntry struct {
 	attempted time.Time
 }
 
-func (r *Revocation) provision(ctx caddy.Context, logger *zap.Logger) error {
+// Provision sets the defaults, checks the options, loads the CRL files
+// (a bad one fails the config load) and starts the refresh of the CRLs
+// fetched from distribution points. logger is the verifier's.
+func (r *Revocation) Provision(ctx caddy.Context, logger *zap.Logger) error {
+	RegisterMetrics(ctx)
 	r.logger = logger
 	if r.now == nil {
 		r.now = time.Now
@@ -218,7 +223,9 @@ func (r *Revocation) provision(ctx caddy.Context, logger *zap.Logger) error {
 // hasCRL reports whether a CRL source is configured.
 func (r *Revocation) hasCRL() bool { return len(r.CRLFiles) > 0 || r.DistributionPoints }
 
-func (r *Revocation) cleanup() {
+// Cleanup releases the CRL files and stops the refresh loop and the OCSP
+// client.
+func (r *Revocation) Cleanup() {
 	if r.OCSP != nil {
 		r.OCSP.cleanup()
 	}
@@ -359,18 +366,21 @@ func (r *Revocation) fetchedCRL(url string) (*crlEntry, error) {
 	return fe.entry, nil
 }
 
-// softFailure is a revocation status that could not be had and that a
+// SoftFailure is a revocation status that could not be had and that a
 // soft_fail option let through.
-type softFailure struct {
-	msg string
-	err error
+type SoftFailure struct {
+	// Msg is the log message (it names the soft_fail option).
+	Msg string
+	// Err says which certificate and why.
+	Err error
 }
 
-// verify runs the CRL and OCSP checks on chain (leaf first, trust anchor
+// Verify runs the CRL and OCSP checks on chain (leaf first, trust anchor
 // last). refuse is the error that refuses the client (nil: let it
 // through) and msg the log message for it; soft lists the problems a
-// soft_fail option let through.
-func (r *Revocation) verify(chain []*x509.Certificate) (refuse error, msg string, soft []softFailure) {
+// soft_fail option let through. Each method's outcome is counted in
+// trustline_peer_revocation_checks_total.
+func (r *Revocation) Verify(chain []*x509.Certificate) (refuse error, msg string, soft []SoftFailure) {
 	if r.hasCRL() {
 		err := r.check(chain)
 		result := revocationResult(err, errCRLUnavailable, r.SoftFail)
@@ -379,7 +389,7 @@ func (r *Revocation) verify(chain []*x509.Certificate) (refuse error, msg string
 			if result != "soft_fail" {
 				return err, "client certificate revoked or its CRL unavailable", soft
 			}
-			soft = append(soft, softFailure{"CRL unavailable; letting the client through (crl_soft_fail)", err})
+			soft = append(soft, SoftFailure{"CRL unavailable; letting the client through (crl_soft_fail)", err})
 		}
 	}
 	if r.OCSP != nil {
@@ -390,7 +400,7 @@ func (r *Revocation) verify(chain []*x509.Certificate) (refuse error, msg string
 			if result != "soft_fail" {
 				return err, "client certificate revoked or unknown by OCSP, or its OCSP status unavailable", soft
 			}
-			soft = append(soft, softFailure{"OCSP status unavailable; letting the client through (ocsp_soft_fail)", err})
+			soft = append(soft, SoftFailure{"OCSP status unavailable; letting the client through (ocsp_soft_fail)", err})
 		}
 	}
 	return nil, "", soft
@@ -470,9 +480,10 @@ func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time) err
 	return nil
 }
 
-// unmarshalOption parses one revocation option of the verifier block;
-// handled is false when the option is not one of them.
-func (r *Revocation) unmarshalOption(d *caddyfile.Dispenser, directive string) (handled bool, err error) {
+// UnmarshalOption parses the revocation option at the dispenser's cursor,
+// a line of the block of directive (for errors); handled is false when the
+// option is not one of CaddyfileOptions.
+func (r *Revocation) UnmarshalOption(d *caddyfile.Dispenser, directive string) (handled bool, err error) {
 	switch opt := d.Val(); opt {
 	case "crl":
 		files := d.RemainingArgs()
@@ -533,9 +544,9 @@ func (r *Revocation) unmarshalOption(d *caddyfile.Dispenser, directive string) (
 	return true, nil
 }
 
-// validateCaddyfile rejects, once the verifier block is read, options
+// ValidateCaddyfile rejects, once the verifier block is read, options
 // given without the source they tune.
-func (r *Revocation) validateCaddyfile(d *caddyfile.Dispenser, directive string) error {
+func (r *Revocation) ValidateCaddyfile(d *caddyfile.Dispenser, directive string) error {
 	if !r.hasCRL() && (r.Refresh != 0 || r.FetchTimeout != 0 || r.SoftFail || r.Expired != "") {
 		return d.Errf("%s: crl_refresh, crl_fetch_timeout, crl_soft_fail and crl_expired need a CRL source: crl <file...> or crl_distribution_points", directive)
 	}

@@ -1,12 +1,9 @@
-package peer
+package revocation
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -17,52 +14,20 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
 	"github.com/trustline/trustline/internal/testpki"
+	"github.com/trustline/trustline/modules/revocation/revocationtest"
 )
-
-var crlNumber atomic.Int64
-
-// makeCRL is a CRL by ca revoking the given certificates.
-func makeCRL(t testing.TB, ca *testpki.CA, nextUpdate time.Time, revoked ...*x509.Certificate) []byte {
-	t.Helper()
-	tmpl := &x509.RevocationList{
-		Number:     big.NewInt(crlNumber.Add(1)),
-		ThisUpdate: time.Now().Add(-time.Minute),
-		NextUpdate: nextUpdate,
-	}
-	for _, c := range revoked {
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now().Add(-time.Minute)})
-	}
-	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
-
-func crlPEM(ders ...[]byte) []byte {
-	var out []byte
-	for _, d := range ders {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: d})...)
-	}
-	return out
-}
 
 func provisionRevocation(t *testing.T, r *Revocation) {
 	t.Helper()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
-	if err := r.provision(ctx, zap.NewNop()); err != nil {
+	if err := r.Provision(ctx, zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(r.cleanup)
-}
-
-func dp(url string) testpki.Option {
-	return func(c *x509.Certificate) { c.CRLDistributionPoints = []string{url} }
+	t.Cleanup(r.Cleanup)
 }
 
 func TestRevocationFiles(t *testing.T) {
@@ -73,7 +38,7 @@ func TestRevocationFiles(t *testing.T) {
 	dir := t.TempDir()
 	week := time.Now().Add(7 * 24 * time.Hour)
 	// one file holding the intermediate's CRL (bob revoked) and the root's
-	file := testpki.WriteFile(t, dir, "crls.pem", crlPEM(makeCRL(t, inter, week, bob.Cert), makeCRL(t, root, week)))
+	file := testpki.WriteFile(t, dir, "crls.pem", revocationtest.PEM(revocationtest.CRL(t, inter, week, bob.Cert), revocationtest.CRL(t, root, week)))
 	r := &Revocation{CRLFiles: []string{file}, Refresh: caddy.Duration(20 * time.Millisecond)}
 	provisionRevocation(t, r)
 
@@ -88,7 +53,7 @@ func TestRevocationFiles(t *testing.T) {
 
 	// the file changes: the root revokes the intermediate; picked up by
 	// the refresh loop, everyone under it is refused
-	testpki.WriteFile(t, dir, "crls.pem", crlPEM(makeCRL(t, inter, week), makeCRL(t, root, week, inter.Cert)))
+	testpki.WriteFile(t, dir, "crls.pem", revocationtest.PEM(revocationtest.CRL(t, inter, week), revocationtest.CRL(t, root, week, inter.Cert)))
 	waitFor(t, "intermediate revoked after the file changed", func() bool {
 		err := r.check(chain(alice))
 		return err != nil && strings.Contains(err.Error(), `certificate "CN=inter"`)
@@ -124,8 +89,8 @@ func TestRevocationUnusableCRL(t *testing.T) {
 	chain := []*x509.Certificate{alice.Cert, inter.Cert, root.Cert}
 	dir := t.TempDir()
 	for name, der := range map[string][]byte{
-		"expired":   makeCRL(t, inter, time.Now().Add(-time.Second)),
-		"impostor":  makeCRL(t, impostor, time.Now().Add(time.Hour), alice.Cert),
+		"expired":   revocationtest.CRL(t, inter, time.Now().Add(-time.Second)),
+		"impostor":  revocationtest.CRL(t, impostor, time.Now().Add(time.Hour), alice.Cert),
 		"malformed": nil,
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -133,7 +98,7 @@ func TestRevocationUnusableCRL(t *testing.T) {
 				r := &Revocation{CRLFiles: []string{testpki.WriteFile(t, dir, name, []byte("not a crl"))}}
 				ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 				defer cancel()
-				err := r.provision(ctx, zap.NewNop())
+				err := r.Provision(ctx, zap.NewNop())
 				if err == nil || !strings.Contains(err.Error(), "crl "+filepath.Join(dir, name)) {
 					t.Fatalf("provision: %v", err)
 				}
@@ -174,11 +139,11 @@ func TestRevocationDistributionPoints(t *testing.T) {
 	defer srv.Close()
 	set := func(b []byte) { mu.Lock(); body = b; mu.Unlock() }
 	url := srv.URL + "/inter.crl"
-	alice := inter.Issue(t, testpki.CN("alice"), dp(url))
-	bob := inter.Issue(t, testpki.CN("bob"), dp(url))
+	alice := inter.Issue(t, testpki.CN("alice"), revocationtest.DistributionPoint(url))
+	bob := inter.Issue(t, testpki.CN("bob"), revocationtest.DistributionPoint(url))
 	noDP := inter.Issue(t, testpki.CN("carol"))
-	ldapOnly := inter.Issue(t, testpki.CN("dave"), dp("ldap://ldap.example.org/cn=inter"))
-	set(makeCRL(t, inter, time.Now().Add(time.Hour), bob.Cert))
+	ldapOnly := inter.Issue(t, testpki.CN("dave"), revocationtest.DistributionPoint("ldap://ldap.example.org/cn=inter"))
+	set(revocationtest.CRL(t, inter, time.Now().Add(time.Hour), bob.Cert))
 	chain := func(l *testpki.Leaf) []*x509.Certificate { return []*x509.Certificate{l.Cert, inter.Cert, root.Cert} }
 
 	r := &Revocation{DistributionPoints: true, Refresh: caddy.Duration(50 * time.Millisecond)}
@@ -199,7 +164,7 @@ func TestRevocationDistributionPoints(t *testing.T) {
 	}
 
 	// refreshed in the background: alice revoked later is refused
-	set(makeCRL(t, inter, time.Now().Add(time.Hour), bob.Cert, alice.Cert))
+	set(revocationtest.CRL(t, inter, time.Now().Add(time.Hour), bob.Cert, alice.Cert))
 	waitFor(t, "refreshed CRL revoking alice", func() bool { return r.check(chain(alice)) != nil })
 
 	// a failing refresh keeps the last good CRL
@@ -213,7 +178,7 @@ func TestRevocationDistributionPoints(t *testing.T) {
 	// a distribution point that never answered: unavailable (fail closed)
 	r = &Revocation{DistributionPoints: true} // default refresh: retries after 30s
 	provisionRevocation(t, r)
-	down := inter.Issue(t, testpki.CN("erin"), dp(srv.URL+"/down.crl"))
+	down := inter.Issue(t, testpki.CN("erin"), revocationtest.DistributionPoint(srv.URL+"/down.crl"))
 	if err := r.check(chain(down)); !errors.Is(err, errCRLUnavailable) || !strings.Contains(err.Error(), "HTTP 503") {
 		t.Fatalf("unreachable distribution point: %v", err)
 	}
@@ -230,13 +195,13 @@ func TestRevocationDistributionPoints(t *testing.T) {
 func TestRevocationOnlyCRLFetchedOnce(t *testing.T) {
 	root := testpki.NewCA(t, "root")
 	var hits atomic.Int64
-	crl := makeCRL(t, root, time.Now().Add(time.Hour))
+	crl := revocationtest.CRL(t, root, time.Now().Add(time.Hour))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		_, _ = w.Write(crl)
 	}))
 	defer srv.Close()
-	leaf := root.Issue(t, dp(srv.URL))
+	leaf := root.Issue(t, revocationtest.DistributionPoint(srv.URL))
 	r := &Revocation{DistributionPoints: true}
 	provisionRevocation(t, r)
 	var wg sync.WaitGroup
@@ -255,58 +220,6 @@ func TestRevocationOnlyCRLFetchedOnce(t *testing.T) {
 	}
 }
 
-func TestVerifierRevocationHandshake(t *testing.T) {
-	ca := testpki.NewCA(t, "root")
-	alice := ca.Issue(t, testpki.URI("spiffe://example.org/ops/alice"))
-	bob := ca.Issue(t, testpki.URI("spiffe://example.org/ops/bob"))
-	file := testpki.WriteFile(t, t.TempDir(), "root.crl", crlPEM(makeCRL(t, ca, time.Now().Add(time.Hour), bob.Cert)))
-	for _, withPatterns := range []bool{true, false} {
-		v := &Verifier{Revocation: &Revocation{CRLFiles: []string{file}}}
-		if withPatterns {
-			v.SPIFFEID = []string{"spiffe://example.org/ops/*"}
-		}
-		provisioned(t, v)
-		t.Cleanup(func() { _ = v.Cleanup() })
-		logs := observedLogger(&v.logger)
-		if cerr, serr, _ := handshake(t, v, ca, true, alice); cerr != nil || serr != nil {
-			t.Fatalf("alice: %v %v", cerr, serr)
-		}
-		cerr, serr, _ := handshake(t, v, ca, true, bob)
-		if cerr == nil || serr == nil || !strings.Contains(serr.Error(), "is revoked") {
-			t.Fatalf("bob: %v %v", cerr, serr)
-		}
-		if !strings.Contains(logs.last(), `"msg":"refused TLS handshake: client certificate revoked or its CRL unavailable"`) || !strings.Contains(logs.last(), `"spiffe_id":"spiffe://example.org/ops/bob"`) {
-			t.Fatalf("log: %s", logs.last())
-		}
-	}
-}
-
-func TestRevocationCaddyfile(t *testing.T) {
-	var v Verifier
-	err := v.UnmarshalCaddyfile(caddyfile.NewTestDispenser("peer {\n crl /a.pem /b.pem\n crl_distribution_points\n crl_refresh 10m\n crl_fetch_timeout 3s\n crl_soft_fail\n}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := v.Revocation
-	if r == nil || len(r.CRLFiles) != 2 || !r.DistributionPoints || !r.SoftFail || time.Duration(r.Refresh) != 10*time.Minute || time.Duration(r.FetchTimeout) != 3*time.Second || !v.Patterns.Empty() {
-		t.Fatalf("%+v %+v", v, r)
-	}
-	for in, want := range map[string]string{
-		"peer {\n crl\n}":                                      "crl needs at least one file",
-		"peer {\n crl_soft_fail\n}":                            "need a CRL source",
-		"peer {\n crl /a\n crl_refresh soon\n}":                `crl_refresh: bad duration "soon"`,
-		"peer {\n crl /a\n crl_refresh 1m\n crl_refresh 2m\n}": "duplicate option 'crl_refresh'",
-		"peer {\n crl_distribution_points x\n}":                "crl_distribution_points takes no argument",
-		"peer {\n ocsp_stapling\n}":                            `unknown option "ocsp_stapling"`,
-	} {
-		var v Verifier
-		err := v.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in))
-		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "verifier peer") {
-			t.Errorf("%q: %v, want %q", in, err, want)
-		}
-	}
-}
-
 // TestRevocationFileSteps: a CRL file is followed within 2 seconds; a new
 // version that would step back (a lower CRL number, or a CRL not signed by
 // the issuer the one in force was verified with) is refused and the last
@@ -318,8 +231,8 @@ func TestRevocationFileSteps(t *testing.T) {
 	bob := root.Issue(t, testpki.CN("bob"))
 	dir := t.TempDir()
 	week := time.Now().Add(7 * 24 * time.Hour)
-	older := makeCRL(t, root, week) // a lower number than what follows
-	file := testpki.WriteFile(t, dir, "root.crl", crlPEM(makeCRL(t, root, week, bob.Cert)))
+	older := revocationtest.CRL(t, root, week) // a lower number than what follows
+	file := testpki.WriteFile(t, dir, "root.crl", revocationtest.PEM(revocationtest.CRL(t, root, week, bob.Cert)))
 	r := &Revocation{CRLFiles: []string{file}}
 	provisionRevocation(t, r)
 	chain := func(l *testpki.Leaf) []*x509.Certificate { return []*x509.Certificate{l.Cert, root.Cert} }
@@ -331,16 +244,16 @@ func TestRevocationFileSteps(t *testing.T) {
 	}
 
 	start := time.Now()
-	testpki.WriteFile(t, dir, "root.crl", crlPEM(makeCRL(t, root, week, alice.Cert, bob.Cert)))
+	testpki.WriteFile(t, dir, "root.crl", revocationtest.PEM(revocationtest.CRL(t, root, week, alice.Cert, bob.Cert)))
 	waitFor(t, "alice revoked after the CRL file changed", func() bool { return r.check(chain(alice)) != nil })
 	if d := time.Since(start); d > 2500*time.Millisecond {
 		t.Errorf("the new CRL took %s to be in force", d)
 	}
 
 	for name, data := range map[string][]byte{
-		"an older CRL (lower number)": crlPEM(older),
-		"a CRL by an impostor":        crlPEM(makeCRL(t, impostor, week)),
-		"a truncated CRL":             crlPEM(makeCRL(t, root, week))[:200],
+		"an older CRL (lower number)": revocationtest.PEM(older),
+		"a CRL by an impostor":        revocationtest.PEM(revocationtest.CRL(t, impostor, week)),
+		"a truncated CRL":             revocationtest.PEM(revocationtest.CRL(t, root, week))[:200],
 	} {
 		before := r.files[0].Src.CurrentLoaded()
 		testpki.WriteFile(t, dir, "root.crl", data)
@@ -360,7 +273,7 @@ func TestRevocationFileSteps(t *testing.T) {
 func TestRevocationExpiredCRL(t *testing.T) {
 	root := testpki.NewCA(t, "root")
 	alice, bob := root.Issue(t, testpki.CN("alice")), root.Issue(t, testpki.CN("bob"))
-	file := testpki.WriteFile(t, t.TempDir(), "root.crl", crlPEM(makeCRL(t, root, time.Now().Add(-30*time.Second), bob.Cert)))
+	file := testpki.WriteFile(t, t.TempDir(), "root.crl", revocationtest.PEM(revocationtest.CRL(t, root, time.Now().Add(-30*time.Second), bob.Cert)))
 	chain := func(l *testpki.Leaf) []*x509.Certificate { return []*x509.Certificate{l.Cert, root.Cert} }
 
 	refuse := &Revocation{CRLFiles: []string{file}}

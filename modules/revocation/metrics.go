@@ -1,0 +1,24 @@
+package revocation
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+// revocationChecks lives at package level, so counts carry across admin
+// reloads. Its name keeps the peer subsystem: it counts the checks of the
+// peer verifier, and dashboards know it by that name.
+var revocationChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "trustline", Subsystem: "peer", Name: "revocation_checks_total",
+	Help: "Revocation checks of client certificate chains at the handshake, by method (crl, ocsp) and result (good, revoked: revoked or unknown, unavailable: no usable status so refused, soft_fail: no usable status but let through).",
+}, []string{"method", "result"})
+
+// RegisterMetrics registers the revocation collectors in ctx's metrics
+// registry (registering twice is harmless). Provision calls it; the peer
+// modules call it too, so that /metrics holds the same series whichever
+// peer module a config provisions.
+func RegisterMetrics(ctx caddy.Context) {
+	material.RegisterCollectors(ctx, "peer", revocationChecks)
+}
