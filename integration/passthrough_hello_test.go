@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/cryptobyte"
-
 	"github.com/trustline/trustline/integration/bench"
+	"github.com/trustline/trustline/internal/hellotest"
 	"github.com/trustline/trustline/internal/testpki"
 )
 
@@ -32,72 +31,10 @@ func (c *ptReframeConn) Write(p []byte) (int, error) {
 		return c.Conn.Write(p)
 	}
 	c.done = true
-	if _, err := c.Conn.Write(ptReframe(p, c.size)); err != nil {
+	if _, err := c.Conn.Write(hellotest.Reframe(p, c.size)); err != nil {
 		return 0, err
 	}
 	return len(p), nil
-}
-
-// ptEditHello returns a one-record ClientHello with the body of the
-// extension of type typ replaced, the lengths around it fixed up.
-func ptEditHello(t *testing.T, hello []byte, typ uint16, body []byte) []byte {
-	t.Helper()
-	s := cryptobyte.String(hello[5:])
-	var msgType uint8
-	var msg cryptobyte.String
-	if !s.ReadUint8(&msgType) || msgType != 1 || !s.ReadUint24LengthPrefixed(&msg) {
-		t.Fatal("not a ClientHello in one record")
-	}
-	rest := msg
-	var sessionID, suites, compression, exts cryptobyte.String
-	if !rest.Skip(2+32) || !rest.ReadUint8LengthPrefixed(&sessionID) || !rest.ReadUint16LengthPrefixed(&suites) ||
-		!rest.ReadUint8LengthPrefixed(&compression) {
-		t.Fatal("truncated ClientHello")
-	}
-	fixed := msg[:len(msg)-len(rest)]
-	if !rest.ReadUint16LengthPrefixed(&exts) {
-		t.Fatal("ClientHello without extensions")
-	}
-	found := false
-	b := cryptobyte.NewBuilder(nil)
-	b.AddUint8(22)
-	b.AddBytes(hello[1:3])
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-		b.AddUint8(1)
-		b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) {
-			b.AddBytes(fixed)
-			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-				for !exts.Empty() {
-					var et uint16
-					var eb cryptobyte.String
-					if !exts.ReadUint16(&et) || !exts.ReadUint16LengthPrefixed(&eb) {
-						t.Fatal("truncated extension")
-					}
-					if et == typ {
-						found, eb = true, body
-					}
-					b.AddUint16(et)
-					b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(eb) })
-				}
-			})
-		})
-	})
-	if !found {
-		t.Fatalf("the ClientHello has no extension %d", typ)
-	}
-	return b.BytesOrPanic()
-}
-
-// ptHelloWithSNI is crypto/tls's ClientHello with name, byte for byte
-// (crypto/tls itself strips a trailing dot), as its server name.
-func ptHelloWithSNI(t *testing.T, name string) []byte {
-	t.Helper()
-	b := cryptobyte.NewBuilder(nil)
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-		b.AddUint8(0)
-		b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(name)) })
-	})
-	return ptEditHello(t, ptRawHello(t, &tls.Config{ServerName: "placeholder.example.com"}), 0, b.BytesOrPanic())
 }
 
 // ptSendHello writes a raw first flight to addr and returns the first
@@ -171,9 +108,7 @@ func TestPassthroughHelloShapes(t *testing.T) {
 	})
 
 	t.Run("unknown version beside TLS 1.2", func(t *testing.T) {
-		b := cryptobyte.NewBuilder(nil)
-		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddUint16(0x0305); b.AddUint16(0x0303) })
-		hello := ptEditHello(t, ptRawHello(t, &tls.Config{ServerName: "site.example.com"}), 43, b.BytesOrPanic())
+		hello := hellotest.WithVersions(t, hellotest.Go(t, &tls.Config{ServerName: "site.example.com"}), 0x0305, 0x0303)
 		typ, alert := ptSendHello(t, front, hello)
 		if typ != 21 || alert != 70 {
 			t.Fatalf("got record type %d (alert %d), want refuse_tls12's protocol_version alert (70)", typ, alert)
@@ -185,7 +120,7 @@ func TestPassthroughHelloShapes(t *testing.T) {
 
 	t.Run("trailing dot on Caddy's own name", func(t *testing.T) {
 		before := fallback.accepted.Load()
-		typ, alert := ptSendHello(t, front, ptHelloWithSNI(t, "Site.Example.Com."))
+		typ, alert := ptSendHello(t, front, hellotest.WithSNI(t, hellotest.Go(t, &tls.Config{ServerName: "placeholder.example.com"}), "Site.Example.Com."))
 		// Caddy's TLS server refuses a trailing dot in SNI (RFC 6066)
 		if typ != 21 || fallback.accepted.Load() != before {
 			t.Fatalf("got record type %d (alert %d), fallback accepted %d; want Caddy's own alert", typ, alert, fallback.accepted.Load()-before)
@@ -227,7 +162,7 @@ func TestPassthroughTrailingDotRefused(t *testing.T) {
 	// the refuse handler's alert (112) is the proof: the catch-all's
 	// backend would answer a trailing dot with its own decode_error (50)
 	for _, name := range []string{"admin.internal.", "Admin.Internal.", "admin.internal"} {
-		typ, alert := ptSendHello(t, l4, ptHelloWithSNI(t, name))
+		typ, alert := ptSendHello(t, l4, hellotest.WithSNI(t, hellotest.Go(t, &tls.Config{ServerName: "placeholder.example.com"}), name))
 		if typ != 21 || alert != 112 {
 			t.Fatalf("%q: got record type %d (alert %d), want the refuse route's unrecognized_name alert (112)", name, typ, alert)
 		}
@@ -238,7 +173,7 @@ func TestPassthroughTrailingDotRefused(t *testing.T) {
 			t.Fatalf("refusal logged with server name %v, want admin.internal", l["server_name"])
 		}
 	}
-	_, _ = ptSendHello(t, l4, ptHelloWithSNI(t, "db.example.com."))
+	_, _ = ptSendHello(t, l4, hellotest.WithSNI(t, hellotest.Go(t, &tls.Config{ServerName: "placeholder.example.com"}), "db.example.com."))
 	if db.accepted.Load() != 1 {
 		t.Fatalf("db.example.com.: db accepted %d connections, want 1", db.accepted.Load())
 	}

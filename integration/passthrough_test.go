@@ -23,6 +23,7 @@ import (
 	"github.com/pires/go-proxyproto/tlvparse"
 
 	"github.com/trustline/trustline/integration/bench"
+	"github.com/trustline/trustline/internal/hellotest"
 	"github.com/trustline/trustline/internal/testpki"
 )
 
@@ -495,38 +496,6 @@ func isNetTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
-// ptRawHello returns the ClientHello crypto/tls sends with cfg.
-func ptRawHello(t *testing.T, cfg *tls.Config) []byte {
-	t.Helper()
-	c1, c2 := net.Pipe()
-	go func() { _ = tls.Client(c1, cfg).Handshake() }()
-	_ = c2.SetReadDeadline(time.Now().Add(5 * time.Second))
-	hdr := make([]byte, 5)
-	if _, err := io.ReadFull(c2, hdr); err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
-	if _, err := io.ReadFull(c2, body); err != nil {
-		t.Fatal(err)
-	}
-	c1.Close()
-	c2.Close()
-	return append(hdr, body...)
-}
-
-// ptReframe splits a one-record ClientHello into records of size bytes.
-func ptReframe(hello []byte, size int) []byte {
-	msg := hello[5:]
-	var out []byte
-	for len(msg) > 0 {
-		n := min(size, len(msg))
-		out = append(out, 22, hello[1], hello[2], byte(n>>8), byte(n))
-		out = append(out, msg[:n]...)
-		msg = msg[n:]
-	}
-	return out
-}
-
 // TestPassthroughBadClients: the first flights that go wrong in real life.
 func TestPassthroughBadClients(t *testing.T) {
 	ca := testpki.NewCA(t, "backend CA")
@@ -540,21 +509,21 @@ func TestPassthroughBadClients(t *testing.T) {
 	for i := range 250 {
 		protos = append(protos, "proto-"+strconv.Itoa(i))
 	}
-	big := ptRawHello(t, &tls.Config{ServerName: "db.example.com", NextProtos: protos})
+	big := hellotest.Go(t, &tls.Config{ServerName: "db.example.com", NextProtos: protos})
 	if len(big) < 2048 {
 		t.Fatalf("the large ClientHello is only %d bytes", len(big))
 	}
-	small := ptRawHello(t, &tls.Config{ServerName: "db.example.com"})
+	small := hellotest.Go(t, &tls.Config{ServerName: "db.example.com"})
 	for _, tc := range []struct {
 		name    string
 		data    []byte
 		segment int
 	}{
 		{"many TCP segments", small, 40},
-		{"several TLS records", ptReframe(small, 200), 0},
-		{"records and segments", ptReframe(small, 300), 70},
+		{"several TLS records", hellotest.Reframe(small, 200), 0},
+		{"records and segments", hellotest.Reframe(small, 300), 70},
 		{"over 2 KiB", big, 0},
-		{"over 2 KiB in records and segments", ptReframe(big, 1000), 500},
+		{"over 2 KiB in records and segments", hellotest.Reframe(big, 1000), 500},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := db.accepted.Load()

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"testing"
+
+	"github.com/trustline/trustline/internal/hellotest"
 )
 
 // BenchmarkProxyThroughput streams 64 MiB per op from a backend to a
@@ -14,7 +16,7 @@ import (
 // sends raw bytes (the proxy never looks past the ClientHello).
 func BenchmarkProxyThroughput(b *testing.B) {
 	const size = 64 << 20
-	hello := goHello(b, &tls.Config{ServerName: "db.example.com"})
+	hello := hellotest.Go(b, &tls.Config{ServerName: "db.example.com"})
 	for _, impl := range []string{"caddy-l4", "suite"} {
 		b.Run(impl, func(b *testing.B) {
 			t := &testing.T{}

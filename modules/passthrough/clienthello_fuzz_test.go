@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/trustline/trustline/internal/hellotest"
 )
 
 // FuzzScanClientHello feeds arbitrary first flights to the reader. Seeds
@@ -27,7 +29,7 @@ func FuzzScanClientHello(f *testing.F) {
 		{InsecureSkipVerify: true},
 		{ServerName: "big.example.com", NextProtos: manyALPN(150)},
 	} {
-		raw := goHello(f, cfg)
+		raw := hellotest.Go(f, cfg)
 		f.Add(raw)
 		f.Add(reframe(f, raw, 200))
 		f.Add(reframe(f, raw, 3, 500))
@@ -36,11 +38,11 @@ func FuzzScanClientHello(f *testing.F) {
 		f.Add(reframe(f, raw, 1))
 		f.Add(reframe(f, raw, 1, 2, 3, 4, 7))
 	}
-	raw := goHello(f, &tls.Config{ServerName: "placeholder.example.com"})
-	f.Add(withSNI(f, raw, "Admin.Internal."))
-	f.Add(reframe(f, withSNI(f, raw, "admin.internal.."), 20))
-	f.Add(withVersions(f, raw, 0x0305, VersionTLS12))
-	f.Add(withVersions(f, raw, 0x2a2a, 0x7f1c, VersionTLS13))
+	raw := hellotest.Go(f, &tls.Config{ServerName: "placeholder.example.com"})
+	f.Add(hellotest.WithSNI(f, raw, "Admin.Internal."))
+	f.Add(reframe(f, hellotest.WithSNI(f, raw, "admin.internal.."), 20))
+	f.Add(hellotest.WithVersions(f, raw, 0x0305, VersionTLS12))
+	f.Add(hellotest.WithVersions(f, raw, 0x2a2a, 0x7f1c, VersionTLS13))
 	files, _ := filepath.Glob("testdata/hellos/*.bin")
 	for _, file := range files {
 		if b, err := os.ReadFile(file); err == nil {
@@ -115,7 +117,7 @@ func stdlibHello(data []byte) *tls.ClientHelloInfo {
 
 // replayConn serves data to a TLS server and discards what it writes.
 type replayConn struct {
-	recordingConn
+	hellotest.Conn
 	data []byte
 }
 

@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"slices"
 	"testing"
+
+	"github.com/trustline/trustline/internal/hellotest"
 )
 
 func TestScanGoClientHello(t *testing.T) {
@@ -29,7 +31,7 @@ func TestScanGoClientHello(t *testing.T) {
 		{"many alpn over 2 KiB", &tls.Config{ServerName: "big.example.com", NextProtos: manyALPN(300)}, "big.example.com", manyALPN(300), VersionTLS13, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			raw := goHello(t, tc.cfg)
+			raw := hellotest.Go(t, tc.cfg)
 			h, n, err := ScanClientHello(raw)
 			if err != nil {
 				t.Fatalf("scan: %v", err)
@@ -59,7 +61,7 @@ func TestScanGoClientHello(t *testing.T) {
 // TestScanSplitRecords reassembles one ClientHello framed into records of
 // several sizes, and checks every strict prefix asks for more bytes.
 func TestScanSplitRecords(t *testing.T) {
-	raw := goHello(t, &tls.Config{ServerName: "split.example.com", NextProtos: manyALPN(200)})
+	raw := hellotest.Go(t, &tls.Config{ServerName: "split.example.com", NextProtos: manyALPN(200)})
 	want, _, err := ScanClientHello(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +84,7 @@ func TestScanSplitRecords(t *testing.T) {
 }
 
 func TestReadClientHelloOneByteAtATime(t *testing.T) {
-	raw := goHello(t, &tls.Config{ServerName: "slow.example.com", NextProtos: []string{"h2"}})
+	raw := hellotest.Go(t, &tls.Config{ServerName: "slow.example.com", NextProtos: []string{"h2"}})
 	data := append(reframe(t, raw, 700), []byte("trailing application bytes")...)
 	h, got, err := ReadClientHello(&oneByteReader{data: data}, nil)
 	if err != nil {
@@ -98,7 +100,7 @@ func TestReadClientHelloOneByteAtATime(t *testing.T) {
 }
 
 func TestReadClientHelloKeepsPrefetched(t *testing.T) {
-	raw := goHello(t, &tls.Config{ServerName: "pre.example.com"})
+	raw := hellotest.Go(t, &tls.Config{ServerName: "pre.example.com"})
 	h, got, err := ReadClientHello(bytes.NewReader(raw[10:]), append([]byte(nil), raw[:10]...))
 	if err != nil || h.ServerName != "pre.example.com" || !bytes.Equal(got, raw) {
 		t.Fatalf("got %v %v, %d bytes", h, err, len(got))
@@ -106,7 +108,7 @@ func TestReadClientHelloKeepsPrefetched(t *testing.T) {
 }
 
 func TestReadClientHelloEOF(t *testing.T) {
-	raw := goHello(t, &tls.Config{ServerName: "eof.example.com"})
+	raw := hellotest.Go(t, &tls.Config{ServerName: "eof.example.com"})
 	_, _, err := ReadClientHello(bytes.NewReader(raw[:100]), nil)
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("got %v, want unexpected EOF", err)
@@ -118,7 +120,7 @@ func TestReadClientHelloEOF(t *testing.T) {
 }
 
 func TestScanBadInput(t *testing.T) {
-	raw := goHello(t, &tls.Config{ServerName: "x.example.com"})
+	raw := hellotest.Go(t, &tls.Config{ServerName: "x.example.com"})
 	msgLen := len(raw) - 5
 	withRecordLen := func(b []byte, n int) []byte {
 		b = slices.Clone(b)
@@ -229,9 +231,9 @@ func BenchmarkScanClientHello(b *testing.B) {
 		name string
 		raw  []byte
 	}{
-		{"one_record", goHello(b, &tls.Config{ServerName: "bench.example.com", NextProtos: []string{"h2", "http/1.1"}})},
-		{"three_records", reframe(b, goHello(b, &tls.Config{ServerName: "bench.example.com", NextProtos: []string{"h2", "http/1.1"}}), 700)},
-		{"alpn_4KiB", goHello(b, &tls.Config{ServerName: "bench.example.com", NextProtos: manyALPN(300)})},
+		{"one_record", hellotest.Go(b, &tls.Config{ServerName: "bench.example.com", NextProtos: []string{"h2", "http/1.1"}})},
+		{"three_records", reframe(b, hellotest.Go(b, &tls.Config{ServerName: "bench.example.com", NextProtos: []string{"h2", "http/1.1"}}), 700)},
+		{"alpn_4KiB", hellotest.Go(b, &tls.Config{ServerName: "bench.example.com", NextProtos: manyALPN(300)})},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.SetBytes(int64(len(bc.raw)))
@@ -272,7 +274,7 @@ func bigHello(t testing.TB) []byte {
 	var best []byte
 	for hi-lo > 1 {
 		mid := (lo + hi) / 2
-		raw := goHello(t, &tls.Config{ServerName: "big.example.com", NextProtos: manyALPN(mid)})
+		raw := hellotest.Go(t, &tls.Config{ServerName: "big.example.com", NextProtos: manyALPN(mid)})
 		if raw[0] == recordTypeHandshake && int(raw[3])<<8|int(raw[4]) == len(raw)-recordHeaderLen && len(raw)-recordHeaderLen <= MaxClientHelloBytes {
 			lo, best = mid, raw
 		} else {
@@ -290,7 +292,7 @@ func bigHello(t testing.TB) []byte {
 // ClientHello in 20-byte records (about 80 of them) and a 16 KiB one in
 // one-byte records (16,384 of them, 96 KiB on the wire) both parse.
 func TestScanSmallRecords(t *testing.T) {
-	small := goHello(t, &tls.Config{ServerName: "db.example.com", NextProtos: []string{"h2"}})
+	small := hellotest.Go(t, &tls.Config{ServerName: "db.example.com", NextProtos: []string{"h2"}})
 	big := bigHello(t)
 	for _, tc := range []struct {
 		name string
@@ -381,7 +383,7 @@ func TestReadClientHelloLinear(t *testing.T) {
 // "admin.internal"; a name that still ends in a dot after that one is
 // stripped (an empty label) is malformed.
 func TestScanTrailingDotSNI(t *testing.T) {
-	raw := goHello(t, &tls.Config{ServerName: "placeholder.example.com"})
+	raw := hellotest.Go(t, &tls.Config{ServerName: "placeholder.example.com"})
 	for _, tc := range []struct {
 		sent, want string
 		err        error
@@ -392,7 +394,7 @@ func TestScanTrailingDotSNI(t *testing.T) {
 		{"admin.internal..", "", ErrMalformedHello}, // an empty label
 		{".", "", ErrMalformedHello},
 	} {
-		h, _, err := ScanClientHello(withSNI(t, raw, tc.sent))
+		h, _, err := ScanClientHello(hellotest.WithSNI(t, raw, tc.sent))
 		if tc.err != nil {
 			if !errors.Is(err, tc.err) {
 				t.Errorf("%q: got %v, want %v", tc.sent, err, tc.err)
@@ -425,7 +427,7 @@ func TestScanTrailingDotSNI(t *testing.T) {
 // unknown number listed beside TLS 1.2 does not make the client a TLS 1.3
 // one (refuse_tls12 was bypassed that way), and GREASE never counts.
 func TestMaxVersionKnownVersionsOnly(t *testing.T) {
-	raw := goHello(t, &tls.Config{ServerName: "db.example.com"})
+	raw := hellotest.Go(t, &tls.Config{ServerName: "db.example.com"})
 	refuse12 := &MatchClientHello{MaxVersion: "tls1.2"}
 	if err := refuse12.compile(); err != nil {
 		t.Fatal(err)
@@ -444,7 +446,7 @@ func TestMaxVersionKnownVersionsOnly(t *testing.T) {
 		{"only GREASE", []uint16{0x3a3a}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h, _, err := ScanClientHello(withVersions(t, raw, tc.versions...))
+			h, _, err := ScanClientHello(hellotest.WithVersions(t, raw, tc.versions...))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/trustline/trustline/internal/hellotest"
 	"github.com/trustline/trustline/internal/testpki"
 )
 
@@ -237,7 +238,7 @@ func (c *shapingConn) Write(p []byte) (int, error) {
 	c.done = true
 	data := p
 	if c.s.recordSize > 0 {
-		data = reframeBytes(p, c.s.recordSize)
+		data = hellotest.Reframe(p, c.s.recordSize)
 	}
 	seg := c.s.segment
 	if seg <= 0 {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/trustline/trustline/internal/hellotest"
 )
 
 // Routing decisions on ClientHellos in unusual shapes (small records, a
@@ -76,7 +78,7 @@ func TestTrailingDotSNIRouting(t *testing.T) {
 		{"match":[{"clienthello":{"sni":["*.tenant.example"]}}],"handle":[{"handler":"passthrough","upstreams":[{"dial":%q}]}]},
 		{"match":[{"clienthello":{}}],"handle":[{"handler":"passthrough","upstreams":[{"dial":%q}]}]}]}`,
 		db.addr, wild.addr, other.addr))
-	raw := goHello(t, &tls.Config{ServerName: "placeholder.example.com"})
+	raw := hellotest.Go(t, &tls.Config{ServerName: "placeholder.example.com"})
 	backends := []*backend{db, wild, other}
 	for _, tc := range []struct {
 		sni  string
@@ -95,7 +97,7 @@ func TestTrailingDotSNIRouting(t *testing.T) {
 			for _, b := range backends {
 				before = append(before, b.accepted.Load())
 			}
-			typ, alert := sendHello(t, f.addr, withSNI(t, raw, tc.sni))
+			typ, alert := sendHello(t, f.addr, hellotest.WithSNI(t, raw, tc.sni))
 			if tc.want == nil && !strings.HasSuffix(tc.sni, "..") && (typ != 21 || alert != 112) {
 				t.Fatalf("got record type %d, alert %d; want the refuse route's unrecognized_name alert (112)", typ, alert)
 			}
@@ -119,7 +121,7 @@ func TestRefuseTLS12UnknownVersions(t *testing.T) {
 	logs := observeLogs(t)
 	db := startBackend(t, "db.example.com")
 	f := startFront(t, blockWrapper(t, "passthrough {\ndb.example.com "+db.addr+"\ndefault refuse\nrefuse_tls12\n}", true))
-	raw := goHello(t, &tls.Config{ServerName: "db.example.com"})
+	raw := hellotest.Go(t, &tls.Config{ServerName: "db.example.com"})
 	for _, tc := range []struct {
 		name     string
 		versions []uint16
@@ -132,7 +134,7 @@ func TestRefuseTLS12UnknownVersions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := db.accepted.Load()
-			typ, alert := sendHello(t, f.addr, withVersions(t, raw, tc.versions...))
+			typ, alert := sendHello(t, f.addr, hellotest.WithVersions(t, raw, tc.versions...))
 			if tc.refused {
 				if typ != 21 || alert != 70 {
 					t.Fatalf("got record type %d, alert %d; want refuse_tls12's protocol_version alert (70)", typ, alert)

@@ -1,8 +1,6 @@
 package passthrough
 
 import (
-	"bytes"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -11,39 +9,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/trustline/trustline/internal/hellotest"
 )
 
 // Helpers that make real ClientHellos for the tests: crypto/tls's, and
 // openssl's when openssl is installed.
-
-// recordingConn records what a TLS client writes and fails its reads, so a
-// client handshake stops right after sending the ClientHello.
-type recordingConn struct {
-	bytes.Buffer
-}
-
-func (c *recordingConn) Read([]byte) (int, error) { return 0, io.EOF }
-func (c *recordingConn) Close() error             { return nil }
-func (c *recordingConn) LocalAddr() net.Addr {
-	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
-}
-func (c *recordingConn) RemoteAddr() net.Addr {
-	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2}
-}
-func (c *recordingConn) SetDeadline(time.Time) error      { return nil }
-func (c *recordingConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }
-
-// goHello returns the bytes crypto/tls sends as its first flight with cfg.
-func goHello(t testing.TB, cfg *tls.Config) []byte {
-	t.Helper()
-	c := new(recordingConn)
-	_ = tls.Client(c, cfg).Handshake()
-	if c.Len() == 0 {
-		t.Fatal("crypto/tls wrote no ClientHello")
-	}
-	return c.Bytes()
-}
 
 // manyALPN returns n distinct protocol names of about 12 bytes each.
 func manyALPN(n int) []string {
@@ -74,21 +45,7 @@ func reframe(t testing.TB, hello []byte, sizes ...int) []byte {
 	if len(hello) < 5 || hello[0] != 22 {
 		t.Fatal("reframe: not a handshake record")
 	}
-	return reframeBytes(hello, sizes...)
-}
-
-func reframeBytes(hello []byte, sizes ...int) []byte {
-	n := int(hello[3])<<8 | int(hello[4])
-	msg := hello[5 : 5+n]
-	var out []byte
-	for i := 0; len(msg) > 0; i++ {
-		size := sizes[min(i, len(sizes)-1)]
-		size = min(size, len(msg))
-		out = append(out, 22, hello[1], hello[2], byte(size>>8), byte(size))
-		out = append(out, msg[:size]...)
-		msg = msg[size:]
-	}
-	return out
+	return hellotest.Reframe(hello, sizes...)
 }
 
 // opensslHello captures the first flight of `openssl s_client` with args
