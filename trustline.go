@@ -1,6 +1,8 @@
 // Package trustline is the whole suite: importing it (as xcaddy's --with
 // does) registers every trustline module with Caddy, together with the
-// caddy-l4 sub-packages the suite builds on.
+// caddy-l4 sub-packages the suite builds on. It imports each package that
+// registers a module or a Caddyfile directive by name, not through another
+// package's imports, so that moving a registration cannot drop a module.
 package trustline
 
 import (
@@ -15,6 +17,7 @@ import (
 	_ "github.com/mholt/caddy-l4/modules/l4tls"
 
 	_ "github.com/trustline/trustline/caddyfile"
+	_ "github.com/trustline/trustline/modules/cluster"
 	_ "github.com/trustline/trustline/modules/keystore"
 	_ "github.com/trustline/trustline/modules/passthrough"
 	_ "github.com/trustline/trustline/modules/peer"
