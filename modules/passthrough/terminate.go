@@ -1,6 +1,8 @@
 package passthrough
 
 import (
+	"github.com/trustline/trustline/modules/verify"
+
 	"crypto/tls"
 	"fmt"
 	"time"
@@ -153,6 +155,12 @@ func (t *TerminateTLS) Handle(cx *layer4.Connection, next layer4.Handler) error 
 			zap.Bool("resumed", state.DidResume), zap.String("alpn", state.NegotiatedProtocol))
 	}
 	recordState(cx, &state)
+	if len(state.PeerCertificates) > 0 {
+		// a trust change (the pool, a CRL) reaches this connection: when
+		// its peer's verification no longer holds, it is closed
+		verify.TrackConn(conn)
+		defer verify.UntrackConn(conn)
+	}
 	// a new cx wraps the TLS connection, so that reads do not recurse
 	// into the connection the TLS conn itself reads from
 	return next.Handle(cx.Wrap(conn))

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -15,9 +14,8 @@ import (
 	"weak"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 // Identity is what a verified peer certificate says about its holder. It is
@@ -139,10 +137,9 @@ func NewIdentity(leaf *x509.Certificate, chain []*x509.Certificate) *Identity {
 		}
 	}
 	if len(leaf.URIs) > 0 {
-		if err := checkSVID(leaf); err != nil {
+		if svid, err := verify.SVID(leaf, x509.ExtKeyUsageClientAuth); err != nil {
 			id.SPIFFEReason = err.Error()
 		} else {
-			svid, _ := x509svid.IDFromCert(leaf) // checked by checkSVID
 			id.SPIFFEID = svid.String()
 			id.TrustDomain = svid.TrustDomain().Name()
 			id.spiffePath = strings.TrimPrefix(svid.Path(), "/")
@@ -151,42 +148,11 @@ func NewIdentity(leaf *x509.Certificate, chain []*x509.Certificate) *Identity {
 	return id
 }
 
-// checkSVID reports why leaf is not an X509-SVID usable as a client
-// identity, following the X509-SVID specification (and go-spiffe's own leaf
-// checks), plus the clientAuth extended key usage that a client SVID needs.
-func checkSVID(leaf *x509.Certificate) error {
-	svid, err := x509svid.IDFromCert(leaf)
-	switch {
-	case err != nil:
-		return errors.New("not a SPIFFE ID: " + err.Error())
-	case svid.Path() == "":
-		return errors.New("not a SPIFFE ID: " + svid.String() + " has no path (it names the trust domain, not a workload)")
-	case leaf.IsCA:
-		return errors.New("not an X509-SVID: the certificate is a CA")
-	case leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0:
-		return errors.New("not an X509-SVID: key usage lacks digitalSignature")
-	case leaf.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0:
-		return errors.New("not an X509-SVID: key usage includes keyCertSign or cRLSign")
-	}
-	if len(leaf.ExtKeyUsage) > 0 || len(leaf.UnknownExtKeyUsage) > 0 {
-		ok := false
-		for _, u := range leaf.ExtKeyUsage {
-			if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
-				ok = true
-			}
-		}
-		if !ok {
-			return errors.New("not a client X509-SVID: extended key usage lacks clientAuth")
-		}
-	}
-	return nil
-}
-
 // FromChains returns the identity of the first chain crypto/tls verified
-// that may vouch for its leaf (material.ScopeChains: a chain anchored at a
-// SPIFFE bundle's authority only for an X509-SVID of that authority's
-// trust domain), or nil: an unverified peer, or one whose chain vouches
-// for nothing, has no identity.
+// that may vouch for its leaf (verify.Scope: a chain anchored at a SPIFFE
+// bundle's authority only for an X509-SVID of that authority's trust
+// domain), or nil: an unverified peer, or one whose chain vouches for
+// nothing, has no identity.
 func FromChains(verifiedChains [][]*x509.Certificate) *Identity {
 	id, _ := fromChains(verifiedChains)
 	return id
@@ -194,29 +160,29 @@ func FromChains(verifiedChains [][]*x509.Certificate) *Identity {
 
 // FromState returns the identity of the connection's verified peer, or
 // nil. It reads the chain that verification returned, never what the
-// peer presented: crypto/tls's VerifiedChains, or else the chain that a
-// live-pool verifier (truststore's `verifier live_trust`, which runs with
-// crypto/tls in RequireAnyClientCert mode) verified during this very
-// handshake and recorded for it (material.LookupVerified).
+// peer presented: the verification recorded for this very handshake
+// (verify.Lookup: by live_trust, which runs with crypto/tls in
+// RequireAnyClientCert mode, or by a verifier whose verdict depends on
+// material that changes), or else crypto/tls's VerifiedChains. A
+// recorded verification whose material changed is re-checked first
+// (a version compare while nothing changed): a peer whose chain no longer
+// verifies, or whose certificate was revoked since, has no identity.
 func FromState(cs *tls.ConnectionState) *Identity {
-	if cs == nil {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
 		return nil
 	}
-	if len(cs.VerifiedChains) > 0 {
-		return FromChains(cs.VerifiedChains)
-	}
-	if len(cs.PeerCertificates) == 0 {
-		return nil
-	}
-	if rec := material.LookupVerified(cs.PeerCertificates[0].Raw); rec != nil {
+	if rec := verify.Lookup(cs.PeerCertificates[0].Raw); rec != nil {
+		if rec.Recheck() != nil {
+			return nil
+		}
 		return fromRecord(rec)
 	}
-	return nil
+	return FromChains(cs.VerifiedChains)
 }
 
 // fromRecord is the identity of a live_trust verification, built once and
 // kept in the record (which lives as long as the connection's buffer).
-func fromRecord(rec *material.Verified) *Identity {
+func fromRecord(rec *verify.Verified) *Identity {
 	if m := rec.Memo(); m != nil {
 		return m.(*Identity)
 	}
@@ -247,10 +213,10 @@ func fromRecord(rec *material.Verified) *Identity {
 // Keying by the certificate's SHA-256 instead would cost a hash of ~500+
 // bytes per request; keying by *tls.ConnectionState would miss, because
 // each consumer (HTTP/1, HTTP/2, caddy-l4) holds its own copy. A chain
-// that vouches for nothing is cached too (as its *material.ScopeError), so
+// that vouches for nothing is cached too (as the error saying why), so
 // that it is refused as cheaply as an identity is found.
 var (
-	cache    sync.Map // weak.Pointer[x509.Certificate] -> *Identity or *material.ScopeError
+	cache    sync.Map // weak.Pointer[x509.Certificate] -> *Identity or error
 	computed atomic.Int64
 )
 
@@ -271,19 +237,16 @@ func fromChains(verifiedChains [][]*x509.Certificate) (*Identity, error) {
 			runtime.AddCleanup(leaf, func(k weak.Pointer[x509.Certificate]) { cache.Delete(k) }, key)
 		}
 	}
-	if serr, refused := v.(*material.ScopeError); refused {
-		return nil, serr
+	if err, refused := v.(error); refused {
+		return nil, err
 	}
 	return v.(*Identity), nil
 }
 
 func buildFromChains(verifiedChains [][]*x509.Certificate) any {
-	chain, td, err := material.ScopeChains(verifiedChains)
+	chain, td, err := verify.Scope(verifiedChains, x509.ExtKeyUsageClientAuth)
 	if err != nil {
-		if serr, ok := err.(*material.ScopeError); ok {
-			return serr
-		}
-		return &material.ScopeError{Reason: err.Error()}
+		return err
 	}
 	id := NewIdentity(chain[0], chain)
 	id.AnchorTrustDomain = td

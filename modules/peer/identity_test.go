@@ -1,6 +1,8 @@
 package peer
 
 import (
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -14,7 +16,7 @@ import (
 	"weak"
 
 	"github.com/trustline/trustline/internal/testpki"
-	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 func TestIdentityFields(t *testing.T) {
@@ -252,7 +254,10 @@ func BenchmarkMatch20Miss(b *testing.B) {
 // the anchor's trust domain.
 func TestFromChainsTrustDomainScope(t *testing.T) {
 	partner := testpki.NewCA(t, "partner authority")
-	material.ScopeAnchors("partner.example", []*x509.Certificate{partner.Cert})
+	partnerTD, _ := spiffeid.TrustDomainFromString("partner.example")
+	if _, err := verify.NewSPIFFEAnchors([]verify.Domain{{TrustDomain: partnerTD, Authorities: []*x509.Certificate{partner.Cert}}}); err != nil {
+		t.Fatal(err)
+	}
 	forged := partner.Issue(t, testpki.URI("spiffe://example.org/admin"), testpki.ClientOnly())
 	own := partner.Issue(t, testpki.URI("spiffe://partner.example/app"), testpki.ClientOnly())
 

@@ -10,8 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
 
-	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/revocation"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 func init() {
@@ -95,12 +95,12 @@ var errUnverified = errors.New("peer: client certificate was not verified agains
 func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) error {
 	peer, scopeErr := verifiedPeer(rawCerts, verifiedChains)
 	if peer == nil {
-		reason := "no verified chain: crypto/tls did not verify the certificate (client_auth has no trust_pool, or mode is request/require) and no live_trust verifier before this one verified it"
-		err := errUnverified
+		detail := "no verified chain: crypto/tls did not verify the certificate (client_auth has no trust_pool, or mode is request/require) and no live_trust verifier before this one verified it"
+		reason, err := verify.ReasonUnverified, errUnverified
 		if scopeErr != nil {
-			reason, err = scopeErr.Error(), fmt.Errorf("peer: client certificate refused: %w", scopeErr)
+			reason, detail, err = verify.ReasonOf(scopeErr), scopeErr.Error(), fmt.Errorf("peer: client certificate refused: %w", scopeErr)
 		}
-		v.refusal("client certificate not verified", nil, zap.String("reason", reason))
+		v.refusal("client certificate not verified", reason, nil, zap.String("detail", detail))
 		if v.Shadow {
 			return nil
 		}
@@ -114,17 +114,18 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 			}
 		}
 		if refuse != nil {
-			v.refusal(msg, peer.id, zap.String("reason", refuse.Error()))
+			v.refusal(msg, revocationReason(refuse), peer.id, zap.String("detail", refuse.Error()))
 			if !v.Shadow {
 				return fmt.Errorf("peer: %w", refuse)
 			}
 		}
 	}
 	if v.Patterns.c == nil {
+		verify.CountVerdict("peer", verify.VerdictAdmitted, "")
 		return nil // revocation only
 	}
 	if ok, failed := v.Match(peer.id); !ok {
-		v.refusal("client identity not allowed", peer.id,
+		v.refusal("client identity not allowed", verify.ReasonNotAllowed, peer.id,
 			zap.String("rule", failed.String()),
 			zap.String("patterns", v.Summary(failed)),
 			zap.String("value", peer.id.Value(failed)),
@@ -134,7 +135,17 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 		}
 		return fmt.Errorf("peer: client identity not allowed: %s %q matches none of %s", failed, peer.id.Value(failed), v.Summary(failed))
 	}
+	verify.CountVerdict("peer", verify.VerdictAdmitted, "")
 	return nil
+}
+
+// revocationReason is the reason class of a revocation refusal: revoked,
+// or no usable answer under hard-fail.
+func revocationReason(err error) string {
+	if revocation.Unavailable(err) {
+		return verify.ReasonRevocationUnknown
+	}
+	return verify.ReasonRevoked
 }
 
 // peerChain is a verified client: the chain verification returned (leaf
@@ -144,41 +155,42 @@ type peerChain struct {
 	id    *Identity
 }
 
-// verifiedPeer returns the verified client of a handshake: the chain
-// crypto/tls verified, or else (with truststore's live_trust verifier
-// listed before this one) the chain live_trust verified and recorded for
-// this handshake; nil when nothing verified it, or (with scopeErr) when
-// the chain leads to a SPIFFE authority that may not vouch for the leaf.
+// verifiedPeer returns the verified client of a handshake: the chain that
+// truststore's live_trust verifier (listed before this one) verified and
+// recorded for this handshake, or else the chain crypto/tls verified; nil
+// when nothing verified it, or (with scopeErr) when the chain leads to a
+// SPIFFE authority that may not vouch for the leaf.
 func verifiedPeer(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) (peer *peerChain, scopeErr error) {
-	if len(verifiedChains) > 0 {
-		id, err := fromChains(verifiedChains)
-		if id == nil {
-			return nil, err
+	if len(rawCerts) > 0 {
+		if rec := verify.Lookup(rawCerts[0]); rec != nil {
+			return &peerChain{chain: rec.Chain, id: fromRecord(rec)}, nil
 		}
-		chain, _, _ := material.ScopeChains(verifiedChains) // the chain id was built from
-		return &peerChain{chain: chain, id: id}, nil
 	}
-	if len(rawCerts) == 0 {
+	if len(verifiedChains) == 0 {
 		return nil, nil
 	}
-	rec := material.LookupVerified(rawCerts[0])
-	if rec == nil {
-		return nil, nil
+	id, err := fromChains(verifiedChains)
+	if id == nil {
+		return nil, err
 	}
-	return &peerChain{chain: rec.Chain, id: fromRecord(rec)}, nil
+	chain, _, _ := verify.Scope(verifiedChains, x509.ExtKeyUsageClientAuth) // the chain id was built from
+	return &peerChain{chain: chain, id: id}, nil
 }
 
-// refusal logs a refusal (or, in shadow mode, what would be refused).
-func (v *Verifier) refusal(msg string, id *Identity, extra ...zap.Field) {
+// refusal logs and counts a refusal (or, in shadow mode, what would be
+// refused); reason is its class (a verify.Reason constant).
+func (v *Verifier) refusal(msg, reason string, id *Identity, extra ...zap.Field) {
 	if v.Shadow {
 		msg = "shadow: would refuse: " + msg
 		peerDecisions.WithLabelValues("verifier", "shadow").Inc()
+		verify.CountVerdict("peer", verify.VerdictShadow, reason)
 	} else {
 		msg = "refused TLS handshake: " + msg
 		peerDecisions.WithLabelValues("verifier", "refused").Inc()
+		verify.CountVerdict("peer", verify.VerdictRefused, reason)
 	}
 	if ce := v.logger.Check(zap.InfoLevel, msg); ce != nil {
-		ce.Write(append(identityFields(id), extra...)...)
+		ce.Write(append(append(identityFields(id), zap.String("reason", reason)), extra...)...)
 	}
 }
 

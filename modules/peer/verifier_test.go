@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/trustline/trustline/internal/testpki"
-	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 // handshake runs a real TLS handshake in which the server calls v as
@@ -178,7 +178,7 @@ func TestLiveTrustVerifiedLeaf(t *testing.T) {
 	if err := v.VerifyClientCertificate(raw, nil); err != errUnverified {
 		t.Fatalf("before live_trust verified it: %v", err)
 	}
-	material.RecordVerified(raw[0], &material.Verified{Chain: []*x509.Certificate{leaf.Cert, inter.Cert, ca.Cert}})
+	verify.Record(raw[0], &verify.Verified{Chain: []*x509.Certificate{leaf.Cert, inter.Cert, ca.Cert}})
 	if err := v.VerifyClientCertificate(raw, nil); err != nil {
 		t.Fatalf("after live_trust verified it: %v", err)
 	}

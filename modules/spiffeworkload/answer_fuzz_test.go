@@ -12,7 +12,6 @@ import (
 
 	"github.com/trustline/trustline/internal/testpki"
 	"github.com/trustline/trustline/modules/keystore"
-	"github.com/trustline/trustline/modules/material"
 )
 
 // FuzzAgentAnswer feeds the parts of a Workload API answer (the SVID's
@@ -71,13 +70,17 @@ func FuzzAgentAnswer(f *testing.F) {
 			if err != nil {
 				continue
 			}
-			for _, c := range anc.certs {
+			if !anc.SPIFFE() {
+				t.Fatal("a version of the agent's bundles is not scoped per trust domain")
+			}
+			for _, c := range anc.Certificates() {
 				if !c.IsCA {
 					t.Fatal("a pool holds a certificate that is not a CA")
 				}
-				if !slices.Contains(material.AnchorTrustDomains(c), td.Name()) {
-					t.Fatalf("anchor not scoped to %s", td.Name())
-				}
+			}
+			b, err := anc.GetX509BundleForTrustDomain(td)
+			if err != nil || !slices.ContainsFunc(anc.Certificates(), b.HasX509Authority) {
+				t.Fatalf("no authority scoped to %s: %v", td.Name(), err)
 			}
 		}
 	})

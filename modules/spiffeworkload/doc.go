@@ -4,7 +4,7 @@
 // X509-SVID and key, and a trust pool source
 // (tls.ca_pool.source.spiffe_workload) that serves the X.509 bundles the
 // agent streams, each trust domain's authorities scoped to that domain
-// (material.ScopeAnchors). Every module that names the same socket shares
+// (verify.Anchors). Every module that names the same socket shares
 // one agent connection (a caddy.UsagePool), across admin reloads too; the
 // last one out closes it.
 package spiffeworkload

@@ -16,23 +16,17 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 func init() {
 	caddy.RegisterModule(Pool{})
 }
 
-// anchors is one version of the pool: the pool crypto/tls verifies
-// against and the authorities it holds.
-type anchors struct {
-	pool  *x509.CertPool
-	certs []*x509.Certificate
-}
-
 // Pool trusts the X.509 bundles the SPIFFE Workload API (a SPIRE agent)
 // serves the workload: its own trust domain's and the federated ones,
 // optionally only those of TrustDomains. Each bundle's authorities vouch
-// only for SVIDs of their own trust domain (material.ScopeAnchors, read by
+// only for SVIDs of their own trust domain (verify.Anchors, read by
 // live_trust and every identity consumer). Bundle changes the agent
 // streams are in force for the next handshake of the consumers that read
 // the pool on every handshake (live_trust, the mtls transport); when the
@@ -52,7 +46,7 @@ type Pool struct {
 	// unreachable agent or a missing trust domain fails the load at once.
 	Wait caddy.Duration `json:"wait,omitempty"`
 
-	material.Held[*anchors]
+	material.Held[*verify.Anchors]
 	addr     string
 	agent    *agent
 	unlisten func()
@@ -101,18 +95,18 @@ func (p *Pool) Provision(ctx caddy.Context) error {
 	if len(names) > 0 {
 		name += " " + strings.Join(names, ",")
 	}
-	err = p.Acquire(ctx, material.Spec[*anchors]{
+	err = p.Acquire(ctx, material.Spec[*verify.Anchors]{
 		Kind: "spiffe_workload",
 		Name: name,
 		Key:  "spiffe_workload|pool|" + addr + "|" + strings.Join(names, ","),
 		// the agent's answers drive the reloads; this is a safety net
 		Poll: time.Minute,
-		Load: func() (*material.Loaded[*anchors], error) {
+		Load: func() (*material.Loaded[*verify.Anchors], error) {
 			anc, digest, err := bundleAnchors(a.current.Load(), tds)
 			if err != nil {
 				return nil, fmt.Errorf("the agent at %s: %w", addr, err)
 			}
-			return &material.Loaded[*anchors]{Value: anc, Certificates: anc.certs, Digest: digest}, nil
+			return &material.Loaded[*verify.Anchors]{Value: anc, Certificates: anc.Certificates(), Digest: digest}, nil
 		},
 	})
 	if err != nil {
@@ -125,9 +119,8 @@ func (p *Pool) Provision(ctx caddy.Context) error {
 
 // bundleAnchors builds one version of the pool from the agent's answer:
 // the bundles of tds (every bundle when tds is empty), each one's
-// authorities declared as its trust domain's only, before the version is
-// returned (and so before any handshake can verify against it).
-func bundleAnchors(x *workloadapi.X509Context, tds []spiffeid.TrustDomain) (*anchors, [32]byte, error) {
+// authorities vouching for its own trust domain only (verify.Anchors).
+func bundleAnchors(x *workloadapi.X509Context, tds []spiffeid.TrustDomain) (*verify.Anchors, [32]byte, error) {
 	var digest [32]byte
 	if x == nil || x.Bundles == nil {
 		return nil, digest, errors.New("no bundles yet")
@@ -145,7 +138,7 @@ func bundleAnchors(x *workloadapi.X509Context, tds []spiffeid.TrustDomain) (*anc
 		}
 	}
 	h := sha256.New()
-	var certs []*x509.Certificate
+	var domains []verify.Domain
 	for _, b := range bundles {
 		td := b.TrustDomain()
 		if len(tds) > 0 && !slices.Contains(tds, td) {
@@ -166,19 +159,14 @@ func bundleAnchors(x *workloadapi.X509Context, tds []spiffeid.TrustDomain) (*anc
 		for _, c := range auth {
 			h.Write(c.Raw)
 		}
-		// these authorities vouch for this trust domain's SVIDs only
-		material.ScopeAnchors(td.Name(), auth)
-		certs = append(certs, auth...)
+		domains = append(domains, verify.Domain{TrustDomain: td, Authorities: auth, Origin: "the agent's bundle of " + td.Name()})
 	}
-	if len(certs) == 0 {
-		return nil, digest, errors.New("no X.509 authorities")
-	}
-	pool := x509.NewCertPool()
-	for _, c := range certs {
-		pool.AddCert(c)
+	anc, err := verify.NewSPIFFEAnchors(domains)
+	if err != nil {
+		return nil, digest, err
 	}
 	copy(digest[:], h.Sum(nil))
-	return &anchors{pool: pool, certs: certs}, digest, nil
+	return anc, digest, nil
 }
 
 // trustDomain parses a trust domain name (or spiffe://<name>); a SPIFFE
@@ -201,7 +189,7 @@ func (p *Pool) CertPool() *x509.CertPool {
 	if p.Src == nil {
 		return nil
 	}
-	return p.Src.Current().pool
+	return p.Src.Current().CertPool()
 }
 
 // Certificates returns the current authorities; it implements
@@ -210,8 +198,20 @@ func (p *Pool) Certificates() []*x509.Certificate {
 	if p.Src == nil {
 		return nil
 	}
-	return p.Src.Current().certs
+	return p.Src.Current().Certificates()
 }
+
+// CurrentAnchors returns the current version (lock-free); it implements
+// verify.AnchorSource. Nil only when Provision failed.
+func (p *Pool) CurrentAnchors() *verify.Anchors {
+	if p.Src == nil {
+		return nil
+	}
+	return p.Src.Current()
+}
+
+// Version is the current version, as a value that changes at each update.
+func (p *Pool) Version() any { return p.Src.CurrentLoaded() }
 
 // OnChange runs f after each change of the bundles.
 func (p *Pool) OnChange(f func()) (cancel func()) { return p.Src.OnChange(f) }
@@ -273,4 +273,5 @@ var (
 	_ caddyfile.Unmarshaler        = (*Pool)(nil)
 	_ caddytls.CA                  = (*Pool)(nil)
 	_ caddytls.CertificateProvider = (*Pool)(nil)
+	_ verify.AnchorSource          = (*Pool)(nil)
 )

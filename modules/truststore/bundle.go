@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 func init() {
@@ -49,12 +50,12 @@ func (b *Bundle) Provision(ctx caddy.Context) error {
 	}
 	logger := ctx.Logger()
 	name := strings.Join(b.Paths, " ")
-	err := b.Acquire(ctx, material.Spec[*anchors]{
+	err := b.Acquire(ctx, material.Spec[*verify.Anchors]{
 		Kind:  "bundle",
 		Name:  name,
 		Key:   fmt.Sprintf("bundle|%q|%v", b.Paths, b.SystemRoots),
 		Watch: watchable(b.Paths),
-		Load: func() (*material.Loaded[*anchors], error) {
+		Load: func() (*material.Loaded[*verify.Anchors], error) {
 			// errors: the file and the reason; Provision's error and the
 			// reload log's kind and source name the bundle
 			files, err := material.ExpandPaths(b.Paths)
@@ -76,16 +77,11 @@ func (b *Bundle) Provision(ctx caddy.Context) error {
 				}
 				certs = append(certs, c...)
 			}
-			a := newAnchors(certs)
+			a := verify.NewAnchors(certs)
 			if b.SystemRoots {
-				sys, err := x509.SystemCertPool()
-				if err != nil {
-					return nil, fmt.Errorf("system roots: %w", err)
+				if a, err = verify.NewAnchorsWithSystemRoots(certs); err != nil {
+					return nil, err
 				}
-				for _, c := range certs {
-					sys.AddCert(c)
-				}
-				a.pool = sys
 			}
 			return loadedAnchors(a, digest, files), nil
 		},

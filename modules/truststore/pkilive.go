@@ -17,6 +17,7 @@ import (
 
 	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/material/castore"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 func init() {
@@ -68,14 +69,14 @@ func (p *PKILive) Provision(ctx caddy.Context) error {
 	storage := ctx.Storage()
 	var mu sync.Mutex
 	seen := map[string]*x509.Certificate{} // intermediates seen, by DER
-	err = p.Acquire(ctx, material.Spec[*anchors]{
+	err = p.Acquire(ctx, material.Spec[*verify.Anchors]{
 		Kind: "pki_live",
 		Name: p.Authority,
 		// keyed per config (by its storage value): a shared watcher must
 		// not outlive the storage of the config that created it
 		Key:  fmt.Sprintf("pki_live|%s|%p", p.Authority, storage),
 		Poll: time.Duration(p.PollInterval),
-		Load: func() (*material.Loaded[*anchors], error) {
+		Load: func() (*material.Loaded[*verify.Anchors], error) {
 			root, inters, err := readCA(storage, p.Authority, ca)
 			if err != nil {
 				return nil, fmt.Errorf("pki_live %s: %w", p.Authority, err)
@@ -94,7 +95,7 @@ func (p *PKILive) Provision(ctx caddy.Context) error {
 				}
 				certs = append(certs, c)
 			}
-			return loadedAnchors(newAnchors(certs), digestOf(certs), nil), nil
+			return loadedAnchors(verify.NewAnchors(certs), digestOf(certs), nil), nil
 		},
 	})
 	if err != nil {

@@ -9,14 +9,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
-
-// anchors is one version of a trust pool: the pool crypto/tls verifies
-// against, and the certificates it holds.
-type anchors struct {
-	pool  *x509.CertPool
-	certs []*x509.Certificate
-}
 
 // livePool is the part every trust pool source shares: the reloadable
 // anchors and their lifecycle. CertPool returns the current pool, so a
@@ -30,7 +24,7 @@ type anchors struct {
 // reload does not wait for them) gets the last good pool, where a nil one
 // would mean the system roots to crypto/x509.
 type livePool struct {
-	material.Held[*anchors]
+	material.Held[*verify.Anchors]
 }
 
 // CertPool returns the current pool (lock-free); it implements caddytls.CA.
@@ -39,7 +33,7 @@ func (lp *livePool) CertPool() *x509.CertPool {
 	if lp.Src == nil {
 		return nil
 	}
-	return lp.Src.Current().pool
+	return lp.Src.Current().CertPool()
 }
 
 // Certificates returns the current trust anchors; it implements
@@ -48,8 +42,22 @@ func (lp *livePool) Certificates() []*x509.Certificate {
 	if lp.Src == nil {
 		return nil
 	}
-	return lp.Src.Current().certs
+	return lp.Src.Current().Certificates()
 }
+
+// CurrentAnchors returns the current version (lock-free); it implements
+// verify.AnchorSource, so the live_trust verifier and the TLS client to
+// backends verify against it with its trust-domain scope. Nil only when
+// Provision failed.
+func (lp *livePool) CurrentAnchors() *verify.Anchors {
+	if lp.Src == nil {
+		return nil
+	}
+	return lp.Src.Current()
+}
+
+// Version is the current version, as a value that changes at each reload.
+func (lp *livePool) Version() any { return lp.Src.CurrentLoaded() }
 
 // OnChange runs f after each reload that changed the pool.
 func (lp *livePool) OnChange(f func()) (cancel func()) { return lp.Src.OnChange(f) }
@@ -73,18 +81,9 @@ func checkAnchors(certs []*x509.Certificate, logger *zap.Logger, origin string) 
 	return nil
 }
 
-// newAnchors builds the pool of checked anchors.
-func newAnchors(certs []*x509.Certificate) *anchors {
-	pool := x509.NewCertPool()
-	for _, c := range certs {
-		pool.AddCert(c)
-	}
-	return &anchors{pool: pool, certs: certs}
-}
-
 // loadedAnchors wraps anchors for the reloadable value.
-func loadedAnchors(a *anchors, digest [32]byte, files []string) *material.Loaded[*anchors] {
-	return &material.Loaded[*anchors]{Value: a, Certificates: a.certs, Digest: digest, Files: files}
+func loadedAnchors(a *verify.Anchors, digest [32]byte, files []string) *material.Loaded[*verify.Anchors] {
+	return &material.Loaded[*verify.Anchors]{Value: a, Certificates: a.Certificates(), Digest: digest, Files: files}
 }
 
 // digestOf identifies a set of certificates (sources that are not files).

@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 func init() {
@@ -94,13 +95,13 @@ func (s *SPIFFEBundle) Provision(ctx caddy.Context) error {
 	}
 	logger := ctx.Logger()
 	name := strings.Join(names, " ")
-	spec := material.Spec[*anchors]{
+	spec := material.Spec[*verify.Anchors]{
 		Kind:  "spiffe_bundle",
 		Name:  name,
 		Key:   fmt.Sprintf("spiffe_bundle|%+v|%v", s.Bundles, s.DefaultRefresh),
 		Watch: files,
-		Load: func() (*material.Loaded[*anchors], error) {
-			var certs []*x509.Certificate
+		Load: func() (*material.Loaded[*verify.Anchors], error) {
+			var domains []verify.Domain
 			h := sha256.New()
 			var refresh time.Duration
 			for i, b := range s.Bundles {
@@ -112,15 +113,18 @@ func (s *SPIFFEBundle) Provision(ctx caddy.Context) error {
 				if len(auth) == 0 {
 					return nil, fmt.Errorf("trust domain %s: the bundle has no X.509 authorities", tds[i].Name())
 				}
+				h.Write([]byte(tds[i].Name() + "\x00"))
 				for _, c := range auth {
 					h.Write(c.Raw)
 				}
 				if err := checkAnchors(auth, logger, tds[i].String()); err != nil {
 					return nil, fmt.Errorf("trust domain %s: %w", tds[i].Name(), err)
 				}
-				// these authorities vouch for this trust domain's SVIDs only
-				material.ScopeAnchors(tds[i].Name(), auth)
-				certs = append(certs, auth...)
+				origin := b.File
+				if origin == "" {
+					origin = b.URL
+				}
+				domains = append(domains, verify.Domain{TrustDomain: tds[i], Authorities: auth, Origin: origin})
 				if b.URL != "" {
 					hint := time.Duration(s.DefaultRefresh)
 					if rh, ok := bundle.RefreshHint(); ok && rh > 0 {
@@ -131,9 +135,14 @@ func (s *SPIFFEBundle) Provision(ctx caddy.Context) error {
 					}
 				}
 			}
+			// each authority vouches for its own trust domain's SVIDs only
+			a, err := verify.NewSPIFFEAnchors(domains)
+			if err != nil {
+				return nil, err
+			}
 			var digest [32]byte
 			copy(digest[:], h.Sum(nil))
-			l := loadedAnchors(newAnchors(certs), digest, nil)
+			l := loadedAnchors(a, digest, nil)
 			l.Refresh = refresh
 			return l, nil
 		},

@@ -1,6 +1,8 @@
 package truststore
 
 import (
+	"github.com/trustline/trustline/modules/verify"
+
 	"crypto/x509"
 	"testing"
 
@@ -42,7 +44,11 @@ func FuzzSPIFFEBundle(f *testing.F) {
 				t.Fatalf("a non-CA authority passed checkAnchors: %s", c.Subject)
 			}
 		}
-		_ = newAnchors(auth)
+		if len(auth) > 0 {
+			if _, err := verify.NewSPIFFEAnchors([]verify.Domain{{TrustDomain: td, Authorities: auth}}); err != nil {
+				t.Fatalf("accepted authorities refused as a version: %v", err)
+			}
+		}
 		bundle.RefreshHint()
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 func init() {
@@ -55,14 +56,14 @@ func (ts *TrustStore) Provision(ctx caddy.Context) error {
 	}
 	logger := ctx.Logger()
 	opts := material.StoreOptions{Password: password, Aliases: ts.Aliases}
-	err = ts.Acquire(ctx, material.Spec[*anchors]{
+	err = ts.Acquire(ctx, material.Spec[*verify.Anchors]{
 		Kind:  "truststore",
 		Name:  ts.Path,
 		Key:   "truststore|" + ts.Path + "|" + material.HashSecret(password) + "|" + strings.Join(ts.Aliases, ","),
 		Watch: []string{ts.Path},
 		// errors: the reason only; Provision's error and the reload
 		// log's kind and source name the truststore and its file
-		Load: func() (*material.Loaded[*anchors], error) {
+		Load: func() (*material.Loaded[*verify.Anchors], error) {
 			datas, digest, err := material.ReadFiles([]string{ts.Path})
 			if err != nil {
 				return nil, material.StoreFileError(err)
@@ -74,7 +75,7 @@ func (ts *TrustStore) Provision(ctx caddy.Context) error {
 			if err := checkAnchors(certs, logger, ts.Path); err != nil {
 				return nil, err
 			}
-			return loadedAnchors(newAnchors(certs), digest, nil), nil
+			return loadedAnchors(verify.NewAnchors(certs), digest, nil), nil
 		},
 	})
 	if err != nil {

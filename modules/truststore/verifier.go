@@ -15,7 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 func init() {
@@ -38,8 +38,10 @@ type LiveTrust struct {
 	// `tls.ca_pool.source.*` module; ours reload live). Required.
 	TrustPoolRaw json.RawMessage `json:"trust_pool,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
 
-	pool   caddytls.CA
-	logger *zap.Logger
+	pool     caddytls.CA
+	src      verify.AnchorSource // pool, when it is one of the suite's sources
+	unlisten func()
+	logger   *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -61,66 +63,110 @@ func (v *LiveTrust) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("live_trust: loading trust pool: %w", err)
 	}
 	v.pool = mod.(caddytls.CA)
+	if src, ok := mod.(verify.AnchorSource); ok {
+		v.src = src
+		// a pool change reaches open connections
+		logger := v.logger
+		v.unlisten = src.OnChange(func() { go verify.RecheckConns(logger) })
+		verify.TrackHTTPServers(ctx)
+	}
+	verify.RegisterMetrics(ctx)
 	return nil
 }
 
 // errNoPool refuses a handshake when the pool source has no current
 // version: x509.VerifyOptions with nil Roots would mean the system roots.
-var errNoPool = errors.New("live_trust: the trust pool has no current version; refusing the client certificate")
+var errNoPool = &verify.Refusal{Reason: verify.ReasonNoPool,
+	Err: errors.New("live_trust: the trust pool has no current version; refusing the client certificate")}
+
+// current is the pool version to verify against now: the suite's own
+// source's current Anchors (with its trust-domain scope), or a plain
+// version over another source's current pool (chains are still scoped:
+// Caddy's `combined` pool may hold a SPIFFE source of ours).
+func (v *LiveTrust) current() *verify.Anchors {
+	if v.src != nil {
+		return v.src.CurrentAnchors()
+	}
+	if pool := v.pool.CertPool(); pool != nil {
+		return verify.PoolAnchors(pool)
+	}
+	return nil
+}
 
 // VerifyClientCertificate verifies the presented chain (rawCerts: the leaf,
-// then the intermediates the client sent) against the current pool, for
-// the clientAuth usage. A chain that leads to a SPIFFE bundle's authority
-// must end in an X509-SVID of that authority's own trust domain
-// (material.ScopeChains). The chain that verification returned, anchor
-// included, is recorded for this connection (material.RecordVerified):
-// it, and never the presented chain, is what the peer identity, the
-// revocation checks and the forwarded headers read.
+// then the intermediates the client sent) against the current version of
+// the pool, for the clientAuth usage, within the trust domain of a SPIFFE
+// authority (verify.Anchors.Verify). The chain that verification
+// returned, anchor included, is recorded for this connection
+// (verify.Record): it, and never the presented chain, is what the peer
+// identity, the revocation checks and the forwarded headers read. The
+// record depends on the pool's version: when the pool changes, an open
+// connection whose chain no longer verifies loses its identity and is
+// closed (verify.RecheckConns).
 func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 	if len(rawCerts) == 0 {
-		return errors.New("no client certificate")
+		return v.refused(nil, &verify.Refusal{Reason: verify.ReasonNoCertificate, Err: errors.New("no client certificate")})
 	}
-	roots := v.pool.CertPool()
-	if roots == nil {
-		v.logger.Error("client certificate refused", zap.Error(errNoPool))
+	anchors := v.current()
+	if anchors == nil {
+		v.logger.Error("client certificate refused", zap.String("reason", errNoPool.Reason), zap.Error(errNoPool))
+		verify.CountVerdict("live_trust", verify.VerdictRefused, errNoPool.Reason)
 		return errNoPool
 	}
-	leaf, err := material.ParseCertificate(rawCerts[0])
+	leaf, err := verify.ParseCertificate(rawCerts[0])
 	if err != nil {
-		return fmt.Errorf("client certificate: %w", err)
+		return v.refused(nil, &verify.Refusal{Reason: verify.ReasonMalformed, Err: fmt.Errorf("client certificate: %w", err)})
 	}
-	opts := x509.VerifyOptions{
-		Roots:       roots,
-		CurrentTime: time.Now(),
-		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if len(rawCerts) > 1 {
-		opts.Intermediates = x509.NewCertPool()
-		for _, raw := range rawCerts[1:] {
-			c, err := material.ParseCertificate(raw)
-			if err != nil {
-				return fmt.Errorf("client chain: %w", err)
-			}
-			opts.Intermediates.AddCert(c)
+	var inters []*x509.Certificate
+	for _, raw := range rawCerts[1:] {
+		c, err := verify.ParseCertificate(raw)
+		if err != nil {
+			return v.refused(leaf, &verify.Refusal{Reason: verify.ReasonMalformed, Err: fmt.Errorf("client chain: %w", err)})
 		}
+		inters = append(inters, c)
 	}
-	chains, err := leaf.Verify(opts)
-	var chain []*x509.Certificate
-	var td string
-	if err == nil {
-		chain, td, err = material.ScopeChains(chains)
-	}
+	chain, td, err := anchors.Verify(leaf, inters, x509.ExtKeyUsageClientAuth, time.Now())
 	if err != nil {
-		if ce := v.logger.Check(zapcore.InfoLevel, "client certificate refused"); ce != nil {
-			ce.Write(zap.String("subject", leaf.Subject.String()),
+		return v.refused(leaf, err)
+	}
+	verify.Remember(chain[:len(chain)-1])
+	rec := &verify.Verified{Chain: chain, TrustDomain: td}
+	if v.src != nil {
+		rec.DependOn(v.src.Version, v.recheck)
+	}
+	verify.Record(rawCerts[0], rec)
+	verify.CountVerdict("live_trust", verify.VerdictAdmitted, "")
+	return nil
+}
+
+// recheck verifies a recorded chain again against the pool's current
+// version, after the pool changed.
+func (v *LiveTrust) recheck(chain []*x509.Certificate) error {
+	_, _, err := v.src.CurrentAnchors().Verify(chain[0], chain[1:len(chain)-1], x509.ExtKeyUsageClientAuth, time.Now())
+	return err
+}
+
+// refused logs and counts a refusal; leaf may be nil.
+func (v *LiveTrust) refused(leaf *x509.Certificate, err error) error {
+	reason := verify.ReasonOf(err)
+	verify.CountVerdict("live_trust", verify.VerdictRefused, reason)
+	if ce := v.logger.Check(zapcore.InfoLevel, "client certificate refused"); ce != nil {
+		fields := []zap.Field{zap.String("reason", reason)}
+		if leaf != nil {
+			fields = append(fields, zap.String("subject", leaf.Subject.String()),
 				zap.String("issuer", leaf.Issuer.String()),
-				zap.String("serial", leaf.SerialNumber.String()),
-				zap.Error(err))
+				zap.String("serial", leaf.SerialNumber.Text(16)))
 		}
-		return err
+		ce.Write(append(fields, zap.Error(err))...)
 	}
-	material.Remember(chain[:len(chain)-1])
-	material.RecordVerified(rawCerts[0], &material.Verified{Chain: chain, TrustDomain: td})
+	return err
+}
+
+// Cleanup stops following the pool's changes.
+func (v *LiveTrust) Cleanup() error {
+	if v.unlisten != nil {
+		v.unlisten()
+	}
 	return nil
 }
 
@@ -188,6 +234,7 @@ func PoolSourceNames() []string {
 // Interface guards
 var (
 	_ caddy.Provisioner                  = (*LiveTrust)(nil)
+	_ caddy.CleanerUpper                 = (*LiveTrust)(nil)
 	_ caddyfile.Unmarshaler              = (*LiveTrust)(nil)
 	_ caddytls.ClientCertificateVerifier = (*LiveTrust)(nil)
 )

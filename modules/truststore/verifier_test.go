@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/trustline/trustline/internal/testpki"
-	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 // staticPool stands in for a pool source; the live sources are exercised
@@ -49,7 +49,7 @@ func TestLiveTrustAndVerifiedLeaf(t *testing.T) {
 	v := &LiveTrust{pool: staticPool{trusted.Pool()}, logger: zap.NewNop()}
 
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if rec := material.LookupVerified(r.TLS.PeerCertificates[0].Raw); rec != nil {
+		if rec := verify.Lookup(r.TLS.PeerCertificates[0].Raw); rec != nil {
 			fmt.Fprintf(w, "verified %s %s", rec.Chain[0].Subject.CommonName, r.Proto)
 			return
 		}

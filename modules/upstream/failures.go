@@ -2,12 +2,10 @@ package upstream
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"net"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,27 +13,31 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 // The reasons an upstream TLS handshake fails, as logged (field `reason`)
 // and counted (label `reason` of trustline_upstream_handshake_failures_total).
+// Our verification of the backend's certificate speaks the suite's one
+// vocabulary of chain refusals (modules/verify).
 const (
 	// Our verification of the backend's certificate:
-	ReasonUnknownAuthority = "unknown_authority" // not issued by the trust pool
-	ReasonNameMismatch     = "name_mismatch"     // not valid for the server name
-	ReasonExpired          = "expired"           // backend certificate expired
-	ReasonNotYetValid      = "not_yet_valid"     // backend certificate not valid yet
-	ReasonBadUsage         = "bad_usage"         // no serverAuth extended key usage
-	ReasonIdentityMismatch = "identity_mismatch" // not one of upstream_identity
-	ReasonNoCertificate    = "no_certificate"    // the backend sent none
-	ReasonNoServerName     = "no_server_name"    // nothing to verify the name against
+	ReasonUnknownAuthority = verify.ReasonUnknownAuthority // not issued by the trust pool
+	ReasonNameMismatch     = verify.ReasonNameMismatch     // not valid for the server name
+	ReasonExpired          = verify.ReasonExpired          // backend certificate expired
+	ReasonNotYetValid      = verify.ReasonNotYetValid      // backend certificate not valid yet
+	ReasonBadUsage         = verify.ReasonBadUsage         // no serverAuth extended key usage
+	ReasonTrustDomain      = verify.ReasonTrustDomain      // a SPIFFE authority vouching outside its trust domain
+	ReasonIdentityMismatch = "identity_mismatch"           // not one of upstream_identity
+	ReasonNoCertificate    = verify.ReasonNoCertificate    // the backend sent none
+	ReasonNoServerName     = "no_server_name"              // nothing to verify the name against
 	// The backend's verdict on ours, from the TLS alert it sent:
 	ReasonCertificateRequired = "certificate_required" // it wanted one, we had none
 	ReasonBadCertificate      = "bad_certificate"      // it refused ours (bad certificate, unknown CA, expired, ...)
 	ReasonAlert               = "alert"                // another alert (handshake failure, protocol version, ...)
 	// Neither:
 	ReasonTimeout = "timeout"
-	ReasonOther   = "other"
+	ReasonOther   = verify.ReasonOther
 )
 
 // verifyError is a failed verification of the backend's certificate.
@@ -81,7 +83,7 @@ func Classify(err error) (reason, alert string) {
 	if errors.As(err, &he) {
 		return he.Reason, he.Alert
 	}
-	if r := x509Reason(err); r != "" {
+	if r := verify.ReasonOf(err); r != "" {
 		return r, ""
 	}
 	if alert = remoteAlert(err); alert != "" {
@@ -125,32 +127,6 @@ func remoteAlert(err error) string {
 				return a
 			}
 		}
-	}
-	return ""
-}
-
-// x509Reason classifies a chain verification error.
-func x509Reason(err error) string {
-	var ua x509.UnknownAuthorityError
-	if errors.As(err, &ua) {
-		return ReasonUnknownAuthority
-	}
-	var hn x509.HostnameError
-	if errors.As(err, &hn) {
-		return ReasonNameMismatch
-	}
-	var ci x509.CertificateInvalidError
-	if errors.As(err, &ci) {
-		switch ci.Reason {
-		case x509.Expired:
-			if ci.Cert != nil && time.Now().Before(ci.Cert.NotBefore) {
-				return ReasonNotYetValid
-			}
-			return ReasonExpired
-		case x509.IncompatibleUsage:
-			return ReasonBadUsage
-		}
-		return ReasonUnknownAuthority
 	}
 	return ""
 }

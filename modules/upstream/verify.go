@@ -11,7 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 // Pins are the identities a backend may hold (upstream_identity): exact
@@ -117,42 +117,32 @@ func (l *LiveTLS) Verify(cs tls.ConnectionState, serverName string) error {
 	if len(certs) == 0 {
 		return &verifyError{ReasonNoCertificate, errors.New("the backend sent no certificate")}
 	}
-	roots := l.roots // static: nil means the system roots
-	if l.Pool != nil {
-		if roots = l.Pool.CertPool(); roots == nil {
-			// a live pool that holds nothing: fail closed
-			return &verifyError{ReasonUnknownAuthority, errors.New("the trust pool holds no certificate")}
-		}
+	anchors := verify.PoolAnchors(l.roots) // static: nil means the system roots
+	if src, ok := l.Pool.(verify.AnchorSource); ok {
+		anchors = src.CurrentAnchors()
+	} else if l.Pool != nil {
+		anchors = verify.PoolAnchors(l.Pool.CertPool())
 	}
-	opts := x509.VerifyOptions{
-		Roots:       roots,
-		CurrentTime: time.Now(),
-		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	if anchors == nil || (l.Pool != nil && anchors.CertPool() == nil) {
+		// a live pool that holds nothing: fail closed
+		return &verifyError{ReasonUnknownAuthority, errors.New("the trust pool holds no certificate")}
 	}
 	if l.Pins.empty() {
 		if serverName == "" {
 			return &verifyError{ReasonNoServerName, errors.New("no server name to verify the backend's certificate against: set tls_server_name or upstream_identity")}
 		}
-		opts.DNSName = serverName
-	}
-	if len(certs) > 1 {
-		opts.Intermediates = x509.NewCertPool()
-		for _, c := range certs[1:] {
-			opts.Intermediates.AddCert(c)
+		if err := certs[0].VerifyHostname(serverName); err != nil {
+			return &verifyError{ReasonNameMismatch, &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: err}}
 		}
 	}
-	chains, err := certs[0].Verify(opts)
-	if err != nil {
-		reason := x509Reason(err)
+	// an authority of a SPIFFE bundle vouches for its own trust domain's
+	// SVIDs only: a federated partner's CA cannot stand in for our backend
+	if _, _, err := anchors.Verify(certs[0], certs[1:], x509.ExtKeyUsageServerAuth, time.Now()); err != nil {
+		reason := verify.ReasonOf(err)
 		if reason == "" {
 			reason = ReasonOther
 		}
 		return &verifyError{reason, &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: err}}
-	}
-	// an authority of a SPIFFE bundle vouches for its own trust domain's
-	// SVIDs only: a federated partner's CA cannot stand in for our backend
-	if _, _, err := material.ScopeChains(chains); err != nil {
-		return &verifyError{ReasonIdentityMismatch, err}
 	}
 	if !l.Pins.empty() {
 		if err := l.Pins.match(certs[0]); err != nil {

@@ -1,4 +1,4 @@
-package material
+package verify
 
 import (
 	"crypto/x509"
@@ -21,14 +21,14 @@ func TestVerifiedRecordBelongsToItsBuffer(t *testing.T) {
 	rec := &Verified{Chain: []*x509.Certificate{leaf.Cert, ca.Cert}}
 
 	buf := append([]byte(nil), der...)
-	RecordVerified(buf, rec)
-	if LookupVerified(buf) != rec {
+	Record(buf, rec)
+	if Lookup(buf) != rec {
 		t.Fatal("the recorded buffer is not verified")
 	}
-	if LookupVerified(buf[:len(buf):len(buf)]) != rec {
+	if Lookup(buf[:len(buf):len(buf)]) != rec {
 		t.Fatal("another slice header of the same buffer is not verified")
 	}
-	if LookupVerified(append([]byte(nil), der...)) != nil {
+	if Lookup(append([]byte(nil), der...)) != nil {
 		t.Fatal("a copy of the same bytes is verified")
 	}
 	runtime.KeepAlive(buf)
@@ -37,7 +37,7 @@ func TestVerifiedRecordBelongsToItsBuffer(t *testing.T) {
 	for range 50 {
 		first := append([]byte(nil), der...)
 		addr := uintptr(unsafe.Pointer(&first[0]))
-		RecordVerified(first, rec)
+		Record(first, rec)
 		first = nil
 		runtime.GC()
 		later := make([][]byte, 200)
@@ -46,7 +46,7 @@ func TestVerifiedRecordBelongsToItsBuffer(t *testing.T) {
 			if uintptr(unsafe.Pointer(&later[i][0])) == addr {
 				reused++
 			}
-			if LookupVerified(later[i]) != nil {
+			if Lookup(later[i]) != nil {
 				t.Fatalf("a later buffer with the same bytes is reported verified (same address: %v)",
 					uintptr(unsafe.Pointer(&later[i][0])) == addr)
 			}
@@ -60,14 +60,14 @@ func TestVerifiedRecordBelongsToItsBuffer(t *testing.T) {
 func TestVerifiedRecordsAreCollected(t *testing.T) {
 	ca := testpki.NewCA(t, "root")
 	leaf := ca.Issue(t, testpki.ClientOnly())
-	before := verifiedLive.Load()
+	before := recordsLive.Load()
 	for range 500 {
-		RecordVerified(append([]byte(nil), leaf.Cert.Raw...), &Verified{Chain: []*x509.Certificate{leaf.Cert}})
+		Record(append([]byte(nil), leaf.Cert.Raw...), &Verified{Chain: []*x509.Certificate{leaf.Cert}})
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for verifiedLive.Load()-before > 10 {
+	for recordsLive.Load()-before > 10 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d records still live after their buffers were dropped", verifiedLive.Load()-before)
+			t.Fatalf("%d records still live after their buffers were dropped", recordsLive.Load()-before)
 		}
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)

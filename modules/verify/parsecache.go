@@ -1,4 +1,4 @@
-package material
+package verify
 
 import (
 	"crypto/sha256"

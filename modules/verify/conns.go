@@ -1,0 +1,123 @@
+package verify
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"weak"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// A trust change reaches open connections. Crypto/tls verifies a peer
+// once, at the handshake, and Caddy's HTTP servers have no maximum
+// connection age, so without this a client admitted over a keep-alive
+// connection would keep its access after its certificate was revoked or
+// its CA removed. Connections whose peer was verified by the suite are
+// tracked from their first request (the handshake is then complete) to
+// their close; when material a verdict depended on changes, RecheckConns
+// re-checks each tracked connection's record (a version compare, unless
+// its own material changed) and closes those whose verdict no longer
+// holds. Identity consumers (peer.FromState) re-check on every read too,
+// so a request never sees the identity of a connection that lost it,
+// whatever the protocol (HTTP/3 connections, which Caddy's connection
+// hooks do not cover, included).
+
+// tracked holds the connections being tracked (a sync.Map: on HTTP/1.1
+// every request of a tracked connection looks it up, and a hit takes no
+// lock).
+var tracked sync.Map // *tls.Conn -> struct{}
+
+// TrackConn tracks c, a TLS connection whose handshake is complete, until
+// Untrack. Tracking a tracked connection again does nothing.
+func TrackConn(c *tls.Conn) {
+	if _, ok := tracked.Load(c); !ok {
+		tracked.Store(c, struct{}{})
+	}
+}
+
+// UntrackConn stops tracking c.
+func UntrackConn(c *tls.Conn) { tracked.Delete(c) }
+
+// recheckMu makes re-check walks one at a time: a burst of changes (the
+// sources of one reload) gives walks in turn, never in parallel.
+var recheckMu sync.Mutex
+
+// RecheckConns re-checks every tracked connection's verification and
+// closes those whose verdict no longer holds, logging each with the
+// reason. Material sources call it (in a goroutine of their own) after a
+// change.
+func RecheckConns(logger *zap.Logger) {
+	recheckMu.Lock()
+	defer recheckMu.Unlock()
+	tracked.Range(func(k, _ any) bool {
+		recheckConn(k.(*tls.Conn), logger)
+		return true
+	})
+}
+
+func recheckConn(c *tls.Conn, logger *zap.Logger) {
+	cs := c.ConnectionState()
+	if len(cs.PeerCertificates) == 0 {
+		return
+	}
+	rec := Lookup(cs.PeerCertificates[0].Raw)
+	if rec == nil {
+		return
+	}
+	err := rec.Recheck()
+	if err == nil {
+		return
+	}
+	leaf := rec.Chain[0]
+	logger.Info("connection closed: its peer's verification no longer holds",
+		zap.String("remote_addr", c.RemoteAddr().String()),
+		zap.String("subject", leaf.Subject.String()),
+		zap.String("serial", leaf.SerialNumber.Text(16)),
+		zap.String("reason", ReasonOf(err)),
+		zap.Error(err))
+	countVerdict("recheck", VerdictRefused, ReasonOf(err))
+	UntrackConn(c)
+	_ = c.Close()
+}
+
+// trackedServers are the HTTP servers whose connections are tracked, so
+// that each config's servers get one hook however many verifiers ask.
+var trackedServers sync.Map // weak.Pointer[caddyhttp.Server] -> struct{}
+
+// TrackHTTPServers tracks the TLS connections of the HTTP servers of the
+// config being provisioned (through Caddy's public connection-state
+// hook), from their first request to their close. Verifiers call it in
+// Provision; it does nothing when the config has no http app.
+func TrackHTTPServers(ctx caddy.Context) {
+	appIface, err := ctx.AppIfConfigured("http")
+	if err != nil {
+		return
+	}
+	app, ok := appIface.(*caddyhttp.App)
+	if !ok {
+		return
+	}
+	for _, srv := range app.Servers {
+		if _, loaded := trackedServers.LoadOrStore(weak.Make(srv), struct{}{}); loaded {
+			continue
+		}
+		runtime.AddCleanup(srv, func(k weak.Pointer[caddyhttp.Server]) { trackedServers.Delete(k) }, weak.Make(srv))
+		srv.RegisterConnState(func(c net.Conn, state http.ConnState) {
+			tc, ok := c.(*tls.Conn)
+			if !ok {
+				return
+			}
+			switch state {
+			case http.StateActive:
+				TrackConn(tc)
+			case http.StateClosed, http.StateHijacked:
+				UntrackConn(tc)
+			}
+		})
+	}
+}

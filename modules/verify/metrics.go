@@ -1,0 +1,41 @@
+package verify
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+// The verdicts counted in trustline_client_verdicts_total.
+const (
+	VerdictAdmitted = "admitted"
+	VerdictRefused  = "refused"
+	// VerdictShadow: a shadow-mode rule would have refused.
+	VerdictShadow = "shadow"
+)
+
+// verdicts counts every verdict the suite's verifiers reach on a peer's
+// certificate, so that "clients suddenly failing mTLS" is one alert:
+// by verifier (live_trust, peer: at the handshake; recheck: an open
+// connection closed after a trust change), verdict and reason (a Reason
+// constant; "" for admitted).
+var verdicts = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "trustline_client_verdicts_total",
+	Help: "Verdicts of the suite's client certificate verifiers, by verifier (live_trust, peer, recheck), verdict (admitted, refused, shadow) and reason.",
+}, []string{"verifier", "verdict", "reason"})
+
+// CountVerdict counts one verdict; reason is a Reason constant, "" for an
+// admitted peer.
+func CountVerdict(verifier, verdict, reason string) {
+	countVerdict(verifier, verdict, reason)
+}
+
+func countVerdict(verifier, verdict, reason string) {
+	verdicts.WithLabelValues(verifier, verdict, reason).Inc()
+}
+
+// RegisterMetrics adds the verdict counter to ctx's metrics registry.
+func RegisterMetrics(ctx caddy.Context) {
+	material.RegisterCollectors(ctx, "verify", verdicts)
+}

@@ -1,0 +1,176 @@
+package verify
+
+import (
+	"crypto/x509"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+	"weak"
+)
+
+// A verifier that runs outside crypto/tls's own chain building (the
+// live_trust verifier: crypto/tls runs in RequireAnyClientCert mode,
+// because Caddy hands crypto/tls a trust pool only once) leaves
+// ConnectionState.VerifiedChains empty. It hands its result, the chain
+// verification returned (trust anchor included), to every later consumer
+// of the same connection through Record and Lookup; so does a verifier
+// whose verdict depends on material that changes (the revocation checks
+// of `verifier peer`).
+//
+// A record belongs to its handshake: it is keyed by a weak pointer to the
+// leaf's DER bytes, the very buffer crypto/tls parsed this handshake's
+// certificates from. Every later ConnectionState of the connection
+// (r.TLS in net/http, caddy-l4's connection states, Caddy's verifiers)
+// points at that same buffer through PeerCertificates[0].Raw. A weak
+// pointer names one object, not an address: a later handshake whose
+// buffer happens to land at the same address, with the same bytes, gets a
+// different key, so a record never outlives its buffer's object and never
+// vouches for another connection. A runtime cleanup removes it when the
+// buffer is collected, i.e. when the connection is gone.
+
+// Verified is one verification of a peer's chain, and what its verdict
+// depends on. Chain and TrustDomain are immutable once recorded.
+type Verified struct {
+	// Chain is the chain that verification returned: the leaf first, then
+	// its issuers up to and including the trust anchor. Never the
+	// certificates the peer merely presented.
+	Chain []*x509.Certificate
+	// TrustDomain is the SPIFFE trust domain whose bundle holds the anchor
+	// (the leaf's SPIFFE ID is then of that domain); empty when the anchor
+	// is a plain CA.
+	TrustDomain string
+
+	memo    atomic.Value
+	deps    atomic.Pointer[[]*dependency]
+	mu      sync.Mutex // serializes DependOn and re-checks
+	refused atomic.Pointer[Refusal]
+}
+
+// dependency is material the verdict was reached with: a re-check runs
+// when its version is no longer the one the verdict saw.
+type dependency struct {
+	version func() any
+	check   func(chain []*x509.Certificate) error
+	seen    atomic.Value // boxed version
+}
+
+type boxed struct{ v any }
+
+// Memo returns what a consumer derived from the record with SetMemo (the
+// peer identity), or nil.
+func (v *Verified) Memo() any { return v.memo.Load() }
+
+// SetMemo stores m unless a memo is already set, and returns the memo in
+// force: concurrent builders agree on one value.
+func (v *Verified) SetMemo(m any) any {
+	if v.memo.CompareAndSwap(nil, m) {
+		return m
+	}
+	return v.memo.Load()
+}
+
+// DependOn says the verdict holds as long as check passes for the
+// material version() returns: a pointer (or any comparable value) that
+// changes whenever the material does. The version now is the one the
+// verdict saw. version must be cheap: Recheck calls it on every request.
+func (v *Verified) DependOn(version func() any, check func(chain []*x509.Certificate) error) {
+	d := &dependency{version: version, check: check}
+	d.seen.Store(boxed{version()})
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var deps []*dependency
+	if p := v.deps.Load(); p != nil {
+		deps = append(deps, *p...)
+	}
+	deps = append(deps, d)
+	v.deps.Store(&deps)
+}
+
+// Recheck tells whether the verdict still holds: while the material is
+// unchanged it is a version compare per dependency; when some material
+// changed, its check runs again on the recorded chain. A failure is final
+// (a *Refusal): the connection has lost its verification.
+func (v *Verified) Recheck() error {
+	if r := v.refused.Load(); r != nil {
+		return r
+	}
+	p := v.deps.Load()
+	if p == nil {
+		return nil
+	}
+	for _, d := range *p {
+		if d.seen.Load().(boxed).v == d.version() {
+			continue
+		}
+		return v.recheckSlow()
+	}
+	return nil
+}
+
+func (v *Verified) recheckSlow() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if r := v.refused.Load(); r != nil {
+		return r
+	}
+	for _, d := range *v.deps.Load() {
+		now := d.version()
+		if d.seen.Load().(boxed).v == now {
+			continue
+		}
+		if err := d.check(v.Chain); err != nil {
+			r, ok := err.(*Refusal)
+			if !ok {
+				r = refuse(ReasonOf(err), err)
+				if r.Reason == "" {
+					r.Reason = ReasonOther
+				}
+			}
+			v.refused.Store(r)
+			return r
+		}
+		d.seen.Store(boxed{now})
+	}
+	return nil
+}
+
+var (
+	records     sync.Map     // weak.Pointer[byte] -> *Verified
+	recordsLive atomic.Int64 // records not yet cleaned up, for tests
+)
+
+// Record records v as the verification of the handshake whose leaf DER
+// is leafRaw: the very slice crypto/tls handed the verifier
+// (PeerCertificates[0].Raw), not a copy. A later record for the same
+// handshake replaces it.
+func Record(leafRaw []byte, v *Verified) {
+	if len(leafRaw) == 0 || v == nil || len(v.Chain) == 0 {
+		return
+	}
+	p := unsafe.SliceData(leafRaw)
+	key := weak.Make(p)
+	if _, loaded := records.Swap(key, v); !loaded {
+		recordsLive.Add(1)
+		runtime.AddCleanup(p, func(k weak.Pointer[byte]) {
+			records.Delete(k)
+			recordsLive.Add(-1)
+		}, key)
+	}
+	runtime.KeepAlive(leafRaw)
+}
+
+// Lookup returns the verification recorded for the handshake whose leaf
+// DER is leafRaw (PeerCertificates[0].Raw of any ConnectionState of that
+// connection), or nil.
+func Lookup(leafRaw []byte) *Verified {
+	if len(leafRaw) == 0 {
+		return nil
+	}
+	v, ok := records.Load(weak.Make(unsafe.SliceData(leafRaw)))
+	runtime.KeepAlive(leafRaw)
+	if !ok {
+		return nil
+	}
+	return v.(*Verified)
+}

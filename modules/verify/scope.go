@@ -1,0 +1,76 @@
+package verify
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// ScopeError says why a verified chain whose anchor is a SPIFFE authority
+// does not vouch for its leaf.
+type ScopeError struct {
+	// AnchorDomain is the trust domain of the chain's anchor.
+	AnchorDomain spiffeid.TrustDomain
+	// Reason says what is wrong with the leaf.
+	Reason string
+}
+
+func (e *ScopeError) Error() string {
+	return fmt.Sprintf("the chain leads to a SPIFFE authority of trust domain %s, %s", e.AnchorDomain.Name(), e.Reason)
+}
+
+// Scope picks, among chains verified elsewhere (crypto/tls with a flat
+// pool; each chain the leaf first and its anchor last), the first whose
+// anchor may vouch for the leaf, and returns it with the trust domain of
+// its anchor ("" for a plain CA). An authority of a SPIFFE version
+// vouches only for an X509-SVID (SVID, for usage) of its own trust
+// domain; a plain CA vouches for any leaf. The error is a *Refusal
+// (ReasonTrustDomain).
+func Scope(chains [][]*x509.Certificate, usage x509.ExtKeyUsage) ([]*x509.Certificate, string, error) {
+	var first error
+	for _, chain := range chains {
+		if len(chain) == 0 {
+			continue
+		}
+		td, spiffe := authorityDomain(chain[len(chain)-1])
+		if !spiffe {
+			return chain, "", nil
+		}
+		id, err := SVID(chain[0], usage)
+		if err == nil && td != conflicting && id.TrustDomain() == td {
+			return chain, td.Name(), nil
+		}
+		if first == nil {
+			first = refuse(ReasonTrustDomain, &ScopeError{AnchorDomain: td, Reason: scopeReason(chain[0], td, err)})
+		}
+	}
+	if first == nil {
+		return nil, "", refuse(ReasonUnknownAuthority, errors.New("no verified chain"))
+	}
+	return nil, "", first
+}
+
+// scopeReason says why an authority of td does not vouch for leaf, whose
+// SVID check gave err.
+func scopeReason(leaf *x509.Certificate, td spiffeid.TrustDomain, err error) string {
+	switch id, idErr := SVID(leaf, x509.ExtKeyUsageAny); {
+	case td == conflicting:
+		return "which two trust domains claim"
+	case idErr != nil:
+		return "but the leaf is no X509-SVID (" + idErr.Error() + ")"
+	case id.TrustDomain() != td:
+		return "but the leaf's SPIFFE ID " + id.String() + " is of trust domain " + id.TrustDomain().Name() + ": an authority vouches only for its own trust domain"
+	case err != nil:
+		return "but the leaf is no X509-SVID (" + err.Error() + ")"
+	default:
+		return "but the leaf does not verify under it"
+	}
+}
+
+// certName names a certificate in errors and logs: its subject and its
+// serial in hex.
+func certName(c *x509.Certificate) string {
+	return fmt.Sprintf("%q (serial %s)", c.Subject.String(), c.SerialNumber.Text(16))
+}
