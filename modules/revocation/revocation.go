@@ -569,7 +569,7 @@ func (r *Revocation) UnmarshalOption(d *caddyfile.Dispenser, directive string) (
 			return true, d.Errf("%s: duplicate option '%s'", directive, opt)
 		}
 		*v = caddy.Duration(dur)
-	case "ocsp", "ocsp_responder", "ocsp_fetch_timeout", "ocsp_cache", "ocsp_soft_fail":
+	case "ocsp", "ocsp_responder", "ocsp_fetch_timeout", "ocsp_cache", "ocsp_max_age", "ocsp_soft_fail":
 		if r.OCSP == nil {
 			r.OCSP = new(OCSP)
 		}
@@ -588,7 +588,7 @@ func (r *Revocation) ValidateCaddyfile(d *caddyfile.Dispenser, directive string)
 	}
 
 	if r.OCSP != nil && !r.OCSP.enabled {
-		return d.Errf("%s: ocsp_responder, ocsp_fetch_timeout, ocsp_cache and ocsp_soft_fail need ocsp: add `ocsp` (whole chain) or `ocsp leaf`", directive)
+		return d.Errf("%s: ocsp_responder, ocsp_fetch_timeout, ocsp_cache, ocsp_max_age and ocsp_soft_fail need ocsp: add `ocsp` (whole chain) or `ocsp leaf`", directive)
 	}
 	return nil
 }
