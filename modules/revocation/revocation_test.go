@@ -39,8 +39,8 @@ func TestRevocationFiles(t *testing.T) {
 	week := time.Now().Add(7 * 24 * time.Hour)
 	// one file holding the intermediate's CRL (bob revoked) and the root's
 	file := testpki.WriteFile(t, dir, "crls.pem", revocationtest.PEM(revocationtest.CRL(t, inter, week, bob.Cert), revocationtest.CRL(t, root, week)))
-	r := &Revocation{CRLFiles: []string{file}, Refresh: caddy.Duration(20 * time.Millisecond)}
-	provisionRevocation(t, r)
+	r := &Revocation{CRLFiles: []string{file}}
+	_, metrics := provisionObserved(t, r)
 
 	chain := func(l *testpki.Leaf) []*x509.Certificate { return []*x509.Certificate{l.Cert, inter.Cert, root.Cert} }
 	if err := r.check(chain(alice)); err != nil {
@@ -52,7 +52,7 @@ func TestRevocationFiles(t *testing.T) {
 	}
 
 	// the file changes: the root revokes the intermediate; picked up by
-	// the refresh loop, everyone under it is refused
+	// the watcher, everyone under it is refused
 	testpki.WriteFile(t, dir, "crls.pem", revocationtest.PEM(revocationtest.CRL(t, inter, week), revocationtest.CRL(t, root, week, inter.Cert)))
 	waitFor(t, "intermediate revoked after the file changed", func() bool {
 		err := r.check(chain(alice))
@@ -62,11 +62,13 @@ func TestRevocationFiles(t *testing.T) {
 		t.Fatal("bob accepted")
 	}
 
-	// a broken file keeps the last good CRLs
+	// a broken file is refused (the reload counted as failed) and the
+	// last good CRLs stay
+	failed := reloads(t, metrics, file, "failed")
 	testpki.WriteFile(t, dir, "crls.pem", []byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"))
-	time.Sleep(100 * time.Millisecond)
-	if err := r.check(chain(alice)); err == nil {
-		t.Fatal("a broken CRL file dropped the last good CRLs")
+	waitFor(t, "the broken file refused", func() bool { return reloads(t, metrics, file, "failed") > failed })
+	if err := r.check(chain(alice)); err == nil || !strings.Contains(err.Error(), `certificate "CN=inter"`) {
+		t.Fatalf("a broken CRL file dropped the last good CRLs: alice: %v", err)
 	}
 }
 
