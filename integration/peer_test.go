@@ -595,16 +595,10 @@ https://localhost:%[2]s {
 
 	// the CRL file changes while Caddy runs: alice revoked too
 	testpki.WriteFile(t, p.dir, "issuing.crl", pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: peerCRL(t, p.inter, p.leaves["bob"].Cert, p.leaves["alice"].Cert)}))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, code := get("alice", files); code != 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("alice still accepted after her certificate was revoked in the CRL file")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	eventually(t, 10*time.Second, "alice refused after her certificate was revoked in the CRL file", func() (bool, string) {
+		body, code := get("alice", files)
+		return code != 0, fmt.Sprintf("exit %d, %q", code, body)
+	})
 
 	// distribution point: fetched once, cached
 	for i := 0; i < 3; i++ {
@@ -616,16 +610,10 @@ https://localhost:%[2]s {
 		t.Errorf("the distribution point was fetched %d times for 3 handshakes", n)
 	}
 	dpCRL.Store(peerCRL(t, p.inter, p.leaves["dp-revoked"].Cert))
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		if _, code := get("dp-revoked", dps); code != 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("dp-revoked still accepted after the distribution point's CRL revoked it")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	eventually(t, 10*time.Second, "dp-revoked refused after the distribution point's CRL revoked it", func() (bool, string) {
+		body, code := get("dp-revoked", dps)
+		return code != 0, fmt.Sprintf("exit %d, %q", code, body)
+	})
 	if body, code := get("dp-ok", dps); code != 0 || body != "hello dp-ok" {
 		t.Fatalf("dp-ok after refresh: exit %d, %q", code, body)
 	}

@@ -211,6 +211,7 @@ func (v *Verifier) refusal(msg, reason string, id *Identity, extra ...zap.Field)
 //		ocsp_responder <url>
 //		ocsp_fetch_timeout <duration>
 //		ocsp_cache <entries>|off
+//		ocsp_max_age <duration>
 //		ocsp_soft_fail
 //	}
 //

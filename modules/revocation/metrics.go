@@ -15,10 +15,17 @@ var revocationChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Revocation checks of client certificate chains at the handshake, by method (crl, ocsp) and result (good, revoked: revoked or unknown, unavailable: no usable status so refused, soft_fail: no usable status but let through).",
 }, []string{"method", "result"})
 
+// crlRefused counts the CRLs the successor rule refused (successor.go),
+// once per distinct content and source.
+var crlRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "trustline", Subsystem: "peer", Name: "crl_refused_total",
+	Help: "CRLs refused by the successor rule, the one in force kept, by origin (file, distribution_point) and reason (issuer: not the CRL of the certificates' issuer, or a file version without an issuer's CRL; signature: not signed by the issuer; number: a lower CRL number; number_missing: no CRL number after one that had one; this_update: an earlier thisUpdate).",
+}, []string{"origin", "reason"})
+
 // RegisterMetrics registers the revocation collectors in ctx's metrics
 // registry (registering twice is harmless). Provision calls it; the peer
 // modules call it too, so that /metrics holds the same series whichever
 // peer module a config provisions.
 func RegisterMetrics(ctx caddy.Context) {
-	material.RegisterCollectors(ctx, "peer", revocationChecks)
+	material.RegisterCollectors(ctx, "peer", revocationChecks, crlRefused)
 }

@@ -38,7 +38,10 @@ import (
 // issuer issued with the OCSPSigning extended key usage and that is within
 // its validity period; if it names the certificate (serial number, issuer
 // name and key hashes); and if it is current (thisUpdate not in the future,
-// nextUpdate not past, 5 minutes of clock skew allowed either way).
+// nextUpdate not past, 5 minutes of clock skew allowed either way). A good
+// answer must also be fresh: its thisUpdate no older than max_age (by
+// default an hour for an answer without nextUpdate, see MaxAge), since
+// requests carry no nonce and an old answer replayed would otherwise pass.
 //
 //   - good: the certificate passes.
 //   - revoked: it is refused, always (shadow mode: logged only).
@@ -50,7 +53,8 @@ import (
 //     fail closed by default.
 //
 // Answers are cached per issuer and serial number: good and revoked ones
-// until their nextUpdate (an hour when they have none, as nginx does),
+// until their nextUpdate (an hour when they have none, as nginx does, and
+// for a good one never past thisUpdate + max_age),
 // unknown ones and failures for 10 seconds, so that a dead responder costs
 // at most one timeout per certificate per 10 seconds rather than one per
 // handshake. Concurrent handshakes of the same certificate share one query.
@@ -84,6 +88,17 @@ type OCSP struct {
 	// certificates are always refused. Default false.
 	SoftFail bool `json:"soft_fail,omitempty"`
 
+	// MaxAge is how old the thisUpdate of a good answer may be (5 minutes
+	// of clock skew allowed); an older one is no usable answer (see
+	// soft_fail). Requests carry no nonce, so this is what bounds the
+	// replay of an old good answer after a revocation. Default: an hour
+	// for an answer without nextUpdate (RFC 6960: the responder has newer
+	// status at any time, so it signs on request), none beyond nextUpdate
+	// for the others (pre-signed answers, valid 1 to 7 days at most
+	// responders, are days old by design). Set, it bounds every good
+	// answer. Revoked answers are taken whatever their age.
+	MaxAge caddy.Duration `json:"max_age,omitempty"`
+
 	enabled    bool // the Caddyfile had `ocsp` (not only ocsp_* options)
 	logger     *zap.Logger
 	client     *http.Client
@@ -105,6 +120,7 @@ const (
 	ocspDefaultCacheSize = 10000
 	ocspRetryAfter       = 10 * time.Second // failures and unknown answers
 	ocspNoNextUpdateTTL  = time.Hour        // good/revoked without nextUpdate (nginx)
+	ocspDefaultMaxAge    = time.Hour        // good without nextUpdate: thisUpdate age
 	ocspClockSkew        = 5 * time.Minute  // as nginx: OCSP_check_validity(..., 300, -1)
 	maxOCSPResponseSize  = 1 << 20
 	maxOCSPGetURL        = 255 // RFC 5019: GET when the URL is at most 255 bytes
@@ -155,6 +171,9 @@ func (o *OCSP) provision(logger *zap.Logger) error {
 		return fmt.Errorf("fetch_timeout %s: must be positive", time.Duration(o.FetchTimeout))
 	case o.FetchTimeout == 0:
 		o.FetchTimeout = caddy.Duration(ocspDefaultTimeout)
+	}
+	if o.MaxAge < 0 {
+		return fmt.Errorf("max_age %s: must be positive", time.Duration(o.MaxAge))
 	}
 	switch {
 	case o.CacheSize < -1:
@@ -286,13 +305,17 @@ func (o *OCSP) query(cert, issuer *x509.Certificate) (a *ocspAnswer) {
 		return fail(err)
 	}
 	now := o.now()
-	resp, err := parseOCSP(body, cert, issuer, now)
+	resp, err := parseOCSP(body, cert, issuer, now, time.Duration(o.MaxAge))
 	if err != nil {
 		return fail(fmt.Errorf("response from %s: %v", responder, err))
 	}
 	switch resp.Status {
 	case ocsp.Good:
-		return &ocspAnswer{until: ocspCacheUntil(resp, now)}
+		until := ocspCacheUntil(resp, now)
+		if age := goodMaxAge(resp, time.Duration(o.MaxAge)); age > 0 && resp.ThisUpdate.Add(age).Before(until) {
+			until = resp.ThisUpdate.Add(age)
+		}
+		return &ocspAnswer{until: until}
 	case ocsp.Revoked:
 		return &ocspAnswer{
 			err: fmt.Errorf("%s is revoked by the OCSP responder %s (revoked at %s, reason %s)",
@@ -376,9 +399,19 @@ func (o *OCSP) fetch(responder string, req []byte) ([]byte, error) {
 // path segment.
 var ocspPathEscaper = strings.NewReplacer("+", "%2B", "/", "%2F", "=", "%3D")
 
+// goodMaxAge is how old the thisUpdate of resp, a good answer, may be:
+// maxAge when set, else an hour without nextUpdate, else 0 (bounded by
+// nextUpdate only).
+func goodMaxAge(resp *ocsp.Response, maxAge time.Duration) time.Duration {
+	if maxAge == 0 && resp.NextUpdate.IsZero() {
+		return ocspDefaultMaxAge
+	}
+	return maxAge
+}
+
 // parseOCSP parses and verifies an OCSP response about cert, issued by
-// issuer, at time now.
-func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time) (*ocsp.Response, error) {
+// issuer, at time now; maxAge is the OCSP's MaxAge (0: the default).
+func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge time.Duration) (*ocsp.Response, error) {
 	resp, err := ocsp.ParseResponseForCert(der, cert, nil)
 	if err != nil {
 		var re ocsp.ResponseError
@@ -419,6 +452,14 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time) (*ocsp
 	}
 	if !resp.NextUpdate.IsZero() && now.After(resp.NextUpdate.Add(ocspClockSkew)) {
 		return nil, fmt.Errorf("response expired (nextUpdate %s)", resp.NextUpdate.UTC().Format(time.RFC3339))
+	}
+	if age := goodMaxAge(resp, maxAge); resp.Status == ocsp.Good && age > 0 && now.Sub(resp.ThisUpdate) > age+ocspClockSkew {
+		next := "no nextUpdate"
+		if !resp.NextUpdate.IsZero() {
+			next = "nextUpdate " + resp.NextUpdate.UTC().Format(time.RFC3339)
+		}
+		return nil, fmt.Errorf("good answer too old: thisUpdate %s is more than %s ago (ocsp_max_age; %s); an old answer may be a replay",
+			resp.ThisUpdate.UTC().Format(time.RFC3339), age, next)
 	}
 	return resp, nil
 }
@@ -508,7 +549,7 @@ func revocationReason(r int) string {
 }
 
 // ocspOptions are the Caddyfile options of OCSP, for errors.
-const ocspOptions = "ocsp, ocsp_responder, ocsp_fetch_timeout, ocsp_cache, ocsp_soft_fail"
+const ocspOptions = "ocsp, ocsp_responder, ocsp_fetch_timeout, ocsp_cache, ocsp_max_age, ocsp_soft_fail"
 
 // unmarshalOption parses one ocsp option (opt) of the verifier block.
 func (o *OCSP) unmarshalOption(d *caddyfile.Dispenser, directive, opt string) error {
@@ -544,20 +585,24 @@ func (o *OCSP) unmarshalOption(d *caddyfile.Dispenser, directive, opt string) er
 		if d.NextArg() {
 			return d.Errf("%s: ocsp_responder takes one URL", directive)
 		}
-	case "ocsp_fetch_timeout":
+	case "ocsp_fetch_timeout", "ocsp_max_age":
 		if !d.NextArg() {
-			return d.Errf("%s: ocsp_fetch_timeout needs a duration", directive)
+			return d.Errf("%s: %s needs a duration", directive, opt)
 		}
 		dur, err := caddy.ParseDuration(d.Val())
 		if err != nil || dur <= 0 {
-			return d.Errf("%s: ocsp_fetch_timeout: bad duration %q", directive, d.Val())
+			return d.Errf("%s: %s: bad duration %q", directive, opt, d.Val())
 		}
-		if o.FetchTimeout != 0 {
-			return d.Errf("%s: duplicate option 'ocsp_fetch_timeout'", directive)
+		v := &o.FetchTimeout
+		if opt == "ocsp_max_age" {
+			v = &o.MaxAge
 		}
-		o.FetchTimeout = caddy.Duration(dur)
+		if *v != 0 {
+			return d.Errf("%s: duplicate option '%s'", directive, opt)
+		}
+		*v = caddy.Duration(dur)
 		if d.NextArg() {
-			return d.Errf("%s: ocsp_fetch_timeout takes one duration", directive)
+			return d.Errf("%s: %s takes one duration", directive, opt)
 		}
 	case "ocsp_cache":
 		if !d.NextArg() {

@@ -107,6 +107,72 @@ func TestOCSPUnusableResponses(t *testing.T) {
 	}
 }
 
+// TestOCSPMaxAge: a good answer whose thisUpdate is old (a replay: the
+// responder's clock here runs two hours behind) is no usable answer when
+// it has no nextUpdate (an hour by default), or whatever its nextUpdate
+// when ocsp_max_age is set and exceeded; hard fail refuses, soft fail lets
+// through with the reason. A revoked answer counts whatever its age.
+func TestOCSPMaxAge(t *testing.T) {
+	c := new(clock)
+	ca := testpki.NewCA(t, "root")
+	replayed := revocationtest.NewResponder(t, ca, func() time.Time { return c.now().Add(-2 * time.Hour) })
+	alice := ca.Issue(t, testpki.CN("alice"), aia(replayed.URL))
+	bob := ca.Issue(t, testpki.CN("bob"), aia(replayed.URL))
+	replayed.Set(alice.Cert, ocsp.Good)
+	replayed.Set(bob.Cert, ocsp.Revoked)
+	chain := func(l *testpki.Leaf) []*x509.Certificate { return []*x509.Certificate{l.Cert, ca.Cert} }
+
+	replayed.SetNextUpdate(-1)
+	for _, soft := range []bool{false, true} {
+		o := provisionOCSP(t, &OCSP{SoftFail: soft}, c)
+		err := o.check(chain(alice))
+		if !errors.Is(err, errOCSPUnavailable) || !strings.Contains(err.Error(), "good answer too old") || !strings.Contains(err.Error(), "no nextUpdate") {
+			t.Fatalf("soft %v: a two-hour-old good answer without nextUpdate: %v", soft, err)
+		}
+		refuse, _, softs := (&Revocation{OCSP: o}).Verify(chain(alice))
+		if soft != (refuse == nil) || soft != (len(softs) == 1) {
+			t.Fatalf("soft %v: refuse %v, soft failures %v", soft, refuse, softs)
+		}
+		if err := o.check(chain(bob)); err == nil || errors.Is(err, errOCSPUnavailable) || !strings.Contains(err.Error(), "is revoked") {
+			t.Fatalf("soft %v: an old revoked answer: %v", soft, err)
+		}
+	}
+	// ocsp_max_age raised above the answer's age: good
+	if err := provisionOCSP(t, &OCSP{MaxAge: caddy.Duration(3 * time.Hour)}, c).check(chain(alice)); err != nil {
+		t.Fatalf("max_age 3h: %v", err)
+	}
+
+	// with a nextUpdate (pre-signed answers): nextUpdate bounds it, unless
+	// ocsp_max_age is set
+	replayed.SetNextUpdate(4 * time.Hour)
+	if err := provisionOCSP(t, &OCSP{}, c).check(chain(alice)); err != nil {
+		t.Fatalf("a two-hour-old answer valid until its nextUpdate: %v", err)
+	}
+	if err := provisionOCSP(t, &OCSP{MaxAge: caddy.Duration(time.Hour)}, c).check(chain(alice)); !errors.Is(err, errOCSPUnavailable) || !strings.Contains(err.Error(), "good answer too old") {
+		t.Fatalf("max_age 1h, a two-hour-old answer with a nextUpdate: %v", err)
+	}
+
+	// a fresh answer without nextUpdate is cached until thisUpdate +
+	// max_age at most
+	fresh := revocationtest.NewResponder(t, ca, func() time.Time { return c.now().Add(-40 * time.Minute) })
+	fresh.SetNextUpdate(-1)
+	carol := ca.Issue(t, testpki.CN("carol"), aia(fresh.URL))
+	fresh.Set(carol.Cert, ocsp.Good)
+	o := provisionOCSP(t, &OCSP{}, c)
+	if err := o.check(chain(carol)); err != nil {
+		t.Fatalf("a 41-minute-old answer: %v", err)
+	}
+	c.advance(15 * time.Minute) // 56 minutes old: cached
+	before := fresh.Hits.Load()
+	if err := o.check(chain(carol)); err != nil || fresh.Hits.Load() != before {
+		t.Fatalf("within thisUpdate + 1h: %v, %d queries, want the cached answer", err, fresh.Hits.Load()-before)
+	}
+	c.advance(5 * time.Minute)
+	if err := o.check(chain(carol)); err != nil || fresh.Hits.Load() != before+1 {
+		t.Fatalf("past thisUpdate + 1h: %v, %d queries, want the answer asked again", err, fresh.Hits.Load()-before)
+	}
+}
+
 func TestOCSPDelegatedResponder(t *testing.T) {
 	c := new(clock)
 	ca := testpki.NewCA(t, "root")
@@ -400,6 +466,7 @@ func TestOCSPProvisionErrors(t *testing.T) {
 		"no host":       {&OCSP{Responder: "http:///ocsp"}, "no host"},
 		"neg timeout":   {&OCSP{FetchTimeout: caddy.Duration(-time.Second)}, "ocsp: fetch_timeout -1s: must be positive"},
 		"bad cache":     {&OCSP{CacheSize: -2}, "ocsp: cache_size -2"},
+		"neg max age":   {&OCSP{MaxAge: caddy.Duration(-time.Hour)}, "ocsp: max_age -1h0m0s: must be positive"},
 		"parse failure": {&OCSP{Responder: "http://[::1"}, "bad URL"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -428,32 +495,42 @@ func TestOCSPProvisionErrors(t *testing.T) {
 }
 
 // FuzzParseOCSP feeds arbitrary bytes to the response parser, seeded with
-// real responses (good, revoked, unknown, delegated) and broken ones.
+// real responses (good, revoked, unknown, delegated; with and without
+// nextUpdate, fresh and old) and broken ones. An answer it takes is about
+// the certificate, and a good one is fresh.
 func FuzzParseOCSP(f *testing.F) {
 	ca := testpki.NewCA(f, "root")
 	leaf := ca.Issue(f)
 	delegate := ca.Issue(f, testpki.EKU(x509.ExtKeyUsageOCSPSigning))
 	now := time.Now()
 	for _, status := range []int{ocsp.Good, ocsp.Revoked, ocsp.Unknown} {
-		tmpl := ocsp.Response{Status: status, SerialNumber: leaf.Cert.SerialNumber, ThisUpdate: now, NextUpdate: now.Add(time.Hour), RevokedAt: now}
-		der, err := ocsp.CreateResponse(ca.Cert, ca.Cert, tmpl, ca.Key)
-		if err != nil {
-			f.Fatal(err)
+		for _, times := range [][2]time.Time{{now, now.Add(time.Hour)}, {now, time.Time{}}, {now.Add(-48 * time.Hour), time.Time{}}} {
+			tmpl := ocsp.Response{Status: status, SerialNumber: leaf.Cert.SerialNumber, ThisUpdate: times[0], NextUpdate: times[1], RevokedAt: now}
+			der, err := ocsp.CreateResponse(ca.Cert, ca.Cert, tmpl, ca.Key)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(der)
+			tmpl.Certificate = delegate.Cert
+			if der, err = ocsp.CreateResponse(ca.Cert, delegate.Cert, tmpl, delegate.Key); err != nil {
+				f.Fatal(err)
+			}
+			f.Add(der)
 		}
-		f.Add(der)
-		tmpl.Certificate = delegate.Cert
-		if der, err = ocsp.CreateResponse(ca.Cert, delegate.Cert, tmpl, delegate.Key); err != nil {
-			f.Fatal(err)
-		}
-		f.Add(der)
 	}
 	f.Add(ocsp.TryLaterErrorResponse)
 	f.Add([]byte{})
 	f.Add([]byte{0x30, 0x80})
 	f.Fuzz(func(t *testing.T, der []byte) {
-		resp, err := parseOCSP(der, leaf.Cert, ca.Cert, now)
-		if err == nil && (resp == nil || resp.SerialNumber.Cmp(leaf.Cert.SerialNumber) != 0) {
+		resp, err := parseOCSP(der, leaf.Cert, ca.Cert, now, 0)
+		if err != nil {
+			return
+		}
+		if resp == nil || resp.SerialNumber.Cmp(leaf.Cert.SerialNumber) != 0 {
 			t.Fatalf("accepted a response about another certificate: %+v", resp)
+		}
+		if resp.Status == ocsp.Good && resp.NextUpdate.IsZero() && now.Sub(resp.ThisUpdate) > ocspDefaultMaxAge+ocspClockSkew {
+			t.Fatalf("accepted a good answer without nextUpdate from %s", resp.ThisUpdate)
 		}
 	})
 }

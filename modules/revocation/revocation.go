@@ -32,7 +32,11 @@ import (
 // distribution points extension (http and https URLs; fetched on first use,
 // cached, refreshed). A CRL is used only when its signature verifies
 // against the certificate's issuer from the verified chain and it has not
-// passed its NextUpdate.
+// passed its NextUpdate. A new CRL, from a file or a distribution point,
+// takes over from the one in force only under the successor rule (see
+// successor.go): signed by the issuer, CRL number and thisUpdate not
+// older; otherwise it is refused, logged once and counted
+// (trustline_peer_crl_refused_total), and the one in force stays.
 //
 //   - A revoked certificate is refused (shadow mode: logged only).
 //   - A certificate covered by a CRL that cannot be had (fetch failed,
@@ -45,11 +49,15 @@ type Revocation struct {
 	// CRLFiles are CRL files: PEM ("X509 CRL" blocks, several per file
 	// allowed) or DER. Loaded in Provision (a bad file fails the config
 	// load), then watched like truststores: a replaced file is in force
-	// within 2 seconds, with no reload. A new version that does not parse,
-	// holds no CRL, carries a lower CRL number than the one in force or is
-	// not signed by the issuer the one in force was verified with is
-	// refused: the last good CRLs stay, and the reason is logged and
-	// counted (trustline_material_reloads_total{kind="crl"}).
+	// within 2 seconds, with no reload. A new version that does not parse
+	// or holds no CRL is refused, the last good CRLs kept, logged and
+	// counted (trustline_material_reloads_total{kind="crl"}); one that
+	// parses is taken issuer by issuer under the successor rule: a CRL
+	// that is not its issuer's, or older than the one in force, is
+	// refused, and so is leaving an issuer's CRL out (logged once,
+	// counted in trustline_peer_crl_refused_total); the one in force
+	// stays. The issuer's certificate is the one of the first chain that
+	// needs the file's CRL: versions read before that are checked then.
 	CRLFiles []string `json:"crl_files,omitempty"`
 
 	// DistributionPoints fetches the CRLs named in the certificates' CRL
@@ -61,6 +69,8 @@ type Revocation struct {
 
 	// Refresh is how often CRLs fetched from distribution points are
 	// fetched again; one past its NextUpdate is fetched again at once.
+	// A fetched CRL takes over under the successor rule only (checked
+	// against the issuer of the chain that named the distribution point).
 	// (CRL files are watched instead.) Default 1h.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
 
@@ -148,15 +158,20 @@ func (r *Revocation) usable(e *crlEntry, issuer *x509.Certificate, now time.Time
 				zap.String("issuer", e.list.Issuer.String()), zap.Time("next_update", e.list.NextUpdate))
 		}
 	}
+	if err := e.signedBy(issuer); err != nil {
+		return fmt.Errorf("CRL from %s: signature does not verify against issuer %q: %v", e.source, issuer.Subject, err)
+	}
+	return nil
+}
+
+// signedBy checks e's signature against issuer, once per issuer in a row.
+func (e *crlEntry) signedBy(issuer *x509.Certificate) error {
 	m := e.sig.Load()
 	if m == nil || !bytes.Equal(m.issuerRaw, issuer.Raw) {
 		m = &sigMemo{issuerRaw: issuer.Raw, err: e.list.CheckSignatureFrom(issuer)}
 		e.sig.Store(m)
 	}
-	if m.err != nil {
-		return fmt.Errorf("CRL from %s: signature does not verify against issuer %q: %v", e.source, issuer.Subject, m.err)
-	}
-	return nil
+	return m.err
 }
 
 func (e *crlEntry) isRevoked(serial *big.Int) bool {
@@ -164,11 +179,12 @@ func (e *crlEntry) isRevoked(serial *big.Int) bool {
 	return ok
 }
 
-// fetchEntry is the cached CRL of one distribution point URL.
+// fetchEntry is the CRL of one distribution point URL.
 type fetchEntry struct {
-	mu        sync.Mutex // held during the first fetch (single flight)
-	entry     *crlEntry  // last good CRL; nil before the first success
-	err       error      // last failure
+	line      *crlLine          // the CRL in force (successor rule)
+	mu        sync.Mutex        // held during a fetch by a handshake (single flight)
+	issuer    *x509.Certificate // of the first chain that named the URL
+	err       error             // last failure
 	attempted time.Time
 }
 
@@ -274,25 +290,39 @@ func (r *Revocation) refreshFetched(now time.Time) {
 		r.mu.Lock()
 		fe := r.fetched[u]
 		r.mu.Unlock()
+		es := fe.line.view.Load().entries
 		fe.mu.Lock()
-		due := now.Sub(fe.attempted) >= time.Duration(r.Refresh) ||
-			(fe.entry == nil && now.Sub(fe.attempted) >= r.retryAfter()) ||
-			(fe.entry != nil && !fe.entry.list.NextUpdate.IsZero() && now.After(fe.entry.list.NextUpdate) && now.Sub(fe.attempted) >= r.retryAfter())
+		issuer, since := fe.issuer, now.Sub(fe.attempted)
 		fe.mu.Unlock()
-		if !due {
+		due := since >= time.Duration(r.Refresh) ||
+			(len(es) == 0 && since >= r.retryAfter()) ||
+			(len(es) > 0 && !es[0].list.NextUpdate.IsZero() && now.After(es[0].list.NextUpdate) && since >= r.retryAfter())
+		if !due || issuer == nil {
 			continue
 		}
-		entry, err := r.download(u)
+		err := r.fetch(fe, u, issuer)
 		fe.mu.Lock()
 		fe.attempted = r.now()
 		if err != nil {
 			fe.err = err
-			r.logger.Error("refreshing CRL failed; keeping the last good one", zap.String("url", u), zap.Error(err))
-		} else {
-			fe.entry, fe.err = entry, nil
 		}
 		fe.mu.Unlock()
 	}
+}
+
+// fetch downloads the CRL of url and offers it to its line (checked
+// against the line's issuer, or issuer: the chain's that named the URL).
+// A failed download is logged here, a refused CRL by the line.
+func (r *Revocation) fetch(fe *fetchEntry, url string, issuer *x509.Certificate) error {
+	entry, err := r.download(url)
+	if err != nil {
+		r.logger.Error("fetching CRL failed; keeping the last good one", zap.String("url", url), zap.Error(err))
+		return err
+	}
+	if ref := fe.line.offer([]*crlEntry{entry}, issuer); ref != nil {
+		return fmt.Errorf("CRL from %s refused: %w", url, ref)
+	}
+	return nil
 }
 
 // retryAfter is how soon a failed download is tried again.
@@ -335,8 +365,10 @@ func (r *Revocation) download(url string) (*crlEntry, error) {
 	return newCRLEntry(url, lists[0], r.now()), nil
 }
 
-// fetchedCRL returns the cached CRL of url, downloading it on first use.
-func (r *Revocation) fetchedCRL(url string) (*crlEntry, error) {
+// fetchedCRL returns the CRL in force of url for certificates of issuer,
+// downloading it on first use (and after a failure, at most every
+// retryAfter).
+func (r *Revocation) fetchedCRL(url string, issuer *x509.Certificate) ([]*crlEntry, error) {
 	r.mu.Lock()
 	fe, ok := r.fetched[url]
 	if !ok {
@@ -344,26 +376,28 @@ func (r *Revocation) fetchedCRL(url string) (*crlEntry, error) {
 			r.mu.Unlock()
 			return nil, fmt.Errorf("too many CRL distribution points (%d) cached; not fetching %s", maxFetchedCRL, url)
 		}
-		fe = new(fetchEntry)
+		fe = &fetchEntry{line: newCRLLine("distribution_point", url, r.logger)}
 		r.fetched[url] = fe
 	}
 	r.mu.Unlock()
+	if es := fe.line.inForce(issuer); len(es) > 0 {
+		return es, nil
+	}
 	fe.mu.Lock()
 	defer fe.mu.Unlock()
-	if fe.entry == nil && (fe.attempted.IsZero() || r.now().Sub(fe.attempted) >= r.retryAfter()) {
-		entry, err := r.download(url)
-		fe.attempted = r.now()
-		if err != nil {
-			fe.err = err
-			r.logger.Error("fetching CRL failed", zap.String("url", url), zap.Error(err))
-		} else {
-			fe.entry, fe.err = entry, nil
-		}
+	if fe.issuer == nil {
+		fe.issuer = issuer
 	}
-	if fe.entry == nil {
+	es := fe.line.inForce(issuer)
+	if len(es) == 0 && (fe.attempted.IsZero() || r.now().Sub(fe.attempted) >= r.retryAfter()) {
+		err := r.fetch(fe, url, issuer)
+		fe.attempted, fe.err = r.now(), err
+		es = fe.line.inForce(issuer)
+	}
+	if len(es) == 0 {
 		return nil, fe.err
 	}
-	return fe.entry, nil
+	return es, nil
 }
 
 // SoftFailure is a revocation status that could not be had and that a
@@ -450,8 +484,8 @@ func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time) err
 		return nil
 	}
 	for _, f := range r.files {
-		for _, e := range f.current() {
-			if bytes.Equal(e.list.RawIssuer, cert.RawIssuer) {
+		if l := f.current()[string(cert.RawIssuer)]; l != nil {
+			for _, e := range l.inForce(issuer) {
 				if err := consider(e); err != nil {
 					return err
 				}
@@ -464,13 +498,15 @@ func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time) err
 				continue
 			}
 			covered = true
-			e, err := r.fetchedCRL(dp)
+			es, err := r.fetchedCRL(dp, issuer)
 			if err != nil {
 				problems = append(problems, err.Error())
 				continue
 			}
-			if err := consider(e); err != nil {
-				return err
+			for _, e := range es {
+				if err := consider(e); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -533,7 +569,7 @@ func (r *Revocation) UnmarshalOption(d *caddyfile.Dispenser, directive string) (
 			return true, d.Errf("%s: duplicate option '%s'", directive, opt)
 		}
 		*v = caddy.Duration(dur)
-	case "ocsp", "ocsp_responder", "ocsp_fetch_timeout", "ocsp_cache", "ocsp_soft_fail":
+	case "ocsp", "ocsp_responder", "ocsp_fetch_timeout", "ocsp_cache", "ocsp_max_age", "ocsp_soft_fail":
 		if r.OCSP == nil {
 			r.OCSP = new(OCSP)
 		}
@@ -552,7 +588,7 @@ func (r *Revocation) ValidateCaddyfile(d *caddyfile.Dispenser, directive string)
 	}
 
 	if r.OCSP != nil && !r.OCSP.enabled {
-		return d.Errf("%s: ocsp_responder, ocsp_fetch_timeout, ocsp_cache and ocsp_soft_fail need ocsp: add `ocsp` (whole chain) or `ocsp leaf`", directive)
+		return d.Errf("%s: ocsp_responder, ocsp_fetch_timeout, ocsp_cache, ocsp_max_age and ocsp_soft_fail need ocsp: add `ocsp` (whole chain) or `ocsp leaf`", directive)
 	}
 	return nil
 }

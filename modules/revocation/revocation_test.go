@@ -39,8 +39,8 @@ func TestRevocationFiles(t *testing.T) {
 	week := time.Now().Add(7 * 24 * time.Hour)
 	// one file holding the intermediate's CRL (bob revoked) and the root's
 	file := testpki.WriteFile(t, dir, "crls.pem", revocationtest.PEM(revocationtest.CRL(t, inter, week, bob.Cert), revocationtest.CRL(t, root, week)))
-	r := &Revocation{CRLFiles: []string{file}, Refresh: caddy.Duration(20 * time.Millisecond)}
-	provisionRevocation(t, r)
+	r := &Revocation{CRLFiles: []string{file}}
+	_, metrics := provisionObserved(t, r)
 
 	chain := func(l *testpki.Leaf) []*x509.Certificate { return []*x509.Certificate{l.Cert, inter.Cert, root.Cert} }
 	if err := r.check(chain(alice)); err != nil {
@@ -52,7 +52,7 @@ func TestRevocationFiles(t *testing.T) {
 	}
 
 	// the file changes: the root revokes the intermediate; picked up by
-	// the refresh loop, everyone under it is refused
+	// the watcher, everyone under it is refused
 	testpki.WriteFile(t, dir, "crls.pem", revocationtest.PEM(revocationtest.CRL(t, inter, week), revocationtest.CRL(t, root, week, inter.Cert)))
 	waitFor(t, "intermediate revoked after the file changed", func() bool {
 		err := r.check(chain(alice))
@@ -62,11 +62,13 @@ func TestRevocationFiles(t *testing.T) {
 		t.Fatal("bob accepted")
 	}
 
-	// a broken file keeps the last good CRLs
+	// a broken file is refused (the reload counted as failed) and the
+	// last good CRLs stay
+	failed := reloads(t, metrics, file, "failed")
 	testpki.WriteFile(t, dir, "crls.pem", []byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"))
-	time.Sleep(100 * time.Millisecond)
-	if err := r.check(chain(alice)); err == nil {
-		t.Fatal("a broken CRL file dropped the last good CRLs")
+	waitFor(t, "the broken file refused", func() bool { return reloads(t, metrics, file, "failed") > failed })
+	if err := r.check(chain(alice)); err == nil || !strings.Contains(err.Error(), `certificate "CN=inter"`) {
+		t.Fatalf("a broken CRL file dropped the last good CRLs: alice: %v", err)
 	}
 }
 
@@ -220,10 +222,11 @@ func TestRevocationOnlyCRLFetchedOnce(t *testing.T) {
 	}
 }
 
-// TestRevocationFileSteps: a CRL file is followed within 2 seconds; a new
-// version that would step back (a lower CRL number, or a CRL not signed by
-// the issuer the one in force was verified with) is refused and the last
-// good CRL stays in force.
+// TestRevocationFileSteps: a CRL file is followed within 2 seconds; once
+// a handshake has named the issuer, a new version that would step back (a
+// lower CRL number, a CRL not signed by the issuer) is refused as it is
+// read, counted and logged, and one that does not parse is refused by the
+// reload; either way the last good CRL stays in force.
 func TestRevocationFileSteps(t *testing.T) {
 	root := testpki.NewCA(t, "root")
 	impostor := testpki.NewCA(t, "root") // same name, other key
@@ -234,7 +237,7 @@ func TestRevocationFileSteps(t *testing.T) {
 	older := revocationtest.CRL(t, root, week) // a lower number than what follows
 	file := testpki.WriteFile(t, dir, "root.crl", revocationtest.PEM(revocationtest.CRL(t, root, week, bob.Cert)))
 	r := &Revocation{CRLFiles: []string{file}}
-	provisionRevocation(t, r)
+	_, metrics := provisionObserved(t, r)
 	chain := func(l *testpki.Leaf) []*x509.Certificate { return []*x509.Certificate{l.Cert, root.Cert} }
 	if err := r.check(chain(alice)); err != nil {
 		t.Fatalf("alice: %v", err)
@@ -250,19 +253,25 @@ func TestRevocationFileSteps(t *testing.T) {
 		t.Errorf("the new CRL took %s to be in force", d)
 	}
 
-	for name, data := range map[string][]byte{
-		"an older CRL (lower number)": revocationtest.PEM(older),
-		"a CRL by an impostor":        revocationtest.PEM(revocationtest.CRL(t, impostor, week)),
-		"a truncated CRL":             revocationtest.PEM(revocationtest.CRL(t, root, week))[:200],
+	for _, step := range []struct {
+		name, reason string // reason: of the successor rule; "": the reload fails
+		data         []byte
+	}{
+		{"an older CRL (lower number)", "number", revocationtest.PEM(older)},
+		{"a CRL by an impostor", "signature", revocationtest.PEM(revocationtest.CRL(t, impostor, week))},
+		{"a truncated CRL", "", revocationtest.PEM(revocationtest.CRL(t, root, week))[:200]},
 	} {
-		before := r.files[0].Src.CurrentLoaded()
-		testpki.WriteFile(t, dir, "root.crl", data)
-		time.Sleep(2500 * time.Millisecond)
-		if r.files[0].Src.CurrentLoaded() != before {
-			t.Fatalf("%s replaced the CRL in force", name)
+		refused := func() float64 {
+			if step.reason == "" {
+				return reloads(t, metrics, file, "failed")
+			}
+			return refusedCount(t, metrics, "file", step.reason)
 		}
-		if err := r.check(chain(alice)); err == nil {
-			t.Fatalf("%s: alice accepted again", name)
+		before := refused()
+		testpki.WriteFile(t, dir, "root.crl", step.data)
+		waitFor(t, step.name+" refused", func() bool { return refused() > before })
+		if err := r.check(chain(alice)); err == nil || errors.Is(err, errCRLUnavailable) {
+			t.Fatalf("%s: alice: %v", step.name, err)
 		}
 	}
 }

@@ -5,8 +5,12 @@ package revocationtest
 
 import (
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
 	"io"
@@ -31,19 +35,88 @@ var crlNumber atomic.Int64
 // increase with every call, so a later CRL supersedes an earlier one.
 func CRL(t testing.TB, ca *testpki.CA, nextUpdate time.Time, revoked ...*x509.Certificate) []byte {
 	t.Helper()
-	tmpl := &x509.RevocationList{
-		Number:     big.NewInt(crlNumber.Add(1)),
-		ThisUpdate: time.Now().Add(-time.Minute),
-		NextUpdate: nextUpdate,
+	return CRLOf(t, ca, NextNumber(), time.Now().Add(-time.Minute), nextUpdate, revoked...)
+}
+
+// NextNumber is the CRL number the next CRL would carry (numbers taken
+// here are never given again).
+func NextNumber() *big.Int { return big.NewInt(crlNumber.Add(1)) }
+
+// CRLOf is a DER CRL by ca with the given CRL number and thisUpdate,
+// revoking the given certificates. A nil number leaves the CRL number
+// extension out (crypto/x509 always writes one: it is taken out and the
+// CRL signed again).
+func CRLOf(t testing.TB, ca *testpki.CA, number *big.Int, thisUpdate, nextUpdate time.Time, revoked ...*x509.Certificate) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{Number: number, ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	if number == nil {
+		tmpl.Number = big.NewInt(1)
 	}
 	for _, c := range revoked {
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now().Add(-time.Minute)})
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: thisUpdate})
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if number == nil {
+		der = withoutNumber(t, ca, der)
+	}
 	return der
+}
+
+// withoutNumber signs der again without its CRL number extension.
+func withoutNumber(t testing.TB, ca *testpki.CA, der []byte) []byte {
+	t.Helper()
+	var outer, tbs []asn1.RawValue // CertificateList, TBSCertList
+	if _, err := asn1.Unmarshal(der, &outer); err != nil || len(outer) != 3 {
+		t.Fatalf("CRL: %v", err)
+	}
+	if _, err := asn1.Unmarshal(outer[0].FullBytes, &tbs); err != nil {
+		t.Fatalf("TBSCertList: %v", err)
+	}
+	last := &tbs[len(tbs)-1] // [0] EXPLICIT Extensions
+	var exts []pkix.Extension
+	if _, err := asn1.Unmarshal(last.Bytes, &exts); err != nil {
+		t.Fatalf("CRL extensions: %v", err)
+	}
+	kept := exts[:0]
+	for _, e := range exts {
+		if !e.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 20}) { // cRLNumber
+			kept = append(kept, e)
+		}
+	}
+	seq, err := asn1.Marshal(kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	*last = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: seq}
+	tbsDER, err := asn1.Marshal(tbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256(tbsDER)
+	sig, err := ecdsa.SignASN1(rand.Reader, ca.Key, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := asn1.Marshal(struct {
+		TBS       asn1.RawValue
+		Algorithm asn1.RawValue
+		Signature asn1.BitString
+	}{asn1.RawValue{FullBytes: tbsDER}, outer[1], asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// BadSignature is der with the last byte of its signature changed: it
+// still parses, and its signature verifies against no key.
+func BadSignature(der []byte) []byte {
+	out := append([]byte(nil), der...)
+	out[len(out)-1] ^= 0x01
+	return out
 }
 
 // PEM encodes DER CRLs as consecutive "X509 CRL" blocks.
@@ -239,4 +312,53 @@ func (r *Responder) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/ocsp-response")
 	_, _ = w.Write(resp)
+}
+
+// CRLServer is a CRL distribution point serving a CRL that a test
+// replaces, closed when the test ends.
+type CRLServer struct {
+	*httptest.Server
+
+	// Hits counts the downloads served.
+	Hits atomic.Int64
+
+	mu  sync.Mutex
+	der []byte
+}
+
+// NewCRLServer serves der (see Serve) until the test ends.
+func NewCRLServer(t testing.TB, der []byte) *CRLServer {
+	s := &CRLServer{der: der}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		s.mu.Lock()
+		der := s.der
+		s.mu.Unlock()
+		_, _ = w.Write(der)
+		s.Hits.Add(1)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Serve makes the server answer der from now on.
+func (s *CRLServer) Serve(der []byte) {
+	s.mu.Lock()
+	s.der = der
+	s.mu.Unlock()
+}
+
+// Refreshed waits, up to timeout, until the server's one client (a
+// verifier's refresh, which downloads one CRL at a time) has taken in
+// what it serves now: a second download after the call means the first
+// one was handled.
+func (s *CRLServer) Refreshed(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	before := s.Hits.Load()
+	deadline := time.Now().Add(timeout)
+	for s.Hits.Load() < before+2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d downloads within %s, want 2", s.URL, s.Hits.Load()-before, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
