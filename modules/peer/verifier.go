@@ -45,7 +45,8 @@ type Verifier struct {
 	// unverified ones).
 	Revocation *revocation.Revocation `json:"revocation,omitempty"`
 
-	logger *zap.Logger
+	logger   *zap.Logger
+	unlisten func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -67,6 +68,10 @@ func (v *Verifier) Provision(ctx caddy.Context) error {
 		if err := v.Revocation.Provision(ctx, v.logger); err != nil {
 			return fmt.Errorf("peer verifier: revocation: %w", err)
 		}
+		// a CRL put in force reaches open connections
+		logger := v.logger
+		v.unlisten = revocation.OnCRLChange(func() { verify.RecheckConns(logger) })
+		verify.TrackHTTPServers(ctx)
 	}
 	return nil
 }
@@ -82,6 +87,9 @@ func (v *Verifier) compile() error {
 
 // Cleanup stops the CRL refresh loop.
 func (v *Verifier) Cleanup() error {
+	if v.unlisten != nil {
+		v.unlisten()
+	}
 	if v.Revocation != nil {
 		v.Revocation.Cleanup()
 	}
@@ -118,6 +126,8 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 			if !v.Shadow {
 				return fmt.Errorf("peer: %w", refuse)
 			}
+		} else if !v.Shadow {
+			v.dependOnCRLs(rawCerts[0], peer)
 		}
 	}
 	if v.Patterns.c == nil {
@@ -137,6 +147,23 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 	}
 	verify.CountVerdict("peer", verify.VerdictAdmitted, "")
 	return nil
+}
+
+// dependOnCRLs records that the connection's verdict holds with the CRLs
+// in force now: when one changes, the connection is checked again
+// (verify.RecheckConns closes it if its chain is revoked since).
+func (v *Verifier) dependOnCRLs(leafRaw []byte, peer *peerChain) {
+	rec := verify.Lookup(leafRaw)
+	if rec == nil { // crypto/tls verified the chain: the record starts here
+		rec = &verify.Verified{Chain: peer.chain, TrustDomain: peer.id.AnchorTrustDomain}
+		verify.Record(leafRaw, rec)
+	}
+	rec.DependOn(v.Revocation.Version, func(chain []*x509.Certificate) error {
+		if refuse, _, _ := v.Revocation.Verify(chain); refuse != nil {
+			return &verify.Refusal{Reason: revocationReason(refuse), Err: refuse}
+		}
+		return nil
+	})
 }
 
 // revocationReason is the reason class of a revocation refusal: revoked,

@@ -164,7 +164,21 @@ func (l *crlLine) publish() {
 	if !v.settled {
 		v.entries = l.pending[len(l.pending)-1]
 	}
-	l.view.Store(v)
+	if prev := l.view.Swap(v); prev != nil && !sameEntries(prev.entries, v.entries) {
+		crlChanged()
+	}
+}
+
+func sameEntries(a, b []*crlEntry) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // offer gives the line a new version of its CRLs. With the issuer known
