@@ -262,3 +262,46 @@ func grepLines(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestTopologyGateManagedCertificate: `caddy trustline topology --fail-on
+// warning` against a running instance passes with a `tls internal` site.
+// Caddy's internal leaf lives 12 hours and Caddy renews it, so the 14-day
+// expiry window of certificate files would warn about it forever; the
+// report judges it by its renewal instead (renew_by).
+func TestTopologyGateManagedCertificate(t *testing.T) {
+	site := bench.FreeAddr(t)
+	c := bench.Start(t, fmt.Sprintf(`{
+	admin {$TL_ADMIN}
+	skip_install_trust
+	auto_https disable_redirects
+}
+https://localhost:%s {
+	tls internal
+	respond "managed"
+}
+`, bench.Port(site)))
+	var managed *topology.Certificate
+	eventually(t, 10*time.Second, "the managed certificate in the report", func() (bool, string) {
+		status, body := c.AdminGet(t, "/trustline/topology")
+		if status != 200 {
+			return false, fmt.Sprintf("HTTP %d: %s", status, body)
+		}
+		for _, crt := range topologyJSON(t, body).Certificates {
+			if crt.Role == topology.RoleServer && crt.NotAfter != nil {
+				managed = crt
+				return true, ""
+			}
+		}
+		return false, body
+	})
+	if left := time.Until(*managed.NotAfter); left > 14*24*time.Hour {
+		t.Fatalf("the internal leaf expires in %s: this test needs one within the 14-day window", left)
+	}
+	if managed.RenewBy == nil || !managed.RenewBy.After(time.Now()) || !managed.RenewBy.Before(*managed.NotAfter) {
+		t.Errorf("the internal leaf (not after %s) has renew_by %v, want a time between now and its not-after", managed.NotAfter, managed.RenewBy)
+	}
+	out, err := c.Command(t, "trustline", "topology", "--address", c.Admin, "--fail-on", "warning")
+	if code := exitCode(t, err); code != 0 {
+		t.Errorf("--fail-on warning against a running instance with a tls internal site: exit %d\n%s", code, out)
+	}
+}

@@ -39,9 +39,9 @@ inbound leg and the outbound legs, every certificate in play (server
 certificates, client identities, trust anchors) with subject and expiry,
 and findings (plaintext legs after termination, insecure_skip_verify,
 client_auth that does not verify, identity headers forwarded without
-stripping, certificates expiring within 14 days, expired CAs in trust
-pools, passthrough without a default route), each with its config path
-and how to fix it.
+stripping, certificates expiring within 14 days (those Caddy manages: not
+renewed in time), expired CAs in trust pools, passthrough without a
+default route), each with its config path and how to fix it.
 
 With --config, it adapts and analyses that config (certificate files are
 read from this machine). Without it, it asks the running instance (its
