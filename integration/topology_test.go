@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -303,5 +304,80 @@ https://localhost:%s {
 	out, err := c.Command(t, "trustline", "topology", "--address", c.Admin, "--fail-on", "warning")
 	if code := exitCode(t, err); code != 0 {
 		t.Errorf("--fail-on warning against a running instance with a tls internal site: exit %d\n%s", code, out)
+	}
+}
+
+// TestTopologyGateUnreadableCertificate: a certificate the report cannot
+// read is a finding the gate stops on. A config whose certificate or key
+// file is missing cannot start (caddy validate refuses it): an error that
+// names the file.
+func TestTopologyGateUnreadableCertificate(t *testing.T) {
+	dir := t.TempDir()
+	c := bench.New(t)
+	long := testpki.Validity(time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	ca := testpki.NewCA(t, "gate ca", long)
+	cert, key := ca.Issue(t, testpki.DNS("localhost"), long).WriteFiles(t, dir, "server")
+	missingCert, missingKey := filepath.Join(dir, "missing.crt"), filepath.Join(dir, "missing.key")
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, cert, key, file string
+	}{
+		{"certificate file missing", missingCert, key, missingCert},
+		{"key file missing", cert, missingKey, missingKey},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			caddyfile := write(strings.ReplaceAll(tc.name, " ", "-")+".Caddyfile", fmt.Sprintf(`https://localhost:8443 {
+	tls %s %s
+	respond "hello"
+}
+`, tc.cert, tc.key))
+			// Caddy itself refuses this config
+			if out, err := c.Command(t, "validate", "--config", caddyfile, "--adapter", "caddyfile"); err == nil {
+				t.Fatalf("caddy validate accepts a config with %s:\n%s", tc.name, out)
+			}
+			out, err := c.Command(t, "trustline", "topology", "--config", caddyfile, "--adapter", "caddyfile", "--fail-on", "error")
+			if code := exitCode(t, err); code != 2 {
+				t.Errorf("--fail-on error with %s: exit %d, want 2\n%s", tc.name, code, out)
+			}
+			if !strings.Contains(out, tc.file) {
+				t.Errorf("the report does not name %s:\n%s", tc.file, out)
+			}
+		})
+	}
+}
+
+// TestTopologyGateStorePasswordUnresolved: a truststore whose password
+// placeholder does not resolve where the report runs may still open where
+// Caddy runs: a warning, which --fail-on warning stops on and --fail-on
+// error lets through.
+func TestTopologyGateStorePasswordUnresolved(t *testing.T) {
+	dir := t.TempDir()
+	c := bench.New(t)
+	long := testpki.Validity(time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	ca := testpki.NewCA(t, "gate ca", long)
+	cert, key := ca.Issue(t, testpki.DNS("localhost"), long).WriteFiles(t, dir, "server")
+	store := testpki.WriteFile(t, dir, "clients.p12", testpki.PKCS12Truststore(t, []*x509.Certificate{ca.Cert}, "store-pass", false))
+	caddyfile := testpki.WriteFile(t, dir, "Caddyfile", []byte(fmt.Sprintf(`https://localhost:8443 {
+	tls %s %s {
+		client_auth {
+			trust_pool truststore %s {
+				password {env.TOPO_GATE_UNSET_PASSWORD}
+			}
+		}
+	}
+	respond "hello"
+}
+`, cert, key, store)))
+	for level, want := range map[string]int{"error": 0, "warning": 2} {
+		out, err := c.Command(t, "trustline", "topology", "--config", caddyfile, "--adapter", "caddyfile", "--fail-on", level)
+		if code := exitCode(t, err); code != want || !strings.Contains(out, "TOPO_GATE_UNSET_PASSWORD") {
+			t.Errorf("--fail-on %s: exit %d, want %d, naming the placeholder:\n%s", level, code, want, out)
+		}
 	}
 }

@@ -97,6 +97,7 @@ func (a *analyzer) upstreamTLS(out *Outbound, t map[string]any, path string) {
 	}
 	if f := str(t["client_certificate_file"]); f != "" {
 		c, _ := a.leafFile(RoleClient, f, false, field(path, "client_certificate_file"))
+		a.keyFile(str(t["client_certificate_key_file"]), field(path, "client_certificate_key_file"))
 		out.ClientCertificates = append(out.ClientCertificates, c.ID)
 		out.ClientIdentity = "file " + expandPath(f)
 		out.Mode = OutMTLS

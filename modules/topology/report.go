@@ -229,6 +229,10 @@ type Certificate struct {
 	NotRead string `json:"not_read,omitempty"`
 	// UsedBy are the config paths that refer to it.
 	UsedBy []string `json:"used_by"`
+
+	// readErr is why reading it failed (NotRead by design, such as a
+	// certificate Caddy manages, has none).
+	readErr error
 }
 
 // Severity of a finding.
@@ -272,6 +276,8 @@ const (
 	KindCertExpired        = "certificate_expired"
 	KindCertExpiring       = "certificate_expiring"
 	KindRenewalOverdue     = "certificate_renewal_overdue"
+	KindCertNotRead        = "certificate_not_read"
+	KindKeyNotFound        = "key_file_missing"
 	KindTrustAnchorExpired = "trust_anchor_expired"
 	KindTrustAnchorSoon    = "trust_anchor_expiring"
 	KindPassthroughNoDef   = "passthrough_without_default"

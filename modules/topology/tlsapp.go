@@ -60,6 +60,7 @@ func (a *analyzer) tlsApp(app map[string]any, path string) {
 					lc.cert = a.addUnread(RoleServer, "file "+file, false, "format "+format+" not read", ep)
 				} else {
 					lc.cert, lc.leaf = a.leafFile(RoleServer, file, false, ep)
+					a.keyFile(str(e["key"]), field(ep, "key"))
 				}
 				a.tls.loaded = append(a.tls.loaded, lc)
 			}
@@ -70,7 +71,7 @@ func (a *analyzer) tlsApp(app map[string]any, path string) {
 				lc := &loadedCert{tags: strs(e["tags"])}
 				certs, err := pemString(str(e["certificate"]))
 				if err != nil {
-					lc.cert = a.addUnread(RoleServer, "load_pem "+ep, false, err.Error(), ep)
+					lc.cert = a.unreadable(RoleServer, "load_pem "+ep, false, err, ep)
 				} else {
 					lc.cert = a.addCert(RoleServer, "load_pem (inline)", false, certs[0], ep)
 					lc.leaf = certs[0]
@@ -123,7 +124,7 @@ func (a *analyzer) loadFolder(dir, path string) {
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		a.tls.loaded = append(a.tls.loaded, &loadedCert{cert: a.addUnread(RoleServer, "folder "+dir, false, err.Error(), path)})
+		a.tls.loaded = append(a.tls.loaded, &loadedCert{cert: a.unreadable(RoleServer, "folder "+dir, false, err, path)})
 		return
 	}
 	n := 0
@@ -352,6 +353,7 @@ func (a *analyzer) keystoreSource(role string, src map[string]any, path string) 
 	case "pem":
 		file := expandPath(str(src["certificate"]))
 		c, _ := a.leafFile(role, file, true, path)
+		a.keyFile(str(src["key"]), field(path, "key"))
 		return c, "pem " + file
 	case "pkcs12":
 		s := storeRef{kind: "pkcs12", path: str(src["path"]), password: str(src["password"])}
