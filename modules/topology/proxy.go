@@ -193,10 +193,12 @@ type stripState struct {
 	set     []string
 	added   []string
 	peerSet []string // set by peer_headers, which strips the names it sets
+	peerAll []string // every header peer_headers sets, of a known family or not
 }
 
 func (s *stripState) clone() *stripState {
-	return &stripState{deletes: slices.Clone(s.deletes), set: slices.Clone(s.set), added: slices.Clone(s.added), peerSet: slices.Clone(s.peerSet)}
+	return &stripState{deletes: slices.Clone(s.deletes), set: slices.Clone(s.set), added: slices.Clone(s.added),
+		peerSet: slices.Clone(s.peerSet), peerAll: slices.Clone(s.peerAll)}
 }
 
 func (s *stripState) headersHandler(h map[string]any) {
@@ -273,13 +275,13 @@ func (a *analyzer) identityHeaders(sc *serverCtx, out *Outbound, req map[string]
 	set = append(set, sc.strip.set...)
 	added = append(added, sc.strip.added...)
 	all := append(slices.Clone(set), added...)
-	if len(all) == 0 {
-		return
-	}
-	for _, n := range all {
+	for _, n := range append(slices.Clone(all), sc.strip.peerAll...) {
 		if !slices.Contains(out.IdentityHeaders, n) {
 			out.IdentityHeaders = append(out.IdentityHeaders, n)
 		}
+	}
+	if len(all) == 0 {
+		return
 	}
 	fix := "strip the client's copies before the proxy: " + stripHint(all) + " (a headers handler runs before reverse_proxy), or forward identity with the suite's peer forwarding handler, which strips them"
 	for _, n := range all {
