@@ -310,7 +310,7 @@ https://localhost:%s {
 // TestTopologyGateUnreadableCertificate: a certificate the report cannot
 // read is a finding the gate stops on. A config whose certificate or key
 // file is missing cannot start (caddy validate refuses it): an error that
-// names the file.
+// names the file and the Caddyfile line.
 func TestTopologyGateUnreadableCertificate(t *testing.T) {
 	dir := t.TempDir()
 	c := bench.New(t)
@@ -345,8 +345,8 @@ func TestTopologyGateUnreadableCertificate(t *testing.T) {
 			if code := exitCode(t, err); code != 2 {
 				t.Errorf("--fail-on error with %s: exit %d, want 2\n%s", tc.name, code, out)
 			}
-			if !strings.Contains(out, tc.file) {
-				t.Errorf("the report does not name %s:\n%s", tc.file, out)
+			if !strings.Contains(out, tc.file) || !strings.Contains(out, caddyfile+":2") {
+				t.Errorf("the report does not name %s and %s:2 (the tls line):\n%s", tc.file, caddyfile, out)
 			}
 		})
 	}

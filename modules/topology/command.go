@@ -93,11 +93,19 @@ func cmdTopology(fl caddycmd.Flags) (int, error) {
 			return caddy.ExitCodeFailedStartup, errors.New("--config and --address exclude each other: analyse a file, or ask a running instance")
 		}
 		var cfg []byte
-		cfg, _, _, err = caddycmd.LoadConfig(configFile, adapter)
+		var file, adapterUsed string
+		cfg, file, adapterUsed, err = caddycmd.LoadConfig(configFile, adapter)
 		if err != nil {
 			return caddy.ExitCodeFailedStartup, err
 		}
 		rep, err = Analyze(cfg, Options{})
+		if err == nil && adapterUsed == "caddyfile" && file != "-" {
+			// findings point to the Caddyfile's lines (the JSON does not
+			// carry them, so the file is read again here)
+			if body, rerr := os.ReadFile(file); rerr == nil {
+				err = rep.LocateCaddyfile(cfg, file, body)
+			}
+		}
 	} else {
 		if adapter != "" {
 			return caddy.ExitCodeFailedStartup, errors.New("--adapter needs --config")

@@ -294,6 +294,10 @@ type Finding struct {
 	Kind string `json:"kind"`
 	// Path is the config path the finding is about.
 	Path string `json:"path"`
+	// Location is the Caddyfile line the config at Path comes from
+	// ("Caddyfile:12"), when the report was made from a Caddyfile (the
+	// CLI's --config); a running instance's report has JSON only.
+	Location string `json:"location,omitempty"`
 	// Message says what is wrong.
 	Message string `json:"message"`
 	// Fix says how to fix it.

@@ -44,7 +44,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		p.line(2, "none")
 	}
 	for _, f := range r.Findings {
-		p.line(2, "%-8s %s   [%s]", strings.ToUpper(string(f.Severity)), f.Kind, f.Path)
+		p.line(2, "%-8s %s   [%s]", strings.ToUpper(string(f.Severity)), f.Kind, f.where())
 		p.wrap(11, "", f.Message)
 		p.wrap(11, "fix: ", f.Fix)
 	}
@@ -178,6 +178,15 @@ func (r *Report) writeRoute(p *printer, rt *Route) {
 	if len(rt.Outbound) == 0 && len(rt.Handlers) > 0 && in.Mode != ModePassthrough && in.Mode != ModeRefused {
 		p.wrap(4, "out: ", "none (handled by Caddy: "+strings.Join(rt.Handlers, ", ")+")")
 	}
+}
+
+// where is where a finding points: its Caddyfile line when known, else
+// its config path.
+func (f *Finding) where() string {
+	if f.Location != "" {
+		return f.Location
+	}
+	return f.Path
 }
 
 func listenerMode(l *Listener) string {
