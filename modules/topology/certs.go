@@ -277,18 +277,11 @@ func (a *analyzer) identityStore(role string, s storeRef, usedBy string) *Certif
 	if err != nil {
 		return a.unreadable(role, s.source(), true, err, usedBy)
 	}
-	id, err := material.ReadKeyStore(data, opts)
+	certs, err := readStore(false, s.source(), data, opts)
 	if err != nil {
 		return a.unreadable(role, s.source(), true, err, usedBy)
 	}
-	leaf := id.Leaf
-	if leaf == nil && len(id.Certificate) > 0 {
-		leaf, err = x509.ParseCertificate(id.Certificate[0])
-	}
-	if leaf == nil || err != nil {
-		return a.unreadable(role, s.source(), true, errors.New("no certificate in the keystore"), usedBy)
-	}
-	return a.addCert(role, s.source(), true, leaf, usedBy)
+	return a.addCert(role, s.source(), true, certs[0], usedBy)
 }
 
 // trustStore adds the trusted certificates of a truststore.
@@ -297,7 +290,7 @@ func (a *analyzer) trustStore(s storeRef, usedBy string) []string {
 	if err != nil {
 		return []string{a.unreadable(RoleTrustAnchor, s.source(), true, err, usedBy).ID}
 	}
-	certs, err := material.ReadTrustAnchors(data, opts)
+	certs, err := readStore(true, s.source(), data, opts)
 	if err != nil {
 		return []string{a.unreadable(RoleTrustAnchor, s.source(), true, err, usedBy).ID}
 	}
