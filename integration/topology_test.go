@@ -307,24 +307,23 @@ https://localhost:%s {
 	}
 }
 
+// gateFixtures: a directory with a CA and a server certificate for
+// localhost (its files), and the binary to run the CLI with.
+func gateFixtures(t *testing.T) (dir string, c *bench.Caddy, ca *testpki.CA, cert, key string) {
+	dir, c = t.TempDir(), bench.New(t)
+	long := testpki.Validity(time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	ca = testpki.NewCA(t, "gate ca", long)
+	cert, key = ca.Issue(t, testpki.DNS("localhost"), long).WriteFiles(t, dir, "server")
+	return dir, c, ca, cert, key
+}
+
 // TestTopologyGateUnreadableCertificate: a certificate the report cannot
 // read is a finding the gate stops on. A config whose certificate or key
 // file is missing cannot start (caddy validate refuses it): an error that
 // names the file and the Caddyfile line.
 func TestTopologyGateUnreadableCertificate(t *testing.T) {
-	dir := t.TempDir()
-	c := bench.New(t)
-	long := testpki.Validity(time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
-	ca := testpki.NewCA(t, "gate ca", long)
-	cert, key := ca.Issue(t, testpki.DNS("localhost"), long).WriteFiles(t, dir, "server")
+	dir, c, _, cert, key := gateFixtures(t)
 	missingCert, missingKey := filepath.Join(dir, "missing.crt"), filepath.Join(dir, "missing.key")
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
 	for _, tc := range []struct {
 		name, cert, key, file string
 	}{
@@ -332,11 +331,11 @@ func TestTopologyGateUnreadableCertificate(t *testing.T) {
 		{"key file missing", cert, missingKey, missingKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			caddyfile := write(strings.ReplaceAll(tc.name, " ", "-")+".Caddyfile", fmt.Sprintf(`https://localhost:8443 {
+			caddyfile := testpki.WriteFile(t, dir, strings.ReplaceAll(tc.name, " ", "-")+".Caddyfile", []byte(fmt.Sprintf(`https://localhost:8443 {
 	tls %s %s
 	respond "hello"
 }
-`, tc.cert, tc.key))
+`, tc.cert, tc.key)))
 			// Caddy itself refuses this config
 			if out, err := c.Command(t, "validate", "--config", caddyfile, "--adapter", "caddyfile"); err == nil {
 				t.Fatalf("caddy validate accepts a config with %s:\n%s", tc.name, out)
@@ -357,11 +356,7 @@ func TestTopologyGateUnreadableCertificate(t *testing.T) {
 // Caddy runs: a warning, which --fail-on warning stops on and --fail-on
 // error lets through.
 func TestTopologyGateStorePasswordUnresolved(t *testing.T) {
-	dir := t.TempDir()
-	c := bench.New(t)
-	long := testpki.Validity(time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
-	ca := testpki.NewCA(t, "gate ca", long)
-	cert, key := ca.Issue(t, testpki.DNS("localhost"), long).WriteFiles(t, dir, "server")
+	dir, c, ca, cert, key := gateFixtures(t)
 	store := testpki.WriteFile(t, dir, "clients.p12", testpki.PKCS12Truststore(t, []*x509.Certificate{ca.Cert}, "store-pass", false))
 	caddyfile := testpki.WriteFile(t, dir, "Caddyfile", []byte(fmt.Sprintf(`https://localhost:8443 {
 	tls %s %s {

@@ -16,10 +16,7 @@ func (a *analyzer) certificateFindings() {
 		if c.NotAfter == nil {
 			continue
 		}
-		path := ""
-		if len(c.UsedBy) > 0 {
-			path = c.UsedBy[0]
-		}
+		path := c.firstUse()
 		what := describeCert(c)
 		left := c.NotAfter.Sub(now)
 		switch c.Role {

@@ -24,10 +24,7 @@ func (a *analyzer) notReadFindings() {
 		if c.readErr == nil {
 			continue
 		}
-		path := ""
-		if len(c.UsedBy) > 0 {
-			path = c.UsedBy[0]
-		}
+		path := c.firstUse()
 		what := map[string]string{RoleServer: "server certificate", RoleClient: "client certificate", RoleTrustAnchor: "trust anchors"}[c.Role]
 		msg := fmt.Sprintf("%s %s (%s) cannot be read: %s", what, c.ID, c.Source, c.NotRead)
 		switch {

@@ -3,6 +3,7 @@ package topology_test
 import (
 	"crypto/x509"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -58,27 +59,39 @@ func TestNotReadFindings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got []topology.Finding
-			for _, f := range rep.Findings {
-				if f.Kind == topology.KindCertNotRead || f.Kind == topology.KindKeyNotFound {
-					got = append(got, f)
-				}
-			}
-			if tc.kind == "" {
-				if len(got) > 0 {
-					t.Errorf("unexpected findings: %+v", got)
-				}
+			got := oneFinding(t, rep, tc.kind, tc.severity, topology.KindCertNotRead, topology.KindKeyNotFound)
+			if got == nil {
 				return
 			}
-			if len(got) != 1 || got[0].Kind != tc.kind || got[0].Severity != tc.severity {
-				t.Fatalf("findings %+v, want one %s %s", got, tc.severity, tc.kind)
-			}
-			if f := got[0]; !strings.Contains(f.Message, tc.names) || f.Fix == "" || f.Path == "" {
+			if f := got; !strings.Contains(f.Message, tc.names) || f.Fix == "" || f.Path == "" {
 				t.Errorf("the finding does not name %s, or lacks a path or fix: %+v", tc.names, f)
 			}
-			if strings.Contains(got[0].Message, `"wrong"`) || strings.Contains(got[0].Fix, "wrong\"") {
-				t.Errorf("the finding quotes the password: %+v", got[0])
+			if strings.Contains(got.Message, `"wrong"`) || strings.Contains(got.Fix, "wrong\"") {
+				t.Errorf("the finding quotes the password: %+v", got)
 			}
 		})
 	}
+}
+
+// oneFinding checks that, among the findings of the given kinds, rep has
+// exactly one, of kind at sev, and returns it; with kind "" it checks that
+// there is none and returns nil.
+func oneFinding(t *testing.T, rep *topology.Report, kind string, sev topology.Severity, kinds ...string) *topology.Finding {
+	t.Helper()
+	var got []topology.Finding
+	for _, f := range rep.Findings {
+		if slices.Contains(kinds, f.Kind) {
+			got = append(got, f)
+		}
+	}
+	if kind == "" {
+		if len(got) > 0 {
+			t.Errorf("unexpected findings: %+v", got)
+		}
+		return nil
+	}
+	if len(got) != 1 || got[0].Kind != kind || got[0].Severity != sev {
+		t.Fatalf("findings %+v, want one %s %s", got, sev, kind)
+	}
+	return &got[0]
 }
