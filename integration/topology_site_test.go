@@ -2,9 +2,13 @@ package integration
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/base64"
+	"io"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/chromedp/cdproto/cdp"
@@ -13,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/trustline/trustline/integration/bench"
+	"github.com/trustline/trustline/internal/testpki"
 	"github.com/trustline/trustline/modules/topology"
 )
 
@@ -188,4 +193,90 @@ func (b *browser) elements(t *testing.T, url string) []element {
 		t.Errorf("the page logged an error: %s", e)
 	}
 	return els
+}
+
+// TestTopologySiteStoresDecryptedOnce: the trustline_topology page reads
+// every keystore and truststore of the running config; a site may expose
+// it, so its requests must not each decrypt them (a PKCS#12 store costs a
+// PBKDF2 derivation). Through the real binary, many requests (one after
+// the other and at once) read each store once (Caddy's debug log says so
+// per read); a new version of a keystore is read once more; requests over
+// the bound on reports made at once get 503 with Retry-After, never an
+// error.
+func TestTopologySiteStoresDecryptedOnce(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "site store ca")
+	keystore := testpki.WriteFile(t, dir, "proxy.p12", testpki.PKCS12Keystore(t, ca.Issue(t, testpki.CN("proxy"), testpki.ClientOnly()), "store-pass", false))
+	truststore := testpki.WriteFile(t, dir, "trust.p12", testpki.PKCS12Truststore(t, []*x509.Certificate{ca.Cert}, "store-pass", false))
+	ops := bench.FreeAddr(t)
+	c := bench.Start(t, `{
+	admin {$TL_ADMIN}
+	skip_install_trust
+	debug
+}
+http://127.0.0.1:{$OPS_PORT} {
+	handle /tls-topology.json {
+		trustline_topology json
+	}
+	handle /app {
+		reverse_proxy https://127.0.0.1:1 {
+			transport mtls {
+				client_identity pkcs12 {$STORE_DIR}/proxy.p12 {
+					password {env.STORE_PASS}
+				}
+				trust_pool truststore {$STORE_DIR}/trust.p12 {
+					password {env.STORE_PASS}
+				}
+			}
+		}
+	}
+}
+`, "OPS_PORT="+bench.Port(ops), "STORE_DIR="+dir, "STORE_PASS=store-pass")
+	page := "http://" + ops + "/tls-topology.json"
+	get := func() (int, string, string) {
+		resp, err := http.Get(page)
+		if err != nil {
+			t.Error(err)
+			return 0, "", ""
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Retry-After"), string(body)
+	}
+	reads := func(store string) int {
+		return strings.Count(c.Log(), `"store":"`+store+`"`)
+	}
+
+	for range 5 {
+		if status, _, body := get(); status != http.StatusOK || !strings.Contains(body, `"subject": "CN=proxy"`) {
+			t.Fatalf("HTTP %d: %.400s", status, body)
+		}
+	}
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Go(func() {
+			status, retry, body := get()
+			if status != http.StatusOK && (status != http.StatusServiceUnavailable || retry == "") {
+				t.Errorf("concurrent request: HTTP %d, Retry-After %q: %.300s", status, retry, body)
+			}
+		})
+	}
+	wg.Wait()
+	if k, tr := reads("pkcs12 "+keystore), reads("truststore "+truststore); k != 1 || tr != 1 {
+		t.Errorf("17 reports read the keystore %d times and the truststore %d times, want once each:\n%s", k, tr, grepLines(c.Log(), "trustline.topology"))
+	}
+
+	// a new version of the keystore is read once more
+	next := testpki.WriteFile(t, t.TempDir(), "proxy.p12", testpki.PKCS12Keystore(t, ca.Issue(t, testpki.CN("proxy-2"), testpki.ClientOnly()), "store-pass", false))
+	if err := os.Rename(next, keystore); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if status, _, body := get(); status != http.StatusOK || !strings.Contains(body, `"subject": "CN=proxy-2"`) {
+			t.Fatalf("after the keystore changed: HTTP %d: %.400s", status, body)
+		}
+	}
+	if k := reads("pkcs12 " + keystore); k != 2 {
+		t.Errorf("after the keystore changed: read %d times, want 2", k)
+	}
 }

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -261,4 +262,117 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestTopologyGateManagedCertificate: `caddy trustline topology --fail-on
+// warning` against a running instance passes with a `tls internal` site.
+// Caddy's internal leaf lives 12 hours and Caddy renews it, so the 14-day
+// expiry window of certificate files would warn about it forever; the
+// report judges it by its renewal instead (renew_by).
+func TestTopologyGateManagedCertificate(t *testing.T) {
+	site := bench.FreeAddr(t)
+	c := bench.Start(t, fmt.Sprintf(`{
+	admin {$TL_ADMIN}
+	skip_install_trust
+	auto_https disable_redirects
+}
+https://localhost:%s {
+	tls internal
+	respond "managed"
+}
+`, bench.Port(site)))
+	var managed *topology.Certificate
+	eventually(t, 10*time.Second, "the managed certificate in the report", func() (bool, string) {
+		status, body := c.AdminGet(t, "/trustline/topology")
+		if status != 200 {
+			return false, fmt.Sprintf("HTTP %d: %s", status, body)
+		}
+		for _, crt := range topologyJSON(t, body).Certificates {
+			if crt.Role == topology.RoleServer && crt.NotAfter != nil {
+				managed = crt
+				return true, ""
+			}
+		}
+		return false, body
+	})
+	if left := time.Until(*managed.NotAfter); left > 14*24*time.Hour {
+		t.Fatalf("the internal leaf expires in %s: this test needs one within the 14-day window", left)
+	}
+	if managed.RenewBy == nil || !managed.RenewBy.After(time.Now()) || !managed.RenewBy.Before(*managed.NotAfter) {
+		t.Errorf("the internal leaf (not after %s) has renew_by %v, want a time between now and its not-after", managed.NotAfter, managed.RenewBy)
+	}
+	out, err := c.Command(t, "trustline", "topology", "--address", c.Admin, "--fail-on", "warning")
+	if code := exitCode(t, err); code != 0 {
+		t.Errorf("--fail-on warning against a running instance with a tls internal site: exit %d\n%s", code, out)
+	}
+}
+
+// gateFixtures: a directory with a CA and a server certificate for
+// localhost (its files), and the binary to run the CLI with.
+func gateFixtures(t *testing.T) (dir string, c *bench.Caddy, ca *testpki.CA, cert, key string) {
+	dir, c = t.TempDir(), bench.New(t)
+	long := testpki.Validity(time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	ca = testpki.NewCA(t, "gate ca", long)
+	cert, key = ca.Issue(t, testpki.DNS("localhost"), long).WriteFiles(t, dir, "server")
+	return dir, c, ca, cert, key
+}
+
+// TestTopologyGateUnreadableCertificate: a certificate the report cannot
+// read is a finding the gate stops on. A config whose certificate or key
+// file is missing cannot start (caddy validate refuses it): an error that
+// names the file and the Caddyfile line.
+func TestTopologyGateUnreadableCertificate(t *testing.T) {
+	dir, c, _, cert, key := gateFixtures(t)
+	missingCert, missingKey := filepath.Join(dir, "missing.crt"), filepath.Join(dir, "missing.key")
+	for _, tc := range []struct {
+		name, cert, key, file string
+	}{
+		{"certificate file missing", missingCert, key, missingCert},
+		{"key file missing", cert, missingKey, missingKey},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			caddyfile := testpki.WriteFile(t, dir, strings.ReplaceAll(tc.name, " ", "-")+".Caddyfile", []byte(fmt.Sprintf(`https://localhost:8443 {
+	tls %s %s
+	respond "hello"
+}
+`, tc.cert, tc.key)))
+			// Caddy itself refuses this config
+			if out, err := c.Command(t, "validate", "--config", caddyfile, "--adapter", "caddyfile"); err == nil {
+				t.Fatalf("caddy validate accepts a config with %s:\n%s", tc.name, out)
+			}
+			out, err := c.Command(t, "trustline", "topology", "--config", caddyfile, "--adapter", "caddyfile", "--fail-on", "error")
+			if code := exitCode(t, err); code != 2 {
+				t.Errorf("--fail-on error with %s: exit %d, want 2\n%s", tc.name, code, out)
+			}
+			if !strings.Contains(out, tc.file) || !strings.Contains(out, caddyfile+":2") {
+				t.Errorf("the report does not name %s and %s:2 (the tls line):\n%s", tc.file, caddyfile, out)
+			}
+		})
+	}
+}
+
+// TestTopologyGateStorePasswordUnresolved: a truststore whose password
+// placeholder does not resolve where the report runs may still open where
+// Caddy runs: a warning, which --fail-on warning stops on and --fail-on
+// error lets through.
+func TestTopologyGateStorePasswordUnresolved(t *testing.T) {
+	dir, c, ca, cert, key := gateFixtures(t)
+	store := testpki.WriteFile(t, dir, "clients.p12", testpki.PKCS12Truststore(t, []*x509.Certificate{ca.Cert}, "store-pass", false))
+	caddyfile := testpki.WriteFile(t, dir, "Caddyfile", []byte(fmt.Sprintf(`https://localhost:8443 {
+	tls %s %s {
+		client_auth {
+			trust_pool truststore %s {
+				password {env.TOPO_GATE_UNSET_PASSWORD}
+			}
+		}
+	}
+	respond "hello"
+}
+`, cert, key, store)))
+	for level, want := range map[string]int{"error": 0, "warning": 2} {
+		out, err := c.Command(t, "trustline", "topology", "--config", caddyfile, "--adapter", "caddyfile", "--fail-on", level)
+		if code := exitCode(t, err); code != want || !strings.Contains(out, "TOPO_GATE_UNSET_PASSWORD") {
+			t.Errorf("--fail-on %s: exit %d, want %d, naming the placeholder:\n%s", level, code, want, out)
+		}
+	}
 }

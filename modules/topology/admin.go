@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -21,8 +22,10 @@ const routePattern = "/trustline/topology"
 // reloads it every N seconds), ?format=svg for the bare picture.
 //
 // Caddy provisions admin.api modules with no config of their own and never
-// cleans them up, so it keeps no state: each request reads the running
-// config and analyses it. Provisioning registers the certificate expiry
+// cleans them up, so it keeps no state of its own: each request reads the
+// running config and analyses it (the stores it names are decrypted once
+// per version, see storecache.go; at most maxReports reports run at once,
+// a request over that gets 503 with Retry-After). Provisioning registers the certificate expiry
 // gauges in the config's metrics registry (see metrics.go).
 type Admin struct{}
 
@@ -67,7 +70,12 @@ func serveTopology(w http.ResponseWriter, r *http.Request) error {
 		refresh = n
 	}
 	if err := serveRunning(w, format, refresh); err != nil {
-		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+		status := http.StatusInternalServerError
+		if errors.Is(err, errReportsBusy) {
+			w.Header().Set("Retry-After", retryAfter)
+			status = http.StatusServiceUnavailable
+		}
+		return caddy.APIError{HTTPStatus: status, Err: err}
 	}
 	return nil
 }

@@ -138,6 +138,16 @@ func (a *analyzer) addUnread(role, source string, suite bool, reason, usedBy str
 	return cert
 }
 
+// unreadable adds a certificate the report failed to read (the file, its
+// contents, the store or its password): a certificate_not_read finding.
+func (a *analyzer) unreadable(role, source string, suite bool, err error, usedBy string) *Certificate {
+	cert := a.addUnread(role, source, suite, err.Error(), usedBy)
+	if cert.readErr == nil {
+		cert.readErr = err
+	}
+	return cert
+}
+
 func (a *analyzer) register(k certKey, cert *Certificate) {
 	a.nextID++
 	cert.ID = "c" + strconv.Itoa(a.nextID)
@@ -152,6 +162,15 @@ func (c *Certificate) use(path string) {
 		}
 	}
 	c.UsedBy = append(c.UsedBy, path)
+}
+
+// firstUse is the first config path that uses the certificate: where its
+// findings point.
+func (c *Certificate) firstUse() string {
+	if len(c.UsedBy) == 0 {
+		return ""
+	}
+	return c.UsedBy[0]
 }
 
 func certNames(c *x509.Certificate) []string {
@@ -204,7 +223,7 @@ func (a *analyzer) leafFile(role, file string, suite bool, usedBy string) (*Cert
 	}
 	certs, err := a.pemFile(file)
 	if err != nil {
-		return a.addUnread(role, source, suite, err.Error(), usedBy), nil
+		return a.unreadable(role, source, suite, err, usedBy), nil
 	}
 	return a.addCert(role, source, suite, certs[0], usedBy), certs[0]
 }
@@ -218,7 +237,7 @@ func (a *analyzer) anchorsFile(file string, suite bool, usedBy string) []string 
 	}
 	certs, err := a.pemFile(file)
 	if err != nil {
-		return []string{a.addUnread(RoleTrustAnchor, source, suite, err.Error(), usedBy).ID}
+		return []string{a.unreadable(RoleTrustAnchor, source, suite, err, usedBy).ID}
 	}
 	return a.anchors(certs, source, suite, usedBy)
 }
@@ -247,11 +266,11 @@ func (a *analyzer) openStore(s storeRef) ([]byte, material.StoreOptions, error) 
 	}
 	pw, err := resolveSecret("password", s.password)
 	if err != nil {
-		return nil, opts, fmt.Errorf("password not resolvable: %w", err)
+		return nil, opts, fmt.Errorf("%w: %w", errPasswordNotResolved, err)
 	}
 	kpw, err := resolveSecret("key_password", s.keyPassword)
 	if err != nil {
-		return nil, opts, fmt.Errorf("key password not resolvable: %w", err)
+		return nil, opts, fmt.Errorf("key %w: %w", errPasswordNotResolved, err)
 	}
 	data, err := a.readFile(expandPath(s.path))
 	if err != nil {
@@ -265,31 +284,24 @@ func (a *analyzer) openStore(s storeRef) ([]byte, material.StoreOptions, error) 
 func (a *analyzer) identityStore(role string, s storeRef, usedBy string) *Certificate {
 	data, opts, err := a.openStore(s)
 	if err != nil {
-		return a.addUnread(role, s.source(), true, err.Error(), usedBy)
+		return a.unreadable(role, s.source(), true, err, usedBy)
 	}
-	id, err := material.ReadKeyStore(data, opts)
+	certs, err := readStore(false, s.source(), data, opts)
 	if err != nil {
-		return a.addUnread(role, s.source(), true, err.Error(), usedBy)
+		return a.unreadable(role, s.source(), true, err, usedBy)
 	}
-	leaf := id.Leaf
-	if leaf == nil && len(id.Certificate) > 0 {
-		leaf, err = x509.ParseCertificate(id.Certificate[0])
-	}
-	if leaf == nil || err != nil {
-		return a.addUnread(role, s.source(), true, "no certificate in the keystore", usedBy)
-	}
-	return a.addCert(role, s.source(), true, leaf, usedBy)
+	return a.addCert(role, s.source(), true, certs[0], usedBy)
 }
 
 // trustStore adds the trusted certificates of a truststore.
 func (a *analyzer) trustStore(s storeRef, usedBy string) []string {
 	data, opts, err := a.openStore(s)
 	if err != nil {
-		return []string{a.addUnread(RoleTrustAnchor, s.source(), true, err.Error(), usedBy).ID}
+		return []string{a.unreadable(RoleTrustAnchor, s.source(), true, err, usedBy).ID}
 	}
-	certs, err := material.ReadTrustAnchors(data, opts)
+	certs, err := readStore(true, s.source(), data, opts)
 	if err != nil {
-		return []string{a.addUnread(RoleTrustAnchor, s.source(), true, err.Error(), usedBy).ID}
+		return []string{a.unreadable(RoleTrustAnchor, s.source(), true, err, usedBy).ID}
 	}
 	return a.anchors(certs, s.source(), true, usedBy)
 }

@@ -39,9 +39,9 @@ inbound leg and the outbound legs, every certificate in play (server
 certificates, client identities, trust anchors) with subject and expiry,
 and findings (plaintext legs after termination, insecure_skip_verify,
 client_auth that does not verify, identity headers forwarded without
-stripping, certificates expiring within 14 days, expired CAs in trust
-pools, passthrough without a default route), each with its config path
-and how to fix it.
+stripping, certificates expiring within 14 days (those Caddy manages: not
+renewed in time), expired CAs in trust pools, passthrough without a
+default route), each with its config path and how to fix it.
 
 With --config, it adapts and analyses that config (certificate files are
 read from this machine). Without it, it asks the running instance (its
@@ -93,11 +93,19 @@ func cmdTopology(fl caddycmd.Flags) (int, error) {
 			return caddy.ExitCodeFailedStartup, errors.New("--config and --address exclude each other: analyse a file, or ask a running instance")
 		}
 		var cfg []byte
-		cfg, _, _, err = caddycmd.LoadConfig(configFile, adapter)
+		var file, adapterUsed string
+		cfg, file, adapterUsed, err = caddycmd.LoadConfig(configFile, adapter)
 		if err != nil {
 			return caddy.ExitCodeFailedStartup, err
 		}
 		rep, err = Analyze(cfg, Options{})
+		if err == nil && adapterUsed == "caddyfile" && file != "-" {
+			// findings point to the Caddyfile's lines (the JSON does not
+			// carry them, so the file is read again here)
+			if body, rerr := os.ReadFile(file); rerr == nil {
+				err = rep.LocateCaddyfile(cfg, file, body)
+			}
+		}
 	} else {
 		if adapter != "" {
 			return caddy.ExitCodeFailedStartup, errors.New("--adapter needs --config")

@@ -7,18 +7,16 @@ import (
 )
 
 // certificateFindings adds the expiry findings: a server or client
-// certificate expired or expiring within the window, a trust pool holding
-// an expired CA.
+// certificate expired or expiring within the window (one Caddy manages:
+// past the time it should have been renewed by), a trust pool holding an
+// expired CA.
 func (a *analyzer) certificateFindings() {
 	now, window := a.opts.Now, a.opts.ExpiryWindow
 	for _, c := range a.rep.Certificates {
 		if c.NotAfter == nil {
 			continue
 		}
-		path := ""
-		if len(c.UsedBy) > 0 {
-			path = c.UsedBy[0]
-		}
+		path := c.firstUse()
 		what := describeCert(c)
 		left := c.NotAfter.Sub(now)
 		switch c.Role {
@@ -35,6 +33,13 @@ func (a *analyzer) certificateFindings() {
 			case left <= 0:
 				a.finding(SeverityError, KindCertExpired, path,
 					fmt.Sprintf("%s %s expired on %s", role, what, c.NotAfter.Format(time.DateOnly)), fix)
+			case c.RenewBy != nil:
+				// Caddy renews it: what matters is whether it did
+				if !now.Before(*c.RenewBy) {
+					a.finding(SeverityWarning, KindRenewalOverdue, path,
+						fmt.Sprintf("%s %s, %s, is still in use although Caddy should have renewed it by %s; it expires on %s (in %s)",
+							role, what, c.Source, c.RenewBy.Format(time.RFC3339), c.NotAfter.Format(time.RFC3339), days(left)), fix)
+				}
 			case left <= window:
 				a.finding(SeverityWarning, KindCertExpiring, path,
 					fmt.Sprintf("%s %s expires on %s (in %s)", role, what, c.NotAfter.Format(time.DateOnly), days(left)), fix)

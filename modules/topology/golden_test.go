@@ -68,6 +68,16 @@ func TestGoldenReports(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if strings.HasSuffix(in, ".caddyfile") {
+				// findings point to the Caddyfile's lines, as the CLI's do
+				body, err := os.ReadFile(in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := rep.LocateCaddyfile(cfg, in, body); err != nil {
+					t.Fatal(err)
+				}
+			}
 			// the temp dir becomes $TOPO_DIR before the table wraps lines
 			b, err := json.Marshal(rep)
 			if err != nil {

@@ -32,7 +32,10 @@ func init() {
 //
 // It answers GET and HEAD, and ends the route (it never calls the next
 // handler). Like the admin endpoint it keeps no state: every request reads
-// the config Caddy is running and analyses it, so a reload shows at once.
+// the config Caddy is running and analyses it, so a reload shows at once;
+// an unchanged keystore or truststore is decrypted once, not per request,
+// and the reports made at once are bounded (503 with Retry-After over
+// the bound).
 // The report names files, hosts, upstreams and certificate subjects (never
 // passwords or keys): serve it only to people who may see the config.
 type Handler struct {
@@ -107,6 +110,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	defer timer.Stop()
 	select {
 	case res := <-done:
+		if errors.Is(res.err, errReportsBusy) {
+			w.Header().Set("Retry-After", retryAfter)
+			return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("trustline_topology: %w", res.err))
+		}
 		if res.err == nil {
 			res.err = serveReport(w, res.rep, format, h.Refresh)
 		}

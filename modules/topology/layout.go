@@ -422,6 +422,13 @@ func (p *picture) certBlock(b *box, id string, width int) {
 	}
 	if c.NotAfter != nil {
 		cls, left := p.expiryClass(*c.NotAfter)
+		if c.RenewBy != nil && cls != "exp-expired" {
+			// Caddy renews it: orange only once its renewal is overdue
+			cls = "exp-ok"
+			if !p.now.Before(*c.RenewBy) {
+				cls = "exp-soon"
+			}
+		}
 		at = append(at, attr{"data-expiry", strings.TrimPrefix(cls, "exp-")})
 		lines = append(lines, line{indent: 4, spans: []span{{"not after " + c.NotAfter.UTC().Format(time.DateOnly) + " ", ""}, {"(" + left + ")", cls}}})
 	} else {

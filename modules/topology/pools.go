@@ -118,7 +118,7 @@ func (a *analyzer) inlineAnchors(certs []string, path string) []string {
 	for i, s := range certs {
 		c, err := base64DER(s)
 		if err != nil {
-			ids = append(ids, a.addUnread(RoleTrustAnchor, "inline certificate "+index(path, i), false, err.Error(), path).ID)
+			ids = append(ids, a.unreadable(RoleTrustAnchor, "inline certificate "+index(path, i), false, err, path).ID)
 			continue
 		}
 		ids = append(ids, a.addCert(RoleTrustAnchor, "inline", false, c, path).ID)
@@ -139,7 +139,7 @@ func (a *analyzer) bundleAnchors(patterns []string, path string) []string {
 	}
 	files, err := material.ExpandPaths(expanded)
 	if err != nil {
-		return []string{a.addUnread(RoleTrustAnchor, source, true, err.Error(), path).ID}
+		return []string{a.unreadable(RoleTrustAnchor, source, true, err, path).ID}
 	}
 	var ids []string
 	for i, f := range files {
@@ -148,7 +148,7 @@ func (a *analyzer) bundleAnchors(patterns []string, path string) []string {
 		}
 		certs, err := a.pemFile(f)
 		if err != nil {
-			ids = append(ids, a.addUnread(RoleTrustAnchor, "bundle file "+f, true, err.Error(), path).ID)
+			ids = append(ids, a.unreadable(RoleTrustAnchor, "bundle file "+f, true, err, path).ID)
 			continue
 		}
 		ids = append(ids, a.anchors(certs, "bundle file "+f, true, path)...)
@@ -164,15 +164,15 @@ func (a *analyzer) spiffeBundleFile(td, file, path string) []string {
 	}
 	trustDomain, err := spiffeid.TrustDomainFromString(td)
 	if err != nil {
-		return []string{a.addUnread(RoleTrustAnchor, source, true, err.Error(), path).ID}
+		return []string{a.unreadable(RoleTrustAnchor, source, true, err, path).ID}
 	}
 	data, err := a.readFile(file)
 	if err != nil {
-		return []string{a.addUnread(RoleTrustAnchor, source, true, err.Error(), path).ID}
+		return []string{a.unreadable(RoleTrustAnchor, source, true, err, path).ID}
 	}
 	b, err := spiffebundle.Parse(trustDomain, data)
 	if err != nil {
-		return []string{a.addUnread(RoleTrustAnchor, source, true, err.Error(), path).ID}
+		return []string{a.unreadable(RoleTrustAnchor, source, true, err, path).ID}
 	}
 	return a.anchors(b.X509Authorities(), source, true, path)
 }

@@ -97,13 +97,18 @@ func (a *analyzer) upstreamTLS(out *Outbound, t map[string]any, path string) {
 	}
 	if f := str(t["client_certificate_file"]); f != "" {
 		c, _ := a.leafFile(RoleClient, f, false, field(path, "client_certificate_file"))
+		a.keyFile(str(t["client_certificate_key_file"]), field(path, "client_certificate_key_file"))
 		out.ClientCertificates = append(out.ClientCertificates, c.ID)
 		out.ClientIdentity = "file " + expandPath(f)
 		out.Mode = OutMTLS
 	}
 	if name := str(t["client_certificate_automate"]); name != "" {
 		out.ClientIdentity = "managed by Caddy for " + name
-		ids := a.liveServerCerts(name, "client_certificate_automate", field(path, "client_certificate_automate"))
+		ratio := 0.0
+		if pol := a.policyFor(name); pol != nil {
+			ratio = pol.ratio
+		}
+		ids := a.liveServerCerts(name, "client_certificate_automate", ratio, field(path, "client_certificate_automate"))
 		if len(ids) == 0 {
 			ids = []string{a.addUnread(RoleClient, "managed by Caddy for "+name, false, "managed by Caddy: see the running instance's report", field(path, "client_certificate_automate")).ID}
 		}
@@ -188,10 +193,12 @@ type stripState struct {
 	set     []string
 	added   []string
 	peerSet []string // set by peer_headers, which strips the names it sets
+	peerAll []string // every header peer_headers sets, of a known family or not
 }
 
 func (s *stripState) clone() *stripState {
-	return &stripState{deletes: slices.Clone(s.deletes), set: slices.Clone(s.set), added: slices.Clone(s.added), peerSet: slices.Clone(s.peerSet)}
+	return &stripState{deletes: slices.Clone(s.deletes), set: slices.Clone(s.set), added: slices.Clone(s.added),
+		peerSet: slices.Clone(s.peerSet), peerAll: slices.Clone(s.peerAll)}
 }
 
 func (s *stripState) headersHandler(h map[string]any) {
@@ -268,13 +275,13 @@ func (a *analyzer) identityHeaders(sc *serverCtx, out *Outbound, req map[string]
 	set = append(set, sc.strip.set...)
 	added = append(added, sc.strip.added...)
 	all := append(slices.Clone(set), added...)
-	if len(all) == 0 {
-		return
-	}
-	for _, n := range all {
+	for _, n := range append(slices.Clone(all), sc.strip.peerAll...) {
 		if !slices.Contains(out.IdentityHeaders, n) {
 			out.IdentityHeaders = append(out.IdentityHeaders, n)
 		}
+	}
+	if len(all) == 0 {
+		return
 	}
 	fix := "strip the client's copies before the proxy: " + stripHint(all) + " (a headers handler runs before reverse_proxy), or forward identity with the suite's peer forwarding handler, which strips them"
 	for _, n := range all {

@@ -213,6 +213,15 @@ type Certificate struct {
 	// NotBefore, NotAfter: the validity, when the certificate was read.
 	NotBefore *time.Time `json:"not_before,omitempty"`
 	NotAfter  *time.Time `json:"not_after,omitempty"`
+	// RenewBy is set on a certificate Caddy manages and renews itself
+	// (internal CA, ACME; read from its certificate cache): the time by
+	// which Caddy should have replaced it. Its renewal window opens when
+	// the policy's renewal_window_ratio of its lifetime is left (a third
+	// by default); RenewBy adds a grace for Caddy's retries (a tenth of
+	// the window, at least three renewal checks). Such a certificate is
+	// judged by this time, not by the expiry window: a 12-hour internal
+	// leaf is always "expiring soon", and renewed long before it expires.
+	RenewBy *time.Time `json:"renew_by,omitempty"`
 	// SHA256 fingerprint (hex) of the certificate, when read.
 	SHA256 string `json:"sha256,omitempty"`
 	// NotRead says why the certificate was not read ("managed by Caddy",
@@ -220,6 +229,10 @@ type Certificate struct {
 	NotRead string `json:"not_read,omitempty"`
 	// UsedBy are the config paths that refer to it.
 	UsedBy []string `json:"used_by"`
+
+	// readErr is why reading it failed (NotRead by design, such as a
+	// certificate Caddy manages, has none).
+	readErr error
 }
 
 // Severity of a finding.
@@ -262,6 +275,9 @@ const (
 	KindHeaderSetDeleted   = "identity_header_deleted"
 	KindCertExpired        = "certificate_expired"
 	KindCertExpiring       = "certificate_expiring"
+	KindRenewalOverdue     = "certificate_renewal_overdue"
+	KindCertNotRead        = "certificate_not_read"
+	KindKeyNotFound        = "key_file_missing"
 	KindTrustAnchorExpired = "trust_anchor_expired"
 	KindTrustAnchorSoon    = "trust_anchor_expiring"
 	KindPassthroughNoDef   = "passthrough_without_default"
@@ -278,6 +294,10 @@ type Finding struct {
 	Kind string `json:"kind"`
 	// Path is the config path the finding is about.
 	Path string `json:"path"`
+	// Location is the Caddyfile line the config at Path comes from
+	// ("Caddyfile:12"), when the report was made from a Caddyfile (the
+	// CLI's --config); a running instance's report has JSON only.
+	Location string `json:"location,omitempty"`
 	// Message says what is wrong.
 	Message string `json:"message"`
 	// Fix says how to fix it.

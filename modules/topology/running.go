@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"time"
 	_ "unsafe" // for go:linkname
 
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
@@ -34,9 +35,42 @@ func runningConfig() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// maxReports bounds the reports of the running config made at once, by
+// the admin endpoint, the trustline_topology handler and the metrics
+// together: a report reads every certificate file of the config, and the
+// page a site may expose must not let its clients make any more at a
+// time. A request over the bound waits up to reportWait for a slot, then
+// is refused (errReportsBusy: 503 with Retry-After).
+const maxReports = 2
+
+var (
+	reportSlots = make(chan struct{}, maxReports)
+	reportWait  = time.Second
+)
+
+// errReportsBusy: maxReports reports are being made, and none ended within
+// reportWait.
+var errReportsBusy = fmt.Errorf("%d topology reports are being made; try again shortly", maxReports)
+
+// retryAfter is the Retry-After of an answer refused with errReportsBusy.
+const retryAfter = "2"
+
 // runningReport analyses the running config, with the server certificates
-// Caddy manages itself read from its certificate cache.
+// Caddy manages itself read from its certificate cache. At most maxReports
+// run at once; over that it returns errReportsBusy after reportWait.
 func runningReport() (rep *Report, err error) {
+	select {
+	case reportSlots <- struct{}{}:
+	default:
+		wait := time.NewTimer(reportWait)
+		defer wait.Stop()
+		select {
+		case reportSlots <- struct{}{}:
+		case <-wait.C:
+			return nil, errReportsBusy
+		}
+	}
+	defer func() { <-reportSlots }()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("analysing the running config: %v", r)

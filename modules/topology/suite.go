@@ -1,7 +1,12 @@
 package topology
 
 import (
+	"encoding/json"
+	"maps"
+	"slices"
 	"strings"
+
+	"github.com/trustline/trustline/modules/peer"
 )
 
 // The suite's own HTTP handlers, layer-4 handlers and listener wrappers
@@ -21,7 +26,12 @@ func (a *analyzer) suiteHandler(sc *serverCtx, route *Route, name string, h map[
 		}
 		route.Inbound.PeerPatterns = append(route.Inbound.PeerPatterns, desc)
 	case "peer_headers":
-		sc.strip.peerHeaders(h)
+		var fh peer.ForwardHeaders
+		if err := decodeModule(h, &fh); err != nil {
+			a.notAnalysed(path, "http.handlers."+name, "config does not decode: "+err.Error())
+			break
+		}
+		sc.strip.peerHeaders(&fh)
 	case "trustline_topology":
 		// this package's report served from a site: no leg
 	default:
@@ -30,30 +40,44 @@ func (a *analyzer) suiteHandler(sc *serverCtx, route *Route, name string, h map[
 	return true
 }
 
-// peerHeaders records what the peer_headers handler does: it removes the
-// identity family (Client-Cert, Client-Cert-Chain, X-Forwarded-Client-Cert),
-// every header it sets and every `strip` name from the client's request,
-// then sets its headers from the verified identity.
-func (s *stripState) peerHeaders(h map[string]any) {
+// peerHeaders records what the peer_headers handler (the directive
+// forward_peer_identity) does: it removes the identity family
+// (Client-Cert, Client-Cert-Chain, X-Forwarded-Client-Cert), every header
+// it sets and every `strip` name from the client's request, then sets its
+// headers from the verified identity: the RFC 9440 ones, XFCC, the PEM
+// header and each configured `header`, whatever its name.
+func (s *stripState) peerHeaders(h *peer.ForwardHeaders) {
 	var sets []string
-	if boolean(h["client_cert"]) {
-		sets = append(sets, "Client-Cert")
+	if h.ClientCert {
+		sets = append(sets, peer.HeaderClientCert)
+		if h.ClientCertChain {
+			sets = append(sets, peer.HeaderClientCertChain)
+		}
 	}
-	if boolean(h["client_cert_chain"]) {
-		sets = append(sets, "Client-Cert-Chain")
+	if h.XFCC != nil {
+		sets = append(sets, peer.HeaderXFCC)
 	}
-	if obj(h["xfcc"]) != nil {
-		sets = append(sets, "X-Forwarded-Client-Cert")
+	if h.PEMHeader != "" {
+		sets = append(sets, h.PEMHeader)
 	}
-	if pem := str(h["pem_header"]); pem != "" {
-		sets = append(sets, pem)
-	}
-	sets = append(sets, keys(obj(h["headers"]))...)
-	s.deletes = append(s.deletes, "client-cert", "client-cert-chain", "x-forwarded-client-cert")
+	sets = append(sets, slices.Sorted(maps.Keys(h.Headers))...)
+	s.deletes = append(s.deletes, lower([]string{peer.HeaderClientCert, peer.HeaderClientCertChain, peer.HeaderXFCC})...)
 	s.deletes = append(s.deletes, lower(sets)...)
-	s.deletes = append(s.deletes, lower(strs(h["strip"]))...)
+	s.deletes = append(s.deletes, lower(h.Strip)...)
 	s.set = append(s.set, identityNames(sets)...)
 	s.peerSet = append(s.peerSet, identityNames(sets)...)
+	s.peerAll = append(s.peerAll, sets...)
+}
+
+// decodeModule reads a module's JSON (as the analysis holds it) into the
+// module's own type: the report reads the suite's modules through their
+// types, so a renamed field fails to compile or fails a test.
+func decodeModule(m map[string]any, into any) error {
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, into)
 }
 
 // suiteL4Handler handles the passthrough module's layer-4 handlers.

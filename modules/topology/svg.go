@@ -320,7 +320,7 @@ const listWidth = 160
 // heading, message and fix, wrapped.
 func (s *svgWriter) findingLines(i int) (head string, msg, fix []string) {
 	f := s.p.rep.Findings[i]
-	head = fmt.Sprintf("%s  %s   [%s]", strings.ToUpper(string(f.Severity)), f.Kind, f.Path)
+	head = fmt.Sprintf("%s  %s   [%s]", strings.ToUpper(string(f.Severity)), f.Kind, f.where())
 	return head, wrapWords(f.Message, listWidth, 0), wrapWords("fix: "+f.Fix, listWidth, 5)
 }
 

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -36,25 +35,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(r.Certificates) == 0 {
 		p.line(2, "none")
 	} else {
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  ID\tROLE\tSUBJECT\tNOT AFTER\tSOURCE")
-		for _, c := range r.Certificates {
-			subject := c.Subject
-			if subject == "" && len(c.Names) > 0 {
-				subject = strings.Join(c.Names, ",")
-			}
-			if subject == "" {
-				subject = "-"
-			}
-			na := "not read: " + c.NotRead
-			if c.NotAfter != nil {
-				na = c.NotAfter.Format(time.DateOnly) + " (" + relative(c.NotAfter.Sub(r.Generated)) + ")"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.ID, c.Role, cut(subject, 48), cut(na, 60), c.Source)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+		r.writeCertificates(p)
 	}
 
 	p.line(0, "")
@@ -63,7 +44,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		p.line(2, "none")
 	}
 	for _, f := range r.Findings {
-		p.line(2, "%-8s %s   [%s]", strings.ToUpper(string(f.Severity)), f.Kind, f.Path)
+		p.line(2, "%-8s %s   [%s]", strings.ToUpper(string(f.Severity)), f.Kind, f.where())
 		p.wrap(11, "", f.Message)
 		p.wrap(11, "fix: ", f.Fix)
 	}
@@ -75,6 +56,46 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 	return p.err
+}
+
+// writeCertificates writes the certificates table: one row each, in
+// aligned columns (the source last, whole); the reason a certificate was
+// not read follows its row, wrapped at word boundaries.
+func (r *Report) writeCertificates(p *printer) {
+	rows := [][]string{{"  ID", "ROLE", "SUBJECT", "NOT AFTER", "SOURCE"}}
+	for _, c := range r.Certificates {
+		subject := c.Subject
+		if subject == "" && len(c.Names) > 0 {
+			subject = strings.Join(c.Names, ",")
+		}
+		if subject == "" {
+			subject = "-"
+		}
+		na := "not read"
+		if c.NotAfter != nil {
+			na = c.NotAfter.Format(time.DateOnly) + " (" + relative(c.NotAfter.Sub(r.Generated)) + ")"
+		}
+		rows = append(rows, []string{"  " + c.ID, c.Role, cut(subject, 48), na, c.Source})
+	}
+	// columns as text/tabwriter pads them: the widest cell plus two spaces
+	widths := make([]int, len(rows[0])-1)
+	for _, row := range rows {
+		for i := range widths {
+			widths[i] = max(widths[i], len(row[i])+2)
+		}
+	}
+	for i, row := range rows {
+		var b strings.Builder
+		for j, cell := range row[:len(widths)] {
+			b.WriteString(cell)
+			b.WriteString(strings.Repeat(" ", widths[j]-len(cell)))
+		}
+		b.WriteString(row[len(widths)])
+		p.line(0, "%s", b.String())
+		if i > 0 && r.Certificates[i-1].NotRead != "" {
+			p.wrap(6, "not read: ", r.Certificates[i-1].NotRead)
+		}
+	}
 }
 
 func (r *Report) writeRoute(p *printer, rt *Route) {
@@ -159,6 +180,15 @@ func (r *Report) writeRoute(p *printer, rt *Route) {
 	}
 }
 
+// where is where a finding points: its Caddyfile line when known, else
+// its config path.
+func (f *Finding) where() string {
+	if f.Location != "" {
+		return f.Location
+	}
+	return f.Path
+}
+
 func listenerMode(l *Listener) string {
 	switch l.Inbound {
 	case "https":
@@ -192,11 +222,23 @@ func relative(d time.Duration) string {
 	return "in " + days(d)
 }
 
+// cut shortens s to at most n bytes, after a whole word (a name of a
+// distinguished name, a word), marking the cut with "...".
 func cut(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n-3] + "..."
+	head := s[:n-3]
+	if i := strings.LastIndexAny(head, " ,"); i > 0 && !isWordBoundary(s, n-3) {
+		head = head[:i]
+	}
+	return strings.TrimRight(head, " ,") + "..."
+}
+
+// isWordBoundary reports whether s may be cut before byte i without
+// splitting a word.
+func isWordBoundary(s string, i int) bool {
+	return i >= len(s) || s[i] == ' ' || s[i] == ','
 }
 
 // printer writes indented, word-wrapped lines and keeps the first error.

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 )
 
@@ -16,6 +18,9 @@ type tlsInfo struct {
 	automate []string
 	policies []*autoPolicy
 	onDemand bool
+	// renewInterval is how often Caddy checks managed certificates for
+	// renewal (automation.renew_interval).
+	renewInterval time.Duration
 }
 
 // loadedCert is a certificate loaded by the tls app (load_files, load_pem,
@@ -34,6 +39,7 @@ type autoPolicy struct {
 	how      string   // "internal CA local", "ACME", "keystore pkcs12 /x.p12"
 	certs    []string // certificate IDs (get_certificate keystores)
 	onDemand bool
+	ratio    float64 // renewal_window_ratio; 0: certmagic's default
 }
 
 // tlsApp reads the tls app's certificate loaders and automation policies.
@@ -54,6 +60,7 @@ func (a *analyzer) tlsApp(app map[string]any, path string) {
 					lc.cert = a.addUnread(RoleServer, "file "+file, false, "format "+format+" not read", ep)
 				} else {
 					lc.cert, lc.leaf = a.leafFile(RoleServer, file, false, ep)
+					a.keyFile(str(e["key"]), field(ep, "key"))
 				}
 				a.tls.loaded = append(a.tls.loaded, lc)
 			}
@@ -64,7 +71,7 @@ func (a *analyzer) tlsApp(app map[string]any, path string) {
 				lc := &loadedCert{tags: strs(e["tags"])}
 				certs, err := pemString(str(e["certificate"]))
 				if err != nil {
-					lc.cert = a.addUnread(RoleServer, "load_pem "+ep, false, err.Error(), ep)
+					lc.cert = a.unreadable(RoleServer, "load_pem "+ep, false, err, ep)
 				} else {
 					lc.cert = a.addCert(RoleServer, "load_pem (inline)", false, certs[0], ep)
 					lc.leaf = certs[0]
@@ -95,10 +102,14 @@ func (a *analyzer) tlsApp(app map[string]any, path string) {
 	if auto["on_demand"] != nil {
 		a.tls.onDemand = true
 	}
+	a.tls.renewInterval = duration(auto["renew_interval"])
 	for i, pol := range arr(auto["policies"]) {
 		pol := obj(pol)
 		pp := index(field(autoPath, "policies"), i)
 		ap := &autoPolicy{path: pp, subjects: strs(pol["subjects"]), onDemand: boolean(pol["on_demand"])}
+		if r, ok := pol["renewal_window_ratio"].(float64); ok && r > 0 && r < 1 {
+			ap.ratio = r
+		}
 		ap.how = a.policyIssuance(pol, pp, ap)
 		a.tls.policies = append(a.tls.policies, ap)
 	}
@@ -113,7 +124,7 @@ func (a *analyzer) loadFolder(dir, path string) {
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		a.tls.loaded = append(a.tls.loaded, &loadedCert{cert: a.addUnread(RoleServer, "folder "+dir, false, err.Error(), path)})
+		a.tls.loaded = append(a.tls.loaded, &loadedCert{cert: a.unreadable(RoleServer, "folder "+dir, false, err, path)})
 		return
 	}
 	n := 0
@@ -258,7 +269,11 @@ func (a *analyzer) serverCertFor(host string, selection map[string]any, usedBy s
 		how = "internal CA local"
 	}
 	if len(ids) == 0 {
-		ids = a.liveServerCerts(host, how, usedBy)
+		ratio := 0.0
+		if pol != nil {
+			ratio = pol.ratio
+		}
+		ids = a.liveServerCerts(host, how, ratio, usedBy)
 	}
 	if len(ids) == 0 {
 		c := a.addUnread(RoleServer, "managed by Caddy for "+host+" ("+how+")", false, "managed by Caddy: see the running instance's report", usedBy)
@@ -267,16 +282,68 @@ func (a *analyzer) serverCertFor(host string, selection map[string]any, usedBy s
 	return "managed: " + how, ids
 }
 
-// liveServerCerts asks the running instance's certificate cache.
-func (a *analyzer) liveServerCerts(host, how, usedBy string) []string {
+// policyFor is the automation policy that manages name: the first with no
+// subjects or a subject covering it; nil for none.
+func (a *analyzer) policyFor(name string) *autoPolicy {
+	for _, ap := range a.tls.policies {
+		if len(ap.subjects) == 0 || slices.ContainsFunc(ap.subjects, func(s string) bool { return nameMatches(s, name) }) {
+			return ap
+		}
+	}
+	return nil
+}
+
+// liveServerCerts asks the running instance's certificate cache for the
+// certificates Caddy manages for host, under a policy whose renewal window
+// ratio is ratio (0: certmagic's default).
+func (a *analyzer) liveServerCerts(host, how string, ratio float64, usedBy string) []string {
 	if a.opts.LiveCertificates == nil {
 		return nil
 	}
 	var ids []string
 	for _, leaf := range a.opts.LiveCertificates(host) {
-		ids = append(ids, a.addCert(RoleServer, "managed by Caddy ("+how+")", false, leaf, usedBy).ID)
+		c := a.addCert(RoleServer, "managed by Caddy ("+how+")", false, leaf, usedBy)
+		if c.RenewBy == nil {
+			by := renewBy(leaf.NotBefore, leaf.NotAfter, ratio, a.tls.renewInterval).UTC()
+			c.RenewBy = &by
+		}
+		ids = append(ids, c.ID)
 	}
 	return ids
+}
+
+// renewBy is when Caddy should have renewed a certificate it manages: its
+// renewal window opens when ratio of its lifetime is left (certmagic's
+// renewal_window_ratio, a third by default); Caddy checks every
+// renewInterval (10 minutes by default) and retries a failed renewal, so
+// the renewal is overdue once the window has been open for a tenth of its
+// length or three checks, whichever is longer. ARI (ACME Renewal
+// Information) can only make Caddy renew earlier: past the window it
+// renews whatever ARI says.
+func renewBy(notBefore, notAfter time.Time, ratio float64, renewInterval time.Duration) time.Time {
+	if ratio <= 0 || ratio >= 1 {
+		ratio = certmagic.DefaultRenewalWindowRatio
+	}
+	if renewInterval <= 0 {
+		renewInterval = certmagic.DefaultRenewCheckInterval
+	}
+	window := time.Duration(float64(notAfter.Sub(notBefore)) * ratio)
+	return notAfter.Add(-window).Add(max(window/10, 3*renewInterval))
+}
+
+// duration reads a caddy.Duration: nanoseconds, or a string like "10m".
+func duration(v any) time.Duration {
+	switch d := v.(type) {
+	case float64:
+		if d > 0 && d < float64(1<<62) {
+			return time.Duration(d)
+		}
+	case string:
+		if p, err := caddy.ParseDuration(d); err == nil && p > 0 {
+			return p
+		}
+	}
+	return 0
 }
 
 // keystoreSource describes (and reads) one of the suite's keystore sources
@@ -286,6 +353,7 @@ func (a *analyzer) keystoreSource(role string, src map[string]any, path string) 
 	case "pem":
 		file := expandPath(str(src["certificate"]))
 		c, _ := a.leafFile(role, file, true, path)
+		a.keyFile(str(src["key"]), field(path, "key"))
 		return c, "pem " + file
 	case "pkcs12":
 		s := storeRef{kind: "pkcs12", path: str(src["path"]), password: str(src["password"])}
