@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -86,31 +85,6 @@ func ReadTrustAnchors(data []byte, opts StoreOptions) ([]*x509.Certificate, erro
 	}
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("%s: no trusted certificates in the store", format)
-	}
-	return certs, nil
-}
-
-// ParsePEMCertificates parses every CERTIFICATE block; other blocks (keys,
-// parameters) are skipped, and a PEM file with no certificate is an error.
-func ParsePEMCertificates(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for n := 1; ; n++ {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("PEM block %d: %w", n, err)
-		}
-		certs = append(certs, cert)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no CERTIFICATE block found")
 	}
 	return certs, nil
 }
@@ -307,13 +281,18 @@ func readJKSKey(data []byte, opts StoreOptions) (*tls.Certificate, error) {
 }
 
 // ReadPEMIdentity reads an identity from PEM certificate (leaf first, then
-// its chain) and key data.
+// its chain) and key data, each read whole by DecodePEM; errors say which
+// of the two files and the line (callers add the paths).
 func ReadPEMIdentity(certPEM, keyPEM []byte) (*tls.Certificate, error) {
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	chain, err := ParsePEMCertificates(certPEM)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("certificate file: %w", err)
 	}
-	return &pair, nil
+	key, err := ParsePEMPrivateKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	return NewIdentity(key, chain)
 }
 
 // NewIdentity builds a tls.Certificate from a key and its chain (leaf
