@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,11 +74,16 @@ type Reloadable[T any] struct {
 	logger  *zap.Logger
 	current atomic.Pointer[Loaded[T]]
 	stats   sourceStats
+	polls   atomic.Uint64 // periodic checks run, for tests
 
-	mu        sync.Mutex // serializes reloads and guards the fields below
-	statSig   string
-	listeners map[int]func()
-	nextID    int
+	mu sync.Mutex // serializes reloads and guards the fields below
+	// statSig is the files' stat signature when they were last read
+	statSig string
+	// lastFailure identifies the last refused version (the files' stat
+	// signature and the error), so that it is logged and counted once
+	lastFailure string
+	listeners   map[int]func()
+	nextID      int
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -151,14 +157,31 @@ func (r *Reloadable[T]) Reload() error {
 	if r.stopped() {
 		return nil
 	}
+	// the files' state before reading them: a change made while they are
+	// read is seen by the next check
+	cur := r.current.Load()
+	sig := statSignature(r.watchPaths(cur))
 	loaded, err := r.spec.Load()
 	if err != nil {
+		// a refused version is said and counted once; the next check
+		// tries again only when the files change (a remote source: when
+		// its error does)
+		failure := sig + "\x00" + err.Error()
+		r.statSig = sig
+		if failure == r.lastFailure {
+			return err
+		}
+		r.lastFailure = failure
 		r.stats.failed.Add(1)
 		r.logger.Error("reload failed; keeping the last good version", zap.Error(err))
 		return err
 	}
-	r.statSig = statSignature(r.watchPaths(loaded))
-	if loaded.Digest == r.current.Load().Digest {
+	r.lastFailure = ""
+	r.statSig = sig
+	if !slices.Equal(loaded.Files, cur.Files) {
+		r.statSig = statSignature(r.watchPaths(loaded))
+	}
+	if loaded.Digest == cur.Digest {
 		return nil
 	}
 	r.set(loaded)
@@ -258,18 +281,20 @@ func (r *Reloadable[T]) loop() {
 			_ = r.Reload()
 			armRefresh()
 		case <-ticker.C:
-			if len(r.spec.Watch) == 0 {
-				_ = r.Reload()
-				continue
-			}
-			r.mu.Lock()
-			changed := statSignature(r.watchPaths(r.current.Load())) != r.statSig
-			r.mu.Unlock()
-			if changed {
+			if len(r.spec.Watch) == 0 || r.changedOnDisk() {
 				_ = r.Reload()
 			}
+			r.polls.Add(1)
 		}
 	}
+}
+
+// changedOnDisk reports whether the watched files changed (size, mtime,
+// inode, a directory's listing) since they were last read.
+func (r *Reloadable[T]) changedOnDisk() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return statSignature(r.watchPaths(r.current.Load())) != r.statSig
 }
 
 // watchDirs is the set of directories to watch: a directory itself, or a
