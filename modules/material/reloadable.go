@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -82,8 +83,11 @@ type Reloadable[T any] struct {
 	// lastFailure identifies the last refused version (the files' stat
 	// signature and the error), so that it is logged and counted once
 	lastFailure string
-	listeners   map[int]func()
-	nextID      int
+	// config is the config load a source with no files was last read
+	// for (refreshFor)
+	config    *prometheus.Registry
+	listeners map[int]func()
+	nextID    int
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -154,6 +158,11 @@ func (r *Reloadable[T]) set(l *Loaded[T]) {
 func (r *Reloadable[T]) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.reload()
+}
+
+// reload is Reload with r.mu held.
+func (r *Reloadable[T]) reload() error {
 	if r.stopped() {
 		return nil
 	}
@@ -348,9 +357,11 @@ var pool = caddy.NewUsagePool()
 // Acquire returns the shared Reloadable for spec.Key, loading and starting
 // it if no running config holds it yet. Every successful Acquire must be
 // paired with a Release in the module's Cleanup. When the source is already
-// held (an admin reload: the new config is provisioned before the old one
-// is cleaned up), it is reloaded once so that the new config sees the
-// files as they are now; if that reload fails the last good version stays.
+// held (another site of the same config, or an admin reload: the new
+// config is provisioned before the old one is cleaned up), it is read
+// again only if its files changed since they were last read (refreshFor),
+// so that the new config sees them as they are now; if that read fails
+// the last good version stays.
 func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 	logger := ctx.Logger().Named("trustline.material")
 	created := false
@@ -360,6 +371,7 @@ func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 			return nil, err
 		}
 		created = true
+		r.config = ctx.GetMetricsRegistry()
 		registerStats(&r.stats)
 		r.start()
 		return r, nil
@@ -373,10 +385,32 @@ func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 		return nil, fmt.Errorf("material source %q is already in use with another type", spec.Name)
 	}
 	if loaded && !created {
-		_ = r.Reload()
+		r.refreshFor(ctx)
 	}
 	RegisterMetrics(ctx)
 	return r, nil
+}
+
+// refreshFor brings a shared source up to date for the config being
+// loaded (ctx), so that it sees the material as it is now, reading it at
+// most once: files only when they changed since they were last read (500
+// sites on one bundle read it once, and an admin reload that leaves the
+// files alone reads nothing); a source with no files (a remote endpoint,
+// storage) once per config load, which the config's own metrics registry
+// identifies (Caddy makes one per load).
+func (r *Reloadable[T]) refreshFor(ctx caddy.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.spec.Watch) > 0 {
+		if statSignature(r.watchPaths(r.current.Load())) != r.statSig {
+			_ = r.reload()
+		}
+		return
+	}
+	if config := ctx.GetMetricsRegistry(); config == nil || config != r.config {
+		r.config = config
+		_ = r.reload()
+	}
 }
 
 // Release gives back a Reloadable acquired with the same key; the last
