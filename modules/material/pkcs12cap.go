@@ -93,7 +93,8 @@ type (
 func checkPKCS12Iterations(data []byte) error {
 	var pfx p12PFX
 	if err := unmarshalAll(data, &pfx); err != nil {
-		return fmt.Errorf("not a PKCS#12 store: %w", err)
+		// go-pkcs12 reads the same structure first, and says so itself
+		return nil
 	}
 	if len(pfx.MacData.Mac.Algorithm.Algorithm) > 0 {
 		alg := pfx.MacData.Mac.Algorithm
