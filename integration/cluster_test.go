@@ -208,15 +208,11 @@ func (cl *cluster) probe(n *clusterNode, cert tls.Certificate, roots *x509.CertP
 // adminPost POSTs to a node's admin API.
 func adminPost(t *testing.T, c *bench.Caddy, path string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+c.Admin+path, nil)
-	req.Host = c.Admin
-	resp, err := (&http.Client{Timeout: 90 * time.Second}).Do(req)
+	status, body, err := c.AdminDo(http.MethodPost, path, nil, nil)
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return status, body
 }
 
 type renewResult struct {

@@ -348,7 +348,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	for i := range reloads {
 		hs := startHeldHandshake(t, p, front)
 		body := startHeldBody(t, p, front)
-		if err := forceLoad(c.Admin, caddyfile); err != nil {
+		if err := c.ForceLoad(t, caddyfile); err != nil {
 			t.Errorf("reload %d: %v", i+1, err)
 			break
 		}
@@ -386,29 +386,6 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Errorf("Caddy's log contains %q:\n%s", bad, excerpt(out, bad))
 		}
 	}
-}
-
-// forceLoad POSTs caddyfile to the admin API's /load even though it is
-// unchanged (Cache-Control: must-revalidate, as `caddy reload --force`):
-// Caddy then provisions a new config and cleans up the old one.
-func forceLoad(admin, caddyfile string) error {
-	req, err := http.NewRequest(http.MethodPost, "http://"+admin+"/load", strings.NewReader(caddyfile))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "text/caddyfile")
-	req.Header.Set("Cache-Control", "must-revalidate")
-	req.Close = true
-	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("admin load: HTTP %d: %s", resp.StatusCode, body)
-	}
-	return nil
 }
 
 // heldHandshake is a TLS 1.2 handshake with the front that stops when the

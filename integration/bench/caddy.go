@@ -7,6 +7,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -131,22 +133,60 @@ func (c *Caddy) Start(t testing.TB, caddyfile string) {
 	t.Fatalf("caddy did not become ready within 30s:\n%s", c.proc.Log())
 }
 
+// Tries of an admin request that got no response, and the pause before
+// the first retry (doubled at each).
+const (
+	adminAttempts = 5
+	adminRetry    = 50 * time.Millisecond
+)
+
 func (c *Caddy) admin(method, path, contentType string, body []byte) (int, string, error) {
+	h := http.Header{}
+	if contentType != "" {
+		h.Set("Content-Type", contentType)
+	}
+	return c.AdminDo(method, path, h, body)
+}
+
+// AdminDo sends a request to the admin API with the given headers and
+// returns the answer's status and body. Every config load (failed ones
+// included) replaces Caddy's admin server and shuts the old one down: a
+// request that meets the closing one gets no response at all (a reset,
+// EOF, a refused connection), without having been served. Such a request
+// is sent again, a few times with a short pause; an answer, whatever its
+// status, is final, and so is a timeout.
+func (c *Caddy) AdminDo(method, path string, header http.Header, body []byte) (int, string, error) {
+	pause := adminRetry
+	for attempt := 1; ; attempt++ {
+		status, resp, err := c.adminOnce(method, path, header, body)
+		if err == nil || !noResponse(err) || attempt == adminAttempts {
+			return status, resp, err
+		}
+		time.Sleep(pause)
+		pause *= 2
+	}
+}
+
+// noResponse reports whether err means the request got no response.
+func noResponse(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+func (c *Caddy) adminOnce(method, path string, header http.Header, body []byte) (int, string, error) {
 	req, err := http.NewRequest(method, "http://"+c.Admin+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, "", err
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	// the admin API refuses requests whose Origin/Host it does not expect
 	req.Host = c.Admin
-	// a fresh connection each time: every /load, failed ones included,
-	// replaces Caddy's admin server and shuts the old one down, closing
-	// its idle connections; a POST sent on a pooled one at that moment
-	// meets a reset, and Go does not retry a POST
+	// a fresh connection each time: a pooled one may belong to an admin
+	// server that a load just replaced
 	req.Close = true
-	client := &http.Client{Timeout: 60 * time.Second}
+	client := &http.Client{Timeout: 90 * time.Second}
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, "", err
@@ -169,8 +209,20 @@ func (c *Caddy) LoadJSON(t testing.TB, config []byte) error {
 	return c.load("application/json", config)
 }
 
+// ForceLoad is Load even when caddyfile is the running config
+// (Cache-Control: must-revalidate, as `caddy reload --force`): Caddy then
+// provisions a new config and cleans up the old one.
+func (c *Caddy) ForceLoad(t testing.TB, caddyfile string) error {
+	t.Helper()
+	h := http.Header{"Content-Type": {"text/caddyfile"}, "Cache-Control": {"must-revalidate"}}
+	return loadError(c.AdminDo("POST", "/load", h, []byte(caddyfile)))
+}
+
 func (c *Caddy) load(contentType string, body []byte) error {
-	status, resp, err := c.admin("POST", "/load", contentType, body)
+	return loadError(c.admin("POST", "/load", contentType, body))
+}
+
+func loadError(status int, resp string, err error) error {
 	if err != nil {
 		return err
 	}

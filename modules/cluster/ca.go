@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/material/castore"
 )
 
@@ -489,12 +490,11 @@ func (s *caState) rootPair(ctx context.Context) (*x509.Certificate, crypto.Signe
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the root key: %w", err)
 	}
-	k, err := certmagic.PEMDecodePrivateKey(keyPEM)
+	key, err := material.ParsePEMPrivateKey(keyPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", castore.Key(s.id, castore.RootKey), err)
 	}
-	key, ok := k.(crypto.Signer)
-	if !ok || !castore.KeyMatches(root, key) {
+	if !castore.KeyMatches(root, key) {
 		return nil, nil, fmt.Errorf("%s does not match %s (two nodes created the CA at once?); "+
 			"stop all nodes but one, delete %s from storage and restart them one at a time",
 			castore.Key(s.id, castore.RootKey), castore.Key(s.id, castore.RootCert), castore.Prefix(s.id))

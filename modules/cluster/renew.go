@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/x509util"
 
+	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/material/castore"
 )
 
@@ -90,10 +90,12 @@ func (s *caState) store(ctx context.Context, cert *x509.Certificate, key crypto.
 	return nil
 }
 
+// parseOneCert reads the first certificate of a stored PEM file, read
+// whole (a file cut short is refused, naming the line).
 func parseOneCert(data []byte) (*x509.Certificate, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, errors.New("no PEM certificate")
+	certs, err := material.ParsePEMCertificates(data)
+	if err != nil {
+		return nil, err
 	}
-	return x509.ParseCertificate(block.Bytes)
+	return certs[0], nil
 }

@@ -38,7 +38,7 @@ func TestStoreLoadErrors(t *testing.T) {
 		{"jks wrong password", "jks", jksFile, "nope",
 			`loading keystore "` + jksFile + `": jks: wrong password or corrupt store (integrity check failed)`},
 		{"jks malformed", "jks", jksShort, "pw",
-			`loading keystore "` + jksShort + `": jks: read 0 entry: read private key entry: read 0 certificate: …: unexpected EOF`},
+			`loading keystore "` + jksShort + `": jks: entry 1: certificate 1 of 1 cut short: the store is truncated or corrupt`},
 		{"jks source, pkcs12 file", "jks", p12File, "nope",
 			`loading keystore "` + p12File + `": pkcs12: wrong password or corrupt store (integrity check failed)`},
 	} {

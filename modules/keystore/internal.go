@@ -393,14 +393,13 @@ func renewAt(leaf *x509.Certificate) time.Time {
 // parse reads a stored bundle (key, leaf, intermediates) and checks that it
 // chains to the CA's root and is not expired.
 func (st *internalState) parse(data []byte, is *issuer, root *x509.Certificate) (*material.Loaded[*tls.Certificate], error) {
+	blocks, err := material.DecodePEM(data)
+	if err != nil {
+		return nil, err
+	}
 	var keyDER []byte
 	var chain []*x509.Certificate
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
+	for _, block := range blocks {
 		switch block.Type {
 		case "PRIVATE KEY":
 			keyDER = block.Bytes

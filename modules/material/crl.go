@@ -3,23 +3,21 @@ package material
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 )
 
 // ParseCRLs parses the contents of a CRL file: PEM ("X509 CRL" blocks,
-// several allowed) or one DER CRL. The peer verifier that enforces CRLs
+// several allowed, read whole by DecodePEM) or one DER CRL. The peer verifier that enforces CRLs
 // and the topology report that shows them read files with it.
 func ParseCRLs(data []byte) ([]*x509.RevocationList, error) {
 	var ders [][]byte
-	if bytes.Contains(data, []byte("-----BEGIN")) {
-		for rest := data; ; {
-			var block *pem.Block
-			block, rest = pem.Decode(rest)
-			if block == nil {
-				break
-			}
+	if bytes.Contains(data, pemBegin) {
+		blocks, err := DecodePEM(data)
+		if err != nil {
+			return nil, err
+		}
+		for _, block := range blocks {
 			if block.Type != "X509 CRL" {
 				return nil, fmt.Errorf("unexpected PEM block %q (want X509 CRL)", block.Type)
 			}

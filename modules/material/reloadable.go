@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -73,9 +75,17 @@ type Reloadable[T any] struct {
 	logger  *zap.Logger
 	current atomic.Pointer[Loaded[T]]
 	stats   sourceStats
+	polls   atomic.Uint64 // periodic checks run, for tests
 
-	mu        sync.Mutex // serializes reloads and guards the fields below
-	statSig   string
+	mu sync.Mutex // serializes reloads and guards the fields below
+	// statSig is the files' stat signature when they were last read
+	statSig string
+	// lastFailure identifies the last refused version (the files' stat
+	// signature and the error), so that it is logged and counted once
+	lastFailure string
+	// config is the config load a source with no files was last read
+	// for (refreshFor)
+	config    *prometheus.Registry
 	listeners map[int]func()
 	nextID    int
 
@@ -148,17 +158,39 @@ func (r *Reloadable[T]) set(l *Loaded[T]) {
 func (r *Reloadable[T]) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.reload()
+}
+
+// reload is Reload with r.mu held.
+func (r *Reloadable[T]) reload() error {
 	if r.stopped() {
 		return nil
 	}
+	// the files' state before reading them: a change made while they are
+	// read is seen by the next check
+	cur := r.current.Load()
+	sig := statSignature(r.watchPaths(cur))
 	loaded, err := r.spec.Load()
 	if err != nil {
+		// a refused version is said and counted once; the next check
+		// tries again only when the files change (a remote source: when
+		// its error does)
+		failure := sig + "\x00" + err.Error()
+		r.statSig = sig
+		if failure == r.lastFailure {
+			return err
+		}
+		r.lastFailure = failure
 		r.stats.failed.Add(1)
 		r.logger.Error("reload failed; keeping the last good version", zap.Error(err))
 		return err
 	}
-	r.statSig = statSignature(r.watchPaths(loaded))
-	if loaded.Digest == r.current.Load().Digest {
+	r.lastFailure = ""
+	r.statSig = sig
+	if !slices.Equal(loaded.Files, cur.Files) {
+		r.statSig = statSignature(r.watchPaths(loaded))
+	}
+	if loaded.Digest == cur.Digest {
 		return nil
 	}
 	r.set(loaded)
@@ -258,18 +290,20 @@ func (r *Reloadable[T]) loop() {
 			_ = r.Reload()
 			armRefresh()
 		case <-ticker.C:
-			if len(r.spec.Watch) == 0 {
-				_ = r.Reload()
-				continue
-			}
-			r.mu.Lock()
-			changed := statSignature(r.watchPaths(r.current.Load())) != r.statSig
-			r.mu.Unlock()
-			if changed {
+			if len(r.spec.Watch) == 0 || r.changedOnDisk() {
 				_ = r.Reload()
 			}
+			r.polls.Add(1)
 		}
 	}
+}
+
+// changedOnDisk reports whether the watched files changed (size, mtime,
+// inode, a directory's listing) since they were last read.
+func (r *Reloadable[T]) changedOnDisk() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return statSignature(r.watchPaths(r.current.Load())) != r.statSig
 }
 
 // watchDirs is the set of directories to watch: a directory itself, or a
@@ -323,9 +357,11 @@ var pool = caddy.NewUsagePool()
 // Acquire returns the shared Reloadable for spec.Key, loading and starting
 // it if no running config holds it yet. Every successful Acquire must be
 // paired with a Release in the module's Cleanup. When the source is already
-// held (an admin reload: the new config is provisioned before the old one
-// is cleaned up), it is reloaded once so that the new config sees the
-// files as they are now; if that reload fails the last good version stays.
+// held (another site of the same config, or an admin reload: the new
+// config is provisioned before the old one is cleaned up), it is read
+// again only if its files changed since they were last read (refreshFor),
+// so that the new config sees them as they are now; if that read fails
+// the last good version stays.
 func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 	logger := ctx.Logger().Named("trustline.material")
 	created := false
@@ -335,6 +371,7 @@ func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 			return nil, err
 		}
 		created = true
+		r.config = ctx.GetMetricsRegistry()
 		registerStats(&r.stats)
 		r.start()
 		return r, nil
@@ -348,10 +385,32 @@ func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 		return nil, fmt.Errorf("material source %q is already in use with another type", spec.Name)
 	}
 	if loaded && !created {
-		_ = r.Reload()
+		r.refreshFor(ctx)
 	}
 	RegisterMetrics(ctx)
 	return r, nil
+}
+
+// refreshFor brings a shared source up to date for the config being
+// loaded (ctx), so that it sees the material as it is now, reading it at
+// most once: files only when they changed since they were last read (500
+// sites on one bundle read it once, and an admin reload that leaves the
+// files alone reads nothing); a source with no files (a remote endpoint,
+// storage) once per config load, which the config's own metrics registry
+// identifies (Caddy makes one per load).
+func (r *Reloadable[T]) refreshFor(ctx caddy.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.spec.Watch) > 0 {
+		if statSignature(r.watchPaths(r.current.Load())) != r.statSig {
+			_ = r.reload()
+		}
+		return
+	}
+	if config := ctx.GetMetricsRegistry(); config == nil || config != r.config {
+		r.config = config
+		_ = r.reload()
+	}
 }
 
 // Release gives back a Reloadable acquired with the same key; the last

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -90,34 +89,12 @@ func ReadTrustAnchors(data []byte, opts StoreOptions) ([]*x509.Certificate, erro
 	return certs, nil
 }
 
-// ParsePEMCertificates parses every CERTIFICATE block; other blocks (keys,
-// parameters) are skipped, and a PEM file with no certificate is an error.
-func ParsePEMCertificates(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for n := 1; ; n++ {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("PEM block %d: %w", n, err)
-		}
-		certs = append(certs, cert)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no CERTIFICATE block found")
-	}
-	return certs, nil
-}
-
 func readPKCS12Trust(data []byte, opts StoreOptions) ([]*x509.Certificate, error) {
 	if len(opts.Aliases) > 0 {
 		return nil, errors.New("aliases apply to JKS stores only (go-pkcs12 does not expose PKCS#12 friendly names)")
+	}
+	if err := checkPKCS12Iterations(data); err != nil {
+		return nil, err
 	}
 	certs, err := pkcs12.DecodeTrustStore(data, opts.Password)
 	if err == nil {
@@ -127,11 +104,16 @@ func readPKCS12Trust(data []byte, opts StoreOptions) ([]*x509.Certificate, error
 		return nil, ErrWrongPassword
 	}
 	err = pkcs12Error{err}
-	// a keystore (key + chain) offered as a truststore
-	if _, _, _, kerr := pkcs12.DecodeChain(data, opts.Password); kerr == nil {
-		return nil, errors.New("the store holds a private key, not trusted-certificate entries: use it as a keystore, or export its CA with `keytool -exportcert`")
+	// a keystore (key + chain) offered as a truststore, told by reading it
+	// as one: only when the error is one a keystore gives (a well-formed
+	// store with other bags), so that a broken store is not derived twice
+	msg := err.Error()
+	if strings.Contains(msg, "authenticated safe") || strings.Contains(msg, "only certificate bags") || strings.Contains(msg, "not marked as trusted") {
+		if _, _, _, kerr := pkcs12.DecodeChain(data, opts.Password); kerr == nil {
+			return nil, errors.New("the store holds a private key, not trusted-certificate entries: use it as a keystore, or export its CA with `keytool -exportcert`")
+		}
 	}
-	if strings.Contains(err.Error(), "not marked as trusted") {
+	if strings.Contains(msg, "not marked as trusted") {
 		return nil, fmt.Errorf("%w (make it with `keytool -importcert -storetype pkcs12`, or `openssl pkcs12 -export -nokeys -jdktrust anyExtendedKeyUsage`)", err)
 	}
 	return nil, err
@@ -158,6 +140,9 @@ func StoreFileError(err error) error {
 func loadJKS(data []byte, password string) (keystore.KeyStore, error) {
 	if password == "" {
 		return keystore.KeyStore{}, errors.New("a JKS store needs its password to check its integrity")
+	}
+	if err := checkJKSShape(data); err != nil {
+		return keystore.KeyStore{}, err
 	}
 	ks := keystore.New(keystore.WithMinPasswordLen(0))
 	if err := ks.Load(bytes.NewReader(data), []byte(password)); err != nil {
@@ -241,6 +226,9 @@ func ReadKeyStore(data []byte, opts StoreOptions) (*tls.Certificate, error) {
 }
 
 func readPKCS12Key(data []byte, password string) (*tls.Certificate, error) {
+	if err := checkPKCS12Iterations(data); err != nil {
+		return nil, err
+	}
 	key, leaf, chain, err := pkcs12.DecodeChain(data, password)
 	if err != nil {
 		switch msg := err.Error(); {
@@ -307,13 +295,18 @@ func readJKSKey(data []byte, opts StoreOptions) (*tls.Certificate, error) {
 }
 
 // ReadPEMIdentity reads an identity from PEM certificate (leaf first, then
-// its chain) and key data.
+// its chain) and key data, each read whole by DecodePEM; errors say which
+// of the two files and the line (callers add the paths).
 func ReadPEMIdentity(certPEM, keyPEM []byte) (*tls.Certificate, error) {
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	chain, err := ParsePEMCertificates(certPEM)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("certificate file: %w", err)
 	}
-	return &pair, nil
+	key, err := ParsePEMPrivateKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	return NewIdentity(key, chain)
 }
 
 // NewIdentity builds a tls.Certificate from a key and its chain (leaf

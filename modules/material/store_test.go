@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"software.sslmate.com/src/go-pkcs12"
+
 	"github.com/trustline/trustline/internal/testpki"
 )
 
@@ -107,6 +109,12 @@ func FuzzReadTrustAnchors(f *testing.F) {
 	f.Add(root.CertPEM(), "")
 	f.Add(testpki.PKCS12Truststore(f, []*x509.Certificate{root.Cert}, "pw", false), "pw")
 	f.Add(testpki.JKSTruststore(f, map[string]*x509.Certificate{"a": root.Cert}, "changeit"), "changeit")
+	// above the iteration cap (refused before any derivation)
+	capped, err := pkcs12.Modern2023.WithIterations(65536).EncodeTrustStore([]*x509.Certificate{root.Cert}, "pw")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(replaceNth(capped, cheapCount, hugeCount, 0), "pw")
 	f.Fuzz(func(t *testing.T, data []byte, password string) {
 		certs, err := ReadTrustAnchors(data, StoreOptions{Password: password})
 		if err == nil && len(certs) == 0 {

@@ -39,7 +39,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "jks wrong password", path: jksFile, pw: "nope",
 			want: `loading truststore "` + jksFile + `": jks: wrong password or corrupt store (integrity check failed)`},
 		{name: "jks malformed", path: jksShort, pw: "pw",
-			want: `loading truststore "` + jksShort + `": jks: read 0 entry: read trusted certificate entry: read certificate: …: unexpected EOF`},
+			want: `loading truststore "` + jksShort + `": jks: entry 1: certificate cut short: the store is truncated or corrupt`},
 		{name: "pkcs12 keystore", path: keyP12, pw: "pw",
 			want: `loading truststore "` + keyP12 + "\": pkcs12: the store holds a private key, not trusted-certificate entries: use it as a keystore, or export its CA with `keytool -exportcert`"},
 		{name: "leaf", path: leafPEM,

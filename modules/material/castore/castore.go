@@ -137,8 +137,8 @@ func load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x5
 		return nil, fmt.Errorf("ca %q: reading %s: %w", id, Key(id, RootCert), err)
 	default:
 		roots, err := material.ParsePEMCertificates(rootPEM)
-		if err != nil || len(roots) == 0 {
-			return nil, fmt.Errorf("ca %q: %s holds no certificate: %v", id, Key(id, RootCert), err)
+		if err != nil {
+			return nil, fmt.Errorf("ca %q: %s: %w", id, Key(id, RootCert), err)
 		}
 		ca.Root = roots[0]
 	}
@@ -147,8 +147,8 @@ func load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x5
 		return nil, fmt.Errorf("ca %q: reading %s: %w", id, Key(id, IntermediateCert), err)
 	}
 	ca.Intermediates, err = material.ParsePEMCertificates(interPEM)
-	if err != nil || len(ca.Intermediates) == 0 {
-		return nil, fmt.Errorf("ca %q: %s holds no certificate: %v", id, Key(id, IntermediateCert), err)
+	if err != nil {
+		return nil, fmt.Errorf("ca %q: %s: %w", id, Key(id, IntermediateCert), err)
 	}
 	if err := ca.Intermediates[len(ca.Intermediates)-1].CheckSignatureFrom(ca.Root); err != nil {
 		return nil, fmt.Errorf("ca %q: the stored intermediate (serial %s) is not signed by the root %q: %w (%w)",
@@ -159,12 +159,11 @@ func load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x5
 		if err != nil {
 			return nil, fmt.Errorf("ca %q: reading %s: %w", id, Key(id, IntermediateKey), err)
 		}
-		key, err := certmagic.PEMDecodePrivateKey(keyPEM)
+		signer, err := material.ParsePEMPrivateKey(keyPEM)
 		if err != nil {
 			return nil, fmt.Errorf("ca %q: decoding %s: %w", id, Key(id, IntermediateKey), err)
 		}
-		signer, ok := key.(crypto.Signer)
-		if !ok || !KeyMatches(ca.Issuer(), signer) {
+		if !KeyMatches(ca.Issuer(), signer) {
 			return nil, fmt.Errorf("ca %q: %s does not match the certificate in %s (%w)",
 				id, Key(id, IntermediateKey), Key(id, IntermediateCert), ErrInconsistent)
 		}

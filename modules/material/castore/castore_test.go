@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/certmagic"
@@ -65,6 +66,19 @@ func TestLoad(t *testing.T) {
 	}
 	if _, err := Load(ctx, st, "local", nil, false); err != nil {
 		t.Fatalf("certificates only, with a mismatched key: %v", err)
+	}
+
+	// files cut short: the CA's files are read whole, as every PEM file
+	put(t, st, IntermediateKey, testpki.KeyPEM(inter.Key))
+	whole := append(inter.CertPEM(), root.CertPEM()...)
+	put(t, st, IntermediateCert, whole[:len(whole)-100])
+	if _, err := Load(ctx, st, "local", nil, false); err == nil || !strings.Contains(err.Error(), IntermediateCert+": line ") {
+		t.Fatalf("intermediate.crt cut inside its last block: %v", err)
+	}
+	put(t, st, IntermediateCert, inter.CertPEM())
+	put(t, st, IntermediateKey, append(testpki.KeyPEM(inter.Key), "garbage"...))
+	if _, err := Load(ctx, st, "local", nil, true); err == nil || !strings.Contains(err.Error(), IntermediateKey+": line ") {
+		t.Fatalf("intermediate.key with trailing garbage: %v", err)
 	}
 
 	put(t, st, IntermediateCert, []byte("not PEM"))
