@@ -232,6 +232,17 @@ func observe(a *agent) *observer.ObservedLogs {
 	return logs
 }
 
+// observeNew sends the logs of every agent connection made from now on
+// (until the test ends) to an observer.
+func observeNew(t *testing.T) *observer.ObservedLogs {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	prev := testLogger
+	testLogger = zap.New(core)
+	t.Cleanup(func() { testLogger = prev })
+	return logs
+}
+
 // TestExpiryWarnings: with the agent gone, an SVID past half its life is
 // warned about once, and once more (as an error) when it has expired; the
 // loss itself is logged once, however many retries.
