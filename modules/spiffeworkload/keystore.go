@@ -90,7 +90,7 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("keystore spiffe_workload: spiffe_id %q: %w", k.SPIFFEID, err)
 		}
 	}
-	usage, err := parseUsage(k.Usage)
+	usage, err := keystore.ParseUsage(k.Usage)
 	if err != nil {
 		return fmt.Errorf("keystore spiffe_workload: %w", err)
 	}
@@ -211,7 +211,7 @@ func identity(s *x509svid.SVID, usage keystore.Usage) (*tls.Certificate, error) 
 		return nil, fmt.Errorf("X509-SVID %s has no certificate or key", s.ID)
 	}
 	leaf := s.Certificates[0]
-	if err := checkUsage(leaf, usage); err != nil {
+	if err := keystore.CheckUsage(leaf, usage); err != nil {
 		return nil, fmt.Errorf("X509-SVID %s: %w", s.ID, err)
 	}
 	cert := &tls.Certificate{PrivateKey: s.PrivateKey, Leaf: leaf}

@@ -86,7 +86,7 @@ func TestKeystoreUsage(t *testing.T) {
 	k := &Keystore{Socket: f.addr, Usage: "client_auth"}
 	err := k.Provision(testCtx(t))
 	k.Cleanup()
-	if err == nil || !strings.Contains(err.Error(), "lacks the client_auth extended key usage") {
+	if err == nil || !strings.Contains(err.Error(), "lacks the clientAuth extended key usage") {
 		t.Fatalf("got %v", err)
 	}
 	k = &Keystore{Socket: f.addr, Usage: "server_auth"}
