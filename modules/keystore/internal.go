@@ -142,7 +142,7 @@ func (in *Internal) Provision(ctx caddy.Context) error {
 	if in.Lifetime == 0 {
 		in.Lifetime = caddy.Duration(defaultLifetime)
 	}
-	usage, err := parseUsage(in.Usage)
+	usage, err := ParseUsage(in.Usage)
 	if err != nil {
 		return fmt.Errorf("keystore internal: %w", err)
 	}

@@ -70,7 +70,7 @@ func checkIdentity(cert *tls.Certificate, usage Usage, origin string, warnExpiry
 		return nil, fmt.Errorf("certificate %q (serial %s) expired at %s",
 			leaf.Subject, leaf.SerialNumber.Text(16), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
-	if err := checkUsage(leaf, usage); err != nil {
+	if err := CheckUsage(leaf, usage); err != nil {
 		return nil, err
 	}
 	if now.Before(leaf.NotBefore) {

@@ -49,7 +49,7 @@ func (p *PEM) Provision(ctx caddy.Context) error {
 	if p.Certificate == "" || p.Key == "" {
 		return fmt.Errorf("keystore pem: both a certificate file and a key file are required")
 	}
-	usage, err := parseUsage(p.Usage)
+	usage, err := ParseUsage(p.Usage)
 	if err != nil {
 		return fmt.Errorf("keystore pem: %w", err)
 	}

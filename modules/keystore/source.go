@@ -53,7 +53,9 @@ const (
 	UsageServerAuth Usage = "server_auth"
 )
 
-func parseUsage(s string) (Usage, error) {
+// ParseUsage reads a usage setting ("", any, client_auth, server_auth;
+// "" is any): the one reader for every keystore source.
+func ParseUsage(s string) (Usage, error) {
 	switch u := Usage(s); u {
 	case "", UsageAny:
 		return UsageAny, nil
@@ -136,8 +138,10 @@ func Describe(cert *tls.Certificate) string {
 	return fmt.Sprintf("%s (serial %s)", cert.Leaf.Subject, cert.Leaf.SerialNumber.Text(16))
 }
 
-// checkUsage checks that leaf may be used for u.
-func checkUsage(leaf *x509.Certificate, u Usage) error {
+// CheckUsage checks that leaf may be used for u: it has no extended key
+// usage at all, anyExtendedKeyUsage, or the one u needs. The one rule for
+// every keystore source, the suite's and the SPIFFE Workload API's.
+func CheckUsage(leaf *x509.Certificate, u Usage) error {
 	var want x509.ExtKeyUsage
 	switch u {
 	case UsageClientAuth:

@@ -155,7 +155,7 @@ func provisionStore(ctx caddy.Context, l *live, kind, path, usageName, password,
 }
 
 func acquireStore(ctx caddy.Context, l *live, kind, path, usageName, password, keyPassword, alias string) error {
-	usage, err := parseUsage(usageName)
+	usage, err := ParseUsage(usageName)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
+	"net/url"
 	"os"
 	"slices"
 	"sync"
@@ -44,8 +46,9 @@ const (
 var monitorEvery = time.Second
 
 // socketAddress is the socket to dial: the configured one, else
-// SPIFFE_ENDPOINT_SOCKET; it must be a unix:// or tcp:// address.
-func socketAddress(configured string) (string, error) {
+// SPIFFE_ENDPOINT_SOCKET; it must be a unix:// or tcp:// address, and a
+// tcp:// one must be a loopback address unless insecureTCP allows another.
+func socketAddress(configured string, insecureTCP bool) (string, error) {
 	addr := configured
 	if addr == "" {
 		addr = os.Getenv(workloadapi.SocketEnv)
@@ -56,7 +59,33 @@ func socketAddress(configured string) (string, error) {
 	if err := workloadapi.ValidateAddress(addr); err != nil {
 		return "", fmt.Errorf("socket %q: %w", addr, err)
 	}
+	if err := checkTCP(addr, insecureTCP); err != nil {
+		return "", err
+	}
 	return addr, nil
+}
+
+// checkTCP refuses a tcp:// address that is not a loopback address unless
+// insecureTCP allows it.
+func checkTCP(addr string, insecureTCP bool) error {
+	if remoteTCP(addr) && !insecureTCP {
+		return fmt.Errorf("socket %s is plaintext, unauthenticated gRPC to another host: whoever is on the path "+
+			"reads the SVIDs' private keys and can answer with bundles of their own; use a unix:// socket or a "+
+			"loopback tcp:// address (127.0.0.1, ::1), or set insecure_tcp in the spiffe_workload block to accept that", addr)
+	}
+	return nil
+}
+
+// remoteTCP tells whether addr (valid for workloadapi) is a tcp:// address
+// that is not a loopback address. go-spiffe takes IP addresses only, so
+// there is no name to resolve.
+func remoteTCP(addr string) bool {
+	u, err := url.Parse(addr)
+	if err != nil || u.Scheme != "tcp" {
+		return false
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip == nil || !ip.IsLoopback()
 }
 
 // agent is one connection to the Workload API at one socket, shared by
@@ -89,10 +118,16 @@ type agent struct {
 	nextID    int
 	warned    map[string]bool                           // serials warned about (near expiry, expired)
 	bundles   map[string]*material.Reloadable[struct{}] // per trust domain, for metrics
+	stale     map[int]*staleRule                        // the modules' staleness rules (stale.go)
 	closed    bool
+
+	clock atomic.Pointer[func() time.Time] // nil: time.Now (tests move it)
 }
 
 var agents = caddy.NewUsagePool()
+
+// testLogger, when set (tests), replaces the logger of new connections.
+var testLogger *zap.Logger
 
 // acquireAgent returns the shared connection to addr, connecting (and
 // waiting for the first answer, up to wait) when no running config holds
@@ -133,7 +168,16 @@ func (b *expBackoff) Next() time.Duration {
 func (b *expBackoff) Reset() { b.next = 0 }
 
 func newAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error) {
-	logger := ctx.Logger().With(zap.String("socket", addr))
+	logger := ctx.Logger()
+	if testLogger != nil {
+		logger = testLogger
+	}
+	logger = logger.With(zap.String("socket", addr))
+	if remoteTCP(addr) {
+		// a module allowed it with insecure_tcp (socketAddress)
+		logger.Warn("the Workload API is reached over plaintext, unauthenticated gRPC to another host (insecure_tcp): " +
+			"whoever is on the path reads the SVIDs' private keys and can answer with bundles of their own")
+	}
 	client, err := workloadapi.New(context.Background(),
 		workloadapi.WithAddr(addr),
 		workloadapi.WithBackoffStrategy(backoffStrategy{}),
@@ -161,6 +205,7 @@ func newAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error
 		listeners: map[int]func(){},
 		warned:    map[string]bool{},
 		bundles:   map[string]*material.Reloadable[struct{}]{},
+		stale:     map[int]*staleRule{},
 	}
 	a.wg.Add(2)
 	go a.watch(wctx)
@@ -234,7 +279,7 @@ func (a *agent) OnX509ContextUpdate(x *workloadapi.X509Context) {
 	a.mu.Lock()
 	if !a.lostAt.IsZero() {
 		a.logger.Info("Workload API reachable again",
-			zap.Duration("unreachable_for", time.Since(a.lostAt).Round(time.Millisecond)))
+			zap.Duration("unreachable_for", a.now().Sub(a.lostAt).Round(time.Millisecond)))
 		a.lostAt = time.Time{}
 	}
 	a.lastErr = nil
@@ -249,6 +294,7 @@ func (a *agent) OnX509ContextUpdate(x *workloadapi.X509Context) {
 	for _, f := range listeners {
 		f()
 	}
+	a.checkStale() // after the listeners: the modules serve the new answer
 }
 
 // OnX509ContextWatchError hears every failed watch attempt (go-spiffe
@@ -274,7 +320,7 @@ func (a *agent) OnX509ContextWatchError(err error) {
 		return
 	}
 	a.up.Store(false)
-	a.lostAt = time.Now()
+	a.lostAt = a.now()
 	a.disconnects.Add(1)
 	fields := []zap.Field{zap.Error(err)}
 	if x := a.current.Load(); x != nil {
@@ -286,9 +332,10 @@ func (a *agent) OnX509ContextWatchError(err error) {
 	a.logger.Warn("Workload API unreachable; keeping the last X509-SVIDs and bundles until they expire, reconnecting", fields...)
 }
 
-// monitor warns, while the agent is unreachable, when an SVID held is past
-// the half of its life at which the agent would have rotated it, and when
-// it has expired (once per SVID each).
+// monitor applies the staleness rules (stale.go) and warns, while the
+// agent is unreachable, when an SVID held is past the half of its life at
+// which the agent would have rotated it, and when it has expired (once per
+// SVID each).
 func (a *agent) monitor(ctx context.Context) {
 	defer a.wg.Done()
 	t := time.NewTicker(monitorEvery)
@@ -299,6 +346,7 @@ func (a *agent) monitor(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		a.checkStale()
 		if a.up.Load() {
 			continue
 		}
@@ -306,7 +354,7 @@ func (a *agent) monitor(ctx context.Context) {
 		if x == nil {
 			continue
 		}
-		now := time.Now()
+		now := a.now()
 		a.mu.Lock()
 		for _, s := range x.SVIDs {
 			leaf := s.Certificates[0]
@@ -333,16 +381,20 @@ func (a *agent) monitor(ctx context.Context) {
 
 // onUpdate runs f after each answer from the agent, on the watch's
 // goroutine; the returned func unregisters it.
-func (a *agent) onUpdate(f func()) (cancel func()) {
+func (a *agent) onUpdate(f func()) (cancel func()) { return register(a, a.listeners, f) }
+
+// register adds v to m (one of a's maps, guarded by a.mu) under a new id;
+// the returned func removes it.
+func register[T any](a *agent, m map[int]T, v T) (cancel func()) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	id := a.nextID
 	a.nextID++
-	a.listeners[id] = f
+	m[id] = v
 	return func() {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		delete(a.listeners, id)
+		delete(m, id)
 	}
 }
 

@@ -27,9 +27,10 @@ import (
 // be stopped and started again on the same socket.
 type fakeAgent struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
-	t    testing.TB
-	path string
-	addr string
+	t       testing.TB
+	network string // unix or tcp
+	path    string // the socket's path, or ip:port
+	addr    string // unix:///path or tcp://ip:port
 
 	mu      sync.Mutex
 	resp    *workload.X509SVIDResponse
@@ -47,15 +48,31 @@ func newFakeAgent(t testing.TB) *fakeAgent {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	path := filepath.Join(dir, "agent.sock")
-	f := &fakeAgent{t: t, path: path, addr: "unix://" + path, changed: make(chan struct{})}
+	f := &fakeAgent{t: t, network: "unix", path: path, addr: "unix://" + path, changed: make(chan struct{})}
+	t.Cleanup(f.stop)
+	return f
+}
+
+// newFakeAgentTCP is a fake agent on a TCP port of ip (the Workload API
+// over tcp://, plaintext gRPC as go-spiffe speaks it).
+func newFakeAgentTCP(t testing.TB, ip string) *fakeAgent {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPort := l.Addr().String()
+	l.Close()
+	f := &fakeAgent{t: t, network: "tcp", path: hostPort, addr: "tcp://" + hostPort, changed: make(chan struct{})}
 	t.Cleanup(f.stop)
 	return f
 }
 
 func (f *fakeAgent) start() *fakeAgent {
 	f.t.Helper()
-	_ = os.Remove(f.path)
-	l, err := net.Listen("unix", f.path)
+	if f.network == "unix" {
+		_ = os.Remove(f.path)
+	}
+	l, err := net.Listen(f.network, f.path)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -47,11 +47,23 @@ type Keystore struct {
 	// server_auth or any. Set by the directive that uses the keystore.
 	// Default: any.
 	Usage string `json:"usage,omitempty"`
+	// InsecureTCP allows a tcp:// socket to an address that is not a
+	// loopback address. The Workload API is plaintext, unauthenticated
+	// gRPC: whoever is on the path reads the SVIDs' private keys and can
+	// answer with bundles of their own. A warning is logged when it is
+	// used. Default: false (tcp:// to 127.0.0.0/8 or ::1 only).
+	InsecureTCP bool `json:"insecure_tcp,omitempty"`
+	// MaxStale is how long the agent may be unreachable before the last
+	// SVID counts as stale (a warning, the stale gauge, a topology
+	// finding; the SVID stays in force until it expires). Default: none,
+	// the SVID counts stale once it has expired.
+	MaxStale caddy.Duration `json:"max_stale,omitempty"`
 
 	material.Held[*tls.Certificate]
 	addr     string
 	agent    *agent
 	unlisten func()
+	unstale  func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -65,9 +77,12 @@ func (Keystore) CaddyModule() caddy.ModuleInfo {
 // Provision connects to the agent (or joins the connection another
 // module holds), waits up to Wait for the SVID, and follows its rotations.
 func (k *Keystore) Provision(ctx caddy.Context) error {
-	addr, err := socketAddress(k.Socket)
+	addr, err := socketAddress(k.Socket, k.InsecureTCP)
 	if err != nil {
 		return fmt.Errorf("keystore spiffe_workload: %w", err)
+	}
+	if k.MaxStale < 0 {
+		return fmt.Errorf("keystore spiffe_workload: max_stale %s: must be positive", time.Duration(k.MaxStale))
 	}
 	var id spiffeid.ID
 	if k.SPIFFEID != "" {
@@ -75,7 +90,7 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("keystore spiffe_workload: spiffe_id %q: %w", k.SPIFFEID, err)
 		}
 	}
-	usage, err := parseUsage(k.Usage)
+	usage, err := keystore.ParseUsage(k.Usage)
 	if err != nil {
 		return fmt.Errorf("keystore spiffe_workload: %w", err)
 	}
@@ -134,6 +149,11 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 	}
 	src := k.Src
 	k.unlisten = a.onUpdate(func() { _ = src.Reload() })
+	k.unstale = a.watchStale(&staleRule{
+		source:   "keystore " + src.Name(),
+		maxStale: time.Duration(k.MaxStale),
+		notAfter: func() time.Time { return src.Current().Leaf.NotAfter },
+	})
 	return nil
 }
 
@@ -153,6 +173,9 @@ func (k *Keystore) Name() string { return k.Src.Name() }
 func (k *Keystore) Cleanup() error {
 	if k.unlisten != nil {
 		k.unlisten()
+	}
+	if k.unstale != nil {
+		k.unstale()
 	}
 	k.Release()
 	if k.agent != nil {
@@ -188,7 +211,7 @@ func identity(s *x509svid.SVID, usage keystore.Usage) (*tls.Certificate, error) 
 		return nil, fmt.Errorf("X509-SVID %s has no certificate or key", s.ID)
 	}
 	leaf := s.Certificates[0]
-	if err := checkUsage(leaf, usage); err != nil {
+	if err := keystore.CheckUsage(leaf, usage); err != nil {
 		return nil, fmt.Errorf("X509-SVID %s: %w", s.ID, err)
 	}
 	cert := &tls.Certificate{PrivateKey: s.PrivateKey, Leaf: leaf}
@@ -203,8 +226,10 @@ func identity(s *x509svid.SVID, usage keystore.Usage) (*tls.Certificate, error) 
 // Syntax:
 //
 //	... spiffe_workload [<spiffe_id>] {
-//		socket unix:///run/spire/agent.sock
-//		wait   <duration>
+//		socket       unix:///run/spire/agent.sock
+//		wait         <duration>
+//		max_stale    <duration>
+//		insecure_tcp
 //	}
 func (k *Keystore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // source name
@@ -217,12 +242,23 @@ func (k *Keystore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("keystore spiffe_workload: unexpected argument %q (one SPIFFE ID at most)", d.Val())
 		}
 	}
-	return parseAgentBlock(d, "keystore spiffe_workload", &k.Socket, &k.Wait, nil, "socket or wait")
+	return parseAgentBlock(d, "keystore spiffe_workload", agentBlock{&k.Socket, &k.Wait, &k.InsecureTCP, &k.MaxStale},
+		nil, "socket, wait, max_stale or insecure_tcp")
 }
 
-// parseAgentBlock parses the block both modules share: socket and wait,
-// each once, and the options other handles (handled false: unknown).
-func parseAgentBlock(d *caddyfile.Dispenser, what string, socket *string, wait *caddy.Duration,
+// agentBlock points at the options of the block both modules share.
+type agentBlock struct {
+	socket      *string
+	wait        *caddy.Duration
+	insecureTCP *bool
+	maxStale    *caddy.Duration
+}
+
+// parseAgentBlock parses the block both modules share: socket, wait,
+// max_stale and insecure_tcp, each once, and the options other handles
+// (handled false: unknown). A tcp:// socket to another host without
+// insecure_tcp is refused here already.
+func parseAgentBlock(d *caddyfile.Dispenser, what string, b agentBlock,
 	other func(opt string) (handled bool, err error), expected string) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
@@ -237,13 +273,27 @@ func parseAgentBlock(d *caddyfile.Dispenser, what string, socket *string, wait *
 			if err != nil {
 				return err
 			}
-			*socket = addr
+			*b.socket = addr
 		case "wait":
-			dur, err := waitArg(d)
+			dur, err := durationArg(d, opt)
 			if err != nil {
 				return err
 			}
-			*wait = dur
+			*b.wait = dur
+		case "max_stale":
+			dur, err := durationArg(d, opt)
+			if err != nil {
+				return err
+			}
+			if dur == 0 {
+				return d.Err("spiffe_workload: max_stale must be positive")
+			}
+			*b.maxStale = dur
+		case "insecure_tcp":
+			if d.NextArg() {
+				return d.Err("spiffe_workload: insecure_tcp takes no argument")
+			}
+			*b.insecureTCP = true
 		default:
 			handled := false
 			if other != nil {
@@ -256,6 +306,9 @@ func parseAgentBlock(d *caddyfile.Dispenser, what string, socket *string, wait *
 				return d.Errf("%s: unknown option '%s' (expected %s)", what, opt, expected)
 			}
 		}
+	}
+	if err := checkTCP(*b.socket, *b.insecureTCP); err != nil {
+		return d.Errf("%s: %v", what, err)
 	}
 	return nil
 }
@@ -272,15 +325,15 @@ func socketArg(d *caddyfile.Dispenser) (string, error) {
 	return args[0], nil
 }
 
-// waitArg reads the wait option's one duration.
-func waitArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+// durationArg reads the one duration of option opt (wait, max_stale).
+func durationArg(d *caddyfile.Dispenser, opt string) (caddy.Duration, error) {
 	args := d.RemainingArgs()
 	if len(args) != 1 {
-		return 0, d.Err("spiffe_workload: wait takes one duration")
+		return 0, d.Errf("spiffe_workload: %s takes one duration", opt)
 	}
 	dur, err := caddy.ParseDuration(args[0])
 	if err != nil || dur < 0 {
-		return 0, d.Errf("spiffe_workload: bad wait %q", args[0])
+		return 0, d.Errf("spiffe_workload: bad %s %q", opt, args[0])
 	}
 	return caddy.Duration(dur), nil
 }

@@ -86,7 +86,7 @@ func TestKeystoreUsage(t *testing.T) {
 	k := &Keystore{Socket: f.addr, Usage: "client_auth"}
 	err := k.Provision(testCtx(t))
 	k.Cleanup()
-	if err == nil || !strings.Contains(err.Error(), "lacks the client_auth extended key usage") {
+	if err == nil || !strings.Contains(err.Error(), "lacks the clientAuth extended key usage") {
 		t.Fatalf("got %v", err)
 	}
 	k = &Keystore{Socket: f.addr, Usage: "server_auth"}
@@ -229,6 +229,17 @@ func observe(a *agent) *observer.ObservedLogs {
 	a.mu.Lock()
 	a.logger = zap.New(core)
 	a.mu.Unlock()
+	return logs
+}
+
+// observeNew sends the logs of every agent connection made from now on
+// (until the test ends) to an observer.
+func observeNew(t *testing.T) *observer.ObservedLogs {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	prev := testLogger
+	testLogger = zap.New(core)
+	t.Cleanup(func() { testLogger = prev })
 	return logs
 }
 

@@ -104,6 +104,9 @@ var (
 	connectedDesc = prometheus.NewDesc("trustline_spiffe_workload_connected",
 		"1 while the Workload API's stream is up, 0 while it is being reconnected.",
 		[]string{"socket"}, nil)
+	staleDesc = prometheus.NewDesc("trustline_spiffe_workload_stale",
+		"1 while a module counts the last answer of the Workload API stale (the agent unreachable for longer than its max_stale, or the SVID it serves expired); the answer stays in force.",
+		[]string{"socket"}, nil)
 )
 
 var (
@@ -128,6 +131,7 @@ type agentCollector struct{}
 func (agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- disconnectsDesc
 	ch <- connectedDesc
+	ch <- staleDesc
 }
 
 func (agentCollector) Collect(ch chan<- prometheus.Metric) {
@@ -140,6 +144,11 @@ func (agentCollector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		ch <- prometheus.MustNewConstMetric(connectedDesc, prometheus.GaugeValue, up, a.addr)
+		stale := 0.0
+		if a.isStale() {
+			stale = 1
+		}
+		ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, stale, a.addr)
 	}
 }
 

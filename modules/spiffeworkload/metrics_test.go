@@ -1,8 +1,12 @@
 package spiffeworkload
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/trustline/trustline/internal/testpki"
 )
@@ -33,6 +37,36 @@ func TestMetrics(t *testing.T) {
 	}
 	defer p.Cleanup()
 
+	want := []string{
+		"trustline_material_certificates kind=keystore source=spiffe_workload " + f.addr + " spiffe://example.org/a server_auth",
+		"trustline_material_certificates kind=keystore source=spiffe_workload " + f.addr + " spiffe://example.org/a client_auth",
+		"trustline_material_certificates kind=spiffe_workload source=" + f.addr,
+		"trustline_material_not_after_timestamp_seconds kind=spiffe_workload_bundle source=" + f.addr + " example.org",
+		"trustline_material_not_after_timestamp_seconds kind=spiffe_workload_bundle source=" + f.addr + " partner.test",
+		"trustline_spiffe_workload_disconnects_total socket=" + f.addr,
+		"trustline_spiffe_workload_stale socket=" + f.addr,
+	}
+	var out string
+	// the bundle sources are acquired on the watch's goroutine just after
+	// the first answer is stored: wait for them, with a deadline
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out = series(t, ctx)
+		missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return strings.Contains(out, w+"\n") })
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no series %s in:\n%s", strings.Join(missing, ", "), out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// series gathers ctx's registry into one line per series: the name, then
+// each label as name=value.
+func series(t *testing.T, ctx caddy.Context) string {
+	t.Helper()
 	mfs, err := ctx.GetMetricsRegistry().Gather()
 	if err != nil {
 		t.Fatalf("gathering: %v", err)
@@ -47,17 +81,5 @@ func TestMetrics(t *testing.T) {
 			b.WriteString("\n")
 		}
 	}
-	out := b.String()
-	for _, want := range []string{
-		"trustline_material_certificates kind=keystore source=spiffe_workload " + f.addr + " spiffe://example.org/a server_auth",
-		"trustline_material_certificates kind=keystore source=spiffe_workload " + f.addr + " spiffe://example.org/a client_auth",
-		"trustline_material_certificates kind=spiffe_workload source=" + f.addr,
-		"trustline_material_not_after_timestamp_seconds kind=spiffe_workload_bundle source=" + f.addr + " example.org",
-		"trustline_material_not_after_timestamp_seconds kind=spiffe_workload_bundle source=" + f.addr + " partner.test",
-		"trustline_spiffe_workload_disconnects_total socket=" + f.addr,
-	} {
-		if !strings.Contains(out, want+"\n") {
-			t.Errorf("no series %s in:\n%s", want, out)
-		}
-	}
+	return b.String()
 }

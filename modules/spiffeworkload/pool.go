@@ -45,11 +45,22 @@ type Pool struct {
 	// the bundles (for a pod whose agent starts beside it). Default: 0, an
 	// unreachable agent or a missing trust domain fails the load at once.
 	Wait caddy.Duration `json:"wait,omitempty"`
+	// InsecureTCP allows a tcp:// socket to an address that is not a
+	// loopback address. The Workload API is plaintext, unauthenticated
+	// gRPC: whoever is on the path reads the SVIDs' private keys and can
+	// answer with bundles of their own. A warning is logged when it is
+	// used. Default: false (tcp:// to 127.0.0.0/8 or ::1 only).
+	InsecureTCP bool `json:"insecure_tcp,omitempty"`
+	// MaxStale is how long the agent may be unreachable before the last
+	// bundles count as stale (a warning, the stale gauge, a topology
+	// finding; they stay in force). Default: 24h.
+	MaxStale caddy.Duration `json:"max_stale,omitempty"`
 
 	material.Held[*verify.Anchors]
 	addr     string
 	agent    *agent
 	unlisten func()
+	unstale  func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -63,9 +74,16 @@ func (Pool) CaddyModule() caddy.ModuleInfo {
 // Provision connects to the agent (or joins the connection another
 // module holds), waits up to Wait for the bundles, and follows them.
 func (p *Pool) Provision(ctx caddy.Context) error {
-	addr, err := socketAddress(p.Socket)
+	addr, err := socketAddress(p.Socket, p.InsecureTCP)
 	if err != nil {
 		return fmt.Errorf("trust pool spiffe_workload: %w", err)
+	}
+	maxStale := time.Duration(p.MaxStale)
+	switch {
+	case maxStale < 0:
+		return fmt.Errorf("trust pool spiffe_workload: max_stale %s: must be positive", maxStale)
+	case maxStale == 0:
+		maxStale = DefaultPoolMaxStale
 	}
 	var tds []spiffeid.TrustDomain
 	for _, s := range p.TrustDomains {
@@ -114,6 +132,7 @@ func (p *Pool) Provision(ctx caddy.Context) error {
 	}
 	src := p.Src
 	p.unlisten = a.onUpdate(func() { _ = src.Reload() })
+	p.unstale = a.watchStale(&staleRule{source: "trust pool spiffe_workload " + name, pool: true, maxStale: maxStale})
 	return nil
 }
 
@@ -222,6 +241,9 @@ func (p *Pool) Cleanup() error {
 	if p.unlisten != nil {
 		p.unlisten()
 	}
+	if p.unstale != nil {
+		p.unstale()
+	}
 	p.Release()
 	if p.agent != nil {
 		p.agent = nil
@@ -238,13 +260,15 @@ func (p *Pool) Cleanup() error {
 //		socket        unix:///run/spire/agent.sock
 //		trust_domains <trust_domain...>
 //		wait          <duration>
+//		max_stale     <duration>
+//		insecure_tcp
 //	}
 func (p *Pool) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // module name
 	if d.NextArg() {
 		return d.Errf("trust pool spiffe_workload: unexpected argument %q (options go in a block)", d.Val())
 	}
-	return parseAgentBlock(d, "trust pool spiffe_workload", &p.Socket, &p.Wait, func(opt string) (bool, error) {
+	return parseAgentBlock(d, "trust pool spiffe_workload", agentBlock{&p.Socket, &p.Wait, &p.InsecureTCP, &p.MaxStale}, func(opt string) (bool, error) {
 		if opt != "trust_domains" {
 			return false, nil
 		}
@@ -263,7 +287,7 @@ func (p *Pool) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			p.TrustDomains = append(p.TrustDomains, td.Name())
 		}
 		return true, nil
-	}, "socket, trust_domains or wait")
+	}, "socket, trust_domains, wait, max_stale or insecure_tcp")
 }
 
 // Interface guards

@@ -27,6 +27,9 @@ type Options struct {
 	// certificate cache holds for a host name: in a running instance,
 	// the managed certificates (internal CA, ACME) that no file names.
 	LiveCertificates func(name string) []*x509.Certificate
+	// StaleWorkloads, when set, lists the spiffe_workload sources of the
+	// running instance whose last answer counts as stale (workload.go).
+	StaleWorkloads func() []StaleWorkload
 }
 
 // analyzer holds the state of one analysis.

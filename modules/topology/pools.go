@@ -105,6 +105,7 @@ func (a *analyzer) pool(src map[string]any, path string) *Pool {
 			p.Description += " (trust domains " + strings.Join(tds, ", ") + ")"
 		}
 		p.Anchors = append(p.Anchors, a.addUnread(RoleTrustAnchor, "X.509 bundles from the SPIFFE Workload API "+sock, true, "streamed by the agent at run time", path).ID)
+		a.workloadStale(true, str(src["socket"]), path)
 	default:
 		p.Description = "not analysed"
 		a.notAnalysed(path, "tls.ca_pool.source."+provider, "trust pool source not analysed")

@@ -9,6 +9,8 @@ import (
 	_ "unsafe" // for go:linkname
 
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	"github.com/trustline/trustline/modules/spiffeworkload"
 )
 
 // readConfig is Caddy's own reader of the running config, the function
@@ -80,7 +82,7 @@ func runningReport() (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return Analyze(cfg, Options{LiveCertificates: cachedCertificates})
+	return Analyze(cfg, Options{LiveCertificates: cachedCertificates, StaleWorkloads: spiffeworkload.Stale})
 }
 
 // cachedCertificates returns the leaves of the certificates in Caddy's

@@ -378,6 +378,7 @@ func (a *analyzer) keystoreSource(role string, src map[string]any, path string) 
 			id = "the default SVID"
 		}
 		sock := workloadSocket(src)
+		a.workloadStale(false, str(src["socket"]), path)
 		return a.addUnread(role, "X509-SVID "+id+" from the SPIFFE Workload API "+sock, true, "streamed by the agent at run time", path), "spiffe_workload " + id
 	default:
 		a.notAnalysed(path, "trustline.keystore."+kind, "keystore source not analysed")

@@ -38,6 +38,10 @@ const (
 	// Neither:
 	ReasonTimeout = "timeout"
 	ReasonOther   = verify.ReasonOther
+	// Not a failure: the dial was called off (its context canceled, as
+	// net/http does with the dials it no longer needs); never counted,
+	// logged at debug level only.
+	ReasonCanceled = "canceled"
 )
 
 // verifyError is a failed verification of the backend's certificate.
@@ -70,10 +74,14 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 // Classify tells why a TLS handshake with a backend (or the first read
 // after it, where TLS 1.3 servers report a refused client certificate)
 // failed: one of the Reason constants, and the alert text the backend
-// sent, if any. It returns "" for errors that are not TLS failures.
+// sent, if any. It returns ReasonCanceled for a canceled context, and ""
+// for other errors that are not TLS failures.
 func Classify(err error) (reason, alert string) {
 	if err == nil {
 		return "", ""
+	}
+	if errors.Is(err, context.Canceled) {
+		return ReasonCanceled, ""
 	}
 	var ve *verifyError
 	if errors.As(err, &ve) {
@@ -144,14 +152,20 @@ func registerMetrics(ctx caddy.Context) {
 
 // LogHandshakeFailure writes the one "upstream TLS handshake failed" line
 // (error level) of the mtls transport and the passthrough handler, for a
-// failed upstream handshake or a backend's refusal after it. lead comes
+// failed upstream handshake or a backend's refusal after it; a canceled
+// one (ReasonCanceled) is "upstream TLS handshake canceled" at debug
+// level. lead comes
 // first (the passthrough handler's route and client address); then the
 // upstream, the reason (a Reason constant), the client identity presented
 // (who: subject and serial, or why none), the server name and the
 // backend's alert when known, the client identity's source when l has
 // one, and the error. l may be nil (no live TLS setup).
 func (l *LiveTLS) LogHandshakeFailure(logger *zap.Logger, upstream, serverName, reason, alert, who string, err error, lead ...zap.Field) {
-	ce := logger.Check(zapcore.ErrorLevel, "upstream TLS handshake failed")
+	level, msg := zapcore.ErrorLevel, "upstream TLS handshake failed"
+	if reason == ReasonCanceled {
+		level, msg = zapcore.DebugLevel, "upstream TLS handshake canceled"
+	}
+	ce := logger.Check(level, msg)
 	if ce == nil {
 		return
 	}

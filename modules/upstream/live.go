@@ -177,7 +177,9 @@ func (l *LiveTLS) Insecure() bool { return l.insecure }
 // subject and serial, "none (not requested by the backend)" or "none (no
 // client_identity configured)", or for a resumed session "resumed
 // session (...)". A failure closes conn and returns a
-// *HandshakeError with its reason, counted by upstream and reason.
+// *HandshakeError with its reason, counted by upstream and reason unless
+// ctx was canceled (ReasonCanceled: the dial was called off, nothing
+// failed).
 func (l *LiveTLS) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, upstream string) (*tls.Conn, string, error) {
 	serverName := cfg.ServerName
 	var presented *tls.Certificate
@@ -197,8 +199,11 @@ func (l *LiveTLS) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config,
 	if err != nil {
 		_ = tc.Close()
 		reason, alert := Classify(err)
-		if reason == "" {
+		switch reason {
+		case "":
 			reason = ReasonOther
+		case ReasonCanceled:
+			return nil, who, &HandshakeError{Upstream: upstream, Reason: reason, Err: err}
 		}
 		CountHandshakeFailure(upstream, reason)
 		return nil, who, &HandshakeError{Upstream: upstream, Reason: reason, Alert: alert, Err: err}

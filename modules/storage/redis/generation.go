@@ -49,16 +49,15 @@ func (g *generations) wrote(key string, gen int64) {
 
 // read checks the generation of a value read at key against the newest
 // one seen there, and records it; a value older by more than
-// replayTolerance is a *rolledBackError. Version-1 values (generation 0)
-// are not checked.
+// replayTolerance is a *rolledBackError. A version-1 value (generation 0,
+// sealed before generations) is older than any version-2 value, since
+// this build writes version 2 only: refused once this node has read or
+// written a version-2 value at key, read as before otherwise.
 func (g *generations) read(key string, gen int64) error {
-	if gen == 0 {
-		return nil
-	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	prev := g.seen[key]
-	if gen < prev-int64(replayTolerance) {
+	if (gen == 0 && prev > 0) || gen < prev-int64(replayTolerance) {
 		return &rolledBackError{key: key, gen: gen, seen: prev}
 	}
 	g.seen[key] = max(prev, gen)
@@ -73,8 +72,12 @@ type rolledBackError struct {
 }
 
 func (e *rolledBackError) Error() string {
-	return fmt.Sprintf("value at %q was written at %s, before the value this node already read or wrote there (written at %s): "+
-		"an older sealed value written back in Redis? refused", e.key, genTime(e.gen), genTime(e.seen))
+	written := "was written at " + genTime(e.gen)
+	if e.gen == 0 {
+		written = "was sealed before generations (format version 1)"
+	}
+	return fmt.Sprintf("value at %q %s, before the value this node already read or wrote there (written at %s): "+
+		"an older sealed value written back in Redis? refused", e.key, written, genTime(e.seen))
 }
 
 // RolledBack marks the error for readers that cannot import this package

@@ -47,10 +47,13 @@ func TestEncryptionReadsVersion1(t *testing.T) {
 	addr := startRedis(t)
 	k := testKey(t, "k1")
 	seal, _ := newSealer([]*sealKey{k}, false)
-	s := newTestStore(t, addr, storeOpts{sealer: seal})
-	if err := s.Store(ctx, "old", []byte("placeholder")); err != nil {
+	// the key's index entry; the reader is another node, which never saw
+	// this version-2 placeholder (TestEncryptionRollingUpgrade: one that
+	// did refuses the version-1 value written over it)
+	if err := newTestStore(t, addr, storeOpts{sealer: seal}).Store(ctx, "old", []byte("placeholder")); err != nil {
 		t.Fatal(err)
 	}
+	s := newTestStore(t, addr, storeOpts{sealer: seal})
 	if err := rawClient(t, addr).HSet(ctx, "{caddy}:v:old", "v", sealV1(t, k, "old", []byte("sealed by version 1"))).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -123,5 +126,70 @@ func TestEncryptionReplayDetected(t *testing.T) {
 	g1 := a.gens.next(key)
 	if g1 <= now.UnixNano() {
 		t.Errorf("generation %d after a clock step back, want above %d", g1, now.UnixNano())
+	}
+}
+
+// TestEncryptionRollingUpgrade: a cluster whose values were sealed before
+// generations (version 1, generation 0) is upgraded node by node. Nothing
+// is lost: every upgraded node reads every version-1 value, and a write
+// re-seals its key as version 2. But a version-1 value is older than any
+// version-2 value (upgraded nodes write version 2 only), so the old value
+// written back over an upgraded one (from a backup taken before the
+// upgrade: the cheapest replay there is) is refused by the nodes that saw
+// the newer one, as any other rollback; keys still at version 1 are not
+// affected.
+func TestEncryptionRollingUpgrade(t *testing.T) {
+	ctx := context.Background()
+	addr := startRedis(t)
+	k := testKey(t, "k1")
+	seal, _ := newSealer([]*sealKey{k}, false)
+	raw := rawClient(t, addr)
+	// the cluster before the upgrade: two values sealed by version 1
+	old := map[string][]byte{}
+	for _, key := range []string{"certificates/a.crt", "certificates/b.crt"} {
+		setup := newTestStore(t, addr, storeOpts{sealer: seal})
+		if err := setup.Store(ctx, key, []byte("placeholder")); err != nil { // index and parents
+			t.Fatal(err)
+		}
+		old[key] = sealV1(t, k, key, []byte("v1 "+key))
+		if err := raw.HSet(ctx, "{caddy}:v:"+key, "v", old[key]).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n1 := newTestStore(t, addr, storeOpts{sealer: seal})
+	n2 := newTestStore(t, addr, storeOpts{sealer: seal})
+	for _, n := range []*store{n1, n2} {
+		for key := range old {
+			if v, err := n.Load(ctx, key); err != nil || string(v) != "v1 "+key {
+				t.Fatalf("an upgraded node reads %s: %q, %v", key, v, err)
+			}
+		}
+	}
+	// n1 renews a.crt: re-sealed as version 2
+	if err := n1.Store(ctx, "certificates/a.crt", []byte("v2 a")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := raw.HGet(ctx, "{caddy}:v:certificates/a.crt", "v").Bytes(); len(b) < 5 || b[4] != sealVersion {
+		t.Fatalf("a write left version %d", b[4])
+	}
+	if v, err := n2.Load(ctx, "certificates/a.crt"); err != nil || string(v) != "v2 a" {
+		t.Fatalf("n2 reads the renewed value: %q, %v", v, err)
+	}
+	// the version-1 value written back: refused by both
+	if err := raw.HSet(ctx, "{caddy}:v:certificates/a.crt", "v", old["certificates/a.crt"]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for name, n := range map[string]*store{"n1 (wrote version 2)": n1, "n2 (read version 2)": n2} {
+		v, err := n.Load(ctx, "certificates/a.crt")
+		var rb interface{ RolledBack() bool }
+		if err == nil || !errors.As(err, &rb) || !strings.Contains(err.Error(), "sealed before generations (format version 1)") {
+			t.Errorf("%s: the version-1 value written back over a version-2 one: %q, %v", name, v, err)
+		}
+	}
+	// b.crt, never rewritten, is read by every node as before
+	for _, n := range []*store{n1, n2, newTestStore(t, addr, storeOpts{sealer: seal})} {
+		if v, err := n.Load(ctx, "certificates/b.crt"); err != nil || string(v) != "v1 certificates/b.crt" {
+			t.Fatalf("a version-1 value never rewritten: %q, %v", v, err)
+		}
 	}
 }

@@ -279,52 +279,28 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 	if r.dialTCP != nil {
 		d.dialTCP = r.dialTCP
 	}
-	dial := d.dial
 	addrs := r.allAddresses()
-	var client goredis.UniversalClient
-	switch {
-	case r.Sentinel != nil:
-		client = goredis.NewFailoverClient(&goredis.FailoverOptions{
-			MasterName:       r.Sentinel.MasterName,
-			SentinelAddrs:    r.Sentinel.Addresses,
-			SentinelUsername: r.Sentinel.Username,
-			SentinelPassword: sentinelPassword,
-			Username:         r.Username,
-			Password:         password,
-			DB:               r.DB,
-			Dialer:           dial,
-			DialTimeout:      dialTimeout,
-			ReadTimeout:      readTimeout,
-			WriteTimeout:     writeTimeout,
-			DisableIdentity:  true,
-			DialerRetries:    2,
-		})
-	case len(addrs) > 1:
-		client = goredis.NewClusterClient(&goredis.ClusterOptions{
-			Addrs:           addrs,
-			Username:        r.Username,
-			Password:        password,
-			Dialer:          dial,
-			DialTimeout:     dialTimeout,
-			ReadTimeout:     readTimeout,
-			WriteTimeout:    writeTimeout,
-			DisableIdentity: true,
-			DialerRetries:   2,
-		})
-	default:
-		client = goredis.NewClient(&goredis.Options{
-			Addr:            addrs[0],
-			Username:        r.Username,
-			Password:        password,
-			DB:              r.DB,
-			Dialer:          dial,
-			DialTimeout:     dialTimeout,
-			ReadTimeout:     readTimeout,
-			WriteTimeout:    writeTimeout,
-			DisableIdentity: true,
-			DialerRetries:   2,
-		})
+	// one option set; go-redis picks the client as this storage documents
+	// it: a master name is Sentinel (addrs are the Sentinels), several
+	// addresses a Redis Cluster, one a single server
+	opts := &goredis.UniversalOptions{
+		Addrs:           addrs,
+		Username:        r.Username,
+		Password:        password,
+		DB:              r.DB,
+		Dialer:          d.dial,
+		DialTimeout:     dialTimeout,
+		ReadTimeout:     readTimeout,
+		WriteTimeout:    writeTimeout,
+		DisableIdentity: true,
+		DialerRetries:   2,
 	}
+	if r.Sentinel != nil {
+		opts.MasterName = r.Sentinel.MasterName
+		opts.SentinelUsername = r.Sentinel.Username
+		opts.SentinelPassword = sentinelPassword
+	}
+	client := goredis.NewUniversalClient(opts)
 	where, setting := strings.Join(addrs, ","), "address"
 	if r.Sentinel != nil {
 		where, setting = r.Sentinel.MasterName+"@"+where, "sentinel"

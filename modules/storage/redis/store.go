@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"path"
 	"slices"
 	"strconv"
@@ -169,7 +170,9 @@ func newStore(client goredis.UniversalClient, prefix string, s *sealer, lockTTL 
 }
 
 // close stops lock renewals (held locks then expire after their TTL) and
-// closes the client.
+// closes the client. A connection the client finds already closed is a
+// clean close (go-redis v9.17.3 closed the connections a Sentinel
+// failover dropped from its pool twice, and reported the second).
 func (s *store) close() error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -178,7 +181,9 @@ func (s *store) close() error {
 		s.watch.mu.Unlock()
 		s.renewalsWG.Wait()
 		s.watch.wg.Wait()
-		err = s.client.Close()
+		if err = s.client.Close(); errors.Is(err, net.ErrClosed) {
+			err = nil
+		}
 	})
 	return err
 }

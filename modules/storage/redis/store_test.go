@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/zap/zaptest"
 )
 
 // op is one storage operation of the conformance table.
@@ -365,5 +368,26 @@ func TestRedisDownAndBack(t *testing.T) {
 	}
 	if s.down.Load() {
 		t.Error("the storage still thinks Redis is down")
+	}
+}
+
+// closedTwice is a client whose Close reports a connection already closed,
+// as go-redis v9.17.3 did after a Sentinel failover.
+type closedTwice struct{ goredis.UniversalClient }
+
+func (c closedTwice) Close() error {
+	c.UniversalClient.Close()
+	return &net.OpError{Op: "close", Net: "tcp", Err: net.ErrClosed}
+}
+
+// TestCloseAlreadyClosed: a connection the client finds already closed
+// when it closes is a clean close, not an error for Caddy to log at each
+// config unload.
+func TestCloseAlreadyClosed(t *testing.T) {
+	addr := startRedis(t)
+	c := goredis.NewClient(&goredis.Options{Addr: addr, DisableIdentity: true})
+	s := newStore(closedTwice{c}, DefaultKeyPrefix, nil, DefaultLockTTL, zaptest.NewLogger(t), addr)
+	if err := s.close(); err != nil {
+		t.Fatalf("close: %v", err)
 	}
 }

@@ -1,0 +1,143 @@
+package spiffeworkload
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// DefaultPoolMaxStale is how long a trust pool's last bundles count as
+// current while the agent is unreachable, when max_stale is not set.
+const DefaultPoolMaxStale = 24 * time.Hour
+
+// staleRule is one module's rule for when the last answer it serves counts
+// as stale. A stale answer stays in force (see README.md, "When the agent
+// goes away"); it is flagged: a warning, the stale gauge, Stale() for the
+// topology report.
+type staleRule struct {
+	source   string           // the module, in logs and the report
+	pool     bool             // a trust pool (else a keystore)
+	maxStale time.Duration    // how long the agent may be unreachable; 0: no limit
+	notAfter func() time.Time // the expiry of the SVID served; nil for bundles
+	since    time.Time        // when it turned stale; zero while fresh (agent.mu)
+	reason   string           // why (agent.mu)
+}
+
+// check says why the answer is stale at now, or "" when it is not;
+// lostAt is when the agent became unreachable, zero while it is up.
+func (r *staleRule) check(now, lostAt time.Time) string {
+	if r.notAfter != nil {
+		if na := r.notAfter(); now.After(na) {
+			return "the X509-SVID expired at " + na.UTC().Format(time.RFC3339)
+		}
+	}
+	if r.maxStale > 0 && !lostAt.IsZero() && now.Sub(lostAt) > r.maxStale {
+		return fmt.Sprintf("the Workload API has been unreachable for longer than max_stale (%s)", r.maxStale)
+	}
+	return ""
+}
+
+// watchStale adds r to the rules checked on each monitor tick and after
+// each answer; the returned func removes it.
+func (a *agent) watchStale(r *staleRule) (cancel func()) { return register(a, a.stale, r) }
+
+// checkStale applies every rule at the agent's clock: a rule that turns
+// stale is logged once (a warning), one that is fresh again once (info).
+func (a *agent) checkStale() {
+	now := a.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range a.stale {
+		reason := r.check(now, a.lostAt)
+		switch {
+		case reason != "" && r.since.IsZero():
+			r.since, r.reason = now, reason
+			fields := []zap.Field{zap.String("source", r.source), zap.String("reason", reason)}
+			if !a.lostAt.IsZero() {
+				fields = append(fields, zap.Duration("unreachable_for", now.Sub(a.lostAt).Round(time.Second)))
+			}
+			a.logger.Warn("the last answer of the Workload API is stale; still in force until the agent is back", fields...)
+		case reason == "" && !r.since.IsZero():
+			a.logger.Info("the answer of the Workload API is fresh again", zap.String("source", r.source),
+				zap.Duration("stale_for", now.Sub(r.since).Round(time.Second)))
+			r.since, r.reason = time.Time{}, ""
+		}
+	}
+}
+
+// isStale tells whether any rule counts the connection's answer stale.
+func (a *agent) isStale() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range a.stale {
+		if !r.since.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// now is the agent's clock (time.Now unless a test moved it).
+func (a *agent) now() time.Time {
+	if f := a.clock.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
+}
+
+// setClock replaces the agent's clock (tests); nil restores time.Now.
+func (a *agent) setClock(f func() time.Time) {
+	if f == nil {
+		a.clock.Store(nil)
+		return
+	}
+	a.clock.Store(&f)
+}
+
+// StaleSource is a module whose last answer from the Workload API counts
+// as stale: still in force, flagged.
+type StaleSource struct {
+	// Socket is the Workload API address.
+	Socket string
+	// Pool is true for a trust pool's bundles, false for a keystore's
+	// SVID.
+	Pool bool
+	// Source names the module: "trust pool spiffe_workload <socket>
+	// [<trust domains>]" or "keystore spiffe_workload <socket> <spiffe_id
+	// or default_svid> <usage>".
+	Source string
+	// Reason says why: the agent unreachable for longer than max_stale, or
+	// the SVID expired.
+	Reason string
+	// Since is when it turned stale.
+	Since time.Time
+}
+
+// Stale lists the stale sources of every connection of this process,
+// sorted by socket and source, each once (the old and the new config of an
+// admin reload share one connection).
+func Stale() []StaleSource {
+	liveMu.Lock()
+	agents := make([]*agent, 0, len(liveAgents))
+	for a := range liveAgents {
+		agents = append(agents, a)
+	}
+	liveMu.Unlock()
+	var out []StaleSource
+	for _, a := range agents {
+		a.mu.Lock()
+		for _, r := range a.stale {
+			if !r.since.IsZero() {
+				out = append(out, StaleSource{Socket: a.addr, Pool: r.pool, Source: r.source, Reason: r.reason, Since: r.since})
+			}
+		}
+		a.mu.Unlock()
+	}
+	slices.SortFunc(out, func(x, y StaleSource) int {
+		return cmp.Or(cmp.Compare(x.Socket, y.Socket), cmp.Compare(x.Source, y.Source))
+	})
+	return slices.CompactFunc(out, func(x, y StaleSource) bool { return x.Socket == y.Socket && x.Source == y.Source })
+}
