@@ -72,8 +72,13 @@ func TestSPIFFEBundleSources(t *testing.T) {
 	eventually(t, 8*time.Second, "partner's next CA trusted after the refresh hint", site.accepted(t, partner2, "hello"))
 	eventually(t, time.Second, "partner's old CA no longer trusted", site.refused(t, partner))
 
-	// the file bundle changes: the example.org CA is replaced
+	// a version listing the partner's CA for example.org too is refused:
+	// an authority vouches for one trust domain; the last good one stays
 	testpki.WriteFile(t, dir, "example.org.json", marshal("example.org", partnerNext, 0))
+	c.WaitLog(t, "is listed by trust domain", 5*time.Second)
+	eventually(t, time.Second, "example.org client still admitted by the last good version", site.accepted(t, svc, "hello"))
+
+	// the file bundle changes: the example.org CA is replaced
+	testpki.WriteFile(t, dir, "example.org.json", marshal("example.org", testpki.NewCA(t, "example.org ca 2"), 0))
 	eventually(t, 2*time.Second, "example.org client refused once its CA leaves the bundle", site.refused(t, svc))
-	_ = c
 }
