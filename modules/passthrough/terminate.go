@@ -12,6 +12,8 @@ import (
 	"github.com/mholt/caddy-l4/modules/l4tls"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/internal/caddyinternals"
 )
 
 func init() {
@@ -226,9 +228,17 @@ func (t *TerminateTLS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// TLSConnectionPolicies returns the handler's connection policies, so
+// that a client_auth verifier provisioned in them finds its policy
+// (caddyinternals.VerifierPolicy).
+func (t *TerminateTLS) TLSConnectionPolicies() caddytls.ConnectionPolicies {
+	return t.ConnectionPolicies
+}
+
 // Interface guards
 var (
-	_ caddy.Provisioner     = (*TerminateTLS)(nil)
-	_ caddyfile.Unmarshaler = (*TerminateTLS)(nil)
-	_ layer4.NextHandler    = (*TerminateTLS)(nil)
+	_ caddyinternals.PolicyHolder = (*TerminateTLS)(nil)
+	_ caddy.Provisioner           = (*TerminateTLS)(nil)
+	_ caddyfile.Unmarshaler       = (*TerminateTLS)(nil)
+	_ layer4.NextHandler          = (*TerminateTLS)(nil)
 )

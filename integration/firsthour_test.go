@@ -1,0 +1,60 @@
+package integration
+
+import (
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/trustline/trustline/integration/bench"
+	"github.com/trustline/trustline/internal/testpki"
+)
+
+// The first-hour mistakes (issue 22): configs that are valid to Caddy but
+// lock every client out at run time, refused by `caddy validate` through
+// the real binary, in the JSON form users load through the admin API.
+
+// fhValidate writes a config into c's directory and runs `caddy validate`
+// on it (adapter caddyfile when the name says so); it returns the output
+// and whether it validated.
+func fhValidate(t *testing.T, c *bench.Caddy, name, config string) (string, bool) {
+	t.Helper()
+	path := filepath.Join(c.Dir, name)
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"validate", "--config", path}
+	if strings.HasSuffix(name, "Caddyfile") {
+		args = append(args, "--adapter", "caddyfile")
+	}
+	out, err := c.Command(t, args...)
+	return out, err == nil
+}
+
+// TestLiveTrustMisuseRefusedByValidate: items 1 to 3 of issue 22, in the
+// JSON form, refused by `caddy validate` with the fix; the working form
+// validates.
+func TestLiveTrustMisuseRefusedByValidate(t *testing.T) {
+	c := bench.New(t)
+	ca := base64.StdEncoding.EncodeToString(testpki.NewCA(t, "clients").Cert.Raw)
+	live := `{"verifier": "live_trust", "trust_pool": {"provider": "inline", "trusted_ca_certs": ["` + ca + `"]}}`
+	config := func(clientAuth string) string {
+		return `{"apps": {"http": {"servers": {"s": {"listen": [":0"], "automatic_https": {"disable": true},
+			"routes": [{"handle": [{"handler": "static_response", "body": "hello"}]}],
+			"tls_connection_policies": [{"client_authentication": {` + clientAuth + `}}]}}}}}`
+	}
+	if out, ok := fhValidate(t, c, "good.json", config(`"verifiers": [`+live+`]`)); !ok {
+		t.Fatalf("live_trust with no mode does not validate:\n%s", out)
+	}
+	for _, tc := range []struct{ name, clientAuth, want string }{
+		{"mode require_and_verify", `"mode": "require_and_verify", "verifiers": [` + live + `]`, "remove `mode` (live_trust then requires a client certificate"},
+		{"trust_pool", `"ca": {"provider": "inline", "trusted_ca_certs": ["` + ca + `"]}, "verifiers": [` + live + `]`, "remove trust_pool: live_trust verifies against its own pool"},
+		{"peer first", `"verifiers": [{"verifier": "peer", "dns": ["*.test"]}, ` + live + `]`, "list `verifier live_trust` first"},
+	} {
+		out, ok := fhValidate(t, c, "bad.json", config(tc.clientAuth))
+		if ok || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: validated=%v, want a refusal containing %q:\n%s", tc.name, ok, tc.want, out)
+		}
+	}
+}
