@@ -58,3 +58,58 @@ func TestLiveTrustMisuseRefusedByValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestPassthroughSiteMistakesAtLoad: items 5 and 5b of issue 22. A
+// passthrough name that another site block on the port serves is refused
+// by an admin /load of the Caddyfile (the running config stays) and by
+// `caddy validate` of the JSON; an ALPN-restricted route on the name of a
+// site with client_auth validates, with a warning.
+func TestPassthroughSiteMistakesAtLoad(t *testing.T) {
+	port := bench.Port(bench.FreeAddr(t))
+	caddyfile := func(passthrough string) string {
+		return `{
+	admin {$TL_ADMIN}
+	skip_install_trust
+	auto_https disable_redirects
+}
+https://a.test:` + port + ` {
+	tls internal
+	passthrough {
+		` + passthrough + `
+	}
+	respond "a"
+}
+https://b.test:` + port + ` {
+	tls internal {
+		client_auth {
+			mode request
+		}
+	}
+	respond "b"
+}
+`
+	}
+	c := bench.Start(t, caddyfile("c.test 127.0.0.1:9"))
+	err := c.Load(t, caddyfile("b.test 127.0.0.1:9"))
+	if err == nil || !strings.Contains(strings.ReplaceAll(err.Error(), `\"`, `"`), `passthrough route "b.test" takes server name "b.test", which the site "b.test" on the same HTTP server also serves`) {
+		t.Errorf("admin load of a passthrough name another site serves: %v", err)
+	}
+	if status, cfg := c.AdminGet(t, "/config/"); status != 200 || !strings.Contains(cfg, `"c.test"`) {
+		t.Errorf("the running config was replaced: %d %s", status, cfg)
+	}
+
+	js := func(alpn string) string {
+		return `{"apps": {"http": {"servers": {"s": {"listen": [":0"], "automatic_https": {"disable": true},
+			"listener_wrappers": [{"wrapper": "layer4", "routes": [{"match": [{"clienthello": {"sni": ["b.test"]` + alpn + `}}],
+				"handle": [{"handler": "passthrough", "route": "pg", "upstreams": [{"dial": "127.0.0.1:9"}]}]}]}, {"wrapper": "tls"}],
+			"routes": [{"match": [{"host": ["b.test"]}], "handle": [{"handler": "static_response", "body": "b"}]}],
+			"tls_connection_policies": [{"client_authentication": {"mode": "request"}}]}}}}}`
+	}
+	if out, ok := fhValidate(t, c, "overlap.json", js("")); ok || !strings.Contains(out, "so the site can never be reached") {
+		t.Errorf("caddy validate of a passthrough name a site serves: validated=%v\n%s", ok, out)
+	}
+	out, ok := fhValidate(t, c, "alpn.json", js(`, "alpn": ["postgresql"]`))
+	if !ok || !strings.Contains(out, "reaches the route's upstream without the site's client_auth check") || !strings.Contains(out, `"site":"b.test"`) {
+		t.Errorf("caddy validate of an ALPN route on an mTLS site's name: validated=%v, want a warning:\n%s", ok, out)
+	}
+}

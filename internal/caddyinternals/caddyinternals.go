@@ -105,15 +105,30 @@ func CurrentRoute(ctx caddy.Context) *caddyhttp.Route {
 	return nil
 }
 
-// InListenerWrapper reports whether ctx provisions a matcher of a
-// top-level route of a caddy-l4 listener wrapper (routes that run before
-// an HTTP server's TLS), and not one negated by `not` or nested in a
-// subroute: its parent module is the wrapper itself.
-func InListenerWrapper(ctx caddy.Context) bool {
+// WrapperRoute returns the route of a caddy-l4 listener wrapper (routes
+// that run before an HTTP server's TLS) whose matcher ctx provisions,
+// when that matcher is a top-level one of the route: not negated by
+// `not`, not nested in a subroute (its parent module is the wrapper
+// itself). Nil otherwise.
+//
+// It relies on the order of caddy-l4's route provisioning: the routes
+// are provisioned in turn, each route's matchers loaded from its
+// MatcherSetsRaw, which is cleared once they all are. So the route being
+// provisioned is the first one that still has MatcherSetsRaw, and the
+// matcher can read its siblings there.
+func WrapperRoute(ctx caddy.Context) *layer4.Route {
 	mods := ctx.Modules()
 	if len(mods) < 2 {
-		return false
+		return nil
 	}
-	_, ok := mods[len(mods)-2].(*layer4.ListenerWrapper)
-	return ok
+	lw, ok := mods[len(mods)-2].(*layer4.ListenerWrapper)
+	if !ok {
+		return nil
+	}
+	for _, r := range lw.Routes {
+		if r != nil && len(r.MatcherSetsRaw) > 0 {
+			return r
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package caddyinternals
 import (
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -102,7 +103,11 @@ func (p *probeMatcher) Provision(ctx caddy.Context) error {
 	if srv := HTTPServer(ctx); srv != nil {
 		hosts = strings.Join(ServerHosts(srv), ",")
 	}
-	record(p.ID, boolString(InListenerWrapper(ctx))+" "+hosts)
+	route := "no route"
+	if r := WrapperRoute(ctx); r != nil {
+		route = fmt.Sprintf("%d sets", len(r.MatcherSetsRaw))
+	}
+	record(p.ID, route+" "+hosts)
 	return nil
 }
 
@@ -132,8 +137,8 @@ func TestProvisioningOrder(t *testing.T) {
 			"automatic_https": {"disable": true},
 			"listener_wrappers": [
 				{"wrapper": "layer4", "routes": [
-					{"match": [{"caddyinternals_probe": {"id": "wrapper-top"}}]},
-					{"match": [{"not": [{"caddyinternals_probe": {"id": "wrapper-not"}}]}]}
+					{"match": [{"caddyinternals_probe": {"id": "wrapper-top"}}, {"caddyinternals_probe": {"id": "other"}}]},
+					{"match": [{"caddyinternals_probe": {"id": "wrapper-second"}, "not": [{"caddyinternals_probe": {"id": "wrapper-not"}}]}]}
 				]},
 				{"wrapper": "tls"}
 			],
@@ -167,6 +172,7 @@ func TestProvisioningOrder(t *testing.T) {
 	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
 		t.Fatal(err)
 	}
+	c.StorageRaw = json.RawMessage(`{"module": "file_system", "root": "` + t.TempDir() + `"}`)
 	if err := caddy.Validate(&c); err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +184,9 @@ func TestProvisioningOrder(t *testing.T) {
 		"route-a":        "a.test no client cert",
 		"route-b-nested": "b.test client cert",
 		"errors":         " no client cert",
-		"wrapper-top":    "yes a.test,b.test",
-		"wrapper-not":    "no a.test,b.test",
+		"wrapper-top":    "2 sets a.test,b.test",
+		"wrapper-second": "1 sets a.test,b.test",
+		"wrapper-not":    "no route a.test,b.test",
 	}
 	seenMu.Lock()
 	defer seenMu.Unlock()

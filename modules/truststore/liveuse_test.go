@@ -22,6 +22,7 @@ func validate(t *testing.T, cfg string) error {
 	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
 		t.Fatalf("%v\n%s", err, cfg)
 	}
+	c.StorageRaw = json.RawMessage(`{"module": "file_system", "root": "` + t.TempDir() + `"}`)
 	return caddy.Validate(&c)
 }
 
