@@ -2,7 +2,9 @@ package integration
 
 import (
 	"encoding/base64"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -111,5 +113,84 @@ https://b.test:` + port + ` {
 	out, ok := fhValidate(t, c, "alpn.json", js(`, "alpn": ["postgresql"]`))
 	if !ok || !strings.Contains(out, "reaches the route's upstream without the site's client_auth check") || !strings.Contains(out, `"site":"b.test"`) {
 		t.Errorf("caddy validate of an ALPN route on an mTLS site's name: validated=%v, want a warning:\n%s", ok, out)
+	}
+}
+
+// fhExitCode is a command's exit status (0 when err is nil).
+func fhExitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+// TestFirstHourLoadWarningsAndGate: items 4 and 5b of issue 22 load, with
+// a warning each in Caddy's log, and the running instance's topology
+// report has a finding for each, so `caddy trustline topology --fail-on
+// warning` fails; items 1 to 3 and 5, which a load refuses, are findings
+// of the report of the file too.
+func TestFirstHourLoadWarningsAndGate(t *testing.T) {
+	dir := t.TempDir()
+	caFile := testpki.WriteFile(t, dir, "clients-ca.pem", testpki.NewCA(t, "clients").CertPEM())
+	port := bench.Port(bench.FreeAddr(t))
+	c := bench.Start(t, `{
+	admin {$TL_ADMIN}
+	skip_install_trust
+	auto_https disable_redirects
+}
+https://open.test:`+port+` {
+	tls internal
+	passthrough {
+		mtls.test 127.0.0.1:9 {
+			alpn postgresql
+		}
+	}
+	peer_authorize dns:*.test
+	respond "open"
+}
+https://mtls.test:`+port+` {
+	tls internal {
+		client_auth {
+			verifier live_trust bundle `+caFile+`
+		}
+	}
+	respond "mtls"
+}
+`)
+	for _, want := range []string{
+		"peer_authorize is on a site that never asks for a client certificate",
+		"passthrough route takes the name of a site that requires a client certificate",
+	} {
+		if !strings.Contains(c.Log(), want) {
+			t.Errorf("the load did not warn %q", want)
+		}
+	}
+	out, err := c.Command(t, "trustline", "topology", "--address", c.Admin, "--fail-on", "warning")
+	if code := fhExitCode(err); code != 2 || !strings.Contains(out, "peer_without_client_auth") || !strings.Contains(out, "passthrough_bypasses_client_auth") {
+		t.Errorf("topology of the running instance: exit %d, want 2 with both findings:\n%s", code, out)
+	}
+
+	site := func(clientAuth string) string {
+		return "https://api.test {\n\ttls internal {\n\t\tclient_auth {\n" + clientAuth + "\t\t}\n\t}\n\trespond \"x\"\n}\n"
+	}
+	live := "\t\t\tverifier live_trust bundle " + caFile + "\n"
+	for name, tc := range map[string]struct{ caddyfile, kind string }{
+		"1": {site("\t\t\tmode require_and_verify\n" + live), "live_trust_misconfigured"},
+		"2": {site("\t\t\ttrust_pool file " + caFile + "\n" + live), "live_trust_misconfigured"},
+		"3": {site("\t\t\tverifier peer dns:*.test\n" + live), "live_trust_misconfigured"},
+		"5": {"https://a.test {\n\ttls internal\n\tpassthrough {\n\t\tb.test 127.0.0.1:9\n\t}\n\trespond \"a\"\n}\nhttps://b.test {\n\ttls internal\n\trespond \"b\"\n}\n", "passthrough_hides_site"},
+	} {
+		path := filepath.Join(c.Dir, "item"+name+".Caddyfile")
+		if err := os.WriteFile(path, []byte(tc.caddyfile), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := c.Command(t, "trustline", "topology", "--config", path, "--adapter", "caddyfile", "--fail-on", "warning")
+		if code := fhExitCode(err); code != 2 || !strings.Contains(out, tc.kind) {
+			t.Errorf("item %s: topology of the file: exit %d, want 2 with %s:\n%s", name, code, tc.kind, out)
+		}
 	}
 }

@@ -26,6 +26,9 @@ const CaddyVersion = "v2.11.9"
 // provisions for it (caddyhttp.ServerCtxKey): routes, listener wrappers,
 // TLS connection policies.
 func HTTPServer(ctx caddy.Context) *caddyhttp.Server {
+	if ctx.Context == nil { // a module provisioned by hand, in a test
+		return nil
+	}
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	return srv
 }

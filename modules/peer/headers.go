@@ -107,11 +107,13 @@ func (ForwardHeaders) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision builds the list of names to strip.
-func (h *ForwardHeaders) Provision(caddy.Context) error {
+// Provision builds the list of names to strip, and warns when the site
+// never asks for a client certificate.
+func (h *ForwardHeaders) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	warnNoClientCert(ctx, ctx.Logger(), "forward_peer_identity", "the identity headers it forwards are always absent (it only strips what clients send)")
 	names := []string{HeaderClientCert, HeaderClientCertChain, HeaderXFCC}
 	for name := range h.Headers {
 		names = append(names, name)

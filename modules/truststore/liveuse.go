@@ -3,7 +3,6 @@ package truststore
 import (
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"slices"
 
 	"github.com/caddyserver/caddy/v2"
@@ -18,14 +17,31 @@ import (
 // from mode and trust_pool), and the topology report runs it on the
 // JSON (CheckClientAuth).
 
+// ClientAuthError is a client_auth that live_trust cannot work in: what
+// goes wrong, and the change that fixes it.
+type ClientAuthError struct {
+	Problem, Fix string
+}
+
+func (e *ClientAuthError) Error() string { return "client_auth: " + e.Problem + "; " + e.Fix }
+
 var (
-	errLiveTrustWithPool  = errors.New("client_auth: `trust_pool` (JSON: ca) together with `verifier live_trust`: crypto/tls would verify client certificates against the trust_pool as it was read at config load, before live_trust runs, so a CA added to the truststore later stays refused until the next config load; remove trust_pool: live_trust verifies against its own pool, reloaded live")
-	errLiveTrustPeerFirst = errors.New("client_auth: `verifier peer` is listed before `verifier live_trust`: Caddy runs the verifiers in order, and peer decides on the chain live_trust verified, so it would find none and refuse every client; list `verifier live_trust` first")
+	errLiveTrustWithPool = &ClientAuthError{
+		Problem: "`trust_pool` (JSON: ca) together with `verifier live_trust`: crypto/tls would verify client certificates against the trust_pool as it was read at config load, before live_trust runs, so a CA added to the truststore later stays refused until the next config load",
+		Fix:     "remove trust_pool: live_trust verifies against its own pool, reloaded live",
+	}
+	errLiveTrustPeerFirst = &ClientAuthError{
+		Problem: "`verifier peer` is listed before `verifier live_trust`: Caddy runs the verifiers in order, and peer decides on the chain live_trust verified, so it would find none and refuse every client",
+		Fix:     "list `verifier live_trust` first",
+	}
 )
 
 // errLiveTrustMode: a mode in which crypto/tls verifies the chain itself.
 func errLiveTrustMode(mode string) error {
-	return errors.New("client_auth: `mode " + mode + "` with `verifier live_trust`: under that mode crypto/tls verifies every client certificate itself, before live_trust runs, and live_trust gives it no trust pool, so it verifies against the system roots and refuses your clients (unknown certificate authority); remove `mode` (live_trust then requires a client certificate and verifies it against its live pool), or use `mode request` to let clients without a certificate in")
+	return &ClientAuthError{
+		Problem: "`mode " + mode + "` with `verifier live_trust`: under that mode crypto/tls verifies every client certificate itself, before live_trust runs, and live_trust gives it no trust pool, so it verifies against the system roots and refuses your clients (unknown certificate authority)",
+		Fix:     "remove `mode` (live_trust then requires a client certificate and verifies it against its live pool), or use `mode request` to let clients without a certificate in",
+	}
 }
 
 // CheckClientAuth reports a client_auth in which live_trust cannot work:
@@ -33,7 +49,7 @@ func errLiveTrustMode(mode string) error {
 // require_and_verify: Caddy's default filled in), trustPool whether
 // crypto/tls is given a pool (trust_pool or trusted_ca_certs), verifiers
 // the verifier names in order. It returns nil when live_trust is not
-// among the verifiers.
+// among the verifiers, else a *ClientAuthError.
 func CheckClientAuth(mode string, trustPool bool, verifiers []string) error {
 	live := slices.Index(verifiers, "live_trust")
 	if live < 0 {
