@@ -6,11 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/trustline/trustline/integration/bench"
 	"github.com/trustline/trustline/internal/testpki"
+	"github.com/trustline/trustline/modules/material"
 )
 
 // The first-hour mistakes (issue 22): configs that are valid to Caddy but
@@ -135,7 +137,8 @@ func fhExitCode(err error) int {
 // of the report of the file too.
 func TestFirstHourLoadWarningsAndGate(t *testing.T) {
 	dir := t.TempDir()
-	caFile := testpki.WriteFile(t, dir, "clients-ca.pem", testpki.NewCA(t, "clients").CertPEM())
+	expired := testpki.NewCA(t, "retired", testpki.Expired())
+	caFile := testpki.WriteFile(t, dir, "clients-ca.pem", append(testpki.NewCA(t, "clients").CertPEM(), expired.CertPEM()...))
 	port := bench.Port(bench.FreeAddr(t))
 	c := bench.Start(t, `{
 	admin {$TL_ADMIN}
@@ -168,6 +171,12 @@ https://mtls.test:`+port+` {
 		if !strings.Contains(c.Log(), want) {
 			t.Errorf("the load did not warn %q", want)
 		}
+	}
+	// item 10: one way to print a certificate: a time as RFC 3339 under
+	// Caddy's JSON encoder, a serial in lowercase hex
+	anchorLog := regexp.MustCompile(`"msg":"trust anchor has expired".*"serial":"` + material.SerialString(expired.Cert) + `","not_after":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"`)
+	if !anchorLog.MatchString(c.Log()) {
+		t.Errorf("the expired-CA warning does not print its serial in hex and its not_after as RFC 3339:\n%s", ptmGrep(c.Log(), "trust anchor has expired"))
 	}
 	out, err := c.Command(t, "trustline", "topology", "--address", c.Admin, "--fail-on", "warning")
 	if code := fhExitCode(err); code != 2 || !strings.Contains(out, "peer_without_client_auth") || !strings.Contains(out, "passthrough_bypasses_client_auth") {

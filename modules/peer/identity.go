@@ -114,7 +114,7 @@ func NewIdentity(leaf *x509.Certificate, chain []*x509.Certificate) *Identity {
 	id.FingerprintHex = hex.EncodeToString(id.Fingerprint[:])
 	id.SPKIHex = hex.EncodeToString(id.SPKI[:])
 	if leaf.SerialNumber != nil {
-		id.Serial = leaf.SerialNumber.Text(16)
+		id.Serial = material.SerialString(leaf)
 	}
 	id.Organizations = append([]string(nil), leaf.Subject.Organization...)
 	id.OrganizationalUnits = append([]string(nil), leaf.Subject.OrganizationalUnit...)

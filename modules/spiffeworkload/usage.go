@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/trustline/trustline/modules/keystore"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // parseUsage reads the usage a consumer asks for (keystore.Load sets it).
@@ -47,5 +49,5 @@ func checkUsage(leaf *x509.Certificate, u keystore.Usage) error {
 		have = append(have, oid.String())
 	}
 	return fmt.Errorf("certificate (serial %s) lacks the %s extended key usage (it has: %s)",
-		leaf.SerialNumber.Text(16), u, strings.Join(have, ", "))
+		material.SerialString(leaf), u, strings.Join(have, ", "))
 }

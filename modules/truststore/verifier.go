@@ -121,7 +121,7 @@ func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certi
 		if ce := v.logger.Check(zapcore.InfoLevel, "client certificate refused"); ce != nil {
 			ce.Write(zap.String("subject", leaf.Subject.String()),
 				zap.String("issuer", leaf.Issuer.String()),
-				zap.String("serial", leaf.SerialNumber.String()),
+				zap.String("serial", material.SerialString(leaf)),
 				zap.Error(err))
 		}
 		return err
