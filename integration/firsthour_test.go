@@ -1,16 +1,20 @@
 package integration
 
 import (
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/trustline/trustline/integration/bench"
+	"github.com/trustline/trustline/internal/hellotest"
 	"github.com/trustline/trustline/internal/testpki"
 	"github.com/trustline/trustline/modules/material"
 )
@@ -202,4 +206,57 @@ https://mtls.test:`+port+` {
 			t.Errorf("item %s: topology of the file: exit %d, want 2 with %s:\n%s", name, code, tc.kind, out)
 		}
 	}
+}
+
+// TestPassthroughLogFileTakesRefusals: the log options the passthrough
+// README gives for a file of the per-connection lines (taken from the
+// README itself) put a `default refuse` refusal in that file beside the
+// proxied connections, and out of the default log (issue 22).
+func TestPassthroughLogFileTakesRefusals(t *testing.T) {
+	readme, err := os.ReadFile(bench.RepoPath("modules", "passthrough", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile("(?s)```caddyfile\n\\{\n(\tlog default \\{.*?\n)\\}\n```").FindSubmatch(readme)
+	if block == nil {
+		t.Fatal("the passthrough README has no global log block")
+	}
+	logFile := filepath.Join(t.TempDir(), "passthrough.log")
+	logOptions := strings.ReplaceAll(string(block[1]), "/var/log/caddy/passthrough.log", logFile)
+	port := bench.Port(bench.FreeAddr(t))
+	c := bench.Start(t, `{
+	admin {$TL_ADMIN}
+	skip_install_trust
+	auto_https disable_redirects
+`+logOptions+`}
+https://site.test:`+port+` {
+	tls internal
+	passthrough {
+		db.test 127.0.0.1:9
+		default refuse
+	}
+	respond "site"
+}
+`)
+	addr := "127.0.0.1:" + port
+	if _, alert := ptSendHello(t, addr, hellotest.Go(t, &tls.Config{ServerName: "unknown.test"})); alert != 112 {
+		t.Fatalf("an unknown name got alert %d, want unrecognized_name (112)", alert)
+	}
+	eventually(t, 5*time.Second, "the refusal in the passthrough log file", func() (bool, string) {
+		raw, _ := os.ReadFile(logFile)
+		return strings.Contains(string(raw), `"msg":"passthrough connection refused"`), string(raw)
+	})
+	if strings.Contains(c.Log(), "passthrough connection refused") {
+		t.Error("the refusal is in the default log too")
+	}
+	// a failed dial names the upstream (nothing listens on port 9 here)
+	if conn, err := net.DialTimeout("tcp", addr, 5*time.Second); err == nil {
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		_ = tls.Client(conn, &tls.Config{ServerName: "db.test", InsecureSkipVerify: true}).Handshake()
+		conn.Close()
+	}
+	eventually(t, 5*time.Second, "the failed dial, with its upstream, in the passthrough log file", func() (bool, string) {
+		raw, _ := os.ReadFile(logFile)
+		return regexp.MustCompile(`"msg":"passthrough connection".*"upstream":"127\.0\.0\.1:9".*"close_reason":"dial_failed"`).Match(raw), string(raw)
+	})
 }
