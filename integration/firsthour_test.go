@@ -260,3 +260,26 @@ https://site.test:`+port+` {
 		return regexp.MustCompile(`"msg":"passthrough connection".*"upstream":"127\.0\.0\.1:9".*"close_reason":"dial_failed"`).Match(raw), string(raw)
 	})
 }
+
+// TestMistakeMessagesThroughTheBinary: a JKS truststore (made by keytool)
+// given to bundle says to use the truststore source, and an option in the
+// wrong block says where it belongs (issue 22, item 10), through `caddy
+// validate` and `caddy adapt`.
+func TestMistakeMessagesThroughTheBinary(t *testing.T) {
+	c := bench.New(t)
+	caFile := testpki.WriteFile(t, c.Dir, "ca.pem", testpki.NewCA(t, "clients").CertPEM())
+	jks := filepath.Join(c.Dir, "trust.jks")
+	bench.Keytool(t, "-importcert", "-noprompt", "-alias", "ca", "-file", caFile, "-keystore", jks, "-storetype", "jks", "-storepass", "changeit")
+	out, ok := fhValidate(t, c, "jks.Caddyfile", "https://api.test {\n\ttls internal {\n\t\tclient_auth {\n\t\t\tverifier live_trust bundle "+jks+"\n\t\t}\n\t}\n\trespond \"x\"\n}\n")
+	if ok || !strings.Contains(out, "a JKS store (a keystore or truststore), not PEM: bundle reads PEM certificates; for a truststore use `truststore "+jks) {
+		t.Errorf("a JKS given to bundle: validated=%v\n%s", ok, out)
+	}
+	path := filepath.Join(c.Dir, "misplaced.Caddyfile")
+	if err := os.WriteFile(path, []byte("https://api.test {\n\tpeer_authorize dns:*.test {\n\t\tcrl /etc/tl/clients.crl\n\t}\n\trespond \"x\"\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Command(t, "adapt", "--config", path)
+	if err == nil || !strings.Contains(out, "crl is an option of `verifier peer`: put it in `verifier peer { ... }` inside `tls { client_auth { ... } }`") {
+		t.Errorf("crl in peer_authorize: %v\n%s", err, out)
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/trustline/trustline/internal/misplaced"
 )
 
 func init() {
@@ -488,7 +490,7 @@ func (h *ForwardHeaders) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Strip = append(h.Strip, names...)
 		default:
-			return d.Errf("%s: unknown option %q (expected client_cert, client_cert_chain, xfcc, header, pem or strip)", directive, opt)
+			return d.Errf("%s: unknown option %q (expected client_cert, client_cert_chain, xfcc, header, pem or strip)%s", directive, opt, misplaced.Hint(opt))
 		}
 	}
 	if !block {

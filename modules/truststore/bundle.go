@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
+	"github.com/trustline/trustline/internal/misplaced"
 	"github.com/trustline/trustline/modules/material"
 )
 
@@ -164,7 +165,7 @@ func (b *Bundle) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			b.SystemRoots = true
 		default:
-			return d.Errf("bundle: unknown option '%s' (expected path or system_roots)", opt)
+			return d.Errf("bundle: unknown option '%s' (expected path or system_roots)%s", opt, misplaced.Hint(opt))
 		}
 		seen[opt] = true
 	}
