@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -141,8 +142,8 @@ func fhExitCode(err error) int {
 // of the report of the file too.
 func TestFirstHourLoadWarningsAndGate(t *testing.T) {
 	dir := t.TempDir()
-	expired := testpki.NewCA(t, "retired", testpki.Expired())
-	caFile := testpki.WriteFile(t, dir, "clients-ca.pem", append(testpki.NewCA(t, "clients").CertPEM(), expired.CertPEM()...))
+	expired, clients := testpki.NewCA(t, "retired", testpki.Expired()), testpki.NewCA(t, "clients")
+	caFile := testpki.WriteFile(t, dir, "clients-ca.pem", append(clients.CertPEM(), expired.CertPEM()...))
 	port := bench.Port(bench.FreeAddr(t))
 	c := bench.Start(t, `{
 	admin {$TL_ADMIN}
@@ -181,6 +182,31 @@ https://mtls.test:`+port+` {
 	anchorLog := regexp.MustCompile(`"msg":"trust anchor has expired".*"serial":"` + material.SerialString(expired.Cert) + `","not_after":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"`)
 	if !anchorLog.MatchString(c.Log()) {
 		t.Errorf("the expired-CA warning does not print its serial in hex and its not_after as RFC 3339:\n%s", ptmGrep(c.Log(), "trust anchor has expired"))
+	}
+	// what the README says of live_trust and resumption: a client_auth
+	// site issues no session tickets, so every connection is a full
+	// handshake that live_trust verifies
+	// (and the same client does resume on the site without client_auth)
+	alice := clients.Issue(t, testpki.CN("alice"), testpki.ClientOnly()).TLS()
+	for host, wantResumed := range map[string]bool{"mtls.test": false, "open.test": true} {
+		cfg := &tls.Config{ServerName: host, InsecureSkipVerify: true, Certificates: []tls.Certificate{alice},
+			ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+		var resumed bool
+		for i := range 2 {
+			conn, err := tls.Dial("tcp", "127.0.0.1:"+port, cfg)
+			if err != nil {
+				t.Fatalf("connection %d to %s: %v", i, host, err)
+			}
+			if _, err := conn.Write([]byte("GET / HTTP/1.0\r\nHost: " + host + "\r\n\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.ReadAll(conn) // tickets, if any, come after the handshake
+			resumed = conn.ConnectionState().DidResume
+			conn.Close()
+		}
+		if resumed != wantResumed {
+			t.Errorf("%s: the second connection resumed=%v, want %v", host, resumed, wantResumed)
+		}
 	}
 	out, err := c.Command(t, "trustline", "topology", "--address", c.Admin, "--fail-on", "warning")
 	if code := fhExitCode(err); code != 2 || !strings.Contains(out, "peer_without_client_auth") || !strings.Contains(out, "passthrough_bypasses_client_auth") {

@@ -32,8 +32,9 @@ func init() {
 //     and no ticket it issues can ever be redeemed: every reconnect is a
 //     full handshake. This handler builds the config once per config
 //     load, so tickets are redeemed across connections (a config reload
-//     starts new keys, as Caddy's HTTP servers do). Resumed handshakes
-//     still run the connection policy's client_auth verifiers.
+//     starts new keys, as Caddy's HTTP servers do). A policy with
+//     client_auth issues no tickets (Caddy turns them off there), so
+//     every client-certificate handshake is a full one, verified.
 //   - The handshake has a deadline (handshake_timeout): a client that
 //     opens a connection and sends nothing is closed, not kept forever.
 //   - A failed handshake is one INFO line ("TLS handshake failed", with
