@@ -8,11 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/trustline/trustline"
+	"github.com/trustline/trustline/internal/testcaddy"
 )
 
 // TestGolden adapts every testdata/**/*.caddyfiletest file: the Caddyfile
@@ -46,7 +46,7 @@ func TestGolden(t *testing.T) {
 			if want, isErr := strings.CutPrefix(expected, "error:"); isErr {
 				want = strings.TrimSpace(want)
 				if err == nil {
-					err = validate(t, out)
+					_, err = testcaddy.Validate(t, out)
 				}
 				if err == nil {
 					t.Fatalf("expected an adapt or validate error containing %q, got JSON that validates:\n%s", want, out)
@@ -77,15 +77,4 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
-}
-
-// validate provisions an adapted config with Caddy's own code, as `caddy
-// adapt --validate` does, with its storage in a temporary directory.
-func validate(t *testing.T, cfgJSON []byte) error {
-	var cfg caddy.Config
-	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
-		return err
-	}
-	cfg.StorageRaw = caddyconfig.JSON(map[string]string{"module": "file_system", "root": t.TempDir()}, nil)
-	return caddy.Validate(&cfg)
 }

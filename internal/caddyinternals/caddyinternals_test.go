@@ -15,6 +15,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	"github.com/mholt/caddy-l4/layer4"
 	_ "github.com/mholt/caddy-l4/modules/l4subroute"
+
+	"github.com/trustline/trustline/internal/testcaddy"
 )
 
 // The probes record, at Provision, what this package's functions answer
@@ -168,12 +170,7 @@ func TestProvisioningOrder(t *testing.T) {
 		}}}
 	}
 }`
-	var c caddy.Config
-	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
-		t.Fatal(err)
-	}
-	c.StorageRaw = json.RawMessage(`{"module": "file_system", "root": "` + t.TempDir() + `"}`)
-	if err := caddy.Validate(&c); err != nil {
+	if _, err := testcaddy.Validate(t, []byte(cfg)); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{

@@ -7,10 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
-	"go.uber.org/zap"
 
+	"github.com/trustline/trustline/internal/testcaddy"
 	"github.com/trustline/trustline/internal/testpki"
 )
 
@@ -18,12 +17,8 @@ import (
 // validate` and an admin /load do.
 func validate(t *testing.T, cfg string) error {
 	t.Helper()
-	var c caddy.Config
-	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
-		t.Fatalf("%v\n%s", err, cfg)
-	}
-	c.StorageRaw = json.RawMessage(`{"module": "file_system", "root": "` + t.TempDir() + `"}`)
-	return caddy.Validate(&c)
+	_, err := testcaddy.Validate(t, []byte(cfg))
+	return err
 }
 
 // TestTerminateTLSLiveTrustChecked: live_trust's load-time check of its
@@ -112,26 +107,26 @@ func TestALPNRouteBesideClientAuthSite(t *testing.T) {
 		{"mtls site", ptRoute("pg", []string{"b.test"}, []string{"postgresql", "x"}, ""), true},
 		{"site without client_auth", ptRoute("pg", []string{"a.test"}, []string{"postgresql"}, ""), false},
 	} {
-		var c caddy.Config
-		if err := json.Unmarshal([]byte(wrapperConfig(tc.routes)), &c); err != nil {
-			t.Fatal(err)
-		}
-		c.StorageRaw = json.RawMessage(`{"module": "file_system", "root": "` + t.TempDir() + `"}`)
-		logs := observeLogs(t)
-		if err := caddy.Validate(&c); err != nil {
+		all, err := testcaddy.Validate(t, []byte(wrapperConfig(tc.routes)))
+		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		warnings := logs.FilterLevelExact(zap.WarnLevel).FilterMessage(msgALPNBypass).All()
+		var warnings []map[string]any
+		for _, w := range all {
+			if w["msg"] == msgALPNBypass {
+				warnings = append(warnings, w)
+			}
+		}
 		if !tc.warn {
 			if len(warnings) > 0 {
-				t.Errorf("%s: warned %v", tc.name, warnings[0].ContextMap())
+				t.Errorf("%s: warned %v", tc.name, warnings[0])
 			}
 			continue
 		}
 		if len(warnings) != 1 {
 			t.Fatalf("%s: %d warnings, want 1", tc.name, len(warnings))
 		}
-		f := warnings[0].ContextMap()
+		f := warnings[0]
 		if f["route"] != "pg" || f["server_name"] != "b.test" || f["site"] != "b.test" || fmt.Sprint(f["alpn"]) != "[postgresql x]" {
 			t.Errorf("%s: warning fields %v", tc.name, f)
 		}

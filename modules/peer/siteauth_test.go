@@ -1,45 +1,23 @@
 package peer
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/trustline/trustline/internal/testcaddy"
 )
 
 // loadWarnings provisions a JSON config with Caddy's own code (as `caddy
-// validate` and an admin /load do) with its log in a file, and returns
-// the WARN lines.
+// validate` and an admin /load do) and returns the WARN lines.
 func loadWarnings(t *testing.T, apps string) []map[string]any {
 	t.Helper()
-	dir := t.TempDir()
-	logFile := filepath.Join(dir, "log")
-	cfg := `{"admin": {"disabled": true}, "storage": {"module": "file_system", "root": "` + dir + `"},
-		"logging": {"logs": {"default": {"writer": {"output": "file", "filename": "` + logFile + `"}, "encoder": {"format": "json"}}}},
-		"apps": ` + apps + `}`
-	var c caddy.Config
-	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
-		t.Fatalf("%v\n%s", err, cfg)
-	}
-	if err := caddy.Validate(&c); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(logFile)
+	warnings, err := testcaddy.Validate(t, []byte(`{"admin": {"disabled": true}, "apps": `+apps+`}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []map[string]any
-	for _, line := range strings.Split(string(raw), "\n") {
-		var e map[string]any
-		if json.Unmarshal([]byte(line), &e) == nil && e["level"] == "warn" {
-			out = append(out, e)
-		}
-	}
-	return out
+	return warnings
 }
 
 // TestPeerOnSiteWithoutClientAuth: peer_authorize, forward_peer_identity

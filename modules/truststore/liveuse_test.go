@@ -2,14 +2,13 @@ package truststore
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	_ "github.com/mholt/caddy-l4/modules/l4tls"
 
+	"github.com/trustline/trustline/internal/testcaddy"
 	"github.com/trustline/trustline/internal/testpki"
 	_ "github.com/trustline/trustline/modules/peer"
 )
@@ -18,12 +17,8 @@ import (
 // validate` and an admin /load do.
 func validate(t *testing.T, cfg string) error {
 	t.Helper()
-	var c caddy.Config
-	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
-		t.Fatalf("%v\n%s", err, cfg)
-	}
-	c.StorageRaw = json.RawMessage(`{"module": "file_system", "root": "` + t.TempDir() + `"}`)
-	return caddy.Validate(&c)
+	_, err := testcaddy.Validate(t, []byte(cfg))
+	return err
 }
 
 // TestLiveTrustMisuseRefusedAtLoad: the client_auth settings that make
