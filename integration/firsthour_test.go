@@ -191,6 +191,15 @@ https://mtls.test:`+port+` {
 	for host, wantResumed := range map[string]bool{"mtls.test": false, "open.test": true} {
 		cfg := &tls.Config{ServerName: host, InsecureSkipVerify: true, Certificates: []tls.Certificate{alice},
 			ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+		// Caddy issues the sites' internal certificates in the background
+		eventually(t, 10*time.Second, host+" serves its certificate", func() (bool, string) {
+			conn, err := tls.Dial("tcp", "127.0.0.1:"+port, &tls.Config{ServerName: host, InsecureSkipVerify: true, Certificates: []tls.Certificate{alice}})
+			if err != nil {
+				return false, err.Error()
+			}
+			conn.Close()
+			return true, ""
+		})
 		var resumed bool
 		for i := range 2 {
 			conn, err := tls.Dial("tcp", "127.0.0.1:"+port, cfg)
