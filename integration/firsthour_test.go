@@ -222,6 +222,14 @@ https://mtls.test:`+port+` {
 		t.Errorf("topology of the running instance: exit %d, want 2 with both findings:\n%s", code, out)
 	}
 
+	// item 4 in JSON, as an admin /load gets it: `caddy validate` warns
+	peerJSON := `{"apps": {"http": {"servers": {"s": {"listen": [":0"], "automatic_https": {"disable": true},
+		"routes": [{"match": [{"host": ["open.test"]}], "handle": [{"handler": "peer_authorize", "dns": ["*.test"]}]}],
+		"tls_connection_policies": [{}]}}}}}`
+	if out, ok := fhValidate(t, c, "peer.json", peerJSON); !ok || !strings.Contains(out, "peer_authorize is on a site that never asks for a client certificate") || !strings.Contains(out, `"hosts":["open.test"]`) {
+		t.Errorf("caddy validate of peer_authorize without client_auth: validated=%v, want a warning:\n%s", ok, out)
+	}
+
 	site := func(clientAuth string) string {
 		return "https://api.test {\n\ttls internal {\n\t\tclient_auth {\n" + clientAuth + "\t\t}\n\t}\n\trespond \"x\"\n}\n"
 	}
