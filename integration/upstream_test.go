@@ -181,6 +181,10 @@ func TestUpstreamNginx(t *testing.T) {
 	if !regexp.MustCompile(`"upstream TLS handshake failed".*"upstream":"` + backend + `".*"reason":"unknown_authority"`).MatchString(c.Log()) {
 		t.Errorf("the failure log does not name the upstream and the reason:\n%s", c.Log())
 	}
+	// nginx requires a certificate: the log must not say it did not ask
+	if !strings.Contains(c.Log(), `"client_identity":"none (the handshake failed before the client certificate step)"`) || strings.Contains(c.Log(), "not requested by the backend") {
+		t.Errorf("the failure log misreports the client identity step:\n%s", ptmGrep(c.Log(), "upstream TLS handshake failed"))
+	}
 	metrics := c.Metrics(t)
 	for _, want := range []string{
 		`trustline_upstream_handshake_failures_total{reason="unknown_authority",upstream="` + backend + `"} 1`,

@@ -12,6 +12,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 func init() {
@@ -173,7 +175,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 			cs.Root = info(cur.Root, 0)
 			cs.Intermediate = info(cur.Issuer(), st.ratio)
 			if _, chain := st.inMemory(); len(chain) > 0 {
-				cs.CaddySerial = chain[0].SerialNumber.Text(16)
+				cs.CaddySerial = material.SerialString(chain[0])
 				cs.CaddyInStep = chain[0].Equal(cur.Issuer())
 			}
 		}
@@ -191,7 +193,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 }
 
 func info(c *x509.Certificate, ratio float64) *certInfo {
-	ci := &certInfo{Serial: c.SerialNumber.Text(16), Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter}
+	ci := &certInfo{Serial: material.SerialString(c), Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter}
 	if ratio > 0 {
 		ci.RenewAt = renewAt(c, ratio)
 	}

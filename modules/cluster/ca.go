@@ -95,8 +95,8 @@ func (s *caState) provision(ctx caddy.Context) error {
 	}
 	if mem := s.inMemoryRoot(); mem != nil && !mem.Equal(stored.Root) {
 		s.logger.Warn("this node's pki CA had a root of its own (several nodes created the CA at once); following the root in storage",
-			zap.String("own_root_serial", mem.SerialNumber.Text(16)),
-			zap.String("stored_root_serial", stored.Root.SerialNumber.Text(16)))
+			zap.String("own_root_serial", material.SerialString(mem)),
+			zap.String("stored_root_serial", material.SerialString(stored.Root)))
 	}
 	s.follow(stored, false)
 	return nil
@@ -258,12 +258,12 @@ func (s *caState) refuseRollback(stored *castore.CA, err error) {
 	s.stats.rollbacks.Add(1)
 	fields := []zap.Field{}
 	if held := s.current.Load(); held != nil {
-		fields = append(fields, zap.String("held_serial", held.Issuer().SerialNumber.Text(16)),
-			zap.Time("held_not_before", held.Issuer().NotBefore))
+		fields = append(fields, zap.String("held_serial", material.SerialString(held.Issuer())),
+			material.TimeField("held_not_before", held.Issuer().NotBefore))
 	}
 	if stored != nil {
-		fields = append(fields, zap.String("stored_serial", stored.Issuer().SerialNumber.Text(16)),
-			zap.Time("stored_not_before", stored.Issuer().NotBefore))
+		fields = append(fields, zap.String("stored_serial", material.SerialString(stored.Issuer())),
+			material.TimeField("stored_not_before", stored.Issuer().NotBefore))
 	}
 	if err != nil {
 		fields = append(fields, zap.Error(err))
@@ -280,9 +280,9 @@ func (s *caState) follow(stored *castore.CA, announce bool) {
 	if prev != nil && prev.Digest != stored.Digest && announce {
 		s.stats.followed.Add(1)
 		s.logger.Info("following an intermediate stored by another node",
-			zap.String("serial", stored.Issuer().SerialNumber.Text(16)),
-			zap.Time("not_after", stored.Issuer().NotAfter),
-			zap.String("previous_serial", prev.Issuer().SerialNumber.Text(16)))
+			zap.String("serial", material.SerialString(stored.Issuer())),
+			material.TimeField("not_after", stored.Issuer().NotAfter),
+			zap.String("previous_serial", material.SerialString(prev.Issuer())))
 	}
 	s.stats.notAfter.Store(stored.Issuer().NotAfter.Unix())
 	s.syncCaddy(stored)
@@ -304,7 +304,7 @@ func (s *caState) syncCaddy(stored *castore.CA) {
 	s.fields.set(stored.Root, stored.Intermediates, stored.Key)
 	s.synced.Store(stored)
 	s.logger.Debug("Caddy's in-memory CA brought in step with storage",
-		zap.String("intermediate_serial", stored.Issuer().SerialNumber.Text(16)))
+		zap.String("intermediate_serial", material.SerialString(stored.Issuer())))
 }
 
 // errLockBusy: another node holds the renewal lock (periodic checks do not
@@ -359,7 +359,7 @@ func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold tim
 	rolledBack := (err == nil && s.olderThanHeld(stored)) || errors.Is(err, castore.ErrRolledBack)
 	if err == nil && !force && !rolledBack && !s.due(stored.Issuer(), time.Now()) {
 		s.follow(stored, true)
-		return &renewal{CA: s.id, Serial: stored.Issuer().SerialNumber.Text(16), NotBefore: stored.Issuer().NotBefore,
+		return &renewal{CA: s.id, Serial: material.SerialString(stored.Issuer()), NotBefore: stored.Issuer().NotBefore,
 			NotAfter: stored.Issuer().NotAfter, Note: "renewed by another node meanwhile"}, nil
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) && !isInconsistent(err) && !errors.Is(err, castore.ErrRolledBack) {
@@ -389,12 +389,12 @@ func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold tim
 		return nil, err
 	}
 	s.stats.renewed.Add(1)
-	r := &renewal{CA: s.id, Renewed: true, Serial: cert.SerialNumber.Text(16), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter}
-	fields := []zap.Field{zap.String("serial", r.Serial), zap.Time("not_after", cert.NotAfter), zap.Bool("forced", force),
+	r := &renewal{CA: s.id, Renewed: true, Serial: material.SerialString(cert), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter}
+	fields := []zap.Field{zap.String("serial", r.Serial), material.TimeField("not_after", cert.NotAfter), zap.Bool("forced", force),
 		zap.Bool("repair_of_rollback", rolledBack)}
 	if stored != nil {
-		r.PreviousSerial = stored.Issuer().SerialNumber.Text(16)
-		fields = append(fields, zap.String("previous_serial", r.PreviousSerial), zap.Time("previous_not_after", stored.Issuer().NotAfter))
+		r.PreviousSerial = material.SerialString(stored.Issuer())
+		fields = append(fields, zap.String("previous_serial", r.PreviousSerial), material.TimeField("previous_not_after", stored.Issuer().NotAfter))
 	}
 	s.logger.Info("renewed the intermediate for the cluster", fields...)
 	now := &castore.CA{ID: s.id, Root: root, Intermediates: []*x509.Certificate{cert}, Key: key}

@@ -329,7 +329,7 @@ func (st *internalState) load() (*material.Loaded[*tls.Certificate], error) {
 	leaf := l.Value.Leaf
 	is.logger.Info("issued identity",
 		zap.String("names", st.names), zap.String("ca", is.caID),
-		zap.String("serial", leaf.SerialNumber.Text(16)), zap.Time("not_after", leaf.NotAfter))
+		zap.String("serial", material.SerialString(leaf)), material.TimeField("not_after", leaf.NotAfter))
 	return l, nil
 }
 
@@ -359,7 +359,7 @@ func (st *internalState) stored(ctx context.Context, is *issuer) (*material.Load
 	if chain := l.Certificates; len(chain) < 2 || !chain[1].Equal(ca.Issuer()) {
 		is.logger.Debug("the CA's intermediate was renewed; issuing the identity from the new one",
 			zap.String("names", st.names), zap.String("ca", is.caID),
-			zap.String("intermediate_serial", ca.Issuer().SerialNumber.Text(16)))
+			zap.String("intermediate_serial", material.SerialString(ca.Issuer())))
 		return nil, nil
 	}
 	return l, nil
@@ -457,7 +457,7 @@ func (st *internalState) issue(is *issuer, ca *castore.CA) ([]byte, error) {
 	tmpl.NotAfter = now.Add(st.lifetime)
 	if interNA := interChain[0].NotAfter; tmpl.NotAfter.After(interNA) {
 		is.logger.Warn("identity lifetime cut to the CA intermediate's not-after",
-			zap.String("names", st.names), zap.Time("not_after", interNA))
+			zap.String("names", st.names), material.TimeField("not_after", interNA))
 		tmpl.NotAfter = interNA
 	}
 	der, err := x509.CreateCertificate(rand.Reader, &tmpl, interChain[0], key.Public(), interKey)

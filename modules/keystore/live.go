@@ -68,7 +68,7 @@ func checkIdentity(cert *tls.Certificate, usage Usage, origin string, warnExpiry
 	now := time.Now()
 	if now.After(leaf.NotAfter) {
 		return nil, fmt.Errorf("certificate %q (serial %s) expired at %s",
-			leaf.Subject, leaf.SerialNumber.Text(16), leaf.NotAfter.UTC().Format(time.RFC3339))
+			leaf.Subject, material.SerialString(leaf), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if err := CheckUsage(leaf, usage); err != nil {
 		return nil, err
@@ -76,7 +76,7 @@ func checkIdentity(cert *tls.Certificate, usage Usage, origin string, warnExpiry
 	if now.Before(leaf.NotBefore) {
 		logger.Warn("identity is not valid yet; peers will refuse it until then",
 			zap.String("source", origin), zap.String("subject", leaf.Subject.String()),
-			zap.Time("not_before", leaf.NotBefore))
+			material.TimeField("not_before", leaf.NotBefore))
 	}
 	if warnExpiry {
 		window := expiryWarning
@@ -86,15 +86,15 @@ func checkIdentity(cert *tls.Certificate, usage Usage, origin string, warnExpiry
 		if left := leaf.NotAfter.Sub(now); left < window {
 			logger.Warn("identity expires soon; replace the keystore",
 				zap.String("source", origin), zap.String("subject", leaf.Subject.String()),
-				zap.String("serial", leaf.SerialNumber.Text(16)),
-				zap.Time("not_after", leaf.NotAfter), zap.Duration("remaining", left.Round(time.Second)))
+				zap.String("serial", material.SerialString(leaf)),
+				material.TimeField("not_after", leaf.NotAfter), zap.Duration("remaining", left.Round(time.Second)))
 		}
 	}
 	for i, c := range certs[1:] {
 		if now.After(c.NotAfter) {
 			logger.Warn("a certificate of the identity's chain has expired",
 				zap.String("source", origin), zap.Int("position", i+1),
-				zap.String("subject", c.Subject.String()), zap.Time("not_after", c.NotAfter))
+				zap.String("subject", c.Subject.String()), material.TimeField("not_after", c.NotAfter))
 		}
 	}
 	return certs, nil

@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // Namespace is the Caddy module namespace of keystore sources. A field
@@ -135,7 +137,7 @@ func Describe(cert *tls.Certificate) string {
 	if cert == nil || cert.Leaf == nil {
 		return "none"
 	}
-	return fmt.Sprintf("%s (serial %s)", cert.Leaf.Subject, cert.Leaf.SerialNumber.Text(16))
+	return fmt.Sprintf("%s (serial %s)", cert.Leaf.Subject, material.SerialString(cert.Leaf))
 }
 
 // CheckUsage checks that leaf may be used for u: it has no extended key
@@ -165,7 +167,7 @@ func CheckUsage(leaf *x509.Certificate, u Usage) error {
 		have = append(have, oid.String())
 	}
 	return fmt.Errorf("certificate %q (serial %s) lacks the %s extended key usage (it has: %s)",
-		leaf.Subject, leaf.SerialNumber.Text(16), ekuName(want), strings.Join(have, ", "))
+		leaf.Subject, material.SerialString(leaf), ekuName(want), strings.Join(have, ", "))
 }
 
 func ekuName(e x509.ExtKeyUsage) string {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/trustline/trustline/internal/misplaced"
 )
 
 // Block is one `passthrough` block of a Caddyfile, parsed. Syntax:
@@ -240,6 +242,9 @@ func parseRouteLine(d *caddyfile.Dispenser) (*RouteSpec, error) {
 		return nil, d.Errf("passthrough: route %s has no server name: start the line with the names to pass through", strings.Join(rs.Upstreams, " "))
 	}
 	if len(rs.Upstreams) == 0 {
+		if is := misplaced.Is(rs.Names[0]); is != "" {
+			return nil, d.Errf("passthrough: %s; a passthrough block holds routes: server names, then upstreams", is)
+		}
 		return nil, d.Errf("passthrough: route %s has no upstream: add the backend's host:port after the names, as in `%s 10.0.0.5:443`", strings.Join(rs.Names, " "), rs.Names[0])
 	}
 	if err := rs.parseOptions(d); err != nil {
@@ -316,7 +321,7 @@ func (o *routeOptions) parseOption(d *caddyfile.Dispenser, opt string) error {
 	case "grace_period":
 		o.gracePeriod, err = durationArg(d, opt)
 	default:
-		return d.Errf("passthrough: unknown route option '%s'", opt)
+		return d.Errf("passthrough: unknown route option '%s'%s", opt, misplaced.Hint(opt))
 	}
 	if err != nil {
 		return err

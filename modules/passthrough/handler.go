@@ -293,7 +293,7 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	up, u, err := h.dial(cx, header, pc)
 	if err != nil {
 		h.mDialFailed.Inc()
-		pc.logDone(nil, 0, 0, "dial_failed", err)
+		pc.logDone(u, 0, 0, "dial_failed", err) // u: the last one tried, if any
 		return nil
 	}
 	defer u.release()
@@ -342,12 +342,14 @@ func takeReplay(cx *layer4.Connection) ([]byte, net.Conn) {
 
 // dial connects to an upstream chosen by the policy; after a failed dial
 // it tries the other available upstreams, and keeps trying for
-// try_duration if one is set.
+// try_duration if one is set. On failure it returns the last upstream it
+// tried (nil when none was available), already released, for the log.
 func (h *Handler) dial(cx *layer4.Connection, header []byte, pc *proxyConn) (net.Conn, *Upstream, error) {
 	start := time.Now()
 	lb := h.LoadBalancing
 	var tried []*Upstream
 	var lastErr error
+	var last *Upstream
 	for {
 		u := h.selectUpstream(cx.RemoteAddr(), tried)
 		if u != nil && u.acquire() {
@@ -359,6 +361,7 @@ func (h *Handler) dial(cx *layer4.Connection, header []byte, pc *proxyConn) (net
 			h.countFailure(u)
 			dialFailures.WithLabelValues(h.Route, u.Dial).Inc()
 			lastErr = fmt.Errorf("dialing %s: %w", u.Dial, err)
+			last = u
 			tried = append(tried, u)
 			continue
 		}
@@ -370,12 +373,12 @@ func (h *Handler) dial(cx *layer4.Connection, header []byte, pc *proxyConn) (net
 			lastErr = errors.New("no upstream available")
 		}
 		if time.Since(start) >= time.Duration(lb.TryDuration) {
-			return nil, nil, lastErr
+			return nil, last, lastErr
 		}
 		select {
 		case <-time.After(time.Duration(lb.TryInterval)):
 		case <-h.ctx.Done():
-			return nil, nil, lastErr
+			return nil, last, lastErr
 		}
 		tried = tried[:0]
 	}

@@ -74,12 +74,17 @@ func (*MatchClientHello) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision validates the patterns and finds the tls app when needed.
+// Provision validates the patterns, checks them against the sites of
+// the HTTP server it routes in front of (checkSites), and finds the tls
+// app when needed.
 func (m *MatchClientHello) Provision(ctx caddy.Context) error {
 	m.logger = moduleLogger(ctx)
 	registerMetrics(ctx)
 	if err := m.compile(); err != nil {
 		return fmt.Errorf("clienthello matcher: %w", err)
+	}
+	if err := m.checkSites(ctx); err != nil {
+		return err
 	}
 	if m.ServedByCaddy != nil {
 		app, err := ctx.App("tls")

@@ -258,8 +258,9 @@ func TestDialTimeout(t *testing.T) {
 				logs := observeLogs(t)
 				defer func() {
 					lines := logsWith(logs, "passthrough connection")
-					if len(lines) != 1 || lines[0]["close_reason"] != "dial_failed" {
-						t.Errorf("log lines %v, want one with close_reason dial_failed", lines)
+					// the line names the upstream that failed (issue 22)
+					if len(lines) != 1 || lines[0]["close_reason"] != "dial_failed" || lines[0]["upstream"] != hang {
+						t.Errorf("log lines %v, want one with close_reason dial_failed and upstream %s", lines, hang)
 					}
 				}()
 				f = startFront(t, blockWrapper(t, fmt.Sprintf("passthrough {\ndb.example.com %s {\ndial_timeout 300ms\n}\n}", hang), false))

@@ -14,6 +14,8 @@ import (
 	"github.com/mholt/caddy-l4/modules/l4tls"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/internal/caddyinternals"
 )
 
 func init() {
@@ -32,8 +34,9 @@ func init() {
 //     and no ticket it issues can ever be redeemed: every reconnect is a
 //     full handshake. This handler builds the config once per config
 //     load, so tickets are redeemed across connections (a config reload
-//     starts new keys, as Caddy's HTTP servers do). Resumed handshakes
-//     still run the connection policy's client_auth verifiers.
+//     starts new keys, as Caddy's HTTP servers do). A policy with
+//     client_auth issues no tickets (Caddy turns them off there), so
+//     every client-certificate handshake is a full one, verified.
 //   - The handshake has a deadline (handshake_timeout): a client that
 //     opens a connection and sends nothing is closed, not kept forever.
 //   - A failed handshake is one INFO line ("TLS handshake failed", with
@@ -234,9 +237,17 @@ func (t *TerminateTLS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// TLSConnectionPolicies returns the handler's connection policies, so
+// that a client_auth verifier provisioned in them finds its policy
+// (caddyinternals.VerifierPolicy).
+func (t *TerminateTLS) TLSConnectionPolicies() caddytls.ConnectionPolicies {
+	return t.ConnectionPolicies
+}
+
 // Interface guards
 var (
-	_ caddy.Provisioner     = (*TerminateTLS)(nil)
-	_ caddyfile.Unmarshaler = (*TerminateTLS)(nil)
-	_ layer4.NextHandler    = (*TerminateTLS)(nil)
+	_ caddyinternals.PolicyHolder = (*TerminateTLS)(nil)
+	_ caddy.Provisioner           = (*TerminateTLS)(nil)
+	_ caddyfile.Unmarshaler       = (*TerminateTLS)(nil)
+	_ layer4.NextHandler          = (*TerminateTLS)(nil)
 )

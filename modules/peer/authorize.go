@@ -42,13 +42,19 @@ func (Authorize) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision compiles the patterns.
+// Provision compiles the patterns, and warns when the site never asks
+// for a client certificate.
 func (a *Authorize) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	registerMetrics(ctx)
 	if err := a.Compile(); err != nil {
 		return fmt.Errorf("peer_authorize: %w", err)
 	}
+	consequence := "every request is refused (403)"
+	if a.Shadow {
+		consequence = "every request is logged as one it would refuse (403)"
+	}
+	warnNoClientCert(ctx, a.logger, "peer_authorize", consequence)
 	return nil
 }
 

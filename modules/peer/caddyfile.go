@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/trustline/trustline/internal/misplaced"
 )
 
 // prefixes maps the prefixes of short-form pattern arguments to fields.
@@ -110,7 +112,7 @@ func unknownOption(d *caddyfile.Dispenser, directive, extra string) error {
 	if extra != "" {
 		known += ", " + extra
 	}
-	return d.Errf("%s: unknown option %q (expected one of: %s)", directive, d.Val(), known)
+	return d.Errf("%s: unknown option %q (expected one of: %s)%s", directive, d.Val(), known, misplaced.Hint(d.Val()))
 }
 
 // validate compiles the patterns collected from the Caddyfile, so that a

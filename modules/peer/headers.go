@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/trustline/trustline/internal/misplaced"
 )
 
 func init() {
@@ -107,11 +109,13 @@ func (ForwardHeaders) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision builds the list of names to strip.
-func (h *ForwardHeaders) Provision(caddy.Context) error {
+// Provision builds the list of names to strip, and warns when the site
+// never asks for a client certificate.
+func (h *ForwardHeaders) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	warnNoClientCert(ctx, ctx.Logger(), "forward_peer_identity", "the identity headers it forwards are always absent (it only strips what clients send)")
 	names := []string{HeaderClientCert, HeaderClientCertChain, HeaderXFCC}
 	for name := range h.Headers {
 		names = append(names, name)
@@ -486,7 +490,7 @@ func (h *ForwardHeaders) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Strip = append(h.Strip, names...)
 		default:
-			return d.Errf("%s: unknown option %q (expected client_cert, client_cert_chain, xfcc, header, pem or strip)", directive, opt)
+			return d.Errf("%s: unknown option %q (expected client_cert, client_cert_chain, xfcc, header, pem or strip)%s", directive, opt, misplaced.Hint(opt))
 		}
 	}
 	if !block {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/verify"
 )
 
@@ -112,7 +113,7 @@ func NewIdentity(leaf *x509.Certificate, chain []*x509.Certificate) *Identity {
 	id.FingerprintHex = hex.EncodeToString(id.Fingerprint[:])
 	id.SPKIHex = hex.EncodeToString(id.SPKI[:])
 	if leaf.SerialNumber != nil {
-		id.Serial = leaf.SerialNumber.Text(16)
+		id.Serial = material.SerialString(leaf)
 	}
 	id.Organizations = append([]string(nil), leaf.Subject.Organization...)
 	id.OrganizationalUnits = append([]string(nil), leaf.Subject.OrganizationalUnit...)

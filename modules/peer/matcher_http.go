@@ -36,12 +36,14 @@ func (MatchPeer) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision compiles the patterns.
+// Provision compiles the patterns, and warns when the site never asks
+// for a client certificate.
 func (m *MatchPeer) Provision(ctx caddy.Context) error {
 	m.logger = ctx.Logger()
 	if err := m.Compile(); err != nil {
 		return fmt.Errorf("peer matcher: %w", err)
 	}
+	warnNoClientCert(ctx, m.logger, "the peer matcher", "it never matches")
 	return nil
 }
 

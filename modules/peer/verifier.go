@@ -71,7 +71,7 @@ func (v *Verifier) Provision(ctx caddy.Context) error {
 		// a CRL put in force reaches open connections
 		logger := v.logger
 		v.unlisten = revocation.OnCRLChange(func() { verify.RecheckConns(logger) })
-		verify.TrackHTTPServers(ctx)
+		verify.TrackHTTPServer(ctx)
 	}
 	return nil
 }
@@ -99,7 +99,9 @@ func (v *Verifier) Cleanup() error {
 var errUnverified = errors.New("peer: client certificate was not verified against a trust pool (configure client_auth trust_pool); refusing it")
 
 // VerifyClientCertificate is called by Caddy during every handshake in
-// which the client sent a certificate (resumed sessions included).
+// which the client sent a certificate. (A connection policy with
+// client_auth issues no session tickets, Caddy turns them off there, so
+// no session resumes past this check.)
 func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) error {
 	peer, scopeErr := verifiedPeer(rawCerts, verifiedChains)
 	if peer == nil {

@@ -93,7 +93,7 @@ func acquireCRLFile(ctx caddy.Context, path string, logger *zap.Logger) (*crlFil
 			for _, e := range entries {
 				if !e.list.NextUpdate.IsZero() && time.Now().After(e.list.NextUpdate) {
 					logger.Warn("CRL is past its nextUpdate", zap.String("file", path),
-						zap.String("issuer", e.list.Issuer.String()), zap.Time("next_update", e.list.NextUpdate))
+						zap.String("issuer", e.list.Issuer.String()), material.TimeField("next_update", e.list.NextUpdate))
 				}
 			}
 			last = l

@@ -25,6 +25,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ocsp"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // OCSP checks client certificates with their CA's OCSP responder
@@ -277,13 +279,13 @@ func (o *OCSP) store(key string, a *ocspAnswer) {
 // query asks the responder about cert and returns the answer to cache.
 func (o *OCSP) query(cert, issuer *x509.Certificate) (a *ocspAnswer) {
 	describe := func() string {
-		return fmt.Sprintf("certificate %q (serial %s)", cert.Subject, cert.SerialNumber.Text(16))
+		return fmt.Sprintf("certificate %q (serial %s)", cert.Subject, material.SerialString(cert))
 	}
 	responder := ""
 	fail := func(err error) *ocspAnswer {
 		if ce := o.logger.Check(zap.ErrorLevel, "OCSP query failed"); ce != nil {
 			ce.Write(zap.String("responder", responder), zap.String("subject", cert.Subject.String()),
-				zap.String("serial", cert.SerialNumber.Text(16)), zap.Error(err))
+				zap.String("serial", material.SerialString(cert)), zap.Error(err))
 		}
 		return &ocspAnswer{err: fmt.Errorf("%w for %s: %v", errOCSPUnavailable, describe(), err), until: o.now().Add(o.retryAfter)}
 	}
@@ -531,7 +533,7 @@ func matchCertID(der []byte, resp *ocsp.Response, issuer *x509.Certificate) erro
 		}
 		// the first with this serial is the one ParseResponseForCert chose
 		if !bytes.Equal(id.NameHash, hash(issuer.RawSubject)) || !bytes.Equal(id.IssuerKeyHash, hash(spki.PublicKey.RightAlign())) {
-			return fmt.Errorf("the answer for serial %s is about a certificate of another issuer", resp.SerialNumber.Text(16))
+			return fmt.Errorf("the answer for serial %s is about a certificate of another issuer", material.FormatSerial(resp.SerialNumber))
 		}
 		return nil
 	}

@@ -155,7 +155,7 @@ func (r *Revocation) usable(e *crlEntry, issuer *x509.Certificate, now time.Time
 		}
 		if e.stale.CompareAndSwap(false, true) {
 			r.logger.Warn("using a CRL past its nextUpdate (crl_expired use)", zap.String("source", e.source),
-				zap.String("issuer", e.list.Issuer.String()), zap.Time("next_update", e.list.NextUpdate))
+				zap.String("issuer", e.list.Issuer.String()), material.TimeField("next_update", e.list.NextUpdate))
 		}
 	}
 	if err := e.signedBy(issuer); err != nil {
@@ -479,7 +479,7 @@ func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time) err
 		}
 		usable = true
 		if e.isRevoked(cert.SerialNumber) {
-			return fmt.Errorf("certificate %q (serial %s) is revoked by the CRL from %s", cert.Subject, cert.SerialNumber.Text(16), e.source)
+			return fmt.Errorf("certificate %q (serial %s) is revoked by the CRL from %s", cert.Subject, material.SerialString(cert), e.source)
 		}
 		return nil
 	}

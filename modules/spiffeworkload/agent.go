@@ -325,7 +325,7 @@ func (a *agent) OnX509ContextWatchError(err error) {
 	fields := []zap.Field{zap.Error(err)}
 	if x := a.current.Load(); x != nil {
 		for _, s := range x.SVIDs {
-			fields = append(fields, zap.Time("svid_not_after", s.Certificates[0].NotAfter))
+			fields = append(fields, material.TimeField("svid_not_after", s.Certificates[0].NotAfter))
 			break
 		}
 	}
@@ -358,9 +358,9 @@ func (a *agent) monitor(ctx context.Context) {
 		a.mu.Lock()
 		for _, s := range x.SVIDs {
 			leaf := s.Certificates[0]
-			serial := leaf.SerialNumber.Text(16)
+			serial := material.SerialString(leaf)
 			fields := []zap.Field{zap.String("spiffe_id", s.ID.String()), zap.String("serial", serial),
-				zap.Time("not_after", leaf.NotAfter), zap.Duration("unreachable_for", now.Sub(a.lostAt).Round(time.Second))}
+				material.TimeField("not_after", leaf.NotAfter), zap.Duration("unreachable_for", now.Sub(a.lostAt).Round(time.Second))}
 			switch {
 			case now.After(leaf.NotAfter):
 				if !a.warned["expired "+serial] {

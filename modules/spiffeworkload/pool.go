@@ -170,7 +170,7 @@ func bundleAnchors(x *workloadapi.X509Context, tds []spiffeid.TrustDomain) (*ver
 		for _, c := range auth {
 			if !c.BasicConstraintsValid || !c.IsCA {
 				return nil, digest, fmt.Errorf("the bundle of %s: certificate %q (serial %s) is not a CA certificate",
-					td.Name(), c.Subject, c.SerialNumber.Text(16))
+					td.Name(), c.Subject, material.SerialString(c))
 			}
 		}
 		h.Write([]byte(td.Name()))

@@ -77,6 +77,7 @@ func Analyze(cfg []byte, opts Options) (*Report, error) {
 	a.config(obj(root))
 	a.certificateFindings()
 	a.notReadFindings()
+	a.firstHourFindings()
 	sortFindings(a.rep.Findings)
 	return a.rep, nil
 }

@@ -81,6 +81,7 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 	}
 	out.Mode = mode
 	chain := (mode == "verify_if_given" || mode == "require_and_verify")
+	a.liveTrustUse(ca, path, mode, hasCA)
 
 	var how []string
 	if chain {

@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
+	"github.com/trustline/trustline/internal/misplaced"
 	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/verify"
 )
@@ -70,7 +71,7 @@ func (b *Bundle) Provision(ctx caddy.Context) error {
 			for i, data := range datas {
 				c, err := material.ParsePEMCertificates(data)
 				if err != nil {
-					return nil, fmt.Errorf("%s: %w", files[i], err)
+					return nil, fmt.Errorf("%s: %w", files[i], notPEMStore(data, files[i], err))
 				}
 				if err := checkAnchors(c, logger, files[i]); err != nil {
 					return nil, fmt.Errorf("%s: %w", files[i], err)
@@ -90,6 +91,22 @@ func (b *Bundle) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading bundle %q: %w", name, err)
 	}
 	return nil
+}
+
+// notPEMStore says which source reads a JKS or PKCS#12 store given to
+// bundle (as the truststore source says where a keystore goes); other
+// errors are returned as they are.
+func notPEMStore(data []byte, file string, err error) error {
+	kind := ""
+	switch f, _ := material.DetectFormat(data); f {
+	case material.FormatJKS:
+		kind = "a JKS store"
+	case material.FormatPKCS12:
+		kind = "a PKCS#12 store"
+	default:
+		return err
+	}
+	return fmt.Errorf("%s (a keystore or truststore), not PEM: bundle reads PEM certificates; for a truststore use `truststore %s { password ... }`", kind, file)
 }
 
 // watchable turns glob patterns into the directories that hold them.
@@ -144,7 +161,7 @@ func (b *Bundle) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			b.SystemRoots = true
 		default:
-			return d.Errf("bundle: unknown option '%s' (expected path or system_roots)", opt)
+			return d.Errf("bundle: unknown option '%s' (expected path or system_roots)%s", opt, misplaced.Hint(opt))
 		}
 		seen[opt] = true
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/trustline/trustline/internal/testpki"
+	"github.com/trustline/trustline/modules/material"
 )
 
 // TestLoadErrors: a broken store fails Provision with one message in
@@ -43,7 +44,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "pkcs12 keystore", path: keyP12, pw: "pw",
 			want: `loading truststore "` + keyP12 + "\": pkcs12: the store holds a private key, not trusted-certificate entries: use it as a keystore, or export its CA with `keytool -exportcert`"},
 		{name: "leaf", path: leafPEM,
-			want: `loading truststore "` + leafPEM + `": certificate "CN=leaf" (serial ` + leaf.Cert.SerialNumber.String() + `) is not a CA certificate`},
+			want: `loading truststore "` + leafPEM + `": certificate "CN=leaf" (serial ` + material.SerialString(leaf.Cert) + `) is not a CA certificate`},
 		{name: "missing", path: missing, pw: "pw",
 			want: `loading truststore "` + missing + `": open: no such file or directory`},
 		{name: "password placeholder", path: p12File, pw: "{env.TL_NO_SUCH_VAR_ERRORS}",
@@ -58,7 +59,7 @@ func TestLoadErrors(t *testing.T) {
 	}
 
 	t.Run("bundle", func(t *testing.T) {
-		want := `loading bundle "` + leafPEM + `": ` + leafPEM + `: certificate "CN=leaf" (serial ` + leaf.Cert.SerialNumber.String() + `) is not a CA certificate`
+		want := `loading bundle "` + leafPEM + `": ` + leafPEM + `: certificate "CN=leaf" (serial ` + material.SerialString(leaf.Cert) + `) is not a CA certificate`
 		err := (&Bundle{Paths: []string{leafPEM}}).Provision(poolCtx(t))
 		if err == nil || err.Error() != want {
 			t.Fatalf("error\n%v\nwant\n%s", err, want)

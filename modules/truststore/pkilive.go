@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
 
+	"github.com/trustline/trustline/internal/misplaced"
 	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/material/castore"
 	"github.com/trustline/trustline/modules/verify"
@@ -164,7 +165,7 @@ func (p *PKILive) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.PollInterval = caddy.Duration(dur)
 		default:
-			return d.Errf("pki_live: unknown option '%s' (expected poll_interval)", d.Val())
+			return d.Errf("pki_live: unknown option '%s' (expected poll_interval)%s", d.Val(), misplaced.Hint(d.Val()))
 		}
 	}
 	return nil

@@ -71,11 +71,11 @@ func checkAnchors(certs []*x509.Certificate, logger *zap.Logger, origin string) 
 	now := time.Now()
 	for _, c := range certs {
 		if !c.BasicConstraintsValid || !c.IsCA {
-			return fmt.Errorf("certificate %q (serial %s) is not a CA certificate", c.Subject, c.SerialNumber)
+			return fmt.Errorf("certificate %q (serial %s) is not a CA certificate", c.Subject, material.SerialString(c))
 		}
 		if now.After(c.NotAfter) {
 			logger.Warn("trust anchor has expired", zap.String("file", origin),
-				zap.String("subject", c.Subject.String()), zap.Time("not_after", c.NotAfter))
+				zap.String("subject", c.Subject.String()), zap.String("serial", material.SerialString(c)), material.TimeField("not_after", c.NotAfter))
 		}
 	}
 	return nil

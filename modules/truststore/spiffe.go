@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trustline/trustline/internal/misplaced"
 	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/verify"
 )
@@ -241,7 +242,7 @@ func (s *SPIFFEBundle) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			s.DefaultRefresh = caddy.Duration(dur)
 		default:
-			return d.Errf("spiffe_bundle: unknown option '%s' (expected bundle, endpoint or default_refresh)", opt)
+			return d.Errf("spiffe_bundle: unknown option '%s' (expected bundle, endpoint or default_refresh)%s", opt, misplaced.Hint(opt))
 		}
 	}
 	if len(s.Bundles) == 0 {

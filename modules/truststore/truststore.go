@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
+	"github.com/trustline/trustline/internal/misplaced"
 	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/verify"
 )
@@ -129,7 +130,7 @@ func (ts *TrustStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("truststore: alias needs at least one name")
 			}
 		default:
-			return d.Errf("truststore: unknown option '%s' (expected password or alias)", opt)
+			return d.Errf("truststore: unknown option '%s' (expected password or alias)%s", opt, misplaced.Hint(opt))
 		}
 	}
 	return nil

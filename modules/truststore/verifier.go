@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/verify"
 )
 
@@ -30,9 +31,12 @@ func init() {
 //
 // Use it instead of `trust_pool` inside `client_auth`, with no `mode`:
 // Caddy then requires a client certificate and this verifier checks it.
-// Whatever the mode, every certificate a client presents is verified; a
-// client without one gets through only under `mode request` or
-// `verify_if_given`, and then has no verified identity.
+// Every certificate a client presents is verified; under `mode request`
+// a client without one gets through, with no verified identity. A config
+// that also gives client_auth a trust_pool, a mode in which crypto/tls
+// verifies the chain itself (require_and_verify, verify_if_given), or
+// lists `verifier peer` before this one is refused at load
+// (CheckClientAuth).
 type LiveTrust struct {
 	// TrustPoolRaw is the trust pool source to verify against (any
 	// `tls.ca_pool.source.*` module; ours reload live). Required.
@@ -52,11 +56,15 @@ func (LiveTrust) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision loads the trust pool source.
+// Provision refuses a client_auth it cannot work in (CheckClientAuth)
+// and loads the trust pool source.
 func (v *LiveTrust) Provision(ctx caddy.Context) error {
 	v.logger = ctx.Logger()
 	if v.TrustPoolRaw == nil {
 		return errors.New("live_trust: a trust_pool source is required")
+	}
+	if err := checkOwnPolicy(ctx); err != nil {
+		return err
 	}
 	mod, err := ctx.LoadModule(v, "TrustPoolRaw")
 	if err != nil {
@@ -68,7 +76,7 @@ func (v *LiveTrust) Provision(ctx caddy.Context) error {
 		// a pool change reaches open connections
 		logger := v.logger
 		v.unlisten = src.OnChange(func() { go verify.RecheckConns(logger) })
-		verify.TrackHTTPServers(ctx)
+		verify.TrackHTTPServer(ctx)
 	}
 	verify.RegisterMetrics(ctx)
 	return nil
@@ -155,7 +163,7 @@ func (v *LiveTrust) refused(leaf *x509.Certificate, err error) error {
 		if leaf != nil {
 			fields = append(fields, zap.String("subject", leaf.Subject.String()),
 				zap.String("issuer", leaf.Issuer.String()),
-				zap.String("serial", leaf.SerialNumber.Text(16)))
+				zap.String("serial", material.SerialString(leaf)))
 		}
 		ce.Write(append(fields, zap.Error(err))...)
 	}

@@ -5,6 +5,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/trustline/trustline/internal/misplaced"
 )
 
 // UnmarshalCaddyfile sets up the transport from Caddyfile tokens. Options
@@ -55,6 +57,9 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 				return err
 			}
 		default:
+			if is := misplaced.Is(opt); is != "" && opt != "trust_pool" && opt != "client_identity" && opt != "upstream_identity" {
+				return d.Errf("%s: %s", where, is)
+			}
 			rest = append(rest, d.NextSegment()...)
 		}
 	}

@@ -174,12 +174,15 @@ func (l *LiveTLS) Insecure() bool { return l.insecure }
 // ServerName final: the backend's certificate is verified against it (or
 // the pins). upstream names the backend in the failure metric. It returns
 // the TLS connection and the client identity presented on it, for logs:
-// subject and serial, "none (not requested by the backend)" or "none (no
-// client_identity configured)", or for a resumed session "resumed
-// session (...)". A failure closes conn and returns a
-// *HandshakeError with its reason, counted by upstream and reason unless
-// ctx was canceled (ReasonCanceled: the dial was called off, nothing
-// failed).
+// subject and serial, "none (not requested by the backend)" (a handshake
+// that completed without a certificate request) or "none (no
+// client_identity configured)", for a resumed session "resumed session
+// (...)", and for a handshake that failed before the client's
+// certificate step (the backend's certificate refused, say) "none (the
+// handshake failed before the client certificate step)". A failure
+// closes conn and returns a *HandshakeError with its reason, counted by
+// upstream and reason unless ctx was canceled (ReasonCanceled: the dial
+// was called off, nothing failed).
 func (l *LiveTLS) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, upstream string) (*tls.Conn, string, error) {
 	serverName := cfg.ServerName
 	var presented *tls.Certificate
@@ -196,6 +199,11 @@ func (l *LiveTLS) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config,
 	tc := tls.Client(conn, cfg)
 	err := tc.HandshakeContext(ctx)
 	who := describePresented(asked, presented)
+	if err != nil && !asked {
+		// crypto/tls answers a certificate request only after it has
+		// verified the backend: whether the backend asked is unknown
+		who = "none (the handshake failed before the client certificate step)"
+	}
 	if err != nil {
 		_ = tc.Close()
 		reason, alert := Classify(err)

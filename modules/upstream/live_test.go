@@ -95,10 +95,15 @@ func TestLiveTLSHandshake(t *testing.T) {
 		foreign, _ := json.Marshal(filePool(testpki.WriteFile(t, p.dir, "foreign.pem", p.foreignCA.CertPEM())))
 		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: foreign}, id, nil)
 		before := failures(addr, ReasonUnknownAuthority)
-		_, _, err := handshake(t, l, base, addr, "127.0.0.1")
+		_, who, err := handshake(t, l, base, addr, "127.0.0.1")
 		var he *HandshakeError
 		if !errors.As(err, &he) || he.Reason != ReasonUnknownAuthority || he.Upstream != addr {
 			t.Fatalf("error %v, want a handshake error with reason unknown_authority", err)
+		}
+		// the backend requires a certificate; the handshake failed before
+		// the client's turn came, which is what the log must say (issue 22)
+		if who != "none (the handshake failed before the client certificate step)" {
+			t.Fatalf("presented %q", who)
 		}
 		if failures(addr, ReasonUnknownAuthority) != before+1 {
 			t.Fatal("failure not counted")

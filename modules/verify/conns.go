@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // A trust change reaches open connections. Crypto/tls verifies a peer
@@ -77,7 +79,7 @@ func recheckConn(c *tls.Conn, logger *zap.Logger) {
 	logger.Info("connection closed: its peer's verification no longer holds",
 		zap.String("remote_addr", c.RemoteAddr().String()),
 		zap.String("subject", leaf.Subject.String()),
-		zap.String("serial", leaf.SerialNumber.Text(16)),
+		zap.String("serial", material.SerialString(leaf)),
 		zap.String("reason", ReasonOf(err)),
 		zap.Error(err))
 	countVerdict("recheck", VerdictRefused, ReasonOf(err))
@@ -86,38 +88,37 @@ func recheckConn(c *tls.Conn, logger *zap.Logger) {
 }
 
 // trackedServers are the HTTP servers whose connections are tracked, so
-// that each config's servers get one hook however many verifiers ask.
+// that each config's server gets one hook however many verifiers ask.
 var trackedServers sync.Map // weak.Pointer[caddyhttp.Server] -> struct{}
 
-// TrackHTTPServers tracks the TLS connections of the HTTP servers of the
-// config being provisioned (through Caddy's public connection-state
-// hook), from their first request to their close. Verifiers call it in
-// Provision; it does nothing when the config has no http app.
-func TrackHTTPServers(ctx caddy.Context) {
-	appIface, err := ctx.AppIfConfigured("http")
-	if err != nil {
+// TrackHTTPServer tracks the TLS connections of the HTTP server whose
+// connection policies ctx provisions (the server Caddy's http app puts in
+// the context of what it provisions for it), through Caddy's public
+// connection-state hook, from their first request to their close.
+// Verifiers call it in Provision; it does nothing outside an HTTP server
+// (a layer-4 terminate_tls tracks its own connections).
+func TrackHTTPServer(ctx caddy.Context) {
+	if ctx.Context == nil {
 		return
 	}
-	app, ok := appIface.(*caddyhttp.App)
-	if !ok {
+	srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if !ok || srv == nil {
 		return
 	}
-	for _, srv := range app.Servers {
-		if _, loaded := trackedServers.LoadOrStore(weak.Make(srv), struct{}{}); loaded {
-			continue
+	if _, loaded := trackedServers.LoadOrStore(weak.Make(srv), struct{}{}); loaded {
+		return
+	}
+	runtime.AddCleanup(srv, func(k weak.Pointer[caddyhttp.Server]) { trackedServers.Delete(k) }, weak.Make(srv))
+	srv.RegisterConnState(func(c net.Conn, state http.ConnState) {
+		tc, ok := c.(*tls.Conn)
+		if !ok {
+			return
 		}
-		runtime.AddCleanup(srv, func(k weak.Pointer[caddyhttp.Server]) { trackedServers.Delete(k) }, weak.Make(srv))
-		srv.RegisterConnState(func(c net.Conn, state http.ConnState) {
-			tc, ok := c.(*tls.Conn)
-			if !ok {
-				return
-			}
-			switch state {
-			case http.StateActive:
-				TrackConn(tc)
-			case http.StateClosed, http.StateHijacked:
-				UntrackConn(tc)
-			}
-		})
-	}
+		switch state {
+		case http.StateActive:
+			TrackConn(tc)
+		case http.StateClosed, http.StateHijacked:
+			UntrackConn(tc)
+		}
+	})
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // ScopeError says why a verified chain whose anchor is a SPIFFE authority
@@ -72,5 +74,5 @@ func scopeReason(leaf *x509.Certificate, td spiffeid.TrustDomain, err error) str
 // certName names a certificate in errors and logs: its subject and its
 // serial in hex.
 func certName(c *x509.Certificate) string {
-	return fmt.Sprintf("%q (serial %s)", c.Subject.String(), c.SerialNumber.Text(16))
+	return fmt.Sprintf("%q (serial %s)", c.Subject.String(), material.SerialString(c))
 }

@@ -152,7 +152,7 @@ func load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x5
 	}
 	if err := ca.Intermediates[len(ca.Intermediates)-1].CheckSignatureFrom(ca.Root); err != nil {
 		return nil, fmt.Errorf("ca %q: the stored intermediate (serial %s) is not signed by the root %q: %w (%w)",
-			id, ca.Issuer().SerialNumber.Text(16), ca.Root.Subject.String(), err, ErrInconsistent)
+			id, material.SerialString(ca.Issuer()), ca.Root.Subject.String(), err, ErrInconsistent)
 	}
 	if withKey {
 		keyPEM, err := loadKey(ctx, st, Key(id, IntermediateKey))

@@ -1,0 +1,137 @@
+// Package caddyinternals gathers the places where the suite depends on
+// how Caddy (v2.11.9) and caddy-l4 work inside, beyond their documented
+// API: which part of a config a module is being provisioned in. Each
+// function says what it relies on, and caddyinternals_test.go checks it
+// against the real provisioning, so that a Caddy upgrade that changes it
+// fails a test instead of silently turning a load-time check off.
+//
+// Nothing here writes to Caddy's state; every function reads exported
+// fields of Caddy's config structs while Caddy provisions them.
+package caddyinternals
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"github.com/mholt/caddy-l4/layer4"
+	"github.com/mholt/caddy-l4/modules/l4tls"
+)
+
+// CaddyVersion is the Caddy version whose provisioning order these
+// functions rely on (the tests check it).
+const CaddyVersion = "v2.11.9"
+
+// HTTPServer returns the HTTP server whose modules ctx provisions, or nil.
+// Caddy's http app puts the server in the context of everything it
+// provisions for it (caddyhttp.ServerCtxKey): routes, listener wrappers,
+// TLS connection policies.
+func HTTPServer(ctx caddy.Context) *caddyhttp.Server {
+	if ctx.Context == nil { // a module provisioned by hand, in a test
+		return nil
+	}
+	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return srv
+}
+
+// PolicyHolder is a module that provisions TLS connection policies of its
+// own (the passthrough module's terminate_tls handler).
+type PolicyHolder interface {
+	TLSConnectionPolicies() caddytls.ConnectionPolicies
+}
+
+// VerifierPolicy returns the TLS connection policy whose client_auth
+// verifiers ctx is provisioning: called from a
+// `tls.client_auth.verifier.*` module's Provision, it is the policy the
+// verifier belongs to; nil when there is none (the verifier is used
+// elsewhere).
+//
+// It relies on the order of caddytls.ConnectionPolicies.Provision: a
+// policy's TLSConfig is built (ClientAuth and ClientCAs set from mode and
+// trust_pool) before its verifiers are loaded, and Caddy clears a
+// policy's VerifiersRaw once they all are. So while a verifier
+// provisions, its own policy is the one with both a TLSConfig and
+// VerifiersRaw: the ones before it have no VerifiersRaw left, the ones
+// after it no TLSConfig yet. The policies are those of the nearest
+// layer-4 tls or terminate_tls handler above the verifier, else those
+// of the HTTP server.
+func VerifierPolicy(ctx caddy.Context) *caddytls.ConnectionPolicy {
+	for _, p := range policiesAround(ctx) {
+		if p != nil && p.TLSConfig != nil && p.ClientAuthentication != nil && len(p.ClientAuthentication.VerifiersRaw) > 0 {
+			return p
+		}
+	}
+	return nil
+}
+
+func policiesAround(ctx caddy.Context) caddytls.ConnectionPolicies {
+	mods := ctx.Modules()
+	for i := len(mods) - 1; i >= 0; i-- {
+		switch m := mods[i].(type) {
+		case *l4tls.Handler:
+			return m.ConnectionPolicies
+		case PolicyHolder:
+			return m.TLSConnectionPolicies()
+		}
+	}
+	if srv := HTTPServer(ctx); srv != nil {
+		return srv.TLSConnPolicies
+	}
+	return nil
+}
+
+// CurrentRoute returns the top-level route of the HTTP server whose
+// handlers ctx is provisioning (a handler's, or a nested matcher's,
+// Provision), or nil.
+//
+// It relies on the order of the http app's provisioning: the top-level
+// routes' matchers are provisioned first (so MatcherSets holds the host
+// matchers), then each route's handlers in turn, and Caddy clears a
+// route's HandlersRaw once its handlers are loaded. So the route being
+// provisioned is the first one that still has HandlersRaw. The server's
+// error routes come after its routes.
+func CurrentRoute(ctx caddy.Context) *caddyhttp.Route {
+	srv := HTTPServer(ctx)
+	if srv == nil {
+		return nil
+	}
+	lists := []caddyhttp.RouteList{srv.Routes}
+	if srv.Errors != nil {
+		lists = append(lists, srv.Errors.Routes)
+	}
+	for _, list := range lists {
+		for i := range list {
+			if len(list[i].HandlersRaw) > 0 {
+				return &list[i]
+			}
+		}
+	}
+	return nil
+}
+
+// WrapperRoute returns the route of a caddy-l4 listener wrapper (routes
+// that run before an HTTP server's TLS) whose matcher ctx provisions,
+// when that matcher is a top-level one of the route: not negated by
+// `not`, not nested in a subroute (its parent module is the wrapper
+// itself). Nil otherwise.
+//
+// It relies on the order of caddy-l4's route provisioning: the routes
+// are provisioned in turn, each route's matchers loaded from its
+// MatcherSetsRaw, which is cleared once they all are. So the route being
+// provisioned is the first one that still has MatcherSetsRaw, and the
+// matcher can read its siblings there.
+func WrapperRoute(ctx caddy.Context) *layer4.Route {
+	mods := ctx.Modules()
+	if len(mods) < 2 {
+		return nil
+	}
+	lw, ok := mods[len(mods)-2].(*layer4.ListenerWrapper)
+	if !ok {
+		return nil
+	}
+	for _, r := range lw.Routes {
+		if r != nil && len(r.MatcherSetsRaw) > 0 {
+			return r
+		}
+	}
+	return nil
+}
