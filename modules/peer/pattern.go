@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -521,6 +522,20 @@ func (p *Patterns) Summary(f Field) string {
 		return ""
 	}
 	return p.c.summary[f]
+}
+
+// Describe lists the configured patterns for a report, one "field
+// value, value" line per field that has patterns, fields and values
+// sorted: "dns *.svc", "spiffe_id spiffe://td/a, spiffe://td/b".
+func (p *Patterns) Describe() []string {
+	var out []string
+	for f := Field(0); f < numFields; f++ {
+		if vals := *p.list(f); len(vals) > 0 {
+			out = append(out, f.String()+" "+strings.Join(slices.Sorted(slices.Values(vals)), ", "))
+		}
+	}
+	slices.Sort(out) // by field name: a space sorts before any letter of one
+	return out
 }
 
 // Value describes what id holds for f, for logs.

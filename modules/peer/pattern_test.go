@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -309,5 +311,25 @@ func BenchmarkMatchSubject(b *testing.B) {
 		if ok, _ := p.Match(id); !ok {
 			b.Fatal("no match")
 		}
+	}
+}
+
+// TestDescribe: Describe names each field by its JSON key (what a config
+// holds, and what the topology report prints), fields and values sorted.
+func TestDescribe(t *testing.T) {
+	var p Patterns
+	var want []string
+	v := reflect.ValueOf(&p).Elem()
+	for i := range v.NumField() {
+		tag, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+		if tag == "" {
+			continue
+		}
+		v.Field(i).Set(reflect.ValueOf([]string{"b" + tag, "a" + tag}))
+		want = append(want, tag+" a"+tag+", b"+tag)
+	}
+	slices.Sort(want)
+	if got := p.Describe(); !slices.Equal(got, want) {
+		t.Errorf("Describe() = %q\nwant %q", got, want)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/trustline/trustline/modules/passthrough"
 )
 
 // DefaultExpiryWindow is how close to its not-after a server or client
@@ -93,10 +95,13 @@ func (a *analyzer) config(cfg map[string]any) {
 		a.httpApp(httpApp, "apps.http")
 	}
 	if l4 := obj(apps["layer4"]); l4 != nil {
-		a.layer4App(l4, "apps.layer4", "layer4")
+		a.layer4Servers(obj(l4["servers"]), "apps.layer4.servers", "layer4")
 	}
-	if pt := obj(apps["passthrough"]); pt != nil {
-		a.layer4App(pt, "apps.passthrough", "passthrough")
+	switch s := suiteModule("passthrough", "", apps["passthrough"]).(type) {
+	case *passthrough.App: // its servers are caddy-l4's
+		a.layer4Servers(obj(generic(s.Servers)), "apps.passthrough.servers", "passthrough")
+	case undecoded:
+		a.notAnalysed("apps.passthrough", "passthrough", why(s, ""))
 	}
 	for _, name := range keys(apps) {
 		switch name {

@@ -279,29 +279,21 @@ func (a *analyzer) openStore(s storeRef) ([]byte, material.StoreOptions, error) 
 	return data, material.StoreOptions{Password: pw, KeyPassword: kpw, Aliases: s.aliases}, nil
 }
 
-// identityStore adds the leaf of a keystore as a server or client
-// certificate.
-func (a *analyzer) identityStore(role string, s storeRef, usedBy string) *Certificate {
+// store adds the leaf of a keystore as a server or client certificate,
+// or the trusted certificates of a truststore (role trust_anchor), and
+// returns their IDs.
+func (a *analyzer) store(role string, s storeRef, usedBy string) []string {
 	data, opts, err := a.openStore(s)
-	if err != nil {
-		return a.unreadable(role, s.source(), true, err, usedBy)
+	var certs []*x509.Certificate
+	if err == nil {
+		certs, err = readStore(role == RoleTrustAnchor, s.source(), data, opts)
 	}
-	certs, err := readStore(false, s.source(), data, opts)
 	if err != nil {
-		return a.unreadable(role, s.source(), true, err, usedBy)
+		return []string{a.unreadable(role, s.source(), true, err, usedBy).ID}
 	}
-	return a.addCert(role, s.source(), true, certs[0], usedBy)
-}
-
-// trustStore adds the trusted certificates of a truststore.
-func (a *analyzer) trustStore(s storeRef, usedBy string) []string {
-	data, opts, err := a.openStore(s)
-	if err != nil {
-		return []string{a.unreadable(RoleTrustAnchor, s.source(), true, err, usedBy).ID}
+	var ids []string
+	for _, c := range certs {
+		ids = append(ids, a.addCert(role, s.source(), true, c, usedBy).ID)
 	}
-	certs, err := readStore(true, s.source(), data, opts)
-	if err != nil {
-		return []string{a.unreadable(RoleTrustAnchor, s.source(), true, err, usedBy).ID}
-	}
-	return a.anchors(certs, s.source(), true, usedBy)
+	return ids
 }

@@ -1,10 +1,12 @@
 package topology
 
 import (
-	"encoding/json"
-	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/trustline/trustline/modules/peer"
+	"github.com/trustline/trustline/modules/revocation"
+	"github.com/trustline/trustline/modules/truststore"
 )
 
 // clientAuth analyses a connection policy's client_authentication: its
@@ -34,40 +36,40 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 	leafPinned := len(strs(ca["trusted_leaf_certs"])) > 0
 
 	// the verifiers, and what each contributes
-	var liveTrust, peer, unknown bool
+	var liveTrust, refuses, unknown bool // refuses: a peer verifier not in shadow mode
+	var names []string
 	for i, v := range arr(ca["verifiers"]) {
 		v := obj(v)
 		vp := index(field(path, "verifiers"), i)
-		switch name := str(v["verifier"]); name {
-		case "live_trust":
+		name := str(v["verifier"])
+		names = append(names, name)
+		id := "tls.client_auth.verifier." + name
+		switch s := suiteModule(id, "verifier", v).(type) {
+		case *truststore.LiveTrust:
 			liveTrust = true
-			p := a.pool(obj(v["trust_pool"]), field(vp, "trust_pool"))
+			p := a.pool(obj(generic(s.TrustPoolRaw)), field(vp, "trust_pool"))
 			out.Pools = append(out.Pools, p)
 			out.Verifiers = append(out.Verifiers, "live_trust: chain verified against "+p.describe()+" at every handshake")
-		case "peer":
-			pats := patternSummary(v)
+		case *peer.Verifier:
+			pats := s.Describe()
 			out.Patterns = append(out.Patterns, pats...)
 			desc := "peer: identity must match " + strings.Join(pats, "; ")
-			if rev := obj(v["revocation"]); rev != nil {
-				desc += "; revocation: " + revocationSummary(rev)
+			if s.Revocation != nil {
+				desc += "; revocation: " + revocationSummary(s.Revocation)
+				a.crls(s.Revocation, field(vp, "revocation"), s.Shadow, out)
 			}
-			if boolean(v["shadow"]) {
-				desc += " (shadow: logs, refuses nothing)"
-			} else {
-				peer = true
-			}
-			out.Verifiers = append(out.Verifiers, desc)
-			if rev := obj(v["revocation"]); rev != nil {
-				a.crls(rev, field(vp, "revocation"), boolean(v["shadow"]), out)
-			}
-		case "leaf":
-			leafPinned = true
-			out.Verifiers = append(out.Verifiers, "leaf: only the pinned leaf certificates")
-			a.leafLoaders(arr(v["leaf_certs_loaders"]), field(vp, "leaf_certs_loaders"))
+			out.Verifiers = append(out.Verifiers, desc+shadow(s.Shadow))
+			refuses = refuses || !s.Shadow
 		default:
+			if s == nil && name == "leaf" { // Caddy's
+				leafPinned = true
+				out.Verifiers = append(out.Verifiers, "leaf: only the pinned leaf certificates")
+				a.leafLoaders(arr(v["leaf_certs_loaders"]), field(vp, "leaf_certs_loaders"))
+				break
+			}
 			unknown = true
 			out.Verifiers = append(out.Verifiers, name+" (not analysed)")
-			a.notAnalysed(vp, "tls.client_auth.verifier."+name, "client certificate verifier not analysed")
+			a.notAnalysed(vp, id, why(s, "client certificate verifier not analysed"))
 		}
 	}
 
@@ -81,7 +83,7 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 	}
 	out.Mode = mode
 	chain := (mode == "verify_if_given" || mode == "require_and_verify")
-	a.liveTrustUse(ca, path, mode, hasCA)
+	a.liveTrustUse(path, mode, hasCA, names)
 
 	var how []string
 	if chain {
@@ -118,7 +120,7 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 	modePath := field(path, "mode")
 	verifies := chain || liveTrust || leafPinned || unknown
 	switch {
-	case !verifies && peer:
+	case !verifies && refuses:
 		a.finding(SeverityWarning, KindClientAuthNoVerify, modePath,
 			"client_auth mode "+mode+" does not verify client certificates, and the peer verifier refuses every certificate nothing verified: clients presenting one are all refused",
 			"add a trust_pool (or `verifier live_trust <source>`) and use mode require_and_verify (the default with a trust_pool)")
@@ -141,23 +143,23 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 
 // revocationSummary describes a peer verifier's revocation block: its
 // sources and whether it fails open.
-func revocationSummary(rev map[string]any) string {
+func revocationSummary(rev *revocation.Revocation) string {
 	var parts []string
-	if n := len(strs(rev["crl_files"])); n > 0 {
+	if n := len(rev.CRLFiles); n > 0 {
 		parts = append(parts, strconv.Itoa(n)+" CRL file(s)")
 	}
-	if boolean(rev["distribution_points"]) {
+	if rev.DistributionPoints {
 		parts = append(parts, "CRL distribution points")
 	}
-	if boolean(rev["soft_fail"]) {
+	if rev.SoftFail {
 		parts = append(parts, "CRL soft fail")
 	}
-	if e := str(rev["expired"]); e != "" {
-		parts = append(parts, "expired CRL: "+e)
+	if rev.Expired != "" {
+		parts = append(parts, "expired CRL: "+rev.Expired)
 	}
-	if ocsp := obj(rev["ocsp"]); ocsp != nil {
+	if rev.OCSP != nil {
 		o := "OCSP"
-		if boolean(ocsp["soft_fail"]) {
+		if rev.OCSP.SoftFail {
 			o += " (soft fail)"
 		}
 		parts = append(parts, o)
@@ -190,24 +192,4 @@ func (a *analyzer) leafLoaders(loaders []any, path string) {
 			a.notAnalysed(lp, "tls.leaf_cert_loader."+name, "leaf certificate loader not analysed")
 		}
 	}
-}
-
-// patternSummary describes the identity patterns of a peer matcher or
-// verifier ("spiffe_id spiffe://td/x", "dns *.svc").
-func patternSummary(v map[string]any) []string {
-	var out []string
-	for _, k := range keys(v) {
-		switch k {
-		case "verifier", "handler", "shadow", "matcher", "revocation":
-			continue
-		}
-		vals := strs(v[k])
-		if len(vals) == 0 {
-			b, _ := json.Marshal(v[k])
-			vals = []string{short(string(b))}
-		}
-		sort.Strings(vals)
-		out = append(out, k+" "+strings.Join(vals, ", "))
-	}
-	return out
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/revocation"
 )
 
 // CRL is one certificate revocation list a client_auth verifier checks
@@ -54,13 +55,15 @@ const crlExpiringWindow = 24 * time.Hour
 // verifier: refused certificates (the default, an error), accepted
 // unchecked (soft_fail), checked against the stale list (expired "use"),
 // or only logged (shadow); those three are warnings.
-func (a *analyzer) crls(rev map[string]any, path string, shadow bool, out *ClientAuth) {
-	softFail := boolean(rev["soft_fail"])
-	expiredUse := str(rev["expired"]) == "use"
+func (a *analyzer) crls(rev *revocation.Revocation, path string, shadow bool, out *ClientAuth) {
 	filesPath := field(path, "crl_files")
-	for i, file := range strs(rev["crl_files"]) {
+	for i, file := range rev.CRLFiles {
 		fp := index(filesPath, i)
-		lists, err := a.readCRLs(file)
+		data, err := a.readFile(file)
+		var lists []*x509.RevocationList
+		if err == nil {
+			lists, err = parseCRLs(data)
+		}
 		if err != nil {
 			out.CRLs = append(out.CRLs, &CRL{Path: fp, File: file, NotRead: err.Error()})
 			sev, effect := SeverityError, "Caddy refuses to load this config (the verifier reads its CRL files at start); a running instance keeps the CRLs it read last"
@@ -99,11 +102,11 @@ func (a *analyzer) crls(rev map[string]any, path string, shadow bool, out *Clien
 				a.finding(SeverityWarning, KindCRLExpired, fp,
 					msg+": the verifier is in shadow mode, so the handshakes it would refuse are only logged",
 					fix)
-			case expiredUse:
+			case rev.Expired == "use":
 				a.finding(SeverityWarning, KindCRLExpired, fp,
 					msg+": with crl_expired use the certificates it lists are still refused, but one revoked since is accepted",
 					fix)
-			case softFail:
+			case rev.SoftFail:
 				a.finding(SeverityWarning, KindCRLExpired, fp,
 					msg+": with crl_soft_fail the certificates it covers are accepted without a revocation check (a warning is logged per handshake), so a revoked certificate gets in",
 					fix)
@@ -114,16 +117,6 @@ func (a *analyzer) crls(rev map[string]any, path string, shadow bool, out *Clien
 			}
 		}
 	}
-}
-
-// readCRLs reads a CRL file as the peer verifier does: PEM ("X509 CRL"
-// blocks, several allowed) or DER.
-func (a *analyzer) readCRLs(file string) ([]*x509.RevocationList, error) {
-	data, err := a.readFile(file)
-	if err != nil {
-		return nil, err
-	}
-	return parseCRLs(data)
 }
 
 // parseCRLs parses the contents of a CRL file as the peer verifier does.

@@ -30,13 +30,9 @@ const (
 )
 
 // liveTrustUse adds the finding of a client_auth (at path, with the
-// effective mode and whether crypto/tls gets a trust pool) that
-// live_trust cannot work in.
-func (a *analyzer) liveTrustUse(ca map[string]any, path, mode string, hasCA bool) {
-	var names []string
-	for _, v := range arr(ca["verifiers"]) {
-		names = append(names, str(obj(v)["verifier"]))
-	}
+// effective mode, whether crypto/tls gets a trust pool and the names of
+// its verifiers) that live_trust cannot work in.
+func (a *analyzer) liveTrustUse(path, mode string, hasCA bool, names []string) {
 	var ce *truststore.ClientAuthError
 	if errors.As(truststore.CheckClientAuth(mode, hasCA, names), &ce) {
 		a.finding(SeverityError, KindLiveTrustMisuse, path, "client_auth: "+ce.Problem, ce.Fix)

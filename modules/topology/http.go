@@ -19,16 +19,23 @@ type serverCtx struct {
 
 // httpApp analyses the http app's servers.
 func (a *analyzer) httpApp(app map[string]any, path string) {
-	if p, ok := num(app["http_port"]); ok && p > 0 {
-		a.httpPort = p
-	}
-	if p, ok := num(app["https_port"]); ok && p > 0 {
-		a.httpsPort = p
-	}
+	a.httpPort, a.httpsPort = httpPorts(app)
 	servers := obj(app["servers"])
 	for _, name := range keys(servers) {
 		a.httpServer(name, obj(servers[name]), field(field(path, "servers"), name))
 	}
+}
+
+// httpPorts returns the http app's HTTP and HTTPS ports (80 and 443 by
+// default).
+func httpPorts(app map[string]any) (int, int) {
+	port := func(key string, def int) int {
+		if p, ok := num(app[key]); ok && p > 0 {
+			return p
+		}
+		return def
+	}
+	return port("http_port", 80), port("https_port", 443)
 }
 
 // httpServer analyses one server: one Listener per listen address, since
@@ -43,12 +50,7 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 	auto := obj(srv["automatic_https"])
 	tlsOn, autoNote := len(policies) > 0, ""
 	if !tlsOn && !boolean(auto["disable"]) && a.anyPortOtherThan(listen, a.httpPort) {
-		var hosts []string
-		for _, h := range topHosts(routes) {
-			if !slices.Contains(strs(auto["skip"]), h) {
-				hosts = append(hosts, h)
-			}
-		}
+		hosts := slices.DeleteFunc(topHosts(routes), func(h string) bool { return slices.Contains(strs(auto["skip"]), h) })
 		switch {
 		case len(hosts) > 0:
 			tlsOn, autoNote = true, "TLS enabled by automatic HTTPS for "+strings.Join(hosts, ", ")
@@ -150,11 +152,7 @@ func topHosts(routes []any) []string {
 	var hosts []string
 	for _, r := range routes {
 		for _, set := range arr(obj(r)["match"]) {
-			for _, h := range strs(obj(set)["host"]) {
-				if !slices.Contains(hosts, h) {
-					hosts = append(hosts, h)
-				}
-			}
+			hosts = appendNew(hosts, strs(obj(set)["host"])...)
 		}
 	}
 	return hosts
@@ -198,7 +196,7 @@ func portOf(addr string) int {
 // or not, which certificate, which client_auth), and the handlers inside.
 func (a *analyzer) httpRoute(sc *serverCtx, r map[string]any, path string) *Route {
 	route := &Route{Path: path}
-	hosts, other, peers := a.httpMatchers(arr(r["match"]))
+	hosts, other, peers := a.httpMatchers(arr(r["match"]), field(path, "match"))
 	route.Hosts, route.Match = hosts, other
 	if sc.inboundTLS {
 		route.Inbound = a.tlsInbound(hosts, sc.policies, field(sc.path, "tls_connection_policies"), path, sc.autoCerts)
@@ -212,19 +210,15 @@ func (a *analyzer) httpRoute(sc *serverCtx, r map[string]any, path string) *Rout
 
 // httpMatchers splits a route's matcher sets into hosts, a summary of the
 // other matchers, and peer identity patterns.
-func (a *analyzer) httpMatchers(sets []any) (hosts, other, peers []string) {
-	for _, s := range sets {
+func (a *analyzer) httpMatchers(sets []any, path string) (hosts, other, peers []string) {
+	for i, s := range sets {
 		set := obj(s)
 		for _, name := range keys(set) {
 			switch name {
 			case "host":
-				for _, h := range strs(set[name]) {
-					if !slices.Contains(hosts, h) {
-						hosts = append(hosts, h)
-					}
-				}
+				hosts = appendNew(hosts, strs(set[name])...)
 			case "peer":
-				peers = append(peers, patternSummary(obj(set[name]))...)
+				peers = append(peers, a.peerPatterns("http.matchers.peer", set[name], field(index(path, i), name))...)
 				other = append(other, "peer")
 			default:
 				desc := name
@@ -257,14 +251,8 @@ func (a *analyzer) tlsInbound(hosts []string, policies []any, polPath, usedBy st
 		}
 		pp := index(polPath, pi)
 		desc, ids := a.serverCertFor(host, obj(pol["certificate_selection"]), usedBy, autoCerts)
-		if !slices.Contains(how, desc) {
-			how = append(how, desc)
-		}
-		for _, id := range ids {
-			if !slices.Contains(in.Certificates, id) {
-				in.Certificates = append(in.Certificates, id)
-			}
-		}
+		how = appendNew(how, desc)
+		in.Certificates = appendNew(in.Certificates, ids...)
 		if ca := obj(pol["client_authentication"]); ca != nil && seenPolicy != pi && in.ClientAuth == nil {
 			in.ClientAuth = a.clientAuth(ca, field(pp, "client_authentication"))
 			in.Mode = ModeMTLS
@@ -320,9 +308,7 @@ func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, pat
 		h := obj(h)
 		hp := index(path, i)
 		name := str(h["handler"])
-		if !slices.Contains(route.Handlers, name) {
-			route.Handlers = append(route.Handlers, name)
-		}
+		route.Handlers = appendNew(route.Handlers, name)
 		switch {
 		case name == "subroute":
 			base := sc.strip
@@ -330,7 +316,7 @@ func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, pat
 				r := obj(r)
 				sc.strip = base.clone()
 				rp := index(field(hp, "routes"), j)
-				hosts, other, peers := a.httpMatchers(arr(r["match"]))
+				hosts, other, peers := a.httpMatchers(arr(r["match"]), field(rp, "match"))
 				w := append(slices.Clone(when), other...)
 				for _, host := range hosts {
 					w = append(w, "host "+host)

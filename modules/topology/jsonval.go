@@ -2,6 +2,7 @@ package topology
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 )
@@ -52,6 +53,16 @@ func strs(v any) []string {
 		}
 	}
 	return out
+}
+
+// appendNew appends to list the items it does not hold yet.
+func appendNew[T comparable](list []T, items ...T) []T {
+	for _, it := range items {
+		if !slices.Contains(list, it) {
+			list = append(list, it)
+		}
+	}
+	return list
 }
 
 // keys returns the keys of m, sorted (the report is deterministic).

@@ -10,14 +10,14 @@ type l4State struct {
 	terminated bool // a tls handler decrypted it
 }
 
-// layer4App analyses caddy-l4's servers: raw TCP listeners whose routes
-// pass TLS through (proxy without tls), terminate it (the tls handler),
-// or re-encrypt to upstreams.
-func (a *analyzer) layer4App(app map[string]any, path, appName string) {
-	servers := obj(app["servers"])
+// layer4Servers analyses caddy-l4's servers (at path, of the layer4 or
+// passthrough app): raw TCP listeners whose routes pass TLS through (proxy
+// without tls), terminate it (the tls handler), or re-encrypt to
+// upstreams.
+func (a *analyzer) layer4Servers(servers map[string]any, path, appName string) {
 	for _, name := range keys(servers) {
 		srv := obj(servers[name])
-		sp := field(field(path, "servers"), name)
+		sp := field(path, name)
 		listen := strs(srv["listen"])
 		if len(listen) == 0 {
 			listen = []string{"(none)"}
@@ -69,9 +69,7 @@ func (a *analyzer) listenerWrappers(name string, srv map[string]any, path string
 			}
 			notes = append(notes, "layer-4 routes run first (listener wrapper layer4)")
 		default:
-			if !a.suiteListenerWrapper(name, kind, w, p, listen, &notes) {
-				a.notAnalysed(p, "caddy.listeners."+kind, "listener wrapper not analysed")
-			}
+			a.notAnalysed(p, "caddy.listeners."+kind, "listener wrapper not analysed")
 		}
 	}
 	return notes
@@ -83,7 +81,7 @@ func (a *analyzer) l4Routes(l *Listener, routes []any, path string) {
 		r := obj(r)
 		rp := index(path, i)
 		route := &Route{Path: rp, Inbound: Inbound{Mode: ModeTCP}}
-		route.Hosts, route.Match, route.Inbound.PeerPatterns = l4Matchers(arr(r["match"]))
+		route.Hosts, route.Match, route.Inbound.PeerPatterns = a.l4Matchers(arr(r["match"]), field(rp, "match"))
 		if slices.Contains(route.Match, "tls") || len(route.Hosts) > 0 {
 			// a TLS ClientHello was read: unless a tls handler
 			// terminates it, TLS passes through
@@ -96,38 +94,27 @@ func (a *analyzer) l4Routes(l *Listener, routes []any, path string) {
 
 // l4Matchers splits layer-4 matcher sets into SNI names, other matchers,
 // and peer identity patterns.
-func l4Matchers(sets []any) (hosts, other, peers []string) {
-	for _, s := range sets {
+func (a *analyzer) l4Matchers(sets []any, path string) (hosts, other, peers []string) {
+	for i, s := range sets {
 		set := obj(s)
 		for _, name := range keys(set) {
+			mp := field(index(path, i), name)
 			switch name {
-			case "tls":
-				for _, h := range strs(obj(set[name])["sni"]) {
-					if !slices.Contains(hosts, h) {
-						hosts = append(hosts, h)
-					}
+			case "tls", "clienthello": // caddy-l4's, the suite's
+				var sni, conds []string
+				var err error
+				if name == "tls" {
+					sni = strs(obj(set[name])["sni"])
+				} else if sni, conds, err = clientHelloMatcher(set[name]); err != nil {
+					a.notAnalysed(mp, "layer4.matchers.clienthello", err.Error())
 				}
-				if !slices.Contains(other, "tls") {
-					other = append(other, "tls")
-				}
-			case "clienthello":
-				sni, conds := clientHelloMatcher(obj(set[name]))
-				for _, h := range sni {
-					if !slices.Contains(hosts, h) {
-						hosts = append(hosts, h)
-					}
-				}
-				if !slices.Contains(other, "tls") {
-					other = append(other, "tls")
-				}
-				other = append(other, conds...)
+				hosts = appendNew(hosts, sni...)
+				other = append(appendNew(other, "tls"), conds...)
 			case "peer":
-				peers = append(peers, patternSummary(obj(set[name]))...)
+				peers = append(peers, a.peerPatterns("layer4.matchers.peer", set[name], mp)...)
 				other = append(other, "peer")
 			default:
-				if !slices.Contains(other, name) {
-					other = append(other, name)
-				}
+				other = appendNew(other, name)
 			}
 		}
 	}
@@ -142,24 +129,13 @@ func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path st
 		h := obj(h)
 		hp := index(path, i)
 		name := str(h["handler"])
-		if !slices.Contains(route.Handlers, name) {
-			route.Handlers = append(route.Handlers, name)
-		}
+		route.Handlers = appendNew(route.Handlers, name)
 		switch {
-		case name == "tls", name == "terminate_tls": // caddy-l4's, the suite's (same policies)
-			st.terminated = true
-			if name == "tls" {
-				a.finding(SeverityInfo, KindL4TLSNoResume, hp,
-					"caddy-l4's tls handler (in the pinned version) builds a new TLS config for every connection: the session tickets it issues can never be redeemed, so every reconnect is a full handshake, and a client that sends nothing is never timed out",
-					"use the suite's terminate_tls handler instead: the same connection policies, with sessions that resume and a handshake_timeout")
-			}
-			pols := arr(h["connection_policies"])
-			if len(pols) == 0 {
-				pols = []any{map[string]any{}}
-			}
-			peers := route.Inbound.PeerPatterns
-			route.Inbound = a.tlsInbound(route.Hosts, pols, field(hp, "connection_policies"), route.Path, false)
-			route.Inbound.PeerPatterns = peers
+		case name == "tls":
+			a.finding(SeverityInfo, KindL4TLSNoResume, hp,
+				"caddy-l4's tls handler (in the pinned version) builds a new TLS config for every connection: the session tickets it issues can never be redeemed, so every reconnect is a full handshake, and a client that sends nothing is never timed out",
+				"use the suite's terminate_tls handler instead: the same connection policies, with sessions that resume and a handshake_timeout")
+			a.terminate(route, st, arr(h["connection_policies"]), field(hp, "connection_policies"))
 		case name == "proxy":
 			a.l4Proxy(route, st, h, hp, when)
 		case name == "proxy_protocol":
@@ -168,7 +144,7 @@ func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path st
 			for j, r := range arr(h["routes"]) {
 				r := obj(r)
 				rp := index(field(hp, "routes"), j)
-				hosts, other, peers := l4Matchers(arr(r["match"]))
+				hosts, other, peers := a.l4Matchers(arr(r["match"]), field(rp, "match"))
 				w := append(slices.Clone(when), other...)
 				for _, host := range hosts {
 					w = append(w, "sni "+host)
@@ -183,6 +159,18 @@ func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path st
 			a.notAnalysed(hp, "layer4.handlers."+name, "layer-4 handler not analysed")
 		}
 	}
+}
+
+// terminate reads a layer-4 handler that terminates TLS (caddy-l4's tls,
+// the suite's terminate_tls) with the connection policies pols (at path).
+func (a *analyzer) terminate(route *Route, st *l4State, pols []any, path string) {
+	st.terminated = true
+	if len(pols) == 0 {
+		pols = []any{map[string]any{}}
+	}
+	peers := route.Inbound.PeerPatterns
+	route.Inbound = a.tlsInbound(route.Hosts, pols, path, route.Path, false)
+	route.Inbound.PeerPatterns = peers
 }
 
 // l4Proxy analyses a caddy-l4 proxy handler: one outbound leg per upstream.

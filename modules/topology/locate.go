@@ -36,14 +36,8 @@ func (r *Report) LocateCaddyfile(cfg []byte, filename string, body []byte) error
 	if err := json.NewDecoder(bytes.NewReader(cfg)).Decode(&root); err != nil {
 		return fmt.Errorf("reading the config: %w", err)
 	}
-	l := &locator{root: root, httpPort: 80, httpsPort: 443}
-	httpApp := obj(obj(obj(root)["apps"])["http"])
-	if p, ok := num(httpApp["http_port"]); ok && p > 0 {
-		l.httpPort = p
-	}
-	if p, ok := num(httpApp["https_port"]); ok && p > 0 {
-		l.httpsPort = p
-	}
+	l := &locator{root: root}
+	l.httpPort, l.httpsPort = httpPorts(obj(obj(obj(root)["apps"])["http"]))
 	for _, b := range blocks {
 		if b.IsNamedRoute {
 			continue

@@ -1,22 +1,24 @@
 package topology
 
 import (
+	"cmp"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/spiffeworkload"
+	"github.com/trustline/trustline/modules/truststore"
 )
 
-// pool analyses a trust pool source (namespace tls.ca_pool.source): Caddy's
-// own (file, inline, pki_root, pki_intermediate, storage, http, lazy,
-// combined, system) and the suite's (truststore, bundle, pki_live,
-// spiffe_bundle). It reads the anchors it can.
+// pool analyses a trust pool source (namespace tls.ca_pool.source):
+// Caddy's own (file, inline, pki_root, pki_intermediate, storage, http,
+// lazy, combined, system) and the suite's (suitePool). It reads the
+// anchors it can.
 func (a *analyzer) pool(src map[string]any, path string) *Pool {
-	provider := str(src["provider"])
-	p := &Pool{Path: path, Source: provider}
-	switch provider {
+	p := &Pool{Path: path, Source: str(src["provider"])}
+	switch p.Source {
 	case "file":
 		files := strs(src["pem_files"])
 		p.Description = strings.Join(files, ", ")
@@ -31,10 +33,7 @@ func (a *analyzer) pool(src map[string]any, path string) *Pool {
 		if len(auth) == 0 {
 			auth = []string{"local"}
 		}
-		what := "root"
-		if provider == "pki_intermediate" {
-			what = "intermediate"
-		}
+		what := strings.TrimPrefix(p.Source, "pki_")
 		p.Description = what + " of Caddy's internal CA " + strings.Join(auth, ", ") + " (read once per config load)"
 		for _, ca := range auth {
 			p.Anchors = append(p.Anchors, a.addUnread(RoleTrustAnchor, what+" of internal CA "+ca, false, "in Caddy's storage", path).ID)
@@ -60,57 +59,56 @@ func (a *analyzer) pool(src map[string]any, path string) *Pool {
 			p.Anchors = append(p.Anchors, inner.Anchors...)
 		}
 		p.Description = "of " + strings.Join(descs, "; ")
-	case "truststore":
-		s := storeRef{kind: "truststore", path: str(src["path"]), password: str(src["password"]), aliases: strs(src["aliases"])}
-		p.Description = s.path
-		p.Live = true
-		p.Anchors = a.trustStore(s, path)
-	case "bundle":
-		paths := strs(src["paths"])
-		p.Description = strings.Join(paths, ", ")
-		if boolean(src["system_roots"]) {
+	default:
+		a.suitePool(p, src, path)
+	}
+	return p
+}
+
+// suitePool analyses the suite's trust pool sources (truststore, bundle,
+// pki_live, spiffe_bundle, spiffe_workload), which reload live.
+func (a *analyzer) suitePool(p *Pool, src map[string]any, path string) {
+	id := "tls.ca_pool.source." + p.Source
+	p.Live = true
+	switch s := suiteModule(id, "provider", src).(type) {
+	case *truststore.TrustStore:
+		p.Description = s.Path
+		p.Anchors = a.store(RoleTrustAnchor, storeRef{kind: "truststore", path: s.Path, password: s.Password, aliases: s.Aliases}, path)
+	case *truststore.Bundle:
+		p.Description = strings.Join(s.Paths, ", ")
+		if s.SystemRoots {
 			p.Description += " + the system roots"
 		}
-		p.Live = true
-		p.Anchors = a.bundleAnchors(paths, path)
-	case "pki_live":
-		ca := str(src["authority"])
-		if ca == "" {
-			ca = "local"
-		}
+		p.Anchors = a.bundleAnchors(s.Paths, path)
+	case *truststore.PKILive:
+		ca := cmp.Or(s.Authority, "local")
 		p.Description = "root and current intermediate of Caddy's internal CA " + ca + " (followed live)"
-		p.Live = true
 		p.Anchors = append(p.Anchors, a.addUnread(RoleTrustAnchor, "internal CA "+ca+" (pki_live)", true, "in Caddy's storage", path).ID)
-	case "spiffe_bundle":
-		p.Live = true
+	case *truststore.SPIFFEBundle:
 		var descs []string
-		for i, b := range arr(src["bundles"]) {
-			b := obj(b)
+		for i, b := range s.Bundles {
 			bp := index(field(path, "bundles"), i)
-			td := str(b["trust_domain"])
-			if file := str(b["file"]); file != "" {
-				descs = append(descs, td+" "+file)
-				p.Anchors = append(p.Anchors, a.spiffeBundleFile(td, expandPath(file), bp)...)
+			if b.File != "" {
+				descs = append(descs, b.TrustDomain+" "+b.File)
+				p.Anchors = append(p.Anchors, a.spiffeBundleFile(b.TrustDomain, expandPath(b.File), bp)...)
 			} else {
-				descs = append(descs, td+" "+str(b["url"]))
-				p.Anchors = append(p.Anchors, a.addUnread(RoleTrustAnchor, "SPIFFE bundle endpoint "+str(b["url"]), true, "fetched at run time", bp).ID)
+				descs = append(descs, b.TrustDomain+" "+b.URL)
+				p.Anchors = append(p.Anchors, a.addUnread(RoleTrustAnchor, "SPIFFE bundle endpoint "+b.URL, true, "fetched at run time", bp).ID)
 			}
 		}
 		p.Description = strings.Join(descs, ", ")
-	case "spiffe_workload":
-		p.Live = true
-		sock := workloadSocket(src)
+	case *spiffeworkload.Pool:
+		sock := workloadSocket(s.Socket)
 		p.Description = "SPIFFE Workload API " + sock
-		if tds := strs(src["trust_domains"]); len(tds) > 0 {
-			p.Description += " (trust domains " + strings.Join(tds, ", ") + ")"
+		if len(s.TrustDomains) > 0 {
+			p.Description += " (trust domains " + strings.Join(s.TrustDomains, ", ") + ")"
 		}
 		p.Anchors = append(p.Anchors, a.addUnread(RoleTrustAnchor, "X.509 bundles from the SPIFFE Workload API "+sock, true, "streamed by the agent at run time", path).ID)
-		a.workloadStale(true, str(src["socket"]), path)
+		a.workloadStale(true, s.Socket, path)
 	default:
-		p.Description = "not analysed"
-		a.notAnalysed(path, "tls.ca_pool.source."+provider, "trust pool source not analysed")
+		p.Live, p.Description = false, "not analysed"
+		a.notAnalysed(path, id, why(s, "trust pool source not analysed"))
 	}
-	return p
 }
 
 // inlineAnchors adds base64-DER certificates (Caddy's inline form).
@@ -196,10 +194,6 @@ func (p *Pool) describe() string {
 	return s
 }
 
-// workloadSocket is the Workload API socket a spiffe_workload source reads.
-func workloadSocket(src map[string]any) string {
-	if sock := str(src["socket"]); sock != "" {
-		return sock
-	}
-	return "$SPIFFE_ENDPOINT_SOCKET"
-}
+// workloadSocket names the Workload API socket a spiffe_workload source
+// reads.
+func workloadSocket(socket string) string { return cmp.Or(socket, "$SPIFFE_ENDPOINT_SOCKET") }

@@ -4,6 +4,8 @@ import (
 	"net"
 	"slices"
 	"strings"
+
+	"github.com/trustline/trustline/modules/upstream"
 )
 
 // reverseProxy analyses a reverse_proxy handler: its upstreams, the
@@ -34,14 +36,18 @@ func (a *analyzer) reverseProxy(sc *serverCtx, h map[string]any, path string, wh
 			out.ProxyProtocol = pp
 			out.Notes = append(out.Notes, "sends PROXY protocol "+pp)
 		}
-	case "mtls":
-		a.suiteTransport(out, transport, tp)
 	case "fastcgi":
 		out.Mode = OutPlainHTTP
 		out.Notes = append(out.Notes, "FastCGI")
 	default:
-		out.Mode = OutUnknown
-		a.notAnalysed(tp, "http.reverse_proxy.transport."+protocol, "transport not analysed")
+		id := "http.reverse_proxy.transport." + protocol
+		switch s := suiteModule(id, "protocol", transport).(type) {
+		case *upstream.Transport:
+			a.suiteTransport(out, s, tp)
+		default:
+			out.Mode = OutUnknown
+			a.notAnalysed(tp, id, why(s, "transport not analysed"))
+		}
 	}
 
 	a.identityHeaders(sc, out, obj(obj(h["headers"])["request"]), field(field(path, "headers"), "request"))
@@ -128,24 +134,22 @@ func (a *analyzer) upstreamTLS(out *Outbound, t map[string]any, path string) {
 
 // suiteTransport reads the suite's mtls transport: Caddy's http transport
 // plus a client identity from a keystore and pinned upstream identities.
-func (a *analyzer) suiteTransport(out *Outbound, t map[string]any, path string) {
-	tlsCfg := obj(t["tls"])
-	ci := obj(t["client_identity"])
-	pins := strs(t["upstream_identity"])
-	if tlsCfg == nil && (ci != nil || len(pins) > 0) {
+func (a *analyzer) suiteTransport(out *Outbound, t *upstream.Transport, path string) {
+	tlsCfg, ci := obj(generic(t.TLS)), obj(generic(t.ClientIdentityRaw))
+	if tlsCfg == nil && (ci != nil || len(t.UpstreamIdentity) > 0) {
 		tlsCfg = map[string]any{}
 	}
 	a.upstreamTLS(out, tlsCfg, field(path, "tls"))
-	a.suiteIdentity(out, ci, pins, field(path, "client_identity"))
+	a.suiteIdentity(out, ci, t.UpstreamIdentity, field(path, "client_identity"))
 }
 
 // suiteIdentity records a live keystore client identity and pinned
 // upstream identities (the mtls transport's, the passthrough handler's).
 func (a *analyzer) suiteIdentity(out *Outbound, ci map[string]any, pins []string, path string) {
 	if ci != nil {
-		c, how := a.keystoreSource(RoleClient, ci, path)
-		if c != nil {
-			out.ClientCertificates = append(out.ClientCertificates, c.ID)
+		id, how := a.keystoreSource(RoleClient, ci, path)
+		if id != "" {
+			out.ClientCertificates = append(out.ClientCertificates, id)
 		}
 		out.ClientIdentity = "keystore " + how + " (live)"
 		out.Mode = OutMTLS
@@ -246,22 +250,10 @@ func lower(s []string) []string {
 
 // deletes reports whether a delete pattern (Caddy's: exact, or with a
 // leading and/or trailing *) removes every header of family fam (for a
-// prefix family), or the header name (for an exact one).
+// prefix family: only a pattern ending in * does), or the header name
+// (for an exact one).
 func deletes(pattern, fam string) bool {
-	if pattern == "*" {
-		return true
-	}
-	prefixFam := strings.HasSuffix(fam, "-")
-	switch {
-	case strings.HasPrefix(pattern, "*") && strings.HasSuffix(pattern, "*") && len(pattern) >= 2:
-		return strings.Contains(fam, pattern[1:len(pattern)-1])
-	case strings.HasSuffix(pattern, "*"):
-		return strings.HasPrefix(fam, pattern[:len(pattern)-1])
-	case strings.HasPrefix(pattern, "*"):
-		return !prefixFam && strings.HasSuffix(fam, pattern[1:])
-	default:
-		return !prefixFam && pattern == fam
-	}
+	return (!strings.HasSuffix(fam, "-") || strings.HasSuffix(pattern, "*")) && deletesName(pattern, fam)
 }
 
 // identityHeaders finds client-identity headers sent upstream (set or
@@ -275,11 +267,7 @@ func (a *analyzer) identityHeaders(sc *serverCtx, out *Outbound, req map[string]
 	set = append(set, sc.strip.set...)
 	added = append(added, sc.strip.added...)
 	all := append(slices.Clone(set), added...)
-	for _, n := range append(slices.Clone(all), sc.strip.peerAll...) {
-		if !slices.Contains(out.IdentityHeaders, n) {
-			out.IdentityHeaders = append(out.IdentityHeaders, n)
-		}
-	}
+	out.IdentityHeaders = appendNew(appendNew(out.IdentityHeaders, all...), sc.strip.peerAll...)
 	if len(all) == 0 {
 		return
 	}
@@ -340,10 +328,7 @@ func stripHint(names []string) string {
 		if strings.HasSuffix(fam, "-") {
 			h = n[:len(fam)] + "*"
 		}
-		h = "`request_header -" + h + "`"
-		if !slices.Contains(hints, h) {
-			hints = append(hints, h)
-		}
+		hints = appendNew(hints, "`request_header -"+h+"`")
 	}
 	return strings.Join(hints, " and ")
 }

@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"cmp"
 	"crypto/x509"
 	"os"
 	"path/filepath"
@@ -10,6 +11,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
+
+	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/spiffeworkload"
 )
 
 // tlsInfo is what the tls app says about server certificates.
@@ -99,9 +103,7 @@ func (a *analyzer) tlsApp(app map[string]any, path string) {
 
 	auto := obj(app["automation"])
 	autoPath := field(path, "automation")
-	if auto["on_demand"] != nil {
-		a.tls.onDemand = true
-	}
+	a.tls.onDemand = auto["on_demand"] != nil
 	a.tls.renewInterval = duration(auto["renew_interval"])
 	for i, pol := range arr(auto["policies"]) {
 		pol := obj(pol)
@@ -148,19 +150,23 @@ func (a *analyzer) policyIssuance(pol map[string]any, path string, ap *autoPolic
 		m := obj(m)
 		mp := index(field(path, "get_certificate"), i)
 		switch via := str(m["via"]); via {
-		case "keystore":
-			c, how := a.keystoreSource(RoleServer, obj(m["keystore"]), field(mp, "keystore"))
-			if c != nil {
-				ap.certs = append(ap.certs, c.ID)
-			}
-			hows = append(hows, "keystore "+how)
 		case "tailscale":
 			hows = append(hows, "Tailscale")
 		case "http":
 			hows = append(hows, "HTTP certificate manager "+str(m["url"]))
 		default:
-			a.notAnalysed(mp, "tls.get_certificate."+via, "certificate manager not analysed")
-			hows = append(hows, "certificate manager "+via+" (not analysed)")
+			id := "tls.get_certificate." + via
+			switch s := suiteModule(id, "via", m).(type) {
+			case *keystore.CertGetter:
+				id, how := a.keystoreSource(RoleServer, obj(generic(s.KeystoreRaw)), field(mp, "keystore"))
+				if id != "" {
+					ap.certs = append(ap.certs, id)
+				}
+				hows = append(hows, "keystore "+how)
+			default:
+				a.notAnalysed(mp, id, why(s, "certificate manager not analysed"))
+				hows = append(hows, "certificate manager "+via+" (not analysed)")
+			}
 		}
 	}
 	issuers := arr(pol["issuers"])
@@ -168,17 +174,9 @@ func (a *analyzer) policyIssuance(pol map[string]any, path string, ap *autoPolic
 		is := obj(is)
 		switch mod := str(is["module"]); mod {
 		case "internal":
-			ca := str(is["ca"])
-			if ca == "" {
-				ca = "local"
-			}
-			hows = append(hows, "internal CA "+ca)
+			hows = append(hows, "internal CA "+cmp.Or(str(is["ca"]), "local"))
 		case "acme":
-			if ca := str(is["ca"]); ca != "" {
-				hows = append(hows, "ACME "+ca)
-			} else {
-				hows = append(hows, "ACME (Let's Encrypt)")
-			}
+			hows = append(hows, "ACME "+cmp.Or(str(is["ca"]), "(Let's Encrypt)"))
 		case "zerossl":
 			hows = append(hows, "ZeroSSL")
 		default:
@@ -347,61 +345,49 @@ func duration(v any) time.Duration {
 }
 
 // keystoreSource describes (and reads) one of the suite's keystore sources
-// (namespace trustline.keystore): the identity Caddy presents.
-func (a *analyzer) keystoreSource(role string, src map[string]any, path string) (*Certificate, string) {
-	switch kind := str(src["source"]); kind {
-	case "pem":
-		file := expandPath(str(src["certificate"]))
+// (namespace trustline.keystore), the identity Caddy presents: the ID of
+// its certificate ("" for none) and how it is had.
+func (a *analyzer) keystoreSource(role string, src map[string]any, path string) (string, string) {
+	kind := str(src["source"])
+	id := keystore.Namespace + "." + kind
+	switch s := suiteModule(id, "source", src).(type) {
+	case *keystore.PEM:
+		file := expandPath(s.Certificate)
 		c, _ := a.leafFile(role, file, true, path)
-		a.keyFile(str(src["key"]), field(path, "key"))
-		return c, "pem " + file
-	case "pkcs12":
-		s := storeRef{kind: "pkcs12", path: str(src["path"]), password: str(src["password"])}
-		return a.identityStore(role, s, path), s.source()
-	case "jks":
-		s := storeRef{kind: "jks", path: str(src["path"]), password: str(src["password"]), keyPassword: str(src["key_password"])}
-		if alias := str(src["alias"]); alias != "" {
-			s.aliases = []string{alias}
+		a.keyFile(s.Key, field(path, "key"))
+		return c.ID, "pem " + file
+	case *keystore.PKCS12:
+		st := storeRef{kind: "pkcs12", path: s.Path, password: s.Password}
+		return a.store(role, st, path)[0], st.source()
+	case *keystore.JKS:
+		st := storeRef{kind: "jks", path: s.Path, password: s.Password, keyPassword: s.KeyPassword}
+		if s.Alias != "" {
+			st.aliases = []string{s.Alias}
 		}
-		return a.identityStore(role, s, path), s.source()
-	case "internal":
-		ca := str(src["ca"])
-		if ca == "" {
-			ca = "local"
+		return a.store(role, st, path)[0], st.source()
+	case *keystore.Internal:
+		names := s.DNSNames
+		if s.SPIFFEID != "" {
+			names = append([]string{s.SPIFFEID}, names...)
 		}
-		names := append(strs(src["spiffe_id"]), strs(src["dns_names"])...)
-		desc := "internal CA " + ca + " for " + strings.Join(names, ", ")
-		return a.addUnread(role, "issued by "+desc, true, "issued at run time, kept in Caddy's storage", path), "internal " + strings.Join(names, ", ")
-	case "spiffe_workload":
-		id := str(src["spiffe_id"])
-		if id == "" {
-			id = "the default SVID"
-		}
-		sock := workloadSocket(src)
-		a.workloadStale(false, str(src["socket"]), path)
-		return a.addUnread(role, "X509-SVID "+id+" from the SPIFFE Workload API "+sock, true, "streamed by the agent at run time", path), "spiffe_workload " + id
+		desc := "internal CA " + cmp.Or(s.CA, "local") + " for " + strings.Join(names, ", ")
+		return a.addUnread(role, "issued by "+desc, true, "issued at run time, kept in Caddy's storage", path).ID, "internal " + strings.Join(names, ", ")
+	case *spiffeworkload.Keystore:
+		svid := cmp.Or(s.SPIFFEID, "the default SVID")
+		a.workloadStale(false, s.Socket, path)
+		return a.addUnread(role, "X509-SVID "+svid+" from the SPIFFE Workload API "+workloadSocket(s.Socket), true, "streamed by the agent at run time", path).ID, "spiffe_workload " + svid
 	default:
-		a.notAnalysed(path, "trustline.keystore."+kind, "keystore source not analysed")
-		return nil, kind + " (not analysed)"
+		a.notAnalysed(path, id, why(s, "keystore source not analysed"))
+		return "", kind + " (not analysed)"
 	}
 }
 
 func hasAny(have, want []string) bool {
-	for _, w := range want {
-		if slices.Contains(have, w) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(want, func(w string) bool { return slices.Contains(have, w) })
 }
 
 func hasAll(have, want []string) bool {
-	for _, w := range want {
-		if !slices.Contains(have, w) {
-			return false
-		}
-	}
-	return true
+	return !slices.ContainsFunc(want, func(w string) bool { return !slices.Contains(have, w) })
 }
 
 // certMatches reports whether a certificate is valid for host.

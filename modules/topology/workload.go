@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"cmp"
 	"os"
 	"time"
 
@@ -26,9 +27,7 @@ func (a *analyzer) workloadStale(pool bool, socket, path string) {
 	if a.opts.StaleWorkloads == nil {
 		return
 	}
-	if socket == "" {
-		socket = os.Getenv(workloadapi.SocketEnv)
-	}
+	socket = cmp.Or(socket, os.Getenv(workloadapi.SocketEnv))
 	what := "X509-SVID"
 	if pool {
 		what = "bundles"
