@@ -70,6 +70,14 @@
 # GiB in W1, us per connection in W2 and W2R; for nginx its worker), which
 # a busy shared machine disturbs much less than it disturbs rates.
 #
+# PROFILE=1 adds, before the rounds, what explains W1 and holds on a busy
+# machine too, for caddy-l4 and the suite's paths: a 1 s Go execution
+# trace in the middle of a W1 run (Caddy's admin /debug/pprof/trace, on a
+# Unix socket), read with `go tool trace -pprof=syscall`: the time in the
+# copy's system calls per MiB (reads or splice drains, writes or splice
+# pumps); and, as root with perf, how often TCP pacing deferred the
+# sending (hrtimer starts of tcp_pace_kick, system-wide) per MiB.
+#
 # Rounds are interleaved (every path once per round and workload), medians
 # reported, ratios to direct and to nginx, then the project's goals
 # (docs/benchmarks.md): W1 >= 0.90x direct; W2 >= nginx and <= 150 us
@@ -83,9 +91,9 @@
 #        ROUNDS=5 WORKLOADS=W1 scripts/bench-passthrough.sh   (W1 alone)
 # Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), CONNS (16),
 #              THREADS (1), WORKLOADS ("W1 W2 W2R W3"), LINK (loopback),
-#              PATHS (all), BASE (none), CADDY (a prebuilt trustline-caddy;
-#              else built from this checkout), KEEP=1 keeps the work dir,
-#              HOLD=1 starts everything and waits.
+#              PATHS (all), BASE (none), PROFILE (off), CADDY (a prebuilt
+#              trustline-caddy; else built from this checkout), KEEP=1
+#              keeps the work dir, HOLD=1 starts everything and waits.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -96,6 +104,7 @@ THREADS=${THREADS:-1}
 WORKLOADS=${WORKLOADS:-"W1 W2 W2R W3"}
 LINK=${LINK:-loopback}
 BASE=${BASE:-}
+PROFILE=${PROFILE:-}
 read -r -a workloads <<<"$WORKLOADS"
 for w in "${workloads[@]}"; do
 	case $w in W1 | W2 | W2R | W3) ;; *) echo "bench-passthrough: unknown workload $w (W1, W2, W2R, W3)" >&2; exit 1 ;; esac
@@ -252,6 +261,8 @@ caddy_run() { # name caddyfile [binary [copy]]: with copy, set on the passthroug
 	local dir="$work/$1" bin=${3:-$CADDY} conf
 	mkdir -p "$dir"
 	printf '%s\n' "$2" >"$dir/Caddyfile"
+	# with PROFILE, the admin API (for its pprof endpoints) on a Unix socket
+	[[ $PROFILE != 1 ]] || sed -i "s#^\tadmin off\$#\tadmin unix/$dir/admin.sock#" "$dir/Caddyfile"
 	conf=(--config "$dir/Caddyfile" --adapter caddyfile)
 	if [[ -n ${4:-} ]]; then
 		HOME="$dir" "$bin" adapt --config "$dir/Caddyfile" --adapter caddyfile 2>/dev/null |
@@ -356,6 +367,7 @@ if [[ -n ${PATHS:-} ]]; then
 		paths+=("$p")
 	done
 fi
+on() { [[ " ${paths[*]} " == *" $1 "* ]]; } # path: measured?
 declare -A port=([direct]=$origin [haproxy]=$hap [nginx]=$ngx [caddy-l4]=$vanilla [go-floor]=$gof [suite]=$suite
 	[suite-l4]=$suite_l4 [$copy_path]=$suite_copy [suite-base]=$base [suite-l4-base]=$base_l4)
 declare -A logs=([direct]="" [haproxy]=$work/haproxy.log [nginx]=$work/nginx/error.log [go-floor]=$work/goproxy.log)
@@ -442,6 +454,44 @@ for w in "${workloads[@]}"; do
 done
 echo "sanity: every path serves both names, W2/W3 make full handshakes, W2R resumed ones" >&2
 
+# --- profile: where the copy's time goes (PROFILE=1) -------------------------
+pace_fn=$(awk '$3 == "tcp_pace_kick" {print $1; exit}' /proc/kallsyms 2>/dev/null || true)
+if [[ $PROFILE == 1 ]]; then
+	need_tools go
+	can_pace=0
+	[[ $(id -u) == 0 && -n $pace_fn && $pace_fn != 0000000000000000 ]] && command -v perf >/dev/null && can_pace=1
+	echo
+	echo "W1 profile: the copy's system-call time per MiB moved (Go execution trace, 1 s), TCP pacing deferrals per MiB"
+	printf '%-14s | %8s | %-44s | %6s | %s\n' path MiB/s "the copy's system calls, ms per MiB" total "pacing timers per MiB"
+	for p in caddy-l4 suite suite-l4 "$copy_path" suite-base suite-l4-base; do
+		on "$p" || continue
+		run_wrk "$p" W1 4s >"$p.profile.wrk" &
+		wrk_pid=$!
+		sleep 1.5
+		pace=-
+		if ((can_pace)); then
+			perf stat -x, -a -e timer:hrtimer_start --filter "function == 0x$pace_fn" -- sleep 1 2>"$p.pace" &
+			pace_pid=$!
+		fi
+		curl -s --unix-socket "$work/$p/admin.sock" -o "$p.trace" "http://localhost/debug/pprof/trace?seconds=1" ||
+			fail "$p: no execution trace from the admin API" "${logs[$p]}"
+		((can_pace)) && wait "$pace_pid" && pace=$(awk -F, '/hrtimer_start/{print $1}' "$p.pace")
+		wait "$wrk_pid"
+		rate=$(to_mib "$(awk '/Transfer\/sec/{print $2}' "$p.profile.wrk")")
+		go tool trace -pprof=syscall "$p.trace" >"$p.syscall.pprof" 2>/dev/null
+		# cumulative time per function: the copy's four system calls
+		go tool pprof -top -cum -nodecount=200 "$p.syscall.pprof" 2>/dev/null |
+			awk -v r="$rate" -v pace="$pace" -v p="$p" '
+				function ms(v) { if (v ~ /ms$/) return v+0; if (v ~ /us$/) return (v+0)/1000; if (v ~ /s$/) return (v+0)*1000; return v+0 }
+				$NF == "internal/poll.spliceDrain" { d = ms($4) } $NF == "internal/poll.splicePump" { u = ms($4) }
+				$NF == "internal/poll.(*FD).Read" { rd = ms($4) } $NF == "internal/poll.(*FD).Write" { wr = ms($4) }
+				END {
+					calls = sprintf("read %.2f, write %.2f, drain %.2f, pump %.2f", rd/r, wr/r, d/r, u/r)
+					printf "%-14s | %8.0f | %-44s | %6.2f | %s\n", p, r, calls, (rd+wr+d+u)/r, (pace == "-") ? "- (needs root and perf)" : sprintf("%.1f", pace/r)
+				}'
+	done
+fi
+
 # --- measuring ---------------------------------------------------------------
 hz=$(getconf CLK_TCK)
 
@@ -473,7 +523,6 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 med() { [[ -z ${results[$1]:-} ]] || median "${results[$1]}"; } # key: the median, empty when not measured
-on() { [[ " ${paths[*]} " == *" $1 "* ]]; } # path: measured?
 rat() { [[ -n $1 && -n $2 ]] && ratio "$1" "$2" || echo -; } # a b: a/b, or - when one is missing
 added_us() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.0f", 1e6/a-1e6/b}'; } # rate rate-direct: us per connection
 verdict() { awk -v x="$1" -v op="$2" -v t="$3" 'BEGIN{ok = (op == ">=") ? x >= t : x <= t; print ok ? "met" : "NOT met"}'; }
