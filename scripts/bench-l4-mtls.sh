@@ -60,12 +60,15 @@
 # and no errors. Any failure fails the script.
 #
 # Rounds are interleaved (every path once per round and workload), medians
-# reported, ratios to direct and to nginx (target: suite >= nginx).
+# reported, ratios to direct and to nginx (target: suite >= nginx). With
+# BASE=<a trustline-caddy binary>, a suite-base path runs the suite's
+# config with that binary in the same rounds (e.g. built from the commit
+# before a change), and suite/suite-base is printed.
 # Usage: scripts/bench-l4-mtls.sh
 # Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), CONNS (16),
 #              THREADS (1), WORKLOADS ("W4 W4N"), TICKETS (off|on, the
 #              client legs), CADDY (a prebuilt trustline-caddy; else built
-#              from this checkout), KEEP=1 keeps the work dir.
+#              from this checkout), BASE (none), KEEP=1 keeps the work dir.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -94,7 +97,7 @@ export PATH="$PATH:/usr/sbin"
 need_tools wrk nginx haproxy openssl curl ps
 bench_init bench-l4-mtls
 
-read -r origin_mtls origin_plain hap ngx l4 l4_site suite suite_site <<<"$(free_ports 8)"
+read -r origin_mtls origin_plain hap ngx l4 l4_site suite suite_site base base_site <<<"$(free_ports 10)"
 
 # --- PKI: one test CA (P-256) issues the origin's and the front's server
 # certificates (name localhost) and the proxies' client certificate --------
@@ -204,7 +207,7 @@ nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
 pids+=($!)
 
 # --- the two Caddy paths: a layer4 server each -------------------------------
-caddy_run() { # name layer4-server-port site-port handler-block terminating-handler [its options]
+caddy_run() { # name layer4-server-port site-port handler-block terminating-handler [its options]; the binary is $caddy_bin or $CADDY
 	local dir="$work/$1"
 	mkdir -p "$dir"
 	cat >"$dir/Caddyfile" <<EOF
@@ -237,7 +240,7 @@ https://localhost:$3 {
 }
 EOF
 	HOME="$dir" XDG_DATA_HOME="$dir/data" XDG_CONFIG_HOME="$dir/config" \
-		"$CADDY" run --config "$dir/Caddyfile" --adapter caddyfile >"$dir/log" 2>&1 &
+		"${caddy_bin:-$CADDY}" run --config "$dir/Caddyfile" --adapter caddyfile >"$dir/log" 2>&1 &
 	pids+=($!)
 }
 # caddy-l4's tls handler cannot resume (see above); the suite's
@@ -253,19 +256,26 @@ caddy_run caddy-l4 "$l4" "$l4_site" "				proxy {
 						tls_server_name localhost
 					}
 				}" tls ""
-caddy_run suite "$suite" "$suite_site" "				passthrough 127.0.0.1:$origin_mtls {
+suite_handler="				passthrough 127.0.0.1:$origin_mtls {
 					tls {
 						client_identity pem $work/proxy.crt $work/proxy.key
 						trust_pool file $work/ca.crt
 						server_name localhost
 					}
-				}" terminate_tls "$suite_tickets"
+				}"
+caddy_run suite "$suite" "$suite_site" "$suite_handler" terminate_tls "$suite_tickets"
 
 paths=(direct haproxy nginx caddy-l4 suite)
 declare -A port=([direct]=$origin_plain [haproxy]=$hap [nginx]=$ngx [caddy-l4]=$l4 [suite]=$suite)
 declare -A proc=([haproxy]=${pids[1]} [nginx]=${pids[2]} [caddy-l4]=${pids[3]} [suite]=${pids[4]})
 declare -A logs=([direct]="" [haproxy]=$work/haproxy.log [nginx]=$work/nginx/error.log
 	[caddy-l4]=$work/caddy-l4/log [suite]=$work/suite/log)
+if [[ -n ${BASE:-} ]]; then
+	caddy_bin=$BASE caddy_run suite-base "$base" "$base_site" "$suite_handler" terminate_tls "$suite_tickets"
+	paths+=(suite-base)
+	port[suite-base]=$base proc[suite-base]=${pids[5]} logs[suite-base]=$work/suite-base/log
+	wait_port "$base"
+fi
 for p in "$origin_mtls" "$origin_plain" "$hap" "$ngx" "$l4" "$suite"; do wait_port "$p"; done
 
 # --- sanity: every path really re-encrypts with the client certificate ------
@@ -364,12 +374,12 @@ echo
 for w in $WORKLOADS; do
 	d=$(median "${results[$w,direct]}")
 	n=$(median "${results[$w,nginx]}")
-	printf '%-4s %-9s | %8s | %8s | %8s | %s\n' "$w" path "req/s" "x direct" "x nginx" "proxy CPU"
+	printf '%-4s %-10s | %8s | %8s | %8s | %s\n' "$w" path "req/s" "x direct" "x nginx" "proxy CPU"
 	for p in "${paths[@]}"; do
 		v=$(median "${results[$w,$p]}")
 		c="$(median "${results[$w,$p,cpu]}") us/req"
 		[[ $p == direct ]] && c=-
-		printf '%-4s %-9s | %8s | %8s | %8s | %s\n' "$w" "$p" "$v" "$(ratio "$v" "$d")" "$(ratio "$v" "$n")" "$c"
+		printf '%-4s %-10s | %8s | %8s | %8s | %s\n' "$w" "$p" "$v" "$(ratio "$v" "$d")" "$(ratio "$v" "$n")" "$c"
 	done
 	echo
 done
@@ -382,5 +392,8 @@ for w in $WORKLOADS; do
 		echo "suite/nginx W4: $x (target >= 1.00: $verdict)"
 	else
 		echo "suite/nginx W4N: $x (no target; >= 1.00: $verdict)"
+	fi
+	if [[ -n ${BASE:-} ]]; then
+		echo "suite/suite-base $w: $(ratio "$s" "$(median "${results[$w,suite-base]}")") (BASE=$BASE, same rounds)"
 	fi
 done

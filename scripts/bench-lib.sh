@@ -5,13 +5,15 @@
 # wrk's output.
 
 # bench_init NAME: $repo, $work (a temp dir, kept with KEEP=1), $pids,
-# $bench_name, and $CADDY (built from this checkout unless set).
+# $cleanups (commands run after the processes are stopped), $bench_name,
+# and $CADDY (built from this checkout unless set).
 bench_init() {
 	bench_name=$1
 	repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 	work=$(mktemp -d "/tmp/$bench_name.XXXXXX")
 	chmod 755 "$work" # nginx workers run as nobody
 	pids=()
+	cleanups=()
 	trap bench_cleanup EXIT
 	CADDY=${CADDY:-}
 	if [[ -z "$CADDY" ]]; then
@@ -25,6 +27,8 @@ bench_init() {
 bench_cleanup() {
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
+	local c
+	for c in "${cleanups[@]}"; do eval "$c" || true; done
 	if [[ "${KEEP:-}" == 1 ]]; then echo "work dir kept: $work" >&2; else rm -rf "$work"; fi
 }
 
@@ -48,12 +52,17 @@ free_ports() { # N: N distinct loopback ports nobody listens on, on one line
 	echo "$used"
 }
 
-wait_port() { # port: wait up to 10 s for something to listen on 127.0.0.1
+# wait_port port [host [prefix...]]: wait up to 10 s for something to
+# listen on host (127.0.0.1), probing through prefix (e.g. ip netns exec NS)
+wait_port() {
+	local port=$1 host=${2:-127.0.0.1}
+	shift
+	(($#)) && shift
 	for _ in $(seq 1 200); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		"${@:-command}" bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null && return 0
 		sleep 0.05
 	done
-	fail "port $1 did not open"
+	fail "port $port on $host did not open"
 }
 
 fail() { # message [log files...]: print them and exit
@@ -81,6 +90,9 @@ to_mib() { # 12.3MB / 800.1KB / 1.2GB -> MiB
 to_us() { # 1.23ms / 456.00us / 1.2s -> microseconds
 	awk -v v="$1" 'BEGIN{n=v+0; if(v~/ms$/)n*=1000; else if(v~/us$/)n*=1; else if(v~/s$/)n*=1000000; printf "%.0f", n}'
 }
+
+# wrk_pct out pct: wrk's --latency percentile line (50%, 99%) in microseconds
+wrk_pct() { to_us "$(awk -v p="$2" '$1==p{print $2}' <<<"$1")"; }
 
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{if(NR%2)print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }

@@ -2,7 +2,6 @@ package passthrough
 
 import (
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -11,13 +10,14 @@ import (
 )
 
 // BenchmarkProxyThroughput streams 64 MiB per op from a backend to a
-// client through the listener wrapper: the suite's handler against
-// caddy-l4's proxy handler. The backend reads the ClientHello and then
+// client through the listener wrapper: the suite's handler (its default
+// copy, buffered on loopback, and "copy":"splice") against caddy-l4's
+// proxy handler. The backend reads the ClientHello and then
 // sends raw bytes (the proxy never looks past the ClientHello).
 func BenchmarkProxyThroughput(b *testing.B) {
 	const size = 64 << 20
 	hello := hellotest.Go(b, &tls.Config{ServerName: "db.example.com"})
-	for _, impl := range []string{"caddy-l4", "suite"} {
+	for _, impl := range []string{"caddy-l4", "suite", "suite-splice"} {
 		b.Run(impl, func(b *testing.B) {
 			t := &testing.T{}
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -45,11 +45,12 @@ func BenchmarkProxyThroughput(b *testing.B) {
 					}()
 				}
 			}()
-			var wrapper string
-			if impl == "caddy-l4" {
+			wrapper := copyWrapper(ln.Addr().String(), "")
+			switch impl {
+			case "caddy-l4":
 				wrapper = plainWrapper("db.example.com", ln.Addr().String(), "")
-			} else {
-				wrapper = fmt.Sprintf(`{"routes":[{"match":[{"clienthello":{"sni":["db.example.com"]}}],"handle":[{"handler":"passthrough","upstreams":[{"dial":%q}]}]}]}`, ln.Addr().String())
+			case "suite-splice":
+				wrapper = copyWrapper(ln.Addr().String(), `"copy":"splice"`)
 			}
 			f := startFront(t, wrapper)
 			defer f.unload()

@@ -31,8 +31,8 @@ func init() {
 // Handler proxies a layer-4 connection, untouched, to one of its
 // upstreams: the bytes the matchers read (the ClientHello) are replayed
 // first, behind a PROXY protocol header when configured, and then the two
-// TCP connections are joined directly, so the kernel's splice path copies
-// the data. It counts connections per upstream (least_conn and
+// connections are joined: through a pooled buffer when a peer is on this
+// host, by the kernel's splice otherwise (see Copy). It counts connections per upstream (least_conn and
 // max_connections see every open connection, across reloads), dials with
 // a timeout, logs one line per connection and reports metrics.
 //
@@ -79,6 +79,14 @@ type Handler struct {
 	// long. Setting it makes the proxy copy through user space (with
 	// read deadlines) instead of the kernel's splice. Default: none.
 	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
+	// How the bytes are copied once the connections are joined: "auto"
+	// copies through a pooled 32 KiB buffer when the client or the
+	// upstream is on this host (a loopback address or a Unix socket) and
+	// leaves the copy to the kernel (splice(2)) otherwise; "splice" and
+	// "buffered" force one way. An idle_timeout always copies through
+	// the buffer. Default: auto.
+	Copy string `json:"copy,omitempty"`
 
 	// Close any connection this long after it was accepted. Default: none.
 	MaxLifetime caddy.Duration `json:"max_lifetime,omitempty"`
@@ -171,6 +179,11 @@ func (h *Handler) validate() error {
 		h.ppVersion = 2
 	default:
 		errs = append(errs, fmt.Errorf("proxy_protocol %q: want v1 or v2", h.ProxyProtocol))
+	}
+	switch h.Copy {
+	case "", copyAuto, copySplice, copyBuffered:
+	default:
+		errs = append(errs, fmt.Errorf("copy %q: want auto, splice or buffered", h.Copy))
 	}
 	if h.ProxyProtocolIdentity && h.ProxyProtocol != "v2" {
 		errs = append(errs, fmt.Errorf("proxy_protocol_identity needs proxy_protocol v2 (TLVs exist only in v2)"))

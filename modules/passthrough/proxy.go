@@ -63,11 +63,12 @@ func (pc *proxyConn) run(header, replay []byte, idle time.Duration) (toUp, toDow
 	if testHookProxy != nil {
 		testHookProxy(pc.down, pc.up)
 	}
+	splice := useSplice(pc.h.Copy, idle, pc.down, pc.up)
 	if ce := pc.h.logger.Check(zapcore.DebugLevel, "joining connections"); ce != nil {
 		_, downTCP := pc.down.(*net.TCPConn)
 		_, upTCP := pc.up.(*net.TCPConn)
 		ce.Write(zap.String("client_conn", fmt.Sprintf("%T", pc.down)), zap.String("upstream_conn", fmt.Sprintf("%T", pc.up)),
-			zap.Bool("splice", downTCP && upTCP && idle <= 0))
+			zap.Bool("splice", splice && downTCP && upTCP))
 	}
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
@@ -82,11 +83,11 @@ func (pc *proxyConn) run(header, replay []byte, idle time.Duration) (toUp, toDow
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		upN, upErr = pc.copy(pc.up, pc.down, idle, &last)
+		upN, upErr = pc.copy(pc.up, pc.down, idle, splice, &last)
 		first.CompareAndSwap(nil, &clientEnd)
 		pc.endDirection(pc.up, upErr)
 	}()
-	downN, downErr := pc.copy(pc.down, pc.up, idle, &last)
+	downN, downErr := pc.copy(pc.down, pc.up, idle, splice, &last)
 	first.CompareAndSwap(nil, &upEnd)
 	pc.endDirection(pc.down, downErr)
 	wg.Wait()
@@ -127,15 +128,58 @@ func (pc *proxyConn) endDirection(dst net.Conn, err error) {
 	_ = dst.Close()
 }
 
-// copy moves bytes from src to dst. Without an idle timeout it is a plain
-// io.Copy, which for two *net.TCPConn is a splice in the kernel.
-func (pc *proxyConn) copy(dst, src net.Conn, idle time.Duration, last *atomic.Int64) (int64, error) {
-	if idle <= 0 {
+// The copy modes (Handler.Copy).
+const (
+	copyAuto     = "auto"
+	copySplice   = "splice"
+	copyBuffered = "buffered"
+)
+
+// useSplice tells whether the copy is left to io.Copy, which for two
+// *net.TCPConn is splice(2) in the kernel, rather than done through a
+// pooled buffer. "auto" splices only when neither peer is on this host.
+// On loopback the sender delivers at memory speed: Go's splice then
+// moves up to 1 MiB per system call for no less CPU than two copies, and
+// the proxy waits in long system calls and pacing timers instead of
+// working (docs/benchmarks.md, "W1 and the copy"). Across a network
+// card, splice saves a fifth to a third of the copy's system-call time.
+// An idle timeout needs read deadlines between reads: always buffered.
+func useSplice(mode string, idle time.Duration, down, up net.Conn) bool {
+	switch {
+	case idle > 0 || mode == copyBuffered:
+		return false
+	case mode == copySplice:
+		return true
+	}
+	return !onThisHost(down.RemoteAddr()) && !onThisHost(up.RemoteAddr())
+}
+
+// onThisHost tells whether a peer is on this machine: a loopback address
+// (IPv4-mapped ones included) or a Unix socket.
+func onThisHost(a net.Addr) bool {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	case *net.UnixAddr:
+		return true
+	}
+	return false
+}
+
+// copy moves bytes from src to dst: with splice a plain io.Copy,
+// otherwise through a pooled 32 KiB buffer (as caddy-l4's proxy, HAProxy
+// and nginx do), with read deadlines when an idle timeout is set.
+func (pc *proxyConn) copy(dst, src net.Conn, idle time.Duration, splice bool, last *atomic.Int64) (int64, error) {
+	if splice {
 		return io.Copy(dst, src)
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
+	if idle <= 0 {
+		// the wrappers hide ReadFrom and WriteTo, which would splice
+		return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
+	}
 	var total int64
 	for {
 		_ = src.SetReadDeadline(time.Now().Add(idle))
