@@ -30,6 +30,7 @@ import (
 //			proxy_protocol v1|v2|off
 //			dial_timeout <duration>
 //			idle_timeout <duration>
+//			copy auto|splice|buffered
 //			max_lifetime <duration>
 //			grace_period <duration>
 //		}]
@@ -39,6 +40,7 @@ import (
 //		proxy_protocol v1|v2
 //		dial_timeout <duration>
 //		idle_timeout <duration>
+//		copy auto|splice|buffered
 //		max_lifetime <duration>
 //		grace_period <duration>
 //	}
@@ -92,6 +94,7 @@ type routeOptions struct {
 	proxyProtocol              string
 	dialTimeout                caddy.Duration
 	idleTimeout                caddy.Duration
+	copyMode                   string
 	maxLifetime                caddy.Duration
 	gracePeriod                caddy.Duration
 }
@@ -99,7 +102,7 @@ type routeOptions struct {
 // options valid at block level too (defaults for every route)
 var blockLevelOptions = map[string]bool{
 	"proxy_protocol": true, "dial_timeout": true, "idle_timeout": true,
-	"max_lifetime": true, "grace_period": true,
+	"max_lifetime": true, "grace_period": true, "copy": true,
 }
 
 // ParseBlock parses a passthrough block; d is at the `passthrough` token.
@@ -316,6 +319,11 @@ func (o *routeOptions) parseOption(d *caddyfile.Dispenser, opt string) error {
 		o.dialTimeout, err = durationArg(d, opt)
 	case "idle_timeout":
 		o.idleTimeout, err = durationArg(d, opt)
+	case "copy":
+		o.copyMode, err = stringArg(d, opt)
+		if err == nil && o.copyMode != "auto" && o.copyMode != "splice" && o.copyMode != "buffered" {
+			err = d.Errf("passthrough: copy %q: want auto, splice or buffered", o.copyMode)
+		}
 	case "max_lifetime":
 		o.maxLifetime, err = durationArg(d, opt)
 	case "grace_period":

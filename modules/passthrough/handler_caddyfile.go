@@ -98,7 +98,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	built := b.handler(rs)
 	h.Route, h.Upstreams, h.LoadBalancing, h.HealthChecks = built.Route, built.Upstreams, built.LoadBalancing, built.HealthChecks
 	h.ProxyProtocol, h.DialTimeout, h.IdleTimeout = built.ProxyProtocol, built.DialTimeout, built.IdleTimeout
-	h.MaxLifetime, h.GracePeriod = built.MaxLifetime, built.GracePeriod
+	h.MaxLifetime, h.GracePeriod, h.Copy = built.MaxLifetime, built.GracePeriod, built.Copy
 	h.ProxyProtocolIdentity = identity
 	if identity && h.ProxyProtocol != "v2" {
 		return d.Errf("passthrough: proxy_protocol_identity needs proxy_protocol v2")

@@ -27,6 +27,9 @@ func (b *Block) handler(rs *RouteSpec) *Handler {
 	}
 	h.DialTimeout = pick("dial_timeout").dialTimeout
 	h.IdleTimeout = pick("idle_timeout").idleTimeout
+	if c := pick("copy").copyMode; c != "auto" {
+		h.Copy = c
+	}
 	h.MaxLifetime = pick("max_lifetime").maxLifetime
 	h.GracePeriod = pick("grace_period").gracePeriod
 	for _, up := range rs.Upstreams {
