@@ -1,11 +1,9 @@
-package caddyfile
+package peer
 
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/trustline/trustline/modules/peer"
 )
 
 // The peer directives. (The `peer` matcher, the layer-4 `peer` matcher
@@ -24,9 +22,9 @@ import (
 //   - peer_authorize denies before any other handler has done any work or
 //     read the body, like an access rule in front of the site.
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("peer_identity", parsePeerHandler(func() peerHandler { return new(peer.Publish) }))
-	httpcaddyfile.RegisterHandlerDirective("peer_authorize", parsePeerHandler(func() peerHandler { return new(peer.Authorize) }))
-	httpcaddyfile.RegisterHandlerDirective("forward_peer_identity", parsePeerHandler(func() peerHandler { return new(peer.ForwardHeaders) }))
+	httpcaddyfile.RegisterHandlerDirective("peer_identity", parsePeerHandler(func() peerHandler { return new(Publish) }))
+	httpcaddyfile.RegisterHandlerDirective("peer_authorize", parsePeerHandler(func() peerHandler { return new(Authorize) }))
+	httpcaddyfile.RegisterHandlerDirective("forward_peer_identity", parsePeerHandler(func() peerHandler { return new(ForwardHeaders) }))
 	httpcaddyfile.RegisterDirectiveOrder("peer_identity", httpcaddyfile.Before, "map")
 	httpcaddyfile.RegisterDirectiveOrder("forward_peer_identity", httpcaddyfile.Before, "map")
 	httpcaddyfile.RegisterDirectiveOrder("peer_authorize", httpcaddyfile.Before, "map")
