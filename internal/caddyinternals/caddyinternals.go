@@ -1,12 +1,34 @@
-// Package caddyinternals gathers the places where the suite depends on
-// how Caddy (v2.11.9) and caddy-l4 work inside, beyond their documented
-// API: which part of a config a module is being provisioned in. Each
-// function says what it relies on, and caddyinternals_test.go checks it
-// against the real provisioning, so that a Caddy upgrade that changes it
-// fails a test instead of silently turning a load-time check off.
+// Package caddyinternals is the one door through which the suite depends
+// on how Caddy (v2.11.9) and caddy-l4 work inside, beyond their
+// documented API. Each reach says what it relies on and why there is no
+// public way, and has one test that exercises it against the real Caddy
+// or caddy-l4 code and fails with a message naming the reach and the
+// version it was written against; TestVersions fails when go.mod pins
+// another version, so that an upgrade re-checks them all here.
 //
-// Nothing here writes to Caddy's state; every function reads exported
-// fields of Caddy's config structs while Caddy provisions them.
+//   - which part of a config a module is being provisioned in
+//     (VerifierPolicy, CurrentRoute, WrapperRoute, HTTPServer: this file;
+//     reads of exported fields in Caddy's provisioning order;
+//     TestProvisioningOrder);
+//   - the running config (RunningConfig, config.go: a go:linkname to
+//     caddy.readConfig; TestRunningConfig);
+//   - while a Caddyfile is adapted, the site block a directive is in and
+//     the `servers` global option (SiteBlock, ServersOptions, caddyfile.go:
+//     httpcaddyfile's unexported Helper.parentBlock and serverOptions;
+//     TestCaddyfileReaches);
+//   - caddy-l4's connection variables for TLS handshakes
+//     (AppendClientHello, AppendConnectionState, layer4.go;
+//     TestCaddyL4Variables);
+//   - reverse_proxy's request variable asking for HTTP/1.1
+//     (ReverseProxyH1OnlyVar, reverseproxy.go; TestReverseProxyH1OnlyVar);
+//   - Caddy's pki app: where storage keeps a CA (PKIPrefix, PKIKey) and
+//     its in-memory copy of one (PKICA, written with reflect and unsafe
+//     under the CA's own lock), pki.go; TestPKIStorageLayout,
+//     TestPKICAFields.
+//
+// One reach cannot live here: modules/verify relies on crypto/tls keeping
+// one leaf buffer per handshake (Go's, not Caddy's; pinned by
+// verify.TestHandshakeBufferIdentity).
 package caddyinternals
 
 import (
@@ -17,8 +39,8 @@ import (
 	"github.com/mholt/caddy-l4/modules/l4tls"
 )
 
-// CaddyVersion is the Caddy version whose provisioning order these
-// functions rely on (the tests check it).
+// CaddyVersion is the Caddy version these reaches were written against
+// (TestVersions checks that go.mod pins it).
 const CaddyVersion = "v2.11.9"
 
 // HTTPServer returns the HTTP server whose modules ctx provisions, or nil.
