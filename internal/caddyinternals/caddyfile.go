@@ -25,56 +25,39 @@ func SiteBlock(h httpcaddyfile.Helper) (caddyfile.ServerBlock, error) {
 	return *(*caddyfile.ServerBlock)(unsafe.Pointer(f.UnsafeAddr())), nil
 }
 
-// ServersOption is one `servers` global option as httpcaddyfile holds it
-// while it reads the site blocks.
-type ServersOption struct {
-	ListenerAddress  string // empty: the option applies to every server
-	Protocols        []string
-	ListenerWrappers []json.RawMessage
-
-	wrappers reflect.Value
-}
-
-// SetListenerWrappers replaces the option's listener wrappers; httpcaddyfile
-// sets them on the matching server after the site blocks were read.
-func (o *ServersOption) SetListenerWrappers(w []json.RawMessage) {
-	o.wrappers.Set(reflect.ValueOf(w))
-	o.ListenerWrappers = w
-}
-
-// ServersOptions returns the `servers` global options of the Caddyfile
-// being adapted.
+// EditServersOptions calls edit with the listener address (empty: the
+// option applies to every server), protocols and listener wrappers of
+// each `servers` global option of the Caddyfile being adapted, and gives
+// the option the wrappers edit returns; httpcaddyfile sets them on the
+// matching server after the site blocks were read.
 //
 // The option's value is a slice of httpcaddyfile's unexported
-// serverOptions, read (ListenerAddress, Protocols, ListenerWrappersRaw)
-// and written (ListenerWrappersRaw) by field name: a directive that adds
-// listener wrappers to its site's server must put them there when such an
-// option applies, or httpcaddyfile replaces them with the option's.
-// TestCaddyfileReaches pins it.
-func ServersOptions(h httpcaddyfile.Helper) ([]*ServersOption, error) {
+// serverOptions, read and written by field name (ListenerAddress,
+// Protocols, ListenerWrappersRaw): a directive that adds listener wrappers
+// to its site's server must put them there when such an option applies,
+// or httpcaddyfile replaces them. TestCaddyfileReaches pins it.
+func EditServersOptions(h httpcaddyfile.Helper, edit func(address string, protocols []string, wrappers []json.RawMessage) ([]json.RawMessage, error)) error {
 	opt := h.Option("servers")
 	if opt == nil {
-		return nil, nil
+		return nil
 	}
 	list := reflect.ValueOf(opt)
 	broken := fmt.Errorf("the `servers` option of this Caddy version (%T) is not the one of Caddy %s: the passthrough directive needs updating", opt, CaddyVersion)
 	if list.Kind() != reflect.Slice || list.Type().Elem().Kind() != reflect.Struct {
-		return nil, broken
+		return broken
 	}
-	var out []*ServersOption
 	for i := range list.Len() {
 		e := list.Index(i)
 		la, protos, wrappers := e.FieldByName("ListenerAddress"), e.FieldByName("Protocols"), e.FieldByName("ListenerWrappersRaw")
 		if !la.IsValid() || la.Kind() != reflect.String || !protos.IsValid() || protos.Type() != reflect.TypeFor[[]string]() ||
 			!wrappers.IsValid() || wrappers.Type() != reflect.TypeFor[[]json.RawMessage]() || !wrappers.CanSet() {
-			return nil, broken
+			return broken
 		}
-		out = append(out, &ServersOption{
-			ListenerAddress:  la.String(),
-			Protocols:        protos.Interface().([]string),
-			ListenerWrappers: wrappers.Interface().([]json.RawMessage),
-			wrappers:         wrappers,
-		})
+		w, err := edit(la.String(), protos.Interface().([]string), wrappers.Interface().([]json.RawMessage))
+		if err != nil {
+			return err
+		}
+		wrappers.Set(reflect.ValueOf(w))
 	}
-	return out, nil
+	return nil
 }

@@ -28,19 +28,19 @@ func init() {
 				}
 			}
 		}
-		opts, err := ServersOptions(h)
-		if err != nil {
-			return nil, err
-		}
-		for _, o := range opts {
+		err = EditServersOptions(h, func(address string, protocols []string, wrappers []json.RawMessage) ([]json.RawMessage, error) {
 			var w []string
-			for _, raw := range o.ListenerWrappers {
+			for _, raw := range wrappers {
 				w = append(w, string(raw))
 			}
-			line += " servers " + o.ListenerAddress + " " + strings.Join(o.Protocols, ",") + " " + strings.Join(w, ",")
-			if !bind {
-				o.SetListenerWrappers(append([]json.RawMessage{json.RawMessage(`{"wrapper":"probe"}`)}, o.ListenerWrappers...))
+			line += " servers " + address + " " + strings.Join(protocols, ",") + " " + strings.Join(w, ",")
+			if bind {
+				return wrappers, nil
 			}
+			return append([]json.RawMessage{json.RawMessage(`{"wrapper":"probe"}`)}, wrappers...), nil
+		})
+		if err != nil {
+			return nil, err
 		}
 		caddyfileProbe = append(caddyfileProbe, line)
 		return nil, nil
@@ -50,7 +50,7 @@ func init() {
 // TestCaddyfileReaches: the two reaches of the passthrough directive into
 // httpcaddyfile's unexported state while a Caddyfile is adapted. SiteBlock
 // reads Helper.parentBlock (the keys and the bind of the site block the
-// directive is in); ServersOptions reads the `servers` global option's
+// directive is in); EditServersOptions reads the `servers` global option's
 // unexported serverOptions and writes its ListenerWrappersRaw, which
 // httpcaddyfile then sets on the server.
 func TestCaddyfileReaches(t *testing.T) {

@@ -1,34 +1,15 @@
 // Package caddyinternals is the one door through which the suite depends
 // on how Caddy (v2.11.9) and caddy-l4 work inside, beyond their
-// documented API. Each reach says what it relies on and why there is no
-// public way, and has one test that exercises it against the real Caddy
-// or caddy-l4 code and fails with a message naming the reach and the
-// version it was written against; TestVersions fails when go.mod pins
-// another version, so that an upgrade re-checks them all here.
-//
-//   - which part of a config a module is being provisioned in
-//     (VerifierPolicy, CurrentRoute, WrapperRoute, HTTPServer: this file;
-//     reads of exported fields in Caddy's provisioning order;
-//     TestProvisioningOrder);
-//   - the running config (RunningConfig, config.go: a go:linkname to
-//     caddy.readConfig; TestRunningConfig);
-//   - while a Caddyfile is adapted, the site block a directive is in and
-//     the `servers` global option (SiteBlock, ServersOptions, caddyfile.go:
-//     httpcaddyfile's unexported Helper.parentBlock and serverOptions;
-//     TestCaddyfileReaches);
-//   - caddy-l4's connection variables for TLS handshakes
-//     (AppendClientHello, AppendConnectionState, layer4.go;
-//     TestCaddyL4Variables);
-//   - reverse_proxy's request variable asking for HTTP/1.1
-//     (ReverseProxyH1OnlyVar, reverseproxy.go; TestReverseProxyH1OnlyVar);
-//   - Caddy's pki app: where storage keeps a CA (PKIPrefix, PKIKey) and
-//     its in-memory copy of one (PKICA, written with reflect and unsafe
-//     under the CA's own lock), pki.go; TestPKIStorageLayout,
-//     TestPKICAFields.
-//
-// One reach cannot live here: modules/verify relies on crypto/tls keeping
-// one leaf buffer per handshake (Go's, not Caddy's; pinned by
-// verify.TestHandshakeBufferIdentity).
+// documented API: the provisioning order (this file), the running config
+// (config.go), httpcaddyfile's state while a Caddyfile is adapted
+// (caddyfile.go), caddy-l4's connection variables (layer4.go),
+// reverse_proxy's request variables (below) and the pki app's
+// storage and in-memory CA (pki.go). Each reach says what it relies on
+// and why there is no public way, and has one test that runs it against
+// the real Caddy or caddy-l4 code and fails naming the reach and the
+// version; TestVersions fails when go.mod pins other versions. The list,
+// with the users of each: docs/architecture.md, "Reaches into Caddy's
+// private state".
 package caddyinternals
 
 import (
@@ -42,6 +23,12 @@ import (
 // CaddyVersion is the Caddy version these reaches were written against
 // (TestVersions checks that go.mod pins it).
 const CaddyVersion = "v2.11.9"
+
+// ReverseProxyH1OnlyVar is the request variable (Caddy's unexported
+// tlsH1OnlyVarKey) by which reverse_proxy asks its transport for an
+// HTTP/1.1-only TLS connection on a WebSocket upgrade, as a transport
+// that dials TLS itself must honour. TestReverseProxyH1OnlyVar pins it.
+const ReverseProxyH1OnlyVar = "reverse_proxy.tls_h1_only"
 
 // HTTPServer returns the HTTP server whose modules ctx provisions, or nil.
 // Caddy's http app puts the server in the context of everything it

@@ -42,15 +42,8 @@ func PKIKey(id, file string) string { return path.Join(PKIPrefix(id), file) }
 // the CA's own mutex (mu), exactly as Caddy's renewCertsForCA does after
 // renewing. TestPKICAFields pins the fields against Caddy's own getters.
 //
-// The public route was measured and not taken (2026-12, Caddy v2.11.9):
-// reloading the running config (caddy.Load with the config read back)
-// makes the pki app read the CA from storage again, in about 10 ms for a
-// config of 13 sites, but the config can be read back in process only
-// through RunningConfig (a reach too), the read and the load are not one
-// step (an admin change landing in between would be reverted), and every
-// renewal, on every node, would close each WebSocket that reverse_proxy
-// holds (its default stream_close_delay is 0) and every idle keep-alive
-// connection; in-flight requests and passthrough connections survive.
+// A reload of the running config would make Caddy read the CA again; why
+// the cluster does not take that route: docs/architecture.md.
 //
 // caddypki.CA's getters have value receivers: they copy the whole struct
 // before taking the lock, so any in-place update, Caddy's own renewal

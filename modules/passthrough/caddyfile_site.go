@@ -210,26 +210,22 @@ func readParentBlock(h httpcaddyfile.Helper) (*parentSite, error) {
 // the passthrough wrapper is put into that option's list (before its
 // `tls` wrapper, or first followed by `tls`). It returns whether it did,
 // and the option's protocols.
-func mergeIntoServersOption(h httpcaddyfile.Helper, ports, binds []string, lw *layer4.ListenerWrapper) (bool, []string, error) {
-	opts, err := caddyinternals.ServersOptions(h)
-	if err != nil {
-		return false, nil, err
-	}
-	var merged bool
-	var protocols []string
-	for _, opt := range opts {
-		la := opt.ListenerAddress
+func mergeIntoServersOption(h httpcaddyfile.Helper, ports, binds []string, lw *layer4.ListenerWrapper) (merged bool, protocols []string, err error) {
+	err = caddyinternals.EditServersOptions(h, func(la string, protos []string, wrappers []json.RawMessage) ([]json.RawMessage, error) {
 		if la == "" {
-			return false, nil, fmt.Errorf("the `servers` global option without a listener address applies to every server, and its settings replace the listener wrappers that passthrough adds; give it the address of this site's listener (as in `servers :%s { ... }`)", ports[0])
+			return nil, fmt.Errorf("the `servers` global option without a listener address applies to every server, and its settings replace the listener wrappers that passthrough adds; give it the address of this site's listener (as in `servers :%s { ... }`)", ports[0])
 		}
 		na, err := caddy.ParseNetworkAddress(la)
 		if err != nil || !slices.Contains(ports, strconv.Itoa(int(na.StartPort))) {
-			continue
+			return wrappers, nil
 		}
 		if la != ":"+strconv.Itoa(int(na.StartPort)) || len(binds) > 0 {
-			return false, nil, fmt.Errorf("cannot tell whether `servers %s` applies to this site's server (Caddy matches it to the server's listen address as written, and it or the site names a host or network); write `servers :%d` without a bind in the site, or configure listener_wrappers by hand", la, na.StartPort)
+			return nil, fmt.Errorf("cannot tell whether `servers %s` applies to this site's server (Caddy matches it to the server's listen address as written, and it or the site names a host or network); write `servers :%d` without a bind in the site, or configure listener_wrappers by hand", la, na.StartPort)
 		}
-		wrappers := opt.ListenerWrappers
+		if len(protos) > 0 {
+			protocols = protos
+		}
+		merged = true
 		lwJSON := caddyconfig.JSONModuleObject(lw, "wrapper", "layer4", nil)
 		tlsAt := slices.IndexFunc(wrappers, func(raw json.RawMessage) bool {
 			var w struct {
@@ -238,15 +234,9 @@ func mergeIntoServersOption(h httpcaddyfile.Helper, ports, binds []string, lw *l
 			return json.Unmarshal(raw, &w) == nil && w.Wrapper == "tls"
 		})
 		if tlsAt >= 0 {
-			wrappers = slices.Insert(slices.Clone(wrappers), tlsAt, lwJSON)
-		} else {
-			wrappers = append([]json.RawMessage{lwJSON, json.RawMessage(`{"wrapper":"tls"}`)}, wrappers...)
+			return slices.Insert(slices.Clone(wrappers), tlsAt, lwJSON), nil
 		}
-		opt.SetListenerWrappers(wrappers)
-		if len(opt.Protocols) > 0 {
-			protocols = opt.Protocols
-		}
-		merged = true
-	}
-	return merged, protocols, nil
+		return append([]json.RawMessage{lwJSON, json.RawMessage(`{"wrapper":"tls"}`)}, wrappers...), nil
+	})
+	return merged, protocols, err
 }

@@ -22,25 +22,20 @@ import (
 //   - peer_authorize denies before any other handler has done any work or
 //     read the body, like an access rule in front of the site.
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("peer_identity", parsePeerHandler(func() peerHandler { return new(Publish) }))
-	httpcaddyfile.RegisterHandlerDirective("peer_authorize", parsePeerHandler(func() peerHandler { return new(Authorize) }))
-	httpcaddyfile.RegisterHandlerDirective("forward_peer_identity", parsePeerHandler(func() peerHandler { return new(ForwardHeaders) }))
+	httpcaddyfile.RegisterHandlerDirective("peer_identity", parseHandler[Publish])
+	httpcaddyfile.RegisterHandlerDirective("peer_authorize", parseHandler[Authorize])
+	httpcaddyfile.RegisterHandlerDirective("forward_peer_identity", parseHandler[ForwardHeaders])
 	httpcaddyfile.RegisterDirectiveOrder("peer_identity", httpcaddyfile.Before, "map")
 	httpcaddyfile.RegisterDirectiveOrder("forward_peer_identity", httpcaddyfile.Before, "map")
 	httpcaddyfile.RegisterDirectiveOrder("peer_authorize", httpcaddyfile.Before, "map")
 }
 
-type peerHandler interface {
+// parseHandler parses the directive into a new T.
+func parseHandler[T any, P interface {
+	*T
 	caddyhttp.MiddlewareHandler
 	caddyfile.Unmarshaler
-}
-
-func parsePeerHandler(newHandler func() peerHandler) httpcaddyfile.UnmarshalHandlerFunc {
-	return func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-		m := newHandler()
-		if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
-			return nil, err
-		}
-		return m, nil
-	}
+}](h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := P(new(T))
+	return m, m.UnmarshalCaddyfile(h.Dispenser)
 }
