@@ -16,7 +16,6 @@ import (
 	_ "github.com/mholt/caddy-l4/modules/l4subroute"
 	_ "github.com/mholt/caddy-l4/modules/l4tls"
 
-	_ "github.com/trustline/trustline/caddyfile"
 	_ "github.com/trustline/trustline/modules/cluster"
 	_ "github.com/trustline/trustline/modules/keystore"
 	_ "github.com/trustline/trustline/modules/passthrough"

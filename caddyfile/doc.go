@@ -1,3 +1,3 @@
-// Package caddyfile registers the suite's Caddyfile directives and global
-// options, and holds the golden Caddyfile-to-JSON tests for all of them.
+// Package caddyfile holds the golden Caddyfile-to-JSON tests of every
+// directive and global option, each registered beside its module.
 package caddyfile

@@ -24,6 +24,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/trustline/trustline/integration/bench"
+	"github.com/trustline/trustline/internal/caddyinternals"
 	"github.com/trustline/trustline/internal/testpki"
 	"github.com/trustline/trustline/modules/material/castore"
 	storageredis "github.com/trustline/trustline/modules/storage/redis"
@@ -139,7 +140,7 @@ func (cl *cluster) ca() (*testpki.CA, *castore.CA) {
 	var certs bytes.Buffer
 	certs.Write(testpki.CertsPEM(stored.Intermediates...))
 	certs.Write(testpki.CertsPEM(stored.Root))
-	keyPEM, err := st.Load(ctx, castore.Key("local", castore.IntermediateKey))
+	keyPEM, err := st.Load(ctx, caddyinternals.PKIKey("local", caddyinternals.PKIIntermediateKey))
 	if err != nil {
 		cl.t.Fatal(err)
 	}
@@ -552,8 +553,8 @@ func TestClusterRollbackRefused(t *testing.T) {
 	ctx := context.Background()
 	rc := goredis.NewClient(&goredis.Options{Addr: cl.redis, DisableIdentity: true})
 	defer rc.Close()
-	crtKey := "{" + clusterPrefix + "}:v:" + castore.Key("local", castore.IntermediateCert)
-	keyKey := "{" + clusterPrefix + "}:v:" + castore.Key("local", castore.IntermediateKey)
+	crtKey := "{" + clusterPrefix + "}:v:" + caddyinternals.PKIKey("local", caddyinternals.PKIIntermediateCert)
+	keyKey := "{" + clusterPrefix + "}:v:" + caddyinternals.PKIKey("local", caddyinternals.PKIIntermediateKey)
 	oldCrt, err1 := rc.HGet(ctx, crtKey, "v").Bytes()
 	oldKey, err2 := rc.HGet(ctx, keyKey, "v").Bytes()
 	if err1 != nil || err2 != nil {
@@ -574,7 +575,7 @@ func TestClusterRollbackRefused(t *testing.T) {
 	if err := rc.HSet(ctx, keyKey, "v", oldKey).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rc.Publish(ctx, "{"+clusterPrefix+"}:changes", castore.Key("local", castore.IntermediateCert)).Err(); err != nil {
+	if err := rc.Publish(ctx, "{"+clusterPrefix+"}:changes", caddyinternals.PKIKey("local", caddyinternals.PKIIntermediateCert)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	var repaired string

@@ -1,12 +1,15 @@
-// Package caddyinternals gathers the places where the suite depends on
-// how Caddy (v2.11.9) and caddy-l4 work inside, beyond their documented
-// API: which part of a config a module is being provisioned in. Each
-// function says what it relies on, and caddyinternals_test.go checks it
-// against the real provisioning, so that a Caddy upgrade that changes it
-// fails a test instead of silently turning a load-time check off.
-//
-// Nothing here writes to Caddy's state; every function reads exported
-// fields of Caddy's config structs while Caddy provisions them.
+// Package caddyinternals is the one door through which the suite depends
+// on how Caddy (v2.11.9) and caddy-l4 work inside, beyond their
+// documented API: the provisioning order (this file), the running config
+// (config.go), httpcaddyfile's state while a Caddyfile is adapted
+// (caddyfile.go), caddy-l4's connection variables (layer4.go),
+// reverse_proxy's request variables (below) and the pki app's
+// storage and in-memory CA (pki.go). Each reach says what it relies on
+// and why there is no public way, and has one test that runs it against
+// the real Caddy or caddy-l4 code and fails naming the reach and the
+// version; TestVersions fails when go.mod pins other versions. The list,
+// with the users of each: docs/architecture.md, "Reaches into Caddy's
+// private state".
 package caddyinternals
 
 import (
@@ -17,9 +20,15 @@ import (
 	"github.com/mholt/caddy-l4/modules/l4tls"
 )
 
-// CaddyVersion is the Caddy version whose provisioning order these
-// functions rely on (the tests check it).
+// CaddyVersion is the Caddy version these reaches were written against
+// (TestVersions checks that go.mod pins it).
 const CaddyVersion = "v2.11.9"
+
+// ReverseProxyH1OnlyVar is the request variable (Caddy's unexported
+// tlsH1OnlyVarKey) by which reverse_proxy asks its transport for an
+// HTTP/1.1-only TLS connection on a WebSocket upgrade, as a transport
+// that dials TLS itself must honour. TestReverseProxyH1OnlyVar pins it.
+const ReverseProxyH1OnlyVar = "reverse_proxy.tls_h1_only"
 
 // HTTPServer returns the HTTP server whose modules ctx provisions, or nil.
 // Caddy's http app puts the server in the context of everything it

@@ -194,22 +194,29 @@ func TestProvisioningOrder(t *testing.T) {
 	}
 }
 
-// TestCaddyVersion names the Caddy version the functions were checked
-// against (the one go.mod pins): on an upgrade, re-read each function's
-// note on what it relies on, then update CaddyVersion.
-func TestCaddyVersion(t *testing.T) {
+// TestVersions names the Caddy and caddy-l4 versions the reaches were
+// checked against (the ones go.mod pins): on an upgrade, re-read each
+// function's note on what it relies on, run this package's tests, then
+// update CaddyVersion or CaddyL4Version.
+func TestVersions(t *testing.T) {
 	mod, err := os.ReadFile("../../go.mod")
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := map[string]string{"github.com/caddyserver/caddy/v2": CaddyVersion, "github.com/mholt/caddy-l4": CaddyL4Version}
 	for _, line := range strings.Split(string(mod), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "github.com/caddyserver/caddy/v2" {
-			if f[1] != CaddyVersion {
-				t.Errorf("go.mod pins Caddy %s; this package was checked against %s: re-read each function's note on what it relies on, then update CaddyVersion", f[1], CaddyVersion)
+		if len(f) < 2 {
+			continue
+		}
+		if v, ok := want[f[0]]; ok {
+			if f[1] != v {
+				t.Errorf("go.mod pins %s %s; this package's reaches into it were checked against %s: re-read each function's note on what it relies on, run this package's tests, then update the version constant", f[0], f[1], v)
 			}
-			return
+			delete(want, f[0])
 		}
 	}
-	t.Fatal("go.mod does not require github.com/caddyserver/caddy/v2")
+	for m := range want {
+		t.Errorf("go.mod does not require %s", m)
+	}
 }

@@ -10,13 +10,16 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddypki"
 	"go.uber.org/zap"
 )
 
 func init() {
 	caddy.RegisterModule(App{})
+	httpcaddyfile.RegisterGlobalOption("trustline_cluster", parseGlobalOption)
 }
 
 // Defaults.
@@ -252,6 +255,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// parseGlobalOption reads the trustline_cluster global option (syntax on
+// UnmarshalCaddyfile) into the app of that name.
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("trustline_cluster: the global option is given twice (list several CAs in one block: ca <id>...)")
+	}
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "trustline_cluster", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
 // Interface guards

@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/trustline/trustline/internal/caddyinternals"
 	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/material/castore"
 )
@@ -28,7 +29,7 @@ type caState struct {
 	storage certmagic.Storage
 	ratio   float64
 	logger  *zap.Logger
-	fields  *caddyCAFields // nil: Caddy's in-memory copy cannot be kept in step
+	mem     *caddyinternals.PKICA // nil: Caddy's in-memory copy cannot be kept in step
 	wake    chan struct{}
 
 	mu      sync.Mutex // one check or renewal at a time on this node
@@ -72,20 +73,20 @@ func (s *caState) fallbackRoot() *x509.Certificate {
 
 // provision reads the CA from storage and brings Caddy's copy in step.
 func (s *caState) provision(ctx caddy.Context) error {
-	fields, err := caddyCA(s.ca)
+	mem, err := caddyinternals.OpenPKICA(s.ca)
 	if err != nil {
 		s.logger.Warn("Caddy's in-memory copy of the CA cannot be kept in step with storage on this Caddy version; "+
 			"`tls internal` and acme_server issue from the intermediate loaded at start, and Caddy's own maintenance "+
 			"may replace the shared intermediate without a lock (the cluster follows it)",
 			zap.Error(err))
 	}
-	s.fields = fields
+	s.mem = mem
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	stored, err := castore.Load(lctx, s.storage, s.id, s.fallbackRoot(), true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("Caddy's storage does not hold this CA's certificates (%s); a pki CA with a storage of its own cannot be coordinated: %w",
-			castore.Prefix(s.id), err)
+			caddyinternals.PKIPrefix(s.id), err)
 	}
 	if err != nil {
 		// e.g. a renewal caught half-way for longer than the retries:
@@ -104,8 +105,8 @@ func (s *caState) provision(ctx caddy.Context) error {
 
 // inMemory is Caddy's in-memory copy of the CA (root, intermediate chain).
 func (s *caState) inMemory() (*x509.Certificate, []*x509.Certificate) {
-	if s.fields != nil {
-		root, chain, _ := s.fields.get()
+	if s.mem != nil {
+		root, chain, _ := s.mem.Get()
 		return root, chain
 	}
 	return s.ca.RootCertificate(), s.ca.IntermediateCertificateChain()
@@ -217,7 +218,7 @@ func isInconsistent(err error) bool {
 }
 
 func (s *caState) hasStoredRoot(ctx context.Context) bool {
-	_, err := s.storage.Stat(ctx, castore.Key(s.id, castore.RootCert))
+	_, err := s.storage.Stat(ctx, caddyinternals.PKIKey(s.id, caddyinternals.PKIRootCert))
 	return err == nil || s.ca.Root != nil
 }
 
@@ -290,18 +291,18 @@ func (s *caState) follow(stored *castore.CA, announce bool) {
 
 // syncCaddy sets Caddy's in-memory copy to stored, when it differs.
 func (s *caState) syncCaddy(stored *castore.CA) {
-	if s.fields == nil {
+	if s.mem == nil {
 		return
 	}
 	if prev := s.synced.Load(); prev != nil && prev.Digest == stored.Digest && castore.KeyMatches(prev.Issuer(), stored.Key) {
 		return
 	}
-	root, chain, key := s.fields.get()
+	root, chain, key := s.mem.Get()
 	if root.Equal(stored.Root) && len(chain) > 0 && chain[0].Equal(stored.Issuer()) && castore.KeyMatches(chain[0], key) {
 		s.synced.Store(stored)
 		return
 	}
-	s.fields.set(stored.Root, stored.Intermediates, stored.Key)
+	s.mem.Set(stored.Root, stored.Intermediates, stored.Key)
 	s.synced.Store(stored)
 	s.logger.Debug("Caddy's in-memory CA brought in step with storage",
 		zap.String("intermediate_serial", material.SerialString(stored.Issuer())))
@@ -478,26 +479,26 @@ func (s *caState) rootPair(ctx context.Context) (*x509.Certificate, crypto.Signe
 		}
 		return chain[0], key, nil
 	}
-	certPEM, err := s.storage.Load(ctx, castore.Key(s.id, castore.RootCert))
+	certPEM, err := s.storage.Load(ctx, caddyinternals.PKIKey(s.id, caddyinternals.PKIRootCert))
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the root certificate (never generating a new root): %w", err)
 	}
 	root, err := parseOneCert(certPEM)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", castore.Key(s.id, castore.RootCert), err)
+		return nil, nil, fmt.Errorf("%s: %w", caddyinternals.PKIKey(s.id, caddyinternals.PKIRootCert), err)
 	}
-	keyPEM, err := s.storage.Load(ctx, castore.Key(s.id, castore.RootKey))
+	keyPEM, err := s.storage.Load(ctx, caddyinternals.PKIKey(s.id, caddyinternals.PKIRootKey))
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the root key: %w", err)
 	}
 	key, err := material.ParsePEMPrivateKey(keyPEM)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", castore.Key(s.id, castore.RootKey), err)
+		return nil, nil, fmt.Errorf("%s: %w", caddyinternals.PKIKey(s.id, caddyinternals.PKIRootKey), err)
 	}
 	if !castore.KeyMatches(root, key) {
 		return nil, nil, fmt.Errorf("%s does not match %s (two nodes created the CA at once?); "+
 			"stop all nodes but one, delete %s from storage and restart them one at a time",
-			castore.Key(s.id, castore.RootKey), castore.Key(s.id, castore.RootCert), castore.Prefix(s.id))
+			caddyinternals.PKIKey(s.id, caddyinternals.PKIRootKey), caddyinternals.PKIKey(s.id, caddyinternals.PKIRootCert), caddyinternals.PKIPrefix(s.id))
 	}
 	return root, key, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/trustline/trustline/internal/caddyinternals"
 	"github.com/trustline/trustline/internal/testpki"
 	"github.com/trustline/trustline/modules/keystore"
 	"github.com/trustline/trustline/modules/material/castore"
@@ -51,7 +52,7 @@ func TestForcedRenewalFollowed(t *testing.T) {
 	root := nodes[0].st.inMemoryRoot()
 	for _, n := range nodes {
 		eventually(t, 10*time.Second, "node "+n.name+" follows the renewal", func() bool { return n.inMemory() == res.Serial })
-		memRoot, chain, key := n.st.fields.get()
+		memRoot, chain, key := n.st.mem.Get()
 		if !memRoot.Equal(root) {
 			t.Errorf("node %s has another root", n.name)
 		}
@@ -86,20 +87,20 @@ func TestFollowByPolling(t *testing.T) {
 func plantIntermediate(t *testing.T, st certmagic.Storage, notBefore, notAfter time.Time) *testpki.CA {
 	t.Helper()
 	ctx := context.Background()
-	certPEM, err := st.Load(ctx, castore.Key("local", castore.RootCert))
+	certPEM, err := st.Load(ctx, caddyinternals.PKIKey("local", caddyinternals.PKIRootCert))
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, err := st.Load(ctx, castore.Key("local", castore.RootKey))
+	keyPEM, err := st.Load(ctx, caddyinternals.PKIKey("local", caddyinternals.PKIRootKey))
 	if err != nil {
 		t.Fatal(err)
 	}
 	root := testpki.ParseCA(t, certPEM, keyPEM)
 	inter := root.NewIntermediate(t, "planted", testpki.Validity(notBefore, notAfter))
-	if err := st.Store(ctx, castore.Key("local", castore.IntermediateCert), inter.CertPEM()); err != nil {
+	if err := st.Store(ctx, caddyinternals.PKIKey("local", caddyinternals.PKIIntermediateCert), inter.CertPEM()); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Store(ctx, castore.Key("local", castore.IntermediateKey), testpki.KeyPEM(inter.Key)); err != nil {
+	if err := st.Store(ctx, caddyinternals.PKIKey("local", caddyinternals.PKIIntermediateKey), testpki.KeyPEM(inter.Key)); err != nil {
 		t.Fatal(err)
 	}
 	return inter
@@ -110,15 +111,15 @@ func plantIntermediate(t *testing.T, st certmagic.Storage, notBefore, notAfter t
 func countStores(t *testing.T, st certmagic.Storage) *atomic.Int64 {
 	t.Helper()
 	var n atomic.Int64
-	want := castore.Key("local", castore.IntermediateCert)
-	cancel := st.(castore.KeyWatcher).WatchKeys(castore.Prefix("local"), func(key string) {
+	want := caddyinternals.PKIKey("local", caddyinternals.PKIIntermediateCert)
+	cancel := st.(castore.KeyWatcher).WatchKeys(caddyinternals.PKIPrefix("local"), func(key string) {
 		if key == want {
 			n.Add(1)
 		}
 	})
 	t.Cleanup(cancel)
 	// the subscription starts asynchronously: wait until it hears a store
-	probe := castore.Key("local", "probe")
+	probe := caddyinternals.PKIKey("local", "probe")
 	eventually(t, 10*time.Second, "the subscription to start", func() bool {
 		var heard atomic.Bool
 		c := st.(castore.KeyWatcher).WatchKeys(probe, func(string) { heard.Store(true) })
@@ -218,7 +219,7 @@ func TestInconsistentIntermediateRepaired(t *testing.T) {
 	before := a.stored(t)
 	other := testpki.NewCA(t, "unrelated")
 	ctx := context.Background()
-	if err := a.storage.Store(ctx, castore.Key("local", castore.IntermediateKey), testpki.KeyPEM(other.Key)); err != nil {
+	if err := a.storage.Store(ctx, caddyinternals.PKIKey("local", caddyinternals.PKIIntermediateKey), testpki.KeyPEM(other.Key)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := castore.Load(ctx, a.storage, "local", nil, true); !errors.Is(err, castore.ErrInconsistent) {
@@ -357,8 +358,8 @@ func TestRollbackRefused(t *testing.T) {
 	ctx := context.Background()
 	raw := goredis.NewClient(&goredis.Options{Addr: addr, DisableIdentity: true})
 	t.Cleanup(func() { raw.Close() })
-	crtKey := "{cluster}:v:" + castore.Key("local", castore.IntermediateCert)
-	keyKey := "{cluster}:v:" + castore.Key("local", castore.IntermediateKey)
+	crtKey := "{cluster}:v:" + caddyinternals.PKIKey("local", caddyinternals.PKIIntermediateCert)
+	keyKey := "{cluster}:v:" + caddyinternals.PKIKey("local", caddyinternals.PKIIntermediateKey)
 	oldCrt, err1 := raw.HGet(ctx, crtKey, "v").Bytes()
 	oldKey, err2 := raw.HGet(ctx, keyKey, "v").Bytes()
 	if err := errors.Join(err1, err2); err != nil {
@@ -375,7 +376,7 @@ func TestRollbackRefused(t *testing.T) {
 	followed, refused := a.st.stats.followed.Load(), a.st.stats.rollbacks.Load()
 
 	if err := errors.Join(raw.HSet(ctx, crtKey, "v", oldCrt).Err(), raw.HSet(ctx, keyKey, "v", oldKey).Err(),
-		raw.Publish(ctx, "{cluster}:changes", castore.Key("local", castore.IntermediateCert)).Err()); err != nil {
+		raw.Publish(ctx, "{cluster}:changes", caddyinternals.PKIKey("local", caddyinternals.PKIIntermediateCert)).Err()); err != nil {
 		t.Fatal(err)
 	}
 	var repaired string

@@ -15,8 +15,8 @@ import (
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/x509util"
 
+	"github.com/trustline/trustline/internal/caddyinternals"
 	"github.com/trustline/trustline/modules/material"
-	"github.com/trustline/trustline/modules/material/castore"
 )
 
 // defaultIntermediateLifetime is Caddy's (used if the CA has none set).
@@ -81,10 +81,10 @@ func (s *caState) store(ctx context.Context, cert *x509.Certificate, key crypto.
 	if err != nil {
 		return fmt.Errorf("encoding the intermediate key: %w", err)
 	}
-	if err := s.storage.Store(ctx, castore.Key(s.id, castore.IntermediateCert), certPEM); err != nil {
+	if err := s.storage.Store(ctx, caddyinternals.PKIKey(s.id, caddyinternals.PKIIntermediateCert), certPEM); err != nil {
 		return fmt.Errorf("storing the new intermediate: %w", err)
 	}
-	if err := s.storage.Store(ctx, castore.Key(s.id, castore.IntermediateKey), keyPEM); err != nil {
+	if err := s.storage.Store(ctx, caddyinternals.PKIKey(s.id, caddyinternals.PKIIntermediateKey), keyPEM); err != nil {
 		return fmt.Errorf("storing the new intermediate's key (the stored certificate has no matching key until the next renewal): %w", err)
 	}
 	return nil

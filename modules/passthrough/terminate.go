@@ -76,14 +76,6 @@ func (*TerminateTLS) CaddyModule() caddy.ModuleInfo {
 
 const defaultHandshakeTimeout = 10 * time.Second
 
-// The caddy-l4 connection variables its tls handler fills and its
-// GetClientHelloInfos / GetConnectionStates read (names and types checked
-// by TestTerminateTLSRecordsWhatCaddyL4Reads).
-const (
-	varClientHellos     = "tls_client_hellos"
-	varConnectionStates = "tls_connection_states"
-)
-
 var tlsHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Namespace: "trustline", Subsystem: "l4_tls", Name: "handshakes_total",
 	Help: "TLS handshakes of layer-4 terminate_tls handlers, by result (full, resumed, failed).",
@@ -120,7 +112,7 @@ func (t *TerminateTLS) Provision(ctx caddy.Context) error {
 		// hello.Conn is the *layer4.Connection given to tls.Server:
 		// remember the ClientHello there, as caddy-l4's handler does
 		if cx, ok := hello.Conn.(*layer4.Connection); ok {
-			recordHello(cx, hello)
+			caddyinternals.AppendClientHello(cx, hello)
 		}
 		return choose(hello)
 	}
@@ -139,7 +131,7 @@ func (t *TerminateTLS) Handle(cx *layer4.Connection, next layer4.Handler) error 
 		tlsHandshakes.WithLabelValues("failed").Inc()
 		if ce := t.logger.Check(zap.InfoLevel, "TLS handshake failed"); ce != nil {
 			serverName := ""
-			if hellos, _ := cx.GetVar(varClientHellos).([]l4tls.ClientHelloInfo); len(hellos) > 0 {
+			if hellos := l4tls.GetClientHelloInfos(cx); len(hellos) > 0 {
 				serverName = hellos[len(hellos)-1].ServerName
 			}
 			ce.Write(zap.String("remote", cx.RemoteAddr().String()), zap.String("server_name", serverName), zap.Error(err))
@@ -157,7 +149,7 @@ func (t *TerminateTLS) Handle(cx *layer4.Connection, next layer4.Handler) error 
 		ce.Write(zap.String("remote", cx.RemoteAddr().String()), zap.String("server_name", state.ServerName),
 			zap.Bool("resumed", state.DidResume), zap.String("alpn", state.NegotiatedProtocol))
 	}
-	recordState(cx, &state)
+	caddyinternals.AppendConnectionState(cx, &state)
 	if len(state.PeerCertificates) > 0 {
 		// a trust change (the pool, a CRL) reaches this connection: when
 		// its peer's verification no longer holds, it is closed
@@ -167,20 +159,6 @@ func (t *TerminateTLS) Handle(cx *layer4.Connection, next layer4.Handler) error 
 	// a new cx wraps the TLS connection, so that reads do not recurse
 	// into the connection the TLS conn itself reads from
 	return next.Handle(cx.Wrap(conn))
-}
-
-// recordHello appends a ClientHello where l4tls.GetClientHelloInfos
-// finds it.
-func recordHello(cx *layer4.Connection, hello *tls.ClientHelloInfo) {
-	hellos, _ := cx.GetVar(varClientHellos).([]l4tls.ClientHelloInfo)
-	cx.SetVar(varClientHellos, append(hellos, l4tls.ClientHelloInfo{ClientHelloInfo: *hello}))
-}
-
-// recordState appends a connection state where l4tls.GetConnectionStates
-// (and so the peer matcher and the passthrough handler) finds it.
-func recordState(cx *layer4.Connection, state *tls.ConnectionState) {
-	states, _ := cx.GetVar(varConnectionStates).([]*tls.ConnectionState)
-	cx.SetVar(varConnectionStates, append(states, state))
 }
 
 // UnmarshalCaddyfile sets up the handler. Syntax:

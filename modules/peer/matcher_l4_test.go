@@ -12,6 +12,7 @@ import (
 	"github.com/mholt/caddy-l4/layer4"
 	"go.uber.org/zap"
 
+	"github.com/trustline/trustline/internal/caddyinternals"
 	"github.com/trustline/trustline/internal/testpki"
 )
 
@@ -19,9 +20,8 @@ func l4conn(t *testing.T, states ...*tls.ConnectionState) *layer4.Connection {
 	a, b := net.Pipe()
 	t.Cleanup(func() { a.Close(); b.Close() })
 	cx := layer4.WrapConnection(a, nil, zap.NewNop())
-	if states != nil {
-		// as caddy-l4's tls handler records them
-		cx.SetVar("tls_connection_states", states)
+	for _, st := range states { // as caddy-l4's tls handler records them
+		caddyinternals.AppendConnectionState(cx, st)
 	}
 	return cx
 }

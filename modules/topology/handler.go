@@ -9,11 +9,20 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
+// The trustline_topology directive ends the route, like respond, and is
+// ordered just before it, so that access control (basic_auth,
+// peer_authorize, forward_auth) runs first.
 func init() {
 	caddy.RegisterModule(Handler{})
+	httpcaddyfile.RegisterHandlerDirective("trustline_topology", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		m := new(Handler)
+		return m, m.UnmarshalCaddyfile(h.Dispenser)
+	})
+	httpcaddyfile.RegisterDirectiveOrder("trustline_topology", httpcaddyfile.Before, "respond")
 }
 
 // Handler serves the topology report of the running config from a site,

@@ -1,41 +1,15 @@
 package topology
 
 import (
-	"bytes"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"time"
-	_ "unsafe" // for go:linkname
 
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
+	"github.com/trustline/trustline/internal/caddyinternals"
 	"github.com/trustline/trustline/modules/spiffeworkload"
 )
-
-// readConfig is Caddy's own reader of the running config, the function
-// behind the admin API's GET /config/: it encodes the config Caddy is
-// running, under the lock that config changes take.
-//
-// Caddy v2.11.9 exports no way to read the running config in process:
-// readConfig and rawCfgJSON are unexported, Context.cfg is unexported, the
-// apps' JSON is released once they are provisioned, and admin.api modules
-// get no config. The metrics collector runs outside any admin request, so
-// it cannot ask the admin API either. Hence this link to the unexported
-// function; TestRunningConfig fails if a Caddy upgrade changes it.
-//
-//go:linkname readConfig github.com/caddyserver/caddy/v2.readConfig
-func readConfig(path string, out io.Writer) error
-
-// runningConfig returns the JSON of the config this process runs ("null"
-// when none is loaded).
-func runningConfig() ([]byte, error) {
-	var buf bytes.Buffer
-	if err := readConfig("/config/", &buf); err != nil {
-		return nil, fmt.Errorf("reading the running config: %w", err)
-	}
-	return buf.Bytes(), nil
-}
 
 // maxReports bounds the reports of the running config made at once, by
 // the admin endpoint, the trustline_topology handler and the metrics
@@ -78,7 +52,7 @@ func runningReport() (rep *Report, err error) {
 			err = fmt.Errorf("analysing the running config: %v", r)
 		}
 	}()
-	cfg, err := runningConfig()
+	cfg, err := caddyinternals.RunningConfig()
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,8 @@ import (
 // leaf's DER bytes, the very buffer crypto/tls parsed this handshake's
 // certificates from. Every later ConnectionState of the connection
 // (r.TLS in net/http, caddy-l4's connection states, Caddy's verifiers)
-// points at that same buffer through PeerCertificates[0].Raw. A weak
+// points at that same buffer through PeerCertificates[0].Raw: an
+// assumption about crypto/tls, pinned by TestHandshakeBufferIdentity. A weak
 // pointer names one object, not an address: a later handshake whose
 // buffer happens to land at the same address, with the same bytes, gets a
 // different key, so a record never outlives its buffer's object and never

@@ -1,7 +1,9 @@
 package verify
 
 import (
+	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"runtime"
 	"testing"
 	"time"
@@ -9,6 +11,68 @@ import (
 
 	"github.com/trustline/trustline/internal/testpki"
 )
+
+// TestHandshakeBufferIdentity pins the one assumption about Go's
+// crypto/tls that Record and Lookup rely on (a reach into how crypto/tls
+// works inside, not movable into internal/caddyinternals because it is
+// Go's, not Caddy's): the leaf DER that a verifier is handed
+// (VerifyPeerCertificate's rawCerts[0], which live_trust records) is the
+// very buffer PeerCertificates[0].Raw points at in every ConnectionState
+// of that connection, the one VerifyConnection sees and every later one
+// (net/http's r.TLS, caddy-l4's connection states), so that a record
+// keyed by that buffer is found by every reader. Written against go1.26;
+// a Go release that copies the certificates between them fails here, for
+// TLS 1.2 and 1.3 alike.
+func TestHandshakeBufferIdentity(t *testing.T) {
+	ca := testpki.NewCA(t, "root")
+	server := ca.Issue(t, testpki.DNS("server.test"), testpki.ServerOnly())
+	client := ca.Issue(t, testpki.ClientOnly())
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		rec := &Verified{Chain: []*x509.Certificate{client.Cert, ca.Cert}}
+		var recorded []byte
+		var inVerifyConnection *Verified
+		cfg := &tls.Config{
+			Certificates: []tls.Certificate{server.TLS()},
+			ClientAuth:   tls.RequireAnyClientCert,
+			MinVersion:   version, MaxVersion: version,
+			VerifyPeerCertificate: func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+				recorded = rawCerts[0]
+				Record(rawCerts[0], rec)
+				return nil
+			},
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				inVerifyConnection = Lookup(cs.PeerCertificates[0].Raw)
+				return nil
+			},
+		}
+		a, b := net.Pipe()
+		srv := tls.Server(a, cfg)
+		done := make(chan error, 1)
+		go func() {
+			c := tls.Client(b, &tls.Config{ServerName: "server.test", RootCAs: ca.Pool(), Certificates: []tls.Certificate{client.TLS()},
+				MinVersion: version, MaxVersion: version})
+			done <- c.Handshake()
+		}()
+		if err := srv.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		first, second := srv.ConnectionState(), srv.ConnectionState()
+		for name, raw := range map[string][]byte{"the ConnectionState after the handshake": first.PeerCertificates[0].Raw, "a later ConnectionState": second.PeerCertificates[0].Raw} {
+			if unsafe.SliceData(raw) != unsafe.SliceData(recorded) || Lookup(raw) != rec {
+				t.Errorf("%s, %s: PeerCertificates[0].Raw is not the buffer VerifyPeerCertificate was handed (rawCerts[0]): crypto/tls of %s no longer keeps one leaf buffer per handshake (written against go1.26), and verified-chain records are not found",
+					tls.VersionName(version), name, runtime.Version())
+			}
+		}
+		if inVerifyConnection != rec {
+			t.Errorf("%s: VerifyConnection's PeerCertificates[0].Raw is not the recorded buffer (crypto/tls of %s, written against go1.26)", tls.VersionName(version), runtime.Version())
+		}
+		a.Close()
+		b.Close()
+	}
+}
 
 // TestVerifiedRecordBelongsToItsBuffer: a record vouches for the buffer it
 // was made for and for nothing else: not a copy of the same bytes, and not

@@ -3,9 +3,9 @@
 // same root and the same current intermediate, whichever node renewed it.
 //
 // Caddy keeps each CA under pki/authorities/<id>/ (root.crt, root.key,
-// intermediate.crt, intermediate.key) and loads it into memory once, when
-// its config loads; a renewal made by another node reaches a node's memory
-// only at its next config load. Readers here go to storage instead. The
+// intermediate.crt, intermediate.key: a layout that caddyinternals pins)
+// and loads it into memory once, when its config loads; a renewal made by
+// another node reaches a node's memory only at its next config load. Readers here go to storage instead. The
 // internal keystore signs with the intermediate read here; trustline_cluster
 // renews it and keeps Caddy's in-memory copy in step.
 package castore
@@ -18,29 +18,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
 	"time"
 
 	"github.com/caddyserver/certmagic"
 
+	"github.com/trustline/trustline/internal/caddyinternals"
 	"github.com/trustline/trustline/modules/material"
 )
-
-// File names under Prefix, as Caddy's pki app writes them.
-const (
-	RootCert         = "root.crt"
-	RootKey          = "root.key"
-	IntermediateCert = "intermediate.crt"
-	IntermediateKey  = "intermediate.key"
-)
-
-// Prefix is the storage directory of the CA called id.
-func Prefix(id string) string {
-	return path.Join("pki", "authorities", certmagic.StorageKeys.Safe(id))
-}
-
-// Key is the storage key of one of the CA's files.
-func Key(id, file string) string { return path.Join(Prefix(id), file) }
 
 // CA is a CA as storage holds it.
 type CA struct {
@@ -129,43 +113,45 @@ func Older(a, b *x509.Certificate) bool {
 
 func load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x509.Certificate, withKey bool) (*CA, error) {
 	ca := &CA{ID: id}
-	rootPEM, err := loadKey(ctx, st, Key(id, RootCert))
+	rootCrt, interCrt, interKey := caddyinternals.PKIKey(id, caddyinternals.PKIRootCert),
+		caddyinternals.PKIKey(id, caddyinternals.PKIIntermediateCert), caddyinternals.PKIKey(id, caddyinternals.PKIIntermediateKey)
+	rootPEM, err := loadKey(ctx, st, rootCrt)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && fallbackRoot != nil:
 		ca.Root = fallbackRoot
 	case err != nil:
-		return nil, fmt.Errorf("ca %q: reading %s: %w", id, Key(id, RootCert), err)
+		return nil, fmt.Errorf("ca %q: reading %s: %w", id, rootCrt, err)
 	default:
 		roots, err := material.ParsePEMCertificates(rootPEM)
 		if err != nil {
-			return nil, fmt.Errorf("ca %q: %s: %w", id, Key(id, RootCert), err)
+			return nil, fmt.Errorf("ca %q: %s: %w", id, rootCrt, err)
 		}
 		ca.Root = roots[0]
 	}
-	interPEM, err := loadKey(ctx, st, Key(id, IntermediateCert))
+	interPEM, err := loadKey(ctx, st, interCrt)
 	if err != nil {
-		return nil, fmt.Errorf("ca %q: reading %s: %w", id, Key(id, IntermediateCert), err)
+		return nil, fmt.Errorf("ca %q: reading %s: %w", id, interCrt, err)
 	}
 	ca.Intermediates, err = material.ParsePEMCertificates(interPEM)
 	if err != nil {
-		return nil, fmt.Errorf("ca %q: %s: %w", id, Key(id, IntermediateCert), err)
+		return nil, fmt.Errorf("ca %q: %s: %w", id, interCrt, err)
 	}
 	if err := ca.Intermediates[len(ca.Intermediates)-1].CheckSignatureFrom(ca.Root); err != nil {
 		return nil, fmt.Errorf("ca %q: the stored intermediate (serial %s) is not signed by the root %q: %w (%w)",
 			id, material.SerialString(ca.Issuer()), ca.Root.Subject.String(), err, ErrInconsistent)
 	}
 	if withKey {
-		keyPEM, err := loadKey(ctx, st, Key(id, IntermediateKey))
+		keyPEM, err := loadKey(ctx, st, interKey)
 		if err != nil {
-			return nil, fmt.Errorf("ca %q: reading %s: %w", id, Key(id, IntermediateKey), err)
+			return nil, fmt.Errorf("ca %q: reading %s: %w", id, interKey, err)
 		}
 		signer, err := material.ParsePEMPrivateKey(keyPEM)
 		if err != nil {
-			return nil, fmt.Errorf("ca %q: decoding %s: %w", id, Key(id, IntermediateKey), err)
+			return nil, fmt.Errorf("ca %q: decoding %s: %w", id, interKey, err)
 		}
 		if !KeyMatches(ca.Issuer(), signer) {
 			return nil, fmt.Errorf("ca %q: %s does not match the certificate in %s (%w)",
-				id, Key(id, IntermediateKey), Key(id, IntermediateCert), ErrInconsistent)
+				id, interKey, interCrt, ErrInconsistent)
 		}
 		ca.Key = signer
 	}
@@ -202,5 +188,5 @@ func Watch(st certmagic.Storage, id string, f func()) (cancel func(), ok bool) {
 	if !ok {
 		return func() {}, false
 	}
-	return w.WatchKeys(Prefix(id), func(string) { f() }), true
+	return w.WatchKeys(caddyinternals.PKIPrefix(id), func(string) { f() }), true
 }

@@ -1,9 +1,8 @@
-package caddyfile
+package passthrough
 
 import (
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +14,7 @@ import (
 	"github.com/mholt/caddy-l4/layer4"
 	"go.uber.org/zap"
 
-	"github.com/trustline/trustline/modules/passthrough"
+	"github.com/trustline/trustline/internal/caddyinternals"
 )
 
 // The passthrough block comes in two forms:
@@ -32,7 +31,7 @@ import (
 //   - as a global option, `passthrough <address> { ... }` serves a port
 //     with no HTTP server: a caddy-l4 server in the `passthrough` app.
 //
-// The block syntax is documented on passthrough.Block.
+// The block syntax is documented on Block.
 func init() {
 	httpcaddyfile.RegisterGlobalOption("passthrough", parsePassthroughGlobal)
 	httpcaddyfile.RegisterDirective("passthrough", parsePassthroughDirective)
@@ -41,7 +40,7 @@ func init() {
 const passthroughPortsKey = "trustline.passthrough.ports"
 
 func parsePassthroughGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
-	app := &passthrough.App{Servers: map[string]*layer4.Server{}}
+	app := &App{Servers: map[string]*layer4.Server{}}
 	if existing != nil {
 		prev, ok := existing.(httpcaddyfile.App)
 		if !ok {
@@ -51,7 +50,7 @@ func parsePassthroughGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 			return nil, d.Errf("passthrough: reading the previous passthrough blocks: %v", err)
 		}
 	}
-	b, err := passthrough.ParseBlock(d, true)
+	b, err := ParseBlock(d, true)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +60,7 @@ func parsePassthroughGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 	}
 	for name, other := range app.Servers {
 		for _, l := range other.Listen {
-			if clash, err := passthrough.ListenersClash(b.Address, l); err == nil && clash {
+			if clash, err := ListenersClash(b.Address, l); err == nil && clash {
 				return nil, d.Errf("passthrough: listen address %s clashes with %s of another passthrough block (%s): merge the two blocks", b.Address, l, name)
 			}
 		}
@@ -79,7 +78,7 @@ func parsePassthroughDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigVa
 	file, line := h.File(), h.Line()
 	h.Reset()
 	here := fmt.Sprintf("%s:%d (site %s)", file, line, strings.Join(site.keys, ", "))
-	b, err := passthrough.ParseBlock(h.Dispenser, false)
+	b, err := ParseBlock(h.Dispenser, false)
 	if err != nil {
 		return nil, err
 	}
@@ -131,13 +130,13 @@ func parsePassthroughDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigVa
 
 	// a standalone passthrough port that is also this site's port
 	if existing, ok := h.Option("passthrough").(httpcaddyfile.App); ok {
-		var app passthrough.App
+		var app App
 		if err := json.Unmarshal(existing.Value, &app); err == nil {
 			for _, srv := range app.Servers {
 				for _, l := range srv.Listen {
 					for _, port := range ports {
 						for _, host := range append(site.binds, "") {
-							if clash, _ := passthrough.ListenersClash(l, caddy.JoinNetworkAddress("", host, port)); clash {
+							if clash, _ := ListenersClash(l, caddy.JoinNetworkAddress("", host, port)); clash {
 								return nil, h.Errf("passthrough: the global option `passthrough %s` clashes with this site's listener on port %s: the HTTP server and the standalone passthrough server would share the port at random; keep one passthrough block, in this site block", l, port)
 							}
 						}
@@ -181,35 +180,22 @@ type parentSite struct {
 }
 
 // readParentBlock reads the keys and bind hosts of the site block the
-// directive is in. httpcaddyfile keeps the block in an unexported field
-// of Helper; reading it (read-only) is the only way for a directive to
-// know which listener it is on. The golden tests guard this against a
-// Caddy upgrade that renames the field.
+// directive is in.
 func readParentBlock(h httpcaddyfile.Helper) (*parentSite, error) {
-	v := reflect.ValueOf(h).FieldByName("parentBlock")
-	if !v.IsValid() {
-		return nil, fmt.Errorf("this Caddy version's httpcaddyfile.Helper has no parentBlock: the passthrough directive needs updating")
+	sb, err := caddyinternals.SiteBlock(h)
+	if err != nil {
+		return nil, err
 	}
-	keys := v.FieldByName("Keys")
-	segs := v.FieldByName("Segments")
-	if !keys.IsValid() || !segs.IsValid() {
-		return nil, fmt.Errorf("this Caddy version's caddyfile.ServerBlock has no Keys or Segments: the passthrough directive needs updating")
-	}
-	site := new(parentSite)
-	for i := range keys.Len() {
-		site.keys = append(site.keys, keys.Index(i).FieldByName("Text").String())
-	}
-	for i := range segs.Len() {
-		seg := segs.Index(i)
-		if seg.Len() == 0 || seg.Index(0).FieldByName("Text").String() != "bind" {
+	site := &parentSite{keys: sb.GetKeysText()}
+	for _, seg := range sb.Segments {
+		if seg.Directive() != "bind" {
 			continue
 		}
-		for j := 1; j < seg.Len(); j++ {
-			tok := seg.Index(j).FieldByName("Text").String()
-			if tok == "{" {
+		for _, tok := range seg[1:] {
+			if tok.Text == "{" {
 				break
 			}
-			site.binds = append(site.binds, tok)
+			site.binds = append(site.binds, tok.Text)
 		}
 	}
 	if h.Option("default_bind") != nil && len(site.binds) == 0 {
@@ -224,38 +210,22 @@ func readParentBlock(h httpcaddyfile.Helper) (*parentSite, error) {
 // the passthrough wrapper is put into that option's list (before its
 // `tls` wrapper, or first followed by `tls`). It returns whether it did,
 // and the option's protocols.
-func mergeIntoServersOption(h httpcaddyfile.Helper, ports, binds []string, lw *layer4.ListenerWrapper) (bool, []string, error) {
-	opt := h.Option("servers")
-	if opt == nil {
-		return false, nil, nil
-	}
-	list := reflect.ValueOf(opt)
-	if list.Kind() != reflect.Slice {
-		return false, nil, fmt.Errorf("unexpected `servers` option value %T", opt)
-	}
-	var merged bool
-	var protocols []string
-	for i := range list.Len() {
-		entry := list.Index(i)
-		laField, wrappersField, protoField := entry.FieldByName("ListenerAddress"), entry.FieldByName("ListenerWrappersRaw"), entry.FieldByName("Protocols")
-		if !laField.IsValid() || !wrappersField.IsValid() || !wrappersField.CanSet() {
-			return false, nil, fmt.Errorf("this Caddy version's `servers` option cannot be read: the passthrough directive needs updating")
-		}
-		la := laField.String()
+func mergeIntoServersOption(h httpcaddyfile.Helper, ports, binds []string, lw *layer4.ListenerWrapper) (merged bool, protocols []string, err error) {
+	err = caddyinternals.EditServersOptions(h, func(la string, protos []string, wrappers []json.RawMessage) ([]json.RawMessage, error) {
 		if la == "" {
-			return false, nil, fmt.Errorf("the `servers` global option without a listener address applies to every server, and its settings replace the listener wrappers that passthrough adds; give it the address of this site's listener (as in `servers :%s { ... }`)", ports[0])
+			return nil, fmt.Errorf("the `servers` global option without a listener address applies to every server, and its settings replace the listener wrappers that passthrough adds; give it the address of this site's listener (as in `servers :%s { ... }`)", ports[0])
 		}
 		na, err := caddy.ParseNetworkAddress(la)
 		if err != nil || !slices.Contains(ports, strconv.Itoa(int(na.StartPort))) {
-			continue
+			return wrappers, nil
 		}
 		if la != ":"+strconv.Itoa(int(na.StartPort)) || len(binds) > 0 {
-			return false, nil, fmt.Errorf("cannot tell whether `servers %s` applies to this site's server (Caddy matches it to the server's listen address as written, and it or the site names a host or network); write `servers :%d` without a bind in the site, or configure listener_wrappers by hand", la, na.StartPort)
+			return nil, fmt.Errorf("cannot tell whether `servers %s` applies to this site's server (Caddy matches it to the server's listen address as written, and it or the site names a host or network); write `servers :%d` without a bind in the site, or configure listener_wrappers by hand", la, na.StartPort)
 		}
-		var wrappers []json.RawMessage
-		if wrappersField.Len() > 0 {
-			wrappers = wrappersField.Interface().([]json.RawMessage)
+		if len(protos) > 0 {
+			protocols = protos
 		}
+		merged = true
 		lwJSON := caddyconfig.JSONModuleObject(lw, "wrapper", "layer4", nil)
 		tlsAt := slices.IndexFunc(wrappers, func(raw json.RawMessage) bool {
 			var w struct {
@@ -264,15 +234,9 @@ func mergeIntoServersOption(h httpcaddyfile.Helper, ports, binds []string, lw *l
 			return json.Unmarshal(raw, &w) == nil && w.Wrapper == "tls"
 		})
 		if tlsAt >= 0 {
-			wrappers = slices.Insert(slices.Clone(wrappers), tlsAt, lwJSON)
-		} else {
-			wrappers = append([]json.RawMessage{lwJSON, json.RawMessage(`{"wrapper":"tls"}`)}, wrappers...)
+			return slices.Insert(slices.Clone(wrappers), tlsAt, lwJSON), nil
 		}
-		wrappersField.Set(reflect.ValueOf(wrappers))
-		if protoField.IsValid() && protoField.Len() > 0 {
-			protocols = protoField.Interface().([]string)
-		}
-		merged = true
-	}
-	return merged, protocols, nil
+		return append([]json.RawMessage{lwJSON, json.RawMessage(`{"wrapper":"tls"}`)}, wrappers...), nil
+	})
+	return merged, protocols, err
 }

@@ -1,11 +1,9 @@
-package caddyfile
+package peer
 
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/trustline/trustline/modules/peer"
 )
 
 // The peer directives. (The `peer` matcher, the layer-4 `peer` matcher
@@ -24,25 +22,20 @@ import (
 //   - peer_authorize denies before any other handler has done any work or
 //     read the body, like an access rule in front of the site.
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("peer_identity", parsePeerHandler(func() peerHandler { return new(peer.Publish) }))
-	httpcaddyfile.RegisterHandlerDirective("peer_authorize", parsePeerHandler(func() peerHandler { return new(peer.Authorize) }))
-	httpcaddyfile.RegisterHandlerDirective("forward_peer_identity", parsePeerHandler(func() peerHandler { return new(peer.ForwardHeaders) }))
+	httpcaddyfile.RegisterHandlerDirective("peer_identity", parseHandler[Publish])
+	httpcaddyfile.RegisterHandlerDirective("peer_authorize", parseHandler[Authorize])
+	httpcaddyfile.RegisterHandlerDirective("forward_peer_identity", parseHandler[ForwardHeaders])
 	httpcaddyfile.RegisterDirectiveOrder("peer_identity", httpcaddyfile.Before, "map")
 	httpcaddyfile.RegisterDirectiveOrder("forward_peer_identity", httpcaddyfile.Before, "map")
 	httpcaddyfile.RegisterDirectiveOrder("peer_authorize", httpcaddyfile.Before, "map")
 }
 
-type peerHandler interface {
+// parseHandler parses the directive into a new T.
+func parseHandler[T any, P interface {
+	*T
 	caddyhttp.MiddlewareHandler
 	caddyfile.Unmarshaler
-}
-
-func parsePeerHandler(newHandler func() peerHandler) httpcaddyfile.UnmarshalHandlerFunc {
-	return func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-		m := newHandler()
-		if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
-			return nil, err
-		}
-		return m, nil
-	}
+}](h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := P(new(T))
+	return m, m.UnmarshalCaddyfile(h.Dispenser)
 }
