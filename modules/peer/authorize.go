@@ -60,9 +60,9 @@ func (a *Authorize) Provision(ctx caddy.Context) error {
 
 // ServeHTTP denies or passes the request.
 func (a *Authorize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	id := publish(r)
-	ok, failed := a.Patterns.Match(id)
-	if ok {
+	d := a.Decide(r)
+	id, failed := d.Identity, d.Failed
+	if d.Allowed {
 		return next.ServeHTTP(w, r)
 	}
 	msg, outcome := "denied", "refused"
