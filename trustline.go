@@ -18,6 +18,7 @@ import (
 
 	_ "github.com/trustline/trustline/caddyfile"
 	_ "github.com/trustline/trustline/modules/cluster"
+	_ "github.com/trustline/trustline/modules/explain"
 	_ "github.com/trustline/trustline/modules/keystore"
 	_ "github.com/trustline/trustline/modules/passthrough"
 	_ "github.com/trustline/trustline/modules/peer"
