@@ -289,6 +289,10 @@ http://127.0.0.1:%[5]s {
 				args = append(args, "--cert", f)
 			}
 			wantCode := map[string]int{explain.OutcomeRefusedHandshake: 2, explain.OutcomeRefusedHTTP: 2}[tc.outcome]
+			counted := verdictLines(c.Metrics(t))
+			if counted == "" {
+				t.Fatal("no trustline_client_verdicts_total series on /metrics: the check below would prove nothing")
+			}
 			for _, mode := range [][]string{{"--config", file, "--adapter", "caddyfile"}, {"--address", c.Admin}} {
 				rep, code := runExplain(t, c, append(mode, args...)...)
 				v := rep.Verdict
@@ -299,8 +303,35 @@ http://127.0.0.1:%[5]s {
 					t.Errorf("%s: status %d, want 403", mode[0], v.Status)
 				}
 			}
+			// explaining a client is not a handshake: no verdict counted
+			if after := verdictLines(c.Metrics(t)); after != counted {
+				t.Errorf("explain moved trustline_client_verdicts_total:\n%s\nthen\n%s", counted, after)
+			}
 		})
 	}
+
+	t.Run("admin API", func(t *testing.T) {
+		chain := string(testpki.CertsPEM(p.leaves["alice"]...))
+		for _, tc := range []struct {
+			name, method string
+			header       http.Header
+			body         string
+			status       int
+			want         string
+		}{
+			{"a private key", "POST", nil, fmt.Sprintf(`{"server_name":"localhost","chain":%q}`, chain+string(p.keys["alice"].KeyPEM())), 400, "never a key"},
+			{"too large", "POST", nil, `{"server_name":"localhost","chain":"` + strings.Repeat("A", explain.MaxBodyBytes) + `"}`, 413, "larger than"},
+			{"GET", "GET", nil, "", 405, "use POST"},
+			{"another origin", "POST", http.Header{"Origin": {"http://evil.example"}}, `{"server_name":"localhost"}`, 403, "origin"},
+			{"no such listener", "POST", nil, `{"server_name":"localhost","listen":":1"}`, 422, "no listener on :1"},
+			{"not a configured upstream", "POST", nil, `{"upstream":"192.0.2.1:443"}`, 422, "explain dials only the config's own upstreams"},
+		} {
+			status, body, err := c.AdminDo(tc.method, "/trustline/explain", tc.header, []byte(tc.body))
+			if err != nil || status != tc.status || !strings.Contains(body, tc.want) {
+				t.Errorf("%s: %d %s %v; want %d %q", tc.name, status, body, err, tc.status, tc.want)
+			}
+		}
+	})
 
 	outbound := []struct {
 		name    string
@@ -334,4 +365,16 @@ http://127.0.0.1:%[5]s {
 			}
 		})
 	}
+}
+
+// verdictLines are the trustline_client_verdicts_total series of a
+// /metrics page.
+func verdictLines(metrics string) string {
+	var out []string
+	for _, l := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(l, "trustline_client_verdicts_total{") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
