@@ -310,6 +310,14 @@ http://127.0.0.1:%[5]s {
 		})
 	}
 
+	t.Run("topology page", func(t *testing.T) {
+		status, page := c.AdminGet(t, "/trustline/topology?format=html")
+		want := "caddy trustline explain --address localhost:2019 --server-name localhost --listen :" + bench.Port(bundle) + " --cert client.pem"
+		if status != 200 || !strings.Contains(page, want) {
+			t.Errorf("the topology page (%d) lacks the command line %q", status, want)
+		}
+	})
+
 	t.Run("admin API", func(t *testing.T) {
 		chain := string(testpki.CertsPEM(p.leaves["alice"]...))
 		for _, tc := range []struct {

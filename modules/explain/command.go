@@ -49,7 +49,12 @@ reports the handshake.
 
 Exit status: 0 admitted (or passed through), 2 refused, 1 could not
 evaluate.`,
-			RunE: caddycmd.WrapCommandFuncForCobra(cmdExplain),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				// the exit status says refused (2): no "Error:" line for it;
+				// real errors are logged by Caddy's wrapper
+				cmd.SilenceErrors, cmd.SilenceUsage = true, true
+				return caddycmd.WrapCommandFuncForCobra(cmdExplain)(cmd, args)
+			},
 		}
 		f := cmd.Flags()
 		f.StringP("config", "c", "", "Configuration file to explain against")

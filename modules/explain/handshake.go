@@ -208,19 +208,23 @@ func (e *engine) clientCertificate(cfg *tls.Config, version uint16, cs *tls.Conn
 func (e *engine) refusalSummary(err error) string {
 	for i := len(e.rep.Steps) - 1; i >= 0; i-- {
 		if s := e.rep.Steps[i]; s.Verdict == verify.VerdictRefused {
-			return fmt.Sprintf("%s refuses the client at the handshake (%s): %s", s.Name, s.Reason, firstSentence(s.Detail))
+			return fmt.Sprintf("%s refuses the client at the handshake: %s", s.Name, firstClause(s.Detail))
 		}
 	}
 	return "the handshake fails: " + err.Error()
 }
 
-// firstSentence is s up to its first ". " or "; ".
-func firstSentence(s string) string {
-	if i := strings.IndexAny(s, ";"); i > 0 {
-		s = s[:i]
+// firstClause is what a step's detail says first: up to its first
+// sentence end, or its first colon when a short label comes before it
+// ("intermediate not sent: ...").
+func firstClause(s string) string {
+	if i := strings.Index(s, ": "); i > 0 && i < 60 {
+		return s[:i]
 	}
-	if i := strings.Index(s, ". "); i > 0 {
-		s = s[:i]
+	for _, sep := range []string{". ", "; "} {
+		if i := strings.Index(s, sep); i > 0 {
+			s = s[:i]
+		}
 	}
 	return s
 }

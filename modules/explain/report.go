@@ -130,17 +130,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintln(tw)
 	v := r.Verdict
-	extra := ""
-	switch {
-	case v.Alert != "":
-		extra = " (alert: " + v.Alert + ")"
-	case v.Status != 0:
-		extra = fmt.Sprintf(" (HTTP %d)", v.Status)
+	line := v.Outcome
+	if v.Alert != "" {
+		line += fmt.Sprintf(", alert %q", v.Alert)
+	}
+	if v.Status != 0 {
+		line += fmt.Sprintf(", HTTP %d", v.Status)
 	}
 	if v.Reason != "" {
-		extra += " reason " + v.Reason
+		line += ", reason " + v.Reason
 	}
-	fmt.Fprintf(tw, "VERDICT\t%s%s: %s\n", v.Outcome, extra, v.Summary)
+	fmt.Fprintf(tw, "VERDICT\t%s\n\t%s\n", line, oneLine(v.Summary))
 	return tw.Flush()
 }
 

@@ -226,6 +226,9 @@ func (v *Verifier) refusal(trace *verify.Trace, msg, reason string, id *Identity
 	}
 	if trace != nil {
 		s := verify.Step{Stage: "identity", Name: "peer", Verdict: verdict, Reason: reason, Detail: msg + ": " + detail}
+		if reason == verify.ReasonRevoked || reason == verify.ReasonRevocationUnknown {
+			s.Detail = detail // the revocation step before says which CRL or OCSP answer
+		}
 		if reason == verify.ReasonNotAllowed {
 			s.Checks = v.Patterns.Checks(id)
 		}

@@ -551,7 +551,7 @@ func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time, not
 		}
 	}
 	if !covered {
-		note(notes, cert, "CRLs", "no configured CRL covers it (its issuer has none in the files, and no distribution point applies): it passes", true)
+		note(notes, cert, "CRLs", "no configured CRL covers it: it passes", true)
 	}
 	if covered && !usable {
 		err := fmt.Errorf("%w for certificate %q: %s", errCRLUnavailable, cert.Subject, strings.Join(problems, "; "))

@@ -121,7 +121,12 @@ func cmdTopology(fl caddycmd.Flags) (int, error) {
 
 	write := writeReport
 	if format == "html" || format == "svg" {
-		write = func(w io.Writer, rep *Report, format string) error { return writePicture(w, rep, format, 0) }
+		write = func(w io.Writer, rep *Report, format string) error {
+			if format == "html" && configFile != "" {
+				return rep.WriteHTML(w, HTMLOptions{SVGOptions: SVGOptions{Now: rep.Generated}, Explain: "--config " + configFile})
+			}
+			return writePicture(w, rep, format, 0)
+		}
 	}
 	if err := write(os.Stdout, rep, format); err != nil {
 		return caddy.ExitCodeFailedStartup, err
