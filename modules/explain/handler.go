@@ -61,11 +61,7 @@ func (x *explainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 		x.proxy(h, r)
 		return nil
 	case *caddyhttp.StaticResponse:
-		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-		status := http.StatusOK
-		if s := repl.ReplaceAll(string(h.StatusCode), ""); s != "" {
-			status, _ = strconv.Atoi(s)
-		}
+		status := statusOf(r, h.StatusCode, http.StatusOK)
 		detail := fmt.Sprintf("static_response answers %d", status)
 		if h.Abort {
 			detail = "static_response aborts: the connection is closed without an answer"
@@ -74,11 +70,7 @@ func (x *explainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 		e.answer(status, detail)
 		return nil
 	case *caddyhttp.StaticError:
-		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-		status := http.StatusInternalServerError
-		if s := repl.ReplaceAll(string(h.StatusCode), ""); s != "" {
-			status, _ = strconv.Atoi(s)
-		}
+		status := statusOf(r, h.StatusCode, http.StatusInternalServerError)
 		e.add(verify.Step{Stage: "handler", Name: "error", Verdict: verify.VerdictRefused, Reason: verify.ReasonNotAllowed,
 			Detail: fmt.Sprintf("the error handler answers %d (route %s): %s", status, x.where, h.Error)})
 		return caddyhttp.Error(status, fmt.Errorf("%s", h.Error))
@@ -101,6 +93,20 @@ func (x *explainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 		Detail: "explain does not run the " + name + " handler (route " + x.where + "), and cannot tell whether it answers the request or passes it on"})
 	e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: "the request reaches the " + name + " handler, which explain does not run"}
 	return nil
+}
+
+// statusOf is a handler's status code setting, placeholders replaced
+// (def when unset), as the handler reads it.
+func statusOf(r *http.Request, code caddyhttp.WeakString, def int) int {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	s := string(code)
+	if repl != nil {
+		s = repl.ReplaceAll(s, "")
+	}
+	if n, err := strconv.Atoi(s); err == nil && n > 0 {
+		return n
+	}
+	return def
 }
 
 // answer sets the verdict of a request a handler answers.

@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/trustline/trustline/modules/peer"
+	"github.com/trustline/trustline/modules/truststore"
 	"github.com/trustline/trustline/modules/verify"
 )
 
@@ -138,12 +139,12 @@ func (e *engine) clientCertificate(cfg *tls.Config, version uint16, cs *tls.Conn
 				alert = alertHandshakeFailure
 			}
 			e.add(verify.Step{Stage: "chain", Name: "crypto/tls", Verdict: verify.VerdictRefused, Reason: verify.ReasonNoCertificate,
-				Detail: "no certificate sent, and client_auth mode " + modeName(cfg.ClientAuth) + " requires one"})
+				Detail: "no certificate sent, and client_auth mode " + truststore.ModeName(cfg.ClientAuth) + " requires one"})
 			return alert, verify.ReasonNoCertificate, errors.New("tls: client didn't provide a certificate")
 		}
 		if cfg.ClientAuth != tls.NoClientCert {
 			e.add(verify.Step{Stage: "chain", Name: "crypto/tls", Verdict: verify.VerdictInfo,
-				Detail: "no certificate sent; client_auth mode " + modeName(cfg.ClientAuth) + " lets a client without one in (Caddy runs no verifier then): no verified identity"})
+				Detail: "no certificate sent; client_auth mode " + truststore.ModeName(cfg.ClientAuth) + " lets a client without one in (Caddy runs no verifier then): no verified identity"})
 		}
 	}
 	now := time.Now()
@@ -273,7 +274,7 @@ func describeClientAuth(cfg *tls.Config) string {
 	if cfg.ClientAuth == tls.NoClientCert {
 		return "no client_auth: the server does not ask for a client certificate"
 	}
-	s := "client_auth mode " + modeName(cfg.ClientAuth)
+	s := "client_auth mode " + truststore.ModeName(cfg.ClientAuth)
 	switch {
 	case cfg.ClientAuth >= tls.VerifyClientCertIfGiven && cfg.ClientCAs != nil:
 		s += ", crypto/tls verifies the chain against the client_auth trust_pool (as read at config load)"
@@ -286,21 +287,6 @@ func describeClientAuth(cfg *tls.Config) string {
 		s += "; then the client_auth verifiers run, in order"
 	}
 	return s
-}
-
-// modeName is Caddy's name of a client auth type.
-func modeName(t tls.ClientAuthType) string {
-	switch t {
-	case tls.RequestClientCert:
-		return "request"
-	case tls.RequireAnyClientCert:
-		return "require"
-	case tls.VerifyClientCertIfGiven:
-		return "verify_if_given"
-	case tls.RequireAndVerifyClientCert:
-		return "require_and_verify"
-	}
-	return "none"
 }
 
 // callerPool names where Caddy's own client_auth pool comes from.

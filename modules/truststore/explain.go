@@ -1,6 +1,7 @@
 package truststore
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"os"
@@ -75,3 +76,8 @@ func fileHolding(files []string, anchor *x509.Certificate) string {
 	}
 	return ""
 }
+
+// ModeName is Caddy's name of a crypto/tls client auth type (request,
+// require, verify_if_given, require_and_verify; none), as client_auth
+// writes it.
+func ModeName(t tls.ClientAuthType) string { return modeName(t) }
