@@ -271,7 +271,7 @@ http://127.0.0.1:%[5]s {
 		{"SVID under another domain's authority", spiffe, "localhost", "/", "partner-minted", 0, explain.OutcomeRefusedHandshake, "trust_domain", true},
 		{"revoked under live_trust", bundle, "localhost", "/", "gone", 0, explain.OutcomeRefusedHandshake, "revoked", true},
 		{"revoked under Caddy's trust_pool", builtin, "localhost", "/", "gone", 0, explain.OutcomeRefusedHandshake, "revoked", true},
-		{"403 by peer_authorize", bundle, "localhost", "/admin", "bob", 403, explain.OutcomeRefusedHTTP, "not_allowed", false},
+		{"403 by peer_authorize", bundle, "localhost", "/admin", "bob", 403, explain.OutcomeRefusedHTTP, "not_allowed", true},
 		{"admitted by peer_authorize", bundle, "localhost", "/admin", "alice", 200, explain.OutcomeAdmitted, "", false},
 		{"passthrough name", bundle, "db.example.com", "/", "bob", 200, explain.OutcomePassthrough, "", false},
 	}

@@ -127,9 +127,9 @@ func (x *explainHandler) authorize(h *peer.Authorize, w http.ResponseWriter, r *
 	case d.Allowed:
 		s.Verdict, s.Detail = verify.VerdictAdmitted, "the identity matches the patterns (route "+x.where+")"
 	case d.Identity == nil:
-		s.Verdict, s.Reason, s.Detail = verify.VerdictRefused, verify.ReasonUnverified, "no verified client identity: every request is denied (403)"
+		s.Verdict, s.Reason, s.Detail = verify.VerdictRefused, d.Reason, "no verified client identity: every request is denied (403)"
 	default:
-		s.Verdict, s.Reason = verify.VerdictRefused, verify.ReasonNotAllowed
+		s.Verdict, s.Reason = verify.VerdictRefused, d.Reason
 		s.Detail = fmt.Sprintf("%s %q matches none of %s: denied (403)", d.Failed, d.Identity.Value(d.Failed), h.Summary(d.Failed))
 	}
 	if !d.Allowed && d.Shadow {

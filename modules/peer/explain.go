@@ -71,13 +71,27 @@ type Decision struct {
 	Failed Field
 	// Shadow: the handler denies nothing, whatever Allowed says.
 	Shadow bool
+	// Reason is the class of a denial (verify's Reason constants, as in
+	// the denial's log line): not_allowed, no_certificate (none
+	// presented) or unverified (presented, not verified); "" if allowed.
+	Reason string
 }
 
 // Decide is peer_authorize's decision on r; ServeHTTP acts on it.
 func (a *Authorize) Decide(r *http.Request) Decision {
 	id := publish(r)
 	ok, failed := a.Patterns.Match(id)
-	return Decision{Identity: id, Allowed: ok, Failed: failed, Shadow: a.Shadow}
+	d := Decision{Identity: id, Allowed: ok, Failed: failed, Shadow: a.Shadow}
+	switch {
+	case ok:
+	case id != nil:
+		d.Reason = verify.ReasonNotAllowed
+	case r.TLS != nil && len(r.TLS.PeerCertificates) > 0:
+		d.Reason = verify.ReasonUnverified
+	default:
+		d.Reason = verify.ReasonNoCertificate
+	}
+	return d
 }
 
 // Stripped lists the inbound header names forward_peer_identity removes
