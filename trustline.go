@@ -17,6 +17,7 @@ import (
 	_ "github.com/mholt/caddy-l4/modules/l4tls"
 
 	_ "github.com/trustline/trustline/modules/cluster"
+	_ "github.com/trustline/trustline/modules/explain"
 	_ "github.com/trustline/trustline/modules/keystore"
 	_ "github.com/trustline/trustline/modules/passthrough"
 	_ "github.com/trustline/trustline/modules/peer"

@@ -9,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/verify"
 )
 
 func init() {
@@ -60,9 +62,9 @@ func (a *Authorize) Provision(ctx caddy.Context) error {
 
 // ServeHTTP denies or passes the request.
 func (a *Authorize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	id := publish(r)
-	ok, failed := a.Patterns.Match(id)
-	if ok {
+	d := a.Decide(r)
+	id, failed := d.Identity, d.Failed
+	if d.Allowed {
 		return next.ServeHTTP(w, r)
 	}
 	msg, outcome := "denied", "refused"
@@ -71,14 +73,13 @@ func (a *Authorize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	}
 	peerDecisions.WithLabelValues("authorize", outcome).Inc()
 	if ce := a.logger.Check(zap.InfoLevel, msg); ce != nil {
-		fields := identityFields(id)
+		fields := append(identityFields(id), zap.String("reason", d.Reason))
 		if id == nil {
-			presented := r.TLS != nil && len(r.TLS.PeerCertificates) > 0
-			reason := "no client certificate"
-			if presented {
-				reason = "client certificate not verified (client_auth mode request/require, or no trust_pool)"
+			detail := "no client certificate"
+			if d.Reason == verify.ReasonUnverified {
+				detail = "client certificate not verified (client_auth mode request/require, or no trust_pool)"
 			}
-			fields = append(fields, zap.String("reason", reason))
+			fields = append(fields, zap.String("detail", detail))
 		} else {
 			fields = append(fields,
 				zap.String("rule", failed.String()),

@@ -247,9 +247,10 @@ func TestAuthorize(t *testing.T) {
 		log  string
 	}{
 		{"allowed", verified(allowed), true, ""},
-		{"other trust domain", verified(other), false, `"rule":"spiffe_id"`},
-		{"no certificate", &tls.ConnectionState{}, false, `"reason":"no client certificate"`},
-		{"unverified", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{allowed}}, false, `"reason":"client certificate not verified`},
+		// the reason is the class refusal logs, metrics and explain share
+		{"other trust domain", verified(other), false, `"reason":"not_allowed","rule":"spiffe_id"`},
+		{"no certificate", &tls.ConnectionState{}, false, `"reason":"no_certificate","detail":"no client certificate"`},
+		{"unverified", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{allowed}}, false, `"reason":"unverified","detail":"client certificate not verified`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -103,6 +103,11 @@ var errUnverified = errors.New("peer: client certificate was not verified agains
 // client_auth issues no session tickets, Caddy turns them off there, so
 // no session resumes past this check.)
 func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) error {
+	// under `caddy trustline explain`, the steps are told, not logged or counted
+	var trace *verify.Trace
+	if len(rawCerts) > 0 {
+		trace = verify.TraceFor(rawCerts[0])
+	}
 	peer, scopeErr := verifiedPeer(rawCerts, verifiedChains)
 	if peer == nil {
 		detail := "no verified chain: crypto/tls did not verify the certificate (client_auth has no trust_pool, or mode is request/require) and no live_trust verifier before this one verified it"
@@ -110,21 +115,24 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 		if scopeErr != nil {
 			reason, detail, err = verify.ReasonOf(scopeErr), scopeErr.Error(), fmt.Errorf("peer: client certificate refused: %w", scopeErr)
 		}
-		v.refusal("client certificate not verified", reason, nil, zap.String("detail", detail))
+		v.refusal(trace, "client certificate not verified", reason, nil, detail)
 		if v.Shadow {
 			return nil
 		}
 		return err
 	}
 	if v.Revocation != nil {
-		refuse, msg, soft := v.Revocation.Verify(peer.chain)
+		refuse, msg, soft := v.Revocation.VerifyTraced(peer.chain, trace)
 		for _, s := range soft {
+			if trace != nil {
+				break // the revocation step says it
+			}
 			if ce := v.logger.Check(zap.WarnLevel, s.Msg); ce != nil {
 				ce.Write(append(identityFields(peer.id), zap.Error(s.Err))...)
 			}
 		}
 		if refuse != nil {
-			v.refusal(msg, revocationReason(refuse), peer.id, zap.String("detail", refuse.Error()))
+			v.refusal(trace, msg, revocationReason(refuse), peer.id, refuse.Error())
 			if !v.Shadow {
 				return fmt.Errorf("peer: %w", refuse)
 			}
@@ -133,11 +141,12 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 		}
 	}
 	if v.Patterns.c == nil {
-		verify.CountVerdict("peer", verify.VerdictAdmitted, "")
-		return nil // revocation only
+		v.admitted(trace, peer.id, "revocation only: no identity pattern")
+		return nil
 	}
 	if ok, failed := v.Match(peer.id); !ok {
-		v.refusal("client identity not allowed", verify.ReasonNotAllowed, peer.id,
+		v.refusal(trace, "client identity not allowed", verify.ReasonNotAllowed, peer.id,
+			fmt.Sprintf("%s %q matches none of %s", failed, peer.id.Value(failed), v.Summary(failed)),
 			zap.String("rule", failed.String()),
 			zap.String("patterns", v.Summary(failed)),
 			zap.String("value", peer.id.Value(failed)),
@@ -147,7 +156,7 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 		}
 		return fmt.Errorf("peer: client identity not allowed: %s %q matches none of %s", failed, peer.id.Value(failed), v.Summary(failed))
 	}
-	verify.CountVerdict("peer", verify.VerdictAdmitted, "")
+	v.admitted(trace, peer.id, "the identity matches the patterns")
 	return nil
 }
 
@@ -207,20 +216,55 @@ func verifiedPeer(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) (peer
 }
 
 // refusal logs and counts a refusal (or, in shadow mode, what would be
-// refused); reason is its class (a verify.Reason constant).
-func (v *Verifier) refusal(msg, reason string, id *Identity, extra ...zap.Field) {
+// refused); reason is its class (a verify.Reason constant), detail says
+// what exactly (the log's `detail` field, unless extra fields say it).
+// Under explain (trace set) it adds a step instead.
+func (v *Verifier) refusal(trace *verify.Trace, msg, reason string, id *Identity, detail string, extra ...zap.Field) {
+	verdict := verify.VerdictRefused
+	if v.Shadow {
+		verdict = verify.VerdictShadow
+	}
+	if trace != nil {
+		s := verify.Step{Stage: "identity", Name: "peer", Verdict: verdict, Reason: reason, Detail: msg + ": " + detail}
+		if reason == verify.ReasonRevoked || reason == verify.ReasonRevocationUnknown {
+			s.Detail = detail // the revocation step before says which CRL or OCSP answer
+		}
+		if reason == verify.ReasonNotAllowed {
+			s.Checks = v.Patterns.Checks(id)
+		}
+		if v.Shadow {
+			s.Detail = "shadow: would refuse, lets the client through: " + s.Detail
+		}
+		trace.Add(s)
+		return
+	}
 	if v.Shadow {
 		msg = "shadow: would refuse: " + msg
 		peerDecisions.WithLabelValues("verifier", "shadow").Inc()
-		verify.CountVerdict("peer", verify.VerdictShadow, reason)
 	} else {
 		msg = "refused TLS handshake: " + msg
 		peerDecisions.WithLabelValues("verifier", "refused").Inc()
-		verify.CountVerdict("peer", verify.VerdictRefused, reason)
+	}
+	verify.CountVerdict("peer", verdict, reason)
+	if len(extra) == 0 {
+		extra = []zap.Field{zap.String("detail", detail)}
 	}
 	if ce := v.logger.Check(zap.InfoLevel, msg); ce != nil {
 		ce.Write(append(append(identityFields(id), zap.String("reason", reason)), extra...)...)
 	}
+}
+
+// admitted counts an admitted peer, or under explain adds the step.
+func (v *Verifier) admitted(trace *verify.Trace, id *Identity, detail string) {
+	if trace == nil {
+		verify.CountVerdict("peer", verify.VerdictAdmitted, "")
+		return
+	}
+	s := verify.Step{Stage: "identity", Name: "peer", Verdict: verify.VerdictAdmitted, Detail: detail + " (" + id.Describe() + ")"}
+	if v.Patterns.c != nil {
+		s.Checks = v.Patterns.Checks(id)
+	}
+	trace.Add(s)
 }
 
 // UnmarshalCaddyfile sets up the verifier, inside client_auth. Syntax:

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 // OCSP checks client certificates with their CA's OCSP responder
@@ -199,13 +200,23 @@ func (o *OCSP) cleanup() {
 // check checks every certificate of chain (leaf first) but its last (the
 // trust anchor), or only the leaf. It returns an error naming the revoked
 // or unknown certificate, or one wrapping errOCSPUnavailable.
-func (o *OCSP) check(chain []*x509.Certificate) error {
+func (o *OCSP) check(chain []*x509.Certificate) error { return o.checkNoted(chain, nil) }
+
+// checkNoted is check; with notes set (explain) it asks no responder:
+// only cached answers count, and it notes each.
+func (o *OCSP) checkNoted(chain []*x509.Certificate, notes *[]verify.Check) error {
 	n := len(chain) - 1
 	if o.LeafOnly && n > 1 {
 		n = 1
 	}
 	for i := 0; i < n; i++ {
-		if err := o.checkOne(chain[i], chain[i+1]); err != nil {
+		var err error
+		if notes != nil {
+			err = o.cached(chain[i], chain[i+1], notes)
+		} else {
+			err = o.checkOne(chain[i], chain[i+1])
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 // Revocation checks client certificates against certificate revocation
@@ -415,10 +416,27 @@ type SoftFailure struct {
 // soft_fail option let through. Each method's outcome is counted in
 // trustline_peer_revocation_checks_total.
 func (r *Revocation) Verify(chain []*x509.Certificate) (refuse error, msg string, soft []SoftFailure) {
+	return r.VerifyTraced(chain, nil)
+}
+
+// VerifyTraced is Verify; with t set (`caddy trustline explain`) it
+// fetches nothing (the CRLs of distribution points and the OCSP answers
+// come from the cache only, and what is not cached is unavailable: "not
+// cached; explain fetches nothing"), counts nothing, and adds one step
+// per method to t.
+func (r *Revocation) VerifyTraced(chain []*x509.Certificate, t *verify.Trace) (refuse error, msg string, soft []SoftFailure) {
+	var notes *[]verify.Check
 	if r.hasCRL() {
-		err := r.check(chain)
+		if t != nil {
+			notes = new([]verify.Check)
+		}
+		err := r.checkNoted(chain, notes)
 		result := revocationResult(err, errCRLUnavailable, r.SoftFail)
-		revocationChecks.WithLabelValues("crl", result).Inc()
+		if t == nil {
+			revocationChecks.WithLabelValues("crl", result).Inc()
+		} else {
+			t.Add(revocationStep("crl", result, err, "crl_soft_fail", *notes))
+		}
 		if err != nil {
 			if result != "soft_fail" {
 				return err, "client certificate revoked or its CRL unavailable", soft
@@ -427,9 +445,16 @@ func (r *Revocation) Verify(chain []*x509.Certificate) (refuse error, msg string
 		}
 	}
 	if r.OCSP != nil {
-		err := r.OCSP.check(chain)
+		if t != nil {
+			notes = new([]verify.Check)
+		}
+		err := r.OCSP.checkNoted(chain, notes)
 		result := revocationResult(err, errOCSPUnavailable, r.OCSP.SoftFail)
-		revocationChecks.WithLabelValues("ocsp", result).Inc()
+		if t == nil {
+			revocationChecks.WithLabelValues("ocsp", result).Inc()
+		} else {
+			t.Add(revocationStep("ocsp", result, err, "ocsp_soft_fail", *notes))
+		}
 		if err != nil {
 			if result != "soft_fail" {
 				return err, "client certificate revoked or unknown by OCSP, or its OCSP status unavailable", soft
@@ -458,29 +483,36 @@ func revocationResult(err, unavailable error, softFail bool) string {
 // check checks every certificate of chain (leaf first) but its last (the
 // trust anchor) against the CRLs. It returns an error naming the revoked certificate, or
 // one wrapping errCRLUnavailable.
-func (r *Revocation) check(chain []*x509.Certificate) error {
+func (r *Revocation) check(chain []*x509.Certificate) error { return r.checkNoted(chain, nil) }
+
+// checkNoted is check; with notes set (explain) it fetches nothing and
+// notes each CRL it consults.
+func (r *Revocation) checkNoted(chain []*x509.Certificate, notes *[]verify.Check) error {
 	now := r.now()
 	for i := 0; i+1 < len(chain); i++ {
-		if err := r.checkOne(chain[i], chain[i+1], now); err != nil {
+		if err := r.checkOne(chain[i], chain[i+1], now, notes); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time) error {
-	covered, usable := false, false
+func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time, notes *[]verify.Check) error {
+	covered, usable, notFetched := false, false, false
 	var problems []string
 	consider := func(e *crlEntry) error {
 		covered = true
 		if err := r.usable(e, issuer, now); err != nil {
 			problems = append(problems, err.Error())
+			note(notes, cert, crlName(e), err.Error(), false)
 			return nil
 		}
 		usable = true
 		if e.isRevoked(cert.SerialNumber) {
+			note(notes, cert, crlName(e), "revoked", false)
 			return fmt.Errorf("certificate %q (serial %s) is revoked by the CRL from %s", cert.Subject, material.SerialString(cert), e.source)
 		}
+		note(notes, cert, crlName(e), "not listed", true)
 		return nil
 	}
 	for _, f := range r.files {
@@ -498,9 +530,17 @@ func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time) err
 				continue
 			}
 			covered = true
-			es, err := r.fetchedCRL(dp, issuer)
+			var es []*crlEntry
+			var err error
+			if notes != nil {
+				es, err = r.cachedCRL(dp, issuer)
+			} else {
+				es, err = r.fetchedCRL(dp, issuer)
+			}
 			if err != nil {
 				problems = append(problems, err.Error())
+				notFetched = notFetched || NotFetched(err)
+				note(notes, cert, "CRL of distribution point "+dp, err.Error(), false)
 				continue
 			}
 			for _, e := range es {
@@ -510,8 +550,15 @@ func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time) err
 			}
 		}
 	}
+	if !covered {
+		note(notes, cert, "CRLs", "no configured CRL covers it: it passes", true)
+	}
 	if covered && !usable {
-		return fmt.Errorf("%w for certificate %q: %s", errCRLUnavailable, cert.Subject, strings.Join(problems, "; "))
+		err := fmt.Errorf("%w for certificate %q: %s", errCRLUnavailable, cert.Subject, strings.Join(problems, "; "))
+		if notFetched {
+			err = &unfetched{err}
+		}
+		return err
 	}
 	return nil
 }

@@ -22,13 +22,15 @@ func init() {
 Commands of the trustline suite.
 
   caddy trustline topology --config Caddyfile
+  caddy trustline explain --config Caddyfile --server-name api.example.com --cert client.pem
 
 reports where TLS ends in a config: per listener, host and route, the
 inbound leg (plain HTTP, TLS terminated with which certificate, mTLS
 verified against which pool, passed through) and the outbound legs (plain
 HTTP, TLS verified against which pool, mTLS with which client identity,
 skip-verify), every certificate in play with its expiry, and findings with
-the config path and the fix.`,
+the config path and the fix; the second says, step by step, what the
+server does with one client certificate, with the server's own code.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			topo := &cobra.Command{
 				Use:   "topology [--config <path> [--adapter <name>]] [--address <admin>] [--format table|json|html|svg] [--fail-on warning|error]",
@@ -64,6 +66,7 @@ made.`,
 			topo.Flags().StringP("format", "f", "table", "Output format: table, json, html (a page with the picture) or svg")
 			topo.Flags().String("fail-on", "", "Exit with status 2 when a finding at or above this severity exists: warning or error")
 			cmd.AddCommand(topo)
+			addSubcommands(cmd) // caddy trustline explain, ...
 		},
 	})
 }
@@ -118,7 +121,12 @@ func cmdTopology(fl caddycmd.Flags) (int, error) {
 
 	write := writeReport
 	if format == "html" || format == "svg" {
-		write = func(w io.Writer, rep *Report, format string) error { return writePicture(w, rep, format, 0) }
+		write = func(w io.Writer, rep *Report, format string) error {
+			if format == "html" && configFile != "" {
+				return rep.WriteHTML(w, HTMLOptions{SVGOptions: SVGOptions{Now: rep.Generated}, Explain: "--config " + configFile})
+			}
+			return writePicture(w, rep, format, 0)
+		}
 	}
 	if err := write(os.Stdout, rep, format); err != nil {
 		return caddy.ExitCodeFailedStartup, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -14,6 +15,10 @@ type HTMLOptions struct {
 	// Refresh, when positive, makes the page reload itself every Refresh
 	// seconds (a meta refresh: no script). Default: 0, no reload.
 	Refresh int
+	// Explain is how the page's `caddy trustline explain` command lines
+	// reach the config: "--config Caddyfile" or "--address host:port".
+	// Default: "--address localhost:2019" (Caddy's admin address).
+	Explain string
 }
 
 // pageCSP is the Content-Security-Policy the admin API serves the page
@@ -25,7 +30,9 @@ const pageStyle = `body{margin:0;background:#f6f8fa;color:#1f2328;font:14px/1.4 
 header{padding:12px 20px;background:#fff;border-bottom:1px solid #d0d7de}
 h1{margin:0;font-size:18px}header p{margin:4px 0 0;color:#57606a}
 main{padding:16px 20px}figure{margin:0;overflow:auto;background:#fff;border:1px solid #d0d7de;border-radius:6px}
-figure svg{display:block}`
+figure svg{display:block}
+section{margin-top:16px}h2{font-size:15px;margin:0 0 6px}section ul{margin:0;padding-left:20px}
+section code{display:block;margin:2px 0 8px;padding:4px 8px;background:#fff;border:1px solid #d0d7de;border-radius:4px;font:12px ui-monospace,monospace;user-select:all;overflow-x:auto;white-space:pre}`
 
 // WriteHTML writes a self-contained page: the picture inline, its style
 // inline, no script and nothing fetched, so it renders offline and under
@@ -43,6 +50,45 @@ func (r *Report) WriteHTML(w io.Writer, opts HTMLOptions) error {
 	if err := r.WriteSVG(bw, opts.SVGOptions); err != nil {
 		return err
 	}
-	fmt.Fprintf(bw, "</figure></main>\n</body>\n</html>\n")
+	fmt.Fprintf(bw, "</figure>\n")
+	if lines := explainCommands(r, opts.Explain); len(lines) > 0 {
+		fmt.Fprintf(bw, "<section><h2>Explain a client</h2><p>What the server does with one client certificate, step by step (<code style=\"display:inline;padding:0 4px\">client.pem</code>: the client's certificate file, its intermediates after it):</p><ul>\n")
+		for _, l := range lines {
+			fmt.Fprintf(bw, "<li>%s<code>%s</code></li>\n", html.EscapeString(l[0]), html.EscapeString(l[1]))
+		}
+		fmt.Fprintf(bw, "</ul></section>\n")
+	}
+	fmt.Fprintf(bw, "</main>\n</body>\n</html>\n")
 	return bw.Flush()
+}
+
+// explainCommands lists, for each site (a host of a route on a TLS or
+// passthrough listener), what it is and the `caddy trustline explain`
+// command line that explains a client for it. via selects the config
+// (default --address localhost:2019).
+func explainCommands(r *Report, via string) [][2]string {
+	if via == "" {
+		via = "--address localhost:2019"
+	}
+	var out [][2]string
+	seen := map[string]bool{}
+	for _, l := range r.Listeners {
+		for _, rt := range l.Routes {
+			switch rt.Inbound.Mode {
+			case ModeTLS, ModeMTLS, ModePassthrough, ModeRefused:
+			default:
+				continue
+			}
+			for _, h := range rt.Hosts {
+				name := strings.Replace(h, "*", "any", 1)
+				cmd := fmt.Sprintf("caddy trustline explain %s --server-name %s --listen %s --cert client.pem", via, name, l.Address)
+				if seen[cmd] {
+					continue
+				}
+				seen[cmd] = true
+				out = append(out, [2]string{fmt.Sprintf("%s on %s (%s)", h, l.Address, rt.Inbound.Mode), cmd})
+			}
+		}
+	}
+	return out
 }

@@ -115,3 +115,36 @@ func TestHTMLSelfContained(t *testing.T) {
 		t.Error("no meta refresh with Refresh 7")
 	}
 }
+
+// TestHTMLExplainCommands: the page gives, for each TLS or passthrough
+// site, the command line that explains a client for it.
+func TestHTMLExplainCommands(t *testing.T) {
+	rep := &Report{Listeners: []*Listener{
+		{App: "http", Address: ":8443", Routes: []*Route{
+			{Hosts: []string{"api.example.com"}, Inbound: Inbound{Mode: ModeMTLS}},
+			{Hosts: []string{"*.example.com"}, Inbound: Inbound{Mode: ModeTLS}},
+		}},
+		{App: "layer4", Address: ":9443", Routes: []*Route{{Hosts: []string{"db.example.com"}, Inbound: Inbound{Mode: ModePassthrough}}}},
+		{App: "http", Address: ":80", Routes: []*Route{{Hosts: []string{"plain.example.com"}, Inbound: Inbound{Mode: ModePlainHTTP}}}},
+	}}
+	var b bytes.Buffer
+	if err := rep.WriteHTML(&b, HTMLOptions{Explain: "--config Caddyfile"}); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	for _, want := range []string{
+		"<code>caddy trustline explain --config Caddyfile --server-name api.example.com --listen :8443 --cert client.pem</code>",
+		"<code>caddy trustline explain --config Caddyfile --server-name any.example.com --listen :8443 --cert client.pem</code>",
+		"<code>caddy trustline explain --config Caddyfile --server-name db.example.com --listen :9443 --cert client.pem</code>",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %s", want)
+		}
+	}
+	if strings.Contains(page, "plain.example.com --listen") {
+		t.Error("a plain HTTP site has an explain command")
+	}
+	if strings.Contains(page, "<script") {
+		t.Error("a script on the page")
+	}
+}

@@ -113,29 +113,33 @@ func (v *LiveTrust) current() *verify.Anchors {
 // closed (verify.RecheckConns).
 func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 	if len(rawCerts) == 0 {
-		return v.refused(nil, &verify.Refusal{Reason: verify.ReasonNoCertificate, Err: errors.New("no client certificate")})
+		return v.refused(nil, nil, &verify.Refusal{Reason: verify.ReasonNoCertificate, Err: errors.New("no client certificate")})
 	}
+	// under `caddy trustline explain`, the steps are told, not logged or counted
+	trace := verify.TraceFor(rawCerts[0])
 	anchors := v.current()
 	if anchors == nil {
-		v.logger.Error("client certificate refused", zap.String("reason", errNoPool.Reason), zap.Error(errNoPool))
-		verify.CountVerdict("live_trust", verify.VerdictRefused, errNoPool.Reason)
-		return errNoPool
+		return v.refused(trace, nil, errNoPool)
 	}
 	leaf, err := verify.ParseCertificate(rawCerts[0])
 	if err != nil {
-		return v.refused(nil, &verify.Refusal{Reason: verify.ReasonMalformed, Err: fmt.Errorf("client certificate: %w", err)})
+		return v.refused(trace, nil, &verify.Refusal{Reason: verify.ReasonMalformed, Err: fmt.Errorf("client certificate: %w", err)})
 	}
 	var inters []*x509.Certificate
 	for _, raw := range rawCerts[1:] {
 		c, err := verify.ParseCertificate(raw)
 		if err != nil {
-			return v.refused(leaf, &verify.Refusal{Reason: verify.ReasonMalformed, Err: fmt.Errorf("client chain: %w", err)})
+			return v.refused(trace, leaf, &verify.Refusal{Reason: verify.ReasonMalformed, Err: fmt.Errorf("client chain: %w", err)})
 		}
 		inters = append(inters, c)
 	}
-	chain, td, err := anchors.Verify(leaf, inters, x509.ExtKeyUsageClientAuth, time.Now())
+	now := time.Now()
+	chain, td, err := anchors.Verify(leaf, inters, x509.ExtKeyUsageClientAuth, now)
+	if trace != nil {
+		trace.Add(verify.ChainStep("live_trust", leaf, inters, anchors.Certificates(), v.origin, chain, td, err, now))
+	}
 	if err != nil {
-		return v.refused(leaf, err)
+		return v.refused(trace, leaf, err)
 	}
 	verify.Remember(chain[:len(chain)-1])
 	rec := &verify.Verified{Chain: chain, TrustDomain: td}
@@ -143,7 +147,9 @@ func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certi
 		rec.DependOn(v.src.Version, v.recheck)
 	}
 	verify.Record(rawCerts[0], rec)
-	verify.CountVerdict("live_trust", verify.VerdictAdmitted, "")
+	if trace == nil {
+		verify.CountVerdict("live_trust", verify.VerdictAdmitted, "")
+	}
 	return nil
 }
 
@@ -154,11 +160,23 @@ func (v *LiveTrust) recheck(chain []*x509.Certificate) error {
 	return err
 }
 
-// refused logs and counts a refusal; leaf may be nil.
-func (v *LiveTrust) refused(leaf *x509.Certificate, err error) error {
+// refused logs and counts a refusal; leaf may be nil. Under explain
+// (trace set) it does neither, and adds the refusals that come before
+// chain building to the trace.
+func (v *LiveTrust) refused(trace *verify.Trace, leaf *x509.Certificate, err error) error {
 	reason := verify.ReasonOf(err)
+	if trace != nil {
+		if reason == verify.ReasonNoPool || reason == verify.ReasonMalformed { // no chain step told it
+			trace.Add(verify.Step{Stage: "chain", Name: "live_trust", Verdict: verify.VerdictRefused, Reason: reason, Detail: err.Error()})
+		}
+		return err
+	}
 	verify.CountVerdict("live_trust", verify.VerdictRefused, reason)
-	if ce := v.logger.Check(zapcore.InfoLevel, "client certificate refused"); ce != nil {
+	level := zapcore.InfoLevel
+	if reason == verify.ReasonNoPool {
+		level = zapcore.ErrorLevel
+	}
+	if ce := v.logger.Check(level, "client certificate refused"); ce != nil {
 		fields := []zap.Field{zap.String("reason", reason)}
 		if leaf != nil {
 			fields = append(fields, zap.String("subject", leaf.Subject.String()),

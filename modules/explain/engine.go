@@ -1,0 +1,288 @@
+package explain
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/mholt/caddy-l4/layer4"
+
+	"github.com/trustline/trustline/modules/passthrough"
+	"github.com/trustline/trustline/modules/verify"
+)
+
+// Explain answers, for the config provisioned in ctx, what the server
+// does with the client req describes, with the very code that decides:
+// the listener and its passthrough routes (caddy-l4's matchers with the
+// suite's ClientHello matcher, on a real ClientHello), the TLS connection
+// policy and its verifiers (through Caddy's own tls.Config), the routes
+// (Caddy's route machinery with the real matchers; the suite's handlers
+// asked for their decision; nothing proxied, nothing fetched). config is
+// the config's JSON (the passthrough routes are read from it: caddy-l4
+// keeps its provisioned matchers private); source names the config in
+// the answer. An error means nothing could be evaluated.
+func Explain(ctx caddy.Context, config []byte, req *Request, source string) (*Report, error) {
+	e := &engine{ctx: ctx, req: req, rep: &Report{Generated: time.Now().UTC(), Source: source, Request: RequestSummary{
+		ServerName: req.ServerName, Listen: req.Listen, Method: req.Method, Path: req.Path, ALPN: req.ALPN, Upstream: req.Upstream,
+		Chain: verify.DescribeCerts(req.certs),
+	}}}
+	if err := e.readConfig(config); err != nil {
+		return nil, err
+	}
+	if req.Upstream != "" {
+		if err := e.dialUpstream(); err != nil {
+			return nil, err
+		}
+		return e.rep, nil
+	}
+	l, err := e.listener()
+	if err != nil {
+		return nil, err
+	}
+	e.run(l)
+	if e.rep.Verdict.Outcome == "" {
+		return nil, errors.New("explain reached no verdict")
+	}
+	return e.rep, nil
+}
+
+// engine is one explanation under way.
+type engine struct {
+	ctx   caddy.Context
+	req   *Request
+	rep   *Report
+	trace *verify.Trace // the verifiers' steps while the handshake runs
+
+	http *caddyhttp.App
+	// from the config's JSON: the layer-4 routes in front of each HTTP
+	// server, and the passthrough app's servers
+	wrappers map[string][]*layer4.ListenerWrapper
+	l4       map[string]*layer4.Server
+
+	hello []byte // the ClientHello of the request, once made
+}
+
+func (e *engine) add(s verify.Step) { e.rep.add(s) }
+
+// readConfig finds the provisioned http app and reads the layer-4 routes
+// from the JSON.
+func (e *engine) readConfig(config []byte) error {
+	if app, err := e.ctx.AppIfConfigured("http"); err == nil {
+		e.http, _ = app.(*caddyhttp.App)
+	} else if !errors.Is(err, caddy.ErrNotConfigured) {
+		return fmt.Errorf("the http app: %w", err)
+	}
+	var cfg struct {
+		Apps struct {
+			HTTP *struct {
+				Servers map[string]*caddyhttp.Server `json:"servers"`
+			} `json:"http"`
+			Passthrough *passthrough.App `json:"passthrough"`
+		} `json:"apps"`
+	}
+	if len(config) > 0 {
+		if err := json.Unmarshal(config, &cfg); err != nil {
+			return fmt.Errorf("reading the config: %w", err)
+		}
+	}
+	e.wrappers, e.l4 = map[string][]*layer4.ListenerWrapper{}, map[string]*layer4.Server{}
+	if cfg.Apps.HTTP != nil {
+		for name, srv := range cfg.Apps.HTTP.Servers {
+			for _, raw := range srv.ListenerWrappersRaw {
+				var kind struct {
+					Wrapper string `json:"wrapper"`
+				}
+				if json.Unmarshal(raw, &kind) != nil || kind.Wrapper != "layer4" {
+					continue
+				}
+				lw := new(layer4.ListenerWrapper)
+				if err := json.Unmarshal(raw, lw); err != nil {
+					return fmt.Errorf("server %s: layer4 listener wrapper: %w", name, err)
+				}
+				e.wrappers[name] = append(e.wrappers[name], lw)
+			}
+		}
+	}
+	if cfg.Apps.Passthrough != nil {
+		e.l4 = cfg.Apps.Passthrough.Servers
+	}
+	return nil
+}
+
+// candidate is a listener: an HTTP server (with the layer-4 routes in
+// front of it) or a passthrough server.
+type candidate struct {
+	name   string
+	listen []string
+	http   *caddyhttp.Server
+	l4     *layer4.Server
+}
+
+func (c *candidate) String() string {
+	kind := "HTTP server"
+	if c.l4 != nil {
+		kind = "passthrough server"
+	}
+	return fmt.Sprintf("%s %s on %s", kind, c.name, strings.Join(c.listen, " "))
+}
+
+// listener picks the listener: the one on --listen, the only one, or the
+// one that takes the server name.
+func (e *engine) listener() (*candidate, error) {
+	var all []*candidate
+	if e.http != nil {
+		for name, srv := range e.http.Servers {
+			all = append(all, &candidate{name: name, listen: srv.Listen, http: srv})
+		}
+	}
+	for name, srv := range e.l4 {
+		all = append(all, &candidate{name: name, listen: srv.Listen, l4: srv})
+	}
+	slices.SortFunc(all, func(a, b *candidate) int { return strings.Compare(a.String(), b.String()) })
+	if len(all) == 0 {
+		return nil, errors.New("the config has no HTTP or passthrough server")
+	}
+	names := func(cs []*candidate) string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.String())
+		}
+		return strings.Join(out, "; ")
+	}
+	if e.req.Listen != "" {
+		var on []*candidate
+		for _, c := range all {
+			for _, l := range c.listen {
+				if ok, err := passthrough.ListenersClash(l, e.req.Listen); err == nil && ok {
+					on = append(on, c)
+					break
+				}
+			}
+		}
+		switch len(on) {
+		case 0:
+			return nil, fmt.Errorf("no listener on %s; the config's listeners: %s", e.req.Listen, names(all))
+		case 1:
+			return on[0], nil
+		}
+		return nil, fmt.Errorf("several listeners take %s (%s): give the full address", e.req.Listen, names(on))
+	}
+	if len(all) == 1 {
+		return all[0], nil
+	}
+	var serving []*candidate
+	for _, c := range all {
+		if e.serves(c) {
+			serving = append(serving, c)
+		}
+	}
+	if len(serving) == 1 {
+		return serving[0], nil
+	}
+	if len(serving) == 0 {
+		serving = all
+	}
+	return nil, fmt.Errorf("several listeners may take %s (%s): give --listen", e.req.ServerName, names(serving))
+}
+
+// serves reports whether the listener takes the server name over TLS: a
+// route of its layer-4 routes, or (an HTTP server with TLS) a top-level
+// route whose host matcher takes it.
+func (e *engine) serves(c *candidate) bool {
+	if c.l4 != nil {
+		return e.passes(c.l4.Routes)
+	}
+	for _, lw := range e.wrappers[c.name] {
+		if e.passes(lw.Routes) {
+			return true
+		}
+	}
+	if len(c.http.TLSConnPolicies) == 0 {
+		return false
+	}
+	r := caddyhttp.PrepareRequest(&http.Request{Host: e.req.ServerName, URL: &url.URL{Path: "/"}, Header: http.Header{}}, caddy.NewReplacer(), nil, c.http)
+	for _, route := range c.http.Routes {
+		for _, set := range route.MatcherSets {
+			for _, m := range set {
+				if host, ok := m.(caddyhttp.MatchHost); ok {
+					if match, _ := host.MatchWithError(r); match {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// passes reports whether a layer-4 route passes the client through.
+func (e *engine) passes(routes layer4.RouteList) bool {
+	i, err := e.matchLayer4(routes)
+	if err != nil || i < 0 {
+		return false
+	}
+	for _, raw := range routes[i].HandlersRaw {
+		var kind struct {
+			Handler string `json:"handler"`
+		}
+		if json.Unmarshal(raw, &kind) == nil && kind.Handler == "passthrough" {
+			return true
+		}
+	}
+	return false
+}
+
+// run explains the client on listener l.
+func (e *engine) run(l *candidate) {
+	e.add(verify.Step{Stage: "listener", Name: l.name, Verdict: verify.VerdictInfo, Detail: l.String()})
+	local := listenAddr(firstOr(l.listen, e.req.Listen))
+	if l.l4 != nil {
+		if !e.layer4(l.l4.Routes, false) {
+			e.add(verify.Step{Stage: "passthrough", Name: "layer4", Verdict: verify.VerdictRefused, Detail: "no route of this passthrough server takes the ClientHello: caddy-l4 closes the connection"})
+			e.refuseHandshake("", verify.ReasonOther, "no passthrough route takes the name: the connection is closed")
+		}
+		return
+	}
+	for _, lw := range e.wrappers[l.name] {
+		if e.layer4(lw.Routes, true) {
+			return
+		}
+	}
+	if len(l.http.TLSConnPolicies) == 0 {
+		e.add(verify.Step{Stage: "tls", Name: "listener", Verdict: verify.VerdictRefused, Reason: verify.ReasonOther,
+			Detail: "this listener speaks plain HTTP (its server has no TLS connection policy): a TLS client's handshake fails"})
+		e.refuseHandshake("", verify.ReasonOther, "the listener does not speak TLS")
+		return
+	}
+	cs := e.handshake(l.http, local)
+	if cs == nil {
+		return
+	}
+	e.routes(l.http, cs)
+}
+
+// refuseHandshake sets the verdict of a refused handshake.
+func (e *engine) refuseHandshake(alert, reason, summary string) {
+	e.rep.Verdict = Verdict{Outcome: OutcomeRefusedHandshake, Reason: reason, Alert: alert, Summary: summary}
+	for _, s := range e.rep.Steps {
+		if s.Verdict == verify.VerdictUnknown {
+			e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Reason: s.Reason,
+				Summary: "the handshake depends on what explain does not do: " + s.Detail}
+			return
+		}
+	}
+}
+
+func firstOr(list []string, def string) string {
+	if def != "" || len(list) == 0 {
+		return def
+	}
+	return list[0]
+}

@@ -1,0 +1,192 @@
+package explain
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/mholt/caddy-l4/layer4"
+	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/passthrough"
+	"github.com/trustline/trustline/modules/verify"
+)
+
+// layer4 explains the layer-4 routes of a listener (a passthrough
+// server's, or those of the listener wrapper in front of an HTTP server:
+// beside). It returns false when no route takes the client (beside: the
+// connection goes on to Caddy's TLS).
+func (e *engine) layer4(routes layer4.RouteList, beside bool) bool {
+	i, err := e.matchLayer4(routes)
+	if err != nil {
+		e.add(verify.Step{Stage: "passthrough", Name: "layer4", Verdict: verify.VerdictUnknown, Detail: "matching the ClientHello: " + err.Error()})
+		e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: "the layer-4 routes could not be evaluated: " + err.Error()}
+		return true
+	}
+	if i < 0 {
+		if beside {
+			e.add(verify.Step{Stage: "passthrough", Name: "layer4", Verdict: verify.VerdictInfo,
+				Detail: fmt.Sprintf("none of the %d passthrough route(s) in front of this server takes %s: the connection goes on to Caddy's TLS", len(routes), e.req.ServerName)})
+		}
+		return false
+	}
+	r := routes[i]
+	match := compactJSON(r.MatcherSetsRaw)
+	for _, raw := range r.HandlersRaw {
+		var kind struct {
+			Handler string `json:"handler"`
+		}
+		_ = json.Unmarshal(raw, &kind)
+		switch kind.Handler {
+		case "passthrough":
+			var h passthrough.Handler
+			if err := json.Unmarshal(raw, &h); err != nil {
+				break
+			}
+			e.passedThrough(i, match, &h)
+			return true
+		case "refuse":
+			var h passthrough.Refuse
+			_ = json.Unmarshal(raw, &h)
+			alert := h.Alert
+			if alert == "" {
+				alert = "handshake_failure"
+			}
+			e.add(verify.Step{Stage: "passthrough", Name: "refuse", Verdict: verify.VerdictRefused, Reason: verify.ReasonOther,
+				Detail: fmt.Sprintf("layer-4 route #%d (%s, route %q) refuses the connection with the TLS alert %s, before any certificate is asked for", i, match, h.Route, alert)})
+			if alert == "none" {
+				e.refuseHandshake("", verify.ReasonOther, "refused at layer 4: the connection is closed without an alert")
+			} else {
+				e.refuseHandshake(strings.ReplaceAll(alert, "_", " "), verify.ReasonOther, "refused at layer 4 by a passthrough refuse route")
+			}
+			return true
+		default:
+			e.add(verify.Step{Stage: "passthrough", Name: kind.Handler, Verdict: verify.VerdictUnknown,
+				Detail: fmt.Sprintf("layer-4 route #%d (%s) runs the %q handler, which explain does not evaluate (TLS terminated at layer 4 is not explained yet)", i, match, kind.Handler)})
+			e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: "the route that takes the name runs a layer-4 handler explain does not evaluate: " + kind.Handler}
+			return true
+		}
+	}
+	e.add(verify.Step{Stage: "passthrough", Name: "layer4", Verdict: verify.VerdictUnknown, Detail: fmt.Sprintf("layer-4 route #%d (%s) takes the name but has no handler explain knows", i, match)})
+	e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: "a layer-4 route takes the name with handlers explain does not know"}
+	return true
+}
+
+// passedThrough reports a passthrough route: TLS does not end here.
+func (e *engine) passedThrough(i int, match string, h *passthrough.Handler) {
+	var ups []string
+	for _, u := range h.Upstreams {
+		ups = append(ups, u.Dial)
+	}
+	route := h.Route
+	if route == "" {
+		route = "passthrough"
+	}
+	detail := fmt.Sprintf("layer-4 route #%d (%s, route %q) passes the connection through to %s: TLS does not end here; the backend sees this certificate and decides",
+		i, match, route, strings.Join(ups, ", "))
+	var checks []verify.Check
+	switch h.ProxyProtocol {
+	case "v1":
+		checks = append(checks, verify.Check{Name: "PROXY v1", Want: "header", Have: "the client's address and port", OK: true})
+	case "v2":
+		have := "the client's address and port; no identity TLV: TLS is not terminated before the handler, so there is no verified identity to send"
+		checks = append(checks, verify.Check{Name: "PROXY v2", Want: "header", Have: have, OK: true})
+	}
+	if h.TLS != nil {
+		detail += "; the handler re-encrypts to the upstream"
+	}
+	e.add(verify.Step{Stage: "passthrough", Name: "passthrough", Verdict: verify.VerdictAdmitted, Detail: detail, Checks: checks})
+	e.rep.Verdict = Verdict{Outcome: OutcomePassthrough,
+		Summary: fmt.Sprintf("TLS does not end here: %s is passed through to %s, which sees the client's certificate and decides", e.req.ServerName, strings.Join(ups, ", "))}
+}
+
+// matchLayer4 returns the index of the first route that takes the
+// client, or -1: caddy-l4's own matcher sets (each route's matchers
+// provisioned from its JSON in a context of its own, cleaned up after),
+// on a connection that replays the ClientHello crypto/tls writes for
+// the request's server name and ALPN; the suite's clienthello matcher
+// reads it as it reads a client's.
+func (e *engine) matchLayer4(routes layer4.RouteList) (int, error) {
+	if len(routes) == 0 {
+		return -1, nil
+	}
+	ctx, cancel := caddy.NewContext(e.ctx)
+	defer cancel()
+	cx := layer4.WrapConnection(&helloConn{r: bytes.NewReader(e.clientHello()), local: listenAddr(e.req.Listen),
+		remote: &net.TCPAddr{IP: net.ParseIP(e.req.RemoteIP), Port: 50000}}, nil, zap.NewNop())
+	for i, route := range routes {
+		r := *route // LoadModule clears the raw field: keep the config's
+		mods, err := ctx.LoadModule(&r, "MatcherSetsRaw")
+		if err != nil {
+			return -1, fmt.Errorf("route %d: loading its matchers: %w", i, err)
+		}
+		var sets layer4.MatcherSets
+		if err := sets.FromInterface(mods); err != nil {
+			return -1, fmt.Errorf("route %d: %w", i, err)
+		}
+		ok, err := sets.AnyMatch(cx)
+		if err != nil {
+			return -1, fmt.Errorf("route %d: %w", i, err)
+		}
+		if ok {
+			return i, nil
+		}
+	}
+	return -1, nil
+}
+
+// clientHello is the ClientHello a crypto/tls client writes for the
+// request: its server name and ALPN offer (made once).
+func (e *engine) clientHello() []byte {
+	if e.hello != nil {
+		return e.hello
+	}
+	c := &helloConn{r: bytes.NewReader(nil)}
+	tc := tls.Client(c, &tls.Config{ServerName: e.req.ServerName, NextProtos: e.req.ALPN, InsecureSkipVerify: true}) //nolint:gosec // never completes: only its ClientHello is kept
+	_ = tc.Handshake()                                                                                               // fails at its first read, after writing the ClientHello
+	e.hello = c.written.Bytes()
+	return e.hello
+}
+
+// helloConn replays r and keeps what is written.
+type helloConn struct {
+	r             *bytes.Reader
+	written       bytes.Buffer
+	local, remote net.Addr
+}
+
+func (c *helloConn) Read(p []byte) (int, error) {
+	if c.r.Len() == 0 {
+		return 0, io.EOF
+	}
+	return c.r.Read(p)
+}
+func (c *helloConn) Write(p []byte) (int, error)      { return c.written.Write(p) }
+func (c *helloConn) Close() error                     { return nil }
+func (c *helloConn) LocalAddr() net.Addr              { return orAddr(c.local) }
+func (c *helloConn) RemoteAddr() net.Addr             { return orAddr(c.remote) }
+func (c *helloConn) SetDeadline(time.Time) error      { return nil }
+func (c *helloConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *helloConn) SetWriteDeadline(time.Time) error { return nil }
+
+func orAddr(a net.Addr) net.Addr {
+	if a == nil {
+		return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	}
+	return a
+}
+
+// compactJSON is v as compact JSON, for a step's detail.
+func compactJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}

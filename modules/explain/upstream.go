@@ -1,0 +1,284 @@
+package explain
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/trustline/trustline/modules/upstream"
+	"github.com/trustline/trustline/modules/verify"
+)
+
+// dialTimeout bounds the dial and handshake of --upstream; afterReadWait
+// is how long the backend has to refuse our certificate after a TLS 1.3
+// handshake (it sends its alert with its first record).
+const (
+	dialTimeout   = 10 * time.Second
+	afterReadWait = 2 * time.Second
+)
+
+// dialUpstream dials the backend named by the request (an upstream of a
+// reverse_proxy of the config: explain dials nothing else) now, with the
+// configured client identity and trust, through the transport's own
+// dial: the mtls transport's (LiveTLS.Handshake, classified by
+// upstream.Classify), or for Caddy's http transport crypto/tls with its
+// tls.Config. It is a real handshake: the transport logs and counts a
+// failure as it does any other.
+func (e *engine) dialUpstream() error {
+	h, addr := e.findUpstream()
+	if h == nil {
+		return fmt.Errorf("upstream %q is not an upstream of a reverse_proxy of this config (explain dials only the config's own upstreams); the config's TLS upstreams: %s",
+			e.req.Upstream, strings.Join(e.tlsUpstreams(), ", "))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, caddy.ReplacerCtxKey, caddy.NewReplacer())
+	start := verify.Step{Stage: "upstream", Name: "reverse_proxy", Verdict: verify.VerdictInfo,
+		Detail: fmt.Sprintf("dialing %s now, as reverse_proxy does: %s", addr, describeTransport(h.Transport))}
+	var setup *upstream.Setup
+	var conn net.Conn
+	var err error
+	switch t := h.Transport.(type) {
+	case *upstream.Transport:
+		dial := t.Dial()
+		if dial == nil {
+			return fmt.Errorf("upstream %s: its transport speaks plain HTTP: there is no TLS handshake to explain", addr)
+		}
+		s := t.Live().Describe()
+		setup = &s
+		start.Checks = setupChecks(s)
+		e.add(start)
+		conn, err = dial(ctx, "tcp", addr)
+	case *reverseproxy.HTTPTransport:
+		if t.TLS == nil || t.Transport == nil || t.Transport.TLSClientConfig == nil {
+			return fmt.Errorf("upstream %s: its transport speaks plain HTTP: there is no TLS handshake to explain", addr)
+		}
+		e.add(start)
+		conn, err = caddyDial(ctx, t.Transport.TLSClientConfig, addr)
+	default:
+		return fmt.Errorf("upstream %s: transport %s is not one explain can dial", addr, handlerName(h.Transport))
+	}
+	if err == nil {
+		err = afterHandshake(conn)
+		defer conn.Close()
+	}
+	e.upstreamVerdict(addr, setup, conn, err, h)
+	return nil
+}
+
+// afterHandshake waits briefly for the backend's first record: a TLS 1.3
+// server refuses a client certificate with an alert after the handshake
+// completed on our side. No byte of ours is sent.
+func afterHandshake(conn net.Conn) error {
+	tc, ok := conn.(*tls.Conn)
+	if !ok || tc.ConnectionState().Version != tls.VersionTLS13 {
+		return nil
+	}
+	_ = tc.SetReadDeadline(time.Now().Add(afterReadWait))
+	var one [1]byte
+	_, err := tc.Read(one[:])
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		return nil
+	}
+	if reason, _ := upstream.Classify(err); reason == upstream.ReasonCertificateRequired || reason == upstream.ReasonBadCertificate || reason == upstream.ReasonAlert {
+		return err
+	}
+	return nil
+}
+
+// upstreamVerdict sets the steps and verdict of the dial.
+func (e *engine) upstreamVerdict(addr string, setup *upstream.Setup, conn net.Conn, err error, h *reverseproxy.Handler) {
+	presented := "the configured client identity"
+	if setup != nil {
+		presented = identityLine(*setup)
+	}
+	if err == nil {
+		s := verify.Step{Stage: "upstream", Name: "handshake", Verdict: verify.VerdictAdmitted}
+		if tc, ok := conn.(*tls.Conn); ok {
+			cs := tc.ConnectionState()
+			if len(cs.PeerCertificates) > 0 {
+				s.Chain = verify.DescribeCerts(cs.PeerCertificates)
+			}
+			s.Detail = fmt.Sprintf("%s accepted the handshake (%s); its certificate verified; we presented: %s", addr, tls.VersionName(cs.Version), presented)
+		}
+		e.add(s)
+		e.rep.Verdict = Verdict{Outcome: OutcomeAdmitted, Summary: "the backend " + addr + " and this server trust each other: the handshake completes"}
+		return
+	}
+	reason, alert := upstream.Classify(err)
+	if reason == "" {
+		reason = upstream.ReasonOther
+	}
+	s := verify.Step{Stage: "upstream", Name: "handshake", Verdict: verify.VerdictRefused, Reason: reason}
+	var v Verdict
+	switch reason {
+	case upstream.ReasonBadCertificate, upstream.ReasonCertificateRequired:
+		s.Detail = fmt.Sprintf("the backend %s refused our certificate with the alert %q; we presented: %s", addr, alert, presented)
+		v = Verdict{Outcome: OutcomeRefusedHandshake, Reason: reason, Alert: alert, Summary: "the backend refuses our client certificate (" + alert + "); we presented " + presented}
+	case upstream.ReasonAlert:
+		s.Detail = fmt.Sprintf("the backend %s ended the handshake with the alert %q", addr, alert)
+		v = Verdict{Outcome: OutcomeRefusedHandshake, Reason: reason, Alert: alert, Summary: "the backend ends the handshake: " + alert}
+	case upstream.ReasonTimeout:
+		s.Detail = fmt.Sprintf("no answer from %s within %s: %v", addr, dialTimeout, err)
+		v = Verdict{Outcome: OutcomeUndetermined, Reason: reason, Summary: "the backend did not answer in time"}
+	default:
+		s.Detail = fmt.Sprintf("we refused the backend's certificate (%s): %v", reason, err)
+		if cs := e.backendChainStep(err, h); cs != nil {
+			s.Detail, s.Chain, s.Anchors = cs.Detail, cs.Chain, cs.Anchors
+		}
+		v = Verdict{Outcome: OutcomeRefusedHandshake, Reason: reason, Alert: alertFor(reason),
+			Summary: "this server does not trust the backend " + addr + "'s certificate (" + reason + ")"}
+		if reason == upstream.ReasonOther {
+			var oe *net.OpError
+			if errors.As(err, &oe) && oe.Op == "dial" {
+				v = Verdict{Outcome: OutcomeUndetermined, Reason: reason, Summary: "the backend cannot be reached: " + err.Error()}
+			}
+		}
+	}
+	e.add(s)
+	e.rep.Verdict = v
+}
+
+// backendChainStep says, in the verify vocabulary, why the backend's
+// chain did not verify: the chain it sent, against the pool's anchors.
+func (e *engine) backendChainStep(err error, h *reverseproxy.Handler) *verify.Step {
+	var cve *tls.CertificateVerificationError
+	if !errors.As(err, &cve) || len(cve.UnverifiedCertificates) == 0 {
+		return nil
+	}
+	var anchors []*x509.Certificate
+	var origin func(*x509.Certificate) string
+	if t, ok := h.Transport.(*upstream.Transport); ok && t.Live() != nil {
+		if src, ok := t.Live().Pool.(verify.AnchorSource); ok {
+			anchors = src.CurrentAnchors().Certificates()
+		}
+		if o, ok := t.Live().Pool.(verify.OriginTeller); ok {
+			origin = o.AnchorOrigin
+		}
+	}
+	certs := cve.UnverifiedCertificates
+	s := verify.ChainStep("backend", certs[0], certs[1:], anchors, origin, nil, "", cve.Err, time.Now())
+	s.Detail = "we refused the backend's certificate: " + s.Detail
+	return &s
+}
+
+// alertFor is the alert our side sends when it refuses the backend.
+func alertFor(reason string) string {
+	switch reason {
+	case verify.ReasonUnknownAuthority:
+		return alertUnknownCA
+	case verify.ReasonExpired:
+		return alertCertificateExpired
+	}
+	return alertBadCertificate
+}
+
+// caddyDial is the handshake of Caddy's own http transport: crypto/tls
+// with the transport's tls.Config, the server name the address's host
+// when the config has none (as net/http does).
+func caddyDial(ctx context.Context, base *tls.Config, addr string) (net.Conn, error) {
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg := base.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+func setupChecks(s upstream.Setup) []verify.Check {
+	checks := []verify.Check{
+		{Name: "client identity", Want: orDefault(s.IdentitySource, "none configured"), Have: identityLine(s), OK: s.Identity != nil},
+		{Name: "backend verified against", Want: "trust", Have: s.Trust, OK: !s.Insecure},
+	}
+	if s.Pins != "" {
+		checks = append(checks, verify.Check{Name: "upstream_identity", Want: "pins", Have: s.Pins, OK: true})
+	}
+	return checks
+}
+
+// findUpstream finds the reverse_proxy whose upstreams include the
+// requested address.
+func (e *engine) findUpstream() (*reverseproxy.Handler, string) {
+	var found *reverseproxy.Handler
+	e.eachProxy(func(h *reverseproxy.Handler) {
+		for _, u := range h.Upstreams {
+			if found == nil && sameAddr(u.Dial, e.req.Upstream) {
+				found = h
+			}
+		}
+	})
+	if found == nil {
+		return nil, ""
+	}
+	return found, e.req.Upstream
+}
+
+// tlsUpstreams lists the upstreams of the config reached over TLS.
+func (e *engine) tlsUpstreams() []string {
+	var out []string
+	e.eachProxy(func(h *reverseproxy.Handler) {
+		tlsOn := false
+		switch t := h.Transport.(type) {
+		case *upstream.Transport:
+			tlsOn = t.Live() != nil
+		case *reverseproxy.HTTPTransport:
+			tlsOn = t.TLS != nil
+		}
+		if tlsOn {
+			for _, u := range h.Upstreams {
+				out = append(out, u.Dial)
+			}
+		}
+	})
+	if len(out) == 0 {
+		return []string{"none"}
+	}
+	return out
+}
+
+// eachProxy calls f for every reverse_proxy handler of the http app.
+func (e *engine) eachProxy(f func(*reverseproxy.Handler)) {
+	if e.http == nil {
+		return
+	}
+	var walk func(routes caddyhttp.RouteList)
+	walk = func(routes caddyhttp.RouteList) {
+		for _, r := range routes {
+			for _, h := range r.Handlers {
+				switch h := h.(type) {
+				case *reverseproxy.Handler:
+					f(h)
+				case *caddyhttp.Subroute:
+					walk(h.Routes)
+				}
+			}
+		}
+	}
+	for _, srv := range e.http.Servers {
+		walk(srv.Routes)
+	}
+}
+
+// sameAddr compares upstream addresses, ignoring case and a tcp/ prefix.
+func sameAddr(a, b string) bool {
+	norm := func(s string) string { return strings.TrimPrefix(strings.ToLower(s), "tcp/") }
+	return norm(a) == norm(b)
+}

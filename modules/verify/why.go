@@ -1,0 +1,168 @@
+package verify
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/trustline/trustline/modules/material"
+)
+
+// ChainStep is the step of one chain verdict for an explain trace: the
+// verifier name, what the client sent (leaf, then the intermediates it
+// sent), the pool's anchors (nil when the pool does not list them),
+// origin (nil, or what says which source and file holds an anchor), and
+// the verdict reached: the chain and the trust domain of its anchor, or
+// the refusal. It decides nothing: the verdict is the verifier's own;
+// the step says it in words, naming the certificate at fault.
+func ChainStep(name string, leaf *x509.Certificate, inters, anchors []*x509.Certificate, origin func(*x509.Certificate) string, chain []*x509.Certificate, td string, err error, now time.Time) Step {
+	s := Step{Stage: "chain", Name: name}
+	if err == nil {
+		s.Verdict = VerdictAdmitted
+		s.Chain = DescribeCerts(chain)
+		if origin != nil && len(chain) > 0 {
+			s.Chain[len(s.Chain)-1].Source = origin(chain[len(chain)-1])
+		}
+		s.Detail = fmt.Sprintf("chain of %d built to the anchor %q", len(chain), chain[len(chain)-1].Subject.String())
+		if td != "" {
+			s.Detail += " of SPIFFE trust domain " + td + " (the leaf's own)"
+		}
+		return s
+	}
+	s.Verdict, s.Reason = VerdictRefused, ReasonOf(err)
+	if s.Reason == "" {
+		s.Reason = ReasonOther
+	}
+	switch s.Reason {
+	case ReasonUnknownAuthority:
+		s.Detail = whyNoChain(leaf, inters, anchors, err)
+		s.Anchors = DescribeCerts(anchors)
+		if origin != nil {
+			for i, a := range anchors {
+				s.Anchors[i].Source = origin(a)
+			}
+		}
+	case ReasonExpired, ReasonNotYetValid:
+		s.Detail = whyInvalid(leaf, inters, err, now)
+	case ReasonBadUsage:
+		s.Detail = whyUsage(leaf, err)
+	default:
+		s.Detail = err.Error()
+	}
+	return s
+}
+
+// whyNoChain says why no chain leads from leaf to the pool: walking up
+// from the leaf through the certificates the client sent, the first
+// certificate whose issuer the client did not send and the pool does not
+// hold.
+func whyNoChain(leaf *x509.Certificate, inters, anchors []*x509.Certificate, err error) string {
+	last, seen := leaf, map[*x509.Certificate]bool{leaf: true}
+	for {
+		next := issuerAmong(last, inters)
+		if next == nil || seen[next] {
+			break
+		}
+		seen[next], last = true, next
+	}
+	var b strings.Builder
+	issuer := fmt.Sprintf("%q", last.Issuer.String())
+	if aki := keyID(last.AuthorityKeyId); aki != "" {
+		issuer += " (authority key ID " + aki + ")"
+	}
+	for _, a := range anchors {
+		if bytes.Equal(a.RawSubject, last.RawIssuer) {
+			// the name is there: another key, or a constraint
+			fmt.Fprintf(&b, "the pool holds an anchor named %s, but it did not verify %s: %v", issuer, name(last), err)
+			return b.String()
+		}
+	}
+	switch {
+	case last == leaf && len(inters) == 0:
+		fmt.Fprintf(&b, "intermediate not sent: the leaf's issuer %s is not an anchor of the pool, and the client sent no certificate but its own. "+
+			"If %q is an intermediate CA under one of the anchors, the client must send it after its certificate (append it to the client's certificate file); "+
+			"otherwise that issuer is unknown to this pool", issuer, last.Issuer.String())
+	case last == leaf:
+		fmt.Fprintf(&b, "issuer unknown: the leaf's issuer %s is neither an anchor of the pool nor among the %d certificate(s) the client sent after its own (they do not issue it)", issuer, len(inters))
+	default:
+		fmt.Fprintf(&b, "issuer unknown: the last certificate the client sent, %s, was issued by %s, which is not an anchor of the pool", name(last), issuer)
+	}
+	if len(anchors) > 0 {
+		fmt.Fprintf(&b, "; the pool's %d anchor(s) are listed below", len(anchors))
+	}
+	return b.String()
+}
+
+// issuerAmong returns the certificate of certs that issued c (by name,
+// and by key ID when both carry one), or nil.
+func issuerAmong(c *x509.Certificate, certs []*x509.Certificate) *x509.Certificate {
+	for _, p := range certs {
+		if !bytes.Equal(p.RawSubject, c.RawIssuer) {
+			continue
+		}
+		if len(c.AuthorityKeyId) > 0 && len(p.SubjectKeyId) > 0 && !bytes.Equal(c.AuthorityKeyId, p.SubjectKeyId) {
+			continue
+		}
+		return p
+	}
+	return nil
+}
+
+// whyInvalid names the certificate outside its validity period.
+func whyInvalid(leaf *x509.Certificate, inters []*x509.Certificate, err error, now time.Time) string {
+	var ci x509.CertificateInvalidError
+	c := leaf
+	if errors.As(err, &ci) && ci.Cert != nil {
+		c = ci.Cert
+	}
+	role := "the leaf"
+	if c != leaf {
+		role = "an intermediate"
+	}
+	if now.Before(c.NotBefore) {
+		return fmt.Sprintf("%s %s is not valid yet: valid from %s (now %s)", role, name(c), material.TimeString(c.NotBefore), material.TimeString(now))
+	}
+	if now.After(c.NotAfter) {
+		return fmt.Sprintf("%s %s expired at %s (now %s)", role, name(c), material.TimeString(c.NotAfter), material.TimeString(now))
+	}
+	return err.Error()
+}
+
+// whyUsage names the extended key usages of the certificate that lacks
+// clientAuth (or serverAuth).
+func whyUsage(leaf *x509.Certificate, err error) string {
+	var ci x509.CertificateInvalidError
+	c := leaf
+	if errors.As(err, &ci) && ci.Cert != nil {
+		c = ci.Cert
+	}
+	return fmt.Sprintf("%s allows the extended key usages [%s], without the one the connection needs (clientAuth for a client certificate): %v",
+		name(c), strings.Join(UsageNames(c), ", "), err)
+}
+
+// UsageNames names the extended key usages of c.
+func UsageNames(c *x509.Certificate) []string {
+	names := map[x509.ExtKeyUsage]string{
+		x509.ExtKeyUsageAny: "any", x509.ExtKeyUsageServerAuth: "serverAuth", x509.ExtKeyUsageClientAuth: "clientAuth",
+		x509.ExtKeyUsageCodeSigning: "codeSigning", x509.ExtKeyUsageEmailProtection: "emailProtection",
+		x509.ExtKeyUsageTimeStamping: "timeStamping", x509.ExtKeyUsageOCSPSigning: "OCSPSigning",
+	}
+	var out []string
+	for _, u := range c.ExtKeyUsage {
+		if n, ok := names[u]; ok {
+			out = append(out, n)
+		} else {
+			out = append(out, fmt.Sprintf("usage(%d)", u))
+		}
+	}
+	for _, oid := range c.UnknownExtKeyUsage {
+		out = append(out, oid.String())
+	}
+	return out
+}
+
+// name names a certificate in a step: its subject and serial.
+func name(c *x509.Certificate) string { return certName(c) }
