@@ -37,6 +37,7 @@ var notRead = map[string]string{
 	"trustline_cluster":                    "the cluster's CA coordination (apps.trustline_cluster)",
 	"admin.api.trustline_cluster":          "admin API",
 	"admin.api.trustline_topology":         "admin API (this report)",
+	"admin.api.trustline_explain":          "admin API (explain)",
 	"caddy.storage.redis":                  "storage, outside apps",
 	"tls.ca_pool.source.testpki_swappable": "a test's (internal/testpki)",
 }
