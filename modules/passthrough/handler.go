@@ -21,7 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/trustline/trustline/modules/keystore"
-	"github.com/trustline/trustline/modules/upstream"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 func init() {
@@ -94,7 +94,7 @@ type Handler struct {
 	ppVersion byte
 	rr        atomic.Uint32
 	tlsConfig *tls.Config              // what each upstream TLS connection clones
-	live      *upstream.LiveTLS        // its identity, trust pool and pins, read per handshake
+	live      *tlsclient.LiveTLS       // its identity, trust pool and pins, read per handshake
 	sessions  atomic.Pointer[sessions] // replaced when the identity or the pool changes
 	stopLive  func()
 
@@ -456,14 +456,14 @@ type tlsUpstream struct {
 }
 
 // provisionTLS loads the upstream TLS config: keystore identity, live
-// trust pool and pins through upstream.LiveTLS, the rest (curves, static
+// trust pool and pins through tlsclient.LiveTLS, the rest (curves, static
 // roots, server name) through reverse_proxy's own code.
 func (h *Handler) provisionTLS(ctx caddy.Context) error {
 	t := h.TLS
-	if err := upstream.CheckTLS(&t.TLSConfig, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
+	if err := tlsclient.CheckTLS(&t.TLSConfig, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
 		return err
 	}
-	live, err := upstream.LoadLiveTLS(ctx, &t.TLSConfig, t, "ClientIdentityRaw", t.UpstreamIdentity)
+	live, err := tlsclient.LoadLiveTLS(ctx, &t.TLSConfig, t, "ClientIdentityRaw", t.UpstreamIdentity)
 	if err != nil {
 		return err
 	}
@@ -501,7 +501,7 @@ func (h *Handler) handshake(ctx context.Context, conn net.Conn, u *Upstream, pc 
 	cfg.ClientSessionCache = h.sessions.Load().cache
 	tc, who, err := h.live.Handshake(ctx, conn, cfg, u.Dial)
 	if err != nil {
-		var he *upstream.HandshakeError
+		var he *tlsclient.HandshakeError
 		if errors.As(err, &he) {
 			h.logTLSFailure(pc, u, cfg.ServerName, he.Reason, he.Alert, who, he.Err)
 		}
@@ -524,12 +524,12 @@ func (pc *proxyConn) backendVerdict(err error) error {
 	if !ok {
 		return err
 	}
-	reason, alert := upstream.Classify(err)
+	reason, alert := tlsclient.Classify(err)
 	if alert == "" {
 		// the connection is closed: Read returns the error that ended it
 		// (the alert, when one came) at once
 		_, rerr := tc.Read(make([]byte, 1))
-		if reason, alert = upstream.Classify(rerr); alert == "" {
+		if reason, alert = tlsclient.Classify(rerr); alert == "" {
 			return err
 		}
 		if err == nil {
@@ -538,7 +538,7 @@ func (pc *proxyConn) backendVerdict(err error) error {
 			err = fmt.Errorf("%w (the upstream's alert: %w)", err, rerr)
 		}
 	}
-	upstream.CountHandshakeFailure(pc.upstream.Dial, reason)
+	tlsclient.CountHandshakeFailure(pc.upstream.Dial, reason)
 	pc.h.logTLSFailure(pc, pc.upstream, "", reason, alert, tc.presented, err)
 	return err
 }

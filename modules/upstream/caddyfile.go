@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/trustline/trustline/internal/misplaced"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 // UnmarshalCaddyfile sets up the transport from Caddyfile tokens. Options
@@ -48,7 +49,7 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 		return d.Errf("transport %s: unexpected argument '%s' (options go in a block)", name, d.Val())
 	}
 	var rest []caddyfile.Token
-	var opts TLSOptions
+	var opts tlsclient.TLSOptions
 	where := "transport " + name
 	for d.NextBlock(0) {
 		switch opt := d.Val(); opt {

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 func init() {
@@ -72,8 +73,8 @@ type Transport struct {
 	// enables TLS to the upstream. Default: none.
 	UpstreamIdentity []string `json:"upstream_identity,omitempty"`
 
-	live   *LiveTLS    // identity, live trust pool, pins (with TLS only)
-	base   *tls.Config // the TLS config every upstream connection clones
+	live   *tlsclient.LiveTLS // identity, live trust pool, pins (with TLS only)
+	base   *tls.Config        // the TLS config every upstream connection clones
 	logger *zap.Logger
 
 	cancels []func()
@@ -160,7 +161,7 @@ func (t *Transport) check() error {
 	if slices.Contains(t.Versions, "3") {
 		errs = append(errs, errors.New("versions 3 (HTTP/3 over QUIC) cannot carry the client identity or the live trust pool of this transport; use versions 1.1 2 (the default), or Caddy's http transport without a client identity"))
 	}
-	if err := CheckTLS(t.TLS, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
+	if err := tlsclient.CheckTLS(t.TLS, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -176,13 +177,12 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if err := t.check(); err != nil {
 		return fmt.Errorf("transport mtls: %w", err)
 	}
-	registerMetrics(ctx)
 
 	if t.TLS != nil {
 		// the trust pool is loaded here (not by the embedded transport,
 		// which would read the pool once) so that each handshake asks for
 		// the current pool
-		live, err := LoadLiveTLS(ctx, t.TLS, t, "ClientIdentityRaw", t.UpstreamIdentity)
+		live, err := tlsclient.LoadLiveTLS(ctx, t.TLS, t, "ClientIdentityRaw", t.UpstreamIdentity)
 		if err != nil {
 			return fmt.Errorf("transport mtls: %w", err)
 		}
@@ -268,7 +268,7 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 	}
 	tlsConn, who, err := t.live.Handshake(hctx, conn, cfg, upstream)
 	if err != nil {
-		var he *HandshakeError
+		var he *tlsclient.HandshakeError
 		if errors.As(err, &he) {
 			t.fail(upstream, serverName, he.Reason, he.Alert, who, he.Err)
 		}
@@ -296,7 +296,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.SetScheme(req)
 	resp, err := t.current.Load().RoundTrip(req)
 	if err != nil && t.base != nil && req.URL.Scheme == "https" {
-		var he *HandshakeError
+		var he *tlsclient.HandshakeError
 		if !errors.As(err, &he) {
 			err = t.backendVerdict(req, err)
 		}
@@ -323,7 +323,7 @@ func (t *Transport) backendVerdict(req *http.Request, err error) error {
 		last = v.(*dialed)
 		who = last.who
 	}
-	reason, alert := Classify(err)
+	reason, alert := tlsclient.Classify(err)
 	if alert == "" && last != nil && time.Since(last.at) < 5*time.Second {
 		// net/http may report the failure a moment before it closes the
 		// connection; a connection still open after that is another one
@@ -334,13 +334,13 @@ func (t *Transport) backendVerdict(req *http.Request, err error) error {
 	if alert == "" && last != nil && last.raw.closed.Load() {
 		var one [1]byte
 		_, rerr := last.conn.Read(one[:])
-		reason, alert = Classify(rerr)
+		reason, alert = tlsclient.Classify(rerr)
 		if alert != "" {
 			err = fmt.Errorf("%w (the backend's alert on the connection: %w)", err, rerr)
 		}
 	}
 	if alert != "" {
-		CountHandshakeFailure(upstream, reason)
+		tlsclient.CountHandshakeFailure(upstream, reason)
 		t.fail(upstream, "", reason, alert, who, err)
 	}
 	return err

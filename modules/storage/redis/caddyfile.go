@@ -6,7 +6,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
-	"github.com/trustline/trustline/modules/upstream"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 // UnmarshalCaddyfile sets up the storage from the `storage redis` global
@@ -194,7 +194,7 @@ func (s *Sentinel) unmarshal(d *caddyfile.Dispenser) error {
 func (t *TLS) unmarshal(d *caddyfile.Dispenser) error {
 	const where = "storage redis: tls"
 	seen := map[string]bool{}
-	var opts upstream.TLSOptions
+	var opts tlsclient.TLSOptions
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		switch opt {

@@ -1,4 +1,4 @@
-package upstream
+package tlsclient
 
 import (
 	"bufio"
@@ -170,23 +170,6 @@ func TestLiveTLSRotation(t *testing.T) {
 	}
 	if got, _, err := handshake(t, l, base, addr, "127.0.0.1"); err != nil || got != two.Cert.SerialNumber.String() {
 		t.Fatalf("after the rotation the backend saw %q (%v), want %s", got, err, two.Cert.SerialNumber)
-	}
-}
-
-// TestStaticClientCertificateTransport: the mtls transport with Caddy's
-// tls_client_auth (no client_identity) presents those PEM files.
-func TestStaticClientCertificateTransport(t *testing.T) {
-	p := newPKI(t)
-	srv := backend(t, p.serverLeaf, p.proxyCA.Pool())
-	_, leaf := p.identity(t, "proxy", p.proxyCA)
-	cert, key := leaf.WriteFiles(t, p.dir, "static")
-	tr, err := newTransport(t, testCtx(t), map[string]any{"tls": map[string]any{"ca": filePool(p.trustFile(t)),
-		"client_certificate_file": cert, "client_certificate_key_file": key}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := get(t, tr, srv.URL); err != nil || got != leaf.Cert.SerialNumber.String() {
-		t.Fatalf("backend saw %q, %v", got, err)
 	}
 }
 

@@ -1,4 +1,4 @@
-package upstream
+package tlsclient
 
 import (
 	"crypto/tls"

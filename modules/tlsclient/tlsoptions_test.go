@@ -1,4 +1,4 @@
-package upstream
+package tlsclient
 
 import (
 	"strings"
@@ -94,5 +94,17 @@ func FuzzTLSOptions(f *testing.F) {
 			return
 		}
 		_, _ = parseTLSBlock(s)
+	})
+}
+
+func FuzzParsePins(f *testing.F) {
+	for _, s := range []string{"spiffe://example.org/backend", "spiffe://example.org", "backend.test", "https://x", "", "spiffe://", "SPIFFE://A/b", "a b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParsePins([]string{s})
+		if err == nil && p.empty() {
+			t.Fatalf("%q parsed to no pin without an error", s)
+		}
 	})
 }
