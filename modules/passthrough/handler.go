@@ -94,7 +94,7 @@ type Handler struct {
 	ppVersion byte
 	rr        atomic.Uint32
 	tlsConfig *tls.Config              // what each upstream TLS connection clones
-	live      *tlsclient.LiveTLS       // its identity, trust pool and pins, read per handshake
+	live      *tlsclient.Client        // its identity, trust pool and pins, read per handshake
 	sessions  atomic.Pointer[sessions] // replaced when the identity or the pool changes
 	stopLive  func()
 
@@ -456,14 +456,14 @@ type tlsUpstream struct {
 }
 
 // provisionTLS loads the upstream TLS config: keystore identity, live
-// trust pool and pins through tlsclient.LiveTLS, the rest (curves, static
+// trust pool and pins through tlsclient.Client, the rest (curves, static
 // roots, server name) through reverse_proxy's own code.
 func (h *Handler) provisionTLS(ctx caddy.Context) error {
 	t := h.TLS
-	if err := tlsclient.CheckTLS(&t.TLSConfig, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
+	if err := tlsclient.Check(&t.TLSConfig, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
 		return err
 	}
-	live, err := tlsclient.LoadLiveTLS(ctx, &t.TLSConfig, t, "ClientIdentityRaw", t.UpstreamIdentity)
+	live, err := tlsclient.Load(ctx, &t.TLSConfig, t, "ClientIdentityRaw", t.UpstreamIdentity)
 	if err != nil {
 		return err
 	}
@@ -480,8 +480,8 @@ func (h *Handler) provisionTLS(ctx caddy.Context) error {
 	h.stopLive = live.OnChange(func(cause string) {
 		h.sessions.Store(newSessions())
 		fields := []zap.Field{zap.String("route", h.Route), zap.String("cause", cause)}
-		if live.Identity != nil {
-			fields = append(fields, zap.String("client_identity", keystore.Describe(live.Identity.Identity())))
+		if live.Keystore != nil {
+			fields = append(fields, zap.String("client_identity", keystore.Describe(live.Keystore.Identity())))
 		}
 		h.logger.Info("upstream TLS sessions renewed: new connections present the current identity, open ones keep theirs", fields...)
 	})

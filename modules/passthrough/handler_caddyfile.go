@@ -45,7 +45,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("passthrough: no upstream: write `passthrough host:port`")
 	}
 	var identity, useTLS bool
-	var tlsOpts tlsclient.TLSOptions
+	var tlsOpts tlsclient.Options
 	var tlsCfg UpstreamTLS
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
@@ -65,7 +65,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			identity = true
 		case "tls":
 			if d.NextArg() {
-				return d.Errf("passthrough: tls takes no argument (its options go in a block: %s)", tlsclient.TLSOptionNames)
+				return d.Errf("passthrough: tls takes no argument (its options go in a block: %s)", tlsclient.OptionNames)
 			}
 			useTLS = true
 			for d.NextBlock(1) {
@@ -106,7 +106,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if useTLS {
 		tlsCfg.ClientIdentityRaw, tlsCfg.UpstreamIdentity = tlsOpts.ClientIdentity, tlsOpts.UpstreamIdentity
 		tlsCfg.CARaw, tlsCfg.ServerName = tlsOpts.TrustPool, tlsOpts.ServerName
-		if err := tlsclient.CheckTLS(&tlsCfg.TLSConfig, tlsCfg.ClientIdentityRaw != nil, tlsCfg.UpstreamIdentity); err != nil {
+		if err := tlsclient.Check(&tlsCfg.TLSConfig, tlsCfg.ClientIdentityRaw != nil, tlsCfg.UpstreamIdentity); err != nil {
 			return d.Errf("passthrough: tls: %v", err)
 		}
 		h.TLS = &tlsCfg

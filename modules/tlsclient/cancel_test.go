@@ -49,7 +49,7 @@ func TestHandshakeCanceled(t *testing.T) {
 		cancel()
 	}()
 	before := failures(addr, ReasonOther) + failures(addr, ReasonCanceled)
-	_, who, err := (&LiveTLS{}).Handshake(ctx, conn, &tls.Config{ServerName: "backend.test"}, addr)
+	_, who, err := (&Client{}).Handshake(ctx, conn, &tls.Config{ServerName: "backend.test"}, addr)
 	var he *HandshakeError
 	if !errors.As(err, &he) || he.Reason != ReasonCanceled || !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v, want a handshake error with reason canceled", err)
@@ -59,7 +59,7 @@ func TestHandshakeCanceled(t *testing.T) {
 	}
 
 	core, logs := observer.New(zapcore.DebugLevel)
-	(&LiveTLS{}).LogHandshakeFailure(zap.New(core), addr, "backend.test", he.Reason, he.Alert, who, err)
+	(&Client{}).LogHandshakeFailure(zap.New(core), addr, "backend.test", he.Reason, he.Alert, who, err)
 	if n := logs.FilterLevelExact(zapcore.ErrorLevel).Len(); n != 0 {
 		t.Fatalf("%d error lines for a canceled dial", n)
 	}

@@ -160,7 +160,7 @@ func registerMetrics(ctx caddy.Context) {
 // (who: subject and serial, or why none), the server name and the
 // backend's alert when known, the client identity's source when l has
 // one, and the error. l may be nil (no live TLS setup).
-func (l *LiveTLS) LogHandshakeFailure(logger *zap.Logger, upstream, serverName, reason, alert, who string, err error, lead ...zap.Field) {
+func (l *Client) LogHandshakeFailure(logger *zap.Logger, upstream, serverName, reason, alert, who string, err error, lead ...zap.Field) {
 	level, msg := zapcore.ErrorLevel, "upstream TLS handshake failed"
 	if reason == ReasonCanceled {
 		level, msg = zapcore.DebugLevel, "upstream TLS handshake canceled"
@@ -179,8 +179,8 @@ func (l *LiveTLS) LogHandshakeFailure(logger *zap.Logger, upstream, serverName, 
 	if alert != "" {
 		fields = append(fields, zap.String("alert", alert))
 	}
-	if l != nil && l.Identity != nil {
-		fields = append(fields, zap.String("client_identity_source", l.IdentityName))
+	if l != nil && l.Keystore != nil {
+		fields = append(fields, zap.String("client_identity_source", l.KeystoreName))
 	}
 	ce.Write(append(fields, zap.Error(err))...)
 }

@@ -16,13 +16,13 @@ import (
 
 // TestLogHandshakeFailure: the one line both the mtls transport and the
 // passthrough handler write, lead fields first, optional ones only when
-// known, a nil LiveTLS allowed.
+// known, a nil Client allowed.
 func TestLogHandshakeFailure(t *testing.T) {
 	core, logs := observer.New(zapcore.ErrorLevel)
 	logger := zap.New(core)
-	var none *LiveTLS
+	var none *Client
 	none.LogHandshakeFailure(logger, "b:443", "", ReasonBadCertificate, "", "none (no client_identity configured)", errors.New("boom"))
-	(&LiveTLS{}).LogHandshakeFailure(logger, "b:443", "b.internal", ReasonBadCertificate, "bad certificate", "CN=proxy (serial 1)", errors.New("boom"),
+	(&Client{}).LogHandshakeFailure(logger, "b:443", "b.internal", ReasonBadCertificate, "bad certificate", "CN=proxy (serial 1)", errors.New("boom"),
 		zap.String("route", "db"), zap.String("client_addr", "10.0.0.1:5000"))
 	var keys [][]string
 	for _, e := range logs.All() {

@@ -49,7 +49,7 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 		return d.Errf("transport %s: unexpected argument '%s' (options go in a block)", name, d.Val())
 	}
 	var rest []caddyfile.Token
-	var opts tlsclient.TLSOptions
+	var opts tlsclient.Options
 	where := "transport " + name
 	for d.NextBlock(0) {
 		switch opt := d.Val(); opt {

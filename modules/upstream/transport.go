@@ -73,8 +73,8 @@ type Transport struct {
 	// enables TLS to the upstream. Default: none.
 	UpstreamIdentity []string `json:"upstream_identity,omitempty"`
 
-	live   *tlsclient.LiveTLS // identity, live trust pool, pins (with TLS only)
-	base   *tls.Config        // the TLS config every upstream connection clones
+	live   *tlsclient.Client // identity, live trust pool, pins (with TLS only)
+	base   *tls.Config       // the TLS config every upstream connection clones
 	logger *zap.Logger
 
 	cancels []func()
@@ -161,7 +161,7 @@ func (t *Transport) check() error {
 	if slices.Contains(t.Versions, "3") {
 		errs = append(errs, errors.New("versions 3 (HTTP/3 over QUIC) cannot carry the client identity or the live trust pool of this transport; use versions 1.1 2 (the default), or Caddy's http transport without a client identity"))
 	}
-	if err := tlsclient.CheckTLS(t.TLS, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
+	if err := tlsclient.Check(t.TLS, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -182,7 +182,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		// the trust pool is loaded here (not by the embedded transport,
 		// which would read the pool once) so that each handshake asks for
 		// the current pool
-		live, err := tlsclient.LoadLiveTLS(ctx, t.TLS, t, "ClientIdentityRaw", t.UpstreamIdentity)
+		live, err := tlsclient.Load(ctx, t.TLS, t, "ClientIdentityRaw", t.UpstreamIdentity)
 		if err != nil {
 			return fmt.Errorf("transport mtls: %w", err)
 		}
@@ -366,8 +366,8 @@ func (t *Transport) rotate(why string) {
 	}
 	old := t.current.Swap(next)
 	fields := []zap.Field{zap.String("cause", why)}
-	if t.live != nil && t.live.Identity != nil {
-		fields = append(fields, zap.String("client_identity", keystore.Describe(t.live.Identity.Identity())))
+	if t.live != nil && t.live.Keystore != nil {
+		fields = append(fields, zap.String("client_identity", keystore.Describe(t.live.Keystore.Identity())))
 	}
 	t.logger.Info("upstream connections renewed", fields...)
 	t.drainMu.Lock()

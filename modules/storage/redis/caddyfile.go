@@ -194,7 +194,7 @@ func (s *Sentinel) unmarshal(d *caddyfile.Dispenser) error {
 func (t *TLS) unmarshal(d *caddyfile.Dispenser) error {
 	const where = "storage redis: tls"
 	seen := map[string]bool{}
-	var opts tlsclient.TLSOptions
+	var opts tlsclient.Options
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		switch opt {

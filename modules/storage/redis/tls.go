@@ -47,8 +47,8 @@ type TLS struct {
 
 	// live verifies Redis's certificate against the pool current at each
 	// handshake and presents the identity current at each handshake:
-	// the suite's one TLS client of a backend (tlsclient.LiveTLS)
-	live      *tlsclient.LiveTLS
+	// the suite's one TLS client of a backend (tlsclient.Client)
+	live      *tlsclient.Client
 	base      *tls.Config
 	clientCrt *tls.Certificate // cert_file and key_file, read once
 	identity  keystore.Source  // client_identity, live
@@ -89,11 +89,11 @@ func (t *TLS) provision(ctx caddy.Context) error {
 	// the trust pool and the client identity, loaded as the mtls
 	// transport and the passthrough handler load theirs
 	pool := &reverseproxy.TLSConfig{CARaw: t.TrustPoolRaw}
-	live, err := tlsclient.LoadLiveTLS(ctx, pool, t, "ClientIdentityRaw", nil)
+	live, err := tlsclient.Load(ctx, pool, t, "ClientIdentityRaw", nil)
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
-	t.identity = live.Identity
+	t.identity = live.Keystore
 	switch {
 	case t.CertFile != "" && t.KeyFile != "":
 		certPEM, err := os.ReadFile(t.CertFile)
@@ -119,7 +119,7 @@ func (t *TLS) provision(ctx caddy.Context) error {
 }
 
 // clientConfig is the TLS client config of one dial to addr, made from
-// the config tlsclient.LiveTLS took over: Redis's certificate is verified
+// the config tlsclient.Client took over: Redis's certificate is verified
 // against the trust pool current at the handshake (else ca_file, else the
 // system's roots) and the server name (server_name, else the host of
 // addr, so an IP address must be an IP SAN); the client certificate is

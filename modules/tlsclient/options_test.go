@@ -10,10 +10,10 @@ import (
 // parseTLSBlock parses `tls { ... }` and `tls_<setting>` lines as the
 // passthrough handler does: the block's options under "x: tls", the
 // tls_* forms under "x".
-func parseTLSBlock(in string) (*TLSOptions, error) {
+func parseTLSBlock(in string) (*Options, error) {
 	d := caddyfile.NewTestDispenser("x {\n" + in + "\n}")
 	d.Next()
-	var o TLSOptions
+	var o Options
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if opt == "tls" {

@@ -9,13 +9,13 @@ import (
 	"github.com/trustline/trustline/modules/truststore"
 )
 
-// TLSOptions are the settings that the suite adds to a TLS client of a
+// Options are the settings that the suite adds to a TLS client of a
 // backend, as a Caddyfile writes them: client_identity, trust_pool,
 // upstream_identity and server_name, in the mtls transport's block, the
 // passthrough handler's `tls {...}` block (and its tls_* forms) and storage
 // redis's `tls {...}` block. ParseOption is their one parser; each
 // directive copies the result into its own config.
-type TLSOptions struct {
+type Options struct {
 	// ClientIdentity is the keystore source's module JSON
 	// (`trustline.keystore.*`, inline_key source).
 	ClientIdentity json.RawMessage
@@ -33,8 +33,8 @@ type TLSOptions struct {
 	given map[string]string // setting -> the spelling it was given as
 }
 
-// TLSOptionNames lists the settings ParseOption parses.
-const TLSOptionNames = "client_identity, upstream_identity, trust_pool or server_name"
+// OptionNames lists the settings ParseOption parses.
+const OptionNames = "client_identity, upstream_identity, trust_pool or server_name"
 
 // ParseOption parses one setting (client_identity, trust_pool,
 // upstream_identity or server_name) with its arguments and block; the
@@ -43,7 +43,7 @@ const TLSOptionNames = "client_identity, upstream_identity, trust_pool or server
 // as is how this spelling is named when one setting has two (the
 // passthrough handler's `tls { server_name }` and tls_server_name): a
 // setting given twice is an error, "duplicate option" under one spelling.
-func (o *TLSOptions) ParseOption(d *caddyfile.Dispenser, where, setting, as string) error {
+func (o *Options) ParseOption(d *caddyfile.Dispenser, where, setting, as string) error {
 	opt := d.Val()
 	if prev, dup := o.given[setting]; dup {
 		if prev == as {
@@ -85,7 +85,7 @@ func (o *TLSOptions) ParseOption(d *caddyfile.Dispenser, where, setting, as stri
 		}
 		o.ServerName = args[0]
 	default:
-		return d.Errf("%s: unknown option '%s' (expected %s)", where, opt, TLSOptionNames)
+		return d.Errf("%s: unknown option '%s' (expected %s)", where, opt, OptionNames)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/trustline/trustline/modules/keystore"
 )
 
-// LiveTLS is the client side of a TLS connection to a backend as the
+// Client is the client side of a TLS connection to a backend as the
 // suite makes it, shared by the mtls transport (HTTP) and the layer-4
 // passthrough handler:
 //
@@ -30,19 +30,19 @@ import (
 //   - a failed handshake is classified (a Reason constant, the backend's
 //     alert) and counted in trustline_upstream_handshake_failures_total.
 //
-// Make one with LoadLiveTLS in Provision, then call Apply on the
+// Make one with Load in Provision, then call Apply on the
 // tls.Config that upstream connections clone, and Handshake for each
 // connection (or let crypto/tls use the config Apply set up).
-type LiveTLS struct {
+type Client struct {
 	// Pool is the trust pool asked for its current CertPool at each
 	// handshake. Nil: the static roots of the config given to Apply
 	// (nil there too: the system roots).
 	Pool caddytls.CA
-	// Identity is presented to backends that ask for a client
+	// Keystore is presented to backends that ask for a client
 	// certificate. Nil: the config's own client certificate, if any.
-	Identity keystore.Source
-	// IdentityName names the identity's source in logs (a file, a CA).
-	IdentityName string
+	Keystore keystore.Source
+	// KeystoreName names the keystore in logs (a file, a CA).
+	KeystoreName string
 	// Pins, when not empty, must match the verified backend certificate,
 	// in place of the server name check.
 	Pins Pins
@@ -54,11 +54,11 @@ type LiveTLS struct {
 	static   []tls.Certificate
 }
 
-// CheckTLS rejects the combinations of an upstream TLS config that cannot
+// Check rejects the combinations of an upstream TLS config that cannot
 // work with a live trust pool, a keystore client identity (clientIdentity
 // says whether one is configured) and pinned backend identities. Run it
-// when parsing a Caddyfile and in Provision, before LoadLiveTLS.
-func CheckTLS(cfg *reverseproxy.TLSConfig, clientIdentity bool, upstreamIdentity []string) error {
+// when parsing a Caddyfile and in Provision, before Load.
+func Check(cfg *reverseproxy.TLSConfig, clientIdentity bool, upstreamIdentity []string) error {
 	var errs []error
 	if cfg != nil {
 		if clientIdentity && (cfg.ClientCertificateFile != "" || cfg.ClientCertificateKeyFile != "" || cfg.ClientCertificateAutomate != "") {
@@ -80,7 +80,7 @@ func CheckTLS(cfg *reverseproxy.TLSConfig, clientIdentity bool, upstreamIdentity
 	return errors.Join(errs...)
 }
 
-// LoadLiveTLS provisions the live parts of an upstream TLS config: the
+// Load provisions the live parts of an upstream TLS config: the
 // client identity in the keystore-source field identityField of holder
 // (a json.RawMessage tagged namespace=trustline.keystore; skipped when
 // empty), loaded with the clientAuth usage required; the trust pool in
@@ -90,8 +90,8 @@ func CheckTLS(cfg *reverseproxy.TLSConfig, clientIdentity bool, upstreamIdentity
 // registers the handshake failure metric in ctx's registry. The keystore
 // and the pool are released with the config (Caddy cleans them up).
 // Errors name the option: client_identity, trust_pool, upstream_identity.
-func LoadLiveTLS(ctx caddy.Context, cfg *reverseproxy.TLSConfig, holder any, identityField string, upstreamIdentity []string) (*LiveTLS, error) {
-	l := new(LiveTLS)
+func Load(ctx caddy.Context, cfg *reverseproxy.TLSConfig, holder any, identityField string, upstreamIdentity []string) (*Client, error) {
+	l := new(Client)
 	var err error
 	if l.Pins, err = ParsePins(upstreamIdentity); err != nil {
 		return nil, err
@@ -102,10 +102,10 @@ func LoadLiveTLS(ctx caddy.Context, cfg *reverseproxy.TLSConfig, holder any, ide
 		if err != nil {
 			return nil, fmt.Errorf("client_identity: %w", err)
 		}
-		l.Identity = src
-		l.IdentityName = fmt.Sprintf("%T", src)
+		l.Keystore = src
+		l.KeystoreName = fmt.Sprintf("%T", src)
 		if n, ok := src.(interface{ Name() string }); ok {
-			l.IdentityName = n.Name()
+			l.KeystoreName = n.Name()
 		}
 	}
 	if cfg != nil && cfg.CARaw != nil {
@@ -128,10 +128,10 @@ func LoadLiveTLS(ctx caddy.Context, cfg *reverseproxy.TLSConfig, holder any, ide
 // InsecureSkipVerify move into l; crypto/tls's own verification is
 // replaced (not skipped) by a VerifyConnection callback that calls Verify
 // against cfg's server name, or the one the connection sent; and
-// GetClientCertificate returns Identity's current certificate, else what
+// GetClientCertificate returns Keystore's current certificate, else what
 // cfg had (a callback or static certificates), else none. Call it once,
 // before the first handshake.
-func (l *LiveTLS) Apply(cfg *tls.Config) {
+func (l *Client) Apply(cfg *tls.Config) {
 	l.roots, l.insecure = cfg.RootCAs, cfg.InsecureSkipVerify
 	l.clientFn, l.static = cfg.GetClientCertificate, cfg.Certificates
 	cfg.InsecureSkipVerify = true
@@ -150,9 +150,9 @@ func (l *LiveTLS) Apply(cfg *tls.Config) {
 
 // clientCertificate is the certificate to present: the identity's
 // current one, else the config's own.
-func (l *LiveTLS) clientCertificate(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	if l.Identity != nil {
-		return l.Identity.Identity(), nil
+func (l *Client) clientCertificate(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if l.Keystore != nil {
+		return l.Keystore.Identity(), nil
 	}
 	if l.clientFn != nil {
 		return l.clientFn(cri)
@@ -167,7 +167,7 @@ func (l *LiveTLS) clientCertificate(cri *tls.CertificateRequestInfo) (*tls.Certi
 }
 
 // Insecure reports whether verification is off (insecure_skip_verify).
-func (l *LiveTLS) Insecure() bool { return l.insecure }
+func (l *Client) Insecure() bool { return l.insecure }
 
 // Handshake runs the TLS handshake with a backend over conn. cfg is this
 // connection's own copy (a Clone) of the config given to Apply, with its
@@ -183,7 +183,7 @@ func (l *LiveTLS) Insecure() bool { return l.insecure }
 // closes conn and returns a *HandshakeError with its reason, counted by
 // upstream and reason unless ctx was canceled (ReasonCanceled: the dial
 // was called off, nothing failed).
-func (l *LiveTLS) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, upstream string) (*tls.Conn, string, error) {
+func (l *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, upstream string) (*tls.Conn, string, error) {
 	serverName := cfg.ServerName
 	var presented *tls.Certificate
 	asked := false
@@ -244,10 +244,10 @@ func CountHandshakeFailure(upstream, reason string) {
 // (cause "trust pool reloaded"), the moments to stop reusing connections
 // and sessions made with the old material. f runs on the source's
 // goroutine and must not block. The returned func unregisters f.
-func (l *LiveTLS) OnChange(f func(cause string)) (cancel func()) {
+func (l *Client) OnChange(f func(cause string)) (cancel func()) {
 	var cancels []func()
-	if l.Identity != nil {
-		cancels = append(cancels, l.Identity.OnChange(func() { f("client identity rotated") }))
+	if l.Keystore != nil {
+		cancels = append(cancels, l.Keystore.OnChange(func() { f("client identity rotated") }))
 	}
 	if n, ok := l.Pool.(interface{ OnChange(func()) func() }); ok {
 		cancels = append(cancels, n.OnChange(func() { f("trust pool reloaded") }))
@@ -261,11 +261,11 @@ func (l *LiveTLS) OnChange(f func(cause string)) (cancel func()) {
 
 // LogFields describe the setup for a "ready" log line: the client
 // identity and its source, the pins, whether the trust pool is live.
-func (l *LiveTLS) LogFields() []zap.Field {
+func (l *Client) LogFields() []zap.Field {
 	fields := []zap.Field{zap.String("client_identity", "none")}
-	if l.Identity != nil {
-		fields = []zap.Field{zap.String("client_identity", keystore.Describe(l.Identity.Identity())),
-			zap.String("client_identity_source", l.IdentityName)}
+	if l.Keystore != nil {
+		fields = []zap.Field{zap.String("client_identity", keystore.Describe(l.Keystore.Identity())),
+			zap.String("client_identity_source", l.KeystoreName)}
 	} else if len(l.static) > 0 {
 		fields = []zap.Field{zap.String("client_identity", keystore.Describe(&l.static[0])),
 			zap.String("client_identity_source", "tls_client_auth (read once)")}

@@ -21,19 +21,19 @@ type liveHolder struct {
 	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
 }
 
-// liveFor provisions a LiveTLS the way a layer-4 handler does and returns
+// liveFor provisions a Client the way a layer-4 handler does and returns
 // it with the config connections clone.
-func liveFor(t *testing.T, cfg *reverseproxy.TLSConfig, identity map[string]string, pins []string) (*LiveTLS, *tls.Config) {
+func liveFor(t *testing.T, cfg *reverseproxy.TLSConfig, identity map[string]string, pins []string) (*Client, *tls.Config) {
 	t.Helper()
 	ctx := testCtx(t)
 	h := new(liveHolder)
 	if identity != nil {
 		h.ClientIdentityRaw, _ = json.Marshal(identity)
 	}
-	if err := CheckTLS(cfg, identity != nil, pins); err != nil {
+	if err := Check(cfg, identity != nil, pins); err != nil {
 		t.Fatal(err)
 	}
-	l, err := LoadLiveTLS(ctx, cfg, h, "ClientIdentityRaw", pins)
+	l, err := Load(ctx, cfg, h, "ClientIdentityRaw", pins)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,9 +48,9 @@ func liveFor(t *testing.T, cfg *reverseproxy.TLSConfig, identity map[string]stri
 	return l, base
 }
 
-// handshake dials addr and runs LiveTLS.Handshake; on success it returns
+// handshake dials addr and runs Client.Handshake; on success it returns
 // what the backend wrote (the serial it saw).
-func handshake(t *testing.T, l *LiveTLS, base *tls.Config, addr, serverName string) (string, string, error) {
+func handshake(t *testing.T, l *Client, base *tls.Config, addr, serverName string) (string, string, error) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -87,8 +87,8 @@ func TestLiveTLSHandshake(t *testing.T) {
 	if !strings.Contains(who, "CN=proxy") || !strings.Contains(who, leaf.Cert.SerialNumber.Text(16)) {
 		t.Fatalf("presented %q, want the proxy identity and its serial", who)
 	}
-	if l.Pool == nil || l.Identity == nil || l.IdentityName == "" {
-		t.Fatalf("pool %v identity %v name %q", l.Pool, l.Identity, l.IdentityName)
+	if l.Pool == nil || l.Keystore == nil || l.KeystoreName == "" {
+		t.Fatalf("pool %v identity %v name %q", l.Pool, l.Keystore, l.KeystoreName)
 	}
 
 	t.Run("outside the trust pool", func(t *testing.T) {
@@ -189,13 +189,13 @@ func TestCheckTLS(t *testing.T) {
 		{"bad pin", nil, false, []string{"https://backend"}, `upstream_identity "https://backend"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := CheckTLS(tc.cfg, tc.identity, tc.pins)
+			err := Check(tc.cfg, tc.identity, tc.pins)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
 	}
-	if err := CheckTLS(&reverseproxy.TLSConfig{CARaw: raw}, true, []string{"spiffe://example.org"}); err != nil {
+	if err := Check(&reverseproxy.TLSConfig{CARaw: raw}, true, []string{"spiffe://example.org"}); err != nil {
 		t.Fatal(err)
 	}
 }
