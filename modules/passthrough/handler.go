@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/trustline/trustline/modules/keystore"
+	peerid "github.com/trustline/trustline/modules/peer"
 	"github.com/trustline/trustline/modules/tlsclient"
 )
 
@@ -260,7 +261,7 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	var terminated *tls.ConnectionState
 	if states := l4tls.GetConnectionStates(cx); len(states) > 0 {
 		terminated = states[len(states)-1]
-		pc.identity = verifiedIdentity(terminated)
+		pc.identity = peerid.FromState(terminated)
 	}
 	replay, down := takeReplay(cx)
 	pc.down = down
@@ -481,7 +482,7 @@ func (h *Handler) provisionTLS(ctx caddy.Context) error {
 		h.sessions.Store(newSessions())
 		fields := []zap.Field{zap.String("route", h.Route), zap.String("cause", cause)}
 		if live.Keystore != nil {
-			fields = append(fields, zap.String("client_identity", keystore.Describe(live.Keystore.Identity())))
+			fields = append(fields, zap.String("client_identity", keystore.Describe(live.Keystore.KeyPair())))
 		}
 		h.logger.Info("upstream TLS sessions renewed: new connections present the current identity, open ones keep theirs", fields...)
 	})

@@ -152,7 +152,7 @@ func (l *Client) Apply(cfg *tls.Config) {
 // current one, else the config's own.
 func (l *Client) clientCertificate(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
 	if l.Keystore != nil {
-		return l.Keystore.Identity(), nil
+		return l.Keystore.KeyPair(), nil
 	}
 	if l.clientFn != nil {
 		return l.clientFn(cri)
@@ -264,7 +264,7 @@ func (l *Client) OnChange(f func(cause string)) (cancel func()) {
 func (l *Client) LogFields() []zap.Field {
 	fields := []zap.Field{zap.String("client_identity", "none")}
 	if l.Keystore != nil {
-		fields = []zap.Field{zap.String("client_identity", keystore.Describe(l.Keystore.Identity())),
+		fields = []zap.Field{zap.String("client_identity", keystore.Describe(l.Keystore.KeyPair())),
 			zap.String("client_identity_source", l.KeystoreName)}
 	} else if len(l.static) > 0 {
 		fields = []zap.Field{zap.String("client_identity", keystore.Describe(&l.static[0])),

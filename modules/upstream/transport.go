@@ -367,7 +367,7 @@ func (t *Transport) rotate(why string) {
 	old := t.current.Swap(next)
 	fields := []zap.Field{zap.String("cause", why)}
 	if t.live != nil && t.live.Keystore != nil {
-		fields = append(fields, zap.String("client_identity", keystore.Describe(t.live.Keystore.Identity())))
+		fields = append(fields, zap.String("client_identity", keystore.Describe(t.live.Keystore.KeyPair())))
 	}
 	t.logger.Info("upstream connections renewed", fields...)
 	t.drainMu.Lock()

@@ -104,7 +104,7 @@ func (t *TLS) provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("tls: key_file: %w", err)
 		}
-		id, err := material.ReadPEMIdentity(certPEM, keyPEM)
+		id, err := material.ReadPEMKeyPair(certPEM, keyPEM)
 		if err != nil {
 			return fmt.Errorf("tls: client identity cert_file %s, key_file %s: %w", t.CertFile, t.KeyFile, err)
 		}
