@@ -9,30 +9,34 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/verify"
 )
 
-// Client is the client side of a TLS connection to a backend as the
-// suite makes it, shared by the mtls transport (HTTP) and the layer-4
-// passthrough handler:
+// Client is the client side of the suite's TLS connections to backends,
+// shared by the mtls transport (HTTP), the layer-4 passthrough handler
+// and storage redis:
 //
 //   - the backend's chain is verified against the trust pool current at
 //     each handshake (resumed ones included), with its serverAuth usage,
 //     and against the server name or the pinned identities (Verify);
-//   - the client certificate is the keystore identity current at each
+//   - the client certificate is the keystore's current one at each
 //     handshake, a lock-free read;
 //   - a failed handshake is classified (a Reason constant, the backend's
-//     alert) and counted in trustline_upstream_handshake_failures_total.
+//     alert), counted in trustline_upstream_handshake_failures_total and
+//     logged as `upstream TLS handshake failed`.
 //
-// Make one with Load in Provision, then call Apply on the
-// tls.Config that upstream connections clone, and Handshake for each
-// connection (or let crypto/tls use the config Apply set up).
+// Make one with Load in Provision, give it the tls.Config its
+// connections copy with Apply, then for each connection run Handshake
+// over a dialed connection with a copy from Config.
 type Client struct {
 	// Pool is the trust pool asked for its current CertPool at each
 	// handshake. Nil: the static roots of the config given to Apply
@@ -48,20 +52,24 @@ type Client struct {
 	Pins Pins
 
 	// taken from the config by Apply
+	base     *tls.Config
 	roots    *x509.CertPool
 	insecure bool
 	clientFn func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 	static   []tls.Certificate
+
+	resume   bool
+	sessions atomic.Pointer[sessions]
 }
 
 // Check rejects the combinations of an upstream TLS config that cannot
-// work with a live trust pool, a keystore client identity (clientIdentity
-// says whether one is configured) and pinned backend identities. Run it
-// when parsing a Caddyfile and in Provision, before Load.
-func Check(cfg *reverseproxy.TLSConfig, clientIdentity bool, upstreamIdentity []string) error {
+// work with a live trust pool, a keystore (hasKeystore: client_identity
+// is configured) and pinned backend identities. Load runs it; run it too
+// when parsing a Caddyfile, for errors with the file's line.
+func Check(cfg *reverseproxy.TLSConfig, hasKeystore bool, upstreamIdentity []string) error {
 	var errs []error
 	if cfg != nil {
-		if clientIdentity && (cfg.ClientCertificateFile != "" || cfg.ClientCertificateKeyFile != "" || cfg.ClientCertificateAutomate != "") {
+		if hasKeystore && (cfg.ClientCertificateFile != "" || cfg.ClientCertificateKeyFile != "" || cfg.ClientCertificateAutomate != "") {
 			errs = append(errs, errors.New("client_identity and tls_client_auth both set: use one (client_identity pem <cert> <key> reads PEM files with rotation)"))
 		}
 		if cfg.InsecureSkipVerify && len(upstreamIdentity) > 0 {
@@ -80,9 +88,9 @@ func Check(cfg *reverseproxy.TLSConfig, clientIdentity bool, upstreamIdentity []
 	return errors.Join(errs...)
 }
 
-// Load provisions the live parts of an upstream TLS config: the
-// client identity in the keystore-source field identityField of holder
-// (a json.RawMessage tagged namespace=trustline.keystore; skipped when
+// Load checks (Check) and provisions the live parts of an upstream TLS
+// config: the keystore in the field keystoreField of holder (a
+// json.RawMessage tagged namespace=trustline.keystore; skipped when
 // empty), loaded with the clientAuth usage required; the trust pool in
 // cfg.CARaw, loaded here so that each handshake asks it for its current
 // pool (Caddy clears the field once loaded, so MakeTLSClientConfig does
@@ -90,22 +98,23 @@ func Check(cfg *reverseproxy.TLSConfig, clientIdentity bool, upstreamIdentity []
 // registers the handshake failure metric in ctx's registry. The keystore
 // and the pool are released with the config (Caddy cleans them up).
 // Errors name the option: client_identity, trust_pool, upstream_identity.
-func Load(ctx caddy.Context, cfg *reverseproxy.TLSConfig, holder any, identityField string, upstreamIdentity []string) (*Client, error) {
-	l := new(Client)
-	var err error
-	if l.Pins, err = ParsePins(upstreamIdentity); err != nil {
+func Load(ctx caddy.Context, cfg *reverseproxy.TLSConfig, holder any, keystoreField string, upstreamIdentity []string) (*Client, error) {
+	hasKeystore := hasRaw(holder, keystoreField)
+	if err := Check(cfg, hasKeystore, upstreamIdentity); err != nil {
 		return nil, err
 	}
+	c := new(Client)
+	c.Pins, _ = ParsePins(upstreamIdentity) // Check parsed them
 	registerMetrics(ctx)
-	if hasRaw(holder, identityField) {
-		src, err := keystore.Load(ctx, holder, identityField, keystore.UsageClientAuth)
+	if hasKeystore {
+		src, err := keystore.Load(ctx, holder, keystoreField, keystore.UsageClientAuth)
 		if err != nil {
 			return nil, fmt.Errorf("client_identity: %w", err)
 		}
-		l.Keystore = src
-		l.KeystoreName = fmt.Sprintf("%T", src)
+		c.Keystore = src
+		c.KeystoreName = fmt.Sprintf("%T", src)
 		if n, ok := src.(interface{ Name() string }); ok {
-			l.KeystoreName = n.Name()
+			c.KeystoreName = n.Name()
 		}
 	}
 	if cfg != nil && cfg.CARaw != nil {
@@ -117,23 +126,24 @@ func Load(ctx caddy.Context, cfg *reverseproxy.TLSConfig, holder any, identityFi
 		if !ok {
 			return nil, fmt.Errorf("trust_pool: module %T is not a certificate pool provider", mod)
 		}
-		l.Pool = ca
+		c.Pool = ca
 	}
-	return l, nil
+	return c, nil
 }
 
 // Apply takes over verification and the client certificate of cfg, the
-// config upstream connections clone (as MakeTLSClientConfig made it, or
-// by hand). Its static roots (RootCAs: used when Pool is nil) and
-// InsecureSkipVerify move into l; crypto/tls's own verification is
-// replaced (not skipped) by a VerifyConnection callback that calls Verify
-// against cfg's server name, or the one the connection sent; and
-// GetClientCertificate returns Keystore's current certificate, else what
-// cfg had (a callback or static certificates), else none. Call it once,
-// before the first handshake.
-func (l *Client) Apply(cfg *tls.Config) {
-	l.roots, l.insecure = cfg.RootCAs, cfg.InsecureSkipVerify
-	l.clientFn, l.static = cfg.GetClientCertificate, cfg.Certificates
+// config the client's connections copy (as MakeTLSClientConfig made it,
+// or by hand), and keeps it for Config. Its static roots (RootCAs: used
+// when Pool is nil) and InsecureSkipVerify move into c; crypto/tls's own
+// verification is replaced (not skipped) by a VerifyConnection callback
+// that calls Verify against cfg's server name, or the one the connection
+// sent; and GetClientCertificate returns the keystore's current
+// certificate, else what cfg had (a callback or static certificates),
+// else none. Call it once, before the first handshake.
+func (c *Client) Apply(cfg *tls.Config) {
+	c.base = cfg
+	c.roots, c.insecure = cfg.RootCAs, cfg.InsecureSkipVerify
+	c.clientFn, c.static = cfg.GetClientCertificate, cfg.Certificates
 	cfg.InsecureSkipVerify = true
 	cfg.RootCAs = nil
 	staticName := cfg.ServerName
@@ -142,84 +152,162 @@ func (l *Client) Apply(cfg *tls.Config) {
 		if name == "" {
 			name = staticName
 		}
-		return l.Verify(cs, name)
+		return c.Verify(cs, name)
 	}
-	cfg.GetClientCertificate = l.clientCertificate
+	cfg.GetClientCertificate = c.clientCertificate
 	cfg.Certificates = nil
 }
 
-// clientCertificate is the certificate to present: the identity's
-// current one, else the config's own.
-func (l *Client) clientCertificate(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	if l.Keystore != nil {
-		return l.Keystore.KeyPair(), nil
+// ResumeSessions makes Config hand out a TLS session cache, so that
+// backends that allow it resume sessions. The cache is replaced when the
+// keystore's certificate or the trust pool's version changes: a resumed
+// session would carry the identity of its first connection.
+func (c *Client) ResumeSessions() {
+	c.resume = true
+	c.sessions.Store(new(sessions))
+}
+
+// Config returns a copy of the config given to Apply for one connection:
+// its ServerName is serverName when the config sets none (the backend is
+// verified against it, unless pins are set), and its session cache the
+// current one (ResumeSessions). Handshake takes it; the caller may change
+// it before (the ALPN protocols, say).
+func (c *Client) Config(serverName string) *tls.Config {
+	cfg := c.base.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName = serverName
 	}
-	if l.clientFn != nil {
-		return l.clientFn(cri)
+	if c.resume {
+		cfg.ClientSessionCache = c.sessionCache()
+	}
+	return cfg
+}
+
+// sessions is a TLS session cache and the material it was made for.
+type sessions struct {
+	cache   tls.ClientSessionCache
+	cert    *tls.Certificate
+	anchors *verify.Anchors
+}
+
+func (c *Client) sessionCache() tls.ClientSessionCache {
+	var cert *tls.Certificate
+	if c.Keystore != nil {
+		cert = c.Keystore.KeyPair()
+	}
+	var anchors *verify.Anchors
+	if src, ok := c.Pool.(verify.AnchorSource); ok {
+		anchors = src.CurrentAnchors()
+	}
+	s := c.sessions.Load()
+	if s.cache == nil || s.cert != cert || s.anchors != anchors {
+		next := &sessions{tls.NewLRUClientSessionCache(256), cert, anchors}
+		if !c.sessions.CompareAndSwap(s, next) {
+			next = c.sessions.Load() // another connection renewed it
+		}
+		s = next
+	}
+	return s.cache
+}
+
+// clientCertificate is the certificate to present: the keystore's
+// current one, else the config's own.
+func (c *Client) clientCertificate(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if c.Keystore != nil {
+		return c.Keystore.KeyPair(), nil
+	}
+	if c.clientFn != nil {
+		return c.clientFn(cri)
 	}
 	// as crypto/tls picks among static certificates
-	for i := range l.static {
-		if cri.SupportsCertificate(&l.static[i]) == nil {
-			return &l.static[i], nil
+	for i := range c.static {
+		if cri.SupportsCertificate(&c.static[i]) == nil {
+			return &c.static[i], nil
 		}
 	}
 	return new(tls.Certificate), nil
 }
 
 // Insecure reports whether verification is off (insecure_skip_verify).
-func (l *Client) Insecure() bool { return l.insecure }
+func (c *Client) Insecure() bool { return c.insecure }
 
-// Handshake runs the TLS handshake with a backend over conn. cfg is this
-// connection's own copy (a Clone) of the config given to Apply, with its
-// ServerName final: the backend's certificate is verified against it (or
-// the pins). upstream names the backend in the failure metric. It returns
-// the TLS connection and the client identity presented on it, for logs:
-// subject and serial, "none (not requested by the backend)" (a handshake
-// that completed without a certificate request) or "none (no
+// Conn is a TLS connection to a backend that Handshake made.
+type Conn struct {
+	*tls.Conn
+	// Presented is the client identity presented on the connection, for
+	// logs (see Handshake).
+	Presented string
+	raw       *trackedConn
+}
+
+// Closed reports whether the connection has been closed.
+func (c *Conn) Closed() bool { return c.raw.closed.Load() }
+
+// Handshake runs the TLS handshake with a backend over conn, a fresh
+// connection to upstream (the address dialed, named in the metric and the
+// logs), with cfg, this connection's copy from Config, whose ServerName
+// is final: the backend's certificate is verified against it (or the
+// pins), with the trust pool's current version. It is the one handshake
+// of the suite's TLS clients, and the entry point for a check made now
+// (`caddy trustline explain`): an error is a *HandshakeError with the
+// reason, the backend's alert and the identity presented.
+//
+// A failure closes conn, is counted by upstream and reason, and is
+// logged with logger (nil: not logged, the caller reports it) as
+// `upstream TLS handshake failed`, lead first (a route, a client
+// address). A canceled ctx is no failure (ReasonCanceled: the dial was
+// called off): not counted, logged at debug level. A success is logged
+// at debug level.
+//
+// The identity presented (Conn.Presented, HandshakeError.Presented) is
+// the subject and serial, "none (not requested by the backend)" (a
+// handshake that completed without a certificate request), "none (no
 // client_identity configured)", for a resumed session "resumed session
 // (...)", and for a handshake that failed before the client's
 // certificate step (the backend's certificate refused, say) "none (the
-// handshake failed before the client certificate step)". A failure
-// closes conn and returns a *HandshakeError with its reason, counted by
-// upstream and reason unless ctx was canceled (ReasonCanceled: the dial
-// was called off, nothing failed).
-func (l *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, upstream string) (*tls.Conn, string, error) {
+// handshake failed before the client certificate step)".
+func (c *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, upstream string, logger *zap.Logger, lead ...zap.Field) (*Conn, error) {
 	serverName := cfg.ServerName
 	var presented *tls.Certificate
 	asked := false
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return l.Verify(cs, serverName) }
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return c.Verify(cs, serverName) }
 	cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
 		asked = true
-		c, err := l.clientCertificate(cri)
-		if c != nil && len(c.Certificate) > 0 {
-			presented = c
+		crt, err := c.clientCertificate(cri)
+		if crt != nil && len(crt.Certificate) > 0 {
+			presented = crt
 		}
-		return c, err
+		return crt, err
 	}
-	tc := tls.Client(conn, cfg)
+	raw := &trackedConn{Conn: conn}
+	tc := tls.Client(raw, cfg)
 	err := tc.HandshakeContext(ctx)
 	who := describePresented(asked, presented)
-	if err != nil && !asked {
-		// crypto/tls answers a certificate request only after it has
-		// verified the backend: whether the backend asked is unknown
-		who = "none (the handshake failed before the client certificate step)"
-	}
 	if err != nil {
 		_ = tc.Close()
-		reason, alert := Classify(err)
-		switch reason {
-		case "":
-			reason = ReasonOther
-		case ReasonCanceled:
-			return nil, who, &HandshakeError{Upstream: upstream, Reason: reason, Err: err}
+		if !asked {
+			// crypto/tls answers a certificate request only after it has
+			// verified the backend: whether the backend asked is unknown
+			who = "none (the handshake failed before the client certificate step)"
 		}
-		CountHandshakeFailure(upstream, reason)
-		return nil, who, &HandshakeError{Upstream: upstream, Reason: reason, Alert: alert, Err: err}
+		reason, alert := Classify(err)
+		if reason == "" {
+			reason = ReasonOther
+		}
+		he := &HandshakeError{Upstream: upstream, Reason: reason, Alert: alert, Presented: who, Err: err}
+		c.fail(logger, he, serverName, lead)
+		return nil, he
 	}
-	if !asked && tc.ConnectionState().DidResume {
+	cs := tc.ConnectionState()
+	if !asked && cs.DidResume {
 		who = "resumed session (the identity its first connection presented)"
 	}
-	return tc, who, nil
+	if ce := check(logger, zapcore.DebugLevel, "upstream TLS handshake"); ce != nil {
+		ce.Write(append(lead, zap.String("upstream", upstream), zap.String("server_name", serverName),
+			zap.String("client_identity", who), zap.Bool("resumed", cs.DidResume),
+			zap.String("alpn", cs.NegotiatedProtocol))...)
+	}
+	return &Conn{Conn: tc, Presented: who, raw: raw}, nil
 }
 
 func describePresented(asked bool, presented *tls.Certificate) string {
@@ -232,48 +320,50 @@ func describePresented(asked bool, presented *tls.Certificate) string {
 	return keystore.Describe(presented)
 }
 
-// CountHandshakeFailure counts a failed upstream handshake, or a backend's
-// refusal after it (TLS 1.3 servers send it with their first record), in
-// trustline_upstream_handshake_failures_total.
-func CountHandshakeFailure(upstream, reason string) {
-	handshakeFailures.WithLabelValues(upstream, reason).Inc()
-}
-
-// OnChange registers f to run after the client identity rotates (cause
-// "client identity rotated") or a trust pool that reports changes reloads
-// (cause "trust pool reloaded"), the moments to stop reusing connections
-// and sessions made with the old material. f runs on the source's
-// goroutine and must not block. The returned func unregisters f.
-func (l *Client) OnChange(f func(cause string)) (cancel func()) {
+// OnChange registers f to run after the keystore rotates (cause "client
+// identity rotated") or a trust pool that reports changes reloads (cause
+// "trust pool reloaded"), the moments to stop reusing connections made
+// with the old material. f runs on the source's goroutine and must not
+// block. The returned func unregisters f.
+func (c *Client) OnChange(f func(cause string)) (cancel func()) {
 	var cancels []func()
-	if l.Keystore != nil {
-		cancels = append(cancels, l.Keystore.OnChange(func() { f("client identity rotated") }))
+	if c.Keystore != nil {
+		cancels = append(cancels, c.Keystore.OnChange(func() { f("client identity rotated") }))
 	}
-	if n, ok := l.Pool.(interface{ OnChange(func()) func() }); ok {
+	if n, ok := c.Pool.(interface{ OnChange(func()) func() }); ok {
 		cancels = append(cancels, n.OnChange(func() { f("trust pool reloaded") }))
 	}
 	return func() {
-		for _, c := range cancels {
-			c()
+		for _, cancel := range cancels {
+			cancel()
 		}
 	}
 }
 
+// Current is the client_identity log field of the keystore's current
+// certificate (none without a keystore), for the lines that follow a
+// rotation.
+func (c *Client) Current() []zap.Field {
+	if c.Keystore == nil {
+		return nil
+	}
+	return []zap.Field{zap.String("client_identity", keystore.Describe(c.Keystore.KeyPair()))}
+}
+
 // LogFields describe the setup for a "ready" log line: the client
 // identity and its source, the pins, whether the trust pool is live.
-func (l *Client) LogFields() []zap.Field {
+func (c *Client) LogFields() []zap.Field {
 	fields := []zap.Field{zap.String("client_identity", "none")}
-	if l.Keystore != nil {
-		fields = []zap.Field{zap.String("client_identity", keystore.Describe(l.Keystore.KeyPair())),
-			zap.String("client_identity_source", l.KeystoreName)}
-	} else if len(l.static) > 0 {
-		fields = []zap.Field{zap.String("client_identity", keystore.Describe(&l.static[0])),
+	if c.Keystore != nil {
+		fields = append(c.Current(), zap.String("client_identity_source", c.KeystoreName))
+	} else if len(c.static) > 0 {
+		fields = []zap.Field{zap.String("client_identity", keystore.Describe(&c.static[0])),
 			zap.String("client_identity_source", "tls_client_auth (read once)")}
 	}
-	if !l.Pins.empty() {
-		fields = append(fields, zap.Stringer("upstream_identity", &l.Pins))
+	if !c.Pins.empty() {
+		fields = append(fields, zap.Stringer("upstream_identity", &c.Pins))
 	}
-	return append(fields, zap.Bool("live_trust_pool", l.Pool != nil))
+	return append(fields, zap.Bool("live_trust_pool", c.Pool != nil))
 }
 
 // hasRaw reports whether holder's field holds a module's JSON.

@@ -21,17 +21,13 @@ type liveHolder struct {
 	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
 }
 
-// liveFor provisions a Client the way a layer-4 handler does and returns
-// it with the config connections clone.
-func liveFor(t *testing.T, cfg *reverseproxy.TLSConfig, identity map[string]string, pins []string) (*Client, *tls.Config) {
+// liveFor provisions a Client the way a layer-4 handler does.
+func liveFor(t *testing.T, cfg *reverseproxy.TLSConfig, identity map[string]string, pins []string) *Client {
 	t.Helper()
 	ctx := testCtx(t)
 	h := new(liveHolder)
 	if identity != nil {
 		h.ClientIdentityRaw, _ = json.Marshal(identity)
-	}
-	if err := Check(cfg, identity != nil, pins); err != nil {
-		t.Fatal(err)
 	}
 	l, err := Load(ctx, cfg, h, "ClientIdentityRaw", pins)
 	if err != nil {
@@ -45,31 +41,31 @@ func liveFor(t *testing.T, cfg *reverseproxy.TLSConfig, identity map[string]stri
 		base = new(tls.Config)
 	}
 	l.Apply(base)
-	return l, base
+	return l
 }
 
 // handshake dials addr and runs Client.Handshake; on success it returns
-// what the backend wrote (the serial it saw).
-func handshake(t *testing.T, l *Client, base *tls.Config, addr, serverName string) (string, string, error) {
+// what the backend wrote (the serial it saw), and the identity presented.
+func handshake(t *testing.T, l *Client, addr, serverName string) (string, string, error) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cfg := base.Clone()
-	if cfg.ServerName == "" {
-		cfg.ServerName = serverName
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	tc, who, err := l.Handshake(ctx, conn, cfg, addr)
+	tc, err := l.Handshake(ctx, conn, l.Config(serverName), addr, nil)
 	if err != nil {
-		return "", who, err
+		var he *HandshakeError
+		if !errors.As(err, &he) {
+			t.Fatalf("error %v is no *HandshakeError", err)
+		}
+		return "", he.Presented, err
 	}
 	defer tc.Close()
 	line, err := bufio.NewReader(tc).ReadString('\n')
-	return strings.TrimSpace(strings.TrimPrefix(line, "serial:")), who, err
+	return strings.TrimSpace(strings.TrimPrefix(line, "serial:")), tc.Presented, err
 }
 
 func TestLiveTLSHandshake(t *testing.T) {
@@ -79,8 +75,8 @@ func TestLiveTLSHandshake(t *testing.T) {
 	trust := filePool(p.trustFile(t))
 	raw, _ := json.Marshal(trust)
 
-	l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, nil)
-	got, who, err := handshake(t, l, base, addr, "127.0.0.1")
+	l := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, nil)
+	got, who, err := handshake(t, l, addr, "127.0.0.1")
 	if err != nil || got != leaf.Cert.SerialNumber.String() {
 		t.Fatalf("backend saw %q, %v", got, err)
 	}
@@ -93,9 +89,9 @@ func TestLiveTLSHandshake(t *testing.T) {
 
 	t.Run("outside the trust pool", func(t *testing.T) {
 		foreign, _ := json.Marshal(filePool(testpki.WriteFile(t, p.dir, "foreign.pem", p.foreignCA.CertPEM())))
-		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: foreign}, id, nil)
+		l := liveFor(t, &reverseproxy.TLSConfig{CARaw: foreign}, id, nil)
 		before := failures(addr, ReasonUnknownAuthority)
-		_, who, err := handshake(t, l, base, addr, "127.0.0.1")
+		_, who, err := handshake(t, l, addr, "127.0.0.1")
 		var he *HandshakeError
 		if !errors.As(err, &he) || he.Reason != ReasonUnknownAuthority || he.Upstream != addr {
 			t.Fatalf("error %v, want a handshake error with reason unknown_authority", err)
@@ -110,12 +106,12 @@ func TestLiveTLSHandshake(t *testing.T) {
 		}
 	})
 	t.Run("pins stand in for the name", func(t *testing.T) {
-		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, []string{"spiffe://example.org/backend"})
-		if _, _, err := handshake(t, l, base, addr, "not-the-name.test"); err != nil {
+		l := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, []string{"spiffe://example.org/backend"})
+		if _, _, err := handshake(t, l, addr, "not-the-name.test"); err != nil {
 			t.Fatalf("pinned SPIFFE ID: %v", err)
 		}
-		l, base = liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, []string{"spiffe://example.org/other"})
-		_, _, err := handshake(t, l, base, addr, "127.0.0.1")
+		l = liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, []string{"spiffe://example.org/other"})
+		_, _, err := handshake(t, l, addr, "127.0.0.1")
 		if reason, _ := Classify(err); reason != ReasonIdentityMismatch {
 			t.Fatalf("error %v (%s), want identity_mismatch", err, reason)
 		}
@@ -124,15 +120,15 @@ func TestLiveTLSHandshake(t *testing.T) {
 		// tls_client_auth PEM files (read once) are presented when no
 		// keystore identity is set
 		cert, key := leaf.WriteFiles(t, p.dir, "static")
-		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw, ClientCertificateFile: cert, ClientCertificateKeyFile: key}, nil, nil)
-		got, who, err := handshake(t, l, base, addr, "127.0.0.1")
+		l := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw, ClientCertificateFile: cert, ClientCertificateKeyFile: key}, nil, nil)
+		got, who, err := handshake(t, l, addr, "127.0.0.1")
 		if err != nil || got != leaf.Cert.SerialNumber.String() || !strings.Contains(who, "CN=proxy") {
 			t.Fatalf("backend saw %q (presented %q), %v", got, who, err)
 		}
 	})
 	t.Run("no client certificate", func(t *testing.T) {
-		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, nil, nil)
-		got, who, err := handshake(t, l, base, addr, "127.0.0.1")
+		l := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, nil, nil)
+		got, who, err := handshake(t, l, addr, "127.0.0.1")
 		if err == nil {
 			t.Fatalf("the backend accepted a connection without a client certificate (wrote %q)", got)
 		}
@@ -150,11 +146,11 @@ func TestLiveTLSRotation(t *testing.T) {
 	addr := testpki.ClientSerialServer(t, p.serverLeaf, p.proxyCA)
 	id, one := p.identity(t, "proxy", p.proxyCA)
 	raw, _ := json.Marshal(filePool(p.trustFile(t)))
-	l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, nil)
+	l := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, nil)
 	causes := make(chan string, 10)
 	cancel := l.OnChange(func(cause string) { causes <- cause })
 	defer cancel()
-	if got, _, err := handshake(t, l, base, addr, "127.0.0.1"); err != nil || got != one.Cert.SerialNumber.String() {
+	if got, _, err := handshake(t, l, addr, "127.0.0.1"); err != nil || got != one.Cert.SerialNumber.String() {
 		t.Fatalf("before: %q, %v", got, err)
 	}
 	two := p.proxyCA.Issue(t, testpki.CN("proxy"), testpki.ClientOnly())
@@ -168,7 +164,7 @@ func TestLiveTLSRotation(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no change reported after the keystore was replaced")
 	}
-	if got, _, err := handshake(t, l, base, addr, "127.0.0.1"); err != nil || got != two.Cert.SerialNumber.String() {
+	if got, _, err := handshake(t, l, addr, "127.0.0.1"); err != nil || got != two.Cert.SerialNumber.String() {
 		t.Fatalf("after the rotation the backend saw %q (%v), want %s", got, err, two.Cert.SerialNumber)
 	}
 }

@@ -377,7 +377,7 @@ func BenchmarkGetClientCertificate(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	get := tr.base.GetClientCertificate
+	get := tr.template.TLSClientConfig.GetClientCertificate
 	cri := &tls.CertificateRequestInfo{}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

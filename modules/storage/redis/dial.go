@@ -78,9 +78,7 @@ func (d *redisDialer) dial(ctx context.Context, network, addr string) (net.Conn,
 	}
 	hctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	// the upstream transport's handshake: the failure is classified and
-	// counted in trustline_upstream_handshake_failures_total
-	tconn, _, err := d.tls.live.Handshake(hctx, conn, d.tls.clientConfig(addr), addr)
+	tconn, err := d.tls.handshake(hctx, conn, addr)
 	if err != nil {
 		return nil, fmt.Errorf("TLS handshake with Redis at %s: %w", addr, err)
 	}

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -12,7 +13,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
-	"github.com/trustline/trustline/modules/keystore"
 	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/tlsclient"
 )
@@ -45,13 +45,10 @@ type TLS struct {
 	// address must then be an IP SAN of the certificate.
 	ServerName string `json:"server_name,omitempty"`
 
-	// live verifies Redis's certificate against the pool current at each
-	// handshake and presents the identity current at each handshake:
-	// the suite's one TLS client of a backend (tlsclient.Client)
-	live      *tlsclient.Client
-	base      *tls.Config
-	clientCrt *tls.Certificate // cert_file and key_file, read once
-	identity  keystore.Source  // client_identity, live
+	// client verifies Redis's certificate against the pool current at
+	// each handshake and presents the identity current at each handshake:
+	// the suite's one TLS client of a backend
+	client *tlsclient.Client
 }
 
 // provision loads the trust pool and the client identity.
@@ -89,11 +86,10 @@ func (t *TLS) provision(ctx caddy.Context) error {
 	// the trust pool and the client identity, loaded as the mtls
 	// transport and the passthrough handler load theirs
 	pool := &reverseproxy.TLSConfig{CARaw: t.TrustPoolRaw}
-	live, err := tlsclient.Load(ctx, pool, t, "ClientIdentityRaw", nil)
+	client, err := tlsclient.Load(ctx, pool, t, "ClientIdentityRaw", nil)
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
-	t.identity = live.Keystore
 	switch {
 	case t.CertFile != "" && t.KeyFile != "":
 		certPEM, err := os.ReadFile(t.CertFile)
@@ -108,33 +104,32 @@ func (t *TLS) provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("tls: client identity cert_file %s, key_file %s: %w", t.CertFile, t.KeyFile, err)
 		}
-		t.clientCrt = id
 		base.Certificates = []tls.Certificate{*id}
 	case t.CertFile != "" || t.KeyFile != "":
 		return errors.New("tls: cert_file and key_file go together")
 	}
-	live.Apply(base)
-	t.live, t.base = live, base
+	client.Apply(base)
+	t.client = client
 	return nil
 }
 
-// clientConfig is the TLS client config of one dial to addr, made from
-// the config tlsclient.Client took over: Redis's certificate is verified
-// against the trust pool current at the handshake (else ca_file, else the
-// system's roots) and the server name (server_name, else the host of
-// addr, so an IP address must be an IP SAN); the client certificate is
-// client_identity's current one, else cert_file's. TLS 1.2 at least.
-func (t *TLS) clientConfig(addr string) *tls.Config {
-	cfg := t.base.Clone()
-	if cfg.ServerName == "" {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			host = addr
-		}
-		cfg.ServerName = host
+// handshake runs the TLS handshake with Redis at addr over conn, as every
+// TLS client of the suite does (tlsclient.Client.Handshake): Redis's
+// certificate is verified against the trust pool current at the handshake
+// (else ca_file, else the system's roots) and the server name
+// (server_name, else the host of addr, so an IP address must be an IP
+// SAN); the client certificate is client_identity's current one, else
+// cert_file's. TLS 1.2 at least. A failure is counted in
+// trustline_upstream_handshake_failures_total; the storage reports it in
+// its own error.
+func (t *TLS) handshake(ctx context.Context, conn net.Conn, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
 	}
-	name := cfg.ServerName
-	// against the name of this dial (crypto/tls sends no SNI for an IP)
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return t.live.Verify(cs, name) }
-	return cfg
+	tc, err := t.client.Handshake(ctx, conn, t.client.Config(host), addr, nil)
+	if err != nil {
+		return nil, err
+	}
+	return tc, nil
 }

@@ -1,18 +1,19 @@
 package redis
 
 import (
-	"crypto/tls"
+	"context"
 	"encoding/json"
 	"net"
 	"strings"
 	"testing"
 
 	"github.com/trustline/trustline/internal/testpki"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 // TestTLSLivePool: the trust pool is the one current at each new
-// connection (upstream.LiveTLS verifies against it), and the client
-// identity is presented from the config LiveTLS took over.
+// connection (tlsclient.Client verifies against it), and the client
+// identity is presented from the config the client took over.
 func TestTLSLivePool(t *testing.T) {
 	f := startTLSRedis(t)
 	testpki.SetPool("redis-live", f.ca.Pool())
@@ -31,11 +32,11 @@ func TestTLSLivePool(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		tc := tls.Client(conn, r.TLS.clientConfig(f.addr))
-		if err := tc.Handshake(); err != nil {
+		tc, err := r.TLS.handshake(context.Background(), conn, f.addr)
+		if err != nil {
 			return err
 		}
-		if len(tc.ConnectionState().PeerCertificates) == 0 {
+		if len(tc.(*tlsclient.Conn).ConnectionState().PeerCertificates) == 0 {
 			t.Fatal("no server certificate")
 		}
 		return nil
