@@ -1,13 +1,12 @@
 package integration
 
 import (
-	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/trustline/trustline/integration/bench"
+	"github.com/trustline/trustline/internal/testpki"
 )
 
 // TestUpstreamStalledBackend: a backend that accepts the TCP connection
@@ -18,24 +17,7 @@ import (
 // waited for the handshake's own blocked read), keeping the connection.
 func TestUpstreamStalledBackend(t *testing.T) {
 	p := newUpPKI(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { // reads, answers nothing, until the proxy goes
-				defer c.Close()
-				_, _ = io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	backend := ln.Addr().String()
+	backend := testpki.StalledServer(t)
 	_, cert, key := p.client(t, "proxy", p.proxyCA)
 	front := bench.FreeAddr(t)
 	c := bench.Start(t, upFrontCaddyfile(front,

@@ -28,7 +28,7 @@ func (l *live) KeyPair() *tls.Certificate { return l.Src.Current() }
 // OnChange runs f after each rotation; it implements Source.
 func (l *live) OnChange(f func()) (cancel func()) { return l.Src.OnChange(f) }
 
-// Name is the source's name in logs and metrics.
+// Name is the source's name in logs and metrics; it implements Source.
 func (l *live) Name() string { return l.Src.Name() }
 
 func (l *live) acquire(ctx caddy.Context, spec material.Spec[*tls.Certificate]) error {

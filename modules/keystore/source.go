@@ -26,8 +26,8 @@ const Namespace = "trustline.keystore"
 // Source is who we are: the current certificate chain and its private
 // key. Every keystore module (pem, pkcs12, jks, internal) implements it;
 // consumers (the TLS client of backends, the server-certificate getter)
-// read KeyPair on every handshake,
-// so a rotated keystore applies to the next handshake without a reload.
+// read KeyPair on every handshake, so a rotated keystore applies to the
+// next handshake without a reload.
 type Source interface {
 	// KeyPair returns the current certificate: leaf first, then the chain,
 	// with Leaf parsed. It is a lock-free read, never nil once the module is
@@ -37,6 +37,8 @@ type Source interface {
 	// renewed internal certificate); the returned func unregisters it.
 	// f runs on the source's own goroutine and must not block.
 	OnChange(f func()) (cancel func())
+	// Name names the source in logs and metrics (a file, a CA).
+	Name() string
 }
 
 // Usage is the extended key usage a consumer needs in the identity's leaf.

@@ -3,7 +3,6 @@ package passthrough
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -433,25 +432,13 @@ func (h *Handler) untrack(pc *proxyConn) {
 // reverse_proxy's TLS config (its fields inline: ca, server_name,
 // client_certificate_file, client_certificate_key_file,
 // insecure_skip_verify, curves, ...) with a client identity from a
-// keystore and pinned upstream identities, as the mtls transport has
-// them. Every handshake reads the keystore's current certificate and the
-// trust pool's current pool.
+// keystore and pinned upstream identities (client_identity and
+// upstream_identity), as the mtls transport has them. Every handshake
+// reads the keystore's current certificate and the trust pool's current
+// pool.
 type UpstreamTLS struct {
 	reverseproxy.TLSConfig
-
-	// ClientIdentity is the keystore source (pem, pkcs12, jks, internal)
-	// presented to upstreams that ask for a client certificate, read at
-	// each new upstream connection; its leaf must allow clientAuth.
-	// Conflicts with client_certificate_file (read once).
-	// Default: none.
-	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
-
-	// UpstreamIdentity pins the upstream's identity beyond chain
-	// verification: SPIFFE IDs (spiffe://td/path), trust domains
-	// (spiffe://td) or DNS names, one of which the verified certificate
-	// must hold; it then replaces the check against the server name.
-	// Default: none.
-	UpstreamIdentity []string `json:"upstream_identity,omitempty"`
+	tlsclient.Settings
 }
 
 // provisionTLS loads the upstream TLS config: keystore identity, live
@@ -459,7 +446,7 @@ type UpstreamTLS struct {
 // server name) through reverse_proxy's own code.
 func (h *Handler) provisionTLS(ctx caddy.Context) error {
 	t := h.TLS
-	client, err := tlsclient.Load(ctx, &t.TLSConfig, t, "ClientIdentityRaw", t.UpstreamIdentity)
+	client, err := tlsclient.Load(ctx, &t.TLSConfig, &t.Settings)
 	if err != nil {
 		return err
 	}

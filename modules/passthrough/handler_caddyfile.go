@@ -104,9 +104,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("passthrough: proxy_protocol_identity needs proxy_protocol v2")
 	}
 	if useTLS {
-		tlsCfg.ClientIdentityRaw, tlsCfg.UpstreamIdentity = tlsOpts.ClientIdentity, tlsOpts.UpstreamIdentity
-		tlsCfg.CARaw, tlsCfg.ServerName = tlsOpts.TrustPool, tlsOpts.ServerName
-		if err := tlsclient.Check(&tlsCfg.TLSConfig, tlsCfg.ClientIdentityRaw != nil, tlsCfg.UpstreamIdentity); err != nil {
+		tlsCfg.Settings, tlsCfg.CARaw, tlsCfg.ServerName = tlsOpts.Settings, tlsOpts.TrustPool, tlsOpts.ServerName
+		if err := tlsclient.Check(&tlsCfg.TLSConfig, &tlsCfg.Settings); err != nil {
 			return d.Errf("passthrough: tls: %v", err)
 		}
 		h.TLS = &tlsCfg

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -336,26 +335,9 @@ func TestUnmarshalUpstreamTLS(t *testing.T) {
 func TestReencryptStalledUpstream(t *testing.T) {
 	logs := observeLogs(t)
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { // reads, answers nothing, until the proxy goes
-				defer c.Close()
-				_, _ = io.Copy(io.Discard, c)
-			}()
-		}
-	}()
 	proxy := testCA().Issue(t, testpki.CN("proxy"), testpki.ClientOnly())
 	caFile := testpki.WriteFile(t, dir, "ca.pem", testCA().CertPEM())
-	f := reencFront(t, map[string]any{"upstreams": []any{map[string]any{"dial": ln.Addr().String()}},
+	f := reencFront(t, map[string]any{"upstreams": []any{map[string]any{"dial": testpki.StalledServer(t)}},
 		"dial_timeout": int64(300 * time.Millisecond),
 		"tls": map[string]any{"client_identity": pemIdentity(t, dir, proxy), "server_name": "db.internal",
 			"ca": map[string]any{"provider": "file", "pem_files": []string{caFile}}}})

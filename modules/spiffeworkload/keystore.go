@@ -165,7 +165,8 @@ func (k *Keystore) KeyPair() *tls.Certificate { return k.Src.Current() }
 // OnChange runs f after each rotation; it implements keystore.Source.
 func (k *Keystore) OnChange(f func()) (cancel func()) { return k.Src.OnChange(f) }
 
-// Name is the source's name in logs and metrics.
+// Name is the source's name in logs and metrics; it implements
+// keystore.Source.
 func (k *Keystore) Name() string { return k.Src.Name() }
 
 // Cleanup stops following the agent; the last module using the socket

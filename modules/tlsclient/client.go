@@ -8,8 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"reflect"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -45,8 +45,6 @@ type Client struct {
 	// Keystore is presented to backends that ask for a client
 	// certificate. Nil: the config's own client certificate, if any.
 	Keystore keystore.Source
-	// KeystoreName names the keystore in logs (a file, a CA).
-	KeystoreName string
 	// Pins, when not empty, must match the verified backend certificate,
 	// in place of the server name check.
 	Pins Pins
@@ -58,21 +56,41 @@ type Client struct {
 	clientFn func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 	static   []tls.Certificate
 
-	resume   bool
-	sessions atomic.Pointer[sessions]
+	sessions atomic.Pointer[sessions] // nil: no session resumption
 }
 
-// Check rejects the combinations of an upstream TLS config that cannot
-// work with a live trust pool, a keystore (hasKeystore: client_identity
-// is configured) and pinned backend identities. Load runs it; run it too
-// when parsing a Caddyfile, for errors with the file's line.
-func Check(cfg *reverseproxy.TLSConfig, hasKeystore bool, upstreamIdentity []string) error {
+// Settings are what the suite adds to a TLS client config of a backend
+// (reverseproxy.TLSConfig, for the mtls transport and the passthrough
+// handler). Embed it beside the config: its JSON fields sit with the
+// config's own.
+type Settings struct {
+	// ClientIdentityRaw is the keystore source (pem, pkcs12, jks,
+	// internal, spiffe_workload) presented to backends that ask for a
+	// client certificate, read at each new connection; its leaf must allow
+	// the clientAuth extended key usage. Conflicts with the config's
+	// client certificate files (read once). Default: none.
+	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
+
+	// UpstreamIdentity pins the backend's identity beyond chain
+	// verification: SPIFFE IDs (spiffe://td/path), trust domains
+	// (spiffe://td) or DNS names, one of which the verified certificate
+	// must hold; it then replaces the check against the server name.
+	// Default: none.
+	UpstreamIdentity []string `json:"upstream_identity,omitempty"`
+}
+
+// Check rejects the combinations of an upstream TLS config and s that
+// cannot work: a keystore and another client certificate, pins or a live
+// trust pool without verification, two trust pools, bad pins. Load runs
+// it; run it too when parsing a Caddyfile, for errors with the file's
+// line.
+func Check(cfg *reverseproxy.TLSConfig, s *Settings) error {
 	var errs []error
 	if cfg != nil {
-		if hasKeystore && (cfg.ClientCertificateFile != "" || cfg.ClientCertificateKeyFile != "" || cfg.ClientCertificateAutomate != "") {
+		if s.ClientIdentityRaw != nil && (cfg.ClientCertificateFile != "" || cfg.ClientCertificateKeyFile != "" || cfg.ClientCertificateAutomate != "") {
 			errs = append(errs, errors.New("client_identity and tls_client_auth both set: use one (client_identity pem <cert> <key> reads PEM files with rotation)"))
 		}
-		if cfg.InsecureSkipVerify && len(upstreamIdentity) > 0 {
+		if cfg.InsecureSkipVerify && len(s.UpstreamIdentity) > 0 {
 			errs = append(errs, errors.New("upstream_identity needs verification, but tls_insecure_skip_verify turns it off"))
 		}
 		if cfg.CARaw != nil && (len(cfg.RootCAPool) > 0 || len(cfg.RootCAPEMFiles) > 0) {
@@ -82,40 +100,34 @@ func Check(cfg *reverseproxy.TLSConfig, hasKeystore bool, upstreamIdentity []str
 			errs = append(errs, errors.New("a trust pool is set, but tls_insecure_skip_verify turns verification off"))
 		}
 	}
-	if _, err := ParsePins(upstreamIdentity); err != nil {
+	if _, err := ParsePins(s.UpstreamIdentity); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
 // Load checks (Check) and provisions the live parts of an upstream TLS
-// config: the keystore in the field keystoreField of holder (a
-// json.RawMessage tagged namespace=trustline.keystore; skipped when
-// empty), loaded with the clientAuth usage required; the trust pool in
-// cfg.CARaw, loaded here so that each handshake asks it for its current
-// pool (Caddy clears the field once loaded, so MakeTLSClientConfig does
-// not take a one-time copy of it); and the pins of upstreamIdentity. It
-// registers the handshake failure metric in ctx's registry. The keystore
-// and the pool are released with the config (Caddy cleans them up).
-// Errors name the option: client_identity, trust_pool, upstream_identity.
-func Load(ctx caddy.Context, cfg *reverseproxy.TLSConfig, holder any, keystoreField string, upstreamIdentity []string) (*Client, error) {
-	hasKeystore := hasRaw(holder, keystoreField)
-	if err := Check(cfg, hasKeystore, upstreamIdentity); err != nil {
+// config: the keystore of s (if any), loaded with the clientAuth usage
+// required; the trust pool in cfg.CARaw, loaded here so that each
+// handshake asks it for its current pool (Caddy clears the field once
+// loaded, so MakeTLSClientConfig does not take a one-time copy of it);
+// and the pins. It registers the handshake failure metric in ctx's
+// registry. The keystore and the pool are released with the config
+// (Caddy cleans them up). Errors name the option: client_identity,
+// trust_pool, upstream_identity.
+func Load(ctx caddy.Context, cfg *reverseproxy.TLSConfig, s *Settings) (*Client, error) {
+	if err := Check(cfg, s); err != nil {
 		return nil, err
 	}
 	c := new(Client)
-	c.Pins, _ = ParsePins(upstreamIdentity) // Check parsed them
+	c.Pins, _ = ParsePins(s.UpstreamIdentity) // Check parsed them
 	registerMetrics(ctx)
-	if hasKeystore {
-		src, err := keystore.Load(ctx, holder, keystoreField, keystore.UsageClientAuth)
+	if s.ClientIdentityRaw != nil {
+		src, err := keystore.Load(ctx, s, "ClientIdentityRaw", keystore.UsageClientAuth)
 		if err != nil {
 			return nil, fmt.Errorf("client_identity: %w", err)
 		}
 		c.Keystore = src
-		c.KeystoreName = fmt.Sprintf("%T", src)
-		if n, ok := src.(interface{ Name() string }); ok {
-			c.KeystoreName = n.Name()
-		}
 	}
 	if cfg != nil && cfg.CARaw != nil {
 		mod, err := ctx.LoadModule(cfg, "CARaw")
@@ -162,10 +174,7 @@ func (c *Client) Apply(cfg *tls.Config) {
 // backends that allow it resume sessions. The cache is replaced when the
 // keystore's certificate or the trust pool's version changes: a resumed
 // session would carry the identity of its first connection.
-func (c *Client) ResumeSessions() {
-	c.resume = true
-	c.sessions.Store(new(sessions))
-}
+func (c *Client) ResumeSessions() { c.sessions.Store(new(sessions)) }
 
 // Config returns a copy of the config given to Apply for one connection:
 // its ServerName is serverName when the config sets none (the backend is
@@ -177,8 +186,8 @@ func (c *Client) Config(serverName string) *tls.Config {
 	if cfg.ServerName == "" {
 		cfg.ServerName = serverName
 	}
-	if c.resume {
-		cfg.ClientSessionCache = c.sessionCache()
+	if s := c.sessions.Load(); s != nil {
+		cfg.ClientSessionCache = c.sessionCache(s)
 	}
 	return cfg
 }
@@ -190,7 +199,7 @@ type sessions struct {
 	anchors *verify.Anchors
 }
 
-func (c *Client) sessionCache() tls.ClientSessionCache {
+func (c *Client) sessionCache(s *sessions) tls.ClientSessionCache {
 	var cert *tls.Certificate
 	if c.Keystore != nil {
 		cert = c.Keystore.KeyPair()
@@ -199,7 +208,6 @@ func (c *Client) sessionCache() tls.ClientSessionCache {
 	if src, ok := c.Pool.(verify.AnchorSource); ok {
 		anchors = src.CurrentAnchors()
 	}
-	s := c.sessions.Load()
 	if s.cache == nil || s.cert != cert || s.anchors != anchors {
 		next := &sessions{tls.NewLRUClientSessionCache(256), cert, anchors}
 		if !c.sessions.CompareAndSwap(s, next) {
@@ -238,10 +246,8 @@ type Conn struct {
 	// logs (see Handshake).
 	Presented string
 	raw       *trackedConn
+	made      time.Time
 }
-
-// Closed reports whether the connection has been closed.
-func (c *Conn) Closed() bool { return c.raw.closed.Load() }
 
 // Handshake runs the TLS handshake with a backend over conn, a fresh
 // connection to upstream (the address dialed, named in the metric and the
@@ -253,19 +259,17 @@ func (c *Conn) Closed() bool { return c.raw.closed.Load() }
 // reason, the backend's alert and the identity presented.
 //
 // A failure closes conn, is counted by upstream and reason, and is
-// logged with logger (nil: not logged, the caller reports it) as
-// `upstream TLS handshake failed`, lead first (a route, a client
-// address). A canceled ctx is no failure (ReasonCanceled: the dial was
-// called off): not counted, logged at debug level. A success is logged
-// at debug level.
+// logged with logger as `upstream TLS handshake failed`, lead first (a
+// route, a client address; zap.NewNop() when the caller reports it). A
+// canceled ctx is no failure (ReasonCanceled: the dial was called off):
+// not counted, logged at debug level, as a success is.
 //
 // The identity presented (Conn.Presented, HandshakeError.Presented) is
-// the subject and serial, "none (not requested by the backend)" (a
-// handshake that completed without a certificate request), "none (no
-// client_identity configured)", for a resumed session "resumed session
-// (...)", and for a handshake that failed before the client's
-// certificate step (the backend's certificate refused, say) "none (the
-// handshake failed before the client certificate step)".
+// the subject and serial, or "none (not requested by the backend)", "none
+// (no client_identity configured)", "resumed session (...)", or, when
+// the handshake failed before the client's certificate step (the
+// backend's certificate refused, say), "none (the handshake failed
+// before the client certificate step)".
 func (c *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, upstream string, logger *zap.Logger, lead ...zap.Field) (*Conn, error) {
 	serverName := cfg.ServerName
 	var presented *tls.Certificate
@@ -282,14 +286,23 @@ func (c *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, 
 	raw := &trackedConn{Conn: conn}
 	tc := tls.Client(raw, cfg)
 	err := tc.HandshakeContext(ctx)
-	who := describePresented(asked, presented)
+	var who string
+	switch {
+	case asked && presented != nil:
+		who = keystore.Describe(presented)
+	case asked:
+		who = "none (no client_identity configured)"
+	case err != nil:
+		// crypto/tls answers a certificate request only after it has
+		// verified the backend: whether the backend asked is unknown
+		who = "none (the handshake failed before the client certificate step)"
+	case tc.ConnectionState().DidResume:
+		who = "resumed session (the identity its first connection presented)"
+	default:
+		who = "none (not requested by the backend)"
+	}
 	if err != nil {
 		_ = tc.Close()
-		if !asked {
-			// crypto/tls answers a certificate request only after it has
-			// verified the backend: whether the backend asked is unknown
-			who = "none (the handshake failed before the client certificate step)"
-		}
 		reason, alert := Classify(err)
 		if reason == "" {
 			reason = ReasonOther
@@ -299,25 +312,12 @@ func (c *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, 
 		return nil, he
 	}
 	cs := tc.ConnectionState()
-	if !asked && cs.DidResume {
-		who = "resumed session (the identity its first connection presented)"
-	}
-	if ce := check(logger, zapcore.DebugLevel, "upstream TLS handshake"); ce != nil {
+	if ce := logger.Check(zapcore.DebugLevel, "upstream TLS handshake"); ce != nil {
 		ce.Write(append(lead, zap.String("upstream", upstream), zap.String("server_name", serverName),
 			zap.String("client_identity", who), zap.Bool("resumed", cs.DidResume),
 			zap.String("alpn", cs.NegotiatedProtocol))...)
 	}
-	return &Conn{Conn: tc, Presented: who, raw: raw}, nil
-}
-
-func describePresented(asked bool, presented *tls.Certificate) string {
-	switch {
-	case !asked:
-		return "none (not requested by the backend)"
-	case presented == nil:
-		return "none (no client_identity configured)"
-	}
-	return keystore.Describe(presented)
+	return &Conn{Conn: tc, Presented: who, raw: raw, made: time.Now()}, nil
 }
 
 // OnChange registers f to run after the keystore rotates (cause "client
@@ -355,7 +355,7 @@ func (c *Client) Current() []zap.Field {
 func (c *Client) LogFields() []zap.Field {
 	fields := []zap.Field{zap.String("client_identity", "none")}
 	if c.Keystore != nil {
-		fields = append(c.Current(), zap.String("client_identity_source", c.KeystoreName))
+		fields = append(c.Current(), zap.String("client_identity_source", c.Keystore.Name()))
 	} else if len(c.static) > 0 {
 		fields = []zap.Field{zap.String("client_identity", keystore.Describe(&c.static[0])),
 			zap.String("client_identity_source", "tls_client_auth (read once)")}
@@ -364,11 +364,4 @@ func (c *Client) LogFields() []zap.Field {
 		fields = append(fields, zap.Stringer("upstream_identity", &c.Pins))
 	}
 	return append(fields, zap.Bool("live_trust_pool", c.Pool != nil))
-}
-
-// hasRaw reports whether holder's field holds a module's JSON.
-func hasRaw(holder any, field string) bool {
-	v := reflect.ValueOf(holder).Elem().FieldByName(field)
-	raw, ok := v.Interface().(json.RawMessage)
-	return ok && len(raw) > 0
 }

@@ -12,24 +12,20 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
 
 	"github.com/trustline/trustline/internal/testpki"
 )
-
-// liveHolder holds a keystore source as a layer-4 module would.
-type liveHolder struct {
-	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
-}
 
 // liveFor provisions a Client the way a layer-4 handler does.
 func liveFor(t *testing.T, cfg *reverseproxy.TLSConfig, identity map[string]string, pins []string) *Client {
 	t.Helper()
 	ctx := testCtx(t)
-	h := new(liveHolder)
+	s := &Settings{UpstreamIdentity: pins}
 	if identity != nil {
-		h.ClientIdentityRaw, _ = json.Marshal(identity)
+		s.ClientIdentityRaw, _ = json.Marshal(identity)
 	}
-	l, err := Load(ctx, cfg, h, "ClientIdentityRaw", pins)
+	l, err := Load(ctx, cfg, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +51,7 @@ func handshake(t *testing.T, l *Client, addr, serverName string) (string, string
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	tc, err := l.Handshake(ctx, conn, l.Config(serverName), addr, nil)
+	tc, err := l.Handshake(ctx, conn, l.Config(serverName), addr, zap.NewNop())
 	if err != nil {
 		var he *HandshakeError
 		if !errors.As(err, &he) {
@@ -83,8 +79,8 @@ func TestLiveTLSHandshake(t *testing.T) {
 	if !strings.Contains(who, "CN=proxy") || !strings.Contains(who, leaf.Cert.SerialNumber.Text(16)) {
 		t.Fatalf("presented %q, want the proxy identity and its serial", who)
 	}
-	if l.Pool == nil || l.Keystore == nil || l.KeystoreName == "" {
-		t.Fatalf("pool %v identity %v name %q", l.Pool, l.Keystore, l.KeystoreName)
+	if l.Pool == nil || l.Keystore == nil || l.Keystore.Name() == "" {
+		t.Fatalf("pool %v keystore %v", l.Pool, l.Keystore)
 	}
 
 	t.Run("outside the trust pool", func(t *testing.T) {
@@ -185,13 +181,17 @@ func TestCheckTLS(t *testing.T) {
 		{"bad pin", nil, false, []string{"https://backend"}, `upstream_identity "https://backend"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Check(tc.cfg, tc.identity, tc.pins)
+			s := &Settings{UpstreamIdentity: tc.pins}
+			if tc.identity {
+				s.ClientIdentityRaw = raw
+			}
+			err := Check(tc.cfg, s)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
 	}
-	if err := Check(&reverseproxy.TLSConfig{CARaw: raw}, true, []string{"spiffe://example.org"}); err != nil {
+	if err := Check(&reverseproxy.TLSConfig{CARaw: raw}, &Settings{ClientIdentityRaw: raw, UpstreamIdentity: []string{"spiffe://example.org"}}); err != nil {
 		t.Fatal(err)
 	}
 }

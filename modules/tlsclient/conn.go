@@ -29,6 +29,10 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// NetConn is the connection under, as tls.Conn's NetConn is (go-redis
+// looks through both for the socket, to peek at it).
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *trackedConn) Read(p []byte) (int, error) {
 	if !c.closed.Load() {
 		return c.Conn.Read(p)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,7 +158,7 @@ func registerMetrics(ctx caddy.Context) {
 // fail counts a failed handshake (a canceled one is no failure) and
 // writes the one "upstream TLS handshake failed" line (error level) of
 // the suite's TLS clients, or "upstream TLS handshake canceled" at debug
-// level, with logger (nil: no line). lead comes first (the passthrough
+// level. lead comes first (the passthrough
 // handler's route and client address); then the upstream, the reason (a
 // Reason constant), the client identity presented, the server name and
 // the backend's alert when known, the keystore's name when c has one,
@@ -169,7 +170,7 @@ func (c *Client) fail(logger *zap.Logger, he *HandshakeError, serverName string,
 	} else {
 		handshakeFailures.WithLabelValues(he.Upstream, he.Reason).Inc()
 	}
-	ce := check(logger, level, msg)
+	ce := logger.Check(level, msg)
 	if ce == nil {
 		return
 	}
@@ -184,17 +185,9 @@ func (c *Client) fail(logger *zap.Logger, he *HandshakeError, serverName string,
 		fields = append(fields, zap.String("alert", he.Alert))
 	}
 	if c.Keystore != nil {
-		fields = append(fields, zap.String("client_identity_source", c.KeystoreName))
+		fields = append(fields, zap.String("client_identity_source", c.Keystore.Name()))
 	}
 	ce.Write(append(fields, zap.Error(he.Err))...)
-}
-
-// check is logger.Check, for a logger that may be nil.
-func check(logger *zap.Logger, level zapcore.Level, msg string) *zapcore.CheckedEntry {
-	if logger == nil {
-		return nil
-	}
-	return logger.Check(level, msg)
 }
 
 // Refusal returns err, the error that ended a connection to upstream (or
@@ -203,15 +196,24 @@ func check(logger *zap.Logger, level zapcore.Level, msg string) *zapcore.Checked
 // send their alert as their first record, which the user of the
 // connection may not have read. conn is the connection Handshake made
 // (nil: not known); once it is closed, what the backend sent and nobody
-// read is decrypted now. A refusal is counted and logged like a failed
-// handshake (see Handshake), lead first; err (nil when the connection
-// ended cleanly) then carries the alert.
+// read is decrypted now (Refusal waits up to 200 ms for the close of a
+// connection made in the last 5 s). A refusal is counted and logged like
+// a failed handshake (see Handshake), lead first; err (nil when the
+// connection ended cleanly) then carries the alert.
 func (c *Client) Refusal(upstream string, conn *Conn, err error, logger *zap.Logger, lead ...zap.Field) error {
 	he := &HandshakeError{Upstream: upstream, Presented: "unknown", Err: err}
 	he.Reason, he.Alert = Classify(err)
 	if conn != nil {
 		he.Presented = conn.Presented
-		if he.Alert == "" && conn.Closed() {
+		if he.Alert == "" && time.Since(conn.made) < 5*time.Second {
+			// the user may report a failure a moment before it closes the
+			// connection (net/http does); one still open after that is in
+			// use, not the one that failed
+			for wait := 0; wait < 40 && !conn.raw.closed.Load(); wait++ {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		if he.Alert == "" && conn.raw.closed.Load() {
 			_, rerr := conn.Read(make([]byte, 1))
 			if he.Reason, he.Alert = Classify(rerr); he.Alert != "" {
 				if err == nil {

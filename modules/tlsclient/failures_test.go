@@ -111,7 +111,7 @@ func TestRefusalAfterClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc, err := l.Handshake(context.Background(), conn, l.Config("127.0.0.1"), addr, nil)
+	tc, err := l.Handshake(context.Background(), conn, l.Config("127.0.0.1"), addr, zap.NewNop())
 	if err != nil {
 		t.Fatalf("our side of the handshake: %v", err)
 	}

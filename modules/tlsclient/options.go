@@ -16,17 +16,15 @@ import (
 // redis's `tls {...}` block. ParseOption is their one parser; each
 // directive copies the result into its own config.
 type Options struct {
-	// ClientIdentity is the keystore source's module JSON
-	// (`trustline.keystore.*`, inline_key source).
-	ClientIdentity json.RawMessage
+	// Settings are client_identity (the keystore source's module JSON)
+	// and upstream_identity (the pins, checked by ParsePins).
+	Settings
 	// TrustPool is the trust pool source's module JSON
 	// (`tls.ca_pool.source.*`, inline_key provider).
 	TrustPool json.RawMessage
 	// TrustPoolLine is the Caddyfile line of trust_pool, for errors about
 	// a conflicting option parsed elsewhere.
 	TrustPoolLine int
-	// UpstreamIdentity are the pinned identities, checked by ParsePins.
-	UpstreamIdentity []string
 	// ServerName is the name to send and verify the backend against.
 	ServerName string
 
@@ -61,7 +59,7 @@ func (o *Options) ParseOption(d *caddyfile.Dispenser, where, setting, as string)
 		if err != nil {
 			return err
 		}
-		o.ClientIdentity = raw
+		o.ClientIdentityRaw = raw
 	case "trust_pool":
 		o.TrustPoolLine = d.Line()
 		raw, err := truststore.ParsePoolSource(d, where+": "+opt)

@@ -36,7 +36,7 @@ func TestTLSOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := string(o.ClientIdentity); got != `{"certificate":"/a.crt","key":"/a.key","source":"pem"}` {
+	if got := string(o.ClientIdentityRaw); got != `{"certificate":"/a.crt","key":"/a.key","source":"pem"}` {
 		t.Errorf("client identity %s", got)
 	}
 	if got := string(o.TrustPool); got != `{"pem_files":["/ca.pem"],"provider":"file"}` {

@@ -64,7 +64,7 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 			rest = append(rest, d.NextSegment()...)
 		}
 	}
-	t.ClientIdentityRaw, t.UpstreamIdentity = opts.ClientIdentity, opts.UpstreamIdentity
+	t.Settings = opts.Settings
 	if len(rest) > 0 {
 		// the http transport's own options, with the block's braces
 		delegated := append(caddyfile.Segment{seg[0], seg[1]}, rest...)
@@ -84,9 +84,6 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 			t.TLS = new(reverseproxy.TLSConfig)
 		}
 		t.TLS.CARaw = opts.TrustPool
-	}
-	if t.usesTLSFeatures() && t.TLS == nil {
-		t.TLS = new(reverseproxy.TLSConfig)
 	}
 	if err := t.check(); err != nil {
 		return fmt.Errorf("%s: %w", where, err)

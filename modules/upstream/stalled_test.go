@@ -1,36 +1,12 @@
 package upstream
 
 import (
-	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
-)
 
-// stalledBackend accepts connections and never answers: a backend whose
-// TLS stack hangs, or a black hole behind a load balancer.
-func stalledBackend(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { // reads the ClientHello, answers nothing, until the proxy goes
-				defer c.Close()
-				_, _ = io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
+	"github.com/trustline/trustline/internal/testpki"
+)
 
 // TestStalledBackend: a handshake that the backend never answers ends at
 // the TLS handshake timeout with reason timeout, counted. It used to hang
@@ -38,7 +14,7 @@ func stalledBackend(t *testing.T) string {
 // closing it waited for the handshake's own blocked read.
 func TestStalledBackend(t *testing.T) {
 	p := newPKI(t)
-	addr := stalledBackend(t)
+	addr := testpki.StalledServer(t)
 	ctx := testCtx(t)
 	id, _ := p.identity(t, "proxy", p.proxyCA)
 	tr, err := newTransport(t, ctx, map[string]any{"client_identity": id,

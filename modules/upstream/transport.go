@@ -3,7 +3,6 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -57,19 +56,9 @@ func init() {
 type Transport struct {
 	reverseproxy.HTTPTransport
 
-	// ClientIdentity is the keystore source (pem, pkcs12, jks, internal)
-	// presented to backends that ask for a client certificate. Its leaf
-	// must allow the clientAuth extended key usage. Setting it enables TLS
-	// to the upstream. Default: none (no client certificate).
-	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
-
-	// UpstreamIdentity pins the identity of the backend, beyond chain
-	// verification: each entry is a SPIFFE ID (spiffe://td/path), a whole
-	// trust domain (spiffe://td) or a DNS name, and the backend's verified
-	// certificate must hold one of them. When set, it replaces the check
-	// of the certificate against the upstream's host name. Setting it
-	// enables TLS to the upstream. Default: none.
-	UpstreamIdentity []string `json:"upstream_identity,omitempty"`
+	// client_identity and upstream_identity; setting either enables TLS
+	// to the upstream.
+	tlsclient.Settings
 
 	client *tlsclient.Client // identity, live trust pool, pins (with TLS only)
 	logger *zap.Logger
@@ -89,13 +78,7 @@ type pools struct {
 	draining  sync.WaitGroup
 	drainMu   sync.Mutex
 	drainList map[*http.Transport]struct{}
-	lastConn  sync.Map // upstream address -> *dialed (the connection last made there)
-}
-
-// dialed is the upstream connection the transport made last, and when.
-type dialed struct {
-	conn *tlsclient.Conn
-	at   time.Time
+	lastConn  sync.Map // upstream address -> *tlsclient.Conn (the connection last made there)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -106,20 +89,18 @@ func (Transport) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// usesTLSFeatures reports whether an option that only makes sense with TLS
-// is set.
-func (t *Transport) usesTLSFeatures() bool {
-	return t.ClientIdentityRaw != nil || len(t.UpstreamIdentity) > 0
-}
-
-// check rejects conflicting options; Caddyfile parsing and Provision both
-// run it.
+// check turns TLS on when client_identity or upstream_identity is set, and
+// rejects conflicting options; Caddyfile parsing and Provision both run
+// it.
 func (t *Transport) check() error {
+	if (t.ClientIdentityRaw != nil || len(t.UpstreamIdentity) > 0) && t.TLS == nil {
+		t.TLS = new(reverseproxy.TLSConfig)
+	}
 	var errs []error
 	if slices.Contains(t.Versions, "3") {
 		errs = append(errs, errors.New("versions 3 (HTTP/3 over QUIC) cannot carry the client identity or the live trust pool of this transport; use versions 1.1 2 (the default), or Caddy's http transport without a client identity"))
 	}
-	if err := tlsclient.Check(t.TLS, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
+	if err := tlsclient.Check(t.TLS, &t.Settings); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -129,9 +110,6 @@ func (t *Transport) check() error {
 // embedded http transport and takes over its TLS callbacks.
 func (t *Transport) Provision(ctx caddy.Context) error {
 	t.logger = ctx.Logger()
-	if t.usesTLSFeatures() && t.TLS == nil {
-		t.TLS = new(reverseproxy.TLSConfig)
-	}
 	if err := t.check(); err != nil {
 		return fmt.Errorf("transport mtls: %w", err)
 	}
@@ -140,7 +118,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		// the trust pool is loaded here (not by the embedded transport,
 		// which would read the pool once) so that each handshake asks for
 		// the current pool
-		client, err := tlsclient.Load(ctx, t.TLS, t, "ClientIdentityRaw", t.UpstreamIdentity)
+		client, err := tlsclient.Load(ctx, t.TLS, &t.Settings)
 		if err != nil {
 			return fmt.Errorf("transport mtls: %w", err)
 		}
@@ -226,7 +204,7 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	t.lastConn.Store(upstream, &dialed{conn: conn, at: time.Now()})
+	t.lastConn.Store(upstream, conn)
 	return conn.Conn, nil
 }
 
@@ -259,16 +237,7 @@ func (t *Transport) backendVerdict(req *http.Request, err error) error {
 	}
 	var last *tlsclient.Conn
 	if v, ok := t.lastConn.Load(upstream); ok {
-		d := v.(*dialed)
-		last = d.conn
-		if _, alert := tlsclient.Classify(err); alert == "" && time.Since(d.at) < 5*time.Second {
-			// net/http may report the failure a moment before it closes
-			// the connection; a connection still open after that is
-			// another one
-			for wait := 0; wait < 40 && !last.Closed(); wait++ {
-				time.Sleep(5 * time.Millisecond)
-			}
-		}
+		last = v.(*tlsclient.Conn)
 	}
 	return t.client.Refusal(upstream, last, err, t.logger)
 }

@@ -226,7 +226,7 @@ func (t *TLS) unmarshal(d *caddyfile.Dispenser) error {
 			return d.Errf("%s: unknown option '%s'", where, opt)
 		}
 	}
-	t.ClientIdentityRaw, t.TrustPoolRaw, t.ServerName = opts.ClientIdentity, opts.TrustPool, opts.ServerName
+	t.ClientIdentityRaw, t.TrustPoolRaw, t.ServerName = opts.ClientIdentityRaw, opts.TrustPool, opts.ServerName
 	if t.CAFile != "" && t.TrustPoolRaw != nil {
 		return d.Errf("%s: ca_file and trust_pool are exclusive", where)
 	}

@@ -1,13 +1,11 @@
 package redis
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 
 	"github.com/caddyserver/caddy/v2"
@@ -86,7 +84,7 @@ func (t *TLS) provision(ctx caddy.Context) error {
 	// the trust pool and the client identity, loaded as the mtls
 	// transport and the passthrough handler load theirs
 	pool := &reverseproxy.TLSConfig{CARaw: t.TrustPoolRaw}
-	client, err := tlsclient.Load(ctx, pool, t, "ClientIdentityRaw", nil)
+	client, err := tlsclient.Load(ctx, pool, &tlsclient.Settings{ClientIdentityRaw: t.ClientIdentityRaw})
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
@@ -111,25 +109,4 @@ func (t *TLS) provision(ctx caddy.Context) error {
 	client.Apply(base)
 	t.client = client
 	return nil
-}
-
-// handshake runs the TLS handshake with Redis at addr over conn, as every
-// TLS client of the suite does (tlsclient.Client.Handshake): Redis's
-// certificate is verified against the trust pool current at the handshake
-// (else ca_file, else the system's roots) and the server name
-// (server_name, else the host of addr, so an IP address must be an IP
-// SAN); the client certificate is client_identity's current one, else
-// cert_file's. TLS 1.2 at least. A failure is counted in
-// trustline_upstream_handshake_failures_total; the storage reports it in
-// its own error.
-func (t *TLS) handshake(ctx context.Context, conn net.Conn, addr string) (net.Conn, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	tc, err := t.client.Handshake(ctx, conn, t.client.Config(host), addr, nil)
-	if err != nil {
-		return nil, err
-	}
-	return tc, nil
 }

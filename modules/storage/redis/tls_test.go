@@ -3,9 +3,9 @@ package redis
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/trustline/trustline/internal/testpki"
 	"github.com/trustline/trustline/modules/tlsclient"
@@ -27,15 +27,11 @@ func TestTLSLivePool(t *testing.T) {
 	roundTrip(t, r)
 
 	handshake := func() error {
-		conn, err := net.Dial("tcp", f.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		tc, err := r.TLS.handshake(context.Background(), conn, f.addr)
+		tc, err := newDialer(r.TLS, 5*time.Second, false, nil).dial(context.Background(), "tcp", f.addr)
 		if err != nil {
 			return err
 		}
+		defer tc.Close()
 		if len(tc.(*tlsclient.Conn).ConnectionState().PeerCertificates) == 0 {
 			t.Fatal("no server certificate")
 		}
