@@ -49,7 +49,7 @@ func TestIdentityAfterCleanup(t *testing.T) {
 				func() {
 					defer func() {
 						if rec := recover(); rec != nil {
-							t.Fatalf("%s: Identity() panicked: %v", when, rec)
+							t.Fatalf("%s: KeyPair() panicked: %v", when, rec)
 						}
 					}()
 					id = s.KeyPair()

@@ -64,7 +64,7 @@ func handshake(t *testing.T, l *Client, addr, serverName string) (string, string
 	return strings.TrimSpace(strings.TrimPrefix(line, "serial:")), tc.Presented, err
 }
 
-func TestLiveTLSHandshake(t *testing.T) {
+func TestClientHandshake(t *testing.T) {
 	p := newPKI(t)
 	addr := testpki.ClientSerialServer(t, p.serverLeaf, p.proxyCA)
 	id, leaf := p.identity(t, "proxy", p.proxyCA)
@@ -135,9 +135,9 @@ func TestLiveTLSHandshake(t *testing.T) {
 	})
 }
 
-// TestLiveTLSRotation: the next handshake after a keystore rotation
+// TestClientRotation: the next handshake after a keystore rotation
 // presents the new certificate, and OnChange reports the rotation.
-func TestLiveTLSRotation(t *testing.T) {
+func TestClientRotation(t *testing.T) {
 	p := newPKI(t)
 	addr := testpki.ClientSerialServer(t, p.serverLeaf, p.proxyCA)
 	id, one := p.identity(t, "proxy", p.proxyCA)
@@ -165,7 +165,7 @@ func TestLiveTLSRotation(t *testing.T) {
 	}
 }
 
-func TestCheckTLS(t *testing.T) {
+func TestCheck(t *testing.T) {
 	raw := json.RawMessage(`{"provider":"file","pem_files":["/ca.pem"]}`)
 	for _, tc := range []struct {
 		name     string

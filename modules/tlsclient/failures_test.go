@@ -22,9 +22,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// TestLogHandshakeFailure: the one line every TLS client of the suite
+// TestFailureLine: the one line every TLS client of the suite
 // writes, lead fields first, optional ones only when known.
-func TestLogHandshakeFailure(t *testing.T) {
+func TestFailureLine(t *testing.T) {
 	core, logs := observer.New(zapcore.ErrorLevel)
 	logger := zap.New(core)
 	c := new(Client)

@@ -31,7 +31,7 @@ func parseTLSBlock(in string) (*Options, error) {
 	return &o, nil
 }
 
-func TestTLSOptions(t *testing.T) {
+func TestOptions(t *testing.T) {
 	o, err := parseTLSBlock("tls {\nclient_identity pem /a.crt /a.key\nupstream_identity spiffe://td/db db.internal\n}\ntls_trust_pool file /ca.pem\ntls_server_name db.internal")
 	if err != nil {
 		t.Fatal(err)
