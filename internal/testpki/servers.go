@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,6 +26,29 @@ func ClientSerialServer(t testing.TB, leaf *Leaf, clientCAs *CA) string {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    clientCAs.Pool(),
 	})
+	return serve(t, ln, err, func(c net.Conn) {
+		tc := c.(*tls.Conn)
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if tc.Handshake() != nil {
+			return
+		}
+		fmt.Fprintf(tc, "serial:%s\n", tc.ConnectionState().PeerCertificates[0].SerialNumber)
+		_, _ = io.Copy(tc, tc)
+	})
+}
+
+// StalledServer accepts TCP connections on 127.0.0.1 and never answers:
+// a backend whose TLS stack hangs, or a black hole behind a load
+// balancer. It reads until the peer goes, and returns its address.
+func StalledServer(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return serve(t, ln, err, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+}
+
+// serve runs handle on each connection ln accepts (and closes it after),
+// until the test ends; it returns ln's address.
+func serve(t testing.TB, ln net.Listener, err error, handle func(net.Conn)) string {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,13 +61,7 @@ func ClientSerialServer(t testing.TB, leaf *Leaf, clientCAs *CA) string {
 			}
 			go func() {
 				defer c.Close()
-				tc := c.(*tls.Conn)
-				_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
-				if tc.Handshake() != nil {
-					return
-				}
-				fmt.Fprintf(tc, "serial:%s\n", tc.ConnectionState().PeerCertificates[0].SerialNumber)
-				_, _ = io.Copy(tc, tc)
+				handle(c)
 			}()
 		}
 	}()

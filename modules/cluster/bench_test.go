@@ -65,7 +65,7 @@ func issueOne(n *node, spiffeID string) error {
 	if err != nil {
 		return err
 	}
-	if src.Identity().Leaf == nil {
+	if src.KeyPair().Leaf == nil {
 		return fmt.Errorf("%s: no identity", spiffeID)
 	}
 	if c, ok := src.(interface{ Cleanup() error }); ok {

@@ -308,27 +308,27 @@ func TestKeystoreFollowsRenewal(t *testing.T) {
 	b := startNode(t, "b", nodeOpts{redisAddr: addr, cluster: hourly})
 	src := identity(t, b, "spiffe://cluster.local/node/b")
 	issuer := func() string {
-		c, _ := x509.ParseCertificate(src.Identity().Certificate[1])
+		c, _ := x509.ParseCertificate(src.KeyPair().Certificate[1])
 		return c.SerialNumber.Text(16)
 	}
 	if issuer() != a.stored(t) {
 		t.Fatalf("identity issued by %s, storage holds %s", issuer(), a.stored(t))
 	}
-	first := src.Identity().Leaf.SerialNumber
+	first := src.KeyPair().Leaf.SerialNumber
 	res, err := a.st.renew(context.Background(), true, lockWait, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "b's identity issued from the renewed intermediate", func() bool { return issuer() == res.Serial })
-	if src.Identity().Leaf.SerialNumber.Cmp(first) == 0 {
+	if src.KeyPair().Leaf.SerialNumber.Cmp(first) == 0 {
 		t.Error("the identity was not issued again")
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(a.st.inMemoryRoot())
 	inter := x509.NewCertPool()
-	c, _ := x509.ParseCertificate(src.Identity().Certificate[1])
+	c, _ := x509.ParseCertificate(src.KeyPair().Certificate[1])
 	inter.AddCert(c)
-	if _, err := src.Identity().Leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if _, err := src.KeyPair().Leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/peer"
+	"github.com/trustline/trustline/modules/tlsclient"
 	"github.com/trustline/trustline/modules/upstream"
 	"github.com/trustline/trustline/modules/verify"
 )
@@ -227,7 +228,7 @@ func (x *explainHandler) proxy(h *reverseproxy.Handler, r *http.Request) {
 	e.answer(http.StatusOK, "admitted: reverse_proxy sends the request to "+strings.Join(ups, ", "))
 }
 
-func identityLine(s upstream.Setup) string {
+func identityLine(s tlsclient.Setup) string {
 	if s.Identity == nil {
 		return "none: no client certificate is presented"
 	}

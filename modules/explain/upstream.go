@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/trustline/trustline/modules/tlsclient"
 	"github.com/trustline/trustline/modules/upstream"
 	"github.com/trustline/trustline/modules/verify"
 )
@@ -30,7 +31,7 @@ const (
 // reverse_proxy of the config: explain dials nothing else) now, with the
 // configured client identity and trust, through the transport's own
 // dial: the mtls transport's (LiveTLS.Handshake, classified by
-// upstream.Classify), or for Caddy's http transport crypto/tls with its
+// tlsclient.Classify), or for Caddy's http transport crypto/tls with its
 // tls.Config. It is a real handshake: the transport logs and counts a
 // failure as it does any other.
 func (e *engine) dialUpstream() error {
@@ -44,7 +45,7 @@ func (e *engine) dialUpstream() error {
 	ctx = context.WithValue(ctx, caddy.ReplacerCtxKey, caddy.NewReplacer())
 	start := verify.Step{Stage: "upstream", Name: "reverse_proxy", Verdict: verify.VerdictInfo,
 		Detail: fmt.Sprintf("dialing %s now, as reverse_proxy does: %s", addr, describeTransport(h.Transport))}
-	var setup *upstream.Setup
+	var setup *tlsclient.Setup
 	var conn net.Conn
 	var err error
 	switch t := h.Transport.(type) {
@@ -90,14 +91,14 @@ func afterHandshake(conn net.Conn) error {
 	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
 		return nil
 	}
-	if reason, _ := upstream.Classify(err); reason == upstream.ReasonCertificateRequired || reason == upstream.ReasonBadCertificate || reason == upstream.ReasonAlert {
+	if reason, _ := tlsclient.Classify(err); reason == tlsclient.ReasonCertificateRequired || reason == tlsclient.ReasonBadCertificate || reason == tlsclient.ReasonAlert {
 		return err
 	}
 	return nil
 }
 
 // upstreamVerdict sets the steps and verdict of the dial.
-func (e *engine) upstreamVerdict(addr string, setup *upstream.Setup, conn net.Conn, err error, h *reverseproxy.Handler) {
+func (e *engine) upstreamVerdict(addr string, setup *tlsclient.Setup, conn net.Conn, err error, h *reverseproxy.Handler) {
 	presented := "the configured client identity"
 	if setup != nil {
 		presented = identityLine(*setup)
@@ -115,20 +116,20 @@ func (e *engine) upstreamVerdict(addr string, setup *upstream.Setup, conn net.Co
 		e.rep.Verdict = Verdict{Outcome: OutcomeAdmitted, Summary: "the backend " + addr + " and this server trust each other: the handshake completes"}
 		return
 	}
-	reason, alert := upstream.Classify(err)
+	reason, alert := tlsclient.Classify(err)
 	if reason == "" {
-		reason = upstream.ReasonOther
+		reason = tlsclient.ReasonOther
 	}
 	s := verify.Step{Stage: "upstream", Name: "handshake", Verdict: verify.VerdictRefused, Reason: reason}
 	var v Verdict
 	switch reason {
-	case upstream.ReasonBadCertificate, upstream.ReasonCertificateRequired:
+	case tlsclient.ReasonBadCertificate, tlsclient.ReasonCertificateRequired:
 		s.Detail = fmt.Sprintf("the backend %s refused our certificate with the alert %q; we presented: %s", addr, alert, presented)
 		v = Verdict{Outcome: OutcomeRefusedHandshake, Reason: reason, Alert: alert, Summary: "the backend refuses our client certificate (" + alert + "); we presented " + presented}
-	case upstream.ReasonAlert:
+	case tlsclient.ReasonAlert:
 		s.Detail = fmt.Sprintf("the backend %s ended the handshake with the alert %q", addr, alert)
 		v = Verdict{Outcome: OutcomeRefusedHandshake, Reason: reason, Alert: alert, Summary: "the backend ends the handshake: " + alert}
-	case upstream.ReasonTimeout:
+	case tlsclient.ReasonTimeout:
 		s.Detail = fmt.Sprintf("no answer from %s within %s: %v", addr, dialTimeout, err)
 		v = Verdict{Outcome: OutcomeUndetermined, Reason: reason, Summary: "the backend did not answer in time"}
 	default:
@@ -138,7 +139,7 @@ func (e *engine) upstreamVerdict(addr string, setup *upstream.Setup, conn net.Co
 		}
 		v = Verdict{Outcome: OutcomeRefusedHandshake, Reason: reason, Alert: alertFor(reason),
 			Summary: "this server does not trust the backend " + addr + "'s certificate (" + reason + ")"}
-		if reason == upstream.ReasonOther {
+		if reason == tlsclient.ReasonOther {
 			var oe *net.OpError
 			if errors.As(err, &oe) && oe.Op == "dial" {
 				v = Verdict{Outcome: OutcomeUndetermined, Reason: reason, Summary: "the backend cannot be reached: " + err.Error()}
@@ -203,7 +204,7 @@ func caddyDial(ctx context.Context, base *tls.Config, addr string) (net.Conn, er
 	return tc, nil
 }
 
-func setupChecks(s upstream.Setup) []verify.Check {
+func setupChecks(s tlsclient.Setup) []verify.Check {
 	checks := []verify.Check{
 		{Name: "client identity", Want: orDefault(s.IdentitySource, "none configured"), Have: identityLine(s), OK: s.Identity != nil},
 		{Name: "backend verified against", Want: "trust", Have: s.Trust, OK: !s.Insecure},

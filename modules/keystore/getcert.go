@@ -54,7 +54,7 @@ func (g *CertGetter) Provision(ctx caddy.Context) error {
 // GetCertificate returns the keystore's current identity; it implements
 // certmagic.Manager.
 func (g *CertGetter) GetCertificate(_ context.Context, _ *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return g.src.Identity(), nil
+	return g.src.KeyPair(), nil
 }
 
 // UnmarshalCaddyfile sets up the getter from Caddyfile tokens.

@@ -418,7 +418,7 @@ func (st *internalState) parse(data []byte, is *issuer, root *x509.Certificate) 
 	if err != nil {
 		return nil, err
 	}
-	cert, err := material.NewIdentity(key, chain)
+	cert, err := material.NewKeyPair(key, chain)
 	if err != nil {
 		return nil, err
 	}
@@ -431,7 +431,7 @@ func (st *internalState) parse(data []byte, is *issuer, root *x509.Certificate) 
 	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("not issued by ca %q (was its storage reset?): %w", is.caID, err)
 	}
-	certs, err := checkIdentity(cert, st.usage, "keystore internal ("+st.names+")", false, is.logger)
+	certs, err := checkKeyPair(cert, st.usage, "keystore internal ("+st.names+")", false, is.logger)
 	if err != nil {
 		return nil, err
 	}

@@ -38,7 +38,7 @@ func TestInternalIssuesAndShares(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := src.Identity()
+	id := src.KeyPair()
 	leaf := id.Leaf
 	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://example.org/proxy" || leaf.DNSNames[0] != "proxy.internal" || leaf.Subject.CommonName != "proxy.internal" {
 		t.Fatalf("names: %v %v %q", leaf.URIs, leaf.DNSNames, leaf.Subject.CommonName)
@@ -66,7 +66,7 @@ func TestInternalIssuesAndShares(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if serial(again.Identity()) != serial(id) {
+	if serial(again.KeyPair()) != serial(id) {
 		t.Fatal("a second user of the same source got another certificate")
 	}
 
@@ -83,8 +83,8 @@ func TestInternalIssuesAndShares(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if serial(other.Identity()) != serial(id) {
-		t.Fatalf("a node sharing storage issued its own certificate (%s, want %s)", serial(other.Identity()), serial(id))
+	if serial(other.KeyPair()) != serial(id) {
+		t.Fatalf("a node sharing storage issued its own certificate (%s, want %s)", serial(other.KeyPair()), serial(id))
 	}
 }
 
@@ -96,7 +96,7 @@ func TestInternalRenewsWhenDue(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := src.(*Internal)
-	first := serial(in.Identity())
+	first := serial(in.KeyPair())
 	var changed bool
 	in.OnChange(func() { changed = true })
 
@@ -125,11 +125,11 @@ func TestInternalRenewsWhenDue(t *testing.T) {
 	if err := in.Src.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	got := serial(in.Identity())
+	got := serial(in.KeyPair())
 	if got == first || got == "4242" || !changed {
 		t.Fatalf("after the stored certificate fell due: serial %s (first %s), changed %v; want a new one", got, first, changed)
 	}
-	if left := time.Until(in.Identity().Leaf.NotAfter); left < 50*time.Second {
+	if left := time.Until(in.KeyPair().Leaf.NotAfter); left < 50*time.Second {
 		t.Fatalf("renewed certificate has %s left, want about a minute", left)
 	}
 }

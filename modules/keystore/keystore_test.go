@@ -84,7 +84,7 @@ func TestPEMRotationKeepsLastGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := src.Identity()
+	id := src.KeyPair()
 	if serial(id) != one.Cert.SerialNumber.String() || len(id.Certificate) != 2 {
 		t.Fatalf("identity %s with %d certificates, want %s with its intermediate", serial(id), len(id.Certificate), one.Cert.SerialNumber)
 	}
@@ -96,18 +96,18 @@ func TestPEMRotationKeepsLastGood(t *testing.T) {
 	two := inter.Issue(t, testpki.CN("proxy"), testpki.ClientOnly())
 	testpki.WriteFile(t, dir, "id.key", two.KeyPEM())
 	time.Sleep(300 * time.Millisecond)
-	if got := serial(src.Identity()); got != one.Cert.SerialNumber.String() {
+	if got := serial(src.KeyPair()); got != one.Cert.SerialNumber.String() {
 		t.Fatalf("a mismatched pair was taken: %s", got)
 	}
 	testpki.WriteFile(t, dir, "id.crt", two.CertPEM())
-	waitFor(t, "the new identity", func() bool { return serial(src.Identity()) == two.Cert.SerialNumber.String() })
+	waitFor(t, "the new identity", func() bool { return serial(src.KeyPair()) == two.Cert.SerialNumber.String() })
 
 	// an expired replacement is refused; the last good one stays
 	expired := inter.Issue(t, testpki.CN("proxy"), testpki.Expired())
 	testpki.WriteFile(t, dir, "id.crt", expired.CertPEM())
 	testpki.WriteFile(t, dir, "id.key", expired.KeyPEM())
 	time.Sleep(1500 * time.Millisecond)
-	if got := serial(src.Identity()); got != two.Cert.SerialNumber.String() {
+	if got := serial(src.KeyPair()); got != two.Cert.SerialNumber.String() {
 		t.Fatalf("after an expired replacement: %s, want the last good", got)
 	}
 	if n := changes.Load(); n != 1 {
@@ -137,7 +137,7 @@ func TestStoresLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			id := src.Identity()
+			id := src.KeyPair()
 			if serial(id) != leaf.Cert.SerialNumber.String() {
 				t.Fatalf("serial %s, want %s", serial(id), leaf.Cert.SerialNumber)
 			}
@@ -232,7 +232,7 @@ func TestUsageNotOverridden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if src.Identity() == nil {
+	if src.KeyPair() == nil {
 		t.Fatal("no identity")
 	}
 }
@@ -330,9 +330,9 @@ func TestCertGetterServesCurrent(t *testing.T) {
 	}
 }
 
-// BenchmarkIdentity is the keystore lookup a handshake makes: one atomic
+// BenchmarkKeyPair is the keystore lookup a handshake makes: one atomic
 // load, no lock, no allocation.
-func BenchmarkIdentity(b *testing.B) {
+func BenchmarkKeyPair(b *testing.B) {
 	leaf := testpki.NewCA(b, "root").Issue(b, testpki.ClientOnly())
 	cert, key := leaf.WriteFiles(b, b.TempDir(), "id")
 	src, err := load(b, testCtx(b), mustJSON(map[string]string{"source": "pem", "certificate": cert, "key": key}), UsageClientAuth)
@@ -342,7 +342,7 @@ func BenchmarkIdentity(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if src.Identity() == nil {
+			if src.KeyPair() == nil {
 				b.Fatal("nil identity")
 			}
 		}

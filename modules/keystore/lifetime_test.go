@@ -42,17 +42,17 @@ func TestIdentityAfterCleanup(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := serial(old.Identity())
+			want := serial(old.KeyPair())
 			check := func(when string, s Source) {
 				t.Helper()
 				var id *tls.Certificate
 				func() {
 					defer func() {
 						if rec := recover(); rec != nil {
-							t.Fatalf("%s: Identity() panicked: %v", when, rec)
+							t.Fatalf("%s: KeyPair() panicked: %v", when, rec)
 						}
 					}()
-					id = s.Identity()
+					id = s.KeyPair()
 				}()
 				if id == nil || len(id.Certificate) == 0 || id.PrivateKey == nil {
 					t.Fatalf("%s: Identity() = %v", when, id)

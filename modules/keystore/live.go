@@ -13,8 +13,8 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// live is what every source shares: the reloadable identity and its
-// lifecycle. Identity reads the current version through an atomic pointer.
+// live is what every source shares: the reloadable certificate and its
+// lifecycle. KeyPair reads the current version through an atomic pointer.
 // Once Provision succeeded it never returns nil, even after Cleanup: an
 // upstream handshake of a config being cleaned up (an admin reload does
 // not wait for the old config's requests) presents the last good identity.
@@ -22,13 +22,13 @@ type live struct {
 	material.Held[*tls.Certificate]
 }
 
-// Identity returns the current identity (lock-free); it implements Source.
-func (l *live) Identity() *tls.Certificate { return l.Src.Current() }
+// KeyPair returns the current certificate and key (lock-free); it implements Source.
+func (l *live) KeyPair() *tls.Certificate { return l.Src.Current() }
 
 // OnChange runs f after each rotation; it implements Source.
 func (l *live) OnChange(f func()) (cancel func()) { return l.Src.OnChange(f) }
 
-// Name is the source's name in logs and metrics.
+// Name is the source's name in logs and metrics; it implements Source.
 func (l *live) Name() string { return l.Src.Name() }
 
 func (l *live) acquire(ctx caddy.Context, spec material.Spec[*tls.Certificate]) error {
@@ -42,12 +42,12 @@ func (l *live) acquire(ctx caddy.Context, spec material.Spec[*tls.Certificate]) 
 // a warning on every load).
 const expiryWarning = 7 * 24 * time.Hour
 
-// checkIdentity checks an identity just read from origin (named in its
+// checkKeyPair checks a key pair just read from origin (named in its
 // log lines; the caller names it in the error): a parsed leaf,
 // the usage the consumer needs, not expired (an error: the load, or the
 // reload, is refused), and warns when it is not yet valid or expires soon.
 // It returns the certificates for the metrics (leaf first).
-func checkIdentity(cert *tls.Certificate, usage Usage, origin string, warnExpiry bool, logger *zap.Logger) ([]*x509.Certificate, error) {
+func checkKeyPair(cert *tls.Certificate, usage Usage, origin string, warnExpiry bool, logger *zap.Logger) ([]*x509.Certificate, error) {
 	if cert == nil || len(cert.Certificate) == 0 {
 		return nil, errors.New("no certificate")
 	}

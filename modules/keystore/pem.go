@@ -65,11 +65,11 @@ func (p *PEM) Provision(ctx caddy.Context) error {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", origin, err)
 			}
-			cert, err := material.ReadPEMIdentity(datas[0], datas[1])
+			cert, err := material.ReadPEMKeyPair(datas[0], datas[1])
 			if err != nil {
 				return nil, fmt.Errorf("%s (key %s): %w", origin, p.Key, err)
 			}
-			certs, err := checkIdentity(cert, usage, origin, true, logger)
+			certs, err := checkKeyPair(cert, usage, origin, true, logger)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", origin, err)
 			}

@@ -23,20 +23,22 @@ import (
 // and its JSON looks like {"source": "pkcs12", "path": "...", ...}.
 const Namespace = "trustline.keystore"
 
-// Source is an identity (who am I): the current certificate chain and its
-// private key. Every keystore module (pem, pkcs12, jks, internal)
-// implements it; consumers (the upstream transport, the server-certificate
-// getter, layer-4 and Redis TLS clients) read Identity on every handshake,
-// so a rotated keystore applies to the next handshake without a reload.
+// Source is who we are: the current certificate chain and its private
+// key. Every keystore module (pem, pkcs12, jks, internal) implements it;
+// consumers (the TLS client of backends, the server-certificate getter)
+// read KeyPair on every handshake, so a rotated keystore applies to the
+// next handshake without a reload.
 type Source interface {
-	// Identity returns the current identity: leaf first, then the chain,
+	// KeyPair returns the current certificate: leaf first, then the chain,
 	// with Leaf parsed. It is a lock-free read, never nil once the module is
 	// provisioned, and must not be modified.
-	Identity() *tls.Certificate
+	KeyPair() *tls.Certificate
 	// OnChange registers f to run after each rotation (a changed file, a
 	// renewed internal certificate); the returned func unregisters it.
 	// f runs on the source's own goroutine and must not block.
 	OnChange(f func()) (cancel func())
+	// Name names the source in logs and metrics (a file, a CA).
+	Name() string
 }
 
 // Usage is the extended key usage a consumer needs in the identity's leaf.

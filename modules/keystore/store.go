@@ -172,7 +172,7 @@ func acquireStore(ctx caddy.Context, l *live, kind, path, usageName, password, k
 		opts.Aliases = []string{alias}
 	}
 	logger := ctx.Logger()
-	origin := "keystore " + kind + " " + path // in the log lines of checkIdentity
+	origin := "keystore " + kind + " " + path // in the log lines of checkKeyPair
 	files := []string{path}
 	return l.acquire(ctx, material.Spec[*tls.Certificate]{
 		Name: path,
@@ -195,7 +195,7 @@ func acquireStore(ctx caddy.Context, l *live, kind, path, usageName, password, k
 			if err != nil {
 				return nil, err
 			}
-			certs, err := checkIdentity(cert, usage, origin, true, logger)
+			certs, err := checkKeyPair(cert, usage, origin, true, logger)
 			if err != nil {
 				return nil, err
 			}

@@ -109,7 +109,7 @@ func TestStrictPEMIdentity(t *testing.T) {
 	other := root.Issue(t, testpki.CN("other"))
 	chain := leaf.CertPEM() // the leaf, then the intermediate
 
-	id, err := ReadPEMIdentity(chain, leaf.KeyPEM())
+	id, err := ReadPEMKeyPair(chain, leaf.KeyPEM())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestStrictPEMIdentity(t *testing.T) {
 		{"no key", chain, nil, "no private-key PEM block", "key file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ReadPEMIdentity(tc.cert, tc.key)
+			_, err := ReadPEMKeyPair(tc.cert, tc.key)
 			if err == nil {
 				t.Fatal("accepted")
 			}

@@ -241,7 +241,7 @@ func readPKCS12Key(data []byte, password string) (*tls.Certificate, error) {
 		}
 		return nil, pkcs12Error{err}
 	}
-	return NewIdentity(key, append([]*x509.Certificate{leaf}, chain...))
+	return NewKeyPair(key, append([]*x509.Certificate{leaf}, chain...))
 }
 
 func readJKSKey(data []byte, opts StoreOptions) (*tls.Certificate, error) {
@@ -291,13 +291,13 @@ func readJKSKey(data []byte, opts StoreOptions) (*tls.Certificate, error) {
 		}
 		chain = append(chain, cert)
 	}
-	return NewIdentity(key, chain)
+	return NewKeyPair(key, chain)
 }
 
-// ReadPEMIdentity reads an identity from PEM certificate (leaf first, then
+// ReadPEMKeyPair reads a key pair from PEM certificate (leaf first, then
 // its chain) and key data, each read whole by DecodePEM; errors say which
 // of the two files and the line (callers add the paths).
-func ReadPEMIdentity(certPEM, keyPEM []byte) (*tls.Certificate, error) {
+func ReadPEMKeyPair(certPEM, keyPEM []byte) (*tls.Certificate, error) {
 	chain, err := ParsePEMCertificates(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("certificate file: %w", err)
@@ -306,12 +306,12 @@ func ReadPEMIdentity(certPEM, keyPEM []byte) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key file: %w", err)
 	}
-	return NewIdentity(key, chain)
+	return NewKeyPair(key, chain)
 }
 
-// NewIdentity builds a tls.Certificate from a key and its chain (leaf
+// NewKeyPair builds a tls.Certificate from a key and its chain (leaf
 // first), checking that the key matches the leaf.
-func NewIdentity(key any, chain []*x509.Certificate) (*tls.Certificate, error) {
+func NewKeyPair(key any, chain []*x509.Certificate) (*tls.Certificate, error) {
 	if len(chain) == 0 {
 		return nil, errors.New("no certificate for the private key")
 	}

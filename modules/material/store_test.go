@@ -96,7 +96,7 @@ func TestReadKeyStore(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NewIdentity(other.Key, []*x509.Certificate{leaf.Cert}); err == nil || !strings.Contains(err.Error(), "does not match") {
+	if _, err := NewKeyPair(other.Key, []*x509.Certificate{leaf.Cert}); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Fatalf("mismatched key: %v", err)
 	}
 	if _, err := ReadTrustAnchors([]byte{0xCE, 0xCE, 0xCE, 0xCE, 1}, StoreOptions{}); err == nil || !strings.Contains(err.Error(), "JCEKS") {

@@ -151,7 +151,7 @@ func FuzzReadKeyStore(f *testing.F) {
 		var id *tls.Certificate
 		var err error
 		if format, _ := DetectFormat(data); format == FormatPEM {
-			id, err = ReadPEMIdentity(data, keyPEM)
+			id, err = ReadPEMKeyPair(data, keyPEM)
 		} else {
 			id, err = ReadKeyStore(data, StoreOptions{Password: password})
 		}

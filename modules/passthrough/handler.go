@@ -3,7 +3,6 @@ package passthrough
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -18,10 +17,9 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
-	"github.com/trustline/trustline/modules/keystore"
-	"github.com/trustline/trustline/modules/upstream"
+	peerid "github.com/trustline/trustline/modules/peer"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 func init() {
@@ -101,10 +99,8 @@ type Handler struct {
 	policy    string
 	ppVersion byte
 	rr        atomic.Uint32
-	tlsConfig *tls.Config              // what each upstream TLS connection clones
-	live      *upstream.LiveTLS        // its identity, trust pool and pins, read per handshake
-	sessions  atomic.Pointer[sessions] // replaced when the identity or the pool changes
-	stopLive  func()
+	client    *tlsclient.Client // TLS to the upstreams: identity, trust pool, pins, sessions
+	stopTLS   func()
 
 	mu         sync.Mutex
 	conns      map[*proxyConn]struct{}
@@ -227,8 +223,8 @@ func (h *Handler) validate() error {
 // Cleanup stops health checks and releases the upstreams; connections
 // still open keep running (until the grace period, if any).
 func (h *Handler) Cleanup() error {
-	if h.stopLive != nil {
-		h.stopLive()
+	if h.stopTLS != nil {
+		h.stopTLS()
 	}
 	if h.stopHealth != nil {
 		close(h.stopHealth)
@@ -273,12 +269,12 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	var terminated *tls.ConnectionState
 	if states := l4tls.GetConnectionStates(cx); len(states) > 0 {
 		terminated = states[len(states)-1]
-		pc.identity = verifiedIdentity(terminated)
+		pc.identity = peerid.FromState(terminated)
 	}
 	replay, down := takeReplay(cx)
 	pc.down = down
 
-	if h.tlsConfig != nil && terminated == nil {
+	if h.client != nil && terminated == nil {
 		h.mDialFailed.Inc()
 		pc.logDone(nil, 0, 0, "config_error", errors.New("tls to the upstream re-encrypts a client TLS session that caddy-l4's tls handler terminated first; this connection's was not"))
 		return nil
@@ -311,7 +307,7 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	}
 	defer u.release()
 	pc.up, pc.upstream = up, u
-	if h.tlsConfig != nil {
+	if h.client != nil {
 		header = nil // sent before the upstream handshake
 	}
 
@@ -329,8 +325,10 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	}
 
 	toUp, toDown, reason, cerr := pc.run(header, replay, time.Duration(h.IdleTimeout))
-	if h.live != nil {
-		cerr = pc.backendVerdict(cerr)
+	if tc, ok := up.(*tlsclient.Conn); ok {
+		// a TLS 1.3 upstream's refusal of our certificate comes after
+		// the handshake, as its first record
+		cerr = h.client.Refusal(u.Dial, tc, cerr, h.logger, pc.tlsLead()...)
 	}
 	h.mBytesUp.Add(float64(toUp))
 	h.mBytesDown.Add(float64(toDown))
@@ -402,7 +400,7 @@ func (h *Handler) dialOne(u *Upstream, header []byte, pc *proxyConn) (net.Conn, 
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, u.addr.Network, u.dialAddress())
-	if err != nil || h.tlsConfig == nil {
+	if err != nil || h.client == nil {
 		return conn, err
 	}
 	// mTLS out: the PROXY header goes first, in clear, then the handshake
@@ -414,7 +412,20 @@ func (h *Handler) dialOne(u *Upstream, header []byte, pc *proxyConn) (net.Conn, 
 		}
 		_ = conn.SetWriteDeadline(time.Time{})
 	}
-	return h.handshake(ctx, conn, u, pc)
+	serverName := u.addr.Host
+	if u.addr.IsUnixNetwork() {
+		serverName = ""
+	}
+	tc, err := h.client.Handshake(ctx, conn, h.client.Config(serverName), u.Dial, h.logger, pc.tlsLead()...)
+	if err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// tlsLead are the first fields of the upstream TLS log lines.
+func (pc *proxyConn) tlsLead() []zap.Field {
+	return []zap.Field{zap.String("route", pc.h.Route), zap.String("client_addr", pc.client.String())}
 }
 
 func (h *Handler) track(pc *proxyConn) bool {
@@ -434,49 +445,21 @@ func (h *Handler) untrack(pc *proxyConn) {
 // reverse_proxy's TLS config (its fields inline: ca, server_name,
 // client_certificate_file, client_certificate_key_file,
 // insecure_skip_verify, curves, ...) with a client identity from a
-// keystore and pinned upstream identities, as the mtls transport has
-// them. Every handshake reads the keystore's current certificate and the
-// trust pool's current pool.
+// keystore and pinned upstream identities (client_identity and
+// upstream_identity), as the mtls transport has them. Every handshake
+// reads the keystore's current certificate and the trust pool's current
+// pool.
 type UpstreamTLS struct {
 	reverseproxy.TLSConfig
-
-	// ClientIdentity is the keystore source (pem, pkcs12, jks, internal)
-	// presented to upstreams that ask for a client certificate, read at
-	// each new upstream connection; its leaf must allow clientAuth.
-	// Conflicts with client_certificate_file (read once).
-	// Default: none.
-	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
-
-	// UpstreamIdentity pins the upstream's identity beyond chain
-	// verification: SPIFFE IDs (spiffe://td/path), trust domains
-	// (spiffe://td) or DNS names, one of which the verified certificate
-	// must hold; it then replaces the check against the server name.
-	// Default: none.
-	UpstreamIdentity []string `json:"upstream_identity,omitempty"`
-}
-
-// sessions is the upstream TLS session cache; a new one replaces it when
-// the identity rotates (a resumed session would carry the old one).
-type sessions struct{ cache tls.ClientSessionCache }
-
-func newSessions() *sessions { return &sessions{tls.NewLRUClientSessionCache(256)} }
-
-// tlsUpstream is an upstream connection re-encrypted by this handler,
-// with the identity it presented.
-type tlsUpstream struct {
-	*tls.Conn
-	presented string
+	tlsclient.Settings
 }
 
 // provisionTLS loads the upstream TLS config: keystore identity, live
-// trust pool and pins through upstream.LiveTLS, the rest (curves, static
-// roots, server name) through reverse_proxy's own code.
+// trust pool and pins through tlsclient, the rest (curves, static roots,
+// server name) through reverse_proxy's own code.
 func (h *Handler) provisionTLS(ctx caddy.Context) error {
 	t := h.TLS
-	if err := upstream.CheckTLS(&t.TLSConfig, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
-		return err
-	}
-	live, err := upstream.LoadLiveTLS(ctx, &t.TLSConfig, t, "ClientIdentityRaw", t.UpstreamIdentity)
+	client, err := tlsclient.Load(ctx, &t.TLSConfig, &t.Settings)
 	if err != nil {
 		return err
 	}
@@ -487,80 +470,18 @@ func (h *Handler) provisionTLS(ctx caddy.Context) error {
 	if cfg == nil {
 		cfg = new(tls.Config)
 	}
-	live.Apply(cfg)
-	h.tlsConfig, h.live = cfg, live
-	h.sessions.Store(newSessions())
-	h.stopLive = live.OnChange(func(cause string) {
-		h.sessions.Store(newSessions())
-		fields := []zap.Field{zap.String("route", h.Route), zap.String("cause", cause)}
-		if live.Identity != nil {
-			fields = append(fields, zap.String("client_identity", keystore.Describe(live.Identity.Identity())))
-		}
+	client.Apply(cfg)
+	client.ResumeSessions()
+	h.client = client
+	h.stopTLS = client.OnChange(func(cause string) {
+		fields := append([]zap.Field{zap.String("route", h.Route), zap.String("cause", cause)}, client.Current()...)
 		h.logger.Info("upstream TLS sessions renewed: new connections present the current identity, open ones keep theirs", fields...)
 	})
-	h.logger.Info("upstream TLS ready", append([]zap.Field{zap.String("route", h.Route)}, live.LogFields()...)...)
-	if live.Insecure() {
+	h.logger.Info("upstream TLS ready", append([]zap.Field{zap.String("route", h.Route)}, client.LogFields()...)...)
+	if client.Insecure() {
 		h.logger.Warn("insecure_skip_verify: upstreams' certificates are NOT verified", zap.String("route", h.Route))
 	}
 	return nil
-}
-
-// handshake runs the upstream TLS handshake over conn (closed on failure).
-func (h *Handler) handshake(ctx context.Context, conn net.Conn, u *Upstream, pc *proxyConn) (net.Conn, error) {
-	cfg := h.tlsConfig.Clone()
-	if cfg.ServerName == "" && !u.addr.IsUnixNetwork() {
-		cfg.ServerName = u.addr.Host
-	}
-	cfg.ClientSessionCache = h.sessions.Load().cache
-	tc, who, err := h.live.Handshake(ctx, conn, cfg, u.Dial)
-	if err != nil {
-		var he *upstream.HandshakeError
-		if errors.As(err, &he) {
-			h.logTLSFailure(pc, u, cfg.ServerName, he.Reason, he.Alert, who, he.Err)
-		}
-		return nil, err
-	}
-	if ce := h.logger.Check(zapcore.DebugLevel, "upstream TLS handshake"); ce != nil {
-		ce.Write(zap.String("route", h.Route), zap.String("upstream", u.Dial), zap.String("server_name", cfg.ServerName),
-			zap.String("client_identity", who), zap.Bool("resumed", tc.ConnectionState().DidResume))
-	}
-	return &tlsUpstream{Conn: tc, presented: who}, nil
-}
-
-// backendVerdict returns err, the error that ended a re-encrypted
-// connection, with the upstream's refusal of our client certificate when
-// there was one: TLS 1.3 servers judge it after the handshake and send
-// their alert as their first record. Such a refusal is logged and
-// counted like a failed handshake.
-func (pc *proxyConn) backendVerdict(err error) error {
-	tc, ok := pc.up.(*tlsUpstream)
-	if !ok {
-		return err
-	}
-	reason, alert := upstream.Classify(err)
-	if alert == "" {
-		// the connection is closed: Read returns the error that ended it
-		// (the alert, when one came) at once
-		_, rerr := tc.Read(make([]byte, 1))
-		if reason, alert = upstream.Classify(rerr); alert == "" {
-			return err
-		}
-		if err == nil {
-			err = rerr
-		} else {
-			err = fmt.Errorf("%w (the upstream's alert: %w)", err, rerr)
-		}
-	}
-	upstream.CountHandshakeFailure(pc.upstream.Dial, reason)
-	pc.h.logTLSFailure(pc, pc.upstream, "", reason, alert, tc.presented, err)
-	return err
-}
-
-// logTLSFailure logs a failed upstream handshake or a refusal after it:
-// the mtls transport's line, with the route and the client's address.
-func (h *Handler) logTLSFailure(pc *proxyConn, u *Upstream, serverName, reason, alert, who string, err error) {
-	h.live.LogHandshakeFailure(h.logger, u.Dial, serverName, reason, alert, who, err,
-		zap.String("route", h.Route), zap.String("client_addr", pc.client.String()))
 }
 
 // Interface guards

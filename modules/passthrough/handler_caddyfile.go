@@ -5,7 +5,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
-	"github.com/trustline/trustline/modules/upstream"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens, for use
@@ -45,7 +45,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("passthrough: no upstream: write `passthrough host:port`")
 	}
 	var identity, useTLS bool
-	var tlsOpts upstream.TLSOptions
+	var tlsOpts tlsclient.Options
 	var tlsCfg UpstreamTLS
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
@@ -65,7 +65,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			identity = true
 		case "tls":
 			if d.NextArg() {
-				return d.Errf("passthrough: tls takes no argument (its options go in a block: %s)", upstream.TLSOptionNames)
+				return d.Errf("passthrough: tls takes no argument (its options go in a block: %s)", tlsclient.OptionNames)
 			}
 			useTLS = true
 			for d.NextBlock(1) {
@@ -104,9 +104,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("passthrough: proxy_protocol_identity needs proxy_protocol v2")
 	}
 	if useTLS {
-		tlsCfg.ClientIdentityRaw, tlsCfg.UpstreamIdentity = tlsOpts.ClientIdentity, tlsOpts.UpstreamIdentity
-		tlsCfg.CARaw, tlsCfg.ServerName = tlsOpts.TrustPool, tlsOpts.ServerName
-		if err := upstream.CheckTLS(&tlsCfg.TLSConfig, tlsCfg.ClientIdentityRaw != nil, tlsCfg.UpstreamIdentity); err != nil {
+		tlsCfg.Settings, tlsCfg.CARaw, tlsCfg.ServerName = tlsOpts.Settings, tlsOpts.TrustPool, tlsOpts.ServerName
+		if err := tlsclient.Check(&tlsCfg.TLSConfig, &tlsCfg.Settings); err != nil {
 			return d.Errf("passthrough: tls: %v", err)
 		}
 		h.TLS = &tlsCfg

@@ -328,3 +328,28 @@ func TestUnmarshalUpstreamTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestReencryptStalledUpstream: an upstream that accepts the connection
+// and never answers the ClientHello fails the dial at dial_timeout, with
+// the reason timeout in the failure line; the handshake does not hang.
+func TestReencryptStalledUpstream(t *testing.T) {
+	logs := observeLogs(t)
+	dir := t.TempDir()
+	proxy := testCA().Issue(t, testpki.CN("proxy"), testpki.ClientOnly())
+	caFile := testpki.WriteFile(t, dir, "ca.pem", testCA().CertPEM())
+	f := reencFront(t, map[string]any{"upstreams": []any{map[string]any{"dial": testpki.StalledServer(t)}},
+		"dial_timeout": int64(300 * time.Millisecond),
+		"tls": map[string]any{"client_identity": pemIdentity(t, dir, proxy), "server_name": "db.internal",
+			"ca": map[string]any{"provider": "file", "pem_files": []string{caFile}}}})
+	start := time.Now()
+	if _, _, err := serialThrough(t, f.addr); err == nil {
+		t.Fatal("reached an upstream that never answers")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the connection ended after %s, with dial_timeout 300ms", took)
+	}
+	waitFor(t, "the failure log", func() bool { return len(logsWith(logs, "upstream TLS handshake failed")) > 0 })
+	if l := logsWith(logs, "upstream TLS handshake failed")[0]; l["reason"] != "timeout" {
+		t.Fatalf("failure log %v", l)
+	}
+}

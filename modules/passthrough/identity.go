@@ -36,38 +36,21 @@ const (
 	TLVSPIFFEID proxyproto.PP2Type = 0xE0
 )
 
-// clientIdentity is what the verified leaf says, for TLVs and logs.
-type clientIdentity struct {
-	cn, spiffeID string
-	der          []byte
-}
-
-func verifiedIdentity(cs *tls.ConnectionState) *clientIdentity {
-	id := peerid.FromState(cs)
-	if id == nil {
-		return nil
+// clientName is the verified client for logs: its SPIFFE ID, else its CN.
+func clientName(id *peerid.Identity) string {
+	if id.SPIFFEID != "" {
+		return id.SPIFFEID
 	}
-	return &clientIdentity{cn: id.CommonName, spiffeID: id.SPIFFEID, der: id.Raw}
-}
-
-// String is the identity for logs: the SPIFFE ID, else the CN.
-func (id *clientIdentity) String() string {
-	if id == nil {
-		return ""
-	}
-	if id.spiffeID != "" {
-		return id.spiffeID
-	}
-	return "CN=" + id.cn
+	return "CN=" + id.CommonName
 }
 
 // identityTLVs builds the TLVs for a terminated connection's state.
 func identityTLVs(cs *tls.ConnectionState) ([]proxyproto.TLV, error) {
-	return tlvsFor(cs, verifiedIdentity(cs))
+	return tlvsFor(cs, peerid.FromState(cs))
 }
 
 // tlvsFor builds the TLVs of cs with id, its verified identity (nil: none).
-func tlvsFor(cs *tls.ConnectionState, id *clientIdentity) ([]proxyproto.TLV, error) {
+func tlvsFor(cs *tls.ConnectionState, id *peerid.Identity) ([]proxyproto.TLV, error) {
 	ssl := tlvparse.PP2SSL{Client: tlvparse.PP2_BITFIELD_CLIENT_SSL, Verify: 1}
 	if len(cs.PeerCertificates) > 0 {
 		ssl.Client |= tlvparse.PP2_BITFIELD_CLIENT_CERT_SESS
@@ -82,12 +65,12 @@ func tlvsFor(cs *tls.ConnectionState, id *clientIdentity) ([]proxyproto.TLV, err
 	var extra []proxyproto.TLV
 	if id != nil {
 		ssl.Verify = 0
-		if id.cn != "" && utf8.ValidString(id.cn) { // a backend's parser drops the whole SSL TLV otherwise
-			ssl.TLV = append(ssl.TLV, proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CN, Value: []byte(id.cn)})
+		if id.CommonName != "" && utf8.ValidString(id.CommonName) { // a backend's parser drops the whole SSL TLV otherwise
+			ssl.TLV = append(ssl.TLV, proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CN, Value: []byte(id.CommonName)})
 		}
-		ssl.TLV = append(ssl.TLV, proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CLIENT_CERT, Value: id.der})
-		if id.spiffeID != "" {
-			extra = append(extra, proxyproto.TLV{Type: TLVSPIFFEID, Value: []byte(id.spiffeID)})
+		ssl.TLV = append(ssl.TLV, proxyproto.TLV{Type: proxyproto.PP2_SUBTYPE_SSL_CLIENT_CERT, Value: id.Raw})
+		if id.SPIFFEID != "" {
+			extra = append(extra, proxyproto.TLV{Type: TLVSPIFFEID, Value: []byte(id.SPIFFEID)})
 		}
 	}
 	sslTLV, err := ssl.Marshal()

@@ -11,6 +11,8 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"github.com/pires/go-proxyproto/tlvparse"
+
+	peerid "github.com/trustline/trustline/modules/peer"
 )
 
 // FuzzIdentityTLVs: the PROXY v2 header the suite writes for a terminated
@@ -25,7 +27,7 @@ func FuzzIdentityTLVs(f *testing.F) {
 	f.Fuzz(func(t *testing.T, cn, spiffeID string, der []byte) {
 		cs := &tls.ConnectionState{Version: tls.VersionTLS13, CipherSuite: tls.TLS_AES_128_GCM_SHA256,
 			PeerCertificates: []*x509.Certificate{{Raw: der}}}
-		tlvs, err := tlvsFor(cs, &clientIdentity{cn: cn, spiffeID: spiffeID, der: der})
+		tlvs, err := tlvsFor(cs, &peerid.Identity{CommonName: cn, SPIFFEID: spiffeID, Raw: der})
 		if err != nil {
 			return
 		}

@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	peerid "github.com/trustline/trustline/modules/peer"
 )
 
 // proxyConn is one proxied connection.
@@ -23,7 +25,7 @@ type proxyConn struct {
 	alpn       []string
 	down, up   net.Conn
 	upstream   *Upstream
-	identity   *clientIdentity // verified client, when TLS was terminated at layer 4
+	identity   *peerid.Identity // verified client, when TLS was terminated at layer 4
 	forced     atomic.Pointer[string]
 }
 
@@ -241,7 +243,7 @@ func (pc *proxyConn) logDone(u *Upstream, toUp, toDown int64, reason string, err
 		zap.String("close_reason", reason),
 	}
 	if pc.identity != nil {
-		fields = append(fields, zap.String("client_identity", pc.identity.String()))
+		fields = append(fields, zap.String("client_identity", clientName(pc.identity)))
 	}
 	if err != nil {
 		fields = append(fields, zap.Error(err))

@@ -157,15 +157,16 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Identity returns the current SVID and key (lock-free); it implements
+// KeyPair returns the current SVID and key (lock-free); it implements
 // keystore.Source. Never nil once provisioned, even after Cleanup (the
 // last SVID held).
-func (k *Keystore) Identity() *tls.Certificate { return k.Src.Current() }
+func (k *Keystore) KeyPair() *tls.Certificate { return k.Src.Current() }
 
 // OnChange runs f after each rotation; it implements keystore.Source.
 func (k *Keystore) OnChange(f func()) (cancel func()) { return k.Src.OnChange(f) }
 
-// Name is the source's name in logs and metrics.
+// Name is the source's name in logs and metrics; it implements
+// keystore.Source.
 func (k *Keystore) Name() string { return k.Src.Name() }
 
 // Cleanup stops following the agent; the last module using the socket

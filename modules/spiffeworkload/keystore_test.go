@@ -14,7 +14,7 @@ import (
 	"github.com/trustline/trustline/internal/testpki"
 )
 
-func serialOf(k *Keystore) string { return k.Identity().Leaf.SerialNumber.String() }
+func serialOf(k *Keystore) string { return k.KeyPair().Leaf.SerialNumber.String() }
 
 // TestKeystoreFollowsRotation: the agent streams a new SVID; the next
 // Identity is it, OnChange runs, no reload of the config.
@@ -32,8 +32,8 @@ func TestKeystoreFollowsRotation(t *testing.T) {
 	if got, want := serialOf(k), leaves[0].Cert.SerialNumber.String(); got != want {
 		t.Fatalf("serial %s, want %s", got, want)
 	}
-	if k.Identity().PrivateKey == nil || len(k.Identity().Certificate) != 1 {
-		t.Fatalf("identity %+v", k.Identity())
+	if k.KeyPair().PrivateKey == nil || len(k.KeyPair().Certificate) != 1 {
+		t.Fatalf("identity %+v", k.KeyPair())
 	}
 	var changes atomic.Int32
 	defer k.OnChange(func() { changes.Add(1) })()
@@ -62,7 +62,7 @@ func TestKeystorePicksByID(t *testing.T) {
 		if err := k.Provision(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if got := k.Identity().Leaf.URIs[0].String(); got != want {
+		if got := k.KeyPair().Leaf.URIs[0].String(); got != want {
 			t.Errorf("spiffe_id %q: got %s, want %s", id, got, want)
 		}
 		k.Cleanup()
@@ -210,7 +210,7 @@ func TestOneConnectionPerSocket(t *testing.T) {
 	}
 	k2.Cleanup()
 	eventually(t, 5*time.Second, "the last Cleanup closes the stream", func() bool { return f.open.Load() == 0 })
-	if k2.Identity() == nil || p.CertPool() == nil {
+	if k2.KeyPair() == nil || p.CertPool() == nil {
 		t.Fatal("no last good identity and pool after Cleanup")
 	}
 	k3 := &Keystore{Socket: f.addr}

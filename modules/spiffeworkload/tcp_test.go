@@ -71,7 +71,7 @@ func TestTCPSocketRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.Cleanup()
-	if k.Identity() == nil {
+	if k.KeyPair() == nil {
 		t.Fatal("no identity over insecure_tcp")
 	}
 	warned := logs.FilterMessageSnippet("plaintext, unauthenticated gRPC").All()

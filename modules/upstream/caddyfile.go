@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/trustline/trustline/internal/misplaced"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 // UnmarshalCaddyfile sets up the transport from Caddyfile tokens. Options
@@ -48,7 +49,7 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 		return d.Errf("transport %s: unexpected argument '%s' (options go in a block)", name, d.Val())
 	}
 	var rest []caddyfile.Token
-	var opts TLSOptions
+	var opts tlsclient.Options
 	where := "transport " + name
 	for d.NextBlock(0) {
 		switch opt := d.Val(); opt {
@@ -63,7 +64,7 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 			rest = append(rest, d.NextSegment()...)
 		}
 	}
-	t.ClientIdentityRaw, t.UpstreamIdentity = opts.ClientIdentity, opts.UpstreamIdentity
+	t.Settings = opts.Settings
 	if len(rest) > 0 {
 		// the http transport's own options, with the block's braces
 		delegated := append(caddyfile.Segment{seg[0], seg[1]}, rest...)
@@ -83,9 +84,6 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 			t.TLS = new(reverseproxy.TLSConfig)
 		}
 		t.TLS.CARaw = opts.TrustPool
-	}
-	if t.usesTLSFeatures() && t.TLS == nil {
-		t.TLS = new(reverseproxy.TLSConfig)
 	}
 	if err := t.check(); err != nil {
 		return fmt.Errorf("%s: %w", where, err)

@@ -3,7 +3,6 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -18,10 +17,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"golang.org/x/net/http2"
 
-	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 func init() {
@@ -58,22 +56,11 @@ func init() {
 type Transport struct {
 	reverseproxy.HTTPTransport
 
-	// ClientIdentity is the keystore source (pem, pkcs12, jks, internal)
-	// presented to backends that ask for a client certificate. Its leaf
-	// must allow the clientAuth extended key usage. Setting it enables TLS
-	// to the upstream. Default: none (no client certificate).
-	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
+	// client_identity and upstream_identity; setting either enables TLS
+	// to the upstream.
+	tlsclient.Settings
 
-	// UpstreamIdentity pins the identity of the backend, beyond chain
-	// verification: each entry is a SPIFFE ID (spiffe://td/path), a whole
-	// trust domain (spiffe://td) or a DNS name, and the backend's verified
-	// certificate must hold one of them. When set, it replaces the check
-	// of the certificate against the upstream's host name. Setting it
-	// enables TLS to the upstream. Default: none.
-	UpstreamIdentity []string `json:"upstream_identity,omitempty"`
-
-	live   *LiveTLS    // identity, live trust pool, pins (with TLS only)
-	base   *tls.Config // the TLS config every upstream connection clones
+	client *tlsclient.Client // identity, live trust pool, pins (with TLS only)
 	logger *zap.Logger
 
 	cancels []func()
@@ -91,52 +78,7 @@ type pools struct {
 	draining  sync.WaitGroup
 	drainMu   sync.Mutex
 	drainList map[*http.Transport]struct{}
-	lastConn  sync.Map // upstream address -> *dialed (the connection last made there)
-}
-
-// dialed is an upstream connection as the transport made it: what it
-// presented, and whether the connection has been closed since.
-type dialed struct {
-	conn *tls.Conn
-	raw  *trackedConn
-	who  string
-	at   time.Time
-}
-
-// trackedConn is the TCP connection under TLS. When it is closed it keeps
-// what the peer had sent and nobody had read yet (a TLS 1.3 server's alert
-// refusing our certificate, when net/http was writing when it came), so
-// that backendVerdict can let crypto/tls decrypt it afterwards.
-type trackedConn struct {
-	net.Conn
-	closed atomic.Bool
-	mu     sync.Mutex
-	rest   []byte
-}
-
-func (c *trackedConn) Close() error {
-	if !c.closed.Swap(true) {
-		if rest := pending(c.Conn); len(rest) > 0 {
-			c.mu.Lock()
-			c.rest = rest
-			c.mu.Unlock()
-		}
-	}
-	return c.Conn.Close()
-}
-
-func (c *trackedConn) Read(p []byte) (int, error) {
-	if !c.closed.Load() {
-		return c.Conn.Read(p)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.rest) == 0 {
-		return 0, net.ErrClosed
-	}
-	n := copy(p, c.rest)
-	c.rest = c.rest[n:]
-	return n, nil
+	lastConn  sync.Map // upstream address -> *tlsclient.Conn (the connection last made there)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -147,20 +89,18 @@ func (Transport) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// usesTLSFeatures reports whether an option that only makes sense with TLS
-// is set.
-func (t *Transport) usesTLSFeatures() bool {
-	return t.ClientIdentityRaw != nil || len(t.UpstreamIdentity) > 0
-}
-
-// check rejects conflicting options; Caddyfile parsing and Provision both
-// run it.
+// check turns TLS on when client_identity or upstream_identity is set, and
+// rejects conflicting options; Caddyfile parsing and Provision both run
+// it.
 func (t *Transport) check() error {
+	if (t.ClientIdentityRaw != nil || len(t.UpstreamIdentity) > 0) && t.TLS == nil {
+		t.TLS = new(reverseproxy.TLSConfig)
+	}
 	var errs []error
 	if slices.Contains(t.Versions, "3") {
 		errs = append(errs, errors.New("versions 3 (HTTP/3 over QUIC) cannot carry the client identity or the live trust pool of this transport; use versions 1.1 2 (the default), or Caddy's http transport without a client identity"))
 	}
-	if err := CheckTLS(t.TLS, t.ClientIdentityRaw != nil, t.UpstreamIdentity); err != nil {
+	if err := tlsclient.Check(t.TLS, &t.Settings); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -170,23 +110,19 @@ func (t *Transport) check() error {
 // embedded http transport and takes over its TLS callbacks.
 func (t *Transport) Provision(ctx caddy.Context) error {
 	t.logger = ctx.Logger()
-	if t.usesTLSFeatures() && t.TLS == nil {
-		t.TLS = new(reverseproxy.TLSConfig)
-	}
 	if err := t.check(); err != nil {
 		return fmt.Errorf("transport mtls: %w", err)
 	}
-	registerMetrics(ctx)
 
 	if t.TLS != nil {
 		// the trust pool is loaded here (not by the embedded transport,
 		// which would read the pool once) so that each handshake asks for
 		// the current pool
-		live, err := LoadLiveTLS(ctx, t.TLS, t, "ClientIdentityRaw", t.UpstreamIdentity)
+		client, err := tlsclient.Load(ctx, t.TLS, &t.Settings)
 		if err != nil {
 			return fmt.Errorf("transport mtls: %w", err)
 		}
-		t.live = live
+		t.client = client
 	}
 
 	if err := t.HTTPTransport.Provision(ctx); err != nil {
@@ -201,10 +137,10 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	t.template = rt
 	t.current.Store(rt)
 
-	if t.live != nil {
-		t.cancels = append(t.cancels, t.live.OnChange(t.rotate))
-		t.logger.Info("upstream TLS transport ready", t.live.LogFields()...)
-		if t.live.Insecure() {
+	if t.client != nil {
+		t.cancels = append(t.cancels, t.client.OnChange(t.rotate))
+		t.logger.Info("upstream TLS transport ready", t.client.LogFields()...)
+		if t.client.Insecure() {
 			t.logger.Warn("tls_insecure_skip_verify: backends' certificates are NOT verified")
 		}
 	}
@@ -221,8 +157,7 @@ func (t *Transport) setupTLS(rt *http.Transport) {
 	// crypto/tls's own check is replaced (not skipped) by VerifyConnection,
 	// which verifies the chain against the pool current at this handshake;
 	// the deprecated root_ca_pool / root_ca_pem_files stay as static roots
-	t.live.Apply(base)
-	t.base = base
+	t.client.Apply(base)
 	rt.TLSClientConfig = base
 	rt.DialTLSContext = t.dialTLS
 }
@@ -234,7 +169,8 @@ const h1OnlyVar = "reverse_proxy.tls_h1_only"
 
 // dialTLS dials the upstream and runs the TLS handshake with a per
 // connection copy of the base config, so that the failure (if any) is
-// reported with what was presented.
+// reported with what was presented. It returns the *tls.Conn itself:
+// net/http reads the protocol it negotiated from it.
 func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
 	upstream, host := addr, ""
 	if di, ok := reverseproxy.GetDialInfo(ctx); ok {
@@ -246,8 +182,7 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	conn := &trackedConn{Conn: plain}
-	cfg := t.base.Clone()
+	cfg := t.client.Config("")
 	if strings.Contains(cfg.ServerName, "{") {
 		if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 			cfg.ServerName = repl.ReplaceAll(cfg.ServerName, "")
@@ -259,34 +194,18 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 	if caddyhttp.GetVar(ctx, h1OnlyVar) == true {
 		cfg.NextProtos = nil
 	}
-	serverName := cfg.ServerName
 	hctx := ctx
 	if t.template.TLSHandshakeTimeout > 0 {
 		var cancel context.CancelFunc
 		hctx, cancel = context.WithTimeout(ctx, t.template.TLSHandshakeTimeout)
 		defer cancel()
 	}
-	tlsConn, who, err := t.live.Handshake(hctx, conn, cfg, upstream)
+	conn, err := t.client.Handshake(hctx, plain, cfg, upstream, t.logger)
 	if err != nil {
-		var he *HandshakeError
-		if errors.As(err, &he) {
-			t.fail(upstream, serverName, he.Reason, he.Alert, who, he.Err)
-		}
 		return nil, err
 	}
-	t.lastConn.Store(upstream, &dialed{conn: tlsConn, raw: conn, who: who, at: time.Now()})
-	if ce := t.logger.Check(zapcore.DebugLevel, "upstream TLS handshake"); ce != nil {
-		cs := tlsConn.ConnectionState()
-		ce.Write(zap.String("upstream", upstream), zap.String("server_name", serverName),
-			zap.String("client_identity", who), zap.Bool("resumed", cs.DidResume),
-			zap.String("alpn", cs.NegotiatedProtocol))
-	}
-	return tlsConn, nil
-}
-
-// fail logs a failed upstream handshake (counted by whoever saw it).
-func (t *Transport) fail(upstream, serverName, reason, alert, who string, err error) {
-	t.live.LogHandshakeFailure(t.logger, upstream, serverName, reason, alert, who, err)
+	t.lastConn.Store(upstream, conn)
+	return conn.Conn, nil
 }
 
 // RoundTrip sends the request through the current connection pool. A
@@ -295,8 +214,8 @@ func (t *Transport) fail(upstream, serverName, reason, alert, who string, err er
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.SetScheme(req)
 	resp, err := t.current.Load().RoundTrip(req)
-	if err != nil && t.base != nil && req.URL.Scheme == "https" {
-		var he *HandshakeError
+	if err != nil && t.client != nil && req.URL.Scheme == "https" {
+		var he *tlsclient.HandshakeError
 		if !errors.As(err, &he) {
 			err = t.backendVerdict(req, err)
 		}
@@ -309,41 +228,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // certificate after the client's last handshake message). Over HTTP/1.1
 // the alert is in err; over HTTP/2 the connection dies before its first
 // request and net/http reports only that, so the alert is read back from
-// the last connection made to that upstream, once it is closed (a closed
-// tls.Conn returns the error that ended it, without touching the socket).
-// It returns err, with the alert added when it was read back.
+// the last connection made to that upstream, once it is closed. It
+// returns err, with the alert added when it was read back.
 func (t *Transport) backendVerdict(req *http.Request, err error) error {
 	upstream := req.URL.Host
 	if di, ok := reverseproxy.GetDialInfo(req.Context()); ok {
 		upstream = di.Address
 	}
-	who := "unknown"
-	var last *dialed
+	var last *tlsclient.Conn
 	if v, ok := t.lastConn.Load(upstream); ok {
-		last = v.(*dialed)
-		who = last.who
+		last = v.(*tlsclient.Conn)
 	}
-	reason, alert := Classify(err)
-	if alert == "" && last != nil && time.Since(last.at) < 5*time.Second {
-		// net/http may report the failure a moment before it closes the
-		// connection; a connection still open after that is another one
-		for wait := 0; wait < 40 && !last.raw.closed.Load(); wait++ {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	if alert == "" && last != nil && last.raw.closed.Load() {
-		var one [1]byte
-		_, rerr := last.conn.Read(one[:])
-		reason, alert = Classify(rerr)
-		if alert != "" {
-			err = fmt.Errorf("%w (the backend's alert on the connection: %w)", err, rerr)
-		}
-	}
-	if alert != "" {
-		CountHandshakeFailure(upstream, reason)
-		t.fail(upstream, "", reason, alert, who, err)
-	}
-	return err
+	return t.client.Refusal(upstream, last, err, t.logger)
 }
 
 // rotate moves new requests to a fresh connection pool, so that every new
@@ -366,8 +262,8 @@ func (t *Transport) rotate(why string) {
 	}
 	old := t.current.Swap(next)
 	fields := []zap.Field{zap.String("cause", why)}
-	if t.live != nil && t.live.Identity != nil {
-		fields = append(fields, zap.String("client_identity", keystore.Describe(t.live.Identity.Identity())))
+	if t.client != nil {
+		fields = append(fields, t.client.Current()...)
 	}
 	t.logger.Info("upstream connections renewed", fields...)
 	t.drainMu.Lock()

@@ -6,9 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,9 +17,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/trustline/trustline/internal/testpki"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 func init() {
@@ -92,10 +90,29 @@ func get(t testing.TB, tr http.RoundTripper, url string) (string, error) {
 	return string(body), nil
 }
 
-func failures(upstream, reason string) float64 {
-	var m dto.Metric
-	_ = handshakeFailures.WithLabelValues(upstream, reason).Write(&m)
-	return m.GetCounter().GetValue()
+// failures reads trustline_upstream_handshake_failures_total{upstream,
+// reason} from ctx's metrics registry (0 before a transport registered it).
+func failures(t testing.TB, ctx caddy.Context, upstream, reason string) float64 {
+	t.Helper()
+	mfs, err := ctx.GetMetricsRegistry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "trustline_upstream_handshake_failures_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["upstream"] == upstream && labels["reason"] == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 type pki struct {
@@ -152,23 +169,23 @@ func TestClientIdentityAndVerification(t *testing.T) {
 		cfg    map[string]any
 		reason string
 	}{
-		{"backend not in the trust pool", map[string]any{"client_identity": id, "tls": map[string]any{"ca": filePool(testpki.WriteFile(t, p.dir, "foreign.pem", p.foreignCA.CertPEM()))}}, ReasonUnknownAuthority},
-		{"name mismatch", map[string]any{"client_identity": id, "tls": map[string]any{"ca": filePool(p.trustFile(t)), "server_name": "other.test"}}, ReasonNameMismatch},
-		{"pinned SPIFFE ID mismatch", map[string]any{"client_identity": id, "tls": map[string]any{"ca": filePool(p.trustFile(t))}, "upstream_identity": []string{"spiffe://example.org/not-backend"}}, ReasonIdentityMismatch},
+		{"backend not in the trust pool", map[string]any{"client_identity": id, "tls": map[string]any{"ca": filePool(testpki.WriteFile(t, p.dir, "foreign.pem", p.foreignCA.CertPEM()))}}, tlsclient.ReasonUnknownAuthority},
+		{"name mismatch", map[string]any{"client_identity": id, "tls": map[string]any{"ca": filePool(p.trustFile(t)), "server_name": "other.test"}}, tlsclient.ReasonNameMismatch},
+		{"pinned SPIFFE ID mismatch", map[string]any{"client_identity": id, "tls": map[string]any{"ca": filePool(p.trustFile(t))}, "upstream_identity": []string{"spiffe://example.org/not-backend"}}, tlsclient.ReasonIdentityMismatch},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := failures(addr, tc.reason)
+			before := failures(t, ctx, addr, tc.reason)
 			tr, err := newTransport(t, ctx, tc.cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			_, err = get(t, tr, srv.URL)
-			var he *HandshakeError
+			var he *tlsclient.HandshakeError
 			if !errors.As(err, &he) || he.Reason != tc.reason {
 				t.Fatalf("error %v, want a handshake error with reason %s", err, tc.reason)
 			}
-			if failures(addr, tc.reason) != before+1 {
+			if failures(t, ctx, addr, tc.reason) != before+1 {
 				t.Fatalf("failure not counted under %s", tc.reason)
 			}
 		})
@@ -190,7 +207,7 @@ func TestClientIdentityAndVerification(t *testing.T) {
 	t.Run("expired backend certificate", func(t *testing.T) {
 		tr, _ := newTransport(t, ctx, map[string]any{"client_identity": id, "tls": map[string]any{"ca": filePool(p.trustFile(t))}})
 		_, err := get(t, tr, expiredSrv.URL)
-		if reason, _ := Classify(err); reason != ReasonExpired {
+		if reason, _ := tlsclient.Classify(err); reason != tlsclient.ReasonExpired {
 			t.Fatalf("error %v: reason %q, want expired", err, reason)
 		}
 	})
@@ -209,20 +226,20 @@ func TestBackendRefusal(t *testing.T) {
 		cfg    map[string]any
 		reason string
 	}{
-		{"foreign CA", map[string]any{"client_identity": foreign, "tls": map[string]any{"ca": filePool(p.trustFile(t))}}, ReasonBadCertificate},
-		{"no identity", map[string]any{"tls": map[string]any{"ca": filePool(p.trustFile(t))}}, ReasonCertificateRequired},
+		{"foreign CA", map[string]any{"client_identity": foreign, "tls": map[string]any{"ca": filePool(p.trustFile(t))}}, tlsclient.ReasonBadCertificate},
+		{"no identity", map[string]any{"tls": map[string]any{"ca": filePool(p.trustFile(t))}}, tlsclient.ReasonCertificateRequired},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := failures(addr, tc.reason)
+			before := failures(t, ctx, addr, tc.reason)
 			tr, err := newTransport(t, ctx, tc.cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			_, err = get(t, tr, srv.URL)
-			if reason, alert := Classify(err); reason != tc.reason || alert == "" {
+			if reason, alert := tlsclient.Classify(err); reason != tc.reason || alert == "" {
 				t.Fatalf("error %v: reason %q alert %q, want %s", err, reason, alert, tc.reason)
 			}
-			if failures(addr, tc.reason) != before+1 {
+			if failures(t, ctx, addr, tc.reason) != before+1 {
 				t.Fatalf("refusal not counted under %s", tc.reason)
 			}
 		})
@@ -321,7 +338,7 @@ func TestLiveTrustPool(t *testing.T) {
 	}
 	testpki.SetPool("live", nil)
 	_, err = get(t, tr, srv.URL)
-	if reason, _ := Classify(err); reason != ReasonUnknownAuthority {
+	if reason, _ := tlsclient.Classify(err); reason != tlsclient.ReasonUnknownAuthority {
 		t.Fatalf("an empty live pool: %v (%s), want a refusal", err, reason)
 	}
 }
@@ -360,7 +377,7 @@ func BenchmarkGetClientCertificate(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	get := tr.base.GetClientCertificate
+	get := tr.template.TLSClientConfig.GetClientCertificate
 	cri := &tls.CertificateRequestInfo{}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -370,46 +387,6 @@ func BenchmarkGetClientCertificate(b *testing.B) {
 			}
 		}
 	})
-}
-
-func FuzzParsePins(f *testing.F) {
-	for _, s := range []string{"spiffe://example.org/backend", "spiffe://example.org", "backend.test", "https://x", "", "spiffe://", "SPIFFE://A/b", "a b"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		p, err := ParsePins([]string{s})
-		if err == nil && p.empty() {
-			t.Fatalf("%q parsed to no pin without an error", s)
-		}
-	})
-}
-
-func TestClassify(t *testing.T) {
-	alert := func(text string) error {
-		return fmt.Errorf("readLoopPeekFailLocked: %w", &net.OpError{Op: "remote error", Err: errors.New("tls: " + text)})
-	}
-	for _, tc := range []struct {
-		err           error
-		reason, alert string
-	}{
-		{alert("expired certificate"), ReasonBadCertificate, "expired certificate"},
-		{alert("unknown certificate authority"), ReasonBadCertificate, "unknown certificate authority"},
-		{alert("bad certificate"), ReasonBadCertificate, "bad certificate"},
-		{alert("certificate required"), ReasonCertificateRequired, "certificate required"},
-		{alert("handshake failure"), ReasonAlert, "handshake failure"},
-		{errors.Join(&net.OpError{Op: "write", Err: errors.New("connection reset by peer")}, alert("access denied")), ReasonBadCertificate, "access denied"},
-		{&verifyError{ReasonIdentityMismatch, errors.New("x")}, ReasonIdentityMismatch, ""},
-		{x509.UnknownAuthorityError{}, ReasonUnknownAuthority, ""},
-		{x509.HostnameError{}, ReasonNameMismatch, ""},
-		{context.DeadlineExceeded, ReasonTimeout, ""},
-		{errors.New("connection refused"), "", ""},
-		{nil, "", ""},
-	} {
-		reason, alert := Classify(tc.err)
-		if reason != tc.reason || alert != tc.alert {
-			t.Errorf("Classify(%v) = %q, %q; want %q, %q", tc.err, reason, alert, tc.reason, tc.alert)
-		}
-	}
 }
 
 // TestH1OnlyVar: a request that Caddy marks HTTP/1.1-only (protocol
@@ -437,5 +414,22 @@ func TestH1OnlyVar(t *testing.T) {
 			t.Errorf("h1 only %v: backend saw %s, want %s", tc.h1Only, got, tc.want)
 		}
 		tr.current.Load().CloseIdleConnections()
+	}
+}
+
+// TestStaticClientCertificateTransport: the mtls transport with Caddy's
+// tls_client_auth (no client_identity) presents those PEM files.
+func TestStaticClientCertificateTransport(t *testing.T) {
+	p := newPKI(t)
+	srv := backend(t, p.serverLeaf, p.proxyCA.Pool())
+	_, leaf := p.identity(t, "proxy", p.proxyCA)
+	cert, key := leaf.WriteFiles(t, p.dir, "static")
+	tr, err := newTransport(t, testCtx(t), map[string]any{"tls": map[string]any{"ca": filePool(p.trustFile(t)),
+		"client_certificate_file": cert, "client_certificate_key_file": key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := get(t, tr, srv.URL); err != nil || got != leaf.Cert.SerialNumber.String() {
+		t.Fatalf("backend saw %q, %v", got, err)
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
-	"github.com/trustline/trustline/modules/upstream"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 // UnmarshalCaddyfile sets up the storage from the `storage redis` global
@@ -194,7 +194,7 @@ func (s *Sentinel) unmarshal(d *caddyfile.Dispenser) error {
 func (t *TLS) unmarshal(d *caddyfile.Dispenser) error {
 	const where = "storage redis: tls"
 	seen := map[string]bool{}
-	var opts upstream.TLSOptions
+	var opts tlsclient.Options
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		switch opt {
@@ -226,7 +226,7 @@ func (t *TLS) unmarshal(d *caddyfile.Dispenser) error {
 			return d.Errf("%s: unknown option '%s'", where, opt)
 		}
 	}
-	t.ClientIdentityRaw, t.TrustPoolRaw, t.ServerName = opts.ClientIdentity, opts.TrustPool, opts.ServerName
+	t.ClientIdentityRaw, t.TrustPoolRaw, t.ServerName = opts.ClientIdentityRaw, opts.TrustPool, opts.ServerName
 	if t.CAFile != "" && t.TrustPoolRaw != nil {
 		return d.Errf("%s: ca_file and trust_pool are exclusive", where)
 	}

@@ -320,7 +320,7 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 			(strings.Contains(msg, "reset by peer") || strings.Contains(msg, "broken pipe") || strings.Contains(msg, "EOF")):
 			// TLS 1.3: a server that refuses the client certificate (or its
 			// absence) may just close the connection after the handshake
-			if r.TLS.clientCrt == nil && r.TLS.identity == nil {
+			if r.TLS.CertFile == "" && r.TLS.ClientIdentityRaw == nil {
 				h = " (Redis may require a client certificate: set client_identity, or cert_file and key_file, in the tls block)"
 			} else {
 				h = " (Redis may have refused this node's client certificate: check client_identity or cert_file in the tls block)"

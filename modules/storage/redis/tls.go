@@ -6,15 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
-	"github.com/trustline/trustline/modules/keystore"
 	"github.com/trustline/trustline/modules/material"
-	"github.com/trustline/trustline/modules/upstream"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 // TLS configures TLS to Redis (and to the Sentinels, with sentinel). The
@@ -45,13 +43,10 @@ type TLS struct {
 	// address must then be an IP SAN of the certificate.
 	ServerName string `json:"server_name,omitempty"`
 
-	// live verifies Redis's certificate against the pool current at each
-	// handshake and presents the identity current at each handshake:
-	// the suite's one TLS client of a backend (upstream.LiveTLS)
-	live      *upstream.LiveTLS
-	base      *tls.Config
-	clientCrt *tls.Certificate // cert_file and key_file, read once
-	identity  keystore.Source  // client_identity, live
+	// client verifies Redis's certificate against the pool current at
+	// each handshake and presents the identity current at each handshake:
+	// the suite's one TLS client of a backend
+	client *tlsclient.Client
 }
 
 // provision loads the trust pool and the client identity.
@@ -89,11 +84,10 @@ func (t *TLS) provision(ctx caddy.Context) error {
 	// the trust pool and the client identity, loaded as the mtls
 	// transport and the passthrough handler load theirs
 	pool := &reverseproxy.TLSConfig{CARaw: t.TrustPoolRaw}
-	live, err := upstream.LoadLiveTLS(ctx, pool, t, "ClientIdentityRaw", nil)
+	client, err := tlsclient.Load(ctx, pool, &tlsclient.Settings{ClientIdentityRaw: t.ClientIdentityRaw})
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
-	t.identity = live.Identity
 	switch {
 	case t.CertFile != "" && t.KeyFile != "":
 		certPEM, err := os.ReadFile(t.CertFile)
@@ -104,37 +98,15 @@ func (t *TLS) provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("tls: key_file: %w", err)
 		}
-		id, err := material.ReadPEMIdentity(certPEM, keyPEM)
+		id, err := material.ReadPEMKeyPair(certPEM, keyPEM)
 		if err != nil {
 			return fmt.Errorf("tls: client identity cert_file %s, key_file %s: %w", t.CertFile, t.KeyFile, err)
 		}
-		t.clientCrt = id
 		base.Certificates = []tls.Certificate{*id}
 	case t.CertFile != "" || t.KeyFile != "":
 		return errors.New("tls: cert_file and key_file go together")
 	}
-	live.Apply(base)
-	t.live, t.base = live, base
+	client.Apply(base)
+	t.client = client
 	return nil
-}
-
-// clientConfig is the TLS client config of one dial to addr, made from
-// the config upstream.LiveTLS took over: Redis's certificate is verified
-// against the trust pool current at the handshake (else ca_file, else the
-// system's roots) and the server name (server_name, else the host of
-// addr, so an IP address must be an IP SAN); the client certificate is
-// client_identity's current one, else cert_file's. TLS 1.2 at least.
-func (t *TLS) clientConfig(addr string) *tls.Config {
-	cfg := t.base.Clone()
-	if cfg.ServerName == "" {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			host = addr
-		}
-		cfg.ServerName = host
-	}
-	name := cfg.ServerName
-	// against the name of this dial (crypto/tls sends no SNI for an IP)
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return t.live.Verify(cs, name) }
-	return cfg
 }

@@ -1,18 +1,19 @@
 package redis
 
 import (
-	"crypto/tls"
+	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/trustline/trustline/internal/testpki"
+	"github.com/trustline/trustline/modules/tlsclient"
 )
 
 // TestTLSLivePool: the trust pool is the one current at each new
-// connection (upstream.LiveTLS verifies against it), and the client
-// identity is presented from the config LiveTLS took over.
+// connection (tlsclient.Client verifies against it), and the client
+// identity is presented from the config the client took over.
 func TestTLSLivePool(t *testing.T) {
 	f := startTLSRedis(t)
 	testpki.SetPool("redis-live", f.ca.Pool())
@@ -26,16 +27,12 @@ func TestTLSLivePool(t *testing.T) {
 	roundTrip(t, r)
 
 	handshake := func() error {
-		conn, err := net.Dial("tcp", f.addr)
+		tc, err := newDialer(r.TLS, 5*time.Second, false, nil).dial(context.Background(), "tcp", f.addr)
 		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		tc := tls.Client(conn, r.TLS.clientConfig(f.addr))
-		if err := tc.Handshake(); err != nil {
 			return err
 		}
-		if len(tc.ConnectionState().PeerCertificates) == 0 {
+		defer tc.Close()
+		if len(tc.(*tlsclient.Conn).ConnectionState().PeerCertificates) == 0 {
 			t.Fatal("no server certificate")
 		}
 		return nil

@@ -1,4 +1,4 @@
-package upstream
+package tlsclient
 
 import (
 	"encoding/json"
@@ -9,32 +9,30 @@ import (
 	"github.com/trustline/trustline/modules/truststore"
 )
 
-// TLSOptions are the settings that the suite adds to a TLS client of a
+// Options are the settings that the suite adds to a TLS client of a
 // backend, as a Caddyfile writes them: client_identity, trust_pool,
 // upstream_identity and server_name, in the mtls transport's block, the
 // passthrough handler's `tls {...}` block (and its tls_* forms) and storage
 // redis's `tls {...}` block. ParseOption is their one parser; each
 // directive copies the result into its own config.
-type TLSOptions struct {
-	// ClientIdentity is the keystore source's module JSON
-	// (`trustline.keystore.*`, inline_key source).
-	ClientIdentity json.RawMessage
+type Options struct {
+	// Settings are client_identity (the keystore source's module JSON)
+	// and upstream_identity (the pins, checked by ParsePins).
+	Settings
 	// TrustPool is the trust pool source's module JSON
 	// (`tls.ca_pool.source.*`, inline_key provider).
 	TrustPool json.RawMessage
 	// TrustPoolLine is the Caddyfile line of trust_pool, for errors about
 	// a conflicting option parsed elsewhere.
 	TrustPoolLine int
-	// UpstreamIdentity are the pinned identities, checked by ParsePins.
-	UpstreamIdentity []string
 	// ServerName is the name to send and verify the backend against.
 	ServerName string
 
 	given map[string]string // setting -> the spelling it was given as
 }
 
-// TLSOptionNames lists the settings ParseOption parses.
-const TLSOptionNames = "client_identity, upstream_identity, trust_pool or server_name"
+// OptionNames lists the settings ParseOption parses.
+const OptionNames = "client_identity, upstream_identity, trust_pool or server_name"
 
 // ParseOption parses one setting (client_identity, trust_pool,
 // upstream_identity or server_name) with its arguments and block; the
@@ -43,7 +41,7 @@ const TLSOptionNames = "client_identity, upstream_identity, trust_pool or server
 // as is how this spelling is named when one setting has two (the
 // passthrough handler's `tls { server_name }` and tls_server_name): a
 // setting given twice is an error, "duplicate option" under one spelling.
-func (o *TLSOptions) ParseOption(d *caddyfile.Dispenser, where, setting, as string) error {
+func (o *Options) ParseOption(d *caddyfile.Dispenser, where, setting, as string) error {
 	opt := d.Val()
 	if prev, dup := o.given[setting]; dup {
 		if prev == as {
@@ -61,7 +59,7 @@ func (o *TLSOptions) ParseOption(d *caddyfile.Dispenser, where, setting, as stri
 		if err != nil {
 			return err
 		}
-		o.ClientIdentity = raw
+		o.ClientIdentityRaw = raw
 	case "trust_pool":
 		o.TrustPoolLine = d.Line()
 		raw, err := truststore.ParsePoolSource(d, where+": "+opt)
@@ -85,7 +83,7 @@ func (o *TLSOptions) ParseOption(d *caddyfile.Dispenser, where, setting, as stri
 		}
 		o.ServerName = args[0]
 	default:
-		return d.Errf("%s: unknown option '%s' (expected %s)", where, opt, TLSOptionNames)
+		return d.Errf("%s: unknown option '%s' (expected %s)", where, opt, OptionNames)
 	}
 	return nil
 }

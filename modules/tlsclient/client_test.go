@@ -1,4 +1,4 @@
-package upstream
+package tlsclient
 
 import (
 	"bufio"
@@ -12,28 +12,20 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
 
 	"github.com/trustline/trustline/internal/testpki"
 )
 
-// liveHolder holds a keystore source as a layer-4 module would.
-type liveHolder struct {
-	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
-}
-
-// liveFor provisions a LiveTLS the way a layer-4 handler does and returns
-// it with the config connections clone.
-func liveFor(t *testing.T, cfg *reverseproxy.TLSConfig, identity map[string]string, pins []string) (*LiveTLS, *tls.Config) {
+// liveFor provisions a Client the way a layer-4 handler does.
+func liveFor(t *testing.T, cfg *reverseproxy.TLSConfig, identity map[string]string, pins []string) *Client {
 	t.Helper()
 	ctx := testCtx(t)
-	h := new(liveHolder)
+	s := &Settings{UpstreamIdentity: pins}
 	if identity != nil {
-		h.ClientIdentityRaw, _ = json.Marshal(identity)
+		s.ClientIdentityRaw, _ = json.Marshal(identity)
 	}
-	if err := CheckTLS(cfg, identity != nil, pins); err != nil {
-		t.Fatal(err)
-	}
-	l, err := LoadLiveTLS(ctx, cfg, h, "ClientIdentityRaw", pins)
+	l, err := Load(ctx, cfg, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,57 +37,57 @@ func liveFor(t *testing.T, cfg *reverseproxy.TLSConfig, identity map[string]stri
 		base = new(tls.Config)
 	}
 	l.Apply(base)
-	return l, base
+	return l
 }
 
-// handshake dials addr and runs LiveTLS.Handshake; on success it returns
-// what the backend wrote (the serial it saw).
-func handshake(t *testing.T, l *LiveTLS, base *tls.Config, addr, serverName string) (string, string, error) {
+// handshake dials addr and runs Client.Handshake; on success it returns
+// what the backend wrote (the serial it saw), and the identity presented.
+func handshake(t *testing.T, l *Client, addr, serverName string) (string, string, error) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cfg := base.Clone()
-	if cfg.ServerName == "" {
-		cfg.ServerName = serverName
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	tc, who, err := l.Handshake(ctx, conn, cfg, addr)
+	tc, err := l.Handshake(ctx, conn, l.Config(serverName), addr, zap.NewNop())
 	if err != nil {
-		return "", who, err
+		var he *HandshakeError
+		if !errors.As(err, &he) {
+			t.Fatalf("error %v is no *HandshakeError", err)
+		}
+		return "", he.Presented, err
 	}
 	defer tc.Close()
 	line, err := bufio.NewReader(tc).ReadString('\n')
-	return strings.TrimSpace(strings.TrimPrefix(line, "serial:")), who, err
+	return strings.TrimSpace(strings.TrimPrefix(line, "serial:")), tc.Presented, err
 }
 
-func TestLiveTLSHandshake(t *testing.T) {
+func TestClientHandshake(t *testing.T) {
 	p := newPKI(t)
 	addr := testpki.ClientSerialServer(t, p.serverLeaf, p.proxyCA)
 	id, leaf := p.identity(t, "proxy", p.proxyCA)
 	trust := filePool(p.trustFile(t))
 	raw, _ := json.Marshal(trust)
 
-	l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, nil)
-	got, who, err := handshake(t, l, base, addr, "127.0.0.1")
+	l := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, nil)
+	got, who, err := handshake(t, l, addr, "127.0.0.1")
 	if err != nil || got != leaf.Cert.SerialNumber.String() {
 		t.Fatalf("backend saw %q, %v", got, err)
 	}
 	if !strings.Contains(who, "CN=proxy") || !strings.Contains(who, leaf.Cert.SerialNumber.Text(16)) {
 		t.Fatalf("presented %q, want the proxy identity and its serial", who)
 	}
-	if l.Pool == nil || l.Identity == nil || l.IdentityName == "" {
-		t.Fatalf("pool %v identity %v name %q", l.Pool, l.Identity, l.IdentityName)
+	if l.Pool == nil || l.Keystore == nil || l.Keystore.Name() == "" {
+		t.Fatalf("pool %v keystore %v", l.Pool, l.Keystore)
 	}
 
 	t.Run("outside the trust pool", func(t *testing.T) {
 		foreign, _ := json.Marshal(filePool(testpki.WriteFile(t, p.dir, "foreign.pem", p.foreignCA.CertPEM())))
-		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: foreign}, id, nil)
+		l := liveFor(t, &reverseproxy.TLSConfig{CARaw: foreign}, id, nil)
 		before := failures(addr, ReasonUnknownAuthority)
-		_, who, err := handshake(t, l, base, addr, "127.0.0.1")
+		_, who, err := handshake(t, l, addr, "127.0.0.1")
 		var he *HandshakeError
 		if !errors.As(err, &he) || he.Reason != ReasonUnknownAuthority || he.Upstream != addr {
 			t.Fatalf("error %v, want a handshake error with reason unknown_authority", err)
@@ -110,12 +102,12 @@ func TestLiveTLSHandshake(t *testing.T) {
 		}
 	})
 	t.Run("pins stand in for the name", func(t *testing.T) {
-		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, []string{"spiffe://example.org/backend"})
-		if _, _, err := handshake(t, l, base, addr, "not-the-name.test"); err != nil {
+		l := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, []string{"spiffe://example.org/backend"})
+		if _, _, err := handshake(t, l, addr, "not-the-name.test"); err != nil {
 			t.Fatalf("pinned SPIFFE ID: %v", err)
 		}
-		l, base = liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, []string{"spiffe://example.org/other"})
-		_, _, err := handshake(t, l, base, addr, "127.0.0.1")
+		l = liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, []string{"spiffe://example.org/other"})
+		_, _, err := handshake(t, l, addr, "127.0.0.1")
 		if reason, _ := Classify(err); reason != ReasonIdentityMismatch {
 			t.Fatalf("error %v (%s), want identity_mismatch", err, reason)
 		}
@@ -124,15 +116,15 @@ func TestLiveTLSHandshake(t *testing.T) {
 		// tls_client_auth PEM files (read once) are presented when no
 		// keystore identity is set
 		cert, key := leaf.WriteFiles(t, p.dir, "static")
-		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw, ClientCertificateFile: cert, ClientCertificateKeyFile: key}, nil, nil)
-		got, who, err := handshake(t, l, base, addr, "127.0.0.1")
+		l := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw, ClientCertificateFile: cert, ClientCertificateKeyFile: key}, nil, nil)
+		got, who, err := handshake(t, l, addr, "127.0.0.1")
 		if err != nil || got != leaf.Cert.SerialNumber.String() || !strings.Contains(who, "CN=proxy") {
 			t.Fatalf("backend saw %q (presented %q), %v", got, who, err)
 		}
 	})
 	t.Run("no client certificate", func(t *testing.T) {
-		l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, nil, nil)
-		got, who, err := handshake(t, l, base, addr, "127.0.0.1")
+		l := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, nil, nil)
+		got, who, err := handshake(t, l, addr, "127.0.0.1")
 		if err == nil {
 			t.Fatalf("the backend accepted a connection without a client certificate (wrote %q)", got)
 		}
@@ -143,18 +135,18 @@ func TestLiveTLSHandshake(t *testing.T) {
 	})
 }
 
-// TestLiveTLSRotation: the next handshake after a keystore rotation
+// TestClientRotation: the next handshake after a keystore rotation
 // presents the new certificate, and OnChange reports the rotation.
-func TestLiveTLSRotation(t *testing.T) {
+func TestClientRotation(t *testing.T) {
 	p := newPKI(t)
 	addr := testpki.ClientSerialServer(t, p.serverLeaf, p.proxyCA)
 	id, one := p.identity(t, "proxy", p.proxyCA)
 	raw, _ := json.Marshal(filePool(p.trustFile(t)))
-	l, base := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, nil)
+	l := liveFor(t, &reverseproxy.TLSConfig{CARaw: raw}, id, nil)
 	causes := make(chan string, 10)
 	cancel := l.OnChange(func(cause string) { causes <- cause })
 	defer cancel()
-	if got, _, err := handshake(t, l, base, addr, "127.0.0.1"); err != nil || got != one.Cert.SerialNumber.String() {
+	if got, _, err := handshake(t, l, addr, "127.0.0.1"); err != nil || got != one.Cert.SerialNumber.String() {
 		t.Fatalf("before: %q, %v", got, err)
 	}
 	two := p.proxyCA.Issue(t, testpki.CN("proxy"), testpki.ClientOnly())
@@ -168,29 +160,12 @@ func TestLiveTLSRotation(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no change reported after the keystore was replaced")
 	}
-	if got, _, err := handshake(t, l, base, addr, "127.0.0.1"); err != nil || got != two.Cert.SerialNumber.String() {
+	if got, _, err := handshake(t, l, addr, "127.0.0.1"); err != nil || got != two.Cert.SerialNumber.String() {
 		t.Fatalf("after the rotation the backend saw %q (%v), want %s", got, err, two.Cert.SerialNumber)
 	}
 }
 
-// TestStaticClientCertificateTransport: the mtls transport with Caddy's
-// tls_client_auth (no client_identity) presents those PEM files.
-func TestStaticClientCertificateTransport(t *testing.T) {
-	p := newPKI(t)
-	srv := backend(t, p.serverLeaf, p.proxyCA.Pool())
-	_, leaf := p.identity(t, "proxy", p.proxyCA)
-	cert, key := leaf.WriteFiles(t, p.dir, "static")
-	tr, err := newTransport(t, testCtx(t), map[string]any{"tls": map[string]any{"ca": filePool(p.trustFile(t)),
-		"client_certificate_file": cert, "client_certificate_key_file": key}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := get(t, tr, srv.URL); err != nil || got != leaf.Cert.SerialNumber.String() {
-		t.Fatalf("backend saw %q, %v", got, err)
-	}
-}
-
-func TestCheckTLS(t *testing.T) {
+func TestCheck(t *testing.T) {
 	raw := json.RawMessage(`{"provider":"file","pem_files":["/ca.pem"]}`)
 	for _, tc := range []struct {
 		name     string
@@ -206,13 +181,17 @@ func TestCheckTLS(t *testing.T) {
 		{"bad pin", nil, false, []string{"https://backend"}, `upstream_identity "https://backend"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := CheckTLS(tc.cfg, tc.identity, tc.pins)
+			s := &Settings{UpstreamIdentity: tc.pins}
+			if tc.identity {
+				s.ClientIdentityRaw = raw
+			}
+			err := Check(tc.cfg, s)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
 	}
-	if err := CheckTLS(&reverseproxy.TLSConfig{CARaw: raw}, true, []string{"spiffe://example.org"}); err != nil {
+	if err := Check(&reverseproxy.TLSConfig{CARaw: raw}, &Settings{ClientIdentityRaw: raw, UpstreamIdentity: []string{"spiffe://example.org"}}); err != nil {
 		t.Fatal(err)
 	}
 }

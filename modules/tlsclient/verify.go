@@ -1,4 +1,4 @@
-package upstream
+package tlsclient
 
 import (
 	"crypto/tls"
@@ -109,7 +109,7 @@ func (p *Pins) String() string {
 // With pins (upstream_identity) the verified leaf must hold one of them,
 // and they stand in for the server name; otherwise the certificate must
 // be valid for serverName. A failure wraps a classified reason (Classify).
-func (l *LiveTLS) Verify(cs tls.ConnectionState, serverName string) error {
+func (l *Client) Verify(cs tls.ConnectionState, serverName string) error {
 	if l.insecure {
 		return nil
 	}

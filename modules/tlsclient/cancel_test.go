@@ -1,4 +1,4 @@
-package upstream
+package tlsclient
 
 import (
 	"context"
@@ -49,7 +49,8 @@ func TestHandshakeCanceled(t *testing.T) {
 		cancel()
 	}()
 	before := failures(addr, ReasonOther) + failures(addr, ReasonCanceled)
-	_, who, err := (&LiveTLS{}).Handshake(ctx, conn, &tls.Config{ServerName: "backend.test"}, addr)
+	core, logs := observer.New(zapcore.DebugLevel)
+	_, err = (&Client{}).Handshake(ctx, conn, &tls.Config{ServerName: "backend.test"}, addr, zap.New(core))
 	var he *HandshakeError
 	if !errors.As(err, &he) || he.Reason != ReasonCanceled || !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v, want a handshake error with reason canceled", err)
@@ -57,9 +58,6 @@ func TestHandshakeCanceled(t *testing.T) {
 	if got := failures(addr, ReasonOther) + failures(addr, ReasonCanceled); got != before {
 		t.Fatalf("a canceled dial counted as a handshake failure (%v, was %v)", got, before)
 	}
-
-	core, logs := observer.New(zapcore.DebugLevel)
-	(&LiveTLS{}).LogHandshakeFailure(zap.New(core), addr, "backend.test", he.Reason, he.Alert, who, err)
 	if n := logs.FilterLevelExact(zapcore.ErrorLevel).Len(); n != 0 {
 		t.Fatalf("%d error lines for a canceled dial", n)
 	}

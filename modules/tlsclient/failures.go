@@ -1,11 +1,13 @@
-package upstream
+package tlsclient
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,7 +56,8 @@ func (e *verifyError) Error() string { return e.err.Error() }
 func (e *verifyError) Unwrap() error { return e.err }
 
 // HandshakeError is returned (wrapped by net/http) when the TLS handshake
-// with an upstream fails; it has been logged and counted.
+// with an upstream fails; it has been counted, and logged when Handshake
+// had a logger.
 type HandshakeError struct {
 	// Upstream is the address dialed.
 	Upstream string
@@ -62,7 +65,9 @@ type HandshakeError struct {
 	Reason string
 	// Alert is the TLS alert the backend sent, if any.
 	Alert string
-	Err   error
+	// Presented is the client identity presented (see Handshake).
+	Presented string
+	Err       error
 }
 
 func (e *HandshakeError) Error() string {
@@ -150,37 +155,78 @@ func registerMetrics(ctx caddy.Context) {
 	material.RegisterCollectors(ctx, "upstream handshake", handshakeFailures)
 }
 
-// LogHandshakeFailure writes the one "upstream TLS handshake failed" line
-// (error level) of the mtls transport and the passthrough handler, for a
-// failed upstream handshake or a backend's refusal after it; a canceled
-// one (ReasonCanceled) is "upstream TLS handshake canceled" at debug
-// level. lead comes
-// first (the passthrough handler's route and client address); then the
-// upstream, the reason (a Reason constant), the client identity presented
-// (who: subject and serial, or why none), the server name and the
-// backend's alert when known, the client identity's source when l has
-// one, and the error. l may be nil (no live TLS setup).
-func (l *LiveTLS) LogHandshakeFailure(logger *zap.Logger, upstream, serverName, reason, alert, who string, err error, lead ...zap.Field) {
+// fail counts a failed handshake (a canceled one is no failure) and
+// writes the one "upstream TLS handshake failed" line (error level) of
+// the suite's TLS clients, or "upstream TLS handshake canceled" at debug
+// level. lead comes first (the passthrough
+// handler's route and client address); then the upstream, the reason (a
+// Reason constant), the client identity presented, the server name and
+// the backend's alert when known, the keystore's name when c has one,
+// and the error.
+func (c *Client) fail(logger *zap.Logger, he *HandshakeError, serverName string, lead []zap.Field) {
 	level, msg := zapcore.ErrorLevel, "upstream TLS handshake failed"
-	if reason == ReasonCanceled {
+	if he.Reason == ReasonCanceled {
 		level, msg = zapcore.DebugLevel, "upstream TLS handshake canceled"
+	} else {
+		handshakeFailures.WithLabelValues(he.Upstream, he.Reason).Inc()
 	}
 	ce := logger.Check(level, msg)
 	if ce == nil {
 		return
 	}
 	fields := append(lead,
-		zap.String("upstream", upstream),
-		zap.String("reason", reason),
-		zap.String("client_identity", who))
+		zap.String("upstream", he.Upstream),
+		zap.String("reason", he.Reason),
+		zap.String("client_identity", he.Presented))
 	if serverName != "" {
 		fields = append(fields, zap.String("server_name", serverName))
 	}
-	if alert != "" {
-		fields = append(fields, zap.String("alert", alert))
+	if he.Alert != "" {
+		fields = append(fields, zap.String("alert", he.Alert))
 	}
-	if l != nil && l.Identity != nil {
-		fields = append(fields, zap.String("client_identity_source", l.IdentityName))
+	if c.Keystore != nil {
+		fields = append(fields, zap.String("client_identity_source", c.Keystore.Name()))
 	}
-	ce.Write(append(fields, zap.Error(err))...)
+	ce.Write(append(fields, zap.Error(he.Err))...)
+}
+
+// Refusal returns err, the error that ended a connection to upstream (or
+// a request on it), with the backend's refusal of our client certificate
+// when there was one: TLS 1.3 servers judge it after the handshake and
+// send their alert as their first record, which the user of the
+// connection may not have read. conn is the connection Handshake made
+// (nil: not known); once it is closed, what the backend sent and nobody
+// read is decrypted now (Refusal waits up to 200 ms for the close of a
+// connection made in the last 5 s). A refusal is counted and logged like
+// a failed handshake (see Handshake), lead first; err (nil when the
+// connection ended cleanly) then carries the alert.
+func (c *Client) Refusal(upstream string, conn *Conn, err error, logger *zap.Logger, lead ...zap.Field) error {
+	he := &HandshakeError{Upstream: upstream, Presented: "unknown", Err: err}
+	he.Reason, he.Alert = Classify(err)
+	if conn != nil {
+		he.Presented = conn.Presented
+		if he.Alert == "" && time.Since(conn.made) < 5*time.Second {
+			// the user may report a failure a moment before it closes the
+			// connection (net/http does); one still open after that is in
+			// use, not the one that failed
+			for wait := 0; wait < 40 && !conn.raw.closed.Load(); wait++ {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		if he.Alert == "" && conn.raw.closed.Load() {
+			_, rerr := conn.Read(make([]byte, 1))
+			if he.Reason, he.Alert = Classify(rerr); he.Alert != "" {
+				if err == nil {
+					he.Err = rerr
+				} else {
+					he.Err = fmt.Errorf("%w (the backend's alert on the connection: %w)", err, rerr)
+				}
+			}
+		}
+	}
+	if he.Alert == "" {
+		return err
+	}
+	c.fail(logger, he, "", lead)
+	return he.Err
 }

@@ -1,4 +1,4 @@
-package upstream
+package tlsclient
 
 import (
 	"crypto/tls"
@@ -61,7 +61,7 @@ func TestVerifySPIFFEScope(t *testing.T) {
 		"flat pool":      flatPool{anchors.CertPool()},
 	} {
 		t.Run(name, func(t *testing.T) {
-			l := &LiveTLS{Pool: pool, Pins: pins}
+			l := &Client{Pool: pool, Pins: pins}
 			if err := l.Verify(cs(ours.Issue(t, testpki.URI("spiffe://example.org/payments"), testpki.ServerOnly())), ""); err != nil {
 				t.Fatalf("our own backend: %v", err)
 			}
@@ -75,7 +75,7 @@ func TestVerifySPIFFEScope(t *testing.T) {
 			if reason, _ := Classify(err); reason != ReasonTrustDomain {
 				t.Fatalf("classified %q, want %q", reason, ReasonTrustDomain)
 			}
-			dnsOnly := &LiveTLS{Pool: pool}
+			dnsOnly := &Client{Pool: pool}
 			if err := dnsOnly.Verify(cs(partner.Issue(t, testpki.DNS("payments.internal"), testpki.ServerOnly())), "payments.internal"); err == nil {
 				t.Fatal("a DNS-named certificate of a SPIFFE authority verified")
 			}
@@ -101,7 +101,7 @@ func TestVerifyScopeStaysInItsPool(t *testing.T) {
 		"plain source": anchorPool{verify.NewAnchors([]*x509.Certificate{corp.Cert})},
 		"flat pool":    flatPool{corp.Pool()},
 	} {
-		l := &LiveTLS{Pool: pool}
+		l := &Client{Pool: pool}
 		if err := l.Verify(tls.ConnectionState{PeerCertificates: []*x509.Certificate{backend.Cert}}, "db.corp.internal"); err != nil {
 			t.Fatalf("%s: a backend of our root is refused once a partner's bundle lists the root: %v", name, err)
 		}

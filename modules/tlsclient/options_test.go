@@ -1,4 +1,4 @@
-package upstream
+package tlsclient
 
 import (
 	"strings"
@@ -10,10 +10,10 @@ import (
 // parseTLSBlock parses `tls { ... }` and `tls_<setting>` lines as the
 // passthrough handler does: the block's options under "x: tls", the
 // tls_* forms under "x".
-func parseTLSBlock(in string) (*TLSOptions, error) {
+func parseTLSBlock(in string) (*Options, error) {
 	d := caddyfile.NewTestDispenser("x {\n" + in + "\n}")
 	d.Next()
-	var o TLSOptions
+	var o Options
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if opt == "tls" {
@@ -31,12 +31,12 @@ func parseTLSBlock(in string) (*TLSOptions, error) {
 	return &o, nil
 }
 
-func TestTLSOptions(t *testing.T) {
+func TestOptions(t *testing.T) {
 	o, err := parseTLSBlock("tls {\nclient_identity pem /a.crt /a.key\nupstream_identity spiffe://td/db db.internal\n}\ntls_trust_pool file /ca.pem\ntls_server_name db.internal")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := string(o.ClientIdentity); got != `{"certificate":"/a.crt","key":"/a.key","source":"pem"}` {
+	if got := string(o.ClientIdentityRaw); got != `{"certificate":"/a.crt","key":"/a.key","source":"pem"}` {
 		t.Errorf("client identity %s", got)
 	}
 	if got := string(o.TrustPool); got != `{"pem_files":["/ca.pem"],"provider":"file"}` {
@@ -94,5 +94,17 @@ func FuzzTLSOptions(f *testing.F) {
 			return
 		}
 		_, _ = parseTLSBlock(s)
+	})
+}
+
+func FuzzParsePins(f *testing.F) {
+	for _, s := range []string{"spiffe://example.org/backend", "spiffe://example.org", "backend.test", "https://x", "", "spiffe://", "SPIFFE://A/b", "a b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParsePins([]string{s})
+		if err == nil && p.empty() {
+			t.Fatalf("%q parsed to no pin without an error", s)
+		}
 	})
 }

@@ -1,0 +1,367 @@
+package tlsclient
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/verify"
+)
+
+// Client is the client side of the suite's TLS connections to backends,
+// shared by the mtls transport (HTTP), the layer-4 passthrough handler
+// and storage redis:
+//
+//   - the backend's chain is verified against the trust pool current at
+//     each handshake (resumed ones included), with its serverAuth usage,
+//     and against the server name or the pinned identities (Verify);
+//   - the client certificate is the keystore's current one at each
+//     handshake, a lock-free read;
+//   - a failed handshake is classified (a Reason constant, the backend's
+//     alert), counted in trustline_upstream_handshake_failures_total and
+//     logged as `upstream TLS handshake failed`.
+//
+// Make one with Load in Provision, give it the tls.Config its
+// connections copy with Apply, then for each connection run Handshake
+// over a dialed connection with a copy from Config.
+type Client struct {
+	// Pool is the trust pool asked for its current CertPool at each
+	// handshake. Nil: the static roots of the config given to Apply
+	// (nil there too: the system roots).
+	Pool caddytls.CA
+	// Keystore is presented to backends that ask for a client
+	// certificate. Nil: the config's own client certificate, if any.
+	Keystore keystore.Source
+	// Pins, when not empty, must match the verified backend certificate,
+	// in place of the server name check.
+	Pins Pins
+
+	// taken from the config by Apply
+	base     *tls.Config
+	roots    *x509.CertPool
+	insecure bool
+	clientFn func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	static   []tls.Certificate
+
+	sessions atomic.Pointer[sessions] // nil: no session resumption
+}
+
+// Settings are what the suite adds to a TLS client config of a backend
+// (reverseproxy.TLSConfig, for the mtls transport and the passthrough
+// handler). Embed it beside the config: its JSON fields sit with the
+// config's own.
+type Settings struct {
+	// ClientIdentityRaw is the keystore source (pem, pkcs12, jks,
+	// internal, spiffe_workload) presented to backends that ask for a
+	// client certificate, read at each new connection; its leaf must allow
+	// the clientAuth extended key usage. Conflicts with the config's
+	// client certificate files (read once). Default: none.
+	ClientIdentityRaw json.RawMessage `json:"client_identity,omitempty" caddy:"namespace=trustline.keystore inline_key=source"`
+
+	// UpstreamIdentity pins the backend's identity beyond chain
+	// verification: SPIFFE IDs (spiffe://td/path), trust domains
+	// (spiffe://td) or DNS names, one of which the verified certificate
+	// must hold; it then replaces the check against the server name.
+	// Default: none.
+	UpstreamIdentity []string `json:"upstream_identity,omitempty"`
+}
+
+// Check rejects the combinations of an upstream TLS config and s that
+// cannot work: a keystore and another client certificate, pins or a live
+// trust pool without verification, two trust pools, bad pins. Load runs
+// it; run it too when parsing a Caddyfile, for errors with the file's
+// line.
+func Check(cfg *reverseproxy.TLSConfig, s *Settings) error {
+	var errs []error
+	if cfg != nil {
+		if s.ClientIdentityRaw != nil && (cfg.ClientCertificateFile != "" || cfg.ClientCertificateKeyFile != "" || cfg.ClientCertificateAutomate != "") {
+			errs = append(errs, errors.New("client_identity and tls_client_auth both set: use one (client_identity pem <cert> <key> reads PEM files with rotation)"))
+		}
+		if cfg.InsecureSkipVerify && len(s.UpstreamIdentity) > 0 {
+			errs = append(errs, errors.New("upstream_identity needs verification, but tls_insecure_skip_verify turns it off"))
+		}
+		if cfg.CARaw != nil && (len(cfg.RootCAPool) > 0 || len(cfg.RootCAPEMFiles) > 0) {
+			errs = append(errs, errors.New("trust_pool and tls_trusted_ca_certs both set: use one"))
+		}
+		if cfg.InsecureSkipVerify && cfg.CARaw != nil {
+			errs = append(errs, errors.New("a trust pool is set, but tls_insecure_skip_verify turns verification off"))
+		}
+	}
+	if _, err := ParsePins(s.UpstreamIdentity); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Load checks (Check) and provisions the live parts of an upstream TLS
+// config: the keystore of s (if any), loaded with the clientAuth usage
+// required; the trust pool in cfg.CARaw, loaded here so that each
+// handshake asks it for its current pool (Caddy clears the field once
+// loaded, so MakeTLSClientConfig does not take a one-time copy of it);
+// and the pins. It registers the handshake failure metric in ctx's
+// registry. The keystore and the pool are released with the config
+// (Caddy cleans them up). Errors name the option: client_identity,
+// trust_pool, upstream_identity.
+func Load(ctx caddy.Context, cfg *reverseproxy.TLSConfig, s *Settings) (*Client, error) {
+	if err := Check(cfg, s); err != nil {
+		return nil, err
+	}
+	c := new(Client)
+	c.Pins, _ = ParsePins(s.UpstreamIdentity) // Check parsed them
+	registerMetrics(ctx)
+	if s.ClientIdentityRaw != nil {
+		src, err := keystore.Load(ctx, s, "ClientIdentityRaw", keystore.UsageClientAuth)
+		if err != nil {
+			return nil, fmt.Errorf("client_identity: %w", err)
+		}
+		c.Keystore = src
+	}
+	if cfg != nil && cfg.CARaw != nil {
+		mod, err := ctx.LoadModule(cfg, "CARaw")
+		if err != nil {
+			return nil, fmt.Errorf("trust_pool: %w", err)
+		}
+		ca, ok := mod.(caddytls.CA)
+		if !ok {
+			return nil, fmt.Errorf("trust_pool: module %T is not a certificate pool provider", mod)
+		}
+		c.Pool = ca
+	}
+	return c, nil
+}
+
+// Apply takes over verification and the client certificate of cfg, the
+// config the client's connections copy (as MakeTLSClientConfig made it,
+// or by hand), and keeps it for Config. Its static roots (RootCAs: used
+// when Pool is nil) and InsecureSkipVerify move into c; crypto/tls's own
+// verification is replaced (not skipped) by a VerifyConnection callback
+// that calls Verify against cfg's server name, or the one the connection
+// sent; and GetClientCertificate returns the keystore's current
+// certificate, else what cfg had (a callback or static certificates),
+// else none. Call it once, before the first handshake.
+func (c *Client) Apply(cfg *tls.Config) {
+	c.base = cfg
+	c.roots, c.insecure = cfg.RootCAs, cfg.InsecureSkipVerify
+	c.clientFn, c.static = cfg.GetClientCertificate, cfg.Certificates
+	cfg.InsecureSkipVerify = true
+	cfg.RootCAs = nil
+	staticName := cfg.ServerName
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		name := cs.ServerName
+		if name == "" {
+			name = staticName
+		}
+		return c.Verify(cs, name)
+	}
+	cfg.GetClientCertificate = c.clientCertificate
+	cfg.Certificates = nil
+}
+
+// ResumeSessions makes Config hand out a TLS session cache, so that
+// backends that allow it resume sessions. The cache is replaced when the
+// keystore's certificate or the trust pool's version changes: a resumed
+// session would carry the identity of its first connection.
+func (c *Client) ResumeSessions() { c.sessions.Store(new(sessions)) }
+
+// Config returns a copy of the config given to Apply for one connection:
+// its ServerName is serverName when the config sets none (the backend is
+// verified against it, unless pins are set), and its session cache the
+// current one (ResumeSessions). Handshake takes it; the caller may change
+// it before (the ALPN protocols, say).
+func (c *Client) Config(serverName string) *tls.Config {
+	cfg := c.base.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName = serverName
+	}
+	if s := c.sessions.Load(); s != nil {
+		cfg.ClientSessionCache = c.sessionCache(s)
+	}
+	return cfg
+}
+
+// sessions is a TLS session cache and the material it was made for.
+type sessions struct {
+	cache   tls.ClientSessionCache
+	cert    *tls.Certificate
+	anchors *verify.Anchors
+}
+
+func (c *Client) sessionCache(s *sessions) tls.ClientSessionCache {
+	var cert *tls.Certificate
+	if c.Keystore != nil {
+		cert = c.Keystore.KeyPair()
+	}
+	var anchors *verify.Anchors
+	if src, ok := c.Pool.(verify.AnchorSource); ok {
+		anchors = src.CurrentAnchors()
+	}
+	if s.cache == nil || s.cert != cert || s.anchors != anchors {
+		next := &sessions{tls.NewLRUClientSessionCache(256), cert, anchors}
+		if !c.sessions.CompareAndSwap(s, next) {
+			next = c.sessions.Load() // another connection renewed it
+		}
+		s = next
+	}
+	return s.cache
+}
+
+// clientCertificate is the certificate to present: the keystore's
+// current one, else the config's own.
+func (c *Client) clientCertificate(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if c.Keystore != nil {
+		return c.Keystore.KeyPair(), nil
+	}
+	if c.clientFn != nil {
+		return c.clientFn(cri)
+	}
+	// as crypto/tls picks among static certificates
+	for i := range c.static {
+		if cri.SupportsCertificate(&c.static[i]) == nil {
+			return &c.static[i], nil
+		}
+	}
+	return new(tls.Certificate), nil
+}
+
+// Insecure reports whether verification is off (insecure_skip_verify).
+func (c *Client) Insecure() bool { return c.insecure }
+
+// Conn is a TLS connection to a backend that Handshake made.
+type Conn struct {
+	*tls.Conn
+	// Presented is the client identity presented on the connection, for
+	// logs (see Handshake).
+	Presented string
+	raw       *trackedConn
+	made      time.Time
+}
+
+// Handshake runs the TLS handshake with a backend over conn, a fresh
+// connection to upstream (the address dialed, named in the metric and the
+// logs), with cfg, this connection's copy from Config, whose ServerName
+// is final: the backend's certificate is verified against it (or the
+// pins), with the trust pool's current version. It is the one handshake
+// of the suite's TLS clients, and the entry point for a check made now
+// (`caddy trustline explain`): an error is a *HandshakeError with the
+// reason, the backend's alert and the identity presented.
+//
+// A failure closes conn, is counted by upstream and reason, and is
+// logged with logger as `upstream TLS handshake failed`, lead first (a
+// route, a client address; zap.NewNop() when the caller reports it). A
+// canceled ctx is no failure (ReasonCanceled: the dial was called off):
+// not counted, logged at debug level, as a success is.
+//
+// The identity presented (Conn.Presented, HandshakeError.Presented) is
+// the subject and serial, or "none (not requested by the backend)", "none
+// (no client_identity configured)", "resumed session (...)", or, when
+// the handshake failed before the client's certificate step (the
+// backend's certificate refused, say), "none (the handshake failed
+// before the client certificate step)".
+func (c *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, upstream string, logger *zap.Logger, lead ...zap.Field) (*Conn, error) {
+	serverName := cfg.ServerName
+	var presented *tls.Certificate
+	asked := false
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return c.Verify(cs, serverName) }
+	cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		asked = true
+		crt, err := c.clientCertificate(cri)
+		if crt != nil && len(crt.Certificate) > 0 {
+			presented = crt
+		}
+		return crt, err
+	}
+	raw := &trackedConn{Conn: conn}
+	tc := tls.Client(raw, cfg)
+	err := tc.HandshakeContext(ctx)
+	var who string
+	switch {
+	case asked && presented != nil:
+		who = keystore.Describe(presented)
+	case asked:
+		who = "none (no client_identity configured)"
+	case err != nil:
+		// crypto/tls answers a certificate request only after it has
+		// verified the backend: whether the backend asked is unknown
+		who = "none (the handshake failed before the client certificate step)"
+	case tc.ConnectionState().DidResume:
+		who = "resumed session (the identity its first connection presented)"
+	default:
+		who = "none (not requested by the backend)"
+	}
+	if err != nil {
+		_ = tc.Close()
+		reason, alert := Classify(err)
+		if reason == "" {
+			reason = ReasonOther
+		}
+		he := &HandshakeError{Upstream: upstream, Reason: reason, Alert: alert, Presented: who, Err: err}
+		c.fail(logger, he, serverName, lead)
+		return nil, he
+	}
+	cs := tc.ConnectionState()
+	if ce := logger.Check(zapcore.DebugLevel, "upstream TLS handshake"); ce != nil {
+		ce.Write(append(lead, zap.String("upstream", upstream), zap.String("server_name", serverName),
+			zap.String("client_identity", who), zap.Bool("resumed", cs.DidResume),
+			zap.String("alpn", cs.NegotiatedProtocol))...)
+	}
+	return &Conn{Conn: tc, Presented: who, raw: raw, made: time.Now()}, nil
+}
+
+// OnChange registers f to run after the keystore rotates (cause "client
+// identity rotated") or a trust pool that reports changes reloads (cause
+// "trust pool reloaded"), the moments to stop reusing connections made
+// with the old material. f runs on the source's goroutine and must not
+// block. The returned func unregisters f.
+func (c *Client) OnChange(f func(cause string)) (cancel func()) {
+	var cancels []func()
+	if c.Keystore != nil {
+		cancels = append(cancels, c.Keystore.OnChange(func() { f("client identity rotated") }))
+	}
+	if n, ok := c.Pool.(interface{ OnChange(func()) func() }); ok {
+		cancels = append(cancels, n.OnChange(func() { f("trust pool reloaded") }))
+	}
+	return func() {
+		for _, cancel := range cancels {
+			cancel()
+		}
+	}
+}
+
+// Current is the client_identity log field of the keystore's current
+// certificate (none without a keystore), for the lines that follow a
+// rotation.
+func (c *Client) Current() []zap.Field {
+	if c.Keystore == nil {
+		return nil
+	}
+	return []zap.Field{zap.String("client_identity", keystore.Describe(c.Keystore.KeyPair()))}
+}
+
+// LogFields describe the setup for a "ready" log line: the client
+// identity and its source, the pins, whether the trust pool is live.
+func (c *Client) LogFields() []zap.Field {
+	fields := []zap.Field{zap.String("client_identity", "none")}
+	if c.Keystore != nil {
+		fields = append(c.Current(), zap.String("client_identity_source", c.Keystore.Name()))
+	} else if len(c.static) > 0 {
+		fields = []zap.Field{zap.String("client_identity", keystore.Describe(&c.static[0])),
+			zap.String("client_identity_source", "tls_client_auth (read once)")}
+	}
+	if !c.Pins.empty() {
+		fields = append(fields, zap.Stringer("upstream_identity", &c.Pins))
+	}
+	return append(fields, zap.Bool("live_trust_pool", c.Pool != nil))
+}
