@@ -1,6 +1,8 @@
 package upstream
 
 import (
+	"github.com/trustline/trustline/internal/caddyinternals"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -162,11 +164,6 @@ func (t *Transport) setupTLS(rt *http.Transport) {
 	rt.DialTLSContext = t.dialTLS
 }
 
-// h1OnlyVar is the name of the request variable by which Caddy's reverse
-// proxy asks for an HTTP/1.1-only connection (protocol upgrades such as
-// WebSockets); Caddy's own TLS dialer honours it the same way.
-const h1OnlyVar = "reverse_proxy.tls_h1_only"
-
 // dialTLS dials the upstream and runs the TLS handshake with a per
 // connection copy of the base config, so that the failure (if any) is
 // reported with what was presented. It returns the *tls.Conn itself:
@@ -191,7 +188,7 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 	if cfg.ServerName == "" {
 		cfg.ServerName = host
 	}
-	if caddyhttp.GetVar(ctx, h1OnlyVar) == true {
+	if caddyhttp.GetVar(ctx, caddyinternals.ReverseProxyH1OnlyVar) == true {
 		cfg.NextProtos = nil
 	}
 	hctx := ctx

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"github.com/trustline/trustline/internal/caddyinternals"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -403,7 +404,7 @@ func TestH1OnlyVar(t *testing.T) {
 		h1Only bool
 		want   string
 	}{{false, "HTTP/2.0"}, {true, "HTTP/1.1"}} {
-		ctx := context.WithValue(context.Background(), caddyhttp.VarsCtxKey, map[string]any{h1OnlyVar: tc.h1Only})
+		ctx := context.WithValue(context.Background(), caddyhttp.VarsCtxKey, map[string]any{caddyinternals.ReverseProxyH1OnlyVar: tc.h1Only})
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
