@@ -207,9 +207,10 @@ func (c *Client) Refusal(upstream string, conn *Conn, err error, logger *zap.Log
 		he.Presented = conn.Presented
 		if he.Alert == "" && time.Since(conn.made) < 5*time.Second {
 			// the user may report a failure a moment before it closes the
-			// connection (net/http does); one still open after that is in
-			// use, not the one that failed
-			for wait := 0; wait < 40 && !conn.raw.closed.Load(); wait++ {
+			// connection (net/http does; on a busy machine it can take a
+			// few hundred milliseconds); one still open after a second is
+			// in use, not the one that failed
+			for wait := 0; wait < 200 && !conn.raw.closed.Load(); wait++ {
 				time.Sleep(5 * time.Millisecond)
 			}
 		}
