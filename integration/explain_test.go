@@ -409,12 +409,21 @@ http://127.0.0.1:%[5]s {
 				t.Fatalf("the real request: %d, want %d", resp.StatusCode, tc.status)
 			}
 			wantCode := map[string]int{explain.OutcomeRefusedHandshake: 2}[tc.outcome]
+			counted := seriesLines(c.Metrics(t), "trustline_upstream_handshake_failures_total")
+			if tc.reason != "" && !strings.Contains(counted, tc.backend) {
+				t.Fatalf("the real request's failure is not on /metrics: the check below would prove nothing\n%s", counted)
+			}
 			for _, mode := range [][]string{{"--config", file, "--adapter", "caddyfile"}, {"--address", c.Admin}} {
 				rep, code := runExplain(t, c, append(mode, "--upstream", tc.backend)...)
 				v := rep.Verdict
 				if v.Outcome != tc.outcome || v.Reason != tc.reason || code != wantCode {
 					t.Errorf("%s: verdict %+v, exit %d; want %s %q, exit %d", mode[0], v, code, tc.outcome, tc.reason, wantCode)
 				}
+			}
+			// an operator's probe is no traffic: the running instance
+			// neither counts nor logs its failure
+			if after := seriesLines(c.Metrics(t), "trustline_upstream_handshake_failures_total"); after != counted {
+				t.Errorf("explain --upstream moved trustline_upstream_handshake_failures_total:\n%s\nthen\n%s", counted, after)
 			}
 		})
 	}
@@ -508,9 +517,14 @@ func reportHas(rep *explain.Report, name, value string) bool {
 // verdictLines are the trustline_client_verdicts_total series of a
 // /metrics page.
 func verdictLines(metrics string) string {
+	return seriesLines(metrics, "trustline_client_verdicts_total")
+}
+
+// seriesLines are the series of the metric name on a /metrics page.
+func seriesLines(metrics, name string) string {
 	var out []string
 	for _, l := range strings.Split(metrics, "\n") {
-		if strings.HasPrefix(l, "trustline_client_verdicts_total{") {
+		if strings.HasPrefix(l, name+"{") {
 			out = append(out, l)
 		}
 	}
