@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pires/go-proxyproto"
 
 	"github.com/trustline/trustline/integration/bench"
 	"github.com/trustline/trustline/internal/testpki"
@@ -170,7 +173,8 @@ func TestExplainAgreesWithRealClients(t *testing.T) {
 	refusing := explainBackend(t, backendCert, p.strangerCA.Pool())
 	untrusted := explainBackend(t, p.strangerCA.Issue(t, testpki.CN("impostor"), testpki.IP("127.0.0.1"), testpki.ServerOnly()).TLS(), nil)
 
-	bundle, jks, spiffe, builtin, front := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	bundle, jks, spiffe, builtin, front, l4 := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	l4Backend, l4Headers := proxyEchoBackend(t)
 	mtls := func(backend string) string {
 		return fmt.Sprintf(`reverse_proxy https://%s {
 			transport mtls {
@@ -183,6 +187,24 @@ func TestExplainAgreesWithRealClients(t *testing.T) {
 	admin {$TL_ADMIN}
 	skip_install_trust
 	auto_https disable_redirects
+	layer4 {
+		127.0.0.1:%[16]s {
+			route {
+				terminate_tls {
+					connection_policy {
+						client_auth {
+							verifier live_trust bundle %[8]s
+							verifier peer spiffe://example.org/ops/*
+						}
+					}
+				}
+				passthrough %[17]s {
+					proxy_protocol v2
+					proxy_protocol_identity
+				}
+			}
+		}
+	}
 }
 https://localhost:%[1]s {
 	tls %[6]s %[7]s {
@@ -245,7 +267,7 @@ http://127.0.0.1:%[5]s {
 }
 `, bench.Port(bundle), bench.Port(jks), bench.Port(spiffe), bench.Port(builtin), bench.Port(front),
 		p.srvCert, p.srvKey, p.rootFile, p.crl, passBackend, p.jks, p.bundles,
-		mtls(trusted), mtls(refusing), mtls(untrusted))
+		mtls(trusted), mtls(refusing), mtls(untrusted), bench.Port(l4), l4Backend)
 	c := bench.Start(t, caddyfile)
 	file := filepath.Join(c.Dir, "Caddyfile")
 
@@ -259,25 +281,34 @@ http://127.0.0.1:%[5]s {
 		outcome    string // explain's
 		reason     string // explain's, and the real refusal's log line's
 		logged     bool   // the refusal is logged by the suite, with its reason
+		l4         bool   // a layer-4 route: the real client's handshake and an echo, 200 when it echoes
+		spiffeTLV  string // the SPIFFE ID TLV the backend gets in its PROXY v2 header, and explain shows
 	}{
-		{"admitted by bundle", bundle, "localhost", "/", "alice", 200, explain.OutcomeAdmitted, "", false},
-		{"admitted by JKS truststore", jks, "localhost", "/", "alice", 200, explain.OutcomeAdmitted, "", false},
-		{"admitted by SPIFFE bundle", spiffe, "localhost", "/", "svid", 200, explain.OutcomeAdmitted, "", false},
-		{"no certificate", bundle, "localhost", "/", "", 0, explain.OutcomeRefusedHandshake, "no_certificate", false},
-		{"unknown issuer", bundle, "localhost", "/", "stranger", 0, explain.OutcomeRefusedHandshake, "unknown_authority", true},
-		{"missing intermediate", bundle, "localhost", "/", "alice-alone", 0, explain.OutcomeRefusedHandshake, "unknown_authority", true},
-		{"expired", bundle, "localhost", "/", "expired", 0, explain.OutcomeRefusedHandshake, "expired", true},
-		{"no clientAuth usage", bundle, "localhost", "/", "serveronly", 0, explain.OutcomeRefusedHandshake, "bad_usage", true},
-		{"SVID under another domain's authority", spiffe, "localhost", "/", "partner-minted", 0, explain.OutcomeRefusedHandshake, "trust_domain", true},
-		{"revoked under live_trust", bundle, "localhost", "/", "gone", 0, explain.OutcomeRefusedHandshake, "revoked", true},
-		{"revoked under Caddy's trust_pool", builtin, "localhost", "/", "gone", 0, explain.OutcomeRefusedHandshake, "revoked", true},
-		{"403 by peer_authorize", bundle, "localhost", "/admin", "bob", 403, explain.OutcomeRefusedHTTP, "not_allowed", true},
-		{"admitted by peer_authorize", bundle, "localhost", "/admin", "alice", 200, explain.OutcomeAdmitted, "", false},
-		{"passthrough name", bundle, "db.example.com", "/", "bob", 200, explain.OutcomePassthrough, "", false},
+		{"admitted by bundle", bundle, "localhost", "/", "alice", 200, explain.OutcomeAdmitted, "", false, false, ""},
+		{"admitted by JKS truststore", jks, "localhost", "/", "alice", 200, explain.OutcomeAdmitted, "", false, false, ""},
+		{"admitted by SPIFFE bundle", spiffe, "localhost", "/", "svid", 200, explain.OutcomeAdmitted, "", false, false, ""},
+		{"no certificate", bundle, "localhost", "/", "", 0, explain.OutcomeRefusedHandshake, "no_certificate", false, false, ""},
+		{"unknown issuer", bundle, "localhost", "/", "stranger", 0, explain.OutcomeRefusedHandshake, "unknown_authority", true, false, ""},
+		{"missing intermediate", bundle, "localhost", "/", "alice-alone", 0, explain.OutcomeRefusedHandshake, "unknown_authority", true, false, ""},
+		{"expired", bundle, "localhost", "/", "expired", 0, explain.OutcomeRefusedHandshake, "expired", true, false, ""},
+		{"no clientAuth usage", bundle, "localhost", "/", "serveronly", 0, explain.OutcomeRefusedHandshake, "bad_usage", true, false, ""},
+		{"SVID under another domain's authority", spiffe, "localhost", "/", "partner-minted", 0, explain.OutcomeRefusedHandshake, "trust_domain", true, false, ""},
+		{"revoked under live_trust", bundle, "localhost", "/", "gone", 0, explain.OutcomeRefusedHandshake, "revoked", true, false, ""},
+		{"revoked under Caddy's trust_pool", builtin, "localhost", "/", "gone", 0, explain.OutcomeRefusedHandshake, "revoked", true, false, ""},
+		{"403 by peer_authorize", bundle, "localhost", "/admin", "bob", 403, explain.OutcomeRefusedHTTP, "not_allowed", true, false, ""},
+		{"admitted by peer_authorize", bundle, "localhost", "/admin", "alice", 200, explain.OutcomeAdmitted, "", false, false, ""},
+		{"passthrough name", bundle, "db.example.com", "/", "bob", 200, explain.OutcomePassthrough, "", false, false, ""},
+		{"admitted at layer 4, PROXY v2 TLVs", l4, "localhost", "/", "alice", 200, explain.OutcomeAdmitted, "", false, true, "spiffe://example.org/ops/alice"},
+		{"refused by peer at layer 4", l4, "localhost", "/", "bob", 0, explain.OutcomeRefusedHandshake, "not_allowed", true, true, ""},
+		{"unknown CA refused by live_trust at layer 4", l4, "localhost", "/", "stranger", 0, explain.OutcomeRefusedHandshake, "unknown_authority", true, true, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			status, err := p.realGet("127.0.0.1:"+bench.Port(tc.addr), tc.serverName, tc.path, tc.client)
+			realClient := p.realGet
+			if tc.l4 {
+				realClient = p.realEcho
+			}
+			status, err := realClient("127.0.0.1:"+bench.Port(tc.addr), tc.serverName, tc.path, tc.client)
 			if status != tc.status {
 				t.Fatalf("the real client: status %d (%v), want %d", status, err, tc.status)
 			}
@@ -301,6 +332,20 @@ http://127.0.0.1:%[5]s {
 				}
 				if tc.status == 403 && v.Status != 403 {
 					t.Errorf("%s: status %d, want 403", mode[0], v.Status)
+				}
+				if tc.spiffeTLV != "" && !reportHas(rep, "TLV 0xE0 (SPIFFE ID)", tc.spiffeTLV) {
+					t.Errorf("%s: the report lacks the SPIFFE ID TLV %s: %+v", mode[0], tc.spiffeTLV, rep.Steps)
+				}
+			}
+			if tc.spiffeTLV != "" {
+				// the real backend got the same TLV in its PROXY v2 header
+				select {
+				case h := <-l4Headers:
+					if got := tlvValue(h, 0xE0); got != tc.spiffeTLV {
+						t.Errorf("the backend's PROXY v2 header carries SPIFFE ID %q, want %q", got, tc.spiffeTLV)
+					}
+				case <-time.After(5 * time.Second):
+					t.Error("the backend got no PROXY v2 header")
 				}
 			}
 			// explaining a client is not a handshake: no verdict counted
@@ -364,6 +409,10 @@ http://127.0.0.1:%[5]s {
 				t.Fatalf("the real request: %d, want %d", resp.StatusCode, tc.status)
 			}
 			wantCode := map[string]int{explain.OutcomeRefusedHandshake: 2}[tc.outcome]
+			counted := seriesLines(c.Metrics(t), "trustline_upstream_handshake_failures_total")
+			if tc.reason != "" && !strings.Contains(counted, tc.backend) {
+				t.Fatalf("the real request's failure is not on /metrics: the check below would prove nothing\n%s", counted)
+			}
 			for _, mode := range [][]string{{"--config", file, "--adapter", "caddyfile"}, {"--address", c.Admin}} {
 				rep, code := runExplain(t, c, append(mode, "--upstream", tc.backend)...)
 				v := rep.Verdict
@@ -371,16 +420,111 @@ http://127.0.0.1:%[5]s {
 					t.Errorf("%s: verdict %+v, exit %d; want %s %q, exit %d", mode[0], v, code, tc.outcome, tc.reason, wantCode)
 				}
 			}
+			// an operator's probe is no traffic: the running instance
+			// neither counts nor logs its failure
+			if after := seriesLines(c.Metrics(t), "trustline_upstream_handshake_failures_total"); after != counted {
+				t.Errorf("explain --upstream moved trustline_upstream_handshake_failures_total:\n%s\nthen\n%s", counted, after)
+			}
 		})
 	}
+}
+
+// realEcho is a real TLS client of a layer-4 route: it sends the named
+// chain with SNI serverName to addr, writes a line and reads it back
+// (the backend echoes); 200 when it came back, else 0 and the error (a
+// TLS 1.3 server's refusal of the certificate arrives on the read).
+func (p *explainPKI) realEcho(addr, serverName, _, client string) (int, error) {
+	cfg := &tls.Config{ServerName: serverName, RootCAs: p.root.Pool()}
+	if client != "" {
+		cert := tls.Certificate{PrivateKey: p.keys[client].Key}
+		for _, c := range p.leaves[client] {
+			cert.Certificate = append(cert.Certificate, c.Raw)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, "ping\n"); err != nil {
+		return 0, err
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(conn, got); err != nil {
+		return 0, err
+	}
+	if string(got) != "ping\n" {
+		return 0, fmt.Errorf("echo %q", got)
+	}
+	return 200, nil
+}
+
+// proxyEchoBackend is a plain-TCP backend behind a PROXY v2 header: it
+// hands each connection's header to the channel and echoes the rest.
+func proxyEchoBackend(t *testing.T) (string, <-chan *proxyproto.Header) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	headers := make(chan *proxyproto.Header, 16)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				h, err := proxyproto.Read(br)
+				if err != nil {
+					return
+				}
+				headers <- h
+				_, _ = io.Copy(conn, br)
+			}()
+		}
+	}()
+	return ln.Addr().String(), headers
+}
+
+// tlvValue is the value of the TLV of type typ in h ("" when none).
+func tlvValue(h *proxyproto.Header, typ proxyproto.PP2Type) string {
+	tlvs, _ := h.TLVs()
+	for _, tlv := range tlvs {
+		if tlv.Type == typ {
+			return string(tlv.Value)
+		}
+	}
+	return ""
+}
+
+// reportHas reports whether a step of rep has a check name with value.
+func reportHas(rep *explain.Report, name, value string) bool {
+	for _, s := range rep.Steps {
+		for _, c := range s.Checks {
+			if c.Name == name && c.Have == value {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // verdictLines are the trustline_client_verdicts_total series of a
 // /metrics page.
 func verdictLines(metrics string) string {
+	return seriesLines(metrics, "trustline_client_verdicts_total")
+}
+
+// seriesLines are the series of the metric name on a /metrics page.
+func seriesLines(metrics, name string) string {
 	var out []string
 	for _, l := range strings.Split(metrics, "\n") {
-		if strings.HasPrefix(l, "trustline_client_verdicts_total{") {
+		if strings.HasPrefix(l, name+"{") {
 			out = append(out, l)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -62,9 +63,12 @@ type engine struct {
 
 	http *caddyhttp.App
 	// from the config's JSON: the layer-4 routes in front of each HTTP
-	// server, and the passthrough app's servers
+	// server, the passthrough app's servers and caddy-l4's layer4 app's
 	wrappers map[string][]*layer4.ListenerWrapper
 	l4       map[string]*layer4.Server
+	l4app    map[string]*layer4.Server
+
+	local net.Addr // the local address of the listener explained
 
 	hello []byte // the ClientHello of the request, once made
 }
@@ -85,6 +89,7 @@ func (e *engine) readConfig(config []byte) error {
 				Servers map[string]*caddyhttp.Server `json:"servers"`
 			} `json:"http"`
 			Passthrough *passthrough.App `json:"passthrough"`
+			Layer4      *layer4.App      `json:"layer4"`
 		} `json:"apps"`
 	}
 	if len(config) > 0 {
@@ -113,24 +118,25 @@ func (e *engine) readConfig(config []byte) error {
 	if cfg.Apps.Passthrough != nil {
 		e.l4 = cfg.Apps.Passthrough.Servers
 	}
+	if cfg.Apps.Layer4 != nil {
+		e.l4app = cfg.Apps.Layer4.Servers
+	}
 	return nil
 }
 
 // candidate is a listener: an HTTP server (with the layer-4 routes in
-// front of it) or a passthrough server.
+// front of it), a passthrough server or a server of caddy-l4's layer4
+// app.
 type candidate struct {
 	name   string
+	kind   string
 	listen []string
 	http   *caddyhttp.Server
 	l4     *layer4.Server
 }
 
 func (c *candidate) String() string {
-	kind := "HTTP server"
-	if c.l4 != nil {
-		kind = "passthrough server"
-	}
-	return fmt.Sprintf("%s %s on %s", kind, c.name, strings.Join(c.listen, " "))
+	return fmt.Sprintf("%s %s on %s", c.kind, c.name, strings.Join(c.listen, " "))
 }
 
 // listener picks the listener: the one on --listen, the only one, or the
@@ -139,11 +145,14 @@ func (e *engine) listener() (*candidate, error) {
 	var all []*candidate
 	if e.http != nil {
 		for name, srv := range e.http.Servers {
-			all = append(all, &candidate{name: name, listen: srv.Listen, http: srv})
+			all = append(all, &candidate{name: name, kind: "HTTP server", listen: srv.Listen, http: srv})
 		}
 	}
 	for name, srv := range e.l4 {
-		all = append(all, &candidate{name: name, listen: srv.Listen, l4: srv})
+		all = append(all, &candidate{name: name, kind: "passthrough server", listen: srv.Listen, l4: srv})
+	}
+	for name, srv := range e.l4app {
+		all = append(all, &candidate{name: name, kind: "layer4 server", listen: srv.Listen, l4: srv})
 	}
 	slices.SortFunc(all, func(a, b *candidate) int { return strings.Compare(a.String(), b.String()) })
 	if len(all) == 0 {
@@ -222,17 +231,15 @@ func (e *engine) serves(c *candidate) bool {
 	return false
 }
 
-// passes reports whether a layer-4 route passes the client through.
+// passes reports whether a layer-4 route takes the client: passes it
+// through, or terminates its TLS (terminate_tls).
 func (e *engine) passes(routes layer4.RouteList) bool {
 	i, err := e.matchLayer4(routes)
 	if err != nil || i < 0 {
 		return false
 	}
 	for _, raw := range routes[i].HandlersRaw {
-		var kind struct {
-			Handler string `json:"handler"`
-		}
-		if json.Unmarshal(raw, &kind) == nil && kind.Handler == "passthrough" {
+		if h := handlerKind(raw); h == "passthrough" || h == "terminate_tls" {
 			return true
 		}
 	}
@@ -242,10 +249,10 @@ func (e *engine) passes(routes layer4.RouteList) bool {
 // run explains the client on listener l.
 func (e *engine) run(l *candidate) {
 	e.add(verify.Step{Stage: "listener", Name: l.name, Verdict: verify.VerdictInfo, Detail: l.String()})
-	local := listenAddr(firstOr(l.listen, e.req.Listen))
+	e.local = listenAddr(firstOr(l.listen, e.req.Listen))
 	if l.l4 != nil {
 		if !e.layer4(l.l4.Routes, false) {
-			e.add(verify.Step{Stage: "passthrough", Name: "layer4", Verdict: verify.VerdictRefused, Detail: "no route of this passthrough server takes the ClientHello: caddy-l4 closes the connection"})
+			e.add(verify.Step{Stage: "passthrough", Name: "layer4", Verdict: verify.VerdictRefused, Detail: "no route of this " + l.kind + " takes the ClientHello: caddy-l4 closes the connection"})
 			e.refuseHandshake("", verify.ReasonOther, "no passthrough route takes the name: the connection is closed")
 		}
 		return
@@ -261,7 +268,7 @@ func (e *engine) run(l *candidate) {
 		e.refuseHandshake("", verify.ReasonOther, "the listener does not speak TLS")
 		return
 	}
-	cs := e.handshake(l.http, local)
+	cs := e.handshake(l.http.TLSConnPolicies, "the server")
 	if cs == nil {
 		return
 	}

@@ -210,12 +210,7 @@ func (x *explainHandler) proxy(h *reverseproxy.Handler, r *http.Request) {
 	s := verify.Step{Stage: "upstream", Name: "reverse_proxy", Verdict: verify.VerdictInfo,
 		Detail: fmt.Sprintf("reverse_proxy sends the request to %s (route %s): %s", strings.Join(ups, ", "), x.where, describeTransport(h.Transport))}
 	if t, ok := h.Transport.(*upstream.Transport); ok && t.Live() != nil {
-		setup := t.Live().Describe()
-		s.Checks = append(s.Checks, verify.Check{Name: "client identity", Want: setup.IdentitySource, Have: identityLine(setup), OK: setup.Identity != nil})
-		s.Checks = append(s.Checks, verify.Check{Name: "backend verified against", Want: "trust", Have: setup.Trust, OK: !setup.Insecure})
-		if setup.Pins != "" {
-			s.Checks = append(s.Checks, verify.Check{Name: "upstream_identity", Want: "pins", Have: setup.Pins, OK: true})
-		}
+		s.Checks = setupChecks(t.Live().Describe())
 	}
 	if id := peer.FromState(r.TLS); id != nil {
 		for _, p := range []string{"spiffe_id", "subject", "serial", "trust_domain", "fingerprint"} {
@@ -242,14 +237,7 @@ func describeTransport(t http.RoundTripper) string {
 		if tr.Live() == nil {
 			return "transport mtls without TLS (plain HTTP)"
 		}
-		s := "transport mtls (TLS"
-		if n := tr.ServerName(); n != "" {
-			s += ", server name " + n
-		}
-		if tr.Live().Insecure() {
-			s += ", the backend NOT verified: tls_insecure_skip_verify"
-		}
-		return s + ")"
+		return describeTLS("transport mtls", tr.ServerName(), tr.Live().Insecure())
 	case *reverseproxy.HTTPTransport:
 		if tr.TLS == nil {
 			return "transport http, plain HTTP: the backend gets the request unencrypted"
@@ -262,6 +250,19 @@ func describeTransport(t http.RoundTripper) string {
 		return "no transport"
 	}
 	return "transport " + handlerName(t)
+}
+
+// describeTLS says how the suite's TLS client (the mtls transport's,
+// the passthrough handler's tls) reaches the backend.
+func describeTLS(what, serverName string, insecure bool) string {
+	s := what + " (TLS"
+	if serverName != "" {
+		s += ", server name " + serverName
+	}
+	if insecure {
+		s += ", the backend NOT verified: tls_insecure_skip_verify"
+	}
+	return s + ")"
 }
 
 // handlerName is a module's name (or its Go type).

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
 	"github.com/trustline/trustline/modules/peer"
 	"github.com/trustline/trustline/modules/truststore"
@@ -33,23 +33,24 @@ const (
 )
 
 // handshake runs the server side of the handshake for the client, with
-// the server's own TLS connection policies as provisioned: the policy a
-// real handshake would pick (Caddy's GetConfigForClient on a ClientHello
-// for the server name) and its tls.Config, whose ClientAuth, ClientCAs,
-// VerifyPeerCertificate and VerifyConnection (Caddy's client_auth
-// verifiers, in order: the suite's live_trust and peer verifiers, with
-// their revocation checks, run as they would) decide. Of crypto/tls it
-// emulates only its handling of the client's certificate (see
-// clientCertificate). It returns the connection state a completed
-// handshake gives, or nil when the handshake is refused (the verdict is
-// then set).
-func (e *engine) handshake(srv *caddyhttp.Server, local net.Addr) *tls.ConnectionState {
-	base := srv.TLSConnPolicies.TLSConfig(e.ctx)
+// policies, connection policies as provisioned (an HTTP server's, or a
+// layer-4 terminate_tls handler's; of names their holder: "the server"):
+// the policy a real handshake would pick (Caddy's GetConfigForClient on
+// a ClientHello for the server name) and its tls.Config, whose
+// ClientAuth, ClientCAs, VerifyPeerCertificate and VerifyConnection
+// (Caddy's client_auth verifiers, in order: the suite's live_trust and
+// peer verifiers, with their revocation checks, run as they would)
+// decide. Of crypto/tls it emulates only its handling of the client's
+// certificate (see clientCertificate). It returns the connection state a
+// completed handshake gives, or nil when the handshake is refused (the
+// verdict is then set).
+func (e *engine) handshake(policies caddytls.ConnectionPolicies, of string) *tls.ConnectionState {
+	base := policies.TLSConfig(e.ctx)
 	hello := &tls.ClientHelloInfo{
 		ServerName:        e.req.ServerName,
 		SupportedProtos:   e.req.ALPN,
 		SupportedVersions: []uint16{tls.VersionTLS13, tls.VersionTLS12},
-		Conn:              addrConn{local: local, remote: &net.TCPAddr{IP: net.ParseIP(e.req.RemoteIP), Port: 50000}},
+		Conn:              addrConn{local: e.local, remote: &net.TCPAddr{IP: net.ParseIP(e.req.RemoteIP), Port: 50000}},
 	}
 	cfg, err := base.GetConfigForClient(hello)
 	if err != nil || cfg == nil {
@@ -57,18 +58,18 @@ func (e *engine) handshake(srv *caddyhttp.Server, local net.Addr) *tls.Connectio
 			err = errors.New("no TLS configuration")
 		}
 		e.add(verify.Step{Stage: "tls", Name: "connection policy", Verdict: verify.VerdictRefused, Reason: verify.ReasonOther,
-			Detail: fmt.Sprintf("no TLS connection policy of this server takes %s: %v", e.req.ServerName, err)})
+			Detail: fmt.Sprintf("no TLS connection policy of %s takes %s: %v", of, e.req.ServerName, err)})
 		e.refuseHandshake(alertInternalError, verify.ReasonOther, "no TLS connection policy takes the server name: the server ends the handshake")
 		return nil
 	}
 	index := -1
-	for i, p := range srv.TLSConnPolicies {
+	for i, p := range policies {
 		if p.TLSConfig == cfg {
 			index = i
 		}
 	}
 	e.add(verify.Step{Stage: "tls", Name: "connection policy", Verdict: verify.VerdictInfo,
-		Detail: fmt.Sprintf("TLS is terminated here, by connection policy #%d of the server (the first whose matchers take %s): %s", index, e.req.ServerName, describeClientAuth(cfg))})
+		Detail: fmt.Sprintf("TLS is terminated here, by connection policy #%d of %s (the first whose matchers take %s): %s", index, of, e.req.ServerName, describeClientAuth(cfg))})
 
 	version := uint16(tls.VersionTLS13)
 	if cfg.MaxVersion != 0 && cfg.MaxVersion < tls.VersionTLS13 {

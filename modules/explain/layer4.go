@@ -14,6 +14,7 @@ import (
 	"github.com/mholt/caddy-l4/layer4"
 	"go.uber.org/zap"
 
+	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/passthrough"
 	"github.com/trustline/trustline/modules/verify"
 )
@@ -38,20 +39,32 @@ func (e *engine) layer4(routes layer4.RouteList, beside bool) bool {
 	}
 	r := routes[i]
 	match := compactJSON(r.MatcherSetsRaw)
+	if len(r.MatcherSetsRaw) == 0 {
+		match = "no matcher: every connection"
+	}
+	at := fmt.Sprintf("layer-4 route #%d (%s)", i, match)
+	// the state of the TLS connection terminate_tls ended, once it ran
+	var cs *tls.ConnectionState
 	for _, raw := range r.HandlersRaw {
-		var kind struct {
-			Handler string `json:"handler"`
-		}
-		_ = json.Unmarshal(raw, &kind)
-		switch kind.Handler {
-		case "passthrough":
+		kind := handlerKind(raw)
+		switch {
+		case kind == "terminate_tls" && cs == nil:
+			done := false
+			if cs, done = e.terminate(at, raw); done {
+				return true
+			}
+		case kind == "passthrough":
 			var h passthrough.Handler
 			if err := json.Unmarshal(raw, &h); err != nil {
 				break
 			}
-			e.passedThrough(i, match, &h)
+			if cs != nil {
+				e.forwarded(at, &h, cs)
+			} else {
+				e.passedThrough(i, match, &h)
+			}
 			return true
-		case "refuse":
+		case kind == "refuse" && cs == nil:
 			var h passthrough.Refuse
 			_ = json.Unmarshal(raw, &h)
 			alert := h.Alert
@@ -66,38 +79,82 @@ func (e *engine) layer4(routes layer4.RouteList, beside bool) bool {
 				e.refuseHandshake(strings.ReplaceAll(alert, "_", " "), verify.ReasonOther, "refused at layer 4 by a passthrough refuse route")
 			}
 			return true
+		case cs != nil:
+			e.add(verify.Step{Stage: "handler", Name: kind, Verdict: verify.VerdictUnknown,
+				Detail: fmt.Sprintf("after terminate_tls, %s runs the %q handler on the decrypted stream, which explain does not evaluate (it explains passthrough there)", at, kind)})
+			e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined,
+				Summary: "TLS is terminated at layer 4 and the client admitted; then the route runs a layer-4 handler explain does not evaluate: " + kind}
+			return true
 		default:
-			e.add(verify.Step{Stage: "passthrough", Name: kind.Handler, Verdict: verify.VerdictUnknown,
-				Detail: fmt.Sprintf("layer-4 route #%d (%s) runs the %q handler, which explain does not evaluate (TLS terminated at layer 4 is not explained yet)", i, match, kind.Handler)})
-			e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: "the route that takes the name runs a layer-4 handler explain does not evaluate: " + kind.Handler}
+			e.add(verify.Step{Stage: "passthrough", Name: kind, Verdict: verify.VerdictUnknown,
+				Detail: fmt.Sprintf("%s runs the %q handler, which explain does not evaluate", at, kind)})
+			e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: "the route that takes the name runs a layer-4 handler explain does not evaluate: " + kind}
 			return true
 		}
 	}
-	e.add(verify.Step{Stage: "passthrough", Name: "layer4", Verdict: verify.VerdictUnknown, Detail: fmt.Sprintf("layer-4 route #%d (%s) takes the name but has no handler explain knows", i, match)})
+	e.add(verify.Step{Stage: "passthrough", Name: "layer4", Verdict: verify.VerdictUnknown, Detail: fmt.Sprintf("%s takes the name but has no handler explain knows", at)})
 	e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: "a layer-4 route takes the name with handlers explain does not know"}
 	return true
 }
 
+// handlerKind is the name of a layer-4 handler in its JSON.
+func handlerKind(raw json.RawMessage) string {
+	var kind struct {
+		Handler string `json:"handler"`
+	}
+	_ = json.Unmarshal(raw, &kind)
+	return kind.Handler
+}
+
+// terminate runs the handshake of the route's terminate_tls handler,
+// raw its JSON: the handler is provisioned from it in a context of its
+// own (cancelled, so cleaned up, when the handshake is over), and its
+// connection policies run the handshake as an HTTP server's do
+// (engine.handshake). It returns the connection state of an admitted
+// client, or done when the verdict is set (refused, or the handler could
+// not be provisioned).
+//
+// Provisioning a second copy is no second truth: the context is
+// material.JoinOnly, so a live_trust pool, a CRL or a keystore the
+// running config holds is joined as it is in force (the usage pool's
+// shared Reloadable, the version its handshakes read now), never read
+// again or fetched; offline, the config provisioned in this process
+// holds them the same way. Only Caddy's own client_auth trust_pool is
+// read from its files again, as at any config load.
+func (e *engine) terminate(at string, raw json.RawMessage) (cs *tls.ConnectionState, done bool) {
+	ctx, cancel := caddy.NewContext(e.ctx)
+	defer cancel()
+	ctx = material.JoinOnly(ctx)
+	holder := struct {
+		Handler json.RawMessage `caddy:"namespace=layer4.handlers inline_key=handler"`
+	}{raw}
+	mod, err := ctx.LoadModule(&holder, "Handler")
+	var t *passthrough.TerminateTLS
+	if err == nil {
+		var ok bool
+		if t, ok = mod.(*passthrough.TerminateTLS); !ok {
+			err = fmt.Errorf("module %T is not terminate_tls", mod)
+		}
+	}
+	if err != nil {
+		e.add(verify.Step{Stage: "tls", Name: "terminate_tls", Verdict: verify.VerdictUnknown, Detail: at + ": provisioning its terminate_tls handler: " + err.Error()})
+		e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: "the terminate_tls handler could not be provisioned: " + err.Error()}
+		return nil, true
+	}
+	cs = e.handshake(t.ConnectionPolicies, "the terminate_tls handler of "+at)
+	return cs, cs == nil
+}
+
 // passedThrough reports a passthrough route: TLS does not end here.
 func (e *engine) passedThrough(i int, match string, h *passthrough.Handler) {
-	var ups []string
-	for _, u := range h.Upstreams {
-		ups = append(ups, u.Dial)
-	}
+	ups := upstreamAddrs(h)
 	route := h.Route
 	if route == "" {
 		route = "passthrough"
 	}
 	detail := fmt.Sprintf("layer-4 route #%d (%s, route %q) passes the connection through to %s: TLS does not end here; the backend sees this certificate and decides",
 		i, match, route, strings.Join(ups, ", "))
-	var checks []verify.Check
-	switch h.ProxyProtocol {
-	case "v1":
-		checks = append(checks, verify.Check{Name: "PROXY v1", Want: "header", Have: "the client's address and port", OK: true})
-	case "v2":
-		have := "the client's address and port; no identity TLV: TLS is not terminated before the handler, so there is no verified identity to send"
-		checks = append(checks, verify.Check{Name: "PROXY v2", Want: "header", Have: have, OK: true})
-	}
+	checks := proxyChecks(h, nil)
 	if h.TLS != nil {
 		detail += "; the handler re-encrypts to the upstream"
 	}

@@ -32,8 +32,8 @@ const (
 // configured client identity and trust, through the transport's own
 // dial: the mtls transport's (LiveTLS.Handshake, classified by
 // tlsclient.Classify), or for Caddy's http transport crypto/tls with its
-// tls.Config. It is a real handshake: the transport logs and counts a
-// failure as it does any other.
+// tls.Config. It is a real handshake, made as a probe (tlsclient.Probe):
+// its failure is neither counted nor logged as the traffic's are.
 func (e *engine) dialUpstream() error {
 	h, addr := e.findUpstream()
 	if h == nil {
@@ -42,7 +42,9 @@ func (e *engine) dialUpstream() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	ctx = context.WithValue(ctx, caddy.ReplacerCtxKey, caddy.NewReplacer())
+	// an operator's check, not traffic: a failure is reported here, not
+	// counted in trustline_upstream_handshake_failures_total nor logged
+	ctx = tlsclient.Probe(context.WithValue(ctx, caddy.ReplacerCtxKey, caddy.NewReplacer()))
 	start := verify.Step{Stage: "upstream", Name: "reverse_proxy", Verdict: verify.VerdictInfo,
 		Detail: fmt.Sprintf("dialing %s now, as reverse_proxy does: %s", addr, describeTransport(h.Transport))}
 	var setup *tlsclient.Setup

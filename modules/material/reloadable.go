@@ -384,7 +384,7 @@ func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 		pool.Delete(spec.Key)
 		return nil, fmt.Errorf("material source %q is already in use with another type", spec.Name)
 	}
-	if loaded && !created {
+	if loaded && !created && !joinOnly(ctx) {
 		r.refreshFor(ctx)
 	}
 	RegisterMetrics(ctx)

@@ -285,7 +285,7 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 		var err error
 		if h.ProxyProtocolIdentity && terminated != nil {
 			var tlvs []proxyproto.TLV
-			if tlvs, err = identityTLVs(terminated); err == nil {
+			if tlvs, err = IdentityTLVs(terminated); err == nil {
 				err = hdr.SetTLVs(tlvs)
 			}
 		}
@@ -454,23 +454,13 @@ type UpstreamTLS struct {
 	tlsclient.Settings
 }
 
-// provisionTLS loads the upstream TLS config: keystore identity, live
-// trust pool and pins through tlsclient, the rest (curves, static roots,
-// server name) through reverse_proxy's own code.
+// provisionTLS loads the upstream TLS config (see UpstreamTLS.Load),
+// with session resumption.
 func (h *Handler) provisionTLS(ctx caddy.Context) error {
-	t := h.TLS
-	client, err := tlsclient.Load(ctx, &t.TLSConfig, &t.Settings)
+	client, err := h.TLS.Load(ctx)
 	if err != nil {
 		return err
 	}
-	cfg, err := t.MakeTLSClientConfig(ctx)
-	if err != nil {
-		return err
-	}
-	if cfg == nil {
-		cfg = new(tls.Config)
-	}
-	client.Apply(cfg)
 	client.ResumeSessions()
 	h.client = client
 	h.stopTLS = client.OnChange(func(cause string) {
@@ -482,6 +472,26 @@ func (h *Handler) provisionTLS(ctx caddy.Context) error {
 		h.logger.Warn("insecure_skip_verify: upstreams' certificates are NOT verified", zap.String("route", h.Route))
 	}
 	return nil
+}
+
+// Load loads the client of t: keystore identity, live trust pool and
+// pins through tlsclient, the rest (curves, static roots, server name)
+// through reverse_proxy's own code. The handler's connections use it;
+// `caddy trustline explain` describes it (Client.Describe).
+func (t *UpstreamTLS) Load(ctx caddy.Context) (*tlsclient.Client, error) {
+	client, err := tlsclient.Load(ctx, &t.TLSConfig, &t.Settings)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := t.MakeTLSClientConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		cfg = new(tls.Config)
+	}
+	client.Apply(cfg)
+	return client, nil
 }
 
 // Interface guards

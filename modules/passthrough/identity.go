@@ -44,8 +44,10 @@ func clientName(id *peerid.Identity) string {
 	return "CN=" + id.CommonName
 }
 
-// identityTLVs builds the TLVs for a terminated connection's state.
-func identityTLVs(cs *tls.ConnectionState) ([]proxyproto.TLV, error) {
+// IdentityTLVs builds the TLVs of the PROXY v2 header
+// (proxy_protocol_identity) for a terminated connection's state: what
+// the handler sends, and what `caddy trustline explain` shows.
+func IdentityTLVs(cs *tls.ConnectionState) ([]proxyproto.TLV, error) {
 	return tlvsFor(cs, peerid.FromState(cs))
 }
 

@@ -17,7 +17,7 @@ func TestIdentityTLVs(t *testing.T) {
 	two := testCA().Issue(t, testpki.CN("two-ids"), testpki.URI("spiffe://example.org/a", "spiffe://example.org/b"), testpki.ClientOnly())
 	parse := func(t *testing.T, cs *tls.ConnectionState) (tlvparse.PP2SSL, string) {
 		t.Helper()
-		tlvs, err := identityTLVs(cs)
+		tlvs, err := IdentityTLVs(cs)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -262,7 +262,9 @@ type Conn struct {
 // logged with logger as `upstream TLS handshake failed`, lead first (a
 // route, a client address; zap.NewNop() when the caller reports it). A
 // canceled ctx is no failure (ReasonCanceled: the dial was called off):
-// not counted, logged at debug level, as a success is.
+// not counted, logged at debug level, as a success is. Nor is the
+// failure of an operator's check (ctx marked with Probe): not counted,
+// not logged.
 //
 // The identity presented (Conn.Presented, HandshakeError.Presented) is
 // the subject and serial, or "none (not requested by the backend)", "none
@@ -308,7 +310,9 @@ func (c *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, 
 			reason = ReasonOther
 		}
 		he := &HandshakeError{Upstream: upstream, Reason: reason, Alert: alert, Presented: who, Err: err}
-		c.fail(logger, he, serverName, lead)
+		if !isProbe(ctx) {
+			c.fail(logger, he, serverName, lead)
+		}
 		return nil, he
 	}
 	cs := tc.ConnectionState()

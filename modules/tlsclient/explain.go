@@ -1,6 +1,7 @@
 package tlsclient
 
 import (
+	"context"
 	"crypto/x509"
 	"fmt"
 
@@ -52,4 +53,21 @@ func (l *Client) Describe() Setup {
 	}
 	s.Insecure = l.insecure
 	return s
+}
+
+type probeKey struct{}
+
+// Probe marks ctx as an operator's check of a backend (`caddy trustline
+// explain --upstream`), not traffic: a Handshake made with it that fails
+// returns its *HandshakeError as any other, but is neither counted in
+// trustline_upstream_handshake_failures_total nor logged as `upstream
+// TLS handshake failed`: the caller reports it, and the dashboard and
+// the logs keep telling what the traffic meets.
+func Probe(ctx context.Context) context.Context {
+	return context.WithValue(ctx, probeKey{}, true)
+}
+
+func isProbe(ctx context.Context) bool {
+	v, _ := ctx.Value(probeKey{}).(bool)
+	return v
 }
