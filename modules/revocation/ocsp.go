@@ -332,7 +332,7 @@ func (o *OCSP) query(cert, issuer *x509.Certificate) (a *ocspAnswer) {
 	case ocsp.Revoked:
 		return &ocspAnswer{
 			err: fmt.Errorf("%s is revoked by the OCSP responder %s (revoked at %s, reason %s)",
-				describe(), responder, resp.RevokedAt.UTC().Format(time.RFC3339), revocationReason(resp.RevocationReason)),
+				describe(), responder, material.TimeString(resp.RevokedAt), revocationReason(resp.RevocationReason)),
 			until: ocspCacheUntil(resp, now),
 		}
 	default:
@@ -451,7 +451,7 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 		}
 		if now.Before(rc.NotBefore) || now.After(rc.NotAfter) {
 			return nil, fmt.Errorf("responder certificate %q is not valid now (valid %s to %s)", rc.Subject,
-				rc.NotBefore.UTC().Format(time.RFC3339), rc.NotAfter.UTC().Format(time.RFC3339))
+				material.TimeString(rc.NotBefore), material.TimeString(rc.NotAfter))
 		}
 	}
 	if resp.SerialNumber == nil || resp.SerialNumber.Cmp(cert.SerialNumber) != 0 {
@@ -461,18 +461,18 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 		return nil, err
 	}
 	if resp.ThisUpdate.After(now.Add(ocspClockSkew)) {
-		return nil, fmt.Errorf("response not yet valid (thisUpdate %s)", resp.ThisUpdate.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("response not yet valid (thisUpdate %s)", material.TimeString(resp.ThisUpdate))
 	}
 	if !resp.NextUpdate.IsZero() && now.After(resp.NextUpdate.Add(ocspClockSkew)) {
-		return nil, fmt.Errorf("response expired (nextUpdate %s)", resp.NextUpdate.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("response expired (nextUpdate %s)", material.TimeString(resp.NextUpdate))
 	}
 	if age := goodMaxAge(resp, maxAge); resp.Status == ocsp.Good && age > 0 && now.Sub(resp.ThisUpdate) > age+ocspClockSkew {
 		next := "no nextUpdate"
 		if !resp.NextUpdate.IsZero() {
-			next = "nextUpdate " + resp.NextUpdate.UTC().Format(time.RFC3339)
+			next = "nextUpdate " + material.TimeString(resp.NextUpdate)
 		}
 		return nil, fmt.Errorf("good answer too old: thisUpdate %s is more than %s ago (ocsp_max_age; %s); an old answer may be a replay",
-			resp.ThisUpdate.UTC().Format(time.RFC3339), age, next)
+			material.TimeString(resp.ThisUpdate), age, next)
 	}
 	return resp, nil
 }

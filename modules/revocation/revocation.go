@@ -152,7 +152,7 @@ func newCRLEntry(source string, list *x509.RevocationList, now time.Time) *crlEn
 func (r *Revocation) usable(e *crlEntry, issuer *x509.Certificate, now time.Time) error {
 	if !e.list.NextUpdate.IsZero() && now.After(e.list.NextUpdate) {
 		if r.Expired != "use" {
-			return fmt.Errorf("CRL from %s expired at %s", e.source, e.list.NextUpdate.UTC().Format(time.RFC3339))
+			return fmt.Errorf("CRL from %s expired at %s", e.source, material.TimeString(e.list.NextUpdate))
 		}
 		if e.stale.CompareAndSwap(false, true) {
 			r.logger.Warn("using a CRL past its nextUpdate (crl_expired use)", zap.String("source", e.source),
