@@ -11,7 +11,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -390,22 +389,7 @@ func (o *OCSP) fetch(responder string, req []byte) ([]byte, error) {
 		return nil, err
 	}
 	hreq.Header.Set("Accept", "application/ocsp-response")
-	resp, err := o.client.Do(hreq)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s %s: HTTP %d", hreq.Method, responder, resp.StatusCode)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxOCSPResponseSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", hreq.Method, responder, err)
-	}
-	if len(data) > maxOCSPResponseSize {
-		return nil, fmt.Errorf("%s %s: response larger than %d bytes", hreq.Method, responder, maxOCSPResponseSize)
-	}
-	return data, nil
+	return fetchBody(o.client, hreq, responder, "response", maxOCSPResponseSize)
 }
 
 // ocspPathEscaper URL-encodes the base64 characters that are not safe in a
