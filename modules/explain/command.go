@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 
@@ -125,7 +124,7 @@ func cmdExplain(fl caddycmd.Flags) (int, error) {
 			return caddy.ExitCodeFailedStartup, err
 		}
 	}
-	if err := write(os.Stdout, rep, format); err != nil {
+	if err := topology.WriteTableOrJSON(os.Stdout, rep, format); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	return rep.Verdict.ExitCode(), nil
@@ -133,33 +132,14 @@ func cmdExplain(fl caddycmd.Flags) (int, error) {
 
 // ask asks a running instance: POST /trustline/explain.
 func ask(address string, body []byte) (*Report, error) {
-	addr, err := caddycmd.DetermineAdminAPIAddress(address, nil, "", "")
+	hdr := http.Header{"Content-Type": {"application/json"}}
+	addr, data, err := topology.AskAdmin(address, http.MethodPost, routePattern, hdr, bytes.NewReader(body), 16<<20, "", "the answer of")
 	if err != nil {
 		return nil, err
-	}
-	hdr := http.Header{"Content-Type": {"application/json"}}
-	resp, err := caddycmd.AdminAPIRequest(addr, http.MethodPost, routePattern, hdr, bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("asking the running instance at %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("reading the answer of %s: %w", addr, err)
 	}
 	var rep Report
 	if err := json.Unmarshal(data, &rep); err != nil || rep.Verdict.Outcome == "" {
 		return nil, fmt.Errorf("the answer of %s is not an explanation: %s", addr, bytes.TrimSpace(data))
 	}
 	return &rep, nil
-}
-
-// write writes the report as a table or as indented JSON.
-func write(w io.Writer, rep *Report, format string) error {
-	if format == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	return rep.WriteTable(w)
 }

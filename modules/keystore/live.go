@@ -68,7 +68,7 @@ func checkKeyPair(cert *tls.Certificate, usage Usage, origin string, warnExpiry 
 	now := time.Now()
 	if now.After(leaf.NotAfter) {
 		return nil, fmt.Errorf("certificate %q (serial %s) expired at %s",
-			leaf.Subject, material.SerialString(leaf), leaf.NotAfter.UTC().Format(time.RFC3339))
+			leaf.Subject, material.SerialString(leaf), material.TimeString(leaf.NotAfter))
 	}
 	if err := CheckUsage(leaf, usage); err != nil {
 		return nil, err

@@ -79,12 +79,6 @@ func (p *PEM) Provision(ctx caddy.Context) error {
 	return err // it names the source, the file and the reason
 }
 
-// Cleanup stops watching (when no other config uses the same files).
-func (p *PEM) Cleanup() error {
-	p.Release()
-	return nil
-}
-
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens.
 //
 // Syntax:

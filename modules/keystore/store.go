@@ -57,12 +57,6 @@ func (p *PKCS12) Provision(ctx caddy.Context) error {
 	return provisionStore(ctx, &p.live, "pkcs12", p.Path, p.Usage, p.Password, "", "")
 }
 
-// Cleanup stops watching (when no other config uses the same file).
-func (p *PKCS12) Cleanup() error {
-	p.Release()
-	return nil
-}
-
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens.
 //
 // Syntax:
@@ -115,12 +109,6 @@ func (JKS) CaddyModule() caddy.ModuleInfo {
 func (j *JKS) Provision(ctx caddy.Context) error {
 	// the error names the source, the file and the reason
 	return provisionStore(ctx, &j.live, "jks", j.Path, j.Usage, j.Password, j.KeyPassword, j.Alias)
-}
-
-// Cleanup stops watching (when no other config uses the same file).
-func (j *JKS) Cleanup() error {
-	j.Release()
-	return nil
 }
 
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens.

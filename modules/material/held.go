@@ -43,5 +43,14 @@ func (h *Held[T]) Release() {
 	}
 }
 
+// Cleanup releases the source: it implements caddy.CleanerUpper for a
+// module that holds nothing else to stop (stops watching when no other
+// config uses the same source). A module with more to stop has its own
+// Cleanup, which calls Release.
+func (h *Held[T]) Cleanup() error {
+	h.Release()
+	return nil
+}
+
 // Key is the usage-pool key the source was acquired under.
 func (h *Held[T]) Key() string { return h.key }

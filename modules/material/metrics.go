@@ -115,6 +115,18 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// NewCounterVec makes one of the suite's counters from its whole name
+// (trustline_...), its help and its labels; RegisterCollectors adds it to
+// a config's registry.
+func NewCounterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+// NewGaugeVec is NewCounterVec for a gauge.
+func NewGaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+}
+
 // RegisterMetrics adds the material collector to ctx's metrics registry
 // (once per registry).
 func RegisterMetrics(ctx caddy.Context) {

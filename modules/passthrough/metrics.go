@@ -12,34 +12,27 @@ import (
 // reloads; each config load has a registry of its own, and every
 // Provision registers them there (registering twice is harmless).
 var (
-	connections = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "trustline", Subsystem: "passthrough", Name: "connections_total",
-		Help: "Layer-4 connections handled by route and outcome (proxied, dial_failed, refused).",
-	}, []string{"route", "outcome"})
-	activeConnections = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "trustline", Subsystem: "passthrough", Name: "active_connections",
-		Help: "Passthrough connections open now, by route.",
-	}, []string{"route"})
-	transferred = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "trustline", Subsystem: "passthrough", Name: "bytes_total",
-		Help: "Bytes proxied by route and direction (client_to_upstream, upstream_to_client), counted when a connection closes.",
-	}, []string{"route", "direction"})
-	dialFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "trustline", Subsystem: "passthrough", Name: "upstream_dial_failures_total",
-		Help: "Failed dials to passthrough upstreams, by route and upstream.",
-	}, []string{"route", "upstream"})
-	forcedCloses = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "trustline", Subsystem: "passthrough", Name: "forced_closes_total",
-		Help: "Passthrough connections closed by the proxy, by route and reason (grace_period, max_lifetime, idle_timeout).",
-	}, []string{"route", "reason"})
-	helloErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "trustline", Subsystem: "passthrough", Name: "clienthello_errors_total",
-		Help: "First flights that were no routable ClientHello, by reason (not_tls, malformed, too_large, timeout, closed_early, read_error).",
-	}, []string{"reason"})
-	upstreamHealthy = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "trustline", Subsystem: "passthrough", Name: "upstream_healthy",
-		Help: "1 when the active health check last found the upstream up, 0 when down.",
-	}, []string{"upstream"})
+	connections = material.NewCounterVec("trustline_passthrough_connections_total",
+		"Layer-4 connections handled by route and outcome (proxied, dial_failed, refused).",
+		"route", "outcome")
+	activeConnections = material.NewGaugeVec("trustline_passthrough_active_connections",
+		"Passthrough connections open now, by route.",
+		"route")
+	transferred = material.NewCounterVec("trustline_passthrough_bytes_total",
+		"Bytes proxied by route and direction (client_to_upstream, upstream_to_client), counted when a connection closes.",
+		"route", "direction")
+	dialFailures = material.NewCounterVec("trustline_passthrough_upstream_dial_failures_total",
+		"Failed dials to passthrough upstreams, by route and upstream.",
+		"route", "upstream")
+	forcedCloses = material.NewCounterVec("trustline_passthrough_forced_closes_total",
+		"Passthrough connections closed by the proxy, by route and reason (grace_period, max_lifetime, idle_timeout).",
+		"route", "reason")
+	helloErrors = material.NewCounterVec("trustline_passthrough_clienthello_errors_total",
+		"First flights that were no routable ClientHello, by reason (not_tls, malformed, too_large, timeout, closed_early, read_error).",
+		"reason")
+	upstreamHealthy = material.NewGaugeVec("trustline_passthrough_upstream_healthy",
+		"1 when the active health check last found the upstream up, 0 when down.",
+		"upstream")
 )
 
 var allCollectors = []prometheus.Collector{

@@ -81,11 +81,7 @@ func (a *Authorize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 			}
 			fields = append(fields, zap.String("detail", detail))
 		} else {
-			fields = append(fields,
-				zap.String("rule", failed.String()),
-				zap.String("patterns", a.Summary(failed)),
-				zap.String("value", id.Value(failed)),
-			)
+			fields = append(fields, a.ruleFields(id, failed)...)
 		}
 		ce.Write(append(fields,
 			zap.String("remote_ip", r.RemoteAddr),
@@ -115,29 +111,14 @@ var errDenied = errors.New("peer_authorize: client identity not allowed")
 // Patterns are those of the `peer` matcher.
 func (a *Authorize) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	const directive = "peer_authorize"
-	for d.Next() {
-		if err := a.parseArgs(d, directive); err != nil {
-			return err
+	shadow := func() (bool, error) {
+		if d.Val() != "shadow" {
+			return false, nil
 		}
-		for nesting := d.Nesting(); d.NextBlock(nesting); {
-			handled, err := a.parseField(d, directive)
-			if err != nil {
-				return err
-			}
-			if handled {
-				continue
-			}
-			if d.Val() != "shadow" {
-				return unknownOption(d, directive, "shadow")
-			}
-			if d.NextArg() {
-				return d.Errf("%s: shadow takes no argument", directive)
-			}
-			if a.Shadow {
-				return d.Errf("%s: duplicate option 'shadow'", directive)
-			}
-			a.Shadow = true
-		}
+		return true, parseShadow(d, directive, &a.Shadow)
+	}
+	if err := a.parseLines(d, directive, shadow, "shadow"); err != nil {
+		return err
 	}
 	return a.validate(d, directive)
 }

@@ -105,6 +105,45 @@ func (p *Patterns) parseField(d *caddyfile.Dispenser, directive string) (handled
 	return true, nil
 }
 
+// parseLines parses every line of the directive into p: short-form
+// patterns after the directive's name, and field lines in its block. A
+// block line that is no field goes to option, the directive's own options
+// (nil for none), which reports whether it took the line; own lists those
+// options for the error about any other word ("" for none).
+func (p *Patterns) parseLines(d *caddyfile.Dispenser, directive string, option func() (bool, error), own string) error {
+	for d.Next() {
+		if err := p.parseArgs(d, directive); err != nil {
+			return err
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			handled, err := p.parseField(d, directive)
+			if err == nil && !handled && option != nil {
+				handled, err = option()
+			}
+			if err != nil {
+				return err
+			}
+			if !handled {
+				return unknownOption(d, directive, own)
+			}
+		}
+	}
+	return nil
+}
+
+// parseShadow parses the `shadow` option of peer_authorize and verifier
+// peer into *shadow.
+func parseShadow(d *caddyfile.Dispenser, directive string, shadow *bool) error {
+	if d.NextArg() {
+		return d.Errf("%s: shadow takes no argument", directive)
+	}
+	if *shadow {
+		return d.Errf("%s: duplicate option 'shadow'", directive)
+	}
+	*shadow = true
+	return nil
+}
+
 // unknownOption is the error for a block line that is neither a field nor
 // one of the directive's own options (extra, "" for none).
 func unknownOption(d *caddyfile.Dispenser, directive, extra string) error {

@@ -59,12 +59,8 @@ func (m *MatchPeer) Match(r *http.Request) bool {
 	ok, failed := m.Patterns.Match(id)
 	if !ok {
 		if ce := m.logger.Check(zap.DebugLevel, "peer did not match"); ce != nil {
-			ce.Write(append(identityFields(id),
-				zap.String("rule", failed.String()),
-				zap.String("patterns", m.Summary(failed)),
-				zap.String("value", id.Value(failed)),
-				zap.String("remote_ip", r.RemoteAddr),
-			)...)
+			fields := append(identityFields(id), m.ruleFields(id, failed)...)
+			ce.Write(append(fields, zap.String("remote_ip", r.RemoteAddr))...)
 		}
 	}
 	return ok
@@ -97,22 +93,11 @@ func (m *MatchPeer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return unmarshalMatcher(d, &m.Patterns, "peer")
 }
 
-// unmarshal parses the matcher syntax shared by the HTTP and layer-4
-// matchers into p.
+// unmarshalMatcher parses the matcher syntax shared by the HTTP and
+// layer-4 matchers into p.
 func unmarshalMatcher(d *caddyfile.Dispenser, p *Patterns, directive string) error {
-	for d.Next() {
-		if err := p.parseArgs(d, directive); err != nil {
-			return err
-		}
-		for nesting := d.Nesting(); d.NextBlock(nesting); {
-			handled, err := p.parseField(d, directive)
-			if err != nil {
-				return err
-			}
-			if !handled {
-				return unknownOption(d, directive, "")
-			}
-		}
+	if err := p.parseLines(d, directive, nil, ""); err != nil {
+		return err
 	}
 	return p.validate(d, directive)
 }

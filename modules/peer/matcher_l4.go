@@ -59,12 +59,8 @@ func (m *L4MatchPeer) Match(cx *layer4.Connection) (bool, error) {
 	publishL4(cx, cs, id)
 	if !ok {
 		if ce := m.logger.Check(zap.DebugLevel, "peer did not match"); ce != nil {
-			ce.Write(append(identityFields(id),
-				zap.String("rule", failed.String()),
-				zap.String("patterns", m.Summary(failed)),
-				zap.String("value", id.Value(failed)),
-				zap.String("remote", cx.RemoteAddr().String()),
-			)...)
+			fields := append(identityFields(id), m.ruleFields(id, failed)...)
+			ce.Write(append(fields, zap.String("remote", cx.RemoteAddr().String()))...)
 		}
 	}
 	return ok, nil

@@ -2,7 +2,6 @@ package peer
 
 import (
 	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/revocation"
@@ -12,10 +11,9 @@ import (
 // reloads; every Provision registers them in its config's registry
 // (registering twice is harmless).
 var (
-	peerDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "trustline", Subsystem: "peer", Name: "decisions_total",
-		Help: "Peer identity decisions that refused a peer, by where (verifier: the TLS handshake; authorize: an HTTP request) and outcome (refused, shadow: would have been refused).",
-	}, []string{"where", "outcome"})
+	peerDecisions = material.NewCounterVec("trustline_peer_decisions_total",
+		"Peer identity decisions that refused a peer, by where (verifier: the TLS handshake; authorize: an HTTP request) and outcome (refused, shadow: would have been refused).",
+		"where", "outcome")
 )
 
 func registerMetrics(ctx caddy.Context) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.uber.org/zap"
 )
 
 // Patterns is a set of identity patterns: a peer matches when, for every
@@ -522,6 +523,22 @@ func (p *Patterns) Summary(f Field) string {
 		return ""
 	}
 	return p.c.summary[f]
+}
+
+// mismatch says why id failed the patterns of failed, for errors and
+// explain: `dns "a.example" matches none of [b.example]`.
+func (p *Patterns) mismatch(id *Identity, failed Field) string {
+	return fmt.Sprintf("%s %q matches none of %s", failed, id.Value(failed), p.Summary(failed))
+}
+
+// ruleFields are the log fields of a mismatch: the rule (field) that
+// failed, its patterns and the peer's value.
+func (p *Patterns) ruleFields(id *Identity, failed Field) []zap.Field {
+	return []zap.Field{
+		zap.String("rule", failed.String()),
+		zap.String("patterns", p.Summary(failed)),
+		zap.String("value", id.Value(failed)),
+	}
 }
 
 // Describe lists the configured patterns for a report, one "field

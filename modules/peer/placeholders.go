@@ -7,12 +7,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // Placeholders. Every {peer.*} placeholder describes the verified identity
@@ -74,8 +75,8 @@ var scalarPlaceholders = map[string]func(*Identity) string{
 	"issuer":            func(id *Identity) string { return id.Issuer },
 	"issuer.cn":         func(id *Identity) string { return id.IssuerCommonName },
 	"serial":            func(id *Identity) string { return id.Serial },
-	"not_before":        func(id *Identity) string { return id.NotBefore.UTC().Format(time.RFC3339) },
-	"not_after":         func(id *Identity) string { return id.NotAfter.UTC().Format(time.RFC3339) },
+	"not_before":        func(id *Identity) string { return material.TimeString(id.NotBefore) },
+	"not_after":         func(id *Identity) string { return material.TimeString(id.NotAfter) },
 	"client_cert":       func(id *Identity) string { return id.ClientCertValue() },
 	"client_cert_chain": func(id *Identity) string { return id.ClientCertChainValue() },
 	"cert_pem_escaped":  func(id *Identity) string { return id.PEMEscaped() },
@@ -240,7 +241,7 @@ func (id *Identity) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("issuer", id.Issuer)
 	enc.AddString("serial", id.Serial)
 	enc.AddString("fingerprint", id.FingerprintHex)
-	enc.AddString("not_after", id.NotAfter.UTC().Format(time.RFC3339))
+	enc.AddString("not_after", material.TimeString(id.NotAfter))
 	return nil
 }
 

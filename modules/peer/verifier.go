@@ -146,15 +146,11 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 	}
 	if ok, failed := v.Match(peer.id); !ok {
 		v.refusal(trace, "client identity not allowed", verify.ReasonNotAllowed, peer.id,
-			fmt.Sprintf("%s %q matches none of %s", failed, peer.id.Value(failed), v.Summary(failed)),
-			zap.String("rule", failed.String()),
-			zap.String("patterns", v.Summary(failed)),
-			zap.String("value", peer.id.Value(failed)),
-		)
+			v.mismatch(peer.id, failed), v.ruleFields(peer.id, failed)...)
 		if v.Shadow {
 			return nil
 		}
-		return fmt.Errorf("peer: client identity not allowed: %s %q matches none of %s", failed, peer.id.Value(failed), v.Summary(failed))
+		return fmt.Errorf("peer: client identity not allowed: %s", v.mismatch(peer.id, failed))
 	}
 	v.admitted(trace, peer.id, "the identity matches the patterns")
 	return nil
@@ -292,40 +288,17 @@ func (v *Verifier) admitted(trace *verify.Trace, id *Identity, detail string) {
 // patterns may be left out: the verifier then checks revocation only.
 func (v *Verifier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	const directive = "verifier peer"
-	for d.Next() {
-		if err := v.parseArgs(d, directive); err != nil {
-			return err
+	option := func() (bool, error) {
+		if d.Val() == "shadow" {
+			return true, parseShadow(d, directive, &v.Shadow)
 		}
-		for nesting := d.Nesting(); d.NextBlock(nesting); {
-			handled, err := v.parseField(d, directive)
-			if err != nil {
-				return err
-			}
-			if handled {
-				continue
-			}
-			switch opt := d.Val(); opt {
-			case "shadow":
-				if d.NextArg() {
-					return d.Errf("%s: shadow takes no argument", directive)
-				}
-				if v.Shadow {
-					return d.Errf("%s: duplicate option 'shadow'", directive)
-				}
-				v.Shadow = true
-			default:
-				if v.Revocation == nil {
-					v.Revocation = new(revocation.Revocation)
-				}
-				handled, err := v.Revocation.UnmarshalOption(d, directive)
-				if err != nil {
-					return err
-				}
-				if !handled {
-					return unknownOption(d, directive, "shadow, "+revocation.CaddyfileOptions)
-				}
-			}
+		if v.Revocation == nil {
+			v.Revocation = new(revocation.Revocation)
 		}
+		return v.Revocation.UnmarshalOption(d, directive)
+	}
+	if err := v.parseLines(d, directive, option, "shadow, "+revocation.CaddyfileOptions); err != nil {
+		return err
 	}
 	if v.Revocation != nil {
 		if err := v.Revocation.ValidateCaddyfile(d, directive); err != nil {

@@ -11,7 +11,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -332,7 +331,7 @@ func (o *OCSP) query(cert, issuer *x509.Certificate) (a *ocspAnswer) {
 	case ocsp.Revoked:
 		return &ocspAnswer{
 			err: fmt.Errorf("%s is revoked by the OCSP responder %s (revoked at %s, reason %s)",
-				describe(), responder, resp.RevokedAt.UTC().Format(time.RFC3339), revocationReason(resp.RevocationReason)),
+				describe(), responder, material.TimeString(resp.RevokedAt), revocationReason(resp.RevocationReason)),
 			until: ocspCacheUntil(resp, now),
 		}
 	default:
@@ -390,22 +389,7 @@ func (o *OCSP) fetch(responder string, req []byte) ([]byte, error) {
 		return nil, err
 	}
 	hreq.Header.Set("Accept", "application/ocsp-response")
-	resp, err := o.client.Do(hreq)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s %s: HTTP %d", hreq.Method, responder, resp.StatusCode)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxOCSPResponseSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", hreq.Method, responder, err)
-	}
-	if len(data) > maxOCSPResponseSize {
-		return nil, fmt.Errorf("%s %s: response larger than %d bytes", hreq.Method, responder, maxOCSPResponseSize)
-	}
-	return data, nil
+	return fetchBody(o.client, hreq, responder, "response", maxOCSPResponseSize)
 }
 
 // ocspPathEscaper URL-encodes the base64 characters that are not safe in a
@@ -451,7 +435,7 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 		}
 		if now.Before(rc.NotBefore) || now.After(rc.NotAfter) {
 			return nil, fmt.Errorf("responder certificate %q is not valid now (valid %s to %s)", rc.Subject,
-				rc.NotBefore.UTC().Format(time.RFC3339), rc.NotAfter.UTC().Format(time.RFC3339))
+				material.TimeString(rc.NotBefore), material.TimeString(rc.NotAfter))
 		}
 	}
 	if resp.SerialNumber == nil || resp.SerialNumber.Cmp(cert.SerialNumber) != 0 {
@@ -461,18 +445,18 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 		return nil, err
 	}
 	if resp.ThisUpdate.After(now.Add(ocspClockSkew)) {
-		return nil, fmt.Errorf("response not yet valid (thisUpdate %s)", resp.ThisUpdate.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("response not yet valid (thisUpdate %s)", material.TimeString(resp.ThisUpdate))
 	}
 	if !resp.NextUpdate.IsZero() && now.After(resp.NextUpdate.Add(ocspClockSkew)) {
-		return nil, fmt.Errorf("response expired (nextUpdate %s)", resp.NextUpdate.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("response expired (nextUpdate %s)", material.TimeString(resp.NextUpdate))
 	}
 	if age := goodMaxAge(resp, maxAge); resp.Status == ocsp.Good && age > 0 && now.Sub(resp.ThisUpdate) > age+ocspClockSkew {
 		next := "no nextUpdate"
 		if !resp.NextUpdate.IsZero() {
-			next = "nextUpdate " + resp.NextUpdate.UTC().Format(time.RFC3339)
+			next = "nextUpdate " + material.TimeString(resp.NextUpdate)
 		}
 		return nil, fmt.Errorf("good answer too old: thisUpdate %s is more than %s ago (ocsp_max_age; %s); an old answer may be a replay",
-			resp.ThisUpdate.UTC().Format(time.RFC3339), age, next)
+			material.TimeString(resp.ThisUpdate), age, next)
 	}
 	return resp, nil
 }

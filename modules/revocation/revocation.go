@@ -152,7 +152,7 @@ func newCRLEntry(source string, list *x509.RevocationList, now time.Time) *crlEn
 func (r *Revocation) usable(e *crlEntry, issuer *x509.Certificate, now time.Time) error {
 	if !e.list.NextUpdate.IsZero() && now.After(e.list.NextUpdate) {
 		if r.Expired != "use" {
-			return fmt.Errorf("CRL from %s expired at %s", e.source, e.list.NextUpdate.UTC().Format(time.RFC3339))
+			return fmt.Errorf("CRL from %s expired at %s", e.source, material.TimeString(e.list.NextUpdate))
 		}
 		if e.stale.CompareAndSwap(false, true) {
 			r.logger.Warn("using a CRL past its nextUpdate (crl_expired use)", zap.String("source", e.source),
@@ -341,20 +341,9 @@ func (r *Revocation) download(url string) (*crlEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := r.client.Do(req)
+	data, err := fetchBody(r.client, req, url, "CRL", maxCRLSize)
 	if err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxCRLSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
-	}
-	if len(data) > maxCRLSize {
-		return nil, fmt.Errorf("GET %s: CRL larger than %d bytes", url, maxCRLSize)
 	}
 	lists, err := material.ParseCRLs(data)
 	if err != nil {
@@ -364,6 +353,28 @@ func (r *Revocation) download(url string) (*crlEntry, error) {
 		return nil, fmt.Errorf("GET %s: %d CRLs, want one", url, len(lists))
 	}
 	return newCRLEntry(url, lists[0], r.now()), nil
+}
+
+// fetchBody sends req with client and reads the answer, which must be a
+// 200 of at most limit bytes (what names it in the error); the errors
+// start with req's method and name, the URL as the caller says it.
+func fetchBody(client *http.Client, req *http.Request, name, what string, limit int) ([]byte, error) {
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s %s: HTTP %d", req.Method, name, resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", req.Method, name, err)
+	}
+	if len(data) > limit {
+		return nil, fmt.Errorf("%s %s: %s larger than %d bytes", req.Method, name, what, limit)
+	}
+	return data, nil
 }
 
 // fetchedCRL returns the CRL in force of url for certificates of issuer,

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // The successor rule. Every CRL, read from a file or fetched from a
@@ -74,7 +76,7 @@ func successor(prev, next []*crlEntry, issuer *x509.Certificate) *refusal {
 		return refuse("number", "the new CRL of %q has number %s, lower than %s in force: refusing to step back to an older CRL", issuer.Subject, nextSpan.loNumber, prevSpan.hiNumber)
 	case nextSpan.first.Before(prevSpan.first) || nextSpan.last.Before(prevSpan.last):
 		return refuse("this_update", "the new CRL of %q was issued at %s, before the one in force (%s): refusing to step back to an older CRL", issuer.Subject,
-			nextSpan.first.UTC().Format(time.RFC3339), prevSpan.last.UTC().Format(time.RFC3339))
+			material.TimeString(nextSpan.first), material.TimeString(prevSpan.last))
 	}
 	return nil
 }

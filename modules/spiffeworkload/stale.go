@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // DefaultPoolMaxStale is how long a trust pool's last bundles count as
@@ -31,7 +33,7 @@ type staleRule struct {
 func (r *staleRule) check(now, lostAt time.Time) string {
 	if r.notAfter != nil {
 		if na := r.notAfter(); now.After(na) {
-			return "the X509-SVID expired at " + na.UTC().Format(time.RFC3339)
+			return "the X509-SVID expired at " + material.TimeString(na)
 		}
 	}
 	if r.maxStale > 0 && !lostAt.IsZero() && now.Sub(lostAt) > r.maxStale {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -144,10 +143,9 @@ func remoteAlert(err error) string {
 	return ""
 }
 
-var handshakeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "trustline_upstream_handshake_failures_total",
-	Help: "Failed TLS handshakes with upstreams (mtls transport, layer-4 passthrough handler), by upstream and reason.",
-}, []string{"upstream", "reason"})
+var handshakeFailures = material.NewCounterVec("trustline_upstream_handshake_failures_total",
+	"Failed TLS handshakes with upstreams (mtls transport, layer-4 passthrough handler), by upstream and reason.",
+	"upstream", "reason")
 
 // registerMetrics adds the counters to ctx's metrics registry (Caddy makes
 // one per config load; the counts live for the process).

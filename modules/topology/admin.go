@@ -114,7 +114,7 @@ func serveReport(w http.ResponseWriter, rep *Report, format string, refresh int)
 		// days left are counted from the time of the report: now
 		return writePicture(w, rep, format, refresh)
 	}
-	return writeReport(w, rep, format)
+	return WriteTableOrJSON(w, rep, format)
 }
 
 // Interface guards

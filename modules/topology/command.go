@@ -119,16 +119,15 @@ func cmdTopology(fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 
-	write := writeReport
-	if format == "html" || format == "svg" {
-		write = func(w io.Writer, rep *Report, format string) error {
-			if format == "html" && configFile != "" {
-				return rep.WriteHTML(w, HTMLOptions{SVGOptions: SVGOptions{Now: rep.Generated}, Explain: "--config " + configFile})
-			}
-			return writePicture(w, rep, format, 0)
-		}
+	switch {
+	case format == "html" && configFile != "":
+		err = rep.WriteHTML(os.Stdout, HTMLOptions{SVGOptions: SVGOptions{Now: rep.Generated}, Explain: "--config " + configFile})
+	case format == "html" || format == "svg":
+		err = writePicture(os.Stdout, rep, format, 0)
+	default:
+		err = WriteTableOrJSON(os.Stdout, rep, format)
 	}
-	if err := write(os.Stdout, rep, format); err != nil {
+	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	if failOn != "" {
@@ -141,34 +140,15 @@ func cmdTopology(fl caddycmd.Flags) (int, error) {
 
 // fetchReport asks a running instance for its report.
 func fetchReport(address string) (*Report, error) {
-	addr, err := caddycmd.DetermineAdminAPIAddress(address, nil, "", "")
+	addr, body, err := AskAdmin(address, http.MethodGet, routePattern+"?format=json", nil, nil, 64<<20, " for its topology", "the topology from")
 	if err != nil {
 		return nil, err
-	}
-	resp, err := caddycmd.AdminAPIRequest(addr, http.MethodGet, routePattern+"?format=json", nil, nil)
-	if err != nil {
-		return nil, fmt.Errorf("asking the running instance at %s for its topology: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("reading the topology from %s: %w", addr, err)
 	}
 	var rep Report
 	if err := json.Unmarshal(body, &rep); err != nil {
 		return nil, fmt.Errorf("the answer of %s is not a topology report: %w", addr, err)
 	}
 	return &rep, nil
-}
-
-// writeReport writes the report as a table or as indented JSON.
-func writeReport(w io.Writer, rep *Report, format string) error {
-	if format == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	return rep.WriteTable(w)
 }
 
 // writePicture writes the report drawn, as a page or as bare SVG; days

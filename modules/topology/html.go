@@ -6,7 +6,8 @@ import (
 	"html"
 	"io"
 	"strings"
-	"time"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // HTMLOptions tune the page of a report.
@@ -46,7 +47,7 @@ func (r *Report) WriteHTML(w io.Writer, opts HTMLOptions) error {
 	fmt.Fprintf(bw, "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>trustline: TLS topology</title>\n<link rel=\"icon\" href=\"data:,\">\n<style>%s</style>\n</head>\n<body>\n", pageStyle)
 	fmt.Fprintf(bw, "<header><h1>TLS topology</h1><p>%s</p></header>\n<main><figure>\n",
 		html.EscapeString(fmt.Sprintf("report of %s; %d listener(s), %d certificate(s); findings: %s",
-			r.Generated.UTC().Format(time.RFC3339), len(r.Listeners), len(r.Certificates), counts(r.Findings))))
+			material.TimeString(r.Generated), len(r.Listeners), len(r.Certificates), counts(r.Findings))))
 	if err := r.WriteSVG(bw, opts.SVGOptions); err != nil {
 		return err
 	}

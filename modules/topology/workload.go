@@ -3,10 +3,10 @@ package topology
 import (
 	"cmp"
 	"os"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/spiffeworkload"
 )
 
@@ -37,7 +37,7 @@ func (a *analyzer) workloadStale(pool bool, socket, path string) {
 			continue
 		}
 		a.finding(SeverityWarning, KindWorkloadStale, path,
-			s.Source+" serves stale "+what+" since "+s.Since.UTC().Format(time.RFC3339)+": "+s.Reason+"; they stay in force",
+			s.Source+" serves stale "+what+" since "+material.TimeString(s.Since)+": "+s.Reason+"; they stay in force",
 			"bring the SPIFFE Workload API at "+socket+" back (is the SPIRE agent running, can this process reach the socket?): "+
 				"until then bundle changes (an authority removed or rotated) and SVID rotations do not reach this instance")
 	}

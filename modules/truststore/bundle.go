@@ -125,12 +125,6 @@ func watchable(paths []string) []string {
 	return out
 }
 
-// Cleanup stops watching (when no other config uses the same bundle).
-func (b *Bundle) Cleanup() error {
-	b.Release()
-	return nil
-}
-
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens.
 //
 // Syntax:

@@ -183,12 +183,6 @@ func (s *SPIFFEBundle) read(td spiffeid.TrustDomain, b SPIFFEBundleSource) (*spi
 	return federation.FetchBundle(ctx, td, b.URL, opts...)
 }
 
-// Cleanup stops watching and refreshing.
-func (s *SPIFFEBundle) Cleanup() error {
-	s.Release()
-	return nil
-}
-
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens.
 //
 // Syntax:

@@ -85,12 +85,6 @@ func (ts *TrustStore) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Cleanup stops watching (when no other config uses the same store).
-func (ts *TrustStore) Cleanup() error {
-	ts.Release()
-	return nil
-}
-
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens.
 //
 // Syntax:

@@ -2,7 +2,6 @@ package verify
 
 import (
 	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/trustline/trustline/modules/material"
 )
@@ -20,10 +19,9 @@ const (
 // by verifier (live_trust, peer: at the handshake; recheck: an open
 // connection closed after a trust change), verdict and reason (a Reason
 // constant; "" for admitted).
-var verdicts = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "trustline_client_verdicts_total",
-	Help: "Verdicts of the suite's client certificate verifiers, by verifier (live_trust, peer, recheck), verdict (admitted, refused, shadow) and reason.",
-}, []string{"verifier", "verdict", "reason"})
+var verdicts = material.NewCounterVec("trustline_client_verdicts_total",
+	"Verdicts of the suite's client certificate verifiers, by verifier (live_trust, peer, recheck), verdict (admitted, refused, shadow) and reason.",
+	"verifier", "verdict", "reason")
 
 // CountVerdict counts one verdict; reason is a Reason constant, "" for an
 // admitted peer.
