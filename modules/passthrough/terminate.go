@@ -1,8 +1,6 @@
 package passthrough
 
 import (
-	"github.com/trustline/trustline/modules/verify"
-
 	"crypto/tls"
 	"fmt"
 	"time"
@@ -12,10 +10,11 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/mholt/caddy-l4/layer4"
 	"github.com/mholt/caddy-l4/modules/l4tls"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/trustline/trustline/internal/caddyinternals"
+	"github.com/trustline/trustline/modules/material"
+	"github.com/trustline/trustline/modules/verify"
 )
 
 func init() {
@@ -76,10 +75,8 @@ func (*TerminateTLS) CaddyModule() caddy.ModuleInfo {
 
 const defaultHandshakeTimeout = 10 * time.Second
 
-var tlsHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Namespace: "trustline", Subsystem: "l4_tls", Name: "handshakes_total",
-	Help: "TLS handshakes of layer-4 terminate_tls handlers, by result (full, resumed, failed).",
-}, []string{"result"})
+var tlsHandshakes = material.NewCounterVec("trustline_l4_tls_handshakes_total",
+	"TLS handshakes of layer-4 terminate_tls handlers, by result (full, resumed, failed).", "result")
 
 // Provision provisions the connection policies and builds the one TLS
 // config every connection of this handler shares.
