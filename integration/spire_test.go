@@ -97,13 +97,13 @@ type spireLoad struct {
 	// dropped counts requests an old server's shutdown dropped unanswered
 	// at the admin reload (see dropped in reload_load_test.go): each is
 	// sent again once, and the retry must succeed
-	dropped atomic.Int64
-	stop       chan struct{}
-	stopOnce   sync.Once
-	wg         sync.WaitGroup
-	mu         sync.Mutex
-	errs       []string
-	served     []string
+	dropped  atomic.Int64
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	errs     []string
+	served   []string
 }
 
 func startSPIRELoad(client *http.Client, url, want string, workers int) *spireLoad {
