@@ -174,6 +174,7 @@ func TestExplainAgreesWithRealClients(t *testing.T) {
 	untrusted := explainBackend(t, p.strangerCA.Issue(t, testpki.CN("impostor"), testpki.IP("127.0.0.1"), testpki.ServerOnly()).TLS(), nil)
 
 	bundle, jks, spiffe, builtin, front, l4 := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	l4tls := bench.FreeAddr(t) // caddy-l4's own tls handler, in place of terminate_tls
 	l4Backend, l4Headers := proxyEchoBackend(t)
 	mtls := func(backend string) string {
 		return fmt.Sprintf(`reverse_proxy https://%s {
@@ -183,27 +184,34 @@ func TestExplainAgreesWithRealClients(t *testing.T) {
 			}
 		}`, backend, p.proxyCert, p.proxyKey, p.backendCA)
 	}
+	// a layer-4 listener that ends TLS with terminating (the suite's
+	// terminate_tls or caddy-l4's tls), then passes the identity on in
+	// PROXY v2 TLVs
+	l4Listener := func(addr, terminating string) string {
+		return fmt.Sprintf(`127.0.0.1:%s {
+			route {
+				%s {
+					connection_policy {
+						client_auth {
+							verifier live_trust bundle %s
+							verifier peer spiffe://example.org/ops/*
+						}
+					}
+				}
+				passthrough %s {
+					proxy_protocol v2
+					proxy_protocol_identity
+				}
+			}
+		}`, bench.Port(addr), terminating, p.rootFile, l4Backend)
+	}
 	caddyfile := fmt.Sprintf(`{
 	admin {$TL_ADMIN}
 	skip_install_trust
 	auto_https disable_redirects
 	layer4 {
-		127.0.0.1:%[16]s {
-			route {
-				terminate_tls {
-					connection_policy {
-						client_auth {
-							verifier live_trust bundle %[8]s
-							verifier peer spiffe://example.org/ops/*
-						}
-					}
-				}
-				passthrough %[17]s {
-					proxy_protocol v2
-					proxy_protocol_identity
-				}
-			}
-		}
+		%[16]s
+		%[17]s
 	}
 }
 https://localhost:%[1]s {
@@ -267,7 +275,7 @@ http://127.0.0.1:%[5]s {
 }
 `, bench.Port(bundle), bench.Port(jks), bench.Port(spiffe), bench.Port(builtin), bench.Port(front),
 		p.srvCert, p.srvKey, p.rootFile, p.crl, passBackend, p.jks, p.bundles,
-		mtls(trusted), mtls(refusing), mtls(untrusted), bench.Port(l4), l4Backend)
+		mtls(trusted), mtls(refusing), mtls(untrusted), l4Listener(l4, "terminate_tls"), l4Listener(l4tls, "tls"))
 	c := bench.Start(t, caddyfile)
 	file := filepath.Join(c.Dir, "Caddyfile")
 
@@ -301,6 +309,8 @@ http://127.0.0.1:%[5]s {
 		{"admitted at layer 4, PROXY v2 TLVs", l4, "localhost", "/", "alice", 200, explain.OutcomeAdmitted, "", false, true, "spiffe://example.org/ops/alice"},
 		{"refused by peer at layer 4", l4, "localhost", "/", "bob", 0, explain.OutcomeRefusedHandshake, "not_allowed", true, true, ""},
 		{"unknown CA refused by live_trust at layer 4", l4, "localhost", "/", "stranger", 0, explain.OutcomeRefusedHandshake, "unknown_authority", true, true, ""},
+		{"admitted under caddy-l4's tls, PROXY v2 TLVs", l4tls, "localhost", "/", "alice", 200, explain.OutcomeAdmitted, "", false, true, "spiffe://example.org/ops/alice"},
+		{"refused by peer under caddy-l4's tls", l4tls, "localhost", "/", "bob", 0, explain.OutcomeRefusedHandshake, "not_allowed", true, true, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
