@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -153,6 +154,34 @@ func runExplain(t *testing.T, c *bench.Caddy, args ...string) (*explain.Report, 
 		t.Fatalf("explain %v: %v\n%s", args, err, out)
 	}
 	return &rep, code
+}
+
+// TestExplainUndeterminedExitsOne: a verdict explain cannot reach
+// (caddy-l4's proxy after TLS ends at layer 4) exits 1, as documented,
+// through the real binary's command, not 0 as an admitted client does.
+func TestExplainUndeterminedExitsOne(t *testing.T) {
+	c := bench.New(t)
+	file := filepath.Join(c.Dir, "Caddyfile")
+	l4 := bench.FreeAddr(t)
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	layer4 {
+		%s {
+			route {
+				tls
+				proxy 127.0.0.1:9
+			}
+		}
+	}
+}
+`, l4)
+	if err := os.WriteFile(file, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, code := runExplain(t, c, "--config", file, "--adapter", "caddyfile", "--server-name", "localhost", "--listen", ":"+bench.Port(l4))
+	if rep.Verdict.Outcome != explain.OutcomeUndetermined || code != 1 {
+		t.Errorf("verdict %+v, exit %d; want undetermined, exit 1", rep.Verdict, code)
+	}
 }
 
 // TestExplainAgreesWithRealClients is the proof of `caddy trustline
