@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -155,6 +156,34 @@ func runExplain(t *testing.T, c *bench.Caddy, args ...string) (*explain.Report, 
 	return &rep, code
 }
 
+// TestExplainUndeterminedExitsOne: a verdict explain cannot reach
+// (caddy-l4's proxy after TLS ends at layer 4) exits 1, as documented,
+// through the real binary's command, not 0 as an admitted client does.
+func TestExplainUndeterminedExitsOne(t *testing.T) {
+	c := bench.New(t)
+	file := filepath.Join(c.Dir, "Caddyfile")
+	l4 := bench.FreeAddr(t)
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	layer4 {
+		%s {
+			route {
+				tls
+				proxy 127.0.0.1:9
+			}
+		}
+	}
+}
+`, l4)
+	if err := os.WriteFile(file, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, code := runExplain(t, c, "--config", file, "--adapter", "caddyfile", "--server-name", "localhost", "--listen", ":"+bench.Port(l4))
+	if rep.Verdict.Outcome != explain.OutcomeUndetermined || code != 1 {
+		t.Errorf("verdict %+v, exit %d; want undetermined, exit 1", rep.Verdict, code)
+	}
+}
+
 // TestExplainAgreesWithRealClients is the proof of `caddy trustline
 // explain`: for each case a real TLS client's outcome (handshake refused,
 // 403, 200) and explain's verdict agree, with the reason class the
@@ -174,6 +203,7 @@ func TestExplainAgreesWithRealClients(t *testing.T) {
 	untrusted := explainBackend(t, p.strangerCA.Issue(t, testpki.CN("impostor"), testpki.IP("127.0.0.1"), testpki.ServerOnly()).TLS(), nil)
 
 	bundle, jks, spiffe, builtin, front, l4 := bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t), bench.FreeAddr(t)
+	l4tls := bench.FreeAddr(t) // caddy-l4's own tls handler, in place of terminate_tls
 	l4Backend, l4Headers := proxyEchoBackend(t)
 	mtls := func(backend string) string {
 		return fmt.Sprintf(`reverse_proxy https://%s {
@@ -183,27 +213,34 @@ func TestExplainAgreesWithRealClients(t *testing.T) {
 			}
 		}`, backend, p.proxyCert, p.proxyKey, p.backendCA)
 	}
+	// a layer-4 listener that ends TLS with terminating (the suite's
+	// terminate_tls or caddy-l4's tls), then passes the identity on in
+	// PROXY v2 TLVs
+	l4Listener := func(addr, terminating string) string {
+		return fmt.Sprintf(`127.0.0.1:%s {
+			route {
+				%s {
+					connection_policy {
+						client_auth {
+							verifier live_trust bundle %s
+							verifier peer spiffe://example.org/ops/*
+						}
+					}
+				}
+				passthrough %s {
+					proxy_protocol v2
+					proxy_protocol_identity
+				}
+			}
+		}`, bench.Port(addr), terminating, p.rootFile, l4Backend)
+	}
 	caddyfile := fmt.Sprintf(`{
 	admin {$TL_ADMIN}
 	skip_install_trust
 	auto_https disable_redirects
 	layer4 {
-		127.0.0.1:%[16]s {
-			route {
-				terminate_tls {
-					connection_policy {
-						client_auth {
-							verifier live_trust bundle %[8]s
-							verifier peer spiffe://example.org/ops/*
-						}
-					}
-				}
-				passthrough %[17]s {
-					proxy_protocol v2
-					proxy_protocol_identity
-				}
-			}
-		}
+		%[16]s
+		%[17]s
 	}
 }
 https://localhost:%[1]s {
@@ -267,7 +304,7 @@ http://127.0.0.1:%[5]s {
 }
 `, bench.Port(bundle), bench.Port(jks), bench.Port(spiffe), bench.Port(builtin), bench.Port(front),
 		p.srvCert, p.srvKey, p.rootFile, p.crl, passBackend, p.jks, p.bundles,
-		mtls(trusted), mtls(refusing), mtls(untrusted), bench.Port(l4), l4Backend)
+		mtls(trusted), mtls(refusing), mtls(untrusted), l4Listener(l4, "terminate_tls"), l4Listener(l4tls, "tls"))
 	c := bench.Start(t, caddyfile)
 	file := filepath.Join(c.Dir, "Caddyfile")
 
@@ -301,6 +338,8 @@ http://127.0.0.1:%[5]s {
 		{"admitted at layer 4, PROXY v2 TLVs", l4, "localhost", "/", "alice", 200, explain.OutcomeAdmitted, "", false, true, "spiffe://example.org/ops/alice"},
 		{"refused by peer at layer 4", l4, "localhost", "/", "bob", 0, explain.OutcomeRefusedHandshake, "not_allowed", true, true, ""},
 		{"unknown CA refused by live_trust at layer 4", l4, "localhost", "/", "stranger", 0, explain.OutcomeRefusedHandshake, "unknown_authority", true, true, ""},
+		{"admitted under caddy-l4's tls, PROXY v2 TLVs", l4tls, "localhost", "/", "alice", 200, explain.OutcomeAdmitted, "", false, true, "spiffe://example.org/ops/alice"},
+		{"refused by peer under caddy-l4's tls", l4tls, "localhost", "/", "bob", 0, explain.OutcomeRefusedHandshake, "not_allowed", true, true, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

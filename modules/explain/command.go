@@ -127,7 +127,14 @@ func cmdExplain(fl caddycmd.Flags) (int, error) {
 	if err := topology.WriteTableOrJSON(os.Stdout, rep, format); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	return rep.Verdict.ExitCode(), nil
+	code := rep.Verdict.ExitCode()
+	if code == 1 {
+		// Caddy's command wrapper exits with a status above 1 as given,
+		// but turns 1 without an error into 0: the error is what makes it
+		// exit 1 (and it is logged, on stderr, after the report)
+		return code, fmt.Errorf("explain could not evaluate the client (undetermined): %s", rep.Verdict.Summary)
+	}
+	return code, nil
 }
 
 // ask asks a running instance: POST /trustline/explain.

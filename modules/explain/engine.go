@@ -232,14 +232,14 @@ func (e *engine) serves(c *candidate) bool {
 }
 
 // passes reports whether a layer-4 route takes the client: passes it
-// through, or terminates its TLS (terminate_tls).
+// through, or terminates its TLS (terminate_tls or caddy-l4's tls).
 func (e *engine) passes(routes layer4.RouteList) bool {
 	i, err := e.matchLayer4(routes)
 	if err != nil || i < 0 {
 		return false
 	}
 	for _, raw := range routes[i].HandlersRaw {
-		if h := handlerKind(raw); h == "passthrough" || h == "terminate_tls" {
+		if h := handlerKind(raw); h == "passthrough" || terminator(h) != "" {
 			return true
 		}
 	}

@@ -34,13 +34,13 @@ const (
 
 // handshake runs the server side of the handshake for the client, with
 // policies, connection policies as provisioned (an HTTP server's, or a
-// layer-4 terminate_tls handler's; of names their holder: "the server"):
-// the policy a real handshake would pick (Caddy's GetConfigForClient on
-// a ClientHello for the server name) and its tls.Config, whose
-// ClientAuth, ClientCAs, VerifyPeerCertificate and VerifyConnection
-// (Caddy's client_auth verifiers, in order: the suite's live_trust and
-// peer verifiers, with their revocation checks, run as they would)
-// decide. Of crypto/tls it emulates only its handling of the client's
+// layer-4 terminate_tls or caddy-l4 tls handler's; of names their
+// holder: "the server"): the policy a real handshake would pick (Caddy's
+// GetConfigForClient on a ClientHello for the server name) and its
+// tls.Config, whose ClientAuth, ClientCAs, VerifyPeerCertificate and
+// VerifyConnection (Caddy's client_auth verifiers, in order: the suite's
+// live_trust and peer verifiers, with their revocation checks, run as
+// they would) decide. Of crypto/tls it emulates only its handling of the client's
 // certificate (see clientCertificate). It returns the connection state a
 // completed handshake gives, or nil when the handshake is refused (the
 // verdict is then set).

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/mholt/caddy-l4/layer4"
+	"github.com/mholt/caddy-l4/modules/l4tls"
 	"go.uber.org/zap"
 
 	"github.com/trustline/trustline/modules/material"
@@ -43,14 +45,17 @@ func (e *engine) layer4(routes layer4.RouteList, beside bool) bool {
 		match = "no matcher: every connection"
 	}
 	at := fmt.Sprintf("layer-4 route #%d (%s)", i, match)
-	// the state of the TLS connection terminate_tls ended, once it ran
+	// the state of the TLS connection a handler ended (by: which), once
+	// it ran
 	var cs *tls.ConnectionState
+	var by string
 	for _, raw := range r.HandlersRaw {
 		kind := handlerKind(raw)
 		switch {
-		case kind == "terminate_tls" && cs == nil:
+		case terminator(kind) != "" && cs == nil:
 			done := false
-			if cs, done = e.terminate(at, raw); done {
+			by = terminator(kind)
+			if cs, done = e.terminate(at, kind, raw); done {
 				return true
 			}
 		case kind == "passthrough":
@@ -59,7 +64,7 @@ func (e *engine) layer4(routes layer4.RouteList, beside bool) bool {
 				break
 			}
 			if cs != nil {
-				e.forwarded(at, &h, cs)
+				e.forwarded(at, by, &h, cs)
 			} else {
 				e.passedThrough(i, match, &h)
 			}
@@ -81,7 +86,7 @@ func (e *engine) layer4(routes layer4.RouteList, beside bool) bool {
 			return true
 		case cs != nil:
 			e.add(verify.Step{Stage: "handler", Name: kind, Verdict: verify.VerdictUnknown,
-				Detail: fmt.Sprintf("after terminate_tls, %s runs the %q handler on the decrypted stream, which explain does not evaluate (it explains passthrough there)", at, kind)})
+				Detail: fmt.Sprintf("after %s, %s runs the %q handler on the decrypted stream, which explain does not evaluate (it explains passthrough there)", by, at, kind)})
 			e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined,
 				Summary: "TLS is terminated at layer 4 and the client admitted; then the route runs a layer-4 handler explain does not evaluate: " + kind}
 			return true
@@ -106,13 +111,35 @@ func handlerKind(raw json.RawMessage) string {
 	return kind.Handler
 }
 
-// terminate runs the handshake of the route's terminate_tls handler,
-// raw its JSON: the handler is provisioned from it in a context of its
-// own (cancelled, so cleaned up, when the handshake is over), and its
-// connection policies run the handshake as an HTTP server's do
-// (engine.handshake). It returns the connection state of an admitted
-// client, or done when the verdict is set (refused, or the handler could
-// not be provisioned).
+// terminator names the layer-4 handler kind that terminates TLS: the
+// suite's terminate_tls, or caddy-l4's own tls handler ("" for any other
+// kind).
+func terminator(kind string) string {
+	switch kind {
+	case "terminate_tls":
+		return "terminate_tls"
+	case "tls":
+		return "caddy-l4's tls handler"
+	}
+	return ""
+}
+
+// terminate runs the handshake of the route's TLS-terminating handler
+// (terminate_tls or caddy-l4's tls, kind its JSON name), raw its JSON:
+// the handler is provisioned from it in a context of its own (cancelled,
+// so cleaned up, when the handshake is over), and its connection
+// policies run the handshake as an HTTP server's do (engine.handshake).
+// It returns the connection state of an admitted client, or done when
+// the verdict is set (refused, or the handler could not be provisioned).
+//
+// Both handlers decide with their connection policies alone:
+// terminate_tls builds their tls.Config once and caddy-l4's tls for each
+// connection, both with ConnectionPolicies.TLSConfig and its
+// GetConfigForClient, and both record the connection state where the
+// handlers after them read it (l4tls.GetConnectionStates). What differs
+// (terminate_tls's handshake deadline, its session tickets, its closing
+// of connections a trust change no longer admits, the level of the
+// failure's log line) changes no verdict on a client's first handshake.
 //
 // Provisioning a second copy is no second truth: the context is
 // material.JoinOnly, so a live_trust pool, a CRL or a keystore the
@@ -121,28 +148,40 @@ func handlerKind(raw json.RawMessage) string {
 // again or fetched; offline, the config provisioned in this process
 // holds them the same way. Only Caddy's own client_auth trust_pool is
 // read from its files again, as at any config load.
-func (e *engine) terminate(at string, raw json.RawMessage) (cs *tls.ConnectionState, done bool) {
+func (e *engine) terminate(at, kind string, raw json.RawMessage) (cs *tls.ConnectionState, done bool) {
 	ctx, cancel := caddy.NewContext(e.ctx)
 	defer cancel()
-	ctx = material.JoinOnly(ctx)
+	name := terminator(kind) // caddy-l4's tls handler
+	if kind == "terminate_tls" {
+		name = "the terminate_tls handler"
+	}
+	policies, err := terminatorPolicies(material.JoinOnly(ctx), raw)
+	if err != nil {
+		e.add(verify.Step{Stage: "tls", Name: kind, Verdict: verify.VerdictUnknown, Detail: at + ": provisioning " + name + ": " + err.Error()})
+		e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: name + " could not be provisioned: " + err.Error()}
+		return nil, true
+	}
+	cs = e.handshake(policies, name+" of "+at)
+	return cs, cs == nil
+}
+
+// terminatorPolicies provisions a TLS-terminating layer-4 handler from
+// raw in ctx and returns its provisioned connection policies.
+func terminatorPolicies(ctx caddy.Context, raw json.RawMessage) (caddytls.ConnectionPolicies, error) {
 	holder := struct {
 		Handler json.RawMessage `caddy:"namespace=layer4.handlers inline_key=handler"`
 	}{raw}
 	mod, err := ctx.LoadModule(&holder, "Handler")
-	var t *passthrough.TerminateTLS
-	if err == nil {
-		var ok bool
-		if t, ok = mod.(*passthrough.TerminateTLS); !ok {
-			err = fmt.Errorf("module %T is not terminate_tls", mod)
-		}
-	}
 	if err != nil {
-		e.add(verify.Step{Stage: "tls", Name: "terminate_tls", Verdict: verify.VerdictUnknown, Detail: at + ": provisioning its terminate_tls handler: " + err.Error()})
-		e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: "the terminate_tls handler could not be provisioned: " + err.Error()}
-		return nil, true
+		return nil, err
 	}
-	cs = e.handshake(t.ConnectionPolicies, "the terminate_tls handler of "+at)
-	return cs, cs == nil
+	switch h := mod.(type) {
+	case *passthrough.TerminateTLS:
+		return h.ConnectionPolicies, nil
+	case *l4tls.Handler:
+		return h.ConnectionPolicies, nil
+	}
+	return nil, fmt.Errorf("module %T does not terminate TLS", mod)
 }
 
 // passedThrough reports a passthrough route: TLS does not end here.

@@ -16,13 +16,15 @@ import (
 	"github.com/trustline/trustline/modules/verify"
 )
 
-// forwarded reports a passthrough handler after terminate_tls: TLS ended
-// at layer 4, and the handler forwards the decrypted stream to its
-// upstreams, in plain TCP or re-encrypted (its tls: the client identity
-// it presents and the trust it verifies the backend with, as in force
-// now), behind the PROXY header it sends (with proxy_protocol_identity,
-// the TLVs passthrough.IdentityTLVs makes of this connection).
-func (e *engine) forwarded(at string, h *passthrough.Handler, cs *tls.ConnectionState) {
+// forwarded reports a passthrough handler after terminate_tls or
+// caddy-l4's tls (by names it): TLS ended at layer 4, and the handler
+// forwards the decrypted stream to its upstreams, in plain TCP or
+// re-encrypted (its tls: the client identity it presents and the trust
+// it verifies the backend with, as in force now), behind the PROXY
+// header it sends (with proxy_protocol_identity, the TLVs
+// passthrough.IdentityTLVs makes of this connection, whose state both
+// terminating handlers record where the passthrough handler reads it).
+func (e *engine) forwarded(at, by string, h *passthrough.Handler, cs *tls.ConnectionState) {
 	ups := strings.Join(upstreamAddrs(h), ", ")
 	s := verify.Step{Stage: "upstream", Name: "passthrough", Verdict: verify.VerdictAdmitted}
 	how := "in plain TCP: the backend reads the client's bytes decrypted, unencrypted on the wire"
@@ -36,12 +38,12 @@ func (e *engine) forwarded(at string, h *passthrough.Handler, cs *tls.Connection
 		how = "re-encrypted, " + describeTLS("by the handler's tls", serverName, insecure)
 		s.Checks = setupChecks(setup)
 	}
-	s.Detail = fmt.Sprintf("TLS ended at terminate_tls; the passthrough handler of %s (route %q) forwards the decrypted stream to %s %s",
-		at, orDefault(h.Route, "passthrough"), ups, how)
+	s.Detail = fmt.Sprintf("TLS ended at %s; the passthrough handler of %s (route %q) forwards the decrypted stream to %s %s",
+		by, at, orDefault(h.Route, "passthrough"), ups, how)
 	s.Checks = append(s.Checks, proxyChecks(h, cs)...)
 	e.add(s)
 	e.rep.Verdict = Verdict{Outcome: OutcomeAdmitted,
-		Summary: fmt.Sprintf("TLS terminated at layer 4 (terminate_tls) and forwarded to %s", ups)}
+		Summary: fmt.Sprintf("TLS terminated at layer 4 (%s) and forwarded to %s", by, ups)}
 }
 
 // upstreamClient loads the passthrough handler's TLS client as the
@@ -66,7 +68,7 @@ func upstreamAddrs(h *passthrough.Handler) []string {
 }
 
 // proxyChecks say what the PROXY header of the handler carries: the
-// client's address, and after terminate_tls (cs not nil) with
+// client's address, and after TLS ended at layer 4 (cs not nil) with
 // proxy_protocol_identity, each TLV of the verified identity.
 func proxyChecks(h *passthrough.Handler, cs *tls.ConnectionState) []verify.Check {
 	switch h.ProxyProtocol {
