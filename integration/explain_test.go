@@ -569,3 +569,56 @@ func seriesLines(metrics, name string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestExplainLiveLayer4UsesTheHandlerInForce: live, explain answers with
+// the terminate_tls handler the running config provisioned, not with a
+// copy provisioned from its JSON now. Caddy's own `trust_pool file` is
+// read once, at load: after the file is replaced without a reload, the
+// running handler still admits the clients of the CA it read, and so
+// must explain.
+func TestExplainLiveLayer4UsesTheHandlerInForce(t *testing.T) {
+	p := newExplainPKI(t)
+	backend, _ := proxyEchoBackend(t)
+	l4 := bench.FreeAddr(t)
+	pool := testpki.WriteFile(t, p.dir, "l4-clients.pem", p.root.CertPEM())
+	c := bench.Start(t, fmt.Sprintf(`{
+	admin {$TL_ADMIN}
+	skip_install_trust
+	layer4 {
+		127.0.0.1:%s {
+			route {
+				terminate_tls {
+					connection_policy {
+						client_auth {
+							mode require_and_verify
+							trust_pool file %s
+						}
+					}
+				}
+				passthrough %s {
+					proxy_protocol v2
+				}
+			}
+		}
+	}
+}
+https://localhost {
+	bind 127.0.0.1
+	tls %s %s
+	respond "site"
+}
+`, bench.Port(l4), pool, backend, p.srvCert, p.srvKey))
+	addr := "127.0.0.1:" + bench.Port(l4)
+	if status, err := p.realEcho(addr, "localhost", "", "alice"); status != 200 {
+		t.Fatalf("before the file changes, the real client: %v", err)
+	}
+	// another CA's certificate in its place, no reload
+	testpki.WriteFile(t, p.dir, "l4-clients.pem", p.otherInter.CertPEM())
+	if status, err := p.realEcho(addr, "localhost", "", "alice"); status != 200 {
+		t.Fatalf("after the file changed without a reload, the running handler refused the real client: %v", err)
+	}
+	rep, code := runExplain(t, c, "--address", c.Admin, "--server-name", "localhost", "--listen", ":"+bench.Port(l4), "--cert", p.chainFile(t, "alice"))
+	if rep.Verdict.Outcome != explain.OutcomeAdmitted || code != 0 {
+		t.Errorf("live explain: %+v (exit %d); the running handler admits the client", rep.Verdict, code)
+	}
+}

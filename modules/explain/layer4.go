@@ -141,13 +141,16 @@ func terminator(kind string) string {
 // of connections a trust change no longer admits, the level of the
 // failure's log line) changes no verdict on a client's first handshake.
 //
-// Provisioning a second copy is no second truth: the context is
+// A terminate_tls handler the config in this process provisioned is
+// asked as it is (passthrough.InForce). Provisioning a copy (caddy-l4's
+// tls, whose instances caddy-l4 keeps to itself) is no second truth for
+// the suite's material: the context is
 // material.JoinOnly, so a live_trust pool, a CRL or a keystore the
 // running config holds is joined as it is in force (the usage pool's
 // shared Reloadable, the version its handshakes read now), never read
 // again or fetched; offline, the config provisioned in this process
-// holds them the same way. Only Caddy's own client_auth trust_pool is
-// read from its files again, as at any config load.
+// holds them the same way. Only Caddy's own client_auth trust_pool of a
+// copy is read from its files again, as at any config load.
 func (e *engine) terminate(at, kind string, raw json.RawMessage) (cs *tls.ConnectionState, done bool) {
 	ctx, cancel := caddy.NewContext(e.ctx)
 	defer cancel()
@@ -165,9 +168,14 @@ func (e *engine) terminate(at, kind string, raw json.RawMessage) (cs *tls.Connec
 	return cs, cs == nil
 }
 
-// terminatorPolicies provisions a TLS-terminating layer-4 handler from
-// raw in ctx and returns its provisioned connection policies.
+// terminatorPolicies returns the provisioned connection policies of the
+// TLS-terminating layer-4 handler raw: a terminate_tls handler's as the
+// config in this process provisioned them (passthrough.InForce), else
+// those of a copy provisioned from raw in ctx.
 func terminatorPolicies(ctx caddy.Context, raw json.RawMessage) (caddytls.ConnectionPolicies, error) {
+	if t := passthrough.InForce(raw); t != nil {
+		return t.ConnectionPolicies, nil
+	}
 	holder := struct {
 		Handler json.RawMessage `caddy:"namespace=layer4.handlers inline_key=handler"`
 	}{raw}

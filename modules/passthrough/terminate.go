@@ -63,6 +63,7 @@ type TerminateTLS struct {
 
 	cfg    *tls.Config
 	logger *zap.Logger
+	key    string // its configuration, for InForce
 }
 
 // CaddyModule returns the Caddy module information.
@@ -81,6 +82,7 @@ var tlsHandshakes = material.NewCounterVec("trustline_l4_tls_handshakes_total",
 // Provision provisions the connection policies and builds the one TLS
 // config every connection of this handler shares.
 func (t *TerminateTLS) Provision(ctx caddy.Context) error {
+	t.key = configKey(t) // before anything is filled in
 	t.logger = ctx.Logger()
 	registerMetrics(ctx)
 	if t.HandshakeTimeout < 0 {
@@ -114,6 +116,7 @@ func (t *TerminateTLS) Provision(ctx caddy.Context) error {
 		return choose(hello)
 	}
 	t.cfg = cfg
+	t.register()
 	return nil
 }
 
@@ -223,6 +226,7 @@ func (t *TerminateTLS) TLSConnectionPolicies() caddytls.ConnectionPolicies {
 var (
 	_ caddyinternals.PolicyHolder = (*TerminateTLS)(nil)
 	_ caddy.Provisioner           = (*TerminateTLS)(nil)
+	_ caddy.CleanerUpper          = (*TerminateTLS)(nil)
 	_ caddyfile.Unmarshaler       = (*TerminateTLS)(nil)
 	_ layer4.NextHandler          = (*TerminateTLS)(nil)
 )
