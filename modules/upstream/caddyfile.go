@@ -35,15 +35,8 @@ import (
 func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // transport name
 	seg := d.NextSegment()
-	if err := t.unmarshal(seg); err != nil {
-		return err
-	}
-	return nil
-}
-
-func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 	name := seg[0].Text
-	d := caddyfile.NewDispenser(seg)
+	d = caddyfile.NewDispenser(seg)
 	d.Next()
 	if d.NextArg() {
 		return d.Errf("transport %s: unexpected argument '%s' (options go in a block)", name, d.Val())
@@ -58,7 +51,7 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 				return err
 			}
 		default:
-			if is := misplaced.Is(opt); is != "" && opt != "trust_pool" && opt != "client_identity" && opt != "upstream_identity" {
+			if is := misplaced.Is(opt); is != "" {
 				return d.Errf("%s: %s", where, is)
 			}
 			rest = append(rest, d.NextSegment()...)
