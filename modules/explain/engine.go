@@ -72,6 +72,11 @@ type engine struct {
 
 func (e *engine) add(s verify.Step) { e.rep.Steps = append(e.rep.Steps, s) }
 
+// info adds a step that only informs.
+func (e *engine) info(stage, name, detail string) {
+	e.add(verify.Step{Stage: stage, Name: name, Verdict: verify.VerdictInfo, Detail: detail})
+}
+
 // undetermined adds s as a step explain cannot evaluate, and makes the
 // verdict undetermined.
 func (e *engine) undetermined(s verify.Step, summary string) {
@@ -257,7 +262,7 @@ func (e *engine) passes(routes layer4.RouteList) bool {
 
 // run explains the client on listener l.
 func (e *engine) run(l *candidate) {
-	e.add(verify.Step{Stage: "listener", Name: l.name, Verdict: verify.VerdictInfo, Detail: l.String()})
+	e.info("listener", l.name, l.String())
 	listen := e.req.Listen
 	if listen == "" && len(l.listen) > 0 {
 		listen = l.listen[0]

@@ -51,8 +51,7 @@ func (x *explainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 		routes := e.explainRoutes(h.Routes, x.where)
 		err := routes.Compile(next).ServeHTTP(w, r)
 		if err != nil && h.Errors != nil {
-			e.add(verify.Step{Stage: "route", Name: "subroute " + x.where, Verdict: verify.VerdictInfo,
-				Detail: "the subroute's own error routes shape the error answer: " + err.Error()})
+			e.info("route", "subroute "+x.where, "the subroute's own error routes shape the error answer: "+err.Error())
 		}
 		return err
 	case *reverseproxy.Handler:
@@ -64,7 +63,7 @@ func (x *explainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 		if h.Abort {
 			detail = "static_response aborts: the connection is closed without an answer"
 		}
-		e.add(verify.Step{Stage: "handler", Name: "static_response", Verdict: verify.VerdictInfo, Detail: detail + " (route " + x.where + ")"})
+		e.info("handler", "static_response", detail+" (route "+x.where+")")
 		e.answer(status, detail)
 		return nil
 	case *caddyhttp.StaticError:
@@ -79,12 +78,11 @@ func (x *explainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	case slices.Contains(passOver, name):
 		return next.ServeHTTP(w, r)
 	case slices.Contains(answers, name):
-		e.add(verify.Step{Stage: "handler", Name: name, Verdict: verify.VerdictInfo, Detail: name + " answers the request (route " + x.where + "; explain does not run it)"})
+		e.info("handler", name, name+" answers the request (route "+x.where+"; explain does not run it)")
 		e.answer(http.StatusOK, "answered by "+name)
 		return nil
 	case name == "authentication":
-		e.add(verify.Step{Stage: "handler", Name: name, Verdict: verify.VerdictInfo,
-			Detail: "authentication checks the request's credentials, which explain does not have: the walk goes on as if they were right (route " + x.where + ")"})
+		e.info("handler", name, "authentication checks the request's credentials, which explain does not have: the walk goes on as if they were right (route "+x.where+")")
 		return next.ServeHTTP(w, r)
 	}
 	e.undetermined(verify.Step{Stage: "handler", Name: name,

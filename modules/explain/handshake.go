@@ -60,8 +60,7 @@ func (e *engine) handshake(policies caddytls.ConnectionPolicies, of string) *tls
 		return nil
 	}
 	index := slices.IndexFunc(policies, func(p *caddytls.ConnectionPolicy) bool { return p.TLSConfig == cfg })
-	e.add(verify.Step{Stage: "tls", Name: "connection policy", Verdict: verify.VerdictInfo,
-		Detail: fmt.Sprintf("TLS is terminated here, by connection policy #%d of %s (the first whose matchers take %s): %s", index, of, e.req.ServerName, describeClientAuth(cfg))})
+	e.info("tls", "connection policy", fmt.Sprintf("TLS is terminated here, by connection policy #%d of %s (the first whose matchers take %s): %s", index, of, e.req.ServerName, describeClientAuth(cfg)))
 
 	version := uint16(tls.VersionTLS13)
 	if cfg.MaxVersion != 0 && cfg.MaxVersion < tls.VersionTLS13 {
@@ -70,8 +69,7 @@ func (e *engine) handshake(policies caddytls.ConnectionPolicies, of string) *tls
 	certs := e.req.certs
 	if cfg.ClientAuth == tls.NoClientCert {
 		if len(certs) > 0 {
-			e.add(verify.Step{Stage: "tls", Name: "crypto/tls", Verdict: verify.VerdictInfo,
-				Detail: "the server asks for no client certificate (no client_auth): the client's certificate is not sent, and nothing verifies it"})
+			e.info("tls", "crypto/tls", "the server asks for no client certificate (no client_auth): the client's certificate is not sent, and nothing verifies it")
 		}
 		certs = nil
 	}
@@ -122,8 +120,7 @@ func (e *engine) clientCertificate(cfg *tls.Config, version uint16, cs *tls.Conn
 			return alert, verify.ReasonNoCertificate, errors.New("tls: client didn't provide a certificate")
 		}
 		if cfg.ClientAuth != tls.NoClientCert {
-			e.add(verify.Step{Stage: "chain", Name: "crypto/tls", Verdict: verify.VerdictInfo,
-				Detail: "no certificate sent; client_auth mode " + truststore.ModeName(cfg.ClientAuth) + " lets a client without one in (Caddy runs no verifier then): no verified identity"})
+			e.info("chain", "crypto/tls", "no certificate sent; client_auth mode "+truststore.ModeName(cfg.ClientAuth)+" lets a client without one in (Caddy runs no verifier then): no verified identity")
 		}
 	}
 	now := time.Now()

@@ -33,8 +33,7 @@ func (e *engine) layer4(routes layer4.RouteList, beside bool) bool {
 	}
 	if i < 0 {
 		if beside {
-			e.add(verify.Step{Stage: "passthrough", Name: "layer4", Verdict: verify.VerdictInfo,
-				Detail: fmt.Sprintf("none of the %d passthrough route(s) in front of this server takes %s: the connection goes on to Caddy's TLS", len(routes), e.req.ServerName)})
+			e.info("passthrough", "layer4", fmt.Sprintf("none of the %d passthrough route(s) in front of this server takes %s: the connection goes on to Caddy's TLS", len(routes), e.req.ServerName))
 		}
 		return false
 	}

@@ -38,8 +38,7 @@ func (e *engine) routes(srv *caddyhttp.Server, cs *tls.ConnectionState) {
 	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), w, srv)
 	final := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 		if e.rep.Verdict.Outcome == "" {
-			e.add(verify.Step{Stage: "route", Name: "server", Verdict: verify.VerdictInfo,
-				Detail: "no route answered the request: Caddy answers 200 with an empty body"})
+			e.info("route", "server", "no route answered the request: Caddy answers 200 with an empty body")
 			e.rep.Verdict = Verdict{Outcome: OutcomeRoutedElsewhere, Status: http.StatusOK,
 				Summary: "admitted at the handshake, but no route of the site answers the request (an empty 200)"}
 		}

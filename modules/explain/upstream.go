@@ -52,28 +52,27 @@ func (e *engine) dialUpstream() error {
 	start := verify.Step{Stage: "upstream", Name: "reverse_proxy", Verdict: verify.VerdictInfo,
 		Detail: fmt.Sprintf("dialing %s now, as reverse_proxy does: %s", addr, describeTransport(h.Transport))}
 	var setup *tlsclient.Setup
-	var conn net.Conn
-	var err error
+	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	switch t := h.Transport.(type) {
 	case *upstream.Transport:
-		dial := t.Dial()
-		if dial == nil {
-			return fmt.Errorf("upstream %s: its transport speaks plain HTTP: there is no TLS handshake to explain", addr)
+		if dial = t.Dial(); dial != nil {
+			s := t.Live().Describe()
+			setup, start.Checks = &s, setupChecks(s)
 		}
-		s := t.Live().Describe()
-		setup = &s
-		start.Checks = setupChecks(s)
-		e.add(start)
-		conn, err = dial(ctx, "tcp", addr)
 	case *reverseproxy.HTTPTransport:
-		if t.TLS == nil || t.Transport == nil || t.Transport.TLSClientConfig == nil {
-			return fmt.Errorf("upstream %s: its transport speaks plain HTTP: there is no TLS handshake to explain", addr)
+		if t.TLS != nil && t.Transport != nil && t.Transport.TLSClientConfig != nil {
+			// Caddy's own: crypto/tls with its tls.Config, the server name
+			// the address's host when the config has none
+			dial = (&tls.Dialer{Config: t.Transport.TLSClientConfig}).DialContext
 		}
-		e.add(start)
-		conn, err = caddyDial(ctx, t.Transport.TLSClientConfig, addr)
 	default:
 		return fmt.Errorf("upstream %s: transport %s is not one explain can dial", addr, handlerName(h.Transport))
 	}
+	if dial == nil {
+		return fmt.Errorf("upstream %s: its transport speaks plain HTTP: there is no TLS handshake to explain", addr)
+	}
+	e.add(start)
+	conn, err := dial(ctx, "tcp", addr)
 	if err == nil {
 		err = afterHandshake(conn)
 		defer conn.Close()
@@ -188,26 +187,6 @@ func alertFor(reason string) string {
 		return alertCertificateExpired
 	}
 	return alertBadCertificate
-}
-
-// caddyDial is the handshake of Caddy's own http transport: crypto/tls
-// with the transport's tls.Config, the server name the address's host
-// when the config has none (as net/http does).
-func caddyDial(ctx context.Context, base *tls.Config, addr string) (net.Conn, error) {
-	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	cfg := base.Clone()
-	if cfg.ServerName == "" {
-		cfg.ServerName, _, _ = net.SplitHostPort(addr)
-	}
-	tc := tls.Client(raw, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		raw.Close()
-		return nil, err
-	}
-	return tc, nil
 }
 
 func setupChecks(s tlsclient.Setup) []verify.Check {
