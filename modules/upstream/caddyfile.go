@@ -27,11 +27,9 @@ import (
 //		<option of the http transport> ...
 //	}
 //
-// where <source> is a keystore source (pem, pkcs12, jks, internal) and
-// <module> a tls.ca_pool.source module (file, inline, truststore, bundle,
-// pki_live, spiffe_bundle, ...). trust_pool is the same setting as the
-// http transport's tls_trust_pool (give one of them); with this transport
-// either is read live at each upstream handshake.
+// where <source> is a keystore source and <module> a tls.ca_pool.source
+// module. trust_pool is the http transport's tls_trust_pool (give one of
+// them); with this transport either is read live at each handshake.
 func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // transport name
 	seg := d.NextSegment()
