@@ -20,14 +20,12 @@ func init() {
 // routePattern is the admin API route of explain.
 const routePattern = "/trustline/explain"
 
-// Admin answers POST /trustline/explain on the admin API (and there only:
-// Caddy's origin checks apply): the body is a Request as JSON, the client
-// chain as PEM (never a key; at most 64 KiB and 10 certificates), the
-// answer the Report as JSON, made by the running config's own modules
-// with the pools, CRLs and identities in force now. Nothing the request
-// names is fetched: no AIA, no CRL distribution point or OCSP responder
-// (revocation answers come from the cache), and --upstream dials only an
-// upstream of the config. At most maxExplains run at once.
+// Admin answers POST /trustline/explain on the admin API (Caddy's origin
+// checks apply): the body is a Request as JSON (the chain as PEM, never a
+// key), the answer the Report as JSON, made by the running config's own
+// modules with the material in force now. Nothing the request names is
+// fetched (no AIA, CRL distribution point or OCSP responder), and
+// --upstream dials only an upstream of the config.
 type Admin struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -83,9 +81,8 @@ func serveExplain(w http.ResponseWriter, r *http.Request) error {
 	return json.NewEncoder(w).Encode(rep)
 }
 
-// explainRunning explains req against the config running now: the
-// context of the config Caddy runs (every app provisioned and started;
-// never one being loaded), and its JSON for the layer-4 routes.
+// explainRunning explains req against the config Caddy runs now (never
+// one being loaded).
 func explainRunning(req *Request) (rep *Report, err error) {
 	defer func() {
 		if v := recover(); v != nil {

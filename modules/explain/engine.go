@@ -21,14 +21,13 @@ import (
 
 // Explain answers, for the config provisioned in ctx, what the server
 // does with the client req describes, with the very code that decides:
-// the listener and its passthrough routes (caddy-l4's matchers with the
-// suite's ClientHello matcher, on a real ClientHello), the TLS connection
-// policy and its verifiers (through Caddy's own tls.Config), the routes
-// (Caddy's route machinery with the real matchers; the suite's handlers
-// asked for their decision; nothing proxied, nothing fetched). config is
-// the config's JSON (the passthrough routes are read from it: caddy-l4
-// keeps its provisioned matchers private); source names the config in
-// the answer. An error means nothing could be evaluated.
+// the listener and its layer-4 routes (caddy-l4's matchers on a real
+// ClientHello), the TLS connection policy and its verifiers (through
+// Caddy's own tls.Config), the routes (Caddy's route machinery with the
+// real matchers; the suite's handlers asked for their decision; nothing
+// proxied, nothing fetched). config is the config's JSON (caddy-l4 keeps
+// its provisioned routes private); source names the config in the
+// answer. An error means nothing could be evaluated.
 func Explain(ctx caddy.Context, config []byte, req *Request, source string) (*Report, error) {
 	e := &engine{ctx: ctx, req: req, rep: &Report{Generated: time.Now().UTC(), Source: source, Request: RequestSummary{
 		ServerName: req.ServerName, Listen: req.Listen, Method: req.Method, Path: req.Path, ALPN: req.ALPN, Upstream: req.Upstream,
@@ -64,16 +63,27 @@ type engine struct {
 	http *caddyhttp.App
 	// from the config's JSON: the layer-4 routes in front of each HTTP
 	// server, the passthrough app's servers and caddy-l4's layer4 app's
-	wrappers map[string][]*layer4.ListenerWrapper
-	l4       map[string]*layer4.Server
-	l4app    map[string]*layer4.Server
+	wrappers  map[string][]*layer4.ListenerWrapper
+	l4, l4app map[string]*layer4.Server
 
 	local net.Addr // the local address of the listener explained
-
-	hello []byte // the ClientHello of the request, once made
+	hello []byte   // the ClientHello of the request, once made
 }
 
-func (e *engine) add(s verify.Step) { e.rep.add(s) }
+func (e *engine) add(s verify.Step) { e.rep.Steps = append(e.rep.Steps, s) }
+
+// info adds a step that only informs.
+func (e *engine) info(stage, name, detail string) {
+	e.add(verify.Step{Stage: stage, Name: name, Verdict: verify.VerdictInfo, Detail: detail})
+}
+
+// undetermined adds s as a step explain cannot evaluate, and makes the
+// verdict undetermined.
+func (e *engine) undetermined(s verify.Step, summary string) {
+	s.Verdict = verify.VerdictUnknown
+	e.add(s)
+	e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: summary}
+}
 
 // readConfig finds the provisioned http app and reads the layer-4 routes
 // from the JSON.
@@ -85,11 +95,9 @@ func (e *engine) readConfig(config []byte) error {
 	}
 	var cfg struct {
 		Apps struct {
-			HTTP *struct {
-				Servers map[string]*caddyhttp.Server `json:"servers"`
-			} `json:"http"`
-			Passthrough *passthrough.App `json:"passthrough"`
-			Layer4      *layer4.App      `json:"layer4"`
+			HTTP        appServers[*caddyhttp.Server] `json:"http"`
+			Passthrough appServers[*layer4.Server]    `json:"passthrough"`
+			Layer4      appServers[*layer4.Server]    `json:"layer4"`
 		} `json:"apps"`
 	}
 	if len(config) > 0 {
@@ -97,42 +105,45 @@ func (e *engine) readConfig(config []byte) error {
 			return fmt.Errorf("reading the config: %w", err)
 		}
 	}
-	e.wrappers, e.l4 = map[string][]*layer4.ListenerWrapper{}, map[string]*layer4.Server{}
-	if cfg.Apps.HTTP != nil {
-		for name, srv := range cfg.Apps.HTTP.Servers {
-			for _, raw := range srv.ListenerWrappersRaw {
-				var kind struct {
-					Wrapper string `json:"wrapper"`
-				}
-				if json.Unmarshal(raw, &kind) != nil || kind.Wrapper != "layer4" {
-					continue
-				}
-				lw := new(layer4.ListenerWrapper)
-				if err := json.Unmarshal(raw, lw); err != nil {
-					return fmt.Errorf("server %s: layer4 listener wrapper: %w", name, err)
-				}
-				e.wrappers[name] = append(e.wrappers[name], lw)
+	e.wrappers = map[string][]*layer4.ListenerWrapper{}
+	for name, srv := range cfg.Apps.HTTP.Servers {
+		for _, raw := range srv.ListenerWrappersRaw {
+			if moduleName(raw, "wrapper") != "layer4" {
+				continue
 			}
+			lw := new(layer4.ListenerWrapper)
+			if err := json.Unmarshal(raw, lw); err != nil {
+				return fmt.Errorf("server %s: layer4 listener wrapper: %w", name, err)
+			}
+			e.wrappers[name] = append(e.wrappers[name], lw)
 		}
 	}
-	if cfg.Apps.Passthrough != nil {
-		e.l4 = cfg.Apps.Passthrough.Servers
-	}
-	if cfg.Apps.Layer4 != nil {
-		e.l4app = cfg.Apps.Layer4.Servers
-	}
+	e.l4, e.l4app = cfg.Apps.Passthrough.Servers, cfg.Apps.Layer4.Servers
 	return nil
+}
+
+// appServers is an app's servers in the config's JSON.
+type appServers[T any] struct {
+	Servers map[string]T `json:"servers"`
+}
+
+// moduleName is the name of a module in its JSON, under its inline key
+// ("handler", "wrapper").
+func moduleName(raw json.RawMessage, key string) string {
+	var m map[string]any
+	_ = json.Unmarshal(raw, &m)
+	name, _ := m[key].(string)
+	return name
 }
 
 // candidate is a listener: an HTTP server (with the layer-4 routes in
 // front of it), a passthrough server or a server of caddy-l4's layer4
 // app.
 type candidate struct {
-	name   string
-	kind   string
-	listen []string
-	http   *caddyhttp.Server
-	l4     *layer4.Server
+	name, kind string
+	listen     []string
+	http       *caddyhttp.Server
+	l4         *layer4.Server
 }
 
 func (c *candidate) String() string {
@@ -148,11 +159,10 @@ func (e *engine) listener() (*candidate, error) {
 			all = append(all, &candidate{name: name, kind: "HTTP server", listen: srv.Listen, http: srv})
 		}
 	}
-	for name, srv := range e.l4 {
-		all = append(all, &candidate{name: name, kind: "passthrough server", listen: srv.Listen, l4: srv})
-	}
-	for name, srv := range e.l4app {
-		all = append(all, &candidate{name: name, kind: "layer4 server", listen: srv.Listen, l4: srv})
+	for kind, servers := range map[string]map[string]*layer4.Server{"passthrough server": e.l4, "layer4 server": e.l4app} {
+		for name, srv := range servers {
+			all = append(all, &candidate{name: name, kind: kind, listen: srv.Listen, l4: srv})
+		}
 	}
 	slices.SortFunc(all, func(a, b *candidate) int { return strings.Compare(a.String(), b.String()) })
 	if len(all) == 0 {
@@ -165,16 +175,21 @@ func (e *engine) listener() (*candidate, error) {
 		}
 		return strings.Join(out, "; ")
 	}
-	if e.req.Listen != "" {
-		var on []*candidate
+	filter := func(keep func(*candidate) bool) (out []*candidate) {
 		for _, c := range all {
-			for _, l := range c.listen {
-				if ok, err := passthrough.ListenersClash(l, e.req.Listen); err == nil && ok {
-					on = append(on, c)
-					break
-				}
+			if keep(c) {
+				out = append(out, c)
 			}
 		}
+		return out
+	}
+	if e.req.Listen != "" {
+		on := filter(func(c *candidate) bool {
+			return slices.ContainsFunc(c.listen, func(l string) bool {
+				clash, err := passthrough.ListenersClash(l, e.req.Listen)
+				return err == nil && clash
+			})
+		})
 		switch len(on) {
 		case 0:
 			return nil, fmt.Errorf("no listener on %s; the config's listeners: %s", e.req.Listen, names(all))
@@ -186,12 +201,7 @@ func (e *engine) listener() (*candidate, error) {
 	if len(all) == 1 {
 		return all[0], nil
 	}
-	var serving []*candidate
-	for _, c := range all {
-		if e.serves(c) {
-			serving = append(serving, c)
-		}
-	}
+	serving := filter(e.serves)
 	if len(serving) == 1 {
 		return serving[0], nil
 	}
@@ -208,27 +218,33 @@ func (e *engine) serves(c *candidate) bool {
 	if c.l4 != nil {
 		return e.passes(c.l4.Routes)
 	}
-	for _, lw := range e.wrappers[c.name] {
-		if e.passes(lw.Routes) {
-			return true
-		}
+	if slices.ContainsFunc(e.wrappers[c.name], func(lw *layer4.ListenerWrapper) bool { return e.passes(lw.Routes) }) {
+		return true
 	}
 	if len(c.http.TLSConnPolicies) == 0 {
 		return false
 	}
 	r := caddyhttp.PrepareRequest(&http.Request{Host: e.req.ServerName, URL: &url.URL{Path: "/"}, Header: http.Header{}}, caddy.NewReplacer(), nil, c.http)
-	for _, route := range c.http.Routes {
-		for _, set := range route.MatcherSets {
-			for _, m := range set {
-				if host, ok := m.(caddyhttp.MatchHost); ok {
-					if match, _ := host.MatchWithError(r); match {
-						return true
-					}
+	return slices.ContainsFunc(c.http.Routes, func(route caddyhttp.Route) bool {
+		_, match := hostMatch(route.MatcherSets, r)
+		return match
+	})
+}
+
+// hostMatch reports whether the matcher sets hold a host matcher, and
+// whether one takes r.
+func hostMatch(sets caddyhttp.MatcherSets, r *http.Request) (hasHost, match bool) {
+	for _, set := range sets {
+		for _, m := range set {
+			if host, ok := m.(caddyhttp.MatchHost); ok {
+				hasHost = true
+				if takes, _ := host.MatchWithError(r); takes {
+					return true, true
 				}
 			}
 		}
 	}
-	return false
+	return hasHost, false
 }
 
 // passes reports whether a layer-4 route takes the client: passes it
@@ -238,18 +254,20 @@ func (e *engine) passes(routes layer4.RouteList) bool {
 	if err != nil || i < 0 {
 		return false
 	}
-	for _, raw := range routes[i].HandlersRaw {
-		if h := handlerKind(raw); h == "passthrough" || terminator(h) != "" {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(routes[i].HandlersRaw, func(raw json.RawMessage) bool {
+		h := moduleName(raw, "handler")
+		return h == "passthrough" || terminator(h) != ""
+	})
 }
 
 // run explains the client on listener l.
 func (e *engine) run(l *candidate) {
-	e.add(verify.Step{Stage: "listener", Name: l.name, Verdict: verify.VerdictInfo, Detail: l.String()})
-	e.local = listenAddr(firstOr(l.listen, e.req.Listen))
+	e.info("listener", l.name, l.String())
+	listen := e.req.Listen
+	if listen == "" && len(l.listen) > 0 {
+		listen = l.listen[0]
+	}
+	e.local = listenAddr(listen)
 	if l.l4 != nil {
 		if !e.layer4(l.l4.Routes, false) {
 			e.add(verify.Step{Stage: "passthrough", Name: "layer4", Verdict: verify.VerdictRefused, Detail: "no route of this " + l.kind + " takes the ClientHello: caddy-l4 closes the connection"})
@@ -268,28 +286,25 @@ func (e *engine) run(l *candidate) {
 		e.refuseHandshake("", verify.ReasonOther, "the listener does not speak TLS")
 		return
 	}
-	cs := e.handshake(l.http.TLSConnPolicies, "the server")
-	if cs == nil {
-		return
+	if cs := e.handshake(l.http.TLSConnPolicies, "the server"); cs != nil {
+		e.routes(l.http, cs)
 	}
-	e.routes(l.http, cs)
 }
 
-// refuseHandshake sets the verdict of a refused handshake.
+// refuseHandshake sets the verdict of a refused handshake (undetermined
+// when a step could not be evaluated).
 func (e *engine) refuseHandshake(alert, reason, summary string) {
 	e.rep.Verdict = Verdict{Outcome: OutcomeRefusedHandshake, Reason: reason, Alert: alert, Summary: summary}
-	for _, s := range e.rep.Steps {
-		if s.Verdict == verify.VerdictUnknown {
-			e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Reason: s.Reason,
-				Summary: "the handshake depends on what explain does not do: " + s.Detail}
-			return
-		}
+	if s := e.unknownStep(); s != nil {
+		e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Reason: s.Reason,
+			Summary: "the handshake depends on what explain does not do: " + s.Detail}
 	}
 }
 
-func firstOr(list []string, def string) string {
-	if def != "" || len(list) == 0 {
-		return def
+// unknownStep is the first step explain could not evaluate (nil: none).
+func (e *engine) unknownStep() *verify.Step {
+	if i := slices.IndexFunc(e.rep.Steps, func(s verify.Step) bool { return s.Verdict == verify.VerdictUnknown }); i >= 0 {
+		return &e.rep.Steps[i]
 	}
-	return list[0]
+	return nil
 }

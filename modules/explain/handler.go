@@ -2,9 +2,9 @@ package explain
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -19,12 +19,9 @@ import (
 	"github.com/trustline/trustline/modules/verify"
 )
 
-// explainHandler stands for one handler of a route during explain. The
-// suite's handlers are asked for their decision (peer_authorize's Decide)
-// or run for real where they only rewrite the request
-// (forward_peer_identity, peer_identity); Caddy's handlers that only
-// rewrite the request run for real too; those that answer (reverse_proxy,
-// static_response, error, file_server) are told, never run.
+// explainHandler stands for one handler of a route during explain:
+// peer_authorize is asked for its decision; the handlers that only rewrite
+// the request run for real; those that answer are told, never run.
 type explainHandler struct {
 	e     *engine
 	h     caddyhttp.MiddlewareHandler
@@ -54,8 +51,7 @@ func (x *explainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 		routes := e.explainRoutes(h.Routes, x.where)
 		err := routes.Compile(next).ServeHTTP(w, r)
 		if err != nil && h.Errors != nil {
-			e.add(verify.Step{Stage: "route", Name: "subroute " + x.where, Verdict: verify.VerdictInfo,
-				Detail: "the subroute's own error routes shape the error answer: " + err.Error()})
+			e.info("route", "subroute "+x.where, "the subroute's own error routes shape the error answer: "+err.Error())
 		}
 		return err
 	case *reverseproxy.Handler:
@@ -67,7 +63,7 @@ func (x *explainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 		if h.Abort {
 			detail = "static_response aborts: the connection is closed without an answer"
 		}
-		e.add(verify.Step{Stage: "handler", Name: "static_response", Verdict: verify.VerdictInfo, Detail: detail + " (route " + x.where + ")"})
+		e.info("handler", "static_response", detail+" (route "+x.where+")")
 		e.answer(status, detail)
 		return nil
 	case *caddyhttp.StaticError:
@@ -82,28 +78,23 @@ func (x *explainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	case slices.Contains(passOver, name):
 		return next.ServeHTTP(w, r)
 	case slices.Contains(answers, name):
-		e.add(verify.Step{Stage: "handler", Name: name, Verdict: verify.VerdictInfo, Detail: name + " answers the request (route " + x.where + "; explain does not run it)"})
+		e.info("handler", name, name+" answers the request (route "+x.where+"; explain does not run it)")
 		e.answer(http.StatusOK, "answered by "+name)
 		return nil
 	case name == "authentication":
-		e.add(verify.Step{Stage: "handler", Name: name, Verdict: verify.VerdictInfo,
-			Detail: "authentication checks the request's credentials, which explain does not have: the walk goes on as if they were right (route " + x.where + ")"})
+		e.info("handler", name, "authentication checks the request's credentials, which explain does not have: the walk goes on as if they were right (route "+x.where+")")
 		return next.ServeHTTP(w, r)
 	}
-	e.add(verify.Step{Stage: "handler", Name: name, Verdict: verify.VerdictUnknown,
-		Detail: "explain does not run the " + name + " handler (route " + x.where + "), and cannot tell whether it answers the request or passes it on"})
-	e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: "the request reaches the " + name + " handler, which explain does not run"}
+	e.undetermined(verify.Step{Stage: "handler", Name: name,
+		Detail: "explain does not run the " + name + " handler (route " + x.where + "), and cannot tell whether it answers the request or passes it on"},
+		"the request reaches the "+name+" handler, which explain does not run")
 	return nil
 }
 
 // statusOf is a handler's status code setting, placeholders replaced
 // (def when unset), as the handler reads it.
 func statusOf(r *http.Request, code caddyhttp.WeakString, def int) int {
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	s := string(code)
-	if repl != nil {
-		s = repl.ReplaceAll(s, "")
-	}
+	s := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).ReplaceAll(string(code), "")
 	if n, err := strconv.Atoi(s); err == nil && n > 0 {
 		return n
 	}
@@ -145,10 +136,9 @@ func (x *explainHandler) authorize(h *peer.Authorize, w http.ResponseWriter, r *
 	return next.ServeHTTP(w, r)
 }
 
-// forward runs forward_peer_identity on the request, as it would (it only
-// rewrites the request's headers), with forged client copies of every
-// header it strips, and tells what it removed and what it set: what the
-// upstream sees.
+// forward runs forward_peer_identity on the request, with forged client
+// copies of every header it strips, and tells what it removed and what it
+// set: what the upstream sees.
 func (x *explainHandler) forward(h *peer.ForwardHeaders, w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	const forged = "forged by the client"
 	stripped := h.Stripped()
@@ -167,13 +157,8 @@ func (x *explainHandler) forward(h *peer.ForwardHeaders, w http.ResponseWriter, 
 			}
 			checks = append(checks, verify.Check{Name: "strip " + n, Want: "client copies removed", Have: have, OK: have == "removed"})
 		}
-		names := make([]string, 0, len(seen))
-		for n := range seen {
-			names = append(names, n)
-		}
-		sort.Strings(names)
 		set := 0
-		for _, n := range names {
+		for _, n := range slices.Sorted(maps.Keys(seen)) {
 			if v := seen.Get(n); v != "" && v != before.Get(n) {
 				checks = append(checks, verify.Check{Name: "set " + n, Want: "to the upstream", Have: v, OK: true})
 				set++
@@ -212,9 +197,10 @@ func (x *explainHandler) proxy(h *reverseproxy.Handler, r *http.Request) {
 	if t, ok := h.Transport.(*upstream.Transport); ok && t.Live() != nil {
 		s.Checks = setupChecks(t.Live().Describe())
 	}
-	if id := peer.FromState(r.TLS); id != nil {
+	if peer.FromState(r.TLS) != nil {
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 		for _, p := range []string{"spiffe_id", "subject", "serial", "trust_domain", "fingerprint"} {
-			if v, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).GetString("peer." + p); ok && v != "" {
+			if v, ok := repl.GetString("peer." + p); ok && v != "" {
 				s.Checks = append(s.Checks, verify.Check{Name: "{peer." + p + "}", Want: "placeholder", Have: v, OK: true})
 			}
 		}
@@ -237,7 +223,7 @@ func describeTransport(t http.RoundTripper) string {
 		if tr.Live() == nil {
 			return "transport mtls without TLS (plain HTTP)"
 		}
-		return describeTLS("transport mtls", tr.ServerName(), tr.Live().Insecure())
+		return describeTLS("transport mtls", tr.Live().Describe())
 	case *reverseproxy.HTTPTransport:
 		if tr.TLS == nil {
 			return "transport http, plain HTTP: the backend gets the request unencrypted"
@@ -254,12 +240,12 @@ func describeTransport(t http.RoundTripper) string {
 
 // describeTLS says how the suite's TLS client (the mtls transport's,
 // the passthrough handler's tls) reaches the backend.
-func describeTLS(what, serverName string, insecure bool) string {
+func describeTLS(what string, setup tlsclient.Setup) string {
 	s := what + " (TLS"
-	if serverName != "" {
-		s += ", server name " + serverName
+	if setup.ServerName != "" {
+		s += ", server name " + setup.ServerName
 	}
-	if insecure {
+	if setup.Insecure {
 		s += ", the backend NOT verified: tls_insecure_skip_verify"
 	}
 	return s + ")"

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,25 +33,21 @@ const (
 	alertInternalError       = "internal error"
 )
 
-// handshake runs the server side of the handshake for the client, with
-// policies, connection policies as provisioned (an HTTP server's, or a
-// layer-4 terminate_tls or caddy-l4 tls handler's; of names their
-// holder: "the server"): the policy a real handshake would pick (Caddy's
-// GetConfigForClient on a ClientHello for the server name) and its
-// tls.Config, whose ClientAuth, ClientCAs, VerifyPeerCertificate and
-// VerifyConnection (Caddy's client_auth verifiers, in order: the suite's
-// live_trust and peer verifiers, with their revocation checks, run as
-// they would) decide. Of crypto/tls it emulates only its handling of the client's
-// certificate (see clientCertificate). It returns the connection state a
-// completed handshake gives, or nil when the handshake is refused (the
-// verdict is then set).
+// handshake runs the server side of the handshake for the client with
+// policies (an HTTP server's, or a layer-4 handler's; of names their
+// holder): the policy a real handshake picks (Caddy's GetConfigForClient)
+// and its tls.Config, whose client_auth settings and verifiers decide, run
+// as they would. Of crypto/tls it emulates only its handling of the
+// client's certificate (clientCertificate). It returns the connection
+// state a completed handshake gives, or nil when the handshake is refused
+// (the verdict is then set).
 func (e *engine) handshake(policies caddytls.ConnectionPolicies, of string) *tls.ConnectionState {
 	base := policies.TLSConfig(e.ctx)
 	hello := &tls.ClientHelloInfo{
 		ServerName:        e.req.ServerName,
 		SupportedProtos:   e.req.ALPN,
 		SupportedVersions: []uint16{tls.VersionTLS13, tls.VersionTLS12},
-		Conn:              addrConn{local: e.local, remote: &net.TCPAddr{IP: net.ParseIP(e.req.RemoteIP), Port: 50000}},
+		Conn:              e.conn(e.local, nil), // for policy matchers that read its addresses
 	}
 	cfg, err := base.GetConfigForClient(hello)
 	if err != nil || cfg == nil {
@@ -62,14 +59,8 @@ func (e *engine) handshake(policies caddytls.ConnectionPolicies, of string) *tls
 		e.refuseHandshake(alertInternalError, verify.ReasonOther, "no TLS connection policy takes the server name: the server ends the handshake")
 		return nil
 	}
-	index := -1
-	for i, p := range policies {
-		if p.TLSConfig == cfg {
-			index = i
-		}
-	}
-	e.add(verify.Step{Stage: "tls", Name: "connection policy", Verdict: verify.VerdictInfo,
-		Detail: fmt.Sprintf("TLS is terminated here, by connection policy #%d of %s (the first whose matchers take %s): %s", index, of, e.req.ServerName, describeClientAuth(cfg))})
+	index := slices.IndexFunc(policies, func(p *caddytls.ConnectionPolicy) bool { return p.TLSConfig == cfg })
+	e.info("tls", "connection policy", fmt.Sprintf("TLS is terminated here, by connection policy #%d of %s (the first whose matchers take %s): %s", index, of, e.req.ServerName, describeClientAuth(cfg)))
 
 	version := uint16(tls.VersionTLS13)
 	if cfg.MaxVersion != 0 && cfg.MaxVersion < tls.VersionTLS13 {
@@ -78,8 +69,7 @@ func (e *engine) handshake(policies caddytls.ConnectionPolicies, of string) *tls
 	certs := e.req.certs
 	if cfg.ClientAuth == tls.NoClientCert {
 		if len(certs) > 0 {
-			e.add(verify.Step{Stage: "tls", Name: "crypto/tls", Verdict: verify.VerdictInfo,
-				Detail: "the server asks for no client certificate (no client_auth): the client's certificate is not sent, and nothing verifies it"})
+			e.info("tls", "crypto/tls", "the server asks for no client certificate (no client_auth): the client's certificate is not sent, and nothing verifies it")
 		}
 		certs = nil
 	}
@@ -110,27 +100,13 @@ func (e *engine) handshake(policies caddytls.ConnectionPolicies, of string) *tls
 }
 
 // clientCertificate does what crypto/tls does with the client's
-// certificate on the server side, and then calls the config's callbacks
-// as a handshake calls them, with the connection state a handshake
-// gives. It follows Go 1.26's crypto/tls:
-//
-//   - handshake_server.go, processCertsFromClient (lines 946-1025): the
-//     mode's requirement (requiresClientCert: RequireAnyClientCert and
-//     RequireAndVerifyClientCert; alertCertificateRequired under TLS 1.3,
-//     alertHandshakeFailure under 1.2), then for VerifyClientCertIfGiven
-//     and RequireAndVerifyClientCert certs[0].Verify with Roots
-//     config.ClientCAs, CurrentTime config.time(), the other
-//     certificates as Intermediates and KeyUsages ClientAuth
-//     (alertUnknownCA for an UnknownAuthorityError, alertCertificateExpired
-//     for an expired one, else alertBadCertificate), the public key type
-//     (alertUnsupportedCertificate), then VerifyPeerCertificate
-//     (alertBadCertificate);
-//   - handshake_server_tls13.go lines 1056-1065 (and handshake_server.go
-//     lines 720-724 for TLS 1.2): VerifyConnection with
-//     connectionStateLocked() (alertBadCertificate).
-//
-// The alert is the one the client sees; reason the class (verify's
-// Reason constants).
+// certificate on the server side, then calls the config's callbacks as a
+// handshake does. It follows Go 1.26's crypto/tls: handshake_server.go's
+// processCertsFromClient (the mode's requirement, certs[0].Verify against
+// ClientCAs for the clientAuth usage, the public key type,
+// VerifyPeerCertificate, each with its alert), then VerifyConnection
+// (handshake_server_tls13.go, handshake_server.go for TLS 1.2). The alert
+// is the one the client sees, reason its class (verify's Reason constants).
 func (e *engine) clientCertificate(cfg *tls.Config, version uint16, cs *tls.ConnectionState) (alert, reason string, err error) {
 	certs := cs.PeerCertificates
 	if len(certs) == 0 {
@@ -144,8 +120,7 @@ func (e *engine) clientCertificate(cfg *tls.Config, version uint16, cs *tls.Conn
 			return alert, verify.ReasonNoCertificate, errors.New("tls: client didn't provide a certificate")
 		}
 		if cfg.ClientAuth != tls.NoClientCert {
-			e.add(verify.Step{Stage: "chain", Name: "crypto/tls", Verdict: verify.VerdictInfo,
-				Detail: "no certificate sent; client_auth mode " + truststore.ModeName(cfg.ClientAuth) + " lets a client without one in (Caddy runs no verifier then): no verified identity"})
+			e.info("chain", "crypto/tls", "no certificate sent; client_auth mode "+truststore.ModeName(cfg.ClientAuth)+" lets a client without one in (Caddy runs no verifier then): no verified identity")
 		}
 	}
 	now := time.Now()
@@ -318,25 +293,12 @@ func poolCerts(p *x509.CertPool) []*x509.Certificate {
 // first protocol the client offers.
 func negotiate(server, client []string) string {
 	for _, s := range server {
-		for _, c := range client {
-			if s == c {
-				return s
-			}
+		if slices.Contains(client, s) {
+			return s
 		}
 	}
 	return ""
 }
-
-// addrConn is the connection a ClientHelloInfo names, for policy matchers
-// that read its addresses (remote_ip, local_ip). Nothing reads or writes
-// it.
-type addrConn struct {
-	net.Conn
-	local, remote net.Addr
-}
-
-func (c addrConn) LocalAddr() net.Addr  { return c.local }
-func (c addrConn) RemoteAddr() net.Addr { return c.remote }
 
 // listenAddr is the local address of a listen address (":8443" is
 // 127.0.0.1:8443).
@@ -350,6 +312,6 @@ func listenAddr(listen string) net.Addr {
 		ip = net.IPv4(127, 0, 0, 1)
 	}
 	var p int
-	fmt.Sscanf(port, "%d", &p)
+	fmt.Sscanf(port, "%d", &p) // the first port of a range
 	return &net.TCPAddr{IP: ip, Port: p}
 }

@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -10,14 +11,12 @@ import (
 	"github.com/trustline/trustline/modules/verify"
 )
 
-// Report is explain's answer: the steps the server takes with the
-// client, in order, and the verdict. Its JSON is documented in the
-// package README.
+// Report is explain's answer: the steps the server takes with the client,
+// in order, and the verdict (its JSON is documented in the README).
 type Report struct {
 	// Generated is when the answer was made.
 	Generated time.Time `json:"generated"`
-	// Source says which config answered: "config <file>" or "running
-	// instance <admin address>".
+	// Source says which config answered ("config <file>", "running instance").
 	Source string `json:"source"`
 	// Request is what was asked, the chain described (never its PEM).
 	Request RequestSummary `json:"request"`
@@ -88,32 +87,27 @@ func (v Verdict) ExitCode() int {
 	return 1
 }
 
-// add appends a step.
-func (r *Report) add(s verify.Step) { r.Steps = append(r.Steps, s) }
-
 // WriteTable writes the report for people: the request, each step (its
 // chain, anchors and checks indented below it), and the verdict.
 func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	q := r.Request
-	fmt.Fprintf(tw, "explain\t%s %s%s on %s (%s)\n", q.Method, q.ServerName, q.Path, orDefault(q.Listen, "its listener"), r.Source)
+	fmt.Fprintf(tw, "explain\t%s %s%s on %s (%s)\n", q.Method, q.ServerName, q.Path, cmp.Or(q.Listen, "its listener"), r.Source)
 	if q.Upstream != "" {
 		fmt.Fprintf(tw, "upstream\t%s\n", q.Upstream)
 	}
 	if len(q.Chain) == 0 {
 		fmt.Fprintf(tw, "client\tsends no certificate\n")
 	}
-	for i, c := range q.Chain {
-		label := "client"
-		if i > 0 {
-			label = ""
-		}
+	label := "client"
+	for _, c := range q.Chain {
 		fmt.Fprintf(tw, "%s\t%s\n", label, certLine(c))
+		label = ""
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "STAGE\tWHO\tVERDICT\tREASON\tDETAIL\n")
 	for _, s := range r.Steps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Stage, s.Name, s.Verdict, orDefault(s.Reason, "-"), oneLine(s.Detail))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Stage, s.Name, s.Verdict, cmp.Or(s.Reason, "-"), oneLine(s.Detail))
 		for i, c := range s.Chain {
 			fmt.Fprintf(tw, "\t\t\t\t  chain %d: %s\n", i, certLine(c))
 		}
@@ -164,10 +158,3 @@ func clip(s string, n int) string {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}

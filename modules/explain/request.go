@@ -174,10 +174,5 @@ func ParseChain(data []byte) ([]*x509.Certificate, error) {
 
 // printable reports whether s holds no control character.
 func printable(s string) bool {
-	for _, c := range s {
-		if c < 0x20 || c == 0x7f {
-			return false
-		}
-	}
-	return true
+	return !strings.ContainsFunc(s, func(c rune) bool { return c < 0x20 || c == 0x7f })
 }

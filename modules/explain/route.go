@@ -16,14 +16,11 @@ import (
 	"github.com/trustline/trustline/modules/verify"
 )
 
-// routes walks the server's routes with the request a completed
-// handshake gives (Host and SNI the server name, r.TLS the connection
-// state, with the verification recorded for it), through Caddy's own
-// route machinery: copies of the routes, with their provisioned matcher
-// sets (so groups, terminal routes and matcher errors behave as they do)
-// and each handler stood in for by an explainer (explainHandler) that
-// asks the suite's handlers for their decision and never lets a handler
-// act: nothing is proxied, no file is served.
+// routes walks the server's routes with the request a completed handshake
+// gives, through Caddy's own route machinery: copies of the routes with
+// their provisioned matcher sets (so groups, terminal routes and matcher
+// errors behave as they do), each handler stood in for by an
+// explainHandler that never lets it act.
 func (e *engine) routes(srv *caddyhttp.Server, cs *tls.ConnectionState) {
 	proto, major := "HTTP/1.1", 1
 	if cs.NegotiatedProtocol == "h2" {
@@ -40,9 +37,8 @@ func (e *engine) routes(srv *caddyhttp.Server, cs *tls.ConnectionState) {
 	w := httptest.NewRecorder()
 	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), w, srv)
 	final := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
-		if !e.answered() {
-			e.add(verify.Step{Stage: "route", Name: "server", Verdict: verify.VerdictInfo,
-				Detail: "no route answered the request: Caddy answers 200 with an empty body"})
+		if e.rep.Verdict.Outcome == "" {
+			e.info("route", "server", "no route answered the request: Caddy answers 200 with an empty body")
 			e.rep.Verdict = Verdict{Outcome: OutcomeRoutedElsewhere, Status: http.StatusOK,
 				Summary: "admitted at the handshake, but no route of the site answers the request (an empty 200)"}
 		}
@@ -66,23 +62,15 @@ func (e *engine) routes(srv *caddyhttp.Server, cs *tls.ConnectionState) {
 			e.rep.Verdict.Outcome = OutcomeAdmitted
 		}
 	}
-	if e.rep.Verdict.Outcome == OutcomeAdmitted || e.rep.Verdict.Outcome == OutcomeRefusedHTTP {
-		for _, s := range e.rep.Steps {
-			if s.Verdict == verify.VerdictUnknown {
-				e.rep.Verdict.Outcome = OutcomeUndetermined
-				e.rep.Verdict.Summary = "the answer depends on what explain does not run: " + s.Detail
-				break
-			}
-		}
+	if s := e.unknownStep(); s != nil && (e.rep.Verdict.Outcome == OutcomeAdmitted || e.rep.Verdict.Outcome == OutcomeRefusedHTTP) {
+		e.rep.Verdict.Outcome = OutcomeUndetermined
+		e.rep.Verdict.Summary = "the answer depends on what explain does not run: " + s.Detail
 	}
 }
 
-// answered reports whether a verdict is set.
-func (e *engine) answered() bool { return e.rep.Verdict.Outcome != "" }
-
 // explainRoutes makes copies of routes whose matcher sets report to the
-// explanation and whose handlers are explainers. at numbers them
-// ("2", "2.1" inside a subroute).
+// explanation and whose handlers are explainers, numbered after at ("2",
+// "2.1" inside a subroute).
 func (e *engine) explainRoutes(routes caddyhttp.RouteList, at string) caddyhttp.RouteList {
 	out := make(caddyhttp.RouteList, 0, len(routes))
 	for i, rt := range routes {
@@ -103,8 +91,8 @@ func (e *engine) explainRoutes(routes caddyhttp.RouteList, at string) caddyhttp.
 }
 
 // routeMatcher stands for a route's matcher sets: it runs them as Caddy
-// does (MatcherSets.AnyMatchWithError) and tells the outcome of a route
-// that is about this request's site.
+// does and tells the outcome of a route that is about this request's site
+// (no host matcher, or one that takes the request).
 type routeMatcher struct {
 	e     *engine
 	sets  caddyhttp.MatcherSets
@@ -113,27 +101,10 @@ type routeMatcher struct {
 
 func (m *routeMatcher) MatchWithError(r *http.Request) (bool, error) {
 	ok, err := m.sets.AnyMatchWithError(r)
-	if ok || err != nil || m.aboutThisSite(r) {
+	if hasHost, ours := hostMatch(m.sets, r); ok || err != nil || ours || !hasHost {
 		m.e.add(m.step(r, ok, err))
 	}
 	return ok, err
-}
-
-// aboutThisSite: the route has no host matcher, or one that takes the
-// request (a route of another site is not worth a line).
-func (m *routeMatcher) aboutThisSite(r *http.Request) bool {
-	hosts := 0
-	for _, set := range m.sets {
-		for _, mt := range set {
-			if h, ok := mt.(caddyhttp.MatchHost); ok {
-				hosts++
-				if match, _ := h.MatchWithError(r); match {
-					return true
-				}
-			}
-		}
-	}
-	return hosts == 0
 }
 
 // step describes the route's matchers and which of them took the
@@ -189,8 +160,5 @@ func describeMatcher(m any) string {
 	case *caddyhttp.MatchNot:
 		return "not"
 	}
-	if mod, ok := m.(caddy.Module); ok {
-		return mod.CaddyModule().ID.Name()
-	}
-	return fmt.Sprintf("%T", m)
+	return handlerName(m)
 }

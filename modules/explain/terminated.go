@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -16,30 +17,26 @@ import (
 	"github.com/trustline/trustline/modules/verify"
 )
 
-// forwarded reports a passthrough handler after terminate_tls or
-// caddy-l4's tls (by names it): TLS ended at layer 4, and the handler
-// forwards the decrypted stream to its upstreams, in plain TCP or
-// re-encrypted (its tls: the client identity it presents and the trust
-// it verifies the backend with, as in force now), behind the PROXY
-// header it sends (with proxy_protocol_identity, the TLVs
-// passthrough.IdentityTLVs makes of this connection, whose state both
-// terminating handlers record where the passthrough handler reads it).
+// forwarded reports a passthrough handler after a handler (by) ended TLS
+// at layer 4: it forwards the decrypted stream to its upstreams, in plain
+// TCP or re-encrypted (its tls as in force now), behind the PROXY header
+// it sends.
 func (e *engine) forwarded(at, by string, h *passthrough.Handler, cs *tls.ConnectionState) {
-	ups := strings.Join(upstreamAddrs(h), ", ")
+	ups := upstreamAddrs(h)
 	s := verify.Step{Stage: "upstream", Name: "passthrough", Verdict: verify.VerdictAdmitted}
 	how := "in plain TCP: the backend reads the client's bytes decrypted, unencrypted on the wire"
 	if h.TLS != nil {
-		setup, serverName, insecure, err := e.upstreamClient(h.TLS)
+		setup, err := e.upstreamClient(h.TLS)
 		if err != nil {
-			e.add(verify.Step{Stage: "upstream", Name: "passthrough", Verdict: verify.VerdictUnknown, Detail: "loading the handler's tls: " + err.Error()})
-			e.rep.Verdict = Verdict{Outcome: OutcomeUndetermined, Summary: "the passthrough handler's tls could not be loaded: " + err.Error()}
+			e.undetermined(verify.Step{Stage: "upstream", Name: "passthrough", Detail: "loading the handler's tls: " + err.Error()},
+				"the passthrough handler's tls could not be loaded: "+err.Error())
 			return
 		}
-		how = "re-encrypted, " + describeTLS("by the handler's tls", serverName, insecure)
+		how = "re-encrypted, " + describeTLS("by the handler's tls", setup)
 		s.Checks = setupChecks(setup)
 	}
 	s.Detail = fmt.Sprintf("TLS ended at %s; the passthrough handler of %s (route %q) forwards the decrypted stream to %s %s",
-		by, at, orDefault(h.Route, "passthrough"), ups, how)
+		by, at, cmp.Or(h.Route, "passthrough"), ups, how)
 	s.Checks = append(s.Checks, proxyChecks(h, cs)...)
 	e.add(s)
 	e.rep.Verdict = Verdict{Outcome: OutcomeAdmitted,
@@ -47,24 +44,25 @@ func (e *engine) forwarded(at, by string, h *passthrough.Handler, cs *tls.Connec
 }
 
 // upstreamClient loads the passthrough handler's TLS client as the
-// handler does (UpstreamTLS.Load), in a context of its own that joins
-// the material in force (material.JoinOnly), and describes it.
-func (e *engine) upstreamClient(t *passthrough.UpstreamTLS) (setup tlsclient.Setup, serverName string, insecure bool, err error) {
+// handler does, in a context of its own that joins the material in force
+// (material.JoinOnly), and describes it.
+func (e *engine) upstreamClient(t *passthrough.UpstreamTLS) (tlsclient.Setup, error) {
 	ctx, cancel := caddy.NewContext(e.ctx)
 	defer cancel()
 	c, err := t.Load(material.JoinOnly(ctx))
 	if err != nil {
-		return setup, "", false, err
+		return tlsclient.Setup{}, err
 	}
-	return c.Describe(), c.Config("").ServerName, c.Insecure(), nil
+	return c.Describe(), nil
 }
 
-func upstreamAddrs(h *passthrough.Handler) []string {
+// upstreamAddrs lists the handler's upstreams.
+func upstreamAddrs(h *passthrough.Handler) string {
 	var ups []string
 	for _, u := range h.Upstreams {
 		ups = append(ups, u.Dial)
 	}
-	return ups
+	return strings.Join(ups, ", ")
 }
 
 // proxyChecks say what the PROXY header of the handler carries: the

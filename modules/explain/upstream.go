@@ -1,12 +1,14 @@
 package explain
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,48 +30,49 @@ const (
 )
 
 // dialUpstream dials the backend named by the request (an upstream of a
-// reverse_proxy of the config: explain dials nothing else) now, with the
-// configured client identity and trust, through the transport's own
-// dial: the mtls transport's (LiveTLS.Handshake, classified by
-// tlsclient.Classify), or for Caddy's http transport crypto/tls with its
-// tls.Config. It is a real handshake, made as a probe (tlsclient.Probe):
-// its failure is neither counted nor logged as the traffic's are.
+// reverse_proxy of the config: explain dials nothing else) now, through
+// the transport's own dial: the mtls transport's, or for Caddy's http
+// transport crypto/tls with its tls.Config. It is a real handshake, made
+// as a probe: a failure is reported here, neither counted nor logged.
 func (e *engine) dialUpstream() error {
-	h, addr := e.findUpstream()
+	var h *reverseproxy.Handler
+	addr := e.req.Upstream
+	e.eachProxy(func(p *reverseproxy.Handler) {
+		if h == nil && slices.ContainsFunc(p.Upstreams, func(u *reverseproxy.Upstream) bool { return sameAddr(u.Dial, addr) }) {
+			h = p
+		}
+	})
 	if h == nil {
 		return fmt.Errorf("upstream %q is not an upstream of a reverse_proxy of this config (explain dials only the config's own upstreams); the config's TLS upstreams: %s",
-			e.req.Upstream, strings.Join(e.tlsUpstreams(), ", "))
+			addr, e.tlsUpstreams())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	// an operator's check, not traffic: a failure is reported here, not
-	// counted in trustline_upstream_handshake_failures_total nor logged
 	ctx = tlsclient.Probe(context.WithValue(ctx, caddy.ReplacerCtxKey, caddy.NewReplacer()))
 	start := verify.Step{Stage: "upstream", Name: "reverse_proxy", Verdict: verify.VerdictInfo,
 		Detail: fmt.Sprintf("dialing %s now, as reverse_proxy does: %s", addr, describeTransport(h.Transport))}
 	var setup *tlsclient.Setup
-	var conn net.Conn
-	var err error
+	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	switch t := h.Transport.(type) {
 	case *upstream.Transport:
-		dial := t.Dial()
-		if dial == nil {
-			return fmt.Errorf("upstream %s: its transport speaks plain HTTP: there is no TLS handshake to explain", addr)
+		if dial = t.Dial(); dial != nil {
+			s := t.Live().Describe()
+			setup, start.Checks = &s, setupChecks(s)
 		}
-		s := t.Live().Describe()
-		setup = &s
-		start.Checks = setupChecks(s)
-		e.add(start)
-		conn, err = dial(ctx, "tcp", addr)
 	case *reverseproxy.HTTPTransport:
-		if t.TLS == nil || t.Transport == nil || t.Transport.TLSClientConfig == nil {
-			return fmt.Errorf("upstream %s: its transport speaks plain HTTP: there is no TLS handshake to explain", addr)
+		if t.TLS != nil && t.Transport != nil && t.Transport.TLSClientConfig != nil {
+			// Caddy's own: crypto/tls with its tls.Config, the server name
+			// the address's host when the config has none
+			dial = (&tls.Dialer{Config: t.Transport.TLSClientConfig}).DialContext
 		}
-		e.add(start)
-		conn, err = caddyDial(ctx, t.Transport.TLSClientConfig, addr)
 	default:
 		return fmt.Errorf("upstream %s: transport %s is not one explain can dial", addr, handlerName(h.Transport))
 	}
+	if dial == nil {
+		return fmt.Errorf("upstream %s: its transport speaks plain HTTP: there is no TLS handshake to explain", addr)
+	}
+	e.add(start)
+	conn, err := dial(ctx, "tcp", addr)
 	if err == nil {
 		err = afterHandshake(conn)
 		defer conn.Close()
@@ -186,29 +189,9 @@ func alertFor(reason string) string {
 	return alertBadCertificate
 }
 
-// caddyDial is the handshake of Caddy's own http transport: crypto/tls
-// with the transport's tls.Config, the server name the address's host
-// when the config has none (as net/http does).
-func caddyDial(ctx context.Context, base *tls.Config, addr string) (net.Conn, error) {
-	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	cfg := base.Clone()
-	if cfg.ServerName == "" {
-		cfg.ServerName, _, _ = net.SplitHostPort(addr)
-	}
-	tc := tls.Client(raw, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		raw.Close()
-		return nil, err
-	}
-	return tc, nil
-}
-
 func setupChecks(s tlsclient.Setup) []verify.Check {
 	checks := []verify.Check{
-		{Name: "client identity", Want: orDefault(s.IdentitySource, "none configured"), Have: identityLine(s), OK: s.Identity != nil},
+		{Name: "client identity", Want: cmp.Or(s.IdentitySource, "none configured"), Have: identityLine(s), OK: s.Identity != nil},
 		{Name: "backend verified against", Want: "trust", Have: s.Trust, OK: !s.Insecure},
 	}
 	if s.Pins != "" {
@@ -217,25 +200,8 @@ func setupChecks(s tlsclient.Setup) []verify.Check {
 	return checks
 }
 
-// findUpstream finds the reverse_proxy whose upstreams include the
-// requested address.
-func (e *engine) findUpstream() (*reverseproxy.Handler, string) {
-	var found *reverseproxy.Handler
-	e.eachProxy(func(h *reverseproxy.Handler) {
-		for _, u := range h.Upstreams {
-			if found == nil && sameAddr(u.Dial, e.req.Upstream) {
-				found = h
-			}
-		}
-	})
-	if found == nil {
-		return nil, ""
-	}
-	return found, e.req.Upstream
-}
-
 // tlsUpstreams lists the upstreams of the config reached over TLS.
-func (e *engine) tlsUpstreams() []string {
+func (e *engine) tlsUpstreams() string {
 	var out []string
 	e.eachProxy(func(h *reverseproxy.Handler) {
 		tlsOn := false
@@ -251,10 +217,7 @@ func (e *engine) tlsUpstreams() []string {
 			}
 		}
 	})
-	if len(out) == 0 {
-		return []string{"none"}
-	}
-	return out
+	return cmp.Or(strings.Join(out, ", "), "none")
 }
 
 // eachProxy calls f for every reverse_proxy handler of the http app.

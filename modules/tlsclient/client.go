@@ -21,26 +21,18 @@ import (
 	"github.com/trustline/trustline/modules/verify"
 )
 
-// Client is the client side of the suite's TLS connections to backends,
-// shared by the mtls transport (HTTP), the layer-4 passthrough handler
-// and storage redis:
-//
-//   - the backend's chain is verified against the trust pool current at
-//     each handshake (resumed ones included), with its serverAuth usage,
-//     and against the server name or the pinned identities (Verify);
-//   - the client certificate is the keystore's current one at each
-//     handshake, a lock-free read;
-//   - a failed handshake is classified (a Reason constant, the backend's
-//     alert), counted in trustline_upstream_handshake_failures_total and
-//     logged as `upstream TLS handshake failed`.
-//
-// Make one with Load in Provision, give it the tls.Config its
-// connections copy with Apply, then for each connection run Handshake
-// over a dialed connection with a copy from Config.
+// Client is the client side of the suite's TLS connections to backends
+// (mtls transport, passthrough handler, storage redis): at each handshake,
+// resumed ones included, the backend's chain is verified against the trust
+// pool's current version (Verify) and the client certificate is the
+// keystore's current one; a failed handshake is classified, counted and
+// logged alike. Make one with Load in Provision, give it the config its
+// connections copy with Apply, then Handshake each dialed connection with
+// a copy from Config.
 type Client struct {
-	// Pool is the trust pool asked for its current CertPool at each
-	// handshake. Nil: the static roots of the config given to Apply
-	// (nil there too: the system roots).
+	// Pool is asked for its current CertPool at each handshake. Nil: the
+	// static roots of the config given to Apply (nil there too: the
+	// system roots).
 	Pool caddytls.CA
 	// Keystore is presented to backends that ask for a client
 	// certificate. Nil: the config's own client certificate, if any.
@@ -80,10 +72,8 @@ type Settings struct {
 }
 
 // Check rejects the combinations of an upstream TLS config and s that
-// cannot work: a keystore and another client certificate, pins or a live
-// trust pool without verification, two trust pools, bad pins. Load runs
-// it; run it too when parsing a Caddyfile, for errors with the file's
-// line.
+// cannot work. Load runs it; run it too when parsing a Caddyfile, for
+// errors with the file's line.
 func Check(cfg *reverseproxy.TLSConfig, s *Settings) error {
 	var errs []error
 	if cfg != nil {
@@ -107,14 +97,12 @@ func Check(cfg *reverseproxy.TLSConfig, s *Settings) error {
 }
 
 // Load checks (Check) and provisions the live parts of an upstream TLS
-// config: the keystore of s (if any), loaded with the clientAuth usage
-// required; the trust pool in cfg.CARaw, loaded here so that each
-// handshake asks it for its current pool (Caddy clears the field once
-// loaded, so MakeTLSClientConfig does not take a one-time copy of it);
-// and the pins. It registers the handshake failure metric in ctx's
-// registry. The keystore and the pool are released with the config
-// (Caddy cleans them up). Errors name the option: client_identity,
-// trust_pool, upstream_identity.
+// config: the keystore of s (clientAuth usage required), the pins, and
+// the trust pool of cfg.CARaw, loaded here so that each handshake asks it
+// for its current pool (Caddy clears the field once loaded, so
+// MakeTLSClientConfig takes no one-time copy). It registers the failure
+// metric in ctx's registry. Caddy releases the keystore and the pool with
+// the config.
 func Load(ctx caddy.Context, cfg *reverseproxy.TLSConfig, s *Settings) (*Client, error) {
 	if err := Check(cfg, s); err != nil {
 		return nil, err
@@ -144,14 +132,12 @@ func Load(ctx caddy.Context, cfg *reverseproxy.TLSConfig, s *Settings) (*Client,
 }
 
 // Apply takes over verification and the client certificate of cfg, the
-// config the client's connections copy (as MakeTLSClientConfig made it,
-// or by hand), and keeps it for Config. Its static roots (RootCAs: used
-// when Pool is nil) and InsecureSkipVerify move into c; crypto/tls's own
-// verification is replaced (not skipped) by a VerifyConnection callback
-// that calls Verify against cfg's server name, or the one the connection
-// sent; and GetClientCertificate returns the keystore's current
-// certificate, else what cfg had (a callback or static certificates),
-// else none. Call it once, before the first handshake.
+// config the client's connections copy, and keeps it for Config. Its
+// RootCAs (used when Pool is nil) and InsecureSkipVerify move into c;
+// crypto/tls's own verification is replaced (not skipped) by a
+// VerifyConnection that calls Verify, and GetClientCertificate returns the
+// keystore's current certificate, else what cfg had. Call it once, before
+// the first handshake.
 func (c *Client) Apply(cfg *tls.Config) {
 	c.base = cfg
 	c.roots, c.insecure = cfg.RootCAs, cfg.InsecureSkipVerify
@@ -170,17 +156,15 @@ func (c *Client) Apply(cfg *tls.Config) {
 	cfg.Certificates = nil
 }
 
-// ResumeSessions makes Config hand out a TLS session cache, so that
-// backends that allow it resume sessions. The cache is replaced when the
-// keystore's certificate or the trust pool's version changes: a resumed
-// session would carry the identity of its first connection.
+// ResumeSessions makes Config hand out a TLS session cache, replaced when
+// the keystore's certificate or the trust pool's version changes: a
+// resumed session carries the identity of its first connection.
 func (c *Client) ResumeSessions() { c.sessions.Store(new(sessions)) }
 
 // Config returns a copy of the config given to Apply for one connection:
-// its ServerName is serverName when the config sets none (the backend is
-// verified against it, unless pins are set), and its session cache the
-// current one (ResumeSessions). Handshake takes it; the caller may change
-// it before (the ALPN protocols, say).
+// its ServerName is serverName when the config sets none, its session
+// cache the current one (ResumeSessions). The caller may change it
+// (ALPN, say) before Handshake.
 func (c *Client) Config(serverName string) *tls.Config {
 	cfg := c.base.Clone()
 	if cfg.ServerName == "" {
@@ -236,42 +220,42 @@ func (c *Client) clientCertificate(cri *tls.CertificateRequestInfo) (*tls.Certif
 	return new(tls.Certificate), nil
 }
 
+// identity is the client certificate presented now and where it comes
+// from (nil and "": none).
+func (c *Client) identity() (*tls.Certificate, string) {
+	switch {
+	case c.Keystore != nil:
+		return c.Keystore.KeyPair(), c.Keystore.Name()
+	case len(c.static) > 0:
+		return &c.static[0], "tls_client_auth (read once)"
+	}
+	return nil, ""
+}
+
 // Insecure reports whether verification is off (insecure_skip_verify).
 func (c *Client) Insecure() bool { return c.insecure }
 
 // Conn is a TLS connection to a backend that Handshake made.
 type Conn struct {
 	*tls.Conn
-	// Presented is the client identity presented on the connection, for
-	// logs (see Handshake).
+	// Presented is the client identity presented, for logs.
 	Presented string
 	raw       *trackedConn
 	made      time.Time
 }
 
 // Handshake runs the TLS handshake with a backend over conn, a fresh
-// connection to upstream (the address dialed, named in the metric and the
-// logs), with cfg, this connection's copy from Config, whose ServerName
-// is final: the backend's certificate is verified against it (or the
-// pins), with the trust pool's current version. It is the one handshake
-// of the suite's TLS clients, and the entry point for a check made now
-// (`caddy trustline explain`): an error is a *HandshakeError with the
-// reason, the backend's alert and the identity presented.
+// connection to upstream (the address, for the metric and the logs), with
+// cfg from Config, whose ServerName is final. It is the one handshake of
+// the suite's TLS clients, and of a check made now (`caddy trustline
+// explain`): an error is a *HandshakeError with the reason, the backend's
+// alert and the identity presented.
 //
-// A failure closes conn, is counted by upstream and reason, and is
-// logged with logger as `upstream TLS handshake failed`, lead first (a
-// route, a client address; zap.NewNop() when the caller reports it). A
-// canceled ctx is no failure (ReasonCanceled: the dial was called off):
-// not counted, logged at debug level, as a success is. Nor is the
-// failure of an operator's check (ctx marked with Probe): not counted,
-// not logged.
-//
-// The identity presented (Conn.Presented, HandshakeError.Presented) is
-// the subject and serial, or "none (not requested by the backend)", "none
-// (no client_identity configured)", "resumed session (...)", or, when
-// the handshake failed before the client's certificate step (the
-// backend's certificate refused, say), "none (the handshake failed
-// before the client certificate step)".
+// A failure closes conn, is counted and logged with logger as `upstream
+// TLS handshake failed`, lead first (zap.NewNop() when the caller reports
+// it). A canceled ctx is no failure (ReasonCanceled: not counted, logged
+// at debug level), nor is an operator's check (ctx marked with Probe: not
+// counted, not logged).
 func (c *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, upstream string, logger *zap.Logger, lead ...zap.Field) (*Conn, error) {
 	serverName := cfg.ServerName
 	var presented *tls.Certificate
@@ -324,11 +308,10 @@ func (c *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, 
 	return &Conn{Conn: tc, Presented: who, raw: raw, made: time.Now()}, nil
 }
 
-// OnChange registers f to run after the keystore rotates (cause "client
-// identity rotated") or a trust pool that reports changes reloads (cause
-// "trust pool reloaded"), the moments to stop reusing connections made
-// with the old material. f runs on the source's goroutine and must not
-// block. The returned func unregisters f.
+// OnChange registers f to run (on the source's goroutine, without
+// blocking) after the keystore rotates or a trust pool that reports
+// changes reloads: the moments to stop reusing connections made with the
+// old material. The returned func unregisters f.
 func (c *Client) OnChange(f func(cause string)) (cancel func()) {
 	var cancels []func()
 	if c.Keystore != nil {
@@ -345,8 +328,7 @@ func (c *Client) OnChange(f func(cause string)) (cancel func()) {
 }
 
 // Current is the client_identity log field of the keystore's current
-// certificate (none without a keystore), for the lines that follow a
-// rotation.
+// certificate (none without a keystore), for the lines after a rotation.
 func (c *Client) Current() []zap.Field {
 	if c.Keystore == nil {
 		return nil
@@ -354,15 +336,12 @@ func (c *Client) Current() []zap.Field {
 	return []zap.Field{zap.String("client_identity", keystore.Describe(c.Keystore.KeyPair()))}
 }
 
-// LogFields describe the setup for a "ready" log line: the client
-// identity and its source, the pins, whether the trust pool is live.
+// LogFields describe the setup for a "ready" log line.
 func (c *Client) LogFields() []zap.Field {
-	fields := []zap.Field{zap.String("client_identity", "none")}
-	if c.Keystore != nil {
-		fields = append(c.Current(), zap.String("client_identity_source", c.Keystore.Name()))
-	} else if len(c.static) > 0 {
-		fields = []zap.Field{zap.String("client_identity", keystore.Describe(&c.static[0])),
-			zap.String("client_identity_source", "tls_client_auth (read once)")}
+	cert, source := c.identity()
+	fields := []zap.Field{zap.String("client_identity", keystore.Describe(cert))}
+	if source != "" {
+		fields = append(fields, zap.String("client_identity_source", source))
 	}
 	if !c.Pins.empty() {
 		fields = append(fields, zap.Stringer("upstream_identity", &c.Pins))

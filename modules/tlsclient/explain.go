@@ -8,13 +8,10 @@ import (
 	"github.com/trustline/trustline/modules/verify"
 )
 
-// What `caddy trustline explain` reads of a TLS client of a backend: the
-// identity it presents and the trust it verifies backends with, as in
-// force now.
-
-// Setup describes an upstream TLS client as in force now.
+// Setup is what `caddy trustline explain` reads of a TLS client of a
+// backend, as in force now.
 type Setup struct {
-	// Identity is the client certificate presented: its leaf (nil: none).
+	// Identity is the client certificate's leaf (nil: none).
 	Identity *x509.Certificate
 	// IdentitySource names where it comes from.
 	IdentitySource string
@@ -22,47 +19,44 @@ type Setup struct {
 	Trust string
 	// Pins are the upstream_identity values ("" when none).
 	Pins string
+	// ServerName is the name sent and verified ("": the upstream's host).
+	ServerName string
 	// Insecure: the backend is not verified (tls_insecure_skip_verify).
 	Insecure bool
 }
 
-// Describe says what l presents and trusts now.
-func (l *Client) Describe() Setup {
-	var s Setup
-	switch {
-	case l.Keystore != nil:
-		if c := l.Keystore.KeyPair(); c != nil {
-			s.Identity = c.Leaf
-		}
-		s.IdentitySource = "client_identity " + l.Keystore.Name()
-	case len(l.static) > 0:
-		s.Identity = l.static[0].Leaf
-		s.IdentitySource = "tls_client_auth (read once)"
+// Describe says what c presents and trusts now.
+func (c *Client) Describe() Setup {
+	s := Setup{ServerName: c.base.ServerName, Insecure: c.insecure}
+	cert, source := c.identity()
+	if cert != nil {
+		s.Identity = cert.Leaf
 	}
-	switch src := l.Pool.(type) {
+	s.IdentitySource = source
+	if c.Keystore != nil {
+		s.IdentitySource = "client_identity " + source
+	}
+	switch src := c.Pool.(type) {
 	case nil:
 		s.Trust = "the static roots of the tls config (none: the system roots)"
 	case verify.OriginTeller:
-		a := l.Pool.(verify.AnchorSource).CurrentAnchors()
+		a := c.Pool.(verify.AnchorSource).CurrentAnchors()
 		s.Trust = fmt.Sprintf("trust_pool %s, read at each handshake (%d anchor(s))", src.AnchorOrigin(nil), len(a.Certificates()))
 	default:
 		s.Trust = fmt.Sprintf("trust_pool %T, read at each handshake", src)
 	}
-	if !l.Pins.empty() {
-		s.Pins = l.Pins.String()
+	if !c.Pins.empty() {
+		s.Pins = c.Pins.String()
 	}
-	s.Insecure = l.insecure
 	return s
 }
 
 type probeKey struct{}
 
 // Probe marks ctx as an operator's check of a backend (`caddy trustline
-// explain --upstream`), not traffic: a Handshake made with it that fails
-// returns its *HandshakeError as any other, but is neither counted in
-// trustline_upstream_handshake_failures_total nor logged as `upstream
-// TLS handshake failed`: the caller reports it, and the dashboard and
-// the logs keep telling what the traffic meets.
+// explain --upstream`), not traffic: a Handshake with it that fails
+// returns its *HandshakeError but is neither counted nor logged, so that
+// the dashboard and the logs keep telling what the traffic meets.
 func Probe(ctx context.Context) context.Context {
 	return context.WithValue(ctx, probeKey{}, true)
 }

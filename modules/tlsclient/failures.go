@@ -19,8 +19,6 @@ import (
 
 // The reasons an upstream TLS handshake fails, as logged (field `reason`)
 // and counted (label `reason` of trustline_upstream_handshake_failures_total).
-// Our verification of the backend's certificate speaks the suite's one
-// vocabulary of chain refusals (modules/verify).
 const (
 	// Our verification of the backend's certificate:
 	ReasonUnknownAuthority = verify.ReasonUnknownAuthority // not issued by the trust pool
@@ -39,9 +37,8 @@ const (
 	// Neither:
 	ReasonTimeout = "timeout"
 	ReasonOther   = verify.ReasonOther
-	// Not a failure: the dial was called off (its context canceled, as
-	// net/http does with the dials it no longer needs); never counted,
-	// logged at debug level only.
+	// Not a failure: the dial was called off (net/http cancels the dials
+	// it no longer needs); never counted, logged at debug level only.
 	ReasonCanceled = "canceled"
 )
 
@@ -55,8 +52,7 @@ func (e *verifyError) Error() string { return e.err.Error() }
 func (e *verifyError) Unwrap() error { return e.err }
 
 // HandshakeError is returned (wrapped by net/http) when the TLS handshake
-// with an upstream fails; it has been counted, and logged when Handshake
-// had a logger.
+// with an upstream fails.
 type HandshakeError struct {
 	// Upstream is the address dialed.
 	Upstream string
@@ -77,9 +73,8 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 
 // Classify tells why a TLS handshake with a backend (or the first read
 // after it, where TLS 1.3 servers report a refused client certificate)
-// failed: one of the Reason constants, and the alert text the backend
-// sent, if any. It returns ReasonCanceled for a canceled context, and ""
-// for other errors that are not TLS failures.
+// failed: a Reason constant ("" for an error that is no TLS failure), and
+// the alert the backend sent, if any.
 func Classify(err error) (reason, alert string) {
 	if err == nil {
 		return "", ""
@@ -147,20 +142,16 @@ var handshakeFailures = material.NewCounterVec("trustline_upstream_handshake_fai
 	"Failed TLS handshakes with upstreams (mtls transport, layer-4 passthrough handler), by upstream and reason.",
 	"upstream", "reason")
 
-// registerMetrics adds the counters to ctx's metrics registry (Caddy makes
-// one per config load; the counts live for the process).
+// registerMetrics adds the counters to ctx's metrics registry (one per
+// config load; the counts live for the process).
 func registerMetrics(ctx caddy.Context) {
 	material.RegisterCollectors(ctx, "upstream handshake", handshakeFailures)
 }
 
 // fail counts a failed handshake (a canceled one is no failure) and
-// writes the one "upstream TLS handshake failed" line (error level) of
-// the suite's TLS clients, or "upstream TLS handshake canceled" at debug
-// level. lead comes first (the passthrough
-// handler's route and client address); then the upstream, the reason (a
-// Reason constant), the client identity presented, the server name and
-// the backend's alert when known, the keystore's name when c has one,
-// and the error.
+// writes the suite's one "upstream TLS handshake failed" line (error
+// level), or "upstream TLS handshake canceled" at debug level, lead first
+// (the passthrough handler's route and client address).
 func (c *Client) fail(logger *zap.Logger, he *HandshakeError, serverName string, lead []zap.Field) {
 	level, msg := zapcore.ErrorLevel, "upstream TLS handshake failed"
 	if he.Reason == ReasonCanceled {
@@ -189,15 +180,14 @@ func (c *Client) fail(logger *zap.Logger, he *HandshakeError, serverName string,
 }
 
 // Refusal returns err, the error that ended a connection to upstream (or
-// a request on it), with the backend's refusal of our client certificate
-// when there was one: TLS 1.3 servers judge it after the handshake and
-// send their alert as their first record, which the user of the
-// connection may not have read. conn is the connection Handshake made
-// (nil: not known); once it is closed, what the backend sent and nobody
-// read is decrypted now (Refusal waits up to 200 ms for the close of a
-// connection made in the last 5 s). A refusal is counted and logged like
-// a failed handshake (see Handshake), lead first; err (nil when the
-// connection ended cleanly) then carries the alert.
+// a request on it; nil when it ended cleanly), with the backend's refusal
+// of our client certificate when there was one: TLS 1.3 servers judge it
+// after the handshake and send their alert as their first record, which
+// the user of the connection may not have read. conn is the connection
+// Handshake made (nil: not known); once it is closed, what the backend
+// sent and nobody read is decrypted now (waiting up to 200 ms for the
+// close of a connection made in the last 5 s). A refusal is counted and
+// logged like a failed handshake.
 func (c *Client) Refusal(upstream string, conn *Conn, err error, logger *zap.Logger, lead ...zap.Field) error {
 	he := &HandshakeError{Upstream: upstream, Presented: "unknown", Err: err}
 	he.Reason, he.Alert = Classify(err)

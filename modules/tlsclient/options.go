@@ -9,12 +9,10 @@ import (
 	"github.com/trustline/trustline/modules/truststore"
 )
 
-// Options are the settings that the suite adds to a TLS client of a
-// backend, as a Caddyfile writes them: client_identity, trust_pool,
-// upstream_identity and server_name, in the mtls transport's block, the
-// passthrough handler's `tls {...}` block (and its tls_* forms) and storage
-// redis's `tls {...}` block. ParseOption is their one parser; each
-// directive copies the result into its own config.
+// Options are the settings the suite adds to a TLS client of a backend,
+// as a Caddyfile writes them (transport mtls, the passthrough handler's
+// `tls {...}` and tls_* forms, storage redis's `tls {...}`). ParseOption
+// is their one parser; each directive copies the result into its config.
 type Options struct {
 	// Settings are client_identity (the keystore source's module JSON)
 	// and upstream_identity (the pins, checked by ParsePins).
@@ -22,8 +20,7 @@ type Options struct {
 	// TrustPool is the trust pool source's module JSON
 	// (`tls.ca_pool.source.*`, inline_key provider).
 	TrustPool json.RawMessage
-	// TrustPoolLine is the Caddyfile line of trust_pool, for errors about
-	// a conflicting option parsed elsewhere.
+	// TrustPoolLine is the Caddyfile line of trust_pool, for errors.
 	TrustPoolLine int
 	// ServerName is the name to send and verify the backend against.
 	ServerName string
@@ -34,13 +31,11 @@ type Options struct {
 // OptionNames lists the settings ParseOption parses.
 const OptionNames = "client_identity, upstream_identity, trust_pool or server_name"
 
-// ParseOption parses one setting (client_identity, trust_pool,
-// upstream_identity or server_name) with its arguments and block; the
-// dispenser's cursor is on the option's name. where starts the errors,
-// naming the directive and block ("transport mtls", "passthrough: tls").
-// as is how this spelling is named when one setting has two (the
-// passthrough handler's `tls { server_name }` and tls_server_name): a
-// setting given twice is an error, "duplicate option" under one spelling.
+// ParseOption parses one setting (OptionNames) with its arguments and
+// block, the cursor on the option's name. where starts the errors
+// ("transport mtls", "passthrough: tls"); as names this spelling when a
+// setting has two (`tls { server_name }` and tls_server_name). A setting
+// given twice is an error.
 func (o *Options) ParseOption(d *caddyfile.Dispenser, where, setting, as string) error {
 	opt := d.Val()
 	if prev, dup := o.given[setting]; dup {

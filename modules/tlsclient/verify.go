@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,33 +54,20 @@ func ParsePins(values []string) (Pins, error) {
 
 // match checks that the verified leaf holds one of the pinned identities.
 func (p *Pins) match(leaf *x509.Certificate) error {
-	var spiffeErr error
+	var has []string
 	if len(p.ids)+len(p.tds) > 0 {
 		id, err := x509svid.IDFromCert(leaf)
-		if err == nil {
-			for _, want := range p.ids {
-				if id == want {
-					return nil
-				}
-			}
-			for _, td := range p.tds {
-				if id.MemberOf(td) {
-					return nil
-				}
-			}
-			spiffeErr = fmt.Errorf("SPIFFE ID %s", id)
-		} else {
-			spiffeErr = fmt.Errorf("no SPIFFE ID (%v)", err)
-		}
-	}
-	for _, name := range p.dns {
-		if leaf.VerifyHostname(name) == nil {
+		switch {
+		case err != nil:
+			has = append(has, fmt.Sprintf("no SPIFFE ID (%v)", err))
+		case slices.Contains(p.ids, id) || slices.ContainsFunc(p.tds, id.MemberOf):
 			return nil
+		default:
+			has = append(has, fmt.Sprintf("SPIFFE ID %s", id))
 		}
 	}
-	has := []string{}
-	if spiffeErr != nil {
-		has = append(has, spiffeErr.Error())
+	if slices.ContainsFunc(p.dns, func(name string) bool { return leaf.VerifyHostname(name) == nil }) {
+		return nil
 	}
 	if len(leaf.DNSNames) > 0 {
 		has = append(has, "DNS names "+strings.Join(leaf.DNSNames, ", "))

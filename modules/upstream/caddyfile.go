@@ -27,23 +27,14 @@ import (
 //		<option of the http transport> ...
 //	}
 //
-// where <source> is a keystore source (pem, pkcs12, jks, internal) and
-// <module> a tls.ca_pool.source module (file, inline, truststore, bundle,
-// pki_live, spiffe_bundle, ...). trust_pool is the same setting as the
-// http transport's tls_trust_pool (give one of them); with this transport
-// either is read live at each upstream handshake.
+// where <source> is a keystore source and <module> a tls.ca_pool.source
+// module. trust_pool is the http transport's tls_trust_pool (give one of
+// them); with this transport either is read live at each handshake.
 func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // transport name
 	seg := d.NextSegment()
-	if err := t.unmarshal(seg); err != nil {
-		return err
-	}
-	return nil
-}
-
-func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 	name := seg[0].Text
-	d := caddyfile.NewDispenser(seg)
+	d = caddyfile.NewDispenser(seg)
 	d.Next()
 	if d.NextArg() {
 		return d.Errf("transport %s: unexpected argument '%s' (options go in a block)", name, d.Val())
@@ -58,7 +49,7 @@ func (t *Transport) unmarshal(seg caddyfile.Segment) error {
 				return err
 			}
 		default:
-			if is := misplaced.Is(opt); is != "" && opt != "trust_pool" && opt != "client_identity" && opt != "upstream_identity" {
+			if is := misplaced.Is(opt); is != "" {
 				return d.Errf("%s: %s", where, is)
 			}
 			rest = append(rest, d.NextSegment()...)

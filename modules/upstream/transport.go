@@ -1,8 +1,6 @@
 package upstream
 
 import (
-	"github.com/trustline/trustline/internal/caddyinternals"
-
 	"context"
 	"crypto/tls"
 	"errors"
@@ -21,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/net/http2"
 
+	"github.com/trustline/trustline/internal/caddyinternals"
 	"github.com/trustline/trustline/modules/tlsclient"
 )
 
@@ -33,25 +32,20 @@ func init() {
 // upstream handshake, and optional pinning of the backend's identity.
 //
 // It embeds Caddy's HTTPTransport: every field and Caddyfile option of the
-// `http` transport works the same (keep-alive, timeouts, resolvers,
-// PROXY protocol, tls_server_name, tls_except_ports, versions, ...), and
-// so do health checks and https:// upstreams. On top of it:
+// `http` transport works the same, and so do health checks and https://
+// upstreams. On top of it:
 //
-//   - the client certificate is read from the keystore source at each
-//     upstream handshake (lock-free); after a rotation, new requests go
-//     through a fresh connection pool and the old one is drained (each
-//     connection closed once its in-flight requests end), so every
-//     backend sees the new certificate promptly, with no failed request;
+//   - the client certificate is read from the keystore at each upstream
+//     handshake; after a rotation, new requests go through a fresh
+//     connection pool and the old one is drained, so every backend sees
+//     the new certificate promptly, with no failed request;
 //   - the backend's chain is verified against the trust pool's current
-//     pool (`tls.ca` / trust_pool, any tls.ca_pool.source module) at each
-//     handshake, with the server name from the upstream address or
-//     tls_server_name; a trust pool that reports changes also renews the
-//     connection pool;
-//   - upstream_identity pins the backend's SPIFFE ID or DNS name, which
-//     then stands in for the server name check;
-//   - a failed handshake gives the client a 502 (as with the `http`
-//     transport) and logs the upstream, the reason and the identity
-//     presented; failures are counted by reason.
+//     version (any tls.ca_pool.source module) at each handshake; a pool
+//     that reports changes also renews the connection pool;
+//   - upstream_identity pins the backend's SPIFFE ID or DNS name, in
+//     place of the server name check;
+//   - a failed handshake gives the client a 502 and is logged and counted
+//     by reason.
 //
 // HTTP/3 upstreams (`versions 3`) are refused: that path takes no client
 // certificate callback, and the identity would be silently dropped.
@@ -72,15 +66,13 @@ type Transport struct {
 // pools is the transport's connection pools: the current one, and those
 // being drained after a rotation.
 type pools struct {
-	current   atomic.Pointer[http.Transport]
-	template  *http.Transport
-	h2        bool
-	mu        sync.Mutex // serializes rotations
-	stop      chan struct{}
-	draining  sync.WaitGroup
-	drainMu   sync.Mutex
-	drainList map[*http.Transport]struct{}
-	lastConn  sync.Map // upstream address -> *tlsclient.Conn (the connection last made there)
+	current  atomic.Pointer[http.Transport]
+	template *http.Transport
+	h2       bool
+	mu       sync.Mutex // serializes rotations
+	stop     chan struct{}
+	draining sync.WaitGroup
+	lastConn sync.Map // upstream address -> *tlsclient.Conn (the connection last made there)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -92,8 +84,7 @@ func (Transport) CaddyModule() caddy.ModuleInfo {
 }
 
 // check turns TLS on when client_identity or upstream_identity is set, and
-// rejects conflicting options; Caddyfile parsing and Provision both run
-// it.
+// rejects conflicting options (Caddyfile parsing and Provision).
 func (t *Transport) check() error {
 	if (t.ClientIdentityRaw != nil || len(t.UpstreamIdentity) > 0) && t.TLS == nil {
 		t.TLS = new(reverseproxy.TLSConfig)
@@ -117,9 +108,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	}
 
 	if t.TLS != nil {
-		// the trust pool is loaded here (not by the embedded transport,
-		// which would read the pool once) so that each handshake asks for
-		// the current pool
+		// the trust pool is loaded here, not once by the embedded transport
 		client, err := tlsclient.Load(ctx, t.TLS, &t.Settings)
 		if err != nil {
 			return fmt.Errorf("transport mtls: %w", err)
@@ -131,15 +120,17 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("transport mtls: %w", err)
 	}
 	rt := t.HTTPTransport.Transport
-	t.pools = &pools{stop: make(chan struct{}), drainList: map[*http.Transport]struct{}{}}
+	t.pools = &pools{stop: make(chan struct{}), template: rt}
 	t.h2 = slices.Contains(t.Versions, "2") || slices.Contains(t.Versions, "h2c")
-	if t.TLS != nil {
-		t.setupTLS(rt)
-	}
-	t.template = rt
 	t.current.Store(rt)
-
 	if t.client != nil {
+		if rt.TLSClientConfig == nil {
+			rt.TLSClientConfig = new(tls.Config)
+		}
+		// crypto/tls's own check is replaced (not skipped); the deprecated
+		// root_ca_pool / root_ca_pem_files stay as static roots
+		t.client.Apply(rt.TLSClientConfig)
+		rt.DialTLSContext = t.dialTLS
 		t.cancels = append(t.cancels, t.client.OnChange(t.rotate))
 		t.logger.Info("upstream TLS transport ready", t.client.LogFields()...)
 		if t.client.Insecure() {
@@ -149,25 +140,9 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// setupTLS takes over verification and the client certificate of the
-// embedded transport's TLS config, and dials TLS itself.
-func (t *Transport) setupTLS(rt *http.Transport) {
-	base := rt.TLSClientConfig
-	if base == nil {
-		base = new(tls.Config)
-	}
-	// crypto/tls's own check is replaced (not skipped) by VerifyConnection,
-	// which verifies the chain against the pool current at this handshake;
-	// the deprecated root_ca_pool / root_ca_pem_files stay as static roots
-	t.client.Apply(base)
-	rt.TLSClientConfig = base
-	rt.DialTLSContext = t.dialTLS
-}
-
-// dialTLS dials the upstream and runs the TLS handshake with a per
-// connection copy of the base config, so that the failure (if any) is
-// reported with what was presented. It returns the *tls.Conn itself:
-// net/http reads the protocol it negotiated from it.
+// dialTLS dials the upstream and runs the TLS handshake (Client.Handshake)
+// with a copy of the base config. It returns the *tls.Conn itself: net/http
+// reads the protocol it negotiated from it.
 func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
 	upstream, host := addr, ""
 	if di, ok := reverseproxy.GetDialInfo(ctx); ok {
@@ -205,38 +180,27 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 	return conn.Conn, nil
 }
 
-// RoundTrip sends the request through the current connection pool. A
-// backend that refuses the client certificate after a TLS 1.3 handshake
-// (its alert arrives with the first read) is reported here.
+// RoundTrip sends the request through the current connection pool, and
+// reports a backend that refused the client certificate after a TLS 1.3
+// handshake completed on our side: over HTTP/1.1 its alert is in err;
+// over HTTP/2 net/http reports only that the connection died, and the
+// alert is read back from the last connection made to that upstream.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.SetScheme(req)
 	resp, err := t.current.Load().RoundTrip(req)
-	if err != nil && t.client != nil && req.URL.Scheme == "https" {
-		var he *tlsclient.HandshakeError
-		if !errors.As(err, &he) {
-			err = t.backendVerdict(req, err)
+	var he *tlsclient.HandshakeError
+	if err != nil && t.client != nil && req.URL.Scheme == "https" && !errors.As(err, &he) {
+		upstream := req.URL.Host
+		if di, ok := reverseproxy.GetDialInfo(req.Context()); ok {
+			upstream = di.Address
 		}
+		var last *tlsclient.Conn
+		if v, ok := t.lastConn.Load(upstream); ok {
+			last = v.(*tlsclient.Conn)
+		}
+		err = t.client.Refusal(upstream, last, err, t.logger)
 	}
 	return resp, err
-}
-
-// backendVerdict logs and counts a refusal that a backend sent after the
-// handshake completed on our side (TLS 1.3 servers check the client
-// certificate after the client's last handshake message). Over HTTP/1.1
-// the alert is in err; over HTTP/2 the connection dies before its first
-// request and net/http reports only that, so the alert is read back from
-// the last connection made to that upstream, once it is closed. It
-// returns err, with the alert added when it was read back.
-func (t *Transport) backendVerdict(req *http.Request, err error) error {
-	upstream := req.URL.Host
-	if di, ok := reverseproxy.GetDialInfo(req.Context()); ok {
-		upstream = di.Address
-	}
-	var last *tlsclient.Conn
-	if v, ok := t.lastConn.Load(upstream); ok {
-		last = v.(*tlsclient.Conn)
-	}
-	return t.client.Refusal(upstream, last, err, t.logger)
 }
 
 // rotate moves new requests to a fresh connection pool, so that every new
@@ -251,36 +215,20 @@ func (t *Transport) rotate(why string) {
 		return
 	default:
 	}
-	next, err := t.newPool()
-	if err != nil {
-		t.logger.Error("cannot renew the upstream connection pool; idle connections closed instead", zap.String("cause", why), zap.Error(err))
-		t.current.Load().CloseIdleConnections()
-		return
-	}
-	old := t.current.Swap(next)
-	fields := []zap.Field{zap.String("cause", why)}
-	if t.client != nil {
-		fields = append(fields, t.client.Current()...)
-	}
-	t.logger.Info("upstream connections renewed", fields...)
-	t.drainMu.Lock()
-	t.drainList[old] = struct{}{}
-	t.drainMu.Unlock()
-	t.draining.Add(1)
-	go t.drain(old)
-}
-
-// newPool makes a transport like the template with its own connections.
-func (t *Transport) newPool() (*http.Transport, error) {
-	rt := t.template.Clone()
-	rt.TLSNextProto = nil // registered again below, bound to this pool
+	next := t.template.Clone()
+	next.TLSNextProto = nil // registered again below, bound to this pool
 	if t.h2 {
 		//nolint:staticcheck // as Caddy's http transport does
-		if err := http2.ConfigureTransport(rt); err != nil {
-			return nil, err
+		if err := http2.ConfigureTransport(next); err != nil {
+			t.logger.Error("cannot renew the upstream connection pool; idle connections closed instead", zap.String("cause", why), zap.Error(err))
+			t.current.Load().CloseIdleConnections()
+			return
 		}
 	}
-	return rt, nil
+	old := t.current.Swap(next)
+	t.logger.Info("upstream connections renewed", append([]zap.Field{zap.String("cause", why)}, t.client.Current()...)...)
+	t.draining.Add(1)
+	go t.drain(old)
 }
 
 // drain closes the old pool's connections as they become idle: at once,
@@ -291,11 +239,6 @@ func (t *Transport) drain(old *http.Transport) {
 		if rec := recover(); rec != nil {
 			t.logger.Error("draining upstream connections panicked", zap.Any("panic", rec))
 		}
-	}()
-	defer func() {
-		t.drainMu.Lock()
-		delete(t.drainList, old)
-		t.drainMu.Unlock()
 	}()
 	limit := old.IdleConnTimeout
 	if limit <= 0 {
@@ -332,8 +275,6 @@ func (t *Transport) Cleanup() error {
 		close(t.stop)
 		t.mu.Unlock()
 		t.draining.Wait()
-	}
-	if t.pools != nil {
 		t.current.Load().CloseIdleConnections()
 	}
 	return t.HTTPTransport.Cleanup()
