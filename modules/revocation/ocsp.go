@@ -2,7 +2,6 @@ package revocation
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -14,6 +13,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,36 +30,32 @@ import (
 )
 
 // OCSP checks client certificates with their CA's OCSP responder
-// (RFC 6960) during the handshake, as nginx's `ssl_ocsp` does. Every
-// certificate of the verified chain but the trust anchor is checked (only
-// the leaf with `leaf_only`), each against the responder named in its
-// authority information access extension, or against `responder`.
+// (RFC 6960) during the handshake, as nginx's `ssl_ocsp` does: every
+// certificate of the verified chain but the trust anchor (only the leaf
+// with `leaf_only`), each against the responder its authority
+// information access extension names, or `responder`.
 //
-// A response counts only if it is signed by the certificate's issuer (from
-// the verified chain), or by a delegated responder certificate that the
-// issuer issued with the OCSPSigning extended key usage and that is within
-// its validity period; if it names the certificate (serial number, issuer
-// name and key hashes); and if it is current (thisUpdate not in the future,
-// nextUpdate not past, 5 minutes of clock skew allowed either way). A good
-// answer must also be fresh: its thisUpdate no older than max_age (by
-// default an hour for an answer without nextUpdate, see MaxAge), since
-// requests carry no nonce and an old answer replayed would otherwise pass.
+// An answer counts only if it is signed by the certificate's issuer from
+// the verified chain (or by a delegated responder certificate the issuer
+// issued with the OCSPSigning extended key usage, within its validity),
+// names the certificate (serial number, issuer name and key hashes), and
+// is current (5 minutes of clock skew allowed). A good answer must also be
+// fresh (see MaxAge): requests carry no nonce.
 //
 //   - good: the certificate passes.
 //   - revoked: it is refused, always (shadow mode: logged only).
-//   - unknown: it is refused, always, as nginx does: the CA's own responder
-//     saying it does not know a certificate is an answer, not an outage.
-//   - no usable answer (no responder URL, responder down or slow, HTTP
-//     error, an OCSP error status such as tryLater, a bad signature, a
-//     stale or mismatched response): refused unless `soft_fail` is set:
-//     fail closed by default.
+//   - unknown: it is refused, always, as nginx does: the CA's own
+//     responder not knowing a certificate is an answer, not an outage.
+//   - no usable answer (no responder, responder down or slow, HTTP or OCSP
+//     error, bad signature, stale or mismatched answer): refused unless
+//     `soft_fail` is set.
 //
 // Answers are cached per issuer and serial number: good and revoked ones
-// until their nextUpdate (an hour when they have none, as nginx does, and
-// for a good one never past thisUpdate + max_age),
-// unknown ones and failures for 10 seconds, so that a dead responder costs
-// at most one timeout per certificate per 10 seconds rather than one per
-// handshake. Concurrent handshakes of the same certificate share one query.
+// until their nextUpdate (an hour without one, as nginx does; a good one
+// never past thisUpdate + max_age), unknown ones and failures for 10
+// seconds, so a dead responder costs one timeout per certificate per 10
+// seconds, not one per handshake. Concurrent handshakes of the same
+// certificate share one query.
 type OCSP struct {
 	// LeafOnly checks only the client's own certificate, not the
 	// intermediates of its chain (nginx `ssl_ocsp leaf`). Default false:
@@ -92,13 +88,11 @@ type OCSP struct {
 
 	// MaxAge is how old the thisUpdate of a good answer may be (5 minutes
 	// of clock skew allowed); an older one is no usable answer (see
-	// soft_fail). Requests carry no nonce, so this is what bounds the
-	// replay of an old good answer after a revocation. Default: an hour
-	// for an answer without nextUpdate (RFC 6960: the responder has newer
-	// status at any time, so it signs on request), none beyond nextUpdate
-	// for the others (pre-signed answers, valid 1 to 7 days at most
-	// responders, are days old by design). Set, it bounds every good
-	// answer. Revoked answers are taken whatever their age.
+	// soft_fail). It bounds the replay of an old good answer after a
+	// revocation. Default: an hour for an answer without nextUpdate
+	// (signed on request), none beyond nextUpdate for the others
+	// (pre-signed answers are days old by design). Set, it bounds every
+	// good answer. Revoked answers are taken whatever their age.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 
 	enabled    bool // the Caddyfile had `ocsp` (not only ocsp_* options)
@@ -190,19 +184,11 @@ func (o *OCSP) provision(logger *zap.Logger) error {
 	return nil
 }
 
-func (o *OCSP) cleanup() {
-	if o.client != nil {
-		o.client.CloseIdleConnections()
-	}
-}
-
-// check checks every certificate of chain (leaf first) but its last (the
-// trust anchor), or only the leaf. It returns an error naming the revoked
-// or unknown certificate, or one wrapping errOCSPUnavailable.
-func (o *OCSP) check(chain []*x509.Certificate) error { return o.checkNoted(chain, nil) }
-
-// checkNoted is check; with notes set (explain) it asks no responder:
-// only cached answers count, and it notes each.
+// checkNoted checks every certificate of chain (leaf first) but its last
+// (the trust anchor), or only the leaf. It returns an error naming the
+// revoked or unknown certificate, or one wrapping errOCSPUnavailable. With
+// notes set (explain) it asks no responder: only cached answers count, and
+// it notes each.
 func (o *OCSP) checkNoted(chain []*x509.Certificate, notes *[]verify.Check) error {
 	n := len(chain) - 1
 	if o.LeafOnly && n > 1 {
@@ -372,21 +358,16 @@ func ocspCacheUntil(resp *ocsp.Response, now time.Time) time.Time {
 // fetch sends an OCSP request: GET when the URL stays within 255 bytes
 // (RFC 5019; HTTP caches can serve it), POST otherwise.
 func (o *OCSP) fetch(responder string, req []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(o.FetchTimeout))
-	defer cancel()
-	var hreq *http.Request
-	var err error
 	get := strings.TrimSuffix(responder, "/") + "/" + ocspPathEscaper.Replace(base64.StdEncoding.EncodeToString(req))
-	if len(get) <= maxOCSPGetURL && !strings.Contains(responder, "?") {
-		hreq, err = http.NewRequestWithContext(ctx, http.MethodGet, get, nil)
-	} else {
-		hreq, err = http.NewRequestWithContext(ctx, http.MethodPost, responder, bytes.NewReader(req))
-		if hreq != nil {
-			hreq.Header.Set("Content-Type", "application/ocsp-request")
-		}
+	hreq, err := http.NewRequest(http.MethodGet, get, nil)
+	if len(get) > maxOCSPGetURL || strings.Contains(responder, "?") {
+		hreq, err = http.NewRequest(http.MethodPost, responder, bytes.NewReader(req))
 	}
 	if err != nil {
 		return nil, err
+	}
+	if hreq.Method == http.MethodPost {
+		hreq.Header.Set("Content-Type", "application/ocsp-request")
 	}
 	hreq.Header.Set("Accept", "application/ocsp-response")
 	return fetchBody(o.client, hreq, responder, "response", maxOCSPResponseSize)
@@ -430,16 +411,13 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 		if err := rc.CheckSignatureFrom(issuer); err != nil {
 			return nil, fmt.Errorf("responder certificate %q is not issued by the certificate's issuer %q: %v", rc.Subject, issuer.Subject, err)
 		}
-		if !hasEKU(rc, x509.ExtKeyUsageOCSPSigning) {
+		if !slices.Contains(rc.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
 			return nil, fmt.Errorf("responder certificate %q lacks the OCSPSigning extended key usage", rc.Subject)
 		}
 		if now.Before(rc.NotBefore) || now.After(rc.NotAfter) {
 			return nil, fmt.Errorf("responder certificate %q is not valid now (valid %s to %s)", rc.Subject,
 				material.TimeString(rc.NotBefore), material.TimeString(rc.NotAfter))
 		}
-	}
-	if resp.SerialNumber == nil || resp.SerialNumber.Cmp(cert.SerialNumber) != 0 {
-		return nil, errors.New("no answer about the certificate's serial number")
 	}
 	if err := matchCertID(der, resp, issuer); err != nil {
 		return nil, err
@@ -459,15 +437,6 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 			material.TimeString(resp.ThisUpdate), age, next)
 	}
 	return resp, nil
-}
-
-func hasEKU(c *x509.Certificate, want x509.ExtKeyUsage) bool {
-	for _, u := range c.ExtKeyUsage {
-		if u == want {
-			return true
-		}
-	}
-	return false
 }
 
 // The parts of an OCSP response that golang.org/x/crypto/ocsp does not
@@ -582,25 +551,10 @@ func (o *OCSP) unmarshalOption(d *caddyfile.Dispenser, directive, opt string) er
 		if d.NextArg() {
 			return d.Errf("%s: ocsp_responder takes one URL", directive)
 		}
-	case "ocsp_fetch_timeout", "ocsp_max_age":
-		if !d.NextArg() {
-			return d.Errf("%s: %s needs a duration", directive, opt)
-		}
-		dur, err := caddy.ParseDuration(d.Val())
-		if err != nil || dur <= 0 {
-			return d.Errf("%s: %s: bad duration %q", directive, opt, d.Val())
-		}
-		v := &o.FetchTimeout
-		if opt == "ocsp_max_age" {
-			v = &o.MaxAge
-		}
-		if *v != 0 {
-			return d.Errf("%s: duplicate option '%s'", directive, opt)
-		}
-		*v = caddy.Duration(dur)
-		if d.NextArg() {
-			return d.Errf("%s: %s takes one duration", directive, opt)
-		}
+	case "ocsp_fetch_timeout":
+		return durationOption(d, directive, opt, &o.FetchTimeout)
+	case "ocsp_max_age":
+		return durationOption(d, directive, opt, &o.MaxAge)
 	case "ocsp_cache":
 		if !d.NextArg() {
 			return d.Errf("%s: ocsp_cache needs a number of entries or off", directive)
@@ -621,13 +575,7 @@ func (o *OCSP) unmarshalOption(d *caddyfile.Dispenser, directive, opt string) er
 			return d.Errf("%s: ocsp_cache takes one value", directive)
 		}
 	case "ocsp_soft_fail":
-		if d.NextArg() {
-			return d.Errf("%s: ocsp_soft_fail takes no argument", directive)
-		}
-		if o.SoftFail {
-			return d.Errf("%s: duplicate option 'ocsp_soft_fail'", directive)
-		}
-		o.SoftFail = true
+		return flagOption(d, directive, opt, &o.SoftFail)
 	default:
 		return d.Errf("%s: unknown option %q", directive, opt)
 	}
