@@ -274,16 +274,14 @@ func (o *OCSP) store(key string, a *ocspAnswer) {
 
 // query asks the responder about cert and returns the answer to cache.
 func (o *OCSP) query(cert, issuer *x509.Certificate) (a *ocspAnswer) {
-	describe := func() string {
-		return fmt.Sprintf("certificate %q (serial %s)", cert.Subject, material.SerialString(cert))
-	}
+	who := fmt.Sprintf("certificate %q (serial %s)", cert.Subject, material.SerialString(cert))
 	responder := ""
 	fail := func(err error) *ocspAnswer {
 		if ce := o.logger.Check(zap.ErrorLevel, "OCSP query failed"); ce != nil {
 			ce.Write(zap.String("responder", responder), zap.String("subject", cert.Subject.String()),
 				zap.String("serial", material.SerialString(cert)), zap.Error(err))
 		}
-		return &ocspAnswer{err: fmt.Errorf("%w for %s: %v", errOCSPUnavailable, describe(), err), until: o.now().Add(o.retryAfter)}
+		return &ocspAnswer{err: fmt.Errorf("%w for %s: %v", errOCSPUnavailable, who, err), until: o.now().Add(o.retryAfter)}
 	}
 	defer func() {
 		if v := recover(); v != nil {
@@ -307,29 +305,26 @@ func (o *OCSP) query(cert, issuer *x509.Certificate) (a *ocspAnswer) {
 	if err != nil {
 		return fail(fmt.Errorf("response from %s: %v", responder, err))
 	}
+	// cached until nextUpdate, or an hour without one (as nginx)
+	a = &ocspAnswer{until: resp.NextUpdate}
+	if resp.NextUpdate.IsZero() {
+		a.until = now.Add(ocspNoNextUpdateTTL)
+	}
 	switch resp.Status {
 	case ocsp.Good:
-		until := ocspCacheUntil(resp, now)
-		if age := goodMaxAge(resp, time.Duration(o.MaxAge)); age > 0 && resp.ThisUpdate.Add(age).Before(until) {
-			until = resp.ThisUpdate.Add(age)
+		if age := goodMaxAge(resp, time.Duration(o.MaxAge)); age > 0 && resp.ThisUpdate.Add(age).Before(a.until) {
+			a.until = resp.ThisUpdate.Add(age)
 		}
-		return &ocspAnswer{until: until}
 	case ocsp.Revoked:
-		return &ocspAnswer{
-			err: fmt.Errorf("%s is revoked by the OCSP responder %s (revoked at %s, reason %s)",
-				describe(), responder, material.TimeString(resp.RevokedAt), revocationReason(resp.RevocationReason)),
-			until: ocspCacheUntil(resp, now),
-		}
+		a.err = fmt.Errorf("%s is revoked by the OCSP responder %s (revoked at %s, reason %s)",
+			who, responder, material.TimeString(resp.RevokedAt), revocationReason(resp.RevocationReason))
 	default:
-		until := ocspCacheUntil(resp, now)
-		if retry := now.Add(o.retryAfter); retry.Before(until) {
-			until = retry
-		}
-		return &ocspAnswer{
-			err:   fmt.Errorf("%s: the OCSP responder %s answered status unknown (it does not know the certificate)", describe(), responder),
-			until: until,
+		a.err = fmt.Errorf("%s: the OCSP responder %s answered status unknown (it does not know the certificate)", who, responder)
+		if retry := now.Add(o.retryAfter); retry.Before(a.until) {
+			a.until = retry
 		}
 	}
+	return a
 }
 
 // responderURL is the configured responder or the certificate's first
@@ -344,15 +339,6 @@ func (o *OCSP) responderURL(cert *x509.Certificate) string {
 		}
 	}
 	return ""
-}
-
-// ocspCacheUntil is how long resp may be cached: until its nextUpdate, or
-// an hour when it has none.
-func ocspCacheUntil(resp *ocsp.Response, now time.Time) time.Time {
-	if resp.NextUpdate.IsZero() {
-		return now.Add(ocspNoNextUpdateTTL)
-	}
-	return resp.NextUpdate
 }
 
 // fetch sends an OCSP request: GET when the URL stays within 255 bytes
