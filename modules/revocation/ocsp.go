@@ -524,42 +524,30 @@ func (o *OCSP) unmarshalOption(d *caddyfile.Dispenser, directive, opt string) er
 			}
 		}
 	case "ocsp_responder":
-		if !d.NextArg() {
-			return d.Errf("%s: ocsp_responder needs a URL", directive)
-		}
-		if o.Responder != "" {
-			return d.Errf("%s: duplicate option 'ocsp_responder'", directive)
-		}
-		if err := checkResponderURL(d.Val()); err != nil {
-			return d.Errf("%s: ocsp_responder: %v", directive, err)
-		}
-		o.Responder = d.Val()
-		if d.NextArg() {
-			return d.Errf("%s: ocsp_responder takes one URL", directive)
-		}
+		return argOption(d, directive, opt, "a URL", "URL", o.Responder != "", func(val string) error {
+			if err := checkResponderURL(val); err != nil {
+				return d.Errf("%s: ocsp_responder: %v", directive, err)
+			}
+			o.Responder = val
+			return nil
+		})
 	case "ocsp_fetch_timeout":
 		return durationOption(d, directive, opt, &o.FetchTimeout)
 	case "ocsp_max_age":
 		return durationOption(d, directive, opt, &o.MaxAge)
 	case "ocsp_cache":
-		if !d.NextArg() {
-			return d.Errf("%s: ocsp_cache needs a number of entries or off", directive)
-		}
-		if o.CacheSize != 0 {
-			return d.Errf("%s: duplicate option 'ocsp_cache'", directive)
-		}
-		if d.Val() == "off" {
-			o.CacheSize = -1
-		} else {
-			n, err := strconv.Atoi(d.Val())
-			if err != nil || n <= 0 {
-				return d.Errf("%s: ocsp_cache: bad value %q (want a positive number of entries, or off)", directive, d.Val())
+		return argOption(d, directive, opt, "a number of entries or off", "value", o.CacheSize != 0, func(val string) error {
+			n, err := strconv.Atoi(val)
+			switch {
+			case val == "off":
+				o.CacheSize = -1
+			case err != nil || n <= 0:
+				return d.Errf("%s: ocsp_cache: bad value %q (want a positive number of entries, or off)", directive, val)
+			default:
+				o.CacheSize = n
 			}
-			o.CacheSize = n
-		}
-		if d.NextArg() {
-			return d.Errf("%s: ocsp_cache takes one value", directive)
-		}
+			return nil
+		})
 	case "ocsp_soft_fail":
 		return flagOption(d, directive, opt, &o.SoftFail)
 	default:

@@ -598,20 +598,31 @@ func flagOption(d *caddyfile.Dispenser, directive, opt string, v *bool) error {
 // durationOption sets *v for opt, an option that takes one positive
 // duration.
 func durationOption(d *caddyfile.Dispenser, directive, opt string, v *caddy.Duration) error {
+	return argOption(d, directive, opt, "a duration", "duration", *v != 0, func(val string) error {
+		dur, err := caddy.ParseDuration(val)
+		if err != nil || dur <= 0 {
+			return d.Errf("%s: %s: bad duration %q", directive, opt, val)
+		}
+		*v = caddy.Duration(dur)
+		return nil
+	})
+}
+
+// argOption reads the one argument of opt with parse; opt needs what (for
+// errors), and takes one of them; set says opt was given before.
+func argOption(d *caddyfile.Dispenser, directive, opt, what, takes string, set bool, parse func(string) error) error {
 	if !d.NextArg() {
-		return d.Errf("%s: %s needs a duration", directive, opt)
+		return d.Errf("%s: %s needs %s", directive, opt, what)
 	}
-	dur, err := caddy.ParseDuration(d.Val())
-	if err != nil || dur <= 0 {
-		return d.Errf("%s: %s: bad duration %q", directive, opt, d.Val())
-	}
-	if d.NextArg() {
-		return d.Errf("%s: %s takes one duration", directive, opt)
-	}
-	if *v != 0 {
+	if set {
 		return d.Errf("%s: duplicate option '%s'", directive, opt)
 	}
-	*v = caddy.Duration(dur)
+	if err := parse(d.Val()); err != nil {
+		return err
+	}
+	if d.NextArg() {
+		return d.Errf("%s: %s takes one %s", directive, opt, takes)
+	}
 	return nil
 }
 

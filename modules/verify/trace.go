@@ -89,24 +89,19 @@ type Cert struct {
 	Source string `json:"source,omitempty"`
 }
 
-// DescribeCert describes c.
-func DescribeCert(c *x509.Certificate) Cert {
-	return Cert{
-		Subject:        c.Subject.String(),
-		Issuer:         c.Issuer.String(),
-		Serial:         material.SerialString(c),
-		NotBefore:      c.NotBefore.UTC(),
-		NotAfter:       c.NotAfter.UTC(),
-		SubjectKeyID:   keyID(c.SubjectKeyId),
-		AuthorityKeyID: keyID(c.AuthorityKeyId),
-	}
-}
-
 // DescribeCerts describes certs, in order.
 func DescribeCerts(certs []*x509.Certificate) []Cert {
 	out := make([]Cert, 0, len(certs))
 	for _, c := range certs {
-		out = append(out, DescribeCert(c))
+		out = append(out, Cert{
+			Subject:        c.Subject.String(),
+			Issuer:         c.Issuer.String(),
+			Serial:         material.SerialString(c),
+			NotBefore:      c.NotBefore.UTC(),
+			NotAfter:       c.NotAfter.UTC(),
+			SubjectKeyID:   keyID(c.SubjectKeyId),
+			AuthorityKeyID: keyID(c.AuthorityKeyId),
+		})
 	}
 	return out
 }
