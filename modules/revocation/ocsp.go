@@ -425,9 +425,8 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 	return resp, nil
 }
 
-// The parts of an OCSP response that golang.org/x/crypto/ocsp does not
-// expose: the issuer hashes of each answer's CertID. (encoding/asn1
-// ignores the trailing fields of a SEQUENCE.)
+// What golang.org/x/crypto/ocsp does not expose of a response: the issuer
+// hashes of each answer's CertID (asn1 ignores trailing fields).
 type (
 	ocspResponseASN1 struct {
 		Status   asn1.Enumerated

@@ -44,14 +44,11 @@ type Revocation struct {
 	// CRLFiles are CRL files: PEM ("X509 CRL" blocks, several per file
 	// allowed) or DER. Loaded in Provision (a bad file fails the config
 	// load), then watched like truststores: a replaced file is in force
-	// within 2 seconds, with no reload. A new version that does not parse
-	// or holds no CRL is refused, the last good CRLs kept, logged and
-	// counted (trustline_material_reloads_total{kind="crl"}); one that
-	// parses is taken issuer by issuer under the successor rule: a CRL
-	// that is not its issuer's, or older than the one in force, is
-	// refused, and so is leaving an issuer's CRL out (logged once,
-	// counted in trustline_peer_crl_refused_total); the one in force
-	// stays.
+	// within 2 seconds. A new version that does not parse is refused, the
+	// last good CRLs kept (trustline_material_reloads_total{kind="crl"});
+	// one that parses is taken issuer by issuer under the successor rule
+	// (an older CRL, or one left out, is refused and counted in
+	// trustline_peer_crl_refused_total; the one in force stays).
 	CRLFiles []string `json:"crl_files,omitempty"`
 
 	// DistributionPoints fetches the CRLs named in the certificates' CRL
@@ -192,8 +189,7 @@ type method struct {
 }
 
 // Provision sets the defaults, checks the options, loads the CRL files
-// (a bad one fails the config load) and starts the refresh of the CRLs
-// fetched from distribution points. logger is the verifier's.
+// and starts the refresh of distribution points. logger is the verifier's.
 func (r *Revocation) Provision(ctx caddy.Context, logger *zap.Logger) error {
 	RegisterMetrics(ctx)
 	r.logger = logger
@@ -333,9 +329,8 @@ func (r *Revocation) download(url string) (*crlEntry, error) {
 }
 
 // fetchBody sends req with client (whose Timeout bounds it, body
-// included) and reads the answer, which must be a 200 of at most limit
-// bytes (what names it in the error); the errors start with req's method
-// and name, the URL as the caller says it.
+// included) and reads the answer: a 200 of at most limit bytes (what
+// names it in errors, which start with req's method and name).
 func fetchBody(client *http.Client, req *http.Request, name, what string, limit int) ([]byte, error) {
 	resp, err := client.Do(req)
 	if err != nil {
@@ -459,8 +454,8 @@ func ocspCheck(r *Revocation, chain []*x509.Certificate, notes *[]verify.Check) 
 	return r.OCSP.checkNoted(chain, notes)
 }
 
-// revocationResult names the outcome of one method's check for the
-// metric: good, revoked, unavailable (refused) or soft_fail.
+// revocationResult names the outcome of one method's check: good,
+// revoked, unavailable (refused) or soft_fail.
 func revocationResult(err error, softFail bool) string {
 	switch {
 	case err == nil:
@@ -543,8 +538,7 @@ func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time, not
 }
 
 // UnmarshalOption parses the revocation option at the dispenser's cursor,
-// a line of the block of directive (for errors); handled is false when the
-// option is not one of CaddyfileOptions.
+// in the block of directive; handled is false for another option.
 func (r *Revocation) UnmarshalOption(d *caddyfile.Dispenser, directive string) (handled bool, err error) {
 	switch opt := d.Val(); opt {
 	case "crl":
