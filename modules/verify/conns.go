@@ -33,7 +33,11 @@ var tracked sync.Map // *tls.Conn -> struct{}
 
 // TrackConn tracks c, a TLS connection whose handshake is complete, until
 // Untrack. Tracking a tracked connection again does nothing.
-func TrackConn(c *tls.Conn) { tracked.LoadOrStore(c, struct{}{}) }
+func TrackConn(c *tls.Conn) {
+	if _, ok := tracked.Load(c); !ok { // a hit writes nothing
+		tracked.Store(c, struct{}{})
+	}
+}
 
 // UntrackConn stops tracking c.
 func UntrackConn(c *tls.Conn) { tracked.Delete(c) }
