@@ -26,14 +26,14 @@ func FuzzParseCRLFile(f *testing.F) {
 	f.Add([]byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"))
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		entries, err := parseCRLFile("fuzz", data, time.Now())
+		entries, err := parseCRLFile("fuzz", data)
 		if err != nil {
 			return
 		}
 		if len(entries) == 0 {
 			t.Fatal("no error and no CRL")
 		}
-		good, err := parseCRLFile("good", der, time.Now())
+		good, err := parseCRLFile("good", der)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,10 +10,8 @@ import (
 )
 
 // What `caddy trustline explain` asks of the revocation checks
-// (VerifyTraced): the same checks, on what is in memory now. Nothing is
-// fetched: a CRL of a distribution point or an OCSP answer that is not
-// cached is unavailable with errNotFetched, and the step says the server
-// would fetch it at the handshake.
+// (VerifyTraced): the same checks, on what is in memory now; what is not
+// cached is unavailable with errNotFetched.
 
 // errNotFetched marks a status explain did not fetch.
 var errNotFetched = errors.New("not cached; explain fetches nothing (the server fetches it at the handshake)")
@@ -44,26 +42,6 @@ func crlName(e *crlEntry) string {
 		s += ", nextUpdate " + material.TimeString(e.list.NextUpdate)
 	}
 	return s
-}
-
-// cachedCRL is fetchedCRL without the fetch: the CRL in force of url for
-// certificates of issuer, if one was fetched before.
-func (r *Revocation) cachedCRL(url string, issuer *x509.Certificate) ([]*crlEntry, error) {
-	r.mu.Lock()
-	fe, ok := r.fetched[url]
-	r.mu.Unlock()
-	if ok {
-		if es := fe.line.inForce(issuer); len(es) > 0 {
-			return es, nil
-		}
-		fe.mu.Lock()
-		last := fe.err
-		fe.mu.Unlock()
-		if last != nil {
-			return nil, fmt.Errorf("CRL of %s: the last fetch failed (%v); %w", url, last, errNotFetched)
-		}
-	}
-	return nil, fmt.Errorf("CRL of %s %w", url, errNotFetched)
 }
 
 // unfetched marks a refusal that only says explain did not fetch.

@@ -2,7 +2,6 @@ package revocation
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -14,6 +13,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,36 +30,32 @@ import (
 )
 
 // OCSP checks client certificates with their CA's OCSP responder
-// (RFC 6960) during the handshake, as nginx's `ssl_ocsp` does. Every
-// certificate of the verified chain but the trust anchor is checked (only
-// the leaf with `leaf_only`), each against the responder named in its
-// authority information access extension, or against `responder`.
+// (RFC 6960) during the handshake, as nginx's `ssl_ocsp` does: every
+// certificate of the verified chain but the trust anchor (only the leaf
+// with `leaf_only`), each against the responder its authority
+// information access extension names, or `responder`.
 //
-// A response counts only if it is signed by the certificate's issuer (from
-// the verified chain), or by a delegated responder certificate that the
-// issuer issued with the OCSPSigning extended key usage and that is within
-// its validity period; if it names the certificate (serial number, issuer
-// name and key hashes); and if it is current (thisUpdate not in the future,
-// nextUpdate not past, 5 minutes of clock skew allowed either way). A good
-// answer must also be fresh: its thisUpdate no older than max_age (by
-// default an hour for an answer without nextUpdate, see MaxAge), since
-// requests carry no nonce and an old answer replayed would otherwise pass.
+// An answer counts only if it is signed by the certificate's issuer from
+// the verified chain (or by a delegated responder certificate the issuer
+// issued with the OCSPSigning extended key usage, within its validity),
+// names the certificate (serial number, issuer name and key hashes), and
+// is current (5 minutes of clock skew allowed). A good answer must also be
+// fresh (see MaxAge): requests carry no nonce.
 //
 //   - good: the certificate passes.
 //   - revoked: it is refused, always (shadow mode: logged only).
-//   - unknown: it is refused, always, as nginx does: the CA's own responder
-//     saying it does not know a certificate is an answer, not an outage.
-//   - no usable answer (no responder URL, responder down or slow, HTTP
-//     error, an OCSP error status such as tryLater, a bad signature, a
-//     stale or mismatched response): refused unless `soft_fail` is set:
-//     fail closed by default.
+//   - unknown: it is refused, always, as nginx does: the CA's own
+//     responder not knowing a certificate is an answer, not an outage.
+//   - no usable answer (no responder, responder down or slow, HTTP or OCSP
+//     error, bad signature, stale or mismatched answer): refused unless
+//     `soft_fail` is set.
 //
 // Answers are cached per issuer and serial number: good and revoked ones
-// until their nextUpdate (an hour when they have none, as nginx does, and
-// for a good one never past thisUpdate + max_age),
-// unknown ones and failures for 10 seconds, so that a dead responder costs
-// at most one timeout per certificate per 10 seconds rather than one per
-// handshake. Concurrent handshakes of the same certificate share one query.
+// until their nextUpdate (an hour without one, as nginx does; a good one
+// never past thisUpdate + max_age), unknown ones and failures for 10
+// seconds, so a dead responder costs one timeout per certificate per 10
+// seconds, not one per handshake. Concurrent handshakes of the same
+// certificate share one query.
 type OCSP struct {
 	// LeafOnly checks only the client's own certificate, not the
 	// intermediates of its chain (nginx `ssl_ocsp leaf`). Default false:
@@ -92,13 +88,11 @@ type OCSP struct {
 
 	// MaxAge is how old the thisUpdate of a good answer may be (5 minutes
 	// of clock skew allowed); an older one is no usable answer (see
-	// soft_fail). Requests carry no nonce, so this is what bounds the
-	// replay of an old good answer after a revocation. Default: an hour
-	// for an answer without nextUpdate (RFC 6960: the responder has newer
-	// status at any time, so it signs on request), none beyond nextUpdate
-	// for the others (pre-signed answers, valid 1 to 7 days at most
-	// responders, are days old by design). Set, it bounds every good
-	// answer. Revoked answers are taken whatever their age.
+	// soft_fail). It bounds the replay of an old good answer after a
+	// revocation. Default: an hour for an answer without nextUpdate
+	// (signed on request), none beyond nextUpdate for the others
+	// (pre-signed answers are days old by design). Set, it bounds every
+	// good answer. Revoked answers are taken whatever their age.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 
 	enabled    bool // the Caddyfile had `ocsp` (not only ocsp_* options)
@@ -190,19 +184,11 @@ func (o *OCSP) provision(logger *zap.Logger) error {
 	return nil
 }
 
-func (o *OCSP) cleanup() {
-	if o.client != nil {
-		o.client.CloseIdleConnections()
-	}
-}
-
-// check checks every certificate of chain (leaf first) but its last (the
-// trust anchor), or only the leaf. It returns an error naming the revoked
-// or unknown certificate, or one wrapping errOCSPUnavailable.
-func (o *OCSP) check(chain []*x509.Certificate) error { return o.checkNoted(chain, nil) }
-
-// checkNoted is check; with notes set (explain) it asks no responder:
-// only cached answers count, and it notes each.
+// checkNoted checks every certificate of chain (leaf first) but its last
+// (the trust anchor), or only the leaf. It returns an error naming the
+// revoked or unknown certificate, or one wrapping errOCSPUnavailable. With
+// notes set (explain) it asks no responder: only cached answers count, and
+// it notes each.
 func (o *OCSP) checkNoted(chain []*x509.Certificate, notes *[]verify.Check) error {
 	n := len(chain) - 1
 	if o.LeafOnly && n > 1 {
@@ -288,16 +274,14 @@ func (o *OCSP) store(key string, a *ocspAnswer) {
 
 // query asks the responder about cert and returns the answer to cache.
 func (o *OCSP) query(cert, issuer *x509.Certificate) (a *ocspAnswer) {
-	describe := func() string {
-		return fmt.Sprintf("certificate %q (serial %s)", cert.Subject, material.SerialString(cert))
-	}
+	who := fmt.Sprintf("certificate %q (serial %s)", cert.Subject, material.SerialString(cert))
 	responder := ""
 	fail := func(err error) *ocspAnswer {
 		if ce := o.logger.Check(zap.ErrorLevel, "OCSP query failed"); ce != nil {
 			ce.Write(zap.String("responder", responder), zap.String("subject", cert.Subject.String()),
 				zap.String("serial", material.SerialString(cert)), zap.Error(err))
 		}
-		return &ocspAnswer{err: fmt.Errorf("%w for %s: %v", errOCSPUnavailable, describe(), err), until: o.now().Add(o.retryAfter)}
+		return &ocspAnswer{err: fmt.Errorf("%w for %s: %v", errOCSPUnavailable, who, err), until: o.now().Add(o.retryAfter)}
 	}
 	defer func() {
 		if v := recover(); v != nil {
@@ -321,29 +305,26 @@ func (o *OCSP) query(cert, issuer *x509.Certificate) (a *ocspAnswer) {
 	if err != nil {
 		return fail(fmt.Errorf("response from %s: %v", responder, err))
 	}
+	// cached until nextUpdate, or an hour without one (as nginx)
+	a = &ocspAnswer{until: resp.NextUpdate}
+	if resp.NextUpdate.IsZero() {
+		a.until = now.Add(ocspNoNextUpdateTTL)
+	}
 	switch resp.Status {
 	case ocsp.Good:
-		until := ocspCacheUntil(resp, now)
-		if age := goodMaxAge(resp, time.Duration(o.MaxAge)); age > 0 && resp.ThisUpdate.Add(age).Before(until) {
-			until = resp.ThisUpdate.Add(age)
+		if age := goodMaxAge(resp, time.Duration(o.MaxAge)); age > 0 && resp.ThisUpdate.Add(age).Before(a.until) {
+			a.until = resp.ThisUpdate.Add(age)
 		}
-		return &ocspAnswer{until: until}
 	case ocsp.Revoked:
-		return &ocspAnswer{
-			err: fmt.Errorf("%s is revoked by the OCSP responder %s (revoked at %s, reason %s)",
-				describe(), responder, material.TimeString(resp.RevokedAt), revocationReason(resp.RevocationReason)),
-			until: ocspCacheUntil(resp, now),
-		}
+		a.err = fmt.Errorf("%s is revoked by the OCSP responder %s (revoked at %s, reason %s)",
+			who, responder, material.TimeString(resp.RevokedAt), revocationReason(resp.RevocationReason))
 	default:
-		until := ocspCacheUntil(resp, now)
-		if retry := now.Add(o.retryAfter); retry.Before(until) {
-			until = retry
-		}
-		return &ocspAnswer{
-			err:   fmt.Errorf("%s: the OCSP responder %s answered status unknown (it does not know the certificate)", describe(), responder),
-			until: until,
+		a.err = fmt.Errorf("%s: the OCSP responder %s answered status unknown (it does not know the certificate)", who, responder)
+		if retry := now.Add(o.retryAfter); retry.Before(a.until) {
+			a.until = retry
 		}
 	}
+	return a
 }
 
 // responderURL is the configured responder or the certificate's first
@@ -360,33 +341,19 @@ func (o *OCSP) responderURL(cert *x509.Certificate) string {
 	return ""
 }
 
-// ocspCacheUntil is how long resp may be cached: until its nextUpdate, or
-// an hour when it has none.
-func ocspCacheUntil(resp *ocsp.Response, now time.Time) time.Time {
-	if resp.NextUpdate.IsZero() {
-		return now.Add(ocspNoNextUpdateTTL)
-	}
-	return resp.NextUpdate
-}
-
 // fetch sends an OCSP request: GET when the URL stays within 255 bytes
 // (RFC 5019; HTTP caches can serve it), POST otherwise.
 func (o *OCSP) fetch(responder string, req []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(o.FetchTimeout))
-	defer cancel()
-	var hreq *http.Request
-	var err error
 	get := strings.TrimSuffix(responder, "/") + "/" + ocspPathEscaper.Replace(base64.StdEncoding.EncodeToString(req))
-	if len(get) <= maxOCSPGetURL && !strings.Contains(responder, "?") {
-		hreq, err = http.NewRequestWithContext(ctx, http.MethodGet, get, nil)
-	} else {
-		hreq, err = http.NewRequestWithContext(ctx, http.MethodPost, responder, bytes.NewReader(req))
-		if hreq != nil {
-			hreq.Header.Set("Content-Type", "application/ocsp-request")
-		}
+	hreq, err := http.NewRequest(http.MethodGet, get, nil)
+	if len(get) > maxOCSPGetURL || strings.Contains(responder, "?") {
+		hreq, err = http.NewRequest(http.MethodPost, responder, bytes.NewReader(req))
 	}
 	if err != nil {
 		return nil, err
+	}
+	if hreq.Method == http.MethodPost {
+		hreq.Header.Set("Content-Type", "application/ocsp-request")
 	}
 	hreq.Header.Set("Accept", "application/ocsp-response")
 	return fetchBody(o.client, hreq, responder, "response", maxOCSPResponseSize)
@@ -430,16 +397,13 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 		if err := rc.CheckSignatureFrom(issuer); err != nil {
 			return nil, fmt.Errorf("responder certificate %q is not issued by the certificate's issuer %q: %v", rc.Subject, issuer.Subject, err)
 		}
-		if !hasEKU(rc, x509.ExtKeyUsageOCSPSigning) {
+		if !slices.Contains(rc.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
 			return nil, fmt.Errorf("responder certificate %q lacks the OCSPSigning extended key usage", rc.Subject)
 		}
 		if now.Before(rc.NotBefore) || now.After(rc.NotAfter) {
 			return nil, fmt.Errorf("responder certificate %q is not valid now (valid %s to %s)", rc.Subject,
 				material.TimeString(rc.NotBefore), material.TimeString(rc.NotAfter))
 		}
-	}
-	if resp.SerialNumber == nil || resp.SerialNumber.Cmp(cert.SerialNumber) != 0 {
-		return nil, errors.New("no answer about the certificate's serial number")
 	}
 	if err := matchCertID(der, resp, issuer); err != nil {
 		return nil, err
@@ -461,18 +425,8 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 	return resp, nil
 }
 
-func hasEKU(c *x509.Certificate, want x509.ExtKeyUsage) bool {
-	for _, u := range c.ExtKeyUsage {
-		if u == want {
-			return true
-		}
-	}
-	return false
-}
-
-// The parts of an OCSP response that golang.org/x/crypto/ocsp does not
-// expose: the issuer hashes of each answer's CertID. (encoding/asn1
-// ignores the trailing fields of a SEQUENCE.)
+// What golang.org/x/crypto/ocsp does not expose of a response: the issuer
+// hashes of each answer's CertID (asn1 ignores trailing fields).
 type (
 	ocspResponseASN1 struct {
 		Status   asn1.Enumerated
@@ -569,65 +523,32 @@ func (o *OCSP) unmarshalOption(d *caddyfile.Dispenser, directive, opt string) er
 			}
 		}
 	case "ocsp_responder":
-		if !d.NextArg() {
-			return d.Errf("%s: ocsp_responder needs a URL", directive)
-		}
-		if o.Responder != "" {
-			return d.Errf("%s: duplicate option 'ocsp_responder'", directive)
-		}
-		if err := checkResponderURL(d.Val()); err != nil {
-			return d.Errf("%s: ocsp_responder: %v", directive, err)
-		}
-		o.Responder = d.Val()
-		if d.NextArg() {
-			return d.Errf("%s: ocsp_responder takes one URL", directive)
-		}
-	case "ocsp_fetch_timeout", "ocsp_max_age":
-		if !d.NextArg() {
-			return d.Errf("%s: %s needs a duration", directive, opt)
-		}
-		dur, err := caddy.ParseDuration(d.Val())
-		if err != nil || dur <= 0 {
-			return d.Errf("%s: %s: bad duration %q", directive, opt, d.Val())
-		}
-		v := &o.FetchTimeout
-		if opt == "ocsp_max_age" {
-			v = &o.MaxAge
-		}
-		if *v != 0 {
-			return d.Errf("%s: duplicate option '%s'", directive, opt)
-		}
-		*v = caddy.Duration(dur)
-		if d.NextArg() {
-			return d.Errf("%s: %s takes one duration", directive, opt)
-		}
-	case "ocsp_cache":
-		if !d.NextArg() {
-			return d.Errf("%s: ocsp_cache needs a number of entries or off", directive)
-		}
-		if o.CacheSize != 0 {
-			return d.Errf("%s: duplicate option 'ocsp_cache'", directive)
-		}
-		if d.Val() == "off" {
-			o.CacheSize = -1
-		} else {
-			n, err := strconv.Atoi(d.Val())
-			if err != nil || n <= 0 {
-				return d.Errf("%s: ocsp_cache: bad value %q (want a positive number of entries, or off)", directive, d.Val())
+		return argOption(d, directive, opt, "a URL", "URL", o.Responder != "", func(val string) error {
+			if err := checkResponderURL(val); err != nil {
+				return d.Errf("%s: ocsp_responder: %v", directive, err)
 			}
-			o.CacheSize = n
-		}
-		if d.NextArg() {
-			return d.Errf("%s: ocsp_cache takes one value", directive)
-		}
+			o.Responder = val
+			return nil
+		})
+	case "ocsp_fetch_timeout":
+		return durationOption(d, directive, opt, &o.FetchTimeout)
+	case "ocsp_max_age":
+		return durationOption(d, directive, opt, &o.MaxAge)
+	case "ocsp_cache":
+		return argOption(d, directive, opt, "a number of entries or off", "value", o.CacheSize != 0, func(val string) error {
+			n, err := strconv.Atoi(val)
+			switch {
+			case val == "off":
+				o.CacheSize = -1
+			case err != nil || n <= 0:
+				return d.Errf("%s: ocsp_cache: bad value %q (want a positive number of entries, or off)", directive, val)
+			default:
+				o.CacheSize = n
+			}
+			return nil
+		})
 	case "ocsp_soft_fail":
-		if d.NextArg() {
-			return d.Errf("%s: ocsp_soft_fail takes no argument", directive)
-		}
-		if o.SoftFail {
-			return d.Errf("%s: duplicate option 'ocsp_soft_fail'", directive)
-		}
-		o.SoftFail = true
+		return flagOption(d, directive, opt, &o.SoftFail)
 	default:
 		return d.Errf("%s: unknown option %q", directive, opt)
 	}

@@ -16,12 +16,11 @@ func Unavailable(err error) bool {
 
 // crlGeneration counts the CRLs put in force anywhere in the process (a
 // file's new version, a distribution point's new CRL): what a verdict
-// reached with the CRLs then in force depends on. listeners run after each.
+// reached with the CRLs then in force depends on. The listeners run after
+// each.
 var (
 	crlGeneration atomic.Uint64
-	listenersMu   sync.Mutex
-	listeners     = map[int]func(){}
-	nextListener  int
+	listeners     sync.Map // *func() -> struct{}
 )
 
 // Version is a value that changes whenever a CRL is put in force, so that
@@ -33,24 +32,16 @@ func (r *Revocation) Version() any { return crlGeneration.Load() }
 // OnCRLChange runs f (in its own goroutine) after each CRL put in force;
 // cancel stops it.
 func OnCRLChange(f func()) (cancel func()) {
-	listenersMu.Lock()
-	defer listenersMu.Unlock()
-	id := nextListener
-	nextListener++
-	listeners[id] = f
-	return func() {
-		listenersMu.Lock()
-		defer listenersMu.Unlock()
-		delete(listeners, id)
-	}
+	key := &f
+	listeners.Store(key, struct{}{})
+	return func() { listeners.Delete(key) }
 }
 
 // crlChanged bumps the generation and tells the listeners.
 func crlChanged() {
 	crlGeneration.Add(1)
-	listenersMu.Lock()
-	defer listenersMu.Unlock()
-	for _, f := range listeners {
-		go f()
-	}
+	listeners.Range(func(k, _ any) bool {
+		go (*k.(*func()))()
+		return true
+	})
 }

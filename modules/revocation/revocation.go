@@ -2,11 +2,11 @@ package revocation
 
 import (
 	"bytes"
-	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"net/http"
 	"strings"
@@ -27,38 +27,28 @@ import (
 // during the handshake. A certificate is refused when either says it is
 // revoked; each source has its own soft_fail.
 //
-// CRLs: every certificate of the verified chain but the trust anchor is
-// checked against the CRLs that cover it: those from `crl_files` issued by
-// its issuer, and, with `distribution_points`, the CRL named in its CRL
-// distribution points extension (http and https URLs; fetched on first use,
-// cached, refreshed). A CRL is used only when its signature verifies
-// against the certificate's issuer from the verified chain and it has not
-// passed its NextUpdate. A new CRL, from a file or a distribution point,
-// takes over from the one in force only under the successor rule (see
-// successor.go): signed by the issuer, CRL number and thisUpdate not
-// older; otherwise it is refused, logged once and counted
-// (trustline_peer_crl_refused_total), and the one in force stays.
+// Every certificate of the verified chain but the trust anchor is checked
+// against the CRLs that cover it: those from `crl_files` issued by its
+// issuer, and, with `distribution_points`, the CRL its CRL distribution
+// points extension names (http and https URLs; fetched on first use,
+// cached, refreshed). A CRL counts only when its signature verifies
+// against the issuer from the verified chain and it has not passed its
+// NextUpdate; a new one takes over only under the successor rule
+// (successor.go).
 //
 //   - A revoked certificate is refused (shadow mode: logged only).
 //   - A certificate covered by a CRL that cannot be had (fetch failed,
-//     expired, bad signature) is refused unless `soft_fail` is set: fail
-//     closed by default.
-//   - A certificate that no configured CRL covers (its issuer has no CRL in
-//     the files, and it names no distribution point or distribution points
-//     are off) passes.
+//     expired, bad signature) is refused unless `soft_fail` is set.
+//   - A certificate that no configured CRL covers passes.
 type Revocation struct {
 	// CRLFiles are CRL files: PEM ("X509 CRL" blocks, several per file
 	// allowed) or DER. Loaded in Provision (a bad file fails the config
 	// load), then watched like truststores: a replaced file is in force
-	// within 2 seconds, with no reload. A new version that does not parse
-	// or holds no CRL is refused, the last good CRLs kept, logged and
-	// counted (trustline_material_reloads_total{kind="crl"}); one that
-	// parses is taken issuer by issuer under the successor rule: a CRL
-	// that is not its issuer's, or older than the one in force, is
-	// refused, and so is leaving an issuer's CRL out (logged once,
-	// counted in trustline_peer_crl_refused_total); the one in force
-	// stays. The issuer's certificate is the one of the first chain that
-	// needs the file's CRL: versions read before that are checked then.
+	// within 2 seconds. A new version that does not parse is refused, the
+	// last good CRLs kept (trustline_material_reloads_total{kind="crl"});
+	// one that parses is taken issuer by issuer under the successor rule
+	// (an older CRL, or one left out, is refused and counted in
+	// trustline_peer_crl_refused_total; the one in force stays).
 	CRLFiles []string `json:"crl_files,omitempty"`
 
 	// DistributionPoints fetches the CRLs named in the certificates' CRL
@@ -69,18 +59,16 @@ type Revocation struct {
 	DistributionPoints bool `json:"distribution_points,omitempty"`
 
 	// Refresh is how often CRLs fetched from distribution points are
-	// fetched again; one past its NextUpdate is fetched again at once.
-	// A fetched CRL takes over under the successor rule only (checked
-	// against the issuer of the chain that named the distribution point).
-	// (CRL files are watched instead.) Default 1h.
+	// fetched again; one past its NextUpdate is fetched again at once. A
+	// fetched CRL takes over under the successor rule only. (CRL files are
+	// watched instead.) Default 1h.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
 
 	// Expired says what a CRL past its NextUpdate is still good for:
-	// "refuse" (the default: it cannot vouch for any certificate it
-	// covers, which are refused as if the CRL were unavailable, unless
-	// soft_fail) or "use" (certificates it lists are still refused, the
-	// others pass; logged once per CRL as a warning). Either way the
-	// trustline_material_not_after_timestamp_seconds gauge of the file
+	// "refuse" (the default: the certificates it covers are refused as if
+	// it were unavailable, unless soft_fail) or "use" (those it lists are
+	// still refused, the others pass; logged once per CRL). Either way
+	// the trustline_material_not_after_timestamp_seconds gauge of the file
 	// holds its NextUpdate, to alert on.
 	Expired string `json:"expired,omitempty"`
 
@@ -99,9 +87,9 @@ type Revocation struct {
 	logger  *zap.Logger
 	client  *http.Client
 	now     func() time.Time
-	files   []*crlFile             // CRLFiles, watched
+	files   []*crlFile
 	mu      sync.Mutex             // guards fetched
-	fetched map[string]*fetchEntry // by URL
+	fetched map[string]*fetchEntry // by URL; never shrinks
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -124,20 +112,19 @@ type crlEntry struct {
 	source  string
 	list    *x509.RevocationList
 	revoked map[string]struct{} // serial numbers, big-endian bytes
-	loaded  time.Time
 	sig     atomic.Pointer[sigMemo]
 	stale   atomic.Bool // past NextUpdate and logged as such
 }
 
-// sigMemo remembers the outcome of the last signature check against one
-// issuer, so that a CRL is checked once per issuer, not per handshake.
+// sigMemo is the outcome of the last signature check, against one issuer:
+// a CRL is checked once per issuer, not per handshake.
 type sigMemo struct {
 	issuerRaw []byte
 	err       error
 }
 
-func newCRLEntry(source string, list *x509.RevocationList, now time.Time) *crlEntry {
-	e := &crlEntry{source: source, list: list, revoked: make(map[string]struct{}, len(list.RevokedCertificateEntries)), loaded: now}
+func newCRLEntry(source string, list *x509.RevocationList) *crlEntry {
+	e := &crlEntry{source: source, list: list, revoked: make(map[string]struct{}, len(list.RevokedCertificateEntries))}
 	for _, rc := range list.RevokedCertificateEntries {
 		if rc.SerialNumber != nil {
 			e.revoked[string(rc.SerialNumber.Bytes())] = struct{}{}
@@ -147,10 +134,9 @@ func newCRLEntry(source string, list *x509.RevocationList, now time.Time) *crlEn
 }
 
 // usable reports why e cannot vouch for certificates of issuer (nil: it
-// can). A CRL past its NextUpdate can with expired "use" (see
-// Revocation.Expired), logged once.
+// can). A CRL past its NextUpdate can with expired "use", logged once.
 func (r *Revocation) usable(e *crlEntry, issuer *x509.Certificate, now time.Time) error {
-	if !e.list.NextUpdate.IsZero() && now.After(e.list.NextUpdate) {
+	if e.expired(now) {
 		if r.Expired != "use" {
 			return fmt.Errorf("CRL from %s expired at %s", e.source, material.TimeString(e.list.NextUpdate))
 		}
@@ -163,6 +149,10 @@ func (r *Revocation) usable(e *crlEntry, issuer *x509.Certificate, now time.Time
 		return fmt.Errorf("CRL from %s: signature does not verify against issuer %q: %v", e.source, issuer.Subject, err)
 	}
 	return nil
+}
+
+func (e *crlEntry) expired(now time.Time) bool {
+	return !e.list.NextUpdate.IsZero() && now.After(e.list.NextUpdate)
 }
 
 // signedBy checks e's signature against issuer, once per issuer in a row.
@@ -183,15 +173,23 @@ func (e *crlEntry) isRevoked(serial *big.Int) bool {
 // fetchEntry is the CRL of one distribution point URL.
 type fetchEntry struct {
 	line      *crlLine          // the CRL in force (successor rule)
-	mu        sync.Mutex        // held during a fetch by a handshake (single flight)
+	mu        sync.Mutex        // held during a fetch (single flight)
 	issuer    *x509.Certificate // of the first chain that named the URL
-	err       error             // last failure
+	err       error             // of the last fetch
 	attempted time.Time
 }
 
+// method is one revocation method as Verify runs it.
+type method struct {
+	name     string // crl, ocsp: the metric label and the soft_fail option's prefix
+	check    func(r *Revocation, chain []*x509.Certificate, notes *[]verify.Check) error
+	softFail bool
+	refused  string // the log message of a refusal
+	softMsg  string // the log message of a soft failure
+}
+
 // Provision sets the defaults, checks the options, loads the CRL files
-// (a bad one fails the config load) and starts the refresh of the CRLs
-// fetched from distribution points. logger is the verifier's.
+// and starts the refresh of distribution points. logger is the verifier's.
 func (r *Revocation) Provision(ctx caddy.Context, logger *zap.Logger) error {
 	RegisterMetrics(ctx)
 	r.logger = logger
@@ -243,8 +241,8 @@ func (r *Revocation) hasCRL() bool { return len(r.CRLFiles) > 0 || r.Distributio
 // Cleanup releases the CRL files and stops the refresh loop and the OCSP
 // client.
 func (r *Revocation) Cleanup() {
-	if r.OCSP != nil {
-		r.OCSP.cleanup()
+	if r.OCSP != nil && r.OCSP.client != nil {
+		r.OCSP.client.CloseIdleConnections()
 	}
 	for _, f := range r.files {
 		f.Release()
@@ -264,11 +262,7 @@ func (r *Revocation) loop() {
 			r.logger.Error("CRL refresh loop panicked; CRLs are no longer refreshed", zap.Any("panic", v))
 		}
 	}()
-	tick := time.Duration(r.Refresh)
-	if tick > time.Minute {
-		tick = time.Minute
-	}
-	t := time.NewTicker(tick)
+	t := time.NewTicker(min(time.Duration(r.Refresh), time.Minute))
 	defer t.Stop()
 	for {
 		select {
@@ -280,64 +274,43 @@ func (r *Revocation) loop() {
 	}
 }
 
+// refreshFetched fetches again the CRLs due: every Refresh, and, at most
+// every retryAfter, those missing or past their NextUpdate.
 func (r *Revocation) refreshFetched(now time.Time) {
 	r.mu.Lock()
-	urls := make([]string, 0, len(r.fetched))
-	for u := range r.fetched {
-		urls = append(urls, u)
-	}
+	fetched := maps.Clone(r.fetched)
 	r.mu.Unlock()
-	for _, u := range urls {
-		r.mu.Lock()
-		fe := r.fetched[u]
-		r.mu.Unlock()
+	for url, fe := range fetched {
 		es := fe.line.view.Load().entries
 		fe.mu.Lock()
-		issuer, since := fe.issuer, now.Sub(fe.attempted)
-		fe.mu.Unlock()
-		due := since >= time.Duration(r.Refresh) ||
-			(len(es) == 0 && since >= r.retryAfter()) ||
-			(len(es) > 0 && !es[0].list.NextUpdate.IsZero() && now.After(es[0].list.NextUpdate) && since >= r.retryAfter())
-		if !due || issuer == nil {
-			continue
-		}
-		err := r.fetch(fe, u, issuer)
-		fe.mu.Lock()
-		fe.attempted = r.now()
-		if err != nil {
-			fe.err = err
+		since := now.Sub(fe.attempted)
+		due := since >= time.Duration(r.Refresh) || (since >= r.retryAfter() && (len(es) == 0 || es[0].expired(now)))
+		if due && fe.issuer != nil {
+			r.fetch(fe, url, fe.issuer)
 		}
 		fe.mu.Unlock()
 	}
 }
 
-// fetch downloads the CRL of url and offers it to its line (checked
-// against the line's issuer, or issuer: the chain's that named the URL).
-// A failed download is logged here, a refused CRL by the line.
-func (r *Revocation) fetch(fe *fetchEntry, url string, issuer *x509.Certificate) error {
+// fetch downloads the CRL of url and offers it to fe's line (checked
+// against the line's issuer, or issuer: the chain's that named the URL),
+// and records the attempt; fe.mu is held. A failed download is logged
+// here, a refused CRL by the line.
+func (r *Revocation) fetch(fe *fetchEntry, url string, issuer *x509.Certificate) {
 	entry, err := r.download(url)
 	if err != nil {
 		r.logger.Error("fetching CRL failed; keeping the last good one", zap.String("url", url), zap.Error(err))
-		return err
+	} else if ref := fe.line.offer([]*crlEntry{entry}, issuer); ref != nil {
+		err = fmt.Errorf("CRL from %s refused: %w", url, ref)
 	}
-	if ref := fe.line.offer([]*crlEntry{entry}, issuer); ref != nil {
-		return fmt.Errorf("CRL from %s refused: %w", url, ref)
-	}
-	return nil
+	fe.attempted, fe.err = r.now(), err
 }
 
 // retryAfter is how soon a failed download is tried again.
-func (r *Revocation) retryAfter() time.Duration {
-	if d := time.Duration(r.Refresh); d < 30*time.Second {
-		return d
-	}
-	return 30 * time.Second
-}
+func (r *Revocation) retryAfter() time.Duration { return min(time.Duration(r.Refresh), 30*time.Second) }
 
 func (r *Revocation) download(url string) (*crlEntry, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.FetchTimeout))
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -352,12 +325,12 @@ func (r *Revocation) download(url string) (*crlEntry, error) {
 	if len(lists) != 1 {
 		return nil, fmt.Errorf("GET %s: %d CRLs, want one", url, len(lists))
 	}
-	return newCRLEntry(url, lists[0], r.now()), nil
+	return newCRLEntry(url, lists[0]), nil
 }
 
-// fetchBody sends req with client and reads the answer, which must be a
-// 200 of at most limit bytes (what names it in the error); the errors
-// start with req's method and name, the URL as the caller says it.
+// fetchBody sends req with client (whose Timeout bounds it, body
+// included) and reads the answer: a 200 of at most limit bytes (what
+// names it in errors, which start with req's method and name).
 func fetchBody(client *http.Client, req *http.Request, name, what string, limit int) ([]byte, error) {
 	resp, err := client.Do(req)
 	if err != nil {
@@ -379,11 +352,12 @@ func fetchBody(client *http.Client, req *http.Request, name, what string, limit 
 
 // fetchedCRL returns the CRL in force of url for certificates of issuer,
 // downloading it on first use (and after a failure, at most every
-// retryAfter).
-func (r *Revocation) fetchedCRL(url string, issuer *x509.Certificate) ([]*crlEntry, error) {
+// retryAfter). With fetch false (explain) it downloads nothing: what was
+// not fetched before is errNotFetched.
+func (r *Revocation) fetchedCRL(url string, issuer *x509.Certificate, fetch bool) ([]*crlEntry, error) {
 	r.mu.Lock()
-	fe, ok := r.fetched[url]
-	if !ok {
+	fe := r.fetched[url]
+	if fe == nil && fetch {
 		if len(r.fetched) >= maxFetchedCRL {
 			r.mu.Unlock()
 			return nil, fmt.Errorf("too many CRL distribution points (%d) cached; not fetching %s", maxFetchedCRL, url)
@@ -392,18 +366,26 @@ func (r *Revocation) fetchedCRL(url string, issuer *x509.Certificate) ([]*crlEnt
 		r.fetched[url] = fe
 	}
 	r.mu.Unlock()
+	if fe == nil {
+		return nil, fmt.Errorf("CRL of %s %w", url, errNotFetched)
+	}
 	if es := fe.line.inForce(issuer); len(es) > 0 {
 		return es, nil
 	}
 	fe.mu.Lock()
 	defer fe.mu.Unlock()
+	switch {
+	case !fetch && fe.err != nil:
+		return nil, fmt.Errorf("CRL of %s: the last fetch failed (%v); %w", url, fe.err, errNotFetched)
+	case !fetch:
+		return nil, fmt.Errorf("CRL of %s %w", url, errNotFetched)
+	}
 	if fe.issuer == nil {
 		fe.issuer = issuer
 	}
 	es := fe.line.inForce(issuer)
 	if len(es) == 0 && (fe.attempted.IsZero() || r.now().Sub(fe.attempted) >= r.retryAfter()) {
-		err := r.fetch(fe, url, issuer)
-		fe.attempted, fe.err = r.now(), err
+		r.fetch(fe, url, issuer)
 		es = fe.line.inForce(issuer)
 	}
 	if len(es) == 0 {
@@ -436,53 +418,49 @@ func (r *Revocation) Verify(chain []*x509.Certificate) (refuse error, msg string
 // cached; explain fetches nothing"), counts nothing, and adds one step
 // per method to t.
 func (r *Revocation) VerifyTraced(chain []*x509.Certificate, t *verify.Trace) (refuse error, msg string, soft []SoftFailure) {
-	var notes *[]verify.Check
+	methods := make([]method, 0, 2)
 	if r.hasCRL() {
-		if t != nil {
-			notes = new([]verify.Check)
-		}
-		err := r.checkNoted(chain, notes)
-		result := revocationResult(err, errCRLUnavailable, r.SoftFail)
-		if t == nil {
-			revocationChecks.WithLabelValues("crl", result).Inc()
-		} else {
-			t.Add(revocationStep("crl", result, err, "crl_soft_fail", *notes))
-		}
-		if err != nil {
-			if result != "soft_fail" {
-				return err, "client certificate revoked or its CRL unavailable", soft
-			}
-			soft = append(soft, SoftFailure{"CRL unavailable; letting the client through (crl_soft_fail)", err})
-		}
+		methods = append(methods, method{"crl", (*Revocation).checkNoted, r.SoftFail,
+			"client certificate revoked or its CRL unavailable", "CRL unavailable; letting the client through (crl_soft_fail)"})
 	}
 	if r.OCSP != nil {
+		methods = append(methods, method{"ocsp", ocspCheck, r.OCSP.SoftFail,
+			"client certificate revoked or unknown by OCSP, or its OCSP status unavailable", "OCSP status unavailable; letting the client through (ocsp_soft_fail)"})
+	}
+	for _, m := range methods {
+		var notes *[]verify.Check
 		if t != nil {
 			notes = new([]verify.Check)
 		}
-		err := r.OCSP.checkNoted(chain, notes)
-		result := revocationResult(err, errOCSPUnavailable, r.OCSP.SoftFail)
+		err := m.check(r, chain, notes)
+		result := revocationResult(err, m.softFail)
 		if t == nil {
-			revocationChecks.WithLabelValues("ocsp", result).Inc()
+			revocationChecks.WithLabelValues(m.name, result).Inc()
 		} else {
-			t.Add(revocationStep("ocsp", result, err, "ocsp_soft_fail", *notes))
+			t.Add(revocationStep(m.name, result, err, m.name+"_soft_fail", *notes))
 		}
-		if err != nil {
-			if result != "soft_fail" {
-				return err, "client certificate revoked or unknown by OCSP, or its OCSP status unavailable", soft
-			}
-			soft = append(soft, SoftFailure{"OCSP status unavailable; letting the client through (ocsp_soft_fail)", err})
+		switch result {
+		case "good":
+		case "soft_fail":
+			soft = append(soft, SoftFailure{m.softMsg, err})
+		default:
+			return err, m.refused, soft
 		}
 	}
 	return nil, "", soft
 }
 
-// revocationResult names the outcome of one method's check for the
-// metric: good, revoked, unavailable (refused) or soft_fail.
-func revocationResult(err, unavailable error, softFail bool) string {
+func ocspCheck(r *Revocation, chain []*x509.Certificate, notes *[]verify.Check) error {
+	return r.OCSP.checkNoted(chain, notes)
+}
+
+// revocationResult names the outcome of one method's check: good,
+// revoked, unavailable (refused) or soft_fail.
+func revocationResult(err error, softFail bool) string {
 	switch {
 	case err == nil:
 		return "good"
-	case !errors.Is(err, unavailable):
+	case !Unavailable(err):
 		return "revoked"
 	case softFail:
 		return "soft_fail"
@@ -491,13 +469,10 @@ func revocationResult(err, unavailable error, softFail bool) string {
 	}
 }
 
-// check checks every certificate of chain (leaf first) but its last (the
-// trust anchor) against the CRLs. It returns an error naming the revoked certificate, or
-// one wrapping errCRLUnavailable.
-func (r *Revocation) check(chain []*x509.Certificate) error { return r.checkNoted(chain, nil) }
-
-// checkNoted is check; with notes set (explain) it fetches nothing and
-// notes each CRL it consults.
+// checkNoted checks every certificate of chain (leaf first) but its last
+// (the trust anchor) against the CRLs. It returns an error naming the
+// revoked certificate, or one wrapping errCRLUnavailable. With notes set
+// (explain) it fetches nothing and notes each CRL it consults.
 func (r *Revocation) checkNoted(chain []*x509.Certificate, notes *[]verify.Check) error {
 	now := r.now()
 	for i := 0; i+1 < len(chain); i++ {
@@ -511,54 +486,42 @@ func (r *Revocation) checkNoted(chain []*x509.Certificate, notes *[]verify.Check
 func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time, notes *[]verify.Check) error {
 	covered, usable, notFetched := false, false, false
 	var problems []string
-	consider := func(e *crlEntry) error {
-		covered = true
-		if err := r.usable(e, issuer, now); err != nil {
-			problems = append(problems, err.Error())
-			note(notes, cert, crlName(e), err.Error(), false)
-			return nil
+	consider := func(es []*crlEntry) error {
+		for _, e := range es {
+			covered = true
+			if err := r.usable(e, issuer, now); err != nil {
+				problems = append(problems, err.Error())
+				note(notes, cert, crlName(e), err.Error(), false)
+				continue
+			}
+			usable = true
+			if e.isRevoked(cert.SerialNumber) {
+				note(notes, cert, crlName(e), "revoked", false)
+				return fmt.Errorf("certificate %q (serial %s) is revoked by the CRL from %s", cert.Subject, material.SerialString(cert), e.source)
+			}
+			note(notes, cert, crlName(e), "not listed", true)
 		}
-		usable = true
-		if e.isRevoked(cert.SerialNumber) {
-			note(notes, cert, crlName(e), "revoked", false)
-			return fmt.Errorf("certificate %q (serial %s) is revoked by the CRL from %s", cert.Subject, material.SerialString(cert), e.source)
-		}
-		note(notes, cert, crlName(e), "not listed", true)
 		return nil
 	}
 	for _, f := range r.files {
-		if l := f.current()[string(cert.RawIssuer)]; l != nil {
-			for _, e := range l.inForce(issuer) {
-				if err := consider(e); err != nil {
-					return err
-				}
+		if l := f.Src.Current()[string(cert.RawIssuer)]; l != nil {
+			if err := consider(l.inForce(issuer)); err != nil {
+				return err
 			}
 		}
 	}
-	if r.DistributionPoints {
-		for _, dp := range cert.CRLDistributionPoints {
-			if !strings.HasPrefix(dp, "http://") && !strings.HasPrefix(dp, "https://") {
-				continue
-			}
-			covered = true
-			var es []*crlEntry
-			var err error
-			if notes != nil {
-				es, err = r.cachedCRL(dp, issuer)
-			} else {
-				es, err = r.fetchedCRL(dp, issuer)
-			}
-			if err != nil {
-				problems = append(problems, err.Error())
-				notFetched = notFetched || NotFetched(err)
-				note(notes, cert, "CRL of distribution point "+dp, err.Error(), false)
-				continue
-			}
-			for _, e := range es {
-				if err := consider(e); err != nil {
-					return err
-				}
-			}
+	for _, dp := range cert.CRLDistributionPoints {
+		if !r.DistributionPoints || (!strings.HasPrefix(dp, "http://") && !strings.HasPrefix(dp, "https://")) {
+			continue
+		}
+		covered = true
+		es, err := r.fetchedCRL(dp, issuer, notes == nil)
+		if err != nil {
+			problems = append(problems, err.Error())
+			notFetched = notFetched || NotFetched(err)
+			note(notes, cert, "CRL of distribution point "+dp, err.Error(), false)
+		} else if err := consider(es); err != nil {
+			return err
 		}
 	}
 	if !covered {
@@ -575,8 +538,7 @@ func (r *Revocation) checkOne(cert, issuer *x509.Certificate, now time.Time, not
 }
 
 // UnmarshalOption parses the revocation option at the dispenser's cursor,
-// a line of the block of directive (for errors); handled is false when the
-// option is not one of CaddyfileOptions.
+// in the block of directive; handled is false for another option.
 func (r *Revocation) UnmarshalOption(d *caddyfile.Dispenser, directive string) (handled bool, err error) {
 	switch opt := d.Val(); opt {
 	case "crl":
@@ -585,18 +547,10 @@ func (r *Revocation) UnmarshalOption(d *caddyfile.Dispenser, directive string) (
 			return true, d.Errf("%s: crl needs at least one file", directive)
 		}
 		r.CRLFiles = append(r.CRLFiles, files...)
-	case "crl_distribution_points", "crl_soft_fail":
-		if d.NextArg() {
-			return true, d.Errf("%s: %s takes no argument", directive, opt)
-		}
-		v := &r.DistributionPoints
-		if opt == "crl_soft_fail" {
-			v = &r.SoftFail
-		}
-		if *v {
-			return true, d.Errf("%s: duplicate option '%s'", directive, opt)
-		}
-		*v = true
+	case "crl_distribution_points":
+		return true, flagOption(d, directive, opt, &r.DistributionPoints)
+	case "crl_soft_fail":
+		return true, flagOption(d, directive, opt, &r.SoftFail)
 	case "crl_expired":
 		if !d.NextArg() || (d.Val() != "refuse" && d.Val() != "use") {
 			return true, d.Errf("%s: crl_expired takes refuse or use", directive)
@@ -608,25 +562,10 @@ func (r *Revocation) UnmarshalOption(d *caddyfile.Dispenser, directive string) (
 		if d.NextArg() {
 			return true, d.Errf("%s: crl_expired takes one argument, refuse or use", directive)
 		}
-	case "crl_refresh", "crl_fetch_timeout":
-		if !d.NextArg() {
-			return true, d.Errf("%s: %s needs a duration", directive, opt)
-		}
-		dur, err := caddy.ParseDuration(d.Val())
-		if err != nil || dur <= 0 {
-			return true, d.Errf("%s: %s: bad duration %q", directive, opt, d.Val())
-		}
-		if d.NextArg() {
-			return true, d.Errf("%s: %s takes one duration", directive, opt)
-		}
-		v := &r.Refresh
-		if opt == "crl_fetch_timeout" {
-			v = &r.FetchTimeout
-		}
-		if *v != 0 {
-			return true, d.Errf("%s: duplicate option '%s'", directive, opt)
-		}
-		*v = caddy.Duration(dur)
+	case "crl_refresh":
+		return true, durationOption(d, directive, opt, &r.Refresh)
+	case "crl_fetch_timeout":
+		return true, durationOption(d, directive, opt, &r.FetchTimeout)
 	case "ocsp", "ocsp_responder", "ocsp_fetch_timeout", "ocsp_cache", "ocsp_max_age", "ocsp_soft_fail":
 		if r.OCSP == nil {
 			r.OCSP = new(OCSP)
@@ -638,13 +577,55 @@ func (r *Revocation) UnmarshalOption(d *caddyfile.Dispenser, directive string) (
 	return true, nil
 }
 
+// flagOption sets *v for opt, an option that takes no argument.
+func flagOption(d *caddyfile.Dispenser, directive, opt string, v *bool) error {
+	if d.NextArg() {
+		return d.Errf("%s: %s takes no argument", directive, opt)
+	}
+	if *v {
+		return d.Errf("%s: duplicate option '%s'", directive, opt)
+	}
+	*v = true
+	return nil
+}
+
+// durationOption sets *v for opt, an option that takes one positive
+// duration.
+func durationOption(d *caddyfile.Dispenser, directive, opt string, v *caddy.Duration) error {
+	return argOption(d, directive, opt, "a duration", "duration", *v != 0, func(val string) error {
+		dur, err := caddy.ParseDuration(val)
+		if err != nil || dur <= 0 {
+			return d.Errf("%s: %s: bad duration %q", directive, opt, val)
+		}
+		*v = caddy.Duration(dur)
+		return nil
+	})
+}
+
+// argOption reads the one argument of opt with parse; opt needs what (for
+// errors), and takes one of them; set says opt was given before.
+func argOption(d *caddyfile.Dispenser, directive, opt, what, takes string, set bool, parse func(string) error) error {
+	if !d.NextArg() {
+		return d.Errf("%s: %s needs %s", directive, opt, what)
+	}
+	if set {
+		return d.Errf("%s: duplicate option '%s'", directive, opt)
+	}
+	if err := parse(d.Val()); err != nil {
+		return err
+	}
+	if d.NextArg() {
+		return d.Errf("%s: %s takes one %s", directive, opt, takes)
+	}
+	return nil
+}
+
 // ValidateCaddyfile rejects, once the verifier block is read, options
 // given without the source they tune.
 func (r *Revocation) ValidateCaddyfile(d *caddyfile.Dispenser, directive string) error {
 	if !r.hasCRL() && (r.Refresh != 0 || r.FetchTimeout != 0 || r.SoftFail || r.Expired != "") {
 		return d.Errf("%s: crl_refresh, crl_fetch_timeout, crl_soft_fail and crl_expired need a CRL source: crl <file...> or crl_distribution_points", directive)
 	}
-
 	if r.OCSP != nil && !r.OCSP.enabled {
 		return d.Errf("%s: ocsp_responder, ocsp_fetch_timeout, ocsp_cache, ocsp_max_age and ocsp_soft_fail need ocsp: add `ocsp` (whole chain) or `ocsp leaf`", directive)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"math/big"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,20 +16,15 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// The successor rule. Every CRL, read from a file or fetched from a
+// The successor rule. A CRL, read from a file or fetched from a
 // distribution point, takes over from the one in force for its issuer only
-// when it is
-//
-//   - issued and signed by that issuer: the CA certificate of the verified
-//     chain that the CRL covers (a CRL names its issuer; its signature must
-//     verify against that certificate's key);
-//   - not older: its CRL number is not lower than the one in force, and it
-//     has one when the one in force had one; its thisUpdate is not earlier.
-//
-// A CRL refused is logged once (per distinct content) and counted in
-// trustline_peer_crl_refused_total{origin,reason}; the one in force stays.
-// The rule lives in successor; crlLine applies it to the CRLs of one
-// issuer from one source, for files and distribution points alike.
+// when it is issued and signed by that issuer (the CA certificate of the
+// verified chain that the CRL covers), and not older: its CRL number is
+// not lower than the one in force (and it has one when that one had one),
+// its thisUpdate not earlier. A CRL refused is logged once (per distinct
+// content) and counted in trustline_peer_crl_refused_total{origin,reason};
+// the one in force stays. crlLine applies the rule to the CRLs of one
+// issuer from one source.
 
 // refusal is why the successor rule refused a CRL.
 type refusal struct {
@@ -52,12 +48,7 @@ func refuse(reason, format string, args ...any) *refusal {
 // neither the lowest nor the highest CRL number steps back, nor the
 // earliest or latest thisUpdate.
 func successor(prev, next []*crlEntry, issuer *x509.Certificate) *refusal {
-	var named []*crlEntry
-	for _, e := range next {
-		if bytes.Equal(e.list.RawIssuer, issuer.RawSubject) {
-			named = append(named, e)
-		}
-	}
+	named := slices.DeleteFunc(slices.Clone(next), func(e *crlEntry) bool { return !bytes.Equal(e.list.RawIssuer, issuer.RawSubject) })
 	if len(named) == 0 {
 		return refuse("issuer", "the CRL is issued by %q, not by the certificates' issuer %q", next[0].list.Issuer, issuer.Subject)
 	}
@@ -66,13 +57,12 @@ func successor(prev, next []*crlEntry, issuer *x509.Certificate) *refusal {
 		return refuse("signature", "the CRL of %q is not signed by the issuer certificate (key of %q): %v", named[0].list.Issuer, issuer.Subject, err)
 	}
 	prevSpan, _ := spanSignedBy(prev, issuer)
-	if prevSpan == nil {
-		return nil // the first CRL of this issuer
-	}
 	switch {
-	case prevSpan.numbered && nextSpan.unnumbered:
+	case prevSpan == nil:
+		return nil // the first CRL of this issuer
+	case prevSpan.loNumber != nil && nextSpan.unnumbered:
 		return refuse("number_missing", "the new CRL of %q has no CRL number, the one in force has %s: refusing a CRL that cannot be ordered after it", issuer.Subject, prevSpan.hiNumber)
-	case prevSpan.numbered && nextSpan.numbered && (nextSpan.loNumber.Cmp(prevSpan.loNumber) < 0 || nextSpan.hiNumber.Cmp(prevSpan.hiNumber) < 0):
+	case prevSpan.loNumber != nil && nextSpan.loNumber != nil && (nextSpan.loNumber.Cmp(prevSpan.loNumber) < 0 || nextSpan.hiNumber.Cmp(prevSpan.hiNumber) < 0):
 		return refuse("number", "the new CRL of %q has number %s, lower than %s in force: refusing to step back to an older CRL", issuer.Subject, nextSpan.loNumber, prevSpan.hiNumber)
 	case nextSpan.first.Before(prevSpan.first) || nextSpan.last.Before(prevSpan.last):
 		return refuse("this_update", "the new CRL of %q was issued at %s, before the one in force (%s): refusing to step back to an older CRL", issuer.Subject,
@@ -83,9 +73,9 @@ func successor(prev, next []*crlEntry, issuer *x509.Certificate) *refusal {
 
 // crlSpan is what the successor rule compares of a set of CRLs.
 type crlSpan struct {
-	numbered, unnumbered bool     // some have a CRL number; some have none
-	loNumber, hiNumber   *big.Int // among those that have one
-	first, last          time.Time
+	loNumber, hiNumber *big.Int // among those that have one (nil: none has)
+	unnumbered         bool     // some have none
+	first, last        time.Time
 }
 
 // spanSignedBy is the span of the CRLs of es that issuer signed; nil (and
@@ -98,25 +88,25 @@ func spanSignedBy(es []*crlEntry, issuer *x509.Certificate) (*crlSpan, error) {
 			lastErr = err
 			continue
 		}
+		n, t := e.list.Number, e.list.ThisUpdate
 		if s == nil {
-			s = &crlSpan{first: e.list.ThisUpdate, last: e.list.ThisUpdate}
+			s = &crlSpan{first: t, last: t}
 		}
-		if n := e.list.Number; n != nil {
-			if !s.numbered || n.Cmp(s.loNumber) < 0 {
-				s.loNumber = n
-			}
-			if !s.numbered || n.Cmp(s.hiNumber) > 0 {
-				s.hiNumber = n
-			}
-			s.numbered = true
-		} else {
+		switch {
+		case n == nil:
 			s.unnumbered = true
+		case s.loNumber == nil:
+			s.loNumber, s.hiNumber = n, n
+		case n.Cmp(s.loNumber) < 0:
+			s.loNumber = n
+		case n.Cmp(s.hiNumber) > 0:
+			s.hiNumber = n
 		}
-		if e.list.ThisUpdate.Before(s.first) {
-			s.first = e.list.ThisUpdate
+		if t.Before(s.first) {
+			s.first = t
 		}
-		if e.list.ThisUpdate.After(s.last) {
-			s.last = e.list.ThisUpdate
+		if t.After(s.last) {
+			s.last = t
 		}
 	}
 	return s, lastErr
@@ -128,12 +118,11 @@ const maxPending = 16
 
 // crlLine is the succession of CRLs of one issuer (by name) from one
 // source: a CRL file or a distribution point. It holds the CRLs in force,
-// checked against the issuer certificate, and, until a handshake has
-// named the issuer (a CRL file read at start, or replaced before the first
+// checked against the issuer certificate, and, until a handshake has named
+// the issuer (a CRL file read at start, or replaced before the first
 // client of that issuer came), the versions read since, unchecked: the
 // first handshake whose chain's issuer signed one of them applies the
-// successor rule to each in turn, and from then on every new version is
-// checked as it is read.
+// successor rule to each in turn.
 type crlLine struct {
 	origin, source string // "file" or "distribution_point"; the path or URL
 	logger         *zap.Logger
@@ -166,21 +155,9 @@ func (l *crlLine) publish() {
 	if !v.settled {
 		v.entries = l.pending[len(l.pending)-1]
 	}
-	if prev := l.view.Swap(v); prev != nil && !sameEntries(prev.entries, v.entries) {
+	if prev := l.view.Swap(v); !slices.Equal(prev.entries, v.entries) {
 		crlChanged()
 	}
-}
-
-func sameEntries(a, b []*crlEntry) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // offer gives the line a new version of its CRLs. With the issuer known
@@ -196,7 +173,7 @@ func (l *crlLine) offer(next []*crlEntry, issuer *x509.Certificate) *refusal {
 	}
 	if issuer == nil {
 		if len(l.pending) == maxPending {
-			l.pending = append(l.pending[:1], l.pending[2:]...)
+			l.pending = slices.Delete(l.pending, 1, 2)
 		}
 		l.pending = append(l.pending, next)
 		l.publish()
@@ -225,15 +202,8 @@ func (l *crlLine) inForce(issuer *x509.Certificate) []*crlEntry {
 	if len(l.pending) == 0 { // settled meanwhile
 		return l.good
 	}
-	claimed := false
-	for _, p := range l.pending {
-		if s, _ := spanSignedBy(p, issuer); s != nil {
-			claimed = true
-			break
-		}
-	}
-	if !claimed { // issuer is not this line's signer: decide nothing
-		return l.pending[len(l.pending)-1]
+	if !slices.ContainsFunc(l.pending, func(p []*crlEntry) bool { s, _ := spanSignedBy(p, issuer); return s != nil }) {
+		return l.pending[len(l.pending)-1] // issuer is not this line's signer: decide nothing
 	}
 	for _, p := range l.pending {
 		if r := successor(l.good, p, issuer); r != nil {
@@ -260,9 +230,14 @@ func (l *crlLine) refused(es []*crlEntry, r *refusal) {
 		return
 	}
 	l.lastRefused = digest
+	l.report(es[0], r)
+}
+
+// report logs and counts a refusal of the CRLs of e's issuer.
+func (l *crlLine) report(e *crlEntry, r *refusal) {
 	crlRefused.WithLabelValues(l.origin, r.reason).Inc()
 	l.logger.Error("CRL refused; keeping the last good one", zap.String("origin", l.origin), zap.String("source", l.source),
-		zap.String("issuer", es[0].list.Issuer.String()), zap.String("reason", r.reason), zap.Error(r.err))
+		zap.String("issuer", e.list.Issuer.String()), zap.String("reason", r.reason), zap.Error(r.err))
 }
 
 // missing records that a new version of the source has no CRL of this
@@ -277,8 +252,5 @@ func (l *crlLine) missing() {
 		return
 	}
 	l.absent = true
-	crlRefused.WithLabelValues(l.origin, "issuer").Inc()
-	l.logger.Error("CRL refused; keeping the last good one", zap.String("origin", l.origin), zap.String("source", l.source),
-		zap.String("issuer", es[0].list.Issuer.String()), zap.String("reason", "issuer"),
-		zap.Error(fmt.Errorf("the new version has no CRL of %q, which the version in force has: its CRL stays in force (to stop checking it, take the file out of the config)", es[0].list.Issuer)))
+	l.report(es[0], refuse("issuer", "the new version has no CRL of %q, which the version in force has: its CRL stays in force (to stop checking it, take the file out of the config)", es[0].list.Issuer))
 }

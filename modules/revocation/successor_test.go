@@ -275,7 +275,7 @@ func TestRevocationFileNewerBeforeFirstHandshake(t *testing.T) {
 	before := refusedCount(t, metrics, "file", "issuer")
 	testpki.WriteFile(t, dir, "crls.pem", revocationtest.PEM(revocationtest.CRL(t, inter, week, bob.Cert, alice.Cert)))
 	waitFor(t, "the third version read", func() bool { return reloads(t, metrics, file, "ok") >= 3 })
-	if l := r.files[0].current()[string(root.Cert.RawSubject)]; l == nil || len(l.inForce(root.Cert)) != 1 {
+	if l := r.files[0].Src.Current()[string(root.Cert.RawSubject)]; l == nil || len(l.inForce(root.Cert)) != 1 {
 		t.Fatal("the root's CRL left the file and went out of force")
 	}
 	testpki.WriteFile(t, dir, "crls.pem", revocationtest.PEM(revocationtest.CRL(t, inter, week, alice.Cert)))

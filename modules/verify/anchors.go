@@ -18,13 +18,10 @@ import (
 // Anchors is one version of a trust pool: the certificates it trusts, the
 // *x509.CertPool crypto/tls takes, and, for a version read from SPIFFE
 // bundles, the trust domain each authority belongs to. It is immutable.
-//
-// The trust domain of an authority belongs to the version that holds it:
-// a version read from SPIFFE bundles verifies an X509-SVID against the
-// authorities of the SVID's own trust domain only (as go-spiffe's
-// x509svid.Verify does with an x509bundle.Source), and no version's
-// content changes how another version verifies. Two pools that hold the
-// same CA certificate hold two objects; each keeps its own meaning.
+// A SPIFFE version verifies an X509-SVID against the authorities of its
+// own trust domain only (as go-spiffe's x509svid.Verify does); no
+// version's content changes how another verifies (two pools that hold the
+// same CA certificate hold two objects, each with its own meaning).
 type Anchors struct {
 	pool  *x509.CertPool
 	certs []*x509.Certificate
@@ -144,12 +141,11 @@ func (a *Anchors) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bun
 }
 
 // Verify verifies leaf, with the intermediates the peer sent, against
-// this version for usage (x509.ExtKeyUsageClientAuth for a client,
-// ServerAuth for a server) at now, and returns the chain verification
-// returned (leaf first, anchor last) and the trust domain of its anchor
-// ("" for a plain CA). In a SPIFFE version the leaf must be an X509-SVID
-// (the one rule of SVID) and is verified against the authorities of its
-// own trust domain only. A chain that verifies against a plain version is
+// this version for usage (clientAuth for a client, serverAuth for a
+// server) at now, and returns the chain (leaf first, anchor last) and the
+// trust domain of its anchor ("" for a plain CA). In a SPIFFE version the
+// leaf must be an X509-SVID of a trust domain of the version, verified
+// against that domain's authorities only. A plain version's chain is
 // still scoped (Scope): the pool may hold another version's SPIFFE
 // authorities (Caddy's `combined` pool). An error is a *Refusal.
 func (a *Anchors) Verify(leaf *x509.Certificate, intermediates []*x509.Certificate, usage x509.ExtKeyUsage, now time.Time) ([]*x509.Certificate, string, error) {
@@ -202,13 +198,11 @@ func (a *Anchors) outsideScope(leaf *x509.Certificate, opts x509.VerifyOptions, 
 	return refuse(ReasonTrustDomain, err)
 }
 
-// The authorities of SPIFFE versions, by object: how a chain verified by
-// crypto/tls against a flat pool (Caddy's own trust_pool holding one of
-// our SPIFFE sources) finds the trust domain of its anchor. Each version
-// parses its own authorities, so an entry names the version that holds
-// the object, never a certificate's content: a CA that a partner's bundle
-// also lists stays a plain CA in every other pool. The entry goes when
-// the object is collected.
+// The authorities of SPIFFE versions, by object (weakly): how a chain
+// verified by crypto/tls against a flat pool (Caddy's trust_pool holding
+// one of our SPIFFE sources) finds the trust domain of its anchor. By
+// object, never content: a CA that a partner's bundle also lists stays a
+// plain CA in every other pool.
 var authorities sync.Map // weak.Pointer[x509.Certificate] -> spiffeid.TrustDomain
 
 // conflicting marks an object registered for two trust domains (it cannot

@@ -17,16 +17,13 @@ import (
 
 // A trust change reaches open connections. Crypto/tls verifies a peer
 // once, at the handshake, and Caddy's HTTP servers have no maximum
-// connection age, so without this a client admitted over a keep-alive
+// connection age: without this, a client admitted over a keep-alive
 // connection would keep its access after its certificate was revoked or
-// its CA removed. Connections whose peer was verified by the suite are
-// tracked from their first request (the handshake is then complete) to
+// its CA removed. Connections are tracked from their first request to
 // their close; when material a verdict depended on changes, RecheckConns
-// re-checks each tracked connection's record (a version compare, unless
-// its own material changed) and closes those whose verdict no longer
-// holds. Identity consumers (peer.FromState) re-check on every read too,
-// so a request never sees the identity of a connection that lost it,
-// whatever the protocol (HTTP/3 connections, which Caddy's connection
+// closes those whose verdict no longer holds. Identity consumers
+// (peer.FromState) re-check on every read too, so no request sees the
+// identity of a connection that lost it (HTTP/3, which Caddy's connection
 // hooks do not cover, included).
 
 // tracked holds the connections being tracked (a sync.Map: on HTTP/1.1
@@ -37,7 +34,7 @@ var tracked sync.Map // *tls.Conn -> struct{}
 // TrackConn tracks c, a TLS connection whose handshake is complete, until
 // Untrack. Tracking a tracked connection again does nothing.
 func TrackConn(c *tls.Conn) {
-	if _, ok := tracked.Load(c); !ok {
+	if _, ok := tracked.Load(c); !ok { // a hit writes nothing
 		tracked.Store(c, struct{}{})
 	}
 }
@@ -82,7 +79,7 @@ func recheckConn(c *tls.Conn, logger *zap.Logger) {
 		zap.String("serial", material.SerialString(leaf)),
 		zap.String("reason", ReasonOf(err)),
 		zap.Error(err))
-	countVerdict("recheck", VerdictRefused, ReasonOf(err))
+	CountVerdict("recheck", VerdictRefused, ReasonOf(err))
 	UntrackConn(c)
 	_ = c.Close()
 }

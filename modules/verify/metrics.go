@@ -26,10 +26,6 @@ var verdicts = material.NewCounterVec("trustline_client_verdicts_total",
 // CountVerdict counts one verdict; reason is a Reason constant, "" for an
 // admitted peer.
 func CountVerdict(verifier, verdict, reason string) {
-	countVerdict(verifier, verdict, reason)
-}
-
-func countVerdict(verifier, verdict, reason string) {
 	verdicts.WithLabelValues(verifier, verdict, reason).Inc()
 }
 

@@ -9,26 +9,20 @@ import (
 	"weak"
 )
 
-// A verifier that runs outside crypto/tls's own chain building (the
-// live_trust verifier: crypto/tls runs in RequireAnyClientCert mode,
-// because Caddy hands crypto/tls a trust pool only once) leaves
-// ConnectionState.VerifiedChains empty. It hands its result, the chain
-// verification returned (trust anchor included), to every later consumer
-// of the same connection through Record and Lookup; so does a verifier
-// whose verdict depends on material that changes (the revocation checks
-// of `verifier peer`).
+// A verifier that runs outside crypto/tls's own chain building (live_trust:
+// crypto/tls runs in RequireAnyClientCert mode) leaves
+// ConnectionState.VerifiedChains empty. It hands the chain it verified
+// (trust anchor included) to every later consumer of the connection
+// through Record and Lookup; so does a verifier whose verdict depends on
+// material that changes (the revocation checks of `verifier peer`).
 //
-// A record belongs to its handshake: it is keyed by a weak pointer to the
-// leaf's DER bytes, the very buffer crypto/tls parsed this handshake's
-// certificates from. Every later ConnectionState of the connection
-// (r.TLS in net/http, caddy-l4's connection states, Caddy's verifiers)
-// points at that same buffer through PeerCertificates[0].Raw: an
-// assumption about crypto/tls, pinned by TestHandshakeBufferIdentity. A weak
-// pointer names one object, not an address: a later handshake whose
-// buffer happens to land at the same address, with the same bytes, gets a
-// different key, so a record never outlives its buffer's object and never
-// vouches for another connection. A runtime cleanup removes it when the
-// buffer is collected, i.e. when the connection is gone.
+// A record is keyed by a weak pointer to the leaf's DER bytes, the very
+// buffer crypto/tls parsed this handshake's certificates from, which every
+// later ConnectionState of the connection shares through
+// PeerCertificates[0].Raw (pinned by TestHandshakeBufferIdentity). A weak
+// pointer names one object, not an address or content: a record never
+// vouches for another connection, and a runtime cleanup removes it when
+// the buffer is collected.
 
 // Verified is one verification of a peer's chain, and what its verdict
 // depends on. Chain and TrustDomain are immutable once recorded.
@@ -53,10 +47,8 @@ type Verified struct {
 type dependency struct {
 	version func() any
 	check   func(chain []*x509.Certificate) error
-	seen    atomic.Value // boxed version
+	seen    atomic.Pointer[any]
 }
-
-type boxed struct{ v any }
 
 // Memo returns what a consumer derived from the record with SetMemo (the
 // peer identity), or nil.
@@ -77,7 +69,8 @@ func (v *Verified) SetMemo(m any) any {
 // verdict saw. version must be cheap: Recheck calls it on every request.
 func (v *Verified) DependOn(version func() any, check func(chain []*x509.Certificate) error) {
 	d := &dependency{version: version, check: check}
-	d.seen.Store(boxed{version()})
+	seen := version()
+	d.seen.Store(&seen)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var deps []*dependency
@@ -101,10 +94,9 @@ func (v *Verified) Recheck() error {
 		return nil
 	}
 	for _, d := range *p {
-		if d.seen.Load().(boxed).v == d.version() {
-			continue
+		if *d.seen.Load() != d.version() {
+			return v.recheckSlow()
 		}
-		return v.recheckSlow()
 	}
 	return nil
 }
@@ -117,7 +109,7 @@ func (v *Verified) recheckSlow() error {
 	}
 	for _, d := range *v.deps.Load() {
 		now := d.version()
-		if d.seen.Load().(boxed).v == now {
+		if *d.seen.Load() == now {
 			continue
 		}
 		if err := d.check(v.Chain); err != nil {
@@ -131,7 +123,7 @@ func (v *Verified) recheckSlow() error {
 			v.refused.Store(r)
 			return r
 		}
-		d.seen.Store(boxed{now})
+		d.seen.Store(&now)
 	}
 	return nil
 }
@@ -149,11 +141,10 @@ func Record(leafRaw []byte, v *Verified) {
 	if len(leafRaw) == 0 || v == nil || len(v.Chain) == 0 {
 		return
 	}
-	p := unsafe.SliceData(leafRaw)
-	key := weak.Make(p)
+	key := leafKey(leafRaw)
 	if _, loaded := records.Swap(key, v); !loaded {
 		recordsLive.Add(1)
-		runtime.AddCleanup(p, func(k weak.Pointer[byte]) {
+		runtime.AddCleanup(unsafe.SliceData(leafRaw), func(k weak.Pointer[byte]) {
 			records.Delete(k)
 			recordsLive.Add(-1)
 		}, key)
@@ -164,14 +155,20 @@ func Record(leafRaw []byte, v *Verified) {
 // Lookup returns the verification recorded for the handshake whose leaf
 // DER is leafRaw (PeerCertificates[0].Raw of any ConnectionState of that
 // connection), or nil.
-func Lookup(leafRaw []byte) *Verified {
+func Lookup(leafRaw []byte) *Verified { return loadByLeaf[Verified](&records, leafRaw) }
+
+// leafKey is the key of the leaf DER buffer leafRaw: the object, weakly.
+func leafKey(leafRaw []byte) weak.Pointer[byte] { return weak.Make(unsafe.SliceData(leafRaw)) }
+
+// loadByLeaf is the value of m (records, traces) for the buffer leafRaw.
+func loadByLeaf[T any](m *sync.Map, leafRaw []byte) *T {
 	if len(leafRaw) == 0 {
 		return nil
 	}
-	v, ok := records.Load(weak.Make(unsafe.SliceData(leafRaw)))
+	v, ok := m.Load(leafKey(leafRaw))
 	runtime.KeepAlive(leafRaw)
 	if !ok {
 		return nil
 	}
-	return v.(*Verified)
+	return v.(*T)
 }

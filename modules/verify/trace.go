@@ -2,29 +2,22 @@ package verify
 
 import (
 	"crypto/x509"
+	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
-	"weak"
 
 	"github.com/trustline/trustline/modules/material"
 )
 
 // An explain trace: `caddy trustline explain` runs the real verifiers on
-// a chain it was given, as a handshake would, and asks them to say what
-// they did instead of acting on it. Explain attaches a Trace to the
-// leaf's DER buffer it hands the verifiers (the same weak-pointer keying
-// as Record: one object, never an address or content), and each verifier
-// of the suite (truststore's live_trust, peer's verifier, revocation)
-// looks its trace up with TraceFor. When there is one it appends its
-// steps, in the Reason vocabulary that logs and metrics speak, and does
-// not log or count: an explain call moves no metric. Revocation fetches
-// nothing under a trace (no CRL distribution point, no OCSP query): it
-// uses what is cached and says so.
-//
-// Outside explain, TraceFor is one atomic load: no trace is attached.
+// a chain, as a handshake would, with a Trace attached to the leaf's DER
+// buffer it hands them (keyed as Record is). A verifier that finds its
+// trace (TraceFor) appends its steps, in the Reason vocabulary, instead
+// of logging or counting; revocation fetches nothing under a trace.
+// Outside explain, TraceFor is one atomic load.
 
 // Trace collects the steps of one explained verification.
 type Trace struct {
@@ -96,39 +89,25 @@ type Cert struct {
 	Source string `json:"source,omitempty"`
 }
 
-// DescribeCert describes c.
-func DescribeCert(c *x509.Certificate) Cert {
-	return Cert{
-		Subject:        c.Subject.String(),
-		Issuer:         c.Issuer.String(),
-		Serial:         material.SerialString(c),
-		NotBefore:      c.NotBefore.UTC(),
-		NotAfter:       c.NotAfter.UTC(),
-		SubjectKeyID:   keyID(c.SubjectKeyId),
-		AuthorityKeyID: keyID(c.AuthorityKeyId),
-	}
-}
-
 // DescribeCerts describes certs, in order.
 func DescribeCerts(certs []*x509.Certificate) []Cert {
 	out := make([]Cert, 0, len(certs))
 	for _, c := range certs {
-		out = append(out, DescribeCert(c))
+		out = append(out, Cert{
+			Subject:        c.Subject.String(),
+			Issuer:         c.Issuer.String(),
+			Serial:         material.SerialString(c),
+			NotBefore:      c.NotBefore.UTC(),
+			NotAfter:       c.NotAfter.UTC(),
+			SubjectKeyID:   keyID(c.SubjectKeyId),
+			AuthorityKeyID: keyID(c.AuthorityKeyId),
+		})
 	}
 	return out
 }
 
-func keyID(b []byte) string {
-	const hex = "0123456789abcdef"
-	out := make([]byte, 0, 3*len(b))
-	for i, x := range b {
-		if i > 0 {
-			out = append(out, ':')
-		}
-		out = append(out, hex[x>>4], hex[x&15])
-	}
-	return string(out)
-}
+// keyID is a key identifier in colon-separated hex.
+func keyID(b []byte) string { return strings.ReplaceAll(fmt.Sprintf("% x", b), " ", ":") }
 
 // Add appends a step.
 func (t *Trace) Add(s Step) {
@@ -156,7 +135,7 @@ func AttachTrace(leafRaw []byte, t *Trace) (detach func()) {
 	if len(leafRaw) == 0 {
 		return func() {}
 	}
-	key := weak.Make(unsafe.SliceData(leafRaw))
+	key := leafKey(leafRaw)
 	traces.Store(key, t)
 	tracesActive.Add(1)
 	var once sync.Once
@@ -172,15 +151,10 @@ func AttachTrace(leafRaw []byte, t *Trace) (detach func()) {
 // TraceFor returns the trace attached to the handshake whose leaf DER is
 // leafRaw, or nil (always, outside explain).
 func TraceFor(leafRaw []byte) *Trace {
-	if tracesActive.Load() == 0 || len(leafRaw) == 0 {
+	if tracesActive.Load() == 0 {
 		return nil
 	}
-	v, ok := traces.Load(weak.Make(unsafe.SliceData(leafRaw)))
-	runtime.KeepAlive(leafRaw)
-	if !ok {
-		return nil
-	}
-	return v.(*Trace)
+	return loadByLeaf[Trace](&traces, leafRaw)
 }
 
 // OriginTeller is a trust pool source that can say where one of its

@@ -46,7 +46,7 @@ func ChainStep(name string, leaf *x509.Certificate, inters, anchors []*x509.Cert
 			}
 		}
 	case ReasonExpired, ReasonNotYetValid:
-		s.Detail = whyInvalid(leaf, inters, err, now)
+		s.Detail = whyInvalid(leaf, err, now)
 	case ReasonBadUsage:
 		s.Detail = whyUsage(leaf, err)
 	default:
@@ -76,7 +76,7 @@ func whyNoChain(leaf *x509.Certificate, inters, anchors []*x509.Certificate, err
 	for _, a := range anchors {
 		if bytes.Equal(a.RawSubject, last.RawIssuer) {
 			// the name is there: another key, or a constraint
-			fmt.Fprintf(&b, "the pool holds an anchor named %s, but it did not verify %s: %v", issuer, name(last), err)
+			fmt.Fprintf(&b, "the pool holds an anchor named %s, but it did not verify %s: %v", issuer, certName(last), err)
 			return b.String()
 		}
 	}
@@ -88,7 +88,7 @@ func whyNoChain(leaf *x509.Certificate, inters, anchors []*x509.Certificate, err
 	case last == leaf:
 		fmt.Fprintf(&b, "issuer unknown: the leaf's issuer %s is neither an anchor of the pool nor among the %d certificate(s) the client sent after its own (they do not issue it)", issuer, len(inters))
 	default:
-		fmt.Fprintf(&b, "issuer unknown: the last certificate the client sent, %s, was issued by %s, which is not an anchor of the pool", name(last), issuer)
+		fmt.Fprintf(&b, "issuer unknown: the last certificate the client sent, %s, was issued by %s, which is not an anchor of the pool", certName(last), issuer)
 	}
 	if len(anchors) > 0 {
 		fmt.Fprintf(&b, "; the pool's %d anchor(s) are listed below", len(anchors))
@@ -111,22 +111,27 @@ func issuerAmong(c *x509.Certificate, certs []*x509.Certificate) *x509.Certifica
 	return nil
 }
 
-// whyInvalid names the certificate outside its validity period.
-func whyInvalid(leaf *x509.Certificate, inters []*x509.Certificate, err error, now time.Time) string {
+// atFault is the certificate a crypto/x509 error names, else leaf.
+func atFault(leaf *x509.Certificate, err error) *x509.Certificate {
 	var ci x509.CertificateInvalidError
-	c := leaf
 	if errors.As(err, &ci) && ci.Cert != nil {
-		c = ci.Cert
+		return ci.Cert
 	}
+	return leaf
+}
+
+// whyInvalid names the certificate outside its validity period.
+func whyInvalid(leaf *x509.Certificate, err error, now time.Time) string {
+	c := atFault(leaf, err)
 	role := "the leaf"
 	if c != leaf {
 		role = "an intermediate"
 	}
 	if now.Before(c.NotBefore) {
-		return fmt.Sprintf("%s %s is not valid yet: valid from %s (now %s)", role, name(c), material.TimeString(c.NotBefore), material.TimeString(now))
+		return fmt.Sprintf("%s %s is not valid yet: valid from %s (now %s)", role, certName(c), material.TimeString(c.NotBefore), material.TimeString(now))
 	}
 	if now.After(c.NotAfter) {
-		return fmt.Sprintf("%s %s expired at %s (now %s)", role, name(c), material.TimeString(c.NotAfter), material.TimeString(now))
+		return fmt.Sprintf("%s %s expired at %s (now %s)", role, certName(c), material.TimeString(c.NotAfter), material.TimeString(now))
 	}
 	return err.Error()
 }
@@ -134,13 +139,9 @@ func whyInvalid(leaf *x509.Certificate, inters []*x509.Certificate, err error, n
 // whyUsage names the extended key usages of the certificate that lacks
 // clientAuth (or serverAuth).
 func whyUsage(leaf *x509.Certificate, err error) string {
-	var ci x509.CertificateInvalidError
-	c := leaf
-	if errors.As(err, &ci) && ci.Cert != nil {
-		c = ci.Cert
-	}
+	c := atFault(leaf, err)
 	return fmt.Sprintf("%s allows the extended key usages [%s], without the one the connection needs (clientAuth for a client certificate): %v",
-		name(c), strings.Join(UsageNames(c), ", "), err)
+		certName(c), strings.Join(UsageNames(c), ", "), err)
 }
 
 // UsageNames names the extended key usages of c.
@@ -163,6 +164,3 @@ func UsageNames(c *x509.Certificate) []string {
 	}
 	return out
 }
-
-// name names a certificate in a step: its subject and serial.
-func name(c *x509.Certificate) string { return certName(c) }

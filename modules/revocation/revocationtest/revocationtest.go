@@ -181,9 +181,13 @@ func NewResponder(t testing.TB, ca *testpki.CA, now func() time.Time) *Responder
 
 // Set makes the responder answer status (ocsp.Good, ocsp.Revoked) about c.
 func (r *Responder) Set(c *x509.Certificate, status int) {
+	r.locked(func() { r.status[c.SerialNumber.Text(16)] = status })
+}
+
+func (r *Responder) locked(f func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.status[c.SerialNumber.Text(16)] = status
+	f()
 }
 
 // SetMode makes the responder misbehave: "503" (HTTP error), "trylater"
@@ -191,34 +195,18 @@ func (r *Responder) Set(c *x509.Certificate, status int) {
 // (past nextUpdate), "future" (thisUpdate ahead), "wrongserial" (about
 // another serial), "badsig" (signed by an impostor of the CA),
 // "otherissuer" (about a certificate of another issuer); "" behaves.
-func (r *Responder) SetMode(m string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.mode = m
-}
+func (r *Responder) SetMode(m string) { r.locked(func() { r.mode = m }) }
 
 // SetNextUpdate sets how far after now the answers' nextUpdate is; -1
 // leaves it out.
-func (r *Responder) SetNextUpdate(d time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.next = d
-}
+func (r *Responder) SetNextUpdate(d time.Duration) { r.locked(func() { r.next = d }) }
 
 // SetSigner makes a delegated responder certificate sign the answers (nil:
 // the CA itself).
-func (r *Responder) SetSigner(l *testpki.Leaf) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.signer = l
-}
+func (r *Responder) SetSigner(l *testpki.Leaf) { r.locked(func() { r.signer = l }) }
 
 // Block holds every request until release is closed (nil: none waits).
-func (r *Responder) Block(release chan struct{}) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.block = release
-}
+func (r *Responder) Block(release chan struct{}) { r.locked(func() { r.block = release }) }
 
 // Methods are the HTTP methods of the requests received, in order.
 func (r *Responder) Methods() []string {
