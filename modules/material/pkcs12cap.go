@@ -9,11 +9,10 @@ import (
 
 // MaxPKCS12Iterations is the most key-derivation iterations the reader
 // runs for one step of a PKCS#12 store (its MAC, an encrypted content, a
-// shrouded key). A store that asks for more is refused before any of it
-// is derived: go-pkcs12 sets no limit, and a hostile count (up to 2^31)
-// keeps a reload busy for minutes. keytool (Java 17+) writes 10,000,
-// OpenSSL 3 2,048; hardened settings (OWASP's 600,000 for PBKDF2-SHA256)
-// pass too. Java's own reader refuses above 5,000,000.
+// shrouded key); a store that asks for more is refused before any
+// derivation. go-pkcs12 sets no limit, and a hostile count (up to 2^31)
+// keeps a reload busy for minutes. keytool writes 10,000, OpenSSL 3 2,048,
+// OWASP's hardened PBKDF2-SHA256 600,000; Java refuses above 5,000,000.
 const MaxPKCS12Iterations = 1_000_000
 
 // Object identifiers of the PKCS#12 structures whose parameters hold an
@@ -84,12 +83,11 @@ type (
 	}
 )
 
-// checkPKCS12Iterations reads the iteration counts of a PKCS#12 store
-// from its ASN.1, before anything is derived or decrypted: the MAC's, each
-// encrypted content's and each shrouded key's that is not itself inside an
-// encrypted content. A count above MaxPKCS12Iterations is an error. What
-// an encrypted content holds is read only after the MAC was checked with
-// the password, so it was written by whoever knows the password.
+// checkPKCS12Iterations refuses a PKCS#12 store that asks for more than
+// MaxPKCS12Iterations, read from its ASN.1 before anything is derived: the
+// MAC's count, each encrypted content's and each shrouded key's outside
+// one. What an encrypted content holds is read only after the MAC was
+// checked, so whoever wrote it knows the password.
 func checkPKCS12Iterations(data []byte) error {
 	var pfx p12PFX
 	if err := unmarshalAll(data, &pfx); err != nil {
