@@ -28,7 +28,8 @@ var (
 )
 
 // The structures as go-pkcs12 v0.6.0 reads them, reduced to what leads to
-// an iteration count: what fails to parse here fails there too.
+// an iteration count (encoding/asn1 allows elements after a struct's last
+// field): what fails to parse here fails there too.
 type (
 	p12PFX struct {
 		Version  int
@@ -50,22 +51,16 @@ type (
 	p12EncryptedData struct {
 		Version              int
 		EncryptedContentInfo struct {
-			ContentType      asn1.ObjectIdentifier
-			Algorithm        pkix.AlgorithmIdentifier
-			EncryptedContent []byte `asn1:"tag:0,optional"`
+			ContentType asn1.ObjectIdentifier
+			Algorithm   pkix.AlgorithmIdentifier
 		}
 	}
 	p12SafeBag struct {
-		ID         asn1.ObjectIdentifier
-		Value      asn1.RawValue `asn1:"tag:0,explicit"`
-		Attributes []struct {
-			ID    asn1.ObjectIdentifier
-			Value asn1.RawValue `asn1:"set"`
-		} `asn1:"set,optional"`
+		ID    asn1.ObjectIdentifier
+		Value asn1.RawValue `asn1:"tag:0,explicit"`
 	}
 	p12ShroudedKey struct {
-		Algorithm     pkix.AlgorithmIdentifier
-		EncryptedData []byte
+		Algorithm pkix.AlgorithmIdentifier
 	}
 	p12PBES2Params struct {
 		KDF    pkix.AlgorithmIdentifier
@@ -74,8 +69,6 @@ type (
 	p12PBKDF2Params struct {
 		Salt       asn1.RawValue
 		Iterations int
-		KeyLength  int                      `asn1:"optional"`
-		PRF        pkix.AlgorithmIdentifier `asn1:"optional"`
 	}
 	p12PBEParams struct {
 		Salt       []byte

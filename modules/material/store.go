@@ -59,11 +59,9 @@ func DetectFormat(data []byte) (Format, error) {
 	}
 }
 
-// ReadTrustAnchors reads the trusted certificates of a truststore: every
-// CERTIFICATE block of a PEM file, the trusted-certificate entries of a
-// Java-style PKCS#12 truststore (modern or legacy encryption), or of a JKS
-// store. A store that holds only private keys is an error, as is one with
-// no certificates at all.
+// ReadTrustAnchors reads the trusted certificates of a truststore: the
+// CERTIFICATE blocks of a PEM file, or the trusted-certificate entries of a
+// PKCS#12 or JKS store. A store with none is an error.
 func ReadTrustAnchors(data []byte, opts StoreOptions) ([]*x509.Certificate, error) {
 	format, err := DetectFormat(data)
 	if err != nil {
@@ -119,8 +117,7 @@ func readPKCS12Trust(data []byte, opts StoreOptions) ([]*x509.Certificate, error
 	return nil, err
 }
 
-// pkcs12Error is an error of go-pkcs12 without its "pkcs12: " prefix: the
-// reader names the format once, before it.
+// pkcs12Error is an error of go-pkcs12 without its "pkcs12: " prefix.
 type pkcs12Error struct{ err error }
 
 func (e pkcs12Error) Error() string { return strings.TrimPrefix(e.err.Error(), "pkcs12: ") }

@@ -26,8 +26,7 @@ func init() {
 	caddy.RegisterModule(SPIFFEBundle{})
 }
 
-// SPIFFEBundle trusts the X.509 authorities of one or several SPIFFE trust
-// bundles (JWKS documents, per the SPIFFE Trust Domain and Bundle spec),
+// SPIFFEBundle trusts the X.509 authorities of SPIFFE trust bundles (JWKS),
 // read from files (watched) or fetched from HTTPS bundle endpoints
 // (https_web profile) and refreshed at the bundle's refresh hint.
 type SPIFFEBundle struct {
