@@ -17,11 +17,9 @@ func init() {
 }
 
 // CertGetter serves a site's certificate from a keystore: Caddy's TLS
-// automation asks it on each handshake for the names of the automation
-// policy it belongs to, and it answers with the keystore's current
-// identity, so a rotated keystore (or a renewed internal certificate)
-// serves from the next handshake on. The leaf must allow the serverAuth
-// usage (or have no extended key usage at all).
+// automation asks it on each handshake, and it answers with the keystore's
+// current identity, so a rotation serves from the next handshake on. The
+// leaf must allow the serverAuth usage (or have no extended key usage).
 type CertGetter struct {
 	// Keystore is the keystore source module (pem, pkcs12, jks, internal).
 	// Required.

@@ -15,7 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -41,13 +41,13 @@ func init() {
 // `local`) for the names given: a SPIFFE ID (as the URI SAN), DNS names and
 // a common name. The certificate (ECDSA P-256) and its key are kept in
 // Caddy's storage, so that nodes sharing storage share the CA and the
-// identity. It is signed by the CA's intermediate as storage holds it (so
-// that every node issues from the current intermediate, whichever node
-// renewed it; Caddy's in-memory copy when storage does not hold the CA),
-// and issued again when that intermediate changes. It is renewed in the background at two-thirds of its lifetime,
-// under a storage lock (one node issues, the others pick it up), and never
-// while a request waits. A failed renewal is logged and retried; the
-// current identity stays in force until then.
+// identity. It is signed by the CA's intermediate as storage holds it
+// (whichever node renewed it; Caddy's in-memory copy when storage does not
+// hold the CA), and issued again when that intermediate changes. It is
+// renewed in the background at two-thirds of its lifetime, under a storage
+// lock (one node issues, the others pick it up), never while a request
+// waits. A failed renewal is logged and retried; the current identity stays
+// in force until then.
 type Internal struct {
 	// CA is the ID of the pki app's certificate authority. Default: local.
 	CA string `json:"ca,omitempty"`
@@ -82,8 +82,7 @@ func (Internal) CaddyModule() caddy.ModuleInfo {
 
 const (
 	defaultLifetime = 24 * time.Hour
-	// backdate is how far before issuance a certificate's validity starts,
-	// to absorb clock skew between this node and its peers.
+	// backdate absorbs clock skew between this node and its peers.
 	backdate = 30 * time.Second
 	// minLifetime keeps renewal ahead of the periodic check.
 	minLifetime = 30 * time.Second
@@ -91,9 +90,8 @@ const (
 
 // issuer is what a config gives an internal source to issue with: its CA
 // and its storage. Every config that uses the same source registers its
-// own; the shared source issues with the newest one still live, so a
-// source that outlives the config that created it never uses a storage
-// that config closed.
+// own, and the shared source issues with the newest one still live, so it
+// never uses a storage that a cleaned-up config closed.
 type issuer struct {
 	caID    string
 	ca      *caddypki.CA
@@ -101,36 +99,33 @@ type issuer struct {
 	logger  *zap.Logger
 }
 
-var issuers = struct {
-	sync.Mutex
-	m map[string][]*issuer
-}{m: map[string][]*issuer{}}
+var (
+	issuersMu sync.Mutex
+	issuers   = map[string][]*issuer{}
+)
 
 func pushIssuer(key string, is *issuer) {
-	issuers.Lock()
-	defer issuers.Unlock()
-	issuers.m[key] = append(issuers.m[key], is)
+	issuersMu.Lock()
+	defer issuersMu.Unlock()
+	issuers[key] = append(issuers[key], is)
 }
 
 func popIssuer(key string, is *issuer) {
-	issuers.Lock()
-	defer issuers.Unlock()
-	list := slices.DeleteFunc(issuers.m[key], func(x *issuer) bool { return x == is })
-	if len(list) == 0 {
-		delete(issuers.m, key)
-		return
+	issuersMu.Lock()
+	defer issuersMu.Unlock()
+	issuers[key] = slices.DeleteFunc(issuers[key], func(x *issuer) bool { return x == is })
+	if len(issuers[key]) == 0 {
+		delete(issuers, key)
 	}
-	issuers.m[key] = list
 }
 
 func currentIssuer(key string) *issuer {
-	issuers.Lock()
-	defer issuers.Unlock()
-	list := issuers.m[key]
-	if len(list) == 0 {
-		return nil
+	issuersMu.Lock()
+	defer issuersMu.Unlock()
+	if list := issuers[key]; len(list) > 0 {
+		return list[len(list)-1]
 	}
-	return list[len(list)-1]
+	return nil
 }
 
 // Provision gets the CA, loads the identity from storage or issues it (an
@@ -156,13 +151,7 @@ func (in *Internal) Provision(ctx caddy.Context) error {
 	}
 	pki := pkiApp.(*caddypki.PKI)
 	if _, ok := pki.CAs[in.CA]; !ok && in.CA != caddypki.DefaultCAID {
-		known := slices.Sorted(func(yield func(string) bool) {
-			for id := range pki.CAs {
-				if !yield(id) {
-					return
-				}
-			}
-		})
+		known := slices.Sorted(maps.Keys(pki.CAs))
 		if !slices.Contains(known, caddypki.DefaultCAID) {
 			known = append(known, caddypki.DefaultCAID+" (default)")
 		}
@@ -178,7 +167,6 @@ func (in *Internal) Provision(ctx caddy.Context) error {
 	key := "keystore|internal|" + id
 	in.issuer = &issuer{caID: in.CA, ca: ca, storage: ctx.Storage(), logger: ctx.Logger()}
 	pushIssuer(key, in.issuer)
-
 	lifetime := time.Duration(in.Lifetime)
 	st := &internalState{
 		key:        key,
@@ -202,9 +190,7 @@ func (in *Internal) Provision(ctx caddy.Context) error {
 	// a storage that announces changes (storage redis) brings a renewed
 	// intermediate at once; polling is the fallback
 	src := in.Src
-	in.unwatch, _ = castore.Watch(ctx.Storage(), in.CA, func() {
-		go func() { _ = src.Reload() }()
-	})
+	in.unwatch, _ = castore.Watch(ctx.Storage(), in.CA, func() { go src.Reload() })
 	return nil
 }
 
@@ -244,6 +230,8 @@ func (in *Internal) template(usage Usage) (*x509.Certificate, error) {
 		Subject:               pkix.Name{CommonName: in.CommonName},
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
+		DNSNames:              in.DNSNames,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	if tmpl.Subject.CommonName == "" && len(in.DNSNames) > 0 {
 		tmpl.Subject.CommonName = in.DNSNames[0]
@@ -256,22 +244,18 @@ func (in *Internal) template(usage Usage) (*x509.Certificate, error) {
 		if id.Path() == "" {
 			return nil, fmt.Errorf("spiffe_id %q: a workload ID needs a path (spiffe://%s/...)", in.SPIFFEID, id.TrustDomain())
 		}
-		u, _ := url.Parse(id.String())
-		tmpl.URIs = []*url.URL{u}
+		tmpl.URIs = []*url.URL{id.URL()}
 	}
 	for _, n := range in.DNSNames {
 		if n == "" || strings.ContainsAny(n, " /:@") {
 			return nil, fmt.Errorf("dns name %q is not a DNS name", n)
 		}
 	}
-	tmpl.DNSNames = in.DNSNames
 	switch usage {
 	case UsageClientAuth:
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	case UsageServerAuth:
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	default:
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	}
 	return tmpl, nil
 }
@@ -365,11 +349,9 @@ func (st *internalState) stored(ctx context.Context, is *issuer) (*material.Load
 	return l, nil
 }
 
-// signingCA is the CA as storage holds it, so that every node sharing the
-// storage issues from the same, current intermediate whichever node
-// renewed it; Caddy's in-memory copy when storage does not hold the CA (a
-// CA with a storage of its own, or a root configured from files; with
-// trustline_cluster that copy follows storage too). withKey reads the
+// signingCA is the CA as storage holds it (see castore), or Caddy's
+// in-memory copy when storage does not hold the CA (a CA with a storage of
+// its own, or a root configured from files). withKey reads the
 // intermediate's key too.
 func (is *issuer) signingCA(ctx context.Context, withKey bool) (*castore.CA, error) {
 	ca, err := castore.Load(ctx, is.storage, is.caID, nil, withKey)
@@ -422,9 +404,8 @@ func (st *internalState) parse(data []byte, is *issuer, root *x509.Certificate) 
 	if err != nil {
 		return nil, err
 	}
-	roots := x509.NewCertPool()
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
 	roots.AddCert(root)
-	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
@@ -441,26 +422,20 @@ func (st *internalState) parse(data []byte, is *issuer, root *x509.Certificate) 
 // issue makes a new key and certificate signed by the CA's intermediate
 // and returns them as a PEM bundle.
 func (st *internalState) issue(is *issuer, ca *castore.CA) ([]byte, error) {
-	interChain, interKey := ca.Intermediates, ca.Key
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
-		return nil, err
-	}
 	now := time.Now().Truncate(time.Second)
-	tmpl := *st.template
-	tmpl.SerialNumber = serial
+	tmpl := *st.template // a nil SerialNumber: crypto/x509 draws a random one
 	tmpl.NotBefore = now.Add(-backdate)
 	tmpl.NotAfter = now.Add(st.lifetime)
-	if interNA := interChain[0].NotAfter; tmpl.NotAfter.After(interNA) {
+	if interNA := ca.Issuer().NotAfter; tmpl.NotAfter.After(interNA) {
 		is.logger.Warn("identity lifetime cut to the CA intermediate's not-after",
 			zap.String("names", st.names), material.TimeField("not_after", interNA))
 		tmpl.NotAfter = interNA
 	}
-	der, err := x509.CreateCertificate(rand.Reader, &tmpl, interChain[0], key.Public(), interKey)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, ca.Issuer(), key.Public(), ca.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -471,7 +446,7 @@ func (st *internalState) issue(is *issuer, ca *castore.CA) ([]byte, error) {
 	var buf bytes.Buffer
 	_ = pem.Encode(&buf, &pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: der})
-	for _, c := range interChain {
+	for _, c := range ca.Intermediates {
 		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 	}
 	return buf.Bytes(), nil

@@ -13,11 +13,9 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// live is what every source shares: the reloadable certificate and its
-// lifecycle. KeyPair reads the current version through an atomic pointer.
-// Once Provision succeeded it never returns nil, even after Cleanup: an
-// upstream handshake of a config being cleaned up (an admin reload does
-// not wait for the old config's requests) presents the last good identity.
+// live is what every source shares: the reloadable certificate. Once
+// Provision succeeded KeyPair never returns nil, even after Cleanup: a
+// handshake of a config being cleaned up presents the last good identity.
 type live struct {
 	material.Held[*tls.Certificate]
 }
@@ -37,16 +35,14 @@ func (l *live) acquire(ctx caddy.Context, spec material.Spec[*tls.Certificate]) 
 }
 
 // expiryWarning is how close to its not-after an identity read from a file
-// is reported at load: 7 days, or a third of its lifetime when that is
-// shorter (a 24-hour certificate from an external automation is not worth
-// a warning on every load).
+// is reported at load: 7 days, or a third of its lifetime when shorter (a
+// 24-hour certificate is not worth a warning on every load).
 const expiryWarning = 7 * 24 * time.Hour
 
-// checkKeyPair checks a key pair just read from origin (named in its
-// log lines; the caller names it in the error): a parsed leaf,
-// the usage the consumer needs, not expired (an error: the load, or the
-// reload, is refused), and warns when it is not yet valid or expires soon.
-// It returns the certificates for the metrics (leaf first).
+// checkKeyPair checks a key pair just read from origin (named in its log
+// lines): the usage the consumer needs and not expired (errors), and
+// warns when it is not yet valid or expires soon. It returns the
+// certificates for the metrics (leaf first).
 func checkKeyPair(cert *tls.Certificate, usage Usage, origin string, warnExpiry bool, logger *zap.Logger) ([]*x509.Certificate, error) {
 	if cert == nil || len(cert.Certificate) == 0 {
 		return nil, errors.New("no certificate")
@@ -79,11 +75,7 @@ func checkKeyPair(cert *tls.Certificate, usage Usage, origin string, warnExpiry 
 			material.TimeField("not_before", leaf.NotBefore))
 	}
 	if warnExpiry {
-		window := expiryWarning
-		if third := leaf.NotAfter.Sub(leaf.NotBefore) / 3; third < window {
-			window = third
-		}
-		if left := leaf.NotAfter.Sub(now); left < window {
+		if left := leaf.NotAfter.Sub(now); left < min(expiryWarning, leaf.NotAfter.Sub(leaf.NotBefore)/3) {
 			logger.Warn("identity expires soon; replace the keystore",
 				zap.String("source", origin), zap.String("subject", leaf.Subject.String()),
 				zap.String("serial", material.SerialString(leaf)),

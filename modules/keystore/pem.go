@@ -14,12 +14,11 @@ func init() {
 	caddy.RegisterModule(PEM{})
 }
 
-// PEM is an identity from PEM files: a certificate file (the leaf first,
-// then its intermediates) and a private-key file (PKCS#8, PKCS#1 or SEC 1).
-// Both files are watched and re-read within 2s of a change (atomic renames
-// and Kubernetes secret symlink swaps included); a broken new version (a
-// key that does not match, an expired certificate, a half-written pair) is
-// refused and logged, and the last good identity stays in force.
+// PEM is an identity from PEM files: a certificate file (the leaf, then its
+// intermediates) and a private-key file (PKCS#8, PKCS#1 or SEC 1), watched
+// and re-read within 2s of a change; a broken new version (a key that does
+// not match, an expired certificate) is refused and logged, and the last
+// good identity stays in force.
 type PEM struct {
 	// Certificate is the path of the PEM certificate file: the leaf, then
 	// its chain. Required.

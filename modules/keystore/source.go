@@ -24,10 +24,8 @@ import (
 const Namespace = "trustline.keystore"
 
 // Source is who we are: the current certificate chain and its private
-// key. Every keystore module (pem, pkcs12, jks, internal) implements it;
-// consumers (the TLS client of backends, the server-certificate getter)
-// read KeyPair on every handshake, so a rotated keystore applies to the
-// next handshake without a reload.
+// key. Every keystore module implements it; consumers read KeyPair on
+// every handshake, so a rotated keystore applies to the next handshake.
 type Source interface {
 	// KeyPair returns the current certificate: leaf first, then the chain,
 	// with Leaf parsed. It is a lock-free read, never nil once the module is
@@ -71,11 +69,9 @@ func ParseUsage(s string) (Usage, error) {
 
 // Load loads and provisions the keystore source held in the field named
 // field of the struct that holder points to (a json.RawMessage tagged with
-// namespace trustline.keystore), requiring usage of the leaf. When the
-// module's JSON does not set "usage" itself, usage is added to it, so the
-// source checks it on every load and a rotated file that lacks it is
-// refused (the last good identity stays). The returned Source is released
-// by the Cleanup of the config that holds it.
+// namespace trustline.keystore), requiring usage of the leaf: added to the
+// module's JSON when it sets no "usage", so every reload checks it. The
+// Source is released by the Cleanup of the config that holds it.
 func Load(ctx caddy.Context, holder any, field string, usage Usage) (Source, error) {
 	v := reflect.ValueOf(holder).Elem().FieldByName(field)
 	raw, ok := v.Interface().(json.RawMessage)
@@ -105,10 +101,9 @@ func Load(ctx caddy.Context, holder any, field string, usage Usage) (Source, err
 }
 
 // UnmarshalSource parses `<source> <args...> { ... }` at the dispenser's
-// next argument into the JSON of a keystore source module, for any
-// directive that takes a keystore: the cursor is on the directive (e.g.
-// client_identity); the source's own tokens (its arguments and block)
-// follow on the same line. It is the one Caddyfile parser for keystores.
+// next argument (the cursor on the directive, e.g. client_identity) into
+// the JSON of a keystore source module: the one Caddyfile parser for
+// keystores.
 func UnmarshalSource(d *caddyfile.Dispenser, directive string) (json.RawMessage, error) {
 	if !d.NextArg() {
 		return nil, d.Errf("%s: expected a keystore source (%s)", directive, strings.Join(SourceNames(), ", "))
@@ -143,20 +138,12 @@ func Describe(cert *tls.Certificate) string {
 }
 
 // CheckUsage checks that leaf may be used for u: it has no extended key
-// usage at all, anyExtendedKeyUsage, or the one u needs. The one rule for
-// every keystore source, the suite's and the SPIFFE Workload API's.
+// usage at all, anyExtendedKeyUsage, or the one u needs; the one rule for
+// every keystore source, the SPIFFE Workload API's included.
 func CheckUsage(leaf *x509.Certificate, u Usage) error {
-	var want x509.ExtKeyUsage
-	switch u {
-	case UsageClientAuth:
-		want = x509.ExtKeyUsageClientAuth
-	case UsageServerAuth:
-		want = x509.ExtKeyUsageServerAuth
-	default:
-		return nil
-	}
-	if len(leaf.ExtKeyUsage) == 0 && len(leaf.UnknownExtKeyUsage) == 0 {
-		return nil // no EKU extension: any usage
+	want, ok := usageEKU[u]
+	if !ok || (len(leaf.ExtKeyUsage) == 0 && len(leaf.UnknownExtKeyUsage) == 0) {
+		return nil // any usage, or no EKU extension
 	}
 	var have []string
 	for _, e := range leaf.ExtKeyUsage {
@@ -172,22 +159,18 @@ func CheckUsage(leaf *x509.Certificate, u Usage) error {
 		leaf.Subject, material.SerialString(leaf), ekuName(want), strings.Join(have, ", "))
 }
 
+var usageEKU = map[Usage]x509.ExtKeyUsage{UsageClientAuth: x509.ExtKeyUsageClientAuth, UsageServerAuth: x509.ExtKeyUsageServerAuth}
+
+var ekuNames = map[x509.ExtKeyUsage]string{
+	x509.ExtKeyUsageClientAuth: "clientAuth", x509.ExtKeyUsageServerAuth: "serverAuth",
+	x509.ExtKeyUsageAny: "any", x509.ExtKeyUsageCodeSigning: "codeSigning",
+	x509.ExtKeyUsageEmailProtection: "emailProtection", x509.ExtKeyUsageTimeStamping: "timeStamping",
+	x509.ExtKeyUsageOCSPSigning: "OCSPSigning",
+}
+
 func ekuName(e x509.ExtKeyUsage) string {
-	switch e {
-	case x509.ExtKeyUsageClientAuth:
-		return "clientAuth"
-	case x509.ExtKeyUsageServerAuth:
-		return "serverAuth"
-	case x509.ExtKeyUsageAny:
-		return "any"
-	case x509.ExtKeyUsageCodeSigning:
-		return "codeSigning"
-	case x509.ExtKeyUsageEmailProtection:
-		return "emailProtection"
-	case x509.ExtKeyUsageTimeStamping:
-		return "timeStamping"
-	case x509.ExtKeyUsageOCSPSigning:
-		return "OCSPSigning"
+	if name, ok := ekuNames[e]; ok {
+		return name
 	}
 	return fmt.Sprintf("eku(%d)", e)
 }

@@ -19,12 +19,10 @@ func init() {
 }
 
 // PKCS12 is an identity from a PKCS#12 keystore (.p12, .pfx): its private
-// key, its certificate and the chain stored with it. Both encryptions load:
-// modern (PBES2/AES-256 with a SHA-256 MAC, as OpenSSL 3 and Java 17+
-// write by default) and legacy (RC2/3DES with a SHA-1 MAC, `openssl pkcs12
-// -legacy`, older Java and Windows). The format is detected from the
-// content, so a JKS file named .p12 (or a PKCS#12 named .jks) loads too.
-// The file is watched and re-read within 2s of a change; a broken new
+// key, its certificate and the chain stored with it, in the modern
+// (PBES2/AES-256, SHA-256 MAC) or legacy (RC2/3DES, SHA-1 MAC) encryption.
+// The format is detected from the content, so a JKS file named .p12 loads
+// too. The file is watched and re-read within 2s of a change; a broken new
 // version is refused (logged) and the last good identity stays in force.
 type PKCS12 struct {
 	// Path of the keystore file. Required.
@@ -53,7 +51,6 @@ func (PKCS12) CaddyModule() caddy.ModuleInfo {
 // Provision loads the identity (an error fails the config load) and starts
 // watching the file.
 func (p *PKCS12) Provision(ctx caddy.Context) error {
-	// the error names the source, the file and the reason
 	return provisionStore(ctx, &p.live, "pkcs12", p.Path, p.Usage, p.Password, "", "")
 }
 
@@ -69,12 +66,9 @@ func (p *PKCS12) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // JKS is an identity from a Java keystore: one private-key entry (chosen by
-// alias when the store holds several) with its certificate chain. The key
-// entry may have its own password, distinct from the store's. PKCS#12
-// files are accepted too (Java 9+ keytool writes PKCS#12 by default, often
-// under a .jks name). The file is watched and re-read within 2s of a
-// change; a broken new version is refused (logged) and the last good
-// identity stays in force.
+// alias when the store holds several, with its own password or the
+// store's) and its certificate chain. PKCS#12 files load too (Java 9+
+// keytool writes PKCS#12, often named .jks). Reloads as PKCS12 does.
 type JKS struct {
 	// Path of the keystore file. Required.
 	Path string `json:"path,omitempty"`
@@ -107,7 +101,6 @@ func (JKS) CaddyModule() caddy.ModuleInfo {
 // Provision loads the identity (an error fails the config load) and starts
 // watching the file.
 func (j *JKS) Provision(ctx caddy.Context) error {
-	// the error names the source, the file and the reason
 	return provisionStore(ctx, &j.live, "jks", j.Path, j.Usage, j.Password, j.KeyPassword, j.Alias)
 }
 
@@ -136,24 +129,15 @@ func provisionStore(ctx caddy.Context, l *live, kind, path, usageName, password,
 	if path == "" {
 		return fmt.Errorf("keystore %s: a path is required", kind)
 	}
-	if err := acquireStore(ctx, l, kind, path, usageName, password, keyPassword, alias); err != nil {
-		return fmt.Errorf("loading keystore %q: %w", path, err)
-	}
-	return nil
-}
-
-func acquireStore(ctx caddy.Context, l *live, kind, path, usageName, password, keyPassword, alias string) error {
 	usage, err := ParseUsage(usageName)
-	if err != nil {
-		return err
+	if err == nil {
+		password, err = material.ResolveSecret("password", password)
 	}
-	password, err = material.ResolveSecret("password", password)
-	if err != nil {
-		return err
+	if err == nil {
+		keyPassword, err = material.ResolveSecret("key_password", keyPassword)
 	}
-	keyPassword, err = material.ResolveSecret("key_password", keyPassword)
 	if err != nil {
-		return err
+		return fmt.Errorf("loading keystore %q: %w", path, err)
 	}
 	opts := material.StoreOptions{Password: password, KeyPassword: keyPassword}
 	if alias != "" {
@@ -162,7 +146,7 @@ func acquireStore(ctx caddy.Context, l *live, kind, path, usageName, password, k
 	logger := ctx.Logger()
 	origin := "keystore " + kind + " " + path // in the log lines of checkKeyPair
 	files := []string{path}
-	return l.acquire(ctx, material.Spec[*tls.Certificate]{
+	err = l.acquire(ctx, material.Spec[*tls.Certificate]{
 		Name: path,
 		Key: strings.Join([]string{"keystore", kind, path, material.HashSecret(password),
 			material.HashSecret(keyPassword), alias, string(usage)}, "|"),
@@ -190,6 +174,10 @@ func acquireStore(ctx caddy.Context, l *live, kind, path, usageName, password, k
 			return &material.Loaded[*tls.Certificate]{Value: cert, Certificates: certs, Digest: digest, Files: files}, nil
 		},
 	})
+	if err != nil {
+		return fmt.Errorf("loading keystore %q: %w", path, err)
+	}
+	return nil
 }
 
 // unmarshalStore parses `<kind> <path> { <option> <value> ... }`.

@@ -8,8 +8,7 @@ import (
 )
 
 // ParseCRLs parses the contents of a CRL file: PEM ("X509 CRL" blocks,
-// several allowed, read whole by DecodePEM) or one DER CRL. The peer verifier that enforces CRLs
-// and the topology report that shows them read files with it.
+// several allowed, read whole by DecodePEM) or one DER CRL.
 func ParseCRLs(data []byte) ([]*x509.RevocationList, error) {
 	var ders [][]byte
 	if bytes.Contains(data, pemBegin) {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -67,16 +67,12 @@ func ExpandPaths(patterns []string) ([]string, error) {
 			return nil, fmt.Errorf("directory %q holds no .pem, .crt or .cer file", pat)
 		}
 	}
-	sort.Strings(files)
+	slices.Sort(files)
 	return files, nil
 }
 
 func hasCertExt(name string) bool {
-	switch strings.ToLower(filepath.Ext(name)) {
-	case ".pem", ".crt", ".cer":
-		return true
-	}
-	return false
+	return slices.Contains([]string{".pem", ".crt", ".cer"}, strings.ToLower(filepath.Ext(name)))
 }
 
 // ReadFiles reads files and returns their contents and a digest of all of
@@ -93,7 +89,5 @@ func ReadFiles(files []string) ([][]byte, [32]byte, error) {
 		fmt.Fprintf(h, "%s\x00%d\x00", f, len(data))
 		h.Write(data)
 	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return out, sum, nil
+	return out, [32]byte(h.Sum(nil)), nil
 }

@@ -1,24 +1,23 @@
 package material
 
-import "github.com/caddyserver/caddy/v2"
+import (
+	"context"
+
+	"github.com/caddyserver/caddy/v2"
+)
 
 // Held is a module's hold on a shared Reloadable: Acquire it in Provision,
 // Release it in Cleanup. Modules embed it.
 //
-// A config's handshakes and requests can outlive its Cleanup: on an admin
-// reload Caddy stops the old servers without waiting for their in-flight
-// connections, then cleans the old config up. So Release only gives the
-// usage-pool reference back (the last one stops the watcher); Src stays,
-// and a reader of a released (or stopped) source still gets its last good
-// version, never nil.
+// A config's handshakes and requests can outlive its Cleanup (an admin
+// reload does not wait for in-flight connections), so Release only gives
+// the usage-pool reference back; Src stays, and a released (or stopped)
+// source still answers with its last good version, never nil.
 type Held[T any] struct {
-	// Src is the shared source: set once, by a successful Acquire in
-	// Provision, and never changed after, so readers need no
-	// synchronization. Nil only when Acquire failed or never ran.
-	Src *Reloadable[T] `json:"-"`
-	key string
-	// released: Release ran (Cleanup runs once per module, never at the
-	// same time as Provision).
+	// Src is the shared source, set by a successful Acquire and never
+	// changed after. Nil only when Acquire failed or never ran.
+	Src      *Reloadable[T] `json:"-"`
+	key      string
 	released bool
 }
 
@@ -34,8 +33,7 @@ func (h *Held[T]) Acquire(ctx caddy.Context, spec Spec[T]) error {
 }
 
 // Release gives the source back, once; safe when Acquire failed or never
-// ran (Caddy calls Cleanup after a failed Provision too). Src keeps
-// answering with its last good version.
+// ran (Caddy calls Cleanup after a failed Provision too).
 func (h *Held[T]) Release() {
 	if h.Src != nil && !h.released {
 		h.released = true
@@ -44,9 +42,7 @@ func (h *Held[T]) Release() {
 }
 
 // Cleanup releases the source: it implements caddy.CleanerUpper for a
-// module that holds nothing else to stop (stops watching when no other
-// config uses the same source). A module with more to stop has its own
-// Cleanup, which calls Release.
+// module with nothing else to stop.
 func (h *Held[T]) Cleanup() error {
 	h.Release()
 	return nil
@@ -54,3 +50,16 @@ func (h *Held[T]) Cleanup() error {
 
 // Key is the usage-pool key the source was acquired under.
 func (h *Held[T]) Key() string { return h.key }
+
+type joinOnlyKey struct{}
+
+// JoinOnly marks ctx as one that provisions modules to look at them, not
+// to run them (`caddy trustline explain` beside the running config):
+// Acquire in it joins a source already held as it is, without reading it
+// again (for a source with no files that would be a fetch, changing the
+// version the running config uses). A source no config holds is still
+// loaded.
+func JoinOnly(ctx caddy.Context) caddy.Context {
+	ctx.Context = context.WithValue(ctx.Context, joinOnlyKey{}, true)
+	return ctx
+}

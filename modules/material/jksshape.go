@@ -7,12 +7,10 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 )
 
-// checkJKSShape walks a JKS store's layout (magic, version, entries,
-// their lengths and certificate counts, the digest) before keystore-go
-// reads it: keystore-go allocates every length and certificate count the
-// file states before reading it (up to 4 GiB per field), so a few hostile
-// bytes would cost gigabytes. Here every length must fit in the bytes
-// that are left, and the walk takes time in proportion to the file.
+// checkJKSShape walks a JKS store's layout before keystore-go reads it:
+// keystore-go allocates every length the file states (up to 4 GiB per
+// field) before reading it. Here every length must fit in the bytes left,
+// and the walk takes time in proportion to the file.
 func checkJKSShape(data []byte) error {
 	s := cryptobyte.String(data)
 	var magic, version, entries uint32

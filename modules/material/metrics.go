@@ -65,7 +65,7 @@ var (
 )
 
 // collector reports every live source; one is registered in each config's
-// metrics registry (Caddy makes a new registry per config load).
+// metrics registry.
 type collector struct{}
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
@@ -74,11 +74,10 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- notAfterDesc
 }
 
-// Collect reports one series per (kind, source). Two live sources may
-// share those labels (the same keystore file loaded for two usages, or a
-// truststore with two alias filters): their numbers are merged (reloads
-// added up, the most certificates, the earliest not-after), since a
-// registry refuses a scrape that has the same series twice.
+// Collect reports one series per (kind, source). Live sources that share
+// those labels (a keystore loaded for two usages) are merged (reloads
+// added up, the most certificates, the earliest not-after): a registry
+// refuses a scrape with the same series twice.
 func (collector) Collect(ch chan<- prometheus.Metric) {
 	type key struct{ kind, name string }
 	type sums struct {
@@ -133,11 +132,10 @@ func RegisterMetrics(ctx caddy.Context) {
 	RegisterCollectors(ctx, "trustline material", collector{})
 }
 
-// RegisterCollectors adds collectors to ctx's metrics registry. Caddy
-// makes one registry per config load, while the suite's collectors live
-// at package level (counts carry across reloads), so registering one that
-// is already there is expected and ignored; any other failure is logged
-// as a warning naming what (it costs the metrics, not the config).
+// RegisterCollectors adds collectors to ctx's metrics registry (Caddy makes
+// one per config load; the suite's collectors live at package level, so one
+// already there is ignored). Any other failure is logged as a warning
+// naming what: it costs the metrics, not the config.
 func RegisterCollectors(ctx caddy.Context, what string, collectors ...prometheus.Collector) {
 	reg := ctx.GetMetricsRegistry()
 	if reg == nil {

@@ -11,18 +11,14 @@ import (
 )
 
 // DecodePEM returns the PEM blocks of data, refusing data that is not
-// whole: the suite's one PEM reader, for bundles, keystores, CRL files
-// and the internal CA's files alike.
-//
-// Go's pem.Decode skips a block it cannot decode and goes on to the next
-// BEGIN line, and ignores whatever follows the last block; so a file cut
-// in the middle of its last block (what a non-atomic copy leaves on disk
-// for a moment) would read as a good, shorter version. Here, text before
-// a block stays allowed (RFC 7468 explanatory text: the `subject=` lines
-// openssl prints, comments), but a BEGIN or END line outside the blocks
-// that decoded (a block cut short or broken, wherever it is) and anything
-// but whitespace after the last block are errors that name the line.
-// Data with no PEM block at all gives no blocks and no error.
+// whole: the suite's one PEM reader. pem.Decode skips a block it cannot
+// decode and ignores what follows the last block, so a file cut short (a
+// non-atomic copy, for a moment) would read as a good, shorter version.
+// Text before a block stays allowed (RFC 7468 explanatory text, such as
+// openssl's `subject=` lines), but a BEGIN or END line outside the blocks
+// that decoded, and anything but whitespace after the last block, are
+// errors that name the line. Data with no PEM block gives no blocks and no
+// error.
 func DecodePEM(data []byte) ([]*pem.Block, error) {
 	var blocks []*pem.Block
 	rest := data
@@ -46,10 +42,8 @@ func DecodePEM(data []byte) ([]*pem.Block, error) {
 	if err := checkSkipped(data, at, len(data)); err != nil {
 		return nil, err
 	}
-	if len(blocks) > 0 {
-		if i := bytes.IndexFunc(rest, func(r rune) bool { return !isSpace(r) }); i >= 0 {
-			return nil, pemErrorf(data, at+i, "unexpected data after the last PEM block (a file cut short, or written in two goes?)")
-		}
+	if trimmed := bytes.TrimLeft(rest, " \t\r\n"); len(blocks) > 0 && len(trimmed) > 0 {
+		return nil, pemErrorf(data, len(data)-len(trimmed), "unexpected data after the last PEM block (a file cut short, or written in two goes?)")
 	}
 	return blocks, nil
 }
@@ -73,8 +67,6 @@ func checkSkipped(data []byte, from, to int) error {
 	return nil
 }
 
-func isSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\r' || r == '\n' }
-
 // lineAt is the line of data that starts at i, cut to a readable length.
 func lineAt(data []byte, i int) string {
 	line := data[i:]
@@ -89,14 +81,12 @@ func lineAt(data []byte, i int) string {
 
 // pemErrorf is an error at byte offset i of data, naming its line.
 func pemErrorf(data []byte, i int, format string, args ...any) error {
-	line := 1 + bytes.Count(data[:i], []byte("\n"))
-	return fmt.Errorf("line %d: %s", line, fmt.Sprintf(format, args...))
+	return fmt.Errorf("line %d: %s", 1+bytes.Count(data[:i], []byte("\n")), fmt.Sprintf(format, args...))
 }
 
 // ParsePEMCertificates parses every CERTIFICATE block of data, read by
-// DecodePEM; other blocks (keys, parameters) are skipped, and PEM data
-// with no certificate is an error. Errors name the line, not the file:
-// callers add it.
+// DecodePEM; other blocks are skipped, and no certificate is an error.
+// Errors name the line; callers add the file.
 func ParsePEMCertificates(data []byte) ([]*x509.Certificate, error) {
 	blocks, err := DecodePEM(data)
 	if err != nil {

@@ -9,11 +9,10 @@ import (
 
 // MaxPKCS12Iterations is the most key-derivation iterations the reader
 // runs for one step of a PKCS#12 store (its MAC, an encrypted content, a
-// shrouded key). A store that asks for more is refused before any of it
-// is derived: go-pkcs12 sets no limit, and a hostile count (up to 2^31)
-// keeps a reload busy for minutes. keytool (Java 17+) writes 10,000,
-// OpenSSL 3 2,048; hardened settings (OWASP's 600,000 for PBKDF2-SHA256)
-// pass too. Java's own reader refuses above 5,000,000.
+// shrouded key); a store that asks for more is refused before any
+// derivation. go-pkcs12 sets no limit, and a hostile count (up to 2^31)
+// keeps a reload busy for minutes. keytool writes 10,000, OpenSSL 3 2,048,
+// OWASP's hardened PBKDF2-SHA256 600,000; Java refuses above 5,000,000.
 const MaxPKCS12Iterations = 1_000_000
 
 // Object identifiers of the PKCS#12 structures whose parameters hold an
@@ -29,7 +28,8 @@ var (
 )
 
 // The structures as go-pkcs12 v0.6.0 reads them, reduced to what leads to
-// an iteration count: what fails to parse here fails there too.
+// an iteration count (encoding/asn1 allows elements after a struct's last
+// field): what fails to parse here fails there too.
 type (
 	p12PFX struct {
 		Version  int
@@ -51,22 +51,16 @@ type (
 	p12EncryptedData struct {
 		Version              int
 		EncryptedContentInfo struct {
-			ContentType      asn1.ObjectIdentifier
-			Algorithm        pkix.AlgorithmIdentifier
-			EncryptedContent []byte `asn1:"tag:0,optional"`
+			ContentType asn1.ObjectIdentifier
+			Algorithm   pkix.AlgorithmIdentifier
 		}
 	}
 	p12SafeBag struct {
-		ID         asn1.ObjectIdentifier
-		Value      asn1.RawValue `asn1:"tag:0,explicit"`
-		Attributes []struct {
-			ID    asn1.ObjectIdentifier
-			Value asn1.RawValue `asn1:"set"`
-		} `asn1:"set,optional"`
+		ID    asn1.ObjectIdentifier
+		Value asn1.RawValue `asn1:"tag:0,explicit"`
 	}
 	p12ShroudedKey struct {
-		Algorithm     pkix.AlgorithmIdentifier
-		EncryptedData []byte
+		Algorithm pkix.AlgorithmIdentifier
 	}
 	p12PBES2Params struct {
 		KDF    pkix.AlgorithmIdentifier
@@ -75,8 +69,6 @@ type (
 	p12PBKDF2Params struct {
 		Salt       asn1.RawValue
 		Iterations int
-		KeyLength  int                      `asn1:"optional"`
-		PRF        pkix.AlgorithmIdentifier `asn1:"optional"`
 	}
 	p12PBEParams struct {
 		Salt       []byte
@@ -84,12 +76,11 @@ type (
 	}
 )
 
-// checkPKCS12Iterations reads the iteration counts of a PKCS#12 store
-// from its ASN.1, before anything is derived or decrypted: the MAC's, each
-// encrypted content's and each shrouded key's that is not itself inside an
-// encrypted content. A count above MaxPKCS12Iterations is an error. What
-// an encrypted content holds is read only after the MAC was checked with
-// the password, so it was written by whoever knows the password.
+// checkPKCS12Iterations refuses a PKCS#12 store that asks for more than
+// MaxPKCS12Iterations, read from its ASN.1 before anything is derived: the
+// MAC's count, each encrypted content's and each shrouded key's outside
+// one. What an encrypted content holds is read only after the MAC was
+// checked, so whoever wrote it knows the password.
 func checkPKCS12Iterations(data []byte) error {
 	var pfx p12PFX
 	if err := unmarshalAll(data, &pfx); err != nil {

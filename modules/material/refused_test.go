@@ -20,7 +20,7 @@ func observed(t *testing.T, spec Spec[[]byte]) (*Reloadable[[]byte], *observer.O
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.start()
+	go r.loop()
 	t.Cleanup(func() { _ = r.Destruct() })
 	return r, logs
 }

@@ -28,9 +28,8 @@ type Loaded[T any] struct {
 	// Files are the files it was read from (for directories and globs, the
 	// set can change from one version to the next).
 	Files []string
-	// NotAfter, when set, is when material that is not a certificate
-	// stops being usable (a CRL's nextUpdate); it counts in the not-after
-	// gauge beside the certificates' own not-after.
+	// NotAfter, when set, is when material that is not a certificate stops
+	// being usable (a CRL's nextUpdate), for the not-after gauge.
 	NotAfter time.Time
 	// Refresh, when set, asks for a full reload after this long (a remote
 	// source's refresh hint), besides watching files.
@@ -47,10 +46,10 @@ type Spec[T any] struct {
 	Kind string
 	// Name identifies the source in logs and metrics, e.g. the file path.
 	Name string
-	// Key identifies the source in the usage pool: two modules with the
-	// same Key share one Reloadable (and one watcher). It must cover every
-	// setting that changes what Load returns (but never holds a password
-	// in clear: use HashSecret).
+	// Key identifies the source in the usage pool: modules with the same
+	// Key share one Reloadable (and one watcher). It must cover every
+	// setting that changes what Load returns, secrets only hashed
+	// (HashSecret).
 	Key string
 	// Load reads the material.
 	Load Loader[T]
@@ -67,9 +66,8 @@ type Spec[T any] struct {
 // Reloadable holds the current version of some material behind an atomic
 // pointer: reads are lock-free; a reload that fails keeps the last good
 // version and logs why. Once stopped (Destruct: the last config using it
-// was cleaned up) it reloads no more, and keeps answering with its last
-// good version: a handshake or request of a cleaned-up config may still
-// be reading it.
+// was cleaned up) it reloads no more and keeps answering with its last
+// good version, which a cleaned-up config's handshake may still read.
 type Reloadable[T any] struct {
 	spec    Spec[T]
 	logger  *zap.Logger
@@ -80,11 +78,10 @@ type Reloadable[T any] struct {
 	mu sync.Mutex // serializes reloads and guards the fields below
 	// statSig is the files' stat signature when they were last read
 	statSig string
-	// lastFailure identifies the last refused version (the files' stat
-	// signature and the error), so that it is logged and counted once
+	// lastFailure (stat signature and error) makes a refused version
+	// logged and counted once
 	lastFailure string
-	// config is the config load a source with no files was last read
-	// for (refreshFor)
+	// config is the config load a source with no files was last read for
 	config    *prometheus.Registry
 	listeners map[int]func()
 	nextID    int
@@ -122,8 +119,7 @@ func newReloadable[T any](spec Spec[T], logger *zap.Logger) (*Reloadable[T], err
 }
 
 // Current is the current material; lock-free. It is never the zero value
-// of a failed load: a Reloadable exists only once a load succeeded, and
-// keeps its last good version even after it is stopped.
+// of a failed load, even after the source is stopped.
 func (r *Reloadable[T]) Current() T { return r.current.Load().Value }
 
 // CurrentLoaded is the current version with its certificates.
@@ -131,6 +127,10 @@ func (r *Reloadable[T]) CurrentLoaded() *Loaded[T] { return r.current.Load() }
 
 // Name is the source's name, for logs.
 func (r *Reloadable[T]) Name() string { return r.spec.Name }
+
+// Kind is the kind of material the source holds ("truststore", "bundle",
+// "crl", ...), as in its metrics and logs.
+func (r *Reloadable[T]) Kind() string { return r.spec.Kind }
 
 // OnChange registers f to run after each successful reload that changed
 // the material; the returned func unregisters it.
@@ -163,30 +163,28 @@ func (r *Reloadable[T]) Reload() error {
 
 // reload is Reload with r.mu held.
 func (r *Reloadable[T]) reload() error {
-	if r.stopped() {
+	select {
+	case <-r.stop:
 		return nil
+	default:
 	}
 	// the files' state before reading them: a change made while they are
 	// read is seen by the next check
 	cur := r.current.Load()
 	sig := statSignature(r.watchPaths(cur))
+	r.statSig = sig
 	loaded, err := r.spec.Load()
 	if err != nil {
-		// a refused version is said and counted once; the next check
-		// tries again only when the files change (a remote source: when
-		// its error does)
-		failure := sig + "\x00" + err.Error()
-		r.statSig = sig
-		if failure == r.lastFailure {
-			return err
+		// said and counted once; tried again only when the files (or a
+		// remote source's error) change
+		if failure := sig + "\x00" + err.Error(); failure != r.lastFailure {
+			r.lastFailure = failure
+			r.stats.failed.Add(1)
+			r.logger.Error("reload failed; keeping the last good version", zap.Error(err))
 		}
-		r.lastFailure = failure
-		r.stats.failed.Add(1)
-		r.logger.Error("reload failed; keeping the last good version", zap.Error(err))
 		return err
 	}
 	r.lastFailure = ""
-	r.statSig = sig
 	if !slices.Equal(loaded.Files, cur.Files) {
 		r.statSig = statSignature(r.watchPaths(loaded))
 	}
@@ -202,11 +200,6 @@ func (r *Reloadable[T]) reload() error {
 	return nil
 }
 
-// start begins watching for changes.
-func (r *Reloadable[T]) start() {
-	go r.loop()
-}
-
 // Destruct stops the watcher; the usage pool calls it when the last config
 // using the source is cleaned up.
 func (r *Reloadable[T]) Destruct() error {
@@ -216,18 +209,8 @@ func (r *Reloadable[T]) Destruct() error {
 	return nil
 }
 
-// stopped reports whether Destruct has run.
-func (r *Reloadable[T]) stopped() bool {
-	select {
-	case <-r.stop:
-		return true
-	default:
-		return false
-	}
-}
-
 func (r *Reloadable[T]) watchPaths(l *Loaded[T]) []string {
-	return append(append([]string(nil), r.spec.Watch...), l.Files...)
+	return append(slices.Clone(r.spec.Watch), l.Files...)
 }
 
 func (r *Reloadable[T]) loop() {
@@ -272,17 +255,15 @@ func (r *Reloadable[T]) loop() {
 		case _, ok := <-events:
 			if !ok {
 				events = nil
-				continue
-			}
-			if debounce == nil {
+			} else if debounce == nil {
 				debounce = time.After(100 * time.Millisecond)
 			}
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
-				continue
+			} else {
+				r.logger.Warn("file watcher error", zap.Error(err))
 			}
-			r.logger.Warn("file watcher error", zap.Error(err))
 		case <-debounce:
 			debounce = nil
 			_ = r.Reload()
@@ -309,24 +290,19 @@ func (r *Reloadable[T]) changedOnDisk() bool {
 // watchDirs is the set of directories to watch: a directory itself, or a
 // file's parent (so renames over it and symlink swaps are seen).
 func watchDirs(paths []string) []string {
-	seen := map[string]bool{}
-	var dirs []string
+	dirs := make([]string, 0, len(paths))
 	for _, p := range paths {
-		dir := p
 		if st, err := os.Stat(p); err != nil || !st.IsDir() {
-			dir = filepath.Dir(p)
+			p = filepath.Dir(p)
 		}
-		if !seen[dir] {
-			seen[dir] = true
-			dirs = append(dirs, dir)
-		}
+		dirs = append(dirs, p)
 	}
-	return dirs
+	slices.Sort(dirs)
+	return slices.Compact(dirs)
 }
 
 // statSignature summarizes size, mtime and inode of each path (following
-// symlinks), plus the directory listing of directories, for the periodic
-// check.
+// symlinks), plus the listing of directories, for the periodic check.
 func statSignature(paths []string) string {
 	h := sha256.New()
 	for _, p := range paths {
@@ -355,13 +331,11 @@ func HashSecret(s string) string {
 var pool = caddy.NewUsagePool()
 
 // Acquire returns the shared Reloadable for spec.Key, loading and starting
-// it if no running config holds it yet. Every successful Acquire must be
-// paired with a Release in the module's Cleanup. When the source is already
-// held (another site of the same config, or an admin reload: the new
-// config is provisioned before the old one is cleaned up), it is read
-// again only if its files changed since they were last read (refreshFor),
-// so that the new config sees them as they are now; if that read fails
-// the last good version stays.
+// it if no running config holds it yet; pair each successful Acquire with
+// a Release in the module's Cleanup. A source already held (another site
+// of the same config, or an admin reload: the new config is provisioned
+// before the old one is cleaned up) is brought up to date (refreshFor),
+// unless ctx is JoinOnly; if that read fails the last good version stays.
 func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 	logger := ctx.Logger().Named("trustline.material")
 	created := false
@@ -373,7 +347,7 @@ func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 		created = true
 		r.config = ctx.GetMetricsRegistry()
 		registerStats(&r.stats)
-		r.start()
+		go r.loop()
 		return r, nil
 	})
 	if err != nil {
@@ -384,7 +358,7 @@ func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 		pool.Delete(spec.Key)
 		return nil, fmt.Errorf("material source %q is already in use with another type", spec.Name)
 	}
-	if loaded && !created && !joinOnly(ctx) {
+	if joinOnly, _ := ctx.Value(joinOnlyKey{}).(bool); loaded && !created && !joinOnly {
 		r.refreshFor(ctx)
 	}
 	RegisterMetrics(ctx)
@@ -392,12 +366,11 @@ func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 }
 
 // refreshFor brings a shared source up to date for the config being
-// loaded (ctx), so that it sees the material as it is now, reading it at
-// most once: files only when they changed since they were last read (500
-// sites on one bundle read it once, and an admin reload that leaves the
-// files alone reads nothing); a source with no files (a remote endpoint,
-// storage) once per config load, which the config's own metrics registry
-// identifies (Caddy makes one per load).
+// loaded (ctx), reading it at most once: files only when they changed
+// since they were last read (500 sites on one bundle read it once; an
+// admin reload that leaves the files alone reads nothing); a source with
+// no files (a remote endpoint, storage) once per config load, which the
+// config's own metrics registry identifies (Caddy makes one per load).
 func (r *Reloadable[T]) refreshFor(ctx caddy.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

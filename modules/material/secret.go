@@ -1,7 +1,6 @@
 package material
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,13 +12,11 @@ import (
 )
 
 // ResolveSecret expands Caddy's global placeholders in a password setting:
-// `{env.STORE_PASSWORD}` or `{file./run/secrets/store-pass}` (a trailing
-// newline of the file is dropped). An unknown or empty placeholder is an
-// error, so a typo never becomes an empty password. The value is never
-// logged, and an error never quotes any part of it: a value that is a
-// single `{env.*}`/`{file.*}` reference names where the password is, and
-// only then is the reference shown; otherwise the brace-enclosed text may
-// be part of a literal password (write a literal brace as `\{` or `\}`).
+// `{env.STORE_PASSWORD}` or `{file./run/secrets/store-pass}` (without the
+// file's trailing newline). An unknown or empty placeholder is an error, so
+// a typo never becomes an empty password. An error quotes the value only
+// when it is a single `{env.*}`/`{file.*}` reference; otherwise the braces
+// may be part of a literal password (written `\{` or `\}`).
 func ResolveSecret(setting, value string) (string, error) {
 	if !strings.ContainsAny(value, "{}") {
 		return value, nil
@@ -87,7 +84,5 @@ func readSecretFile(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	data = bytes.TrimSuffix(data, []byte("\n"))
-	data = bytes.TrimSuffix(data, []byte("\r"))
-	return string(data), nil
+	return strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r"), nil
 }

@@ -2,6 +2,7 @@ package material
 
 import (
 	"bytes"
+	"cmp"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
@@ -58,11 +59,9 @@ func DetectFormat(data []byte) (Format, error) {
 	}
 }
 
-// ReadTrustAnchors reads the trusted certificates of a truststore: every
-// CERTIFICATE block of a PEM file, the trusted-certificate entries of a
-// Java-style PKCS#12 truststore (modern or legacy encryption), or of a JKS
-// store. A store that holds only private keys is an error, as is one with
-// no certificates at all.
+// ReadTrustAnchors reads the trusted certificates of a truststore: the
+// CERTIFICATE blocks of a PEM file, or the trusted-certificate entries of a
+// PKCS#12 or JKS store. A store with none is an error.
 func ReadTrustAnchors(data []byte, opts StoreOptions) ([]*x509.Certificate, error) {
 	format, err := DetectFormat(data)
 	if err != nil {
@@ -104,9 +103,8 @@ func readPKCS12Trust(data []byte, opts StoreOptions) ([]*x509.Certificate, error
 		return nil, ErrWrongPassword
 	}
 	err = pkcs12Error{err}
-	// a keystore (key + chain) offered as a truststore, told by reading it
-	// as one: only when the error is one a keystore gives (a well-formed
-	// store with other bags), so that a broken store is not derived twice
+	// a keystore offered as a truststore, told by reading it as one: only
+	// on the errors a keystore gives, so a broken store is not derived twice
 	msg := err.Error()
 	if strings.Contains(msg, "authenticated safe") || strings.Contains(msg, "only certificate bags") || strings.Contains(msg, "not marked as trusted") {
 		if _, _, _, kerr := pkcs12.DecodeChain(data, opts.Password); kerr == nil {
@@ -119,16 +117,15 @@ func readPKCS12Trust(data []byte, opts StoreOptions) ([]*x509.Certificate, error
 	return nil, err
 }
 
-// pkcs12Error is an error of go-pkcs12 without its "pkcs12: " prefix: the
-// reader names the format once, before it.
+// pkcs12Error is an error of go-pkcs12 without its "pkcs12: " prefix.
 type pkcs12Error struct{ err error }
 
 func (e pkcs12Error) Error() string { return strings.TrimPrefix(e.err.Error(), "pkcs12: ") }
 func (e pkcs12Error) Unwrap() error { return e.err }
 
-// StoreFileError is err of reading the one file of a store (a truststore,
-// a keystore), without the path that the caller's own error names: "open:
-// no such file or directory". Other errors are returned as they are.
+// StoreFileError is err of reading a store's file without the path that
+// the caller's own error names ("open: no such file or directory"); other
+// errors are returned as they are.
 func StoreFileError(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
@@ -190,14 +187,11 @@ func selectAliases(have, want []string) ([]string, error) {
 	if len(want) == 0 {
 		return have, nil
 	}
-	for _, w := range want {
-		if !slices.Contains(have, strings.ToLower(w)) {
-			return nil, fmt.Errorf("alias %q not in the store (it has: %s)", w, strings.Join(have, ", "))
-		}
-	}
 	out := make([]string, len(want))
 	for i, w := range want {
-		out[i] = strings.ToLower(w)
+		if out[i] = strings.ToLower(w); !slices.Contains(have, out[i]) {
+			return nil, fmt.Errorf("alias %q not in the store (it has: %s)", w, strings.Join(have, ", "))
+		}
 	}
 	return out, nil
 }
@@ -249,12 +243,7 @@ func readJKSKey(data []byte, opts StoreOptions) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	var keyAliases []string
-	for _, a := range ks.Aliases() {
-		if ks.IsPrivateKeyEntry(a) {
-			keyAliases = append(keyAliases, a)
-		}
-	}
+	keyAliases := slices.DeleteFunc(ks.Aliases(), func(a string) bool { return !ks.IsPrivateKeyEntry(a) })
 	var alias string
 	switch {
 	case len(opts.Aliases) > 1:
@@ -271,11 +260,7 @@ func readJKSKey(data []byte, opts StoreOptions) (*tls.Certificate, error) {
 	default:
 		return nil, fmt.Errorf("several private-key entries (%s): choose one with alias", strings.Join(keyAliases, ", "))
 	}
-	keyPass := opts.KeyPassword
-	if keyPass == "" {
-		keyPass = opts.Password
-	}
-	entry, err := ks.GetPrivateKeyEntry(alias, []byte(keyPass))
+	entry, err := ks.GetPrivateKeyEntry(alias, []byte(cmp.Or(opts.KeyPassword, opts.Password)))
 	if err != nil {
 		return nil, fmt.Errorf("entry %q: %w (is the key password right?)", alias, err)
 	}
@@ -283,13 +268,11 @@ func readJKSKey(data []byte, opts StoreOptions) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("entry %q: private key: %w", alias, err)
 	}
-	var chain []*x509.Certificate
+	chain := make([]*x509.Certificate, len(entry.CertificateChain))
 	for i, c := range entry.CertificateChain {
-		cert, err := x509.ParseCertificate(c.Content)
-		if err != nil {
+		if chain[i], err = x509.ParseCertificate(c.Content); err != nil {
 			return nil, fmt.Errorf("entry %q: certificate %d: %w", alias, i, err)
 		}
-		chain = append(chain, cert)
 	}
 	return NewKeyPair(key, chain)
 }

@@ -19,11 +19,10 @@ func init() {
 }
 
 // Bundle is a trust pool from PEM files: single files, directories (every
-// .pem, .crt and .cer file, as in /etc/ssl/certs or a Kubernetes-projected
-// secret) and glob patterns, optionally with the system roots. Files and
-// directories are watched; a change (including a new file in a watched
-// directory, a rename, or a `..data` symlink swap) is re-read within 2s; a
-// broken new version is refused (logged) and the last good pool stays.
+// .pem, .crt and .cer file) and glob patterns, optionally with the system
+// roots. They are watched (new files, renames, `..data` symlink swaps
+// included) and re-read within 2s; a broken new version is refused
+// (logged) and the last good pool stays.
 type Bundle struct {
 	// Files, directories and glob patterns of PEM certificates. Required.
 	// A pattern that matches nothing, or a directory with no certificate,
@@ -57,8 +56,7 @@ func (b *Bundle) Provision(ctx caddy.Context) error {
 		Key:   fmt.Sprintf("bundle|%q|%v", b.Paths, b.SystemRoots),
 		Watch: watchable(b.Paths),
 		Load: func() (*material.Loaded[*verify.Anchors], error) {
-			// errors: the file and the reason; Provision's error and the
-			// reload log's kind and source name the bundle
+			// errors: the file and the reason (Provision and the reload log name the bundle)
 			files, err := material.ExpandPaths(b.Paths)
 			if err != nil {
 				return nil, err
@@ -94,8 +92,7 @@ func (b *Bundle) Provision(ctx caddy.Context) error {
 }
 
 // notPEMStore says which source reads a JKS or PKCS#12 store given to
-// bundle (as the truststore source says where a keystore goes); other
-// errors are returned as they are.
+// bundle; other errors are returned as they are.
 func notPEMStore(data []byte, file string, err error) error {
 	kind := ""
 	switch f, _ := material.DetectFormat(data); f {

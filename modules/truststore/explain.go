@@ -1,7 +1,6 @@
 package truststore
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"os"
@@ -22,30 +21,26 @@ func (v *LiveTrust) origin(anchor *x509.Certificate) string {
 }
 
 // AnchorOrigin says which source and file of the version in force holds
-// anchor: "<kind> <name>", the file among the version's files that holds
-// it (read again from disk, PEM only, when the version has several), and
-// for a SPIFFE authority its trust domain; with anchor nil, the source
-// and its files. It implements verify.OriginTeller.
+// anchor: "<kind> <name>", for a SPIFFE authority its trust domain, and
+// the file that holds it (read again, PEM only, when there are several);
+// with anchor nil, the source and its files. It implements
+// verify.OriginTeller.
 func (lp *livePool) AnchorOrigin(anchor *x509.Certificate) string {
 	if lp.Src == nil {
 		return "trust pool (not loaded)"
 	}
 	l := lp.Src.CurrentLoaded()
 	out := lp.Src.Kind() + " " + lp.Src.Name()
-	if anchor == nil {
-		if len(l.Files) > 0 {
-			out += " (files " + strings.Join(l.Files, ", ") + ")"
+	if anchor != nil {
+		if td := verify.AnchorDomain(anchor); td != "" {
+			out += ", trust domain " + td
 		}
-		return out
-	}
-	if td := verify.AnchorDomain(anchor); td != "" {
-		out += ", trust domain " + td
-	}
-	if f := fileHolding(l.Files, anchor); f != "" {
-		if f == lp.Src.Name() {
+		switch f := fileHolding(l.Files, anchor); {
+		case f == lp.Src.Name():
 			return out
+		case f != "":
+			return out + " (file " + f + ")"
 		}
-		return out + " (file " + f + ")"
 	}
 	if len(l.Files) > 0 {
 		return out + " (files " + strings.Join(l.Files, ", ") + ")"
@@ -76,8 +71,3 @@ func fileHolding(files []string, anchor *x509.Certificate) string {
 	}
 	return ""
 }
-
-// ModeName is Caddy's name of a crypto/tls client auth type (request,
-// require, verify_if_given, require_and_verify; none), as client_auth
-// writes it.
-func ModeName(t tls.ClientAuthType) string { return modeName(t) }

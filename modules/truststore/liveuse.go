@@ -10,13 +10,6 @@ import (
 	"github.com/trustline/trustline/internal/caddyinternals"
 )
 
-// The client_auth mistakes that lock every client out of a live_trust
-// site, each refused at load with the change that fixes it. Caddy's
-// client_auth is Caddy's own struct, so the check runs in live_trust's
-// Provision, on the connection policy it belongs to (what Caddy built
-// from mode and trust_pool), and the topology report runs it on the
-// JSON (CheckClientAuth).
-
 // ClientAuthError is a client_auth that live_trust cannot work in: what
 // goes wrong, and the change that fixes it.
 type ClientAuthError struct {
@@ -75,7 +68,7 @@ func checkOwnPolicy(ctx caddy.Context) error {
 	}
 	ca := pol.ClientAuthentication
 	pool := pol.TLSConfig.ClientCAs != nil || len(ca.TrustedCACerts) > 0 || len(ca.TrustedCACertPEMFiles) > 0
-	return CheckClientAuth(modeName(pol.TLSConfig.ClientAuth), pool, VerifierNames(ca.VerifiersRaw))
+	return CheckClientAuth(ModeName(pol.TLSConfig.ClientAuth), pool, VerifierNames(ca.VerifiersRaw))
 }
 
 // VerifierNames returns the module names of client_auth verifiers, in
@@ -92,8 +85,10 @@ func VerifierNames(raws []json.RawMessage) []string {
 	return names
 }
 
-// modeName is Caddy's name of a crypto/tls client auth type.
-func modeName(t tls.ClientAuthType) string {
+// ModeName is Caddy's name of a crypto/tls client auth type (request,
+// require, verify_if_given, require_and_verify; none), as client_auth
+// writes it.
+func ModeName(t tls.ClientAuthType) string {
 	switch t {
 	case tls.RequestClientCert:
 		return "request"

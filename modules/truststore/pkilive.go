@@ -26,13 +26,10 @@ func init() {
 }
 
 // PKILive trusts one of Caddy's own `pki` CAs as it is now: its root and
-// its current intermediate, following the intermediate's renewal. (Caddy's
-// `pki_intermediate` pool is read once and goes stale when the 7-day
-// intermediate is replaced while Caddy runs.) It reads the CA's
-// certificates from Caddy's storage, so in a cluster sharing storage it
-// also follows a renewal made by another node. Intermediates seen earlier
-// stay trusted until they expire, so certificates they issued keep
-// verifying during a rollover.
+// its current intermediate, read from Caddy's storage, following a renewal
+// made by any node sharing it (Caddy's `pki_intermediate` pool is read once
+// and goes stale). Intermediates seen earlier stay trusted until they
+// expire, so certificates they issued keep verifying during a rollover.
 type PKILive struct {
 	// Authority is the ID of the CA in the `pki` app. Default: "local".
 	Authority string `json:"authority,omitempty"`
@@ -109,10 +106,8 @@ func (p *PKILive) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// readCA reads the CA's root and intermediate chain as storage holds them
-// (checked: the intermediate must be signed by the root), falling back to
-// the CA as provisioned when storage does not hold them (a CA configured
-// with its own storage, or from files).
+// readCA reads the CA's root and intermediate chain as storage holds them,
+// or as provisioned when storage does not hold them.
 func readCA(storage certmagic.Storage, id string, ca *caddypki.CA) (*x509.Certificate, []*x509.Certificate, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -12,17 +12,12 @@ import (
 	"github.com/trustline/trustline/modules/verify"
 )
 
-// livePool is the part every trust pool source shares: the reloadable
-// anchors and their lifecycle. CertPool returns the current pool, so a
-// consumer that asks on every handshake (the live_trust verifier, the
-// upstream transport) sees reloads; one that asks once (Caddy's own
-// client_auth trust_pool, reverse_proxy tls_trust_pool) sees the pool as it
-// was when its config was loaded.
-//
-// Once Provision succeeded, CertPool and Certificates never return nil,
-// even after Cleanup: a handshake of a config being cleaned up (an admin
-// reload does not wait for them) gets the last good pool, where a nil one
-// would mean the system roots to crypto/x509.
+// livePool is what every trust pool source shares: the reloadable anchors.
+// A consumer that asks on every handshake (live_trust, the upstream
+// transport) sees reloads; one that asks once (Caddy's client_auth
+// trust_pool) sees the pool of its config load. Once Provision succeeded
+// its pool is never nil, even after Cleanup (a nil pool would mean the
+// system roots to crypto/x509).
 type livePool struct {
 	material.Held[*verify.Anchors]
 }
@@ -45,9 +40,8 @@ func (lp *livePool) Certificates() []*x509.Certificate {
 	return lp.Src.Current().Certificates()
 }
 
-// CurrentAnchors returns the current version (lock-free); it implements
-// verify.AnchorSource, so the live_trust verifier and the TLS client to
-// backends verify against it with its trust-domain scope. Nil only when
+// CurrentAnchors returns the current version (lock-free), with its
+// trust-domain scope; it implements verify.AnchorSource. Nil only when
 // Provision failed.
 func (lp *livePool) CurrentAnchors() *verify.Anchors {
 	if lp.Src == nil {
@@ -62,11 +56,9 @@ func (lp *livePool) Version() any { return lp.Src.CurrentLoaded() }
 // OnChange runs f after each reload that changed the pool.
 func (lp *livePool) OnChange(f func()) (cancel func()) { return lp.Src.OnChange(f) }
 
-// checkAnchors checks trust anchors read from origin (named in the log;
-// the caller names it in the error where it must). Every certificate
-// must be a CA (a leaf in a truststore is almost always a mistake that
-// would trust nothing, or the wrong thing); an expired one is kept but
-// logged, since a pool may legitimately carry a CA being retired.
+// checkAnchors checks trust anchors read from origin (named in the log):
+// every one must be a CA (a leaf in a truststore is a mistake); an expired
+// one is kept but logged (a pool may carry a CA being retired).
 func checkAnchors(certs []*x509.Certificate, logger *zap.Logger, origin string) error {
 	now := time.Now()
 	for _, c := range certs {
@@ -92,7 +84,5 @@ func digestOf(certs []*x509.Certificate) [32]byte {
 	for _, c := range certs {
 		h.Write(c.Raw)
 	}
-	var d [32]byte
-	copy(d[:], h.Sum(nil))
-	return d
+	return [32]byte(h.Sum(nil))
 }

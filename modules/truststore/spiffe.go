@@ -1,6 +1,7 @@
 package truststore
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -25,8 +26,7 @@ func init() {
 	caddy.RegisterModule(SPIFFEBundle{})
 }
 
-// SPIFFEBundle trusts the X.509 authorities of one or several SPIFFE trust
-// bundles (JWKS documents, per the SPIFFE Trust Domain and Bundle spec),
+// SPIFFEBundle trusts the X.509 authorities of SPIFFE trust bundles (JWKS),
 // read from files (watched) or fetched from HTTPS bundle endpoints
 // (https_web profile) and refreshed at the bundle's refresh hint.
 type SPIFFEBundle struct {
@@ -121,11 +121,7 @@ func (s *SPIFFEBundle) Provision(ctx caddy.Context) error {
 				if err := checkAnchors(auth, logger, tds[i].String()); err != nil {
 					return nil, fmt.Errorf("trust domain %s: %w", tds[i].Name(), err)
 				}
-				origin := b.File
-				if origin == "" {
-					origin = b.URL
-				}
-				domains = append(domains, verify.Domain{TrustDomain: tds[i], Authorities: auth, Origin: origin})
+				domains = append(domains, verify.Domain{TrustDomain: tds[i], Authorities: auth, Origin: cmp.Or(b.File, b.URL)})
 				if b.URL != "" {
 					hint := time.Duration(s.DefaultRefresh)
 					if rh, ok := bundle.RefreshHint(); ok && rh > 0 {
@@ -141,9 +137,7 @@ func (s *SPIFFEBundle) Provision(ctx caddy.Context) error {
 			if err != nil {
 				return nil, err
 			}
-			var digest [32]byte
-			copy(digest[:], h.Sum(nil))
-			l := loadedAnchors(a, digest, nil)
+			l := loadedAnchors(a, [32]byte(h.Sum(nil)), nil)
 			l.Refresh = refresh
 			return l, nil
 		},

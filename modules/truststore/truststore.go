@@ -18,8 +18,7 @@ func init() {
 }
 
 // TrustStore is a trust pool from a Java-style truststore: JKS, or PKCS#12
-// in its modern (PBES2/AES-256) or legacy (RC2/3DES, SHA-1 MAC) encryption.
-// The format is detected from the content, not the file name. The file is
+// (modern or legacy encryption), detected from the content. The file is
 // watched and re-read within 2s of a change; a broken new version is
 // refused (logged) and the last good pool stays in force.
 type TrustStore struct {
@@ -62,8 +61,7 @@ func (ts *TrustStore) Provision(ctx caddy.Context) error {
 		Name:  ts.Path,
 		Key:   "truststore|" + ts.Path + "|" + material.HashSecret(password) + "|" + strings.Join(ts.Aliases, ","),
 		Watch: []string{ts.Path},
-		// errors: the reason only; Provision's error and the reload
-		// log's kind and source name the truststore and its file
+		// errors: the reason only (Provision and the reload log name the file)
 		Load: func() (*material.Loaded[*verify.Anchors], error) {
 			datas, digest, err := material.ReadFiles([]string{ts.Path})
 			if err != nil {

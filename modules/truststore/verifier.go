@@ -25,18 +25,13 @@ func init() {
 
 // LiveTrust verifies client certificate chains against the CURRENT version
 // of a trust pool on every handshake, so a CA added to a hot-reloaded
-// truststore is trusted by the next handshake and a CA removed is refused.
-// (Caddy gives crypto/tls a client_auth trust_pool once, when the config is
-// loaded; reloads of the pool's files would not reach it.)
+// truststore is trusted by the next handshake and a CA removed is refused
+// (Caddy gives crypto/tls a client_auth trust_pool once, at config load).
 //
-// Use it instead of `trust_pool` inside `client_auth`, with no `mode`:
-// Caddy then requires a client certificate and this verifier checks it.
-// Every certificate a client presents is verified; under `mode request`
-// a client without one gets through, with no verified identity. A config
-// that also gives client_auth a trust_pool, a mode in which crypto/tls
-// verifies the chain itself (require_and_verify, verify_if_given), or
-// lists `verifier peer` before this one is refused at load
-// (CheckClientAuth).
+// Use it instead of `trust_pool` inside `client_auth`, with no `mode`
+// (Caddy then requires a client certificate; under `mode request` a client
+// without one gets through, with no verified identity). A client_auth it
+// cannot work in is refused at load (CheckClientAuth).
 type LiveTrust struct {
 	// TrustPoolRaw is the trust pool source to verify against (any
 	// `tls.ca_pool.source.*` module; ours reload live). Required.
@@ -88,9 +83,8 @@ var errNoPool = &verify.Refusal{Reason: verify.ReasonNoPool,
 	Err: errors.New("live_trust: the trust pool has no current version; refusing the client certificate")}
 
 // current is the pool version to verify against now: the suite's own
-// source's current Anchors (with its trust-domain scope), or a plain
-// version over another source's current pool (chains are still scoped:
-// Caddy's `combined` pool may hold a SPIFFE source of ours).
+// source's Anchors, or one over another source's current pool (still
+// scoped: Caddy's `combined` pool may hold a SPIFFE source of ours).
 func (v *LiveTrust) current() *verify.Anchors {
 	if v.src != nil {
 		return v.src.CurrentAnchors()
@@ -101,16 +95,13 @@ func (v *LiveTrust) current() *verify.Anchors {
 	return nil
 }
 
-// VerifyClientCertificate verifies the presented chain (rawCerts: the leaf,
-// then the intermediates the client sent) against the current version of
-// the pool, for the clientAuth usage, within the trust domain of a SPIFFE
-// authority (verify.Anchors.Verify). The chain that verification
-// returned, anchor included, is recorded for this connection
-// (verify.Record): it, and never the presented chain, is what the peer
-// identity, the revocation checks and the forwarded headers read. The
-// record depends on the pool's version: when the pool changes, an open
-// connection whose chain no longer verifies loses its identity and is
-// closed (verify.RecheckConns).
+// VerifyClientCertificate verifies the presented chain (the leaf, then the
+// intermediates the client sent) against the pool's current version for
+// the clientAuth usage (verify.Anchors.Verify). The verified chain, anchor
+// included, is recorded for the connection (verify.Record): it, never the
+// presented chain, is what the peer identity, revocation checks and
+// headers read. When the pool changes, an open connection whose chain no
+// longer verifies loses its identity and is closed (verify.RecheckConns).
 func (v *LiveTrust) VerifyClientCertificate(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 	if len(rawCerts) == 0 {
 		return v.refused(nil, nil, &verify.Refusal{Reason: verify.ReasonNoCertificate, Err: errors.New("no client certificate")})
@@ -160,9 +151,8 @@ func (v *LiveTrust) recheck(chain []*x509.Certificate) error {
 	return err
 }
 
-// refused logs and counts a refusal; leaf may be nil. Under explain
-// (trace set) it does neither, and adds the refusals that come before
-// chain building to the trace.
+// refused logs and counts a refusal (leaf may be nil); under explain
+// (trace set) it adds the refusals before chain building to the trace.
 func (v *LiveTrust) refused(trace *verify.Trace, leaf *x509.Certificate, err error) error {
 	reason := verify.ReasonOf(err)
 	if trace != nil {
@@ -219,11 +209,9 @@ func (v *LiveTrust) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // ParsePoolSource parses `<pool_source> [<args...>] [{...}]` at the
 // dispenser's next argument into a `tls.ca_pool.source.*` module object,
-// as Caddy's own `trust_pool` does. It is the one Caddyfile parser for
-// trust pool sources: every directive of the suite that takes a trust
-// pool uses it (live_trust, the mtls transport, the passthrough handler,
-// storage redis). where names the directive and option for errors, as in
-// "transport mtls: trust_pool"; the source's own errors come after it.
+// as Caddy's `trust_pool` does: the one Caddyfile parser for trust pool
+// sources. where names the directive and option for errors ("transport
+// mtls: trust_pool").
 func ParsePoolSource(d *caddyfile.Dispenser, where string) (json.RawMessage, error) {
 	if !d.NextArg() {
 		return nil, d.Errf("%s: expected a trust pool source (%s)", where, strings.Join(PoolSourceNames(), ", "))

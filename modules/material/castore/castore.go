@@ -1,16 +1,12 @@
 // Package castore reads a CA of Caddy's `pki` app as Caddy's storage holds
-// it, so that every node sharing the storage issues from, and trusts, the
-// same root and the same current intermediate, whichever node renewed it.
-//
-// Caddy keeps each CA under pki/authorities/<id>/ (root.crt, root.key,
-// intermediate.crt, intermediate.key: a layout that caddyinternals pins)
-// and loads it into memory once, when its config loads; a renewal made by
-// another node reaches a node's memory only at its next config load. Readers here go to storage instead. The
-// internal keystore signs with the intermediate read here; trustline_cluster
-// renews it and keeps Caddy's in-memory copy in step.
+// it (pki/authorities/<id>/, a layout caddyinternals pins), so that every
+// node sharing the storage issues from, and trusts, the same root and
+// current intermediate, whichever node renewed it: Caddy loads a CA into
+// memory only when its config loads.
 package castore
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -52,13 +48,12 @@ const (
 	readRetry    = 75 * time.Millisecond
 )
 
-// Load reads the CA called id from st: its root (root.crt, or
-// fallbackRoot when storage has no root.crt and fallbackRoot is not nil)
-// and its intermediate chain, and with withKey the intermediate's key. The
-// intermediate must be signed by the root, and the key must match it; a
-// pair that does not is read again a few times (a renewal in progress),
-// then refused. An error that wraps fs.ErrNotExist means storage does not
-// hold the CA (another storage, or a CA configured from files).
+// Load reads the CA called id from st: its root (root.crt, else
+// fallbackRoot when not nil), its intermediate chain, and with withKey the
+// intermediate's key. An intermediate not signed by the root, or a key
+// that does not match it, is read again a few times (a renewal in
+// progress), then refused. An error that wraps fs.ErrNotExist means
+// storage does not hold the CA.
 func Load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x509.Certificate, withKey bool) (*CA, error) {
 	var err error
 	for attempt := 1; ; attempt++ {
@@ -84,10 +79,9 @@ func Load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x5
 // not signed by the root or does not match its key.
 var ErrInconsistent = errors.New("inconsistent CA in storage")
 
-// ErrRolledBack is wrapped by the error of a read that the storage itself
-// refused as an older value written back (the suite's `storage redis`
-// with encryption: a sealed value older than one that node already read
-// or wrote at the same key). Its error has a method `RolledBack() bool`.
+// ErrRolledBack is wrapped by the error of a read that the storage refused
+// as an older value written back (`storage redis` with encryption), told by
+// the storage error's method `RolledBack() bool`.
 var ErrRolledBack = errors.New("older value written back in storage")
 
 // loadKey reads one of the CA's files, marking a storage's rollback
@@ -105,10 +99,7 @@ func loadKey(ctx context.Context, st certmagic.Storage, key string) ([]byte, err
 // not-before, or the same one and a smaller serial (a total order, so
 // every node ranks two intermediates alike).
 func Older(a, b *x509.Certificate) bool {
-	if !a.NotBefore.Equal(b.NotBefore) {
-		return a.NotBefore.Before(b.NotBefore)
-	}
-	return a.SerialNumber.Cmp(b.SerialNumber) < 0
+	return cmp.Or(a.NotBefore.Compare(b.NotBefore), a.SerialNumber.Cmp(b.SerialNumber)) < 0
 }
 
 func load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x509.Certificate, withKey bool) (*CA, error) {
@@ -156,11 +147,10 @@ func load(ctx context.Context, st certmagic.Storage, id string, fallbackRoot *x5
 		ca.Key = signer
 	}
 	h := sha256.New()
-	h.Write(ca.Root.Raw)
-	for _, c := range ca.Intermediates {
+	for _, c := range append([]*x509.Certificate{ca.Root}, ca.Intermediates...) {
 		h.Write(c.Raw)
 	}
-	copy(ca.Digest[:], h.Sum(nil))
+	ca.Digest = [32]byte(h.Sum(nil))
 	return ca, nil
 }
 
@@ -170,19 +160,17 @@ func KeyMatches(cert *x509.Certificate, key crypto.Signer) bool {
 	return ok && key != nil && pub.Equal(key.Public())
 }
 
-// KeyWatcher is what a storage that announces changes implements (the
-// suite's `storage redis` does, through Redis pub/sub): WatchKeys calls f
-// with each key stored or deleted under prefix by any node, and with
-// prefix itself when notifications may have been missed; f must not
-// block.
+// KeyWatcher is what a storage that announces changes implements (`storage
+// redis`, through pub/sub): WatchKeys calls f with each key stored or
+// deleted under prefix by any node, and with prefix itself when
+// notifications may have been missed; f must not block.
 type KeyWatcher interface {
 	WatchKeys(prefix string, f func(key string)) (cancel func())
 }
 
-// Watch calls f when the CA called id may have changed in st (its
-// certificates or keys stored or deleted by any node), if st announces
-// changes; ok is false when it does not (readers then rely on polling).
-// f runs on the storage's notification goroutine and must not block.
+// Watch calls f (which must not block) when the CA called id may have
+// changed in st, if st announces changes; ok is false when it does not
+// (readers then rely on polling).
 func Watch(st certmagic.Storage, id string, f func()) (cancel func(), ok bool) {
 	w, ok := st.(KeyWatcher)
 	if !ok {
