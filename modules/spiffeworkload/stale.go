@@ -90,15 +90,6 @@ func (a *agent) now() time.Time {
 	return time.Now()
 }
 
-// setClock replaces the agent's clock (tests); nil restores time.Now.
-func (a *agent) setClock(f func() time.Time) {
-	if f == nil {
-		a.clock.Store(nil)
-		return
-	}
-	a.clock.Store(&f)
-}
-
 // StaleSource is a module whose last answer from the Workload API counts
 // as stale: still in force, flagged.
 type StaleSource struct {
