@@ -1,9 +1,8 @@
 package spiffeworkload
 
 import (
-	"crypto/sha256"
+	"cmp"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -60,10 +59,7 @@ type Keystore struct {
 	MaxStale caddy.Duration `json:"max_stale,omitempty"`
 
 	material.Held[*tls.Certificate]
-	addr     string
-	agent    *agent
-	unlisten func()
-	unstale  func()
+	link
 }
 
 // CaddyModule returns the Caddy module information.
@@ -94,66 +90,32 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("keystore spiffe_workload: %w", err)
 	}
-	deadline := time.Now().Add(time.Duration(k.Wait))
-	a, err := acquireAgent(ctx, addr, time.Duration(k.Wait))
-	if err != nil {
-		return fmt.Errorf("keystore spiffe_workload: %w", err)
-	}
-	k.addr, k.agent = addr, a
-	pick := func(x *workloadapi.X509Context) (*tls.Certificate, []*x509.Certificate, error) {
+	load := func(x *workloadapi.X509Context) (*material.Loaded[*tls.Certificate], error) {
 		svid, err := pickSVID(x, id)
 		if err != nil {
-			return nil, nil, fmt.Errorf("the agent at %s: %w", addr, err)
+			return nil, fmt.Errorf("the agent at %s: %w", addr, err)
 		}
 		cert, err := identity(svid, usage)
 		if err != nil {
-			return nil, nil, fmt.Errorf("the agent at %s: %w", addr, err)
+			return nil, fmt.Errorf("the agent at %s: %w", addr, err)
 		}
-		return cert, svid.Certificates, nil
-	}
-	if err := a.waitFor(deadline, func(x *workloadapi.X509Context) error {
-		_, _, err := pick(x)
-		return err
-	}); err != nil {
-		return fmt.Errorf("keystore spiffe_workload: %w", err)
+		return &material.Loaded[*tls.Certificate]{Value: cert, Certificates: svid.Certificates, Digest: digestOf(cert.Certificate)}, nil
 	}
 	// one name per usage: two sources of one name would be two series
 	// with the same labels, which fails the whole /metrics scrape
-	name := addr + " " + k.SPIFFEID + " " + string(usage)
-	if k.SPIFFEID == "" {
-		name = addr + " default_svid " + string(usage)
-	}
-	err = k.Acquire(ctx, material.Spec[*tls.Certificate]{
+	name := addr + " " + cmp.Or(k.SPIFFEID, "default_svid") + " " + string(usage)
+	err = provision(ctx, &k.link, &k.Held, addr, k.Wait, load, material.Spec[*tls.Certificate]{
 		Kind: "keystore",
 		Name: "spiffe_workload " + name,
 		Key:  "keystore|spiffe_workload|" + addr + "|" + k.SPIFFEID + "|" + string(usage),
-		// the agent's answers drive the reloads (onUpdate); this is a
-		// safety net
-		Poll: time.Minute,
-		Load: func() (*material.Loaded[*tls.Certificate], error) {
-			cert, certs, err := pick(a.current.Load())
-			if err != nil {
-				return nil, err
-			}
-			h := sha256.New()
-			for _, der := range cert.Certificate {
-				h.Write(der)
-			}
-			l := &material.Loaded[*tls.Certificate]{Value: cert, Certificates: certs}
-			copy(l.Digest[:], h.Sum(nil))
-			return l, nil
-		},
+	}, &follower{
+		source:   "keystore spiffe_workload " + name,
+		maxStale: time.Duration(k.MaxStale),
+		notAfter: func() time.Time { return k.Src.Current().Leaf.NotAfter },
 	})
 	if err != nil {
 		return fmt.Errorf("keystore spiffe_workload: %w", err)
 	}
-	src := k.Src
-	k.unlisten = a.onUpdate(func() { _ = src.Reload() })
-	k.unstale = a.watchStale(&staleRule{
-		source:   "keystore " + src.Name(),
-		maxStale: time.Duration(k.MaxStale),
-		notAfter: func() time.Time { return src.Current().Leaf.NotAfter },
-	})
 	return nil
 }
 
@@ -172,17 +134,8 @@ func (k *Keystore) Name() string { return k.Src.Name() }
 // Cleanup stops following the agent; the last module using the socket
 // closes the connection.
 func (k *Keystore) Cleanup() error {
-	if k.unlisten != nil {
-		k.unlisten()
-	}
-	if k.unstale != nil {
-		k.unstale()
-	}
+	k.release()
 	k.Release()
-	if k.agent != nil {
-		k.agent = nil
-		releaseAgent(k.addr)
-	}
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package spiffeworkload
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -57,10 +56,7 @@ type Pool struct {
 	MaxStale caddy.Duration `json:"max_stale,omitempty"`
 
 	material.Held[*verify.Anchors]
-	addr     string
-	agent    *agent
-	unlisten func()
-	unstale  func()
+	link
 }
 
 // CaddyModule returns the Caddy module information.
@@ -86,77 +82,54 @@ func (p *Pool) Provision(ctx caddy.Context) error {
 		maxStale = DefaultPoolMaxStale
 	}
 	var tds []spiffeid.TrustDomain
+	var names []string
 	for _, s := range p.TrustDomains {
 		td, err := trustDomain(s)
 		if err != nil {
 			return fmt.Errorf("trust pool spiffe_workload: trust domain %q: %w", s, err)
 		}
-		tds = append(tds, td)
-	}
-	deadline := time.Now().Add(time.Duration(p.Wait))
-	a, err := acquireAgent(ctx, addr, time.Duration(p.Wait))
-	if err != nil {
-		return fmt.Errorf("trust pool spiffe_workload: %w", err)
-	}
-	p.addr, p.agent = addr, a
-	if err := a.waitFor(deadline, func(x *workloadapi.X509Context) error {
-		_, _, err := bundleAnchors(x, tds)
-		return err
-	}); err != nil {
-		return fmt.Errorf("trust pool spiffe_workload: the agent at %s: %w", addr, err)
-	}
-	var names []string
-	for _, td := range tds {
-		names = append(names, td.Name())
+		tds, names = append(tds, td), append(names, td.Name())
 	}
 	name := addr
 	if len(names) > 0 {
 		name += " " + strings.Join(names, ",")
 	}
-	err = p.Acquire(ctx, material.Spec[*verify.Anchors]{
+	load := func(x *workloadapi.X509Context) (*material.Loaded[*verify.Anchors], error) {
+		l, err := bundleAnchors(x, tds)
+		if err != nil {
+			return nil, fmt.Errorf("the agent at %s: %w", addr, err)
+		}
+		return l, nil
+	}
+	err = provision(ctx, &p.link, &p.Held, addr, p.Wait, load, material.Spec[*verify.Anchors]{
 		Kind: "spiffe_workload",
 		Name: name,
 		Key:  "spiffe_workload|pool|" + addr + "|" + strings.Join(names, ","),
-		// the agent's answers drive the reloads; this is a safety net
-		Poll: time.Minute,
-		Load: func() (*material.Loaded[*verify.Anchors], error) {
-			anc, digest, err := bundleAnchors(a.current.Load(), tds)
-			if err != nil {
-				return nil, fmt.Errorf("the agent at %s: %w", addr, err)
-			}
-			return &material.Loaded[*verify.Anchors]{Value: anc, Certificates: anc.Certificates(), Digest: digest}, nil
-		},
-	})
+	}, &follower{source: "trust pool spiffe_workload " + name, pool: true, maxStale: maxStale})
 	if err != nil {
 		return fmt.Errorf("trust pool spiffe_workload: %w", err)
 	}
-	src := p.Src
-	p.unlisten = a.onUpdate(func() { _ = src.Reload() })
-	p.unstale = a.watchStale(&staleRule{source: "trust pool spiffe_workload " + name, pool: true, maxStale: maxStale})
 	return nil
 }
 
 // bundleAnchors builds one version of the pool from the agent's answer:
 // the bundles of tds (every bundle when tds is empty), each one's
 // authorities vouching for its own trust domain only (verify.Anchors).
-func bundleAnchors(x *workloadapi.X509Context, tds []spiffeid.TrustDomain) (*verify.Anchors, [32]byte, error) {
-	var digest [32]byte
+func bundleAnchors(x *workloadapi.X509Context, tds []spiffeid.TrustDomain) (*material.Loaded[*verify.Anchors], error) {
 	if x == nil || x.Bundles == nil {
-		return nil, digest, errors.New("no bundles yet")
+		return nil, errors.New("no bundles yet")
 	}
 	bundles := x.Bundles.Bundles() // sorted by trust domain
-	var served []string
-	for _, b := range bundles {
-		served = append(served, b.TrustDomain().Name())
-	}
-	if len(tds) > 0 {
-		for _, td := range tds {
-			if !slices.Contains(served, td.Name()) {
-				return nil, digest, fmt.Errorf("no bundle for trust domain %s (the agent serves: %s)", td.Name(), strings.Join(served, ", "))
+	for _, td := range tds {
+		if !x.Bundles.Has(td) {
+			var served []string
+			for _, b := range bundles {
+				served = append(served, b.TrustDomain().Name())
 			}
+			return nil, fmt.Errorf("no bundle for trust domain %s (the agent serves: %s)", td.Name(), strings.Join(served, ", "))
 		}
 	}
-	h := sha256.New()
+	var parts [][]byte
 	var domains []verify.Domain
 	for _, b := range bundles {
 		td := b.TrustDomain()
@@ -165,27 +138,22 @@ func bundleAnchors(x *workloadapi.X509Context, tds []spiffeid.TrustDomain) (*ver
 		}
 		auth := b.X509Authorities()
 		if len(auth) == 0 {
-			return nil, digest, fmt.Errorf("the bundle of %s has no X.509 authorities", td.Name())
+			return nil, fmt.Errorf("the bundle of %s has no X.509 authorities", td.Name())
 		}
 		for _, c := range auth {
 			if !c.BasicConstraintsValid || !c.IsCA {
-				return nil, digest, fmt.Errorf("the bundle of %s: certificate %q (serial %s) is not a CA certificate",
+				return nil, fmt.Errorf("the bundle of %s: certificate %q (serial %s) is not a CA certificate",
 					td.Name(), c.Subject, material.SerialString(c))
 			}
 		}
-		h.Write([]byte(td.Name()))
-		h.Write([]byte{0})
-		for _, c := range auth {
-			h.Write(c.Raw)
-		}
+		parts = append(append(parts, []byte(td.Name())), raws(auth)...)
 		domains = append(domains, verify.Domain{TrustDomain: td, Authorities: auth, Origin: "the agent's bundle of " + td.Name()})
 	}
 	anc, err := verify.NewSPIFFEAnchors(domains)
 	if err != nil {
-		return nil, digest, err
+		return nil, err
 	}
-	copy(digest[:], h.Sum(nil))
-	return anc, digest, nil
+	return &material.Loaded[*verify.Anchors]{Value: anc, Certificates: anc.Certificates(), Digest: digestOf(parts)}, nil
 }
 
 // trustDomain parses a trust domain name (or spiffe://<name>); a SPIFFE
@@ -238,17 +206,8 @@ func (p *Pool) OnChange(f func()) (cancel func()) { return p.Src.OnChange(f) }
 // Cleanup stops following the agent; the last module using the socket
 // closes the connection.
 func (p *Pool) Cleanup() error {
-	if p.unlisten != nil {
-		p.unlisten()
-	}
-	if p.unstale != nil {
-		p.unstale()
-	}
+	p.release()
 	p.Release()
-	if p.agent != nil {
-		p.agent = nil
-		releaseAgent(p.addr)
-	}
 	return nil
 }
 

@@ -15,13 +15,15 @@ import (
 // current while the agent is unreachable, when max_stale is not set.
 const DefaultPoolMaxStale = 24 * time.Hour
 
-// staleRule is one module's rule for when the last answer it serves counts
-// as stale. A stale answer stays in force (see README.md, "When the agent
-// goes away"); it is flagged: a warning, the stale gauge, Stale() for the
-// topology report.
-type staleRule struct {
+// follower is a module following the agent's answers: its source
+// reloads after each one, and its rule says when the last answer it serves
+// counts as stale. A stale answer stays in force (see README.md, "When the
+// agent goes away"); it is flagged: a warning, the stale gauge, Stale()
+// for the topology report.
+type follower struct {
 	source   string           // the module, in logs and the report
 	pool     bool             // a trust pool (else a keystore)
+	reload   func() error     // reloads the module's source
 	maxStale time.Duration    // how long the agent may be unreachable; 0: no limit
 	notAfter func() time.Time // the expiry of the SVID served; nil for bundles
 	since    time.Time        // when it turned stale; zero while fresh (agent.mu)
@@ -30,7 +32,7 @@ type staleRule struct {
 
 // check says why the answer is stale at now, or "" when it is not;
 // lostAt is when the agent became unreachable, zero while it is up.
-func (r *staleRule) check(now, lostAt time.Time) string {
+func (r *follower) check(now, lostAt time.Time) string {
 	if r.notAfter != nil {
 		if na := r.notAfter(); now.After(na) {
 			return "the X509-SVID expired at " + material.TimeString(na)
@@ -42,9 +44,18 @@ func (r *staleRule) check(now, lostAt time.Time) string {
 	return ""
 }
 
-// watchStale adds r to the rules checked on each monitor tick and after
-// each answer; the returned func removes it.
-func (a *agent) watchStale(r *staleRule) (cancel func()) { return register(a, a.stale, r) }
+// follow adds f to the followers, reloaded after each answer and checked
+// on each monitor tick; the returned func removes it.
+func (a *agent) follow(f *follower) (cancel func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.followers[f] = true
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		delete(a.followers, f)
+	}
+}
 
 // checkStale applies every rule at the agent's clock: a rule that turns
 // stale is logged once (a warning), one that is fresh again once (info).
@@ -52,7 +63,7 @@ func (a *agent) checkStale() {
 	now := a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, r := range a.stale {
+	for r := range a.followers {
 		reason := r.check(now, a.lostAt)
 		switch {
 		case reason != "" && r.since.IsZero():
@@ -74,7 +85,7 @@ func (a *agent) checkStale() {
 func (a *agent) isStale() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, r := range a.stale {
+	for r := range a.followers {
 		if !r.since.IsZero() {
 			return true
 		}
@@ -114,15 +125,11 @@ type StaleSource struct {
 // admin reload share one connection).
 func Stale() []StaleSource {
 	liveMu.Lock()
-	agents := make([]*agent, 0, len(liveAgents))
-	for a := range liveAgents {
-		agents = append(agents, a)
-	}
-	liveMu.Unlock()
+	defer liveMu.Unlock()
 	var out []StaleSource
-	for _, a := range agents {
+	for a := range liveAgents {
 		a.mu.Lock()
-		for _, r := range a.stale {
+		for r := range a.followers {
 			if !r.since.IsZero() {
 				out = append(out, StaleSource{Socket: a.addr, Pool: r.pool, Source: r.source, Reason: r.reason, Since: r.since})
 			}
