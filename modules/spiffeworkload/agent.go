@@ -129,23 +129,6 @@ var agents = caddy.NewUsagePool()
 // testLogger, when set (tests), replaces the logger of new connections.
 var testLogger *zap.Logger
 
-// acquireAgent returns the shared connection to addr, connecting (and
-// waiting for the first answer, up to wait) when no running config holds
-// one. Each successful call is paired with releaseAgent.
-func acquireAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error) {
-	val, _, err := agents.LoadOrNew(agentKey(addr), func() (caddy.Destructor, error) {
-		return newAgent(ctx, addr, wait)
-	})
-	if err != nil {
-		return nil, err
-	}
-	registerAgentMetrics(ctx)
-	return val.(*agent), nil
-}
-
-// releaseAgent gives a connection back; the last release closes it.
-func releaseAgent(addr string) { _, _ = agents.Delete(agentKey(addr)) }
-
 func agentKey(addr string) string { return "spiffe_workload|" + addr }
 
 // link is a module's hold on the connection to its socket.
@@ -155,16 +138,21 @@ type link struct {
 	unfollow func()
 }
 
-// provision joins the connection to addr (or opens it), waits up to wait
-// until load accepts the agent's answer, then acquires the module's source
-// h (spec, loaded from the current answer) and follows the answers with f.
+// provision joins the connection to addr (opening it, and waiting for the
+// first answer, when no running config holds one), waits up to wait until
+// load accepts the agent's answer, then acquires the module's source h
+// (spec, loaded from the current answer) and follows the answers with f.
 func provision[T any](ctx caddy.Context, l *link, h *material.Held[T], addr string, wait caddy.Duration,
 	load func(*workloadapi.X509Context) (*material.Loaded[T], error), spec material.Spec[T], f *follower) error {
 	deadline := time.Now().Add(time.Duration(wait))
-	a, err := acquireAgent(ctx, addr, time.Duration(wait))
+	val, _, err := agents.LoadOrNew(agentKey(addr), func() (caddy.Destructor, error) {
+		return newAgent(ctx, addr, time.Duration(wait))
+	})
 	if err != nil {
 		return err
 	}
+	material.RegisterCollectors(ctx, "spiffe_workload", agentCollector{})
+	a := val.(*agent)
 	l.addr, l.agent = addr, a
 	if err := a.waitFor(deadline, nil, func(x *workloadapi.X509Context) error {
 		_, err := load(x)
@@ -191,7 +179,7 @@ func (l *link) release() {
 	}
 	if l.agent != nil {
 		l.agent = nil
-		releaseAgent(l.addr)
+		_, _ = agents.Delete(agentKey(l.addr))
 	}
 }
 
@@ -271,7 +259,9 @@ func newAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error
 	})
 	if err == nil {
 		a.up.Store(true)
-		registerAgent(a)
+		liveMu.Lock()
+		liveAgents[a] = struct{}{}
+		liveMu.Unlock()
 		logger.Info("connected to the Workload API", zap.Duration("wait", wait))
 		return a, nil
 	}
@@ -382,39 +372,32 @@ func (a *agent) monitor(ctx context.Context) {
 		case <-t.C:
 		}
 		a.checkStale()
-		if x := a.current.Load(); x != nil && !a.up.Load() {
-			a.warnExpiry(x)
+		x := a.current.Load()
+		if x == nil || a.up.Load() {
+			continue
 		}
-	}
-}
-
-// warnExpiry warns, once per SVID and stage, about the SVIDs of x that near
-// expiry or have expired.
-func (a *agent) warnExpiry(x *workloadapi.X509Context) {
-	now := a.now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	once := func(key string) bool {
-		first := !a.warned[key]
-		a.warned[key] = true
-		return first
-	}
-	for _, s := range x.SVIDs {
-		leaf := s.Certificates[0]
-		serial := material.SerialString(leaf)
-		fields := []zap.Field{zap.String("spiffe_id", s.ID.String()), zap.String("serial", serial),
-			material.TimeField("not_after", leaf.NotAfter), zap.Duration("unreachable_for", now.Sub(a.lostAt).Round(time.Second))}
-		switch {
-		case now.After(leaf.NotAfter):
-			if once("expired " + serial) {
-				a.logger.Error("X509-SVID expired and the Workload API is unreachable: peers refuse it", fields...)
-			}
-		case now.After(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)):
-			if once("near " + serial) {
-				a.logger.Warn("X509-SVID nears expiry and the Workload API is unreachable to rotate it",
-					append(fields, zap.Duration("remaining", leaf.NotAfter.Sub(now).Round(time.Second)))...)
+		now := a.now()
+		a.mu.Lock()
+		for _, s := range x.SVIDs {
+			leaf := s.Certificates[0]
+			serial := material.SerialString(leaf)
+			fields := []zap.Field{zap.String("spiffe_id", s.ID.String()), zap.String("serial", serial),
+				material.TimeField("not_after", leaf.NotAfter), zap.Duration("unreachable_for", now.Sub(a.lostAt).Round(time.Second))}
+			switch {
+			case now.After(leaf.NotAfter):
+				if !a.warned["expired "+serial] {
+					a.warned["expired "+serial] = true
+					a.logger.Error("X509-SVID expired and the Workload API is unreachable: peers refuse it", fields...)
+				}
+			case now.After(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)):
+				if !a.warned["near "+serial] {
+					a.warned["near "+serial] = true
+					a.logger.Warn("X509-SVID nears expiry and the Workload API is unreachable to rotate it",
+						append(fields, zap.Duration("remaining", leaf.NotAfter.Sub(now).Round(time.Second)))...)
+				}
 			}
 		}
+		a.mu.Unlock()
 	}
 }
 
@@ -459,7 +442,9 @@ func (a *agent) close() {
 	a.cancel()
 	a.wg.Wait()
 	_ = a.client.Close()
-	unregisterAgent(a)
+	liveMu.Lock()
+	delete(liveAgents, a)
+	liveMu.Unlock()
 	for td := range a.bundles {
 		material.Release(a.bundleKey(td))
 	}

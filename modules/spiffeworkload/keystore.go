@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -196,100 +197,87 @@ func (k *Keystore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("keystore spiffe_workload: unexpected argument %q (one SPIFFE ID at most)", d.Val())
 		}
 	}
-	return parseAgentBlock(d, "keystore spiffe_workload", agentBlock{&k.Socket, &k.Wait, &k.InsecureTCP, &k.MaxStale},
-		nil, "socket, wait, max_stale or insecure_tcp")
+	return parseAgentBlock(d, agentBlock{"keystore spiffe_workload", &k.Socket, &k.Wait, &k.InsecureTCP, &k.MaxStale, nil})
 }
 
-// agentBlock points at the options of the block both modules share.
+// agentBlock points at the options of the block both modules share;
+// trustDomains (a trust pool's) is nil for a keystore.
 type agentBlock struct {
-	socket      *string
-	wait        *caddy.Duration
-	insecureTCP *bool
-	maxStale    *caddy.Duration
+	what         string
+	socket       *string
+	wait         *caddy.Duration
+	insecureTCP  *bool
+	maxStale     *caddy.Duration
+	trustDomains *[]string
 }
 
-// parseAgentBlock parses the block both modules share: socket, wait,
-// max_stale and insecure_tcp, each once, and the options other handles
-// (handled false: unknown). A tcp:// socket to another host without
-// insecure_tcp is refused here already.
-func parseAgentBlock(d *caddyfile.Dispenser, what string, b agentBlock,
-	other func(opt string) (handled bool, err error), expected string) error {
+// parseAgentBlock parses the block both modules share, each option once.
+// A tcp:// socket to another host without insecure_tcp is refused here
+// already.
+func parseAgentBlock(d *caddyfile.Dispenser, b agentBlock) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if seen[opt] {
-			return d.Errf("%s: duplicate option '%s'", what, opt)
+			return d.Errf("%s: duplicate option '%s'", b.what, opt)
 		}
 		seen[opt] = true
-		switch opt {
-		case "socket":
-			addr, err := socketArg(d)
-			if err != nil {
-				return err
+		args := d.RemainingArgs()
+		switch {
+		case opt == "socket":
+			if len(args) != 1 {
+				return d.Err("spiffe_workload: socket takes one address (unix:///path or tcp://ip:port)")
 			}
-			*b.socket = addr
-		case "wait":
-			dur, err := durationArg(d, opt)
-			if err != nil {
-				return err
+			if err := workloadapi.ValidateAddress(args[0]); err != nil {
+				return d.Errf("spiffe_workload: bad socket %q: %v", args[0], err)
 			}
-			*b.wait = dur
-		case "max_stale":
-			dur, err := durationArg(d, opt)
-			if err != nil {
-				return err
+			*b.socket = args[0]
+		case opt == "wait" || opt == "max_stale":
+			if len(args) != 1 {
+				return d.Errf("spiffe_workload: %s takes one duration", opt)
 			}
-			if dur == 0 {
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur < 0 {
+				return d.Errf("spiffe_workload: bad %s %q", opt, args[0])
+			}
+			if opt == "wait" {
+				*b.wait = caddy.Duration(dur)
+			} else if dur == 0 {
 				return d.Err("spiffe_workload: max_stale must be positive")
+			} else {
+				*b.maxStale = caddy.Duration(dur)
 			}
-			*b.maxStale = dur
-		case "insecure_tcp":
-			if d.NextArg() {
+		case opt == "insecure_tcp":
+			if len(args) > 0 {
 				return d.Err("spiffe_workload: insecure_tcp takes no argument")
 			}
 			*b.insecureTCP = true
-		default:
-			handled := false
-			if other != nil {
-				var err error
-				if handled, err = other(opt); err != nil {
-					return err
+		case opt == "trust_domains" && b.trustDomains != nil:
+			if len(args) == 0 {
+				return d.Errf("%s: trust_domains takes one or more trust domains", b.what)
+			}
+			for _, s := range args {
+				td, err := trustDomain(s)
+				if err != nil {
+					return d.Errf("%s: bad trust domain %q: %v", b.what, s, err)
 				}
+				if slices.Contains(*b.trustDomains, td.Name()) {
+					return d.Errf("%s: duplicate trust domain %q", b.what, s)
+				}
+				*b.trustDomains = append(*b.trustDomains, td.Name())
 			}
-			if !handled {
-				return d.Errf("%s: unknown option '%s' (expected %s)", what, opt, expected)
+		default:
+			expected := "socket, wait, max_stale or insecure_tcp"
+			if b.trustDomains != nil {
+				expected = "socket, trust_domains, wait, max_stale or insecure_tcp"
 			}
+			return d.Errf("%s: unknown option '%s' (expected %s)", b.what, opt, expected)
 		}
 	}
 	if err := checkTCP(*b.socket, *b.insecureTCP); err != nil {
-		return d.Errf("%s: %v", what, err)
+		return d.Errf("%s: %v", b.what, err)
 	}
 	return nil
-}
-
-// socketArg reads the socket option's one address.
-func socketArg(d *caddyfile.Dispenser) (string, error) {
-	args := d.RemainingArgs()
-	if len(args) != 1 {
-		return "", d.Err("spiffe_workload: socket takes one address (unix:///path or tcp://ip:port)")
-	}
-	if err := workloadapi.ValidateAddress(args[0]); err != nil {
-		return "", d.Errf("spiffe_workload: bad socket %q: %v", args[0], err)
-	}
-	return args[0], nil
-}
-
-// durationArg reads the one duration of option opt (wait, max_stale).
-func durationArg(d *caddyfile.Dispenser, opt string) (caddy.Duration, error) {
-	args := d.RemainingArgs()
-	if len(args) != 1 {
-		return 0, d.Errf("spiffe_workload: %s takes one duration", opt)
-	}
-	dur, err := caddy.ParseDuration(args[0])
-	if err != nil || dur < 0 {
-		return 0, d.Errf("spiffe_workload: bad %s %q", opt, args[0])
-	}
-	return caddy.Duration(dur), nil
 }
 
 // Interface guards

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -91,22 +90,12 @@ var (
 		[]string{"socket"}, nil)
 )
 
+// liveAgents are the connections that answered and are not closed, for
+// the metrics and Stale.
 var (
 	liveMu     sync.Mutex
 	liveAgents = map[*agent]struct{}{}
 )
-
-func registerAgent(a *agent) {
-	liveMu.Lock()
-	defer liveMu.Unlock()
-	liveAgents[a] = struct{}{}
-}
-
-func unregisterAgent(a *agent) {
-	liveMu.Lock()
-	defer liveMu.Unlock()
-	delete(liveAgents, a)
-}
 
 type agentCollector struct{}
 
@@ -132,8 +121,4 @@ func (agentCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, stale, a.addr)
 	}
-}
-
-func registerAgentMetrics(ctx caddy.Context) {
-	material.RegisterCollectors(ctx, "spiffe_workload", agentCollector{})
 }

@@ -227,26 +227,7 @@ func (p *Pool) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("trust pool spiffe_workload: unexpected argument %q (options go in a block)", d.Val())
 	}
-	return parseAgentBlock(d, "trust pool spiffe_workload", agentBlock{&p.Socket, &p.Wait, &p.InsecureTCP, &p.MaxStale}, func(opt string) (bool, error) {
-		if opt != "trust_domains" {
-			return false, nil
-		}
-		args := d.RemainingArgs()
-		if len(args) == 0 {
-			return true, d.Err("trust pool spiffe_workload: trust_domains takes one or more trust domains")
-		}
-		for _, s := range args {
-			td, err := trustDomain(s)
-			if err != nil {
-				return true, d.Errf("trust pool spiffe_workload: bad trust domain %q: %v", s, err)
-			}
-			if slices.Contains(p.TrustDomains, td.Name()) {
-				return true, d.Errf("trust pool spiffe_workload: duplicate trust domain %q", s)
-			}
-			p.TrustDomains = append(p.TrustDomains, td.Name())
-		}
-		return true, nil
-	}, "socket, trust_domains, wait, max_stale or insecure_tcp")
+	return parseAgentBlock(d, agentBlock{"trust pool spiffe_workload", &p.Socket, &p.Wait, &p.InsecureTCP, &p.MaxStale, &p.TrustDomains})
 }
 
 // Interface guards
