@@ -3,7 +3,8 @@ package testpki
 import (
 	"bytes"
 	"crypto/x509"
-	"sort"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -65,12 +66,7 @@ func JKSKeystore(t testing.TB, alias string, l *Leaf, storePass, keyPass string)
 func JKSTruststore(t testing.TB, certs map[string]*x509.Certificate, storePass string) []byte {
 	t.Helper()
 	ks := keystore.New()
-	aliases := make([]string, 0, len(certs))
-	for a := range certs {
-		aliases = append(aliases, a)
-	}
-	sort.Strings(aliases)
-	for _, a := range aliases {
+	for _, a := range slices.Sorted(maps.Keys(certs)) {
 		err := ks.SetTrustedCertificateEntry(a, keystore.TrustedCertificateEntry{
 			CreationTime: time.Now(),
 			Certificate:  keystore.Certificate{Type: "X509", Content: certs[a].Raw},

@@ -25,11 +25,9 @@ func init() {
 
 // Keystore is the workload's X509-SVID and its private key, from the
 // SPIFFE Workload API (a SPIRE agent). Rotations the agent streams are in
-// force for the next handshake, with no reload. When the agent goes away,
-// the last SVID stays in force until it expires (a warning is logged once
-// it is past the half of its life at which the agent would have rotated
-// it, an error once it has expired) and the connection is retried with
-// backoff (100ms doubling to 5s).
+// force for the next handshake. When the agent goes away, the last SVID
+// stays in force until it expires (logged past half its life, and once
+// expired) and the connection is retried with backoff (100ms up to 5s).
 type Keystore struct {
 	// SPIFFEID picks the SVID with this ID when the agent gives the
 	// workload several, e.g. `spiffe://example.org/proxy`. Default: the
@@ -47,11 +45,10 @@ type Keystore struct {
 	// server_auth or any. Set by the directive that uses the keystore.
 	// Default: any.
 	Usage string `json:"usage,omitempty"`
-	// InsecureTCP allows a tcp:// socket to an address that is not a
-	// loopback address. The Workload API is plaintext, unauthenticated
-	// gRPC: whoever is on the path reads the SVIDs' private keys and can
-	// answer with bundles of their own. A warning is logged when it is
-	// used. Default: false (tcp:// to 127.0.0.0/8 or ::1 only).
+	// InsecureTCP allows a tcp:// socket to a non-loopback address: the
+	// Workload API is plaintext, unauthenticated gRPC, so whoever is on the
+	// path reads the SVID's key and can answer with one of their own (a
+	// warning is logged). Default: false (tcp:// to loopback only).
 	InsecureTCP bool `json:"insecure_tcp,omitempty"`
 	// MaxStale is how long the agent may be unreachable before the last
 	// SVID counts as stale (a warning, the stale gauge, a topology
@@ -121,15 +118,13 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 }
 
 // KeyPair returns the current SVID and key (lock-free); it implements
-// keystore.Source. Never nil once provisioned, even after Cleanup (the
-// last SVID held).
+// keystore.Source. Never nil once provisioned, even after Cleanup.
 func (k *Keystore) KeyPair() *tls.Certificate { return k.Src.Current() }
 
 // OnChange runs f after each rotation; it implements keystore.Source.
 func (k *Keystore) OnChange(f func()) (cancel func()) { return k.Src.OnChange(f) }
 
-// Name is the source's name in logs and metrics; it implements
-// keystore.Source.
+// Name is the source's name in logs and metrics (keystore.Source).
 func (k *Keystore) Name() string { return k.Src.Name() }
 
 // Cleanup stops following the agent; the last module using the socket

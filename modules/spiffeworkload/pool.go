@@ -23,13 +23,11 @@ func init() {
 }
 
 // Pool trusts the X.509 bundles the SPIFFE Workload API (a SPIRE agent)
-// serves the workload: its own trust domain's and the federated ones,
-// optionally only those of TrustDomains. Each bundle's authorities vouch
-// only for SVIDs of their own trust domain (verify.Anchors, read by
-// live_trust and every identity consumer). Bundle changes the agent
-// streams are in force for the next handshake of the consumers that read
-// the pool on every handshake (live_trust, the mtls transport); when the
-// agent goes away the last bundles stay.
+// serves the workload, its own trust domain's and the federated ones (or
+// only those of TrustDomains), each one's authorities for SVIDs of their
+// own trust domain only (verify.Anchors). Consumers that read the pool at
+// each handshake (live_trust, the mtls transport) see the bundle changes
+// the agent streams; when the agent goes away the last bundles stay.
 type Pool struct {
 	// Socket is the Workload API address: `unix:///path` or
 	// `tcp://ip:port`. Default: the SPIFFE_ENDPOINT_SOCKET environment
@@ -44,11 +42,10 @@ type Pool struct {
 	// the bundles (for a pod whose agent starts beside it). Default: 0, an
 	// unreachable agent or a missing trust domain fails the load at once.
 	Wait caddy.Duration `json:"wait,omitempty"`
-	// InsecureTCP allows a tcp:// socket to an address that is not a
-	// loopback address. The Workload API is plaintext, unauthenticated
-	// gRPC: whoever is on the path reads the SVIDs' private keys and can
-	// answer with bundles of their own. A warning is logged when it is
-	// used. Default: false (tcp:// to 127.0.0.0/8 or ::1 only).
+	// InsecureTCP allows a tcp:// socket to a non-loopback address: the
+	// Workload API is plaintext, unauthenticated gRPC, so whoever is on the
+	// path reads the SVIDs' keys and can answer with bundles of their own
+	// (a warning is logged). Default: false (tcp:// to loopback only).
 	InsecureTCP bool `json:"insecure_tcp,omitempty"`
 	// MaxStale is how long the agent may be unreachable before the last
 	// bundles count as stale (a warning, the stale gauge, a topology
@@ -173,19 +170,19 @@ func trustDomain(s string) (spiffeid.TrustDomain, error) {
 // caddytls.CA. Never nil once provisioned, even after Cleanup (the last
 // bundles held: a nil pool would mean the system roots).
 func (p *Pool) CertPool() *x509.CertPool {
-	if p.Src == nil {
-		return nil
+	if a := p.CurrentAnchors(); a != nil {
+		return a.CertPool()
 	}
-	return p.Src.Current().CertPool()
+	return nil
 }
 
 // Certificates returns the current authorities; it implements
 // caddytls.CertificateProvider, so Caddy's `combined` pool can hold ours.
 func (p *Pool) Certificates() []*x509.Certificate {
-	if p.Src == nil {
-		return nil
+	if a := p.CurrentAnchors(); a != nil {
+		return a.Certificates()
 	}
-	return p.Src.Current().Certificates()
+	return nil
 }
 
 // CurrentAnchors returns the current version (lock-free); it implements
