@@ -138,12 +138,16 @@ type link struct {
 	unfollow func()
 }
 
-// provision joins the connection to addr (opening it, and waiting for the
-// first answer, when no running config holds one), waits up to wait until
-// load accepts the agent's answer, then acquires the module's source h
-// (spec, loaded from the current answer) and follows the answers with f.
+// provision checks f's max_stale, joins the connection to addr (opening
+// it, and waiting for the first answer, when no running config holds one),
+// waits up to wait until load accepts the agent's answer, then acquires the
+// module's source h (spec, loaded from the current answer) and follows the
+// answers with f.
 func provision[T any](ctx caddy.Context, l *link, h *material.Held[T], addr string, wait caddy.Duration,
 	load func(*workloadapi.X509Context) (*material.Loaded[T], error), spec material.Spec[T], f *follower) error {
+	if f.maxStale < 0 {
+		return fmt.Errorf("max_stale %s: must be positive", f.maxStale)
+	}
 	deadline := time.Now().Add(time.Duration(wait))
 	val, _, err := agents.LoadOrNew(agentKey(addr), func() (caddy.Destructor, error) {
 		return newAgent(ctx, addr, time.Duration(wait))

@@ -75,9 +75,6 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("keystore spiffe_workload: %w", err)
 	}
-	if k.MaxStale < 0 {
-		return fmt.Errorf("keystore spiffe_workload: max_stale %s: must be positive", time.Duration(k.MaxStale))
-	}
 	var id spiffeid.ID
 	if k.SPIFFEID != "" {
 		if id, err = spiffeid.FromString(k.SPIFFEID); err != nil {
@@ -107,9 +104,9 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 		Name: "spiffe_workload " + name,
 		Key:  "keystore|spiffe_workload|" + addr + "|" + k.SPIFFEID + "|" + string(usage),
 	}, &follower{
-		source:   "keystore spiffe_workload " + name,
-		maxStale: time.Duration(k.MaxStale),
-		notAfter: func() time.Time { return k.Src.Current().Leaf.NotAfter },
+		StaleSource: StaleSource{Source: "keystore spiffe_workload " + name},
+		maxStale:    time.Duration(k.MaxStale),
+		notAfter:    func() time.Time { return k.Src.Current().Leaf.NotAfter },
 	})
 	if err != nil {
 		return fmt.Errorf("keystore spiffe_workload: %w", err)

@@ -1,6 +1,7 @@
 package spiffeworkload
 
 import (
+	"cmp"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -71,13 +72,6 @@ func (p *Pool) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("trust pool spiffe_workload: %w", err)
 	}
-	maxStale := time.Duration(p.MaxStale)
-	switch {
-	case maxStale < 0:
-		return fmt.Errorf("trust pool spiffe_workload: max_stale %s: must be positive", maxStale)
-	case maxStale == 0:
-		maxStale = DefaultPoolMaxStale
-	}
 	var tds []spiffeid.TrustDomain
 	var names []string
 	for _, s := range p.TrustDomains {
@@ -102,7 +96,10 @@ func (p *Pool) Provision(ctx caddy.Context) error {
 		Kind: "spiffe_workload",
 		Name: name,
 		Key:  "spiffe_workload|pool|" + addr + "|" + strings.Join(names, ","),
-	}, &follower{source: "trust pool spiffe_workload " + name, pool: true, maxStale: maxStale})
+	}, &follower{
+		StaleSource: StaleSource{Source: "trust pool spiffe_workload " + name, Pool: true},
+		maxStale:    cmp.Or(time.Duration(p.MaxStale), DefaultPoolMaxStale),
+	})
 	if err != nil {
 		return fmt.Errorf("trust pool spiffe_workload: %w", err)
 	}

@@ -21,13 +21,12 @@ const DefaultPoolMaxStale = 24 * time.Hour
 // agent goes away"); it is flagged: a warning, the stale gauge, Stale()
 // for the topology report.
 type follower struct {
-	source   string           // the module, in logs and the report
-	pool     bool             // a trust pool (else a keystore)
+	// StaleSource is the module as Stale reports it; Since and Reason
+	// are zero while it is fresh (agent.mu).
+	StaleSource
 	reload   func() error     // reloads the module's source
 	maxStale time.Duration    // how long the agent may be unreachable; 0: no limit
 	notAfter func() time.Time // the expiry of the SVID served; nil for bundles
-	since    time.Time        // when it turned stale; zero while fresh (agent.mu)
-	reason   string           // why (agent.mu)
 }
 
 // check says why the answer is stale at now, or "" when it is not;
@@ -49,6 +48,7 @@ func (r *follower) check(now, lostAt time.Time) string {
 func (a *agent) follow(f *follower) (cancel func()) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	f.Socket = a.addr
 	a.followers[f] = true
 	return func() {
 		a.mu.Lock()
@@ -66,17 +66,17 @@ func (a *agent) checkStale() {
 	for r := range a.followers {
 		reason := r.check(now, a.lostAt)
 		switch {
-		case reason != "" && r.since.IsZero():
-			r.since, r.reason = now, reason
-			fields := []zap.Field{zap.String("source", r.source), zap.String("reason", reason)}
+		case reason != "" && r.Since.IsZero():
+			r.Since, r.Reason = now, reason
+			fields := []zap.Field{zap.String("source", r.Source), zap.String("reason", reason)}
 			if !a.lostAt.IsZero() {
 				fields = append(fields, zap.Duration("unreachable_for", now.Sub(a.lostAt).Round(time.Second)))
 			}
 			a.logger.Warn("the last answer of the Workload API is stale; still in force until the agent is back", fields...)
-		case reason == "" && !r.since.IsZero():
-			a.logger.Info("the answer of the Workload API is fresh again", zap.String("source", r.source),
-				zap.Duration("stale_for", now.Sub(r.since).Round(time.Second)))
-			r.since, r.reason = time.Time{}, ""
+		case reason == "" && !r.Since.IsZero():
+			a.logger.Info("the answer of the Workload API is fresh again", zap.String("source", r.Source),
+				zap.Duration("stale_for", now.Sub(r.Since).Round(time.Second)))
+			r.Since, r.Reason = time.Time{}, ""
 		}
 	}
 }
@@ -86,7 +86,7 @@ func (a *agent) isStale() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for r := range a.followers {
-		if !r.since.IsZero() {
+		if !r.Since.IsZero() {
 			return true
 		}
 	}
@@ -130,8 +130,8 @@ func Stale() []StaleSource {
 	for a := range liveAgents {
 		a.mu.Lock()
 		for r := range a.followers {
-			if !r.since.IsZero() {
-				out = append(out, StaleSource{Socket: a.addr, Pool: r.pool, Source: r.source, Reason: r.reason, Since: r.since})
+			if !r.Since.IsZero() {
+				out = append(out, r.StaleSource)
 			}
 		}
 		a.mu.Unlock()
