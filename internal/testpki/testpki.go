@@ -128,10 +128,7 @@ func init() { serial.Store(time.Now().UnixNano()) }
 // validity from an hour ago.
 func issue(t testing.TB, tmpl *x509.Certificate, opts []Option, parent *CA) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
 	tmpl.SerialNumber, tmpl.NotBefore = big.NewInt(serial.Add(1)), time.Now().Add(-time.Hour)
 	for _, o := range opts {
 		o(tmpl)
@@ -142,13 +139,18 @@ func issue(t testing.TB, tmpl *x509.Certificate, opts []Option, parent *CA) (*x5
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, &key.PublicKey, signer)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatal(err) // a test's options can make a template crypto/x509 refuses
 	}
-	cert, err := x509.ParseCertificate(der)
+	return must(x509.ParseCertificate(der)), key
+}
+
+// must returns v, or panics on err: for the errors crypto and the store
+// encoders return only on a bug here.
+func must[T any](v T, err error) T {
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
-	return cert, key
+	return v
 }
 
 // newCA makes a CA valid for a week, signed by parent (nil: a root).
@@ -239,11 +241,7 @@ func CertsPEM(certs ...*x509.Certificate) []byte {
 
 // KeyPEM encodes a key as PKCS#8 PEM.
 func KeyPEM(key *ecdsa.PrivateKey) []byte {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		panic(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: must(x509.MarshalPKCS8PrivateKey(key))})
 }
 
 // WriteFile writes data to dir/name (creating dir) and returns the path.

@@ -1,6 +1,7 @@
 package spiffeworkload
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,12 +50,9 @@ var monitorEvery = time.Second
 // SPIFFE_ENDPOINT_SOCKET; it must be a unix:// or tcp:// address, and a
 // tcp:// one must be a loopback address unless insecureTCP allows another.
 func socketAddress(configured string, insecureTCP bool) (string, error) {
-	addr := configured
+	addr := cmp.Or(configured, os.Getenv(workloadapi.SocketEnv))
 	if addr == "" {
-		addr = os.Getenv(workloadapi.SocketEnv)
-		if addr == "" {
-			return "", fmt.Errorf("no socket: set the socket option or %s", workloadapi.SocketEnv)
-		}
+		return "", fmt.Errorf("no socket: set the socket option or %s", workloadapi.SocketEnv)
 	}
 	if err := workloadapi.ValidateAddress(addr); err != nil {
 		return "", fmt.Errorf("socket %q: %w", addr, err)
@@ -196,12 +194,8 @@ func (backoffStrategy) NewBackoff() workloadapi.Backoff { return &expBackoff{} }
 type expBackoff struct{ next time.Duration }
 
 func (b *expBackoff) Next() time.Duration {
-	if b.next == 0 {
-		b.next = retryMin
-	}
-	d := b.next
-	b.next = min(2*b.next, retryMax)
-	return d
+	b.next = min(max(2*b.next, retryMin), retryMax)
+	return b.next
 }
 
 func (b *expBackoff) Reset() { b.next = 0 }
