@@ -161,11 +161,7 @@ func identity(s *x509svid.SVID, usage keystore.Usage) (*tls.Certificate, error) 
 	if err := keystore.CheckUsage(leaf, usage); err != nil {
 		return nil, fmt.Errorf("X509-SVID %s: %w", s.ID, err)
 	}
-	cert := &tls.Certificate{PrivateKey: s.PrivateKey, Leaf: leaf}
-	for _, c := range s.Certificates {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
-	return cert, nil
+	return &tls.Certificate{Certificate: raws(s.Certificates), PrivateKey: s.PrivateKey, Leaf: leaf}, nil
 }
 
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens.

@@ -104,20 +104,14 @@ func (a *agent) now() time.Time {
 // StaleSource is a module whose last answer from the Workload API counts
 // as stale: still in force, flagged.
 type StaleSource struct {
-	// Socket is the Workload API address.
-	Socket string
-	// Pool is true for a trust pool's bundles, false for a keystore's
-	// SVID.
-	Pool bool
+	Socket string // the Workload API address
+	Pool   bool   // a trust pool's bundles (else a keystore's SVID)
 	// Source names the module: "trust pool spiffe_workload <socket>
 	// [<trust domains>]" or "keystore spiffe_workload <socket> <spiffe_id
 	// or default_svid> <usage>".
 	Source string
-	// Reason says why: the agent unreachable for longer than max_stale, or
-	// the SVID expired.
-	Reason string
-	// Since is when it turned stale.
-	Since time.Time
+	Reason string    // why: the agent unreachable for longer than max_stale, or the SVID expired
+	Since  time.Time // when it turned stale
 }
 
 // Stale lists the stale sources of every connection of this process,
