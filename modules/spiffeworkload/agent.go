@@ -263,17 +263,14 @@ func newAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error
 		logger.Info("connected to the Workload API", zap.Duration("wait", wait))
 		return a, nil
 	}
-	a.close()
+	a.close() // the watch is over: lastErr is settled
 	if err != errNoAnswer {
 		return nil, fmt.Errorf("the Workload API at %s %s", addr, describe(err))
 	}
-	a.mu.Lock()
-	last := a.lastErr
-	a.mu.Unlock()
-	if last == nil {
+	if a.lastErr == nil {
 		return nil, fmt.Errorf("the Workload API at %s did not answer within %s", addr, limit)
 	}
-	return nil, fmt.Errorf("the Workload API at %s gave no identity within %s: it %s", addr, limit, describe(last))
+	return nil, fmt.Errorf("the Workload API at %s gave no identity within %s: it %s", addr, limit, describe(a.lastErr))
 }
 
 // describe says what a watch error means, for the load error.
