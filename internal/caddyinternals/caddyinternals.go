@@ -48,21 +48,17 @@ type PolicyHolder interface {
 	TLSConnectionPolicies() caddytls.ConnectionPolicies
 }
 
-// VerifierPolicy returns the TLS connection policy whose client_auth
-// verifiers ctx is provisioning: called from a
-// `tls.client_auth.verifier.*` module's Provision, it is the policy the
-// verifier belongs to; nil when there is none (the verifier is used
-// elsewhere).
+// VerifierPolicy returns, from a `tls.client_auth.verifier.*` module's
+// Provision, the TLS connection policy the verifier belongs to; nil when
+// there is none (the verifier is used elsewhere). The policies are those
+// of the nearest layer-4 tls or terminate_tls handler above it, else the
+// HTTP server's.
 //
 // It relies on the order of caddytls.ConnectionPolicies.Provision: a
-// policy's TLSConfig is built (ClientAuth and ClientCAs set from mode and
-// trust_pool) before its verifiers are loaded, and Caddy clears a
-// policy's VerifiersRaw once they all are. So while a verifier
-// provisions, its own policy is the one with both a TLSConfig and
-// VerifiersRaw: the ones before it have no VerifiersRaw left, the ones
-// after it no TLSConfig yet. The policies are those of the nearest
-// layer-4 tls or terminate_tls handler above the verifier, else those
-// of the HTTP server.
+// policy's TLSConfig is built (ClientAuth and ClientCAs from mode and
+// trust_pool) before its verifiers are loaded, and its VerifiersRaw is
+// cleared once they are. So the verifier's own policy is the one with both:
+// those before it have no VerifiersRaw left, those after no TLSConfig yet.
 func VerifierPolicy(ctx caddy.Context) *caddytls.ConnectionPolicy {
 	for _, p := range policiesAround(ctx) {
 		if p != nil && p.TLSConfig != nil && p.ClientAuthentication != nil && len(p.ClientAuthentication.VerifiersRaw) > 0 {
@@ -93,11 +89,10 @@ func policiesAround(ctx caddy.Context) caddytls.ConnectionPolicies {
 // Provision), or nil.
 //
 // It relies on the order of the http app's provisioning: the top-level
-// routes' matchers are provisioned first (so MatcherSets holds the host
-// matchers), then each route's handlers in turn, and Caddy clears a
-// route's HandlersRaw once its handlers are loaded. So the route being
-// provisioned is the first one that still has HandlersRaw. The server's
-// error routes come after its routes.
+// routes' matchers first (so MatcherSets holds the host matchers), then
+// each route's handlers in turn, its HandlersRaw cleared once they are
+// loaded, the error routes last. So the route being provisioned is the
+// first one that still has HandlersRaw.
 func CurrentRoute(ctx caddy.Context) *caddyhttp.Route {
 	srv := HTTPServer(ctx)
 	if srv == nil {
@@ -123,11 +118,10 @@ func CurrentRoute(ctx caddy.Context) *caddyhttp.Route {
 // `not`, not nested in a subroute (its parent module is the wrapper
 // itself). Nil otherwise.
 //
-// It relies on the order of caddy-l4's route provisioning: the routes
-// are provisioned in turn, each route's matchers loaded from its
-// MatcherSetsRaw, which is cleared once they all are. So the route being
-// provisioned is the first one that still has MatcherSetsRaw, and the
-// matcher can read its siblings there.
+// It relies on the order of caddy-l4's route provisioning: the routes in
+// turn, each route's MatcherSetsRaw cleared once its matchers are loaded.
+// So the route being provisioned is the first one that still has
+// MatcherSetsRaw, and the matcher can read its siblings there.
 func WrapperRoute(ctx caddy.Context) *layer4.Route {
 	mods := ctx.Modules()
 	if len(mods) < 2 {

@@ -115,6 +115,15 @@ func (p *probeMatcher) Provision(ctx caddy.Context) error {
 
 func (*probeMatcher) Match(*layer4.Connection) (bool, error) { return false, nil }
 
+// ServerHosts returns the host names of every top-level route of srv.
+func ServerHosts(srv *caddyhttp.Server) []string {
+	var hosts []string
+	for i := range srv.Routes {
+		hosts = append(hosts, RouteHosts(&srv.Routes[i])...)
+	}
+	return hosts
+}
+
 func boolString(b bool) string {
 	if b {
 		return "yes"

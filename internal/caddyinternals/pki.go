@@ -35,21 +35,15 @@ func PKIKey(id, file string) string { return path.Join(PKIPrefix(id), file) }
 
 // PKICA is the in-memory copy of a provisioned caddypki.CA: the root,
 // intermediate chain and key that `tls internal` and acme_server issue
-// from. Caddy loads it from storage when its config loads and never reads
-// storage again; caddypki.CA has no setter. The cluster, which renews the
-// intermediate in storage for every node, keeps each node's copy in step
-// by writing the CA's unexported fields (root, interChain, interKey) under
-// the CA's own mutex (mu), exactly as Caddy's renewCertsForCA does after
-// renewing. TestPKICAFields pins the fields against Caddy's own getters.
-//
-// A reload of the running config would make Caddy read the CA again; why
-// the cluster does not take that route: docs/architecture.md.
-//
-// caddypki.CA's getters have value receivers: they copy the whole struct
-// before taking the lock, so any in-place update, Caddy's own renewal
-// included, is a data race to Go's race detector. The update happens once
-// per renewal and replaces a slice and two pointers; Get reads the fields
-// under the lock rather than through those getters.
+// from. Caddy reads them from storage only when its config loads, and
+// caddypki.CA has no setter, so the cluster, which renews the intermediate
+// in storage for every node, keeps each node's copy in step by writing the
+// unexported fields (root, interChain, interKey) under the CA's own mutex
+// (mu), as Caddy's renewCertsForCA does (why not a config reload:
+// docs/architecture.md). TestPKICAFields pins the fields against Caddy's
+// own getters. Those getters copy the whole struct before taking the lock
+// (value receivers), a data race with any in-place update to Go's race
+// detector: Get reads the fields under the lock instead.
 type PKICA struct {
 	mu         **sync.RWMutex
 	root       **x509.Certificate
@@ -61,37 +55,25 @@ type PKICA struct {
 // certificates, checked by name and type; an error says which differs.
 func OpenPKICA(ca *caddypki.CA) (*PKICA, error) {
 	v := reflect.ValueOf(ca).Elem()
-	field := func(name string, want reflect.Type) (unsafe.Pointer, error) {
-		sf, ok := v.Type().FieldByName(name)
+	var f PKICA
+	for _, fd := range []struct {
+		name string
+		dst  any // a pointer to the PKICA field to point at the CA's field
+	}{{"mu", &f.mu}, {"root", &f.root}, {"interChain", &f.interChain}, {"interKey", &f.interKey}} {
+		want := reflect.TypeOf(fd.dst).Elem().Elem()
+		sf, ok := v.Type().FieldByName(fd.name)
 		if !ok {
-			return nil, fmt.Errorf("caddypki.CA has no field %s (written against Caddy %s)", name, CaddyVersion)
+			return nil, fmt.Errorf("caddypki.CA has no field %s (written against Caddy %s)", fd.name, CaddyVersion)
 		}
 		if sf.Type != want {
-			return nil, fmt.Errorf("caddypki.CA field %s is %s, want %s (written against Caddy %s)", name, sf.Type, want, CaddyVersion)
+			return nil, fmt.Errorf("caddypki.CA field %s is %s, want %s (written against Caddy %s)", fd.name, sf.Type, want, CaddyVersion)
 		}
-		return unsafe.Pointer(v.FieldByIndex(sf.Index).UnsafeAddr()), nil
+		addr := unsafe.Pointer(v.FieldByIndex(sf.Index).UnsafeAddr())
+		reflect.ValueOf(fd.dst).Elem().Set(reflect.NewAt(want, addr))
 	}
-	var f PKICA
-	p, err := field("mu", reflect.TypeFor[*sync.RWMutex]())
-	if err != nil {
-		return nil, err
-	}
-	f.mu = (**sync.RWMutex)(p)
 	if *f.mu == nil {
 		return nil, fmt.Errorf("caddypki.CA is not provisioned")
 	}
-	if p, err = field("root", reflect.TypeFor[*x509.Certificate]()); err != nil {
-		return nil, err
-	}
-	f.root = (**x509.Certificate)(p)
-	if p, err = field("interChain", reflect.TypeFor[[]*x509.Certificate]()); err != nil {
-		return nil, err
-	}
-	f.interChain = (*[]*x509.Certificate)(p)
-	if p, err = field("interKey", reflect.TypeFor[crypto.Signer]()); err != nil {
-		return nil, err
-	}
-	f.interKey = (*crypto.Signer)(p)
 	return &f, nil
 }
 

@@ -27,15 +27,6 @@ func RouteHosts(r *caddyhttp.Route) []string {
 	return hosts
 }
 
-// ServerHosts returns the host names of every top-level route of srv.
-func ServerHosts(srv *caddyhttp.Server) []string {
-	var hosts []string
-	for i := range srv.Routes {
-		hosts = append(hosts, RouteHosts(&srv.Routes[i])...)
-	}
-	return hosts
-}
-
 // PolicyForHost returns the first of an HTTP server's TLS connection
 // policies that a handshake for host may select, read before the policies
 // are provisioned (their matchers still raw JSON, as they are while the

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
 // Validate provisions the JSON config cfg and cleans it up, with Caddy's
@@ -25,7 +26,7 @@ func Validate(t testing.TB, cfg []byte) (warnings []map[string]any, err error) {
 	}
 	dir := t.TempDir()
 	logFile := filepath.Join(dir, "log")
-	c.StorageRaw = caddyJSON(t, map[string]string{"module": "file_system", "root": filepath.Join(dir, "storage")})
+	c.StorageRaw = caddyconfig.JSON(map[string]string{"module": "file_system", "root": filepath.Join(dir, "storage")}, nil)
 	if c.Logging == nil {
 		c.Logging = new(caddy.Logging)
 	}
@@ -33,8 +34,8 @@ func Validate(t testing.TB, cfg []byte) (warnings []map[string]any, err error) {
 		c.Logging.Logs = map[string]*caddy.CustomLog{}
 	}
 	c.Logging.Logs["default"] = &caddy.CustomLog{BaseLog: caddy.BaseLog{
-		WriterRaw:  caddyJSON(t, map[string]string{"output": "file", "filename": logFile}),
-		EncoderRaw: caddyJSON(t, map[string]string{"format": "json"}),
+		WriterRaw:  caddyconfig.JSON(map[string]string{"output": "file", "filename": logFile}, nil),
+		EncoderRaw: caddyconfig.JSON(map[string]string{"format": "json"}, nil),
 		Level:      "DEBUG",
 	}}
 	err = caddy.Validate(&c)
@@ -46,12 +47,4 @@ func Validate(t testing.TB, cfg []byte) (warnings []map[string]any, err error) {
 		}
 	}
 	return warnings, err
-}
-
-func caddyJSON(t testing.TB, v any) json.RawMessage {
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

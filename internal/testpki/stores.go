@@ -3,7 +3,8 @@ package testpki
 import (
 	"bytes"
 	"crypto/x509"
-	"sort"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -23,22 +24,14 @@ func p12Encoder(legacy bool) *pkcs12.Encoder {
 // (RC2/3DES with a SHA-1 MAC).
 func PKCS12Keystore(t testing.TB, l *Leaf, password string, legacy bool) []byte {
 	t.Helper()
-	data, err := p12Encoder(legacy).Encode(l.Key, l.Cert, l.Chain, password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return must(p12Encoder(legacy).Encode(l.Key, l.Cert, l.Chain, password))
 }
 
 // PKCS12Truststore encodes certificates as a Java-style PKCS#12 truststore
 // (each a trusted-certificate entry).
 func PKCS12Truststore(t testing.TB, certs []*x509.Certificate, password string, legacy bool) []byte {
 	t.Helper()
-	data, err := p12Encoder(legacy).EncodeTrustStore(certs, password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return must(p12Encoder(legacy).EncodeTrustStore(certs, password))
 }
 
 // JKSKeystore encodes leaf and its chain as a JKS keystore with one
@@ -46,11 +39,7 @@ func PKCS12Truststore(t testing.TB, certs []*x509.Certificate, password string, 
 func JKSKeystore(t testing.TB, alias string, l *Leaf, storePass, keyPass string) []byte {
 	t.Helper()
 	ks := keystore.New()
-	der, err := x509.MarshalPKCS8PrivateKey(l.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	entry := keystore.PrivateKeyEntry{CreationTime: time.Now(), PrivateKey: der}
+	entry := keystore.PrivateKeyEntry{CreationTime: time.Now(), PrivateKey: must(x509.MarshalPKCS8PrivateKey(l.Key))}
 	for _, c := range append([]*x509.Certificate{l.Cert}, l.Chain...) {
 		entry.CertificateChain = append(entry.CertificateChain, keystore.Certificate{Type: "X509", Content: c.Raw})
 	}
@@ -65,12 +54,7 @@ func JKSKeystore(t testing.TB, alias string, l *Leaf, storePass, keyPass string)
 func JKSTruststore(t testing.TB, certs map[string]*x509.Certificate, storePass string) []byte {
 	t.Helper()
 	ks := keystore.New()
-	aliases := make([]string, 0, len(certs))
-	for a := range certs {
-		aliases = append(aliases, a)
-	}
-	sort.Strings(aliases)
-	for _, a := range aliases {
+	for _, a := range slices.Sorted(maps.Keys(certs)) {
 		err := ks.SetTrustedCertificateEntry(a, keystore.TrustedCertificateEntry{
 			CreationTime: time.Now(),
 			Certificate:  keystore.Certificate{Type: "X509", Content: certs[a].Raw},

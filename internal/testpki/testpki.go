@@ -6,6 +6,7 @@
 package testpki
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,6 +19,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -116,87 +119,81 @@ type Leaf struct {
 	Chain []*x509.Certificate
 }
 
-var serial = big.NewInt(time.Now().UnixNano())
+var serial atomic.Int64
 
-func nextSerial() *big.Int {
-	return new(big.Int).Add(serial.Add(serial, big.NewInt(1)), big.NewInt(0))
-}
+func init() { serial.Store(time.Now().UnixNano()) }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
+// issue makes a key and a certificate for it from tmpl (after opts), signed
+// by parent (nil: self-signed); it gives tmpl a fresh serial number and
+// validity from an hour ago.
+func issue(t testing.TB, tmpl *x509.Certificate, opts []Option, parent *CA) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	tmpl.SerialNumber, tmpl.NotBefore = big.NewInt(serial.Add(1)), time.Now().Add(-time.Hour)
+	for _, o := range opts {
+		o(tmpl)
 	}
-	return k
+	issuer, signer := tmpl, key
+	if parent != nil {
+		issuer, signer = parent.Cert, parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, &key.PublicKey, signer)
+	if err != nil {
+		t.Fatal(err) // a test's options can make a template crypto/x509 refuses
+	}
+	return must(x509.ParseCertificate(der)), key
 }
 
-func sign(t testing.TB, tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, signer *ecdsa.PrivateKey) *x509.Certificate {
+// must returns v, or panics on err: for the errors crypto and the store
+// encoders return only on a bug here.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// newCA makes a CA valid for a week, signed by parent (nil: a root).
+func newCA(t testing.TB, cn string, opts []Option, parent *CA) *CA {
 	t.Helper()
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
-}
-
-func caTemplate(cn string, opts []Option) *x509.Certificate {
-	tmpl := &x509.Certificate{
-		SerialNumber:          nextSerial(),
+	cert, key := issue(t, &x509.Certificate{
 		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(7 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
+	}, opts, parent)
+	ca := &CA{Cert: cert, Key: key, Chain: []*x509.Certificate{cert}}
+	if parent != nil {
+		ca.Chain = append(ca.Chain, parent.Chain...)
 	}
-	for _, o := range opts {
-		o(tmpl)
-	}
-	return tmpl
+	return ca
 }
 
 // NewCA makes a self-signed root CA.
 func NewCA(t testing.TB, cn string, opts ...Option) *CA {
 	t.Helper()
-	key := newKey(t)
-	tmpl := caTemplate(cn, opts)
-	cert := sign(t, tmpl, tmpl, &key.PublicKey, key)
-	return &CA{Cert: cert, Key: key, Chain: []*x509.Certificate{cert}}
+	return newCA(t, cn, opts, nil)
 }
 
 // NewIntermediate makes an intermediate CA signed by ca.
 func (ca *CA) NewIntermediate(t testing.TB, cn string, opts ...Option) *CA {
 	t.Helper()
-	key := newKey(t)
-	cert := sign(t, caTemplate(cn, opts), ca.Cert, &key.PublicKey, ca.Key)
-	return &CA{Cert: cert, Key: key, Chain: append([]*x509.Certificate{cert}, ca.Chain...)}
+	return newCA(t, cn, opts, ca)
 }
 
 // Issue makes a leaf signed by ca. By default it is valid for a day from an
 // hour ago, with both the serverAuth and clientAuth usages, and CN "leaf".
 func (ca *CA) Issue(t testing.TB, opts ...Option) *Leaf {
 	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(),
-		Subject:      pkix.Name{CommonName: "leaf"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	for _, o := range opts {
-		o(tmpl)
-	}
-	cert := sign(t, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	cert, key := issue(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "leaf"},
+		NotAfter:    time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}, opts, ca)
 	// the leaf's chain: the intermediates, i.e. ca.Chain without the root
-	chain := ca.Chain[:len(ca.Chain)-1]
-	return &Leaf{Cert: cert, Key: key, Chain: append([]*x509.Certificate(nil), chain...)}
+	return &Leaf{Cert: cert, Key: key, Chain: slices.Clone(ca.Chain[:len(ca.Chain)-1])}
 }
 
 // Root is the self-signed root at the end of ca's chain.
@@ -244,11 +241,7 @@ func CertsPEM(certs ...*x509.Certificate) []byte {
 
 // KeyPEM encodes a key as PKCS#8 PEM.
 func KeyPEM(key *ecdsa.PrivateKey) []byte {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		panic(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: must(x509.MarshalPKCS8PrivateKey(key))})
 }
 
 // WriteFile writes data to dir/name (creating dir) and returns the path.
@@ -274,33 +267,17 @@ func WriteFile(t testing.TB, dir, name string, data []byte) string {
 // from PEM, for example the root or intermediate Caddy's pki app stored.
 func ParseCA(t testing.TB, certPEM, keyPEM []byte) *CA {
 	t.Helper()
-	var chain []*x509.Certificate
-	for rest := certPEM; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		chain = append(chain, c)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatalf("ParseCA: %v", err)
 	}
-	kb, _ := pem.Decode(keyPEM)
-	if len(chain) == 0 || kb == nil {
-		t.Fatal("ParseCA: no certificate or no key")
+	chain, err := x509.ParseCertificates(bytes.Join(pair.Certificate, nil))
+	if err != nil {
+		t.Fatalf("ParseCA: %v", err)
 	}
-	var key any
-	var err error
-	if key, err = x509.ParsePKCS8PrivateKey(kb.Bytes); err != nil {
-		if key, err = x509.ParseECPrivateKey(kb.Bytes); err != nil {
-			t.Fatalf("ParseCA: key: %v", err)
-		}
-	}
-	ec, ok := key.(*ecdsa.PrivateKey)
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
 	if !ok {
-		t.Fatalf("ParseCA: key is %T, not ECDSA", key)
+		t.Fatalf("ParseCA: key is %T, not ECDSA", pair.PrivateKey)
 	}
-	return &CA{Cert: chain[0], Key: ec, Chain: chain}
+	return &CA{Cert: chain[0], Key: key, Chain: chain}
 }

@@ -1,6 +1,7 @@
 package spiffeworkload
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,12 +50,9 @@ var monitorEvery = time.Second
 // SPIFFE_ENDPOINT_SOCKET; it must be a unix:// or tcp:// address, and a
 // tcp:// one must be a loopback address unless insecureTCP allows another.
 func socketAddress(configured string, insecureTCP bool) (string, error) {
-	addr := configured
+	addr := cmp.Or(configured, os.Getenv(workloadapi.SocketEnv))
 	if addr == "" {
-		addr = os.Getenv(workloadapi.SocketEnv)
-		if addr == "" {
-			return "", fmt.Errorf("no socket: set the socket option or %s", workloadapi.SocketEnv)
-		}
+		return "", fmt.Errorf("no socket: set the socket option or %s", workloadapi.SocketEnv)
 	}
 	if err := workloadapi.ValidateAddress(addr); err != nil {
 		return "", fmt.Errorf("socket %q: %w", addr, err)
@@ -106,6 +104,9 @@ type agent struct {
 	wg      sync.WaitGroup
 	current atomic.Pointer[workloadapi.X509Context]
 	errs    chan error // the watch's errors while the first answer is awaited
+	// bundles holds a metric source per trust domain (metrics.go); only
+	// the watch's goroutine uses it, then close once the watch is over.
+	bundles map[string]*material.Reloadable[struct{}]
 
 	disconnects atomic.Uint64
 	up          atomic.Bool
@@ -114,11 +115,8 @@ type agent struct {
 	updated   chan struct{}
 	lastErr   error
 	lostAt    time.Time
-	listeners map[int]func()
-	nextID    int
-	warned    map[string]bool                           // serials warned about (near expiry, expired)
-	bundles   map[string]*material.Reloadable[struct{}] // per trust domain, for metrics
-	stale     map[int]*staleRule                        // the modules' staleness rules (stale.go)
+	followers map[*follower]bool // the modules that follow the answers (stale.go)
+	warned    map[string]bool    // serials warned about (near expiry, expired)
 	closed    bool
 
 	clock atomic.Pointer[func() time.Time] // nil: time.Now (tests move it)
@@ -129,24 +127,63 @@ var agents = caddy.NewUsagePool()
 // testLogger, when set (tests), replaces the logger of new connections.
 var testLogger *zap.Logger
 
-// acquireAgent returns the shared connection to addr, connecting (and
-// waiting for the first answer, up to wait) when no running config holds
-// one. Each successful call is paired with releaseAgent.
-func acquireAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error) {
-	val, _, err := agents.LoadOrNew(agentKey(addr), func() (caddy.Destructor, error) {
-		return newAgent(ctx, addr, wait)
-	})
-	if err != nil {
-		return nil, err
-	}
-	registerAgentMetrics(ctx)
-	return val.(*agent), nil
+func agentKey(addr string) string { return "spiffe_workload|" + addr }
+
+// link is a module's hold on the connection to its socket.
+type link struct {
+	addr     string
+	agent    *agent
+	unfollow func()
 }
 
-// releaseAgent gives a connection back; the last release closes it.
-func releaseAgent(addr string) { _, _ = agents.Delete(agentKey(addr)) }
+// provision checks f's max_stale, joins the connection to addr (opening
+// it, and waiting for the first answer, when no running config holds one),
+// waits up to wait until load accepts the agent's answer, then acquires the
+// module's source h (spec, loaded from the current answer) and follows the
+// answers with f.
+func provision[T any](ctx caddy.Context, l *link, h *material.Held[T], addr string, wait caddy.Duration,
+	load func(*workloadapi.X509Context) (*material.Loaded[T], error), spec material.Spec[T], f *follower) error {
+	if f.maxStale < 0 {
+		return fmt.Errorf("max_stale %s: must be positive", f.maxStale)
+	}
+	deadline := time.Now().Add(time.Duration(wait))
+	val, _, err := agents.LoadOrNew(agentKey(addr), func() (caddy.Destructor, error) {
+		return newAgent(ctx, addr, time.Duration(wait))
+	})
+	if err != nil {
+		return err
+	}
+	material.RegisterCollectors(ctx, "spiffe_workload", agentCollector{})
+	a := val.(*agent)
+	l.addr, l.agent = addr, a
+	if err := a.waitFor(deadline, nil, func(x *workloadapi.X509Context) error {
+		_, err := load(x)
+		return err
+	}); err != nil {
+		return err
+	}
+	// the agent's answers drive the reloads; the poll is a safety net
+	spec.Poll = time.Minute
+	spec.Load = func() (*material.Loaded[T], error) { return load(a.current.Load()) }
+	if err := h.Acquire(ctx, spec); err != nil {
+		return err
+	}
+	f.reload = h.Src.Reload
+	l.unfollow = a.follow(f)
+	return nil
+}
 
-func agentKey(addr string) string { return "spiffe_workload|" + addr }
+// release stops following the agent and gives the connection back; the
+// last module using the socket closes it.
+func (l *link) release() {
+	if l.unfollow != nil {
+		l.unfollow()
+	}
+	if l.agent != nil {
+		l.agent = nil
+		_, _ = agents.Delete(agentKey(l.addr))
+	}
+}
 
 type backoffStrategy struct{}
 
@@ -157,12 +194,8 @@ func (backoffStrategy) NewBackoff() workloadapi.Backoff { return &expBackoff{} }
 type expBackoff struct{ next time.Duration }
 
 func (b *expBackoff) Next() time.Duration {
-	if b.next == 0 {
-		b.next = retryMin
-	}
-	d := b.next
-	b.next = min(2*b.next, retryMax)
-	return d
+	b.next = min(max(2*b.next, retryMin), retryMax)
+	return b.next
 }
 
 func (b *expBackoff) Reset() { b.next = 0 }
@@ -201,50 +234,43 @@ func newAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error
 		client:    client,
 		cancel:    cancel,
 		errs:      make(chan error, 1),
-		updated:   make(chan struct{}),
-		listeners: map[int]func(){},
-		warned:    map[string]bool{},
 		bundles:   map[string]*material.Reloadable[struct{}]{},
-		stale:     map[int]*staleRule{},
+		updated:   make(chan struct{}),
+		followers: map[*follower]bool{},
+		warned:    map[string]bool{},
 	}
 	a.wg.Add(2)
 	go a.watch(wctx)
 	go a.monitor(wctx)
 
-	limit := wait
-	if limit <= 0 {
-		limit = firstAnswer
+	// without wait, the first error fails the load at once
+	limit, fail := wait, (<-chan error)(nil)
+	if wait <= 0 {
+		limit, fail = firstAnswer, a.errs
 	}
-	timer := time.NewTimer(limit)
-	defer timer.Stop()
-	for {
-		a.mu.Lock()
-		upd := a.updated
-		a.mu.Unlock()
-		if a.current.Load() != nil {
-			a.up.Store(true)
-			registerAgent(a)
-			logger.Info("connected to the Workload API", zap.Duration("wait", wait))
-			return a, nil
+	errNoAnswer := errors.New("no answer")
+	err = a.waitFor(time.Now().Add(limit), fail, func(x *workloadapi.X509Context) error {
+		if x == nil {
+			return errNoAnswer
 		}
-		select {
-		case <-upd:
-		case err := <-a.errs:
-			if wait <= 0 {
-				a.close()
-				return nil, fmt.Errorf("the Workload API at %s %s", addr, describe(err))
-			}
-		case <-timer.C:
-			a.close()
-			a.mu.Lock()
-			last := a.lastErr
-			a.mu.Unlock()
-			if last == nil {
-				return nil, fmt.Errorf("the Workload API at %s did not answer within %s", addr, limit)
-			}
-			return nil, fmt.Errorf("the Workload API at %s gave no identity within %s: it %s", addr, limit, describe(last))
-		}
+		return nil
+	})
+	if err == nil {
+		a.up.Store(true)
+		liveMu.Lock()
+		liveAgents[a] = struct{}{}
+		liveMu.Unlock()
+		logger.Info("connected to the Workload API", zap.Duration("wait", wait))
+		return a, nil
 	}
+	a.close() // the watch is over: lastErr is settled
+	if err != errNoAnswer {
+		return nil, fmt.Errorf("the Workload API at %s %s", addr, describe(err))
+	}
+	if a.lastErr == nil {
+		return nil, fmt.Errorf("the Workload API at %s did not answer within %s", addr, limit)
+	}
+	return nil, fmt.Errorf("the Workload API at %s gave no identity within %s: it %s", addr, limit, describe(a.lastErr))
 }
 
 // describe says what a watch error means, for the load error.
@@ -285,16 +311,13 @@ func (a *agent) OnX509ContextUpdate(x *workloadapi.X509Context) {
 	a.lastErr = nil
 	close(a.updated)
 	a.updated = make(chan struct{})
-	listeners := make([]func(), 0, len(a.listeners))
-	for _, f := range a.listeners {
-		listeners = append(listeners, f)
-	}
+	followers := slices.Collect(maps.Keys(a.followers))
 	a.mu.Unlock()
 	a.syncBundleSources(x)
-	for _, f := range listeners {
-		f()
+	for _, f := range followers {
+		_ = f.reload()
 	}
-	a.checkStale() // after the listeners: the modules serve the new answer
+	a.checkStale() // after the reloads: the modules serve the new answer
 }
 
 // OnX509ContextWatchError hears every failed watch attempt (go-spiffe
@@ -323,11 +346,8 @@ func (a *agent) OnX509ContextWatchError(err error) {
 	a.lostAt = a.now()
 	a.disconnects.Add(1)
 	fields := []zap.Field{zap.Error(err)}
-	if x := a.current.Load(); x != nil {
-		for _, s := range x.SVIDs {
-			fields = append(fields, material.TimeField("svid_not_after", s.Certificates[0].NotAfter))
-			break
-		}
+	if x := a.current.Load(); x != nil && len(x.SVIDs) > 0 {
+		fields = append(fields, material.TimeField("svid_not_after", x.SVIDs[0].Certificates[0].NotAfter))
 	}
 	a.logger.Warn("Workload API unreachable; keeping the last X509-SVIDs and bundles until they expire, reconnecting", fields...)
 }
@@ -347,11 +367,8 @@ func (a *agent) monitor(ctx context.Context) {
 		case <-t.C:
 		}
 		a.checkStale()
-		if a.up.Load() {
-			continue
-		}
 		x := a.current.Load()
-		if x == nil {
+		if x == nil || a.up.Load() {
 			continue
 		}
 		now := a.now()
@@ -379,46 +396,26 @@ func (a *agent) monitor(ctx context.Context) {
 	}
 }
 
-// onUpdate runs f after each answer from the agent, on the watch's
-// goroutine; the returned func unregisters it.
-func (a *agent) onUpdate(f func()) (cancel func()) { return register(a, a.listeners, f) }
-
-// register adds v to m (one of a's maps, guarded by a.mu) under a new id;
-// the returned func removes it.
-func register[T any](a *agent, m map[int]T, v T) (cancel func()) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	id := a.nextID
-	a.nextID++
-	m[id] = v
-	return func() {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		delete(m, id)
-	}
-}
-
-// waitFor waits until check accepts the current answer, or until
-// deadline; it returns check's last error.
-func (a *agent) waitFor(deadline time.Time, check func(*workloadapi.X509Context) error) error {
+// waitFor waits until check accepts the current answer, until deadline,
+// or until an error arrives on fail (nil: none does); it returns check's
+// last error, or fail's.
+func (a *agent) waitFor(deadline time.Time, fail <-chan error, check func(*workloadapi.X509Context) error) error {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
 	for {
 		a.mu.Lock()
 		upd := a.updated
 		a.mu.Unlock()
 		err := check(a.current.Load())
-		if err == nil {
-			return nil
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
+		if err == nil || !time.Now().Before(deadline) {
 			return err
 		}
-		t := time.NewTimer(left)
 		select {
 		case <-upd:
-		case <-t.C:
+		case err := <-fail:
+			return err
+		case <-timer.C:
 		}
-		t.Stop()
 	}
 }
 
@@ -440,12 +437,10 @@ func (a *agent) close() {
 	a.cancel()
 	a.wg.Wait()
 	_ = a.client.Close()
-	unregisterAgent(a)
-	a.mu.Lock()
-	tds := slices.Sorted(maps.Keys(a.bundles))
-	a.bundles = map[string]*material.Reloadable[struct{}]{}
-	a.mu.Unlock()
-	for _, td := range tds {
+	liveMu.Lock()
+	delete(liveAgents, a)
+	liveMu.Unlock()
+	for td := range a.bundles {
 		material.Release(a.bundleKey(td))
 	}
 	a.logger.Debug("Workload API connection closed")

@@ -66,10 +66,11 @@ func FuzzAgentAnswer(f *testing.F) {
 			}
 		}
 		for _, tds := range [][]spiffeid.TrustDomain{nil, {td}} {
-			anc, _, err := bundleAnchors(x, tds)
+			l, err := bundleAnchors(x, tds)
 			if err != nil {
 				continue
 			}
+			anc := l.Value
 			if !anc.SPIFFE() {
 				t.Fatal("a version of the agent's bundles is not scoped per trust domain")
 			}

@@ -1,11 +1,11 @@
 package spiffeworkload
 
 import (
-	"crypto/sha256"
+	"cmp"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,11 +25,9 @@ func init() {
 
 // Keystore is the workload's X509-SVID and its private key, from the
 // SPIFFE Workload API (a SPIRE agent). Rotations the agent streams are in
-// force for the next handshake, with no reload. When the agent goes away,
-// the last SVID stays in force until it expires (a warning is logged once
-// it is past the half of its life at which the agent would have rotated
-// it, an error once it has expired) and the connection is retried with
-// backoff (100ms doubling to 5s).
+// force for the next handshake. When the agent goes away, the last SVID
+// stays in force until it expires (logged past half its life, and once
+// expired) and the connection is retried with backoff (100ms up to 5s).
 type Keystore struct {
 	// SPIFFEID picks the SVID with this ID when the agent gives the
 	// workload several, e.g. `spiffe://example.org/proxy`. Default: the
@@ -47,11 +45,10 @@ type Keystore struct {
 	// server_auth or any. Set by the directive that uses the keystore.
 	// Default: any.
 	Usage string `json:"usage,omitempty"`
-	// InsecureTCP allows a tcp:// socket to an address that is not a
-	// loopback address. The Workload API is plaintext, unauthenticated
-	// gRPC: whoever is on the path reads the SVIDs' private keys and can
-	// answer with bundles of their own. A warning is logged when it is
-	// used. Default: false (tcp:// to 127.0.0.0/8 or ::1 only).
+	// InsecureTCP allows a tcp:// socket to a non-loopback address: the
+	// Workload API is plaintext, unauthenticated gRPC, so whoever is on the
+	// path reads the SVID's key and can answer with one of their own (a
+	// warning is logged). Default: false (tcp:// to loopback only).
 	InsecureTCP bool `json:"insecure_tcp,omitempty"`
 	// MaxStale is how long the agent may be unreachable before the last
 	// SVID counts as stale (a warning, the stale gauge, a topology
@@ -60,10 +57,7 @@ type Keystore struct {
 	MaxStale caddy.Duration `json:"max_stale,omitempty"`
 
 	material.Held[*tls.Certificate]
-	addr     string
-	agent    *agent
-	unlisten func()
-	unstale  func()
+	link
 }
 
 // CaddyModule returns the Caddy module information.
@@ -81,9 +75,6 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("keystore spiffe_workload: %w", err)
 	}
-	if k.MaxStale < 0 {
-		return fmt.Errorf("keystore spiffe_workload: max_stale %s: must be positive", time.Duration(k.MaxStale))
-	}
 	var id spiffeid.ID
 	if k.SPIFFEID != "" {
 		if id, err = spiffeid.FromString(k.SPIFFEID); err != nil {
@@ -94,95 +85,50 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("keystore spiffe_workload: %w", err)
 	}
-	deadline := time.Now().Add(time.Duration(k.Wait))
-	a, err := acquireAgent(ctx, addr, time.Duration(k.Wait))
-	if err != nil {
-		return fmt.Errorf("keystore spiffe_workload: %w", err)
-	}
-	k.addr, k.agent = addr, a
-	pick := func(x *workloadapi.X509Context) (*tls.Certificate, []*x509.Certificate, error) {
+	load := func(x *workloadapi.X509Context) (*material.Loaded[*tls.Certificate], error) {
 		svid, err := pickSVID(x, id)
 		if err != nil {
-			return nil, nil, fmt.Errorf("the agent at %s: %w", addr, err)
+			return nil, fmt.Errorf("the agent at %s: %w", addr, err)
 		}
 		cert, err := identity(svid, usage)
 		if err != nil {
-			return nil, nil, fmt.Errorf("the agent at %s: %w", addr, err)
+			return nil, fmt.Errorf("the agent at %s: %w", addr, err)
 		}
-		return cert, svid.Certificates, nil
-	}
-	if err := a.waitFor(deadline, func(x *workloadapi.X509Context) error {
-		_, _, err := pick(x)
-		return err
-	}); err != nil {
-		return fmt.Errorf("keystore spiffe_workload: %w", err)
+		return &material.Loaded[*tls.Certificate]{Value: cert, Certificates: svid.Certificates, Digest: digestOf(cert.Certificate)}, nil
 	}
 	// one name per usage: two sources of one name would be two series
 	// with the same labels, which fails the whole /metrics scrape
-	name := addr + " " + k.SPIFFEID + " " + string(usage)
-	if k.SPIFFEID == "" {
-		name = addr + " default_svid " + string(usage)
-	}
-	err = k.Acquire(ctx, material.Spec[*tls.Certificate]{
+	name := addr + " " + cmp.Or(k.SPIFFEID, "default_svid") + " " + string(usage)
+	err = provision(ctx, &k.link, &k.Held, addr, k.Wait, load, material.Spec[*tls.Certificate]{
 		Kind: "keystore",
 		Name: "spiffe_workload " + name,
 		Key:  "keystore|spiffe_workload|" + addr + "|" + k.SPIFFEID + "|" + string(usage),
-		// the agent's answers drive the reloads (onUpdate); this is a
-		// safety net
-		Poll: time.Minute,
-		Load: func() (*material.Loaded[*tls.Certificate], error) {
-			cert, certs, err := pick(a.current.Load())
-			if err != nil {
-				return nil, err
-			}
-			h := sha256.New()
-			for _, der := range cert.Certificate {
-				h.Write(der)
-			}
-			l := &material.Loaded[*tls.Certificate]{Value: cert, Certificates: certs}
-			copy(l.Digest[:], h.Sum(nil))
-			return l, nil
-		},
+	}, &follower{
+		StaleSource: StaleSource{Source: "keystore spiffe_workload " + name},
+		maxStale:    time.Duration(k.MaxStale),
+		notAfter:    func() time.Time { return k.Src.Current().Leaf.NotAfter },
 	})
 	if err != nil {
 		return fmt.Errorf("keystore spiffe_workload: %w", err)
 	}
-	src := k.Src
-	k.unlisten = a.onUpdate(func() { _ = src.Reload() })
-	k.unstale = a.watchStale(&staleRule{
-		source:   "keystore " + src.Name(),
-		maxStale: time.Duration(k.MaxStale),
-		notAfter: func() time.Time { return src.Current().Leaf.NotAfter },
-	})
 	return nil
 }
 
 // KeyPair returns the current SVID and key (lock-free); it implements
-// keystore.Source. Never nil once provisioned, even after Cleanup (the
-// last SVID held).
+// keystore.Source. Never nil once provisioned, even after Cleanup.
 func (k *Keystore) KeyPair() *tls.Certificate { return k.Src.Current() }
 
 // OnChange runs f after each rotation; it implements keystore.Source.
 func (k *Keystore) OnChange(f func()) (cancel func()) { return k.Src.OnChange(f) }
 
-// Name is the source's name in logs and metrics; it implements
-// keystore.Source.
+// Name is the source's name in logs and metrics (keystore.Source).
 func (k *Keystore) Name() string { return k.Src.Name() }
 
 // Cleanup stops following the agent; the last module using the socket
 // closes the connection.
 func (k *Keystore) Cleanup() error {
-	if k.unlisten != nil {
-		k.unlisten()
-	}
-	if k.unstale != nil {
-		k.unstale()
-	}
+	k.release()
 	k.Release()
-	if k.agent != nil {
-		k.agent = nil
-		releaseAgent(k.addr)
-	}
 	return nil
 }
 
@@ -215,11 +161,7 @@ func identity(s *x509svid.SVID, usage keystore.Usage) (*tls.Certificate, error) 
 	if err := keystore.CheckUsage(leaf, usage); err != nil {
 		return nil, fmt.Errorf("X509-SVID %s: %w", s.ID, err)
 	}
-	cert := &tls.Certificate{PrivateKey: s.PrivateKey, Leaf: leaf}
-	for _, c := range s.Certificates {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
-	return cert, nil
+	return &tls.Certificate{Certificate: raws(s.Certificates), PrivateKey: s.PrivateKey, Leaf: leaf}, nil
 }
 
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens.
@@ -243,100 +185,87 @@ func (k *Keystore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("keystore spiffe_workload: unexpected argument %q (one SPIFFE ID at most)", d.Val())
 		}
 	}
-	return parseAgentBlock(d, "keystore spiffe_workload", agentBlock{&k.Socket, &k.Wait, &k.InsecureTCP, &k.MaxStale},
-		nil, "socket, wait, max_stale or insecure_tcp")
+	return parseAgentBlock(d, agentBlock{"keystore spiffe_workload", &k.Socket, &k.Wait, &k.InsecureTCP, &k.MaxStale, nil})
 }
 
-// agentBlock points at the options of the block both modules share.
+// agentBlock points at the options of the block both modules share;
+// trustDomains (a trust pool's) is nil for a keystore.
 type agentBlock struct {
-	socket      *string
-	wait        *caddy.Duration
-	insecureTCP *bool
-	maxStale    *caddy.Duration
+	what         string
+	socket       *string
+	wait         *caddy.Duration
+	insecureTCP  *bool
+	maxStale     *caddy.Duration
+	trustDomains *[]string
 }
 
-// parseAgentBlock parses the block both modules share: socket, wait,
-// max_stale and insecure_tcp, each once, and the options other handles
-// (handled false: unknown). A tcp:// socket to another host without
-// insecure_tcp is refused here already.
-func parseAgentBlock(d *caddyfile.Dispenser, what string, b agentBlock,
-	other func(opt string) (handled bool, err error), expected string) error {
+// parseAgentBlock parses the block both modules share, each option once.
+// A tcp:// socket to another host without insecure_tcp is refused here
+// already.
+func parseAgentBlock(d *caddyfile.Dispenser, b agentBlock) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if seen[opt] {
-			return d.Errf("%s: duplicate option '%s'", what, opt)
+			return d.Errf("%s: duplicate option '%s'", b.what, opt)
 		}
 		seen[opt] = true
-		switch opt {
-		case "socket":
-			addr, err := socketArg(d)
-			if err != nil {
-				return err
+		args := d.RemainingArgs()
+		switch {
+		case opt == "socket":
+			if len(args) != 1 {
+				return d.Err("spiffe_workload: socket takes one address (unix:///path or tcp://ip:port)")
 			}
-			*b.socket = addr
-		case "wait":
-			dur, err := durationArg(d, opt)
-			if err != nil {
-				return err
+			if err := workloadapi.ValidateAddress(args[0]); err != nil {
+				return d.Errf("spiffe_workload: bad socket %q: %v", args[0], err)
 			}
-			*b.wait = dur
-		case "max_stale":
-			dur, err := durationArg(d, opt)
-			if err != nil {
-				return err
+			*b.socket = args[0]
+		case opt == "wait" || opt == "max_stale":
+			if len(args) != 1 {
+				return d.Errf("spiffe_workload: %s takes one duration", opt)
 			}
-			if dur == 0 {
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur < 0 {
+				return d.Errf("spiffe_workload: bad %s %q", opt, args[0])
+			}
+			if opt == "wait" {
+				*b.wait = caddy.Duration(dur)
+			} else if dur == 0 {
 				return d.Err("spiffe_workload: max_stale must be positive")
+			} else {
+				*b.maxStale = caddy.Duration(dur)
 			}
-			*b.maxStale = dur
-		case "insecure_tcp":
-			if d.NextArg() {
+		case opt == "insecure_tcp":
+			if len(args) > 0 {
 				return d.Err("spiffe_workload: insecure_tcp takes no argument")
 			}
 			*b.insecureTCP = true
-		default:
-			handled := false
-			if other != nil {
-				var err error
-				if handled, err = other(opt); err != nil {
-					return err
+		case opt == "trust_domains" && b.trustDomains != nil:
+			if len(args) == 0 {
+				return d.Errf("%s: trust_domains takes one or more trust domains", b.what)
+			}
+			for _, s := range args {
+				td, err := trustDomain(s)
+				if err != nil {
+					return d.Errf("%s: bad trust domain %q: %v", b.what, s, err)
 				}
+				if slices.Contains(*b.trustDomains, td.Name()) {
+					return d.Errf("%s: duplicate trust domain %q", b.what, s)
+				}
+				*b.trustDomains = append(*b.trustDomains, td.Name())
 			}
-			if !handled {
-				return d.Errf("%s: unknown option '%s' (expected %s)", what, opt, expected)
+		default:
+			expected := "socket, wait, max_stale or insecure_tcp"
+			if b.trustDomains != nil {
+				expected = "socket, trust_domains, wait, max_stale or insecure_tcp"
 			}
+			return d.Errf("%s: unknown option '%s' (expected %s)", b.what, opt, expected)
 		}
 	}
 	if err := checkTCP(*b.socket, *b.insecureTCP); err != nil {
-		return d.Errf("%s: %v", what, err)
+		return d.Errf("%s: %v", b.what, err)
 	}
 	return nil
-}
-
-// socketArg reads the socket option's one address.
-func socketArg(d *caddyfile.Dispenser) (string, error) {
-	args := d.RemainingArgs()
-	if len(args) != 1 {
-		return "", d.Err("spiffe_workload: socket takes one address (unix:///path or tcp://ip:port)")
-	}
-	if err := workloadapi.ValidateAddress(args[0]); err != nil {
-		return "", d.Errf("spiffe_workload: bad socket %q: %v", args[0], err)
-	}
-	return args[0], nil
-}
-
-// durationArg reads the one duration of option opt (wait, max_stale).
-func durationArg(d *caddyfile.Dispenser, opt string) (caddy.Duration, error) {
-	args := d.RemainingArgs()
-	if len(args) != 1 {
-		return 0, d.Errf("spiffe_workload: %s takes one duration", opt)
-	}
-	dur, err := caddy.ParseDuration(args[0])
-	if err != nil || dur < 0 {
-		return 0, d.Errf("spiffe_workload: bad %s %q", opt, args[0])
-	}
-	return caddy.Duration(dur), nil
 }
 
 // Interface guards

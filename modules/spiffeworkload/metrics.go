@@ -1,14 +1,13 @@
 package spiffeworkload
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"fmt"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -26,74 +25,56 @@ import (
 func (a *agent) bundleKey(td string) string { return "spiffe_workload_bundle|" + a.addr + "|" + td }
 
 // syncBundleSources acquires a source for each new trust domain in x,
-// reloads the others and releases those the agent no longer serves.
+// reloads the others and releases those the agent no longer serves. It
+// runs on the watch's goroutine only.
 func (a *agent) syncBundleSources(x *workloadapi.X509Context) {
 	served := map[string]bool{}
 	for _, b := range x.Bundles.Bundles() {
-		served[b.TrustDomain().Name()] = true
-	}
-	a.mu.Lock()
-	if a.closed {
-		a.mu.Unlock()
-		return
-	}
-	held := maps.Clone(a.bundles)
-	a.mu.Unlock()
-	for _, td := range slices.Sorted(maps.Keys(served)) {
-		if src, ok := held[td]; ok {
+		td := b.TrustDomain()
+		served[td.Name()] = true
+		if src, ok := a.bundles[td.Name()]; ok {
 			_ = src.Reload()
-			continue
-		}
-		src, err := material.Acquire(a.ctx, a.bundleSpec(td))
-		if err != nil {
-			continue // the pool's own load reports a bad bundle
-		}
-		a.mu.Lock()
-		if a.closed {
-			a.mu.Unlock()
-			material.Release(a.bundleKey(td))
-			return
-		}
-		a.bundles[td] = src
-		a.mu.Unlock()
+		} else if src, err := material.Acquire(a.ctx, a.bundleSpec(td)); err == nil {
+			a.bundles[td.Name()] = src
+		} // else the pool's own load reports a bad bundle
 	}
-	for td := range held {
+	for td := range a.bundles {
 		if !served[td] {
-			a.mu.Lock()
 			delete(a.bundles, td)
-			a.mu.Unlock()
 			material.Release(a.bundleKey(td))
 		}
 	}
 }
 
-func (a *agent) bundleSpec(tdName string) material.Spec[struct{}] {
+func (a *agent) bundleSpec(td spiffeid.TrustDomain) material.Spec[struct{}] {
 	return material.Spec[struct{}]{
 		Kind: "spiffe_workload_bundle",
-		Name: a.addr + " " + tdName,
-		Key:  a.bundleKey(tdName),
+		Name: a.addr + " " + td.Name(),
+		Key:  a.bundleKey(td.Name()),
 		// the agent's answers drive the reloads; this is a safety net
 		Poll: time.Minute,
 		Load: func() (*material.Loaded[struct{}], error) {
-			x := a.current.Load()
-			td, err := spiffeid.TrustDomainFromString(tdName)
-			if err != nil {
-				return nil, err
-			}
-			b, ok := x.Bundles.Get(td)
+			b, ok := a.current.Load().Bundles.Get(td)
 			if !ok {
-				return nil, fmt.Errorf("the agent no longer serves a bundle for %s", tdName)
+				return nil, fmt.Errorf("the agent no longer serves a bundle for %s", td.Name())
 			}
 			auth := b.X509Authorities()
-			h := sha256.New()
-			for _, c := range auth {
-				h.Write(c.Raw)
-			}
-			l := &material.Loaded[struct{}]{Certificates: auth}
-			copy(l.Digest[:], h.Sum(nil))
-			return l, nil
+			return &material.Loaded[struct{}]{Certificates: auth, Digest: digestOf(raws(auth))}, nil
 		},
 	}
+}
+
+// digestOf identifies a version by its parts (certificates, names), for
+// the reloads.
+func digestOf(parts [][]byte) [32]byte { return sha256.Sum256(bytes.Join(parts, []byte{0})) }
+
+// raws is the DER of certs.
+func raws(certs []*x509.Certificate) [][]byte {
+	out := make([][]byte, len(certs))
+	for i, c := range certs {
+		out[i] = c.Raw
+	}
+	return out
 }
 
 // The connection's own state, beside the material metrics.
@@ -109,22 +90,12 @@ var (
 		[]string{"socket"}, nil)
 )
 
+// liveAgents are the connections that answered and are not closed, for
+// the metrics and Stale.
 var (
 	liveMu     sync.Mutex
 	liveAgents = map[*agent]struct{}{}
 )
-
-func registerAgent(a *agent) {
-	liveMu.Lock()
-	defer liveMu.Unlock()
-	liveAgents[a] = struct{}{}
-}
-
-func unregisterAgent(a *agent) {
-	liveMu.Lock()
-	defer liveMu.Unlock()
-	delete(liveAgents, a)
-}
 
 type agentCollector struct{}
 
@@ -150,8 +121,4 @@ func (agentCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, stale, a.addr)
 	}
-}
-
-func registerAgentMetrics(ctx caddy.Context) {
-	material.RegisterCollectors(ctx, "spiffe_workload", agentCollector{})
 }

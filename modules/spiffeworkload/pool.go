@@ -1,7 +1,7 @@
 package spiffeworkload
 
 import (
-	"crypto/sha256"
+	"cmp"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -24,13 +24,11 @@ func init() {
 }
 
 // Pool trusts the X.509 bundles the SPIFFE Workload API (a SPIRE agent)
-// serves the workload: its own trust domain's and the federated ones,
-// optionally only those of TrustDomains. Each bundle's authorities vouch
-// only for SVIDs of their own trust domain (verify.Anchors, read by
-// live_trust and every identity consumer). Bundle changes the agent
-// streams are in force for the next handshake of the consumers that read
-// the pool on every handshake (live_trust, the mtls transport); when the
-// agent goes away the last bundles stay.
+// serves the workload, its own trust domain's and the federated ones (or
+// only those of TrustDomains), each one's authorities for SVIDs of their
+// own trust domain only (verify.Anchors). Consumers that read the pool at
+// each handshake (live_trust, the mtls transport) see the bundle changes
+// the agent streams; when the agent goes away the last bundles stay.
 type Pool struct {
 	// Socket is the Workload API address: `unix:///path` or
 	// `tcp://ip:port`. Default: the SPIFFE_ENDPOINT_SOCKET environment
@@ -45,11 +43,10 @@ type Pool struct {
 	// the bundles (for a pod whose agent starts beside it). Default: 0, an
 	// unreachable agent or a missing trust domain fails the load at once.
 	Wait caddy.Duration `json:"wait,omitempty"`
-	// InsecureTCP allows a tcp:// socket to an address that is not a
-	// loopback address. The Workload API is plaintext, unauthenticated
-	// gRPC: whoever is on the path reads the SVIDs' private keys and can
-	// answer with bundles of their own. A warning is logged when it is
-	// used. Default: false (tcp:// to 127.0.0.0/8 or ::1 only).
+	// InsecureTCP allows a tcp:// socket to a non-loopback address: the
+	// Workload API is plaintext, unauthenticated gRPC, so whoever is on the
+	// path reads the SVIDs' keys and can answer with bundles of their own
+	// (a warning is logged). Default: false (tcp:// to loopback only).
 	InsecureTCP bool `json:"insecure_tcp,omitempty"`
 	// MaxStale is how long the agent may be unreachable before the last
 	// bundles count as stale (a warning, the stale gauge, a topology
@@ -57,10 +54,7 @@ type Pool struct {
 	MaxStale caddy.Duration `json:"max_stale,omitempty"`
 
 	material.Held[*verify.Anchors]
-	addr     string
-	agent    *agent
-	unlisten func()
-	unstale  func()
+	link
 }
 
 // CaddyModule returns the Caddy module information.
@@ -78,85 +72,58 @@ func (p *Pool) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("trust pool spiffe_workload: %w", err)
 	}
-	maxStale := time.Duration(p.MaxStale)
-	switch {
-	case maxStale < 0:
-		return fmt.Errorf("trust pool spiffe_workload: max_stale %s: must be positive", maxStale)
-	case maxStale == 0:
-		maxStale = DefaultPoolMaxStale
-	}
 	var tds []spiffeid.TrustDomain
+	var names []string
 	for _, s := range p.TrustDomains {
 		td, err := trustDomain(s)
 		if err != nil {
 			return fmt.Errorf("trust pool spiffe_workload: trust domain %q: %w", s, err)
 		}
-		tds = append(tds, td)
-	}
-	deadline := time.Now().Add(time.Duration(p.Wait))
-	a, err := acquireAgent(ctx, addr, time.Duration(p.Wait))
-	if err != nil {
-		return fmt.Errorf("trust pool spiffe_workload: %w", err)
-	}
-	p.addr, p.agent = addr, a
-	if err := a.waitFor(deadline, func(x *workloadapi.X509Context) error {
-		_, _, err := bundleAnchors(x, tds)
-		return err
-	}); err != nil {
-		return fmt.Errorf("trust pool spiffe_workload: the agent at %s: %w", addr, err)
-	}
-	var names []string
-	for _, td := range tds {
-		names = append(names, td.Name())
+		tds, names = append(tds, td), append(names, td.Name())
 	}
 	name := addr
 	if len(names) > 0 {
 		name += " " + strings.Join(names, ",")
 	}
-	err = p.Acquire(ctx, material.Spec[*verify.Anchors]{
+	load := func(x *workloadapi.X509Context) (*material.Loaded[*verify.Anchors], error) {
+		l, err := bundleAnchors(x, tds)
+		if err != nil {
+			return nil, fmt.Errorf("the agent at %s: %w", addr, err)
+		}
+		return l, nil
+	}
+	err = provision(ctx, &p.link, &p.Held, addr, p.Wait, load, material.Spec[*verify.Anchors]{
 		Kind: "spiffe_workload",
 		Name: name,
 		Key:  "spiffe_workload|pool|" + addr + "|" + strings.Join(names, ","),
-		// the agent's answers drive the reloads; this is a safety net
-		Poll: time.Minute,
-		Load: func() (*material.Loaded[*verify.Anchors], error) {
-			anc, digest, err := bundleAnchors(a.current.Load(), tds)
-			if err != nil {
-				return nil, fmt.Errorf("the agent at %s: %w", addr, err)
-			}
-			return &material.Loaded[*verify.Anchors]{Value: anc, Certificates: anc.Certificates(), Digest: digest}, nil
-		},
+	}, &follower{
+		StaleSource: StaleSource{Source: "trust pool spiffe_workload " + name, Pool: true},
+		maxStale:    cmp.Or(time.Duration(p.MaxStale), DefaultPoolMaxStale),
 	})
 	if err != nil {
 		return fmt.Errorf("trust pool spiffe_workload: %w", err)
 	}
-	src := p.Src
-	p.unlisten = a.onUpdate(func() { _ = src.Reload() })
-	p.unstale = a.watchStale(&staleRule{source: "trust pool spiffe_workload " + name, pool: true, maxStale: maxStale})
 	return nil
 }
 
 // bundleAnchors builds one version of the pool from the agent's answer:
 // the bundles of tds (every bundle when tds is empty), each one's
 // authorities vouching for its own trust domain only (verify.Anchors).
-func bundleAnchors(x *workloadapi.X509Context, tds []spiffeid.TrustDomain) (*verify.Anchors, [32]byte, error) {
-	var digest [32]byte
+func bundleAnchors(x *workloadapi.X509Context, tds []spiffeid.TrustDomain) (*material.Loaded[*verify.Anchors], error) {
 	if x == nil || x.Bundles == nil {
-		return nil, digest, errors.New("no bundles yet")
+		return nil, errors.New("no bundles yet")
 	}
 	bundles := x.Bundles.Bundles() // sorted by trust domain
-	var served []string
-	for _, b := range bundles {
-		served = append(served, b.TrustDomain().Name())
-	}
-	if len(tds) > 0 {
-		for _, td := range tds {
-			if !slices.Contains(served, td.Name()) {
-				return nil, digest, fmt.Errorf("no bundle for trust domain %s (the agent serves: %s)", td.Name(), strings.Join(served, ", "))
+	for _, td := range tds {
+		if !x.Bundles.Has(td) {
+			var served []string
+			for _, b := range bundles {
+				served = append(served, b.TrustDomain().Name())
 			}
+			return nil, fmt.Errorf("no bundle for trust domain %s (the agent serves: %s)", td.Name(), strings.Join(served, ", "))
 		}
 	}
-	h := sha256.New()
+	var parts [][]byte
 	var domains []verify.Domain
 	for _, b := range bundles {
 		td := b.TrustDomain()
@@ -165,27 +132,22 @@ func bundleAnchors(x *workloadapi.X509Context, tds []spiffeid.TrustDomain) (*ver
 		}
 		auth := b.X509Authorities()
 		if len(auth) == 0 {
-			return nil, digest, fmt.Errorf("the bundle of %s has no X.509 authorities", td.Name())
+			return nil, fmt.Errorf("the bundle of %s has no X.509 authorities", td.Name())
 		}
 		for _, c := range auth {
 			if !c.BasicConstraintsValid || !c.IsCA {
-				return nil, digest, fmt.Errorf("the bundle of %s: certificate %q (serial %s) is not a CA certificate",
+				return nil, fmt.Errorf("the bundle of %s: certificate %q (serial %s) is not a CA certificate",
 					td.Name(), c.Subject, material.SerialString(c))
 			}
 		}
-		h.Write([]byte(td.Name()))
-		h.Write([]byte{0})
-		for _, c := range auth {
-			h.Write(c.Raw)
-		}
+		parts = append(append(parts, []byte(td.Name())), raws(auth)...)
 		domains = append(domains, verify.Domain{TrustDomain: td, Authorities: auth, Origin: "the agent's bundle of " + td.Name()})
 	}
 	anc, err := verify.NewSPIFFEAnchors(domains)
 	if err != nil {
-		return nil, digest, err
+		return nil, err
 	}
-	copy(digest[:], h.Sum(nil))
-	return anc, digest, nil
+	return &material.Loaded[*verify.Anchors]{Value: anc, Certificates: anc.Certificates(), Digest: digestOf(parts)}, nil
 }
 
 // trustDomain parses a trust domain name (or spiffe://<name>); a SPIFFE
@@ -205,19 +167,19 @@ func trustDomain(s string) (spiffeid.TrustDomain, error) {
 // caddytls.CA. Never nil once provisioned, even after Cleanup (the last
 // bundles held: a nil pool would mean the system roots).
 func (p *Pool) CertPool() *x509.CertPool {
-	if p.Src == nil {
-		return nil
+	if a := p.CurrentAnchors(); a != nil {
+		return a.CertPool()
 	}
-	return p.Src.Current().CertPool()
+	return nil
 }
 
 // Certificates returns the current authorities; it implements
 // caddytls.CertificateProvider, so Caddy's `combined` pool can hold ours.
 func (p *Pool) Certificates() []*x509.Certificate {
-	if p.Src == nil {
-		return nil
+	if a := p.CurrentAnchors(); a != nil {
+		return a.Certificates()
 	}
-	return p.Src.Current().Certificates()
+	return nil
 }
 
 // CurrentAnchors returns the current version (lock-free); it implements
@@ -238,17 +200,8 @@ func (p *Pool) OnChange(f func()) (cancel func()) { return p.Src.OnChange(f) }
 // Cleanup stops following the agent; the last module using the socket
 // closes the connection.
 func (p *Pool) Cleanup() error {
-	if p.unlisten != nil {
-		p.unlisten()
-	}
-	if p.unstale != nil {
-		p.unstale()
-	}
+	p.release()
 	p.Release()
-	if p.agent != nil {
-		p.agent = nil
-		releaseAgent(p.addr)
-	}
 	return nil
 }
 
@@ -268,26 +221,7 @@ func (p *Pool) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("trust pool spiffe_workload: unexpected argument %q (options go in a block)", d.Val())
 	}
-	return parseAgentBlock(d, "trust pool spiffe_workload", agentBlock{&p.Socket, &p.Wait, &p.InsecureTCP, &p.MaxStale}, func(opt string) (bool, error) {
-		if opt != "trust_domains" {
-			return false, nil
-		}
-		args := d.RemainingArgs()
-		if len(args) == 0 {
-			return true, d.Err("trust pool spiffe_workload: trust_domains takes one or more trust domains")
-		}
-		for _, s := range args {
-			td, err := trustDomain(s)
-			if err != nil {
-				return true, d.Errf("trust pool spiffe_workload: bad trust domain %q: %v", s, err)
-			}
-			if slices.Contains(p.TrustDomains, td.Name()) {
-				return true, d.Errf("trust pool spiffe_workload: duplicate trust domain %q", s)
-			}
-			p.TrustDomains = append(p.TrustDomains, td.Name())
-		}
-		return true, nil
-	}, "socket, trust_domains, wait, max_stale or insecure_tcp")
+	return parseAgentBlock(d, agentBlock{"trust pool spiffe_workload", &p.Socket, &p.Wait, &p.InsecureTCP, &p.MaxStale, &p.TrustDomains})
 }
 
 // Interface guards

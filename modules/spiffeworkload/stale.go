@@ -15,22 +15,23 @@ import (
 // current while the agent is unreachable, when max_stale is not set.
 const DefaultPoolMaxStale = 24 * time.Hour
 
-// staleRule is one module's rule for when the last answer it serves counts
-// as stale. A stale answer stays in force (see README.md, "When the agent
-// goes away"); it is flagged: a warning, the stale gauge, Stale() for the
-// topology report.
-type staleRule struct {
-	source   string           // the module, in logs and the report
-	pool     bool             // a trust pool (else a keystore)
+// follower is a module following the agent's answers: its source
+// reloads after each one, and its rule says when the last answer it serves
+// counts as stale. A stale answer stays in force (see README.md, "When the
+// agent goes away"); it is flagged: a warning, the stale gauge, Stale()
+// for the topology report.
+type follower struct {
+	// StaleSource is the module as Stale reports it; Since and Reason
+	// are zero while it is fresh (agent.mu).
+	StaleSource
+	reload   func() error     // reloads the module's source
 	maxStale time.Duration    // how long the agent may be unreachable; 0: no limit
 	notAfter func() time.Time // the expiry of the SVID served; nil for bundles
-	since    time.Time        // when it turned stale; zero while fresh (agent.mu)
-	reason   string           // why (agent.mu)
 }
 
 // check says why the answer is stale at now, or "" when it is not;
 // lostAt is when the agent became unreachable, zero while it is up.
-func (r *staleRule) check(now, lostAt time.Time) string {
+func (r *follower) check(now, lostAt time.Time) string {
 	if r.notAfter != nil {
 		if na := r.notAfter(); now.After(na) {
 			return "the X509-SVID expired at " + material.TimeString(na)
@@ -42,9 +43,19 @@ func (r *staleRule) check(now, lostAt time.Time) string {
 	return ""
 }
 
-// watchStale adds r to the rules checked on each monitor tick and after
-// each answer; the returned func removes it.
-func (a *agent) watchStale(r *staleRule) (cancel func()) { return register(a, a.stale, r) }
+// follow adds f to the followers, reloaded after each answer and checked
+// on each monitor tick; the returned func removes it.
+func (a *agent) follow(f *follower) (cancel func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f.Socket = a.addr
+	a.followers[f] = true
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		delete(a.followers, f)
+	}
+}
 
 // checkStale applies every rule at the agent's clock: a rule that turns
 // stale is logged once (a warning), one that is fresh again once (info).
@@ -52,20 +63,20 @@ func (a *agent) checkStale() {
 	now := a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, r := range a.stale {
+	for r := range a.followers {
 		reason := r.check(now, a.lostAt)
 		switch {
-		case reason != "" && r.since.IsZero():
-			r.since, r.reason = now, reason
-			fields := []zap.Field{zap.String("source", r.source), zap.String("reason", reason)}
+		case reason != "" && r.Since.IsZero():
+			r.Since, r.Reason = now, reason
+			fields := []zap.Field{zap.String("source", r.Source), zap.String("reason", reason)}
 			if !a.lostAt.IsZero() {
 				fields = append(fields, zap.Duration("unreachable_for", now.Sub(a.lostAt).Round(time.Second)))
 			}
 			a.logger.Warn("the last answer of the Workload API is stale; still in force until the agent is back", fields...)
-		case reason == "" && !r.since.IsZero():
-			a.logger.Info("the answer of the Workload API is fresh again", zap.String("source", r.source),
-				zap.Duration("stale_for", now.Sub(r.since).Round(time.Second)))
-			r.since, r.reason = time.Time{}, ""
+		case reason == "" && !r.Since.IsZero():
+			a.logger.Info("the answer of the Workload API is fresh again", zap.String("source", r.Source),
+				zap.Duration("stale_for", now.Sub(r.Since).Round(time.Second)))
+			r.Since, r.Reason = time.Time{}, ""
 		}
 	}
 }
@@ -74,8 +85,8 @@ func (a *agent) checkStale() {
 func (a *agent) isStale() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, r := range a.stale {
-		if !r.since.IsZero() {
+	for r := range a.followers {
+		if !r.Since.IsZero() {
 			return true
 		}
 	}
@@ -90,32 +101,17 @@ func (a *agent) now() time.Time {
 	return time.Now()
 }
 
-// setClock replaces the agent's clock (tests); nil restores time.Now.
-func (a *agent) setClock(f func() time.Time) {
-	if f == nil {
-		a.clock.Store(nil)
-		return
-	}
-	a.clock.Store(&f)
-}
-
 // StaleSource is a module whose last answer from the Workload API counts
 // as stale: still in force, flagged.
 type StaleSource struct {
-	// Socket is the Workload API address.
-	Socket string
-	// Pool is true for a trust pool's bundles, false for a keystore's
-	// SVID.
-	Pool bool
+	Socket string // the Workload API address
+	Pool   bool   // a trust pool's bundles (else a keystore's SVID)
 	// Source names the module: "trust pool spiffe_workload <socket>
 	// [<trust domains>]" or "keystore spiffe_workload <socket> <spiffe_id
 	// or default_svid> <usage>".
 	Source string
-	// Reason says why: the agent unreachable for longer than max_stale, or
-	// the SVID expired.
-	Reason string
-	// Since is when it turned stale.
-	Since time.Time
+	Reason string    // why: the agent unreachable for longer than max_stale, or the SVID expired
+	Since  time.Time // when it turned stale
 }
 
 // Stale lists the stale sources of every connection of this process,
@@ -123,17 +119,13 @@ type StaleSource struct {
 // admin reload share one connection).
 func Stale() []StaleSource {
 	liveMu.Lock()
-	agents := make([]*agent, 0, len(liveAgents))
-	for a := range liveAgents {
-		agents = append(agents, a)
-	}
-	liveMu.Unlock()
+	defer liveMu.Unlock()
 	var out []StaleSource
-	for _, a := range agents {
+	for a := range liveAgents {
 		a.mu.Lock()
-		for _, r := range a.stale {
-			if !r.since.IsZero() {
-				out = append(out, StaleSource{Socket: a.addr, Pool: r.pool, Source: r.source, Reason: r.reason, Since: r.since})
+		for r := range a.followers {
+			if !r.Since.IsZero() {
+				out = append(out, r.StaleSource)
 			}
 		}
 		a.mu.Unlock()

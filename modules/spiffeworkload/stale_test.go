@@ -11,6 +11,15 @@ import (
 	"github.com/trustline/trustline/internal/testpki"
 )
 
+// setClock replaces the agent's clock (tests); nil restores time.Now.
+func (a *agent) setClock(f func() time.Time) {
+	if f == nil {
+		a.clock.Store(nil)
+		return
+	}
+	a.clock.Store(&f)
+}
+
 // staleOf lists the stale sources of the connection to addr.
 func staleOf(addr string) []StaleSource {
 	var out []StaleSource
