@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -64,9 +66,9 @@ type App struct {
 	cas    map[string]*caState
 	order  []string
 	logger *zap.Logger
-	stop   chan struct{}
+	ctx    context.Context // ends when the app stops
+	stop   context.CancelFunc
 	wg     *sync.WaitGroup
-	once   *sync.Once
 }
 
 // CaddyModule returns the Caddy module information.
@@ -125,20 +127,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	pki := appIface.(*caddypki.PKI)
 	a.cas = map[string]*caState{}
-	a.stop = make(chan struct{})
-	a.wg, a.once = new(sync.WaitGroup), new(sync.Once)
+	a.ctx, a.stop = context.WithCancel(context.Background())
+	a.wg = new(sync.WaitGroup)
 	registerMetrics(ctx)
 	for _, id := range a.CAs {
 		ca, err := pki.GetCA(ctx, id)
 		if err != nil {
-			known := slices.Sorted(func(yield func(string) bool) {
-				for k := range pki.CAs {
-					if !yield(k) {
-						return
-					}
-				}
-			})
-			return fmt.Errorf("trustline_cluster: ca %q: %w (configured in the pki app: %v)", id, err, known)
+			return fmt.Errorf("trustline_cluster: ca %q: %w (configured in the pki app: %v)", id, err, slices.Sorted(maps.Keys(pki.CAs)))
 		}
 		if ca.Intermediate != nil {
 			return fmt.Errorf("trustline_cluster: ca %q: its intermediate is configured from files in the pki app; "+
@@ -148,7 +143,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("trustline_cluster: renewal_window_ratio %.3g must be larger than the renewal_window_ratio %.3g "+
 				"of pki ca %q, or Caddy's own, uncoordinated renewal runs first", a.RenewalWindowRatio, ca.RenewalWindowRatio, id)
 		}
-		st := newCAState(id, ca, ctx.Storage(), a.RenewalWindowRatio, a.logger.With(zap.String("ca", id)))
+		st := &caState{id: id, ca: ca, storage: ctx.Storage(), ratio: a.RenewalWindowRatio, done: a.ctx.Done(),
+			logger: a.logger.With(zap.String("ca", id)), wake: make(chan struct{}, 1), stats: statsFor(id)}
 		if err := st.provision(ctx); err != nil {
 			return fmt.Errorf("trustline_cluster: ca %q: %w", id, err)
 		}
@@ -169,7 +165,7 @@ func (a *App) Start() error {
 	for _, id := range a.order {
 		st := a.cas[id]
 		a.wg.Add(1)
-		go st.run(time.Duration(a.CheckInterval), a.stop, a.wg)
+		go st.run(a.ctx, time.Duration(a.CheckInterval), a.wg)
 	}
 	active.Store(a)
 	a.logger.Info("cluster coordination of the pki CAs started",
@@ -182,23 +178,15 @@ func (a *App) Start() error {
 // Stop ends the checks; a renewal in progress finishes first, and a lock
 // held for an admin request is released.
 func (a *App) Stop() error {
-	if a.stop == nil {
-		return nil
-	}
-	a.once.Do(func() { close(a.stop) })
-	a.wg.Wait()
-	for _, st := range a.cas {
-		st.stopHolds()
-	}
 	active.CompareAndSwap(a, nil)
-	return nil
+	return a.Cleanup()
 }
 
-// Cleanup stops the checks if Start ran but Stop did not (a config that
-// failed to start).
+// Cleanup stops the checks, also when Start ran but Stop did not (a
+// config that failed to start).
 func (a *App) Cleanup() error {
 	if a.stop != nil {
-		a.once.Do(func() { close(a.stop) })
+		a.stop()
 		a.wg.Wait()
 	}
 	return nil
