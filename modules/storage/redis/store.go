@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,19 +64,11 @@ redis.call('PUBLISH', ARGV[4], ARGV[1])
 return 0
 `)
 
-// loadScript: KEYS[1]=index, KEYS[2]=value key; ARGV[1]=key.
-// Returns the stored bytes, 1 for a directory, 0 when missing.
-var loadScript = goredis.NewScript(luaIsDir + `
-local v = redis.call('HGET', KEYS[2], 'v')
-if v then return v end
-if isdir(KEYS[1], ARGV[1]) then return 1 end
-return 0
-`)
-
-// statScript: KEYS[1]=index, KEYS[2]=value key; ARGV[1]=key.
-// Returns {m, s} for a value, 1 for a directory, 0 when missing.
-var statScript = goredis.NewScript(luaIsDir + `
-local r = redis.call('HMGET', KEYS[2], 'm', 's')
+// getScript: KEYS[1]=index, KEYS[2]=value key; ARGV[1]=key, ARGV[2..]=
+// fields of the value's hash. Returns the fields for a value (Load asks
+// for v, Stat for m and s), 1 for a directory, 0 when missing.
+var getScript = goredis.NewScript(luaIsDir + `
+local r = redis.call('HMGET', KEYS[2], unpack(ARGV, 2))
 if r[1] then return r end
 if isdir(KEYS[1], ARGV[1]) then return 1 end
 return 0
@@ -224,8 +217,13 @@ func (s *store) observe(ctx context.Context, err error) error {
 	return err
 }
 
+// redisErr reports the outcome of a call to Redis to observe, and names
+// op and key in its error.
 func (s *store) redisErr(ctx context.Context, op, key string, err error) error {
-	return fmt.Errorf("storage redis: %s %q: %w", op, key, s.observe(ctx, err))
+	if s.observe(ctx, err) == nil {
+		return nil
+	}
+	return fmt.Errorf("storage redis: %s %q: %w", op, key, err)
 }
 
 func notExist(op, key string) error {
@@ -254,10 +252,9 @@ func (s *store) Store(ctx context.Context, key string, value []byte) error {
 		}
 	}
 	res, err := storeScript.Run(ctx, s.client, keys, key, stored, len(value), s.changes).Int()
-	if err != nil {
-		return s.redisErr(ctx, "store", key, err)
+	if err := s.redisErr(ctx, "store", key, err); err != nil {
+		return err
 	}
-	s.observe(ctx, nil)
 	switch {
 	case res == -1:
 		return fmt.Errorf("storage redis: store %q: it is a directory (keys exist under it)", key)
@@ -273,18 +270,18 @@ func (s *store) Store(ctx context.Context, key string, value []byte) error {
 // Load retrieves the value at key; fs.ErrNotExist when it does not exist.
 func (s *store) Load(ctx context.Context, key string) ([]byte, error) {
 	key = cleanKey(key)
-	res, err := loadScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key).Result()
-	if err != nil {
-		return nil, s.redisErr(ctx, "load", key, err)
+	res, err := getScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key, "v").Result()
+	if err := s.redisErr(ctx, "load", key, err); err != nil {
+		return nil, err
 	}
-	s.observe(ctx, nil)
 	switch v := res.(type) {
-	case string:
+	case []any:
+		stored, _ := v[0].(string)
 		var plain []byte
 		var err error
 		if s.sealer != nil {
 			var gen int64
-			if plain, gen, err = s.sealer.open(key, s.valueKey(key), []byte(v)); err == nil {
+			if plain, gen, err = s.sealer.open(key, s.valueKey(key), []byte(stored)); err == nil {
 				if err = s.gens.read(key, gen); err != nil {
 					plain = nil
 					s.logger.Error("refusing a sealed value older than one this node already read or wrote at the same key "+
@@ -292,7 +289,7 @@ func (s *store) Load(ctx context.Context, key string) ([]byte, error) {
 				}
 			}
 		} else {
-			plain, err = openUnconfigured(key, []byte(v))
+			plain, err = openUnconfigured(key, []byte(stored))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("storage redis: %w", err)
@@ -313,12 +310,8 @@ func (s *store) Delete(ctx context.Context, key string) error {
 	key = cleanKey(key)
 	for {
 		n, err := deleteScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key, s.valuePfx, deleteBatch, s.changes).Int()
-		if err != nil {
+		if err != nil || n < deleteBatch {
 			return s.redisErr(ctx, "delete", key, err)
-		}
-		if n < deleteBatch {
-			s.observe(ctx, nil)
-			return nil
 		}
 	}
 }
@@ -337,24 +330,19 @@ func (s *store) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error)
 	if key == "" {
 		return certmagic.KeyInfo{Key: key}, nil
 	}
-	res, err := statScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key).Result()
-	if err != nil {
-		return certmagic.KeyInfo{}, s.redisErr(ctx, "stat", key, err)
+	res, err := getScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key, "m", "s").Result()
+	if err := s.redisErr(ctx, "stat", key, err); err != nil {
+		return certmagic.KeyInfo{}, err
 	}
-	s.observe(ctx, nil)
 	switch v := res.(type) {
 	case []any:
+		m, _ := v[0].(string)
+		size, _ := v[1].(string)
 		info := certmagic.KeyInfo{Key: key, IsTerminal: true}
-		if len(v) == 2 {
-			if m, ok := v[0].(string); ok {
-				if us, err := strconv.ParseInt(m, 10, 64); err == nil {
-					info.Modified = time.UnixMicro(us)
-				}
-			}
-			if sz, ok := v[1].(string); ok {
-				info.Size, _ = strconv.ParseInt(sz, 10, 64)
-			}
+		if us, err := strconv.ParseInt(m, 10, 64); err == nil {
+			info.Modified = time.UnixMicro(us)
 		}
+		info.Size, _ = strconv.ParseInt(size, 10, 64)
 		return info, nil
 	case int64:
 		if v == 1 {
@@ -378,14 +366,13 @@ func (s *store) List(ctx context.Context, prefix string, recursive bool) ([]stri
 	} else {
 		out, err = listScript.Run(ctx, s.client, []string{s.indexKey}, prefix).StringSlice()
 	}
-	if err != nil {
-		return nil, s.redisErr(ctx, "list", prefix, err)
+	if err := s.redisErr(ctx, "list", prefix, err); err != nil {
+		return nil, err
 	}
-	s.observe(ctx, nil)
 	if len(out) == 0 && prefix != "" {
 		n, err := s.client.Exists(ctx, s.valueKey(prefix)).Result()
-		if err != nil {
-			return nil, s.redisErr(ctx, "list", prefix, err)
+		if err := s.redisErr(ctx, "list", prefix, err); err != nil {
+			return nil, err
 		}
 		if n == 0 {
 			return nil, notExist("list", prefix)
@@ -427,22 +414,16 @@ func (s *store) listRecursive(ctx context.Context, prefix string) ([]string, err
 // walkOrder orders keys as filepath.Walk visits them: component by
 // component, a directory before what is under it.
 func walkOrder(a, b string) int {
-	n := min(len(a), len(b))
-	for i := 0; i < n; i++ {
-		ca, cb := a[i], b[i]
-		if ca == cb {
-			continue
-		}
-		if ca == '/' {
+	for i := range min(len(a), len(b)) {
+		switch {
+		case a[i] == b[i]:
+		case a[i] == '/':
 			return -1
-		}
-		if cb == '/' {
+		case b[i] == '/':
 			return 1
+		default:
+			return cmp.Compare(a[i], b[i])
 		}
-		if ca < cb {
-			return -1
-		}
-		return 1
 	}
 	return len(a) - len(b)
 }
