@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -170,7 +171,11 @@ func (r *Redis) allAddresses() []string {
 // Validate rejects settings that cannot work together.
 func (r *Redis) Validate() error {
 	var errs []error
-	for _, a := range append(append([]string(nil), r.Addresses...), sentinelAddrs(r.Sentinel)...) {
+	addrs := r.Addresses
+	if r.Sentinel != nil {
+		addrs = slices.Concat(r.Addresses, r.Sentinel.Addresses)
+	}
+	for _, a := range addrs {
 		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
 			errs = append(errs, fmt.Errorf("address %q: want host:port", a))
 		}
@@ -223,13 +228,6 @@ func (r *Redis) Validate() error {
 	return nil
 }
 
-func sentinelAddrs(s *Sentinel) []string {
-	if s == nil {
-		return nil
-	}
-	return s.Addresses
-}
-
 func orDefault(d caddy.Duration, def time.Duration) time.Duration {
 	if d == 0 {
 		return def
@@ -250,15 +248,17 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 	if r.KeyPrefix == "" {
 		r.KeyPrefix = DefaultKeyPrefix
 	}
+	var sentinel Sentinel // without sentinel, go-redis ignores its empty settings
+	if r.Sentinel != nil {
+		sentinel = *r.Sentinel
+	}
 	password, err := material.ResolveSecret("storage redis: password", r.Password)
 	if err != nil {
 		return err
 	}
-	var sentinelPassword string
-	if r.Sentinel != nil {
-		if sentinelPassword, err = material.ResolveSecret("storage redis: sentinel password", r.Sentinel.Password); err != nil {
-			return err
-		}
+	sentinelPassword, err := material.ResolveSecret("storage redis: sentinel password", sentinel.Password)
+	if err != nil {
+		return err
 	}
 	if r.TLS != nil {
 		if err := r.TLS.provision(ctx); err != nil {
@@ -283,24 +283,21 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 	// one option set; go-redis picks the client as this storage documents
 	// it: a master name is Sentinel (addrs are the Sentinels), several
 	// addresses a Redis Cluster, one a single server
-	opts := &goredis.UniversalOptions{
-		Addrs:           addrs,
-		Username:        r.Username,
-		Password:        password,
-		DB:              r.DB,
-		Dialer:          d.dial,
-		DialTimeout:     dialTimeout,
-		ReadTimeout:     readTimeout,
-		WriteTimeout:    writeTimeout,
-		DisableIdentity: true,
-		DialerRetries:   2,
-	}
-	if r.Sentinel != nil {
-		opts.MasterName = r.Sentinel.MasterName
-		opts.SentinelUsername = r.Sentinel.Username
-		opts.SentinelPassword = sentinelPassword
-	}
-	client := goredis.NewUniversalClient(opts)
+	client := goredis.NewUniversalClient(&goredis.UniversalOptions{
+		Addrs:            addrs,
+		Username:         r.Username,
+		Password:         password,
+		DB:               r.DB,
+		MasterName:       sentinel.MasterName,
+		SentinelUsername: sentinel.Username,
+		SentinelPassword: sentinelPassword,
+		Dialer:           d.dial,
+		DialTimeout:      dialTimeout,
+		ReadTimeout:      readTimeout,
+		WriteTimeout:     writeTimeout,
+		DisableIdentity:  true,
+		DialerRetries:    2,
+	})
 	where, setting := strings.Join(addrs, ","), "address"
 	if r.Sentinel != nil {
 		where, setting = r.Sentinel.MasterName+"@"+where, "sentinel"
@@ -309,24 +306,7 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 	defer cancel()
 	if err := client.Ping(pctx).Err(); err != nil {
 		client.Close()
-		h := hint(err)
-		msg := err.Error()
-		switch {
-		case errors.Is(err, errPlaintextRefused):
-			h = "" // the error says what to configure
-		case r.Sentinel != nil && (h == "" || strings.Contains(msg, "sentinels")):
-			h = " (check master_name and the Sentinels' addresses)"
-		case h == "" && r.TLS != nil &&
-			(strings.Contains(msg, "reset by peer") || strings.Contains(msg, "broken pipe") || strings.Contains(msg, "EOF")):
-			// TLS 1.3: a server that refuses the client certificate (or its
-			// absence) may just close the connection after the handshake
-			if r.TLS.CertFile == "" && r.TLS.ClientIdentityRaw == nil {
-				h = " (Redis may require a client certificate: set client_identity, or cert_file and key_file, in the tls block)"
-			} else {
-				h = " (Redis may have refused this node's client certificate: check client_identity or cert_file in the tls block)"
-			}
-		}
-		return fmt.Errorf("storage redis: %s %s: cannot use Redis: %w%s", setting, where, err, h)
+		return fmt.Errorf("storage redis: %s %s: cannot use Redis: %w%s", setting, where, err, r.hint(err))
 	}
 	lockTTL := orDefault(r.LockTTL, DefaultLockTTL)
 	r.store = newStore(client, r.KeyPrefix, seal, lockTTL, r.logger, where)
@@ -344,37 +324,53 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 }
 
 // hint adds the setting to look at for the common start-up failures.
-func hint(err error) string {
+func (r *Redis) hint(err error) string {
 	msg := err.Error()
+	has := func(subs ...string) bool {
+		return slices.ContainsFunc(subs, func(sub string) bool { return strings.Contains(msg, sub) })
+	}
+	const sentinelHint = " (check master_name and the Sentinels' addresses)"
 	switch {
-	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "AUTH"):
+	case errors.Is(err, errPlaintextRefused):
+		return "" // the error says what to configure
+	case r.Sentinel != nil && has("sentinels"):
+		return sentinelHint
+	case has("WRONGPASS", "NOAUTH", "AUTH"):
 		return " (check username and password)"
-	case strings.Contains(msg, "certificate required"):
+	case has("certificate required"):
 		return " (Redis wants a client certificate: set client_identity, or cert_file and key_file, in the tls block)"
-	case strings.Contains(msg, "remote error: tls"):
+	case has("remote error: tls"):
 		return " (Redis refused this node's client certificate: check client_identity or cert_file in the tls block)"
-	case strings.Contains(msg, "certificate"), strings.Contains(msg, "tls:"):
+	case has("certificate", "tls:"):
 		return " (check ca_file, trust_pool or server_name in the tls block)"
-	case strings.Contains(msg, "DB index"):
+	case has("DB index"):
 		return " (check db)"
-	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "no such host"), strings.Contains(msg, "timeout"):
+	case has("connection refused", "no such host", "timeout"):
 		return " (is Redis running there? check address)"
+	case r.Sentinel != nil:
+		return sentinelHint
+	case r.TLS != nil && has("reset by peer", "broken pipe", "EOF"):
+		// TLS 1.3: a server that refuses the client certificate (or its
+		// absence) may just close the connection after the handshake
+		if r.TLS.CertFile == "" && r.TLS.ClientIdentityRaw == nil {
+			return " (Redis may require a client certificate: set client_identity, or cert_file and key_file, in the tls block)"
+		}
+		return " (Redis may have refused this node's client certificate: check client_identity or cert_file in the tls block)"
 	}
 	return ""
 }
 
 // load reads the keys.
 func (e *Encryption) load() (*sealer, error) {
-	cur, err := loadSealKey(e.Key.ID, e.Key.File, e.Key.Env, "key")
-	if err != nil {
-		return nil, err
-	}
-	keys := []*sealKey{cur}
-	for _, ks := range e.OldKeys {
-		if ks == nil {
+	var keys []*sealKey
+	for i, ks := range append([]*KeySource{e.Key}, e.OldKeys...) {
+		setting := "old_key"
+		if i == 0 {
+			setting = "key"
+		} else if ks == nil {
 			continue
 		}
-		k, err := loadSealKey(ks.ID, ks.File, ks.Env, "old_key")
+		k, err := loadSealKey(ks, setting)
 		if err != nil {
 			return nil, err
 		}

@@ -258,7 +258,8 @@ func defaultKeyID(key []byte) string {
 }
 
 // loadSealKey reads a key from a file or an environment variable.
-func loadSealKey(id, file, env, setting string) (*sealKey, error) {
+func loadSealKey(ks *KeySource, setting string) (*sealKey, error) {
+	id, file, env := ks.ID, ks.File, ks.Env
 	var data []byte
 	var source string
 	switch {
