@@ -146,18 +146,6 @@ func (Redis) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func (r *Redis) allAddresses() []string {
 	if r.Sentinel != nil {
 		return r.Sentinel.Addresses
