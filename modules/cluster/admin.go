@@ -67,14 +67,14 @@ func running() (*App, error) {
 
 func (a *App) caByID(id string) (*caState, error) {
 	if id == "" {
-		if len(a.order) == 1 {
-			return a.cas[a.order[0]], nil
+		if len(a.CAs) == 1 {
+			return a.cas[a.CAs[0]], nil
 		}
-		return nil, caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("name the CA: ?ca=<id> (coordinated: %v)", a.order)}
+		return nil, caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("name the CA: ?ca=<id> (coordinated: %v)", a.CAs)}
 	}
 	st := a.cas[id]
 	if st == nil {
-		return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("ca %q is not coordinated by trustline_cluster (coordinated: %v)", id, a.order)}
+		return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("ca %q is not coordinated by trustline_cluster (coordinated: %v)", id, a.CAs)}
 	}
 	return st, nil
 }
@@ -167,7 +167,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	host, _ := os.Hostname()
 	out := status{Node: host}
-	for _, id := range a.order {
+	for _, id := range a.CAs {
 		st := a.cas[id]
 		cs := caStatus{CA: id, Renewals: st.stats.renewed.Load(), Followed: st.stats.followed.Load(),
 			RollbacksRefused: st.stats.rollbacks.Load()}

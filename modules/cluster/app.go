@@ -32,23 +32,14 @@ const (
 )
 
 // App coordinates the CAs of Caddy's `pki` app across the nodes that
-// share Caddy's storage (module `trustline_cluster`, global option
-// `trustline_cluster`). For each CA it:
-//
-//   - follows the intermediate as storage holds it: a renewal stored by
-//     any node is seen within check_interval (at once with `storage
-//     redis`, which announces changes), and Caddy's in-memory copy of the
-//     CA is brought in step, so `tls internal` and `acme_server` issue
-//     from it too;
-//   - renews the stored intermediate when renewal_window_ratio of its
-//     lifetime remains (default a third, ahead of Caddy's own 20%), under
-//     a storage lock, so that one node renews for the whole cluster;
-//   - offers a forced renewal on the admin API
-//     (POST /trustline/cluster/renew?ca=<id>) and a status
-//     (GET /trustline/cluster).
-//
-// See README.md beside this file for the interplay with Caddy's own
-// maintenance.
+// share Caddy's storage (module and global option `trustline_cluster`).
+// For each CA it follows the intermediate as storage holds it (within
+// check_interval, at once with `storage redis`) and keeps Caddy's
+// in-memory copy in step, so `tls internal` and `acme_server` issue from
+// it too; it renews the stored intermediate under a storage lock, one
+// node for the whole cluster, ahead of Caddy's own renewal; and it offers
+// a forced renewal and a status on the admin API. README.md beside this
+// file tells the interplay with Caddy's own maintenance.
 type App struct {
 	// CAs are the IDs of the pki app's CAs to coordinate. Default:
 	// ["local"].
@@ -64,7 +55,6 @@ type App struct {
 	RenewalWindowRatio float64 `json:"renewal_window_ratio,omitempty"`
 
 	cas    map[string]*caState
-	order  []string
 	logger *zap.Logger
 	ctx    context.Context // ends when the app stops
 	stop   context.CancelFunc
@@ -149,7 +139,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("trustline_cluster: ca %q: %w", id, err)
 		}
 		a.cas[id] = st
-		a.order = append(a.order, id)
 	}
 	return nil
 }
@@ -162,14 +151,13 @@ var active atomic.Pointer[App]
 // Start begins the periodic checks and follows the storage's
 // notifications.
 func (a *App) Start() error {
-	for _, id := range a.order {
-		st := a.cas[id]
+	for _, st := range a.cas {
 		a.wg.Add(1)
 		go st.run(a.ctx, time.Duration(a.CheckInterval), a.wg)
 	}
 	active.Store(a)
 	a.logger.Info("cluster coordination of the pki CAs started",
-		zap.Strings("cas", a.order),
+		zap.Strings("cas", a.CAs),
 		zap.Duration("check_interval", time.Duration(a.CheckInterval)),
 		zap.String("renewal_window_ratio", strconv.FormatFloat(a.RenewalWindowRatio, 'g', 3, 64)))
 	return nil

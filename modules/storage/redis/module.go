@@ -22,9 +22,8 @@ func init() {
 	goredis.SetLogger(clientLogger{})
 }
 
-// clientLogger sends go-redis's own messages (dial retries and the like)
-// to Caddy's log at debug level; the storage logs the state changes an
-// operator acts on (Redis unreachable, reachable again) itself.
+// clientLogger sends go-redis's own messages (dial retries...) to Caddy's
+// log at debug level; the storage itself logs what an operator acts on.
 type clientLogger struct{}
 
 func (clientLogger) Printf(_ context.Context, format string, v ...any) {
@@ -42,16 +41,10 @@ const (
 	minLockTTL          = time.Second
 )
 
-// Redis is certmagic storage on Redis (module `caddy.storage.redis`): the
-// certificates, keys and locks that Caddy keeps in storage, shared by every
-// node that points at the same Redis and key prefix, which makes them a
-// cluster. See README.md beside this file for the key layout, the locking
-// and the encryption of values.
-//
-// One address is a single Redis; several are the seed nodes of a Redis
-// Cluster; a sentinel block uses Redis Sentinel failover instead. Without a
-// tls block, every address must be a loopback address unless
-// insecure_plaintext is set.
+// Redis is certmagic storage on Redis (module `caddy.storage.redis`): what
+// Caddy keeps in storage, shared by every node that points at the same
+// Redis and key prefix, which makes them a cluster. README.md beside this
+// file documents the key layout, the locking and the encryption.
 type Redis struct {
 	// Addresses are host:port of Redis. One: a single server; several: the
 	// seed nodes of a Redis Cluster. Default: 127.0.0.1:6379 (none may be
@@ -93,10 +86,9 @@ type Redis struct {
 	// Default: none, values stored as given.
 	Encryption *Encryption `json:"encryption,omitempty"`
 
-	store  *store
-	logger *zap.Logger
-	// dialTCP, when set (tests), replaces the TCP connect of the dialer.
-	dialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
+	store   *store
+	logger  *zap.Logger
+	dialTCP func(ctx context.Context, network, addr string) (net.Conn, error) // tests: replaces the TCP connect
 }
 
 // Sentinel configures Redis Sentinel.
@@ -225,9 +217,8 @@ func orDefault(d caddy.Duration, def time.Duration) time.Duration {
 
 // Provision checks the settings (Caddy calls Provision before Validate,
 // and storage must work before the apps start), loads the TLS material and
-// the encryption keys, connects, and pings Redis: an unreachable Redis, a
-// wrong password or a refused certificate fails the config load with an
-// error that names the address.
+// the keys, and pings Redis: a failure fails the config load, naming the
+// address.
 func (r *Redis) Provision(ctx caddy.Context) error {
 	r.logger = ctx.Logger()
 	if err := r.Validate(); err != nil {
@@ -268,9 +259,8 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 		d.dialTCP = r.dialTCP
 	}
 	addrs := r.allAddresses()
-	// one option set; go-redis picks the client as this storage documents
-	// it: a master name is Sentinel (addrs are the Sentinels), several
-	// addresses a Redis Cluster, one a single server
+	// go-redis picks the client: a master name is Sentinel (addrs are the
+	// Sentinels), several addresses a Redis Cluster, one a single server
 	client := goredis.NewUniversalClient(&goredis.UniversalOptions{
 		Addrs:            addrs,
 		Username:         r.Username,
@@ -298,13 +288,8 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 	}
 	lockTTL := orDefault(r.LockTTL, DefaultLockTTL)
 	r.store = newStore(client, r.KeyPrefix, seal, lockTTL, r.logger, where)
-	r.logger.Info("storage on Redis",
-		zap.String("address", where),
-		zap.Int("db", r.DB),
-		zap.String("key_prefix", r.KeyPrefix),
-		zap.Bool("tls", r.TLS != nil),
-		zap.Bool("encryption", seal != nil),
-		zap.Duration("lock_ttl", lockTTL))
+	r.logger.Info("storage on Redis", zap.String("address", where), zap.Int("db", r.DB), zap.String("key_prefix", r.KeyPrefix),
+		zap.Bool("tls", r.TLS != nil), zap.Bool("encryption", seal != nil), zap.Duration("lock_ttl", lockTTL))
 	if seal == nil {
 		r.logger.Warn("storage redis: values are stored unencrypted; an encryption block is recommended, this storage holds private keys")
 	}
@@ -375,8 +360,8 @@ func (r *Redis) CertMagicStorage() (certmagic.Storage, error) {
 	return r.store, nil
 }
 
-// Cleanup stops lock renewals (a lock still held expires after lock_ttl)
-// and closes the connections.
+// Cleanup stops lock renewals (a held lock expires after lock_ttl) and
+// closes the connections.
 func (r *Redis) Cleanup() error {
 	if r.store != nil {
 		return r.store.close()

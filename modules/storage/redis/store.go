@@ -162,10 +162,9 @@ func newStore(client goredis.UniversalClient, prefix string, s *sealer, lockTTL 
 	}
 }
 
-// close stops lock renewals (held locks then expire after their TTL) and
-// closes the client. A connection the client finds already closed is a
-// clean close (go-redis v9.17.3 closed the connections a Sentinel
-// failover dropped from its pool twice, and reported the second).
+// close stops lock renewals (held locks expire after their TTL) and the
+// client. A connection found already closed is a clean close (go-redis
+// v9.17.3 closed those a Sentinel failover dropped twice).
 func (s *store) close() error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -181,9 +180,8 @@ func (s *store) close() error {
 	return err
 }
 
-// cleanKey normalizes a key as the file storage's path join does: no
-// leading, trailing or doubled slashes, "." and ".." resolved (never above
-// the root).
+// cleanKey normalizes a key as the file storage's path join does ("."
+// and ".." resolved, never above the root; no stray slashes).
 func cleanKey(key string) string {
 	if key == "" {
 		return ""
@@ -196,8 +194,8 @@ func (s *store) valueKey(key string) string { return s.valuePfx + key }
 // String names the storage in certmagic's logs.
 func (s *store) String() string { return "redis:" + s.addrs + "/" + s.prefix }
 
-// observe logs the transitions between a reachable and an unreachable
-// Redis once each (not once per failed call), and returns err.
+// observe logs each change between a reachable and an unreachable Redis
+// once (not once per failed call), and returns err.
 func (s *store) observe(ctx context.Context, err error) error {
 	if err == nil || errors.Is(err, goredis.Nil) {
 		if s.down.Load() && s.down.CompareAndSwap(true, false) {
@@ -316,8 +314,8 @@ func (s *store) Delete(ctx context.Context, key string) error {
 	}
 }
 
-// Exists tells whether key is a value or a directory; false also when
-// Redis could not be asked.
+// Exists tells whether key is a value or a directory (false when Redis
+// cannot be asked).
 func (s *store) Exists(ctx context.Context, key string) bool {
 	_, err := s.Stat(ctx, key)
 	return err == nil
@@ -353,10 +351,9 @@ func (s *store) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error)
 	return certmagic.KeyInfo{}, fmt.Errorf("storage redis: stat %q: unexpected reply %T", key, res)
 }
 
-// List returns the keys under prefix: its immediate children (values and
-// directories), or with recursive every value and directory below it, in
-// the order of a file-system walk. A missing prefix is fs.ErrNotExist; a
-// prefix that is a value has no children.
+// List returns the immediate children of prefix (values and directories),
+// or with recursive everything below it, in the order of a file-system
+// walk. A missing prefix is fs.ErrNotExist; a value has no children.
 func (s *store) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
 	prefix = cleanKey(prefix)
 	var out []string
