@@ -25,14 +25,11 @@ func init() {
 //	GET  /trustline/cluster                          status of each coordinated CA
 //	POST /trustline/cluster/renew?ca=<id>[&wait=<duration>][&hold=<duration>]
 //
-// The renewal is forced: it waits for the renewal lock (wait, default 60s),
-// replaces the stored intermediate whatever its age, and answers with the
-// new one. hold keeps the lock that long afterwards (at most 10m; released
-// when the config stops): for failover drills, where the node holding the
-// lock is stopped and another must take over once the lock's TTL runs out.
-//
-// Caddy gives admin.api modules no config, so the routes find the running
-// trustline_cluster app through a process-wide pointer set by its Start.
+// The renewal is forced: it waits for the lock (wait, default 60s) and
+// replaces the stored intermediate whatever its age. hold keeps the lock
+// that long afterwards (at most 10m; released when the config stops), for
+// failover drills. Caddy gives admin.api modules no config: the routes
+// find the running app through a pointer set by its Start.
 type Admin struct{}
 
 // CaddyModule returns the Caddy module information.
