@@ -64,11 +64,19 @@ redis.call('PUBLISH', ARGV[4], ARGV[1])
 return 0
 `)
 
-// getScript: KEYS[1]=index, KEYS[2]=value key; ARGV[1]=key, ARGV[2..]=
-// fields of the value's hash. Returns the fields for a value (Load asks
-// for v, Stat for m and s), 1 for a directory, 0 when missing.
-var getScript = goredis.NewScript(luaIsDir + `
-local r = redis.call('HMGET', KEYS[2], unpack(ARGV, 2))
+// loadScript: KEYS[1]=index, KEYS[2]=value key; ARGV[1]=key.
+// Returns the stored bytes, 1 for a directory, 0 when missing.
+var loadScript = goredis.NewScript(luaIsDir + `
+local v = redis.call('HGET', KEYS[2], 'v')
+if v then return v end
+if isdir(KEYS[1], ARGV[1]) then return 1 end
+return 0
+`)
+
+// statScript: KEYS[1]=index, KEYS[2]=value key; ARGV[1]=key.
+// Returns {m, s} for a value, 1 for a directory, 0 when missing.
+var statScript = goredis.NewScript(luaIsDir + `
+local r = redis.call('HMGET', KEYS[2], 'm', 's')
 if r[1] then return r end
 if isdir(KEYS[1], ARGV[1]) then return 1 end
 return 0
@@ -268,13 +276,13 @@ func (s *store) Store(ctx context.Context, key string, value []byte) error {
 // Load retrieves the value at key; fs.ErrNotExist when it does not exist.
 func (s *store) Load(ctx context.Context, key string) ([]byte, error) {
 	key = cleanKey(key)
-	res, err := getScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key, "v").Result()
+	res, err := loadScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key).Result()
 	if err := s.redisErr(ctx, "load", key, err); err != nil {
 		return nil, err
 	}
 	switch v := res.(type) {
-	case []any:
-		stored, _ := v[0].(string)
+	case string:
+		stored := v
 		var plain []byte
 		var err error
 		if s.sealer != nil {
@@ -328,7 +336,7 @@ func (s *store) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error)
 	if key == "" {
 		return certmagic.KeyInfo{Key: key}, nil
 	}
-	res, err := getScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key, "m", "s").Result()
+	res, err := statScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key).Result()
 	if err := s.redisErr(ctx, "stat", key, err); err != nil {
 		return certmagic.KeyInfo{}, err
 	}
