@@ -25,14 +25,11 @@ func init() {
 //	GET  /trustline/cluster                          status of each coordinated CA
 //	POST /trustline/cluster/renew?ca=<id>[&wait=<duration>][&hold=<duration>]
 //
-// The renewal is forced: it waits for the renewal lock (wait, default 60s),
-// replaces the stored intermediate whatever its age, and answers with the
-// new one. hold keeps the lock that long afterwards (at most 10m; released
-// when the config stops): for failover drills, where the node holding the
-// lock is stopped and another must take over once the lock's TTL runs out.
-//
-// Caddy gives admin.api modules no config, so the routes find the running
-// trustline_cluster app through a process-wide pointer set by its Start.
+// The renewal is forced: it waits for the lock (wait, default 60s) and
+// replaces the stored intermediate whatever its age. hold keeps the lock
+// that long afterwards (at most 10m; released when the config stops), for
+// failover drills. Caddy gives admin.api modules no config: the routes
+// find the running app through a pointer set by its Start.
 type Admin struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -67,14 +64,14 @@ func running() (*App, error) {
 
 func (a *App) caByID(id string) (*caState, error) {
 	if id == "" {
-		if len(a.order) == 1 {
-			return a.cas[a.order[0]], nil
+		if len(a.CAs) == 1 {
+			return a.cas[a.CAs[0]], nil
 		}
-		return nil, caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("name the CA: ?ca=<id> (coordinated: %v)", a.order)}
+		return nil, caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("name the CA: ?ca=<id> (coordinated: %v)", a.CAs)}
 	}
 	st := a.cas[id]
 	if st == nil {
-		return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("ca %q is not coordinated by trustline_cluster (coordinated: %v)", id, a.order)}
+		return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("ca %q is not coordinated by trustline_cluster (coordinated: %v)", id, a.CAs)}
 	}
 	return st, nil
 }
@@ -167,7 +164,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	host, _ := os.Hostname()
 	out := status{Node: host}
-	for _, id := range a.order {
+	for _, id := range a.CAs {
 		st := a.cas[id]
 		cs := caStatus{CA: id, Renewals: st.stats.renewed.Load(), Followed: st.stats.followed.Load(),
 			RollbacksRefused: st.stats.rollbacks.Load()}

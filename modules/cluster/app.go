@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -30,23 +32,14 @@ const (
 )
 
 // App coordinates the CAs of Caddy's `pki` app across the nodes that
-// share Caddy's storage (module `trustline_cluster`, global option
-// `trustline_cluster`). For each CA it:
-//
-//   - follows the intermediate as storage holds it: a renewal stored by
-//     any node is seen within check_interval (at once with `storage
-//     redis`, which announces changes), and Caddy's in-memory copy of the
-//     CA is brought in step, so `tls internal` and `acme_server` issue
-//     from it too;
-//   - renews the stored intermediate when renewal_window_ratio of its
-//     lifetime remains (default a third, ahead of Caddy's own 20%), under
-//     a storage lock, so that one node renews for the whole cluster;
-//   - offers a forced renewal on the admin API
-//     (POST /trustline/cluster/renew?ca=<id>) and a status
-//     (GET /trustline/cluster).
-//
-// See README.md beside this file for the interplay with Caddy's own
-// maintenance.
+// share Caddy's storage (module and global option `trustline_cluster`).
+// For each CA it follows the intermediate as storage holds it (within
+// check_interval, at once with `storage redis`) and keeps Caddy's
+// in-memory copy in step, so `tls internal` and `acme_server` issue from
+// it too; it renews the stored intermediate under a storage lock, one
+// node for the whole cluster, ahead of Caddy's own renewal; and it offers
+// a forced renewal and a status on the admin API. README.md beside this
+// file tells the interplay with Caddy's own maintenance.
 type App struct {
 	// CAs are the IDs of the pki app's CAs to coordinate. Default:
 	// ["local"].
@@ -62,11 +55,10 @@ type App struct {
 	RenewalWindowRatio float64 `json:"renewal_window_ratio,omitempty"`
 
 	cas    map[string]*caState
-	order  []string
 	logger *zap.Logger
-	stop   chan struct{}
+	ctx    context.Context // ends when the app stops
+	stop   context.CancelFunc
 	wg     *sync.WaitGroup
-	once   *sync.Once
 }
 
 // CaddyModule returns the Caddy module information.
@@ -125,20 +117,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	pki := appIface.(*caddypki.PKI)
 	a.cas = map[string]*caState{}
-	a.stop = make(chan struct{})
-	a.wg, a.once = new(sync.WaitGroup), new(sync.Once)
+	a.ctx, a.stop = context.WithCancel(context.Background())
+	a.wg = new(sync.WaitGroup)
 	registerMetrics(ctx)
 	for _, id := range a.CAs {
 		ca, err := pki.GetCA(ctx, id)
 		if err != nil {
-			known := slices.Sorted(func(yield func(string) bool) {
-				for k := range pki.CAs {
-					if !yield(k) {
-						return
-					}
-				}
-			})
-			return fmt.Errorf("trustline_cluster: ca %q: %w (configured in the pki app: %v)", id, err, known)
+			return fmt.Errorf("trustline_cluster: ca %q: %w (configured in the pki app: %v)", id, err, slices.Sorted(maps.Keys(pki.CAs)))
 		}
 		if ca.Intermediate != nil {
 			return fmt.Errorf("trustline_cluster: ca %q: its intermediate is configured from files in the pki app; "+
@@ -148,12 +133,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("trustline_cluster: renewal_window_ratio %.3g must be larger than the renewal_window_ratio %.3g "+
 				"of pki ca %q, or Caddy's own, uncoordinated renewal runs first", a.RenewalWindowRatio, ca.RenewalWindowRatio, id)
 		}
-		st := newCAState(id, ca, ctx.Storage(), a.RenewalWindowRatio, a.logger.With(zap.String("ca", id)))
+		st := &caState{id: id, ca: ca, storage: ctx.Storage(), ratio: a.RenewalWindowRatio, done: a.ctx.Done(),
+			logger: a.logger.With(zap.String("ca", id)), wake: make(chan struct{}, 1), stats: statsFor(id)}
 		if err := st.provision(ctx); err != nil {
 			return fmt.Errorf("trustline_cluster: ca %q: %w", id, err)
 		}
 		a.cas[id] = st
-		a.order = append(a.order, id)
 	}
 	return nil
 }
@@ -166,14 +151,13 @@ var active atomic.Pointer[App]
 // Start begins the periodic checks and follows the storage's
 // notifications.
 func (a *App) Start() error {
-	for _, id := range a.order {
-		st := a.cas[id]
+	for _, st := range a.cas {
 		a.wg.Add(1)
-		go st.run(time.Duration(a.CheckInterval), a.stop, a.wg)
+		go st.run(a.ctx, time.Duration(a.CheckInterval), a.wg)
 	}
 	active.Store(a)
 	a.logger.Info("cluster coordination of the pki CAs started",
-		zap.Strings("cas", a.order),
+		zap.Strings("cas", a.CAs),
 		zap.Duration("check_interval", time.Duration(a.CheckInterval)),
 		zap.String("renewal_window_ratio", strconv.FormatFloat(a.RenewalWindowRatio, 'g', 3, 64)))
 	return nil
@@ -182,23 +166,15 @@ func (a *App) Start() error {
 // Stop ends the checks; a renewal in progress finishes first, and a lock
 // held for an admin request is released.
 func (a *App) Stop() error {
-	if a.stop == nil {
-		return nil
-	}
-	a.once.Do(func() { close(a.stop) })
-	a.wg.Wait()
-	for _, st := range a.cas {
-		st.stopHolds()
-	}
 	active.CompareAndSwap(a, nil)
-	return nil
+	return a.Cleanup()
 }
 
-// Cleanup stops the checks if Start ran but Stop did not (a config that
-// failed to start).
+// Cleanup stops the checks, also when Start ran but Stop did not (a
+// config that failed to start).
 func (a *App) Cleanup() error {
 	if a.stop != nil {
-		a.once.Do(func() { close(a.stop) })
+		a.stop()
 		a.wg.Wait()
 	}
 	return nil

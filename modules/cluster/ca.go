@@ -30,6 +30,7 @@ type caState struct {
 	ratio   float64
 	logger  *zap.Logger
 	mem     *caddyinternals.PKICA // nil: Caddy's in-memory copy cannot be kept in step
+	done    <-chan struct{}       // closed when the app stops
 	wake    chan struct{}
 
 	mu      sync.Mutex // one check or renewal at a time on this node
@@ -39,22 +40,6 @@ type caState struct {
 	failing atomic.Bool
 	checked atomic.Int64 // Unix nanoseconds of the last successful check
 	stats   *caStats
-
-	holdsMu sync.Mutex
-	holds   map[chan struct{}]struct{}
-}
-
-func newCAState(id string, ca *caddypki.CA, st certmagic.Storage, ratio float64, logger *zap.Logger) *caState {
-	return &caState{
-		id:      id,
-		ca:      ca,
-		storage: st,
-		ratio:   ratio,
-		logger:  logger,
-		wake:    make(chan struct{}, 1),
-		stats:   statsFor(id),
-		holds:   map[chan struct{}]struct{}{},
-	}
 }
 
 // lockName is the storage lock that one node holds while it renews.
@@ -62,13 +47,14 @@ func (s *caState) lockName() string {
 	return "trustline_cluster_ca_" + certmagic.StorageKeys.Safe(s.id)
 }
 
-// fallbackRoot is the root when storage has none: a root configured from
-// files in the pki app (the same file on every node).
-func (s *caState) fallbackRoot() *x509.Certificate {
+// load reads the CA from storage; a root configured from files in the pki
+// app (the same file on every node) stands in for one storage lacks.
+func (s *caState) load(ctx context.Context) (*castore.CA, error) {
+	var fallbackRoot *x509.Certificate
 	if s.ca.Root != nil {
-		return s.ca.RootCertificate()
+		fallbackRoot = s.ca.RootCertificate()
 	}
-	return nil
+	return castore.Load(ctx, s.storage, s.id, fallbackRoot, true)
 }
 
 // provision reads the CA from storage and brings Caddy's copy in step.
@@ -83,7 +69,7 @@ func (s *caState) provision(ctx caddy.Context) error {
 	s.mem = mem
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	stored, err := castore.Load(lctx, s.storage, s.id, s.fallbackRoot(), true)
+	stored, err := s.load(lctx)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("Caddy's storage does not hold this CA's certificates (%s); a pki CA with a storage of its own cannot be coordinated: %w",
 			caddyinternals.PKIPrefix(s.id), err)
@@ -118,8 +104,8 @@ func (s *caState) inMemoryRoot() *x509.Certificate {
 }
 
 // run checks the CA every interval, and when the storage announces a
-// change, until stop closes.
-func (s *caState) run(interval time.Duration, stop <-chan struct{}, wg *sync.WaitGroup) {
+// change, until ctx ends.
+func (s *caState) run(ctx context.Context, interval time.Duration, wg *sync.WaitGroup) {
 	defer wg.Done()
 	defer func() {
 		if r := recover(); r != nil {
@@ -135,16 +121,10 @@ func (s *caState) run(interval time.Duration, stop <-chan struct{}, wg *sync.Wai
 	defer cancelWatch()
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-stop
-		cancel()
-	}()
 	for {
 		s.check(ctx)
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		case <-s.wake:
@@ -168,7 +148,7 @@ func (s *caState) check(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	s.mu.Lock()
-	stored, err := castore.Load(cctx, s.storage, s.id, s.fallbackRoot(), true)
+	stored, err := s.load(cctx)
 	rolledBack := false
 	if err == nil && ctx.Err() == nil {
 		// under the lock: a renewal on this node must not be overtaken
@@ -184,28 +164,22 @@ func (s *caState) check(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	needRenewal := false
 	switch {
-	case rolledBack:
-		needRenewal = true
+	case rolledBack: // refused above: renew to repair storage
 	case err == nil:
-		needRenewal = s.due(stored.Issuer(), time.Now())
+		if !s.due(stored.Issuer(), time.Now()) {
+			return
+		}
 	case errors.Is(err, castore.ErrRolledBack):
 		// the storage itself saw an older value written back
 		s.refuseRollback(nil, err)
-		needRenewal = true
 	case errors.Is(err, fs.ErrNotExist) && s.hasStoredRoot(cctx):
 		// the intermediate is gone (deleted by hand?): make one
-		needRenewal = true
 	case isInconsistent(err):
 		// the stored intermediate does not match its key or the root
 		s.failed("the stored intermediate is inconsistent; renewing it", err)
-		needRenewal = true
 	default:
 		s.failed("reading the CA from storage failed; keeping what this node holds", err)
-		return
-	}
-	if !needRenewal {
 		return
 	}
 	if _, err := s.renew(ctx, false, lockTry, 0); err != nil && !errors.Is(err, errLockBusy) {
@@ -266,12 +240,9 @@ func (s *caState) refuseRollback(stored *castore.CA, err error) {
 		fields = append(fields, zap.String("stored_serial", material.SerialString(stored.Issuer())),
 			material.TimeField("stored_not_before", stored.Issuer().NotBefore))
 	}
-	if err != nil {
-		fields = append(fields, zap.Error(err))
-	}
 	s.logger.Error("refusing the intermediate in storage: it is older than the one this node holds "+
 		"(an older intermediate written back in storage?); keeping the one held and renewing under the storage lock to repair storage",
-		fields...)
+		append(fields, zap.Error(err))...)
 }
 
 // follow makes stored this node's view of the CA and brings Caddy's copy
@@ -337,26 +308,19 @@ func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold tim
 	if err := s.lock(ctx, mode); err != nil {
 		return nil, err
 	}
-	release := func() {
-		uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.storage.Unlock(uctx, s.lockName()); err != nil {
-			s.logger.Error("releasing the renewal lock", zap.String("lock", s.lockName()), zap.Error(err))
-		}
-	}
 	defer func() {
 		if hold > 0 && err == nil {
-			s.holdLock(hold, release)
-			return
+			go s.unlock(hold)
+		} else {
+			s.unlock(0)
 		}
-		release()
 	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// another node may have renewed while this one waited for the lock
-	stored, err := castore.Load(rctx, s.storage, s.id, s.fallbackRoot(), true)
+	stored, err := s.load(rctx)
 	rolledBack := (err == nil && s.olderThanHeld(stored)) || errors.Is(err, castore.ErrRolledBack)
 	if err == nil && !force && !rolledBack && !s.due(stored.Issuer(), time.Now()) {
 		s.follow(stored, true)
@@ -399,7 +363,7 @@ func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold tim
 	}
 	s.logger.Info("renewed the intermediate for the cluster", fields...)
 	now := &castore.CA{ID: s.id, Root: root, Intermediates: []*x509.Certificate{cert}, Key: key}
-	if fresh, err := castore.Load(rctx, s.storage, s.id, s.fallbackRoot(), true); err == nil && !castore.Older(fresh.Issuer(), cert) {
+	if fresh, err := s.load(rctx); err == nil && !castore.Older(fresh.Issuer(), cert) {
 		now = fresh
 	}
 	s.follow(now, false)
@@ -409,62 +373,47 @@ func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold tim
 
 // lock takes the renewal lock: once (lockTry) or waiting (lockWait).
 func (s *caState) lock(ctx context.Context, mode lockMode) error {
-	if mode == lockTry {
-		if tl, ok := s.storage.(certmagic.TryLocker); ok {
-			got, err := tl.TryLock(ctx, s.lockName())
-			if err != nil {
-				return fmt.Errorf("taking the renewal lock %q: %w", s.lockName(), err)
-			}
-			if !got {
-				return errLockBusy
-			}
-			return nil
+	name := s.lockName()
+	if mode == lockWait {
+		if err := s.storage.Lock(ctx, name); err != nil {
+			return fmt.Errorf("waiting for the renewal lock %q: %w", name, err)
 		}
-		// a storage without TryLock: wait briefly
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Second)
+		return nil
+	}
+	tl, ok := s.storage.(certmagic.TryLocker)
+	if !ok { // a storage without TryLock: wait briefly
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		if err := s.storage.Lock(ctx, s.lockName()); err != nil {
+		if s.storage.Lock(ctx, name) != nil {
 			return errLockBusy
 		}
 		return nil
 	}
-	if err := s.storage.Lock(ctx, s.lockName()); err != nil {
-		return fmt.Errorf("waiting for the renewal lock %q: %w", s.lockName(), err)
+	got, err := tl.TryLock(ctx, name)
+	if err != nil {
+		return fmt.Errorf("taking the renewal lock %q: %w", name, err)
+	}
+	if !got {
+		return errLockBusy
 	}
 	return nil
 }
 
-// holdLock keeps the lock for d, then releases it (or at Stop).
-func (s *caState) holdLock(d time.Duration, release func()) {
-	done := make(chan struct{})
-	s.holdsMu.Lock()
-	s.holds[done] = struct{}{}
-	s.holdsMu.Unlock()
-	go func() {
-		t := time.NewTimer(d)
-		defer t.Stop()
+// unlock releases the renewal lock after holding it hold longer (cut
+// short when the app stops).
+func (s *caState) unlock(hold time.Duration) {
+	if hold > 0 {
+		t := time.NewTimer(hold)
 		select {
 		case <-t.C:
-		case <-done:
+		case <-s.done:
 		}
-		s.holdsMu.Lock()
-		delete(s.holds, done)
-		s.holdsMu.Unlock()
-		release()
-	}()
-}
-
-// stopHolds releases the locks held for admin requests.
-func (s *caState) stopHolds() {
-	s.holdsMu.Lock()
-	var chs []chan struct{}
-	for ch := range s.holds {
-		chs = append(chs, ch)
+		t.Stop()
 	}
-	s.holdsMu.Unlock()
-	for _, ch := range chs {
-		close(ch)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.storage.Unlock(ctx, s.lockName()); err != nil {
+		s.logger.Error("releasing the renewal lock", zap.String("lock", s.lockName()), zap.Error(err))
 	}
 }
 
@@ -479,26 +428,28 @@ func (s *caState) rootPair(ctx context.Context) (*x509.Certificate, crypto.Signe
 		}
 		return chain[0], key, nil
 	}
-	certPEM, err := s.storage.Load(ctx, caddyinternals.PKIKey(s.id, caddyinternals.PKIRootCert))
+	certFile, keyFile := caddyinternals.PKIKey(s.id, caddyinternals.PKIRootCert), caddyinternals.PKIKey(s.id, caddyinternals.PKIRootKey)
+	certPEM, err := s.storage.Load(ctx, certFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the root certificate (never generating a new root): %w", err)
 	}
-	root, err := parseOneCert(certPEM)
+	// read whole: a file cut short is refused, naming the line
+	certs, err := material.ParsePEMCertificates(certPEM)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", caddyinternals.PKIKey(s.id, caddyinternals.PKIRootCert), err)
+		return nil, nil, fmt.Errorf("%s: %w", certFile, err)
 	}
-	keyPEM, err := s.storage.Load(ctx, caddyinternals.PKIKey(s.id, caddyinternals.PKIRootKey))
+	keyPEM, err := s.storage.Load(ctx, keyFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the root key: %w", err)
 	}
 	key, err := material.ParsePEMPrivateKey(keyPEM)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", caddyinternals.PKIKey(s.id, caddyinternals.PKIRootKey), err)
+		return nil, nil, fmt.Errorf("%s: %w", keyFile, err)
 	}
-	if !castore.KeyMatches(root, key) {
+	if !castore.KeyMatches(certs[0], key) {
 		return nil, nil, fmt.Errorf("%s does not match %s (two nodes created the CA at once?); "+
 			"stop all nodes but one, delete %s from storage and restart them one at a time",
-			caddyinternals.PKIKey(s.id, caddyinternals.PKIRootKey), caddyinternals.PKIKey(s.id, caddyinternals.PKIRootCert), caddyinternals.PKIPrefix(s.id))
+			keyFile, certFile, caddyinternals.PKIPrefix(s.id))
 	}
-	return root, key, nil
+	return certs[0], key, nil
 }

@@ -18,20 +18,11 @@ type caStats struct {
 	notAfter                       atomic.Int64  // Unix seconds of the stored intermediate seen last
 }
 
-var (
-	statsMu sync.Mutex
-	stats   = map[string]*caStats{}
-)
+var stats sync.Map // CA ID -> *caStats
 
 func statsFor(id string) *caStats {
-	statsMu.Lock()
-	defer statsMu.Unlock()
-	s := stats[id]
-	if s == nil {
-		s = &caStats{}
-		stats[id] = s
-	}
-	return s
+	s, _ := stats.LoadOrStore(id, new(caStats))
+	return s.(*caStats)
 }
 
 var (
@@ -59,9 +50,8 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (collector) Collect(ch chan<- prometheus.Metric) {
-	statsMu.Lock()
-	defer statsMu.Unlock()
-	for id, s := range stats {
+	stats.Range(func(k, v any) bool {
+		id, s := k.(string), v.(*caStats)
 		ch <- prometheus.MustNewConstMetric(renewalsDesc, prometheus.CounterValue, float64(s.renewed.Load()), id, "ok")
 		ch <- prometheus.MustNewConstMetric(renewalsDesc, prometheus.CounterValue, float64(s.renewFailed.Load()), id, "failed")
 		ch <- prometheus.MustNewConstMetric(followedDesc, prometheus.CounterValue, float64(s.followed.Load()), id)
@@ -69,7 +59,8 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		if na := s.notAfter.Load(); na != 0 {
 			ch <- prometheus.MustNewConstMetric(notAfterDesc, prometheus.GaugeValue, float64(na), id)
 		}
-	}
+		return true
+	})
 }
 
 // registerMetrics adds the collector to ctx's metrics registry (Caddy

@@ -16,11 +16,7 @@ import (
 	"go.step.sm/crypto/x509util"
 
 	"github.com/trustline/trustline/internal/caddyinternals"
-	"github.com/trustline/trustline/modules/material"
 )
-
-// defaultIntermediateLifetime is Caddy's (used if the CA has none set).
-const defaultIntermediateLifetime = 7 * 24 * time.Hour
 
 // newIntermediate makes an intermediate as Caddy's pki app does (same
 // template, key type, common name and lifetime), signed by the root, that
@@ -28,10 +24,7 @@ const defaultIntermediateLifetime = 7 * 24 * time.Hour
 // second as after, its serial is made larger, so that no node takes a
 // renewal for a rollback.
 func (s *caState) newIntermediate(root *x509.Certificate, rootKey crypto.Signer, after *x509.Certificate) (*x509.Certificate, crypto.Signer, error) {
-	lifetime := time.Duration(s.ca.IntermediateLifetime)
-	if lifetime <= 0 {
-		lifetime = defaultIntermediateLifetime
-	}
+	lifetime := time.Duration(s.ca.IntermediateLifetime) // Caddy's provisioning set its default
 	if left := time.Until(root.NotAfter); lifetime >= left {
 		return nil, nil, fmt.Errorf("intermediate_lifetime %s would outlive the root (it expires in %s)", lifetime, left.Round(time.Second))
 	}
@@ -88,14 +81,4 @@ func (s *caState) store(ctx context.Context, cert *x509.Certificate, key crypto.
 		return fmt.Errorf("storing the new intermediate's key (the stored certificate has no matching key until the next renewal): %w", err)
 	}
 	return nil
-}
-
-// parseOneCert reads the first certificate of a stored PEM file, read
-// whole (a file cut short is refused, naming the line).
-func parseOneCert(data []byte) (*x509.Certificate, error) {
-	certs, err := material.ParsePEMCertificates(data)
-	if err != nil {
-		return nil, err
-	}
-	return certs[0], nil
 }

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -49,97 +50,105 @@ import (
 //		}
 //	}
 func (r *Redis) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const where = "storage redis"
 	d.Next() // module name
 	r.Addresses = append(r.Addresses, d.RemainingArgs()...)
-	seen := map[string]bool{}
-	if len(r.Addresses) > 0 {
-		seen["address"] = true
+	opts := map[string]any{
+		"address": &r.Addresses, "username": &r.Username, "password": &r.Password, "key_prefix": &r.KeyPrefix,
+		"dial_timeout": &r.DialTimeout, "read_timeout": &r.ReadTimeout, "write_timeout": &r.WriteTimeout,
+		"lock_ttl": &r.LockTTL, "insecure_plaintext": &r.InsecurePlaintext,
 	}
-	for d.NextBlock(0) {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("storage redis: duplicate option '%s'", opt)
-		}
-		seen[opt] = true
-		switch opt {
-		case "address":
-			r.Addresses = d.RemainingArgs()
-			if len(r.Addresses) == 0 {
-				return d.Err("storage redis: address needs at least one host:port")
-			}
-		case "username":
-			if err := oneArg(d, "storage redis", opt, &r.Username); err != nil {
-				return err
-			}
-		case "password":
-			if err := oneArg(d, "storage redis", opt, &r.Password); err != nil {
-				return err
-			}
-		case "key_prefix":
-			if err := oneArg(d, "storage redis", opt, &r.KeyPrefix); err != nil {
-				return err
-			}
-		case "db":
+	return parseBlock(d, where, opts, func(opt string) (bool, error) {
+		if opt == "db" {
 			var s string
-			if err := oneArg(d, "storage redis", opt, &s); err != nil {
-				return err
+			if err := oneArg(d, where, opt, &s); err != nil {
+				return true, err
 			}
 			n, err := strconv.Atoi(s)
 			if err != nil || n < 0 {
-				return d.Errf("storage redis: db '%s': want a database number, 0 or more", s)
+				return true, d.Errf("%s: db '%s': want a database number, 0 or more", where, s)
 			}
 			r.DB = n
-		case "dial_timeout", "read_timeout", "write_timeout", "lock_ttl":
+			return true, nil
+		}
+		var parse func(*caddyfile.Dispenser) error
+		switch opt {
+		case "sentinel":
+			r.Sentinel = new(Sentinel)
+			parse = r.Sentinel.unmarshal
+		case "tls":
+			r.TLS = new(TLS)
+			parse = r.TLS.unmarshal
+		case "encryption":
+			r.Encryption = new(Encryption)
+			parse = r.Encryption.unmarshal
+		default:
+			return false, nil
+		}
+		if d.NextArg() {
+			return true, d.Errf("%s: %s takes a block, not the argument '%s'", where, opt, d.Val())
+		}
+		return true, parse(d)
+	})
+}
+
+func (s *Sentinel) unmarshal(d *caddyfile.Dispenser) error {
+	return parseBlock(d, "storage redis: sentinel", map[string]any{"master_name": &s.MasterName,
+		"addresses": &s.Addresses, "username": &s.Username, "password": &s.Password}, nil)
+}
+
+// parseBlock reads the options of the block at d's cursor, refusing
+// unknown ones and, but for the repeatable ones, duplicates. An option
+// whose target is in opts is parsed by its type: *string one value,
+// *[]string at least one host:port, *caddy.Duration a positive duration,
+// *bool a flag without argument; other parses the rest and reports
+// whether it knew the option.
+func parseBlock(d *caddyfile.Dispenser, where string, opts map[string]any, other func(opt string) (bool, error), repeatable ...string) error {
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] && !slices.Contains(repeatable, opt) {
+			return d.Errf("%s: duplicate option '%s'", where, opt)
+		}
+		seen[opt] = true
+		switch dst := opts[opt].(type) {
+		case *string:
+			if err := oneArg(d, where, opt, dst); err != nil {
+				return err
+			}
+		case *[]string:
+			if len(*dst) > 0 { // the shorthand gave it already
+				return d.Errf("%s: duplicate option '%s'", where, opt)
+			}
+			if *dst = d.RemainingArgs(); len(*dst) == 0 {
+				return d.Errf("%s: %s needs at least one host:port", where, opt)
+			}
+		case *caddy.Duration:
 			var s string
-			if err := oneArg(d, "storage redis", opt, &s); err != nil {
+			if err := oneArg(d, where, opt, &s); err != nil {
 				return err
 			}
 			dur, err := caddy.ParseDuration(s)
 			if err != nil || dur <= 0 {
-				return d.Errf("storage redis: %s '%s': want a positive duration such as 5s", opt, s)
+				return d.Errf("%s: %s '%s': want a positive duration such as 5s", where, opt, s)
 			}
-			v := caddy.Duration(dur)
-			switch opt {
-			case "dial_timeout":
-				r.DialTimeout = v
-			case "read_timeout":
-				r.ReadTimeout = v
-			case "write_timeout":
-				r.WriteTimeout = v
-			case "lock_ttl":
-				r.LockTTL = v
-			}
-		case "insecure_plaintext":
+			*dst = caddy.Duration(dur)
+		case *bool:
 			if d.NextArg() {
-				return d.Errf("storage redis: insecure_plaintext takes no argument, got '%s'", d.Val())
+				return d.Errf("%s: %s takes no argument, got '%s'", where, opt, d.Val())
 			}
-			r.InsecurePlaintext = true
-		case "sentinel":
-			if d.NextArg() {
-				return d.Errf("storage redis: sentinel takes a block, not the argument '%s'", d.Val())
-			}
-			r.Sentinel = new(Sentinel)
-			if err := r.Sentinel.unmarshal(d); err != nil {
-				return err
-			}
-		case "tls":
-			if d.NextArg() {
-				return d.Errf("storage redis: tls takes a block, not the argument '%s'", d.Val())
-			}
-			r.TLS = new(TLS)
-			if err := r.TLS.unmarshal(d); err != nil {
-				return err
-			}
-		case "encryption":
-			if d.NextArg() {
-				return d.Errf("storage redis: encryption takes a block, not the argument '%s'", d.Val())
-			}
-			r.Encryption = new(Encryption)
-			if err := r.Encryption.unmarshal(d); err != nil {
-				return err
-			}
+			*dst = true
 		default:
-			return d.Errf("storage redis: unknown option '%s'", opt)
+			known := false
+			if other != nil {
+				var err error
+				if known, err = other(opt); err != nil {
+					return err
+				}
+			}
+			if !known {
+				return d.Errf("%s: unknown option '%s'", where, opt)
+			}
 		}
 	}
 	return nil
@@ -157,76 +166,23 @@ func oneArg(d *caddyfile.Dispenser, where, opt string, dst *string) error {
 	return nil
 }
 
-func (s *Sentinel) unmarshal(d *caddyfile.Dispenser) error {
-	const where = "storage redis: sentinel"
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("%s: duplicate option '%s'", where, opt)
-		}
-		seen[opt] = true
-		switch opt {
-		case "master_name":
-			if err := oneArg(d, where, opt, &s.MasterName); err != nil {
-				return err
-			}
-		case "addresses":
-			s.Addresses = d.RemainingArgs()
-			if len(s.Addresses) == 0 {
-				return d.Errf("%s: addresses needs at least one host:port", where)
-			}
-		case "username":
-			if err := oneArg(d, where, opt, &s.Username); err != nil {
-				return err
-			}
-		case "password":
-			if err := oneArg(d, where, opt, &s.Password); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("%s: unknown option '%s'", where, opt)
-		}
-	}
-	return nil
-}
-
 func (t *TLS) unmarshal(d *caddyfile.Dispenser) error {
 	const where = "storage redis: tls"
-	seen := map[string]bool{}
-	var opts tlsclient.Options
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		switch opt {
-		case "client_identity", "trust_pool", "server_name":
-			// the upstream TLS settings, parsed as every directive does
-			if err := opts.ParseOption(d, where, opt, opt); err != nil {
-				return err
-			}
-			continue
+	var client tlsclient.Options
+	opts := map[string]any{"ca_file": &t.CAFile, "cert_file": &t.CertFile, "key_file": &t.KeyFile}
+	// the upstream TLS settings, parsed as every directive does (it
+	// refuses their duplicates)
+	shared := []string{"client_identity", "trust_pool", "server_name"}
+	err := parseBlock(d, where, opts, func(opt string) (bool, error) {
+		if !slices.Contains(shared, opt) {
+			return false, nil
 		}
-		if seen[opt] {
-			return d.Errf("%s: duplicate option '%s'", where, opt)
-		}
-		seen[opt] = true
-		switch opt {
-		case "ca_file":
-			if err := oneArg(d, where, opt, &t.CAFile); err != nil {
-				return err
-			}
-		case "cert_file":
-			if err := oneArg(d, where, opt, &t.CertFile); err != nil {
-				return err
-			}
-		case "key_file":
-			if err := oneArg(d, where, opt, &t.KeyFile); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("%s: unknown option '%s'", where, opt)
-		}
+		return true, client.ParseOption(d, where, opt, opt)
+	}, shared...)
+	if err != nil {
+		return err
 	}
-	t.ClientIdentityRaw, t.TrustPoolRaw, t.ServerName = opts.ClientIdentityRaw, opts.TrustPool, opts.ServerName
+	t.ClientIdentityRaw, t.TrustPoolRaw, t.ServerName = client.ClientIdentityRaw, client.TrustPool, client.ServerName
 	if t.CAFile != "" && t.TrustPoolRaw != nil {
 		return d.Errf("%s: ca_file and trust_pool are exclusive", where)
 	}
@@ -238,56 +194,31 @@ func (t *TLS) unmarshal(d *caddyfile.Dispenser) error {
 
 func (e *Encryption) unmarshal(d *caddyfile.Dispenser) error {
 	const where = "storage redis: encryption"
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] && opt != "old_key_file" && opt != "old_key_env" {
-			return d.Errf("%s: duplicate option '%s'", where, opt)
+	e.Key = new(KeySource)
+	opts := map[string]any{"key_file": &e.Key.File, "key_env": &e.Key.Env, "key_id": &e.Key.ID,
+		"allow_plaintext_reads": &e.AllowPlaintextReads}
+	err := parseBlock(d, where, opts, func(opt string) (bool, error) {
+		if opt != "old_key_file" && opt != "old_key_env" {
+			return false, nil
 		}
-		seen[opt] = true
-		switch opt {
-		case "key_file", "key_env", "key_id":
-			var v string
-			if err := oneArg(d, where, opt, &v); err != nil {
-				return err
-			}
-			if e.Key == nil {
-				e.Key = new(KeySource)
-			}
-			switch opt {
-			case "key_file":
-				e.Key.File = v
-			case "key_env":
-				e.Key.Env = v
-			case "key_id":
-				e.Key.ID = v
-			}
-		case "old_key_file", "old_key_env":
-			args := d.RemainingArgs()
-			if len(args) < 1 || len(args) > 2 {
-				return d.Errf("%s: %s wants <%s> [<id>]", where, opt, map[bool]string{true: "path", false: "VAR"}[opt == "old_key_file"])
-			}
-			ks := &KeySource{}
-			if opt == "old_key_file" {
-				ks.File = args[0]
-			} else {
-				ks.Env = args[0]
-			}
-			if len(args) == 2 {
-				ks.ID = args[1]
-			}
-			e.OldKeys = append(e.OldKeys, ks)
-		case "allow_plaintext_reads":
-			if d.NextArg() {
-				return d.Errf("%s: allow_plaintext_reads takes no argument, got '%s'", where, d.Val())
-			}
-			e.AllowPlaintextReads = true
-		default:
-			return d.Errf("%s: unknown option '%s'", where, opt)
+		args := d.RemainingArgs()
+		if len(args) < 1 || len(args) > 2 {
+			return true, d.Errf("%s: %s wants <%s> [<id>]", where, opt, map[bool]string{true: "path", false: "VAR"}[opt == "old_key_file"])
 		}
-	}
+		ks := &KeySource{File: args[0]}
+		if opt == "old_key_env" {
+			ks = &KeySource{Env: args[0]}
+		}
+		if len(args) == 2 {
+			ks.ID = args[1]
+		}
+		e.OldKeys = append(e.OldKeys, ks)
+		return true, nil
+	}, "old_key_file", "old_key_env")
 	switch {
-	case e.Key == nil || (e.Key.File == "" && e.Key.Env == ""):
+	case err != nil:
+		return err
+	case e.Key.File == "" && e.Key.Env == "":
 		return d.Errf("%s: key_file or key_env is required", where)
 	case e.Key.File != "" && e.Key.Env != "":
 		return d.Errf("%s: key_file and key_env are exclusive", where)

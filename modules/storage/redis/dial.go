@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -19,34 +20,31 @@ var errPlaintextRefused = errors.New("refusing plain TCP to the non-loopback add
 
 // redisDialer is go-redis's dial function for every connection the storage
 // makes: to the configured addresses, and to whatever those announce (the
-// master a Sentinel names, the nodes of a Redis Cluster). Without TLS and
-// without insecure_plaintext, it refuses any address that is not a
-// loopback address before connecting, so checking the configured
-// addresses in Validate is not the only guard.
+// master a Sentinel names, the nodes of a Redis Cluster). In plain TCP
+// without insecure_plaintext it refuses any address that is not a
+// loopback address, so Validate's check of the configured addresses is
+// not the only guard.
 type redisDialer struct {
-	tls               *TLS
-	timeout           time.Duration
-	insecurePlaintext bool
-	logger            *zap.Logger
-	// dialTCP connects (net.Dialer's DialContext); only called for an
-	// address the rule allows.
+	tls     *TLS
+	timeout time.Duration
+	guarded bool // plain TCP, loopback only
+	logger  *zap.Logger
+	// dialTCP connects; only called for an address the rule allows.
 	dialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
 	logged  sync.Map // addresses whose refusal was logged already
 }
 
 func newDialer(t *TLS, timeout time.Duration, insecurePlaintext bool, logger *zap.Logger) *redisDialer {
+	d := &redisDialer{tls: t, timeout: timeout, guarded: t == nil && !insecurePlaintext, logger: logger}
 	nd := &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}
-	if t == nil && !insecurePlaintext {
+	if d.guarded {
 		// "localhost" is allowed by name: check what it resolved to,
 		// before connect(2)
 		nd.Control = loopbackOnly
 	}
-	return &redisDialer{tls: t, timeout: timeout, insecurePlaintext: insecurePlaintext, logger: logger, dialTCP: nd.DialContext}
+	d.dialTCP = nd.DialContext
+	return d
 }
-
-// plaintextGuarded reports whether dials go out in plain TCP and must
-// stay on loopback.
-func (d *redisDialer) plaintextGuarded() bool { return d.tls == nil && !d.insecurePlaintext }
 
 // refuse builds (and logs, once per address) the error of a refused dial.
 func (d *redisDialer) refuse(addr string) error {
@@ -63,24 +61,20 @@ func (d *redisDialer) refuse(addr string) error {
 
 // dial connects to addr: TCP, then TLS when configured.
 func (d *redisDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if d.plaintextGuarded() && !isLoopback(addr) {
+	if d.guarded && !isLoopback(addr) {
 		return nil, d.refuse(addr)
 	}
 	conn, err := d.dialTCP(ctx, network, addr)
-	if err != nil {
-		if errors.Is(err, errPlaintextRefused) {
-			return nil, d.refuse(addr)
-		}
-		return nil, err
+	if errors.Is(err, errPlaintextRefused) {
+		return nil, d.refuse(addr)
 	}
-	if d.tls == nil {
-		return conn, nil
+	if err != nil || d.tls == nil {
+		return conn, err
 	}
 	// the suite's one TLS handshake (tlsclient): Redis's certificate is
 	// verified against the trust pool current now (else ca_file, else the
-	// system's roots) and server_name, else the host of addr (an IP address
-	// must be an IP SAN); a failure is counted in
-	// trustline_upstream_handshake_failures_total and reported in our error
+	// system's roots) and server_name, else the host of addr; a failure is
+	// counted in trustline_upstream_handshake_failures_total
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		host = addr
@@ -95,16 +89,23 @@ func (d *redisDialer) dial(ctx context.Context, network, addr string) (net.Conn,
 	return tconn, nil
 }
 
-// loopbackOnly is a net.Dialer Control function: it runs after the name
-// is resolved and before the connection is attempted, and refuses an
-// address that is not a loopback IP.
+// loopbackOnly is a net.Dialer Control function: it runs once the name is
+// resolved, before connecting, and refuses an address that is not a
+// loopback IP.
 func loopbackOnly(_, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		host = address
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+	if !isLoopback(address) {
 		return fmt.Errorf("%w: resolved to %s", errPlaintextRefused, address)
 	}
 	return nil
+}
+
+// isLoopback tells whether addr (host:port or a host) is localhost or a
+// loopback IP.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip := net.ParseIP(host)
+	return strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback()
 }

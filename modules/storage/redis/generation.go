@@ -7,17 +7,16 @@ import (
 )
 
 // replayTolerance is how much older than the newest value a node has seen
-// at a key a sealed value may be and still be read: the clocks of the
-// nodes that write the same keys may disagree by up to this much. A value
-// older by more is taken for an older sealed value written back in Redis,
-// and refused.
+// at a key a sealed value may be and still be read (the nodes' clocks may
+// disagree by that much); older, it is taken for an older sealed value
+// written back in Redis, and refused.
 const replayTolerance = 5 * time.Minute
 
 // generations remembers, per storage key, the newest generation of a
-// sealed value that this node read or wrote: what lets a node notice an
-// older sealed value written back at a key (which still opens: it is a
-// genuine value of that key). Kept in memory only, so a node that
-// restarts, or never read the key, cannot tell; see README.md.
+// sealed value that this node read or wrote, to notice an older sealed
+// value written back at a key (which still opens: it is a genuine value of
+// that key). In memory only: a node that restarts, or never read the key,
+// cannot tell (README.md).
 type generations struct {
 	mu   sync.Mutex
 	seen map[string]int64
@@ -33,11 +32,7 @@ func newGenerations() *generations {
 func (g *generations) next(key string) int64 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	gen := g.now().UnixNano()
-	if prev := g.seen[key]; gen <= prev {
-		gen = prev + 1
-	}
-	return gen
+	return max(g.now().UnixNano(), g.seen[key]+1)
 }
 
 // wrote records that gen was stored at key.
@@ -49,10 +44,8 @@ func (g *generations) wrote(key string, gen int64) {
 
 // read checks the generation of a value read at key against the newest
 // one seen there, and records it; a value older by more than
-// replayTolerance is a *rolledBackError. A version-1 value (generation 0,
-// sealed before generations) is older than any version-2 value, since
-// this build writes version 2 only: refused once this node has read or
-// written a version-2 value at key, read as before otherwise.
+// replayTolerance is a *rolledBackError. A version-1 value (generation 0)
+// is older than any version-2 value, which is all this build writes.
 func (g *generations) read(key string, gen int64) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()

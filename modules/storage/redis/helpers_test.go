@@ -90,7 +90,7 @@ func testKey(t testing.TB, id string) *sealKey {
 		t.Fatal(err)
 	}
 	t.Setenv("TL_TEST_KEY_"+id, base64.StdEncoding.EncodeToString(raw))
-	k, err := loadSealKey(id, "", "TL_TEST_KEY_"+id, "key")
+	k, err := loadSealKey(&KeySource{ID: id, Env: "TL_TEST_KEY_" + id}, "key")
 	if err != nil {
 		t.Fatal(err)
 	}

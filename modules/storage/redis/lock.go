@@ -70,17 +70,11 @@ func (s *store) lockKey(name string) string { return s.lockPfx + name }
 // node that died is taken once its TTL runs out.
 func (s *store) Lock(ctx context.Context, name string) error {
 	token := newLockToken()
-	wait := lockPollMin
-	for {
-		ok, err := s.tryLock(ctx, name, token)
-		if err != nil {
+	for wait := lockPollMin; ; wait = min(wait*2, lockPollMax) {
+		if ok, err := s.tryLock(ctx, name, token); ok || err != nil {
 			return err
 		}
-		if ok {
-			return nil
-		}
-		d := wait + time.Duration(mathrand.Int64N(int64(wait)/2+1))
-		t := time.NewTimer(d)
+		t := time.NewTimer(wait + time.Duration(mathrand.Int64N(int64(wait)/2+1)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -90,7 +84,6 @@ func (s *store) Lock(ctx context.Context, name string) error {
 			return fmt.Errorf("storage redis: waiting for lock %q: storage stopped", name)
 		case <-t.C:
 		}
-		wait = min(wait*2, lockPollMax)
 	}
 }
 
@@ -101,12 +94,8 @@ func (s *store) TryLock(ctx context.Context, name string) (bool, error) {
 
 func (s *store) tryLock(ctx context.Context, name, token string) (bool, error) {
 	ok, err := s.client.SetNX(ctx, s.lockKey(name), token, s.lockTTL).Result()
-	if err != nil {
-		return false, s.redisErr(ctx, "lock", name, err)
-	}
-	s.observe(ctx, nil)
-	if !ok {
-		return false, nil
+	if err := s.redisErr(ctx, "lock", name, err); err != nil || !ok {
+		return false, err
 	}
 	h := &heldLock{token: token, stop: make(chan struct{}), done: make(chan struct{})}
 	s.locksMu.Lock()
@@ -172,10 +161,9 @@ func (s *store) Unlock(ctx context.Context, name string) error {
 	close(h.stop)
 	<-h.done
 	n, err := unlockScript.Run(ctx, s.client, []string{s.lockKey(name)}, h.token).Int()
-	if err != nil {
-		return fmt.Errorf("%w (the lock expires after lock_ttl %s)", s.redisErr(ctx, "unlock", name, err), s.lockTTL)
+	if err := s.redisErr(ctx, "unlock", name, err); err != nil {
+		return fmt.Errorf("%w (the lock expires after lock_ttl %s)", err, s.lockTTL)
 	}
-	s.observe(ctx, nil)
 	if n == 0 {
 		return fmt.Errorf("storage redis: unlock %q: the lock is no longer this node's (it expired after lock_ttl %s "+
 			"and may be held by another node); nothing released", name, s.lockTTL)

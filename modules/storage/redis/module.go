@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,9 +22,8 @@ func init() {
 	goredis.SetLogger(clientLogger{})
 }
 
-// clientLogger sends go-redis's own messages (dial retries and the like)
-// to Caddy's log at debug level; the storage logs the state changes an
-// operator acts on (Redis unreachable, reachable again) itself.
+// clientLogger sends go-redis's own messages (dial retries...) to Caddy's
+// log at debug level; the storage itself logs what an operator acts on.
 type clientLogger struct{}
 
 func (clientLogger) Printf(_ context.Context, format string, v ...any) {
@@ -41,16 +41,10 @@ const (
 	minLockTTL          = time.Second
 )
 
-// Redis is certmagic storage on Redis (module `caddy.storage.redis`): the
-// certificates, keys and locks that Caddy keeps in storage, shared by every
-// node that points at the same Redis and key prefix, which makes them a
-// cluster. See README.md beside this file for the key layout, the locking
-// and the encryption of values.
-//
-// One address is a single Redis; several are the seed nodes of a Redis
-// Cluster; a sentinel block uses Redis Sentinel failover instead. Without a
-// tls block, every address must be a loopback address unless
-// insecure_plaintext is set.
+// Redis is certmagic storage on Redis (module `caddy.storage.redis`): what
+// Caddy keeps in storage, shared by every node that points at the same
+// Redis and key prefix, which makes them a cluster. README.md beside this
+// file documents the key layout, the locking and the encryption.
 type Redis struct {
 	// Addresses are host:port of Redis. One: a single server; several: the
 	// seed nodes of a Redis Cluster. Default: 127.0.0.1:6379 (none may be
@@ -92,10 +86,9 @@ type Redis struct {
 	// Default: none, values stored as given.
 	Encryption *Encryption `json:"encryption,omitempty"`
 
-	store  *store
-	logger *zap.Logger
-	// dialTCP, when set (tests), replaces the TCP connect of the dialer.
-	dialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
+	store   *store
+	logger  *zap.Logger
+	dialTCP func(ctx context.Context, network, addr string) (net.Conn, error) // tests: replaces the TCP connect
 }
 
 // Sentinel configures Redis Sentinel.
@@ -145,18 +138,6 @@ func (Redis) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func (r *Redis) allAddresses() []string {
 	if r.Sentinel != nil {
 		return r.Sentinel.Addresses
@@ -170,7 +151,11 @@ func (r *Redis) allAddresses() []string {
 // Validate rejects settings that cannot work together.
 func (r *Redis) Validate() error {
 	var errs []error
-	for _, a := range append(append([]string(nil), r.Addresses...), sentinelAddrs(r.Sentinel)...) {
+	addrs := r.Addresses
+	if r.Sentinel != nil {
+		addrs = slices.Concat(r.Addresses, r.Sentinel.Addresses)
+	}
+	for _, a := range addrs {
 		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
 			errs = append(errs, fmt.Errorf("address %q: want host:port", a))
 		}
@@ -223,13 +208,6 @@ func (r *Redis) Validate() error {
 	return nil
 }
 
-func sentinelAddrs(s *Sentinel) []string {
-	if s == nil {
-		return nil
-	}
-	return s.Addresses
-}
-
 func orDefault(d caddy.Duration, def time.Duration) time.Duration {
 	if d == 0 {
 		return def
@@ -239,9 +217,8 @@ func orDefault(d caddy.Duration, def time.Duration) time.Duration {
 
 // Provision checks the settings (Caddy calls Provision before Validate,
 // and storage must work before the apps start), loads the TLS material and
-// the encryption keys, connects, and pings Redis: an unreachable Redis, a
-// wrong password or a refused certificate fails the config load with an
-// error that names the address.
+// the keys, and pings Redis: a failure fails the config load, naming the
+// address.
 func (r *Redis) Provision(ctx caddy.Context) error {
 	r.logger = ctx.Logger()
 	if err := r.Validate(); err != nil {
@@ -250,15 +227,17 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 	if r.KeyPrefix == "" {
 		r.KeyPrefix = DefaultKeyPrefix
 	}
+	var sentinel Sentinel // without sentinel, go-redis ignores its empty settings
+	if r.Sentinel != nil {
+		sentinel = *r.Sentinel
+	}
 	password, err := material.ResolveSecret("storage redis: password", r.Password)
 	if err != nil {
 		return err
 	}
-	var sentinelPassword string
-	if r.Sentinel != nil {
-		if sentinelPassword, err = material.ResolveSecret("storage redis: sentinel password", r.Sentinel.Password); err != nil {
-			return err
-		}
+	sentinelPassword, err := material.ResolveSecret("storage redis: sentinel password", sentinel.Password)
+	if err != nil {
+		return err
 	}
 	if r.TLS != nil {
 		if err := r.TLS.provision(ctx); err != nil {
@@ -280,27 +259,23 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 		d.dialTCP = r.dialTCP
 	}
 	addrs := r.allAddresses()
-	// one option set; go-redis picks the client as this storage documents
-	// it: a master name is Sentinel (addrs are the Sentinels), several
-	// addresses a Redis Cluster, one a single server
-	opts := &goredis.UniversalOptions{
-		Addrs:           addrs,
-		Username:        r.Username,
-		Password:        password,
-		DB:              r.DB,
-		Dialer:          d.dial,
-		DialTimeout:     dialTimeout,
-		ReadTimeout:     readTimeout,
-		WriteTimeout:    writeTimeout,
-		DisableIdentity: true,
-		DialerRetries:   2,
-	}
-	if r.Sentinel != nil {
-		opts.MasterName = r.Sentinel.MasterName
-		opts.SentinelUsername = r.Sentinel.Username
-		opts.SentinelPassword = sentinelPassword
-	}
-	client := goredis.NewUniversalClient(opts)
+	// go-redis picks the client: a master name is Sentinel (addrs are the
+	// Sentinels), several addresses a Redis Cluster, one a single server
+	client := goredis.NewUniversalClient(&goredis.UniversalOptions{
+		Addrs:            addrs,
+		Username:         r.Username,
+		Password:         password,
+		DB:               r.DB,
+		MasterName:       sentinel.MasterName,
+		SentinelUsername: sentinel.Username,
+		SentinelPassword: sentinelPassword,
+		Dialer:           d.dial,
+		DialTimeout:      dialTimeout,
+		ReadTimeout:      readTimeout,
+		WriteTimeout:     writeTimeout,
+		DisableIdentity:  true,
+		DialerRetries:    2,
+	})
 	where, setting := strings.Join(addrs, ","), "address"
 	if r.Sentinel != nil {
 		where, setting = r.Sentinel.MasterName+"@"+where, "sentinel"
@@ -309,34 +284,12 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 	defer cancel()
 	if err := client.Ping(pctx).Err(); err != nil {
 		client.Close()
-		h := hint(err)
-		msg := err.Error()
-		switch {
-		case errors.Is(err, errPlaintextRefused):
-			h = "" // the error says what to configure
-		case r.Sentinel != nil && (h == "" || strings.Contains(msg, "sentinels")):
-			h = " (check master_name and the Sentinels' addresses)"
-		case h == "" && r.TLS != nil &&
-			(strings.Contains(msg, "reset by peer") || strings.Contains(msg, "broken pipe") || strings.Contains(msg, "EOF")):
-			// TLS 1.3: a server that refuses the client certificate (or its
-			// absence) may just close the connection after the handshake
-			if r.TLS.CertFile == "" && r.TLS.ClientIdentityRaw == nil {
-				h = " (Redis may require a client certificate: set client_identity, or cert_file and key_file, in the tls block)"
-			} else {
-				h = " (Redis may have refused this node's client certificate: check client_identity or cert_file in the tls block)"
-			}
-		}
-		return fmt.Errorf("storage redis: %s %s: cannot use Redis: %w%s", setting, where, err, h)
+		return fmt.Errorf("storage redis: %s %s: cannot use Redis: %w%s", setting, where, err, r.hint(err))
 	}
 	lockTTL := orDefault(r.LockTTL, DefaultLockTTL)
 	r.store = newStore(client, r.KeyPrefix, seal, lockTTL, r.logger, where)
-	r.logger.Info("storage on Redis",
-		zap.String("address", where),
-		zap.Int("db", r.DB),
-		zap.String("key_prefix", r.KeyPrefix),
-		zap.Bool("tls", r.TLS != nil),
-		zap.Bool("encryption", seal != nil),
-		zap.Duration("lock_ttl", lockTTL))
+	r.logger.Info("storage on Redis", zap.String("address", where), zap.Int("db", r.DB), zap.String("key_prefix", r.KeyPrefix),
+		zap.Bool("tls", r.TLS != nil), zap.Bool("encryption", seal != nil), zap.Duration("lock_ttl", lockTTL))
 	if seal == nil {
 		r.logger.Warn("storage redis: values are stored unencrypted; an encryption block is recommended, this storage holds private keys")
 	}
@@ -344,37 +297,53 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 }
 
 // hint adds the setting to look at for the common start-up failures.
-func hint(err error) string {
+func (r *Redis) hint(err error) string {
 	msg := err.Error()
+	has := func(subs ...string) bool {
+		return slices.ContainsFunc(subs, func(sub string) bool { return strings.Contains(msg, sub) })
+	}
+	const sentinelHint = " (check master_name and the Sentinels' addresses)"
 	switch {
-	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "AUTH"):
+	case errors.Is(err, errPlaintextRefused):
+		return "" // the error says what to configure
+	case r.Sentinel != nil && has("sentinels"):
+		return sentinelHint
+	case has("WRONGPASS", "NOAUTH", "AUTH"):
 		return " (check username and password)"
-	case strings.Contains(msg, "certificate required"):
+	case has("certificate required"):
 		return " (Redis wants a client certificate: set client_identity, or cert_file and key_file, in the tls block)"
-	case strings.Contains(msg, "remote error: tls"):
+	case has("remote error: tls"):
 		return " (Redis refused this node's client certificate: check client_identity or cert_file in the tls block)"
-	case strings.Contains(msg, "certificate"), strings.Contains(msg, "tls:"):
+	case has("certificate", "tls:"):
 		return " (check ca_file, trust_pool or server_name in the tls block)"
-	case strings.Contains(msg, "DB index"):
+	case has("DB index"):
 		return " (check db)"
-	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "no such host"), strings.Contains(msg, "timeout"):
+	case has("connection refused", "no such host", "timeout"):
 		return " (is Redis running there? check address)"
+	case r.Sentinel != nil:
+		return sentinelHint
+	case r.TLS != nil && has("reset by peer", "broken pipe", "EOF"):
+		// TLS 1.3: a server that refuses the client certificate (or its
+		// absence) may just close the connection after the handshake
+		if r.TLS.CertFile == "" && r.TLS.ClientIdentityRaw == nil {
+			return " (Redis may require a client certificate: set client_identity, or cert_file and key_file, in the tls block)"
+		}
+		return " (Redis may have refused this node's client certificate: check client_identity or cert_file in the tls block)"
 	}
 	return ""
 }
 
 // load reads the keys.
 func (e *Encryption) load() (*sealer, error) {
-	cur, err := loadSealKey(e.Key.ID, e.Key.File, e.Key.Env, "key")
-	if err != nil {
-		return nil, err
-	}
-	keys := []*sealKey{cur}
-	for _, ks := range e.OldKeys {
-		if ks == nil {
+	var keys []*sealKey
+	for i, ks := range append([]*KeySource{e.Key}, e.OldKeys...) {
+		setting := "old_key"
+		if i == 0 {
+			setting = "key"
+		} else if ks == nil {
 			continue
 		}
-		k, err := loadSealKey(ks.ID, ks.File, ks.Env, "old_key")
+		k, err := loadSealKey(ks, setting)
 		if err != nil {
 			return nil, err
 		}
@@ -391,8 +360,8 @@ func (r *Redis) CertMagicStorage() (certmagic.Storage, error) {
 	return r.store, nil
 }
 
-// Cleanup stops lock renewals (a lock still held expires after lock_ttl)
-// and closes the connections.
+// Cleanup stops lock renewals (a held lock expires after lock_ttl) and
+// closes the connections.
 func (r *Redis) Cleanup() error {
 	if r.store != nil {
 		return r.store.close()

@@ -2,13 +2,17 @@ package redis
 
 import (
 	"context"
+	"maps"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/trustline/trustline/modules/material/castore"
 )
 
 // Change notifications: every Store and Delete publishes its key on the
@@ -25,18 +29,11 @@ import (
 // a change made between WatchKeys and the confirmation is not missed. And
 // watchers poll as well.
 
-// KeyWatcher is implemented by this storage (and may be by others): other
-// packages discover it with a type assertion on certmagic.Storage, so they
-// need not import this package.
-type KeyWatcher interface {
-	// WatchKeys calls f with each key stored or deleted under prefix (a
-	// key equal to prefix, or starting with prefix+"/"; "" for every
-	// key) by any node sharing this storage, this one included, and with
-	// prefix itself when the subscription is confirmed (the first time
-	// and after a lost subscription came back). f runs on the
-	// subscription's goroutine and must not block (hand slow work to a
-	// goroutine of its own). cancel stops the calls.
-	WatchKeys(prefix string, f func(key string)) (cancel func())
+type watchers struct {
+	mu      sync.Mutex
+	m       map[*watcher]bool
+	running bool
+	wg      sync.WaitGroup
 }
 
 type watcher struct {
@@ -44,39 +41,34 @@ type watcher struct {
 	f      func(string)
 }
 
-type watchers struct {
-	mu      sync.Mutex
-	m       map[int]*watcher
-	next    int
-	running bool
-	wg      sync.WaitGroup
-}
-
-// WatchKeys implements KeyWatcher.
+// WatchKeys implements castore.KeyWatcher: it calls f with each key
+// stored or deleted under prefix (a key equal to prefix, or starting with
+// prefix+"/"; "" for every key) by any node sharing this storage, this
+// one included, and with prefix itself when the subscription is confirmed
+// (the first time and after a lost subscription came back). f runs on the
+// subscription's goroutine and must not block. cancel stops the calls.
 func (s *store) WatchKeys(prefix string, f func(key string)) (cancel func()) {
-	prefix = cleanKey(prefix)
-	w := &s.watch
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.m == nil {
-		w.m = map[int]*watcher{}
+	w := &watcher{prefix: cleanKey(prefix), f: f}
+	ws := &s.watch
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.m == nil {
+		ws.m = map[*watcher]bool{}
 	}
-	id := w.next
-	w.next++
-	w.m[id] = &watcher{prefix: prefix, f: f}
-	if !w.running {
+	ws.m[w] = true
+	if !ws.running {
 		select {
 		case <-s.closing:
 		default:
-			w.running = true
-			w.wg.Add(1)
+			ws.running = true
+			ws.wg.Add(1)
 			go s.subscribe()
 		}
 	}
 	return func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		delete(w.m, id)
+		ws.mu.Lock()
+		defer ws.mu.Unlock()
+		delete(ws.m, w)
 	}
 }
 
@@ -88,18 +80,15 @@ func under(key, prefix string) bool {
 // own prefix.
 func (s *store) dispatch(key string, resync bool) {
 	s.watch.mu.Lock()
-	var fs []func()
-	for _, w := range s.watch.m {
+	ws := slices.Collect(maps.Keys(s.watch.m))
+	s.watch.mu.Unlock()
+	for _, w := range ws {
 		switch {
 		case resync:
-			fs = append(fs, func() { w.f(w.prefix) })
+			w.f(w.prefix)
 		case under(key, w.prefix):
-			fs = append(fs, func() { w.f(key) })
+			w.f(key)
 		}
-	}
-	s.watch.mu.Unlock()
-	for _, f := range fs {
-		f()
 	}
 }
 
@@ -165,4 +154,4 @@ func (s *store) subscribe() {
 	}
 }
 
-var _ KeyWatcher = (*store)(nil)
+var _ castore.KeyWatcher = (*store)(nil)

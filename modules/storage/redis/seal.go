@@ -16,27 +16,17 @@ import (
 	"strings"
 )
 
-// A sealed value is laid out as:
+// A sealed value (README.md, "Encryption at rest") is laid out as:
 //
-//	0x00 'T' 'L' 'E'   magic (a PEM or JSON value never starts with 0x00)
-//	0x02               format version
-//	n                  length of the key id (1..64)
-//	id[n]              the key id, ASCII
-//	generation[8]      big-endian: when the value was written (Unix
-//	                   nanoseconds of the writer's clock, raised to stay
-//	                   above every generation the writer saw at that key)
-//	nonce[12]          AES-GCM nonce
-//	ciphertext+tag     AES-256-GCM of the value
+//	0x00 'T' 'L' 'E' | 0x02 | len(id) | id | generation (8) | nonce (12) | ciphertext+tag
 //
-// The additional data of the AEAD is the header (magic through generation)
-// followed by a 0x00 and the Redis key of the value as Redis sees it
-// ("{prefix}:v:<key>"), so a sealed value moved to another key or to
-// another key prefix fails to open as surely as a modified one, and its
-// generation cannot be changed.
-//
-// Version 1 (read, never written) had no generation and bound the storage
-// key without the prefix: magic, 0x01, n, id, nonce, ciphertext+tag, with
-// the header and the storage key as additional data.
+// (a PEM or JSON value never starts with 0x00). The generation is when the
+// value was written (generations.next). The additional data of the AEAD is
+// the header (magic through generation), a 0x00 and the Redis key of the
+// value ("{prefix}:v:<key>"), so a value moved to another key or key
+// prefix fails to open as surely as a modified one, and its generation
+// cannot be changed. Version 1 (read, never written) had no generation and
+// bound the storage key without the prefix.
 const (
 	sealMagic     = "\x00TLE"
 	sealVersion   = 2
@@ -51,7 +41,6 @@ var errNotSealed = errors.New("value is not encrypted")
 
 var keyIDRE = regexp.MustCompile(`^[A-Za-z0-9._:@+-]{1,64}$`)
 
-// sealedHeader is the decoded header of a sealed value.
 type sealedHeader struct {
 	version    byte
 	keyID      string
@@ -101,15 +90,8 @@ func parseSealed(b []byte) (sealedHeader, error) {
 	if len(rest) < nonceSize+16 {
 		return sealedHeader{}, fmt.Errorf("sealed value (key id %q) is truncated", id)
 	}
-	headerLen := len(b) - len(rest)
-	return sealedHeader{
-		version:    version,
-		keyID:      id,
-		generation: gen,
-		aad:        b[:headerLen],
-		nonce:      rest[:nonceSize],
-		ciphertext: rest[nonceSize:],
-	}, nil
+	return sealedHeader{version: version, keyID: id, generation: gen, aad: b[:len(b)-len(rest)],
+		nonce: rest[:nonceSize], ciphertext: rest[nonceSize:]}, nil
 }
 
 // sealKey is one configured encryption key.
@@ -150,22 +132,16 @@ func additionalData(header []byte, key string) []byte {
 // seal encrypts value under the current key, for the value at redisKey
 // (the key as Redis sees it, prefix included), with generation gen (> 0).
 func (s *sealer) seal(redisKey string, gen int64, value []byte) ([]byte, error) {
-	if gen <= 0 {
-		return nil, fmt.Errorf("sealing with generation %d", gen)
-	}
 	k := s.keys[0]
 	header := make([]byte, 0, len(sealMagic)+2+len(k.id)+generationLen)
 	header = append(header, sealMagic...)
 	header = append(header, sealVersion, byte(len(k.id)))
 	header = append(header, k.id...)
 	header = binary.BigEndian.AppendUint64(header, uint64(gen))
-	out := make([]byte, len(header), len(header)+nonceSize+len(value)+k.aead.Overhead())
+	out := make([]byte, len(header)+nonceSize, len(header)+nonceSize+len(value)+k.aead.Overhead())
 	copy(out, header)
-	nonce := make([]byte, nonceSize)
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, fmt.Errorf("generating a nonce: %w", err)
-	}
-	out = append(out, nonce...)
+	nonce := out[len(header):]
+	rand.Read(nonce) // never fails (crypto/rand)
 	return k.aead.Seal(out, nonce, value, additionalData(header, redisKey)), nil
 }
 
@@ -204,9 +180,9 @@ func (s *sealer) open(key, redisKey string, stored []byte) ([]byte, int64, error
 }
 
 func (s *sealer) ids() string {
-	ids := make([]string, len(s.keys))
-	for i, k := range s.keys {
-		ids[i] = k.id
+	var ids []string
+	for _, k := range s.keys {
+		ids = append(ids, k.id)
 	}
 	return strings.Join(ids, ", ")
 }
@@ -258,26 +234,23 @@ func defaultKeyID(key []byte) string {
 }
 
 // loadSealKey reads a key from a file or an environment variable.
-func loadSealKey(id, file, env, setting string) (*sealKey, error) {
+func loadSealKey(ks *KeySource, setting string) (*sealKey, error) {
 	var data []byte
 	var source string
+	var err error
 	switch {
-	case file != "" && env != "":
+	case ks.File != "" && ks.Env != "":
 		return nil, fmt.Errorf("%s: give a file or an environment variable, not both", setting)
-	case file != "":
-		source = setting + "_file " + file
-		b, err := os.ReadFile(file)
-		if err != nil {
+	case ks.File != "":
+		source = setting + "_file " + ks.File
+		if data, err = os.ReadFile(ks.File); err != nil {
 			return nil, fmt.Errorf("%s: %w", source, err)
 		}
-		data = b
-	case env != "":
-		source = setting + "_env " + env
-		v, ok := os.LookupEnv(env)
-		if !ok || v == "" {
+	case ks.Env != "":
+		source = setting + "_env " + ks.Env
+		if data = []byte(os.Getenv(ks.Env)); len(data) == 0 {
 			return nil, fmt.Errorf("%s: the environment variable is not set", source)
 		}
-		data = []byte(v)
 	default:
 		return nil, fmt.Errorf("%s: a key file or an environment variable is required", setting)
 	}
@@ -285,6 +258,7 @@ func loadSealKey(id, file, env, setting string) (*sealKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
+	id := ks.ID
 	if id == "" {
 		id = defaultKeyID(raw)
 	} else if !keyIDRE.MatchString(id) {

@@ -233,12 +233,12 @@ func TestLoadSealKeyErrors(t *testing.T) {
 		{"bad id", "a b", goodFile, "", `key id "a b"`},
 	}
 	for _, c := range cases {
-		_, err := loadSealKey(c.id, c.file, c.env, "key")
+		_, err := loadSealKey(&KeySource{ID: c.id, File: c.file, Env: c.env}, "key")
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
 		}
 	}
-	k, err := loadSealKey("", goodFile, "", "key")
+	k, err := loadSealKey(&KeySource{File: goodFile}, "key")
 	if err != nil || !strings.HasPrefix(k.id, "k") || len(k.id) != 13 {
 		t.Errorf("default id: %v, %v", k, err)
 	}

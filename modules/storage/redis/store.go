@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -169,10 +170,9 @@ func newStore(client goredis.UniversalClient, prefix string, s *sealer, lockTTL 
 	}
 }
 
-// close stops lock renewals (held locks then expire after their TTL) and
-// closes the client. A connection the client finds already closed is a
-// clean close (go-redis v9.17.3 closed the connections a Sentinel
-// failover dropped from its pool twice, and reported the second).
+// close stops lock renewals (held locks expire after their TTL) and the
+// client. A connection found already closed is a clean close (go-redis
+// v9.17.3 closed those a Sentinel failover dropped twice).
 func (s *store) close() error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -188,9 +188,8 @@ func (s *store) close() error {
 	return err
 }
 
-// cleanKey normalizes a key as the file storage's path join does: no
-// leading, trailing or doubled slashes, "." and ".." resolved (never above
-// the root).
+// cleanKey normalizes a key as the file storage's path join does ("."
+// and ".." resolved, never above the root; no stray slashes).
 func cleanKey(key string) string {
 	if key == "" {
 		return ""
@@ -203,8 +202,8 @@ func (s *store) valueKey(key string) string { return s.valuePfx + key }
 // String names the storage in certmagic's logs.
 func (s *store) String() string { return "redis:" + s.addrs + "/" + s.prefix }
 
-// observe logs the transitions between a reachable and an unreachable
-// Redis once each (not once per failed call), and returns err.
+// observe logs each change between a reachable and an unreachable Redis
+// once (not once per failed call), and returns err.
 func (s *store) observe(ctx context.Context, err error) error {
 	if err == nil || errors.Is(err, goredis.Nil) {
 		if s.down.Load() && s.down.CompareAndSwap(true, false) {
@@ -224,8 +223,13 @@ func (s *store) observe(ctx context.Context, err error) error {
 	return err
 }
 
+// redisErr reports the outcome of a call to Redis to observe, and names
+// op and key in its error.
 func (s *store) redisErr(ctx context.Context, op, key string, err error) error {
-	return fmt.Errorf("storage redis: %s %q: %w", op, key, s.observe(ctx, err))
+	if s.observe(ctx, err) == nil {
+		return nil
+	}
+	return fmt.Errorf("storage redis: %s %q: %w", op, key, err)
 }
 
 func notExist(op, key string) error {
@@ -254,10 +258,9 @@ func (s *store) Store(ctx context.Context, key string, value []byte) error {
 		}
 	}
 	res, err := storeScript.Run(ctx, s.client, keys, key, stored, len(value), s.changes).Int()
-	if err != nil {
-		return s.redisErr(ctx, "store", key, err)
+	if err := s.redisErr(ctx, "store", key, err); err != nil {
+		return err
 	}
-	s.observe(ctx, nil)
 	switch {
 	case res == -1:
 		return fmt.Errorf("storage redis: store %q: it is a directory (keys exist under it)", key)
@@ -274,17 +277,17 @@ func (s *store) Store(ctx context.Context, key string, value []byte) error {
 func (s *store) Load(ctx context.Context, key string) ([]byte, error) {
 	key = cleanKey(key)
 	res, err := loadScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key).Result()
-	if err != nil {
-		return nil, s.redisErr(ctx, "load", key, err)
+	if err := s.redisErr(ctx, "load", key, err); err != nil {
+		return nil, err
 	}
-	s.observe(ctx, nil)
 	switch v := res.(type) {
 	case string:
+		stored := v
 		var plain []byte
 		var err error
 		if s.sealer != nil {
 			var gen int64
-			if plain, gen, err = s.sealer.open(key, s.valueKey(key), []byte(v)); err == nil {
+			if plain, gen, err = s.sealer.open(key, s.valueKey(key), []byte(stored)); err == nil {
 				if err = s.gens.read(key, gen); err != nil {
 					plain = nil
 					s.logger.Error("refusing a sealed value older than one this node already read or wrote at the same key "+
@@ -292,7 +295,7 @@ func (s *store) Load(ctx context.Context, key string) ([]byte, error) {
 				}
 			}
 		} else {
-			plain, err = openUnconfigured(key, []byte(v))
+			plain, err = openUnconfigured(key, []byte(stored))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("storage redis: %w", err)
@@ -313,18 +316,14 @@ func (s *store) Delete(ctx context.Context, key string) error {
 	key = cleanKey(key)
 	for {
 		n, err := deleteScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key, s.valuePfx, deleteBatch, s.changes).Int()
-		if err != nil {
+		if err != nil || n < deleteBatch {
 			return s.redisErr(ctx, "delete", key, err)
-		}
-		if n < deleteBatch {
-			s.observe(ctx, nil)
-			return nil
 		}
 	}
 }
 
-// Exists tells whether key is a value or a directory; false also when
-// Redis could not be asked.
+// Exists tells whether key is a value or a directory (false when Redis
+// cannot be asked).
 func (s *store) Exists(ctx context.Context, key string) bool {
 	_, err := s.Stat(ctx, key)
 	return err == nil
@@ -338,23 +337,18 @@ func (s *store) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error)
 		return certmagic.KeyInfo{Key: key}, nil
 	}
 	res, err := statScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key).Result()
-	if err != nil {
-		return certmagic.KeyInfo{}, s.redisErr(ctx, "stat", key, err)
+	if err := s.redisErr(ctx, "stat", key, err); err != nil {
+		return certmagic.KeyInfo{}, err
 	}
-	s.observe(ctx, nil)
 	switch v := res.(type) {
 	case []any:
+		m, _ := v[0].(string)
+		size, _ := v[1].(string)
 		info := certmagic.KeyInfo{Key: key, IsTerminal: true}
-		if len(v) == 2 {
-			if m, ok := v[0].(string); ok {
-				if us, err := strconv.ParseInt(m, 10, 64); err == nil {
-					info.Modified = time.UnixMicro(us)
-				}
-			}
-			if sz, ok := v[1].(string); ok {
-				info.Size, _ = strconv.ParseInt(sz, 10, 64)
-			}
+		if us, err := strconv.ParseInt(m, 10, 64); err == nil {
+			info.Modified = time.UnixMicro(us)
 		}
+		info.Size, _ = strconv.ParseInt(size, 10, 64)
 		return info, nil
 	case int64:
 		if v == 1 {
@@ -365,10 +359,9 @@ func (s *store) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error)
 	return certmagic.KeyInfo{}, fmt.Errorf("storage redis: stat %q: unexpected reply %T", key, res)
 }
 
-// List returns the keys under prefix: its immediate children (values and
-// directories), or with recursive every value and directory below it, in
-// the order of a file-system walk. A missing prefix is fs.ErrNotExist; a
-// prefix that is a value has no children.
+// List returns the immediate children of prefix (values and directories),
+// or with recursive everything below it, in the order of a file-system
+// walk. A missing prefix is fs.ErrNotExist; a value has no children.
 func (s *store) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
 	prefix = cleanKey(prefix)
 	var out []string
@@ -378,14 +371,13 @@ func (s *store) List(ctx context.Context, prefix string, recursive bool) ([]stri
 	} else {
 		out, err = listScript.Run(ctx, s.client, []string{s.indexKey}, prefix).StringSlice()
 	}
-	if err != nil {
-		return nil, s.redisErr(ctx, "list", prefix, err)
+	if err := s.redisErr(ctx, "list", prefix, err); err != nil {
+		return nil, err
 	}
-	s.observe(ctx, nil)
 	if len(out) == 0 && prefix != "" {
 		n, err := s.client.Exists(ctx, s.valueKey(prefix)).Result()
-		if err != nil {
-			return nil, s.redisErr(ctx, "list", prefix, err)
+		if err := s.redisErr(ctx, "list", prefix, err); err != nil {
+			return nil, err
 		}
 		if n == 0 {
 			return nil, notExist("list", prefix)
@@ -427,22 +419,16 @@ func (s *store) listRecursive(ctx context.Context, prefix string) ([]string, err
 // walkOrder orders keys as filepath.Walk visits them: component by
 // component, a directory before what is under it.
 func walkOrder(a, b string) int {
-	n := min(len(a), len(b))
-	for i := 0; i < n; i++ {
-		ca, cb := a[i], b[i]
-		if ca == cb {
-			continue
-		}
-		if ca == '/' {
+	for i := range min(len(a), len(b)) {
+		switch {
+		case a[i] == b[i]:
+		case a[i] == '/':
 			return -1
-		}
-		if cb == '/' {
+		case b[i] == '/':
 			return 1
+		default:
+			return cmp.Compare(a[i], b[i])
 		}
-		if ca < cb {
-			return -1
-		}
-		return 1
 	}
 	return len(a) - len(b)
 }

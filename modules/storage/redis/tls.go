@@ -43,16 +43,20 @@ type TLS struct {
 	// address must then be an IP SAN of the certificate.
 	ServerName string `json:"server_name,omitempty"`
 
-	// client verifies Redis's certificate against the pool current at
-	// each handshake and presents the identity current at each handshake:
-	// the suite's one TLS client of a backend
+	// client verifies Redis and presents this node's identity, both as
+	// current at each handshake
 	client *tlsclient.Client
 }
 
 // provision loads the trust pool and the client identity.
 func (t *TLS) provision(ctx caddy.Context) error {
-	if t.CAFile != "" && t.TrustPoolRaw != nil {
+	switch {
+	case t.CAFile != "" && t.TrustPoolRaw != nil:
 		return errors.New("tls: ca_file and trust_pool are exclusive")
+	case t.ClientIdentityRaw != nil && (t.CertFile != "" || t.KeyFile != ""):
+		return errors.New("tls: client_identity and cert_file/key_file are exclusive")
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		return errors.New("tls: cert_file and key_file go together")
 	}
 	base := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
 	if t.CAFile != "" {
@@ -69,27 +73,13 @@ func (t *TLS) provision(ctx caddy.Context) error {
 			base.RootCAs.AddCert(c)
 		}
 	}
-	if t.ClientIdentityRaw != nil {
-		if t.CertFile != "" || t.KeyFile != "" {
-			return errors.New("tls: client_identity and cert_file/key_file are exclusive")
-		}
-		var head struct {
-			Source string `json:"source"`
-		}
-		_ = json.Unmarshal(t.ClientIdentityRaw, &head)
-		if head.Source == "internal" {
-			return errors.New("tls: client_identity internal cannot be used for the storage: its CA is kept in this storage; use pem, pkcs12 or jks")
-		}
+	var head struct {
+		Source string `json:"source"`
 	}
-	// the trust pool and the client identity, loaded as the mtls
-	// transport and the passthrough handler load theirs
-	pool := &reverseproxy.TLSConfig{CARaw: t.TrustPoolRaw}
-	client, err := tlsclient.Load(ctx, pool, &tlsclient.Settings{ClientIdentityRaw: t.ClientIdentityRaw})
-	if err != nil {
-		return fmt.Errorf("tls: %w", err)
+	if json.Unmarshal(t.ClientIdentityRaw, &head) == nil && head.Source == "internal" {
+		return errors.New("tls: client_identity internal cannot be used for the storage: its CA is kept in this storage; use pem, pkcs12 or jks")
 	}
-	switch {
-	case t.CertFile != "" && t.KeyFile != "":
+	if t.CertFile != "" {
 		certPEM, err := os.ReadFile(t.CertFile)
 		if err != nil {
 			return fmt.Errorf("tls: cert_file: %w", err)
@@ -103,8 +93,12 @@ func (t *TLS) provision(ctx caddy.Context) error {
 			return fmt.Errorf("tls: client identity cert_file %s, key_file %s: %w", t.CertFile, t.KeyFile, err)
 		}
 		base.Certificates = []tls.Certificate{*id}
-	case t.CertFile != "" || t.KeyFile != "":
-		return errors.New("tls: cert_file and key_file go together")
+	}
+	// the trust pool and the client identity, loaded as the mtls
+	// transport and the passthrough handler load theirs
+	client, err := tlsclient.Load(ctx, &reverseproxy.TLSConfig{CARaw: t.TrustPoolRaw}, &tlsclient.Settings{ClientIdentityRaw: t.ClientIdentityRaw})
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
 	}
 	client.Apply(base)
 	t.client = client
