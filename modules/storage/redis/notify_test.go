@@ -13,6 +13,9 @@ type keyLog struct {
 	mu   sync.Mutex
 	keys []string
 	ch   chan string
+	// late: the watcher joined a store whose subscription another watcher
+	// started, so it may come after the confirmation, and no resync is owed
+	late bool
 }
 
 func newKeyLog() *keyLog { return &keyLog{ch: make(chan string, 100)} }
@@ -72,6 +75,9 @@ func waitSubscribed(t *testing.T, s *store, logs ...*keyLog) {
 		}
 	}
 	for _, l := range logs {
+		if l.late {
+			continue
+		}
 		l.mu.Lock()
 		if first := l.keys[0]; first == warmup || !under(warmup, first) {
 			t.Errorf("a watcher's first call was %q, not its prefix (the resync on the subscription's confirmation)", first)
@@ -95,6 +101,7 @@ func TestWatchKeys(t *testing.T) {
 	pki, all, own := newKeyLog(), newKeyLog(), newKeyLog()
 	cancelPKI := b.WatchKeys("pki/authorities/local", pki.f)
 	b.WatchKeys("", all.f)
+	all.late = true
 	a.WatchKeys("pki", own.f)
 	waitSubscribed(t, a, all, pki, own)
 
