@@ -254,14 +254,55 @@ func buildFromChains(verifiedChains [][]*x509.Certificate) any {
 	return id
 }
 
-// lazyValues holds encodings of the identity that some consumers need and
-// others never do (header values), each built on first use.
+// values returns the values of a list field of id: dns, uri, email, o, ou.
+func (id *Identity) values(f Field) []string {
+	switch f {
+	case FieldDNS:
+		return id.DNSNames
+	case FieldURI:
+		return id.URIs
+	case FieldEmail:
+		return id.Emails
+	case FieldOrganization:
+		return id.Organizations
+	case FieldOrganizationalUnit:
+		return id.OrganizationalUnits
+	}
+	return nil
+}
+
+func (id *Identity) ipStrings() []string {
+	out := make([]string, len(id.IPs))
+	for i, a := range id.IPs {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// parsedDN returns the subject (or issuer) DN of id split into RDNs, for
+// the subject and issuer patterns; parsed on first use. (Go prints every
+// DN in a form parseDN reads; anything else is an empty DN, which no
+// pattern matches.)
+func (id *Identity) parsedDN(f Field) *dn {
+	id.lazy.dnOnce.Do(func() {
+		id.lazy.subject, _ = parseDN(id.Subject, false)
+		id.lazy.issuer, _ = parseDN(id.Issuer, false)
+	})
+	if f == FieldIssuer {
+		return &id.lazy.issuer
+	}
+	return &id.lazy.subject
+}
+
+// lazyValues holds what some consumers need and others never do (header
+// values, parsed DNs), each built on first use.
 type lazyValues struct {
-	replOnce                     sync.Once
-	repl                         caddy.ReplacerFunc // {peer.*} provider
-	xfcc                         atomic.Pointer[xfccMemo]
-	certOnce, chainOnce, pemOnce sync.Once
-	clientCert                   string // RFC 9440 Client-Cert value
-	clientCertChain              string // RFC 9440 Client-Cert-Chain value
-	pemEscaped                   string // URL-encoded PEM of the leaf
+	replOnce                             sync.Once
+	repl                                 caddy.ReplacerFunc // {peer.*} provider
+	xfcc                                 atomic.Pointer[xfccMemo]
+	certOnce, chainOnce, pemOnce, dnOnce sync.Once
+	clientCert                           string // RFC 9440 Client-Cert value
+	clientCertChain                      string // RFC 9440 Client-Cert-Chain value
+	pemEscaped                           string // URL-encoded PEM of the leaf
+	subject, issuer                      dn
 }

@@ -45,16 +45,10 @@ import (
 const placeholderPrefix = "peer."
 
 var listPlaceholders = map[string]func(*Identity) []string{
-	"dns":   func(id *Identity) []string { return id.DNSNames },
-	"uri":   func(id *Identity) []string { return id.URIs },
-	"email": func(id *Identity) []string { return id.Emails },
-	"ip": func(id *Identity) []string {
-		out := make([]string, len(id.IPs))
-		for i, a := range id.IPs {
-			out[i] = a.String()
-		}
-		return out
-	},
+	"dns":        func(id *Identity) []string { return id.DNSNames },
+	"uri":        func(id *Identity) []string { return id.URIs },
+	"email":      func(id *Identity) []string { return id.Emails },
+	"ip":         (*Identity).ipStrings,
 	"subject.o":  func(id *Identity) []string { return id.Organizations },
 	"subject.ou": func(id *Identity) []string { return id.OrganizationalUnits },
 }
