@@ -3,6 +3,7 @@ package peer
 import (
 	"encoding/base64"
 	"encoding/pem"
+	"net/url"
 	"strings"
 )
 
@@ -53,20 +54,10 @@ func sfBinary(b []byte) string {
 	return ":" + base64.StdEncoding.EncodeToString(b) + ":"
 }
 
+// percentEncode escapes every byte outside RFC 3986's unreserved set.
+// (url.QueryEscape does, but writes a space as "+", and every "+" as "%2B".)
 func percentEncode(b []byte) string {
-	const hexUpper = "0123456789ABCDEF"
-	var sb strings.Builder
-	sb.Grow(len(b) * 3 / 2)
-	for _, c := range b {
-		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
-			sb.WriteByte(c)
-			continue
-		}
-		sb.WriteByte('%')
-		sb.WriteByte(hexUpper[c>>4])
-		sb.WriteByte(hexUpper[c&15])
-	}
-	return sb.String()
+	return strings.ReplaceAll(url.QueryEscape(string(b)), "+", "%20")
 }
 
 // isControl reports whether c is an ASCII control character (HTAB

@@ -3,7 +3,6 @@ package peer
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"net/http"
 	"strconv"
 	"strings"
@@ -76,21 +75,15 @@ var scalarPlaceholders = map[string]func(*Identity) string{
 	"cert_pem_escaped":  func(id *Identity) string { return id.PEMEscaped() },
 }
 
-// placeholder resolves one {peer.*} name (without the prefix).
-func placeholder(name string, cs *tls.ConnectionState, id *Identity) (any, bool) {
-	if v, ok := placeholderString(name, cs, id); ok {
-		return v, true
-	}
-	return nil, false
-}
-
-// placeholderString is placeholder without the boxing into any.
-func placeholderString(name string, cs *tls.ConnectionState, id *Identity) (string, bool) {
+// placeholder resolves one {peer.*} name (without the prefix) for a peer
+// that presented a certificate (or not) and has a verified identity (or
+// not).
+func placeholder(name string, presented bool, id *Identity) (string, bool) {
 	switch name {
 	case "verified":
 		return strconv.FormatBool(id != nil), true
 	case "presented":
-		return strconv.FormatBool(cs != nil && len(cs.PeerCertificates) > 0), true
+		return strconv.FormatBool(presented), true
 	}
 	if fn, ok := scalarPlaceholders[name]; ok {
 		if id == nil {
@@ -121,43 +114,35 @@ func placeholderString(name string, cs *tls.ConnectionState, id *Identity) (stri
 	return "", false
 }
 
-// scalarPlaceholder returns the function of a scalar {peer.*} name, for
-// a header whose whole value is that placeholder (resolved per request
-// without a map lookup or a replacer).
-func scalarPlaceholder(name string) (func(*Identity) string, bool) {
-	fn, ok := scalarPlaceholders[name]
-	return fn, ok
-}
-
 // replacerFunc provides the {peer.*} placeholders of one connection. A
 // verified identity keeps its function (built once per connection), so
 // publishing allocates nothing per request.
 func replacerFunc(cs *tls.ConnectionState, id *Identity) caddy.ReplacerFunc {
-	if id != nil {
-		id.lazy.replOnce.Do(func() {
-			verified := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{nil}}
-			id.lazy.repl = makeReplacerFunc(verified, id)
-		})
+	switch {
+	case id != nil:
+		id.lazy.replOnce.Do(func() { id.lazy.repl = makeReplacerFunc(true, id) })
 		return id.lazy.repl
-	}
-	if cs != nil && len(cs.PeerCertificates) > 0 {
+	case cs != nil && len(cs.PeerCertificates) > 0:
 		return replUnverifiedPresented
 	}
 	return replNoCertificate
 }
 
 var (
-	replUnverifiedPresented = makeReplacerFunc(&tls.ConnectionState{PeerCertificates: []*x509.Certificate{nil}}, nil)
-	replNoCertificate       = makeReplacerFunc(nil, nil)
+	replUnverifiedPresented = makeReplacerFunc(true, nil)
+	replNoCertificate       = makeReplacerFunc(false, nil)
 )
 
-func makeReplacerFunc(cs *tls.ConnectionState, id *Identity) caddy.ReplacerFunc {
+func makeReplacerFunc(presented bool, id *Identity) caddy.ReplacerFunc {
 	return func(key string) (any, bool) {
 		name, ok := strings.CutPrefix(key, placeholderPrefix)
 		if !ok {
 			return nil, false
 		}
-		return placeholder(name, cs, id)
+		if v, ok := placeholder(name, presented, id); ok {
+			return v, true
+		}
+		return nil, false
 	}
 }
 
