@@ -298,12 +298,12 @@ func (x *XFCC) value(id *Identity) string {
 	}
 	// a control character (a CA may sign one) would break the header:
 	// the subject gets RFC 4514 hex escapes, SANs percent-escapes
-	add("Subject", escapeDNControls(id.Subject), true)
+	add("Subject", escapeControls(id.Subject, '\\'), true)
 	for _, u := range id.URIs {
-		add("URI", percentEncodeControls(u), false)
+		add("URI", escapeControls(u, '%'), false)
 	}
 	for _, d := range id.DNSNames {
-		add("DNS", percentEncodeControls(d), false)
+		add("DNS", escapeControls(d, '%'), false)
 	}
 	return b.String()
 }

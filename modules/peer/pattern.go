@@ -308,35 +308,29 @@ func parseSPIFFEPattern(v string) (td string, path glob, err error) {
 	return td, path, err
 }
 
-func parseIPPattern(v string) (netip.Prefix, error) {
+func parseIPPattern(v string) (pfx netip.Prefix, err error) {
 	if strings.Contains(v, "/") {
-		pfx, err := netip.ParsePrefix(v)
-		if err != nil {
-			return pfx, err
+		pfx, err = netip.ParsePrefix(v) // which refuses zones
+	} else {
+		var a netip.Addr
+		if a, err = netip.ParseAddr(v); a.Zone() != "" {
+			err = errors.New("IP zones are not allowed")
 		}
-		if pfx.Addr().Zone() != "" {
-			return pfx, errors.New("IP zones are not allowed")
-		}
-		if m := pfx.Masked(); m != pfx {
-			return pfx, fmt.Errorf("host bits are set; did you mean %s?", m)
-		}
-		if a := pfx.Addr(); a.Is4In6() {
-			if pfx.Bits() < 96 {
-				return pfx, errors.New("an IPv4-mapped range needs a prefix length of at least 96")
-			}
-			return netip.PrefixFrom(a.Unmap(), pfx.Bits()-96), nil
-		}
-		return pfx, nil
+		pfx = netip.PrefixFrom(a, a.BitLen())
 	}
-	a, err := netip.ParseAddr(v)
 	if err != nil {
-		return netip.Prefix{}, err
+		return pfx, err
 	}
-	if a.Zone() != "" {
-		return netip.Prefix{}, errors.New("IP zones are not allowed")
+	if m := pfx.Masked(); m != pfx {
+		return pfx, fmt.Errorf("host bits are set; did you mean %s?", m)
 	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	if a := pfx.Addr(); a.Is4In6() {
+		if pfx.Bits() < 96 {
+			return pfx, errors.New("an IPv4-mapped range needs a prefix length of at least 96")
+		}
+		return netip.PrefixFrom(a.Unmap(), pfx.Bits()-96), nil
+	}
+	return pfx, nil
 }
 
 // parseHexHash parses a SHA-256 hash written in hex, with or without colons
