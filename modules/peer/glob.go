@@ -3,6 +3,7 @@ package peer
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -171,9 +172,8 @@ func compileDN(pattern string) (dn, error) { return parseDN(pattern, true) }
 func parseDN(s string, wild bool) (dn, error) {
 	var d dn
 	var rdns []rdn
-	for i := 0; ; {
-		end := dnNext(s, i, false)
-		r, err := parseRDN(s[i:end], wild)
+	for _, part := range splitDN(s, false) {
+		r, err := parseRDN(part, wild)
 		if err != nil {
 			return d, err
 		}
@@ -185,10 +185,6 @@ func parseDN(s string, wild bool) (dn, error) {
 		} else {
 			rdns = append(rdns, *r)
 		}
-		if end == len(s) {
-			break
-		}
-		i = end + 1
 	}
 	if d.multi {
 		d.after = rdns
@@ -209,18 +205,14 @@ func parseRDN(s string, wild bool) (*rdn, error) {
 		return nil, nil
 	}
 	var r rdn
-	for i := 0; ; {
-		end := dnNext(s, i, true)
-		a, err := parseATV(s[i:end], wild)
+	for _, part := range splitDN(s, true) {
+		a, err := parseATV(part, wild)
 		if err != nil {
 			return nil, err
 		}
 		r.atvs = append(r.atvs, a)
-		if end == len(s) {
-			return &r, nil
-		}
-		i = end + 1
 	}
+	return &r, nil
 }
 
 func parseATV(s string, wild bool) (atv, error) {
@@ -275,7 +267,8 @@ func parseATV(s string, wild bool) (atv, error) {
 			n := val[i+1]
 			switch {
 			case i+2 < len(val) && isHex(n) && isHex(val[i+2]):
-				c = unhex(n)<<4 | unhex(val[i+2])
+				b, _ := strconv.ParseUint(val[i+1:i+3], 16, 8)
+				c = byte(b)
 				i += 2
 			case strings.IndexByte(dnSpecial, n) >= 0:
 				c = n
@@ -303,20 +296,12 @@ func checkDNType(t string) error {
 	if t == "" {
 		return errors.New(`empty attribute type (nothing before "=")`)
 	}
-	ok := true
-	if c := t[0]; c >= '0' && c <= '9' {
-		for _, arc := range strings.Split(t, ".") {
-			if arc == "" || strings.IndexFunc(arc, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
-				ok = false
-			}
-		}
+	const digits = "0123456789"
+	var ok bool
+	if c := t[0]; strings.IndexByte(digits, c) >= 0 {
+		ok = strings.Trim(t, digits+".") == "" && !strings.Contains(t+".", "..")
 	} else {
-		for i := 0; i < len(t); i++ {
-			c := t[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && (c >= '0' && c <= '9' || c == '-')) {
-				ok = false
-			}
-		}
+		ok = c != '-' && strings.Trim(t, digits+"-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") == ""
 	}
 	if !ok {
 		return fmt.Errorf(`attribute type %q is neither a name ("CN") nor an OID ("2.5.4.3"); no spaces around separators and no wildcards in types`, t)
@@ -324,32 +309,19 @@ func checkDNType(t string) error {
 	return nil
 }
 
-func unhex(c byte) byte {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0'
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10
-	}
-	return c - 'A' + 10
-}
-
-// dnNext returns the index of the first unescaped "," (or, with plus, "+")
-// at or after i, or len(s).
-func dnNext(s string, i int, plus bool) int {
-	for ; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
+// splitDN splits s at each unescaped "," (or, with plus, "+").
+func splitDN(s string, plus bool) (parts []string) {
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
 			i++
-		case ',':
-			return i
-		case '+':
-			if plus {
-				return i
-			}
+		case c == ',' || plus && c == '+':
+			parts = append(parts, s[start:i])
+			start = i + 1
 		}
 	}
-	return len(s)
+	return append(parts, s[start:])
 }
 
 // match reports whether the DN d (parsed without wildcards) matches g.

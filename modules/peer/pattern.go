@@ -18,19 +18,11 @@ import (
 // AND'ed). A set with no pattern at all is refused at provision time: it
 // would otherwise have to either match or deny everyone silently.
 //
-// Wildcards (see the README for the full table): in a SPIFFE path, a DNS
-// name, a URI or an email, "*" as a whole segment matches exactly one
-// segment (path segment, DNS label), "*" inside a segment matches any run of
-// characters within it, and "**" as a whole segment (once per pattern)
-// matches one or more segments: "spiffe://example.org/**" is every workload
-// of the trust domain, "spiffe://example.org/ns/*/sa/web" a glob,
-// "**.svc.cluster.local" every name under that suffix. In common_name,
-// organization and organizational_unit patterns, "*" matches any run of
-// characters. Subject and issuer patterns are DNs matched attribute by
-// attribute (see dnGlob): "*" matches within one attribute value, never
-// across an RDN.
-//
-// Patterns are parsed once, in Provision; matching allocates nothing.
+// Wildcards (the README has the table): SPIFFE paths, DNS names, URIs and
+// emails are globs over their segments (see glob), common_name,
+// organization and organizational_unit values with "*" for any run of
+// characters, subject and issuer DNs matched attribute by attribute (see
+// dn). Patterns are parsed once, in Provision; matching allocates nothing.
 type Patterns struct {
 	// SPIFFE IDs, exact or with wildcards in the path:
 	// "spiffe://example.org/ns/prod/sa/web", "spiffe://example.org/ns/*/sa/web",
