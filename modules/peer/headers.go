@@ -30,19 +30,13 @@ const (
 )
 
 // ForwardHeaders forwards the verified peer identity to the next hop in
-// request headers, and makes sure a client cannot forge them.
-//
-// On every request, first, it removes every inbound header of the identity
-// family: Client-Cert, Client-Cert-Chain, X-Forwarded-Client-Cert, every
-// header it is configured to set and every name in `strip`. Names are
-// compared case-insensitively and with "_" equal to "-" (CGI-style
-// backends map both to the same variable); all values and duplicates go,
-// in the headers and in the trailers. This happens with or without a
-// client certificate.
-//
-// Then, only when the client certificate was verified, it sets the
-// configured headers from the identity. With an unverified or absent
-// certificate it sets nothing.
+// request headers, and makes sure a client cannot forge them. On every
+// request it first removes every inbound header of the identity family
+// (Client-Cert, Client-Cert-Chain, X-Forwarded-Client-Cert, the headers it
+// sets, the names in `strip`), in the headers and the trailers, names
+// compared without case and with "_" equal to "-" (CGI-style backends map
+// both to the same variable). Then, only for a verified client
+// certificate, it sets the configured headers from the identity.
 type ForwardHeaders struct {
 	// ClientCert sets the RFC 9440 Client-Cert header: the certificate's
 	// DER as a structured-field byte sequence (":base64:"). Default false

@@ -15,32 +15,11 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// Placeholders. Every {peer.*} placeholder describes the verified identity
-// only: when the peer presented no certificate, or one that crypto/tls did
-// not verify (client_auth mode request/require without a trust pool), they
-// are all empty except {peer.verified} ("false") and {peer.presented}.
-//
-//	{peer.verified}              "true" when the leaf of a verified chain is known
-//	{peer.presented}             "true" when the peer sent a certificate (verified or not)
-//	{peer.spiffe_id}             spiffe://example.org/ns/prod/sa/web
-//	{peer.trust_domain}          example.org
-//	{peer.spiffe_path}           /ns/prod/sa/web
-//	{peer.fingerprint}           SHA-256 of the certificate, lowercase hex
-//	{peer.spki}                  SHA-256 of the SubjectPublicKeyInfo, lowercase hex
-//	{peer.subject}               RFC 2253 subject DN
-//	{peer.subject.cn}            subject CN
-//	{peer.subject.o}             subject O values, comma-separated
-//	{peer.subject.ou}            subject OU values, comma-separated
-//	{peer.issuer}                RFC 2253 issuer DN
-//	{peer.issuer.cn}             issuer CN
-//	{peer.serial}                serial number, lowercase hex
-//	{peer.dns} {peer.uri} {peer.email} {peer.ip}
-//	                             SANs, comma-separated; {peer.dns.0} etc. index them
-//	{peer.not_before} {peer.not_after}
-//	                             RFC 3339, UTC
-//	{peer.client_cert}           RFC 9440 Client-Cert value (:base64 DER:)
-//	{peer.client_cert_chain}     RFC 9440 Client-Cert-Chain value
-//	{peer.cert_pem_escaped}      URL-encoded PEM of the certificate
+// Placeholders ({peer.spiffe_id}, {peer.dns.0}, ...; the README's table
+// says what each holds) describe the verified identity only: when the
+// peer presented no certificate, or one that crypto/tls did not verify
+// (client_auth mode request/require without a trust pool), they are all
+// empty except {peer.verified} ("false") and {peer.presented}.
 const placeholderPrefix = "peer."
 
 var listPlaceholders = map[string]func(*Identity) []string{
