@@ -23,6 +23,9 @@ type glob struct {
 	sep           byte
 	before, after []seg // segments before and after "**" (all of them in before without one)
 	multi         bool  // the pattern has a "**" segment
+	// prefix and suffix are the literal text before the first and after
+	// the last wildcard: cheap necessary conditions checked first.
+	prefix, suffix string
 }
 
 // seg is one segment (or value) pattern, split at its wildcards: "web-*"
@@ -37,7 +40,7 @@ func compileGlob(pattern string, sep byte) (glob, error) {
 	if !strings.Contains(pattern, "*") {
 		return glob{before: []seg{{pattern}}}, nil // literal: one comparison
 	}
-	g := glob{sep: sep}
+	g := glob{sep: sep, prefix: pattern[:strings.IndexByte(pattern, '*')], suffix: pattern[strings.LastIndexByte(pattern, '*')+1:]}
 	parts := []string{pattern}
 	if sep != 0 {
 		parts = strings.Split(pattern, string(sep))
@@ -71,6 +74,9 @@ func (g *glob) match(s string) bool {
 	if g.sep == 0 {
 		return g.before[0].match(s)
 	}
+	if len(s) < len(g.prefix)+len(g.suffix) || !strings.HasPrefix(s, g.prefix) || !strings.HasSuffix(s, g.suffix) {
+		return false
+	}
 	for i := range g.before {
 		part, rest, more := cutByte(s, g.sep)
 		// without "**" the pattern and s end together
@@ -102,10 +108,14 @@ func cutByte(s string, sep byte) (before, after string, found bool) {
 // match matches v against the parts of p: the first is a prefix, the last
 // a suffix, the others occur in order between them.
 func (p seg) match(v string) bool {
-	first, last := p[0], p[len(p)-1]
 	if len(p) == 1 {
-		return v == first
+		return v == p[0] // (kept apart, so that it inlines)
 	}
+	return p.matchWild(v)
+}
+
+func (p seg) matchWild(v string) bool {
+	first, last := p[0], p[len(p)-1]
 	if len(v) < len(first)+len(last) || v[:len(first)] != first || v[len(v)-len(last):] != last {
 		return false
 	}
@@ -160,7 +170,7 @@ type rdn struct {
 }
 
 type atv struct {
-	typ string // attribute type, as written
+	typ string // attribute type, upper case
 	hex bool   // the value is in "#" hex form (then lower case)
 	val seg    // the decoded value, split at its wildcards
 }
@@ -231,7 +241,7 @@ func parseATV(s string, wild bool) (atv, error) {
 	if err := checkDNType(typ); err != nil {
 		return a, err
 	}
-	a.typ = typ
+	a.typ = strings.ToUpper(typ) // types compare without case
 	if strings.HasPrefix(val, "#") {
 		hexv := val[1:]
 		if len(hexv) == 0 || len(hexv)%2 != 0 || strings.IndexFunc(hexv, func(r rune) bool { return r > 0x7f || !isHex(byte(r)) }) >= 0 {
@@ -345,7 +355,7 @@ func matchRDNs(pats, rdns []rdn) bool {
 		}
 		for k := range p.atvs {
 			a, b := &p.atvs[k], &r.atvs[k]
-			if a.hex != b.hex || !strings.EqualFold(a.typ, b.typ) || !a.val.match(b.val[0]) {
+			if a.hex != b.hex || a.typ != b.typ || !a.val.match(b.val[0]) {
 				return false
 			}
 		}
