@@ -8,46 +8,27 @@ import (
 	"github.com/trustline/trustline/internal/misplaced"
 )
 
-// prefixes maps the prefixes of short-form pattern arguments to fields.
-// A bare "spiffe://..." argument is a SPIFFE ID pattern.
-var prefixes = []struct {
-	prefix string
-	field  Field
-}{
-	{"trust_domain:", FieldTrustDomain},
-	{"dns:", FieldDNS},
-	{"uri:", FieldURI},
-	{"email:", FieldEmail},
-	{"ip:", FieldIP},
-	{"subject:", FieldSubject},
-	{"cn:", FieldCommonName},
-	{"o:", FieldOrganization},
-	{"ou:", FieldOrganizationalUnit},
-	{"issuer:", FieldIssuer},
-	{"sha256:", FieldFingerprint},
-	{"fingerprint:", FieldFingerprint},
-	{"spki:", FieldSPKI},
+// shortNames are the Caddyfile names of the fields: block options, and
+// (but spiffe_id: a bare "spiffe://..." is one) short-form prefixes
+// ("dns:*.svc"). The JSON names (Field.String) are block options too, and
+// "sha256" is both for the fingerprint.
+var shortNames = [numFields]string{
+	"spiffe_id", "trust_domain", "dns", "uri", "email", "ip", "subject",
+	"cn", "o", "ou", "issuer", "fingerprint", "spki",
 }
 
-// blockFields maps the sub-directives of the block form to fields.
-var blockFields = map[string]Field{
-	"spiffe_id":           FieldSPIFFEID,
-	"trust_domain":        FieldTrustDomain,
-	"dns":                 FieldDNS,
-	"uri":                 FieldURI,
-	"email":               FieldEmail,
-	"ip":                  FieldIP,
-	"subject":             FieldSubject,
-	"cn":                  FieldCommonName,
-	"common_name":         FieldCommonName,
-	"o":                   FieldOrganization,
-	"organization":        FieldOrganization,
-	"ou":                  FieldOrganizationalUnit,
-	"organizational_unit": FieldOrganizationalUnit,
-	"issuer":              FieldIssuer,
-	"fingerprint":         FieldFingerprint,
-	"sha256":              FieldFingerprint,
-	"spki":                FieldSPKI,
+// caddyfileField returns the field a Caddyfile name stands for, as a
+// short-form prefix or as a block option.
+func caddyfileField(name string, prefix bool) (Field, bool) {
+	if name == "sha256" {
+		return FieldFingerprint, true
+	}
+	for f := Field(0); f < numFields; f++ {
+		if name == shortNames[f] && !(prefix && f == FieldSPIFFEID) || !prefix && name == fieldNames[f] {
+			return f, true
+		}
+	}
+	return 0, false
 }
 
 const shortFormHelp = "write a SPIFFE ID (spiffe://...) or prefix the value with trust_domain:, dns:, uri:, email:, ip:, subject:, cn:, o:, ou:, issuer:, sha256: or spki:"
@@ -60,15 +41,14 @@ func (p *Patterns) addShort(d *caddyfile.Dispenser, directive, arg string) error
 		p.SPIFFEID = append(p.SPIFFEID, arg)
 		return nil
 	}
-	for _, pf := range prefixes {
-		if v, ok := strings.CutPrefix(arg, pf.prefix); ok {
-			if v == "" {
-				return d.Errf("%s: empty %s pattern %q", directive, pf.field, arg)
-			}
-			l := p.list(pf.field)
-			*l = append(*l, v)
-			return nil
+	name, v, ok := strings.Cut(arg, ":")
+	if f, known := caddyfileField(name, true); ok && known {
+		if v == "" {
+			return d.Errf("%s: empty %s pattern %q", directive, f, arg)
 		}
+		l := p.list(f)
+		*l = append(*l, v)
+		return nil
 	}
 	return d.Errf("%s: unknown pattern %q: %s", directive, arg, shortFormHelp)
 }
@@ -88,7 +68,7 @@ func (p *Patterns) parseArgs(d *caddyfile.Dispenser, directive string) error {
 // ("dns *.svc.cluster.local api.example.com"); handled is false when the
 // token is not a field name, so that the caller can try its own options.
 func (p *Patterns) parseField(d *caddyfile.Dispenser, directive string) (handled bool, err error) {
-	f, ok := blockFields[d.Val()]
+	f, ok := caddyfileField(d.Val(), false)
 	if !ok {
 		return false, nil
 	}

@@ -3,6 +3,8 @@ package peer
 import (
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -53,64 +55,36 @@ func sfBinary(b []byte) string {
 	return ":" + base64.StdEncoding.EncodeToString(b) + ":"
 }
 
+// percentEncode escapes every byte outside RFC 3986's unreserved set.
+// (url.QueryEscape does, but writes a space as "+", and every "+" as "%2B".)
 func percentEncode(b []byte) string {
-	const hexUpper = "0123456789ABCDEF"
-	var sb strings.Builder
-	sb.Grow(len(b) * 3 / 2)
-	for _, c := range b {
-		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
-			sb.WriteByte(c)
-			continue
-		}
-		sb.WriteByte('%')
-		sb.WriteByte(hexUpper[c>>4])
-		sb.WriteByte(hexUpper[c&15])
-	}
-	return sb.String()
+	return strings.ReplaceAll(url.QueryEscape(string(b)), "+", "%20")
 }
 
-// isControl reports whether c is an ASCII control character (HTAB
+// isControl reports whether r is an ASCII control character (HTAB
 // included: a tab at either end of a header value is trimmed by parsers)
 // or DEL: none fits in a header value as it is.
-func isControl(c byte) bool { return c < 0x20 || c == 0x7f }
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
-func hasControl(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if isControl(s[i]) {
-			return true
-		}
-	}
-	return false
-}
+func hasControl(s string) bool { return strings.ContainsFunc(s, isControl) }
 
-// escapeDNControls writes every control character of a DN (Go prints the
-// subject's values as they are, and a CA may have signed a CN with a line
-// break) as an RFC 4514 hex escape ("\0A"): the same DN, in a form that
-// fits in a header value. Go escapes every "\" of a value, so the result
-// is unambiguous.
-func escapeDNControls(dn string) string {
-	return escapeControls(dn, '\\')
-}
-
-// percentEncodeControls writes every control character of a SAN (Go
-// accepts any ASCII in a DNS SAN) as a percent-escape ("%0A").
-func percentEncodeControls(s string) string {
-	return escapeControls(s, '%')
-}
-
+// escapeControls writes every control character of s as esc and two hex
+// digits, so that s fits in a header value: "\" gives the subject DN RFC
+// 4514 escapes ("\0A"; Go prints its values as they are, and a CA may have
+// signed a CN with a line break, but escapes every "\" of them, so the
+// result is unambiguous), "%" a SAN percent-escapes (Go accepts any ASCII
+// in a DNS SAN).
 func escapeControls(s string, esc byte) string {
 	if !hasControl(s) {
 		return s
 	}
-	const hexUpper = "0123456789ABCDEF"
-	b := make([]byte, 0, len(s)+8)
+	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if isControl(c) {
-			b = append(b, esc, hexUpper[c>>4], hexUpper[c&15])
-			continue
+		if c := s[i]; isControl(rune(c)) {
+			fmt.Fprintf(&b, "%c%02X", esc, c)
+		} else {
+			b.WriteByte(c)
 		}
-		b = append(b, c)
 	}
-	return string(b)
+	return b.String()
 }

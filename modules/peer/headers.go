@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -28,19 +30,13 @@ const (
 )
 
 // ForwardHeaders forwards the verified peer identity to the next hop in
-// request headers, and makes sure a client cannot forge them.
-//
-// On every request, first, it removes every inbound header of the identity
-// family: Client-Cert, Client-Cert-Chain, X-Forwarded-Client-Cert, every
-// header it is configured to set and every name in `strip`. Names are
-// compared case-insensitively and with "_" equal to "-" (CGI-style
-// backends map both to the same variable); all values and duplicates go,
-// in the headers and in the trailers. This happens with or without a
-// client certificate.
-//
-// Then, only when the client certificate was verified, it sets the
-// configured headers from the identity. With an unverified or absent
-// certificate it sets nothing.
+// request headers, and makes sure a client cannot forge them. On every
+// request it first removes every inbound header of the identity family
+// (Client-Cert, Client-Cert-Chain, X-Forwarded-Client-Cert, the headers it
+// sets, the names in `strip`), in the headers and the trailers, names
+// compared without case and with "_" equal to "-" (CGI-style backends map
+// both to the same variable). Then, only for a verified client
+// certificate, it sets the configured headers from the identity.
 type ForwardHeaders struct {
 	// ClientCert sets the RFC 9440 Client-Cert header: the certificate's
 	// DER as a structured-field byte sequence (":base64:"). Default false
@@ -83,8 +79,7 @@ type ForwardHeaders struct {
 type headerSetter struct {
 	name   string // canonical
 	tmpl   string
-	scalar func(*Identity) string // when tmpl is exactly one scalar {peer.*} placeholder
-	direct string                 // placeholder name without "peer.", when tmpl is exactly another one
+	direct string // the placeholder's name without "peer.", when tmpl is exactly one
 }
 
 // XFCC configures the X-Forwarded-Client-Cert header. Hash (the
@@ -116,23 +111,12 @@ func (h *ForwardHeaders) Provision(ctx caddy.Context) error {
 		return err
 	}
 	warnNoClientCert(ctx, ctx.Logger(), "forward_peer_identity", "the identity headers it forwards are always absent (it only strips what clients send)")
-	names := []string{HeaderClientCert, HeaderClientCertChain, HeaderXFCC}
-	for name := range h.Headers {
-		names = append(names, name)
-	}
-	if h.PEMHeader != "" {
-		names = append(names, h.PEMHeader)
-	}
-	names = append(names, h.Strip...)
 	h.headers = h.headers[:0]
 	for name, tmpl := range h.Headers {
 		hs := headerSetter{name: http.CanonicalHeaderKey(name), tmpl: tmpl}
 		if inner, ok := strings.CutPrefix(tmpl, "{"+placeholderPrefix); ok && strings.HasSuffix(inner, "}") && !strings.ContainsAny(inner[:len(inner)-1], "{}") {
-			name := inner[:len(inner)-1]
-			if fn, ok := scalarPlaceholder(name); ok {
-				hs.scalar = fn
-			} else if _, known := placeholder(name, nil, nil); known {
-				hs.direct = name
+			if _, known := placeholder(inner[:len(inner)-1], false, nil); known {
+				hs.direct = inner[:len(inner)-1]
 			}
 		}
 		h.headers = append(h.headers, hs)
@@ -140,9 +124,9 @@ func (h *ForwardHeaders) Provision(ctx caddy.Context) error {
 	h.pemName = http.CanonicalHeaderKey(h.PEMHeader)
 	h.maxValues = 3 + len(h.headers) + 1 // client_cert, chain, xfcc, headers, pem
 	h.family = h.family[:0]
+	names := slices.Concat([]string{HeaderClientCert, HeaderClientCertChain, HeaderXFCC}, slices.Collect(maps.Keys(h.Headers)), []string{h.PEMHeader}, h.Strip)
 	for _, n := range names {
-		n = normalizeName(n)
-		if !contains(h.family, n) {
+		if n = normalizeName(n); n != "" && !slices.Contains(h.family, n) {
 			h.family = append(h.family, n)
 		}
 	}
@@ -239,10 +223,8 @@ func (h *ForwardHeaders) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	for i := range h.headers {
 		hs := &h.headers[i]
 		var v string
-		if hs.scalar != nil {
-			v = hs.scalar(id)
-		} else if hs.direct != "" {
-			v, _ = placeholderString(hs.direct, r.TLS, id)
+		if hs.direct != "" {
+			v, _ = placeholder(hs.direct, true, id)
 		} else {
 			if repl == nil {
 				repl, _ = r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -310,12 +292,12 @@ func (x *XFCC) value(id *Identity) string {
 	}
 	// a control character (a CA may sign one) would break the header:
 	// the subject gets RFC 4514 hex escapes, SANs percent-escapes
-	add("Subject", escapeDNControls(id.Subject), true)
+	add("Subject", escapeControls(id.Subject, '\\'), true)
 	for _, u := range id.URIs {
-		add("URI", percentEncodeControls(u), false)
+		add("URI", escapeControls(u, '%'), false)
 	}
 	for _, d := range id.DNSNames {
-		add("DNS", percentEncodeControls(d), false)
+		add("DNS", escapeControls(d, '%'), false)
 	}
 	return b.String()
 }
@@ -373,15 +355,6 @@ func sameName(name, normalized string) bool {
 		}
 	}
 	return true
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // UnmarshalCaddyfile sets up the handler. Syntax:

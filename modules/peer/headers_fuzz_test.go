@@ -161,12 +161,12 @@ func checkForwarded(t testing.TB, by string, id *Identity, got http.Header) {
 		[2]string{"Hash", id.FingerprintHex},
 		[2]string{"Cert", url.QueryEscape(pemOf(id.Raw))},
 		[2]string{"Chain", url.QueryEscape(pemOf(id.Chain...))},
-		[2]string{"Subject", escapeDNControls(id.Subject)})
+		[2]string{"Subject", escapeControls(id.Subject, '\\')})
 	for _, u := range id.URIs {
-		want = append(want, [2]string{"URI", percentEncodeControls(u)})
+		want = append(want, [2]string{"URI", escapeControls(u, '%')})
 	}
 	for _, d := range id.DNSNames {
-		want = append(want, [2]string{"DNS", percentEncodeControls(d)})
+		want = append(want, [2]string{"DNS", escapeControls(d, '%')})
 	}
 	xfcc, err := parseXFCC(got.Get("X-Forwarded-Client-Cert"))
 	if err != nil {

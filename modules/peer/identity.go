@@ -187,35 +187,22 @@ func fromRecord(rec *verify.Verified) *Identity {
 	if m := rec.Memo(); m != nil {
 		return m.(*Identity)
 	}
-	id := NewIdentity(rec.Chain[0], rec.Chain)
-	id.AnchorTrustDomain = rec.TrustDomain
-	return rec.SetMemo(id).(*Identity)
+	return rec.SetMemo(anchoredIdentity(rec.Chain, rec.TrustDomain)).(*Identity)
 }
 
-// The identity cache of chains crypto/tls verified.
-//
-// The identity is computed once per connection and read on every request.
-// crypto/tls parses the peer's certificates once per handshake and keeps the
-// same *x509.Certificate for the whole connection: every
-// tls.ConnectionState (one per HTTP/1.1 connection, one per HTTP/2
-// connection, one per caddy-l4 tls handler) shares it, and the verifier
-// callback sees it too. So the cache is keyed by that pointer, held weakly:
-//
-//   - weak.Pointer keys cannot be fooled by address reuse (a new object at
-//     the old address gets a new weak handle), unlike a uintptr key;
-//   - the entry is removed by a runtime cleanup when the certificate is
-//     collected, i.e. shortly after the connection (and any resumed session
-//     ticket state holding it) is gone, so the cache is bounded by the live
-//     connections and needs no size limit or expiry;
-//   - a lookup costs a weak handle lookup plus a sync.Map load, ~30 ns and
-//     no allocation (BenchmarkIdentityCached), against several microseconds
-//     to build the identity (BenchmarkIdentityBuild).
-//
-// Keying by the certificate's SHA-256 instead would cost a hash of ~500+
-// bytes per request; keying by *tls.ConnectionState would miss, because
-// each consumer (HTTP/1, HTTP/2, caddy-l4) holds its own copy. A chain
-// that vouches for nothing is cached too (as the error saying why), so
-// that it is refused as cheaply as an identity is found.
+// The identity cache of chains crypto/tls verified: built once per
+// connection, read on every request. crypto/tls keeps one
+// *x509.Certificate per handshake, shared by every tls.ConnectionState
+// (HTTP/1.1, HTTP/2, caddy-l4) and the verifier callback, so the cache is
+// keyed by that pointer, held weakly: a weak.Pointer cannot be fooled by
+// address reuse, and a runtime cleanup removes the entry once the
+// certificate is collected (the connection, and any session ticket
+// holding it, gone), so the cache needs no size limit or expiry. A lookup
+// is ~30 ns without allocation (BenchmarkIdentityCached) against
+// microseconds to build (BenchmarkIdentityBuild); a SHA-256 key would hash
+// the certificate per request, and a *tls.ConnectionState key would miss
+// (each consumer holds its own copy). A chain that vouches for nothing is
+// cached too (as the error saying why), refused as cheaply.
 var (
 	cache    sync.Map // weak.Pointer[x509.Certificate] -> *Identity or error
 	computed atomic.Int64
@@ -231,7 +218,11 @@ func fromChains(verifiedChains [][]*x509.Certificate) (*Identity, error) {
 	key := weak.Make(leaf)
 	v, ok := cache.Load(key)
 	if !ok {
-		v = buildFromChains(verifiedChains)
+		if chain, td, err := verify.Scope(verifiedChains, x509.ExtKeyUsageClientAuth); err != nil {
+			v = err
+		} else {
+			v = anchoredIdentity(chain, td)
+		}
 		if prev, loaded := cache.LoadOrStore(key, v); loaded {
 			v = prev
 		} else {
@@ -244,24 +235,63 @@ func fromChains(verifiedChains [][]*x509.Certificate) (*Identity, error) {
 	return v.(*Identity), nil
 }
 
-func buildFromChains(verifiedChains [][]*x509.Certificate) any {
-	chain, td, err := verify.Scope(verifiedChains, x509.ExtKeyUsageClientAuth)
-	if err != nil {
-		return err
-	}
+// anchoredIdentity is the identity of a verified chain whose anchor is of
+// the SPIFFE trust domain td ("" for a plain CA).
+func anchoredIdentity(chain []*x509.Certificate, td string) *Identity {
 	id := NewIdentity(chain[0], chain)
 	id.AnchorTrustDomain = td
 	return id
 }
 
-// lazyValues holds encodings of the identity that some consumers need and
-// others never do (header values), each built on first use.
+// values returns the values of a list field of id: dns, uri, email, o, ou.
+func (id *Identity) values(f Field) []string {
+	switch f {
+	case FieldDNS:
+		return id.DNSNames
+	case FieldURI:
+		return id.URIs
+	case FieldEmail:
+		return id.Emails
+	case FieldOrganization:
+		return id.Organizations
+	case FieldOrganizationalUnit:
+		return id.OrganizationalUnits
+	}
+	return nil
+}
+
+func (id *Identity) ipStrings() []string {
+	out := make([]string, len(id.IPs))
+	for i, a := range id.IPs {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// parsedDN returns the subject (or issuer) DN of id split into RDNs, for
+// the subject and issuer patterns; parsed on first use. (Go prints every
+// DN in a form parseDN reads; anything else is an empty DN, which no
+// pattern matches.)
+func (id *Identity) parsedDN(f Field) *dn {
+	id.lazy.dnOnce.Do(func() {
+		id.lazy.subject, _ = parseDN(id.Subject, false)
+		id.lazy.issuer, _ = parseDN(id.Issuer, false)
+	})
+	if f == FieldIssuer {
+		return &id.lazy.issuer
+	}
+	return &id.lazy.subject
+}
+
+// lazyValues holds what some consumers need and others never do (header
+// values, parsed DNs), each built on first use.
 type lazyValues struct {
-	replOnce                     sync.Once
-	repl                         caddy.ReplacerFunc // {peer.*} provider
-	xfcc                         atomic.Pointer[xfccMemo]
-	certOnce, chainOnce, pemOnce sync.Once
-	clientCert                   string // RFC 9440 Client-Cert value
-	clientCertChain              string // RFC 9440 Client-Cert-Chain value
-	pemEscaped                   string // URL-encoded PEM of the leaf
+	replOnce                             sync.Once
+	repl                                 caddy.ReplacerFunc // {peer.*} provider
+	xfcc                                 atomic.Pointer[xfccMemo]
+	certOnce, chainOnce, pemOnce, dnOnce sync.Once
+	clientCert                           string // RFC 9440 Client-Cert value
+	clientCertChain                      string // RFC 9440 Client-Cert-Chain value
+	pemEscaped                           string // URL-encoded PEM of the leaf
+	subject, issuer                      dn
 }

@@ -72,17 +72,7 @@ func (m *MatchPeer) Match(r *http.Request) bool {
 //	peer {
 //		spiffe_id    <spiffe://td/path...>
 //		trust_domain <td...>
-//		dns          <name...>
-//		uri          <uri...>
-//		email        <address...>
-//		ip           <ip|cidr...>
-//		subject      <dn...>
-//		cn           <common name...>
-//		o            <organization...>
-//		ou           <organizational unit...>
-//		issuer       <dn...>
-//		fingerprint  <sha256 hex...>
-//		spki         <sha256 hex...>
+//		dns | uri | email | ip | subject | cn | o | ou | issuer | fingerprint | spki <values...>
 //	}
 //
 // Short-form patterns are SPIFFE IDs (spiffe://...) or values with a field

@@ -55,7 +55,8 @@ func (m *L4MatchPeer) Match(cx *layer4.Connection) (bool, error) {
 		return false, nil
 	}
 	cs := states[len(states)-1]
-	id, ok, failed := m.CheckState(cs)
+	id := FromState(cs)
+	ok, failed := m.Patterns.Match(id)
 	publishL4(cx, cs, id)
 	if !ok {
 		if ce := m.logger.Check(zap.DebugLevel, "peer did not match"); ce != nil {

@@ -1,8 +1,6 @@
 package peer
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,19 +18,11 @@ import (
 // AND'ed). A set with no pattern at all is refused at provision time: it
 // would otherwise have to either match or deny everyone silently.
 //
-// Wildcards (see the README for the full table): in a SPIFFE path, a DNS
-// name, a URI or an email, "*" as a whole segment matches exactly one
-// segment (path segment, DNS label), "*" inside a segment matches any run of
-// characters within it, and "**" as a whole segment (once per pattern)
-// matches one or more segments: "spiffe://example.org/**" is every workload
-// of the trust domain, "spiffe://example.org/ns/*/sa/web" a glob,
-// "**.svc.cluster.local" every name under that suffix. In common_name,
-// organization and organizational_unit patterns, "*" matches any run of
-// characters. Subject and issuer patterns are DNs matched attribute by
-// attribute (see dnGlob): "*" matches within one attribute value, never
-// across an RDN.
-//
-// Patterns are parsed once, in Provision; matching allocates nothing.
+// Wildcards (the README has the table): SPIFFE paths, DNS names, URIs and
+// emails are globs over their segments (see glob), common_name,
+// organization and organizational_unit values with "*" for any run of
+// characters, subject and issuer DNs matched attribute by attribute (see
+// dn). Patterns are parsed once, in Provision; matching allocates nothing.
 type Patterns struct {
 	// SPIFFE IDs, exact or with wildcards in the path:
 	// "spiffe://example.org/ns/prod/sa/web", "spiffe://example.org/ns/*/sa/web",
@@ -117,35 +107,11 @@ func (f Field) String() string {
 
 // list returns the configured patterns of f.
 func (p *Patterns) list(f Field) *[]string {
-	switch f {
-	case FieldSPIFFEID:
-		return &p.SPIFFEID
-	case FieldTrustDomain:
-		return &p.TrustDomain
-	case FieldDNS:
-		return &p.DNS
-	case FieldURI:
-		return &p.URI
-	case FieldEmail:
-		return &p.Email
-	case FieldIP:
-		return &p.IP
-	case FieldSubject:
-		return &p.Subject
-	case FieldCommonName:
-		return &p.CommonName
-	case FieldOrganization:
-		return &p.Organization
-	case FieldOrganizationalUnit:
-		return &p.OrganizationalUnit
-	case FieldIssuer:
-		return &p.Issuer
-	case FieldFingerprint:
-		return &p.Fingerprint
-	case FieldSPKI:
-		return &p.SPKI
-	}
-	panic("peer: unknown field")
+	return [numFields]*[]string{
+		&p.SPIFFEID, &p.TrustDomain, &p.DNS, &p.URI, &p.Email, &p.IP, &p.Subject,
+		&p.CommonName, &p.Organization, &p.OrganizationalUnit, &p.Issuer,
+		&p.Fingerprint, &p.SPKI,
+	}[f]
 }
 
 // Empty reports whether no pattern is configured.
@@ -156,11 +122,6 @@ func (p *Patterns) Empty() bool {
 		}
 	}
 	return true
-}
-
-type spiffePattern struct {
-	td   string
-	path glob // over the path without its leading slash
 }
 
 // spiffeGroup holds the path patterns of one trust domain, so that the
@@ -174,12 +135,11 @@ type compiled struct {
 	fields  []Field // the fields that have patterns, in check order
 	spiffe  []spiffeGroup
 	tds     []string
-	globs   [numFields][]glob   // dns, uri, email, cn, o, ou
-	dns     [numFields][]dnGlob // subject, issuer
+	globs   [numFields][]glob // dns, uri, email, cn, o, ou
+	dns     [numFields][]dn   // subject, issuer
 	ips     []netip.Prefix
-	fps     [][32]byte
-	spkis   [][32]byte
-	summary [numFields]string // "[a, b]" per field, for deny logs
+	sums    [numFields][][32]byte // fingerprint, spki
+	summary [numFields]string     // "[a, b]" per field, for deny logs
 }
 
 // errEmpty is returned by Compile for a set without patterns.
@@ -224,17 +184,17 @@ func (c *compiled) add(f Field, v string) error {
 	}
 	switch f {
 	case FieldSPIFFEID:
-		sp, err := parseSPIFFEPattern(v)
+		td, path, err := parseSPIFFEPattern(v)
 		if err != nil {
 			return err
 		}
 		for i := range c.spiffe {
-			if c.spiffe[i].td == sp.td {
-				c.spiffe[i].paths = append(c.spiffe[i].paths, sp.path)
+			if c.spiffe[i].td == td {
+				c.spiffe[i].paths = append(c.spiffe[i].paths, path)
 				return nil
 			}
 		}
-		c.spiffe = append(c.spiffe, spiffeGroup{td: sp.td, paths: []glob{sp.path}})
+		c.spiffe = append(c.spiffe, spiffeGroup{td: td, paths: []glob{path}})
 	case FieldTrustDomain:
 		td, err := spiffeid.TrustDomainFromString(v)
 		if err != nil {
@@ -246,8 +206,10 @@ func (c *compiled) add(f Field, v string) error {
 		c.tds = append(c.tds, td.Name())
 	case FieldDNS:
 		v = strings.ToLower(strings.TrimSuffix(v, "."))
-		if err := checkChars(v, isDNSChar, "a DNS name"); err != nil {
-			return err
+		for i := 0; i < len(v); i++ {
+			if !isDNSChar(v[i]) {
+				return fmt.Errorf("%q is not allowed in a DNS name", v[i])
+			}
 		}
 		if strings.HasPrefix(v, ".") || strings.Contains(v, "..") {
 			return errors.New("empty DNS label")
@@ -283,11 +245,7 @@ func (c *compiled) add(f Field, v string) error {
 		if err != nil {
 			return err
 		}
-		if f == FieldFingerprint {
-			c.fps = append(c.fps, sum)
-		} else {
-			c.spkis = append(c.spkis, sum)
-		}
+		c.sums[f] = append(c.sums[f], sum)
 	}
 	return nil
 }
@@ -301,78 +259,70 @@ func (c *compiled) addGlob(f Field, v string, sep byte) error {
 	return nil
 }
 
-// parseSPIFFEPattern validates a SPIFFE ID pattern with go-spiffe: its
-// wildcards are replaced by a valid segment and the result must parse as
-// a SPIFFE ID with a path.
-func parseSPIFFEPattern(v string) (spiffePattern, error) {
+// parseSPIFFEPattern validates a SPIFFE ID pattern with go-spiffe (its
+// wildcards replaced by a valid segment, it must parse as a SPIFFE ID with
+// a path) and returns its trust domain and the glob of its path (without
+// its leading slash).
+func parseSPIFFEPattern(v string) (td string, path glob, err error) {
 	const scheme = "spiffe://"
 	if !strings.HasPrefix(v, scheme) {
-		_, err := spiffeid.FromString(v)
+		_, err = spiffeid.FromString(v)
 		if err == nil {
 			err = errors.New(`a SPIFFE ID starts with "spiffe://"`)
 		}
-		return spiffePattern{}, err
+		return td, path, err
 	}
-	td, path, _ := strings.Cut(v[len(scheme):], "/")
+	td, rest, _ := strings.Cut(v[len(scheme):], "/")
 	if strings.Contains(td, "*") {
-		return spiffePattern{}, errors.New("the trust domain cannot hold wildcards; list each trust domain")
+		return td, path, errors.New("the trust domain cannot hold wildcards; list each trust domain")
 	}
-	if path == "" {
+	if rest == "" {
 		if _, err := spiffeid.FromString(v); err != nil {
-			return spiffePattern{}, err
+			return td, path, err
 		}
-		return spiffePattern{}, fmt.Errorf("names a trust domain, not a workload; to match every ID in it write %q (or trust_domain %s)", v+"/**", td)
+		return td, path, fmt.Errorf("names a trust domain, not a workload; to match every ID in it write %q (or trust_domain %s)", v+"/**", td)
 	}
 	probe := make([]string, 0, 8)
-	for _, seg := range strings.Split(path, "/") {
+	for _, seg := range strings.Split(rest, "/") {
 		switch {
 		case seg == "*" || seg == "**":
 			probe = append(probe, "x")
 		case strings.Contains(seg, "**"):
-			return spiffePattern{}, errMultiStar
+			return td, path, errMultiStar
 		default:
 			probe = append(probe, strings.ReplaceAll(seg, "*", "x"))
 		}
 	}
 	if _, err := spiffeid.FromString(scheme + td + "/" + strings.Join(probe, "/")); err != nil {
-		return spiffePattern{}, err
+		return td, path, err
 	}
-	g, err := compileGlob(path, '/')
-	if err != nil {
-		return spiffePattern{}, err
-	}
-	return spiffePattern{td: td, path: g}, nil
+	path, err = compileGlob(rest, '/')
+	return td, path, err
 }
 
-func parseIPPattern(v string) (netip.Prefix, error) {
+func parseIPPattern(v string) (pfx netip.Prefix, err error) {
 	if strings.Contains(v, "/") {
-		pfx, err := netip.ParsePrefix(v)
-		if err != nil {
-			return pfx, err
+		pfx, err = netip.ParsePrefix(v) // which refuses zones
+	} else {
+		var a netip.Addr
+		if a, err = netip.ParseAddr(v); a.Zone() != "" {
+			err = errors.New("IP zones are not allowed")
 		}
-		if pfx.Addr().Zone() != "" {
-			return pfx, errors.New("IP zones are not allowed")
-		}
-		if m := pfx.Masked(); m != pfx {
-			return pfx, fmt.Errorf("host bits are set; did you mean %s?", m)
-		}
-		if a := pfx.Addr(); a.Is4In6() {
-			if pfx.Bits() < 96 {
-				return pfx, errors.New("an IPv4-mapped range needs a prefix length of at least 96")
-			}
-			return netip.PrefixFrom(a.Unmap(), pfx.Bits()-96), nil
-		}
-		return pfx, nil
+		pfx = netip.PrefixFrom(a, a.BitLen())
 	}
-	a, err := netip.ParseAddr(v)
 	if err != nil {
-		return netip.Prefix{}, err
+		return pfx, err
 	}
-	if a.Zone() != "" {
-		return netip.Prefix{}, errors.New("IP zones are not allowed")
+	if m := pfx.Masked(); m != pfx {
+		return pfx, fmt.Errorf("host bits are set; did you mean %s?", m)
 	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	if a := pfx.Addr(); a.Is4In6() {
+		if pfx.Bits() < 96 {
+			return pfx, errors.New("an IPv4-mapped range needs a prefix length of at least 96")
+		}
+		return netip.PrefixFrom(a.Unmap(), pfx.Bits()-96), nil
+	}
+	return pfx, nil
 }
 
 // parseHexHash parses a SHA-256 hash written in hex, with or without colons
@@ -405,15 +355,6 @@ func isDNSChar(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '*'
 }
 
-func checkChars(v string, ok func(byte) bool, what string) error {
-	for i := 0; i < len(v); i++ {
-		if !ok(v[i]) {
-			return fmt.Errorf("%q is not allowed in %s", v[i], what)
-		}
-	}
-	return nil
-}
-
 // Match reports whether id satisfies the patterns; when it does not, failed
 // is the first field (in check order) that no value matched. A nil identity
 // (no verified peer) never matches. Match allocates nothing.
@@ -433,29 +374,14 @@ func (p *Patterns) Match(id *Identity) (ok bool, failed Field) {
 func (c *compiled) matchField(f Field, id *Identity) bool {
 	switch f {
 	case FieldSPIFFEID:
-		if id.SPIFFEID == "" {
-			return false
-		}
 		for i := range c.spiffe {
-			if g := &c.spiffe[i]; g.td == id.TrustDomain {
-				return anyGlob1(g.paths, id.spiffePath)
+			if g := &c.spiffe[i]; id.SPIFFEID != "" && g.td == id.TrustDomain {
+				return anyGlob(g.paths, id.spiffePath)
 			}
 		}
+		return false
 	case FieldTrustDomain:
-		if id.SPIFFEID == "" {
-			return false
-		}
-		for _, td := range c.tds {
-			if td == id.TrustDomain {
-				return true
-			}
-		}
-	case FieldDNS:
-		return anyGlob(c.globs[f], id.DNSNames)
-	case FieldURI:
-		return anyGlob(c.globs[f], id.URIs)
-	case FieldEmail:
-		return anyGlob(c.globs[f], id.Emails)
+		return id.SPIFFEID != "" && slices.Contains(c.tds, id.TrustDomain)
 	case FieldIP:
 		for _, a := range id.IPs {
 			for _, pfx := range c.ips {
@@ -464,53 +390,33 @@ func (c *compiled) matchField(f Field, id *Identity) bool {
 				}
 			}
 		}
-	case FieldSubject:
-		return anyDN(c.dns[f], id.Subject)
+		return false
+	case FieldSubject, FieldIssuer:
+		d := id.parsedDN(f)
+		for i := range c.dns[f] {
+			if c.dns[f][i].match(d) {
+				return true
+			}
+		}
+		return false
 	case FieldCommonName:
-		return id.CommonName != "" && anyGlob1(c.globs[f], id.CommonName)
-	case FieldOrganization:
-		return anyGlob(c.globs[f], id.Organizations)
-	case FieldOrganizationalUnit:
-		return anyGlob(c.globs[f], id.OrganizationalUnits)
-	case FieldIssuer:
-		return anyDN(c.dns[f], id.Issuer)
+		return id.CommonName != "" && anyGlob(c.globs[f], id.CommonName)
 	case FieldFingerprint:
-		for i := range c.fps {
-			if c.fps[i] == id.Fingerprint {
-				return true
-			}
-		}
+		return slices.Contains(c.sums[f], id.Fingerprint)
 	case FieldSPKI:
-		for i := range c.spkis {
-			if c.spkis[i] == id.SPKI {
-				return true
-			}
-		}
+		return slices.Contains(c.sums[f], id.SPKI)
 	}
-	return false
-}
-
-func anyGlob(gs []glob, vals []string) bool {
-	for _, v := range vals {
-		if anyGlob1(gs, v) {
+	for _, v := range id.values(f) {
+		if anyGlob(c.globs[f], v) {
 			return true
 		}
 	}
 	return false
 }
 
-func anyGlob1(gs []glob, v string) bool {
+func anyGlob(gs []glob, v string) bool {
 	for i := range gs {
 		if gs[i].match(v) {
-			return true
-		}
-	}
-	return false
-}
-
-func anyDN(gs []dnGlob, dn string) bool {
-	for i := range gs {
-		if gs[i].match(dn) {
 			return true
 		}
 	}
@@ -568,22 +474,12 @@ func (id *Identity) Value(f Field) string {
 		return id.SPIFFEID
 	case FieldTrustDomain:
 		return id.TrustDomain
-	case FieldDNS:
-		return strings.Join(id.DNSNames, ",")
-	case FieldURI:
-		return strings.Join(id.URIs, ",")
-	case FieldEmail:
-		return strings.Join(id.Emails, ",")
 	case FieldIP:
-		return joinIPs(id.IPs)
+		return strings.Join(id.ipStrings(), ",")
 	case FieldSubject:
 		return id.Subject
 	case FieldCommonName:
 		return id.CommonName
-	case FieldOrganization:
-		return strings.Join(id.Organizations, ",")
-	case FieldOrganizationalUnit:
-		return strings.Join(id.OrganizationalUnits, ",")
 	case FieldIssuer:
 		return id.Issuer
 	case FieldFingerprint:
@@ -591,33 +487,5 @@ func (id *Identity) Value(f Field) string {
 	case FieldSPKI:
 		return id.SPKIHex
 	}
-	return ""
-}
-
-func joinIPs(ips []netip.Addr) string {
-	var b strings.Builder
-	for i, a := range ips {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(a.String())
-	}
-	return b.String()
-}
-
-// Check is the one decision that the HTTP matcher, the layer-4 matcher, the
-// handshake verifier and the authorize handler all make: the identity of
-// the leaf of the first verified chain (nil when there is none, and then
-// no match) and whether it satisfies p.
-func (p *Patterns) Check(verifiedChains [][]*x509.Certificate) (id *Identity, ok bool, failed Field) {
-	id = FromChains(verifiedChains)
-	ok, failed = p.Match(id)
-	return id, ok, failed
-}
-
-// CheckState is Check for a connection state (see FromState).
-func (p *Patterns) CheckState(cs *tls.ConnectionState) (id *Identity, ok bool, failed Field) {
-	id = FromState(cs)
-	ok, failed = p.Match(id)
-	return id, ok, failed
+	return strings.Join(id.values(f), ",")
 }

@@ -3,7 +3,6 @@ package peer
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,45 +15,18 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// Placeholders. Every {peer.*} placeholder describes the verified identity
-// only: when the peer presented no certificate, or one that crypto/tls did
-// not verify (client_auth mode request/require without a trust pool), they
-// are all empty except {peer.verified} ("false") and {peer.presented}.
-//
-//	{peer.verified}              "true" when the leaf of a verified chain is known
-//	{peer.presented}             "true" when the peer sent a certificate (verified or not)
-//	{peer.spiffe_id}             spiffe://example.org/ns/prod/sa/web
-//	{peer.trust_domain}          example.org
-//	{peer.spiffe_path}           /ns/prod/sa/web
-//	{peer.fingerprint}           SHA-256 of the certificate, lowercase hex
-//	{peer.spki}                  SHA-256 of the SubjectPublicKeyInfo, lowercase hex
-//	{peer.subject}               RFC 2253 subject DN
-//	{peer.subject.cn}            subject CN
-//	{peer.subject.o}             subject O values, comma-separated
-//	{peer.subject.ou}            subject OU values, comma-separated
-//	{peer.issuer}                RFC 2253 issuer DN
-//	{peer.issuer.cn}             issuer CN
-//	{peer.serial}                serial number, lowercase hex
-//	{peer.dns} {peer.uri} {peer.email} {peer.ip}
-//	                             SANs, comma-separated; {peer.dns.0} etc. index them
-//	{peer.not_before} {peer.not_after}
-//	                             RFC 3339, UTC
-//	{peer.client_cert}           RFC 9440 Client-Cert value (:base64 DER:)
-//	{peer.client_cert_chain}     RFC 9440 Client-Cert-Chain value
-//	{peer.cert_pem_escaped}      URL-encoded PEM of the certificate
+// Placeholders ({peer.spiffe_id}, {peer.dns.0}, ...; the README's table
+// says what each holds) describe the verified identity only: when the
+// peer presented no certificate, or one that crypto/tls did not verify
+// (client_auth mode request/require without a trust pool), they are all
+// empty except {peer.verified} ("false") and {peer.presented}.
 const placeholderPrefix = "peer."
 
 var listPlaceholders = map[string]func(*Identity) []string{
-	"dns":   func(id *Identity) []string { return id.DNSNames },
-	"uri":   func(id *Identity) []string { return id.URIs },
-	"email": func(id *Identity) []string { return id.Emails },
-	"ip": func(id *Identity) []string {
-		out := make([]string, len(id.IPs))
-		for i, a := range id.IPs {
-			out[i] = a.String()
-		}
-		return out
-	},
+	"dns":        func(id *Identity) []string { return id.DNSNames },
+	"uri":        func(id *Identity) []string { return id.URIs },
+	"email":      func(id *Identity) []string { return id.Emails },
+	"ip":         (*Identity).ipStrings,
 	"subject.o":  func(id *Identity) []string { return id.Organizations },
 	"subject.ou": func(id *Identity) []string { return id.OrganizationalUnits },
 }
@@ -82,21 +54,15 @@ var scalarPlaceholders = map[string]func(*Identity) string{
 	"cert_pem_escaped":  func(id *Identity) string { return id.PEMEscaped() },
 }
 
-// placeholder resolves one {peer.*} name (without the prefix).
-func placeholder(name string, cs *tls.ConnectionState, id *Identity) (any, bool) {
-	if v, ok := placeholderString(name, cs, id); ok {
-		return v, true
-	}
-	return nil, false
-}
-
-// placeholderString is placeholder without the boxing into any.
-func placeholderString(name string, cs *tls.ConnectionState, id *Identity) (string, bool) {
+// placeholder resolves one {peer.*} name (without the prefix) for a peer
+// that presented a certificate (or not) and has a verified identity (or
+// not).
+func placeholder(name string, presented bool, id *Identity) (string, bool) {
 	switch name {
 	case "verified":
 		return strconv.FormatBool(id != nil), true
 	case "presented":
-		return strconv.FormatBool(cs != nil && len(cs.PeerCertificates) > 0), true
+		return strconv.FormatBool(presented), true
 	}
 	if fn, ok := scalarPlaceholders[name]; ok {
 		if id == nil {
@@ -127,43 +93,35 @@ func placeholderString(name string, cs *tls.ConnectionState, id *Identity) (stri
 	return "", false
 }
 
-// scalarPlaceholder returns the function of a scalar {peer.*} name, for
-// a header whose whole value is that placeholder (resolved per request
-// without a map lookup or a replacer).
-func scalarPlaceholder(name string) (func(*Identity) string, bool) {
-	fn, ok := scalarPlaceholders[name]
-	return fn, ok
-}
-
 // replacerFunc provides the {peer.*} placeholders of one connection. A
 // verified identity keeps its function (built once per connection), so
 // publishing allocates nothing per request.
 func replacerFunc(cs *tls.ConnectionState, id *Identity) caddy.ReplacerFunc {
-	if id != nil {
-		id.lazy.replOnce.Do(func() {
-			verified := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{nil}}
-			id.lazy.repl = makeReplacerFunc(verified, id)
-		})
+	switch {
+	case id != nil:
+		id.lazy.replOnce.Do(func() { id.lazy.repl = makeReplacerFunc(true, id) })
 		return id.lazy.repl
-	}
-	if cs != nil && len(cs.PeerCertificates) > 0 {
+	case cs != nil && len(cs.PeerCertificates) > 0:
 		return replUnverifiedPresented
 	}
 	return replNoCertificate
 }
 
 var (
-	replUnverifiedPresented = makeReplacerFunc(&tls.ConnectionState{PeerCertificates: []*x509.Certificate{nil}}, nil)
-	replNoCertificate       = makeReplacerFunc(nil, nil)
+	replUnverifiedPresented = makeReplacerFunc(true, nil)
+	replNoCertificate       = makeReplacerFunc(false, nil)
 )
 
-func makeReplacerFunc(cs *tls.ConnectionState, id *Identity) caddy.ReplacerFunc {
+func makeReplacerFunc(presented bool, id *Identity) caddy.ReplacerFunc {
 	return func(key string) (any, bool) {
 		name, ok := strings.CutPrefix(key, placeholderPrefix)
 		if !ok {
 			return nil, false
 		}
-		return placeholder(name, cs, id)
+		if v, ok := placeholder(name, presented, id); ok {
+			return v, true
+		}
+		return nil, false
 	}
 }
 

@@ -108,61 +108,51 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 	if len(rawCerts) > 0 {
 		trace = verify.TraceFor(rawCerts[0])
 	}
-	peer, scopeErr := verifiedPeer(rawCerts, verifiedChains)
-	if peer == nil {
-		detail := "no verified chain: crypto/tls did not verify the certificate (client_auth has no trust_pool, or mode is request/require) and no live_trust verifier before this one verified it"
-		reason, err := verify.ReasonUnverified, errUnverified
+	chain, id, scopeErr := verifiedPeer(rawCerts, verifiedChains)
+	if id == nil {
 		if scopeErr != nil {
-			reason, detail, err = verify.ReasonOf(scopeErr), scopeErr.Error(), fmt.Errorf("peer: client certificate refused: %w", scopeErr)
+			return v.refuse(trace, "client certificate not verified", verify.ReasonOf(scopeErr), nil, scopeErr.Error(), fmt.Errorf("peer: client certificate refused: %w", scopeErr))
 		}
-		v.refusal(trace, "client certificate not verified", reason, nil, detail)
-		if v.Shadow {
-			return nil
-		}
-		return err
+		return v.refuse(trace, "client certificate not verified", verify.ReasonUnverified, nil,
+			"no verified chain: crypto/tls did not verify the certificate (client_auth has no trust_pool, or mode is request/require) and no live_trust verifier before this one verified it", errUnverified)
 	}
 	if v.Revocation != nil {
-		refuse, msg, soft := v.Revocation.VerifyTraced(peer.chain, trace)
+		refuse, msg, soft := v.Revocation.VerifyTraced(chain, trace)
 		for _, s := range soft {
 			if trace != nil {
 				break // the revocation step says it
 			}
 			if ce := v.logger.Check(zap.WarnLevel, s.Msg); ce != nil {
-				ce.Write(append(identityFields(peer.id), zap.Error(s.Err))...)
+				ce.Write(append(identityFields(id), zap.Error(s.Err))...)
 			}
 		}
 		if refuse != nil {
-			v.refusal(trace, msg, revocationReason(refuse), peer.id, refuse.Error())
-			if !v.Shadow {
-				return fmt.Errorf("peer: %w", refuse)
+			if err := v.refuse(trace, msg, revocationReason(refuse), id, refuse.Error(), fmt.Errorf("peer: %w", refuse)); err != nil {
+				return err
 			}
 		} else if !v.Shadow {
-			v.dependOnCRLs(rawCerts[0], peer)
+			v.dependOnCRLs(rawCerts[0], chain, id)
 		}
 	}
 	if v.Patterns.c == nil {
-		v.admitted(trace, peer.id, "revocation only: no identity pattern")
+		v.admitted(trace, id, "revocation only: no identity pattern")
 		return nil
 	}
-	if ok, failed := v.Match(peer.id); !ok {
-		v.refusal(trace, "client identity not allowed", verify.ReasonNotAllowed, peer.id,
-			v.mismatch(peer.id, failed), v.ruleFields(peer.id, failed)...)
-		if v.Shadow {
-			return nil
-		}
-		return fmt.Errorf("peer: client identity not allowed: %s", v.mismatch(peer.id, failed))
+	if ok, failed := v.Match(id); !ok {
+		return v.refuse(trace, "client identity not allowed", verify.ReasonNotAllowed, id, v.mismatch(id, failed),
+			fmt.Errorf("peer: client identity not allowed: %s", v.mismatch(id, failed)), v.ruleFields(id, failed)...)
 	}
-	v.admitted(trace, peer.id, "the identity matches the patterns")
+	v.admitted(trace, id, "the identity matches the patterns")
 	return nil
 }
 
 // dependOnCRLs records that the connection's verdict holds with the CRLs
 // in force now: when one changes, the connection is checked again
 // (verify.RecheckConns closes it if its chain is revoked since).
-func (v *Verifier) dependOnCRLs(leafRaw []byte, peer *peerChain) {
+func (v *Verifier) dependOnCRLs(leafRaw []byte, chain []*x509.Certificate, id *Identity) {
 	rec := verify.Lookup(leafRaw)
 	if rec == nil { // crypto/tls verified the chain: the record starts here
-		rec = &verify.Verified{Chain: peer.chain, TrustDomain: peer.id.AnchorTrustDomain}
+		rec = &verify.Verified{Chain: chain, TrustDomain: id.AnchorTrustDomain}
 		verify.Record(leafRaw, rec)
 	}
 	rec.DependOn(v.Revocation.Version, func(chain []*x509.Certificate) error {
@@ -182,43 +172,34 @@ func revocationReason(err error) string {
 	return verify.ReasonRevoked
 }
 
-// peerChain is a verified client: the chain verification returned (leaf
-// first, trust anchor last) and its identity.
-type peerChain struct {
-	chain []*x509.Certificate
-	id    *Identity
-}
-
-// verifiedPeer returns the verified client of a handshake: the chain that
+// verifiedPeer returns the verified client of a handshake, its chain
+// (leaf first, trust anchor last) and identity: the chain that
 // truststore's live_trust verifier (listed before this one) verified and
-// recorded for this handshake, or else the chain crypto/tls verified; nil
-// when nothing verified it, or (with scopeErr) when the chain leads to a
-// SPIFFE authority that may not vouch for the leaf.
-func verifiedPeer(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) (peer *peerChain, scopeErr error) {
+// recorded for this handshake, or else the chain crypto/tls verified; no
+// identity when nothing verified it, or (with scopeErr) when the chain
+// leads to a SPIFFE authority that may not vouch for the leaf.
+func verifiedPeer(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) (chain []*x509.Certificate, id *Identity, scopeErr error) {
 	if len(rawCerts) > 0 {
 		if rec := verify.Lookup(rawCerts[0]); rec != nil {
-			return &peerChain{chain: rec.Chain, id: fromRecord(rec)}, nil
+			return rec.Chain, fromRecord(rec), nil
 		}
 	}
-	if len(verifiedChains) == 0 {
-		return nil, nil
+	if id, scopeErr = fromChains(verifiedChains); id == nil {
+		return nil, nil, scopeErr
 	}
-	id, err := fromChains(verifiedChains)
-	if id == nil {
-		return nil, err
-	}
-	chain, _, _ := verify.Scope(verifiedChains, x509.ExtKeyUsageClientAuth) // the chain id was built from
-	return &peerChain{chain: chain, id: id}, nil
+	chain, _, _ = verify.Scope(verifiedChains, x509.ExtKeyUsageClientAuth) // the chain id was built from
+	return chain, id, nil
 }
 
-// refusal logs and counts a refusal (or, in shadow mode, what would be
-// refused); reason is its class (a verify.Reason constant), detail says
-// what exactly (the log's `detail` field, unless extra fields say it).
-// Under explain (trace set) it adds a step instead.
-func (v *Verifier) refusal(trace *verify.Trace, msg, reason string, id *Identity, detail string, extra ...zap.Field) {
+// refuse logs and counts a refusal (or, in shadow mode, what would be
+// refused) and returns err, or nil in shadow mode; reason is its class (a
+// verify.Reason constant), detail says what exactly (the log's `detail`
+// field, unless extra fields say it). Under explain (trace set) it adds a
+// step instead.
+func (v *Verifier) refuse(trace *verify.Trace, msg, reason string, id *Identity, detail string, err error, extra ...zap.Field) error {
 	verdict := verify.VerdictRefused
 	if v.Shadow {
-		verdict = verify.VerdictShadow
+		verdict, err = verify.VerdictShadow, nil
 	}
 	if trace != nil {
 		s := verify.Step{Stage: "identity", Name: "peer", Verdict: verdict, Reason: reason, Detail: msg + ": " + detail}
@@ -232,15 +213,14 @@ func (v *Verifier) refusal(trace *verify.Trace, msg, reason string, id *Identity
 			s.Detail = "shadow: would refuse, lets the client through: " + s.Detail
 		}
 		trace.Add(s)
-		return
+		return err
 	}
 	if v.Shadow {
 		msg = "shadow: would refuse: " + msg
-		peerDecisions.WithLabelValues("verifier", "shadow").Inc()
 	} else {
 		msg = "refused TLS handshake: " + msg
-		peerDecisions.WithLabelValues("verifier", "refused").Inc()
 	}
+	peerDecisions.WithLabelValues("verifier", verdict).Inc()
 	verify.CountVerdict("peer", verdict, reason)
 	if len(extra) == 0 {
 		extra = []zap.Field{zap.String("detail", detail)}
@@ -248,6 +228,7 @@ func (v *Verifier) refusal(trace *verify.Trace, msg, reason string, id *Identity
 	if ce := v.logger.Check(zap.InfoLevel, msg); ce != nil {
 		ce.Write(append(append(identityFields(id), zap.String("reason", reason)), extra...)...)
 	}
+	return err
 }
 
 // admitted counts an admitted peer, or under explain adds the step.
