@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/peer"
 	"github.com/trustline/trustline/modules/revocation"
 	"github.com/trustline/trustline/modules/truststore"
@@ -21,16 +22,11 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 		hasCA = true
 	}
 	if inline := strs(ca["trusted_ca_certs"]); len(inline) > 0 {
-		out.Pools = append(out.Pools, &Pool{Path: field(path, "trusted_ca_certs"), Source: "inline", Description: "trusted_ca_certs",
-			Anchors: a.inlineAnchors(inline, field(path, "trusted_ca_certs"))})
+		out.Pools = append(out.Pools, a.inlinePool(inline, "trusted_ca_certs", field(path, "trusted_ca_certs")))
 		hasCA = true
 	}
 	if files := strs(ca["trusted_ca_certs_pem_files"]); len(files) > 0 {
-		p := &Pool{Path: field(path, "trusted_ca_certs_pem_files"), Source: "file", Description: strings.Join(files, ", ")}
-		for _, f := range files {
-			p.Anchors = append(p.Anchors, a.anchorsFile(f, false, p.Path)...)
-		}
-		out.Pools = append(out.Pools, p)
+		out.Pools = append(out.Pools, a.filePool(files, field(path, "trusted_ca_certs_pem_files")))
 		hasCA = true
 	}
 	leafPinned := len(strs(ca["trusted_leaf_certs"])) > 0
@@ -182,7 +178,7 @@ func (a *analyzer) leafLoaders(loaders []any, path string) {
 			}
 		case "pem":
 			for _, s := range strs(l["certificates"]) {
-				if certs, err := pemString(s); err == nil {
+				if certs, err := material.ParsePEMCertificates([]byte(s)); err == nil {
 					a.addCert(RoleClient, "pinned leaf (inline)", false, certs[0], lp)
 				}
 			}

@@ -2,8 +2,8 @@ package topology
 
 import (
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strconv"
 )
 
@@ -66,14 +66,7 @@ func appendNew[T comparable](list []T, items ...T) []T {
 }
 
 // keys returns the keys of m, sorted (the report is deterministic).
-func keys(m map[string]any) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func keys(m map[string]any) []string { return slices.Sorted(maps.Keys(m)) }
 
 // field appends a key to a config path.
 func field(path, key string) string {

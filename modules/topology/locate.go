@@ -1,8 +1,6 @@
 package topology
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
 	"slices"
@@ -32,9 +30,9 @@ func (r *Report) LocateCaddyfile(cfg []byte, filename string, body []byte) error
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", filename, err)
 	}
-	var root any
-	if err := json.NewDecoder(bytes.NewReader(cfg)).Decode(&root); err != nil {
-		return fmt.Errorf("reading the config: %w", err)
+	root, err := decodeConfig(cfg)
+	if err != nil {
+		return err
 	}
 	l := &locator{root: root}
 	l.httpPort, l.httpsPort = httpPorts(obj(obj(obj(root)["apps"])["http"]))

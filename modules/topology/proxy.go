@@ -86,15 +86,9 @@ func (a *analyzer) upstreamTLS(out *Outbound, t map[string]any, path string) {
 	case obj(t["ca"]) != nil:
 		out.TrustPool = a.pool(obj(t["ca"]), field(path, "ca"))
 	case len(strs(t["root_ca_pool"])) > 0:
-		out.TrustPool = &Pool{Path: field(path, "root_ca_pool"), Source: "inline", Description: "root_ca_pool",
-			Anchors: a.inlineAnchors(strs(t["root_ca_pool"]), field(path, "root_ca_pool"))}
+		out.TrustPool = a.inlinePool(strs(t["root_ca_pool"]), "root_ca_pool", field(path, "root_ca_pool"))
 	case len(strs(t["root_ca_pem_files"])) > 0:
-		files := strs(t["root_ca_pem_files"])
-		p := &Pool{Path: field(path, "root_ca_pem_files"), Source: "file", Description: strings.Join(files, ", ")}
-		for _, f := range files {
-			p.Anchors = append(p.Anchors, a.anchorsFile(f, false, p.Path)...)
-		}
-		out.TrustPool = p
+		out.TrustPool = a.filePool(strs(t["root_ca_pem_files"]), field(path, "root_ca_pem_files"))
 	}
 	if out.TrustPool == nil && !out.InsecureSkipVerify {
 		a.finding(SeverityInfo, KindUpstreamSystemRoot, path,

@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -247,15 +248,7 @@ const (
 
 // Rank orders severities: info 1, warning 2, error 3, anything else 0.
 func (s Severity) Rank() int {
-	switch s {
-	case SeverityInfo:
-		return 1
-	case SeverityWarning:
-		return 2
-	case SeverityError:
-		return 3
-	}
-	return 0
+	return slices.Index([]Severity{SeverityInfo, SeverityWarning, SeverityError}, s) + 1
 }
 
 // ParseSeverity reads a severity name (case-insensitive).
@@ -325,10 +318,8 @@ func (r *Report) Count(min Severity) int {
 
 // Certificate returns the certificate with the given ID, or nil.
 func (r *Report) Certificate(id string) *Certificate {
-	for _, c := range r.Certificates {
-		if c.ID == id {
-			return c
-		}
+	if i := slices.IndexFunc(r.Certificates, func(c *Certificate) bool { return c.ID == id }); i >= 0 {
+		return r.Certificates[i]
 	}
 	return nil
 }

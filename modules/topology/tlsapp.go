@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/spiffeworkload"
 )
 
@@ -73,7 +74,7 @@ func (a *analyzer) tlsApp(app map[string]any, path string) {
 				e := obj(e)
 				ep := index(p, i)
 				lc := &loadedCert{tags: strs(e["tags"])}
-				certs, err := pemString(str(e["certificate"]))
+				certs, err := material.ParsePEMCertificates([]byte(str(e["certificate"])))
 				if err != nil {
 					lc.cert = a.unreadable(RoleServer, "load_pem "+ep, false, err, ep)
 				} else {
