@@ -189,10 +189,7 @@ func (p *Pool) describe() string {
 	if p == nil {
 		return "the system roots"
 	}
-	s := p.Source + " " + p.Description
-	if p.Source == "system" {
-		s = p.Description
-	}
+	s := p.name()
 	if len(p.Anchors) > 0 {
 		s += " [" + strings.Join(p.Anchors, " ") + "]"
 	}
@@ -200,6 +197,14 @@ func (p *Pool) describe() string {
 		s += " (live)"
 	}
 	return s
+}
+
+// name is a pool's source and description.
+func (p *Pool) name() string {
+	if p.Source == "system" {
+		return p.Description
+	}
+	return p.Source + " " + p.Description
 }
 
 // workloadSocket names the Workload API socket a spiffe_workload source
