@@ -104,18 +104,12 @@ func (a *analyzer) upstreamTLS(out *Outbound, t map[string]any, path string) {
 	}
 	if name := str(t["client_certificate_automate"]); name != "" {
 		out.ClientIdentity = "managed by Caddy for " + name
-		ratio := 0.0
-		if pol := a.policyFor(name); pol != nil {
-			ratio = pol.ratio
-		}
-		ids := a.liveServerCerts(name, "client_certificate_automate", ratio, field(path, "client_certificate_automate"))
+		ids := a.liveServerCerts(name, "client_certificate_automate", a.policyFor(name), field(path, "client_certificate_automate"))
 		if len(ids) == 0 {
 			ids = []string{a.addUnread(RoleClient, "managed by Caddy for "+name, false, "managed by Caddy: see the running instance's report", field(path, "client_certificate_automate")).ID}
 		}
 		for _, id := range ids {
-			if c := a.rep.Certificate(id); c != nil {
-				c.Role = RoleClient
-			}
+			a.rep.Certificate(id).Role = RoleClient
 		}
 		out.ClientCertificates = append(out.ClientCertificates, ids...)
 		out.Mode = OutMTLS
