@@ -49,12 +49,12 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 	// routes name hosts, or when every listener is on the HTTPS port)
 	auto := obj(srv["automatic_https"])
 	tlsOn, autoNote := len(policies) > 0, ""
-	if !tlsOn && !boolean(auto["disable"]) && a.anyPortOtherThan(listen, a.httpPort) {
+	if !tlsOn && !boolean(auto["disable"]) && anyPortOtherThan(listen, a.httpPort) {
 		hosts := slices.DeleteFunc(topHosts(routes), func(h string) bool { return slices.Contains(strs(auto["skip"]), h) })
 		switch {
 		case len(hosts) > 0:
 			tlsOn, autoNote = true, "TLS enabled by automatic HTTPS for "+strings.Join(hosts, ", ")
-		case !a.anyPortOtherThan(listen, a.httpsPort):
+		case !anyPortOtherThan(listen, a.httpsPort):
 			tlsOn, autoNote = true, "TLS enabled by automatic HTTPS (every listener is on the HTTPS port)"
 		}
 		if tlsOn {
@@ -64,11 +64,9 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 
 	var trusted []string
 	if tp := obj(srv["trusted_proxies"]); tp != nil {
-		switch src := str(tp["source"]); src {
-		case "static":
+		trusted = []string{"(" + str(tp["source"]) + " source)"}
+		if str(tp["source"]) == "static" {
 			trusted = strs(tp["ranges"])
-		default:
-			trusted = []string{"(" + src + " source)"}
 		}
 	}
 	wrapperNotes := a.listenerWrappers(name, srv, path, listen)
@@ -119,16 +117,12 @@ func (a *analyzer) plainListener(l *Listener, routes []any) {
 		return
 	}
 	l.Notes = append(l.Notes, "TLS termination: off at Caddy (no server certificate here: if a load balancer terminates TLS, it holds the certificate)")
-	fix := "re-encrypt the leg: give this site a certificate (`tls internal`, or one from your internal CA) and have the load balancer connect over TLS, verifying it and presenting a client certificate that client_auth checks (see examples/lb-reencrypt); accept plaintext only on an isolated network, as a documented risk"
+	msg := "listener " + l.Address + " serves plain HTTP: if a load balancer terminates TLS in front of it, the leg to Caddy is plaintext; if not, clients talk to it in clear"
 	if len(l.TrustedProxies) > 0 {
-		a.finding(SeverityWarning, KindPlaintextLeg, l.Path,
-			"listener "+l.Address+" receives plain HTTP from a proxy it trusts ("+strings.Join(l.TrustedProxies, ", ")+"): TLS ended at the load balancer, and the leg to Caddy is plaintext: it can be read and altered on the way, and whoever reaches this address can call it directly",
-			fix)
-		return
+		msg = "listener " + l.Address + " receives plain HTTP from a proxy it trusts (" + strings.Join(l.TrustedProxies, ", ") + "): TLS ended at the load balancer, and the leg to Caddy is plaintext: it can be read and altered on the way, and whoever reaches this address can call it directly"
 	}
-	a.finding(SeverityWarning, KindPlaintextLeg, l.Path,
-		"listener "+l.Address+" serves plain HTTP: if a load balancer terminates TLS in front of it, the leg to Caddy is plaintext; if not, clients talk to it in clear",
-		fix)
+	a.finding(SeverityWarning, KindPlaintextLeg, l.Path, msg,
+		"re-encrypt the leg: give this site a certificate (`tls internal`, or one from your internal CA) and have the load balancer connect over TLS, verifying it and presenting a client certificate that client_auth checks (see examples/lb-reencrypt); accept plaintext only on an isolated network, as a documented risk")
 }
 
 // redirectOnly reports whether every route only redirects (the server
@@ -158,13 +152,8 @@ func topHosts(routes []any) []string {
 	return hosts
 }
 
-func (a *analyzer) anyPortOtherThan(listen []string, port int) bool {
-	for _, l := range listen {
-		if p := portOf(l); p != port {
-			return true
-		}
-	}
-	return false
+func anyPortOtherThan(listen []string, port int) bool {
+	return slices.ContainsFunc(listen, func(l string) bool { return portOf(l) != port })
 }
 
 // portOf returns the (first) port of a listen address, or -1.

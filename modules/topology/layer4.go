@@ -178,10 +178,7 @@ func (a *analyzer) l4Proxy(route *Route, st *l4State, h map[string]any, path str
 	for i, u := range arr(h["upstreams"]) {
 		u := obj(u)
 		up := index(field(path, "upstreams"), i)
-		out := &Outbound{Path: up, Handler: "layer4 proxy", When: when, Upstreams: strs(u["dial"]), Mode: OutTCP}
-		if out.Upstreams == nil {
-			out.Upstreams = []string{}
-		}
+		out := &Outbound{Path: up, Handler: "layer4 proxy", When: when, Upstreams: append([]string{}, strs(u["dial"])...), Mode: OutTCP}
 		if pp := str(h["proxy_protocol"]); pp != "" {
 			out.ProxyProtocol = pp
 			out.Notes = append(out.Notes, "sends PROXY protocol "+pp)
@@ -208,12 +205,9 @@ func (a *analyzer) l4Proxy(route *Route, st *l4State, h map[string]any, path str
 // passesThrough reports whether a layer-4 listener has a route that
 // forwards TLS without decrypting it.
 func passesThrough(l *Listener) bool {
-	for _, r := range l.Routes {
-		if r.Inbound.Mode == ModePassthrough && len(r.Inbound.PassthroughTo) > 0 {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(l.Routes, func(r *Route) bool {
+		return r.Inbound.Mode == ModePassthrough && len(r.Inbound.PassthroughTo) > 0
+	})
 }
 
 // hasCatchAll reports whether a route list has a route with no matcher.

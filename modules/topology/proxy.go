@@ -148,15 +148,7 @@ func (a *analyzer) suiteIdentity(out *Outbound, ci map[string]any, pins []string
 // allLoopback reports whether every upstream is on this host (loopback
 // address, localhost, or a unix socket).
 func allLoopback(upstreams []string) bool {
-	if len(upstreams) == 0 {
-		return false
-	}
-	for _, u := range upstreams {
-		if !isLoopback(u) {
-			return false
-		}
-	}
-	return true
+	return len(upstreams) > 0 && !slices.ContainsFunc(upstreams, func(u string) bool { return !isLoopback(u) })
 }
 
 func isLoopback(dial string) bool {
@@ -218,14 +210,9 @@ func family(name string) string {
 	return ""
 }
 
+// identityNames are the names of identity families among names.
 func identityNames(names []string) []string {
-	var out []string
-	for _, n := range names {
-		if family(n) != "" {
-			out = append(out, n)
-		}
-	}
-	return out
+	return slices.DeleteFunc(slices.Clone(names), func(n string) bool { return family(n) == "" })
 }
 
 func lower(s []string) []string {
@@ -263,14 +250,13 @@ func (a *analyzer) identityHeaders(sc *serverCtx, out *Outbound, req map[string]
 	for _, n := range all {
 		fam := family(n)
 		stripped := slices.ContainsFunc(sc.strip.deletes, func(p string) bool { return deletes(p, fam) })
-		ownDelete := slices.ContainsFunc(own, func(p string) bool { return deletes(p, fam) || deletesName(p, n) })
-		if ownDelete && slices.Contains(set, n) || ownDelete && slices.Contains(added, n) {
+		if slices.ContainsFunc(own, func(p string) bool { return deletes(p, fam) || deletesName(p, n) }) {
 			a.finding(SeverityWarning, KindHeaderSetDeleted, path,
 				"header_up sets "+n+" and also deletes it: Caddy applies header_up deletes after sets, so the upstream never receives it",
 				"move the delete to "+stripHint([]string{n})+" (before reverse_proxy) and keep only the set in header_up")
 			continue
 		}
-		if stripped || ownDelete {
+		if stripped {
 			continue
 		}
 		switch {
