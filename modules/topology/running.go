@@ -70,11 +70,7 @@ func cachedCertificates(name string) (leaves []*x509.Certificate) {
 		}
 	}()
 	for _, c := range caddytls.AllMatchingCertificates(name) {
-		leaf := c.Leaf
-		if leaf == nil && len(c.Certificate.Certificate) > 0 {
-			leaf, _ = x509.ParseCertificate(c.Certificate.Certificate[0])
-		}
-		if leaf != nil {
+		if leaf := leafOf(&c.Certificate); leaf != nil {
 			leaves = append(leaves, leaf)
 		}
 	}
