@@ -25,8 +25,7 @@ func (a *analyzer) notReadFindings() {
 			continue
 		}
 		path := c.firstUse()
-		what := map[string]string{RoleServer: "server certificate", RoleClient: "client certificate", RoleTrustAnchor: "trust anchors"}[c.Role]
-		msg := fmt.Sprintf("%s %s (%s) cannot be read: %s", what, c.ID, c.Source, c.NotRead)
+		msg := fmt.Sprintf("%s %s (%s) cannot be read: %s", roleNames[c.Role], c.ID, c.Source, c.NotRead)
 		switch {
 		case errors.Is(c.readErr, errPasswordNotResolved):
 			a.finding(SeverityWarning, KindCertNotRead, path,
