@@ -71,10 +71,9 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 
 	mode := str(ca["mode"])
 	if mode == "" {
+		mode = "require"
 		if hasCA || leafPinned {
 			mode = "require_and_verify"
-		} else {
-			mode = "require"
 		}
 	}
 	out.Mode = mode
@@ -104,13 +103,12 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 	if unknown {
 		how = append(how, "verifiers not analysed")
 	}
+	out.Verified = strings.Join(how, "; ")
 	if len(how) == 0 {
 		out.Verified = "not verified"
 		if hasCA {
 			out.Verified += " (mode " + mode + " does not use the trust pool)"
 		}
-	} else {
-		out.Verified = strings.Join(how, "; ")
 	}
 
 	modePath := field(path, "mode")

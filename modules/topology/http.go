@@ -10,7 +10,6 @@ import (
 // serverCtx is what the routes of one HTTP listener share.
 type serverCtx struct {
 	path       string
-	listener   *Listener
 	inboundTLS bool
 	autoCerts  bool // automatic HTTPS manages the certificates of its hosts
 	policies   []any
@@ -77,11 +76,10 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 		return
 	}
 	for _, addr := range listen {
-		l := &Listener{App: "http", Server: name, Path: path, Address: addr, TrustedProxies: trusted, Routes: []*Route{}}
+		l := &Listener{App: "http", Server: name, Path: path, Address: addr, Inbound: ModePlainHTTP, TrustedProxies: trusted, Routes: []*Route{}}
 		onTLS := tlsOn && portOf(addr) != a.httpPort
-		l.Inbound = "https"
-		if !onTLS {
-			l.Inbound = ModePlainHTTP
+		if onTLS {
+			l.Inbound = "https"
 		}
 		if onTLS && autoNote != "" {
 			l.Notes = append(l.Notes, autoNote)
@@ -90,7 +88,7 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 			l.Notes = append(l.Notes, "trusts X-Forwarded-For from "+strings.Join(trusted, ", "))
 		}
 		l.Notes = append(l.Notes, wrapperNotes...)
-		sc := &serverCtx{path: path, listener: l, inboundTLS: onTLS, policies: policies, strip: &stripState{},
+		sc := &serverCtx{path: path, inboundTLS: onTLS, policies: policies, strip: &stripState{},
 			autoCerts: !boolean(auto["disable"]) && !boolean(auto["disable_certificates"])}
 		base := sc.strip
 		for i, r := range routes {

@@ -121,9 +121,7 @@ func (s *stripState) peerHeaders(h *peer.ForwardHeaders) {
 		sets = append(sets, h.PEMHeader)
 	}
 	sets = append(sets, slices.Sorted(maps.Keys(h.Headers))...)
-	s.deletes = append(s.deletes, lower([]string{peer.HeaderClientCert, peer.HeaderClientCertChain, peer.HeaderXFCC})...)
-	s.deletes = append(s.deletes, lower(sets)...)
-	s.deletes = append(s.deletes, lower(h.Strip)...)
+	s.deletes = append(s.deletes, lower(slices.Concat([]string{peer.HeaderClientCert, peer.HeaderClientCertChain, peer.HeaderXFCC}, sets, h.Strip))...)
 	s.set = append(s.set, identityNames(sets)...)
 	s.peerSet = append(s.peerSet, identityNames(sets)...)
 	s.peerAll = append(s.peerAll, sets...)
