@@ -229,22 +229,20 @@ func (a *analyzer) tlsInbound(hosts []string, policies []any, polPath, usedBy st
 		names = []string{""}
 	}
 	var how []string
-	seenPolicy := -1
 	for _, host := range names {
 		pi, pol := selectPolicy(policies, host)
 		if pi < 0 {
 			how = append(how, "no connection policy matches "+host+": handshakes fail")
 			continue
 		}
-		pp := index(polPath, pi)
 		desc, ids := a.serverCertFor(host, obj(pol["certificate_selection"]), usedBy, autoCerts)
 		how = appendNew(how, desc)
 		in.Certificates = appendNew(in.Certificates, ids...)
-		if ca := obj(pol["client_authentication"]); ca != nil && seenPolicy != pi && in.ClientAuth == nil {
-			in.ClientAuth = a.clientAuth(ca, field(pp, "client_authentication"))
+		// the first policy with client_auth gives the leg's
+		if ca := obj(pol["client_authentication"]); ca != nil && in.ClientAuth == nil {
+			in.ClientAuth = a.clientAuth(ca, field(index(polPath, pi), "client_authentication"))
 			in.Mode = ModeMTLS
 		}
-		seenPolicy = pi
 	}
 	in.Certificate = strings.Join(how, "; ")
 	return in
@@ -304,12 +302,7 @@ func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, pat
 				sc.strip = base.clone()
 				rp := index(field(hp, "routes"), j)
 				hosts, other, peers := a.httpMatchers(arr(r["match"]), field(rp, "match"))
-				w := append(slices.Clone(when), other...)
-				for _, host := range hosts {
-					w = append(w, "host "+host)
-				}
-				route.Inbound.PeerPatterns = append(route.Inbound.PeerPatterns, peers...)
-				a.httpHandlers(sc, route, arr(r["handle"]), field(rp, "handle"), w)
+				a.httpHandlers(sc, route, arr(r["handle"]), field(rp, "handle"), nestedWhen(route, when, "host", hosts, other, peers))
 				if carries(r) {
 					base = sc.strip
 				}
@@ -329,6 +322,18 @@ func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, pat
 			a.notAnalysed(hp, "http.handlers."+name, "handler not analysed")
 		}
 	}
+}
+
+// nestedWhen is what leads to a nested route: the conditions before it,
+// its other matchers, its hosts (by: "host", "sni"); its peer patterns go
+// to the route.
+func nestedWhen(route *Route, when []string, by string, hosts, other, peers []string) []string {
+	w := append(slices.Clone(when), other...)
+	for _, host := range hosts {
+		w = append(w, by+" "+host)
+	}
+	route.Inbound.PeerPatterns = append(route.Inbound.PeerPatterns, peers...)
+	return w
 }
 
 // carries reports whether what a route does to the request reaches the

@@ -145,13 +145,8 @@ func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path st
 				r := obj(r)
 				rp := index(field(hp, "routes"), j)
 				hosts, other, peers := a.l4Matchers(arr(r["match"]), field(rp, "match"))
-				w := append(slices.Clone(when), other...)
-				for _, host := range hosts {
-					w = append(w, "sni "+host)
-				}
-				route.Inbound.PeerPatterns = append(route.Inbound.PeerPatterns, peers...)
 				sub := *st
-				a.l4Handlers(route, &sub, arr(r["handle"]), field(rp, "handle"), w)
+				a.l4Handlers(route, &sub, arr(r["handle"]), field(rp, "handle"), nestedWhen(route, when, "sni", hosts, other, peers))
 			}
 		case a.suiteL4Handler(route, st, name, h, hp, when):
 		case slices.Contains(passiveL4Handlers, name):
