@@ -111,8 +111,6 @@ type picture struct {
 	window    time.Duration
 	listeners []*picListener
 	boxes     []*box // every box, in drawing order
-	unplaced  []int  // findings attached to no box
-	top       float64
 	height    float64
 }
 
@@ -272,11 +270,6 @@ func (p *picture) buildRoute(pl *picListener, id string, rt *Route) *picRoute {
 	return pr
 }
 
-// terminated reports whether Caddy decrypts the route's inbound TLS.
-func terminated(rt *Route) bool {
-	return rt.Inbound.Mode == ModeTLS || rt.Inbound.Mode == ModeMTLS
-}
-
 // buildOutbound makes an upstream box (the TLS end of the outbound leg,
 // as Caddy sees it) and the leg to it.
 func (p *picture) buildOutbound(id string, rt *Route, o *Outbound, from *box) (*box, *leg) {
@@ -291,7 +284,7 @@ func (p *picture) buildOutbound(id string, rt *Route, o *Outbound, from *box) (*
 	}
 	up.text(sub, "note", 0)
 
-	afterTermination := terminated(rt)
+	afterTermination := rt.Inbound.Mode == ModeTLS || rt.Inbound.Mode == ModeMTLS
 	class, label := "leg-plain", []string{}
 	switch o.Mode {
 	case OutPlainHTTP:
@@ -490,11 +483,9 @@ func (p *picture) attach() {
 		if target == nil {
 			target = p.pathBox(f.Path)
 		}
-		if target == nil {
-			p.unplaced = append(p.unplaced, i)
-			continue
+		if target != nil {
+			target.findings = append(target.findings, i)
 		}
-		target.findings = append(target.findings, i)
 	}
 	for i, n := range p.rep.NotAnalysed {
 		if target := p.pathBox(n.Path); target != nil {
@@ -533,10 +524,13 @@ func (p *picture) pathBox(path string) *box {
 	return best
 }
 
+// diagramTop is where the diagram starts, below the legend and the
+// column headings.
+const diagramTop = 175.0
+
 // place gives every box its position and size.
-func (p *picture) place(top float64) {
-	p.top = top
-	y := top
+func (p *picture) place() {
+	y := diagramTop
 	for _, pl := range p.listeners {
 		f := pl.frame
 		f.x, f.y, f.w = listenerX, y, listenerW

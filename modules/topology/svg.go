@@ -123,9 +123,9 @@ var legColours = []struct{ class, colour string }{
 
 func (s *svgWriter) write() {
 	p := s.p
-	// the legend and the headings take the top; the diagram follows, then
-	// the list, written aside first for the height of the whole
-	p.place(175)
+	// the list follows the diagram: written aside first for the height of
+	// the whole
+	p.place()
 	var list bytes.Buffer
 	body := s.w
 	s.w = &list
@@ -144,9 +144,9 @@ func (s *svgWriter) write() {
 	s.printf(`<text class="note" x="%s" y="46">%s</text>`+"\n", px(margin), esc(fmt.Sprintf("%d listener(s), %d certificate(s); findings: %s", len(p.rep.Listeners), len(p.rep.Certificates), counts(p.rep.Findings))))
 	s.legend(60)
 	s.printf(`<text class="colhead" x="%s" y="%s">CLIENTS</text><text class="colhead" x="%s" y="%s">CADDY: LISTENERS AND ROUTES</text><text class="colhead" x="%s" y="%s">UPSTREAMS</text>`+"\n",
-		px(clientX), px(p.top-12), px(listenerX), px(p.top-12), px(upX), px(p.top-12))
+		px(clientX), px(diagramTop-12), px(listenerX), px(diagramTop-12), px(upX), px(diagramTop-12))
 	if len(p.listeners) == 0 {
-		s.printf(`<text class="na" x="%s" y="%s">no listener: the config has no HTTP or layer-4 server</text>`+"\n", px(listenerX), px(p.top+14))
+		s.printf(`<text class="na" x="%s" y="%s">no listener: the config has no HTTP or layer-4 server</text>`+"\n", px(listenerX), px(diagramTop+14))
 	}
 	for _, pl := range p.listeners {
 		s.printf(`<g class="listener-group"%s>`+"\n", attrs([]attr{{"data-listener", pl.l.Address}, {"data-server", pl.l.Server}}))
@@ -225,29 +225,21 @@ func (s *svgWriter) box(b *box) {
 	s.printf("</g>\n")
 }
 
-// legEnds returns where a leg leaves and enters its boxes: from the right
-// side of the first, into the left side of the second, at the height of
-// the second's title (a client node: its middle).
-func legEnds(l *leg) (x1, y1, x2, y2 float64) {
-	x1, y1 = l.from.x+l.from.w, l.from.y+20
-	if l.from.class == "client" {
-		y1 = l.from.y + l.from.h/2
-	}
-	return x1, y1, l.to.x, l.to.y + 20
-}
-
 // leg draws an edge: a curve with an arrowhead, its label above the end
 // (an inbound leg's left of the listener frame).
 func (s *svgWriter) leg(l *leg) {
-	x1, y1, x2, y2 := legEnds(l)
+	// from the right side of the first box, into the left side of the
+	// second, at the height of its title (of a client node: its middle)
+	x1, y1 := l.from.x+l.from.w, l.from.y+20
+	x2, y2 := l.to.x, l.to.y+20
+	lx := x2 - 14 // the label, right-aligned
+	if l.from.class == "client" {
+		y1, lx = l.from.y+l.from.h/2, listenerX-6
+	}
 	xm := (x1 + x2) / 2
 	s.printf(`<g class="leg"%s>`, attrs(l.attrs))
 	s.printf(`<path class="%s" d="M%s,%s C%s,%s %s,%s %s,%s" marker-end="url(#arrow-%s)"/>`,
 		l.class, px(x1), px(y1), px(xm), px(y1), px(xm), px(y2), px(x2-2), px(y2), l.class)
-	lx := x2 - 14
-	if l.from.class == "client" {
-		lx = listenerX - 6
-	}
 	for i, t := range l.label {
 		y := y2 - 6 - float64(len(l.label)-1-i)*lineH
 		s.printf(`<text class="lbl %s" x="%s" y="%s" text-anchor="end">%s</text>`, l.class, px(lx), px(y), esc(t))
