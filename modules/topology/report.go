@@ -216,12 +216,10 @@ type Certificate struct {
 	NotAfter  *time.Time `json:"not_after,omitempty"`
 	// RenewBy is set on a certificate Caddy manages and renews itself
 	// (internal CA, ACME; read from its certificate cache): the time by
-	// which Caddy should have replaced it. Its renewal window opens when
-	// the policy's renewal_window_ratio of its lifetime is left (a third
-	// by default); RenewBy adds a grace for Caddy's retries (a tenth of
-	// the window, at least three renewal checks). Such a certificate is
-	// judged by this time, not by the expiry window: a 12-hour internal
-	// leaf is always "expiring soon", and renewed long before it expires.
+	// which Caddy should have replaced it, its renewal window plus a grace
+	// for retries. Such a certificate is judged by this time, not by the
+	// expiry window: a 12-hour internal leaf is always "expiring soon",
+	// and renewed long before it expires.
 	RenewBy *time.Time `json:"renew_by,omitempty"`
 	// SHA256 fingerprint (hex) of the certificate, when read.
 	SHA256 string `json:"sha256,omitempty"`

@@ -21,14 +21,11 @@ const suitePackage = "github.com/trustline/trustline/"
 // undecoded stands for a suite module whose config does not decode.
 type undecoded struct{ err error }
 
-// suiteModule returns the module id decoded from its config v (key is its
-// inline key, "" for a matcher) into the module's own type, as Caddy
-// decodes it (strictly: an unknown field is an error), or undecoded. The
-// report reads the suite's modules through their types, never through
-// string keys of their JSON, so a renamed field fails to compile or fails
-// a test (suitemodules_test.go). It returns nil for a module the suite
-// does not own (Caddy's, a third party's, none registered), which the
-// caller walks as generic JSON (jsonval.go).
+// suiteModule decodes the config v of module id (key: its inline key, ""
+// for a matcher) into the module's own type, strictly as Caddy does, or
+// returns undecoded. Read through their types, a renamed field of the
+// suite's modules fails to compile or fails suitemodules_test.go. It
+// returns nil for a module the suite does not own, walked as generic JSON.
 func suiteModule(id, key string, v any) any {
 	info, err := caddy.GetModule(id)
 	if err != nil {

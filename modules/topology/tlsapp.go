@@ -292,13 +292,10 @@ func (a *analyzer) liveServerCerts(host, how string, pol *autoPolicy, usedBy str
 }
 
 // renewBy is when Caddy should have renewed a certificate it manages: its
-// renewal window opens when ratio of its lifetime is left (certmagic's
-// renewal_window_ratio, a third by default); Caddy checks every
-// renewInterval (10 minutes by default) and retries a failed renewal, so
-// the renewal is overdue once the window has been open for a tenth of its
-// length or three checks, whichever is longer. ARI (ACME Renewal
-// Information) can only make Caddy renew earlier: past the window it
-// renews whatever ARI says.
+// renewal window opens when ratio of its lifetime is left; Caddy checks
+// every renewInterval and retries, so the renewal is overdue once the
+// window has been open for a tenth of its length or three checks,
+// whichever is longer. ARI can only make Caddy renew earlier.
 func renewBy(notBefore, notAfter time.Time, ratio float64, renewInterval time.Duration) time.Time {
 	if ratio <= 0 || ratio >= 1 {
 		ratio = certmagic.DefaultRenewalWindowRatio
