@@ -171,19 +171,6 @@ func certNames(c *x509.Certificate) []string {
 	return names
 }
 
-// pemFile reads the certificates of a PEM file; the first is the leaf.
-func (a *analyzer) pemFile(path string) ([]*x509.Certificate, error) {
-	data, err := a.readFile(path)
-	if err != nil {
-		return nil, err
-	}
-	certs, err := material.ParsePEMCertificates(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return certs, nil
-}
-
 // pemCerts reads the certificates of a PEM file (source in the report);
 // when it cannot (files not read, or an error) it returns the certificate
 // not read instead.
@@ -191,7 +178,13 @@ func (a *analyzer) pemCerts(role, file, source string, suite bool, usedBy string
 	if a.opts.NoFiles {
 		return nil, a.addUnread(role, source, suite, "files not read", usedBy)
 	}
-	certs, err := a.pemFile(file)
+	data, err := a.readFile(file)
+	var certs []*x509.Certificate
+	if err == nil {
+		if certs, err = material.ParsePEMCertificates(data); err != nil {
+			err = fmt.Errorf("%s: %w", file, err)
+		}
+	}
 	if err != nil {
 		return nil, a.unreadable(role, source, suite, err, usedBy)
 	}
@@ -227,35 +220,32 @@ type storeRef struct {
 
 func (s storeRef) source() string { return s.kind + " " + s.path }
 
-func (a *analyzer) openStore(s storeRef) ([]byte, material.StoreOptions, error) {
-	var opts material.StoreOptions
+// openStore reads the trust anchors of a truststore (trust) or the leaf
+// of a keystore.
+func (a *analyzer) openStore(trust bool, s storeRef) ([]*x509.Certificate, error) {
 	if a.opts.NoFiles {
-		return nil, opts, errors.New("files not read")
+		return nil, errors.New("files not read")
 	}
 	pw, err := resolveSecret("password", s.password)
 	if err != nil {
-		return nil, opts, fmt.Errorf("%w: %w", errPasswordNotResolved, err)
+		return nil, fmt.Errorf("%w: %w", errPasswordNotResolved, err)
 	}
 	kpw, err := resolveSecret("key_password", s.keyPassword)
 	if err != nil {
-		return nil, opts, fmt.Errorf("key %w: %w", errPasswordNotResolved, err)
+		return nil, fmt.Errorf("key %w: %w", errPasswordNotResolved, err)
 	}
 	data, err := a.readFile(expandPath(s.path))
 	if err != nil {
-		return nil, opts, err
+		return nil, err
 	}
-	return data, material.StoreOptions{Password: pw, KeyPassword: kpw, Aliases: s.aliases}, nil
+	return readStore(trust, s.source(), data, material.StoreOptions{Password: pw, KeyPassword: kpw, Aliases: s.aliases})
 }
 
 // store adds the leaf of a keystore as a server or client certificate,
 // or the trusted certificates of a truststore (role trust_anchor), and
 // returns their IDs.
 func (a *analyzer) store(role string, s storeRef, usedBy string) []string {
-	data, opts, err := a.openStore(s)
-	var certs []*x509.Certificate
-	if err == nil {
-		certs, err = readStore(role == RoleTrustAnchor, s.source(), data, opts)
-	}
+	certs, err := a.openStore(role == RoleTrustAnchor, s)
 	if err != nil {
 		return []string{a.unreadable(role, s.source(), true, err, usedBy).ID}
 	}
