@@ -37,15 +37,14 @@ func (r *Report) LocateCaddyfile(cfg []byte, filename string, body []byte) error
 		if b.IsNamedRoute {
 			continue
 		}
-		lb := locBlock{keys: b.Keys}
+		lb := &locBlock{keys: b.Keys}
 		for _, seg := range b.Segments {
 			lb.tokens = append(lb.tokens, seg...)
 		}
-		if len(b.Keys) == 0 {
-			l.global = &lb
-			continue
+		l.all = append(l.all, lb) // the global options, without keys, come first
+		if len(b.Keys) > 0 {
+			l.sites = append(l.sites, lb)
 		}
-		l.sites = append(l.sites, &lb)
 	}
 	for i := range r.Findings {
 		if tok, ok := l.locate(r.Findings[i].Path, r.Findings[i].Message); ok {
@@ -58,8 +57,7 @@ func (r *Report) LocateCaddyfile(cfg []byte, filename string, body []byte) error
 // locator finds the Caddyfile token a config path comes from.
 type locator struct {
 	root                any
-	global              *locBlock
-	sites               []*locBlock
+	all, sites          []*locBlock
 	httpPort, httpsPort int
 }
 
@@ -129,10 +127,7 @@ func (l *locator) locate(path, msg string) (caddyfile.Token, bool) {
 // from the server's site blocks; other apps from the global options or any
 // block.
 func (l *locator) blocksFor(steps []step) ([]*locBlock, int) {
-	all := append([]*locBlock{}, l.sites...)
-	if l.global != nil {
-		all = append([]*locBlock{l.global}, all...)
-	}
+	all := l.all
 	if len(steps) < 4 || steps[1].key != "http" || steps[2].key != "servers" {
 		return all, 1
 	}
