@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 func init() {
@@ -35,9 +37,10 @@ func (Admin) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision registers the certificate expiry collector.
+// Provision registers the certificate expiry gauges in ctx's metrics
+// registry (Caddy makes one per config load).
 func (*Admin) Provision(ctx caddy.Context) error {
-	registerMetrics(ctx)
+	material.RegisterCollectors(ctx, "the certificate expiry gauge", collector{logger: ctx.Logger()})
 	return nil
 }
 
