@@ -69,12 +69,7 @@ func appendNew[T comparable](list []T, items ...T) []T {
 func keys(m map[string]any) []string { return slices.Sorted(maps.Keys(m)) }
 
 // field appends a key to a config path.
-func field(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
+func field(path, key string) string { return path + "." + key }
 
 // index appends an array index to a config path.
 func index(path string, i int) string {

@@ -18,11 +18,7 @@ func (a *analyzer) layer4Servers(servers map[string]any, path, appName string) {
 	for _, name := range keys(servers) {
 		srv := obj(servers[name])
 		sp := field(path, name)
-		listen := strs(srv["listen"])
-		if len(listen) == 0 {
-			listen = []string{"(none)"}
-		}
-		for _, addr := range listen {
+		for _, addr := range orNone(strs(srv["listen"])) {
 			l := &Listener{App: appName, Server: name, Path: sp, Address: addr, Inbound: ModeTCP, Routes: []*Route{}}
 			routes := arr(srv["routes"])
 			a.l4Routes(l, routes, field(sp, "routes"))
@@ -57,11 +53,7 @@ func (a *analyzer) listenerWrappers(name string, srv map[string]any, path string
 			}
 			notes = append(notes, "reads the PROXY protocol header from "+strings.Join(allow, ", "))
 		case "layer4":
-			addrs := listen
-			if len(addrs) == 0 {
-				addrs = []string{"(none)"}
-			}
-			for _, addr := range addrs {
+			for _, addr := range orNone(listen) {
 				l := &Listener{App: "layer4", Server: name + " (listener_wrappers)", Path: p, Address: addr, Inbound: ModeTCP,
 					Notes: []string{"runs before the HTTP server; connections matching no route fall through to it"}, Routes: []*Route{}}
 				a.l4Routes(l, arr(w["routes"]), field(p, "routes"))
@@ -73,6 +65,14 @@ func (a *analyzer) listenerWrappers(name string, srv map[string]any, path string
 		}
 	}
 	return notes
+}
+
+// orNone is a listener's addresses, "(none)" when it has none.
+func orNone(listen []string) []string {
+	if len(listen) == 0 {
+		return []string{"(none)"}
+	}
+	return listen
 }
 
 // l4Routes analyses the routes of a layer-4 server or wrapper.

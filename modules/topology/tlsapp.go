@@ -158,8 +158,7 @@ func (a *analyzer) policyIssuance(pol map[string]any, path string, ap *autoPolic
 			}
 		}
 	}
-	issuers := arr(pol["issuers"])
-	for i, is := range issuers {
+	for i, is := range arr(pol["issuers"]) {
 		is := obj(is)
 		switch mod := str(is["module"]); mod {
 		case "internal":
