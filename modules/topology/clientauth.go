@@ -35,8 +35,7 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 	var liveTrust, refuses, unknown bool // refuses: a peer verifier not in shadow mode
 	var names []string
 	for i, v := range arr(ca["verifiers"]) {
-		v := obj(v)
-		vp := index(field(path, "verifiers"), i)
+		v, vp := obj(v), index(field(path, "verifiers"), i)
 		name := str(v["verifier"])
 		names = append(names, name)
 		id := "tls.client_auth.verifier." + name
@@ -167,8 +166,7 @@ func revocationSummary(rev *revocation.Revocation) string {
 // leafLoaders reads the pinned leaves of a leaf verifier.
 func (a *analyzer) leafLoaders(loaders []any, path string) {
 	for i, l := range loaders {
-		l := obj(l)
-		lp := index(path, i)
+		l, lp := obj(l), index(path, i)
 		switch name := str(l["loader"]); name {
 		case "file":
 			for _, f := range strs(l["files"]) {

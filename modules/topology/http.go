@@ -290,8 +290,7 @@ var passiveHandlers = []string{
 // and the rest.
 func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, path string, when []string) {
 	for i, h := range handlers {
-		h := obj(h)
-		hp := index(path, i)
+		h, hp := obj(h), index(path, i)
 		name := str(h["handler"])
 		route.Handlers = appendNew(route.Handlers, name)
 		switch {

@@ -40,8 +40,7 @@ func (a *analyzer) listenerWrappers(name string, srv map[string]any, path string
 	var notes []string
 	wp := field(path, "listener_wrappers")
 	for i, w := range arr(srv["listener_wrappers"]) {
-		w := obj(w)
-		p := index(wp, i)
+		w, p := obj(w), index(wp, i)
 		switch kind := str(w["wrapper"]); kind {
 		case "tls":
 		case "http_redirect":
@@ -78,8 +77,7 @@ func orNone(listen []string) []string {
 // l4Routes analyses the routes of a layer-4 server or wrapper.
 func (a *analyzer) l4Routes(l *Listener, routes []any, path string) {
 	for i, r := range routes {
-		r := obj(r)
-		rp := index(path, i)
+		r, rp := obj(r), index(path, i)
 		route := &Route{Path: rp, Inbound: Inbound{Mode: ModeTCP}}
 		route.Hosts, route.Match, route.Inbound.PeerPatterns = a.l4Matchers(arr(r["match"]), field(rp, "match"))
 		if slices.Contains(route.Match, "tls") || len(route.Hosts) > 0 {
@@ -126,8 +124,7 @@ var passiveL4Handlers = []string{"echo", "throttle", "tee", "close"}
 
 func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path string, when []string) {
 	for i, h := range handlers {
-		h := obj(h)
-		hp := index(path, i)
+		h, hp := obj(h), index(path, i)
 		name := str(h["handler"])
 		route.Handlers = appendNew(route.Handlers, name)
 		switch {
@@ -142,8 +139,7 @@ func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path st
 			route.Match = append(route.Match, "reads PROXY protocol")
 		case name == "subroute":
 			for j, r := range arr(h["routes"]) {
-				r := obj(r)
-				rp := index(field(hp, "routes"), j)
+				r, rp := obj(r), index(field(hp, "routes"), j)
 				hosts, other, peers := a.l4Matchers(arr(r["match"]), field(rp, "match"))
 				sub := *st
 				a.l4Handlers(route, &sub, arr(r["handle"]), field(rp, "handle"), nestedWhen(route, when, "sni", hosts, other, peers))
@@ -171,8 +167,7 @@ func (a *analyzer) terminate(route *Route, st *l4State, pols []any, path string)
 // l4Proxy analyses a caddy-l4 proxy handler: one outbound leg per upstream.
 func (a *analyzer) l4Proxy(route *Route, st *l4State, h map[string]any, path string, when []string) {
 	for i, u := range arr(h["upstreams"]) {
-		u := obj(u)
-		up := index(field(path, "upstreams"), i)
+		u, up := obj(u), index(field(path, "upstreams"), i)
 		out := &Outbound{Path: up, Handler: "layer4 proxy", When: when, Upstreams: append([]string{}, strs(u["dial"])...), Mode: OutTCP}
 		if pp := str(h["proxy_protocol"]); pp != "" {
 			out.ProxyProtocol = pp

@@ -136,8 +136,7 @@ func (a *analyzer) loadFolder(dir, path string) {
 func (a *analyzer) policyIssuance(pol map[string]any, path string, ap *autoPolicy) string {
 	var hows []string
 	for i, m := range arr(pol["get_certificate"]) {
-		m := obj(m)
-		mp := index(field(path, "get_certificate"), i)
+		m, mp := obj(m), index(field(path, "get_certificate"), i)
 		switch via := str(m["via"]); via {
 		case "tailscale":
 			hows = append(hows, "Tailscale")
