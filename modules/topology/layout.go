@@ -615,29 +615,19 @@ func wrapWords(text string, width, indent int) []string {
 			if len(cur) > 0 {
 				room--
 			}
-			if len(word) <= room {
-				if len(cur) > 0 {
-					cur = append(cur, ' ')
-				}
-				cur = append(cur, word...)
-				word = nil
+			if len(word) > room && (len(cur) > 0 && len(word) <= limit || room <= 0) {
+				flush() // the word goes on the next line
 				continue
 			}
-			if len(cur) > 0 && len(word) <= limit {
-				flush()
-				continue
-			}
-			// a word longer than a line: fill this line with its start
-			if room <= 0 {
-				flush()
-				continue
-			}
+			// the word, or as much as fits of a word longer than a line
+			n := min(len(word), room)
 			if len(cur) > 0 {
 				cur = append(cur, ' ')
 			}
-			cur = append(cur, word[:room]...)
-			word = word[room:]
-			flush()
+			cur, word = append(cur, word[:n]...), word[n:]
+			if len(word) > 0 {
+				flush()
+			}
 		}
 	}
 	if len(cur) > 0 || len(lines) == 0 {
