@@ -94,13 +94,13 @@ type picListener struct {
 	frame  *box
 	client *box
 	routes []*picRoute
+	boxes  []*box // its boxes in drawing order: frame, client, routes and their upstreams
+	legs   []*leg // inbound and outbound, in drawing order
 }
 
-// picRoute is a route box with its legs and upstream boxes.
+// picRoute is a route box with its upstream boxes.
 type picRoute struct {
 	box *box
-	in  *leg
-	out []*leg
 	ups []*box
 }
 
@@ -178,6 +178,7 @@ func build(rep *Report, now time.Time, window time.Duration) *picture {
 	for i, l := range rep.Listeners {
 		lid := "l" + strconv.Itoa(i)
 		pl := &picListener{l: l}
+		first := len(p.boxes)
 		pl.frame = p.newBox(lid, "listener", l.Path, frameChars,
 			attr{"data-listener", l.Address}, attr{"data-app", l.App}, attr{"data-inbound", l.Inbound}, attr{"data-path", l.Path})
 		pl.frame.text(l.App+" "+l.Server+" "+l.Address+" · "+listenerMode(l), "title", 0)
@@ -194,6 +195,7 @@ func build(rep *Report, now time.Time, window time.Duration) *picture {
 		for j, rt := range l.Routes {
 			pl.routes = append(pl.routes, p.buildRoute(pl, lid+"r"+strconv.Itoa(j), rt))
 		}
+		pl.boxes = p.boxes[first:]
 		p.listeners = append(p.listeners, pl)
 	}
 	return p
@@ -260,12 +262,12 @@ func (p *picture) buildRoute(pl *picListener, id string, rt *Route) *picRoute {
 	}
 
 	style := legStyles[in.Mode]
-	pr.in = &leg{class: style.class, from: pl.client, to: b, label: []string{style.label},
-		attrs: []attr{{"data-leg", rt.Path}, {"data-direction", "in"}, {"data-kind", in.Mode}, {"data-listener", pl.l.Address}}}
+	pl.legs = append(pl.legs, &leg{class: style.class, from: pl.client, to: b, label: []string{style.label},
+		attrs: []attr{{"data-leg", rt.Path}, {"data-direction", "in"}, {"data-kind", in.Mode}, {"data-listener", pl.l.Address}}})
 	for k, o := range rt.Outbound {
 		up, lg := p.buildOutbound(id+"o"+strconv.Itoa(k), rt, o, b)
 		pr.ups = append(pr.ups, up)
-		pr.out = append(pr.out, lg)
+		pl.legs = append(pl.legs, lg)
 	}
 	return pr
 }
@@ -551,12 +553,9 @@ func (p *picture) place() {
 			}
 			ry += rowH + rowGap
 		}
-		if len(pl.routes) == 0 {
-			ry += 4
-		}
 		f.h = ry - y - rowGap + 10
 		if len(pl.routes) == 0 {
-			f.h = ry - y
+			f.h = ry + 4 - y
 		}
 		c := pl.client
 		c.x, c.w, c.h = clientX, clientW, clientH

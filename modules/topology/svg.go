@@ -150,26 +150,17 @@ func (s *svgWriter) write() {
 	}
 	for _, pl := range p.listeners {
 		s.printf(`<g class="listener-group"%s>`+"\n", attrs([]attr{{"data-listener", pl.l.Address}, {"data-server", pl.l.Server}}))
+		// the legs above the frame, below the boxes at their ends; the
+		// badges on top (a client node has none)
 		s.box(pl.frame)
-		for _, pr := range pl.routes {
-			s.leg(pr.in)
-			for _, o := range pr.out {
-				s.leg(o)
-			}
+		for _, l := range pl.legs {
+			s.leg(l)
 		}
-		s.box(pl.client)
-		for _, pr := range pl.routes {
-			s.box(pr.box)
-			for _, up := range pr.ups {
-				s.box(up)
-			}
+		for _, b := range pl.boxes[1:] {
+			s.box(b)
 		}
-		s.badges(pl.frame)
-		for _, pr := range pl.routes {
-			s.badges(pr.box)
-			for _, up := range pr.ups {
-				s.badges(up)
-			}
+		for _, b := range pl.boxes {
+			s.badges(b)
 		}
 		s.printf("</g>\n")
 	}
