@@ -16,19 +16,17 @@ import (
 // certificates; verification against the system roots).
 func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 	out := &ClientAuth{Path: path}
-	hasCA := false
 	if src := obj(ca["ca"]); src != nil {
 		out.Pools = append(out.Pools, a.pool(src, field(path, "ca")))
-		hasCA = true
 	}
 	if inline := strs(ca["trusted_ca_certs"]); len(inline) > 0 {
 		out.Pools = append(out.Pools, a.inlinePool(inline, "trusted_ca_certs", field(path, "trusted_ca_certs")))
-		hasCA = true
 	}
 	if files := strs(ca["trusted_ca_certs_pem_files"]); len(files) > 0 {
 		out.Pools = append(out.Pools, a.filePool(files, field(path, "trusted_ca_certs_pem_files")))
-		hasCA = true
 	}
+	caPools := len(out.Pools) // what crypto/tls verifies against; verifiers' pools follow
+	hasCA := caPools > 0
 	leafPinned := len(strs(ca["trusted_leaf_certs"])) > 0
 
 	// the verifiers, and what each contributes
@@ -83,10 +81,8 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 	if chain {
 		if hasCA {
 			var ps []string
-			for _, p := range out.Pools {
-				if !strings.HasPrefix(p.Path, field(path, "verifiers")) {
-					ps = append(ps, p.describe())
-				}
+			for _, p := range out.Pools[:caPools] {
+				ps = append(ps, p.describe())
 			}
 			how = append(how, "chain verified by crypto/tls against "+strings.Join(ps, " + ")+" (read at config load)")
 		} else {
