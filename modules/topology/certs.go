@@ -195,11 +195,12 @@ func (a *analyzer) pemCerts(role, file, source string, suite bool, usedBy string
 // certificate; it returns it, and the parsed leaf when it was read.
 func (a *analyzer) leafFile(role, file string, suite bool, usedBy string) (*Certificate, *x509.Certificate) {
 	file = expandPath(file)
-	certs, unread := a.pemCerts(role, file, "file "+file, suite, usedBy)
+	source := "file " + file
+	certs, unread := a.pemCerts(role, file, source, suite, usedBy)
 	if unread != nil {
 		return unread, nil
 	}
-	return a.addCert(role, "file "+file, suite, certs[0], usedBy), certs[0]
+	return a.addCert(role, source, suite, certs[0], usedBy), certs[0]
 }
 
 // anchorsFile adds every certificate of a PEM file as a trust anchor.
