@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 func init() {
@@ -21,12 +23,10 @@ const routePattern = "/trustline/topology"
 // ?format=html for a self-contained page with the picture (?refresh=N
 // reloads it every N seconds), ?format=svg for the bare picture.
 //
-// Caddy provisions admin.api modules with no config of their own and never
-// cleans them up, so it keeps no state of its own: each request reads the
-// running config and analyses it (the stores it names are decrypted once
-// per version, see storecache.go; at most maxReports reports run at once,
-// a request over that gets 503 with Retry-After). Provisioning registers the certificate expiry
-// gauges in the config's metrics registry (see metrics.go).
+// Caddy provisions admin.api modules with no config and never cleans them
+// up, so it keeps no state: each request analyses the running config (at
+// most maxReports at once, see running.go). Provisioning registers the
+// certificate expiry gauges (metrics.go).
 type Admin struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -37,9 +37,10 @@ func (Admin) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision registers the certificate expiry collector.
+// Provision registers the certificate expiry gauges in ctx's metrics
+// registry (Caddy makes one per config load).
 func (*Admin) Provision(ctx caddy.Context) error {
-	registerMetrics(ctx)
+	material.RegisterCollectors(ctx, "the certificate expiry gauge", collector{logger: ctx.Logger()})
 	return nil
 }
 
@@ -69,7 +70,11 @@ func serveTopology(w http.ResponseWriter, r *http.Request) error {
 		}
 		refresh = n
 	}
-	if err := serveRunning(w, format, refresh); err != nil {
+	rep, err := runningReport()
+	if err == nil {
+		err = serveReport(w, rep, format, refresh)
+	}
+	if err != nil {
 		status := http.StatusInternalServerError
 		if errors.Is(err, errReportsBusy) {
 			w.Header().Set("Retry-After", retryAfter)
@@ -80,20 +85,9 @@ func serveTopology(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// serveRunning writes the report of the running config in format (json,
-// table, html or svg; refresh is the page's meta refresh, html only) with
-// its headers: the admin endpoint and the trustline_topology handler both
-// serve through it. An error means nothing was written (the report could
-// not be made) or the client went away.
-func serveRunning(w http.ResponseWriter, format string, refresh int) error {
-	rep, err := runningReport()
-	if err != nil {
-		return err
-	}
-	return serveReport(w, rep, format, refresh)
-}
-
-// serveReport writes rep in format, with the headers every format gets.
+// serveReport writes rep in format (json, table, html or svg; refresh is
+// the page's meta refresh, html only) with the headers every format gets:
+// the admin endpoint and the trustline_topology handler serve through it.
 func serveReport(w http.ResponseWriter, rep *Report, format string, refresh int) error {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")

@@ -2,10 +2,12 @@ package topology
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/trustline/trustline/modules/passthrough"
@@ -45,9 +47,6 @@ type analyzer struct {
 	tls       tlsInfo
 	httpPort  int
 	httpsPort int
-
-	findingSeen map[Finding]bool
-	naSeen      map[NotAnalysed]bool
 }
 
 // Analyze reads a Caddy JSON config (what `caddy adapt` prints, or GET
@@ -55,10 +54,9 @@ type analyzer struct {
 // when cfg is not JSON; whatever the config holds, it does not panic, and
 // modules it does not know are listed in Report.NotAnalysed.
 func Analyze(cfg []byte, opts Options) (*Report, error) {
-	var root any
-	dec := json.NewDecoder(bytes.NewReader(cfg))
-	if err := dec.Decode(&root); err != nil {
-		return nil, fmt.Errorf("reading the config: %w", err)
+	root, err := decodeConfig(cfg)
+	if err != nil {
+		return nil, err
 	}
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
@@ -67,21 +65,29 @@ func Analyze(cfg []byte, opts Options) (*Report, error) {
 		opts.ExpiryWindow = DefaultExpiryWindow
 	}
 	a := &analyzer{
-		opts:        opts,
-		rep:         &Report{Generated: opts.Now.UTC(), Listeners: []*Listener{}, Certificates: []*Certificate{}, Findings: []Finding{}},
-		certs:       map[certKey]*Certificate{},
-		files:       map[string]fileResult{},
-		httpPort:    80,
-		httpsPort:   443,
-		findingSeen: map[Finding]bool{},
-		naSeen:      map[NotAnalysed]bool{},
+		opts:  opts,
+		rep:   &Report{Generated: opts.Now.UTC(), Listeners: []*Listener{}, Certificates: []*Certificate{}, Findings: []Finding{}},
+		certs: map[certKey]*Certificate{},
+		files: map[string]fileResult{},
 	}
 	a.config(obj(root))
 	a.certificateFindings()
 	a.notReadFindings()
 	a.firstHourFindings()
-	sortFindings(a.rep.Findings)
+	// most severe first, then by config path, else in analysis order
+	slices.SortStableFunc(a.rep.Findings, func(x, y Finding) int {
+		return cmp.Or(cmp.Compare(y.Severity.Rank(), x.Severity.Rank()), strings.Compare(x.Path, y.Path))
+	})
 	return a.rep, nil
+}
+
+// decodeConfig reads a JSON config as generic JSON (jsonval.go).
+func decodeConfig(cfg []byte) (any, error) {
+	var root any
+	if err := json.NewDecoder(bytes.NewReader(cfg)).Decode(&root); err != nil {
+		return nil, fmt.Errorf("reading the config: %w", err)
+	}
+	return root, nil
 }
 
 // config analyses the whole config: the tls app first (the certificates
@@ -118,31 +124,10 @@ func (a *analyzer) config(cfg map[string]any) {
 
 // finding records a finding once.
 func (a *analyzer) finding(sev Severity, kind, path, msg, fix string) {
-	f := Finding{Severity: sev, Kind: kind, Path: path, Message: msg, Fix: fix}
-	if a.findingSeen[f] {
-		return
-	}
-	a.findingSeen[f] = true
-	a.rep.Findings = append(a.rep.Findings, f)
+	a.rep.Findings = appendNew(a.rep.Findings, Finding{Severity: sev, Kind: kind, Path: path, Message: msg, Fix: fix})
 }
 
-// notAnalysed records a module the report does not understand.
+// notAnalysed records a module the report does not understand, once.
 func (a *analyzer) notAnalysed(path, module, reason string) {
-	n := NotAnalysed{Path: path, Module: module, Reason: reason}
-	if a.naSeen[n] {
-		return
-	}
-	a.naSeen[n] = true
-	a.rep.NotAnalysed = append(a.rep.NotAnalysed, n)
-}
-
-// sortFindings orders findings by severity (most severe first), then by
-// config path, keeping the analysis order otherwise.
-func sortFindings(fs []Finding) {
-	sort.SliceStable(fs, func(i, j int) bool {
-		if fs[i].Severity.Rank() != fs[j].Severity.Rank() {
-			return fs[i].Severity.Rank() > fs[j].Severity.Rank()
-		}
-		return fs[i].Path < fs[j].Path
-	})
+	a.rep.NotAnalysed = appendNew(a.rep.NotAnalysed, NotAnalysed{Path: path, Module: module, Reason: reason})
 }

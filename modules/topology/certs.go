@@ -3,7 +3,6 @@ package topology
 import (
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -63,33 +62,30 @@ func readRegular(path string, limit int64) ([]byte, error) {
 // expandPath replaces Caddy's global placeholders ({env.X}) in a file
 // name, as Caddy's loaders do.
 func expandPath(p string) string {
-	if !strings.Contains(p, "{") || !smallFilePlaceholders(p) {
+	if !strings.Contains(p, "{") || checkFilePlaceholders(p) != nil {
 		return p
 	}
 	return caddy.NewReplacer().ReplaceKnown(p, "")
 }
 
-// smallFilePlaceholders reports whether every {file.X} placeholder of s
-// names a small regular file (Caddy's replacer reads them whole).
-func smallFilePlaceholders(s string) bool {
+// checkFilePlaceholders checks that every {file.X} placeholder of s names
+// a small regular file (Caddy's replacer reads them whole).
+func checkFilePlaceholders(s string) error {
 	for _, m := range filePlaceholder.FindAllStringSubmatch(s, -1) {
 		if _, err := readRegular(m[1], 1<<20); err != nil {
-			return false
+			return err
 		}
 	}
-	return true
+	return nil
 }
 
 var filePlaceholder = regexp.MustCompile(`\{file\.([^}]*)\}`)
 
 // resolveSecret resolves a password setting ({env.X}, {file./path}) as the
-// suite's modules do; a {file.} placeholder must name a small regular file.
-// The value is never put in the report.
+// suite's modules do. The value is never put in the report.
 func resolveSecret(setting, value string) (string, error) {
-	for _, m := range filePlaceholder.FindAllStringSubmatch(value, -1) {
-		if _, err := readRegular(m[1], 1<<20); err != nil {
-			return "", fmt.Errorf("%s: %w", setting, err)
-		}
+	if err := checkFilePlaceholders(value); err != nil {
+		return "", fmt.Errorf("%s: %w", setting, err)
 	}
 	return material.ResolveSecret(setting, value)
 }
@@ -103,39 +99,27 @@ type certKey struct{ role, id string }
 func (a *analyzer) addCert(role, source string, suite bool, c *x509.Certificate, usedBy string) *Certificate {
 	sum := sha256.Sum256(c.Raw)
 	fp := hex.EncodeToString(sum[:])
-	k := certKey{role, fp}
-	if cert, ok := a.certs[k]; ok {
-		cert.use(usedBy)
-		return cert
+	return a.register(certKey{role, fp}, usedBy, func() *Certificate {
+		nb, na := c.NotBefore.UTC(), c.NotAfter.UTC()
+		return &Certificate{Role: role, Source: source, Suite: suite, Subject: c.Subject.String(), Issuer: c.Issuer.String(),
+			Names: certNames(c), NotBefore: &nb, NotAfter: &na, SHA256: fp}
+	})
+}
+
+// addCerts adds certificates that were read and returns their IDs.
+func (a *analyzer) addCerts(role string, certs []*x509.Certificate, source string, suite bool, usedBy string) []string {
+	var ids []string
+	for _, c := range certs {
+		ids = append(ids, a.addCert(role, source, suite, c, usedBy).ID)
 	}
-	nb, na := c.NotBefore.UTC(), c.NotAfter.UTC()
-	cert := &Certificate{
-		Role:      role,
-		Source:    source,
-		Suite:     suite,
-		Subject:   c.Subject.String(),
-		Issuer:    c.Issuer.String(),
-		Names:     certNames(c),
-		NotBefore: &nb,
-		NotAfter:  &na,
-		SHA256:    fp,
-	}
-	a.register(k, cert)
-	cert.use(usedBy)
-	return cert
+	return ids
 }
 
 // addUnread adds a certificate the report could not or would not read.
 func (a *analyzer) addUnread(role, source string, suite bool, reason, usedBy string) *Certificate {
-	k := certKey{role, "unread " + source}
-	if cert, ok := a.certs[k]; ok {
-		cert.use(usedBy)
-		return cert
-	}
-	cert := &Certificate{Role: role, Source: source, Suite: suite, NotRead: reason}
-	a.register(k, cert)
-	cert.use(usedBy)
-	return cert
+	return a.register(certKey{role, "unread " + source}, usedBy, func() *Certificate {
+		return &Certificate{Role: role, Source: source, Suite: suite, NotRead: reason}
+	})
 }
 
 // unreadable adds a certificate the report failed to read (the file, its
@@ -148,21 +132,22 @@ func (a *analyzer) unreadable(role, source string, suite bool, err error, usedBy
 	return cert
 }
 
-func (a *analyzer) register(k certKey, cert *Certificate) {
-	a.nextID++
-	cert.ID = "c" + strconv.Itoa(a.nextID)
-	a.certs[k] = cert
-	a.rep.Certificates = append(a.rep.Certificates, cert)
+// register returns the certificate at k, made by newCert (and numbered)
+// if there is none yet, with usedBy among its uses.
+func (a *analyzer) register(k certKey, usedBy string, newCert func() *Certificate) *Certificate {
+	cert, ok := a.certs[k]
+	if !ok {
+		cert = newCert()
+		a.nextID++
+		cert.ID = "c" + strconv.Itoa(a.nextID)
+		a.certs[k] = cert
+		a.rep.Certificates = append(a.rep.Certificates, cert)
+	}
+	cert.use(usedBy)
+	return cert
 }
 
-func (c *Certificate) use(path string) {
-	for _, p := range c.UsedBy {
-		if p == path {
-			return
-		}
-	}
-	c.UsedBy = append(c.UsedBy, path)
-}
+func (c *Certificate) use(path string) { c.UsedBy = appendNew(c.UsedBy, path) }
 
 // firstUse is the first config path that uses the certificate: where its
 // findings point.
@@ -186,31 +171,24 @@ func certNames(c *x509.Certificate) []string {
 	return names
 }
 
-// pemFile reads the certificates of a PEM file; the first is the leaf.
-func (a *analyzer) pemFile(path string) ([]*x509.Certificate, error) {
-	data, err := a.readFile(path)
-	if err != nil {
-		return nil, err
+// pemCerts reads the certificates of a PEM file (source in the report);
+// when it cannot (files not read, or an error) it returns the certificate
+// not read instead.
+func (a *analyzer) pemCerts(role, file, source string, suite bool, usedBy string) ([]*x509.Certificate, *Certificate) {
+	if a.opts.NoFiles {
+		return nil, a.addUnread(role, source, suite, "files not read", usedBy)
 	}
-	certs, err := material.ParsePEMCertificates(data)
+	data, err := a.readFile(file)
+	var certs []*x509.Certificate
+	if err == nil {
+		if certs, err = material.ParsePEMCertificates(data); err != nil {
+			err = fmt.Errorf("%s: %w", file, err)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, a.unreadable(role, source, suite, err, usedBy)
 	}
 	return certs, nil
-}
-
-// pemString parses the certificates of inline PEM text.
-func pemString(s string) ([]*x509.Certificate, error) {
-	return material.ParsePEMCertificates([]byte(s))
-}
-
-// base64DER parses a base64-encoded DER certificate (Caddy's inline form).
-func base64DER(s string) (*x509.Certificate, error) {
-	der, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("not base64: %w", err)
-	}
-	return x509.ParseCertificate(der)
 }
 
 // leafFile adds the leaf of a PEM certificate file as a server or client
@@ -218,36 +196,20 @@ func base64DER(s string) (*x509.Certificate, error) {
 func (a *analyzer) leafFile(role, file string, suite bool, usedBy string) (*Certificate, *x509.Certificate) {
 	file = expandPath(file)
 	source := "file " + file
-	if a.opts.NoFiles {
-		return a.addUnread(role, source, suite, "files not read", usedBy), nil
-	}
-	certs, err := a.pemFile(file)
-	if err != nil {
-		return a.unreadable(role, source, suite, err, usedBy), nil
+	certs, unread := a.pemCerts(role, file, source, suite, usedBy)
+	if unread != nil {
+		return unread, nil
 	}
 	return a.addCert(role, source, suite, certs[0], usedBy), certs[0]
 }
 
 // anchorsFile adds every certificate of a PEM file as a trust anchor.
-func (a *analyzer) anchorsFile(file string, suite bool, usedBy string) []string {
-	file = expandPath(file)
-	source := "file " + file
-	if a.opts.NoFiles {
-		return []string{a.addUnread(RoleTrustAnchor, source, suite, "files not read", usedBy).ID}
+func (a *analyzer) anchorsFile(file, source string, suite bool, usedBy string) []string {
+	certs, unread := a.pemCerts(RoleTrustAnchor, file, source, suite, usedBy)
+	if unread != nil {
+		return []string{unread.ID}
 	}
-	certs, err := a.pemFile(file)
-	if err != nil {
-		return []string{a.unreadable(RoleTrustAnchor, source, suite, err, usedBy).ID}
-	}
-	return a.anchors(certs, source, suite, usedBy)
-}
-
-func (a *analyzer) anchors(certs []*x509.Certificate, source string, suite bool, usedBy string) []string {
-	var ids []string
-	for _, c := range certs {
-		ids = append(ids, a.addCert(RoleTrustAnchor, source, suite, c, usedBy).ID)
-	}
-	return ids
+	return a.addCerts(RoleTrustAnchor, certs, source, suite, usedBy)
 }
 
 // store reads a keystore (identity) or truststore file of the suite: PEM,
@@ -259,41 +221,34 @@ type storeRef struct {
 
 func (s storeRef) source() string { return s.kind + " " + s.path }
 
-func (a *analyzer) openStore(s storeRef) ([]byte, material.StoreOptions, error) {
-	var opts material.StoreOptions
+// openStore reads the trust anchors of a truststore (trust) or the leaf
+// of a keystore.
+func (a *analyzer) openStore(trust bool, s storeRef) ([]*x509.Certificate, error) {
 	if a.opts.NoFiles {
-		return nil, opts, errors.New("files not read")
+		return nil, errors.New("files not read")
 	}
 	pw, err := resolveSecret("password", s.password)
 	if err != nil {
-		return nil, opts, fmt.Errorf("%w: %w", errPasswordNotResolved, err)
+		return nil, fmt.Errorf("%w: %w", errPasswordNotResolved, err)
 	}
 	kpw, err := resolveSecret("key_password", s.keyPassword)
 	if err != nil {
-		return nil, opts, fmt.Errorf("key %w: %w", errPasswordNotResolved, err)
+		return nil, fmt.Errorf("key %w: %w", errPasswordNotResolved, err)
 	}
 	data, err := a.readFile(expandPath(s.path))
 	if err != nil {
-		return nil, opts, err
+		return nil, err
 	}
-	return data, material.StoreOptions{Password: pw, KeyPassword: kpw, Aliases: s.aliases}, nil
+	return readStore(trust, s.source(), data, material.StoreOptions{Password: pw, KeyPassword: kpw, Aliases: s.aliases})
 }
 
 // store adds the leaf of a keystore as a server or client certificate,
 // or the trusted certificates of a truststore (role trust_anchor), and
 // returns their IDs.
 func (a *analyzer) store(role string, s storeRef, usedBy string) []string {
-	data, opts, err := a.openStore(s)
-	var certs []*x509.Certificate
-	if err == nil {
-		certs, err = readStore(role == RoleTrustAnchor, s.source(), data, opts)
-	}
+	certs, err := a.openStore(role == RoleTrustAnchor, s)
 	if err != nil {
 		return []string{a.unreadable(role, s.source(), true, err, usedBy).ID}
 	}
-	var ids []string
-	for _, c := range certs {
-		ids = append(ids, a.addCert(role, s.source(), true, c, usedBy).ID)
-	}
-	return ids
+	return a.addCerts(role, certs, s.source(), true, usedBy)
 }

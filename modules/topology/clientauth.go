@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/peer"
 	"github.com/trustline/trustline/modules/revocation"
 	"github.com/trustline/trustline/modules/truststore"
@@ -15,32 +16,24 @@ import (
 // certificates; verification against the system roots).
 func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 	out := &ClientAuth{Path: path}
-	hasCA := false
 	if src := obj(ca["ca"]); src != nil {
 		out.Pools = append(out.Pools, a.pool(src, field(path, "ca")))
-		hasCA = true
 	}
 	if inline := strs(ca["trusted_ca_certs"]); len(inline) > 0 {
-		out.Pools = append(out.Pools, &Pool{Path: field(path, "trusted_ca_certs"), Source: "inline", Description: "trusted_ca_certs",
-			Anchors: a.inlineAnchors(inline, field(path, "trusted_ca_certs"))})
-		hasCA = true
+		out.Pools = append(out.Pools, a.inlinePool(inline, "trusted_ca_certs", field(path, "trusted_ca_certs")))
 	}
 	if files := strs(ca["trusted_ca_certs_pem_files"]); len(files) > 0 {
-		p := &Pool{Path: field(path, "trusted_ca_certs_pem_files"), Source: "file", Description: strings.Join(files, ", ")}
-		for _, f := range files {
-			p.Anchors = append(p.Anchors, a.anchorsFile(f, false, p.Path)...)
-		}
-		out.Pools = append(out.Pools, p)
-		hasCA = true
+		out.Pools = append(out.Pools, a.filePool(files, field(path, "trusted_ca_certs_pem_files")))
 	}
+	caPools := len(out.Pools) // what crypto/tls verifies against; verifiers' pools follow
+	hasCA := caPools > 0
 	leafPinned := len(strs(ca["trusted_leaf_certs"])) > 0
 
 	// the verifiers, and what each contributes
 	var liveTrust, refuses, unknown bool // refuses: a peer verifier not in shadow mode
 	var names []string
 	for i, v := range arr(ca["verifiers"]) {
-		v := obj(v)
-		vp := index(field(path, "verifiers"), i)
+		v, vp := obj(v), index(field(path, "verifiers"), i)
 		name := str(v["verifier"])
 		names = append(names, name)
 		id := "tls.client_auth.verifier." + name
@@ -75,10 +68,9 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 
 	mode := str(ca["mode"])
 	if mode == "" {
+		mode = "require"
 		if hasCA || leafPinned {
 			mode = "require_and_verify"
-		} else {
-			mode = "require"
 		}
 	}
 	out.Mode = mode
@@ -89,10 +81,8 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 	if chain {
 		if hasCA {
 			var ps []string
-			for _, p := range out.Pools {
-				if !strings.HasPrefix(p.Path, field(path, "verifiers")) {
-					ps = append(ps, p.describe())
-				}
+			for _, p := range out.Pools[:caPools] {
+				ps = append(ps, p.describe())
 			}
 			how = append(how, "chain verified by crypto/tls against "+strings.Join(ps, " + ")+" (read at config load)")
 		} else {
@@ -108,13 +98,12 @@ func (a *analyzer) clientAuth(ca map[string]any, path string) *ClientAuth {
 	if unknown {
 		how = append(how, "verifiers not analysed")
 	}
+	out.Verified = strings.Join(how, "; ")
 	if len(how) == 0 {
 		out.Verified = "not verified"
 		if hasCA {
 			out.Verified += " (mode " + mode + " does not use the trust pool)"
 		}
-	} else {
-		out.Verified = strings.Join(how, "; ")
 	}
 
 	modePath := field(path, "mode")
@@ -173,8 +162,7 @@ func revocationSummary(rev *revocation.Revocation) string {
 // leafLoaders reads the pinned leaves of a leaf verifier.
 func (a *analyzer) leafLoaders(loaders []any, path string) {
 	for i, l := range loaders {
-		l := obj(l)
-		lp := index(path, i)
+		l, lp := obj(l), index(path, i)
 		switch name := str(l["loader"]); name {
 		case "file":
 			for _, f := range strs(l["files"]) {
@@ -182,7 +170,7 @@ func (a *analyzer) leafLoaders(loaders []any, path string) {
 			}
 		case "pem":
 			for _, s := range strs(l["certificates"]) {
-				if certs, err := pemString(s); err == nil {
+				if certs, err := material.ParsePEMCertificates([]byte(s)); err == nil {
 					a.addCert(RoleClient, "pinned leaf (inline)", false, certs[0], lp)
 				}
 			}

@@ -66,7 +66,9 @@ made.`,
 			topo.Flags().StringP("format", "f", "table", "Output format: table, json, html (a page with the picture) or svg")
 			topo.Flags().String("fail-on", "", "Exit with status 2 when a finding at or above this severity exists: warning or error")
 			cmd.AddCommand(topo)
-			addSubcommands(cmd) // caddy trustline explain, ...
+			for _, add := range subcommands { // caddy trustline explain, ...
+				add(cmd)
+			}
 		},
 	})
 }

@@ -62,13 +62,12 @@ func (a *analyzer) crls(rev *revocation.Revocation, path string, shadow bool, ou
 		data, err := a.readFile(file)
 		var lists []*x509.RevocationList
 		if err == nil {
-			lists, err = parseCRLs(data)
+			lists, err = material.ParseCRLs(data) // as the peer verifier does
 		}
 		if err != nil {
 			out.CRLs = append(out.CRLs, &CRL{Path: fp, File: file, NotRead: err.Error()})
-			sev, effect := SeverityError, "Caddy refuses to load this config (the verifier reads its CRL files at start); a running instance keeps the CRLs it read last"
-			a.finding(sev, KindCRLNotRead, fp,
-				fmt.Sprintf("CRL file %s gives no CRL: %v: %s", file, err, effect),
+			a.finding(SeverityError, KindCRLNotRead, fp,
+				fmt.Sprintf("CRL file %s gives no CRL: %v: Caddy refuses to load this config (the verifier reads its CRL files at start); a running instance keeps the CRLs it read last", file, err),
 				"publish the CRL to "+file+" (PEM \"X509 CRL\" blocks or DER), readable by Caddy")
 			continue
 		}
@@ -94,33 +93,24 @@ func (a *analyzer) crls(rev *revocation.Revocation, path string, shadow bool, ou
 			if late <= 0 {
 				continue
 			}
-			msg := fmt.Sprintf("CRL %s of %s (%d revoked) is past its nextUpdate %s (%s ago)",
-				file, c.Issuer, c.Revoked, t.Format(crlTime), days(late))
-			fix := "publish a fresh CRL from " + c.Issuer + " to " + file + " (the verifier follows the file)"
+			sev, effect, until := SeverityWarning, "", ""
 			switch {
 			case shadow:
-				a.finding(SeverityWarning, KindCRLExpired, fp,
-					msg+": the verifier is in shadow mode, so the handshakes it would refuse are only logged",
-					fix)
+				effect = "the verifier is in shadow mode, so the handshakes it would refuse are only logged"
 			case rev.Expired == "use":
-				a.finding(SeverityWarning, KindCRLExpired, fp,
-					msg+": with crl_expired use the certificates it lists are still refused, but one revoked since is accepted",
-					fix)
+				effect = "with crl_expired use the certificates it lists are still refused, but one revoked since is accepted"
 			case rev.SoftFail:
-				a.finding(SeverityWarning, KindCRLExpired, fp,
-					msg+": with crl_soft_fail the certificates it covers are accepted without a revocation check (a warning is logged per handshake), so a revoked certificate gets in",
-					fix)
+				effect = "with crl_soft_fail the certificates it covers are accepted without a revocation check (a warning is logged per handshake), so a revoked certificate gets in"
 			default:
-				a.finding(SeverityError, KindCRLExpired, fp,
-					msg+": every client certificate it covers (issued by "+c.Issuer+") is refused at the handshake",
-					fix+"; until then those handshakes fail, unless crl_soft_fail (which accepts them unchecked)")
+				sev, effect = SeverityError, "every client certificate it covers (issued by "+c.Issuer+") is refused at the handshake"
+				until = "; until then those handshakes fail, unless crl_soft_fail (which accepts them unchecked)"
 			}
+			a.finding(sev, KindCRLExpired, fp,
+				fmt.Sprintf("CRL %s of %s (%d revoked) is past its nextUpdate %s (%s ago): %s", file, c.Issuer, c.Revoked, t.Format(crlTime), days(late), effect),
+				"publish a fresh CRL from "+c.Issuer+" to "+file+" (the verifier follows the file)"+until)
 		}
 	}
 }
-
-// parseCRLs parses the contents of a CRL file as the peer verifier does.
-func parseCRLs(data []byte) ([]*x509.RevocationList, error) { return material.ParseCRLs(data) }
 
 // describe says what a CRL is for a line of the table or the picture:
 // its file, issuer, size and next update (the picture adds the time

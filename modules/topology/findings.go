@@ -21,11 +21,8 @@ func (a *analyzer) certificateFindings() {
 		left := c.NotAfter.Sub(now)
 		switch c.Role {
 		case RoleServer, RoleClient:
-			role := "server certificate"
+			role := roleNames[c.Role]
 			fix := "renew it and replace " + c.Source + " (Caddy reads load_files at config load: reload after replacing; the suite's keystores follow the file)"
-			if c.Role == RoleClient {
-				role = "client certificate"
-			}
 			if strings.HasPrefix(c.Source, "managed by Caddy") {
 				fix = "Caddy renews managed certificates itself: check its log for renewal errors (issuer reachable, storage writable)"
 			}
@@ -58,6 +55,9 @@ func (a *analyzer) certificateFindings() {
 		}
 	}
 }
+
+// roleNames name the certificates of each role in a message.
+var roleNames = map[string]string{RoleServer: "server certificate", RoleClient: "client certificate", RoleTrustAnchor: "trust anchors"}
 
 // describeCert names a certificate for a message: its ID, subject or first
 // name.

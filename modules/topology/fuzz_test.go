@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/trustline/trustline/modules/material"
 )
 
 // FuzzAnalyze: no JSON config makes the analysis, the table, the JSON
@@ -81,7 +83,7 @@ func FuzzAnalyze(f *testing.F) {
 	})
 }
 
-// FuzzCRLs: no CRL file makes parseCRLs panic; what it accepts has an
+// FuzzCRLs: no CRL file makes material.ParseCRLs (the peer verifier's parser) panic; what it accepts has an
 // issuer, and describing it as the table and the picture do does not
 // panic either.
 func FuzzCRLs(f *testing.F) {
@@ -104,7 +106,7 @@ func FuzzCRLs(f *testing.F) {
 	f.Add([]byte("-----BEGIN X509 CRL-----\nAA==\n-----END X509 CRL-----\n"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		lists, err := parseCRLs(data)
+		lists, err := material.ParseCRLs(data)
 		if err != nil {
 			return
 		}

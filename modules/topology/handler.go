@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -26,11 +27,10 @@ func init() {
 }
 
 // Handler serves the topology report of the running config from a site,
-// like the admin endpoint (same renderer, same headers: a strict
-// Content-Security-Policy, nosniff, no-store), so that an operator can open
-// the picture in a browser. Caddy's admin API refuses a browser that opens
-// a URL directly (a request with Sec-Fetch-Mode but neither Origin nor
-// Referer gets 403); a site can put the page behind its own access control:
+// as the admin endpoint does (same renderer and headers), so that an
+// operator can open the picture in a browser: Caddy's admin API refuses a
+// browser that opens a URL directly, and a site can put the page behind
+// its own access control:
 //
 //	handle /tls-topology {
 //		basic_auth {
@@ -39,14 +39,11 @@ func init() {
 //		trustline_topology
 //	}
 //
-// It answers GET and HEAD, and ends the route (it never calls the next
-// handler). Like the admin endpoint it keeps no state: every request reads
-// the config Caddy is running and analyses it, so a reload shows at once;
-// an unchanged keystore or truststore is decrypted once, not per request,
-// and the reports made at once are bounded (503 with Retry-After over
-// the bound).
-// The report names files, hosts, upstreams and certificate subjects (never
-// passwords or keys): serve it only to people who may see the config.
+// It answers GET and HEAD and ends the route. Every request analyses the
+// running config (an unchanged store is decrypted once; the reports made
+// at once are bounded, 503 with Retry-After over the bound). The report
+// names files, hosts, upstreams and certificate subjects (never passwords
+// or keys): serve it only to people who may see the config.
 type Handler struct {
 	// Format of the answer: "html" (a self-contained page with the
 	// picture), "svg" (the bare picture), "json" or "table". Default html.
@@ -76,18 +73,23 @@ func (h *Handler) Provision(caddy.Context) error {
 // Validate rejects an unknown format and a refresh out of range or not
 // with html.
 func (h *Handler) Validate() error {
-	switch h.Format {
-	case "", "html", "svg", "json", "table":
+	err := checkFormat(h.Format)
+	switch {
+	case err != nil:
+	case h.Refresh != 0 && (h.Refresh < 1 || h.Refresh > 86400):
+		err = fmt.Errorf("refresh %d: want a number of seconds from 1 to 86400", h.Refresh)
+	case h.Refresh != 0 && h.Format != "" && h.Format != "html":
+		err = fmt.Errorf("refresh applies to format html only, not %s", h.Format)
 	default:
-		return fmt.Errorf("trustline_topology: format %q: want html, svg, json or table", h.Format)
+		return nil
 	}
-	if h.Refresh != 0 {
-		if h.Refresh < 1 || h.Refresh > 86400 {
-			return fmt.Errorf("trustline_topology: refresh %d: want a number of seconds from 1 to 86400", h.Refresh)
-		}
-		if h.Format != "" && h.Format != "html" {
-			return fmt.Errorf("trustline_topology: refresh applies to format html only, not %s", h.Format)
-		}
+	return fmt.Errorf("trustline_topology: %w", err)
+}
+
+// checkFormat rejects a format the handler does not serve ("" is html).
+func checkFormat(format string) error {
+	if format != "" && !slices.Contains([]string{"html", "svg", "json", "table"}, format) {
+		return fmt.Errorf("format %q: want html, svg, json or table", format)
 	}
 	return nil
 }
@@ -97,10 +99,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		return caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("trustline_topology: method %s not allowed: use GET", r.Method))
-	}
-	format := h.Format
-	if format == "" {
-		format = "html"
 	}
 	// Reading the running config takes Caddy's config lock, which Caddy's
 	// Stop holds while it waits for in-flight requests (this one
@@ -124,7 +122,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("trustline_topology: %w", res.err))
 		}
 		if res.err == nil {
-			res.err = serveReport(w, res.rep, format, h.Refresh)
+			res.err = serveReport(w, res.rep, h.Format, h.Refresh)
 		}
 		if res.err != nil {
 			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("trustline_topology: %w", res.err))
@@ -151,19 +149,18 @@ var runningConfigWait = 5 * time.Second
 // The format is given as the argument or in the block, not both.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	const directive = "trustline_topology"
-	formats := func(v string) error {
-		switch v {
-		case "html", "svg", "json", "table":
-			return nil
+	format := func() error {
+		if err := checkFormat(d.Val()); err != nil {
+			return d.Errf("%s: %v", directive, err)
 		}
-		return d.Errf("%s: format %q: want html, svg, json or table", directive, v)
+		h.Format = d.Val()
+		return nil
 	}
 	d.Next() // the directive
 	if d.NextArg() {
-		if err := formats(d.Val()); err != nil {
+		if err := format(); err != nil {
 			return err
 		}
-		h.Format = d.Val()
 		if d.NextArg() {
 			return d.Errf("%s: unexpected argument %q: the only argument is the format", directive, d.Val())
 		}
@@ -178,10 +175,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return d.Errf("%s: format needs a value: html, svg, json or table", directive)
 			}
-			if err := formats(d.Val()); err != nil {
+			if err := format(); err != nil {
 				return err
 			}
-			h.Format = d.Val()
 		case "refresh":
 			if h.Refresh != 0 {
 				return d.Errf("%s: duplicate option 'refresh'", directive)
@@ -200,9 +196,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if d.NextArg() {
 			return d.Errf("%s: %s takes one value, got also %q", directive, opt, d.Val())
 		}
-	}
-	if d.Next() {
-		return d.Errf("%s: unexpected token %q", directive, d.Val())
 	}
 	if h.Refresh != 0 && h.Format != "" && h.Format != "html" {
 		return d.Errf("%s: refresh applies to format html only, not %s", directive, h.Format)

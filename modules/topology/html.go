@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/trustline/trustline/modules/material"
@@ -75,9 +76,7 @@ func explainCommands(r *Report, via string) [][2]string {
 	seen := map[string]bool{}
 	for _, l := range r.Listeners {
 		for _, rt := range l.Routes {
-			switch rt.Inbound.Mode {
-			case ModeTLS, ModeMTLS, ModePassthrough, ModeRefused:
-			default:
+			if !slices.Contains([]string{ModeTLS, ModeMTLS, ModePassthrough, ModeRefused}, rt.Inbound.Mode) {
 				continue
 			}
 			for _, h := range rt.Hosts {

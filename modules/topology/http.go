@@ -10,7 +10,6 @@ import (
 // serverCtx is what the routes of one HTTP listener share.
 type serverCtx struct {
 	path       string
-	listener   *Listener
 	inboundTLS bool
 	autoCerts  bool // automatic HTTPS manages the certificates of its hosts
 	policies   []any
@@ -49,12 +48,12 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 	// routes name hosts, or when every listener is on the HTTPS port)
 	auto := obj(srv["automatic_https"])
 	tlsOn, autoNote := len(policies) > 0, ""
-	if !tlsOn && !boolean(auto["disable"]) && a.anyPortOtherThan(listen, a.httpPort) {
+	if !tlsOn && !boolean(auto["disable"]) && anyPortOtherThan(listen, a.httpPort) {
 		hosts := slices.DeleteFunc(topHosts(routes), func(h string) bool { return slices.Contains(strs(auto["skip"]), h) })
 		switch {
 		case len(hosts) > 0:
 			tlsOn, autoNote = true, "TLS enabled by automatic HTTPS for "+strings.Join(hosts, ", ")
-		case !a.anyPortOtherThan(listen, a.httpsPort):
+		case !anyPortOtherThan(listen, a.httpsPort):
 			tlsOn, autoNote = true, "TLS enabled by automatic HTTPS (every listener is on the HTTPS port)"
 		}
 		if tlsOn {
@@ -64,11 +63,9 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 
 	var trusted []string
 	if tp := obj(srv["trusted_proxies"]); tp != nil {
-		switch src := str(tp["source"]); src {
-		case "static":
+		trusted = []string{"(" + str(tp["source"]) + " source)"}
+		if str(tp["source"]) == "static" {
 			trusted = strs(tp["ranges"])
-		default:
-			trusted = []string{"(" + src + " source)"}
 		}
 	}
 	wrapperNotes := a.listenerWrappers(name, srv, path, listen)
@@ -79,11 +76,10 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 		return
 	}
 	for _, addr := range listen {
-		l := &Listener{App: "http", Server: name, Path: path, Address: addr, TrustedProxies: trusted, Routes: []*Route{}}
+		l := &Listener{App: "http", Server: name, Path: path, Address: addr, Inbound: ModePlainHTTP, TrustedProxies: trusted, Routes: []*Route{}}
 		onTLS := tlsOn && portOf(addr) != a.httpPort
-		l.Inbound = "https"
-		if !onTLS {
-			l.Inbound = ModePlainHTTP
+		if onTLS {
+			l.Inbound = "https"
 		}
 		if onTLS && autoNote != "" {
 			l.Notes = append(l.Notes, autoNote)
@@ -92,7 +88,7 @@ func (a *analyzer) httpServer(name string, srv map[string]any, path string) {
 			l.Notes = append(l.Notes, "trusts X-Forwarded-For from "+strings.Join(trusted, ", "))
 		}
 		l.Notes = append(l.Notes, wrapperNotes...)
-		sc := &serverCtx{path: path, listener: l, inboundTLS: onTLS, policies: policies, strip: &stripState{},
+		sc := &serverCtx{path: path, inboundTLS: onTLS, policies: policies, strip: &stripState{},
 			autoCerts: !boolean(auto["disable"]) && !boolean(auto["disable_certificates"])}
 		base := sc.strip
 		for i, r := range routes {
@@ -119,16 +115,12 @@ func (a *analyzer) plainListener(l *Listener, routes []any) {
 		return
 	}
 	l.Notes = append(l.Notes, "TLS termination: off at Caddy (no server certificate here: if a load balancer terminates TLS, it holds the certificate)")
-	fix := "re-encrypt the leg: give this site a certificate (`tls internal`, or one from your internal CA) and have the load balancer connect over TLS, verifying it and presenting a client certificate that client_auth checks (see examples/lb-reencrypt); accept plaintext only on an isolated network, as a documented risk"
+	msg := "listener " + l.Address + " serves plain HTTP: if a load balancer terminates TLS in front of it, the leg to Caddy is plaintext; if not, clients talk to it in clear"
 	if len(l.TrustedProxies) > 0 {
-		a.finding(SeverityWarning, KindPlaintextLeg, l.Path,
-			"listener "+l.Address+" receives plain HTTP from a proxy it trusts ("+strings.Join(l.TrustedProxies, ", ")+"): TLS ended at the load balancer, and the leg to Caddy is plaintext: it can be read and altered on the way, and whoever reaches this address can call it directly",
-			fix)
-		return
+		msg = "listener " + l.Address + " receives plain HTTP from a proxy it trusts (" + strings.Join(l.TrustedProxies, ", ") + "): TLS ended at the load balancer, and the leg to Caddy is plaintext: it can be read and altered on the way, and whoever reaches this address can call it directly"
 	}
-	a.finding(SeverityWarning, KindPlaintextLeg, l.Path,
-		"listener "+l.Address+" serves plain HTTP: if a load balancer terminates TLS in front of it, the leg to Caddy is plaintext; if not, clients talk to it in clear",
-		fix)
+	a.finding(SeverityWarning, KindPlaintextLeg, l.Path, msg,
+		"re-encrypt the leg: give this site a certificate (`tls internal`, or one from your internal CA) and have the load balancer connect over TLS, verifying it and presenting a client certificate that client_auth checks (see examples/lb-reencrypt); accept plaintext only on an isolated network, as a documented risk")
 }
 
 // redirectOnly reports whether every route only redirects (the server
@@ -158,13 +150,8 @@ func topHosts(routes []any) []string {
 	return hosts
 }
 
-func (a *analyzer) anyPortOtherThan(listen []string, port int) bool {
-	for _, l := range listen {
-		if p := portOf(l); p != port {
-			return true
-		}
-	}
-	return false
+func anyPortOtherThan(listen []string, port int) bool {
+	return slices.ContainsFunc(listen, func(l string) bool { return portOf(l) != port })
 }
 
 // portOf returns the (first) port of a listen address, or -1.
@@ -242,22 +229,20 @@ func (a *analyzer) tlsInbound(hosts []string, policies []any, polPath, usedBy st
 		names = []string{""}
 	}
 	var how []string
-	seenPolicy := -1
 	for _, host := range names {
 		pi, pol := selectPolicy(policies, host)
 		if pi < 0 {
 			how = append(how, "no connection policy matches "+host+": handshakes fail")
 			continue
 		}
-		pp := index(polPath, pi)
 		desc, ids := a.serverCertFor(host, obj(pol["certificate_selection"]), usedBy, autoCerts)
 		how = appendNew(how, desc)
 		in.Certificates = appendNew(in.Certificates, ids...)
-		if ca := obj(pol["client_authentication"]); ca != nil && seenPolicy != pi && in.ClientAuth == nil {
-			in.ClientAuth = a.clientAuth(ca, field(pp, "client_authentication"))
+		// the first policy with client_auth gives the leg's
+		if ca := obj(pol["client_authentication"]); ca != nil && in.ClientAuth == nil {
+			in.ClientAuth = a.clientAuth(ca, field(index(polPath, pi), "client_authentication"))
 			in.Mode = ModeMTLS
 		}
-		seenPolicy = pi
 	}
 	in.Certificate = strings.Join(how, "; ")
 	return in
@@ -305,8 +290,7 @@ var passiveHandlers = []string{
 // and the rest.
 func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, path string, when []string) {
 	for i, h := range handlers {
-		h := obj(h)
-		hp := index(path, i)
+		h, hp := obj(h), index(path, i)
 		name := str(h["handler"])
 		route.Handlers = appendNew(route.Handlers, name)
 		switch {
@@ -317,12 +301,7 @@ func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, pat
 				sc.strip = base.clone()
 				rp := index(field(hp, "routes"), j)
 				hosts, other, peers := a.httpMatchers(arr(r["match"]), field(rp, "match"))
-				w := append(slices.Clone(when), other...)
-				for _, host := range hosts {
-					w = append(w, "host "+host)
-				}
-				route.Inbound.PeerPatterns = append(route.Inbound.PeerPatterns, peers...)
-				a.httpHandlers(sc, route, arr(r["handle"]), field(rp, "handle"), w)
+				a.httpHandlers(sc, route, arr(r["handle"]), field(rp, "handle"), nestedWhen(route, when, "host", hosts, other, peers))
 				if carries(r) {
 					base = sc.strip
 				}
@@ -342,6 +321,18 @@ func (a *analyzer) httpHandlers(sc *serverCtx, route *Route, handlers []any, pat
 			a.notAnalysed(hp, "http.handlers."+name, "handler not analysed")
 		}
 	}
+}
+
+// nestedWhen is what leads to a nested route: the conditions before it,
+// its other matchers, its hosts (by: "host", "sni"); its peer patterns go
+// to the route.
+func nestedWhen(route *Route, when []string, by string, hosts, other, peers []string) []string {
+	w := append(slices.Clone(when), other...)
+	for _, host := range hosts {
+		w = append(w, by+" "+host)
+	}
+	route.Inbound.PeerPatterns = append(route.Inbound.PeerPatterns, peers...)
+	return w
 }
 
 // carries reports whether what a route does to the request reaches the

@@ -2,8 +2,8 @@ package topology
 
 import (
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strconv"
 )
 
@@ -67,21 +67,13 @@ func appendNew[T comparable](list []T, items ...T) []T {
 
 // keys returns the keys of m, sorted (the report is deterministic).
 func keys(m map[string]any) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
+	out := slices.AppendSeq(make([]string, 0, len(m)), maps.Keys(m))
+	slices.Sort(out)
 	return out
 }
 
 // field appends a key to a config path.
-func field(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
+func field(path, key string) string { return path + "." + key }
 
 // index appends an array index to a config path.
 func index(path string, i int) string {

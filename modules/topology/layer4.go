@@ -18,11 +18,7 @@ func (a *analyzer) layer4Servers(servers map[string]any, path, appName string) {
 	for _, name := range keys(servers) {
 		srv := obj(servers[name])
 		sp := field(path, name)
-		listen := strs(srv["listen"])
-		if len(listen) == 0 {
-			listen = []string{"(none)"}
-		}
-		for _, addr := range listen {
+		for _, addr := range orNone(strs(srv["listen"])) {
 			l := &Listener{App: appName, Server: name, Path: sp, Address: addr, Inbound: ModeTCP, Routes: []*Route{}}
 			routes := arr(srv["routes"])
 			a.l4Routes(l, routes, field(sp, "routes"))
@@ -44,8 +40,7 @@ func (a *analyzer) listenerWrappers(name string, srv map[string]any, path string
 	var notes []string
 	wp := field(path, "listener_wrappers")
 	for i, w := range arr(srv["listener_wrappers"]) {
-		w := obj(w)
-		p := index(wp, i)
+		w, p := obj(w), index(wp, i)
 		switch kind := str(w["wrapper"]); kind {
 		case "tls":
 		case "http_redirect":
@@ -57,11 +52,7 @@ func (a *analyzer) listenerWrappers(name string, srv map[string]any, path string
 			}
 			notes = append(notes, "reads the PROXY protocol header from "+strings.Join(allow, ", "))
 		case "layer4":
-			addrs := listen
-			if len(addrs) == 0 {
-				addrs = []string{"(none)"}
-			}
-			for _, addr := range addrs {
+			for _, addr := range orNone(listen) {
 				l := &Listener{App: "layer4", Server: name + " (listener_wrappers)", Path: p, Address: addr, Inbound: ModeTCP,
 					Notes: []string{"runs before the HTTP server; connections matching no route fall through to it"}, Routes: []*Route{}}
 				a.l4Routes(l, arr(w["routes"]), field(p, "routes"))
@@ -75,11 +66,18 @@ func (a *analyzer) listenerWrappers(name string, srv map[string]any, path string
 	return notes
 }
 
+// orNone is a listener's addresses, "(none)" when it has none.
+func orNone(listen []string) []string {
+	if len(listen) == 0 {
+		return []string{"(none)"}
+	}
+	return listen
+}
+
 // l4Routes analyses the routes of a layer-4 server or wrapper.
 func (a *analyzer) l4Routes(l *Listener, routes []any, path string) {
 	for i, r := range routes {
-		r := obj(r)
-		rp := index(path, i)
+		r, rp := obj(r), index(path, i)
 		route := &Route{Path: rp, Inbound: Inbound{Mode: ModeTCP}}
 		route.Hosts, route.Match, route.Inbound.PeerPatterns = a.l4Matchers(arr(r["match"]), field(rp, "match"))
 		if slices.Contains(route.Match, "tls") || len(route.Hosts) > 0 {
@@ -126,8 +124,7 @@ var passiveL4Handlers = []string{"echo", "throttle", "tee", "close"}
 
 func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path string, when []string) {
 	for i, h := range handlers {
-		h := obj(h)
-		hp := index(path, i)
+		h, hp := obj(h), index(path, i)
 		name := str(h["handler"])
 		route.Handlers = appendNew(route.Handlers, name)
 		switch {
@@ -142,16 +139,10 @@ func (a *analyzer) l4Handlers(route *Route, st *l4State, handlers []any, path st
 			route.Match = append(route.Match, "reads PROXY protocol")
 		case name == "subroute":
 			for j, r := range arr(h["routes"]) {
-				r := obj(r)
-				rp := index(field(hp, "routes"), j)
+				r, rp := obj(r), index(field(hp, "routes"), j)
 				hosts, other, peers := a.l4Matchers(arr(r["match"]), field(rp, "match"))
-				w := append(slices.Clone(when), other...)
-				for _, host := range hosts {
-					w = append(w, "sni "+host)
-				}
-				route.Inbound.PeerPatterns = append(route.Inbound.PeerPatterns, peers...)
 				sub := *st
-				a.l4Handlers(route, &sub, arr(r["handle"]), field(rp, "handle"), w)
+				a.l4Handlers(route, &sub, arr(r["handle"]), field(rp, "handle"), nestedWhen(route, when, "sni", hosts, other, peers))
 			}
 		case a.suiteL4Handler(route, st, name, h, hp, when):
 		case slices.Contains(passiveL4Handlers, name):
@@ -176,12 +167,8 @@ func (a *analyzer) terminate(route *Route, st *l4State, pols []any, path string)
 // l4Proxy analyses a caddy-l4 proxy handler: one outbound leg per upstream.
 func (a *analyzer) l4Proxy(route *Route, st *l4State, h map[string]any, path string, when []string) {
 	for i, u := range arr(h["upstreams"]) {
-		u := obj(u)
-		up := index(field(path, "upstreams"), i)
-		out := &Outbound{Path: up, Handler: "layer4 proxy", When: when, Upstreams: strs(u["dial"]), Mode: OutTCP}
-		if out.Upstreams == nil {
-			out.Upstreams = []string{}
-		}
+		u, up := obj(u), index(field(path, "upstreams"), i)
+		out := &Outbound{Path: up, Handler: "layer4 proxy", When: when, Upstreams: append([]string{}, strs(u["dial"])...), Mode: OutTCP}
 		if pp := str(h["proxy_protocol"]); pp != "" {
 			out.ProxyProtocol = pp
 			out.Notes = append(out.Notes, "sends PROXY protocol "+pp)
@@ -208,12 +195,9 @@ func (a *analyzer) l4Proxy(route *Route, st *l4State, h map[string]any, path str
 // passesThrough reports whether a layer-4 listener has a route that
 // forwards TLS without decrypting it.
 func passesThrough(l *Listener) bool {
-	for _, r := range l.Routes {
-		if r.Inbound.Mode == ModePassthrough && len(r.Inbound.PassthroughTo) > 0 {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(l.Routes, func(r *Route) bool {
+		return r.Inbound.Mode == ModePassthrough && len(r.Inbound.PassthroughTo) > 0
+	})
 }
 
 // hasCatchAll reports whether a route list has a route with no matcher.

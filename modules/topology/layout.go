@@ -1,19 +1,19 @@
 package topology
 
 import (
+	"cmp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// The picture of a report is laid out in three passes: the boxes and
-// their text are built from the report (build), findings and modules not
-// analysed are attached to the box they concern (attach), and the boxes
-// get their positions in fixed columns, left to right: clients, listeners
-// (a frame around their routes), upstreams (place). svg.go writes the
-// result. Every step walks slices in report order and measures text in
-// characters of a monospace font, so a report gives the same bytes every
-// time.
+// The picture of a report: build makes the boxes with their text and the
+// legs, attach puts each finding and module not analysed on the box it
+// concerns, place gives the boxes their positions in columns (clients,
+// listeners framing their routes, upstreams); svg.go writes it. Every step
+// walks the report in order and measures text in characters of a
+// monospace font, so a report always gives the same bytes.
 
 // Geometry, in SVG user units (pixels at 100%).
 const (
@@ -62,18 +62,17 @@ type block struct {
 // attr is one attribute of an SVG element.
 type attr struct{ k, v string }
 
-// box is a rectangle with text: a listener frame, a route, an upstream.
+// box is a rectangle with text: a listener frame, a client, a route, an
+// upstream.
 type box struct {
-	id    string
-	class string
-	path  string
-	// also are other config paths the box stands for (a route's
-	// client_authentication, its pools), for attaching findings
-	also   []string
+	id, class string
+	// paths are the config paths the box stands for, its own first (then
+	// a route's client_authentication, its pools), for attaching findings
+	paths  []string
 	attrs  []attr
 	blocks []block
-	// certs are the IDs of the certificates drawn in the box.
-	certs []string
+	chars  int      // characters per line
+	certs  []string // the IDs of the certificates drawn in the box
 
 	x, y, w, h float64
 	findings   []int // indexes into Report.Findings
@@ -83,10 +82,10 @@ type box struct {
 // leg is an edge: the inbound leg from a client node to a route, or an
 // outbound leg from a route to an upstream box.
 type leg struct {
-	id, kind, class string
-	attrs           []attr
-	label           []string
-	from, to        *box
+	class    string
+	attrs    []attr
+	label    []string
+	from, to *box
 }
 
 // picListener is a listener frame with its routes.
@@ -95,14 +94,13 @@ type picListener struct {
 	frame  *box
 	client *box
 	routes []*picRoute
+	boxes  []*box // its boxes in drawing order: frame, client, routes and their upstreams
+	legs   []*leg // inbound and outbound, in drawing order
 }
 
-// picRoute is a route box with its outbound legs.
+// picRoute is a route box with its upstream boxes.
 type picRoute struct {
-	rt  *Route
 	box *box
-	in  *leg
-	out []*leg
 	ups []*box
 }
 
@@ -113,19 +111,46 @@ type picture struct {
 	window    time.Duration
 	listeners []*picListener
 	boxes     []*box // every box, in drawing order
-	unplaced  []int  // findings attached to no box
-	top       float64
 	height    float64
 }
 
-// expiryClass colours a not-after by the report's thresholds.
-func (p *picture) expiryClass(na time.Time) (class, text string) {
-	return p.expiryClassWithin(na, p.window)
+// newBox makes a box of chars characters per line, drawn in that order.
+func (p *picture) newBox(id, class, path string, chars int, attrs ...attr) *box {
+	b := &box{id: id, class: class, chars: chars, attrs: attrs}
+	if path != "" {
+		b.paths = []string{path}
+	}
+	p.boxes = append(p.boxes, b)
+	return b
 }
 
-// expiryClassWithin colours a time limit: expired past it, soon within
-// window of it.
-func (p *picture) expiryClassWithin(na time.Time, window time.Duration) (class, text string) {
+// lines wraps text to the box's width; continuation lines are indented by
+// indent characters.
+func (b *box) lines(text, class string, indent int) []line {
+	return textLines(text, class, b.chars, indent)
+}
+
+// list wraps each item after prefix, continuation lines indented by 2.
+func (b *box) list(prefix string, items []string, class string) []line {
+	var out []line
+	for _, it := range items {
+		out = append(out, b.lines(prefix+it, class, 2)...)
+	}
+	return out
+}
+
+// add appends a block of lines with its attributes. A block without
+// attributes draws only its lines, so consecutive ones draw as one.
+func (b *box) add(lines []line, attrs ...attr) {
+	b.blocks = append(b.blocks, block{attrs: attrs, lines: lines})
+}
+
+// text appends text, wrapped, as a block.
+func (b *box) text(text, class string, indent int) { b.add(b.lines(text, class, indent)) }
+
+// expiryClass colours a time limit: expired past it, soon within window
+// of it.
+func (p *picture) expiryClass(na time.Time, window time.Duration) (class, text string) {
 	left := na.Sub(p.now)
 	switch {
 	case left <= 0:
@@ -136,35 +161,41 @@ func (p *picture) expiryClassWithin(na time.Time, window time.Duration) (class, 
 	return "exp-ok", days(left) + " left"
 }
 
+// legStyles are the class and the label of a leg by its mode (inbound,
+// and outbound TLS and mTLS, whose modes have the same names).
+var legStyles = map[string]struct{ class, label string }{
+	ModePlainHTTP:   {"leg-plain", "plain HTTP"},
+	ModeTLS:         {"leg-tls", "TLS"},
+	ModeMTLS:        {"leg-mtls", "mTLS"},
+	ModePassthrough: {"leg-pass", "TLS (passed)"},
+	ModeRefused:     {"leg-refused", "refused"},
+	ModeTCP:         {"leg-plain", "raw TCP"},
+}
+
 // build makes the boxes and legs of a report.
 func build(rep *Report, now time.Time, window time.Duration) *picture {
 	p := &picture{rep: rep, now: now, window: window}
 	for i, l := range rep.Listeners {
-		pl := &picListener{l: l}
 		lid := "l" + strconv.Itoa(i)
-		pl.frame = &box{id: lid, class: "listener", path: l.Path,
-			attrs: []attr{{"data-listener", l.Address}, {"data-app", l.App}, {"data-inbound", l.Inbound}, {"data-path", l.Path}}}
-		title := l.App + " " + l.Server + " " + l.Address + " · " + listenerMode(l)
-		pl.frame.blocks = append(pl.frame.blocks, block{lines: textLines(title, "title", frameChars)})
-		var notes []line
-		for _, n := range l.Notes {
-			notes = append(notes, textLinesIndent("- "+n, "note", frameChars, 2)...)
-		}
-		if len(notes) > 0 {
-			pl.frame.blocks = append(pl.frame.blocks, block{lines: notes})
-		}
+		pl := &picListener{l: l}
+		first := len(p.boxes)
+		pl.frame = p.newBox(lid, "listener", l.Path, frameChars,
+			attr{"data-listener", l.Address}, attr{"data-app", l.App}, attr{"data-inbound", l.Inbound}, attr{"data-path", l.Path})
+		pl.frame.text(l.App+" "+l.Server+" "+l.Address+" · "+listenerMode(l), "title", 0)
+		pl.frame.add(pl.frame.list("- ", l.Notes, "note"))
 		if len(l.Routes) == 0 {
-			pl.frame.blocks = append(pl.frame.blocks, block{lines: []line{{spans: []span{{"no routes", "note"}}}}})
+			pl.frame.text("no routes", "note", 0)
 		}
 		who := "clients"
 		if len(l.TrustedProxies) > 0 {
 			who = "load balancer"
 		}
-		pl.client = &box{id: lid + "c", class: "client", blocks: []block{{lines: []line{{spans: []span{{who, "title"}}}}}}}
-		p.boxes = append(p.boxes, pl.frame, pl.client)
+		pl.client = p.newBox(lid+"c", "client", "", frameChars)
+		pl.client.text(who, "title", 0)
 		for j, rt := range l.Routes {
 			pl.routes = append(pl.routes, p.buildRoute(pl, lid+"r"+strconv.Itoa(j), rt))
 		}
+		pl.boxes = p.boxes[first:]
 		p.listeners = append(p.listeners, pl)
 	}
 	return p
@@ -173,108 +204,79 @@ func build(rep *Report, now time.Time, window time.Duration) *picture {
 // buildRoute makes a route box (the TLS end of the inbound leg), its
 // inbound leg and its outbound legs with their upstream boxes.
 func (p *picture) buildRoute(pl *picListener, id string, rt *Route) *picRoute {
-	pr := &picRoute{rt: rt}
-	b := &box{id: id, class: "route", path: rt.Path, attrs: []attr{{"data-route", rt.Path}, {"data-mode", rt.Inbound.Mode}}}
-	pr.box = b
-	p.boxes = append(p.boxes, b)
-	width := routeChars
-
+	in := rt.Inbound
+	b := p.newBox(id, "route", rt.Path, routeChars, attr{"data-route", rt.Path}, attr{"data-mode", in.Mode})
+	pr := &picRoute{box: b}
 	hosts := "any host"
 	if len(rt.Hosts) > 0 {
 		hosts = strings.Join(rt.Hosts, ", ")
 	}
-	b.blocks = append(b.blocks, block{lines: textLines(hosts, "title", width)})
+	b.text(hosts, "title", 0)
 	if len(rt.Match) > 0 {
-		b.blocks = append(b.blocks, block{lines: textLines("match: "+strings.Join(rt.Match, "; "), "note", width)})
+		b.text("match: "+strings.Join(rt.Match, "; "), "note", 0)
 	}
-	in := rt.Inbound
-	var lines []line
-	add := func(text, class string) { lines = append(lines, textLinesIndent(text, class, width, 2)...) }
 	switch in.Mode {
 	case ModePlainHTTP:
-		add("plain HTTP in: TLS, if any, ended before Caddy", "")
+		b.text("plain HTTP in: TLS, if any, ended before Caddy", "", 2)
 	case ModeTLS, ModeMTLS:
-		what := "TLS"
-		if in.Mode == ModeMTLS {
-			what = "mTLS"
-		}
-		add(what+" ends here; Caddy is the TLS server", "strong")
-		add("certificate: "+in.Certificate, "")
+		b.text(legStyles[in.Mode].label+" ends here; Caddy is the TLS server", "strong", 2)
+		b.text("certificate: "+in.Certificate, "", 2)
 	case ModePassthrough:
 		if len(in.PassthroughTo) > 0 {
-			add("TLS passed through, not decrypted: the upstream is the TLS server", "strong")
+			b.text("TLS passed through, not decrypted: the upstream is the TLS server", "strong", 2)
 		} else {
-			add("TLS ClientHello read; not passed on", "")
+			b.text("TLS ClientHello read; not passed on", "", 2)
 		}
 	case ModeRefused:
-		add("refused with TLS alert "+in.Refusal, "strong")
+		b.text("refused with TLS alert "+in.Refusal, "strong", 2)
 	case ModeTCP:
-		add("raw TCP (TLS, if any, passes through)", "")
+		b.text("raw TCP (TLS, if any, passes through)", "", 2)
 	}
-	b.blocks = append(b.blocks, block{lines: lines})
 	for _, c := range in.Certificates {
-		p.certBlock(b, c, width)
+		p.certBlock(b, c)
 	}
 	if ca := in.ClientAuth; ca != nil {
-		var cl []line
-		cl = append(cl, textLinesIndent("client certificates: mode "+ca.Mode+"; "+ca.Verified, "", width, 2)...)
+		cl := b.lines("client certificates: mode "+ca.Mode+"; "+ca.Verified, "", 2)
 		for _, v := range ca.Verifiers {
 			class := ""
 			if strings.Contains(v, "not analysed") {
 				class = "na"
 			}
-			cl = append(cl, textLinesIndent("verifier "+v, class, width, 2)...)
+			cl = append(cl, b.lines("verifier "+v, class, 2)...)
 		}
-		for _, pat := range ca.Patterns {
-			cl = append(cl, textLinesIndent("identity must match: "+pat, "", width, 2)...)
-		}
-		b.blocks = append(b.blocks, block{attrs: []attr{{"data-client-auth", ca.Mode}}, lines: cl})
-		b.also = append(b.also, ca.Path)
+		b.add(append(cl, b.list("identity must match: ", ca.Patterns, "")...), attr{"data-client-auth", ca.Mode})
+		b.paths = append(b.paths, ca.Path)
 		for _, c := range ca.CRLs {
-			p.crlBlock(b, c, width)
+			p.crlBlock(b, c)
 		}
 		for _, pool := range ca.Pools {
-			b.also = append(b.also, pool.Path)
-			p.poolBlock(b, pool, "clients verified against", width)
+			b.paths = append(b.paths, pool.Path)
+			p.poolBlock(b, pool, "clients verified against")
 		}
 	}
 	if len(in.PeerPatterns) > 0 {
-		var pl []line
-		for _, pat := range in.PeerPatterns {
-			pl = append(pl, textLinesIndent("peer identity must match: "+pat, "", width, 2)...)
-		}
-		b.blocks = append(b.blocks, block{attrs: []attr{{"data-identity-patterns", strconv.Itoa(len(in.PeerPatterns))}}, lines: pl})
+		b.add(b.list("peer identity must match: ", in.PeerPatterns, ""), attr{"data-identity-patterns", strconv.Itoa(len(in.PeerPatterns))})
 	}
 	if len(rt.Outbound) == 0 && len(rt.Handlers) > 0 && in.Mode != ModePassthrough && in.Mode != ModeRefused {
-		b.blocks = append(b.blocks, block{lines: textLines("handled by Caddy: "+strings.Join(rt.Handlers, ", "), "note", width)})
+		b.text("handled by Caddy: "+strings.Join(rt.Handlers, ", "), "note", 0)
 	}
 
-	pr.in = &leg{id: rt.Path, kind: in.Mode, class: inClass(in.Mode), from: pl.client, to: b, label: []string{inLabel(in.Mode)},
-		attrs: []attr{{"data-leg", rt.Path}, {"data-direction", "in"}, {"data-kind", in.Mode}, {"data-listener", pl.l.Address}}}
+	style := legStyles[in.Mode]
+	pl.legs = append(pl.legs, &leg{class: style.class, from: pl.client, to: b, label: []string{style.label},
+		attrs: []attr{{"data-leg", rt.Path}, {"data-direction", "in"}, {"data-kind", in.Mode}, {"data-listener", pl.l.Address}}})
 	for k, o := range rt.Outbound {
 		up, lg := p.buildOutbound(id+"o"+strconv.Itoa(k), rt, o, b)
 		pr.ups = append(pr.ups, up)
-		pr.out = append(pr.out, lg)
+		pl.legs = append(pl.legs, lg)
 	}
 	return pr
-}
-
-// terminated reports whether Caddy decrypts the route's inbound TLS.
-func terminated(rt *Route) bool {
-	return rt.Inbound.Mode == ModeTLS || rt.Inbound.Mode == ModeMTLS
 }
 
 // buildOutbound makes an upstream box (the TLS end of the outbound leg,
 // as Caddy sees it) and the leg to it.
 func (p *picture) buildOutbound(id string, rt *Route, o *Outbound, from *box) (*box, *leg) {
-	width := upChars
-	up := &box{id: id, class: "upstream", path: o.Path, attrs: []attr{{"data-upstream", strings.Join(o.Upstreams, " ")}, {"data-path", o.Path}}}
-	p.boxes = append(p.boxes, up)
-	ups := strings.Join(o.Upstreams, ", ")
-	if ups == "" {
-		ups = "(no upstream)"
-	}
-	up.blocks = append(up.blocks, block{lines: textLines(ups, "title", width)})
+	up := p.newBox(id, "upstream", o.Path, upChars, attr{"data-upstream", strings.Join(o.Upstreams, " ")}, attr{"data-path", o.Path})
+	up.text(cmp.Or(strings.Join(o.Upstreams, ", "), "(no upstream)"), "title", 0)
 	sub := o.Handler
 	if o.Transport != "" && o.Transport != "http" {
 		sub += " · transport " + o.Transport
@@ -282,62 +284,52 @@ func (p *picture) buildOutbound(id string, rt *Route, o *Outbound, from *box) (*
 	if len(o.When) > 0 {
 		sub += " · when " + strings.Join(o.When, ", ")
 	}
-	up.blocks = append(up.blocks, block{lines: textLines(sub, "note", width)})
+	up.text(sub, "note", 0)
 
-	var lines []line
-	add := func(text, class string) { lines = append(lines, textLinesIndent(text, class, width, 2)...) }
-	afterTermination := terminated(rt)
-	kind, class := o.Mode, "leg-plain"
-	label := []string{}
+	afterTermination := rt.Inbound.Mode == ModeTLS || rt.Inbound.Mode == ModeMTLS
+	class, label := "leg-plain", []string{}
 	switch o.Mode {
 	case OutPlainHTTP:
 		label = append(label, "plain HTTP")
 		if afterTermination {
 			class = "leg-plain-warn"
-			add("plaintext after TLS termination", "warn")
+			up.text("plaintext after TLS termination", "warn", 2)
 		}
 	case OutTCP:
 		switch {
 		case afterTermination:
 			class = "leg-plain-warn"
 			label = append(label, "raw TCP, decrypted")
-			add("plaintext after TLS termination", "warn")
+			up.text("plaintext after TLS termination", "warn", 2)
 		case rt.Inbound.Mode == ModePassthrough:
 			class = "leg-pass"
 			label = append(label, "TLS passed through")
 			if len(rt.Hosts) > 0 {
 				label = append(label, "SNI "+strings.Join(rt.Hosts, ", "))
 			}
-			add("TLS server: this upstream (Caddy does not decrypt)", "strong")
+			up.text("TLS server: this upstream (Caddy does not decrypt)", "strong", 2)
 		default:
 			label = append(label, "raw TCP")
 		}
 	case OutTLS, OutMTLS:
-		class = "leg-tls"
-		label = append(label, "TLS")
-		if o.Mode == OutMTLS {
-			class = "leg-mtls"
-			label[0] = "mTLS"
-		}
+		class, label = legStyles[o.Mode].class, []string{legStyles[o.Mode].label}
 		if o.Handler != "reverse_proxy" {
 			label = append(label, "re-encrypted at layer 4")
 		} else if afterTermination {
 			label[0] += ", re-encrypted"
 		}
-		add("TLS server: this upstream; Caddy is the client", "strong")
+		up.text("TLS server: this upstream; Caddy is the client", "strong", 2)
 		if o.InsecureSkipVerify {
-			add("its certificate is NOT verified (insecure_skip_verify)", "bad")
+			up.text("its certificate is NOT verified (insecure_skip_verify)", "bad", 2)
 		}
 		if o.ServerName != "" {
-			add("server name: "+o.ServerName, "")
+			up.text("server name: "+o.ServerName, "", 2)
 		}
-		for _, pin := range o.UpstreamIdentity {
-			add("upstream identity must be: "+pin, "")
-		}
+		up.add(up.list("upstream identity must be: ", o.UpstreamIdentity, ""))
 	case OutUnknown:
 		class = "leg-unknown"
 		label = append(label, "not analysed")
-		add("transport "+o.Transport+" not analysed: what this leg does to TLS is not known", "na")
+		up.text("transport "+o.Transport+" not analysed: what this leg does to TLS is not known", "na", 2)
 	}
 	if o.ProxyProtocol != "" {
 		pp := "PROXY " + o.ProxyProtocol
@@ -346,14 +338,13 @@ func (p *picture) buildOutbound(id string, rt *Route, o *Outbound, from *box) (*
 		}
 		label = append(label, pp)
 	}
-	up.blocks = append(up.blocks, block{lines: lines})
 	if (o.Mode == OutTLS || o.Mode == OutMTLS) && (!o.InsecureSkipVerify || o.TrustPool != nil) {
-		p.poolBlock(up, o.TrustPool, "upstream verified against", width)
+		p.poolBlock(up, o.TrustPool, "upstream verified against")
 	}
 	if o.ClientIdentity != "" {
-		up.blocks = append(up.blocks, block{attrs: []attr{{"data-client-identity", "true"}}, lines: textLinesIndent("Caddy presents: "+o.ClientIdentity, "", width, 2)})
+		up.add(up.lines("Caddy presents: "+o.ClientIdentity, "", 2), attr{"data-client-identity", "true"})
 		for _, c := range o.ClientCertificates {
-			p.certBlock(up, c, width)
+			p.certBlock(up, c)
 		}
 	}
 	if len(o.IdentityHeaders) > 0 {
@@ -362,24 +353,15 @@ func (p *picture) buildOutbound(id string, rt *Route, o *Outbound, from *box) (*
 		if !stripped {
 			state, cls = "client copies NOT all stripped", "warn"
 		}
-		up.blocks = append(up.blocks, block{attrs: []attr{{"data-identity-headers", strings.Join(o.IdentityHeaders, ",")}, {"data-stripped", strconv.FormatBool(stripped)}},
-			lines: append(textLinesIndent("identity headers set: "+strings.Join(o.IdentityHeaders, ", "), "", width, 2), textLinesIndent(state, cls, width, 2)...)})
+		up.add(append(up.lines("identity headers set: "+strings.Join(o.IdentityHeaders, ", "), "", 2), up.lines(state, cls, 2)...),
+			attr{"data-identity-headers", strings.Join(o.IdentityHeaders, ",")}, attr{"data-stripped", strconv.FormatBool(stripped)})
 	}
-	var notes []line
-	for _, n := range o.Notes {
-		notes = append(notes, textLinesIndent("- "+n, "note", width, 2)...)
-	}
-	if len(notes) > 0 {
-		up.blocks = append(up.blocks, block{lines: notes})
-	}
+	up.add(up.list("- ", o.Notes, "note"))
 	for i := range label {
 		label[i] = clip(label[i], lblChars)
 	}
-	if len(label) > lblLines {
-		label = label[:lblLines]
-	}
-	lg := &leg{id: o.Path, kind: kind, class: class, from: from, to: up, label: label,
-		attrs: []attr{{"data-leg", o.Path}, {"data-direction", "out"}, {"data-kind", kind},
+	lg := &leg{class: class, from: from, to: up, label: label[:min(len(label), lblLines)],
+		attrs: []attr{{"data-leg", o.Path}, {"data-direction", "out"}, {"data-kind", o.Mode},
 			{"data-after-termination", strconv.FormatBool(afterTermination)}}}
 	if o.ProxyProtocol != "" {
 		lg.attrs = append(lg.attrs, attr{"data-proxy-protocol", o.ProxyProtocol}, attr{"data-identity-tlvs", strconv.FormatBool(o.IdentityTLVs)})
@@ -391,132 +373,96 @@ func (p *picture) buildOutbound(id string, rt *Route, o *Outbound, from *box) (*
 // error severity concerns the leg (info means the suite's handler strips
 // what it sets).
 func (p *picture) headersStripped(o *Outbound) bool {
-	for _, f := range p.rep.Findings {
-		if f.Kind == KindIdentityHeaders && f.Severity.Rank() >= SeverityWarning.Rank() && under(f.Path, o.Path) {
-			return false
-		}
-	}
-	return true
+	return !slices.ContainsFunc(p.rep.Findings, func(f Finding) bool {
+		return f.Kind == KindIdentityHeaders && f.Severity.Rank() >= SeverityWarning.Rank() && under(f.Path, o.Path)
+	})
 }
 
 // certBlock adds a certificate to a box: subject, issuer, not-after and
 // days left, coloured by the expiry thresholds.
-func (p *picture) certBlock(b *box, id string, width int) {
+func (p *picture) certBlock(b *box, id string) {
 	c := p.rep.Certificate(id)
 	if c == nil {
 		return
 	}
 	b.certs = append(b.certs, id)
-	at := []attr{{"data-cert", c.ID}, {"data-role", c.Role}}
-	subject := c.Subject
-	if subject == "" && len(c.Names) > 0 {
-		subject = strings.Join(c.Names, ", ")
-	}
-	if subject == "" {
-		subject = c.Source
-	}
+	subject := cmp.Or(c.Subject, strings.Join(c.Names, ", "), c.Source)
 	role := map[string]string{RoleServer: "server cert", RoleClient: "client cert", RoleTrustAnchor: "CA"}[c.Role]
-	lines := []line{{indent: 2, spans: []span{{c.ID + " ", "id"}, {clip(role+" "+subject, width-len(c.ID)-3), "strong"}}}}
+	lines := []line{{indent: 2, spans: []span{{c.ID + " ", "id"}, {clip(role+" "+subject, b.chars-len(c.ID)-3), "strong"}}}}
 	if c.Issuer != "" && c.Issuer != c.Subject {
-		lines = append(lines, line{indent: 4, spans: []span{{clip("issuer "+c.Issuer, width-4), ""}}})
+		lines = append(lines, line{indent: 4, spans: []span{{clip("issuer "+c.Issuer, b.chars-4), ""}}})
 	}
-	if c.NotAfter != nil {
-		cls, left := p.expiryClass(*c.NotAfter)
-		if c.RenewBy != nil && cls != "exp-expired" {
-			// Caddy renews it: orange only once its renewal is overdue
-			cls = "exp-ok"
-			if !p.now.Before(*c.RenewBy) {
-				cls = "exp-soon"
-			}
-		}
-		at = append(at, attr{"data-expiry", strings.TrimPrefix(cls, "exp-")})
-		lines = append(lines, line{indent: 4, spans: []span{{"not after " + c.NotAfter.UTC().Format(time.DateOnly) + " ", ""}, {"(" + left + ")", cls}}})
-	} else {
-		at = append(at, attr{"data-expiry", "unknown"})
-		for _, l := range textLinesIndent("not read: "+c.NotRead, "na", width-4, 2) {
-			l.indent += 4
-			lines = append(lines, l)
+	at := []attr{{"data-cert", c.ID}, {"data-role", c.Role}}
+	if c.NotAfter == nil {
+		b.add(append(lines, notReadLines(c.NotRead, b.chars)...), append(at, expiryAttr("unknown"))...)
+		return
+	}
+	cls, left := p.expiryClass(*c.NotAfter, p.window)
+	if c.RenewBy != nil && cls != "exp-expired" {
+		// Caddy renews it: orange only once its renewal is overdue
+		cls = "exp-ok"
+		if !p.now.Before(*c.RenewBy) {
+			cls = "exp-soon"
 		}
 	}
-	b.blocks = append(b.blocks, block{attrs: at, lines: lines})
+	b.add(append(lines, dated("not after "+c.NotAfter.UTC().Format(time.DateOnly), cls, left)), append(at, expiryAttr(cls))...)
 }
 
 // crlBlock adds a CRL in force: its file, issuer and next update with the
 // time left, coloured like a certificate's expiry (orange within
 // crlExpiringWindow of its next update, red past it).
-func (p *picture) crlBlock(b *box, c *CRL, width int) {
-	at := []attr{{"data-crl", c.File}, {"data-path", c.Path}}
-	lines := []line{{indent: 2, spans: []span{{clip("CRL "+c.File, width-2), "strong"}}}}
+func (p *picture) crlBlock(b *box, c *CRL) {
+	lines := []line{{indent: 2, spans: []span{{clip("CRL "+c.File, b.chars-2), "strong"}}}}
+	cls := "unknown"
 	switch {
 	case c.NotRead != "":
-		at = append(at, attr{"data-expiry", "unknown"})
-		for _, l := range textLinesIndent("not read: "+c.NotRead, "na", width-4, 2) {
-			l.indent += 4
-			lines = append(lines, l)
-		}
+		lines = append(lines, notReadLines(c.NotRead, b.chars)...)
+	case c.NextUpdate == nil:
+		lines = append(lines, c.issuerLine(b.chars), line{indent: 4, spans: []span{{"no next update", "na"}}})
 	default:
-		lines = append(lines, line{indent: 4, spans: []span{{clip("issuer "+c.Issuer+", "+strconv.Itoa(c.Revoked)+" revoked", width-4), ""}}})
-		if c.NextUpdate == nil {
-			at = append(at, attr{"data-expiry", "unknown"})
-			lines = append(lines, line{indent: 4, spans: []span{{"no next update", "na"}}})
-			break
-		}
-		cls, left := p.expiryClassWithin(*c.NextUpdate, crlExpiringWindow)
-		at = append(at, attr{"data-expiry", strings.TrimPrefix(cls, "exp-")})
-		lines = append(lines, line{indent: 4, spans: []span{{"next update " + c.NextUpdate.Format(crlTime) + " ", ""}, {"(" + left + ")", cls}}})
+		var left string
+		cls, left = p.expiryClass(*c.NextUpdate, crlExpiringWindow)
+		lines = append(lines, c.issuerLine(b.chars), dated("next update "+c.NextUpdate.Format(crlTime), cls, left))
 	}
-	b.blocks = append(b.blocks, block{attrs: at, lines: lines})
+	b.add(lines, attr{"data-crl", c.File}, attr{"data-path", c.Path}, expiryAttr(cls))
 }
 
-// poolBlock adds a trust pool (nil: the system roots) and its anchors.
-func (p *picture) poolBlock(b *box, pool *Pool, what string, width int) {
-	if pool == nil {
-		b.blocks = append(b.blocks, block{attrs: []attr{{"data-pool", "system"}}, lines: textLinesIndent(what+" the system roots", "", width, 2)})
-		return
+func (c *CRL) issuerLine(width int) line {
+	return line{indent: 4, spans: []span{{clip("issuer "+c.Issuer+", "+strconv.Itoa(c.Revoked)+" revoked", width-4), ""}}}
+}
+
+// notReadLines say why a certificate or a CRL was not read.
+func notReadLines(reason string, width int) []line {
+	lines := textLines("not read: "+reason, "na", width-4, 2)
+	for i := range lines {
+		lines[i].indent += 4
 	}
-	src := pool.Source + " " + pool.Description
-	if pool.Source == "system" {
-		src = pool.Description
+	return lines
+}
+
+// dated is the line of a time limit, the time left coloured by class.
+func dated(what, class, left string) line {
+	return line{indent: 4, spans: []span{{what + " ", ""}, {"(" + left + ")", class}}}
+}
+
+// expiryAttr is the data-expiry of an expiry class ("exp-soon": "soon").
+func expiryAttr(class string) attr { return attr{"data-expiry", strings.TrimPrefix(class, "exp-")} }
+
+// poolBlock adds a trust pool (nil: the system roots) and its anchors.
+func (p *picture) poolBlock(b *box, pool *Pool, what string) {
+	if pool == nil {
+		b.add(b.lines(what+" the system roots", "", 2), attr{"data-pool", "system"})
+		return
 	}
 	live := "read at config load"
 	if pool.Live {
 		live = "live: followed as it changes"
 	}
-	b.blocks = append(b.blocks, block{attrs: []attr{{"data-pool", pool.Source}, {"data-live", strconv.FormatBool(pool.Live)}, {"data-path", pool.Path}},
-		lines: textLinesIndent(what+" "+src+" ("+live+")", "", width, 2)})
+	b.add(b.lines(what+" "+pool.name()+" ("+live+")", "", 2),
+		attr{"data-pool", pool.Source}, attr{"data-live", strconv.FormatBool(pool.Live)}, attr{"data-path", pool.Path})
 	for _, a := range pool.Anchors {
-		p.certBlock(b, a, width)
+		p.certBlock(b, a)
 	}
-}
-
-func inClass(mode string) string {
-	switch mode {
-	case ModeTLS:
-		return "leg-tls"
-	case ModeMTLS:
-		return "leg-mtls"
-	case ModePassthrough:
-		return "leg-pass"
-	case ModeRefused:
-		return "leg-refused"
-	}
-	return "leg-plain"
-}
-
-func inLabel(mode string) string {
-	switch mode {
-	case ModePlainHTTP:
-		return "plain HTTP"
-	case ModeTLS:
-		return "TLS"
-	case ModeMTLS:
-		return "mTLS"
-	case ModePassthrough:
-		return "TLS (passed)"
-	case ModeRefused:
-		return "refused"
-	}
-	return "raw TCP"
 }
 
 // under reports whether config path p is at or below path parent.
@@ -539,11 +485,9 @@ func (p *picture) attach() {
 		if target == nil {
 			target = p.pathBox(f.Path)
 		}
-		if target == nil {
-			p.unplaced = append(p.unplaced, i)
-			continue
+		if target != nil {
+			target.findings = append(target.findings, i)
 		}
-		target.findings = append(target.findings, i)
 	}
 	for i, n := range p.rep.NotAnalysed {
 		if target := p.pathBox(n.Path); target != nil {
@@ -560,10 +504,8 @@ func (p *picture) certBox(msg string) *box {
 			continue
 		}
 		for _, b := range p.boxes {
-			for _, id := range b.certs {
-				if id == c.ID {
-					return b
-				}
+			if slices.Contains(b.certs, c.ID) {
+				return b
 			}
 		}
 	}
@@ -575,7 +517,7 @@ func (p *picture) pathBox(path string) *box {
 	var best *box
 	bestLen := -1
 	for _, b := range p.boxes {
-		for _, bp := range append([]string{b.path}, b.also...) {
+		for _, bp := range b.paths {
 			if under(path, bp) && len(bp) > bestLen {
 				best, bestLen = b, len(bp)
 			}
@@ -584,10 +526,13 @@ func (p *picture) pathBox(path string) *box {
 	return best
 }
 
+// diagramTop is where the diagram starts, below the legend and the
+// column headings.
+const diagramTop = 175.0
+
 // place gives every box its position and size.
-func (p *picture) place(top float64) {
-	p.top = top
-	y := top
+func (p *picture) place() {
+	y := diagramTop
 	for _, pl := range p.listeners {
 		f := pl.frame
 		f.x, f.y, f.w = listenerX, y, listenerW
@@ -608,12 +553,9 @@ func (p *picture) place(top float64) {
 			}
 			ry += rowH + rowGap
 		}
-		if len(pl.routes) == 0 {
-			ry += 4
-		}
 		f.h = ry - y - rowGap + 10
 		if len(pl.routes) == 0 {
-			f.h = ry - y
+			f.h = ry + 4 - y
 		}
 		c := pl.client
 		c.x, c.w, c.h = clientX, clientW, clientH
@@ -636,14 +578,9 @@ func linesHeight(bs []block) float64 {
 	return float64(n) * lineH
 }
 
-// textLines wraps text to width characters, each line with one class.
-func textLines(text, class string, width int) []line {
-	return textLinesIndent(text, class, width, 0)
-}
-
-// textLinesIndent wraps text to width characters; continuation lines are
-// indented by indent characters.
-func textLinesIndent(text, class string, width, indent int) []line {
+// textLines wraps text to width characters, in one class; continuation
+// lines are indented by indent characters.
+func textLines(text, class string, width, indent int) []line {
 	var out []line
 	for i, s := range wrapWords(text, width, indent) {
 		ind := 0
@@ -677,29 +614,19 @@ func wrapWords(text string, width, indent int) []string {
 			if len(cur) > 0 {
 				room--
 			}
-			if len(word) <= room {
-				if len(cur) > 0 {
-					cur = append(cur, ' ')
-				}
-				cur = append(cur, word...)
-				word = nil
+			if len(word) > room && (len(cur) > 0 && len(word) <= limit || room <= 0) {
+				flush() // the word goes on the next line
 				continue
 			}
-			if len(cur) > 0 && len(word) <= limit {
-				flush()
-				continue
-			}
-			// a word longer than a line: fill this line with its start
-			if room <= 0 {
-				flush()
-				continue
-			}
+			// the word, or as much as fits of a word longer than a line
+			n := min(len(word), room)
 			if len(cur) > 0 {
 				cur = append(cur, ' ')
 			}
-			cur = append(cur, word[:room]...)
-			word = word[room:]
-			flush()
+			cur, word = append(cur, word[:n]...), word[n:]
+			if len(word) > 0 {
+				flush()
+			}
 		}
 	}
 	if len(cur) > 0 || len(lines) == 0 {

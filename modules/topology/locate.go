@@ -1,8 +1,6 @@
 package topology
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
 	"slices"
@@ -18,23 +16,20 @@ import (
 // Caddyfile line it comes from: Finding.Location, "file:line" (an
 // imported file's own name and line for what it holds).
 //
-// The adapter keeps no source positions in the JSON, so the line is
-// found from the finding's config path: the site block whose addresses
-// give the route's hosts (or the TLS connection policy's SNI names) and
-// ports, then, inside it, the directive and subdirective each step of the
-// path comes from (reverse_proxy, transport, tls_insecure_skip_verify,
-// client_auth, mode, ...), told apart by the values they carry (an
-// upstream's address, a file name). A step it cannot place leaves the line
-// of the last one it could, the site block's address at least; a finding
-// it cannot place at all keeps its JSON path only.
+// The JSON keeps no source positions, so the line is found from the
+// finding's config path: the site block of the route's hosts (or the
+// connection policy's SNI names) and ports, then inside it the directive
+// each step of the path comes from, told apart by the values they carry.
+// A step it cannot place leaves the line of the last one it could; a
+// finding it cannot place at all keeps its JSON path only.
 func (r *Report) LocateCaddyfile(cfg []byte, filename string, body []byte) error {
 	blocks, err := caddyfile.Parse(filename, body)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", filename, err)
 	}
-	var root any
-	if err := json.NewDecoder(bytes.NewReader(cfg)).Decode(&root); err != nil {
-		return fmt.Errorf("reading the config: %w", err)
+	root, err := decodeConfig(cfg)
+	if err != nil {
+		return err
 	}
 	l := &locator{root: root}
 	l.httpPort, l.httpsPort = httpPorts(obj(obj(obj(root)["apps"])["http"]))
@@ -42,15 +37,14 @@ func (r *Report) LocateCaddyfile(cfg []byte, filename string, body []byte) error
 		if b.IsNamedRoute {
 			continue
 		}
-		lb := locBlock{keys: b.Keys}
+		lb := &locBlock{keys: b.Keys}
 		for _, seg := range b.Segments {
 			lb.tokens = append(lb.tokens, seg...)
 		}
-		if len(b.Keys) == 0 {
-			l.global = &lb
-			continue
+		l.all = append(l.all, lb) // the global options, without keys, come first
+		if len(b.Keys) > 0 {
+			l.sites = append(l.sites, lb)
 		}
-		l.sites = append(l.sites, &lb)
 	}
 	for i := range r.Findings {
 		if tok, ok := l.locate(r.Findings[i].Path, r.Findings[i].Message); ok {
@@ -63,8 +57,7 @@ func (r *Report) LocateCaddyfile(cfg []byte, filename string, body []byte) error
 // locator finds the Caddyfile token a config path comes from.
 type locator struct {
 	root                any
-	global              *locBlock
-	sites               []*locBlock
+	all, sites          []*locBlock
 	httpPort, httpsPort int
 }
 
@@ -134,10 +127,7 @@ func (l *locator) locate(path, msg string) (caddyfile.Token, bool) {
 // from the server's site blocks; other apps from the global options or any
 // block.
 func (l *locator) blocksFor(steps []step) ([]*locBlock, int) {
-	all := append([]*locBlock{}, l.sites...)
-	if l.global != nil {
-		all = append([]*locBlock{l.global}, all...)
-	}
+	all := l.all
 	if len(steps) < 4 || steps[1].key != "http" || steps[2].key != "servers" {
 		return all, 1
 	}
@@ -146,31 +136,21 @@ func (l *locator) blocksFor(steps []step) ([]*locBlock, int) {
 		ports = append(ports, portOf(a))
 	}
 	onServer := l.siteBlocks(ports, nil)
-	if len(steps) == 4 {
-		return firstNonEmpty(onServer, all), 4
-	}
-	var hosts []string
-	switch s := steps[4]; s.key {
-	case "routes":
-		for _, set := range arr(obj(s.node)["match"]) {
-			hosts = append(hosts, strs(obj(set)["host"])...)
+	if len(steps) > 4 {
+		switch s := steps[4]; s.key {
+		case "routes":
+			hosts := topHosts([]any{s.node})
+			if len(hosts) == 0 {
+				hosts = []string{""}
+			}
+			return firstNonEmpty(l.siteBlocks(ports, hosts), onServer, all), 5
+		case "tls_connection_policies":
+			if hosts := strs(obj(obj(s.node)["match"])["sni"]); len(hosts) > 0 {
+				return firstNonEmpty(l.siteBlocks(ports, hosts), onServer, all), 4
+			}
 		}
-	case "tls_connection_policies":
-		hosts = strs(obj(obj(s.node)["match"])["sni"])
-		if len(hosts) == 0 {
-			return firstNonEmpty(onServer, all), 4
-		}
-	default:
-		return firstNonEmpty(onServer, all), 4
 	}
-	from := 5
-	if steps[4].key == "tls_connection_policies" {
-		from = 4
-	}
-	if len(hosts) == 0 {
-		hosts = []string{""}
-	}
-	return firstNonEmpty(l.siteBlocks(ports, hosts), onServer, all), from
+	return firstNonEmpty(onServer, all), 4
 }
 
 // siteBlocks returns the site blocks with an address on one of ports
@@ -342,7 +322,7 @@ func leaves(v any) []string {
 			}
 		case map[string]any:
 			for _, k := range keys(x) {
-				if k != "handler" && k != "provider" && k != "protocol" && k != "verifier" {
+				if !slices.Contains([]string{"handler", "provider", "protocol", "verifier"}, k) {
 					walk(x[k], depth+1)
 				}
 			}
@@ -352,64 +332,70 @@ func leaves(v any) []string {
 	return out
 }
 
+// handlerWords are the directives an HTTP handler comes from, where they
+// are not its name (none: a subroute).
+var handlerWords = map[string][]string{
+	"":                nil,
+	"subroute":        nil,
+	"peer_headers":    {"forward_peer_identity"},
+	"headers":         {"request_header", "header"},
+	"static_response": {"respond", "redir", "error"},
+	"authentication":  {"basic_auth", "basicauth", "forward_auth"},
+}
+
+// keyWords are the directives and subdirectives a config key comes from,
+// where they are not the key itself (none: the step is placed by its
+// values, a listen address, an upstream, a file name, or not at all).
+var keyWords = map[string][]string{
+	"routes":                      {"handle", "handle_path", "route", "handle_errors"},
+	"servers":                     nil,
+	"apps":                        nil,
+	"certificates":                nil,
+	"tls":                         nil,
+	"request":                     nil,
+	"revocation":                  nil,
+	"policies":                    nil,
+	"automation":                  nil,
+	"listen":                      nil,
+	"transport":                   {"transport"},
+	"insecure_skip_verify":        {"tls_insecure_skip_verify", "insecure_skip_verify"},
+	"client_certificate_file":     {"tls_client_auth"},
+	"client_certificate_key_file": {"tls_client_auth"},
+	"client_certificate_automate": {"tls_client_auth"},
+	"ca":                          {"tls_trust_pool", "trust_pool", "tls_trusted_ca_certs"},
+	"root_ca_pem_files":           {"tls_trust_pool", "trust_pool", "tls_trusted_ca_certs"},
+	"root_ca_pool":                {"tls_trust_pool", "trust_pool", "tls_trusted_ca_certs"},
+	"tls_connection_policies":     {"tls"},
+	"load_files":                  {"tls"},
+	"load_pem":                    {"tls"},
+	"load_folders":                {"tls"},
+	"client_authentication":       {"client_auth"},
+	"verifiers":                   {"verifier"},
+	"crl_files":                   {"crl"},
+	"trusted_ca_certs_pem_files":  {"trust_pool", "trusted_ca_cert_file", "trusted_ca_cert"},
+	"trusted_ca_certs":            {"trust_pool", "trusted_ca_cert_file", "trusted_ca_cert"},
+}
+
 // caddyfileWords are the Caddyfile directives and subdirectives a config
-// step comes from; none means the step is placed by its values (a listen
-// address, an upstream, a file name) or not at all.
+// step comes from (parent: the handler it is in); none means the step is
+// placed by its values or not at all.
 func caddyfileWords(s step, parent string) []string {
-	switch s.key {
-	case "handle":
+	if s.key == "handle" {
 		h := str(obj(s.node)["handler"])
-		switch h {
-		case "subroute", "":
-			return nil
-		case "peer_headers":
-			return []string{"forward_peer_identity"}
-		case "headers":
-			return []string{"request_header", "header"}
-		case "static_response":
-			return []string{"respond", "redir", "error"}
-		case "authentication":
-			return []string{"basic_auth", "basicauth", "forward_auth"}
+		if w, ok := handlerWords[h]; ok {
+			return w
 		}
 		return []string{h}
-	case "routes":
-		return []string{"handle", "handle_path", "route", "handle_errors"}
-	case "servers", "apps", "certificates", "tls", "request", "revocation", "policies", "automation":
-		return nil
-	case "http", "layer4", "passthrough":
-		if s.index < 0 {
-			return []string{s.key}
-		}
-	case "listen":
-		return nil
-	case "transport":
-		return []string{"transport"}
-	case "insecure_skip_verify":
-		return []string{"tls_insecure_skip_verify", "insecure_skip_verify"}
-	case "client_certificate_file", "client_certificate_key_file", "client_certificate_automate":
-		return []string{"tls_client_auth"}
-	case "ca", "root_ca_pem_files", "root_ca_pool":
-		return []string{"tls_trust_pool", "trust_pool", "tls_trusted_ca_certs"}
-	case "headers":
-		if parent == "reverse_proxy" {
-			return []string{"header_up"}
-		}
-	case "tls_connection_policies", "load_files", "load_pem", "load_folders":
-		return []string{"tls"}
-	case "client_authentication":
-		return []string{"client_auth"}
-	case "verifiers":
-		return []string{"verifier"}
-	case "crl_files":
-		return []string{"crl"}
-	case "trusted_ca_certs_pem_files", "trusted_ca_certs":
-		return []string{"trust_pool", "trusted_ca_cert_file", "trusted_ca_cert"}
 	}
-	if obj(s.node) == nil && arr(s.node) == nil {
-		// a scalar option: its Caddyfile name is most often its JSON key
-		return []string{s.key}
+	if s.key == "headers" && parent == "reverse_proxy" {
+		return []string{"header_up"}
 	}
-	if s.index < 0 {
+	if w, ok := keyWords[s.key]; ok {
+		return w
+	}
+	// a scalar option (its Caddyfile name is most often its JSON key), or
+	// an object not in an array
+	if obj(s.node) == nil && arr(s.node) == nil || s.index < 0 {
 		return []string{s.key}
 	}
 	return nil

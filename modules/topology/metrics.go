@@ -3,10 +3,7 @@ package topology
 import (
 	"strings"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/trustline/trustline/modules/material"
 	"go.uber.org/zap"
 )
 
@@ -72,10 +69,4 @@ func gauges(rep *Report) []gauge {
 		out = append(out, gauge{k[0], k[1], k[2], v})
 	}
 	return out
-}
-
-// registerMetrics adds the certificate expiry gauges to ctx's metrics
-// registry (Caddy makes one per config load).
-func registerMetrics(ctx caddy.Context) {
-	material.RegisterCollectors(ctx, "the certificate expiry gauge", collector{logger: ctx.Logger()})
 }

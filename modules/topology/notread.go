@@ -12,21 +12,17 @@ import (
 var errPasswordNotResolved = errors.New("password not resolvable")
 
 // notReadFindings adds a certificate_not_read finding for each certificate
-// the report failed to read. Caddy and the suite read every such file when
-// they load the config, so a missing file, one that does not parse or a
-// store that does not open means the config cannot start: an error. What
-// may depend on where the report runs (a password placeholder that does
-// not resolve here, a file this user may not read) is a warning.
-// Certificates not read by design (managed by Caddy, in its storage,
-// streamed at run time) are no finding.
+// the report failed to read: an error, since Caddy reads them when it
+// loads the config, but a warning for what may depend on where the report
+// runs (a password placeholder, a file this user may not read).
+// Certificates not read by design (managed by Caddy) are no finding.
 func (a *analyzer) notReadFindings() {
 	for _, c := range a.rep.Certificates {
 		if c.readErr == nil {
 			continue
 		}
 		path := c.firstUse()
-		what := map[string]string{RoleServer: "server certificate", RoleClient: "client certificate", RoleTrustAnchor: "trust anchors"}[c.Role]
-		msg := fmt.Sprintf("%s %s (%s) cannot be read: %s", what, c.ID, c.Source, c.NotRead)
+		msg := fmt.Sprintf("%s %s (%s) cannot be read: %s", roleNames[c.Role], c.ID, c.Source, c.NotRead)
 		switch {
 		case errors.Is(c.readErr, errPasswordNotResolved):
 			a.finding(SeverityWarning, KindCertNotRead, path,

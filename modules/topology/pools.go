@@ -2,6 +2,9 @@ package topology
 
 import (
 	"cmp"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -20,14 +23,9 @@ func (a *analyzer) pool(src map[string]any, path string) *Pool {
 	p := &Pool{Path: path, Source: str(src["provider"])}
 	switch p.Source {
 	case "file":
-		files := strs(src["pem_files"])
-		p.Description = strings.Join(files, ", ")
-		for _, f := range files {
-			p.Anchors = append(p.Anchors, a.anchorsFile(f, false, path)...)
-		}
+		return a.filePool(strs(src["pem_files"]), path)
 	case "inline":
-		p.Description = "certificates in the config"
-		p.Anchors = a.inlineAnchors(strs(src["trusted_ca_certs"]), path)
+		return a.inlinePool(strs(src["trusted_ca_certs"]), "certificates in the config", path)
 	case "pki_root", "pki_intermediate":
 		auth := strs(src["authority"])
 		if len(auth) == 0 {
@@ -111,18 +109,36 @@ func (a *analyzer) suitePool(p *Pool, src map[string]any, path string) {
 	}
 }
 
-// inlineAnchors adds base64-DER certificates (Caddy's inline form).
-func (a *analyzer) inlineAnchors(certs []string, path string) []string {
-	var ids []string
+// filePool is a pool of PEM files (Caddy's pem_files, root_ca_pem_files,
+// trusted_ca_certs_pem_files) at path.
+func (a *analyzer) filePool(files []string, path string) *Pool {
+	p := &Pool{Path: path, Source: "file", Description: strings.Join(files, ", ")}
+	for _, f := range files {
+		f = expandPath(f)
+		p.Anchors = append(p.Anchors, a.anchorsFile(f, "file "+f, false, path)...)
+	}
+	return p
+}
+
+// inlinePool is a pool of base64-DER certificates (Caddy's inline form)
+// at path.
+func (a *analyzer) inlinePool(certs []string, desc, path string) *Pool {
+	p := &Pool{Path: path, Source: "inline", Description: desc}
 	for i, s := range certs {
-		c, err := base64DER(s)
+		der, err := base64.StdEncoding.DecodeString(s)
+		var c *x509.Certificate
 		if err != nil {
-			ids = append(ids, a.unreadable(RoleTrustAnchor, "inline certificate "+index(path, i), false, err, path).ID)
+			err = fmt.Errorf("not base64: %w", err)
+		} else {
+			c, err = x509.ParseCertificate(der)
+		}
+		if err != nil {
+			p.Anchors = append(p.Anchors, a.unreadable(RoleTrustAnchor, "inline certificate "+index(path, i), false, err, path).ID)
 			continue
 		}
-		ids = append(ids, a.addCert(RoleTrustAnchor, "inline", false, c, path).ID)
+		p.Anchors = append(p.Anchors, a.addCert(RoleTrustAnchor, "inline", false, c, path).ID)
 	}
-	return ids
+	return p
 }
 
 // bundleAnchors reads the suite's bundle source: PEM files, directories,
@@ -141,16 +157,8 @@ func (a *analyzer) bundleAnchors(patterns []string, path string) []string {
 		return []string{a.unreadable(RoleTrustAnchor, source, true, err, path).ID}
 	}
 	var ids []string
-	for i, f := range files {
-		if i >= 1000 {
-			break
-		}
-		certs, err := a.pemFile(f)
-		if err != nil {
-			ids = append(ids, a.unreadable(RoleTrustAnchor, "bundle file "+f, true, err, path).ID)
-			continue
-		}
-		ids = append(ids, a.anchors(certs, "bundle file "+f, true, path)...)
+	for _, f := range files[:min(len(files), 1000)] {
+		ids = append(ids, a.anchorsFile(f, "bundle file "+f, true, path)...)
 	}
 	return ids
 }
@@ -162,18 +170,18 @@ func (a *analyzer) spiffeBundleFile(td, file, path string) []string {
 		return []string{a.addUnread(RoleTrustAnchor, source, true, "files not read", path).ID}
 	}
 	trustDomain, err := spiffeid.TrustDomainFromString(td)
+	var data []byte
+	if err == nil {
+		data, err = a.readFile(file)
+	}
+	var b *spiffebundle.Bundle
+	if err == nil {
+		b, err = spiffebundle.Parse(trustDomain, data)
+	}
 	if err != nil {
 		return []string{a.unreadable(RoleTrustAnchor, source, true, err, path).ID}
 	}
-	data, err := a.readFile(file)
-	if err != nil {
-		return []string{a.unreadable(RoleTrustAnchor, source, true, err, path).ID}
-	}
-	b, err := spiffebundle.Parse(trustDomain, data)
-	if err != nil {
-		return []string{a.unreadable(RoleTrustAnchor, source, true, err, path).ID}
-	}
-	return a.anchors(b.X509Authorities(), source, true, path)
+	return a.addCerts(RoleTrustAnchor, b.X509Authorities(), source, true, path)
 }
 
 // describe is a pool's one-line description with its anchor IDs.
@@ -181,10 +189,7 @@ func (p *Pool) describe() string {
 	if p == nil {
 		return "the system roots"
 	}
-	s := p.Source + " " + p.Description
-	if p.Source == "system" {
-		s = p.Description
-	}
+	s := p.name()
 	if len(p.Anchors) > 0 {
 		s += " [" + strings.Join(p.Anchors, " ") + "]"
 	}
@@ -192,6 +197,14 @@ func (p *Pool) describe() string {
 		s += " (live)"
 	}
 	return s
+}
+
+// name is a pool's source and description.
+func (p *Pool) name() string {
+	if p.Source == "system" {
+		return p.Description
+	}
+	return p.Source + " " + p.Description
 }
 
 // workloadSocket names the Workload API socket a spiffe_workload source

@@ -86,15 +86,9 @@ func (a *analyzer) upstreamTLS(out *Outbound, t map[string]any, path string) {
 	case obj(t["ca"]) != nil:
 		out.TrustPool = a.pool(obj(t["ca"]), field(path, "ca"))
 	case len(strs(t["root_ca_pool"])) > 0:
-		out.TrustPool = &Pool{Path: field(path, "root_ca_pool"), Source: "inline", Description: "root_ca_pool",
-			Anchors: a.inlineAnchors(strs(t["root_ca_pool"]), field(path, "root_ca_pool"))}
+		out.TrustPool = a.inlinePool(strs(t["root_ca_pool"]), "root_ca_pool", field(path, "root_ca_pool"))
 	case len(strs(t["root_ca_pem_files"])) > 0:
-		files := strs(t["root_ca_pem_files"])
-		p := &Pool{Path: field(path, "root_ca_pem_files"), Source: "file", Description: strings.Join(files, ", ")}
-		for _, f := range files {
-			p.Anchors = append(p.Anchors, a.anchorsFile(f, false, p.Path)...)
-		}
-		out.TrustPool = p
+		out.TrustPool = a.filePool(strs(t["root_ca_pem_files"]), field(path, "root_ca_pem_files"))
 	}
 	if out.TrustPool == nil && !out.InsecureSkipVerify {
 		a.finding(SeverityInfo, KindUpstreamSystemRoot, path,
@@ -110,18 +104,12 @@ func (a *analyzer) upstreamTLS(out *Outbound, t map[string]any, path string) {
 	}
 	if name := str(t["client_certificate_automate"]); name != "" {
 		out.ClientIdentity = "managed by Caddy for " + name
-		ratio := 0.0
-		if pol := a.policyFor(name); pol != nil {
-			ratio = pol.ratio
-		}
-		ids := a.liveServerCerts(name, "client_certificate_automate", ratio, field(path, "client_certificate_automate"))
+		ids := a.liveServerCerts(name, "client_certificate_automate", a.policyFor(name), field(path, "client_certificate_automate"))
 		if len(ids) == 0 {
 			ids = []string{a.addUnread(RoleClient, "managed by Caddy for "+name, false, "managed by Caddy: see the running instance's report", field(path, "client_certificate_automate")).ID}
 		}
 		for _, id := range ids {
-			if c := a.rep.Certificate(id); c != nil {
-				c.Role = RoleClient
-			}
+			a.rep.Certificate(id).Role = RoleClient
 		}
 		out.ClientCertificates = append(out.ClientCertificates, ids...)
 		out.Mode = OutMTLS
@@ -160,15 +148,7 @@ func (a *analyzer) suiteIdentity(out *Outbound, ci map[string]any, pins []string
 // allLoopback reports whether every upstream is on this host (loopback
 // address, localhost, or a unix socket).
 func allLoopback(upstreams []string) bool {
-	if len(upstreams) == 0 {
-		return false
-	}
-	for _, u := range upstreams {
-		if !isLoopback(u) {
-			return false
-		}
-	}
-	return true
+	return len(upstreams) > 0 && !slices.ContainsFunc(upstreams, func(u string) bool { return !isLoopback(u) })
 }
 
 func isLoopback(dial string) bool {
@@ -230,14 +210,9 @@ func family(name string) string {
 	return ""
 }
 
+// identityNames are the names of identity families among names.
 func identityNames(names []string) []string {
-	var out []string
-	for _, n := range names {
-		if family(n) != "" {
-			out = append(out, n)
-		}
-	}
-	return out
+	return slices.DeleteFunc(slices.Clone(names), func(n string) bool { return family(n) == "" })
 }
 
 func lower(s []string) []string {
@@ -275,14 +250,13 @@ func (a *analyzer) identityHeaders(sc *serverCtx, out *Outbound, req map[string]
 	for _, n := range all {
 		fam := family(n)
 		stripped := slices.ContainsFunc(sc.strip.deletes, func(p string) bool { return deletes(p, fam) })
-		ownDelete := slices.ContainsFunc(own, func(p string) bool { return deletes(p, fam) || deletesName(p, n) })
-		if ownDelete && slices.Contains(set, n) || ownDelete && slices.Contains(added, n) {
+		if slices.ContainsFunc(own, func(p string) bool { return deletes(p, fam) || deletesName(p, n) }) {
 			a.finding(SeverityWarning, KindHeaderSetDeleted, path,
 				"header_up sets "+n+" and also deletes it: Caddy applies header_up deletes after sets, so the upstream never receives it",
 				"move the delete to "+stripHint([]string{n})+" (before reverse_proxy) and keep only the set in header_up")
 			continue
 		}
-		if stripped || ownDelete {
+		if stripped {
 			continue
 		}
 		switch {

@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -215,12 +216,10 @@ type Certificate struct {
 	NotAfter  *time.Time `json:"not_after,omitempty"`
 	// RenewBy is set on a certificate Caddy manages and renews itself
 	// (internal CA, ACME; read from its certificate cache): the time by
-	// which Caddy should have replaced it. Its renewal window opens when
-	// the policy's renewal_window_ratio of its lifetime is left (a third
-	// by default); RenewBy adds a grace for Caddy's retries (a tenth of
-	// the window, at least three renewal checks). Such a certificate is
-	// judged by this time, not by the expiry window: a 12-hour internal
-	// leaf is always "expiring soon", and renewed long before it expires.
+	// which Caddy should have replaced it, its renewal window plus a grace
+	// for retries. Such a certificate is judged by this time, not by the
+	// expiry window: a 12-hour internal leaf is always "expiring soon",
+	// and renewed long before it expires.
 	RenewBy *time.Time `json:"renew_by,omitempty"`
 	// SHA256 fingerprint (hex) of the certificate, when read.
 	SHA256 string `json:"sha256,omitempty"`
@@ -247,15 +246,7 @@ const (
 
 // Rank orders severities: info 1, warning 2, error 3, anything else 0.
 func (s Severity) Rank() int {
-	switch s {
-	case SeverityInfo:
-		return 1
-	case SeverityWarning:
-		return 2
-	case SeverityError:
-		return 3
-	}
-	return 0
+	return slices.Index([]Severity{SeverityInfo, SeverityWarning, SeverityError}, s) + 1
 }
 
 // ParseSeverity reads a severity name (case-insensitive).
@@ -325,10 +316,8 @@ func (r *Report) Count(min Severity) int {
 
 // Certificate returns the certificate with the given ID, or nil.
 func (r *Report) Certificate(id string) *Certificate {
-	for _, c := range r.Certificates {
-		if c.ID == id {
-			return c
-		}
+	if i := slices.IndexFunc(r.Certificates, func(c *Certificate) bool { return c.ID == id }); i >= 0 {
+		return r.Certificates[i]
 	}
 	return nil
 }

@@ -11,12 +11,10 @@ import (
 	"github.com/trustline/trustline/modules/spiffeworkload"
 )
 
-// maxReports bounds the reports of the running config made at once, by
-// the admin endpoint, the trustline_topology handler and the metrics
-// together: a report reads every certificate file of the config, and the
-// page a site may expose must not let its clients make any more at a
-// time. A request over the bound waits up to reportWait for a slot, then
-// is refused (errReportsBusy: 503 with Retry-After).
+// maxReports bounds the reports of the running config made at once (admin
+// endpoint, trustline_topology handler and metrics together): a page a
+// site may expose must not let its clients make more. A request over the
+// bound waits up to reportWait, then is refused with errReportsBusy.
 const maxReports = 2
 
 var (
@@ -70,11 +68,7 @@ func cachedCertificates(name string) (leaves []*x509.Certificate) {
 		}
 	}()
 	for _, c := range caddytls.AllMatchingCertificates(name) {
-		leaf := c.Leaf
-		if leaf == nil && len(c.Certificate.Certificate) > 0 {
-			leaf, _ = x509.ParseCertificate(c.Certificate.Certificate[0])
-		}
-		if leaf != nil {
+		if leaf := leafOf(&c.Certificate); leaf != nil {
 			leaves = append(leaves, leaf)
 		}
 	}

@@ -1,10 +1,14 @@
 package topology
 
 import (
+	"cmp"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -14,21 +18,14 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// Opening a keystore or truststore decrypts it: a PKCS#12 store costs a
-// PBKDF2 derivation (for its MAC, and again for each encrypted bag), slow
-// on purpose, and the trustline_topology page, which a site may expose,
-// reads every store of the running config on each request. So what a
-// store gave is kept, keyed by its content and its settings: an unchanged
-// store is decrypted once per process, and a new version of the file
-// (any change of its bytes) is read again. Keying by content, not by the
-// file's size and mtime, means a result is never stale (a copy that keeps
-// the mtime, a rewrite within the mtime's resolution); reading the bytes
-// costs little beside the decryption.
-//
-// The report reads the stores as files, as the CLI does for a config on
-// disk: so it shows what a config load would find now (a broken new
-// version is a finding), while the running sources keep their last good
-// version.
+// A report reads every keystore and truststore of the config, and opening
+// one decrypts it (a PKCS#12 store costs PBKDF2 derivations, slow on
+// purpose), while the trustline_topology page, which a site may expose,
+// makes a report per request. So what a store gave is kept, keyed by its
+// content and settings: an unchanged store is decrypted once per process,
+// any change of its bytes reads it again (keying by content, not size and
+// mtime, is never stale). The stores are read as files, as for a config
+// on disk: the report shows what a config load would find now.
 
 // readKeyStore and readTrustAnchors are the store readers (tests count
 // their calls).
@@ -65,13 +62,6 @@ var storeCache = struct {
 	clock uint64
 }{m: map[storeKey]*storeRead{}}
 
-// resetStoreCache forgets every store read (tests).
-func resetStoreCache() {
-	storeCache.Lock()
-	defer storeCache.Unlock()
-	storeCache.m = map[storeKey]*storeRead{}
-}
-
 // readStore returns the trust anchors of a truststore (trust) or the leaf
 // of a keystore (source names it, for the log), decrypting the store only
 // if these bytes with these settings were not read before; reports asking
@@ -87,7 +77,11 @@ func readStore(trust bool, source string, data []byte, opts material.StoreOption
 	storeCache.clock++
 	r, ok := storeCache.m[k]
 	if !ok {
-		evictStore()
+		if len(storeCache.m) >= maxCachedStores { // the least recently used goes
+			delete(storeCache.m, slices.MinFunc(slices.Collect(maps.Keys(storeCache.m)), func(x, y storeKey) int {
+				return cmp.Compare(storeCache.m[x].used, storeCache.m[y].used)
+			}))
+		}
 		r = &storeRead{ready: make(chan struct{})}
 		storeCache.m[k] = r
 	}
@@ -117,28 +111,18 @@ func decodeStore(trust bool, data []byte, opts material.StoreOptions) ([]*x509.C
 	if err != nil {
 		return nil, err
 	}
-	leaf := id.Leaf
-	if leaf == nil && len(id.Certificate) > 0 {
-		leaf, err = x509.ParseCertificate(id.Certificate[0])
-	}
-	if leaf == nil || err != nil {
+	leaf := leafOf(id)
+	if leaf == nil {
 		return nil, errors.New("no certificate in the keystore")
 	}
 	return []*x509.Certificate{leaf}, nil
 }
 
-// evictStore makes room for one more store: it drops the least recently
-// used one once the cache is full. The caller holds the lock.
-func evictStore() {
-	if len(storeCache.m) < maxCachedStores {
-		return
+// leafOf is the parsed leaf of c, nil when it has none.
+func leafOf(c *tls.Certificate) *x509.Certificate {
+	if c.Leaf == nil && len(c.Certificate) > 0 {
+		leaf, _ := x509.ParseCertificate(c.Certificate[0])
+		return leaf
 	}
-	var oldest storeKey
-	first := true
-	for k, r := range storeCache.m {
-		if first || r.used < storeCache.m[oldest].used {
-			oldest, first = k, false
-		}
-	}
-	delete(storeCache.m, oldest)
+	return c.Leaf
 }

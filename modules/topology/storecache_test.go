@@ -23,6 +23,13 @@ import (
 	_ "github.com/trustline/trustline/modules/upstream"
 )
 
+// resetStoreCache forgets every store read.
+func resetStoreCache() {
+	storeCache.Lock()
+	defer storeCache.Unlock()
+	storeCache.m = map[storeKey]*storeRead{}
+}
+
 // countDecrypts makes the report's store reads count (and, with block,
 // wait) and returns the counters of keystore and truststore decrypts.
 func countDecrypts(t *testing.T, block <-chan struct{}) (keys, trusts *atomic.Int64) {

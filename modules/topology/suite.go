@@ -21,14 +21,11 @@ const suitePackage = "github.com/trustline/trustline/"
 // undecoded stands for a suite module whose config does not decode.
 type undecoded struct{ err error }
 
-// suiteModule returns the module id decoded from its config v (key is its
-// inline key, "" for a matcher) into the module's own type, as Caddy
-// decodes it (strictly: an unknown field is an error), or undecoded. The
-// report reads the suite's modules through their types, never through
-// string keys of their JSON, so a renamed field fails to compile or fails
-// a test (suitemodules_test.go). It returns nil for a module the suite
-// does not own (Caddy's, a third party's, none registered), which the
-// caller walks as generic JSON (jsonval.go).
+// suiteModule decodes the config v of module id (key: its inline key, ""
+// for a matcher) into the module's own type, strictly as Caddy does, or
+// returns undecoded. Read through their types, a renamed field of the
+// suite's modules fails to compile or fails suitemodules_test.go. It
+// returns nil for a module the suite does not own, walked as generic JSON.
 func suiteModule(id, key string, v any) any {
 	info, err := caddy.GetModule(id)
 	if err != nil {
@@ -121,9 +118,7 @@ func (s *stripState) peerHeaders(h *peer.ForwardHeaders) {
 		sets = append(sets, h.PEMHeader)
 	}
 	sets = append(sets, slices.Sorted(maps.Keys(h.Headers))...)
-	s.deletes = append(s.deletes, lower([]string{peer.HeaderClientCert, peer.HeaderClientCertChain, peer.HeaderXFCC})...)
-	s.deletes = append(s.deletes, lower(sets)...)
-	s.deletes = append(s.deletes, lower(h.Strip)...)
+	s.deletes = append(s.deletes, lower(slices.Concat([]string{peer.HeaderClientCert, peer.HeaderClientCertChain, peer.HeaderXFCC}, sets, h.Strip))...)
 	s.set = append(s.set, identityNames(sets)...)
 	s.peerSet = append(s.peerSet, identityNames(sets)...)
 	s.peerAll = append(s.peerAll, sets...)

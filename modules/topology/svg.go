@@ -2,6 +2,7 @@ package topology
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"html"
 	"io"
@@ -59,6 +60,16 @@ func (s *svgWriter) printf(format string, args ...any) {
 	}
 }
 
+// badge draws a finding's numbered circle centred at x, y.
+func (s *svgWriter) badge(sev Severity, x, y float64, label string) {
+	s.printf(`<circle class="sev-%s" cx="%s" cy="%s" r="9"/><text x="%s" y="%s" text-anchor="middle">%s</text>`, sev, px(x), px(y), px(x), px(y+4), label)
+}
+
+// naBadge draws the mark of a module not analysed centred at x, y.
+func (s *svgWriter) naBadge(x, y float64) {
+	s.printf(`<rect x="%s" y="%s" width="18" height="18" rx="3"/><text x="%s" y="%s" text-anchor="middle">?</text>`, px(x-9), px(y-9), px(x), px(y+4))
+}
+
 // px formats a coordinate with at most one decimal.
 func px(v float64) string {
 	return strconv.FormatFloat(math.Round(v*10)/10, 'f', -1, 64)
@@ -112,11 +123,14 @@ var legColours = []struct{ class, colour string }{
 
 func (s *svgWriter) write() {
 	p := s.p
-	// the legend and the headings take the top; the diagram follows
-	p.place(175)
-	findingsTop := p.height + 10
-	listH := s.listHeight()
-	height := findingsTop + listH + margin
+	// the list follows the diagram: written aside first for the height of
+	// the whole
+	p.place()
+	var list bytes.Buffer
+	body := s.w
+	s.w = &list
+	height := s.list(p.height+10) + margin
+	s.w = body
 	s.printf(`<svg xmlns="http://www.w3.org/2000/svg" width="%s" height="%s" viewBox="0 0 %s %s" font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" font-size="%s" role="img" aria-labelledby="topology-title">`+"\n",
 		px(picW), px(height), px(picW), px(height), px(fontSize))
 	s.printf("<title id=\"topology-title\">TLS topology: %d listener(s), %s</title>\n", len(p.rep.Listeners), counts(p.rep.Findings))
@@ -130,36 +144,29 @@ func (s *svgWriter) write() {
 	s.printf(`<text class="note" x="%s" y="46">%s</text>`+"\n", px(margin), esc(fmt.Sprintf("%d listener(s), %d certificate(s); findings: %s", len(p.rep.Listeners), len(p.rep.Certificates), counts(p.rep.Findings))))
 	s.legend(60)
 	s.printf(`<text class="colhead" x="%s" y="%s">CLIENTS</text><text class="colhead" x="%s" y="%s">CADDY: LISTENERS AND ROUTES</text><text class="colhead" x="%s" y="%s">UPSTREAMS</text>`+"\n",
-		px(clientX), px(p.top-12), px(listenerX), px(p.top-12), px(upX), px(p.top-12))
+		px(clientX), px(diagramTop-12), px(listenerX), px(diagramTop-12), px(upX), px(diagramTop-12))
 	if len(p.listeners) == 0 {
-		s.printf(`<text class="na" x="%s" y="%s">no listener: the config has no HTTP or layer-4 server</text>`+"\n", px(listenerX), px(p.top+14))
+		s.printf(`<text class="na" x="%s" y="%s">no listener: the config has no HTTP or layer-4 server</text>`+"\n", px(listenerX), px(diagramTop+14))
 	}
 	for _, pl := range p.listeners {
 		s.printf(`<g class="listener-group"%s>`+"\n", attrs([]attr{{"data-listener", pl.l.Address}, {"data-server", pl.l.Server}}))
+		// the legs above the frame, below the boxes at their ends; the
+		// badges on top (a client node has none)
 		s.box(pl.frame)
-		for _, pr := range pl.routes {
-			s.leg(pr.in, true)
-			for _, o := range pr.out {
-				s.leg(o, false)
-			}
+		for _, l := range pl.legs {
+			s.leg(l)
 		}
-		s.box(pl.client)
-		for _, pr := range pl.routes {
-			s.box(pr.box)
-			for _, up := range pr.ups {
-				s.box(up)
-			}
+		for _, b := range pl.boxes[1:] {
+			s.box(b)
 		}
-		s.badges(pl.frame)
-		for _, pr := range pl.routes {
-			s.badges(pr.box)
-			for _, up := range pr.ups {
-				s.badges(up)
-			}
+		for _, b := range pl.boxes {
+			s.badges(b)
 		}
 		s.printf("</g>\n")
 	}
-	s.list(findingsTop)
+	if s.err == nil {
+		_, s.err = list.WriteTo(s.w)
+	}
 	s.printf("</svg>\n")
 }
 
@@ -181,28 +188,16 @@ func (s *svgWriter) box(b *box) {
 		as = append(as, attr{"data-not-analysed", "true"})
 	}
 	s.printf("<g%s>", attrs(as))
-	rx := "6"
+	rx, x, y, anchor := "6", b.x+padX, b.y+padY+fontSize, ""
 	if b.class == "client" {
-		rx = "22"
+		rx, x, y, anchor = "22", b.x+b.w/2, b.y+b.h/2+4, ` text-anchor="middle"`
 	}
 	s.printf(`<rect class="%s" x="%s" y="%s" width="%s" height="%s" rx="%s"/>`, class, px(b.x), px(b.y), px(b.w), px(b.h), rx)
-	y := b.y + padY + fontSize
-	if b.class == "client" {
-		y = b.y + b.h/2 + 4
-	}
-	x := b.x + padX
-	if b.class == "client" {
-		x = b.x + b.w/2
-	}
 	for _, bl := range b.blocks {
 		if len(bl.attrs) > 0 {
 			s.printf("<g%s>", attrs(bl.attrs))
 		}
 		for _, ln := range bl.lines {
-			anchor := ""
-			if b.class == "client" {
-				anchor = ` text-anchor="middle"`
-			}
 			s.printf(`<text x="%s" y="%s"%s>`, px(x+float64(ln.indent)*charW), px(y), anchor)
 			for _, sp := range ln.spans {
 				if sp.class != "" {
@@ -221,28 +216,21 @@ func (s *svgWriter) box(b *box) {
 	s.printf("</g>\n")
 }
 
-// legEnds returns where a leg leaves and enters its boxes: from the right
-// side of the first, into the left side of the second, at the height of
-// the second's title (a client node: its middle).
-func legEnds(l *leg) (x1, y1, x2, y2 float64) {
-	x1, y1 = l.from.x+l.from.w, l.from.y+20
+// leg draws an edge: a curve with an arrowhead, its label above the end
+// (an inbound leg's left of the listener frame).
+func (s *svgWriter) leg(l *leg) {
+	// from the right side of the first box, into the left side of the
+	// second, at the height of its title (of a client node: its middle)
+	x1, y1 := l.from.x+l.from.w, l.from.y+20
+	x2, y2 := l.to.x, l.to.y+20
+	lx := x2 - 14 // the label, right-aligned
 	if l.from.class == "client" {
-		y1 = l.from.y + l.from.h/2
+		y1, lx = l.from.y+l.from.h/2, listenerX-6
 	}
-	return x1, y1, l.to.x, l.to.y + 20
-}
-
-// leg draws an edge: a curve with an arrowhead, its label above the end.
-func (s *svgWriter) leg(l *leg, inbound bool) {
-	x1, y1, x2, y2 := legEnds(l)
 	xm := (x1 + x2) / 2
 	s.printf(`<g class="leg"%s>`, attrs(l.attrs))
 	s.printf(`<path class="%s" d="M%s,%s C%s,%s %s,%s %s,%s" marker-end="url(#arrow-%s)"/>`,
 		l.class, px(x1), px(y1), px(xm), px(y1), px(xm), px(y2), px(x2-2), px(y2), l.class)
-	lx := x2 - 14
-	if inbound {
-		lx = listenerX - 6
-	}
 	for i, t := range l.label {
 		y := y2 - 6 - float64(len(l.label)-1-i)*lineH
 		s.printf(`<text class="lbl %s" x="%s" y="%s" text-anchor="end">%s</text>`, l.class, px(lx), px(y), esc(t))
@@ -256,20 +244,26 @@ func (s *svgWriter) badges(b *box) {
 	x := b.x + b.w - 14 - 22*float64(len(b.findings)+len(b.notAn)-1)
 	for _, i := range b.findings {
 		f := s.p.rep.Findings[i]
-		s.printf(`<g class="badge"%s><title>%s</title><circle class="sev-%s" cx="%s" cy="%s" r="9"/><text x="%s" y="%s" text-anchor="middle">%d</text></g>`+"\n",
-			attrs([]attr{{"data-finding", f.Kind}, {"data-severity", string(f.Severity)}, {"data-finding-path", f.Path}, {"data-ref", "F" + strconv.Itoa(i+1)}}),
-			esc(fmt.Sprintf("[%d] %s %s: %s\nfix: %s", i+1, strings.ToUpper(string(f.Severity)), f.Kind, f.Message, f.Fix)),
-			f.Severity, px(x), px(b.y), px(x), px(b.y+4), i+1)
+		s.printf(`<g class="badge"%s><title>%s</title>`, findingAttrs("data-finding", f, i),
+			esc(fmt.Sprintf("[%d] %s %s: %s\nfix: %s", i+1, strings.ToUpper(string(f.Severity)), f.Kind, f.Message, f.Fix)))
+		s.badge(f.Severity, x, b.y, strconv.Itoa(i+1))
+		s.printf("</g>\n")
 		x += 22
 	}
 	for _, i := range b.notAn {
 		n := s.p.rep.NotAnalysed[i]
-		s.printf(`<g class="na-badge"%s><title>%s</title><rect x="%s" y="%s" width="18" height="18" rx="3"/><text x="%s" y="%s" text-anchor="middle">?</text></g>`+"\n",
-			attrs([]attr{{"data-not-analysed", n.Module}, {"data-path", n.Path}}),
-			esc("not analysed: "+n.Module+": "+n.Reason+" ("+n.Path+"); what it does to TLS is not guessed"),
-			px(x-9), px(b.y-9), px(x), px(b.y+4))
+		s.printf(`<g class="na-badge"%s><title>%s</title>`, attrs([]attr{{"data-not-analysed", n.Module}, {"data-path", n.Path}}),
+			esc("not analysed: "+n.Module+": "+n.Reason+" ("+n.Path+"); what it does to TLS is not guessed"))
+		s.naBadge(x, b.y)
+		s.printf("</g>\n")
 		x += 22
 	}
+}
+
+// findingAttrs are the data attributes of finding i, f, on a badge (key
+// data-finding) or in the list (data-finding-item).
+func findingAttrs(key string, f Finding, i int) string {
+	return attrs([]attr{{key, f.Kind}, {"data-severity", string(f.Severity)}, {"data-finding-path", f.Path}, {"data-ref", "F" + strconv.Itoa(i+1)}})
 }
 
 // legend draws the leg kinds, the finding severities and the expiry
@@ -293,11 +287,14 @@ func (s *svgWriter) legend(y float64) {
 	s.printf(`<text class="title" x="%s" y="%s">findings:</text>`, px(x), px(y+14))
 	x += 11 * charW
 	for _, sev := range []Severity{SeverityError, SeverityWarning, SeverityInfo} {
-		s.printf(`<g class="badge"><circle class="sev-%s" cx="%s" cy="%s" r="9"/><text x="%s" y="%s" text-anchor="middle">n</text></g>`, sev, px(x+9), px(y+10), px(x+9), px(y+14))
-		s.printf(`<text x="%s" y="%s">%s</text>`, px(x+24), px(y+14), sev)
+		s.printf(`<g class="badge">`)
+		s.badge(sev, x+9, y+10, "n")
+		s.printf(`</g><text x="%s" y="%s">%s</text>`, px(x+24), px(y+14), sev)
 		x += 36 + float64(len(sev))*charW
 	}
-	s.printf(`<g class="na-badge"><rect x="%s" y="%s" width="18" height="18" rx="3"/><text x="%s" y="%s" text-anchor="middle">?</text></g>`, px(x), px(y+1), px(x+9), px(y+14))
+	s.printf(`<g class="na-badge">`)
+	s.naBadge(x+9, y+10)
+	s.printf(`</g>`)
 	s.printf(`<text x="%s" y="%s">not analysed (not guessed)</text>`, px(x+24), px(y+14))
 	x += 60 + 26*charW
 	s.printf(`<text class="title" x="%s" y="%s">not after:</text>`, px(x), px(y+14))
@@ -316,31 +313,9 @@ func (s *svgWriter) legend(y float64) {
 // listWidth is the characters per line of the findings list.
 const listWidth = 160
 
-// findingLines returns the text lines of one finding in the list: its
-// heading, message and fix, wrapped.
-func (s *svgWriter) findingLines(i int) (head string, msg, fix []string) {
-	f := s.p.rep.Findings[i]
-	head = fmt.Sprintf("%s  %s   [%s]", strings.ToUpper(string(f.Severity)), f.Kind, f.where())
-	return head, wrapWords(f.Message, listWidth, 0), wrapWords("fix: "+f.Fix, listWidth, 5)
-}
-
-func (s *svgWriter) listHeight() float64 {
-	h := 2 * lineH
-	if len(s.p.rep.Findings) == 0 {
-		h += lineH
-	}
-	for i := range s.p.rep.Findings {
-		_, msg, fix := s.findingLines(i)
-		h += float64(len(msg)+len(fix)+1)*lineH + 8
-	}
-	if n := len(s.p.rep.NotAnalysed); n > 0 {
-		h += 2*lineH + float64(n)*lineH
-	}
-	return h
-}
-
-// list writes the findings, each with its fix, and what was not analysed.
-func (s *svgWriter) list(y float64) {
+// list writes, from y, the findings, each with its fix, and what was not
+// analysed; it returns where it ends.
+func (s *svgWriter) list(y float64) float64 {
 	p := s.p
 	s.printf(`<g class="findings" data-findings="%d">`, len(p.rep.Findings))
 	s.printf(`<text class="title" x="%s" y="%s">FINDINGS (%s)</text>`+"\n", px(margin), px(y+lineH), esc(counts(p.rep.Findings)))
@@ -350,11 +325,11 @@ func (s *svgWriter) list(y float64) {
 		y += lineH
 	}
 	for i, f := range p.rep.Findings {
-		head, msg, fix := s.findingLines(i)
-		s.printf(`<g class="finding"%s>`, attrs([]attr{{"data-finding-item", f.Kind}, {"data-severity", string(f.Severity)}, {"data-finding-path", f.Path}, {"data-ref", "F" + strconv.Itoa(i+1)}}))
-		s.printf(`<g class="badge"><circle class="sev-%s" cx="%s" cy="%s" r="9"/><text x="%s" y="%s" text-anchor="middle">%d</text></g>`,
-			f.Severity, px(margin+10), px(y+lineH-4), px(margin+10), px(y+lineH), i+1)
-		s.printf(`<text class="title" x="%s" y="%s">%s</text>`, px(margin+30), px(y+lineH), esc(head))
+		head := fmt.Sprintf("%s  %s   [%s]", strings.ToUpper(string(f.Severity)), f.Kind, f.where())
+		msg, fix := wrapWords(f.Message, listWidth, 0), wrapWords("fix: "+f.Fix, listWidth, 5)
+		s.printf(`<g class="finding"%s><g class="badge">`, findingAttrs("data-finding-item", f, i))
+		s.badge(f.Severity, margin+10, y+lineH-4, strconv.Itoa(i+1))
+		s.printf(`</g><text class="title" x="%s" y="%s">%s</text>`, px(margin+30), px(y+lineH), esc(head))
 		ly := y + 2*lineH
 		for _, t := range msg {
 			s.printf(`<text x="%s" y="%s">%s</text>`, px(margin+30), px(ly), esc(t))
@@ -382,4 +357,5 @@ func (s *svgWriter) list(y float64) {
 		}
 		s.printf("</g>\n")
 	}
+	return y
 }

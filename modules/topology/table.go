@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -13,12 +14,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 	p := &printer{w: w}
 	p.line(0, "trustline topology report, %s", r.Generated.Format(time.RFC3339))
 	if len(r.Listeners) == 0 {
-		p.line(0, "")
-		p.line(0, "no listener: the config has no HTTP or layer-4 server")
+		p.line(0, "\nno listener: the config has no HTTP or layer-4 server")
 	}
 	for _, l := range r.Listeners {
-		p.line(0, "")
-		p.line(0, "LISTENER %s %s %s: %s   [%s]", l.App, l.Server, l.Address, listenerMode(l), l.Path)
+		p.line(0, "\nLISTENER %s %s %s: %s   [%s]", l.App, l.Server, l.Address, listenerMode(l), l.Path)
 		for _, n := range l.Notes {
 			p.wrap(2, "- ", n)
 		}
@@ -30,16 +29,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 
-	p.line(0, "")
-	p.line(0, "CERTIFICATES")
+	p.line(0, "\nCERTIFICATES")
 	if len(r.Certificates) == 0 {
 		p.line(2, "none")
 	} else {
 		r.writeCertificates(p)
 	}
 
-	p.line(0, "")
-	p.line(0, "FINDINGS (%s)", counts(r.Findings))
+	p.line(0, "\nFINDINGS (%s)", counts(r.Findings))
 	if len(r.Findings) == 0 {
 		p.line(2, "none")
 	}
@@ -49,8 +46,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		p.wrap(11, "fix: ", f.Fix)
 	}
 	if len(r.NotAnalysed) > 0 {
-		p.line(0, "")
-		p.line(0, "NOT ANALYSED (what these do to TLS is not guessed)")
+		p.line(0, "\nNOT ANALYSED (what these do to TLS is not guessed)")
 		for _, n := range r.NotAnalysed {
 			p.line(2, "%s: %s   [%s]", n.Module, n.Reason, n.Path)
 		}
@@ -64,13 +60,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 func (r *Report) writeCertificates(p *printer) {
 	rows := [][]string{{"  ID", "ROLE", "SUBJECT", "NOT AFTER", "SOURCE"}}
 	for _, c := range r.Certificates {
-		subject := c.Subject
-		if subject == "" && len(c.Names) > 0 {
-			subject = strings.Join(c.Names, ",")
-		}
-		if subject == "" {
-			subject = "-"
-		}
+		subject := cmp.Or(c.Subject, strings.Join(c.Names, ","), "-")
 		na := "not read"
 		if c.NotAfter != nil {
 			na = c.NotAfter.Format(time.DateOnly) + " (" + relative(c.NotAfter.Sub(r.Generated)) + ")"
@@ -112,11 +102,7 @@ func (r *Report) writeRoute(p *printer, rt *Route) {
 	case ModePlainHTTP:
 		p.wrap(4, "in:  ", "plain HTTP (no TLS at Caddy)")
 	case ModeTLS, ModeMTLS:
-		what := "TLS"
-		if in.Mode == ModeMTLS {
-			what = "mTLS"
-		}
-		p.wrap(4, "in:  ", what+" terminated by Caddy; certificate: "+in.Certificate+ids(in.Certificates))
+		p.wrap(4, "in:  ", legStyles[in.Mode].label+" terminated by Caddy; certificate: "+in.Certificate+ids(in.Certificates))
 		if ca := in.ClientAuth; ca != nil {
 			p.wrap(9, "", "client certificates: mode "+ca.Mode+"; "+ca.Verified)
 			for _, v := range ca.Verifiers {
@@ -229,16 +215,11 @@ func cut(s string, n int) string {
 		return s
 	}
 	head := s[:n-3]
-	if i := strings.LastIndexAny(head, " ,"); i > 0 && !isWordBoundary(s, n-3) {
+	// unless the cut falls between words, back to the last one
+	if i := strings.LastIndexAny(head, " ,"); i > 0 && s[n-3] != ' ' && s[n-3] != ',' {
 		head = head[:i]
 	}
 	return strings.TrimRight(head, " ,") + "..."
-}
-
-// isWordBoundary reports whether s may be cut before byte i without
-// splitting a word.
-func isWordBoundary(s string, i int) bool {
-	return i >= len(s) || s[i] == ' ' || s[i] == ','
 }
 
 // printer writes indented, word-wrapped lines and keeps the first error.

@@ -13,18 +13,17 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/trustline/trustline/modules/keystore"
+	"github.com/trustline/trustline/modules/material"
 	"github.com/trustline/trustline/modules/spiffeworkload"
 )
 
 // tlsInfo is what the tls app says about server certificates.
 type tlsInfo struct {
-	loaded   []*loadedCert
-	automate []string
-	policies []*autoPolicy
-	onDemand bool
-	// renewInterval is how often Caddy checks managed certificates for
-	// renewal (automation.renew_interval).
-	renewInterval time.Duration
+	loaded        []*loadedCert
+	automate      []string
+	policies      []*autoPolicy
+	onDemand      bool
+	renewInterval time.Duration // automation.renew_interval
 }
 
 // loadedCert is a certificate loaded by the tls app (load_files, load_pem,
@@ -38,7 +37,6 @@ type loadedCert struct {
 // autoPolicy is an automation policy: the names it manages and how it gets
 // their certificates.
 type autoPolicy struct {
-	path     string
 	subjects []string
 	how      string   // "internal CA local", "ACME", "keystore pkcs12 /x.p12"
 	certs    []string // certificate IDs (get_certificate keystores)
@@ -48,39 +46,30 @@ type autoPolicy struct {
 
 // tlsApp reads the tls app's certificate loaders and automation policies.
 func (a *analyzer) tlsApp(app map[string]any, path string) {
-	certsPath := field(path, "certificates")
 	loaders := obj(app["certificates"])
 	for _, name := range keys(loaders) {
-		p := field(certsPath, name)
-		v := loaders[name]
+		p, v := field(field(path, "certificates"), name), loaders[name]
 		switch name {
 		case "load_files":
 			for i, e := range arr(v) {
-				e := obj(e)
-				ep := index(p, i)
-				lc := &loadedCert{tags: strs(e["tags"])}
+				e, ep := obj(e), index(p, i)
 				file := expandPath(str(e["certificate"]))
 				if format := str(e["format"]); format != "" && format != "pem" {
-					lc.cert = a.addUnread(RoleServer, "file "+file, false, "format "+format+" not read", ep)
-				} else {
-					lc.cert, lc.leaf = a.leafFile(RoleServer, file, false, ep)
-					a.keyFile(str(e["key"]), field(ep, "key"))
+					a.load(e, a.addUnread(RoleServer, "file "+file, false, "format "+format+" not read", ep), nil)
+					continue
 				}
-				a.tls.loaded = append(a.tls.loaded, lc)
+				c, leaf := a.leafFile(RoleServer, file, false, ep)
+				a.keyFile(str(e["key"]), field(ep, "key"))
+				a.load(e, c, leaf)
 			}
 		case "load_pem":
 			for i, e := range arr(v) {
-				e := obj(e)
-				ep := index(p, i)
-				lc := &loadedCert{tags: strs(e["tags"])}
-				certs, err := pemString(str(e["certificate"]))
-				if err != nil {
-					lc.cert = a.unreadable(RoleServer, "load_pem "+ep, false, err, ep)
+				e, ep := obj(e), index(p, i)
+				if certs, err := material.ParsePEMCertificates([]byte(str(e["certificate"]))); err != nil {
+					a.load(e, a.unreadable(RoleServer, "load_pem "+ep, false, err, ep), nil)
 				} else {
-					lc.cert = a.addCert(RoleServer, "load_pem (inline)", false, certs[0], ep)
-					lc.leaf = certs[0]
+					a.load(e, a.addCert(RoleServer, "load_pem (inline)", false, certs[0], ep), certs[0])
 				}
-				a.tls.loaded = append(a.tls.loaded, lc)
 			}
 		case "load_folders":
 			for i, dir := range strs(v) {
@@ -89,10 +78,7 @@ func (a *analyzer) tlsApp(app map[string]any, path string) {
 		case "load_storage":
 			for i, e := range arr(obj(v)["pairs"]) {
 				e := obj(e)
-				ep := index(field(p, "pairs"), i)
-				lc := &loadedCert{tags: strs(e["tags"])}
-				lc.cert = a.addUnread(RoleServer, "storage key "+str(e["certificate"]), false, "in Caddy's storage", ep)
-				a.tls.loaded = append(a.tls.loaded, lc)
+				a.load(e, a.addUnread(RoleServer, "storage key "+str(e["certificate"]), false, "in Caddy's storage", index(field(p, "pairs"), i)), nil)
 			}
 		case "automate":
 			a.tls.automate = append(a.tls.automate, strs(v)...)
@@ -102,13 +88,11 @@ func (a *analyzer) tlsApp(app map[string]any, path string) {
 	}
 
 	auto := obj(app["automation"])
-	autoPath := field(path, "automation")
 	a.tls.onDemand = auto["on_demand"] != nil
 	a.tls.renewInterval = duration(auto["renew_interval"])
 	for i, pol := range arr(auto["policies"]) {
-		pol := obj(pol)
-		pp := index(field(autoPath, "policies"), i)
-		ap := &autoPolicy{path: pp, subjects: strs(pol["subjects"]), onDemand: boolean(pol["on_demand"])}
+		pol, pp := obj(pol), index(field(path, "automation.policies"), i)
+		ap := &autoPolicy{subjects: strs(pol["subjects"]), onDemand: boolean(pol["on_demand"])}
 		if r, ok := pol["renewal_window_ratio"].(float64); ok && r > 0 && r < 1 {
 			ap.ratio = r
 		}
@@ -117,16 +101,22 @@ func (a *analyzer) tlsApp(app map[string]any, path string) {
 	}
 }
 
+// load records a certificate the tls app loads, with the tags of its
+// loader entry e.
+func (a *analyzer) load(e map[string]any, c *Certificate, leaf *x509.Certificate) {
+	a.tls.loaded = append(a.tls.loaded, &loadedCert{cert: c, leaf: leaf, tags: strs(e["tags"])})
+}
+
 // loadFolder reads the .pem files of a load_folders directory (each holds
 // a certificate and its key).
 func (a *analyzer) loadFolder(dir, path string) {
 	if a.opts.NoFiles {
-		a.tls.loaded = append(a.tls.loaded, &loadedCert{cert: a.addUnread(RoleServer, "folder "+dir, false, "files not read", path)})
+		a.load(nil, a.addUnread(RoleServer, "folder "+dir, false, "files not read", path), nil)
 		return
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		a.tls.loaded = append(a.tls.loaded, &loadedCert{cert: a.unreadable(RoleServer, "folder "+dir, false, err, path)})
+		a.load(nil, a.unreadable(RoleServer, "folder "+dir, false, err, path), nil)
 		return
 	}
 	n := 0
@@ -137,9 +127,8 @@ func (a *analyzer) loadFolder(dir, path string) {
 		if n++; n > 1000 {
 			break
 		}
-		file := filepath.Join(dir, e.Name())
-		c, leaf := a.leafFile(RoleServer, file, false, path)
-		a.tls.loaded = append(a.tls.loaded, &loadedCert{cert: c, leaf: leaf})
+		c, leaf := a.leafFile(RoleServer, filepath.Join(dir, e.Name()), false, path)
+		a.load(nil, c, leaf)
 	}
 }
 
@@ -147,8 +136,7 @@ func (a *analyzer) loadFolder(dir, path string) {
 func (a *analyzer) policyIssuance(pol map[string]any, path string, ap *autoPolicy) string {
 	var hows []string
 	for i, m := range arr(pol["get_certificate"]) {
-		m := obj(m)
-		mp := index(field(path, "get_certificate"), i)
+		m, mp := obj(m), index(field(path, "get_certificate"), i)
 		switch via := str(m["via"]); via {
 		case "tailscale":
 			hows = append(hows, "Tailscale")
@@ -169,8 +157,7 @@ func (a *analyzer) policyIssuance(pol map[string]any, path string, ap *autoPolic
 			}
 		}
 	}
-	issuers := arr(pol["issuers"])
-	for i, is := range issuers {
+	for i, is := range arr(pol["issuers"]) {
 		is := obj(is)
 		switch mod := str(is["module"]); mod {
 		case "internal":
@@ -236,42 +223,30 @@ func (a *analyzer) serverCertFor(host string, selection map[string]any, usedBy s
 		}
 		return "by SNI among the tls app's certificates", nil
 	}
-	how, pol := "", (*autoPolicy)(nil)
-	explicit := slices.ContainsFunc(a.tls.automate, func(s string) bool { return nameMatches(s, host) })
-	for _, ap := range a.tls.policies {
-		named := slices.ContainsFunc(ap.subjects, func(s string) bool { return nameMatches(s, host) })
-		if len(ap.subjects) == 0 || named {
-			pol = ap
-			explicit = explicit || named || ap.onDemand
-			break
-		}
-	}
-	if !autoCerts && !explicit && !a.tls.onDemand {
+	// the names the tls app is told to manage: automate, a policy's
+	// subjects, on-demand
+	pol := a.policyFor(host)
+	explicit := a.tls.onDemand || slices.ContainsFunc(a.tls.automate, func(s string) bool { return nameMatches(s, host) }) ||
+		pol != nil && (len(pol.subjects) > 0 || pol.onDemand)
+	if !autoCerts && !explicit {
 		a.finding(SeverityWarning, KindCertNotFound, usedBy,
 			"no certificate for "+host+": no loaded certificate covers it and the tls app is not told to manage it, so handshakes for it fail",
 			"load one (`tls.certificates.load_files`), or add the name to `tls.certificates.automate` (in a Caddyfile: a site for it, or `tls { ... }` automation)")
 		return "none for " + host, nil
 	}
+	how := "internal CA local"
 	switch {
 	case pol != nil:
 		how = pol.how
 		ids = append(ids, pol.certs...)
 		for _, id := range pol.certs {
-			if c := a.rep.Certificate(id); c != nil {
-				c.use(usedBy)
-			}
+			a.rep.Certificate(id).use(usedBy)
 		}
 	case certmagic.SubjectQualifiesForPublicCert(host):
 		how = "ACME (Let's Encrypt, ZeroSSL)"
-	default:
-		how = "internal CA local"
 	}
 	if len(ids) == 0 {
-		ratio := 0.0
-		if pol != nil {
-			ratio = pol.ratio
-		}
-		ids = a.liveServerCerts(host, how, ratio, usedBy)
+		ids = a.liveServerCerts(host, how, pol, usedBy)
 	}
 	if len(ids) == 0 {
 		c := a.addUnread(RoleServer, "managed by Caddy for "+host+" ("+how+")", false, "managed by Caddy: see the running instance's report", usedBy)
@@ -292,11 +267,15 @@ func (a *analyzer) policyFor(name string) *autoPolicy {
 }
 
 // liveServerCerts asks the running instance's certificate cache for the
-// certificates Caddy manages for host, under a policy whose renewal window
-// ratio is ratio (0: certmagic's default).
-func (a *analyzer) liveServerCerts(host, how string, ratio float64, usedBy string) []string {
+// certificates Caddy manages for host under automation policy pol (nil:
+// the default one).
+func (a *analyzer) liveServerCerts(host, how string, pol *autoPolicy, usedBy string) []string {
 	if a.opts.LiveCertificates == nil {
 		return nil
+	}
+	ratio := 0.0
+	if pol != nil {
+		ratio = pol.ratio
 	}
 	var ids []string
 	for _, leaf := range a.opts.LiveCertificates(host) {
@@ -311,13 +290,10 @@ func (a *analyzer) liveServerCerts(host, how string, ratio float64, usedBy strin
 }
 
 // renewBy is when Caddy should have renewed a certificate it manages: its
-// renewal window opens when ratio of its lifetime is left (certmagic's
-// renewal_window_ratio, a third by default); Caddy checks every
-// renewInterval (10 minutes by default) and retries a failed renewal, so
-// the renewal is overdue once the window has been open for a tenth of its
-// length or three checks, whichever is longer. ARI (ACME Renewal
-// Information) can only make Caddy renew earlier: past the window it
-// renews whatever ARI says.
+// renewal window opens when ratio of its lifetime is left; Caddy checks
+// every renewInterval and retries, so the renewal is overdue once the
+// window has been open for a tenth of its length or three checks,
+// whichever is longer. ARI can only make Caddy renew earlier.
 func renewBy(notBefore, notAfter time.Time, ratio float64, renewInterval time.Duration) time.Time {
 	if ratio <= 0 || ratio >= 1 {
 		ratio = certmagic.DefaultRenewalWindowRatio
