@@ -34,7 +34,8 @@ import (
 // connection; trust_pool is read at each handshake.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // handler name
-	rs := &RouteSpec{Where: where(d), opts: routeOptions{set: map[string]bool{}}}
+	rs := newRoute(d)
+	rs.opts.h = h
 	for d.NextArg() {
 		if err := checkUpstream(d.Val()); err != nil {
 			return d.Errf("passthrough: %v", err)
@@ -44,7 +45,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if len(rs.Upstreams) == 0 {
 		return d.Errf("passthrough: no upstream: write `passthrough host:port`")
 	}
-	var identity, useTLS bool
+	var useTLS bool
 	var tlsOpts tlsclient.Options
 	var tlsCfg UpstreamTLS
 	seen := map[string]bool{}
@@ -53,7 +54,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if opt == "alpn" {
 			return d.Errf("passthrough: alpn belongs to the clienthello matcher here")
 		}
-		if rs.opts.set[opt] || seen[opt] {
+		if seen[opt] {
 			return d.Errf("passthrough: duplicate option '%s'", opt)
 		}
 		seen[opt] = true
@@ -62,7 +63,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.Errf("passthrough: proxy_protocol_identity takes no argument")
 			}
-			identity = true
+			h.ProxyProtocolIdentity = true
 		case "tls":
 			if d.NextArg() {
 				return d.Errf("passthrough: tls takes no argument (its options go in a block: %s)", tlsclient.OptionNames)
@@ -91,16 +92,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		}
 	}
-	if rs.opts.name == "" {
-		rs.opts.name = "passthrough"
+	if h.Route == "" {
+		h.Route = "passthrough"
 	}
-	b := &Block{defaults: routeOptions{set: map[string]bool{}}}
-	built := b.handler(rs)
-	h.Route, h.Upstreams, h.LoadBalancing, h.HealthChecks = built.Route, built.Upstreams, built.LoadBalancing, built.HealthChecks
-	h.ProxyProtocol, h.DialTimeout, h.IdleTimeout = built.ProxyProtocol, built.DialTimeout, built.IdleTimeout
-	h.MaxLifetime, h.GracePeriod, h.Copy = built.MaxLifetime, built.GracePeriod, built.Copy
-	h.ProxyProtocolIdentity = identity
-	if identity && h.ProxyProtocol != "v2" {
+	(*Block)(nil).handler(rs)
+	if h.ProxyProtocolIdentity && h.ProxyProtocol != "v2" {
 		return d.Errf("passthrough: proxy_protocol_identity needs proxy_protocol v2")
 	}
 	if useTLS {

@@ -11,64 +11,14 @@ import (
 	"github.com/mholt/caddy-l4/layer4"
 )
 
-// handler builds the route's layer4.handlers.passthrough config, the
-// block's defaults filled in.
-func (b *Block) handler(rs *RouteSpec) *Handler {
-	o := rs.opts
-	pick := func(opt string) *routeOptions {
-		if o.set[opt] {
-			return &o
-		}
-		return &b.defaults
-	}
-	h := &Handler{Route: rs.routeName()}
-	if pick("proxy_protocol").proxyProtocol != "off" {
-		h.ProxyProtocol = pick("proxy_protocol").proxyProtocol
-	}
-	h.DialTimeout = pick("dial_timeout").dialTimeout
-	h.IdleTimeout = pick("idle_timeout").idleTimeout
-	if c := pick("copy").copyMode; c != "auto" {
-		h.Copy = c
-	}
-	h.MaxLifetime = pick("max_lifetime").maxLifetime
-	h.GracePeriod = pick("grace_period").gracePeriod
-	for _, up := range rs.Upstreams {
-		h.Upstreams = append(h.Upstreams, &Upstream{Dial: up, MaxConnections: o.maxConnections})
-	}
-	if o.lbPolicy != "" || o.lbTryDuration != 0 || o.lbTryInterv != 0 {
-		h.LoadBalancing = &LoadBalancing{Policy: o.lbPolicy, TryDuration: o.lbTryDuration, TryInterval: o.lbTryInterv}
-	}
-	if o.set["health_interval"] || o.set["health_timeout"] || o.set["health_port"] {
-		h.HealthChecks = &HealthChecks{Active: &ActiveHealthChecks{Port: o.healthPort, Interval: o.healthInterval, Timeout: o.healthTimeout}}
-	}
-	if o.set["fail_duration"] || o.set["max_fails"] {
-		if h.HealthChecks == nil {
-			h.HealthChecks = new(HealthChecks)
-		}
-		h.HealthChecks.Passive = &PassiveHealthChecks{FailDuration: o.failDuration, MaxFails: o.maxFails}
-	}
-	return h
-}
-
-// CheckOptions reports option combinations that cannot work.
-func (b *Block) CheckOptions() error {
-	for _, rs := range append(slices.Clone(b.Routes), b.DefaultRoute) {
-		if rs == nil {
-			continue
-		}
-		if rs.opts.set["max_fails"] && !rs.opts.set["fail_duration"] {
-			return fmt.Errorf("passthrough: route at %s: max_fails needs fail_duration (how long a failure counts)", rs.Where)
-		}
-	}
-	return nil
-}
-
 // Layer4Routes generates the caddy-l4 routes for the block. beside says
 // whether an HTTP server takes what no route takes (the listener-wrapper
 // form).
 func (b *Block) Layer4Routes(beside bool) (layer4.RouteList, error) {
-	if err := b.CheckOptions(); err != nil {
-		return nil, err
+	for _, rs := range append(slices.Clone(b.Routes), b.DefaultRoute) {
+		if rs != nil && rs.opts.set["max_fails"] && !rs.opts.set["fail_duration"] {
+			return nil, fmt.Errorf("passthrough: route at %s: max_fails needs fail_duration (how long a failure counts)", rs.Where)
+		}
 	}
 	var routes layer4.RouteList
 	addRoute := func(match caddy.ModuleMap, handler any, name string) {
