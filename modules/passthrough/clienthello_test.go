@@ -484,3 +484,13 @@ func BenchmarkReadClientHelloOneByte(b *testing.B) {
 		}
 	}
 }
+
+// ScanClientHello looks for a ClientHello at the start of data, the first
+// bytes a client sent. It returns the parsed ClientHello and the number of
+// bytes of data its records took; errIncomplete when data is a valid but
+// unfinished beginning (read more and call again with all of it); or
+// ErrNotTLS, ErrHelloTooLarge or ErrMalformedHello (wrapped).
+func ScanClientHello(data []byte) (*ClientHello, int, error) {
+	var s helloScanner
+	return s.scan(data)
+}
