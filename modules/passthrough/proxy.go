@@ -74,32 +74,25 @@ func (pc *proxyConn) run(header, replay []byte, idle time.Duration) (toUp, toDow
 	}
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
-	var first atomic.Pointer[string]
-	var (
-		wg        sync.WaitGroup
-		upN       int64
-		upErr     error
-		clientEnd = "client"
-		upEnd     = "upstream"
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	var first atomic.Value // the side that ended first: "client" or "upstream"
+	var upN int64
+	var upErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		upN, upErr = pc.copy(pc.up, pc.down, idle, splice, &last)
-		first.CompareAndSwap(nil, &clientEnd)
+		first.CompareAndSwap(nil, "client")
 		pc.endDirection(pc.up, upErr)
-	}()
-	downN, downErr := pc.copy(pc.down, pc.up, idle, splice, &last)
-	first.CompareAndSwap(nil, &upEnd)
+	})
+	toDown, downErr := pc.copy(pc.down, pc.up, idle, splice, &last)
+	first.CompareAndSwap(nil, "upstream")
 	pc.endDirection(pc.down, downErr)
 	wg.Wait()
 	toUp += upN
-	toDown = downN
 
 	if f := pc.forced.Load(); f != nil {
 		return toUp, toDown, *f, nil
 	}
-	if *first.Load() == clientEnd {
+	if first.Load() == "client" {
 		if upErr != nil {
 			return toUp, toDown, "client_error", upErr
 		}
