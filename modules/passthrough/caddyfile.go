@@ -477,7 +477,7 @@ func (b *Block) CheckSiteOverlap(siteHosts []string) error {
 				if host == "" {
 					continue
 				}
-				if norm == host || matchPattern(norm, host) || (strings.HasPrefix(host, "*.") && matchPattern(host, strings.TrimPrefix(norm, "*."))) {
+				if overlaps(norm, host) {
 					return fmt.Errorf("passthrough: server name %q (at %s) overlaps the site address %q of this site block: its connections would be passed through and the site never reached (restrict the route with `alpn`, or remove the name)", n, rs.Where, host)
 				}
 			}

@@ -105,6 +105,12 @@ func (s *nameSet) match(name string) bool {
 	return ok
 }
 
+// overlaps reports whether a normalized pattern and a site address's
+// host (a name or a wildcard, lowercase) can take the same server name.
+func overlaps(pattern, host string) bool {
+	return matchPattern(pattern, host) || (strings.HasPrefix(host, "*.") && matchPattern(host, strings.TrimPrefix(pattern, "*.")))
+}
+
 // matchPattern reports whether name matches one normalized pattern.
 func matchPattern(pattern, name string) bool {
 	name = canonicalName(name)

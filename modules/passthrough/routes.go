@@ -21,57 +21,43 @@ func (b *Block) Layer4Routes(beside bool) (layer4.RouteList, error) {
 		}
 	}
 	var routes layer4.RouteList
-	addRoute := func(match caddy.ModuleMap, handler any, name string) {
-		r := &layer4.Route{HandlersRaw: []json.RawMessage{caddyconfig.JSONModuleObject(handler, "handler", name, nil)}}
-		if match != nil {
-			r.MatcherSetsRaw = []caddy.ModuleMap{match}
+	addRoute := func(m *MatchClientHello, excluded []string, handler caddy.Module) {
+		match := caddy.ModuleMap{"clienthello": caddyconfig.JSON(m, nil)}
+		if len(excluded) > 0 {
+			match["not"] = caddyconfig.JSON([]caddy.ModuleMap{{"clienthello": caddyconfig.JSON(&MatchClientHello{SNI: excluded}, nil)}}, nil)
 		}
-		routes = append(routes, r)
+		routes = append(routes, &layer4.Route{
+			MatcherSetsRaw: []caddy.ModuleMap{match},
+			HandlersRaw:    []json.RawMessage{caddyconfig.JSONModuleObject(handler, "handler", handler.CaddyModule().ID.Name(), nil)},
+		})
 	}
 	if b.RefuseTLS12 {
-		addRoute(caddy.ModuleMap{"clienthello": caddyconfig.JSON(&MatchClientHello{MaxVersion: "tls1.2"}, nil)},
-			&Refuse{Route: "refuse_tls12", Alert: "protocol_version"}, "refuse")
+		addRoute(&MatchClientHello{MaxVersion: "tls1.2"}, nil, &Refuse{Route: "refuse_tls12", Alert: "protocol_version"})
 	}
-	ordered := make([]*RouteSpec, 0, len(b.Routes))
-	for _, rs := range b.Routes {
-		if len(rs.ALPN) > 0 {
-			ordered = append(ordered, rs)
-		}
-	}
-	for _, rs := range b.Routes {
-		if len(rs.ALPN) == 0 {
-			ordered = append(ordered, rs)
-		}
-	}
+	// routes restricted by ALPN first: they take their protocols of a
+	// name before a route for the same name without ALPN takes the rest
+	ordered := slices.Clone(b.Routes)
+	slices.SortStableFunc(ordered, func(x, y *RouteSpec) int { return min(len(y.ALPN), 1) - min(len(x.ALPN), 1) })
 	for _, rs := range ordered {
-		m := &MatchClientHello{SNI: lowerAll(rs.Names), ALPN: rs.ALPN}
-		match := caddy.ModuleMap{"clienthello": caddyconfig.JSON(m, nil)}
-		if excl := b.exclusions(rs); len(excl) > 0 {
-			match["not"] = caddyconfig.JSON([]caddy.ModuleMap{{"clienthello": caddyconfig.JSON(&MatchClientHello{SNI: excl}, nil)}}, nil)
-		}
-		addRoute(match, b.handler(rs), "passthrough")
+		addRoute(&MatchClientHello{SNI: lowerAll(rs.Names), ALPN: rs.ALPN}, b.exclusions(rs), b.handler(rs))
 	}
 	def := b.Default
-	if def == "" {
-		def = "terminate"
-		if !beside {
-			def = "refuse"
-		}
+	if def == "" && !beside {
+		def = "refuse"
 	}
-	var defMatch *MatchClientHello
-	if def != "terminate" {
-		defMatch = new(MatchClientHello)
-		if beside {
-			f := false
-			defMatch.ServedByCaddy = &f
-		}
+	if def == "" || def == "terminate" {
+		return routes, nil // an HTTP server takes the rest
 	}
-	switch def {
-	case "refuse":
-		addRoute(caddy.ModuleMap{"clienthello": caddyconfig.JSON(defMatch, nil)}, &Refuse{Route: "default", Alert: "unrecognized_name"}, "refuse")
-	case "upstream":
-		addRoute(caddy.ModuleMap{"clienthello": caddyconfig.JSON(defMatch, nil)}, b.handler(b.DefaultRoute), "passthrough")
+	// the rest, but Caddy's own names beside an HTTP server
+	defMatch := new(MatchClientHello)
+	if beside {
+		defMatch.ServedByCaddy = new(bool)
 	}
+	var handler caddy.Module = &Refuse{Route: "default", Alert: "unrecognized_name"}
+	if def == "upstream" {
+		handler = b.handler(b.DefaultRoute)
+	}
+	addRoute(defMatch, nil, handler)
 	return routes, nil
 }
 
