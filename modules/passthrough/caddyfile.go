@@ -430,11 +430,7 @@ func checkUpstream(s string) error {
 
 // check finds duplicate and overlapping names across routes.
 func (b *Block) check() error {
-	type seen struct {
-		rs   *RouteSpec
-		name string
-	}
-	byName := map[string][]seen{}
+	byName := map[string][]*RouteSpec{}
 	routeNames := map[string]string{}
 	for _, rs := range b.Routes {
 		if _, err := newNameSet(rs.Names); err != nil {
@@ -444,13 +440,13 @@ func (b *Block) check() error {
 			norm, _ := normalizeName(n)
 			for _, prev := range byName[norm] {
 				switch {
-				case len(prev.rs.ALPN) == 0 && len(rs.ALPN) == 0:
-					return fmt.Errorf("passthrough: duplicate server name %q: routed at %s and again at %s", n, prev.rs.Where, rs.Where)
-				case len(prev.rs.ALPN) > 0 && len(rs.ALPN) > 0 && intersects(prev.rs.ALPN, rs.ALPN):
-					return fmt.Errorf("passthrough: overlapping routes for %q: the ALPN protocols %q (at %s) and %q (at %s) share a protocol", n, prev.rs.ALPN, prev.rs.Where, rs.ALPN, rs.Where)
+				case len(prev.ALPN) == 0 && len(rs.ALPN) == 0:
+					return fmt.Errorf("passthrough: duplicate server name %q: routed at %s and again at %s", n, prev.Where, rs.Where)
+				case slices.ContainsFunc(prev.ALPN, func(p string) bool { return slices.Contains(rs.ALPN, p) }):
+					return fmt.Errorf("passthrough: overlapping routes for %q: the ALPN protocols %q (at %s) and %q (at %s) share a protocol", n, prev.ALPN, prev.Where, rs.ALPN, rs.Where)
 				}
 			}
-			byName[norm] = append(byName[norm], seen{rs, n})
+			byName[norm] = append(byName[norm], rs)
 		}
 		name := rs.routeName()
 		if other, dup := routeNames[name]; dup {
@@ -473,26 +469,13 @@ func (b *Block) CheckSiteOverlap(siteHosts []string) error {
 		for _, n := range rs.Names {
 			norm, _ := normalizeName(n)
 			for _, host := range siteHosts {
-				host = strings.ToLower(host)
-				if host == "" {
-					continue
-				}
-				if overlaps(norm, host) {
+				if host = strings.ToLower(host); overlaps(norm, host) {
 					return fmt.Errorf("passthrough: server name %q (at %s) overlaps the site address %q of this site block: its connections would be passed through and the site never reached (restrict the route with `alpn`, or remove the name)", n, rs.Where, host)
 				}
 			}
 		}
 	}
 	return nil
-}
-
-func intersects(a, b []string) bool {
-	for _, x := range a {
-		if slices.Contains(b, x) {
-			return true
-		}
-	}
-	return false
 }
 
 func (rs *RouteSpec) routeName() string {

@@ -1,6 +1,7 @@
 package passthrough
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -35,13 +36,6 @@ const (
 	extServerName        = 0
 	extALPN              = 16
 	extSupportedVersions = 43
-
-	// VersionTLS10 .. VersionTLS13 are the protocol version numbers as they
-	// appear on the wire.
-	VersionTLS10 = 0x0301
-	VersionTLS11 = 0x0302
-	VersionTLS12 = 0x0303
-	VersionTLS13 = 0x0304
 )
 
 var (
@@ -89,7 +83,7 @@ type ClientHello struct {
 func (h *ClientHello) MaxVersion() uint16 {
 	if h.SupportedVersions == nil {
 		// without supported_versions, TLS 1.3 cannot be negotiated
-		v := min(h.LegacyVersion, VersionTLS12)
+		v := min(h.LegacyVersion, tls.VersionTLS12)
 		if !knownVersion(v) {
 			return 0
 		}
@@ -107,7 +101,7 @@ func (h *ClientHello) MaxVersion() uint16 {
 // knownVersion reports whether v is a protocol version a server may
 // negotiate: SSL 3.0 to TLS 1.3.
 func knownVersion(v uint16) bool {
-	return v >= 0x0300 && v <= VersionTLS13
+	return v >= 0x0300 && v <= tls.VersionTLS13
 }
 
 // OffersALPN reports whether proto is among the offered protocols.
@@ -406,10 +400,8 @@ func (s *helloScanner) read(r io.Reader, buf []byte) (*ClientHello, []byte, erro
 		n, err := r.Read(buf[len(buf):min(cap(buf), maxHelloStreamBytes)])
 		buf = buf[:len(buf)+n]
 		if err != nil {
-			if n > 0 {
-				if h, _, serr := s.scan(buf); serr == nil {
-					return h, buf, nil
-				}
+			if h, _, serr := s.scan(buf); serr == nil {
+				return h, buf, nil // the last bytes came with the error
 			}
 			if errors.Is(err, io.EOF) {
 				if len(buf) == 0 {
@@ -423,7 +415,7 @@ func (s *helloScanner) read(r io.Reader, buf []byte) (*ClientHello, []byte, erro
 }
 
 var versionNames = map[uint16]string{0: "none", 0x0300: "ssl3.0",
-	VersionTLS10: "tls1.0", VersionTLS11: "tls1.1", VersionTLS12: "tls1.2", VersionTLS13: "tls1.3"}
+	tls.VersionTLS10: "tls1.0", tls.VersionTLS11: "tls1.1", tls.VersionTLS12: "tls1.2", tls.VersionTLS13: "tls1.3"}
 
 // versionName is the usual name of a TLS version number.
 func versionName(v uint16) string {
@@ -437,7 +429,7 @@ func versionName(v uint16) string {
 // may name (TLS 1.0 to 1.3, "tls" optional).
 func parseVersionName(s string) (uint16, bool) {
 	s = strings.TrimPrefix(strings.ToLower(s), "tls")
-	for v := uint16(VersionTLS10); v <= VersionTLS13; v++ {
+	for v := uint16(tls.VersionTLS10); v <= tls.VersionTLS13; v++ {
 		if versionNames[v] == "tls"+s {
 			return v, true
 		}

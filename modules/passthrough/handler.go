@@ -264,11 +264,14 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	}
 	replay, down := takeReplay(cx)
 	pc.down = down
+	fail := func(u *Upstream, reason string, err error) error {
+		h.mDialFailed.Inc()
+		pc.logDone(u, 0, 0, reason, err)
+		return nil
+	}
 
 	if h.client != nil && terminated == nil {
-		h.mDialFailed.Inc()
-		pc.logDone(nil, 0, 0, "config_error", errors.New("tls to the upstream re-encrypts a client TLS session that caddy-l4's tls handler terminated first; this connection's was not"))
-		return nil
+		return fail(nil, "config_error", errors.New("tls to the upstream re-encrypts a client TLS session that caddy-l4's tls handler terminated first; this connection's was not"))
 	}
 	var header []byte
 	if h.ppVersion != 0 {
@@ -284,20 +287,16 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 			header, err = hdr.Format()
 		}
 		if err != nil {
-			h.mDialFailed.Inc()
-			pc.logDone(nil, 0, 0, "proxy_protocol_error", err)
-			return nil
+			return fail(nil, "proxy_protocol_error", err)
 		}
 	}
 
 	up, u, err := h.dial(cx, header, pc)
 	if err != nil {
-		h.mDialFailed.Inc()
-		pc.logDone(u, 0, 0, "dial_failed", err) // u: the last one tried, if any
-		return nil
+		return fail(u, "dial_failed", err) // u: the last one tried, if any
 	}
 	defer u.release()
-	pc.up, pc.upstream = up, u
+	pc.up = up
 	if h.client != nil {
 		header = nil // sent before the upstream handshake
 	}

@@ -24,7 +24,6 @@ type proxyConn struct {
 	serverName string
 	alpn       []string
 	down, up   net.Conn
-	upstream   *Upstream
 	identity   *peerid.Identity // verified client, when TLS was terminated at layer 4
 	forced     atomic.Pointer[string]
 }

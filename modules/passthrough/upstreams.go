@@ -89,20 +89,8 @@ type PassiveHealthChecks struct {
 	MaxFails int `json:"max_fails,omitempty"`
 }
 
-const (
-	policyRandom     = "random"
-	policyRoundRobin = "round_robin"
-	policyLeastConn  = "least_conn"
-	policyFirst      = "first"
-	policyIPHash     = "ip_hash"
-)
-
 func validPolicy(p string) bool {
-	switch p {
-	case "", policyRandom, policyRoundRobin, policyLeastConn, policyFirst, policyIPHash:
-		return true
-	}
-	return false
+	return p == "" || slices.Contains([]string{"random", "round_robin", "least_conn", "first", "ip_hash"}, p)
 }
 
 // provisionUpstreams parses the addresses and attaches the shared peers.
@@ -179,7 +167,7 @@ func (u *Upstream) release() { u.peer.conns.Add(-1) }
 // selectUpstream picks an available upstream not in skip, by policy.
 func (h *Handler) selectUpstream(client net.Addr, skip []*Upstream) *Upstream {
 	ok := func(u *Upstream) bool { return !slices.Contains(skip, u) && h.available(u) }
-	if h.LoadBalancing.Policy == policyRoundRobin {
+	if h.LoadBalancing.Policy == "round_robin" {
 		n := uint32(len(h.Upstreams))
 		for range n {
 			if u := h.Upstreams[h.rr.Add(1)%n]; ok(u) {
@@ -199,9 +187,9 @@ func (h *Handler) selectUpstream(client net.Addr, skip []*Upstream) *Upstream {
 		return nil
 	}
 	switch h.LoadBalancing.Policy {
-	case policyFirst:
+	case "first":
 		return avail[0]
-	case policyLeastConn:
+	case "least_conn":
 		// the fewest open connections, ties broken at random
 		best, bestConns, ties := avail[0], avail[0].peer.conns.Load(), 1
 		for _, u := range avail[1:] {
@@ -216,7 +204,7 @@ func (h *Handler) selectUpstream(client net.Addr, skip []*Upstream) *Upstream {
 			}
 		}
 		return best
-	case policyIPHash:
+	case "ip_hash":
 		host := client.String()
 		if ta, isTCP := client.(*net.TCPAddr); isTCP {
 			host = ta.IP.String()
