@@ -16,15 +16,12 @@ func init() {
 	caddy.RegisterModule(new(App))
 }
 
-// App runs passthrough servers on ports that have no HTTP server: each
-// server is an ordinary caddy-l4 server (the same JSON as under
-// apps.layer4.servers), started and stopped by caddy-l4's own code. It
-// exists, instead of writing into the layer4 app, so that the `passthrough`
-// global option and caddy-l4's `layer4` global option can be used side by
-// side, and so that a standalone port that clashes with an HTTP server's
-// or a layer4 server's listener is refused at load time: two servers on
-// one port would otherwise share it through SO_REUSEPORT, and the kernel
-// would hand each connection to one of them at random.
+// App runs passthrough servers, ordinary caddy-l4 servers (the JSON of
+// apps.layer4.servers, run by caddy-l4's code), on ports with no HTTP
+// server. It is not the layer4 app so that the `passthrough` and `layer4`
+// global options work side by side, and so that a port that clashes with
+// an HTTP or layer4 server's is refused at load: both would share it
+// through SO_REUSEPORT, the kernel splitting connections at random.
 type App struct {
 	// The servers, by name.
 	Servers map[string]*layer4.Server `json:"servers,omitempty"`

@@ -322,7 +322,7 @@ func (o *routeOptions) parseOption(d *caddyfile.Dispenser, opt string) error {
 		h.IdleTimeout, err = durationArg(d, opt)
 	case "copy":
 		h.Copy, err = stringArg(d, opt)
-		if err == nil && h.Copy != copyAuto && h.Copy != copySplice && h.Copy != copyBuffered {
+		if err == nil && h.Copy != "auto" && h.Copy != "splice" && h.Copy != "buffered" {
 			err = d.Errf("passthrough: copy %q: want auto, splice or buffered", h.Copy)
 		}
 	case "max_lifetime":
@@ -360,7 +360,7 @@ func (b *Block) handler(rs *RouteSpec) *Handler {
 	if h.ProxyProtocol == "off" {
 		h.ProxyProtocol = ""
 	}
-	if h.Copy == copyAuto {
+	if h.Copy == "auto" {
 		h.Copy = ""
 	}
 	h.Upstreams = nil

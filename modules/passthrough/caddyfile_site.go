@@ -49,10 +49,11 @@ func parsePassthroughGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := b.Server()
+	routes, err := b.Layer4Routes(false)
 	if err != nil {
 		return nil, d.Errf("%v", err)
 	}
+	srv := &layer4.Server{Listen: []string{b.Address}, Routes: routes, MatchingTimeout: b.MatchingTimeout}
 	for name, other := range app.Servers {
 		for _, l := range other.Listen {
 			if clash, err := ListenersClash(b.Address, l); err == nil && clash {
@@ -139,10 +140,11 @@ func parsePassthroughDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigVa
 		}
 	}
 
-	lw, err := b.ListenerWrapper()
+	routes, err := b.Layer4Routes(true)
 	if err != nil {
 		return nil, h.Errf("%v", err)
 	}
+	lw := &layer4.ListenerWrapper{Routes: routes, MatchingTimeout: b.MatchingTimeout}
 	tlsMod, err := caddy.GetModule("caddy.listeners.tls")
 	if err != nil {
 		return nil, h.Errf("passthrough: %v", err)

@@ -169,7 +169,7 @@ func (h *Handler) validate() error {
 		errs = append(errs, fmt.Errorf("proxy_protocol %q: want v1 or v2", h.ProxyProtocol))
 	}
 	switch h.Copy {
-	case "", copyAuto, copySplice, copyBuffered:
+	case "", "auto", "splice", "buffered":
 	default:
 		errs = append(errs, fmt.Errorf("copy %q: want auto, splice or buffered", h.Copy))
 	}

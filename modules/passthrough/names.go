@@ -124,12 +124,9 @@ func matchPattern(pattern, name string) bool {
 // canonicalName is the form in which a server name a client sent is
 // compared with patterns: ASCII lowercase, without the one trailing dot
 // of a fully qualified name ("Admin.Internal." is "admin.internal"). RFC
-// 6066 forbids that dot in SNI, but clients send it, and a name that
-// matched differently with and without it would slip past the route (a
-// `refuse`, say) written for it. The ClientHello reader stores names in
-// this form already, and refuses a name that still ends in a dot after
-// it ("a..": an empty label), so applying it again, as matching does for
-// any other caller, changes nothing.
+// 6066 forbids that dot in SNI, but clients send it, and a name matched
+// differently with and without it would slip past its route (a
+// `refuse`, say). The ClientHello reader stores names in this form.
 func canonicalName(name string) string {
 	name = strings.TrimSuffix(name, ".")
 	return lowerASCII(name)

@@ -122,27 +122,18 @@ func (pc *proxyConn) endDirection(dst net.Conn, err error) {
 	_ = dst.Close()
 }
 
-// The copy modes (Handler.Copy).
-const (
-	copyAuto     = "auto"
-	copySplice   = "splice"
-	copyBuffered = "buffered"
-)
-
-// useSplice tells whether the copy is left to io.Copy, which for two
-// *net.TCPConn is splice(2) in the kernel, rather than done through a
-// pooled buffer. "auto" splices only when neither peer is on this host.
-// On loopback the sender delivers at memory speed: Go's splice then
-// moves up to 1 MiB per system call for no less CPU than two copies, and
-// the proxy waits in long system calls and pacing timers instead of
-// working (docs/benchmarks.md, "W1 and the copy"). Across a network
-// card, splice saves a fifth to a third of the copy's system-call time.
+// useSplice tells whether the copy is left to io.Copy (splice(2) for two
+// *net.TCPConn) rather than a pooled buffer. "auto" splices only when
+// neither peer is on this host: on loopback Go's splice moves up to 1 MiB
+// per system call for no less CPU than two copies, and the proxy waits
+// in long system calls (docs/benchmarks.md, "W1 and the copy"); across a
+// network card it saves a fifth to a third of the copy's system time.
 // An idle timeout needs read deadlines between reads: always buffered.
 func useSplice(mode string, idle time.Duration, down, up net.Conn) bool {
 	switch {
-	case idle > 0 || mode == copyBuffered:
+	case idle > 0 || mode == "buffered":
 		return false
-	case mode == copySplice:
+	case mode == "splice":
 		return true
 	}
 	return !onThisHost(down.RemoteAddr()) && !onThisHost(up.RemoteAddr())

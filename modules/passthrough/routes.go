@@ -95,21 +95,3 @@ func lowerAll(names []string) []string {
 	}
 	return out
 }
-
-// ListenerWrapper generates the caddy-l4 listener wrapper for the block.
-func (b *Block) ListenerWrapper() (*layer4.ListenerWrapper, error) {
-	routes, err := b.Layer4Routes(true)
-	if err != nil {
-		return nil, err
-	}
-	return &layer4.ListenerWrapper{Routes: routes, MatchingTimeout: b.MatchingTimeout}, nil
-}
-
-// Server generates the caddy-l4 server of the standalone form.
-func (b *Block) Server() (*layer4.Server, error) {
-	routes, err := b.Layer4Routes(false)
-	if err != nil {
-		return nil, err
-	}
-	return &layer4.Server{Listen: []string{b.Address}, Routes: routes, MatchingTimeout: b.MatchingTimeout}, nil
-}

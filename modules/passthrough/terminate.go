@@ -67,8 +67,6 @@ func (*TerminateTLS) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-const defaultHandshakeTimeout = 10 * time.Second
-
 var tlsHandshakes = material.NewCounterVec("trustline_l4_tls_handshakes_total",
 	"TLS handshakes of layer-4 terminate_tls handlers, by result (full, resumed, failed).", "result")
 
@@ -82,7 +80,7 @@ func (t *TerminateTLS) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("terminate_tls: handshake_timeout must not be negative, got %s", time.Duration(t.HandshakeTimeout))
 	}
 	if t.HandshakeTimeout == 0 {
-		t.HandshakeTimeout = caddy.Duration(defaultHandshakeTimeout)
+		t.HandshakeTimeout = caddy.Duration(10 * time.Second)
 	}
 	if len(t.ConnectionPolicies) == 0 {
 		t.ConnectionPolicies = caddytls.ConnectionPolicies{new(caddytls.ConnectionPolicy)}
