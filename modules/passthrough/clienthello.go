@@ -81,16 +81,13 @@ type ClientHello struct {
 // client listing [0x0305, 0x0303] gets TLS 1.2 at best, so its
 // MaxVersion is TLS 1.2. 0 when it offers no known version at all.
 func (h *ClientHello) MaxVersion() uint16 {
-	if h.SupportedVersions == nil {
+	offered := h.SupportedVersions
+	if offered == nil {
 		// without supported_versions, TLS 1.3 cannot be negotiated
-		v := min(h.LegacyVersion, tls.VersionTLS12)
-		if !knownVersion(v) {
-			return 0
-		}
-		return v
+		offered = []uint16{min(h.LegacyVersion, tls.VersionTLS12)}
 	}
 	var v uint16
-	for _, sv := range h.SupportedVersions {
+	for _, sv := range offered {
 		if knownVersion(sv) {
 			v = max(v, sv)
 		}

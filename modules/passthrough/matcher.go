@@ -115,11 +115,8 @@ func (m *MatchClientHello) compile() error {
 // Match reads the ClientHello (once per connection) and tests it.
 func (m *MatchClientHello) Match(cx *layer4.Connection) (bool, error) {
 	res := readHello(cx, m.logger)
-	if res.err != nil {
-		if res.fatal {
-			return false, res.err
-		}
-		return false, nil
+	if res.hello == nil {
+		return false, res.fatal
 	}
 	return m.matches(res.hello), nil
 }
@@ -175,11 +172,8 @@ func servedByCaddy(app *caddytls.TLS, h *ClientHello) bool {
 // helloResult is the outcome of reading one connection's ClientHello,
 // kept in the connection's variables.
 type helloResult struct {
-	hello *ClientHello
-	err   error
-	// fatal errors end the connection (timeout); the others only mean
-	// "not a ClientHello we can route", and matching goes on.
-	fatal bool
+	hello *ClientHello // nil: not a ClientHello we can route
+	fatal error        // set when that ends the connection (a timeout)
 }
 
 const helloVar = "trustline.clienthello"
@@ -212,50 +206,48 @@ func readHello(cx *layer4.Connection, logger *zap.Logger) *helloResult {
 	res := &helloResult{hello: hello}
 	if err != nil {
 		var reason string
-		reason, res.err, res.fatal = classifyHelloError(err, len(buf))
+		reason, res.fatal = classifyHelloError(err, len(buf))
 		helloErrors.WithLabelValues(reason).Inc()
 		remote := cx.RemoteAddr().String()
 		switch {
 		case reason == "closed_early" && len(buf) == 0:
 			// load balancer TCP health checks look like this
 			logger.Debug("connection closed before sending anything", zap.String("client_addr", remote))
-		case res.fatal:
+		case res.fatal != nil:
 			// caddy-l4 logs the returned error and closes the connection
 		default:
 			logger.Info("no routable ClientHello", zap.String("client_addr", remote),
 				zap.String("reason", reason), zap.Int("bytes", len(buf)), zap.Error(err))
 		}
-	} else {
-		if repl, ok := cx.Context.Value(layer4.ReplacerCtxKey).(*caddy.Replacer); ok {
-			repl.Set("l4.tls.server_name", hello.ServerName)
-			repl.Set("l4.tls.version", hello.MaxVersion())
-			repl.Set("l4.tls.alpn", strings.Join(hello.ALPN, ","))
-		}
+	} else if repl, ok := cx.Context.Value(layer4.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("l4.tls.server_name", hello.ServerName)
+		repl.Set("l4.tls.version", hello.MaxVersion())
+		repl.Set("l4.tls.alpn", strings.Join(hello.ALPN, ","))
 	}
 	cx.SetVar(helloVar, res)
 	return res
 }
 
 // classifyHelloError gives the metric's reason for a failed read of n
-// bytes, and the error matching sees: fatal ones (a timeout, a network
-// error) end the connection.
-func classifyHelloError(err error, n int) (reason string, _ error, fatal bool) {
+// bytes, and the error that ends the connection for a timeout or a
+// network error (nil for the rest: matching goes on).
+func classifyHelloError(err error, n int) (reason string, fatal error) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, ErrNotTLS):
-		return "not_tls", err, false
+		return "not_tls", nil
 	case errors.Is(err, ErrHelloTooLarge):
-		return "too_large", err, false
+		return "too_large", nil
 	case errors.Is(err, ErrMalformedHello):
-		return "malformed", err, false
+		return "malformed", nil
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout", fmt.Errorf("passthrough: no complete ClientHello within the matching timeout (%d bytes received)", n), true
+		return "timeout", fmt.Errorf("passthrough: no complete ClientHello within the matching timeout (%d bytes received)", n)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "closed_early", err, false
+		return "closed_early", nil
 	case errors.As(err, &ne):
-		return "read_error", fmt.Errorf("passthrough: reading the ClientHello: %w", err), true
+		return "read_error", fmt.Errorf("passthrough: reading the ClientHello: %w", err)
 	}
-	return "read_error", err, false
+	return "read_error", nil
 }
 
 // prependConn replays bytes read while matching before reading on.

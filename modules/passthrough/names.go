@@ -70,17 +70,14 @@ func newNameSet(patterns []string) (*nameSet, error) {
 		if err != nil {
 			return nil, err
 		}
+		key, set := n, s.exact
 		if rest, ok := strings.CutPrefix(n, "*"); ok {
-			if _, dup := s.wildcards[rest]; dup {
-				return nil, fmt.Errorf("duplicate server name %q", p)
-			}
-			s.wildcards[rest] = struct{}{}
-			continue
+			key, set = rest, s.wildcards
 		}
-		if _, dup := s.exact[n]; dup {
+		if _, dup := set[key]; dup {
 			return nil, fmt.Errorf("duplicate server name %q", p)
 		}
-		s.exact[n] = struct{}{}
+		set[key] = struct{}{}
 	}
 	return s, nil
 }
