@@ -1,6 +1,7 @@
 package passthrough
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -92,13 +93,7 @@ func parsePassthroughDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigVa
 		if err != nil {
 			return nil, h.Errf("passthrough: site address %q: %v", key, err)
 		}
-		port := addr.Port
-		if port == "" {
-			port = httpsPort
-			if addr.Scheme == "http" {
-				port = httpPort
-			}
-		}
+		port := cmp.Or(addr.Port, httpsPort)
 		if addr.Scheme == "http" || (port == httpPort && addr.Scheme != "https") {
 			return nil, h.Errf("passthrough: site address %q is served over plain HTTP; passthrough routes TLS ClientHellos, so put it in a site block served over TLS (for example on :%s)", key, httpsPort)
 		}

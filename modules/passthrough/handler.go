@@ -112,8 +112,6 @@ type Handler struct {
 	mActive                                     prometheus.Gauge
 }
 
-const defaultDialTimeout = 5 * time.Second
-
 // CaddyModule returns the Caddy module information.
 func (*Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -195,7 +193,7 @@ func (h *Handler) validate() error {
 		}
 	}
 	if h.DialTimeout == 0 {
-		h.DialTimeout = caddy.Duration(defaultDialTimeout)
+		h.DialTimeout = caddy.Duration(5 * time.Second)
 	}
 	if hc := h.HealthChecks; hc != nil && hc.Passive != nil {
 		if hc.Passive.MaxFails < 0 {
