@@ -138,35 +138,29 @@ func ParseBlock(d *caddyfile.Dispenser, withAddress bool) (*Block, error) {
 			}
 			seen[word] = true
 		}
+		var err error
 		switch {
 		case word == "default":
-			if err := b.parseDefault(d, withAddress); err != nil {
-				return nil, err
-			}
+			err = b.parseDefault(d, withAddress)
 		case word == "refuse_tls12":
 			if d.NextArg() {
 				return nil, d.Errf("passthrough: refuse_tls12 takes no argument")
 			}
 			b.RefuseTLS12 = true
 		case word == "matching_timeout":
-			dur, err := durationArg(d, word)
-			if err != nil {
-				return nil, err
-			}
-			b.MatchingTimeout = dur
+			b.MatchingTimeout, err = durationArg(d, word)
 		case blockLevelOptions[word] != nil:
-			if err := b.defaults.parseOption(d, word); err != nil {
-				return nil, err
-			}
-			if d.NextBlock(1) {
-				return nil, d.Errf("passthrough: option '%s' takes no block", word)
+			err = b.defaults.parseOption(d, word)
+			if err == nil && d.NextBlock(1) {
+				err = d.Errf("passthrough: option '%s' takes no block", word)
 			}
 		default:
-			rs, err := parseRouteLine(d)
-			if err != nil {
-				return nil, err
-			}
+			var rs *RouteSpec
+			rs, err = parseRouteLine(d)
 			b.Routes = append(b.Routes, rs)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	if len(b.Routes) == 0 && b.DefaultRoute == nil {

@@ -58,6 +58,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("passthrough: duplicate option '%s'", opt)
 		}
 		seen[opt] = true
+		var err error
 		switch opt {
 		case "proxy_protocol_identity":
 			if d.NextArg() {
@@ -69,16 +70,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("passthrough: tls takes no argument (its options go in a block: %s)", tlsclient.OptionNames)
 			}
 			useTLS = true
-			for d.NextBlock(1) {
-				if err := tlsOpts.ParseOption(d, "passthrough: tls", d.Val(), "tls "+d.Val()); err != nil {
-					return err
-				}
+			for err == nil && d.NextBlock(1) {
+				err = tlsOpts.ParseOption(d, "passthrough: tls", d.Val(), "tls "+d.Val())
 			}
 		case "tls_server_name", "tls_trust_pool":
 			useTLS = true
-			if err := tlsOpts.ParseOption(d, "passthrough", strings.TrimPrefix(opt, "tls_"), opt); err != nil {
-				return err
-			}
+			err = tlsOpts.ParseOption(d, "passthrough", strings.TrimPrefix(opt, "tls_"), opt)
 		case "tls_client_auth":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
@@ -87,9 +84,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			useTLS = true
 			tlsCfg.ClientCertificateFile, tlsCfg.ClientCertificateKeyFile = args[0], args[1]
 		default:
-			if err := rs.opts.parseOption(d, opt); err != nil {
-				return err
-			}
+			err = rs.opts.parseOption(d, opt)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	if h.Route == "" {
