@@ -85,9 +85,6 @@ func newNameSet(patterns []string) (*nameSet, error) {
 // match reports whether name, as sent by a client, is in the set.
 func (s *nameSet) match(name string) bool {
 	name = canonicalName(name)
-	if name == "" {
-		return false
-	}
 	if _, ok := s.exact[name]; ok {
 		return true
 	}
@@ -125,8 +122,7 @@ func matchPattern(pattern, name string) bool {
 // differently with and without it would slip past its route (a
 // `refuse`, say). The ClientHello reader stores names in this form.
 func canonicalName(name string) string {
-	name = strings.TrimSuffix(name, ".")
-	return lowerASCII(name)
+	return lowerASCII(strings.TrimSuffix(name, "."))
 }
 
 // lowerASCII lowercases ASCII letters, without allocating when there are
