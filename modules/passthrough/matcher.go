@@ -152,14 +152,10 @@ func servedByCaddy(app *caddytls.TLS, h *ClientHello) bool {
 	if app.Automation == nil {
 		return false
 	}
-	if app.Automation.OnDemand != nil {
-		for _, ap := range app.Automation.Policies {
-			if ap.OnDemand && len(ap.SubjectsRaw) == 0 {
-				return true
-			}
-		}
-	}
 	for _, ap := range app.Automation.Policies {
+		if app.Automation.OnDemand != nil && ap.OnDemand && len(ap.SubjectsRaw) == 0 {
+			return true // on-demand TLS for any name
+		}
 		for _, subj := range ap.SubjectsRaw {
 			if matchPattern(strings.ToLower(subj), name) {
 				return true

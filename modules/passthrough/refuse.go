@@ -42,11 +42,10 @@ var alertCodes = map[string]byte{
 }
 
 func alertCode(name string) (byte, error) {
-	code, ok := alertCodes[name]
-	if !ok {
-		return 0, fmt.Errorf("refuse: unknown alert %q (want unrecognized_name, handshake_failure, protocol_version, access_denied or none)", name)
+	if code, ok := alertCodes[name]; ok {
+		return code, nil
 	}
-	return code, nil
+	return 0, fmt.Errorf("refuse: unknown alert %q (want unrecognized_name, handshake_failure, protocol_version, access_denied or none)", name)
 }
 
 // CaddyModule returns the Caddy module information.
