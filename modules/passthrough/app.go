@@ -3,8 +3,9 @@ package passthrough
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
-	"sort"
+	"slices"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -15,15 +16,12 @@ func init() {
 	caddy.RegisterModule(new(App))
 }
 
-// App runs passthrough servers on ports that have no HTTP server: each
-// server is an ordinary caddy-l4 server (the same JSON as under
-// apps.layer4.servers), started and stopped by caddy-l4's own code. It
-// exists, instead of writing into the layer4 app, so that the `passthrough`
-// global option and caddy-l4's `layer4` global option can be used side by
-// side, and so that a standalone port that clashes with an HTTP server's
-// or a layer4 server's listener is refused at load time: two servers on
-// one port would otherwise share it through SO_REUSEPORT, and the kernel
-// would hand each connection to one of them at random.
+// App runs passthrough servers, ordinary caddy-l4 servers (the JSON of
+// apps.layer4.servers, run by caddy-l4's code), on ports with no HTTP
+// server. It is not the layer4 app so that the `passthrough` and `layer4`
+// global options work side by side, and so that a port that clashes with
+// an HTTP or layer4 server's is refused at load: both would share it
+// through SO_REUSEPORT, the kernel splitting connections at random.
 type App struct {
 	// The servers, by name.
 	Servers map[string]*layer4.Server `json:"servers,omitempty"`
@@ -63,34 +61,29 @@ type listener struct {
 
 func (a *App) checkClashes(ctx caddy.Context) error {
 	var mine, others []listener
-	names := make([]string, 0, len(a.Servers))
-	for name := range a.Servers {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		for _, l := range a.Servers[name].Listen {
+	// add lists a server's listeners; a bad address is an error for our
+	// own servers, and left to the other apps to report for theirs
+	add := func(to *[]listener, owner string, listen []string) (bad error) {
+		for _, l := range listen {
 			addrs, err := expandListen(l)
-			if err != nil {
-				return fmt.Errorf("passthrough server %s: listener %q: %w", name, l, err)
+			if err != nil && bad == nil {
+				bad = fmt.Errorf("%s: listener %q: %w", owner, l, err)
 			}
 			for _, ad := range addrs {
-				mine = append(mine, listener{"passthrough server " + name, ad})
+				*to = append(*to, listener{owner, ad})
 			}
+		}
+		return bad
+	}
+	for _, name := range slices.Sorted(maps.Keys(a.Servers)) {
+		if err := add(&mine, "passthrough server "+name, a.Servers[name].Listen); err != nil {
+			return err
 		}
 	}
 	if app, err := ctx.AppIfConfigured("http"); err == nil {
 		if httpApp, ok := app.(*caddyhttp.App); ok {
 			for name, srv := range httpApp.Servers {
-				for _, l := range srv.Listen {
-					addrs, err := expandListen(l)
-					if err != nil {
-						continue // the http app reports its own errors
-					}
-					for _, ad := range addrs {
-						others = append(others, listener{"HTTP server " + name, ad})
-					}
-				}
+				_ = add(&others, "HTTP server "+name, srv.Listen)
 			}
 		}
 	} else if !errors.Is(err, caddy.ErrNotConfigured) {
@@ -99,23 +92,14 @@ func (a *App) checkClashes(ctx caddy.Context) error {
 	if app, err := ctx.AppIfConfigured("layer4"); err == nil {
 		if l4, ok := app.(*layer4.App); ok {
 			for name, srv := range l4.Servers {
-				for _, l := range srv.Listen {
-					if addrs, err := expandListen(l); err == nil {
-						for _, ad := range addrs {
-							others = append(others, listener{"layer4 server " + name, ad})
-						}
-					}
-				}
+				_ = add(&others, "layer4 server "+name, srv.Listen)
 			}
 		}
 	}
 	var errs []error
 	for i, m := range mine {
 		for _, o := range append(others, mine[:i]...) {
-			if o.owner == m.owner {
-				continue
-			}
-			if clash(m.addr, o.addr) {
+			if o.owner != m.owner && clash(m.addr, o.addr) {
 				errs = append(errs, fmt.Errorf("passthrough: %s listens on %s, which clashes with %s on %s: both would accept on port %d and the kernel would split connections between them at random; to route in front of an HTTP server on that port, put the passthrough block in one of its site blocks instead",
 					m.owner, m.addr, o.owner, o.addr, m.addr.StartPort))
 			}

@@ -78,31 +78,31 @@ type RouteSpec struct {
 }
 
 // routeOptions are the options a route may set, and the block may set
-// for all routes; set records which were given.
+// for all routes, parsed into the handler they configure; set records
+// which were given.
 type routeOptions struct {
-	set map[string]bool
-
-	name                       string
-	lbPolicy                   string
-	lbTryDuration, lbTryInterv caddy.Duration
-	maxConnections             int
-	healthInterval             caddy.Duration
-	healthTimeout              caddy.Duration
-	healthPort                 int
-	failDuration               caddy.Duration
-	maxFails                   int
-	proxyProtocol              string
-	dialTimeout                caddy.Duration
-	idleTimeout                caddy.Duration
-	copyMode                   string
-	maxLifetime                caddy.Duration
-	gracePeriod                caddy.Duration
+	h              *Handler
+	maxConnections int
+	set            map[string]bool
 }
 
-// options valid at block level too (defaults for every route)
-var blockLevelOptions = map[string]bool{
-	"proxy_protocol": true, "dial_timeout": true, "idle_timeout": true,
-	"max_lifetime": true, "grace_period": true, "copy": true,
+// blockLevelOptions are the options valid at block level too (defaults
+// for every route), with how a route inherits each.
+var blockLevelOptions = map[string]func(to, from *Handler){
+	"proxy_protocol": func(to, from *Handler) { to.ProxyProtocol = from.ProxyProtocol },
+	"dial_timeout":   func(to, from *Handler) { to.DialTimeout = from.DialTimeout },
+	"idle_timeout":   func(to, from *Handler) { to.IdleTimeout = from.IdleTimeout },
+	"max_lifetime":   func(to, from *Handler) { to.MaxLifetime = from.MaxLifetime },
+	"grace_period":   func(to, from *Handler) { to.GracePeriod = from.GracePeriod },
+	"copy":           func(to, from *Handler) { to.Copy = from.Copy },
+}
+
+func newRoute(d *caddyfile.Dispenser) *RouteSpec {
+	return &RouteSpec{Where: fmt.Sprintf("%s:%d", d.File(), d.Line()), opts: newOptions()}
+}
+
+func newOptions() routeOptions {
+	return routeOptions{h: new(Handler), set: map[string]bool{}}
 }
 
 // ParseBlock parses a passthrough block; d is at the `passthrough` token.
@@ -110,7 +110,7 @@ var blockLevelOptions = map[string]bool{
 // option) or none (site directive).
 func ParseBlock(d *caddyfile.Dispenser, withAddress bool) (*Block, error) {
 	d.Next() // passthrough
-	b := &Block{defaults: routeOptions{set: map[string]bool{}}}
+	b := &Block{defaults: newOptions()}
 	if d.NextArg() {
 		if !withAddress {
 			return nil, d.Errf("passthrough: inside a site block, passthrough takes no address: it routes in front of this site's own listener (use the global option `passthrough <address>` for a port with no HTTP server)")
@@ -123,52 +123,44 @@ func ParseBlock(d *caddyfile.Dispenser, withAddress bool) (*Block, error) {
 		if err != nil {
 			return nil, d.Errf("passthrough: listen address %q: %v", b.Address, err)
 		}
-		if na.IsUnixNetwork() || streamNetwork(na.Network) != "tcp" {
-			if !na.IsUnixNetwork() {
-				return nil, d.Errf("passthrough: listen address %q: only TCP (or a unix socket) can carry TLS passthrough", b.Address)
-			}
+		if !na.IsUnixNetwork() && streamNetwork(na.Network) != "tcp" {
+			return nil, d.Errf("passthrough: listen address %q: only TCP (or a unix socket) can carry TLS passthrough", b.Address)
 		}
 	} else if withAddress {
 		return nil, d.Errf("passthrough: the global option needs a listen address, as in `passthrough :8443 {...}` (to route in front of an HTTP server, put the block in one of its site blocks instead)")
 	}
-	seenBlockOpt := map[string]bool{}
+	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		word := d.Val()
-		if blockLevelOptions[word] || word == "default" || word == "refuse_tls12" || word == "matching_timeout" {
-			if seenBlockOpt[word] {
+		if blockLevelOptions[word] != nil || word == "default" || word == "refuse_tls12" || word == "matching_timeout" {
+			if seen[word] {
 				return nil, d.Errf("passthrough: duplicate option '%s'", word)
 			}
-			seenBlockOpt[word] = true
+			seen[word] = true
 		}
+		var err error
 		switch {
 		case word == "default":
-			if err := b.parseDefault(d, withAddress); err != nil {
-				return nil, err
-			}
+			err = b.parseDefault(d, withAddress)
 		case word == "refuse_tls12":
 			if d.NextArg() {
 				return nil, d.Errf("passthrough: refuse_tls12 takes no argument")
 			}
 			b.RefuseTLS12 = true
 		case word == "matching_timeout":
-			dur, err := durationArg(d, word)
-			if err != nil {
-				return nil, err
-			}
-			b.MatchingTimeout = dur
-		case blockLevelOptions[word]:
-			if err := b.defaults.parseOption(d, word); err != nil {
-				return nil, err
-			}
-			if d.NextBlock(1) {
-				return nil, d.Errf("passthrough: option '%s' takes no block", word)
+			b.MatchingTimeout, err = durationArg(d, word)
+		case blockLevelOptions[word] != nil:
+			err = b.defaults.parseOption(d, word)
+			if err == nil && d.NextBlock(1) {
+				err = d.Errf("passthrough: option '%s' takes no block", word)
 			}
 		default:
-			rs, err := parseRouteLine(d)
-			if err != nil {
-				return nil, err
-			}
+			var rs *RouteSpec
+			rs, err = parseRouteLine(d)
 			b.Routes = append(b.Routes, rs)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	if len(b.Routes) == 0 && b.DefaultRoute == nil {
@@ -199,7 +191,7 @@ func (b *Block) parseDefault(d *caddyfile.Dispenser, standalone bool) error {
 		}
 		return nil
 	}
-	rs := &RouteSpec{Where: where(d), opts: routeOptions{set: map[string]bool{}}}
+	rs := newRoute(d)
 	for _, a := range args {
 		if !isUpstreamToken(a) {
 			return d.Errf("passthrough: default: %q is not an upstream (host:port) nor terminate or refuse", a)
@@ -220,9 +212,8 @@ func (b *Block) parseDefault(d *caddyfile.Dispenser, standalone bool) error {
 }
 
 func parseRouteLine(d *caddyfile.Dispenser) (*RouteSpec, error) {
-	rs := &RouteSpec{Where: where(d), opts: routeOptions{set: map[string]bool{}}}
-	tokens := append([]string{d.Val()}, d.RemainingArgs()...)
-	for _, tok := range tokens {
+	rs := newRoute(d)
+	for _, tok := range append([]string{d.Val()}, d.RemainingArgs()...) {
 		if isUpstreamToken(tok) {
 			if err := checkUpstream(tok); err != nil {
 				return nil, d.Errf("passthrough: %v", err)
@@ -285,49 +276,53 @@ func (rs *RouteSpec) parseOptions(d *caddyfile.Dispenser) error {
 }
 
 func (o *routeOptions) parseOption(d *caddyfile.Dispenser, opt string) error {
+	h := o.h
+	active := func() *ActiveHealthChecks { return ensure(&ensure(&h.HealthChecks).Active) }
+	passive := func() *PassiveHealthChecks { return ensure(&ensure(&h.HealthChecks).Passive) }
 	var err error
 	switch opt {
 	case "name":
-		o.name, err = stringArg(d, opt)
+		h.Route, err = stringArg(d, opt)
 	case "lb_policy":
-		o.lbPolicy, err = stringArg(d, opt)
-		if err == nil && !validPolicy(o.lbPolicy) {
-			err = d.Errf("passthrough: lb_policy %q: want random, round_robin, least_conn, first or ip_hash", o.lbPolicy)
+		lb := ensure(&h.LoadBalancing)
+		lb.Policy, err = stringArg(d, opt)
+		if err == nil && !validPolicy(lb.Policy) {
+			err = d.Errf("passthrough: lb_policy %q: want random, round_robin, least_conn, first or ip_hash", lb.Policy)
 		}
 	case "lb_try_duration":
-		o.lbTryDuration, err = durationArg(d, opt)
+		ensure(&h.LoadBalancing).TryDuration, err = durationArg(d, opt)
 	case "lb_try_interval":
-		o.lbTryInterv, err = durationArg(d, opt)
+		ensure(&h.LoadBalancing).TryInterval, err = durationArg(d, opt)
 	case "max_connections":
 		o.maxConnections, err = intArg(d, opt, 1, 1<<30)
 	case "health_interval":
-		o.healthInterval, err = durationArg(d, opt)
+		active().Interval, err = durationArg(d, opt)
 	case "health_timeout":
-		o.healthTimeout, err = durationArg(d, opt)
+		active().Timeout, err = durationArg(d, opt)
 	case "health_port":
-		o.healthPort, err = intArg(d, opt, 1, 65535)
+		active().Port, err = intArg(d, opt, 1, 65535)
 	case "fail_duration":
-		o.failDuration, err = durationArg(d, opt)
+		passive().FailDuration, err = durationArg(d, opt)
 	case "max_fails":
-		o.maxFails, err = intArg(d, opt, 1, 1<<30)
+		passive().MaxFails, err = intArg(d, opt, 1, 1<<30)
 	case "proxy_protocol":
-		o.proxyProtocol, err = stringArg(d, opt)
-		if err == nil && o.proxyProtocol != "v1" && o.proxyProtocol != "v2" && o.proxyProtocol != "off" {
-			err = d.Errf("passthrough: proxy_protocol %q: want v1, v2 or off", o.proxyProtocol)
+		h.ProxyProtocol, err = stringArg(d, opt)
+		if err == nil && h.ProxyProtocol != "v1" && h.ProxyProtocol != "v2" && h.ProxyProtocol != "off" {
+			err = d.Errf("passthrough: proxy_protocol %q: want v1, v2 or off", h.ProxyProtocol)
 		}
 	case "dial_timeout":
-		o.dialTimeout, err = durationArg(d, opt)
+		h.DialTimeout, err = durationArg(d, opt)
 	case "idle_timeout":
-		o.idleTimeout, err = durationArg(d, opt)
+		h.IdleTimeout, err = durationArg(d, opt)
 	case "copy":
-		o.copyMode, err = stringArg(d, opt)
-		if err == nil && o.copyMode != "auto" && o.copyMode != "splice" && o.copyMode != "buffered" {
-			err = d.Errf("passthrough: copy %q: want auto, splice or buffered", o.copyMode)
+		h.Copy, err = stringArg(d, opt)
+		if err == nil && h.Copy != "auto" && h.Copy != "splice" && h.Copy != "buffered" {
+			err = d.Errf("passthrough: copy %q: want auto, splice or buffered", h.Copy)
 		}
 	case "max_lifetime":
-		o.maxLifetime, err = durationArg(d, opt)
+		h.MaxLifetime, err = durationArg(d, opt)
 	case "grace_period":
-		o.gracePeriod, err = durationArg(d, opt)
+		h.GracePeriod, err = durationArg(d, opt)
 	default:
 		return d.Errf("passthrough: unknown route option '%s'%s", opt, misplaced.Hint(opt))
 	}
@@ -336,6 +331,37 @@ func (o *routeOptions) parseOption(d *caddyfile.Dispenser, opt string) error {
 	}
 	o.set[opt] = true
 	return nil
+}
+
+// ensure returns *p, allocated first when nil.
+func ensure[T any](p **T) *T {
+	if *p == nil {
+		*p = new(T)
+	}
+	return *p
+}
+
+// handler completes the layer4.handlers.passthrough config of rs: the
+// block's defaults filled in (b nil: none), the upstreams listed.
+func (b *Block) handler(rs *RouteSpec) *Handler {
+	h := rs.opts.h
+	h.Route = rs.routeName()
+	for opt, inherit := range blockLevelOptions {
+		if b != nil && !rs.opts.set[opt] {
+			inherit(h, b.defaults.h)
+		}
+	}
+	if h.ProxyProtocol == "off" {
+		h.ProxyProtocol = ""
+	}
+	if h.Copy == "auto" {
+		h.Copy = ""
+	}
+	h.Upstreams = nil
+	for _, up := range rs.Upstreams {
+		h.Upstreams = append(h.Upstreams, &Upstream{Dial: up, MaxConnections: rs.opts.maxConnections})
+	}
+	return h
 }
 
 func stringArg(d *caddyfile.Dispenser, opt string) (string, error) {
@@ -373,10 +399,6 @@ func intArg(d *caddyfile.Dispenser, opt string, lo, hi int) (int, error) {
 	return n, nil
 }
 
-func where(d *caddyfile.Dispenser) string {
-	return fmt.Sprintf("%s:%d", d.File(), d.Line())
-}
-
 // isUpstreamToken tells upstreams (host:port, [v6]:port, unix/path) from
 // server names, which have neither colons nor slashes.
 func isUpstreamToken(s string) bool {
@@ -402,11 +424,7 @@ func checkUpstream(s string) error {
 
 // check finds duplicate and overlapping names across routes.
 func (b *Block) check() error {
-	type seen struct {
-		rs   *RouteSpec
-		name string
-	}
-	byName := map[string][]seen{}
+	byName := map[string][]*RouteSpec{}
 	routeNames := map[string]string{}
 	for _, rs := range b.Routes {
 		if _, err := newNameSet(rs.Names); err != nil {
@@ -416,13 +434,13 @@ func (b *Block) check() error {
 			norm, _ := normalizeName(n)
 			for _, prev := range byName[norm] {
 				switch {
-				case len(prev.rs.ALPN) == 0 && len(rs.ALPN) == 0:
-					return fmt.Errorf("passthrough: duplicate server name %q: routed at %s and again at %s", n, prev.rs.Where, rs.Where)
-				case len(prev.rs.ALPN) > 0 && len(rs.ALPN) > 0 && intersects(prev.rs.ALPN, rs.ALPN):
-					return fmt.Errorf("passthrough: overlapping routes for %q: the ALPN protocols %q (at %s) and %q (at %s) share a protocol", n, prev.rs.ALPN, prev.rs.Where, rs.ALPN, rs.Where)
+				case len(prev.ALPN) == 0 && len(rs.ALPN) == 0:
+					return fmt.Errorf("passthrough: duplicate server name %q: routed at %s and again at %s", n, prev.Where, rs.Where)
+				case slices.ContainsFunc(prev.ALPN, func(p string) bool { return slices.Contains(rs.ALPN, p) }):
+					return fmt.Errorf("passthrough: overlapping routes for %q: the ALPN protocols %q (at %s) and %q (at %s) share a protocol", n, prev.ALPN, prev.Where, rs.ALPN, rs.Where)
 				}
 			}
-			byName[norm] = append(byName[norm], seen{rs, n})
+			byName[norm] = append(byName[norm], rs)
 		}
 		name := rs.routeName()
 		if other, dup := routeNames[name]; dup {
@@ -445,11 +463,7 @@ func (b *Block) CheckSiteOverlap(siteHosts []string) error {
 		for _, n := range rs.Names {
 			norm, _ := normalizeName(n)
 			for _, host := range siteHosts {
-				host = strings.ToLower(host)
-				if host == "" {
-					continue
-				}
-				if norm == host || matchPattern(norm, host) || (strings.HasPrefix(host, "*.") && matchPattern(host, strings.TrimPrefix(norm, "*."))) {
+				if host = strings.ToLower(host); overlaps(norm, host) {
 					return fmt.Errorf("passthrough: server name %q (at %s) overlaps the site address %q of this site block: its connections would be passed through and the site never reached (restrict the route with `alpn`, or remove the name)", n, rs.Where, host)
 				}
 			}
@@ -458,18 +472,9 @@ func (b *Block) CheckSiteOverlap(siteHosts []string) error {
 	return nil
 }
 
-func intersects(a, b []string) bool {
-	for _, x := range a {
-		if slices.Contains(b, x) {
-			return true
-		}
-	}
-	return false
-}
-
 func (rs *RouteSpec) routeName() string {
-	if rs.opts.name != "" {
-		return rs.opts.name
+	if rs.opts.h.Route != "" {
+		return rs.opts.h.Route
 	}
 	if len(rs.Names) == 0 {
 		return "default"

@@ -1,6 +1,7 @@
 package passthrough
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -17,21 +18,16 @@ import (
 	"github.com/trustline/trustline/internal/caddyinternals"
 )
 
-// The passthrough block comes in two forms:
+// The passthrough block (syntax on Block) comes in two forms:
 //
-//   - inside a site block, `passthrough { ... }` routes in front of the
-//     HTTP server that serves the site: it becomes a caddy-l4 `layer4`
-//     listener wrapper on that server, followed by the `tls` wrapper, so
-//     that matching names are proxied as raw TCP and everything else
-//     falls through to Caddy's own TLS termination. The wrapper lands on
-//     exactly the server of the site (no server key to match by hand);
-//     when a `servers` global option applies to that server, whose
-//     listener_wrappers would replace it, the wrapper is merged into that
-//     option's list instead;
+//   - inside a site block, `passthrough { ... }` becomes a caddy-l4
+//     `layer4` listener wrapper, then the `tls` wrapper, on exactly the
+//     site's HTTP server (merged into the list of a `servers` global
+//     option that applies to it, whose listener_wrappers would replace
+//     it): matching names are proxied as raw TCP, everything else falls
+//     through to Caddy's own TLS termination;
 //   - as a global option, `passthrough <address> { ... }` serves a port
 //     with no HTTP server: a caddy-l4 server in the `passthrough` app.
-//
-// The block syntax is documented on Block.
 func init() {
 	httpcaddyfile.RegisterGlobalOption("passthrough", parsePassthroughGlobal)
 	httpcaddyfile.RegisterDirective("passthrough", parsePassthroughDirective)
@@ -54,10 +50,11 @@ func parsePassthroughGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := b.Server()
+	routes, err := b.Layer4Routes(false)
 	if err != nil {
 		return nil, d.Errf("%v", err)
 	}
+	srv := &layer4.Server{Listen: []string{b.Address}, Routes: routes, MatchingTimeout: b.MatchingTimeout}
 	for name, other := range app.Servers {
 		for _, l := range other.Listen {
 			if clash, err := ListenersClash(b.Address, l); err == nil && clash {
@@ -70,14 +67,14 @@ func parsePassthroughGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 }
 
 func parsePassthroughDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
-	site, err := readParentBlock(h)
+	keys, binds, err := readParentBlock(h)
 	if err != nil {
 		return nil, h.Errf("passthrough: %v", err)
 	}
 	h.Next()
 	file, line := h.File(), h.Line()
 	h.Reset()
-	here := fmt.Sprintf("%s:%d (site %s)", file, line, strings.Join(site.keys, ", "))
+	here := fmt.Sprintf("%s:%d (site %s)", file, line, strings.Join(keys, ", "))
 	b, err := ParseBlock(h.Dispenser, false)
 	if err != nil {
 		return nil, err
@@ -91,18 +88,12 @@ func parsePassthroughDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigVa
 		httpsPort = strconv.Itoa(p)
 	}
 	var hosts, ports []string
-	for _, key := range site.keys {
+	for _, key := range keys {
 		addr, err := httpcaddyfile.ParseAddress(key)
 		if err != nil {
 			return nil, h.Errf("passthrough: site address %q: %v", key, err)
 		}
-		port := addr.Port
-		if port == "" {
-			port = httpsPort
-			if addr.Scheme == "http" {
-				port = httpPort
-			}
-		}
+		port := cmp.Or(addr.Port, httpsPort)
 		if addr.Scheme == "http" || (port == httpPort && addr.Scheme != "https") {
 			return nil, h.Errf("passthrough: site address %q is served over plain HTTP; passthrough routes TLS ClientHellos, so put it in a site block served over TLS (for example on :%s)", key, httpsPort)
 		}
@@ -129,16 +120,14 @@ func parsePassthroughDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigVa
 	}
 
 	// a standalone passthrough port that is also this site's port
-	if existing, ok := h.Option("passthrough").(httpcaddyfile.App); ok {
-		var app App
-		if err := json.Unmarshal(existing.Value, &app); err == nil {
-			for _, srv := range app.Servers {
-				for _, l := range srv.Listen {
-					for _, port := range ports {
-						for _, host := range append(site.binds, "") {
-							if clash, _ := ListenersClash(l, caddy.JoinNetworkAddress("", host, port)); clash {
-								return nil, h.Errf("passthrough: the global option `passthrough %s` clashes with this site's listener on port %s: the HTTP server and the standalone passthrough server would share the port at random; keep one passthrough block, in this site block", l, port)
-							}
+	var app App
+	if existing, ok := h.Option("passthrough").(httpcaddyfile.App); ok && json.Unmarshal(existing.Value, &app) == nil {
+		for _, srv := range app.Servers {
+			for _, l := range srv.Listen {
+				for _, port := range ports {
+					for _, host := range append(binds, "") {
+						if clash, _ := ListenersClash(l, caddy.JoinNetworkAddress("", host, port)); clash {
+							return nil, h.Errf("passthrough: the global option `passthrough %s` clashes with this site's listener on port %s: the HTTP server and the standalone passthrough server would share the port at random; keep one passthrough block, in this site block", l, port)
 						}
 					}
 				}
@@ -146,17 +135,17 @@ func parsePassthroughDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigVa
 		}
 	}
 
-	lw, err := b.ListenerWrapper()
+	routes, err := b.Layer4Routes(true)
 	if err != nil {
 		return nil, h.Errf("%v", err)
 	}
+	lw := &layer4.ListenerWrapper{Routes: routes, MatchingTimeout: b.MatchingTimeout}
 	tlsMod, err := caddy.GetModule("caddy.listeners.tls")
 	if err != nil {
 		return nil, h.Errf("passthrough: %v", err)
 	}
-	tlsWrapper := tlsMod.New()
 
-	merged, protocols, err := mergeIntoServersOption(h, ports, site.binds, lw)
+	merged, protocols, err := mergeIntoServersOption(h, ports, binds, lw)
 	if err != nil {
 		return nil, h.Errf("passthrough: %v", err)
 	}
@@ -169,24 +158,17 @@ func parsePassthroughDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigVa
 	}
 	return []httpcaddyfile.ConfigValue{
 		{Class: "listener_wrapper", Value: lw},
-		{Class: "listener_wrapper", Value: tlsWrapper},
+		{Class: "listener_wrapper", Value: tlsMod.New()},
 	}, nil
 }
 
-// parentSite is what the directive needs from its site block.
-type parentSite struct {
-	keys  []string
-	binds []string // hosts from a bind directive, if any
-}
-
-// readParentBlock reads the keys and bind hosts of the site block the
-// directive is in.
-func readParentBlock(h httpcaddyfile.Helper) (*parentSite, error) {
+// readParentBlock reads the keys and the bind hosts, if any, of the site
+// block the directive is in.
+func readParentBlock(h httpcaddyfile.Helper) (keys, binds []string, err error) {
 	sb, err := caddyinternals.SiteBlock(h)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	site := &parentSite{keys: sb.GetKeysText()}
 	for _, seg := range sb.Segments {
 		if seg.Directive() != "bind" {
 			continue
@@ -195,13 +177,13 @@ func readParentBlock(h httpcaddyfile.Helper) (*parentSite, error) {
 			if tok.Text == "{" {
 				break
 			}
-			site.binds = append(site.binds, tok.Text)
+			binds = append(binds, tok.Text)
 		}
 	}
-	if h.Option("default_bind") != nil && len(site.binds) == 0 {
-		site.binds = append(site.binds, "(default_bind)")
+	if h.Option("default_bind") != nil && len(binds) == 0 {
+		binds = append(binds, "(default_bind)")
 	}
-	return site, nil
+	return sb.GetKeysText(), binds, nil
 }
 
 // mergeIntoServersOption handles a `servers` global option that applies

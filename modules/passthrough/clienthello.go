@@ -1,19 +1,19 @@
 package passthrough
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
 )
 
-// The ClientHello reader: it reads TLS records from the start of a
-// connection until the whole ClientHello handshake message is assembled
-// (it may span several records, and the records several TCP segments) and
-// parses the few fields routing needs. It never decrypts anything and never
-// writes to the connection.
+// The ClientHello reader assembles the whole ClientHello from the first
+// records of a connection (several records, over several TCP segments)
+// and parses the few fields routing needs; it never writes.
 
 const (
 	recordTypeHandshake      = 22
@@ -28,24 +28,14 @@ const (
 	// header included) the reader assembles; a larger one is refused.
 	MaxClientHelloBytes = 16 << 10
 
-	// maxHelloStreamBytes bounds how many bytes the reader takes from the
-	// connection: the largest message in records of one byte each (the
-	// smallest legal record), every byte behind a record header. A
-	// ClientHello within MaxClientHelloBytes always fits, however the
-	// client frames it; the reader fails sooner when the message it
-	// announced is larger.
+	// maxHelloStreamBytes bounds how many bytes the reader takes: the
+	// largest message in records of one byte each, so that any framing
+	// of a ClientHello within MaxClientHelloBytes fits.
 	maxHelloStreamBytes = MaxClientHelloBytes * (1 + recordHeaderLen)
 
 	extServerName        = 0
 	extALPN              = 16
 	extSupportedVersions = 43
-
-	// VersionTLS10 .. VersionTLS13 are the protocol version numbers as they
-	// appear on the wire.
-	VersionTLS10 = 0x0301
-	VersionTLS11 = 0x0302
-	VersionTLS12 = 0x0303
-	VersionTLS13 = 0x0304
 )
 
 var (
@@ -91,16 +81,13 @@ type ClientHello struct {
 // client listing [0x0305, 0x0303] gets TLS 1.2 at best, so its
 // MaxVersion is TLS 1.2. 0 when it offers no known version at all.
 func (h *ClientHello) MaxVersion() uint16 {
-	if h.SupportedVersions == nil {
+	offered := h.SupportedVersions
+	if offered == nil {
 		// without supported_versions, TLS 1.3 cannot be negotiated
-		v := min(h.LegacyVersion, VersionTLS12)
-		if !knownVersion(v) {
-			return 0
-		}
-		return v
+		offered = []uint16{min(h.LegacyVersion, tls.VersionTLS12)}
 	}
 	var v uint16
-	for _, sv := range h.SupportedVersions {
+	for _, sv := range offered {
 		if knownVersion(sv) {
 			v = max(v, sv)
 		}
@@ -111,33 +98,19 @@ func (h *ClientHello) MaxVersion() uint16 {
 // knownVersion reports whether v is a protocol version a server may
 // negotiate: SSL 3.0 to TLS 1.3.
 func knownVersion(v uint16) bool {
-	return v >= 0x0300 && v <= VersionTLS13
+	return v >= 0x0300 && v <= tls.VersionTLS13
 }
 
 // OffersALPN reports whether proto is among the offered protocols.
 func (h *ClientHello) OffersALPN(proto string) bool {
-	for _, p := range h.ALPN {
-		if p == proto {
-			return true
-		}
-	}
-	return false
-}
-
-// ScanClientHello looks for a ClientHello at the start of data, the first
-// bytes a client sent. It returns the parsed ClientHello and the number of
-// bytes of data its records took; errIncomplete when data is a valid but
-// unfinished beginning (read more and call again with all of it); or
-// ErrNotTLS, ErrHelloTooLarge or ErrMalformedHello (wrapped).
-func ScanClientHello(data []byte) (*ClientHello, int, error) {
-	var s helloScanner
-	return s.scan(data)
+	return slices.Contains(h.ALPN, proto)
 }
 
 // helloScanner reassembles a ClientHello from the first bytes of a stream
 // incrementally. Each call to scan gets the whole stream so far (the same
 // bytes as before, and more) and looks only at the bytes it has not seen:
-// each byte is checked once and copied at most once, so reading a
+// each byte is checked once and copied at most once (never, when the
+// first record holds the whole message, the usual case), so reading a
 // ClientHello costs time linear in its size however the client splits it
 // into records and reads. Once scan returned anything but errIncomplete,
 // the scanner is spent.
@@ -147,7 +120,7 @@ type helloScanner struct {
 	records int                      // records begun
 	hdr     [handshakeHeaderLen]byte // the handshake header, until it is complete
 	hdrN    int
-	msg     []byte // the message assembled so far, once its length is known
+	msg     []byte // the message assembled so far when it spans records
 	msgLen  int    // its full length, header included; 0 until known
 	// scanned counts the bytes reassembly looked at over all calls,
 	// parsing the finished message aside (tests check it stays linear in
@@ -155,30 +128,23 @@ type helloScanner struct {
 	scanned int
 }
 
+// scan returns the ClientHello at the start of data and the number of
+// bytes of data its records took; errIncomplete when data is a valid but
+// unfinished beginning (call again with more); or ErrNotTLS,
+// ErrHelloTooLarge or ErrMalformedHello (wrapped).
 func (s *helloScanner) scan(data []byte) (*ClientHello, int, error) {
-	if s.off == 0 {
-		// fast path: the whole message in the first record, the usual
-		// case; checked without copying anything
-		if h, n, done, err := scanOneRecord(data); done {
-			s.scanned += min(len(data), recordHeaderLen+handshakeHeaderLen)
-			return h, n, err
-		}
-	}
 	for {
 		if s.off == s.recEnd {
 			rest := data[s.off:]
-			if len(rest) < recordHeaderLen {
-				s.scanned += len(rest)
-				if len(rest) > 0 {
-					if err := checkRecordHeader(rest, s.records == 0); err != nil {
-						return nil, 0, err
-					}
+			n := min(len(rest), recordHeaderLen)
+			s.scanned += n
+			if n > 0 {
+				if err := checkRecordHeader(rest[:n], s.records == 0); err != nil {
+					return nil, 0, err
 				}
-				return nil, 0, errIncomplete
 			}
-			s.scanned += recordHeaderLen
-			if err := checkRecordHeader(rest[:recordHeaderLen], s.records == 0); err != nil {
-				return nil, 0, err
+			if n < recordHeaderLen {
+				return nil, 0, errIncomplete
 			}
 			s.records++
 			s.off += recordHeaderLen
@@ -202,80 +168,55 @@ func (s *helloScanner) scan(data []byte) (*ClientHello, int, error) {
 				return nil, 0, err
 			}
 			s.msgLen = handshakeHeaderLen + bodyLen
-			s.msg = make([]byte, 0, s.msgLen)
-			s.msg = append(s.msg, s.hdr[:]...)
+			if s.records > 1 || s.off+bodyLen > s.recEnd {
+				s.msg = append(make([]byte, 0, s.msgLen), s.hdr[:]...)
+			}
 			avail -= n
+		}
+		if s.msg == nil {
+			// the whole message in the first record: parsed in place
+			if len(data) < recordHeaderLen+s.msgLen {
+				return nil, 0, errIncomplete
+			}
+			return s.parse(data[recordHeaderLen:recordHeaderLen+s.msgLen], len(data))
 		}
 		take := min(avail, s.msgLen-len(s.msg))
 		s.msg = append(s.msg, data[s.off:s.off+take]...)
 		s.off += take
 		s.scanned += take
 		if len(s.msg) == s.msgLen {
-			h, err := parseClientHelloBody(s.msg[handshakeHeaderLen:])
-			if err != nil {
-				return nil, 0, err
-			}
-			h.Records, h.Length = s.records, s.msgLen
-			// the rest of the record, if any, belongs to the stream too
-			return h, min(len(data), s.recEnd), nil
+			return s.parse(s.msg, len(data))
 		}
 	}
 }
 
-// scanOneRecord parses a ClientHello whose first record holds the whole
-// message. done is false when data is too short to tell or the message
-// goes on in later records: then the caller reassembles it.
-func scanOneRecord(data []byte) (h *ClientHello, n int, done bool, err error) {
-	if len(data) < recordHeaderLen+handshakeHeaderLen {
-		return nil, 0, false, nil
-	}
-	if err := checkRecordHeader(data, true); err != nil {
-		return nil, 0, true, err
-	}
-	recLen := int(data[3])<<8 | int(data[4])
-	if recLen < handshakeHeaderLen {
-		return nil, 0, false, nil
-	}
-	msgLen, err := checkHandshakeHeader(data[recordHeaderLen:])
+func (s *helloScanner) parse(msg []byte, dataLen int) (*ClientHello, int, error) {
+	h, err := parseClientHelloBody(msg[handshakeHeaderLen:])
 	if err != nil {
-		return nil, 0, true, err
+		return nil, 0, err
 	}
-	if handshakeHeaderLen+msgLen > recLen {
-		return nil, 0, false, nil
-	}
-	end := recordHeaderLen + handshakeHeaderLen + msgLen
-	if len(data) < end {
-		return nil, 0, true, errIncomplete
-	}
-	h, err = parseClientHelloBody(data[recordHeaderLen+handshakeHeaderLen : end])
-	if err != nil {
-		return nil, 0, true, err
-	}
-	h.Records, h.Length = 1, handshakeHeaderLen+msgLen
+	h.Records, h.Length = s.records, s.msgLen
 	// the rest of the record, if any, belongs to the stream too
-	return h, min(len(data), recordHeaderLen+recLen), true, nil
+	return h, min(dataLen, s.recEnd), nil
 }
 
 // checkRecordHeader checks the (possibly partial) record header at the
-// start of b.
+// start of b: the first record's type and version tell TLS from the rest.
 func checkRecordHeader(b []byte, first bool) error {
-	if b[0] != recordTypeHandshake {
-		if first {
-			return ErrNotTLS
-		}
-		return malformed("record of type %d inside the ClientHello", b[0])
+	var bad error
+	switch {
+	case b[0] != recordTypeHandshake:
+		bad = malformed("record of type %d inside the ClientHello", b[0])
+	case len(b) >= 2 && b[1] != 3:
+		bad = malformed("record version %d.x inside the ClientHello", b[1])
+	case len(b) >= 3 && b[2] > 4:
+		bad = malformed("record version 3.%d inside the ClientHello", b[2])
 	}
-	if len(b) >= 2 && b[1] != 3 {
-		if first {
-			return ErrNotTLS
-		}
-		return malformed("record version %d.x inside the ClientHello", b[1])
+	if bad != nil && first {
+		return ErrNotTLS
 	}
-	if len(b) >= 3 && b[2] > 4 {
-		if first {
-			return ErrNotTLS
-		}
-		return malformed("record version 3.%d inside the ClientHello", b[2])
+	if bad != nil {
+		return bad
 	}
 	if len(b) >= 5 {
 		n := int(b[3])<<8 | int(b[4])
@@ -329,38 +270,31 @@ func parseClientHelloBody(body []byte) (*ClientHello, error) {
 	if !s.ReadUint16LengthPrefixed(&exts) || !s.Empty() {
 		return nil, malformed("bad extensions block")
 	}
-	var seenSNI, seenALPN, seenVersions bool
+	seen := make([]uint16, 0, 3)
 	for !exts.Empty() {
 		var typ uint16
 		var ext cryptobyte.String
 		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&ext) {
 			return nil, malformed("truncated extension")
 		}
+		var name string
+		var parse func(cryptobyte.String, *ClientHello) error
 		switch typ {
 		case extServerName:
-			if seenSNI {
-				return nil, malformed("duplicate server_name extension")
-			}
-			seenSNI = true
-			if err := parseSNI(ext, h); err != nil {
-				return nil, err
-			}
+			name, parse = "server_name", parseSNI
 		case extALPN:
-			if seenALPN {
-				return nil, malformed("duplicate ALPN extension")
-			}
-			seenALPN = true
-			if err := parseALPN(ext, h); err != nil {
-				return nil, err
-			}
+			name, parse = "ALPN", parseALPN
 		case extSupportedVersions:
-			if seenVersions {
-				return nil, malformed("duplicate supported_versions extension")
-			}
-			seenVersions = true
-			if err := parseVersions(ext, h); err != nil {
-				return nil, err
-			}
+			name, parse = "supported_versions", parseVersions
+		default:
+			continue
+		}
+		if slices.Contains(seen, typ) {
+			return nil, malformed("duplicate %s extension", name)
+		}
+		seen = append(seen, typ)
+		if err := parse(ext, h); err != nil {
+			return nil, err
 		}
 	}
 	return h, nil
@@ -463,10 +397,8 @@ func (s *helloScanner) read(r io.Reader, buf []byte) (*ClientHello, []byte, erro
 		n, err := r.Read(buf[len(buf):min(cap(buf), maxHelloStreamBytes)])
 		buf = buf[:len(buf)+n]
 		if err != nil {
-			if n > 0 {
-				if h, _, serr := s.scan(buf); serr == nil {
-					return h, buf, nil
-				}
+			if h, _, serr := s.scan(buf); serr == nil {
+				return h, buf, nil // the last bytes came with the error
 			}
 			if errors.Is(err, io.EOF) {
 				if len(buf) == 0 {
@@ -479,37 +411,25 @@ func (s *helloScanner) read(r io.Reader, buf []byte) (*ClientHello, []byte, erro
 	}
 }
 
+var versionNames = map[uint16]string{0: "none", 0x0300: "ssl3.0",
+	tls.VersionTLS10: "tls1.0", tls.VersionTLS11: "tls1.1", tls.VersionTLS12: "tls1.2", tls.VersionTLS13: "tls1.3"}
+
 // versionName is the usual name of a TLS version number.
 func versionName(v uint16) string {
-	switch v {
-	case 0:
-		return "none"
-	case 0x0300:
-		return "ssl3.0"
-	case VersionTLS10:
-		return "tls1.0"
-	case VersionTLS11:
-		return "tls1.1"
-	case VersionTLS12:
-		return "tls1.2"
-	case VersionTLS13:
-		return "tls1.3"
+	if name, ok := versionNames[v]; ok {
+		return name
 	}
 	return fmt.Sprintf("0x%04x", v)
 }
 
 // parseVersionName is versionName's inverse for the versions a config
-// may name.
+// may name (TLS 1.0 to 1.3, "tls" optional).
 func parseVersionName(s string) (uint16, bool) {
-	switch strings.ToLower(s) {
-	case "tls1.0", "1.0":
-		return VersionTLS10, true
-	case "tls1.1", "1.1":
-		return VersionTLS11, true
-	case "tls1.2", "1.2":
-		return VersionTLS12, true
-	case "tls1.3", "1.3":
-		return VersionTLS13, true
+	s = strings.TrimPrefix(strings.ToLower(s), "tls")
+	for v := uint16(tls.VersionTLS10); v <= tls.VersionTLS13; v++ {
+		if versionNames[v] == "tls"+s {
+			return v, true
+		}
 	}
 	return 0, false
 }

@@ -41,8 +41,8 @@ func FuzzScanClientHello(f *testing.F) {
 	raw := hellotest.Go(f, &tls.Config{ServerName: "placeholder.example.com"})
 	f.Add(hellotest.WithSNI(f, raw, "Admin.Internal."))
 	f.Add(reframe(f, hellotest.WithSNI(f, raw, "admin.internal.."), 20))
-	f.Add(hellotest.WithVersions(f, raw, 0x0305, VersionTLS12))
-	f.Add(hellotest.WithVersions(f, raw, 0x2a2a, 0x7f1c, VersionTLS13))
+	f.Add(hellotest.WithVersions(f, raw, 0x0305, tls.VersionTLS12))
+	f.Add(hellotest.WithVersions(f, raw, 0x2a2a, 0x7f1c, tls.VersionTLS13))
 	files, _ := filepath.Glob("testdata/hellos/*.bin")
 	for _, file := range files {
 		if b, err := os.ReadFile(file); err == nil {

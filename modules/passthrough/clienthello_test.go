@@ -24,11 +24,11 @@ func TestScanGoClientHello(t *testing.T) {
 		maxVer   uint16
 		versions bool
 	}{
-		{"tls13", &tls.Config{ServerName: "db.example.com", NextProtos: []string{"h2", "http/1.1"}}, "db.example.com", []string{"h2", "http/1.1"}, VersionTLS13, true},
-		{"tls12 only", &tls.Config{ServerName: "old.example.com", MaxVersion: tls.VersionTLS12}, "old.example.com", nil, VersionTLS12, true},
-		{"no sni", &tls.Config{InsecureSkipVerify: true}, "", nil, VersionTLS13, true},
-		{"ip literal sends no sni", &tls.Config{ServerName: "127.0.0.1"}, "", nil, VersionTLS13, true},
-		{"many alpn over 2 KiB", &tls.Config{ServerName: "big.example.com", NextProtos: manyALPN(300)}, "big.example.com", manyALPN(300), VersionTLS13, true},
+		{"tls13", &tls.Config{ServerName: "db.example.com", NextProtos: []string{"h2", "http/1.1"}}, "db.example.com", []string{"h2", "http/1.1"}, tls.VersionTLS13, true},
+		{"tls12 only", &tls.Config{ServerName: "old.example.com", MaxVersion: tls.VersionTLS12}, "old.example.com", nil, tls.VersionTLS12, true},
+		{"no sni", &tls.Config{InsecureSkipVerify: true}, "", nil, tls.VersionTLS13, true},
+		{"ip literal sends no sni", &tls.Config{ServerName: "127.0.0.1"}, "", nil, tls.VersionTLS13, true},
+		{"many alpn over 2 KiB", &tls.Config{ServerName: "big.example.com", NextProtos: manyALPN(300)}, "big.example.com", manyALPN(300), tls.VersionTLS13, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := hellotest.Go(t, tc.cfg)
@@ -200,7 +200,7 @@ func TestScanOpenSSLClientHello(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.ServerName != "ossl.example.com" || !slices.Equal(h.ALPN, []string{"h2", "http/1.1"}) || h.MaxVersion() != VersionTLS13 {
+	if h.ServerName != "ossl.example.com" || !slices.Equal(h.ALPN, []string{"h2", "http/1.1"}) || h.MaxVersion() != tls.VersionTLS13 {
 		t.Fatalf("got %+v", h)
 	}
 	raw = opensslHello(t, "ossl12.example.com", "-tls1_2")
@@ -208,7 +208,7 @@ func TestScanOpenSSLClientHello(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.ServerName != "ossl12.example.com" || h.MaxVersion() != VersionTLS12 {
+	if h.ServerName != "ossl12.example.com" || h.MaxVersion() != tls.VersionTLS12 {
 		t.Fatalf("got %+v (max %s)", h, versionName(h.MaxVersion()))
 	}
 }
@@ -437,11 +437,11 @@ func TestMaxVersionKnownVersionsOnly(t *testing.T) {
 		versions []uint16
 		want     uint16
 	}{
-		{"unknown above TLS 1.2", []uint16{0x0305, VersionTLS12}, VersionTLS12},
-		{"unknown far above TLS 1.2", []uint16{0xfe00, 0x7f1c, VersionTLS12, VersionTLS11}, VersionTLS12},
-		{"GREASE beside TLS 1.2", []uint16{0x2a2a, VersionTLS12}, VersionTLS12},
-		{"GREASE beside TLS 1.3", []uint16{0xdada, VersionTLS13, VersionTLS12}, VersionTLS13},
-		{"TLS 1.3 after an unknown one", []uint16{0x0305, VersionTLS13}, VersionTLS13},
+		{"unknown above TLS 1.2", []uint16{0x0305, tls.VersionTLS12}, tls.VersionTLS12},
+		{"unknown far above TLS 1.2", []uint16{0xfe00, 0x7f1c, tls.VersionTLS12, tls.VersionTLS11}, tls.VersionTLS12},
+		{"GREASE beside TLS 1.2", []uint16{0x2a2a, tls.VersionTLS12}, tls.VersionTLS12},
+		{"GREASE beside TLS 1.3", []uint16{0xdada, tls.VersionTLS13, tls.VersionTLS12}, tls.VersionTLS13},
+		{"TLS 1.3 after an unknown one", []uint16{0x0305, tls.VersionTLS13}, tls.VersionTLS13},
 		{"only unknown", []uint16{0x0305}, 0},
 		{"only GREASE", []uint16{0x3a3a}, 0},
 	} {
@@ -458,13 +458,13 @@ func TestMaxVersionKnownVersionsOnly(t *testing.T) {
 			if got := h.MaxVersion(); got != tc.want {
 				t.Errorf("MaxVersion %s, want %s", versionName(got), versionName(tc.want))
 			}
-			if refused := refuse12.matches(h); refused != (tc.want <= VersionTLS12) {
+			if refused := refuse12.matches(h); refused != (tc.want <= tls.VersionTLS12) {
 				t.Errorf("max_version tls1.2 matched: %v, want %v", refused, !refused)
 			}
 		})
 	}
 	// without supported_versions, the legacy field decides, up to TLS 1.2
-	for legacy, want := range map[uint16]uint16{VersionTLS12: VersionTLS12, VersionTLS10: VersionTLS10, 0x0305: VersionTLS12, 0x0200: 0} {
+	for legacy, want := range map[uint16]uint16{tls.VersionTLS12: tls.VersionTLS12, tls.VersionTLS10: tls.VersionTLS10, 0x0305: tls.VersionTLS12, 0x0200: 0} {
 		h := &ClientHello{LegacyVersion: legacy}
 		if got := h.MaxVersion(); got != want {
 			t.Errorf("legacy %#04x: MaxVersion %s, want %s", legacy, versionName(got), versionName(want))
@@ -483,4 +483,14 @@ func BenchmarkReadClientHelloOneByte(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// ScanClientHello looks for a ClientHello at the start of data, the first
+// bytes a client sent. It returns the parsed ClientHello and the number of
+// bytes of data its records took; errIncomplete when data is a valid but
+// unfinished beginning (read more and call again with all of it); or
+// ErrNotTLS, ErrHelloTooLarge or ErrMalformedHello (wrapped).
+func ScanClientHello(data []byte) (*ClientHello, int, error) {
+	var s helloScanner
+	return s.scan(data)
 }

@@ -28,11 +28,10 @@ func init() {
 
 // Handler proxies a layer-4 connection, untouched, to one of its
 // upstreams: the bytes the matchers read (the ClientHello) are replayed
-// first, behind a PROXY protocol header when configured, and then the two
-// connections are joined: through a pooled buffer when a peer is on this
-// host, by the kernel's splice otherwise (see Copy). It counts connections per upstream (least_conn and
-// max_connections see every open connection, across reloads), dials with
-// a timeout, logs one line per connection and reports metrics.
+// first, behind a PROXY protocol header when configured, then the two
+// connections are joined (see Copy). Open connections are counted per
+// upstream across reloads (for least_conn and max_connections); each
+// connection gets one log line and metrics.
 //
 // Connections outlive the config that accepted them: after an admin
 // reload they finish on their old route, and are closed grace_period
@@ -96,7 +95,6 @@ type Handler struct {
 
 	ctx       caddy.Context
 	logger    *zap.Logger
-	policy    string
 	ppVersion byte
 	rr        atomic.Uint32
 	client    *tlsclient.Client // TLS to the upstreams: identity, trust pool, pins, sessions
@@ -104,8 +102,7 @@ type Handler struct {
 
 	mu         sync.Mutex
 	conns      map[*proxyConn]struct{}
-	unloaded   bool
-	unloadedAt time.Time
+	unloadedAt time.Time // zero while loaded
 
 	stopHealth chan struct{}
 	healthDone chan struct{}
@@ -114,8 +111,6 @@ type Handler struct {
 	mProxied, mDialFailed, mBytesUp, mBytesDown prometheus.Counter
 	mActive                                     prometheus.Gauge
 }
-
-const defaultDialTimeout = 5 * time.Second
 
 // CaddyModule returns the Caddy module information.
 func (*Handler) CaddyModule() caddy.ModuleInfo {
@@ -167,17 +162,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 func (h *Handler) validate() error {
 	var errs []error
-	switch h.ProxyProtocol {
-	case "":
-	case "v1":
-		h.ppVersion = 1
-	case "v2":
-		h.ppVersion = 2
-	default:
+	h.ppVersion = map[string]byte{"v1": 1, "v2": 2}[h.ProxyProtocol]
+	if h.ppVersion == 0 && h.ProxyProtocol != "" {
 		errs = append(errs, fmt.Errorf("proxy_protocol %q: want v1 or v2", h.ProxyProtocol))
 	}
 	switch h.Copy {
-	case "", copyAuto, copySplice, copyBuffered:
+	case "", "auto", "splice", "buffered":
 	default:
 		errs = append(errs, fmt.Errorf("copy %q: want auto, splice or buffered", h.Copy))
 	}
@@ -191,7 +181,6 @@ func (h *Handler) validate() error {
 	if !validPolicy(lb.Policy) {
 		errs = append(errs, fmt.Errorf("load_balancing policy %q: want random, round_robin, least_conn, first or ip_hash", lb.Policy))
 	}
-	h.policy = lb.Policy
 	if lb.TryDuration > 0 && lb.TryInterval <= 0 {
 		lb.TryInterval = caddy.Duration(250 * time.Millisecond)
 	}
@@ -204,7 +193,7 @@ func (h *Handler) validate() error {
 		}
 	}
 	if h.DialTimeout == 0 {
-		h.DialTimeout = caddy.Duration(defaultDialTimeout)
+		h.DialTimeout = caddy.Duration(5 * time.Second)
 	}
 	if hc := h.HealthChecks; hc != nil && hc.Passive != nil {
 		if hc.Passive.MaxFails < 0 {
@@ -232,7 +221,7 @@ func (h *Handler) Cleanup() error {
 	}
 	h.releaseUpstreams()
 	h.mu.Lock()
-	h.unloaded, h.unloadedAt = true, time.Now()
+	h.unloadedAt = time.Now()
 	open := len(h.conns)
 	h.mu.Unlock()
 	if h.GracePeriod > 0 {
@@ -249,13 +238,13 @@ func (h *Handler) Cleanup() error {
 	if open == 0 {
 		return nil
 	}
-	if h.GracePeriod > 0 {
-		h.logger.Info("config unloaded: open passthrough connections finish on their old route until the grace period ends",
-			zap.String("route", h.Route), zap.Int("connections", open), zap.Duration("grace_period", time.Duration(h.GracePeriod)))
-	} else {
-		h.logger.Info("config unloaded: open passthrough connections finish on their old route (no grace_period set)",
-			zap.String("route", h.Route), zap.Int("connections", open))
+	fields := []zap.Field{zap.String("route", h.Route), zap.Int("connections", open)}
+	if h.GracePeriod == 0 {
+		h.logger.Info("config unloaded: open passthrough connections finish on their old route (no grace_period set)", fields...)
+		return nil
 	}
+	h.logger.Info("config unloaded: open passthrough connections finish on their old route until the grace period ends",
+		append(fields, zap.Duration("grace_period", time.Duration(h.GracePeriod)))...)
 	return nil
 }
 
@@ -273,11 +262,14 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	}
 	replay, down := takeReplay(cx)
 	pc.down = down
+	fail := func(u *Upstream, reason string, err error) error {
+		h.mDialFailed.Inc()
+		pc.logDone(u, 0, 0, reason, err)
+		return nil
+	}
 
 	if h.client != nil && terminated == nil {
-		h.mDialFailed.Inc()
-		pc.logDone(nil, 0, 0, "config_error", errors.New("tls to the upstream re-encrypts a client TLS session that caddy-l4's tls handler terminated first; this connection's was not"))
-		return nil
+		return fail(nil, "config_error", errors.New("tls to the upstream re-encrypts a client TLS session that caddy-l4's tls handler terminated first; this connection's was not"))
 	}
 	var header []byte
 	if h.ppVersion != 0 {
@@ -293,20 +285,16 @@ func (h *Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 			header, err = hdr.Format()
 		}
 		if err != nil {
-			h.mDialFailed.Inc()
-			pc.logDone(nil, 0, 0, "proxy_protocol_error", err)
-			return nil
+			return fail(nil, "proxy_protocol_error", err)
 		}
 	}
 
 	up, u, err := h.dial(cx, header, pc)
 	if err != nil {
-		h.mDialFailed.Inc()
-		pc.logDone(u, 0, 0, "dial_failed", err) // u: the last one tried, if any
-		return nil
+		return fail(u, "dial_failed", err) // u: the last one tried, if any
 	}
 	defer u.release()
-	pc.up, pc.upstream = up, u
+	pc.up = up
 	if h.client != nil {
 		header = nil // sent before the upstream handshake
 	}
@@ -399,7 +387,7 @@ func (h *Handler) dialOne(u *Upstream, header []byte, pc *proxyConn) (net.Conn, 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(h.DialTimeout))
 	defer cancel()
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, u.addr.Network, u.dialAddress())
+	conn, err := d.DialContext(ctx, u.addr.Network, u.addr.JoinHostPort(0))
 	if err != nil || h.client == nil {
 		return conn, err
 	}
@@ -432,7 +420,7 @@ func (h *Handler) track(pc *proxyConn) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.conns[pc] = struct{}{}
-	return !h.unloaded || h.GracePeriod == 0 || time.Since(h.unloadedAt) < time.Duration(h.GracePeriod)
+	return h.unloadedAt.IsZero() || h.GracePeriod == 0 || time.Since(h.unloadedAt) < time.Duration(h.GracePeriod)
 }
 
 func (h *Handler) untrack(pc *proxyConn) {

@@ -34,7 +34,8 @@ import (
 // connection; trust_pool is read at each handshake.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // handler name
-	rs := &RouteSpec{Where: where(d), opts: routeOptions{set: map[string]bool{}}}
+	rs := newRoute(d)
+	rs.opts.h = h
 	for d.NextArg() {
 		if err := checkUpstream(d.Val()); err != nil {
 			return d.Errf("passthrough: %v", err)
@@ -44,7 +45,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if len(rs.Upstreams) == 0 {
 		return d.Errf("passthrough: no upstream: write `passthrough host:port`")
 	}
-	var identity, useTLS bool
+	var useTLS bool
 	var tlsOpts tlsclient.Options
 	var tlsCfg UpstreamTLS
 	seen := map[string]bool{}
@@ -53,31 +54,28 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if opt == "alpn" {
 			return d.Errf("passthrough: alpn belongs to the clienthello matcher here")
 		}
-		if rs.opts.set[opt] || seen[opt] {
+		if seen[opt] {
 			return d.Errf("passthrough: duplicate option '%s'", opt)
 		}
 		seen[opt] = true
+		var err error
 		switch opt {
 		case "proxy_protocol_identity":
 			if d.NextArg() {
 				return d.Errf("passthrough: proxy_protocol_identity takes no argument")
 			}
-			identity = true
+			h.ProxyProtocolIdentity = true
 		case "tls":
 			if d.NextArg() {
 				return d.Errf("passthrough: tls takes no argument (its options go in a block: %s)", tlsclient.OptionNames)
 			}
 			useTLS = true
-			for d.NextBlock(1) {
-				if err := tlsOpts.ParseOption(d, "passthrough: tls", d.Val(), "tls "+d.Val()); err != nil {
-					return err
-				}
+			for err == nil && d.NextBlock(1) {
+				err = tlsOpts.ParseOption(d, "passthrough: tls", d.Val(), "tls "+d.Val())
 			}
 		case "tls_server_name", "tls_trust_pool":
 			useTLS = true
-			if err := tlsOpts.ParseOption(d, "passthrough", strings.TrimPrefix(opt, "tls_"), opt); err != nil {
-				return err
-			}
+			err = tlsOpts.ParseOption(d, "passthrough", strings.TrimPrefix(opt, "tls_"), opt)
 		case "tls_client_auth":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
@@ -86,21 +84,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			useTLS = true
 			tlsCfg.ClientCertificateFile, tlsCfg.ClientCertificateKeyFile = args[0], args[1]
 		default:
-			if err := rs.opts.parseOption(d, opt); err != nil {
-				return err
-			}
+			err = rs.opts.parseOption(d, opt)
+		}
+		if err != nil {
+			return err
 		}
 	}
-	if rs.opts.name == "" {
-		rs.opts.name = "passthrough"
+	if h.Route == "" {
+		h.Route = "passthrough"
 	}
-	b := &Block{defaults: routeOptions{set: map[string]bool{}}}
-	built := b.handler(rs)
-	h.Route, h.Upstreams, h.LoadBalancing, h.HealthChecks = built.Route, built.Upstreams, built.LoadBalancing, built.HealthChecks
-	h.ProxyProtocol, h.DialTimeout, h.IdleTimeout = built.ProxyProtocol, built.DialTimeout, built.IdleTimeout
-	h.MaxLifetime, h.GracePeriod, h.Copy = built.MaxLifetime, built.GracePeriod, built.Copy
-	h.ProxyProtocolIdentity = identity
-	if identity && h.ProxyProtocol != "v2" {
+	(*Block)(nil).handler(rs)
+	if h.ProxyProtocolIdentity && h.ProxyProtocol != "v2" {
 		return d.Errf("passthrough: proxy_protocol_identity needs proxy_protocol v2")
 	}
 	if useTLS {

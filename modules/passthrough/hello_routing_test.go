@@ -127,10 +127,10 @@ func TestRefuseTLS12UnknownVersions(t *testing.T) {
 		versions []uint16
 		refused  bool
 	}{
-		{"unknown 0x0305 and TLS 1.2", []uint16{0x0305, VersionTLS12}, true},
-		{"GREASE and TLS 1.2", []uint16{0x2a2a, VersionTLS12}, true},
+		{"unknown 0x0305 and TLS 1.2", []uint16{0x0305, tls.VersionTLS12}, true},
+		{"GREASE and TLS 1.2", []uint16{0x2a2a, tls.VersionTLS12}, true},
 		{"only unknown", []uint16{0x0305}, true},
-		{"GREASE, unknown, TLS 1.3 and 1.2", []uint16{0x2a2a, 0x0305, VersionTLS13, VersionTLS12}, false},
+		{"GREASE, unknown, TLS 1.3 and 1.2", []uint16{0x2a2a, 0x0305, tls.VersionTLS13, tls.VersionTLS12}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := db.accepted.Load()

@@ -3,6 +3,7 @@ package passthrough
 import (
 	"crypto/tls"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/pires/go-proxyproto"
@@ -11,26 +12,15 @@ import (
 	peerid "github.com/trustline/trustline/modules/peer"
 )
 
-// When caddy-l4's tls handler terminated the client's TLS at layer 4
-// before the passthrough handler ("mTLS in"), the handler can tell a
-// plain-TCP backend who the client is, in the PROXY protocol v2 header:
-//
-//   - PP2_TYPE_SSL (0x20), as HAProxy's send-proxy-v2-ssl-cn sends it:
-//     client flags (SSL; certificate on the connection and/or session),
-//     verify (0 only when the certificate was verified), and the
-//     sub-TLVs version ("TLSv1.3"), cipher, CN of the verified leaf and
-//     the leaf itself, DER (PP2_SUBTYPE_SSL_CLIENT_CERT, 0x28);
-//   - 0xE0, a custom TLV: the SPIFFE ID of the verified leaf (its one
-//     spiffe:// URI SAN), when it has one.
-//
-// Identity comes only from the chain that was verified for this
-// connection, read through peer.FromState (imported as peerid), the one reader every consumer
-// of the suite uses: crypto/tls's VerifiedChains, or the chain that the
-// live_trust verifier verified in this handshake (under terminate_tls or
-// caddy-l4's tls handler with `verifier live_trust`), with a SPIFFE ID
-// only when the anchor may vouch for its trust domain. A certificate that
-// was presented but not verified yields the SSL TLV with a non-zero
-// verify field and nothing else.
+// When TLS was terminated at layer 4 before the passthrough handler
+// ("mTLS in"), the PROXY v2 header can tell a plain-TCP backend who the
+// client is: PP2_TYPE_SSL (0x20), as HAProxy's send-proxy-v2-ssl-cn sends
+// it (client flags; verify, 0 only when the certificate was verified;
+// the version, cipher, CN and DER of the verified leaf), and 0xE0, the
+// leaf's SPIFFE ID when it has one. The identity comes only from the
+// chain verified for this connection (peer.FromState, the one reader of
+// the suite); a certificate presented but not verified yields the SSL
+// TLV with a non-zero verify field and nothing else.
 const (
 	// TLVSPIFFEID is the PROXY v2 TLV type carrying the client's SPIFFE ID.
 	TLVSPIFFEID proxyproto.PP2Type = 0xE0
@@ -82,17 +72,11 @@ func tlvsFor(cs *tls.ConnectionState, id *peerid.Identity) ([]proxyproto.TLV, er
 	return append([]proxyproto.TLV{sslTLV}, extra...), nil
 }
 
-// protoVersionName names a TLS version as HAProxy's SSL TLV does.
+// protoVersionName names a TLS version as HAProxy's SSL TLV does:
+// "TLSv1.2", and "TLSv1" for TLS 1.0.
 func protoVersionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS10:
-		return "TLSv1"
-	case tls.VersionTLS11:
-		return "TLSv1.1"
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS13:
-		return "TLSv1.3"
+	if name, ok := versionNames[v]; ok && v >= tls.VersionTLS10 {
+		return strings.TrimSuffix("TLSv"+strings.TrimPrefix(name, "tls"), ".0")
 	}
 	return fmt.Sprintf("0x%04x", v)
 }

@@ -7,15 +7,14 @@ import (
 )
 
 // inForce holds the provisioned terminate_tls handlers of the configs in
-// this process, by their configuration (newest last), so that `caddy
-// trustline explain` asks the handler connections meet rather than a copy
-// provisioned again: a copy would read Caddy's own trust_pool files now,
-// and a file changed since the config was loaded is not what the running
-// handler verifies with.
-var inForce = struct {
+// this process (newest last), so that `caddy trustline explain` asks the
+// handler connections meet rather than a copy provisioned again: a copy
+// would read Caddy's own trust_pool files now, and a file changed since
+// the config was loaded is not what the running handler verifies with.
+var inForce struct {
 	sync.Mutex
-	byConfig map[string][]*TerminateTLS
-}{byConfig: map[string][]*TerminateTLS{}}
+	handlers []*TerminateTLS
+}
 
 // configKey is the canonical form of a terminate_tls handler's
 // configuration (object keys sorted, no space): the same for the handler
@@ -35,11 +34,8 @@ func configKey(t *TerminateTLS) string {
 }
 
 func (t *TerminateTLS) register() {
-	if t.key == "" {
-		return
-	}
 	inForce.Lock()
-	inForce.byConfig[t.key] = append(inForce.byConfig[t.key], t)
+	inForce.handlers = append(inForce.handlers, t)
 	inForce.Unlock()
 }
 
@@ -47,13 +43,8 @@ func (t *TerminateTLS) register() {
 // cleaned up by their context).
 func (t *TerminateTLS) Cleanup() error {
 	inForce.Lock()
-	defer inForce.Unlock()
-	list := slices.DeleteFunc(inForce.byConfig[t.key], func(h *TerminateTLS) bool { return h == t })
-	if len(list) == 0 {
-		delete(inForce.byConfig, t.key)
-	} else {
-		inForce.byConfig[t.key] = list
-	}
+	inForce.handlers = slices.DeleteFunc(inForce.handlers, func(h *TerminateTLS) bool { return h == t })
+	inForce.Unlock()
 	return nil
 }
 
@@ -62,15 +53,16 @@ func (t *TerminateTLS) Cleanup() error {
 // JSON in a config; nil when none is.
 func InForce(raw json.RawMessage) *TerminateTLS {
 	var t TerminateTLS
-	if err := json.Unmarshal(raw, &t); err != nil {
+	if json.Unmarshal(raw, &t) != nil {
 		return nil
 	}
 	key := configKey(&t)
 	inForce.Lock()
 	defer inForce.Unlock()
-	list := inForce.byConfig[key]
-	if key == "" || len(list) == 0 {
-		return nil
+	for _, h := range slices.Backward(inForce.handlers) {
+		if key != "" && h.key == key {
+			return h
+		}
 	}
-	return list[len(list)-1]
+	return nil
 }

@@ -6,8 +6,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -22,21 +22,14 @@ func init() {
 
 // MatchClientHello matches TLS connections by their ClientHello: server
 // name (SNI), offered ALPN protocols and offered versions. It reads the
-// whole ClientHello however the client split it (several TLS records,
-// many TCP segments, up to 16 KiB), within the layer4 matching timeout,
-// and decides from it alone: nothing is decrypted, nothing is written.
-// The bytes it reads are replayed to whatever handles the connection
-// next, so a passed-through backend or Caddy's own TLS server sees the
-// stream exactly as the client sent it.
+// whole ClientHello, once per connection, however the client split it
+// (up to 16 KiB, within the layer4 matching timeout), writes nothing, and
+// replays the bytes to whatever handles the connection next. All the
+// fields set must match (AND); with none set, any TLS ClientHello does.
 //
-// The ClientHello is read once per connection and shared by every route
-// that uses this matcher. All the fields set must match (AND); a matcher
-// with no field set matches any TLS ClientHello.
-//
-// Unlike caddy-l4's `tls` matcher, which parses only the first record and
-// only what the first read returned, it never answers "need more bytes"
-// to the route list, so a catch-all route after it cannot steal a large or
-// slow ClientHello.
+// Unlike caddy-l4's `tls` matcher, which parses only what the first read
+// returned, it never answers "need more bytes" to the route list, so a
+// catch-all route after it cannot steal a large or slow ClientHello.
 type MatchClientHello struct {
 	// Server names: exact ("db.example.com") or a wildcard of one
 	// leftmost label ("*.example.com"), compared without regard to case.
@@ -122,11 +115,8 @@ func (m *MatchClientHello) compile() error {
 // Match reads the ClientHello (once per connection) and tests it.
 func (m *MatchClientHello) Match(cx *layer4.Connection) (bool, error) {
 	res := readHello(cx, m.logger)
-	if res.err != nil {
-		if res.fatal {
-			return false, res.err
-		}
-		return false, nil
+	if res.hello == nil {
+		return false, res.fatal
 	}
 	return m.matches(res.hello), nil
 }
@@ -135,17 +125,8 @@ func (m *MatchClientHello) matches(h *ClientHello) bool {
 	if m.names != nil && !m.names.match(h.ServerName) {
 		return false
 	}
-	if len(m.ALPN) > 0 {
-		offered := false
-		for _, p := range m.ALPN {
-			if h.OffersALPN(p) {
-				offered = true
-				break
-			}
-		}
-		if !offered {
-			return false
-		}
+	if len(m.ALPN) > 0 && !slices.ContainsFunc(m.ALPN, h.OffersALPN) {
+		return false
 	}
 	if m.maxVersion != 0 && h.MaxVersion() > m.maxVersion {
 		return false
@@ -165,24 +146,16 @@ func servedByCaddy(app *caddytls.TLS, h *ClientHello) bool {
 	if app == nil || name == "" {
 		return false
 	}
-	if h.OffersALPN("acme-tls/1") {
-		return true
-	}
-	name = canonicalName(name)
-	if app.HasCertificateForSubject(name) {
+	if h.OffersALPN("acme-tls/1") || app.HasCertificateForSubject(name) {
 		return true
 	}
 	if app.Automation == nil {
 		return false
 	}
-	if app.Automation.OnDemand != nil {
-		for _, ap := range app.Automation.Policies {
-			if ap.OnDemand && len(ap.SubjectsRaw) == 0 {
-				return true
-			}
-		}
-	}
 	for _, ap := range app.Automation.Policies {
+		if app.Automation.OnDemand != nil && ap.OnDemand && len(ap.SubjectsRaw) == 0 {
+			return true // on-demand TLS for any name
+		}
 		for _, subj := range ap.SubjectsRaw {
 			if matchPattern(strings.ToLower(subj), name) {
 				return true
@@ -195,13 +168,8 @@ func servedByCaddy(app *caddytls.TLS, h *ClientHello) bool {
 // helloResult is the outcome of reading one connection's ClientHello,
 // kept in the connection's variables.
 type helloResult struct {
-	hello *ClientHello
-	err   error
-	// fatal errors end the connection (timeout); the others only mean
-	// "not a ClientHello we can route", and matching goes on.
-	fatal bool
-	// read is when the ClientHello was complete
-	read time.Time
+	hello *ClientHello // nil: not a ClientHello we can route
+	fatal error        // set when that ends the connection (a timeout)
 }
 
 const helloVar = "trustline.clienthello"
@@ -231,58 +199,51 @@ func readHello(cx *layer4.Connection, logger *zap.Logger) *helloResult {
 	if extra := buf[len(pre):]; len(extra) > 0 {
 		cx.Conn = &prependConn{Conn: cx.Conn, pending: extra}
 	}
-	res := &helloResult{hello: hello, read: time.Now()}
+	res := &helloResult{hello: hello}
 	if err != nil {
-		res.err, res.fatal = describeHelloError(err, len(buf))
-		reason := helloErrorReason(err)
+		var reason string
+		reason, res.fatal = classifyHelloError(err, len(buf))
 		helloErrors.WithLabelValues(reason).Inc()
 		remote := cx.RemoteAddr().String()
 		switch {
 		case reason == "closed_early" && len(buf) == 0:
 			// load balancer TCP health checks look like this
 			logger.Debug("connection closed before sending anything", zap.String("client_addr", remote))
-		case res.fatal:
+		case res.fatal != nil:
 			// caddy-l4 logs the returned error and closes the connection
 		default:
 			logger.Info("no routable ClientHello", zap.String("client_addr", remote),
 				zap.String("reason", reason), zap.Int("bytes", len(buf)), zap.Error(err))
 		}
-	} else {
-		if repl, ok := cx.Context.Value(layer4.ReplacerCtxKey).(*caddy.Replacer); ok {
-			repl.Set("l4.tls.server_name", hello.ServerName)
-			repl.Set("l4.tls.version", hello.MaxVersion())
-			repl.Set("l4.tls.alpn", strings.Join(hello.ALPN, ","))
-		}
+	} else if repl, ok := cx.Context.Value(layer4.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("l4.tls.server_name", hello.ServerName)
+		repl.Set("l4.tls.version", hello.MaxVersion())
+		repl.Set("l4.tls.alpn", strings.Join(hello.ALPN, ","))
 	}
 	cx.SetVar(helloVar, res)
 	return res
 }
 
-func describeHelloError(err error, n int) (error, bool) {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("passthrough: no complete ClientHello within the matching timeout (%d bytes received)", n), true
-	}
+// classifyHelloError gives the metric's reason for a failed read of n
+// bytes, and the error that ends the connection for a timeout or a
+// network error (nil for the rest: matching goes on).
+func classifyHelloError(err error, n int) (reason string, fatal error) {
 	var ne net.Error
-	if errors.As(err, &ne) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("passthrough: reading the ClientHello: %w", err), true
-	}
-	return err, false
-}
-
-func helloErrorReason(err error) string {
 	switch {
 	case errors.Is(err, ErrNotTLS):
-		return "not_tls"
+		return "not_tls", nil
 	case errors.Is(err, ErrHelloTooLarge):
-		return "too_large"
+		return "too_large", nil
 	case errors.Is(err, ErrMalformedHello):
-		return "malformed"
+		return "malformed", nil
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout"
+		return "timeout", fmt.Errorf("passthrough: no complete ClientHello within the matching timeout (%d bytes received)", n)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "closed_early"
+		return "closed_early", nil
+	case errors.As(err, &ne):
+		return "read_error", fmt.Errorf("passthrough: reading the ClientHello: %w", err)
 	}
-	return "read_error"
+	return "read_error", nil
 }
 
 // prependConn replays bytes read while matching before reading on.
@@ -328,18 +289,16 @@ func (m *MatchClientHello) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		seen[opt] = true
 		switch opt {
-		case "sni":
+		case "sni", "alpn":
+			list, what := &m.SNI, "server name"
+			if opt == "alpn" {
+				list, what = &m.ALPN, "protocol"
+			}
 			args := d.RemainingArgs()
 			if len(args) == 0 {
-				return d.Errf("clienthello: sni needs at least one server name")
+				return d.Errf("clienthello: %s needs at least one %s", opt, what)
 			}
-			m.SNI = append(m.SNI, args...)
-		case "alpn":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Errf("clienthello: alpn needs at least one protocol")
-			}
-			m.ALPN = append(m.ALPN, args...)
+			*list = append(*list, args...)
 		case "max_version":
 			if !d.NextArg() {
 				return d.Errf("clienthello: max_version needs a version (tls1.2, ...)")
@@ -351,13 +310,10 @@ func (m *MatchClientHello) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "served_by_caddy":
 			v := true
 			if d.NextArg() {
-				switch d.Val() {
-				case "true":
-				case "false":
-					v = false
-				default:
+				if d.Val() != "true" && d.Val() != "false" {
 					return d.Errf("clienthello: served_by_caddy takes true or false, not %q", d.Val())
 				}
+				v = d.Val() == "true"
 			}
 			m.ServedByCaddy = &v
 		default:

@@ -2,7 +2,6 @@ package passthrough
 
 import (
 	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/trustline/trustline/modules/material"
@@ -35,14 +34,10 @@ var (
 		"upstream")
 )
 
-var allCollectors = []prometheus.Collector{
-	connections, activeConnections, transferred, dialFailures, forcedCloses, helloErrors, upstreamHealthy,
-	tlsHandshakes,
-}
-
 // registerMetrics adds the collectors to this config's registry.
 func registerMetrics(ctx caddy.Context) {
-	material.RegisterCollectors(ctx, "passthrough", allCollectors...)
+	material.RegisterCollectors(ctx, "passthrough", connections, activeConnections, transferred, dialFailures,
+		forcedCloses, helloErrors, upstreamHealthy, tlsHandshakes)
 }
 
 // testLogger, when a test sets it, receives the logs of every module

@@ -70,17 +70,14 @@ func newNameSet(patterns []string) (*nameSet, error) {
 		if err != nil {
 			return nil, err
 		}
+		key, set := n, s.exact
 		if rest, ok := strings.CutPrefix(n, "*"); ok {
-			if _, dup := s.wildcards[rest]; dup {
-				return nil, fmt.Errorf("duplicate server name %q", p)
-			}
-			s.wildcards[rest] = struct{}{}
-			continue
+			key, set = rest, s.wildcards
 		}
-		if _, dup := s.exact[n]; dup {
+		if _, dup := set[key]; dup {
 			return nil, fmt.Errorf("duplicate server name %q", p)
 		}
-		s.exact[n] = struct{}{}
+		set[key] = struct{}{}
 	}
 	return s, nil
 }
@@ -88,9 +85,6 @@ func newNameSet(patterns []string) (*nameSet, error) {
 // match reports whether name, as sent by a client, is in the set.
 func (s *nameSet) match(name string) bool {
 	name = canonicalName(name)
-	if name == "" {
-		return false
-	}
 	if _, ok := s.exact[name]; ok {
 		return true
 	}
@@ -103,6 +97,12 @@ func (s *nameSet) match(name string) bool {
 	}
 	_, ok := s.wildcards[name[i:]]
 	return ok
+}
+
+// overlaps reports whether a normalized pattern and a site address's
+// host (a name or a wildcard, lowercase) can take the same server name.
+func overlaps(pattern, host string) bool {
+	return matchPattern(pattern, host) || (strings.HasPrefix(host, "*.") && matchPattern(host, strings.TrimPrefix(pattern, "*.")))
 }
 
 // matchPattern reports whether name matches one normalized pattern.
@@ -118,15 +118,11 @@ func matchPattern(pattern, name string) bool {
 // canonicalName is the form in which a server name a client sent is
 // compared with patterns: ASCII lowercase, without the one trailing dot
 // of a fully qualified name ("Admin.Internal." is "admin.internal"). RFC
-// 6066 forbids that dot in SNI, but clients send it, and a name that
-// matched differently with and without it would slip past the route (a
-// `refuse`, say) written for it. The ClientHello reader stores names in
-// this form already, and refuses a name that still ends in a dot after
-// it ("a..": an empty label), so applying it again, as matching does for
-// any other caller, changes nothing.
+// 6066 forbids that dot in SNI, but clients send it, and a name matched
+// differently with and without it would slip past its route (a
+// `refuse`, say). The ClientHello reader stores names in this form.
 func canonicalName(name string) string {
-	name = strings.TrimSuffix(name, ".")
-	return lowerASCII(name)
+	return lowerASCII(strings.TrimSuffix(name, "."))
 }
 
 // lowerASCII lowercases ASCII letters, without allocating when there are

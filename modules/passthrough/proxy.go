@@ -24,7 +24,6 @@ type proxyConn struct {
 	serverName string
 	alpn       []string
 	down, up   net.Conn
-	upstream   *Upstream
 	identity   *peerid.Identity // verified client, when TLS was terminated at layer 4
 	forced     atomic.Pointer[string]
 }
@@ -74,32 +73,25 @@ func (pc *proxyConn) run(header, replay []byte, idle time.Duration) (toUp, toDow
 	}
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
-	var first atomic.Pointer[string]
-	var (
-		wg        sync.WaitGroup
-		upN       int64
-		upErr     error
-		clientEnd = "client"
-		upEnd     = "upstream"
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	var first atomic.Value // the side that ended first: "client" or "upstream"
+	var upN int64
+	var upErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		upN, upErr = pc.copy(pc.up, pc.down, idle, splice, &last)
-		first.CompareAndSwap(nil, &clientEnd)
+		first.CompareAndSwap(nil, "client")
 		pc.endDirection(pc.up, upErr)
-	}()
-	downN, downErr := pc.copy(pc.down, pc.up, idle, splice, &last)
-	first.CompareAndSwap(nil, &upEnd)
+	})
+	toDown, downErr := pc.copy(pc.down, pc.up, idle, splice, &last)
+	first.CompareAndSwap(nil, "upstream")
 	pc.endDirection(pc.down, downErr)
 	wg.Wait()
 	toUp += upN
-	toDown = downN
 
 	if f := pc.forced.Load(); f != nil {
 		return toUp, toDown, *f, nil
 	}
-	if *first.Load() == clientEnd {
+	if first.Load() == "client" {
 		if upErr != nil {
 			return toUp, toDown, "client_error", upErr
 		}
@@ -130,27 +122,18 @@ func (pc *proxyConn) endDirection(dst net.Conn, err error) {
 	_ = dst.Close()
 }
 
-// The copy modes (Handler.Copy).
-const (
-	copyAuto     = "auto"
-	copySplice   = "splice"
-	copyBuffered = "buffered"
-)
-
-// useSplice tells whether the copy is left to io.Copy, which for two
-// *net.TCPConn is splice(2) in the kernel, rather than done through a
-// pooled buffer. "auto" splices only when neither peer is on this host.
-// On loopback the sender delivers at memory speed: Go's splice then
-// moves up to 1 MiB per system call for no less CPU than two copies, and
-// the proxy waits in long system calls and pacing timers instead of
-// working (docs/benchmarks.md, "W1 and the copy"). Across a network
-// card, splice saves a fifth to a third of the copy's system-call time.
+// useSplice tells whether the copy is left to io.Copy (splice(2) for two
+// *net.TCPConn) rather than a pooled buffer. "auto" splices only when
+// neither peer is on this host: on loopback Go's splice moves up to 1 MiB
+// per system call for no less CPU than two copies, and the proxy waits
+// in long system calls (docs/benchmarks.md, "W1 and the copy"); across a
+// network card it saves a fifth to a third of the copy's system time.
 // An idle timeout needs read deadlines between reads: always buffered.
 func useSplice(mode string, idle time.Duration, down, up net.Conn) bool {
 	switch {
-	case idle > 0 || mode == copyBuffered:
+	case idle > 0 || mode == "buffered":
 		return false
-	case mode == copySplice:
+	case mode == "splice":
 		return true
 	}
 	return !onThisHost(down.RemoteAddr()) && !onThisHost(up.RemoteAddr())

@@ -41,6 +41,13 @@ var alertCodes = map[string]byte{
 	"none":              0,
 }
 
+func alertCode(name string) (byte, error) {
+	if code, ok := alertCodes[name]; ok {
+		return code, nil
+	}
+	return 0, fmt.Errorf("refuse: unknown alert %q (want unrecognized_name, handshake_failure, protocol_version, access_denied or none)", name)
+}
+
 // CaddyModule returns the Caddy module information.
 func (*Refuse) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -59,12 +66,9 @@ func (r *Refuse) Provision(ctx caddy.Context) error {
 	if r.Alert == "" {
 		r.Alert = "handshake_failure"
 	}
-	code, ok := alertCodes[r.Alert]
-	if !ok {
-		return fmt.Errorf("refuse: unknown alert %q (want unrecognized_name, handshake_failure, protocol_version, access_denied or none)", r.Alert)
-	}
-	r.alertCode = code
-	return nil
+	var err error
+	r.alertCode, err = alertCode(r.Alert)
+	return err
 }
 
 // Handle sends the alert and closes the connection.
@@ -107,8 +111,8 @@ func (r *Refuse) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // handler name
 	if d.NextArg() {
 		r.Alert = d.Val()
-		if _, ok := alertCodes[r.Alert]; !ok {
-			return d.Errf("refuse: unknown alert %q (want unrecognized_name, handshake_failure, protocol_version, access_denied or none)", r.Alert)
+		if _, err := alertCode(r.Alert); err != nil {
+			return d.Errf("%v", err)
 		}
 	}
 	if d.NextArg() {

@@ -11,117 +11,53 @@ import (
 	"github.com/mholt/caddy-l4/layer4"
 )
 
-// handler builds the route's layer4.handlers.passthrough config, the
-// block's defaults filled in.
-func (b *Block) handler(rs *RouteSpec) *Handler {
-	o := rs.opts
-	pick := func(opt string) *routeOptions {
-		if o.set[opt] {
-			return &o
-		}
-		return &b.defaults
-	}
-	h := &Handler{Route: rs.routeName()}
-	if pick("proxy_protocol").proxyProtocol != "off" {
-		h.ProxyProtocol = pick("proxy_protocol").proxyProtocol
-	}
-	h.DialTimeout = pick("dial_timeout").dialTimeout
-	h.IdleTimeout = pick("idle_timeout").idleTimeout
-	if c := pick("copy").copyMode; c != "auto" {
-		h.Copy = c
-	}
-	h.MaxLifetime = pick("max_lifetime").maxLifetime
-	h.GracePeriod = pick("grace_period").gracePeriod
-	for _, up := range rs.Upstreams {
-		h.Upstreams = append(h.Upstreams, &Upstream{Dial: up, MaxConnections: o.maxConnections})
-	}
-	if o.lbPolicy != "" || o.lbTryDuration != 0 || o.lbTryInterv != 0 {
-		h.LoadBalancing = &LoadBalancing{Policy: o.lbPolicy, TryDuration: o.lbTryDuration, TryInterval: o.lbTryInterv}
-	}
-	if o.set["health_interval"] || o.set["health_timeout"] || o.set["health_port"] {
-		h.HealthChecks = &HealthChecks{Active: &ActiveHealthChecks{Port: o.healthPort, Interval: o.healthInterval, Timeout: o.healthTimeout}}
-	}
-	if o.set["fail_duration"] || o.set["max_fails"] {
-		if h.HealthChecks == nil {
-			h.HealthChecks = new(HealthChecks)
-		}
-		h.HealthChecks.Passive = &PassiveHealthChecks{FailDuration: o.failDuration, MaxFails: o.maxFails}
-	}
-	return h
-}
-
-// CheckOptions reports option combinations that cannot work.
-func (b *Block) CheckOptions() error {
-	for _, rs := range append(slices.Clone(b.Routes), b.DefaultRoute) {
-		if rs == nil {
-			continue
-		}
-		if rs.opts.set["max_fails"] && !rs.opts.set["fail_duration"] {
-			return fmt.Errorf("passthrough: route at %s: max_fails needs fail_duration (how long a failure counts)", rs.Where)
-		}
-	}
-	return nil
-}
-
 // Layer4Routes generates the caddy-l4 routes for the block. beside says
 // whether an HTTP server takes what no route takes (the listener-wrapper
 // form).
 func (b *Block) Layer4Routes(beside bool) (layer4.RouteList, error) {
-	if err := b.CheckOptions(); err != nil {
-		return nil, err
+	for _, rs := range append(slices.Clone(b.Routes), b.DefaultRoute) {
+		if rs != nil && rs.opts.set["max_fails"] && !rs.opts.set["fail_duration"] {
+			return nil, fmt.Errorf("passthrough: route at %s: max_fails needs fail_duration (how long a failure counts)", rs.Where)
+		}
 	}
 	var routes layer4.RouteList
-	addRoute := func(match caddy.ModuleMap, handler any, name string) {
-		r := &layer4.Route{HandlersRaw: []json.RawMessage{caddyconfig.JSONModuleObject(handler, "handler", name, nil)}}
-		if match != nil {
-			r.MatcherSetsRaw = []caddy.ModuleMap{match}
+	addRoute := func(m *MatchClientHello, excluded []string, handler caddy.Module) {
+		match := caddy.ModuleMap{"clienthello": caddyconfig.JSON(m, nil)}
+		if len(excluded) > 0 {
+			match["not"] = caddyconfig.JSON([]caddy.ModuleMap{{"clienthello": caddyconfig.JSON(&MatchClientHello{SNI: excluded}, nil)}}, nil)
 		}
-		routes = append(routes, r)
+		routes = append(routes, &layer4.Route{
+			MatcherSetsRaw: []caddy.ModuleMap{match},
+			HandlersRaw:    []json.RawMessage{caddyconfig.JSONModuleObject(handler, "handler", handler.CaddyModule().ID.Name(), nil)},
+		})
 	}
 	if b.RefuseTLS12 {
-		addRoute(caddy.ModuleMap{"clienthello": caddyconfig.JSON(&MatchClientHello{MaxVersion: "tls1.2"}, nil)},
-			&Refuse{Route: "refuse_tls12", Alert: "protocol_version"}, "refuse")
+		addRoute(&MatchClientHello{MaxVersion: "tls1.2"}, nil, &Refuse{Route: "refuse_tls12", Alert: "protocol_version"})
 	}
-	ordered := make([]*RouteSpec, 0, len(b.Routes))
-	for _, rs := range b.Routes {
-		if len(rs.ALPN) > 0 {
-			ordered = append(ordered, rs)
-		}
-	}
-	for _, rs := range b.Routes {
-		if len(rs.ALPN) == 0 {
-			ordered = append(ordered, rs)
-		}
-	}
+	// routes restricted by ALPN first: they take their protocols of a
+	// name before a route for the same name without ALPN takes the rest
+	ordered := slices.Clone(b.Routes)
+	slices.SortStableFunc(ordered, func(x, y *RouteSpec) int { return min(len(y.ALPN), 1) - min(len(x.ALPN), 1) })
 	for _, rs := range ordered {
-		m := &MatchClientHello{SNI: lowerAll(rs.Names), ALPN: rs.ALPN}
-		match := caddy.ModuleMap{"clienthello": caddyconfig.JSON(m, nil)}
-		if excl := b.exclusions(rs); len(excl) > 0 {
-			match["not"] = caddyconfig.JSON([]caddy.ModuleMap{{"clienthello": caddyconfig.JSON(&MatchClientHello{SNI: excl}, nil)}}, nil)
-		}
-		addRoute(match, b.handler(rs), "passthrough")
+		addRoute(&MatchClientHello{SNI: lowerAll(rs.Names), ALPN: rs.ALPN}, b.exclusions(rs), b.handler(rs))
 	}
 	def := b.Default
-	if def == "" {
-		def = "terminate"
-		if !beside {
-			def = "refuse"
-		}
+	if def == "" && !beside {
+		def = "refuse"
 	}
-	var defMatch *MatchClientHello
-	if def != "terminate" {
-		defMatch = new(MatchClientHello)
-		if beside {
-			f := false
-			defMatch.ServedByCaddy = &f
-		}
+	if def == "" || def == "terminate" {
+		return routes, nil // an HTTP server takes the rest
 	}
-	switch def {
-	case "refuse":
-		addRoute(caddy.ModuleMap{"clienthello": caddyconfig.JSON(defMatch, nil)}, &Refuse{Route: "default", Alert: "unrecognized_name"}, "refuse")
-	case "upstream":
-		addRoute(caddy.ModuleMap{"clienthello": caddyconfig.JSON(defMatch, nil)}, b.handler(b.DefaultRoute), "passthrough")
+	// the rest, but Caddy's own names beside an HTTP server
+	defMatch := new(MatchClientHello)
+	if beside {
+		defMatch.ServedByCaddy = new(bool)
 	}
+	var handler caddy.Module = &Refuse{Route: "default", Alert: "unrecognized_name"}
+	if def == "upstream" {
+		handler = b.handler(b.DefaultRoute)
+	}
+	addRoute(defMatch, nil, handler)
 	return routes, nil
 }
 
@@ -158,22 +94,4 @@ func lowerAll(names []string) []string {
 		out[i] = strings.ToLower(n)
 	}
 	return out
-}
-
-// ListenerWrapper generates the caddy-l4 listener wrapper for the block.
-func (b *Block) ListenerWrapper() (*layer4.ListenerWrapper, error) {
-	routes, err := b.Layer4Routes(true)
-	if err != nil {
-		return nil, err
-	}
-	return &layer4.ListenerWrapper{Routes: routes, MatchingTimeout: b.MatchingTimeout}, nil
-}
-
-// Server generates the caddy-l4 server of the standalone form.
-func (b *Block) Server() (*layer4.Server, error) {
-	routes, err := b.Layer4Routes(false)
-	if err != nil {
-		return nil, err
-	}
-	return &layer4.Server{Listen: []string{b.Address}, Routes: routes, MatchingTimeout: b.MatchingTimeout}, nil
 }

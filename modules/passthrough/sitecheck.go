@@ -13,21 +13,15 @@ import (
 	"github.com/trustline/trustline/internal/caddyinternals"
 )
 
-// checkSites checks a clienthello matcher that routes in front of an
-// HTTP server (the site-block form of passthrough: a top-level route of a
-// layer4 listener wrapper) against the server's sites, at load:
-//
-//   - a name the route takes for every client hides the site of that
-//     name: refused (a site-block passthrough already refuses its own
-//     block's names when the Caddyfile is adapted; this covers every site
-//     block on the port, and JSON configs);
-//   - a name the route takes only for some ALPN protocols may be a
-//     site's name (ALPN multiplexing), but when that site asks for a
-//     client certificate, the clients the route takes skip that check:
-//     a warning.
-//
-// A matcher with other conditions (max_version, served_by_caddy) is not
-// judged: it does not take every client.
+// checkSites checks, at load, a clienthello matcher that routes in front
+// of an HTTP server (a top-level route of a layer4 listener wrapper)
+// against all the server's sites, for JSON configs too: a name the route
+// takes for every client hides the site of that name (refused); a name
+// it takes only for some ALPN protocols may be a site's (ALPN
+// multiplexing), but when that site asks for a client certificate, the
+// route's clients skip that check (a warning). A matcher with other
+// conditions (max_version, served_by_caddy) does not take every client
+// and is not judged.
 func (m *MatchClientHello) checkSites(ctx caddy.Context) error {
 	if len(m.SNI) == 0 || m.MaxVersion != "" || m.ServedByCaddy != nil {
 		return nil
@@ -48,13 +42,12 @@ func (m *MatchClientHello) checkSites(ctx caddy.Context) error {
 			for _, sni := range m.SNI {
 				norm, _ := normalizeName(sni)
 				if len(m.ALPN) == 0 {
-					if norm == host || matchPattern(norm, host) {
+					if matchPattern(norm, host) {
 						return fmt.Errorf("passthrough route %q takes server name %q, which the site %q on the same HTTP server also serves: every connection for that name is passed through, so the site can never be reached; remove the name from the passthrough route, restrict the route with `alpn`, or serve the site on another port", name, sni, host)
 					}
 					continue
 				}
-				overlaps := norm == host || matchPattern(norm, host) || (strings.HasPrefix(host, "*.") && matchPattern(host, strings.TrimPrefix(norm, "*.")))
-				if overlaps && caddyinternals.AsksClientCert(caddyinternals.PolicyForHost(srv.TLSConnPolicies, host)) {
+				if overlaps(norm, host) && caddyinternals.AsksClientCert(caddyinternals.PolicyForHost(srv.TLSConnPolicies, host)) {
 					m.logger.Warn(msgALPNBypass,
 						zap.String("route", name), zap.String("server_name", sni), zap.Strings("alpn", m.ALPN), zap.String("site", host),
 						zap.String("fix", "if the upstream must only see authenticated clients, have it verify client certificates itself, or drop the name from the route"))

@@ -21,26 +21,19 @@ func init() {
 	caddy.RegisterModule(new(TerminateTLS))
 }
 
-// TerminateTLS terminates TLS on a layer-4 route, like caddy-l4's `tls`
-// handler (same connection policies, same JSON, and the same connection
-// variables, so caddy-l4's and the suite's matchers and handlers after it
-// see the handshake), with two differences an operator of nginx or HAProxy
-// expects:
+// TerminateTLS terminates TLS on a layer-4 route like caddy-l4's `tls`
+// handler (same connection policies, same JSON, same connection
+// variables for the matchers and handlers after it), with what an
+// operator of nginx or HAProxy expects besides:
 //
-//   - Session resumption works. The pinned caddy-l4 builds a new
-//     tls.Config for every connection, so unless the tls app configures
-//     `session_tickets`, each connection gets its own random ticket key
-//     and no ticket it issues can ever be redeemed: every reconnect is a
-//     full handshake. This handler builds the config once per config
-//     load, so tickets are redeemed across connections (a config reload
-//     starts new keys, as Caddy's HTTP servers do). A policy with
-//     client_auth issues no tickets (Caddy turns them off there), so
-//     every client-certificate handshake is a full one, verified.
-//   - The handshake has a deadline (handshake_timeout): a client that
-//     opens a connection and sends nothing is closed, not kept forever.
+//   - Session resumption works: the pinned caddy-l4 builds a tls.Config,
+//     so a ticket key, per connection, and no ticket is ever redeemed
+//     unless the tls app sets `session_tickets`. This handler builds the
+//     config once per config load. A policy with client_auth issues no
+//     tickets (Caddy turns them off there): every such handshake is full.
+//   - The handshake has a deadline (handshake_timeout).
 //   - A failed handshake is one INFO line ("TLS handshake failed", with
-//     the client's address, the server name it asked for and the reason),
-//     not an ERROR: failing clients are the clients' problem.
+//     the client's address, server name and reason), not an ERROR.
 //
 // Handshakes are counted in trustline_l4_tls_handshakes_total by result
 // (full, resumed, failed).
@@ -74,8 +67,6 @@ func (*TerminateTLS) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-const defaultHandshakeTimeout = 10 * time.Second
-
 var tlsHandshakes = material.NewCounterVec("trustline_l4_tls_handshakes_total",
 	"TLS handshakes of layer-4 terminate_tls handlers, by result (full, resumed, failed).", "result")
 
@@ -89,7 +80,7 @@ func (t *TerminateTLS) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("terminate_tls: handshake_timeout must not be negative, got %s", time.Duration(t.HandshakeTimeout))
 	}
 	if t.HandshakeTimeout == 0 {
-		t.HandshakeTimeout = caddy.Duration(defaultHandshakeTimeout)
+		t.HandshakeTimeout = caddy.Duration(10 * time.Second)
 	}
 	if len(t.ConnectionPolicies) == 0 {
 		t.ConnectionPolicies = caddytls.ConnectionPolicies{new(caddytls.ConnectionPolicy)}

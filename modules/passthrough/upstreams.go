@@ -6,7 +6,7 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"net"
-	"strconv"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -33,7 +33,6 @@ type Upstream struct {
 // names it (through peers), so connection counts and health survive
 // admin reloads.
 type peer struct {
-	address   string
 	conns     atomic.Int64
 	fails     atomic.Int64
 	unhealthy atomic.Bool
@@ -90,20 +89,8 @@ type PassiveHealthChecks struct {
 	MaxFails int `json:"max_fails,omitempty"`
 }
 
-const (
-	policyRandom     = "random"
-	policyRoundRobin = "round_robin"
-	policyLeastConn  = "least_conn"
-	policyFirst      = "first"
-	policyIPHash     = "ip_hash"
-)
-
 func validPolicy(p string) bool {
-	switch p {
-	case "", policyRandom, policyRoundRobin, policyLeastConn, policyFirst, policyIPHash:
-		return true
-	}
-	return false
+	return p == "" || slices.Contains([]string{"random", "round_robin", "least_conn", "first", "ip_hash"}, p)
 }
 
 // provisionUpstreams parses the addresses and attaches the shared peers.
@@ -130,7 +117,7 @@ func (h *Handler) provisionUpstreams() error {
 		}
 		u.addr = addr
 		key := addr.String()
-		val, _ := peers.LoadOrStore(key, &peer{address: key})
+		val, _ := peers.LoadOrStore(key, new(peer))
 		u.peer = val.(*peer)
 	}
 	return nil
@@ -179,42 +166,35 @@ func (u *Upstream) release() { u.peer.conns.Add(-1) }
 
 // selectUpstream picks an available upstream not in skip, by policy.
 func (h *Handler) selectUpstream(client net.Addr, skip []*Upstream) *Upstream {
-	ok := func(u *Upstream) bool {
-		for _, s := range skip {
-			if s == u {
-				return false
-			}
-		}
-		return h.available(u)
-	}
-	switch h.policy {
-	case policyFirst:
-		for _, u := range h.Upstreams {
-			if ok(u) {
-				return u
-			}
-		}
-		return nil
-	case policyRoundRobin:
+	ok := func(u *Upstream) bool { return !slices.Contains(skip, u) && h.available(u) }
+	if h.LoadBalancing.Policy == "round_robin" {
 		n := uint32(len(h.Upstreams))
 		for range n {
-			u := h.Upstreams[h.rr.Add(1)%n]
-			if ok(u) {
+			if u := h.Upstreams[h.rr.Add(1)%n]; ok(u) {
 				return u
 			}
 		}
 		return nil
-	case policyLeastConn:
-		var best *Upstream
-		var bestConns int64
-		var ties int
-		for _, u := range h.Upstreams {
-			if !ok(u) {
-				continue
-			}
-			c := u.peer.conns.Load()
-			switch {
-			case best == nil || c < bestConns:
+	}
+	var buf [8]*Upstream
+	avail := buf[:0]
+	for _, u := range h.Upstreams {
+		if ok(u) {
+			avail = append(avail, u)
+		}
+	}
+	if len(avail) == 0 {
+		return nil
+	}
+	switch h.LoadBalancing.Policy {
+	case "first":
+		return avail[0]
+	case "least_conn":
+		// the fewest open connections, ties broken at random
+		best, bestConns, ties := avail[0], avail[0].peer.conns.Load(), 1
+		for _, u := range avail[1:] {
+			switch c := u.peer.conns.Load(); {
+			case c < bestConns:
 				best, bestConns, ties = u, c, 1
 			case c == bestConns:
 				ties++
@@ -224,16 +204,7 @@ func (h *Handler) selectUpstream(client net.Addr, skip []*Upstream) *Upstream {
 			}
 		}
 		return best
-	case policyIPHash:
-		var avail []*Upstream
-		for _, u := range h.Upstreams {
-			if ok(u) {
-				avail = append(avail, u)
-			}
-		}
-		if len(avail) == 0 {
-			return nil
-		}
+	case "ip_hash":
 		host := client.String()
 		if ta, isTCP := client.(*net.TCPAddr); isTCP {
 			host = ta.IP.String()
@@ -241,20 +212,8 @@ func (h *Handler) selectUpstream(client net.Addr, skip []*Upstream) *Upstream {
 		f := fnv.New32a()
 		_, _ = f.Write([]byte(host))
 		return avail[f.Sum32()%uint32(len(avail))]
-	default: // random, by reservoir sampling
-		var pick *Upstream
-		var count int
-		for _, u := range h.Upstreams {
-			if !ok(u) {
-				continue
-			}
-			count++
-			if rand.IntN(count) == 0 {
-				pick = u
-			}
-		}
-		return pick
 	}
+	return avail[rand.IntN(len(avail))] // random
 }
 
 // countFailure remembers a failed dial for fail_duration.
@@ -319,12 +278,4 @@ func (h *Handler) checkUpstream(u *Upstream, a *ActiveHealthChecks) {
 		v = 1
 	}
 	upstreamHealthy.WithLabelValues(u.Dial).Set(v)
-}
-
-// dialAddress is the address string to dial for u.
-func (u *Upstream) dialAddress() string {
-	if u.addr.IsUnixNetwork() {
-		return u.addr.Host
-	}
-	return net.JoinHostPort(u.addr.Host, strconv.Itoa(int(u.addr.StartPort)))
 }
