@@ -192,7 +192,7 @@ https://mtls.test:`+port+` {
 		cfg := &tls.Config{ServerName: host, InsecureSkipVerify: true, Certificates: []tls.Certificate{alice},
 			ClientSessionCache: tls.NewLRUClientSessionCache(4)}
 		// Caddy issues the sites' internal certificates in the background
-		eventually(t, 10*time.Second, host+" serves its certificate", func() (bool, string) {
+		eventually(t, 30*time.Second, host+" serves its certificate", func() (bool, string) {
 			conn, err := tls.Dial("tcp", "127.0.0.1:"+port, &tls.Config{ServerName: host, InsecureSkipVerify: true, Certificates: []tls.Certificate{alice}})
 			if err != nil {
 				return false, err.Error()
