@@ -29,13 +29,8 @@ func init() {
 // Handler proxies a layer-4 connection, untouched, to one of its
 // upstreams: the bytes the matchers read (the ClientHello) are replayed
 // first, behind a PROXY protocol header when configured, then the two
-// connections are joined (see Copy). Open connections are counted per
-// upstream across reloads (for least_conn and max_connections); each
-// connection gets one log line and metrics.
-//
-// Connections outlive the config that accepted them: after an admin
-// reload they finish on their old route, and are closed grace_period
-// after the unload when one is set. max_lifetime bounds any connection.
+// connections are joined (see Copy). Connections outlive the config that
+// accepted them (see grace_period).
 type Handler struct {
 	// Name of the route in logs and metrics. Default: "passthrough".
 	Route string `json:"route,omitempty"`
@@ -238,13 +233,13 @@ func (h *Handler) Cleanup() error {
 	if open == 0 {
 		return nil
 	}
-	fields := []zap.Field{zap.String("route", h.Route), zap.Int("connections", open)}
-	if h.GracePeriod == 0 {
-		h.logger.Info("config unloaded: open passthrough connections finish on their old route (no grace_period set)", fields...)
-		return nil
+	msg, fields := "config unloaded: open passthrough connections finish on their old route (no grace_period set)",
+		[]zap.Field{zap.String("route", h.Route), zap.Int("connections", open)}
+	if h.GracePeriod > 0 {
+		msg = "config unloaded: open passthrough connections finish on their old route until the grace period ends"
+		fields = append(fields, zap.Duration("grace_period", time.Duration(h.GracePeriod)))
 	}
-	h.logger.Info("config unloaded: open passthrough connections finish on their old route until the grace period ends",
-		append(fields, zap.Duration("grace_period", time.Duration(h.GracePeriod)))...)
+	h.logger.Info(msg, fields...)
 	return nil
 }
 
@@ -431,19 +426,14 @@ func (h *Handler) untrack(pc *proxyConn) {
 
 // UpstreamTLS is the TLS of a passthrough handler to its upstreams:
 // reverse_proxy's TLS config (its fields inline: ca, server_name,
-// client_certificate_file, client_certificate_key_file,
-// insecure_skip_verify, curves, ...) with a client identity from a
-// keystore and pinned upstream identities (client_identity and
-// upstream_identity), as the mtls transport has them. Every handshake
-// reads the keystore's current certificate and the trust pool's current
-// pool.
+// client_certificate_file, insecure_skip_verify, curves, ...) with
+// client_identity and upstream_identity, as the mtls transport has them.
 type UpstreamTLS struct {
 	reverseproxy.TLSConfig
 	tlsclient.Settings
 }
 
-// provisionTLS loads the upstream TLS config (see UpstreamTLS.Load),
-// with session resumption.
+// provisionTLS loads the upstream TLS config, with session resumption.
 func (h *Handler) provisionTLS(ctx caddy.Context) error {
 	client, err := h.TLS.Load(ctx)
 	if err != nil {
@@ -464,8 +454,7 @@ func (h *Handler) provisionTLS(ctx caddy.Context) error {
 
 // Load loads the client of t: keystore identity, live trust pool and
 // pins through tlsclient, the rest (curves, static roots, server name)
-// through reverse_proxy's own code. The handler's connections use it;
-// `caddy trustline explain` describes it (Client.Describe).
+// through reverse_proxy's own code.
 func (t *UpstreamTLS) Load(ctx caddy.Context) (*tlsclient.Client, error) {
 	client, err := tlsclient.Load(ctx, &t.TLSConfig, &t.Settings)
 	if err != nil {
