@@ -27,11 +27,8 @@ import (
 //		tls_trust_pool <source> [<args...>]
 //	}
 //
-// tls_server_name and tls_trust_pool are the same settings as
-// server_name and trust_pool in the tls block (give each once); any tls*
-// option turns TLS to the upstream on. client_identity is a keystore
-// source (pem, pkcs12, jks, internal) read at each new upstream
-// connection; trust_pool is read at each handshake.
+// tls_server_name and tls_trust_pool are server_name and trust_pool of
+// the tls block (give each once); any tls* option turns upstream TLS on.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // handler name
 	rs := newRoute(d)
