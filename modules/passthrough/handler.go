@@ -1,6 +1,7 @@
 package passthrough
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -122,9 +123,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = moduleLogger(ctx)
 	h.conns = make(map[*proxyConn]struct{})
 	registerMetrics(ctx)
-	if h.Route == "" {
-		h.Route = "passthrough"
-	}
+	h.Route = cmp.Or(h.Route, "passthrough")
 	h.mProxied = connections.WithLabelValues(h.Route, "proxied")
 	h.mDialFailed = connections.WithLabelValues(h.Route, "dial_failed")
 	h.mBytesUp = transferred.WithLabelValues(h.Route, "client_to_upstream")
@@ -187,16 +186,12 @@ func (h *Handler) validate() error {
 			errs = append(errs, fmt.Errorf("%s must not be negative", name))
 		}
 	}
-	if h.DialTimeout == 0 {
-		h.DialTimeout = caddy.Duration(5 * time.Second)
-	}
+	h.DialTimeout = cmp.Or(h.DialTimeout, caddy.Duration(5*time.Second))
 	if hc := h.HealthChecks; hc != nil && hc.Passive != nil {
 		if hc.Passive.MaxFails < 0 {
 			errs = append(errs, fmt.Errorf("max_fails must not be negative"))
 		}
-		if hc.Passive.MaxFails == 0 {
-			hc.Passive.MaxFails = 1
-		}
+		hc.Passive.MaxFails = cmp.Or(hc.Passive.MaxFails, 1)
 	}
 	if hc := h.HealthChecks; hc != nil && hc.Active != nil && (hc.Active.Port < 0 || hc.Active.Port > 65535) {
 		errs = append(errs, fmt.Errorf("health check port %d is out of range", hc.Active.Port))

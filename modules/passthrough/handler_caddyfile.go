@@ -1,6 +1,7 @@
 package passthrough
 
 import (
+	"cmp"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -87,9 +88,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	if h.Route == "" {
-		h.Route = "passthrough"
-	}
+	h.Route = cmp.Or(h.Route, "passthrough")
 	(*Block)(nil).handler(rs)
 	if h.ProxyProtocolIdentity && h.ProxyProtocol != "v2" {
 		return d.Errf("passthrough: proxy_protocol_identity needs proxy_protocol v2")

@@ -1,6 +1,7 @@
 package passthrough
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"time"
@@ -70,9 +71,7 @@ func (t *TerminateTLS) Provision(ctx caddy.Context) error {
 	if t.HandshakeTimeout < 0 {
 		return fmt.Errorf("terminate_tls: handshake_timeout must not be negative, got %s", time.Duration(t.HandshakeTimeout))
 	}
-	if t.HandshakeTimeout == 0 {
-		t.HandshakeTimeout = caddy.Duration(10 * time.Second)
-	}
+	t.HandshakeTimeout = cmp.Or(t.HandshakeTimeout, caddy.Duration(10*time.Second))
 	if len(t.ConnectionPolicies) == 0 {
 		t.ConnectionPolicies = caddytls.ConnectionPolicies{new(caddytls.ConnectionPolicy)}
 	}

@@ -1,6 +1,7 @@
 package tlsclient
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -132,18 +133,12 @@ func (c *Client) Apply(cfg *tls.Config) {
 	c.base = cfg
 	c.roots, c.insecure = cfg.RootCAs, cfg.InsecureSkipVerify
 	c.clientFn, c.static = cfg.GetClientCertificate, cfg.Certificates
-	cfg.InsecureSkipVerify = true
-	cfg.RootCAs = nil
+	cfg.InsecureSkipVerify, cfg.RootCAs = true, nil
+	cfg.GetClientCertificate, cfg.Certificates = c.clientCertificate, nil
 	staticName := cfg.ServerName
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		name := cs.ServerName
-		if name == "" {
-			name = staticName
-		}
-		return c.Verify(cs, name)
+		return c.Verify(cs, cmp.Or(cs.ServerName, staticName))
 	}
-	cfg.GetClientCertificate = c.clientCertificate
-	cfg.Certificates = nil
 }
 
 // ResumeSessions makes Config hand out a TLS session cache, replaced when
@@ -157,9 +152,7 @@ func (c *Client) ResumeSessions() { c.sessions.Store(new(sessions)) }
 // (ALPN, say) before Handshake.
 func (c *Client) Config(serverName string) *tls.Config {
 	cfg := c.base.Clone()
-	if cfg.ServerName == "" {
-		cfg.ServerName = serverName
-	}
+	cfg.ServerName = cmp.Or(cfg.ServerName, serverName)
 	if s := c.sessions.Load(); s != nil {
 		cfg.ClientSessionCache = c.sessionCache(s)
 	}
@@ -273,9 +266,7 @@ func (c *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, 
 	if err != nil {
 		_ = tc.Close()
 		reason, alert := Classify(err)
-		if reason == "" {
-			reason = ReasonOther
-		}
+		reason = cmp.Or(reason, ReasonOther)
 		he := &HandshakeError{Upstream: upstream, Reason: reason, Alert: alert, Presented: who, Err: err}
 		if !isProbe(ctx) {
 			c.fail(logger, he, serverName, lead)
