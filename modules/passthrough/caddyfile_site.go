@@ -18,16 +18,11 @@ import (
 	"github.com/trustline/trustline/internal/caddyinternals"
 )
 
-// The passthrough block (syntax on Block) comes in two forms:
-//
-//   - inside a site block, `passthrough { ... }` becomes a caddy-l4
-//     `layer4` listener wrapper, then the `tls` wrapper, on exactly the
-//     site's HTTP server (merged into the list of a `servers` global
-//     option that applies to it, whose listener_wrappers would replace
-//     it): matching names are proxied as raw TCP, everything else falls
-//     through to Caddy's own TLS termination;
-//   - as a global option, `passthrough <address> { ... }` serves a port
-//     with no HTTP server: a caddy-l4 server in the `passthrough` app.
+// The passthrough block (syntax on Block) is a site directive, which
+// becomes a caddy-l4 `layer4` listener wrapper then the `tls` wrapper on
+// exactly the site's HTTP server (mergeIntoServersOption), or a global
+// option with an address, a caddy-l4 server in the `passthrough` app for
+// a port with no HTTP server (README.md, "What it generates").
 func init() {
 	httpcaddyfile.RegisterGlobalOption("passthrough", parsePassthroughGlobal)
 	httpcaddyfile.RegisterDirective("passthrough", parsePassthroughDirective)

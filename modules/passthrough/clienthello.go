@@ -107,13 +107,11 @@ func (h *ClientHello) OffersALPN(proto string) bool {
 }
 
 // helloScanner reassembles a ClientHello from the first bytes of a stream
-// incrementally. Each call to scan gets the whole stream so far (the same
-// bytes as before, and more) and looks only at the bytes it has not seen:
-// each byte is checked once and copied at most once (never, when the
-// first record holds the whole message, the usual case), so reading a
-// ClientHello costs time linear in its size however the client splits it
-// into records and reads. Once scan returned anything but errIncomplete,
-// the scanner is spent.
+// incrementally: each call to scan gets the whole stream so far and looks
+// only at the bytes it has not seen, copying each at most once (never
+// when the first record holds the whole message), so the cost is linear
+// however the client splits it. Once scan returned anything but
+// errIncomplete, the scanner is spent.
 type helloScanner struct {
 	off     int                      // stream bytes consumed so far
 	recEnd  int                      // stream offset where the current record ends (== off between records)

@@ -1,6 +1,7 @@
 package passthrough
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -29,13 +30,8 @@ func init() {
 // Handler proxies a layer-4 connection, untouched, to one of its
 // upstreams: the bytes the matchers read (the ClientHello) are replayed
 // first, behind a PROXY protocol header when configured, then the two
-// connections are joined (see Copy). Open connections are counted per
-// upstream across reloads (for least_conn and max_connections); each
-// connection gets one log line and metrics.
-//
-// Connections outlive the config that accepted them: after an admin
-// reload they finish on their old route, and are closed grace_period
-// after the unload when one is set. max_lifetime bounds any connection.
+// connections are joined (see Copy). Connections outlive the config that
+// accepted them (see grace_period).
 type Handler struct {
 	// Name of the route in logs and metrics. Default: "passthrough".
 	Route string `json:"route,omitempty"`
@@ -127,9 +123,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = moduleLogger(ctx)
 	h.conns = make(map[*proxyConn]struct{})
 	registerMetrics(ctx)
-	if h.Route == "" {
-		h.Route = "passthrough"
-	}
+	h.Route = cmp.Or(h.Route, "passthrough")
 	h.mProxied = connections.WithLabelValues(h.Route, "proxied")
 	h.mDialFailed = connections.WithLabelValues(h.Route, "dial_failed")
 	h.mBytesUp = transferred.WithLabelValues(h.Route, "client_to_upstream")
@@ -192,16 +186,12 @@ func (h *Handler) validate() error {
 			errs = append(errs, fmt.Errorf("%s must not be negative", name))
 		}
 	}
-	if h.DialTimeout == 0 {
-		h.DialTimeout = caddy.Duration(5 * time.Second)
-	}
+	h.DialTimeout = cmp.Or(h.DialTimeout, caddy.Duration(5*time.Second))
 	if hc := h.HealthChecks; hc != nil && hc.Passive != nil {
 		if hc.Passive.MaxFails < 0 {
 			errs = append(errs, fmt.Errorf("max_fails must not be negative"))
 		}
-		if hc.Passive.MaxFails == 0 {
-			hc.Passive.MaxFails = 1
-		}
+		hc.Passive.MaxFails = cmp.Or(hc.Passive.MaxFails, 1)
 	}
 	if hc := h.HealthChecks; hc != nil && hc.Active != nil && (hc.Active.Port < 0 || hc.Active.Port > 65535) {
 		errs = append(errs, fmt.Errorf("health check port %d is out of range", hc.Active.Port))
@@ -238,13 +228,13 @@ func (h *Handler) Cleanup() error {
 	if open == 0 {
 		return nil
 	}
-	fields := []zap.Field{zap.String("route", h.Route), zap.Int("connections", open)}
-	if h.GracePeriod == 0 {
-		h.logger.Info("config unloaded: open passthrough connections finish on their old route (no grace_period set)", fields...)
-		return nil
+	msg, fields := "config unloaded: open passthrough connections finish on their old route (no grace_period set)",
+		[]zap.Field{zap.String("route", h.Route), zap.Int("connections", open)}
+	if h.GracePeriod > 0 {
+		msg = "config unloaded: open passthrough connections finish on their old route until the grace period ends"
+		fields = append(fields, zap.Duration("grace_period", time.Duration(h.GracePeriod)))
 	}
-	h.logger.Info("config unloaded: open passthrough connections finish on their old route until the grace period ends",
-		append(fields, zap.Duration("grace_period", time.Duration(h.GracePeriod)))...)
+	h.logger.Info(msg, fields...)
 	return nil
 }
 
@@ -431,19 +421,14 @@ func (h *Handler) untrack(pc *proxyConn) {
 
 // UpstreamTLS is the TLS of a passthrough handler to its upstreams:
 // reverse_proxy's TLS config (its fields inline: ca, server_name,
-// client_certificate_file, client_certificate_key_file,
-// insecure_skip_verify, curves, ...) with a client identity from a
-// keystore and pinned upstream identities (client_identity and
-// upstream_identity), as the mtls transport has them. Every handshake
-// reads the keystore's current certificate and the trust pool's current
-// pool.
+// client_certificate_file, insecure_skip_verify, curves, ...) with
+// client_identity and upstream_identity, as the mtls transport has them.
 type UpstreamTLS struct {
 	reverseproxy.TLSConfig
 	tlsclient.Settings
 }
 
-// provisionTLS loads the upstream TLS config (see UpstreamTLS.Load),
-// with session resumption.
+// provisionTLS loads the upstream TLS config, with session resumption.
 func (h *Handler) provisionTLS(ctx caddy.Context) error {
 	client, err := h.TLS.Load(ctx)
 	if err != nil {
@@ -464,8 +449,7 @@ func (h *Handler) provisionTLS(ctx caddy.Context) error {
 
 // Load loads the client of t: keystore identity, live trust pool and
 // pins through tlsclient, the rest (curves, static roots, server name)
-// through reverse_proxy's own code. The handler's connections use it;
-// `caddy trustline explain` describes it (Client.Describe).
+// through reverse_proxy's own code.
 func (t *UpstreamTLS) Load(ctx caddy.Context) (*tlsclient.Client, error) {
 	client, err := tlsclient.Load(ctx, &t.TLSConfig, &t.Settings)
 	if err != nil {

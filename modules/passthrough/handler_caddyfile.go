@@ -1,6 +1,7 @@
 package passthrough
 
 import (
+	"cmp"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -27,11 +28,8 @@ import (
 //		tls_trust_pool <source> [<args...>]
 //	}
 //
-// tls_server_name and tls_trust_pool are the same settings as
-// server_name and trust_pool in the tls block (give each once); any tls*
-// option turns TLS to the upstream on. client_identity is a keystore
-// source (pem, pkcs12, jks, internal) read at each new upstream
-// connection; trust_pool is read at each handshake.
+// tls_server_name and tls_trust_pool are server_name and trust_pool of
+// the tls block (give each once); any tls* option turns upstream TLS on.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // handler name
 	rs := newRoute(d)
@@ -90,9 +88,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	if h.Route == "" {
-		h.Route = "passthrough"
-	}
+	h.Route = cmp.Or(h.Route, "passthrough")
 	(*Block)(nil).handler(rs)
 	if h.ProxyProtocolIdentity && h.ProxyProtocol != "v2" {
 		return d.Errf("passthrough: proxy_protocol_identity needs proxy_protocol v2")

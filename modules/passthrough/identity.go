@@ -12,19 +12,9 @@ import (
 	peerid "github.com/trustline/trustline/modules/peer"
 )
 
-// When TLS was terminated at layer 4 before the passthrough handler
-// ("mTLS in"), the PROXY v2 header can tell a plain-TCP backend who the
-// client is: PP2_TYPE_SSL (0x20), as HAProxy's send-proxy-v2-ssl-cn sends
-// it (client flags; verify, 0 only when the certificate was verified;
-// the version, cipher, CN and DER of the verified leaf), and 0xE0, the
-// leaf's SPIFFE ID when it has one. The identity comes only from the
-// chain verified for this connection (peer.FromState, the one reader of
-// the suite); a certificate presented but not verified yields the SSL
-// TLV with a non-zero verify field and nothing else.
-const (
-	// TLVSPIFFEID is the PROXY v2 TLV type carrying the client's SPIFFE ID.
-	TLVSPIFFEID proxyproto.PP2Type = 0xE0
-)
+// TLVSPIFFEID is the PROXY v2 TLV type carrying the client's SPIFFE ID
+// (proxy_protocol_identity: README.md, "mTLS in, mTLS out, at layer 4").
+const TLVSPIFFEID proxyproto.PP2Type = 0xE0
 
 // clientName is the verified client for logs: its SPIFFE ID, else its CN.
 func clientName(id *peerid.Identity) string {
@@ -35,8 +25,11 @@ func clientName(id *peerid.Identity) string {
 }
 
 // IdentityTLVs builds the TLVs of the PROXY v2 header
-// (proxy_protocol_identity) for a terminated connection's state: what
-// the handler sends, and what `caddy trustline explain` shows.
+// (proxy_protocol_identity) for a terminated connection's state: the SSL
+// TLV as HAProxy's send-proxy-v2-ssl-cn sends it, and TLVSPIFFEID. The
+// identity comes only from the chain verified for this connection
+// (peer.FromState); a certificate presented but not verified yields the
+// SSL TLV with a non-zero verify field and nothing else.
 func IdentityTLVs(cs *tls.ConnectionState) ([]proxyproto.TLV, error) {
 	return tlvsFor(cs, peerid.FromState(cs))
 }

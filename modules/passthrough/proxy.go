@@ -91,16 +91,14 @@ func (pc *proxyConn) run(header, replay []byte, idle time.Duration) (toUp, toDow
 	if f := pc.forced.Load(); f != nil {
 		return toUp, toDown, *f, nil
 	}
-	if first.Load() == "client" {
-		if upErr != nil {
-			return toUp, toDown, "client_error", upErr
-		}
-		return toUp, toDown, "client_closed", nil
+	side, err := "client", upErr
+	if first.Load() != "client" {
+		side, err = "upstream", downErr
 	}
-	if downErr != nil {
-		return toUp, toDown, "upstream_error", downErr
+	if err != nil {
+		return toUp, toDown, side + "_error", err
 	}
-	return toUp, toDown, "upstream_closed", nil
+	return toUp, toDown, side + "_closed", nil
 }
 
 // endDirection ends one direction: after a clean end of stream the

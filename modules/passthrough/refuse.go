@@ -1,6 +1,7 @@
 package passthrough
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"time"
@@ -60,12 +61,8 @@ func (*Refuse) CaddyModule() caddy.ModuleInfo {
 func (r *Refuse) Provision(ctx caddy.Context) error {
 	r.logger = moduleLogger(ctx)
 	registerMetrics(ctx)
-	if r.Route == "" {
-		r.Route = "refused"
-	}
-	if r.Alert == "" {
-		r.Alert = "handshake_failure"
-	}
+	r.Route = cmp.Or(r.Route, "refused")
+	r.Alert = cmp.Or(r.Alert, "handshake_failure")
 	var err error
 	r.alertCode, err = alertCode(r.Alert)
 	return err

@@ -13,15 +13,12 @@ import (
 	"github.com/trustline/trustline/internal/caddyinternals"
 )
 
-// checkSites checks, at load, a clienthello matcher that routes in front
-// of an HTTP server (a top-level route of a layer4 listener wrapper)
-// against all the server's sites, for JSON configs too: a name the route
-// takes for every client hides the site of that name (refused); a name
-// it takes only for some ALPN protocols may be a site's (ALPN
-// multiplexing), but when that site asks for a client certificate, the
-// route's clients skip that check (a warning). A matcher with other
-// conditions (max_version, served_by_caddy) does not take every client
-// and is not judged.
+// checkSites checks, at load (JSON configs too), a clienthello matcher
+// of a top-level route of a layer4 listener wrapper against the sites of
+// the HTTP server behind it: a name it takes for every client hides the
+// site (refused); one it takes for some ALPN protocols skips a site's
+// client_auth (a warning). A matcher with max_version or served_by_caddy
+// does not take every client and is not judged.
 func (m *MatchClientHello) checkSites(ctx caddy.Context) error {
 	if len(m.SNI) == 0 || m.MaxVersion != "" || m.ServedByCaddy != nil {
 		return nil

@@ -1,6 +1,7 @@
 package passthrough
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"time"
@@ -22,21 +23,12 @@ func init() {
 }
 
 // TerminateTLS terminates TLS on a layer-4 route like caddy-l4's `tls`
-// handler (same connection policies, same JSON, same connection
-// variables for the matchers and handlers after it), with what an
-// operator of nginx or HAProxy expects besides:
-//
-//   - Session resumption works: the pinned caddy-l4 builds a tls.Config,
-//     so a ticket key, per connection, and no ticket is ever redeemed
-//     unless the tls app sets `session_tickets`. This handler builds the
-//     config once per config load. A policy with client_auth issues no
-//     tickets (Caddy turns them off there): every such handshake is full.
-//   - The handshake has a deadline (handshake_timeout).
-//   - A failed handshake is one INFO line ("TLS handshake failed", with
-//     the client's address, server name and reason), not an ERROR.
-//
-// Handshakes are counted in trustline_l4_tls_handshakes_total by result
-// (full, resumed, failed).
+// handler (same connection policies, JSON and connection variables), but
+// builds its tls.Config once per config load so that sessions resume,
+// bounds the handshake (handshake_timeout), and logs a failed handshake
+// as one INFO line. Handshakes are counted in
+// trustline_l4_tls_handshakes_total by result (full, resumed, failed).
+// README.md, "terminate_tls", says why.
 type TerminateTLS struct {
 	// The connection policies, as in caddy-l4's tls handler and Caddy's
 	// tls app: certificate selection, client_auth (with trust pools and
@@ -79,9 +71,7 @@ func (t *TerminateTLS) Provision(ctx caddy.Context) error {
 	if t.HandshakeTimeout < 0 {
 		return fmt.Errorf("terminate_tls: handshake_timeout must not be negative, got %s", time.Duration(t.HandshakeTimeout))
 	}
-	if t.HandshakeTimeout == 0 {
-		t.HandshakeTimeout = caddy.Duration(10 * time.Second)
-	}
+	t.HandshakeTimeout = cmp.Or(t.HandshakeTimeout, caddy.Duration(10*time.Second))
 	if len(t.ConnectionPolicies) == 0 {
 		t.ConnectionPolicies = caddytls.ConnectionPolicies{new(caddytls.ConnectionPolicy)}
 	}

@@ -38,8 +38,6 @@ type peer struct {
 	unhealthy atomic.Bool
 }
 
-func (p *peer) Destruct() error { return nil }
-
 var peers = caddy.NewUsagePool()
 
 // LoadBalancing chooses among a route's upstreams.
@@ -116,8 +114,7 @@ func (h *Handler) provisionUpstreams() error {
 			return fmt.Errorf("upstream %q: max_connections must not be negative", u.Dial)
 		}
 		u.addr = addr
-		key := addr.String()
-		val, _ := peers.LoadOrStore(key, new(peer))
+		val, _ := peers.LoadOrStore(addr.String(), new(peer))
 		u.peer = val.(*peer)
 	}
 	return nil
@@ -254,11 +251,10 @@ func (h *Handler) checkUpstream(u *Upstream, a *ActiveHealthChecks) {
 	if a.Port != 0 && !addr.IsUnixNetwork() {
 		addr.StartPort, addr.EndPort = uint(a.Port), uint(a.Port)
 	}
-	target := addr.JoinHostPort(0)
 	ctx, cancel := context.WithTimeout(h.ctx, time.Duration(a.Timeout))
 	defer cancel()
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, addr.Network, target)
+	conn, err := d.DialContext(ctx, addr.Network, addr.JoinHostPort(0))
 	if conn != nil {
 		_ = conn.Close()
 	}

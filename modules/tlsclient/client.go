@@ -1,6 +1,7 @@
 package tlsclient
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -22,13 +23,9 @@ import (
 )
 
 // Client is the client side of the suite's TLS connections to backends
-// (mtls transport, passthrough handler, storage redis): at each handshake,
-// resumed ones included, the backend's chain is verified against the trust
-// pool's current version (Verify) and the client certificate is the
-// keystore's current one; a failed handshake is classified, counted and
-// logged alike. Make one with Load in Provision, give it the config its
-// connections copy with Apply, then Handshake each dialed connection with
-// a copy from Config.
+// (README.md): Load it in Provision, give it the config its connections
+// copy with Apply, then Handshake each dialed connection with a copy from
+// Config.
 type Client struct {
 	// Pool is asked for its current CertPool at each handshake. Nil: the
 	// static roots of the config given to Apply (nil there too: the
@@ -97,12 +94,10 @@ func Check(cfg *reverseproxy.TLSConfig, s *Settings) error {
 }
 
 // Load checks (Check) and provisions the live parts of an upstream TLS
-// config: the keystore of s (clientAuth usage required), the pins, and
-// the trust pool of cfg.CARaw, loaded here so that each handshake asks it
-// for its current pool (Caddy clears the field once loaded, so
-// MakeTLSClientConfig takes no one-time copy). It registers the failure
-// metric in ctx's registry. Caddy releases the keystore and the pool with
-// the config.
+// config: the keystore of s, the pins, and the trust pool of cfg.CARaw,
+// loaded here so that each handshake asks it for its current pool (Caddy
+// clears the field once loaded, so MakeTLSClientConfig takes no one-time
+// copy).
 func Load(ctx caddy.Context, cfg *reverseproxy.TLSConfig, s *Settings) (*Client, error) {
 	if err := Check(cfg, s); err != nil {
 		return nil, err
@@ -131,29 +126,19 @@ func Load(ctx caddy.Context, cfg *reverseproxy.TLSConfig, s *Settings) (*Client,
 	return c, nil
 }
 
-// Apply takes over verification and the client certificate of cfg, the
-// config the client's connections copy, and keeps it for Config. Its
-// RootCAs (used when Pool is nil) and InsecureSkipVerify move into c;
-// crypto/tls's own verification is replaced (not skipped) by a
-// VerifyConnection that calls Verify, and GetClientCertificate returns the
-// keystore's current certificate, else what cfg had. Call it once, before
-// the first handshake.
+// Apply takes over verification (replaced by Verify, not skipped) and the
+// client certificate of cfg, the config the client's connections copy,
+// and keeps it for Config. Call it once, before the first handshake.
 func (c *Client) Apply(cfg *tls.Config) {
 	c.base = cfg
 	c.roots, c.insecure = cfg.RootCAs, cfg.InsecureSkipVerify
 	c.clientFn, c.static = cfg.GetClientCertificate, cfg.Certificates
-	cfg.InsecureSkipVerify = true
-	cfg.RootCAs = nil
+	cfg.InsecureSkipVerify, cfg.RootCAs = true, nil
+	cfg.GetClientCertificate, cfg.Certificates = c.clientCertificate, nil
 	staticName := cfg.ServerName
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		name := cs.ServerName
-		if name == "" {
-			name = staticName
-		}
-		return c.Verify(cs, name)
+		return c.Verify(cs, cmp.Or(cs.ServerName, staticName))
 	}
-	cfg.GetClientCertificate = c.clientCertificate
-	cfg.Certificates = nil
 }
 
 // ResumeSessions makes Config hand out a TLS session cache, replaced when
@@ -167,9 +152,7 @@ func (c *Client) ResumeSessions() { c.sessions.Store(new(sessions)) }
 // (ALPN, say) before Handshake.
 func (c *Client) Config(serverName string) *tls.Config {
 	cfg := c.base.Clone()
-	if cfg.ServerName == "" {
-		cfg.ServerName = serverName
-	}
+	cfg.ServerName = cmp.Or(cfg.ServerName, serverName)
 	if s := c.sessions.Load(); s != nil {
 		cfg.ClientSessionCache = c.sessionCache(s)
 	}
@@ -246,16 +229,9 @@ type Conn struct {
 
 // Handshake runs the TLS handshake with a backend over conn, a fresh
 // connection to upstream (the address, for the metric and the logs), with
-// cfg from Config, whose ServerName is final. It is the one handshake of
-// the suite's TLS clients, and of a check made now (`caddy trustline
-// explain`): an error is a *HandshakeError with the reason, the backend's
-// alert and the identity presented.
-//
-// A failure closes conn, is counted and logged with logger as `upstream
-// TLS handshake failed`, lead first (zap.NewNop() when the caller reports
-// it). A canceled ctx is no failure (ReasonCanceled: not counted, logged
-// at debug level), nor is an operator's check (ctx marked with Probe: not
-// counted, not logged).
+// cfg from Config, whose ServerName is final. An error is a
+// *HandshakeError; conn is then closed, and the failure counted and
+// logged (fail), unless ctx is a Probe.
 func (c *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, upstream string, logger *zap.Logger, lead ...zap.Field) (*Conn, error) {
 	serverName := cfg.ServerName
 	var presented *tls.Certificate
@@ -290,9 +266,7 @@ func (c *Client) Handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, 
 	if err != nil {
 		_ = tc.Close()
 		reason, alert := Classify(err)
-		if reason == "" {
-			reason = ReasonOther
-		}
+		reason = cmp.Or(reason, ReasonOther)
 		he := &HandshakeError{Upstream: upstream, Reason: reason, Alert: alert, Presented: who, Err: err}
 		if !isProbe(ctx) {
 			c.fail(logger, he, serverName, lead)

@@ -148,10 +148,8 @@ func registerMetrics(ctx caddy.Context) {
 	material.RegisterCollectors(ctx, "upstream handshake", handshakeFailures)
 }
 
-// fail counts a failed handshake (a canceled one is no failure) and
-// writes the suite's one "upstream TLS handshake failed" line (error
-// level), or "upstream TLS handshake canceled" at debug level, lead first
-// (the passthrough handler's route and client address).
+// fail counts a failed handshake (a canceled one is no failure) and logs
+// it, lead first (the passthrough handler's route and client address).
 func (c *Client) fail(logger *zap.Logger, he *HandshakeError, serverName string, lead []zap.Field) {
 	level, msg := zapcore.ErrorLevel, "upstream TLS handshake failed"
 	if he.Reason == ReasonCanceled {
@@ -179,15 +177,11 @@ func (c *Client) fail(logger *zap.Logger, he *HandshakeError, serverName string,
 	ce.Write(append(fields, zap.Error(he.Err))...)
 }
 
-// Refusal returns err, the error that ended a connection to upstream (or
-// a request on it; nil when it ended cleanly), with the backend's refusal
-// of our client certificate when there was one: TLS 1.3 servers judge it
-// after the handshake and send their alert as their first record, which
-// the user of the connection may not have read. conn is the connection
-// Handshake made (nil: not known); once it is closed, what the backend
-// sent and nobody read is decrypted now (waiting up to 200 ms for the
-// close of a connection made in the last 5 s). A refusal is counted and
-// logged like a failed handshake.
+// Refusal returns err, the error that ended a connection to upstream (nil:
+// a clean end), with the backend's refusal of our client certificate when
+// there was one: TLS 1.3 servers send it after the handshake as their
+// first record, which the user of conn (nil: not known) may not have
+// read. A refusal is counted and logged like a failed handshake.
 func (c *Client) Refusal(upstream string, conn *Conn, err error, logger *zap.Logger, lead ...zap.Field) error {
 	he := &HandshakeError{Upstream: upstream, Presented: "unknown", Err: err}
 	he.Reason, he.Alert = Classify(err)

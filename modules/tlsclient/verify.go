@@ -1,6 +1,7 @@
 package tlsclient
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -126,10 +127,7 @@ func (l *Client) Verify(cs tls.ConnectionState, serverName string) error {
 	// an authority of a SPIFFE bundle vouches for its own trust domain's
 	// SVIDs only: a federated partner's CA cannot stand in for our backend
 	if _, _, err := anchors.Verify(certs[0], certs[1:], x509.ExtKeyUsageServerAuth, time.Now()); err != nil {
-		reason := verify.ReasonOf(err)
-		if reason == "" {
-			reason = ReasonOther
-		}
+		reason := cmp.Or(verify.ReasonOf(err), ReasonOther)
 		return &verifyError{reason, &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: err}}
 	}
 	if !l.Pins.empty() {
