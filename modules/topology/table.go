@@ -89,10 +89,7 @@ func (r *Report) writeCertificates(p *printer) {
 }
 
 func (r *Report) writeRoute(p *printer, rt *Route) {
-	hosts := "any host"
-	if len(rt.Hosts) > 0 {
-		hosts = strings.Join(rt.Hosts, ", ")
-	}
+	hosts := cmp.Or(strings.Join(rt.Hosts, ", "), "any host")
 	if len(rt.Match) > 0 {
 		hosts += " (" + strings.Join(rt.Match, "; ") + ")"
 	}
@@ -234,11 +231,7 @@ func (p *printer) line(indent int, format string, args ...any) {
 	if p.err != nil {
 		return
 	}
-	s := format
-	if len(args) > 0 {
-		s = fmt.Sprintf(format, args...)
-	}
-	_, p.err = fmt.Fprintf(p.w, "%s%s\n", strings.Repeat(" ", indent), s)
+	_, p.err = fmt.Fprintf(p.w, "%s%s\n", strings.Repeat(" ", indent), fmt.Sprintf(format, args...))
 }
 
 // wrap writes prefix+text at indent, continuing on lines indented under
