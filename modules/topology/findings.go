@@ -17,7 +17,7 @@ func (a *analyzer) certificateFindings() {
 		if c.NotAfter == nil {
 			continue
 		}
-		path := c.firstUse()
+		path := c.UsedBy[0] // register records a use with each certificate
 		what := describeCert(c)
 		left := c.NotAfter.Sub(now)
 		switch c.Role {
