@@ -67,9 +67,7 @@ func appendNew[T comparable](list []T, items ...T) []T {
 
 // keys returns the keys of m, sorted (the report is deterministic).
 func keys(m map[string]any) []string {
-	out := slices.AppendSeq(make([]string, 0, len(m)), maps.Keys(m))
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(m))
 }
 
 // field appends a key to a config path.
