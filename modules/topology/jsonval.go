@@ -67,7 +67,9 @@ func appendNew[T comparable](list []T, items ...T) []T {
 
 // keys returns the keys of m, sorted (the report is deterministic).
 func keys(m map[string]any) []string {
-	return slices.Sorted(maps.Keys(m))
+	out := slices.AppendSeq(make([]string, 0, len(m)), maps.Keys(m))
+	slices.Sort(out)
+	return out
 }
 
 // field appends a key to a config path.

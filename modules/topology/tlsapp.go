@@ -3,7 +3,6 @@ package topology
 import (
 	"cmp"
 	"crypto/x509"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -306,14 +305,19 @@ func renewBy(notBefore, notAfter time.Time, ratio float64, renewInterval time.Du
 	return notAfter.Add(-window).Add(max(window/10, 3*renewInterval))
 }
 
-// duration reads a caddy.Duration (nanoseconds, or a string like "10m");
-// 0 for anything else.
+// duration reads a caddy.Duration: nanoseconds, or a string like "10m".
 func duration(v any) time.Duration {
-	var d caddy.Duration
-	if raw, err := json.Marshal(v); err != nil || json.Unmarshal(raw, &d) != nil || d < 0 {
-		return 0
+	switch d := v.(type) {
+	case float64:
+		if d > 0 && d < float64(1<<62) {
+			return time.Duration(d)
+		}
+	case string:
+		if p, err := caddy.ParseDuration(d); err == nil && p > 0 {
+			return p
+		}
 	}
-	return time.Duration(d)
+	return 0
 }
 
 // keystoreSource describes (and reads) one of the suite's keystore sources
