@@ -1,9 +1,11 @@
 package topology
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -54,13 +56,9 @@ func serveTopology(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use GET", r.Method)}
 	}
 	q := r.URL.Query()
-	format := q.Get("format")
-	switch format {
-	case "", "json":
-		format = "json"
-	case "table", "html", "svg":
-	default:
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("format %q: want table or json, or html or svg for the picture", format)}
+	format := cmp.Or(q.Get("format"), "json")
+	if err := checkReportFormat(format); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
 	refresh := 0
 	if s := q.Get("refresh"); s != "" {
@@ -81,6 +79,15 @@ func serveTopology(w http.ResponseWriter, r *http.Request) error {
 			status = http.StatusServiceUnavailable
 		}
 		return caddy.APIError{HTTPStatus: status, Err: err}
+	}
+	return nil
+}
+
+// checkReportFormat rejects a format the CLI and the admin endpoint do not
+// write.
+func checkReportFormat(format string) error {
+	if !slices.Contains([]string{"table", "json", "html", "svg"}, format) {
+		return fmt.Errorf("format %q: want table or json, or html or svg for the picture", format)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/trustline/trustline/modules/passthrough"
+	"github.com/trustline/trustline/modules/spiffeworkload"
 )
 
 // DefaultExpiryWindow is how close to its not-after a server or client
@@ -33,7 +34,7 @@ type Options struct {
 	LiveCertificates func(name string) []*x509.Certificate
 	// StaleWorkloads, when set, lists the spiffe_workload sources of the
 	// running instance whose last answer counts as stale (workload.go).
-	StaleWorkloads func() []StaleWorkload
+	StaleWorkloads func() []spiffeworkload.StaleSource
 }
 
 // analyzer holds the state of one analysis.

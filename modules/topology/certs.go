@@ -149,15 +149,6 @@ func (a *analyzer) register(k certKey, usedBy string, newCert func() *Certificat
 
 func (c *Certificate) use(path string) { c.UsedBy = appendNew(c.UsedBy, path) }
 
-// firstUse is the first config path that uses the certificate: where its
-// findings point.
-func (c *Certificate) firstUse() string {
-	if len(c.UsedBy) == 0 {
-		return ""
-	}
-	return c.UsedBy[0]
-}
-
 func certNames(c *x509.Certificate) []string {
 	var names []string
 	names = append(names, c.DNSNames...)

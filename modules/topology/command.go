@@ -76,10 +76,8 @@ made.`,
 // cmdTopology runs `caddy trustline topology`.
 func cmdTopology(fl caddycmd.Flags) (int, error) {
 	format := fl.String("format")
-	switch format {
-	case "table", "json", "html", "svg":
-	default:
-		return caddy.ExitCodeFailedStartup, fmt.Errorf("--format %q: want table or json, or html or svg for the picture", format)
+	if err := checkReportFormat(format); err != nil {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("--%w", err)
 	}
 	var failOn Severity
 	if s := fl.String("fail-on"); s != "" {

@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -16,7 +17,7 @@ func (a *analyzer) certificateFindings() {
 		if c.NotAfter == nil {
 			continue
 		}
-		path := c.firstUse()
+		path := c.UsedBy[0] // register records a use with each certificate
 		what := describeCert(c)
 		left := c.NotAfter.Sub(now)
 		switch c.Role {
@@ -62,14 +63,11 @@ var roleNames = map[string]string{RoleServer: "server certificate", RoleClient: 
 // describeCert names a certificate for a message: its ID, subject or first
 // name.
 func describeCert(c *Certificate) string {
-	name := c.Subject
-	if name == "" && len(c.Names) > 0 {
-		name = c.Names[0]
+	var first string
+	if len(c.Names) > 0 {
+		first = c.Names[0]
 	}
-	if name == "" {
-		name = c.Source
-	}
-	return c.ID + " (" + name + ")"
+	return c.ID + " (" + cmp.Or(c.Subject, first, c.Source) + ")"
 }
 
 // days formats a duration in days (or hours, under one day).

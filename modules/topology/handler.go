@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -64,9 +65,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Provision fills in the default format.
 func (h *Handler) Provision(caddy.Context) error {
-	if h.Format == "" {
-		h.Format = "html"
-	}
+	h.Format = cmp.Or(h.Format, "html")
 	return nil
 }
 

@@ -2,6 +2,7 @@ package topology
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"html"
 	"io"
@@ -69,9 +70,7 @@ func (r *Report) WriteHTML(w io.Writer, opts HTMLOptions) error {
 // command line that explains a client for it. via selects the config
 // (default --address localhost:2019).
 func explainCommands(r *Report, via string) [][2]string {
-	if via == "" {
-		via = "--address localhost:2019"
-	}
+	via = cmp.Or(via, "--address localhost:2019")
 	var out [][2]string
 	seen := map[string]bool{}
 	for _, l := range r.Listeners {

@@ -224,12 +224,8 @@ func (a *analyzer) httpMatchers(sets []any, path string) (hosts, other, peers []
 // and client_auth.
 func (a *analyzer) tlsInbound(hosts []string, policies []any, polPath, usedBy string, autoCerts bool) Inbound {
 	in := Inbound{Mode: ModeTLS}
-	names := hosts
-	if len(names) == 0 {
-		names = []string{""}
-	}
 	var how []string
-	for _, host := range names {
+	for _, host := range orElse(hosts, "") {
 		pi, pol := selectPolicy(policies, host)
 		if pi < 0 {
 			how = append(how, "no connection policy matches "+host+": handshakes fail")

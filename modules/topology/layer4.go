@@ -18,7 +18,7 @@ func (a *analyzer) layer4Servers(servers map[string]any, path, appName string) {
 	for _, name := range keys(servers) {
 		srv := obj(servers[name])
 		sp := field(path, name)
-		for _, addr := range orNone(strs(srv["listen"])) {
+		for _, addr := range orElse(strs(srv["listen"]), "(none)") {
 			l := &Listener{App: appName, Server: name, Path: sp, Address: addr, Inbound: ModeTCP, Routes: []*Route{}}
 			routes := arr(srv["routes"])
 			a.l4Routes(l, routes, field(sp, "routes"))
@@ -46,13 +46,9 @@ func (a *analyzer) listenerWrappers(name string, srv map[string]any, path string
 		case "http_redirect":
 			notes = append(notes, "plain HTTP on the HTTPS port is redirected to HTTPS")
 		case "proxy_protocol":
-			allow := strs(w["allow"])
-			if len(allow) == 0 {
-				allow = []string{"anyone"}
-			}
-			notes = append(notes, "reads the PROXY protocol header from "+strings.Join(allow, ", "))
+			notes = append(notes, "reads the PROXY protocol header from "+strings.Join(orElse(strs(w["allow"]), "anyone"), ", "))
 		case "layer4":
-			for _, addr := range orNone(listen) {
+			for _, addr := range orElse(listen, "(none)") {
 				l := &Listener{App: "layer4", Server: name + " (listener_wrappers)", Path: p, Address: addr, Inbound: ModeTCP,
 					Notes: []string{"runs before the HTTP server; connections matching no route fall through to it"}, Routes: []*Route{}}
 				a.l4Routes(l, arr(w["routes"]), field(p, "routes"))
@@ -66,12 +62,12 @@ func (a *analyzer) listenerWrappers(name string, srv map[string]any, path string
 	return notes
 }
 
-// orNone is a listener's addresses, "(none)" when it has none.
-func orNone(listen []string) []string {
-	if len(listen) == 0 {
-		return []string{"(none)"}
+// orElse is list, or def alone when list is empty.
+func orElse(list []string, def string) []string {
+	if len(list) == 0 {
+		return []string{def}
 	}
-	return listen
+	return list
 }
 
 // l4Routes analyses the routes of a layer-4 server or wrapper.

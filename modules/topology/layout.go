@@ -207,11 +207,7 @@ func (p *picture) buildRoute(pl *picListener, id string, rt *Route) *picRoute {
 	in := rt.Inbound
 	b := p.newBox(id, "route", rt.Path, routeChars, attr{"data-route", rt.Path}, attr{"data-mode", in.Mode})
 	pr := &picRoute{box: b}
-	hosts := "any host"
-	if len(rt.Hosts) > 0 {
-		hosts = strings.Join(rt.Hosts, ", ")
-	}
-	b.text(hosts, "title", 0)
+	b.text(cmp.Or(strings.Join(rt.Hosts, ", "), "any host"), "title", 0)
 	if len(rt.Match) > 0 {
 		b.text("match: "+strings.Join(rt.Match, "; "), "note", 0)
 	}
@@ -596,9 +592,7 @@ func textLines(text, class string, width, indent int) []line {
 // lines after the first indent characters less), splitting words longer
 // than a line (paths) where they must.
 func wrapWords(text string, width, indent int) []string {
-	if width < 8 {
-		width = 8
-	}
+	width = max(width, 8)
 	var lines []string
 	cur := []rune{}
 	limit := width

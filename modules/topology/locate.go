@@ -139,10 +139,7 @@ func (l *locator) blocksFor(steps []step) ([]*locBlock, int) {
 	if len(steps) > 4 {
 		switch s := steps[4]; s.key {
 		case "routes":
-			hosts := topHosts([]any{s.node})
-			if len(hosts) == 0 {
-				hosts = []string{""}
-			}
+			hosts := orElse(topHosts([]any{s.node}), "")
 			return firstNonEmpty(l.siteBlocks(ports, hosts), onServer, all), 5
 		case "tls_connection_policies":
 			if hosts := strs(obj(obj(s.node)["match"])["sni"]); len(hosts) > 0 {

@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"cmp"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,13 +53,9 @@ func gauges(rep *Report) []gauge {
 		if c.Suite || c.NotAfter == nil {
 			continue
 		}
-		subject := c.Subject
-		if subject == "" {
-			subject = strings.Join(c.Names, ",")
-		}
 		// label values must be UTF-8: a certificate's subject or a file
 		// name need not be
-		subject = strings.ToValidUTF8(subject, "?")
+		subject := strings.ToValidUTF8(cmp.Or(c.Subject, strings.Join(c.Names, ",")), "?")
 		k := [3]string{c.Role, subject, strings.ToValidUTF8(c.Source, "?")}
 		v := float64(c.NotAfter.Unix())
 		if i, ok := seen[k]; ok {

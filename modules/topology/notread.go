@@ -21,7 +21,7 @@ func (a *analyzer) notReadFindings() {
 		if c.readErr == nil {
 			continue
 		}
-		path := c.firstUse()
+		path := c.UsedBy[0] // where its findings point
 		msg := fmt.Sprintf("%s %s (%s) cannot be read: %s", roleNames[c.Role], c.ID, c.Source, c.NotRead)
 		switch {
 		case errors.Is(c.readErr, errPasswordNotResolved):

@@ -27,10 +27,7 @@ func (a *analyzer) pool(src map[string]any, path string) *Pool {
 	case "inline":
 		return a.inlinePool(strs(src["trusted_ca_certs"]), "certificates in the config", path)
 	case "pki_root", "pki_intermediate":
-		auth := strs(src["authority"])
-		if len(auth) == 0 {
-			auth = []string{"local"}
-		}
+		auth := orElse(strs(src["authority"]), "local")
 		what := strings.TrimPrefix(p.Source, "pki_")
 		p.Description = what + " of Caddy's internal CA " + strings.Join(auth, ", ") + " (read once per config load)"
 		for _, ca := range auth {

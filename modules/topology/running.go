@@ -33,16 +33,12 @@ const retryAfter = "2"
 // Caddy manages itself read from its certificate cache. At most maxReports
 // run at once; over that it returns errReportsBusy after reportWait.
 func runningReport() (rep *Report, err error) {
+	wait := time.NewTimer(reportWait)
+	defer wait.Stop()
 	select {
 	case reportSlots <- struct{}{}:
-	default:
-		wait := time.NewTimer(reportWait)
-		defer wait.Stop()
-		select {
-		case reportSlots <- struct{}{}:
-		case <-wait.C:
-			return nil, errReportsBusy
-		}
+	case <-wait.C:
+		return nil, errReportsBusy
 	}
 	defer func() { <-reportSlots }()
 	defer func() {

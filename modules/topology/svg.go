@@ -39,7 +39,7 @@ func (r *Report) WriteSVG(w io.Writer, opts SVGOptions) error {
 	p := build(r, opts.Now, opts.ExpiryWindow)
 	p.attach()
 	bw := bufio.NewWriter(w)
-	s := &svgWriter{w: bw, p: p}
+	s := &svgWriter{errWriter: errWriter{w: bw}, p: p}
 	s.write()
 	if s.err != nil {
 		return s.err
@@ -47,17 +47,22 @@ func (r *Report) WriteSVG(w io.Writer, opts SVGOptions) error {
 	return bw.Flush()
 }
 
-// svgWriter writes a laid-out picture and keeps the first error.
-type svgWriter struct {
+// errWriter writes formatted text and keeps the first error.
+type errWriter struct {
 	w   io.Writer
-	p   *picture
 	err error
 }
 
-func (s *svgWriter) printf(format string, args ...any) {
-	if s.err == nil {
-		_, s.err = fmt.Fprintf(s.w, format, args...)
+func (e *errWriter) printf(format string, args ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, args...)
 	}
+}
+
+// svgWriter writes a laid-out picture.
+type svgWriter struct {
+	errWriter
+	p *picture
 }
 
 // badge draws a finding's numbered circle centred at x, y.
@@ -164,9 +169,7 @@ func (s *svgWriter) write() {
 		}
 		s.printf("</g>\n")
 	}
-	if s.err == nil {
-		_, s.err = list.WriteTo(s.w)
-	}
+	s.printf("%s", list.Bytes())
 	s.printf("</svg>\n")
 }
 

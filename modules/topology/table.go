@@ -11,7 +11,7 @@ import (
 // WriteTable writes the report for a human: each listener with its routes
 // and legs, the certificates, the findings, what was not analysed.
 func (r *Report) WriteTable(w io.Writer) error {
-	p := &printer{w: w}
+	p := &printer{errWriter{w: w}}
 	p.line(0, "trustline topology report, %s", r.Generated.Format(time.RFC3339))
 	if len(r.Listeners) == 0 {
 		p.line(0, "\nno listener: the config has no HTTP or layer-4 server")
@@ -89,10 +89,7 @@ func (r *Report) writeCertificates(p *printer) {
 }
 
 func (r *Report) writeRoute(p *printer, rt *Route) {
-	hosts := "any host"
-	if len(rt.Hosts) > 0 {
-		hosts = strings.Join(rt.Hosts, ", ")
-	}
+	hosts := cmp.Or(strings.Join(rt.Hosts, ", "), "any host")
 	if len(rt.Match) > 0 {
 		hosts += " (" + strings.Join(rt.Match, "; ") + ")"
 	}
@@ -222,23 +219,13 @@ func cut(s string, n int) string {
 	return strings.TrimRight(head, " ,") + "..."
 }
 
-// printer writes indented, word-wrapped lines and keeps the first error.
-type printer struct {
-	w   io.Writer
-	err error
-}
+// printer writes indented, word-wrapped lines.
+type printer struct{ errWriter }
 
 const width = 100
 
 func (p *printer) line(indent int, format string, args ...any) {
-	if p.err != nil {
-		return
-	}
-	s := format
-	if len(args) > 0 {
-		s = fmt.Sprintf(format, args...)
-	}
-	_, p.err = fmt.Fprintf(p.w, "%s%s\n", strings.Repeat(" ", indent), s)
+	p.printf("%s%s\n", strings.Repeat(" ", indent), fmt.Sprintf(format, args...))
 }
 
 // wrap writes prefix+text at indent, continuing on lines indented under

@@ -7,17 +7,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/trustline/trustline/modules/material"
-	"github.com/trustline/trustline/modules/spiffeworkload"
 )
 
 // KindWorkloadStale: a spiffe_workload source of the running instance
 // serves a stale answer (the agent gone for longer than max_stale, or the
 // SVID expired).
 const KindWorkloadStale = "spiffe_workload_stale"
-
-// StaleWorkload is a spiffe_workload source whose last answer counts as
-// stale (Options.StaleWorkloads).
-type StaleWorkload = spiffeworkload.StaleSource
 
 // workloadStale adds a warning at path, the config of a spiffe_workload
 // trust pool (pool) or keystore reading socket (empty:

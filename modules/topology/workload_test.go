@@ -7,6 +7,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
+	"github.com/trustline/trustline/modules/spiffeworkload"
 	"github.com/trustline/trustline/modules/topology"
 )
 
@@ -40,11 +41,11 @@ https://api.example.org {
 		t.Fatal(err)
 	}
 	since := time.Date(2030, 5, 31, 0, 0, 0, 0, time.UTC)
-	stale := []topology.StaleWorkload{{
+	stale := []spiffeworkload.StaleSource{{
 		Socket: "unix:///run/spire/agent.sock", Pool: true, Source: "trust pool spiffe_workload unix:///run/spire/agent.sock",
 		Reason: "the Workload API has been unreachable for longer than max_stale (24h0m0s)", Since: since,
 	}}
-	rep, err := topology.Analyze(cfg, topology.Options{Now: goldenNow, StaleWorkloads: func() []topology.StaleWorkload { return stale }})
+	rep, err := topology.Analyze(cfg, topology.Options{Now: goldenNow, StaleWorkloads: func() []spiffeworkload.StaleSource { return stale }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ https://api.example.org {
 
 	stale[0].Pool = false
 	stale[0].Source = "keystore spiffe_workload unix:///run/spire/agent.sock default_svid server_auth"
-	rep, _ = topology.Analyze(cfg, topology.Options{Now: goldenNow, StaleWorkloads: func() []topology.StaleWorkload { return stale }})
+	rep, _ = topology.Analyze(cfg, topology.Options{Now: goldenNow, StaleWorkloads: func() []spiffeworkload.StaleSource { return stale }})
 	if kinds := findingKinds(rep); kinds[topology.KindWorkloadStale] != topology.SeverityWarning {
 		t.Fatalf("no finding for a stale keystore: %v", kinds)
 	}
