@@ -390,7 +390,7 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 				material.TimeString(rc.NotBefore), material.TimeString(rc.NotAfter))
 		}
 	}
-	if err := matchCertID(der, resp, issuer); err != nil {
+	if err := matchCertID(resp, issuer); err != nil {
 		return nil, err
 	}
 	if resp.ThisUpdate.After(now.Add(ocspClockSkew)) {
@@ -410,43 +410,29 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 	return resp, nil
 }
 
-// What golang.org/x/crypto/ocsp does not expose of a response: the issuer
-// hashes of each answer's CertID (asn1 ignores trailing fields).
-type (
-	ocspResponseASN1 struct {
-		Status   asn1.Enumerated
-		Response struct {
-			ResponseType asn1.ObjectIdentifier
-			Response     []byte
-		} `asn1:"explicit,tag:0,optional"`
-	}
-	ocspBasicASN1 struct {
-		TBSResponseData struct {
-			Version     int `asn1:"optional,explicit,tag:0,default:0"`
-			ResponderID asn1.RawValue
-			ProducedAt  time.Time `asn1:"generalized"`
-			Responses   []struct {
-				CertID struct {
-					HashAlgorithm pkix.AlgorithmIdentifier
-					NameHash      []byte
-					IssuerKeyHash []byte
-					SerialNumber  *big.Int
-				}
-			}
+// ocspResponseData is what golang.org/x/crypto/ocsp does not expose of a
+// response's TBSResponseData: the issuer hashes of each answer's CertID
+// (asn1 ignores trailing fields).
+type ocspResponseData struct {
+	Version     int `asn1:"optional,explicit,tag:0,default:0"`
+	ResponderID asn1.RawValue
+	ProducedAt  time.Time `asn1:"generalized"`
+	Responses   []struct {
+		CertID struct {
+			HashAlgorithm pkix.AlgorithmIdentifier
+			NameHash      []byte
+			IssuerKeyHash []byte
+			SerialNumber  *big.Int
 		}
 	}
-)
+}
 
 // matchCertID checks that the answer resp (chosen by serial number) is
 // about a certificate of issuer: RFC 6960 identifies a certificate by its
 // issuer's name and key hashes and its serial number.
-func matchCertID(der []byte, resp *ocsp.Response, issuer *x509.Certificate) error {
-	var outer ocspResponseASN1
-	if _, err := asn1.Unmarshal(der, &outer); err != nil {
-		return fmt.Errorf("parsing the response: %v", err)
-	}
-	var basic ocspBasicASN1
-	if _, err := asn1.Unmarshal(outer.Response.Response, &basic); err != nil {
+func matchCertID(resp *ocsp.Response, issuer *x509.Certificate) error {
+	var data ocspResponseData
+	if _, err := asn1.Unmarshal(resp.TBSResponseData, &data); err != nil {
 		return fmt.Errorf("parsing the response: %v", err)
 	}
 	var spki struct {
@@ -460,7 +446,7 @@ func matchCertID(der []byte, resp *ocsp.Response, issuer *x509.Certificate) erro
 		return fmt.Errorf("unsupported issuer hash %v", resp.IssuerHash)
 	}
 	hash := func(b []byte) []byte { h := resp.IssuerHash.New(); h.Write(b); return h.Sum(nil) }
-	for _, r := range basic.TBSResponseData.Responses {
+	for _, r := range data.Responses {
 		id := r.CertID
 		if id.SerialNumber == nil || id.SerialNumber.Cmp(resp.SerialNumber) != 0 {
 			continue
