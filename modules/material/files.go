@@ -54,7 +54,7 @@ func ExpandPaths(patterns []string) ([]string, error) {
 		n := 0
 		for _, e := range entries {
 			name := e.Name()
-			if strings.HasPrefix(name, "..") || !hasCertExt(name) {
+			if strings.HasPrefix(name, "..") || !slices.Contains([]string{".pem", ".crt", ".cer"}, strings.ToLower(filepath.Ext(name))) {
 				continue
 			}
 			p := filepath.Join(pat, name)
@@ -69,10 +69,6 @@ func ExpandPaths(patterns []string) ([]string, error) {
 	}
 	slices.Sort(files)
 	return files, nil
-}
-
-func hasCertExt(name string) bool {
-	return slices.Contains([]string{".pem", ".crt", ".cer"}, strings.ToLower(filepath.Ext(name)))
 }
 
 // ReadFiles reads files and returns their contents and a digest of all of

@@ -7,12 +7,9 @@ import (
 )
 
 // Held is a module's hold on a shared Reloadable: Acquire it in Provision,
-// Release it in Cleanup. Modules embed it.
-//
-// A config's handshakes and requests can outlive its Cleanup (an admin
-// reload does not wait for in-flight connections), so Release only gives
-// the usage-pool reference back; Src stays, and a released (or stopped)
-// source still answers with its last good version, never nil.
+// Release it in Cleanup; modules embed it. Release only gives the
+// usage-pool reference back: a config's handshakes can outlive its
+// Cleanup, so Src stays and still answers with its last good version.
 type Held[T any] struct {
 	// Src is the shared source, set by a successful Acquire and never
 	// changed after. Nil only when Acquire failed or never ran.

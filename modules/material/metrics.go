@@ -85,7 +85,6 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		certs, notAfter int64
 	}
 	merged := map[key]*sums{}
-	var order []key
 	liveMu.Lock()
 	for s := range live {
 		k := key{s.kind, s.name}
@@ -93,7 +92,6 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		if m == nil {
 			m = new(sums)
 			merged[k] = m
-			order = append(order, k)
 		}
 		m.ok += s.ok.Load()
 		m.failed += s.failed.Load()
@@ -103,8 +101,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	liveMu.Unlock()
-	for _, k := range order {
-		m := merged[k]
+	for k, m := range merged {
 		ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(m.ok), k.kind, k.name, "ok")
 		ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(m.failed), k.kind, k.name, "failed")
 		ch <- prometheus.MustNewConstMetric(certsDesc, prometheus.GaugeValue, float64(m.certs), k.kind, k.name)

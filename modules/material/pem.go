@@ -11,14 +11,10 @@ import (
 )
 
 // DecodePEM returns the PEM blocks of data, refusing data that is not
-// whole: the suite's one PEM reader. pem.Decode skips a block it cannot
-// decode and ignores what follows the last block, so a file cut short (a
-// non-atomic copy, for a moment) would read as a good, shorter version.
-// Text before a block stays allowed (RFC 7468 explanatory text, such as
-// openssl's `subject=` lines), but a BEGIN or END line outside the blocks
-// that decoded, and anything but whitespace after the last block, are
-// errors that name the line. Data with no PEM block gives no blocks and no
-// error.
+// whole (README.md, "PEM files are read whole"): the suite's one PEM
+// reader. pem.Decode skips a block it cannot decode and ignores what
+// follows the last block, so a file cut short would read as a good,
+// shorter version. Data with no PEM block gives no blocks and no error.
 func DecodePEM(data []byte) ([]*pem.Block, error) {
 	var blocks []*pem.Block
 	rest := data

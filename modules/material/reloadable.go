@@ -83,8 +83,7 @@ type Reloadable[T any] struct {
 	lastFailure string
 	// config is the config load a source with no files was last read for
 	config    *prometheus.Registry
-	listeners map[int]func()
-	nextID    int
+	listeners map[*func()]struct{}
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -102,7 +101,7 @@ func newReloadable[T any](spec Spec[T], logger *zap.Logger) (*Reloadable[T], err
 	r := &Reloadable[T]{
 		spec:      spec,
 		logger:    logger.With(zap.String("kind", spec.Kind), zap.String("source", spec.Name)),
-		listeners: map[int]func(){},
+		listeners: map[*func()]struct{}{},
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -137,13 +136,11 @@ func (r *Reloadable[T]) Kind() string { return r.spec.Kind }
 func (r *Reloadable[T]) OnChange(f func()) (cancel func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	id := r.nextID
-	r.nextID++
-	r.listeners[id] = f
+	r.listeners[&f] = struct{}{}
 	return func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		delete(r.listeners, id)
+		delete(r.listeners, &f)
 	}
 }
 
@@ -194,8 +191,8 @@ func (r *Reloadable[T]) reload() error {
 	r.set(loaded)
 	r.stats.ok.Add(1)
 	r.logger.Info("reloaded", zap.Int("certificates", len(loaded.Certificates)), zap.Strings("files", loaded.Files))
-	for _, f := range r.listeners {
-		f()
+	for f := range r.listeners {
+		(*f)()
 	}
 	return nil
 }
@@ -332,10 +329,9 @@ var pool = caddy.NewUsagePool()
 
 // Acquire returns the shared Reloadable for spec.Key, loading and starting
 // it if no running config holds it yet; pair each successful Acquire with
-// a Release in the module's Cleanup. A source already held (another site
-// of the same config, or an admin reload: the new config is provisioned
-// before the old one is cleaned up) is brought up to date (refreshFor),
-// unless ctx is JoinOnly; if that read fails the last good version stays.
+// a Release in the module's Cleanup. A source already held (another site,
+// or an admin reload: the new config is provisioned before the old one is
+// cleaned up) is brought up to date (refreshFor) unless ctx is JoinOnly.
 func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 	logger := ctx.Logger().Named("trustline.material")
 	created := false
@@ -366,11 +362,10 @@ func Acquire[T any](ctx caddy.Context, spec Spec[T]) (*Reloadable[T], error) {
 }
 
 // refreshFor brings a shared source up to date for the config being
-// loaded (ctx), reading it at most once: files only when they changed
-// since they were last read (500 sites on one bundle read it once; an
-// admin reload that leaves the files alone reads nothing); a source with
-// no files (a remote endpoint, storage) once per config load, which the
-// config's own metrics registry identifies (Caddy makes one per load).
+// loaded (ctx): files only when they changed since last read (500 sites on
+// one bundle read it once); a source with no files once per config load,
+// which the config's own metrics registry identifies (Caddy makes one per
+// load). A failed read keeps the last good version.
 func (r *Reloadable[T]) refreshFor(ctx caddy.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

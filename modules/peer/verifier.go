@@ -156,7 +156,7 @@ func (v *Verifier) dependOnCRLs(leafRaw []byte, chain []*x509.Certificate, id *I
 		verify.Record(leafRaw, rec)
 	}
 	rec.DependOn(v.Revocation.Version, func(chain []*x509.Certificate) error {
-		if refuse, _, _ := v.Revocation.Verify(chain); refuse != nil {
+		if refuse, _, _ := v.Revocation.VerifyTraced(chain, nil); refuse != nil {
 			return &verify.Refusal{Reason: revocationReason(refuse), Err: refuse}
 		}
 		return nil

@@ -31,7 +31,7 @@ func acquireCRLFile(ctx caddy.Context, path string, logger *zap.Logger) (*crlFil
 	lines := map[string]*crlLine{}
 	var last *material.Loaded[crlSnapshot]
 	f := new(crlFile)
-	err := f.Acquire(ctx, material.Spec[crlSnapshot]{
+	return f, f.Acquire(ctx, material.Spec[crlSnapshot]{
 		Kind:  "crl",
 		Name:  path,
 		Key:   "crl|" + path,
@@ -85,10 +85,6 @@ func acquireCRLFile(ctx caddy.Context, path string, logger *zap.Logger) (*crlFil
 			return l, nil
 		},
 	})
-	if err != nil {
-		return nil, err
-	}
-	return f, nil
 }
 
 // parseCRLFile reads the CRLs of a file: PEM ("X509 CRL" blocks, several

@@ -45,7 +45,7 @@ func TestVerifyTracedFetchesNothing(t *testing.T) {
 	}
 
 	// a real handshake fetches and caches it; explain reads the cache
-	if refuse, _, _ := r.Verify(chain); refuse != nil || crlSrv.Hits.Load() != 1 {
+	if refuse, _, _ := r.VerifyTraced(chain, nil); refuse != nil || crlSrv.Hits.Load() != 1 {
 		t.Fatalf("real check: %v, downloads %d", refuse, crlSrv.Hits.Load())
 	}
 	tr = new(verify.Trace)
@@ -72,7 +72,7 @@ func TestVerifyTracedFetchesNothing(t *testing.T) {
 	if !NotFetched(refuse) || len(resp.Methods()) != 0 {
 		t.Fatalf("OCSP under explain: %v, queries %v", refuse, resp.Methods())
 	}
-	if refuse, _, _ := withOCSP.Verify([]*x509.Certificate{bob.Cert, ca.Cert}); refuse == nil {
+	if refuse, _, _ := withOCSP.VerifyTraced([]*x509.Certificate{bob.Cert, ca.Cert}, nil); refuse == nil {
 		t.Fatal("bob is revoked")
 	}
 	tr = new(verify.Trace)

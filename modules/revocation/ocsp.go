@@ -30,32 +30,17 @@ import (
 )
 
 // OCSP checks client certificates with their CA's OCSP responder
-// (RFC 6960) during the handshake, as nginx's `ssl_ocsp` does: every
-// certificate of the verified chain but the trust anchor (only the leaf
-// with `leaf_only`), each against the responder its authority
-// information access extension names, or `responder`.
-//
-// An answer counts only if it is signed by the certificate's issuer from
-// the verified chain (or by a delegated responder certificate the issuer
-// issued with the OCSPSigning extended key usage, within its validity),
-// names the certificate (serial number, issuer name and key hashes), and
-// is current (5 minutes of clock skew allowed). A good answer must also be
-// fresh (see MaxAge): requests carry no nonce.
-//
-//   - good: the certificate passes.
-//   - revoked: it is refused, always (shadow mode: logged only).
-//   - unknown: it is refused, always, as nginx does: the CA's own
-//     responder not knowing a certificate is an answer, not an outage.
-//   - no usable answer (no responder, responder down or slow, HTTP or OCSP
-//     error, bad signature, stale or mismatched answer): refused unless
-//     `soft_fail` is set.
-//
-// Answers are cached per issuer and serial number: good and revoked ones
-// until their nextUpdate (an hour without one, as nginx does; a good one
-// never past thisUpdate + max_age), unknown ones and failures for 10
-// seconds, so a dead responder costs one timeout per certificate per 10
-// seconds, not one per handshake. Concurrent handshakes of the same
-// certificate share one query.
+// (RFC 6960) during the handshake, as nginx's `ssl_ocsp` does. An answer
+// counts only if signed by the certificate's issuer from the verified
+// chain (or a delegated OCSPSigning responder it issued, valid now),
+// about the certificate (serial, issuer name and key hashes), current (5
+// minutes of clock skew) and, when good, fresh (MaxAge: requests carry no
+// nonce). good passes; revoked and unknown are always refused; no usable
+// answer is refused unless soft_fail. Answers are cached per issuer and
+// serial (good and revoked until nextUpdate, an hour without one; unknown
+// and failures for 10 seconds), and concurrent handshakes of one
+// certificate share one query. The user's view: modules/peer/README.md,
+// "OCSP".
 type OCSP struct {
 	// LeafOnly checks only the client's own certificate, not the
 	// intermediates of its chain (nginx `ssl_ocsp leaf`). Default false:
@@ -405,7 +390,7 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 				material.TimeString(rc.NotBefore), material.TimeString(rc.NotAfter))
 		}
 	}
-	if err := matchCertID(der, resp, issuer); err != nil {
+	if err := matchCertID(resp, issuer); err != nil {
 		return nil, err
 	}
 	if resp.ThisUpdate.After(now.Add(ocspClockSkew)) {
@@ -425,43 +410,29 @@ func parseOCSP(der []byte, cert, issuer *x509.Certificate, now time.Time, maxAge
 	return resp, nil
 }
 
-// What golang.org/x/crypto/ocsp does not expose of a response: the issuer
-// hashes of each answer's CertID (asn1 ignores trailing fields).
-type (
-	ocspResponseASN1 struct {
-		Status   asn1.Enumerated
-		Response struct {
-			ResponseType asn1.ObjectIdentifier
-			Response     []byte
-		} `asn1:"explicit,tag:0,optional"`
-	}
-	ocspBasicASN1 struct {
-		TBSResponseData struct {
-			Version     int `asn1:"optional,explicit,tag:0,default:0"`
-			ResponderID asn1.RawValue
-			ProducedAt  time.Time `asn1:"generalized"`
-			Responses   []struct {
-				CertID struct {
-					HashAlgorithm pkix.AlgorithmIdentifier
-					NameHash      []byte
-					IssuerKeyHash []byte
-					SerialNumber  *big.Int
-				}
-			}
+// ocspResponseData is what golang.org/x/crypto/ocsp does not expose of a
+// response's TBSResponseData: the issuer hashes of each answer's CertID
+// (asn1 ignores trailing fields).
+type ocspResponseData struct {
+	Version     int `asn1:"optional,explicit,tag:0,default:0"`
+	ResponderID asn1.RawValue
+	ProducedAt  time.Time `asn1:"generalized"`
+	Responses   []struct {
+		CertID struct {
+			HashAlgorithm pkix.AlgorithmIdentifier
+			NameHash      []byte
+			IssuerKeyHash []byte
+			SerialNumber  *big.Int
 		}
 	}
-)
+}
 
 // matchCertID checks that the answer resp (chosen by serial number) is
 // about a certificate of issuer: RFC 6960 identifies a certificate by its
 // issuer's name and key hashes and its serial number.
-func matchCertID(der []byte, resp *ocsp.Response, issuer *x509.Certificate) error {
-	var outer ocspResponseASN1
-	if _, err := asn1.Unmarshal(der, &outer); err != nil {
-		return fmt.Errorf("parsing the response: %v", err)
-	}
-	var basic ocspBasicASN1
-	if _, err := asn1.Unmarshal(outer.Response.Response, &basic); err != nil {
+func matchCertID(resp *ocsp.Response, issuer *x509.Certificate) error {
+	var data ocspResponseData
+	if _, err := asn1.Unmarshal(resp.TBSResponseData, &data); err != nil {
 		return fmt.Errorf("parsing the response: %v", err)
 	}
 	var spki struct {
@@ -475,7 +446,7 @@ func matchCertID(der []byte, resp *ocsp.Response, issuer *x509.Certificate) erro
 		return fmt.Errorf("unsupported issuer hash %v", resp.IssuerHash)
 	}
 	hash := func(b []byte) []byte { h := resp.IssuerHash.New(); h.Write(b); return h.Sum(nil) }
-	for _, r := range basic.TBSResponseData.Responses {
+	for _, r := range data.Responses {
 		id := r.CertID
 		if id.SerialNumber == nil || id.SerialNumber.Cmp(resp.SerialNumber) != 0 {
 			continue

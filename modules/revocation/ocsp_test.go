@@ -66,7 +66,7 @@ func TestOCSPStatuses(t *testing.T) {
 			t.Fatalf("unknown: %v", err)
 		}
 		rev := &Revocation{OCSP: o}
-		if refuse, _, soft := rev.Verify(chain(unknown)); refuse == nil || len(soft) != 0 {
+		if refuse, _, soft := rev.VerifyTraced(chain(unknown), nil); refuse == nil || len(soft) != 0 {
 			t.Fatalf("unknown with soft fail %v: refuse %v, soft %v", o.SoftFail, refuse, soft)
 		}
 	}
@@ -98,7 +98,7 @@ func TestOCSPUnusableResponses(t *testing.T) {
 				if !errors.Is(err, errOCSPUnavailable) || !strings.Contains(err.Error(), want) {
 					t.Fatalf("soft %v: %v, want %q", soft, err, want)
 				}
-				refuse, _, softs := (&Revocation{OCSP: o}).Verify(chain)
+				refuse, _, softs := (&Revocation{OCSP: o}).VerifyTraced(chain, nil)
 				if soft != (refuse == nil) || soft != (len(softs) == 1) {
 					t.Fatalf("soft %v: refuse %v, soft failures %v", soft, refuse, softs)
 				}
@@ -129,7 +129,7 @@ func TestOCSPMaxAge(t *testing.T) {
 		if !errors.Is(err, errOCSPUnavailable) || !strings.Contains(err.Error(), "good answer too old") || !strings.Contains(err.Error(), "no nextUpdate") {
 			t.Fatalf("soft %v: a two-hour-old good answer without nextUpdate: %v", soft, err)
 		}
-		refuse, _, softs := (&Revocation{OCSP: o}).Verify(chain(alice))
+		refuse, _, softs := (&Revocation{OCSP: o}).VerifyTraced(chain(alice), nil)
 		if soft != (refuse == nil) || soft != (len(softs) == 1) {
 			t.Fatalf("soft %v: refuse %v, soft failures %v", soft, refuse, softs)
 		}
@@ -216,7 +216,7 @@ func TestOCSPResponderDown(t *testing.T) {
 		rev := &Revocation{OCSP: o}
 		for _, l := range []*testpki.Leaf{leaf, noAIA} {
 			chain := []*x509.Certificate{l.Cert, ca.Cert}
-			refuse, msg, softs := rev.Verify(chain)
+			refuse, msg, softs := rev.VerifyTraced(chain, nil)
 			if soft {
 				if refuse != nil || len(softs) != 1 || !errors.Is(softs[0].Err, errOCSPUnavailable) || !strings.Contains(softs[0].Msg, "ocsp_soft_fail") {
 					t.Fatalf("soft fail, %s: refuse %v, soft %v", l.Cert.Subject, refuse, softs)
@@ -447,11 +447,11 @@ func TestOCSPWithCRL(t *testing.T) {
 	rev := &Revocation{DistributionPoints: true, SoftFail: true, OCSP: &OCSP{}}
 	rev.OCSP.now = c.nowFunc()
 	provisionRevocation(t, rev)
-	refuse, _, soft := rev.Verify([]*x509.Certificate{alice.Cert, ca.Cert})
+	refuse, _, soft := rev.VerifyTraced([]*x509.Certificate{alice.Cert, ca.Cert}, nil)
 	if refuse != nil || len(soft) != 1 || !errors.Is(soft[0].Err, errCRLUnavailable) {
 		t.Fatalf("alice: refuse %v, soft %v", refuse, soft)
 	}
-	refuse, msg, _ := rev.Verify([]*x509.Certificate{bob.Cert, ca.Cert})
+	refuse, msg, _ := rev.VerifyTraced([]*x509.Certificate{bob.Cert, ca.Cert}, nil)
 	if refuse == nil || !strings.Contains(refuse.Error(), "is revoked by the OCSP responder") || !strings.Contains(msg, "OCSP") {
 		t.Fatalf("bob: %v (%s)", refuse, msg)
 	}

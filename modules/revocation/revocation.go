@@ -22,24 +22,16 @@ import (
 	"github.com/trustline/trustline/modules/verify"
 )
 
-// Revocation checks client certificates against certificate revocation
-// lists (CRLs) and, with `ocsp`, with their CA's OCSP responder (see OCSP),
-// during the handshake. A certificate is refused when either says it is
-// revoked; each source has its own soft_fail.
-//
-// Every certificate of the verified chain but the trust anchor is checked
-// against the CRLs that cover it: those from `crl_files` issued by its
-// issuer, and, with `distribution_points`, the CRL its CRL distribution
-// points extension names (http and https URLs; fetched on first use,
-// cached, refreshed). A CRL counts only when its signature verifies
-// against the issuer from the verified chain and it has not passed its
-// NextUpdate; a new one takes over only under the successor rule
-// (successor.go).
-//
-//   - A revoked certificate is refused (shadow mode: logged only).
-//   - A certificate covered by a CRL that cannot be had (fetch failed,
-//     expired, bad signature) is refused unless `soft_fail` is set.
-//   - A certificate that no configured CRL covers passes.
+// Revocation checks every certificate of a verified chain but the trust
+// anchor against the CRLs that cover it (crl_files of its issuer, and with
+// distribution_points the http(s) CRLs it names, fetched on first use,
+// cached, refreshed) and, with ocsp, with its CA's OCSP responder (see
+// OCSP), during the handshake. A CRL counts only when its signature
+// verifies against the issuer from the verified chain and it has not
+// passed its NextUpdate; a new one takes over only under the successor
+// rule (README.md). A revoked certificate is refused (shadow mode: logged
+// only); one whose CRL cannot be had is refused unless soft_fail; one that
+// no configured CRL covers passes.
 type Revocation struct {
 	// CRLFiles are CRL files: PEM ("X509 CRL" blocks, several per file
 	// allowed) or DER. Loaded in Provision (a bad file fails the config
@@ -177,15 +169,6 @@ type fetchEntry struct {
 	issuer    *x509.Certificate // of the first chain that named the URL
 	err       error             // of the last fetch
 	attempted time.Time
-}
-
-// method is one revocation method as Verify runs it.
-type method struct {
-	name     string // crl, ocsp: the metric label and the soft_fail option's prefix
-	check    func(r *Revocation, chain []*x509.Certificate, notes *[]verify.Check) error
-	softFail bool
-	refused  string // the log message of a refusal
-	softMsg  string // the log message of a soft failure
 }
 
 // Provision sets the defaults, checks the options, loads the CRL files
@@ -403,28 +386,30 @@ type SoftFailure struct {
 	Err error
 }
 
-// Verify runs the CRL and OCSP checks on chain (leaf first, trust anchor
-// last). refuse is the error that refuses the client (nil: let it
+// VerifyTraced runs the CRL and OCSP checks on chain (leaf first, trust
+// anchor last). refuse is the error that refuses the client (nil: let it
 // through) and msg the log message for it; soft lists the problems a
-// soft_fail option let through. Each method's outcome is counted in
-// trustline_peer_revocation_checks_total.
-func (r *Revocation) Verify(chain []*x509.Certificate) (refuse error, msg string, soft []SoftFailure) {
-	return r.VerifyTraced(chain, nil)
-}
-
-// VerifyTraced is Verify; with t set (`caddy trustline explain`) it
-// fetches nothing (the CRLs of distribution points and the OCSP answers
-// come from the cache only, and what is not cached is unavailable: "not
-// cached; explain fetches nothing"), counts nothing, and adds one step
-// per method to t.
+// soft_fail option let through. With t nil (the handshake) each method's
+// outcome is counted in trustline_peer_revocation_checks_total; with t
+// set (`caddy trustline explain`) it fetches nothing (the CRLs of
+// distribution points and the OCSP answers come from the cache only, and
+// what is not cached is unavailable: "not cached; explain fetches
+// nothing"), counts nothing, and adds one step per method to t.
 func (r *Revocation) VerifyTraced(chain []*x509.Certificate, t *verify.Trace) (refuse error, msg string, soft []SoftFailure) {
-	methods := make([]method, 0, 2)
+	type method struct {
+		name     string // crl, ocsp: the metric label and the soft_fail option's prefix
+		check    func(notes *[]verify.Check) error
+		softFail bool
+		refused  string // the log message of a refusal
+		softMsg  string // the log message of a soft failure
+	}
+	var methods []method
 	if r.hasCRL() {
-		methods = append(methods, method{"crl", (*Revocation).checkNoted, r.SoftFail,
+		methods = append(methods, method{"crl", func(notes *[]verify.Check) error { return r.checkNoted(chain, notes) }, r.SoftFail,
 			"client certificate revoked or its CRL unavailable", "CRL unavailable; letting the client through (crl_soft_fail)"})
 	}
 	if r.OCSP != nil {
-		methods = append(methods, method{"ocsp", ocspCheck, r.OCSP.SoftFail,
+		methods = append(methods, method{"ocsp", func(notes *[]verify.Check) error { return r.OCSP.checkNoted(chain, notes) }, r.OCSP.SoftFail,
 			"client certificate revoked or unknown by OCSP, or its OCSP status unavailable", "OCSP status unavailable; letting the client through (ocsp_soft_fail)"})
 	}
 	for _, m := range methods {
@@ -432,7 +417,7 @@ func (r *Revocation) VerifyTraced(chain []*x509.Certificate, t *verify.Trace) (r
 		if t != nil {
 			notes = new([]verify.Check)
 		}
-		err := m.check(r, chain, notes)
+		err := m.check(notes)
 		result := revocationResult(err, m.softFail)
 		if t == nil {
 			revocationChecks.WithLabelValues(m.name, result).Inc()
@@ -448,10 +433,6 @@ func (r *Revocation) VerifyTraced(chain []*x509.Certificate, t *verify.Trace) (r
 		}
 	}
 	return nil, "", soft
-}
-
-func ocspCheck(r *Revocation, chain []*x509.Certificate, notes *[]verify.Check) error {
-	return r.OCSP.checkNoted(chain, notes)
 }
 
 // revocationResult names the outcome of one method's check: good,

@@ -16,15 +16,9 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// The successor rule. A CRL, read from a file or fetched from a
-// distribution point, takes over from the one in force for its issuer only
-// when it is issued and signed by that issuer (the CA certificate of the
-// verified chain that the CRL covers), and not older: its CRL number is
-// not lower than the one in force (and it has one when that one had one),
-// its thisUpdate not earlier. A CRL refused is logged once (per distinct
-// content) and counted in trustline_peer_crl_refused_total{origin,reason};
-// the one in force stays. crlLine applies the rule to the CRLs of one
-// issuer from one source.
+// The successor rule (README.md): a CRL takes over from the one in force
+// for its issuer only when that issuer issued and signed it and it is not
+// older. crlLine applies it to the CRLs of one issuer from one source.
 
 // refusal is why the successor rule refused a CRL.
 type refusal struct {
@@ -117,12 +111,9 @@ func spanSignedBy(es []*crlEntry, issuer *x509.Certificate) (*crlSpan, error) {
 const maxPending = 16
 
 // crlLine is the succession of CRLs of one issuer (by name) from one
-// source: a CRL file or a distribution point. It holds the CRLs in force,
-// checked against the issuer certificate, and, until a handshake has named
-// the issuer (a CRL file read at start, or replaced before the first
-// client of that issuer came), the versions read since, unchecked: the
-// first handshake whose chain's issuer signed one of them applies the
-// successor rule to each in turn.
+// source: a CRL file or a distribution point. Until a handshake has named
+// the issuer, the versions read wait unchecked (README.md, "Where the
+// issuer's certificate comes from").
 type crlLine struct {
 	origin, source string // "file" or "distribution_point"; the path or URL
 	logger         *zap.Logger
