@@ -20,13 +20,9 @@ import (
 //
 //	0x00 'T' 'L' 'E' | 0x02 | len(id) | id | generation (8) | nonce (12) | ciphertext+tag
 //
-// (a PEM or JSON value never starts with 0x00). The generation is when the
-// value was written (generations.next). The additional data of the AEAD is
-// the header (magic through generation), a 0x00 and the Redis key of the
-// value ("{prefix}:v:<key>"), so a value moved to another key or key
-// prefix fails to open as surely as a modified one, and its generation
-// cannot be changed. Version 1 (read, never written) had no generation and
-// bound the storage key without the prefix.
+// (a PEM or JSON value never starts with 0x00). The additional data is the
+// header, a 0x00 and the value's Redis key ("{prefix}:v:<key>"). Version 1
+// (read, never written) had no generation and bound the key without prefix.
 const (
 	sealMagic     = "\x00TLE"
 	sealVersion   = 2

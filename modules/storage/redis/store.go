@@ -20,24 +20,13 @@ import (
 	"go.uber.org/zap"
 )
 
-// Key layout in Redis, for a key prefix P (default "caddy"):
-//
-//	{P}:i        sorted set (all scores 0) of every stored key, kept in
-//	             lexicographic order: List and the directory checks are
-//	             ZRANGEBYLEX range queries, O(log N + M), never a SCAN
-//	{P}:v:<key>  hash of a stored key: v = value (sealed when encryption
-//	             is on), m = modification time (Redis server clock, µs
-//	             since the epoch), s = size of the value in bytes
-//	{P}:l:<name> string of a held lock: the owner's token, with a TTL
-//	{P}:changes  pub/sub channel: the key of every Store and Delete (see
-//	             notify.go)
-//
-// Every key shares the hash tag {P}, so the Lua scripts that touch the index
-// and the values together run on Redis Cluster too (all in one slot).
-//
-// Directories are implied: "a/b" is a directory when some stored key starts
-// with "a/b/". A key cannot be both: storing "a/b" fails when "a" is a value
-// or when "a/b/..." exists, as on a file system.
+// Key layout (README.md, "Key layout"), for a key prefix P: {P}:i is the
+// index (a sorted set, all scores 0, so that List and the directory checks
+// are ZRANGEBYLEX range queries, never a SCAN), {P}:v:<key> a value's hash
+// (v value, m Redis-clock µs, s size), {P}:l:<name> a lock, {P}:changes
+// the pub/sub channel. The shared hash tag {P} keeps every script on one
+// Redis Cluster slot. Directories are implied by key prefixes; a key is a
+// value or a directory, never both.
 
 // luaIsDir is a Lua function shared by the scripts: does any stored key start with k.."/"?
 const luaIsDir = `
