@@ -2,6 +2,7 @@ package redis
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -144,17 +145,20 @@ func (s *sealer) seal(redisKey string, gen int64, value []byte) ([]byte, error) 
 // open decrypts a stored value: key is the storage key (named in errors,
 // and bound by version 1), redisKey the key as Redis sees it (bound by
 // version 2). It returns the value's generation (0 for version 1). A value
-// without the sealed header is refused unless plaintext reads are allowed.
+// without the sealed header is refused unless plaintext reads are allowed;
+// without encryption (s nil), a sealed value is an error, never the
+// ciphertext.
 func (s *sealer) open(key, redisKey string, stored []byte) ([]byte, int64, error) {
 	h, err := parseSealed(stored)
-	if errors.Is(err, errNotSealed) {
-		if s.allowPlaintextReads {
-			return stored, 0, nil
-		}
+	switch {
+	case errors.Is(err, errNotSealed) && (s == nil || s.allowPlaintextReads):
+		return stored, 0, nil
+	case errors.Is(err, errNotSealed):
 		return nil, 0, fmt.Errorf("value at %q is not encrypted (it was written without encryption); "+
 			"set allow_plaintext_reads in the encryption block while migrating", key)
-	}
-	if err != nil {
+	case s == nil: // the key id is "" when the header does not parse
+		return nil, 0, fmt.Errorf("value at %q is encrypted (key id %q) but this storage has no encryption block", key, cmp.Or(h.keyID, "?"))
+	case err != nil:
 		return nil, 0, fmt.Errorf("value at %q: %w", key, err)
 	}
 	k, ok := s.byID[h.keyID]
@@ -181,20 +185,6 @@ func (s *sealer) ids() string {
 		ids = append(ids, k.id)
 	}
 	return strings.Join(ids, ", ")
-}
-
-// openUnconfigured is what reading a sealed value gives when no encryption
-// is configured: an error, never the ciphertext.
-func openUnconfigured(key string, stored []byte) ([]byte, error) {
-	h, err := parseSealed(stored)
-	if errors.Is(err, errNotSealed) {
-		return stored, nil
-	}
-	id := h.keyID
-	if err != nil {
-		id = "?"
-	}
-	return nil, fmt.Errorf("value at %q is encrypted (key id %q) but this storage has no encryption block", key, id)
 }
 
 // parseKeyMaterial turns the content of a key file or variable into a

@@ -271,20 +271,12 @@ func (s *store) Load(ctx context.Context, key string) ([]byte, error) {
 	}
 	switch v := res.(type) {
 	case string:
-		stored := v
-		var plain []byte
-		var err error
-		if s.sealer != nil {
-			var gen int64
-			if plain, gen, err = s.sealer.open(key, s.valueKey(key), []byte(stored)); err == nil {
-				if err = s.gens.read(key, gen); err != nil {
-					plain = nil
-					s.logger.Error("refusing a sealed value older than one this node already read or wrote at the same key "+
-						"(an older value written back in Redis?)", zap.String("key", key), zap.Error(err))
-				}
+		plain, gen, err := s.sealer.open(key, s.valueKey(key), []byte(v))
+		if err == nil && s.sealer != nil {
+			if err = s.gens.read(key, gen); err != nil {
+				s.logger.Error("refusing a sealed value older than one this node already read or wrote at the same key "+
+					"(an older value written back in Redis?)", zap.String("key", key), zap.Error(err))
 			}
-		} else {
-			plain, err = openUnconfigured(key, []byte(stored))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("storage redis: %w", err)
