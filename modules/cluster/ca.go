@@ -80,7 +80,7 @@ func (s *caState) provision(ctx caddy.Context) error {
 		s.logger.Warn("reading the CA from storage", zap.Error(err))
 		return nil
 	}
-	if mem := s.inMemoryRoot(); mem != nil && !mem.Equal(stored.Root) {
+	if mem, _ := s.inMemory(); mem != nil && !mem.Equal(stored.Root) {
 		s.logger.Warn("this node's pki CA had a root of its own (several nodes created the CA at once); following the root in storage",
 			zap.String("own_root_serial", material.SerialString(mem)),
 			zap.String("stored_root_serial", material.SerialString(stored.Root)))
@@ -98,15 +98,9 @@ func (s *caState) inMemory() (*x509.Certificate, []*x509.Certificate) {
 	return s.ca.RootCertificate(), s.ca.IntermediateCertificateChain()
 }
 
-func (s *caState) inMemoryRoot() *x509.Certificate {
-	root, _ := s.inMemory()
-	return root
-}
-
 // run checks the CA every interval, and when the storage announces a
 // change, until ctx ends.
-func (s *caState) run(ctx context.Context, interval time.Duration, wg *sync.WaitGroup) {
-	defer wg.Done()
+func (s *caState) run(ctx context.Context, interval time.Duration) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.logger.Error("panic in the cluster CA check; checks stopped", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))

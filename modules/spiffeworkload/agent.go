@@ -239,9 +239,8 @@ func newAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error
 		followers: map[*follower]bool{},
 		warned:    map[string]bool{},
 	}
-	a.wg.Add(2)
-	go a.watch(wctx)
-	go a.monitor(wctx)
+	a.wg.Go(func() { a.watch(wctx) })
+	a.wg.Go(func() { a.monitor(wctx) })
 
 	// without wait, the first error fails the load at once
 	limit, fail := wait, (<-chan error)(nil)
@@ -285,7 +284,6 @@ func describe(err error) string {
 }
 
 func (a *agent) watch(ctx context.Context) {
-	defer a.wg.Done()
 	defer func() {
 		if rec := recover(); rec != nil {
 			a.logger.Error("Workload API watch panicked; no more updates", zap.Any("panic", rec))
@@ -357,7 +355,6 @@ func (a *agent) OnX509ContextWatchError(err error) {
 // which the agent would have rotated it, and when it has expired (once per
 // SVID each).
 func (a *agent) monitor(ctx context.Context) {
-	defer a.wg.Done()
 	t := time.NewTicker(monitorEvery)
 	defer t.Stop()
 	for {

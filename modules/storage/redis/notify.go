@@ -52,8 +52,7 @@ func (s *store) WatchKeys(prefix string, f func(key string)) (cancel func()) {
 		case <-s.closing:
 		default:
 			ws.running = true
-			ws.wg.Add(1)
-			go s.subscribe()
+			ws.wg.Go(s.subscribe)
 		}
 	}
 	return func() {
@@ -86,7 +85,6 @@ func (s *store) dispatch(key string, resync bool) {
 // subscribe runs the subscription until the storage closes; go-redis
 // reconnects and subscribes again after a connection failure.
 func (s *store) subscribe() {
-	defer s.watch.wg.Done()
 	defer func() {
 		if r := recover(); r != nil {
 			s.logger.Error("panic in the change subscription; changes are seen by polling only",
