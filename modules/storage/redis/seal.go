@@ -106,9 +106,6 @@ type sealer struct {
 }
 
 func newSealer(keys []*sealKey, allowPlaintextReads bool) (*sealer, error) {
-	if len(keys) == 0 {
-		return nil, errors.New("no encryption key")
-	}
 	s := &sealer{keys: keys, byID: make(map[string]*sealKey, len(keys)), allowPlaintextReads: allowPlaintextReads}
 	for _, k := range keys {
 		if prev, dup := s.byID[k.id]; dup {
