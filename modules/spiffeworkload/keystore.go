@@ -40,7 +40,6 @@ type Keystore struct {
 	Agent
 
 	material.Held[*tls.Certificate]
-	link
 }
 
 // CaddyModule returns the Caddy module information.
@@ -82,7 +81,7 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 	// one name per usage: two sources of one name would be two series
 	// with the same labels, which fails the whole /metrics scrape
 	name := addr + " " + cmp.Or(k.SPIFFEID, "default_svid") + " " + string(usage)
-	err = provision(ctx, &k.link, &k.Held, addr, k.Wait, load, material.Spec[*tls.Certificate]{
+	err = provision(ctx, &k.Agent, &k.Held, addr, load, material.Spec[*tls.Certificate]{
 		Kind: "keystore",
 		Name: "spiffe_workload " + name,
 		Key:  "keystore|spiffe_workload|" + addr + "|" + k.SPIFFEID + "|" + string(usage),
@@ -194,6 +193,10 @@ type Agent struct {
 	// for a trust pool; none for a keystore, whose SVID counts stale once
 	// it has expired.
 	MaxStale caddy.Duration `json:"max_stale,omitempty"`
+
+	addr     string // the module's hold on the connection (provision)
+	agent    *agent
+	unfollow func()
 }
 
 // parseAgentBlock parses the block both modules share, each option once.

@@ -38,7 +38,6 @@ type Pool struct {
 	Agent
 
 	material.Held[*verify.Anchors]
-	link
 }
 
 // CaddyModule returns the Caddy module information.
@@ -76,7 +75,7 @@ func (p *Pool) Provision(ctx caddy.Context) error {
 		}
 		return l, nil
 	}
-	err = provision(ctx, &p.link, &p.Held, addr, p.Wait, load, material.Spec[*verify.Anchors]{
+	err = provision(ctx, &p.Agent, &p.Held, addr, load, material.Spec[*verify.Anchors]{
 		Kind: "spiffe_workload",
 		Name: name,
 		Key:  "spiffe_workload|pool|" + addr + "|" + strings.Join(names, ","),
