@@ -112,7 +112,7 @@ func serveRenew(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	st.logger.Info("forced renewal of the intermediate requested on the admin API",
 		zap.String("remote_addr", r.RemoteAddr), zap.Duration("hold", hold))
-	res, err := st.renew(ctx, true, lockWait, hold)
+	res, err := st.renew(ctx, true, hold)
 	if err != nil {
 		status := http.StatusInternalServerError
 		if errors.Is(err, context.DeadlineExceeded) {
