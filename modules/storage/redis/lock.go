@@ -96,13 +96,15 @@ func (s *store) tryLock(ctx context.Context, name, token string) (bool, error) {
 	s.locksMu.Lock()
 	s.held[name] = h
 	s.locksMu.Unlock()
-	s.renewalsWG.Go(func() { s.renew(name, h) })
+	s.renewalsWG.Add(1) // not WaitGroup.Go: its closure costs an allocation per lock
+	go s.renew(name, h)
 	return true, nil
 }
 
 // renew keeps a held lock alive until Unlock, the storage stops, or the
 // lock turns out to be lost.
 func (s *store) renew(name string, h *heldLock) {
+	defer s.renewalsWG.Done()
 	defer close(h.done)
 	defer func() {
 		if r := recover(); r != nil {

@@ -265,13 +265,14 @@ func (s *store) Store(ctx context.Context, key string, value []byte) error {
 // Load retrieves the value at key; fs.ErrNotExist when it does not exist.
 func (s *store) Load(ctx context.Context, key string) ([]byte, error) {
 	key = cleanKey(key)
-	res, err := loadScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key).Result()
+	vk := s.valueKey(key)
+	res, err := loadScript.Run(ctx, s.client, []string{s.indexKey, vk}, key).Result()
 	if err := s.redisErr(ctx, "load", key, err); err != nil {
 		return nil, err
 	}
 	switch v := res.(type) {
 	case string:
-		plain, gen, err := s.sealer.open(key, s.valueKey(key), []byte(v))
+		plain, gen, err := s.sealer.open(key, vk, []byte(v))
 		if err == nil && s.sealer != nil {
 			if err = s.gens.read(key, gen); err != nil {
 				s.logger.Error("refusing a sealed value older than one this node already read or wrote at the same key "+
