@@ -20,16 +20,11 @@ func init() {
 	caddy.RegisterModule(Admin{})
 }
 
-// Admin routes of the cluster, on Caddy's admin API:
-//
-//	GET  /trustline/cluster                          status of each coordinated CA
-//	POST /trustline/cluster/renew?ca=<id>[&wait=<duration>][&hold=<duration>]
-//
-// The renewal is forced: it waits for the lock (wait, default 60s) and
-// replaces the stored intermediate whatever its age. hold keeps the lock
-// that long afterwards (at most 10m; released when the config stops), for
-// failover drills. Caddy gives admin.api modules no config: the routes
-// find the running app through a pointer set by its Start.
+// Admin routes of the cluster on Caddy's admin API (README.md, "Admin
+// API"): GET /trustline/cluster, the status of each coordinated CA; POST
+// /trustline/cluster/renew?ca=<id>[&wait=<duration>][&hold=<duration>], a
+// forced renewal. Caddy gives admin.api modules no config: the routes find
+// the running app through a pointer set by its Start.
 type Admin struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -112,7 +107,7 @@ func serveRenew(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	st.logger.Info("forced renewal of the intermediate requested on the admin API",
 		zap.String("remote_addr", r.RemoteAddr), zap.Duration("hold", hold))
-	res, err := st.renew(ctx, true, lockWait, hold)
+	res, err := st.renew(ctx, true, hold)
 	if err != nil {
 		status := http.StatusInternalServerError
 		if errors.Is(err, context.DeadlineExceeded) {

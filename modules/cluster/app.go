@@ -152,8 +152,7 @@ var active atomic.Pointer[App]
 // notifications.
 func (a *App) Start() error {
 	for _, st := range a.cas {
-		a.wg.Add(1)
-		go st.run(a.ctx, time.Duration(a.CheckInterval), a.wg)
+		a.wg.Go(func() { st.run(a.ctx, time.Duration(a.CheckInterval)) })
 	}
 	active.Store(a)
 	a.logger.Info("cluster coordination of the pki CAs started",

@@ -80,7 +80,7 @@ func (s *caState) provision(ctx caddy.Context) error {
 		s.logger.Warn("reading the CA from storage", zap.Error(err))
 		return nil
 	}
-	if mem := s.inMemoryRoot(); mem != nil && !mem.Equal(stored.Root) {
+	if mem, _ := s.inMemory(); mem != nil && !mem.Equal(stored.Root) {
 		s.logger.Warn("this node's pki CA had a root of its own (several nodes created the CA at once); following the root in storage",
 			zap.String("own_root_serial", material.SerialString(mem)),
 			zap.String("stored_root_serial", material.SerialString(stored.Root)))
@@ -98,15 +98,9 @@ func (s *caState) inMemory() (*x509.Certificate, []*x509.Certificate) {
 	return s.ca.RootCertificate(), s.ca.IntermediateCertificateChain()
 }
 
-func (s *caState) inMemoryRoot() *x509.Certificate {
-	root, _ := s.inMemory()
-	return root
-}
-
 // run checks the CA every interval, and when the storage announces a
 // change, until ctx ends.
-func (s *caState) run(ctx context.Context, interval time.Duration, wg *sync.WaitGroup) {
-	defer wg.Done()
+func (s *caState) run(ctx context.Context, interval time.Duration) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.logger.Error("panic in the cluster CA check; checks stopped", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
@@ -182,7 +176,7 @@ func (s *caState) check(ctx context.Context) {
 		s.failed("reading the CA from storage failed; keeping what this node holds", err)
 		return
 	}
-	if _, err := s.renew(ctx, false, lockTry, 0); err != nil && !errors.Is(err, errLockBusy) {
+	if _, err := s.renew(ctx, false, 0); err != nil && !errors.Is(err, errLockBusy) {
 		s.failed("renewing the intermediate failed; retrying at the next check", err)
 	}
 }
@@ -283,13 +277,6 @@ func (s *caState) syncCaddy(stored *castore.CA) {
 // wait for it).
 var errLockBusy = errors.New("another node holds the renewal lock")
 
-type lockMode int
-
-const (
-	lockTry  lockMode = iota // periodic check: skip when busy
-	lockWait                 // forced renewal: wait until ctx ends
-)
-
 // renewal is what a renewal did, for the admin API.
 type renewal struct {
 	CA             string    `json:"ca"`
@@ -302,10 +289,12 @@ type renewal struct {
 }
 
 // renew takes the renewal lock and, if the stored intermediate still
-// needs it (or force), replaces it with a new one signed by the root. With
+// needs it, replaces it with a new one signed by the root. A forced
+// renewal (admin API) waits for the lock until ctx ends and renews
+// whatever the age; a periodic check does not wait (errLockBusy). With
 // hold > 0 the lock is kept that long afterwards.
-func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold time.Duration) (_ *renewal, err error) {
-	if err := s.lock(ctx, mode); err != nil {
+func (s *caState) renew(ctx context.Context, force bool, hold time.Duration) (_ *renewal, err error) {
+	if err := s.lock(ctx, force); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -371,10 +360,10 @@ func (s *caState) renew(ctx context.Context, force bool, mode lockMode, hold tim
 	return r, nil
 }
 
-// lock takes the renewal lock: once (lockTry) or waiting (lockWait).
-func (s *caState) lock(ctx context.Context, mode lockMode) error {
+// lock takes the renewal lock: waiting for it, or trying once.
+func (s *caState) lock(ctx context.Context, wait bool) error {
 	name := s.lockName()
-	if mode == lockWait {
+	if wait {
 		if err := s.storage.Lock(ctx, name); err != nil {
 			return fmt.Errorf("waiting for the renewal lock %q: %w", name, err)
 		}

@@ -39,7 +39,7 @@ func TestForcedRenewalFollowed(t *testing.T) {
 			t.Fatalf("node %s starts on intermediate %s, storage holds %s", n.name, n.inMemory(), before)
 		}
 	}
-	res, err := nodes[0].st.renew(context.Background(), true, lockWait, 0)
+	res, err := nodes[0].st.renew(context.Background(), true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestFollowByPolling(t *testing.T) {
 	fast := `{"check_interval": 200000000}`
 	a := startNode(t, "a", nodeOpts{fileDir: dir, cluster: fast})
 	b := startNode(t, "b", nodeOpts{fileDir: dir, cluster: fast})
-	res, err := a.st.renew(context.Background(), true, lockWait, 0)
+	res, err := a.st.renew(context.Background(), true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,18 +187,18 @@ func TestLockHolderDies(t *testing.T) {
 	addr := startRedis(t)
 	a := startNode(t, "a", nodeOpts{redisAddr: addr, lockTTL: time.Second})
 	b := startNode(t, "b", nodeOpts{redisAddr: addr, lockTTL: time.Second})
-	held, err := a.st.renew(context.Background(), true, lockWait, time.Hour)
+	held, err := a.st.renew(context.Background(), true, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// held: b's periodic path skips, its forced path would wait
-	if _, err := b.st.renew(context.Background(), false, lockTry, 0); !errors.Is(err, errLockBusy) {
+	if _, err := b.st.renew(context.Background(), false, 0); !errors.Is(err, errLockBusy) {
 		t.Fatalf("b renewing while a holds the lock: %v", err)
 	}
 	a.kill()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := b.st.renew(ctx, true, lockWait, 0)
+	res, err := b.st.renew(ctx, true, 0)
 	if err != nil {
 		t.Fatalf("b after a died: %v", err)
 	}
@@ -315,7 +315,7 @@ func TestKeystoreFollowsRenewal(t *testing.T) {
 		t.Fatalf("identity issued by %s, storage holds %s", issuer(), a.stored(t))
 	}
 	first := src.KeyPair().Leaf.SerialNumber
-	res, err := a.st.renew(context.Background(), true, lockWait, 0)
+	res, err := a.st.renew(context.Background(), true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestRollbackRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := a.stored(t)
-	res, err := a.st.renew(ctx, true, lockWait, 0)
+	res, err := a.st.renew(ctx, true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

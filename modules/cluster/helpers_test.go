@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -188,4 +189,9 @@ func startRedis(t testing.TB) string {
 	t.Helper()
 	addr, _ := bench.StartRedis(t)
 	return addr
+}
+
+func (s *caState) inMemoryRoot() *x509.Certificate {
+	root, _ := s.inMemory()
+	return root
 }

@@ -129,26 +129,19 @@ var testLogger *zap.Logger
 
 func agentKey(addr string) string { return "spiffe_workload|" + addr }
 
-// link is a module's hold on the connection to its socket.
-type link struct {
-	addr     string
-	agent    *agent
-	unfollow func()
-}
-
 // provision checks f's max_stale, joins the connection to addr (opening
 // it, and waiting for the first answer, when no running config holds one),
-// waits up to wait until load accepts the agent's answer, then acquires the
+// waits up to l.Wait until load accepts the agent's answer, then acquires the
 // module's source h (spec, loaded from the current answer) and follows the
 // answers with f.
-func provision[T any](ctx caddy.Context, l *link, h *material.Held[T], addr string, wait caddy.Duration,
+func provision[T any](ctx caddy.Context, l *Agent, h *material.Held[T], addr string,
 	load func(*workloadapi.X509Context) (*material.Loaded[T], error), spec material.Spec[T], f *follower) error {
 	if f.maxStale < 0 {
 		return fmt.Errorf("max_stale %s: must be positive", f.maxStale)
 	}
-	deadline := time.Now().Add(time.Duration(wait))
+	deadline := time.Now().Add(time.Duration(l.Wait))
 	val, _, err := agents.LoadOrNew(agentKey(addr), func() (caddy.Destructor, error) {
-		return newAgent(ctx, addr, time.Duration(wait))
+		return newAgent(ctx, addr, time.Duration(l.Wait))
 	})
 	if err != nil {
 		return err
@@ -175,7 +168,7 @@ func provision[T any](ctx caddy.Context, l *link, h *material.Held[T], addr stri
 
 // release stops following the agent and gives the connection back; the
 // last module using the socket closes it.
-func (l *link) release() {
+func (l *Agent) release() {
 	if l.unfollow != nil {
 		l.unfollow()
 	}
@@ -239,9 +232,8 @@ func newAgent(ctx caddy.Context, addr string, wait time.Duration) (*agent, error
 		followers: map[*follower]bool{},
 		warned:    map[string]bool{},
 	}
-	a.wg.Add(2)
-	go a.watch(wctx)
-	go a.monitor(wctx)
+	a.wg.Go(func() { a.watch(wctx) })
+	a.wg.Go(func() { a.monitor(wctx) })
 
 	// without wait, the first error fails the load at once
 	limit, fail := wait, (<-chan error)(nil)
@@ -285,7 +277,6 @@ func describe(err error) string {
 }
 
 func (a *agent) watch(ctx context.Context) {
-	defer a.wg.Done()
 	defer func() {
 		if rec := recover(); rec != nil {
 			a.logger.Error("Workload API watch panicked; no more updates", zap.Any("panic", rec))
@@ -357,7 +348,6 @@ func (a *agent) OnX509ContextWatchError(err error) {
 // which the agent would have rotated it, and when it has expired (once per
 // SVID each).
 func (a *agent) monitor(ctx context.Context) {
-	defer a.wg.Done()
 	t := time.NewTicker(monitorEvery)
 	defer t.Stop()
 	for {

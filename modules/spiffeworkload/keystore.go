@@ -33,31 +33,13 @@ type Keystore struct {
 	// workload several, e.g. `spiffe://example.org/proxy`. Default: the
 	// first SVID the agent serves (the Workload API's default identity).
 	SPIFFEID string `json:"spiffe_id,omitempty"`
-	// Socket is the Workload API address: `unix:///path` or
-	// `tcp://ip:port`. Default: the SPIFFE_ENDPOINT_SOCKET environment
-	// variable.
-	Socket string `json:"socket,omitempty"`
-	// Wait is how long the config load waits for the agent to answer
-	// with the SVID (for a pod whose agent starts beside it). Default: 0,
-	// an unreachable agent or a missing SVID fails the load at once.
-	Wait caddy.Duration `json:"wait,omitempty"`
 	// Usage is the extended key usage the SVID must allow: client_auth,
 	// server_auth or any. Set by the directive that uses the keystore.
 	// Default: any.
 	Usage string `json:"usage,omitempty"`
-	// InsecureTCP allows a tcp:// socket to a non-loopback address: the
-	// Workload API is plaintext, unauthenticated gRPC, so whoever is on the
-	// path reads the SVID's key and can answer with one of their own (a
-	// warning is logged). Default: false (tcp:// to loopback only).
-	InsecureTCP bool `json:"insecure_tcp,omitempty"`
-	// MaxStale is how long the agent may be unreachable before the last
-	// SVID counts as stale (a warning, the stale gauge, a topology
-	// finding; the SVID stays in force until it expires). Default: none,
-	// the SVID counts stale once it has expired.
-	MaxStale caddy.Duration `json:"max_stale,omitempty"`
+	Agent
 
 	material.Held[*tls.Certificate]
-	link
 }
 
 // CaddyModule returns the Caddy module information.
@@ -99,7 +81,7 @@ func (k *Keystore) Provision(ctx caddy.Context) error {
 	// one name per usage: two sources of one name would be two series
 	// with the same labels, which fails the whole /metrics scrape
 	name := addr + " " + cmp.Or(k.SPIFFEID, "default_svid") + " " + string(usage)
-	err = provision(ctx, &k.link, &k.Held, addr, k.Wait, load, material.Spec[*tls.Certificate]{
+	err = provision(ctx, &k.Agent, &k.Held, addr, load, material.Spec[*tls.Certificate]{
 		Kind: "keystore",
 		Name: "spiffe_workload " + name,
 		Key:  "keystore|spiffe_workload|" + addr + "|" + k.SPIFFEID + "|" + string(usage),
@@ -185,29 +167,47 @@ func (k *Keystore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("keystore spiffe_workload: unexpected argument %q (one SPIFFE ID at most)", d.Val())
 		}
 	}
-	return parseAgentBlock(d, agentBlock{"keystore spiffe_workload", &k.Socket, &k.Wait, &k.InsecureTCP, &k.MaxStale, nil})
+	return parseAgentBlock(d, "keystore spiffe_workload", &k.Agent, nil)
 }
 
-// agentBlock points at the options of the block both modules share;
-// trustDomains (a trust pool's) is nil for a keystore.
-type agentBlock struct {
-	what         string
-	socket       *string
-	wait         *caddy.Duration
-	insecureTCP  *bool
-	maxStale     *caddy.Duration
-	trustDomains *[]string
+// Agent are the Workload API settings both modules share.
+type Agent struct {
+	// Socket is the Workload API address: `unix:///path` or
+	// `tcp://ip:port`. Default: the SPIFFE_ENDPOINT_SOCKET environment
+	// variable.
+	Socket string `json:"socket,omitempty"`
+	// Wait is how long the config load waits for the agent to answer with
+	// the SVID or the bundles (for a pod whose agent starts beside it).
+	// Default: 0, an unreachable agent, a missing SVID or trust domain
+	// fails the load at once.
+	Wait caddy.Duration `json:"wait,omitempty"`
+	// InsecureTCP allows a tcp:// socket to a non-loopback address: the
+	// Workload API is plaintext, unauthenticated gRPC, so whoever is on the
+	// path reads the SVIDs' keys and can answer with SVIDs and bundles of
+	// their own (a warning is logged). Default: false (tcp:// to loopback
+	// only).
+	InsecureTCP bool `json:"insecure_tcp,omitempty"`
+	// MaxStale is how long the agent may be unreachable before the last
+	// answer counts as stale (a warning, the stale gauge, a topology
+	// finding; it stays in force, an SVID until it expires). Default: 24h
+	// for a trust pool; none for a keystore, whose SVID counts stale once
+	// it has expired.
+	MaxStale caddy.Duration `json:"max_stale,omitempty"`
+
+	addr     string // the module's hold on the connection (provision)
+	agent    *agent
+	unfollow func()
 }
 
 // parseAgentBlock parses the block both modules share, each option once.
 // A tcp:// socket to another host without insecure_tcp is refused here
 // already.
-func parseAgentBlock(d *caddyfile.Dispenser, b agentBlock) error {
+func parseAgentBlock(d *caddyfile.Dispenser, what string, b *Agent, trustDomains *[]string) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if seen[opt] {
-			return d.Errf("%s: duplicate option '%s'", b.what, opt)
+			return d.Errf("%s: duplicate option '%s'", what, opt)
 		}
 		seen[opt] = true
 		args := d.RemainingArgs()
@@ -219,7 +219,7 @@ func parseAgentBlock(d *caddyfile.Dispenser, b agentBlock) error {
 			if err := workloadapi.ValidateAddress(args[0]); err != nil {
 				return d.Errf("spiffe_workload: bad socket %q: %v", args[0], err)
 			}
-			*b.socket = args[0]
+			b.Socket = args[0]
 		case opt == "wait" || opt == "max_stale":
 			if len(args) != 1 {
 				return d.Errf("spiffe_workload: %s takes one duration", opt)
@@ -229,41 +229,41 @@ func parseAgentBlock(d *caddyfile.Dispenser, b agentBlock) error {
 				return d.Errf("spiffe_workload: bad %s %q", opt, args[0])
 			}
 			if opt == "wait" {
-				*b.wait = caddy.Duration(dur)
+				b.Wait = caddy.Duration(dur)
 			} else if dur == 0 {
 				return d.Err("spiffe_workload: max_stale must be positive")
 			} else {
-				*b.maxStale = caddy.Duration(dur)
+				b.MaxStale = caddy.Duration(dur)
 			}
 		case opt == "insecure_tcp":
 			if len(args) > 0 {
 				return d.Err("spiffe_workload: insecure_tcp takes no argument")
 			}
-			*b.insecureTCP = true
-		case opt == "trust_domains" && b.trustDomains != nil:
+			b.InsecureTCP = true
+		case opt == "trust_domains" && trustDomains != nil:
 			if len(args) == 0 {
-				return d.Errf("%s: trust_domains takes one or more trust domains", b.what)
+				return d.Errf("%s: trust_domains takes one or more trust domains", what)
 			}
 			for _, s := range args {
 				td, err := trustDomain(s)
 				if err != nil {
-					return d.Errf("%s: bad trust domain %q: %v", b.what, s, err)
+					return d.Errf("%s: bad trust domain %q: %v", what, s, err)
 				}
-				if slices.Contains(*b.trustDomains, td.Name()) {
-					return d.Errf("%s: duplicate trust domain %q", b.what, s)
+				if slices.Contains(*trustDomains, td.Name()) {
+					return d.Errf("%s: duplicate trust domain %q", what, s)
 				}
-				*b.trustDomains = append(*b.trustDomains, td.Name())
+				*trustDomains = append(*trustDomains, td.Name())
 			}
 		default:
 			expected := "socket, wait, max_stale or insecure_tcp"
-			if b.trustDomains != nil {
+			if trustDomains != nil {
 				expected = "socket, trust_domains, wait, max_stale or insecure_tcp"
 			}
-			return d.Errf("%s: unknown option '%s' (expected %s)", b.what, opt, expected)
+			return d.Errf("%s: unknown option '%s' (expected %s)", what, opt, expected)
 		}
 	}
-	if err := checkTCP(*b.socket, *b.insecureTCP); err != nil {
-		return d.Errf("%s: %v", b.what, err)
+	if err := checkTCP(b.Socket, b.InsecureTCP); err != nil {
+		return d.Errf("%s: %v", what, err)
 	}
 	return nil
 }

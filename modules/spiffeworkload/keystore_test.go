@@ -24,7 +24,7 @@ func TestKeystoreFollowsRotation(t *testing.T) {
 	resp, leaves := answer(t, []svid{{id: "spiffe://example.org/proxy", ca: ca}}, nil)
 	f.set(resp)
 
-	k := &Keystore{Socket: f.addr, Usage: "client_auth"}
+	k := &Keystore{Agent: Agent{Socket: f.addr}, Usage: "client_auth"}
 	if err := k.Provision(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestKeystorePicksByID(t *testing.T) {
 	f.set(resp)
 	ctx := testCtx(t)
 	for id, want := range map[string]string{"": "spiffe://example.org/a", "spiffe://example.org/b": "spiffe://example.org/b"} {
-		k := &Keystore{Socket: f.addr, SPIFFEID: id}
+		k := &Keystore{Agent: Agent{Socket: f.addr}, SPIFFEID: id}
 		if err := k.Provision(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +68,7 @@ func TestKeystorePicksByID(t *testing.T) {
 		k.Cleanup()
 	}
 	_ = leaves
-	k := &Keystore{Socket: f.addr, SPIFFEID: "spiffe://example.org/c"}
+	k := &Keystore{Agent: Agent{Socket: f.addr}, SPIFFEID: "spiffe://example.org/c"}
 	err := k.Provision(ctx)
 	k.Cleanup()
 	if err == nil || !strings.Contains(err.Error(), "no X509-SVID for spiffe://example.org/c (the workload has: spiffe://example.org/a, spiffe://example.org/b)") {
@@ -83,13 +83,13 @@ func TestKeystoreUsage(t *testing.T) {
 	f := newFakeAgent(t).start()
 	resp, _ := answer(t, []svid{{id: "spiffe://example.org/a", ca: ca, opts: []testpki.Option{testpki.ServerOnly()}}}, nil)
 	f.set(resp)
-	k := &Keystore{Socket: f.addr, Usage: "client_auth"}
+	k := &Keystore{Agent: Agent{Socket: f.addr}, Usage: "client_auth"}
 	err := k.Provision(testCtx(t))
 	k.Cleanup()
 	if err == nil || !strings.Contains(err.Error(), "lacks the clientAuth extended key usage") {
 		t.Fatalf("got %v", err)
 	}
-	k = &Keystore{Socket: f.addr, Usage: "server_auth"}
+	k = &Keystore{Agent: Agent{Socket: f.addr}, Usage: "server_auth"}
 	if err := k.Provision(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestKeystoreUsage(t *testing.T) {
 func TestUnreachableAgent(t *testing.T) {
 	f := newFakeAgent(t) // not started
 	start := time.Now()
-	k := &Keystore{Socket: f.addr}
+	k := &Keystore{Agent: Agent{Socket: f.addr}}
 	err := k.Provision(testCtx(t))
 	k.Cleanup()
 	if err == nil || !strings.Contains(err.Error(), "the Workload API at "+f.addr+" is unreachable") {
@@ -111,7 +111,7 @@ func TestUnreachableAgent(t *testing.T) {
 		t.Fatalf("took %s to fail", d)
 	}
 	f.start() // no answer set: PermissionDenied
-	p := &Pool{Socket: f.addr}
+	p := &Pool{Agent: Agent{Socket: f.addr}}
 	err = p.Provision(testCtx(t))
 	p.Cleanup()
 	if err == nil || !strings.Contains(err.Error(), "issued no identity to this process") || !strings.Contains(err.Error(), f.addr) {
@@ -130,7 +130,7 @@ func TestWaitForAgent(t *testing.T) {
 		f.set(resp)
 		f.start()
 	}()
-	k := &Keystore{Socket: f.addr, Wait: caddy.Duration(10 * time.Second)}
+	k := &Keystore{Agent: Agent{Socket: f.addr, Wait: caddy.Duration(10 * time.Second)}}
 	if err := k.Provision(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestWaitForAgent(t *testing.T) {
 
 	g := newFakeAgent(t)
 	start := time.Now()
-	k = &Keystore{Socket: g.addr, Wait: caddy.Duration(500 * time.Millisecond)}
+	k = &Keystore{Agent: Agent{Socket: g.addr, Wait: caddy.Duration(500 * time.Millisecond)}}
 	err := k.Provision(testCtx(t))
 	k.Cleanup()
 	if err == nil || !strings.Contains(err.Error(), "the Workload API at "+g.addr+" gave no identity within 500ms: it is unreachable") {
@@ -158,7 +158,7 @@ func TestAgentGoneAndBack(t *testing.T) {
 	f := newFakeAgent(t).start()
 	resp, leaves := answer(t, []svid{{id: "spiffe://example.org/a", ca: ca}}, nil)
 	f.set(resp)
-	k := &Keystore{Socket: f.addr}
+	k := &Keystore{Agent: Agent{Socket: f.addr}}
 	if err := k.Provision(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -192,9 +192,9 @@ func TestOneConnectionPerSocket(t *testing.T) {
 	resp, _ := answer(t, []svid{{id: "spiffe://example.org/a", ca: ca}}, nil)
 	f.set(resp)
 	ctx := testCtx(t)
-	k1 := &Keystore{Socket: f.addr}
-	k2 := &Keystore{Socket: f.addr, SPIFFEID: "spiffe://example.org/a", Usage: "server_auth"}
-	p := &Pool{Socket: f.addr}
+	k1 := &Keystore{Agent: Agent{Socket: f.addr}}
+	k2 := &Keystore{Agent: Agent{Socket: f.addr}, SPIFFEID: "spiffe://example.org/a", Usage: "server_auth"}
+	p := &Pool{Agent: Agent{Socket: f.addr}}
 	for _, m := range []caddy.Provisioner{k1, k2, p} {
 		if err := m.Provision(ctx); err != nil {
 			t.Fatal(err)
@@ -213,7 +213,7 @@ func TestOneConnectionPerSocket(t *testing.T) {
 	if k2.KeyPair() == nil || p.CertPool() == nil {
 		t.Fatal("no last good identity and pool after Cleanup")
 	}
-	k3 := &Keystore{Socket: f.addr}
+	k3 := &Keystore{Agent: Agent{Socket: f.addr}}
 	if err := k3.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestExpiryWarnings(t *testing.T) {
 	resp, _ := answer(t, []svid{{id: "spiffe://example.org/a", ca: ca,
 		opts: []testpki.Option{testpki.Validity(time.Now().Add(-10*time.Second), time.Now().Add(3*time.Second))}}}, nil)
 	f.set(resp)
-	k := &Keystore{Socket: f.addr}
+	k := &Keystore{Agent: Agent{Socket: f.addr}}
 	if err := k.Provision(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}

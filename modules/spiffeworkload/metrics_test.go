@@ -21,9 +21,9 @@ func TestMetrics(t *testing.T) {
 	resp, _ := answer(t, []svid{{id: "spiffe://example.org/a", ca: ours}}, map[string]*testpki.CA{"partner.test": partner})
 	f.set(resp)
 	ctx := testCtx(t)
-	k1 := &Keystore{Socket: f.addr, SPIFFEID: "spiffe://example.org/a", Usage: "server_auth"}
-	k2 := &Keystore{Socket: f.addr, SPIFFEID: "spiffe://example.org/a", Usage: "client_auth"}
-	p := &Pool{Socket: f.addr}
+	k1 := &Keystore{Agent: Agent{Socket: f.addr}, SPIFFEID: "spiffe://example.org/a", Usage: "server_auth"}
+	k2 := &Keystore{Agent: Agent{Socket: f.addr}, SPIFFEID: "spiffe://example.org/a", Usage: "client_auth"}
+	p := &Pool{Agent: Agent{Socket: f.addr}}
 	if err := k1.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}

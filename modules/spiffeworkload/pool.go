@@ -30,31 +30,14 @@ func init() {
 // each handshake (live_trust, the mtls transport) see the bundle changes
 // the agent streams; when the agent goes away the last bundles stay.
 type Pool struct {
-	// Socket is the Workload API address: `unix:///path` or
-	// `tcp://ip:port`. Default: the SPIFFE_ENDPOINT_SOCKET environment
-	// variable.
-	Socket string `json:"socket,omitempty"`
 	// TrustDomains keeps only the bundles of these trust domains, e.g.
 	// ["example.org", "partner.test"]; each must be served by the agent
 	// (a version without one is refused and the last good pool stays).
 	// Default: every bundle the agent serves.
 	TrustDomains []string `json:"trust_domains,omitempty"`
-	// Wait is how long the config load waits for the agent to answer with
-	// the bundles (for a pod whose agent starts beside it). Default: 0, an
-	// unreachable agent or a missing trust domain fails the load at once.
-	Wait caddy.Duration `json:"wait,omitempty"`
-	// InsecureTCP allows a tcp:// socket to a non-loopback address: the
-	// Workload API is plaintext, unauthenticated gRPC, so whoever is on the
-	// path reads the SVIDs' keys and can answer with bundles of their own
-	// (a warning is logged). Default: false (tcp:// to loopback only).
-	InsecureTCP bool `json:"insecure_tcp,omitempty"`
-	// MaxStale is how long the agent may be unreachable before the last
-	// bundles count as stale (a warning, the stale gauge, a topology
-	// finding; they stay in force). Default: 24h.
-	MaxStale caddy.Duration `json:"max_stale,omitempty"`
+	Agent
 
 	material.Held[*verify.Anchors]
-	link
 }
 
 // CaddyModule returns the Caddy module information.
@@ -92,7 +75,7 @@ func (p *Pool) Provision(ctx caddy.Context) error {
 		}
 		return l, nil
 	}
-	err = provision(ctx, &p.link, &p.Held, addr, p.Wait, load, material.Spec[*verify.Anchors]{
+	err = provision(ctx, &p.Agent, &p.Held, addr, load, material.Spec[*verify.Anchors]{
 		Kind: "spiffe_workload",
 		Name: name,
 		Key:  "spiffe_workload|pool|" + addr + "|" + strings.Join(names, ","),
@@ -221,7 +204,7 @@ func (p *Pool) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("trust pool spiffe_workload: unexpected argument %q (options go in a block)", d.Val())
 	}
-	return parseAgentBlock(d, agentBlock{"trust pool spiffe_workload", &p.Socket, &p.Wait, &p.InsecureTCP, &p.MaxStale, &p.TrustDomains})
+	return parseAgentBlock(d, "trust pool spiffe_workload", &p.Agent, &p.TrustDomains)
 }
 
 // Interface guards

@@ -68,7 +68,7 @@ func TestPoolTrustDomains(t *testing.T) {
 	f.set(resp)
 	ctx := testCtx(t)
 
-	p := &Pool{Socket: f.addr, TrustDomains: []string{"partner.test"}}
+	p := &Pool{Agent: Agent{Socket: f.addr}, TrustDomains: []string{"partner.test"}}
 	if err := p.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestPoolTrustDomains(t *testing.T) {
 		t.Fatal("our own CA is in a pool limited to partner.test")
 	}
 
-	q := &Pool{Socket: f.addr, TrustDomains: []string{"example.org", "other.test"}}
+	q := &Pool{Agent: Agent{Socket: f.addr}, TrustDomains: []string{"example.org", "other.test"}}
 	err := q.Provision(ctx)
 	q.Cleanup()
 	if err == nil || !strings.Contains(err.Error(), "no bundle for trust domain other.test (the agent serves: example.org, partner.test)") {
@@ -111,7 +111,7 @@ func TestPoolNeverNil(t *testing.T) {
 	f := newFakeAgent(t).start()
 	resp, _ := answer(t, []svid{{id: "spiffe://example.org/proxy", ca: ours}}, nil)
 	f.set(resp)
-	p := &Pool{Socket: f.addr}
+	p := &Pool{Agent: Agent{Socket: f.addr}}
 	if err := p.Provision(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}

@@ -65,8 +65,8 @@ func TestPoolStale(t *testing.T) {
 	resp, _ := answer(t, []svid{{id: "spiffe://example.org/a", ca: ours}}, nil)
 	f.set(resp)
 	ctx := testCtx(t)
-	p := &Pool{Socket: f.addr, MaxStale: caddy.Duration(300 * time.Millisecond)}
-	q := &Pool{Socket: f.addr, TrustDomains: []string{"example.org"}}
+	p := &Pool{Agent: Agent{Socket: f.addr, MaxStale: caddy.Duration(300 * time.Millisecond)}}
+	q := &Pool{Agent: Agent{Socket: f.addr}, TrustDomains: []string{"example.org"}}
 	for _, m := range []*Pool{p, q} {
 		if err := m.Provision(ctx); err != nil {
 			t.Fatal(err)
@@ -123,8 +123,8 @@ func TestKeystoreStale(t *testing.T) {
 		opts: []testpki.Option{testpki.Validity(time.Now().Add(-time.Minute), time.Now().Add(time.Hour))}}}, nil)
 	f.set(resp)
 	ctx := testCtx(t)
-	k1 := &Keystore{Socket: f.addr}
-	k2 := &Keystore{Socket: f.addr, Usage: "client_auth", MaxStale: caddy.Duration(10 * time.Minute)}
+	k1 := &Keystore{Agent: Agent{Socket: f.addr}}
+	k2 := &Keystore{Agent: Agent{Socket: f.addr, MaxStale: caddy.Duration(10 * time.Minute)}, Usage: "client_auth"}
 	for _, k := range []*Keystore{k1, k2} {
 		if err := k.Provision(ctx); err != nil {
 			t.Fatal(err)

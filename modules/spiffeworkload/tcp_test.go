@@ -44,8 +44,8 @@ func TestTCPSocketRefused(t *testing.T) {
 		caddy.Provisioner
 		Cleanup() error
 	}{
-		"keystore": &Keystore{Socket: f.addr},
-		"pool":     &Pool{Socket: f.addr},
+		"keystore": &Keystore{Agent: Agent{Socket: f.addr}},
+		"pool":     &Pool{Agent: Agent{Socket: f.addr}},
 	} {
 		err := m.Provision(testCtx(t))
 		m.Cleanup()
@@ -66,7 +66,7 @@ func TestTCPSocketRefused(t *testing.T) {
 	}
 
 	logs := observeNew(t)
-	k = &Keystore{Socket: f.addr, InsecureTCP: true}
+	k = &Keystore{Agent: Agent{Socket: f.addr, InsecureTCP: true}}
 	if err := k.Provision(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestTCPSocketLoopback(t *testing.T) {
 	resp, _ := answer(t, []svid{{id: "spiffe://example.org/a", ca: ca}}, nil)
 	f.set(resp)
 	logs := observeNew(t)
-	p := &Pool{Socket: f.addr}
+	p := &Pool{Agent: Agent{Socket: f.addr}}
 	if err := p.Provision(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}

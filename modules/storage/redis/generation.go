@@ -13,10 +13,8 @@ import (
 const replayTolerance = 5 * time.Minute
 
 // generations remembers, per storage key, the newest generation of a
-// sealed value that this node read or wrote, to notice an older sealed
-// value written back at a key (which still opens: it is a genuine value of
-// that key). In memory only: a node that restarts, or never read the key,
-// cannot tell (README.md).
+// sealed value this node read or wrote, to notice an older sealed value
+// written back at a key. In memory only (README.md).
 type generations struct {
 	mu   sync.Mutex
 	seen map[string]int64

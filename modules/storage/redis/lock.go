@@ -14,13 +14,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// Locks: a lock is the key {P}:l:<name> set with SET NX PX to a token of
-// its owner (host, pid and 128 random bits) for lock_ttl. While held, a
-// goroutine renews it every lock_ttl/3 with an atomic compare-and-expire;
-// Unlock deletes it with an atomic compare-and-delete, so only the owner
-// can release it. A node that dies stops renewing and its lock expires
-// after lock_ttl; a node that stalled past the TTL finds on Unlock that it
-// no longer owns the lock and deletes nothing.
+// Locks (README.md, "Locking"): SET NX PX of a token of the owner, renewed
+// every lock_ttl/3 by a compare-and-expire, released by a compare-and-delete.
 
 // renewScript: KEYS[1]=lock key; ARGV[1]=token, ARGV[2]=ttl in ms.
 var renewScript = goredis.NewScript(`
@@ -101,7 +96,7 @@ func (s *store) tryLock(ctx context.Context, name, token string) (bool, error) {
 	s.locksMu.Lock()
 	s.held[name] = h
 	s.locksMu.Unlock()
-	s.renewalsWG.Add(1)
+	s.renewalsWG.Add(1) // not WaitGroup.Go: its closure costs an allocation per lock
 	go s.renew(name, h)
 	return true, nil
 }

@@ -15,19 +15,10 @@ import (
 	"github.com/trustline/trustline/modules/material/castore"
 )
 
-// Change notifications: every Store and Delete publishes its key on the
-// pub/sub channel {P}:changes from inside its Lua script (atomically with
-// the write, no extra round trip; a PUBLISH with no subscriber costs Redis
-// a hash lookup). A node that wants to follow some keys (the pki CA's
-// intermediate, for trustline_cluster, the internal keystore and pki_live)
-// calls WatchKeys; one subscription per storage serves every watcher.
-//
-// Pub/sub is at-most-once: a message published while a node is not yet
-// subscribed, or disconnected, is lost. So whenever the subscription is
-// confirmed (the first time, and after a disconnection), every watcher is
-// called with its own prefix ("something under here may have changed"):
-// a change made between WatchKeys and the confirmation is not missed. And
-// watchers poll as well.
+// Change notifications (README.md): every Store and Delete publishes its
+// key on {P}:changes from its Lua script. Pub/sub is at-most-once, so each
+// time the subscription is confirmed every watcher is called with its own
+// prefix, and watchers poll as well.
 
 type watchers struct {
 	mu      sync.Mutex
@@ -61,8 +52,7 @@ func (s *store) WatchKeys(prefix string, f func(key string)) (cancel func()) {
 		case <-s.closing:
 		default:
 			ws.running = true
-			ws.wg.Add(1)
-			go s.subscribe()
+			ws.wg.Go(s.subscribe)
 		}
 	}
 	return func() {
@@ -95,7 +85,6 @@ func (s *store) dispatch(key string, resync bool) {
 // subscribe runs the subscription until the storage closes; go-redis
 // reconnects and subscribes again after a connection failure.
 func (s *store) subscribe() {
-	defer s.watch.wg.Done()
 	defer func() {
 		if r := recover(); r != nil {
 			s.logger.Error("panic in the change subscription; changes are seen by polling only",

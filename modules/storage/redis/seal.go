@@ -2,6 +2,7 @@ package redis
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -20,13 +21,9 @@ import (
 //
 //	0x00 'T' 'L' 'E' | 0x02 | len(id) | id | generation (8) | nonce (12) | ciphertext+tag
 //
-// (a PEM or JSON value never starts with 0x00). The generation is when the
-// value was written (generations.next). The additional data of the AEAD is
-// the header (magic through generation), a 0x00 and the Redis key of the
-// value ("{prefix}:v:<key>"), so a value moved to another key or key
-// prefix fails to open as surely as a modified one, and its generation
-// cannot be changed. Version 1 (read, never written) had no generation and
-// bound the storage key without the prefix.
+// (a PEM or JSON value never starts with 0x00). The additional data is the
+// header, a 0x00 and the value's Redis key ("{prefix}:v:<key>"). Version 1
+// (read, never written) had no generation and bound the key without prefix.
 const (
 	sealMagic     = "\x00TLE"
 	sealVersion   = 2
@@ -109,9 +106,6 @@ type sealer struct {
 }
 
 func newSealer(keys []*sealKey, allowPlaintextReads bool) (*sealer, error) {
-	if len(keys) == 0 {
-		return nil, errors.New("no encryption key")
-	}
 	s := &sealer{keys: keys, byID: make(map[string]*sealKey, len(keys)), allowPlaintextReads: allowPlaintextReads}
 	for _, k := range keys {
 		if prev, dup := s.byID[k.id]; dup {
@@ -148,17 +142,20 @@ func (s *sealer) seal(redisKey string, gen int64, value []byte) ([]byte, error) 
 // open decrypts a stored value: key is the storage key (named in errors,
 // and bound by version 1), redisKey the key as Redis sees it (bound by
 // version 2). It returns the value's generation (0 for version 1). A value
-// without the sealed header is refused unless plaintext reads are allowed.
+// without the sealed header is refused unless plaintext reads are allowed;
+// without encryption (s nil), a sealed value is an error, never the
+// ciphertext.
 func (s *sealer) open(key, redisKey string, stored []byte) ([]byte, int64, error) {
 	h, err := parseSealed(stored)
-	if errors.Is(err, errNotSealed) {
-		if s.allowPlaintextReads {
-			return stored, 0, nil
-		}
+	switch {
+	case errors.Is(err, errNotSealed) && (s == nil || s.allowPlaintextReads):
+		return stored, 0, nil
+	case errors.Is(err, errNotSealed):
 		return nil, 0, fmt.Errorf("value at %q is not encrypted (it was written without encryption); "+
 			"set allow_plaintext_reads in the encryption block while migrating", key)
-	}
-	if err != nil {
+	case s == nil: // the key id is "" when the header does not parse
+		return nil, 0, fmt.Errorf("value at %q is encrypted (key id %q) but this storage has no encryption block", key, cmp.Or(h.keyID, "?"))
+	case err != nil:
 		return nil, 0, fmt.Errorf("value at %q: %w", key, err)
 	}
 	k, ok := s.byID[h.keyID]
@@ -185,20 +182,6 @@ func (s *sealer) ids() string {
 		ids = append(ids, k.id)
 	}
 	return strings.Join(ids, ", ")
-}
-
-// openUnconfigured is what reading a sealed value gives when no encryption
-// is configured: an error, never the ciphertext.
-func openUnconfigured(key string, stored []byte) ([]byte, error) {
-	h, err := parseSealed(stored)
-	if errors.Is(err, errNotSealed) {
-		return stored, nil
-	}
-	id := h.keyID
-	if err != nil {
-		id = "?"
-	}
-	return nil, fmt.Errorf("value at %q is encrypted (key id %q) but this storage has no encryption block", key, id)
 }
 
 // parseKeyMaterial turns the content of a key file or variable into a

@@ -20,24 +20,13 @@ import (
 	"go.uber.org/zap"
 )
 
-// Key layout in Redis, for a key prefix P (default "caddy"):
-//
-//	{P}:i        sorted set (all scores 0) of every stored key, kept in
-//	             lexicographic order: List and the directory checks are
-//	             ZRANGEBYLEX range queries, O(log N + M), never a SCAN
-//	{P}:v:<key>  hash of a stored key: v = value (sealed when encryption
-//	             is on), m = modification time (Redis server clock, µs
-//	             since the epoch), s = size of the value in bytes
-//	{P}:l:<name> string of a held lock: the owner's token, with a TTL
-//	{P}:changes  pub/sub channel: the key of every Store and Delete (see
-//	             notify.go)
-//
-// Every key shares the hash tag {P}, so the Lua scripts that touch the index
-// and the values together run on Redis Cluster too (all in one slot).
-//
-// Directories are implied: "a/b" is a directory when some stored key starts
-// with "a/b/". A key cannot be both: storing "a/b" fails when "a" is a value
-// or when "a/b/..." exists, as on a file system.
+// Key layout (README.md, "Key layout"), for a key prefix P: {P}:i is the
+// index (a sorted set, all scores 0, so that List and the directory checks
+// are ZRANGEBYLEX range queries, never a SCAN), {P}:v:<key> a value's hash
+// (v value, m Redis-clock µs, s size), {P}:l:<name> a lock, {P}:changes
+// the pub/sub channel. The shared hash tag {P} keeps every script on one
+// Redis Cluster slot. Directories are implied by key prefixes; a key is a
+// value or a directory, never both.
 
 // luaIsDir is a Lua function shared by the scripts: does any stored key start with k.."/"?
 const luaIsDir = `
@@ -276,26 +265,19 @@ func (s *store) Store(ctx context.Context, key string, value []byte) error {
 // Load retrieves the value at key; fs.ErrNotExist when it does not exist.
 func (s *store) Load(ctx context.Context, key string) ([]byte, error) {
 	key = cleanKey(key)
-	res, err := loadScript.Run(ctx, s.client, []string{s.indexKey, s.valueKey(key)}, key).Result()
+	vk := s.valueKey(key)
+	res, err := loadScript.Run(ctx, s.client, []string{s.indexKey, vk}, key).Result()
 	if err := s.redisErr(ctx, "load", key, err); err != nil {
 		return nil, err
 	}
 	switch v := res.(type) {
 	case string:
-		stored := v
-		var plain []byte
-		var err error
-		if s.sealer != nil {
-			var gen int64
-			if plain, gen, err = s.sealer.open(key, s.valueKey(key), []byte(stored)); err == nil {
-				if err = s.gens.read(key, gen); err != nil {
-					plain = nil
-					s.logger.Error("refusing a sealed value older than one this node already read or wrote at the same key "+
-						"(an older value written back in Redis?)", zap.String("key", key), zap.Error(err))
-				}
+		plain, gen, err := s.sealer.open(key, vk, []byte(v))
+		if err == nil && s.sealer != nil {
+			if err = s.gens.read(key, gen); err != nil {
+				s.logger.Error("refusing a sealed value older than one this node already read or wrote at the same key "+
+					"(an older value written back in Redis?)", zap.String("key", key), zap.Error(err))
 			}
-		} else {
-			plain, err = openUnconfigured(key, []byte(stored))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("storage redis: %w", err)
