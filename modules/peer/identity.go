@@ -243,7 +243,8 @@ func anchoredIdentity(chain []*x509.Certificate, td string) *Identity {
 	return id
 }
 
-// values returns the values of a list field of id: dns, uri, email, o, ou.
+// values returns the values of a list field of id: dns, uri, email, ip,
+// o, ou.
 func (id *Identity) values(f Field) []string {
 	switch f {
 	case FieldDNS:
@@ -256,16 +257,14 @@ func (id *Identity) values(f Field) []string {
 		return id.Organizations
 	case FieldOrganizationalUnit:
 		return id.OrganizationalUnits
+	case FieldIP:
+		out := make([]string, len(id.IPs))
+		for i, a := range id.IPs {
+			out[i] = a.String()
+		}
+		return out
 	}
 	return nil
-}
-
-func (id *Identity) ipStrings() []string {
-	out := make([]string, len(id.IPs))
-	for i, a := range id.IPs {
-		out[i] = a.String()
-	}
-	return out
 }
 
 // parsedDN returns the subject (or issuer) DN of id split into RDNs, for

@@ -61,8 +61,10 @@ func (Verifier) CaddyModule() caddy.ModuleInfo {
 func (v *Verifier) Provision(ctx caddy.Context) error {
 	v.logger = ctx.Logger()
 	registerMetrics(ctx)
-	if err := v.compile(); err != nil {
-		return fmt.Errorf("peer verifier: %w", err)
+	if v.Revocation == nil || !v.Patterns.Empty() { // none is fine with revocation on
+		if err := v.Compile(); err != nil {
+			return fmt.Errorf("peer verifier: %w", err)
+		}
 	}
 	if v.Revocation != nil {
 		if err := v.Revocation.Provision(ctx, v.logger); err != nil {
@@ -74,15 +76,6 @@ func (v *Verifier) Provision(ctx caddy.Context) error {
 		verify.TrackHTTPServer(ctx)
 	}
 	return nil
-}
-
-// compile compiles the patterns; none is fine when revocation is on.
-func (v *Verifier) compile() error {
-	if v.Revocation != nil && v.Patterns.Empty() {
-		v.Patterns.c = nil
-		return nil
-	}
-	return v.Compile()
 }
 
 // Cleanup stops the CRL refresh loop.
