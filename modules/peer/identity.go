@@ -23,9 +23,8 @@ import (
 // built from the leaf of a verified chain only (verifiedChains[0][0]), never
 // from what a peer merely presented, and it is immutable once built.
 //
-// An Identity holds no reference to the *x509.Certificate it came from (only
-// copies of its fields and its DER bytes), so that the cache below can drop
-// it when the connection's certificate is garbage collected.
+// It holds no reference to its *x509.Certificate, so that the cache below
+// can drop it when the connection's certificate is garbage collected.
 type Identity struct {
 	// SPIFFEID is the peer's SPIFFE ID ("spiffe://td/path"), set only when
 	// the leaf is a valid X509-SVID for client authentication: exactly one
@@ -160,14 +159,10 @@ func FromChains(verifiedChains [][]*x509.Certificate) *Identity {
 }
 
 // FromState returns the identity of the connection's verified peer, or
-// nil. It reads the chain that verification returned, never what the
-// peer presented: the verification recorded for this very handshake
-// (verify.Lookup: by live_trust, which runs with crypto/tls in
-// RequireAnyClientCert mode, or by a verifier whose verdict depends on
-// material that changes), or else crypto/tls's VerifiedChains. A
-// recorded verification whose material changed is re-checked first
-// (a version compare while nothing changed): a peer whose chain no longer
-// verifies, or whose certificate was revoked since, has no identity.
+// nil: from the verification recorded for this handshake (verify.Lookup:
+// live_trust, or a verifier whose verdict depends on changing material),
+// re-checked first when that material changed, or else from crypto/tls's
+// VerifiedChains; never from what the peer merely presented.
 func FromState(cs *tls.ConnectionState) *Identity {
 	if cs == nil || len(cs.PeerCertificates) == 0 {
 		return nil
