@@ -185,19 +185,12 @@ func fromRecord(rec *verify.Verified) *Identity {
 	return rec.SetMemo(anchoredIdentity(rec.Chain, rec.TrustDomain)).(*Identity)
 }
 
-// The identity cache of chains crypto/tls verified: built once per
-// connection, read on every request. crypto/tls keeps one
-// *x509.Certificate per handshake, shared by every tls.ConnectionState
-// (HTTP/1.1, HTTP/2, caddy-l4) and the verifier callback, so the cache is
-// keyed by that pointer, held weakly: a weak.Pointer cannot be fooled by
-// address reuse, and a runtime cleanup removes the entry once the
-// certificate is collected (the connection, and any session ticket
-// holding it, gone), so the cache needs no size limit or expiry. A lookup
-// is ~30 ns without allocation (BenchmarkIdentityCached) against
-// microseconds to build (BenchmarkIdentityBuild); a SHA-256 key would hash
-// the certificate per request, and a *tls.ConnectionState key would miss
-// (each consumer holds its own copy). A chain that vouches for nothing is
-// cached too (as the error saying why), refused as cheaply.
+// The identity cache of chains crypto/tls verified, keyed by a weak
+// pointer to the handshake's one *x509.Certificate (README, "Once per
+// connection"): a runtime cleanup removes the entry when it is collected.
+// A SHA-256 key would hash the certificate per request, and a
+// *tls.ConnectionState key would miss (each consumer holds its own copy).
+// A chain that vouches for nothing is cached too (as the error saying why).
 var (
 	cache    sync.Map // weak.Pointer[x509.Certificate] -> *Identity or error
 	computed atomic.Int64
