@@ -112,10 +112,8 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 	if v.Revocation != nil {
 		refuse, msg, soft := v.Revocation.VerifyTraced(chain, trace)
 		for _, s := range soft {
-			if trace != nil {
-				break // the revocation step says it
-			}
-			if ce := v.logger.Check(zap.WarnLevel, s.Msg); ce != nil {
+			// under explain, the revocation step says it
+			if ce := v.logger.Check(zap.WarnLevel, s.Msg); ce != nil && trace == nil {
 				ce.Write(append(identityFields(id), zap.Error(s.Err))...)
 			}
 		}
