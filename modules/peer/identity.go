@@ -103,6 +103,7 @@ func NewIdentity(leaf *x509.Certificate, chain []*x509.Certificate) *Identity {
 		CommonName:       leaf.Subject.CommonName,
 		Issuer:           leaf.Issuer.String(),
 		IssuerCommonName: leaf.Issuer.CommonName,
+		Serial:           material.SerialString(leaf),
 		NotBefore:        leaf.NotBefore,
 		NotAfter:         leaf.NotAfter,
 		Raw:              leaf.Raw,
@@ -111,9 +112,6 @@ func NewIdentity(leaf *x509.Certificate, chain []*x509.Certificate) *Identity {
 	}
 	id.FingerprintHex = hex.EncodeToString(id.Fingerprint[:])
 	id.SPKIHex = hex.EncodeToString(id.SPKI[:])
-	if leaf.SerialNumber != nil {
-		id.Serial = material.SerialString(leaf)
-	}
 	id.Organizations = append([]string(nil), leaf.Subject.Organization...)
 	id.OrganizationalUnits = append([]string(nil), leaf.Subject.OrganizationalUnit...)
 	for _, n := range leaf.DNSNames {

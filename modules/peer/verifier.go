@@ -243,21 +243,13 @@ func (v *Verifier) admitted(trace *verify.Trace, id *Identity, detail string) {
 //		trust_domain <td...>
 //		dns | uri | email | ip | subject | cn | o | ou | issuer | fingerprint | spki <values...>
 //		shadow
-//		crl <file...>
-//		crl_distribution_points
-//		crl_refresh <duration>
-//		crl_fetch_timeout <duration>
-//		crl_soft_fail
-//		ocsp [leaf]
-//		ocsp_responder <url>
-//		ocsp_fetch_timeout <duration>
-//		ocsp_cache <entries>|off
-//		ocsp_max_age <duration>
-//		ocsp_soft_fail
+//		<revocation option...>
 //	}
 //
-// Patterns are those of the `peer` matcher. With a crl or ocsp option the
-// patterns may be left out: the verifier then checks revocation only.
+// Patterns are those of the `peer` matcher; the revocation options (crl,
+// ocsp, ...: revocation.CaddyfileOptions) are those of
+// revocation.Revocation. With one of them the patterns may be left out:
+// the verifier then checks revocation only.
 func (v *Verifier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	const directive = "verifier peer"
 	option := func() (bool, error) {
