@@ -105,28 +105,24 @@ func Load(ctx caddy.Context, holder any, field string, usage Usage) (Source, err
 // the JSON of a keystore source module: the one Caddyfile parser for
 // keystores.
 func UnmarshalSource(d *caddyfile.Dispenser, directive string) (json.RawMessage, error) {
+	var names []string
+	for _, m := range caddy.GetModules(Namespace) {
+		names = append(names, m.ID.Name())
+	}
+	known := strings.Join(names, ", ")
 	if !d.NextArg() {
-		return nil, d.Errf("%s: expected a keystore source (%s)", directive, strings.Join(SourceNames(), ", "))
+		return nil, d.Errf("%s: expected a keystore source (%s)", directive, known)
 	}
 	name := d.Val()
 	modID := Namespace + "." + name
 	if _, err := caddy.GetModule(modID); err != nil {
-		return nil, d.Errf("%s: unknown keystore source '%s' (expected one of: %s)", directive, name, strings.Join(SourceNames(), ", "))
+		return nil, d.Errf("%s: unknown keystore source '%s' (expected one of: %s)", directive, name, known)
 	}
 	unm, err := caddyfile.UnmarshalModule(d, modID)
 	if err != nil {
 		return nil, err
 	}
 	return caddyconfig.JSONModuleObject(unm, "source", name, nil), nil
-}
-
-// SourceNames lists the registered keystore sources.
-func SourceNames() []string {
-	var names []string
-	for _, m := range caddy.GetModules(Namespace) {
-		names = append(names, m.ID.Name())
-	}
-	return names
 }
 
 // Describe names an identity for logs: subject and serial, never the key.

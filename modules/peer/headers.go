@@ -395,12 +395,9 @@ func (h *ForwardHeaders) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		block = true
 		switch opt := d.Val(); opt {
-		case "client_cert":
-			if err := flag(opt, &h.ClientCert); err != nil {
-				return err
-			}
-		case "client_cert_chain":
-			if err := flag(opt, &h.ClientCertChain); err != nil {
+		case "client_cert", "client_cert_chain":
+			v := map[string]*bool{"client_cert": &h.ClientCert, "client_cert_chain": &h.ClientCertChain}[opt]
+			if err := flag(opt, v); err != nil {
 				return err
 			}
 		case "xfcc":
@@ -421,12 +418,9 @@ func (h *ForwardHeaders) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					if d.NextArg() {
 						return d.Errf("%s: xfcc by takes one value", directive)
 					}
-				case "cert":
-					if err := flag("xfcc cert", &h.XFCC.Cert); err != nil {
-						return err
-					}
-				case "chain":
-					if err := flag("xfcc chain", &h.XFCC.Chain); err != nil {
+				case "cert", "chain":
+					v := map[string]*bool{"cert": &h.XFCC.Cert, "chain": &h.XFCC.Chain}[sub]
+					if err := flag("xfcc "+sub, v); err != nil {
 						return err
 					}
 				default:

@@ -23,9 +23,8 @@ import (
 // built from the leaf of a verified chain only (verifiedChains[0][0]), never
 // from what a peer merely presented, and it is immutable once built.
 //
-// An Identity holds no reference to the *x509.Certificate it came from (only
-// copies of its fields and its DER bytes), so that the cache below can drop
-// it when the connection's certificate is garbage collected.
+// It holds no reference to its *x509.Certificate, so that the cache below
+// can drop it when the connection's certificate is garbage collected.
 type Identity struct {
 	// SPIFFEID is the peer's SPIFFE ID ("spiffe://td/path"), set only when
 	// the leaf is a valid X509-SVID for client authentication: exactly one
@@ -104,6 +103,7 @@ func NewIdentity(leaf *x509.Certificate, chain []*x509.Certificate) *Identity {
 		CommonName:       leaf.Subject.CommonName,
 		Issuer:           leaf.Issuer.String(),
 		IssuerCommonName: leaf.Issuer.CommonName,
+		Serial:           material.SerialString(leaf),
 		NotBefore:        leaf.NotBefore,
 		NotAfter:         leaf.NotAfter,
 		Raw:              leaf.Raw,
@@ -112,9 +112,6 @@ func NewIdentity(leaf *x509.Certificate, chain []*x509.Certificate) *Identity {
 	}
 	id.FingerprintHex = hex.EncodeToString(id.Fingerprint[:])
 	id.SPKIHex = hex.EncodeToString(id.SPKI[:])
-	if leaf.SerialNumber != nil {
-		id.Serial = material.SerialString(leaf)
-	}
 	id.Organizations = append([]string(nil), leaf.Subject.Organization...)
 	id.OrganizationalUnits = append([]string(nil), leaf.Subject.OrganizationalUnit...)
 	for _, n := range leaf.DNSNames {
@@ -160,14 +157,10 @@ func FromChains(verifiedChains [][]*x509.Certificate) *Identity {
 }
 
 // FromState returns the identity of the connection's verified peer, or
-// nil. It reads the chain that verification returned, never what the
-// peer presented: the verification recorded for this very handshake
-// (verify.Lookup: by live_trust, which runs with crypto/tls in
-// RequireAnyClientCert mode, or by a verifier whose verdict depends on
-// material that changes), or else crypto/tls's VerifiedChains. A
-// recorded verification whose material changed is re-checked first
-// (a version compare while nothing changed): a peer whose chain no longer
-// verifies, or whose certificate was revoked since, has no identity.
+// nil: from the verification recorded for this handshake (verify.Lookup:
+// live_trust, or a verifier whose verdict depends on changing material),
+// re-checked first when that material changed, or else from crypto/tls's
+// VerifiedChains; never from what the peer merely presented.
 func FromState(cs *tls.ConnectionState) *Identity {
 	if cs == nil || len(cs.PeerCertificates) == 0 {
 		return nil
@@ -190,19 +183,12 @@ func fromRecord(rec *verify.Verified) *Identity {
 	return rec.SetMemo(anchoredIdentity(rec.Chain, rec.TrustDomain)).(*Identity)
 }
 
-// The identity cache of chains crypto/tls verified: built once per
-// connection, read on every request. crypto/tls keeps one
-// *x509.Certificate per handshake, shared by every tls.ConnectionState
-// (HTTP/1.1, HTTP/2, caddy-l4) and the verifier callback, so the cache is
-// keyed by that pointer, held weakly: a weak.Pointer cannot be fooled by
-// address reuse, and a runtime cleanup removes the entry once the
-// certificate is collected (the connection, and any session ticket
-// holding it, gone), so the cache needs no size limit or expiry. A lookup
-// is ~30 ns without allocation (BenchmarkIdentityCached) against
-// microseconds to build (BenchmarkIdentityBuild); a SHA-256 key would hash
-// the certificate per request, and a *tls.ConnectionState key would miss
-// (each consumer holds its own copy). A chain that vouches for nothing is
-// cached too (as the error saying why), refused as cheaply.
+// The identity cache of chains crypto/tls verified, keyed by a weak
+// pointer to the handshake's one *x509.Certificate (README, "Once per
+// connection"): a runtime cleanup removes the entry when it is collected.
+// A SHA-256 key would hash the certificate per request, and a
+// *tls.ConnectionState key would miss (each consumer holds its own copy).
+// A chain that vouches for nothing is cached too (as the error saying why).
 var (
 	cache    sync.Map // weak.Pointer[x509.Certificate] -> *Identity or error
 	computed atomic.Int64
@@ -243,7 +229,8 @@ func anchoredIdentity(chain []*x509.Certificate, td string) *Identity {
 	return id
 }
 
-// values returns the values of a list field of id: dns, uri, email, o, ou.
+// values returns the values of a list field of id: dns, uri, email, ip,
+// o, ou.
 func (id *Identity) values(f Field) []string {
 	switch f {
 	case FieldDNS:
@@ -256,16 +243,14 @@ func (id *Identity) values(f Field) []string {
 		return id.Organizations
 	case FieldOrganizationalUnit:
 		return id.OrganizationalUnits
+	case FieldIP:
+		out := make([]string, len(id.IPs))
+		for i, a := range id.IPs {
+			out[i] = a.String()
+		}
+		return out
 	}
 	return nil
-}
-
-func (id *Identity) ipStrings() []string {
-	out := make([]string, len(id.IPs))
-	for i, a := range id.IPs {
-		out[i] = a.String()
-	}
-	return out
 }
 
 // parsedDN returns the subject (or issuer) DN of id split into RDNs, for

@@ -269,7 +269,7 @@ func TestFromChainsTrustDomainScope(t *testing.T) {
 		t.Fatalf("the partner's own workload: %+v", id)
 	}
 	v := &Verifier{Patterns: Patterns{TrustDomain: []string{"example.org", "partner.example"}}}
-	if err := v.compile(); err != nil {
+	if err := v.Compile(); err != nil {
 		t.Fatal(err)
 	}
 	observed(v)

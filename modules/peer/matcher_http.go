@@ -55,15 +55,7 @@ func (m *MatchPeer) MatchWithError(r *http.Request) (bool, error) {
 
 // Match is MatchWithError for the deprecated RequestMatcher interface.
 func (m *MatchPeer) Match(r *http.Request) bool {
-	id := publish(r)
-	ok, failed := m.Patterns.Match(id)
-	if !ok {
-		if ce := m.logger.Check(zap.DebugLevel, "peer did not match"); ce != nil {
-			fields := append(identityFields(id), m.ruleFields(id, failed)...)
-			ce.Write(append(fields, zap.String("remote_ip", r.RemoteAddr))...)
-		}
-	}
-	return ok
+	return m.matchLogged(m.logger, publish(r), zap.String("remote_ip", r.RemoteAddr))
 }
 
 // UnmarshalCaddyfile sets up the matcher. Syntax:

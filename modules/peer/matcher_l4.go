@@ -56,15 +56,8 @@ func (m *L4MatchPeer) Match(cx *layer4.Connection) (bool, error) {
 	}
 	cs := states[len(states)-1]
 	id := FromState(cs)
-	ok, failed := m.Patterns.Match(id)
 	publishL4(cx, cs, id)
-	if !ok {
-		if ce := m.logger.Check(zap.DebugLevel, "peer did not match"); ce != nil {
-			fields := append(identityFields(id), m.ruleFields(id, failed)...)
-			ce.Write(append(fields, zap.String("remote", cx.RemoteAddr().String()))...)
-		}
-	}
-	return ok, nil
+	return m.matchLogged(m.logger, id, zap.Stringer("remote", cx.RemoteAddr())), nil
 }
 
 const publishedL4Var = "trustline.peer.published"

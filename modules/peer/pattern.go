@@ -371,6 +371,18 @@ func (p *Patterns) Match(id *Identity) (ok bool, failed Field) {
 	return true, 0
 }
 
+// matchLogged is Match for the peer matchers: a peer that does not match
+// is logged at DEBUG, with where (the remote address).
+func (p *Patterns) matchLogged(logger *zap.Logger, id *Identity, where zap.Field) bool {
+	ok, failed := p.Match(id)
+	if !ok {
+		if ce := logger.Check(zap.DebugLevel, "peer did not match"); ce != nil {
+			ce.Write(append(append(identityFields(id), p.ruleFields(id, failed)...), where)...)
+		}
+	}
+	return ok
+}
+
 func (c *compiled) matchField(f Field, id *Identity) bool {
 	switch f {
 	case FieldSPIFFEID:
@@ -474,8 +486,6 @@ func (id *Identity) Value(f Field) string {
 		return id.SPIFFEID
 	case FieldTrustDomain:
 		return id.TrustDomain
-	case FieldIP:
-		return strings.Join(id.ipStrings(), ",")
 	case FieldSubject:
 		return id.Subject
 	case FieldCommonName:

@@ -22,13 +22,9 @@ import (
 // empty except {peer.verified} ("false") and {peer.presented}.
 const placeholderPrefix = "peer."
 
-var listPlaceholders = map[string]func(*Identity) []string{
-	"dns":        func(id *Identity) []string { return id.DNSNames },
-	"uri":        func(id *Identity) []string { return id.URIs },
-	"email":      func(id *Identity) []string { return id.Emails },
-	"ip":         (*Identity).ipStrings,
-	"subject.o":  func(id *Identity) []string { return id.Organizations },
-	"subject.ou": func(id *Identity) []string { return id.OrganizationalUnits },
+var listPlaceholders = map[string]Field{
+	"dns": FieldDNS, "uri": FieldURI, "email": FieldEmail, "ip": FieldIP,
+	"subject.o": FieldOrganization, "subject.ou": FieldOrganizationalUnit,
 }
 
 var scalarPlaceholders = map[string]func(*Identity) string{
@@ -70,21 +66,21 @@ func placeholder(name string, presented bool, id *Identity) (string, bool) {
 		}
 		return fn(id), true
 	}
-	if fn, ok := listPlaceholders[name]; ok {
+	if f, ok := listPlaceholders[name]; ok {
 		if id == nil {
 			return "", true
 		}
-		return strings.Join(fn(id), ","), true
+		return strings.Join(id.values(f), ","), true
 	}
 	// indexed: dns.0, uri.1, ...
 	if i := strings.LastIndexByte(name, '.'); i > 0 {
-		fn, ok := listPlaceholders[name[:i]]
+		f, ok := listPlaceholders[name[:i]]
 		n, err := strconv.Atoi(name[i+1:])
 		if ok && err == nil && n >= 0 {
 			if id == nil {
 				return "", true
 			}
-			if vals := fn(id); n < len(vals) {
+			if vals := id.values(f); n < len(vals) {
 				return vals[n], true
 			}
 			return "", true

@@ -61,8 +61,10 @@ func (Verifier) CaddyModule() caddy.ModuleInfo {
 func (v *Verifier) Provision(ctx caddy.Context) error {
 	v.logger = ctx.Logger()
 	registerMetrics(ctx)
-	if err := v.compile(); err != nil {
-		return fmt.Errorf("peer verifier: %w", err)
+	if v.Revocation == nil || !v.Patterns.Empty() { // none is fine with revocation on
+		if err := v.Compile(); err != nil {
+			return fmt.Errorf("peer verifier: %w", err)
+		}
 	}
 	if v.Revocation != nil {
 		if err := v.Revocation.Provision(ctx, v.logger); err != nil {
@@ -74,15 +76,6 @@ func (v *Verifier) Provision(ctx caddy.Context) error {
 		verify.TrackHTTPServer(ctx)
 	}
 	return nil
-}
-
-// compile compiles the patterns; none is fine when revocation is on.
-func (v *Verifier) compile() error {
-	if v.Revocation != nil && v.Patterns.Empty() {
-		v.Patterns.c = nil
-		return nil
-	}
-	return v.Compile()
 }
 
 // Cleanup stops the CRL refresh loop.
@@ -119,10 +112,8 @@ func (v *Verifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][
 	if v.Revocation != nil {
 		refuse, msg, soft := v.Revocation.VerifyTraced(chain, trace)
 		for _, s := range soft {
-			if trace != nil {
-				break // the revocation step says it
-			}
-			if ce := v.logger.Check(zap.WarnLevel, s.Msg); ce != nil {
+			// under explain, the revocation step says it
+			if ce := v.logger.Check(zap.WarnLevel, s.Msg); ce != nil && trace == nil {
 				ce.Write(append(identityFields(id), zap.Error(s.Err))...)
 			}
 		}
@@ -252,21 +243,13 @@ func (v *Verifier) admitted(trace *verify.Trace, id *Identity, detail string) {
 //		trust_domain <td...>
 //		dns | uri | email | ip | subject | cn | o | ou | issuer | fingerprint | spki <values...>
 //		shadow
-//		crl <file...>
-//		crl_distribution_points
-//		crl_refresh <duration>
-//		crl_fetch_timeout <duration>
-//		crl_soft_fail
-//		ocsp [leaf]
-//		ocsp_responder <url>
-//		ocsp_fetch_timeout <duration>
-//		ocsp_cache <entries>|off
-//		ocsp_max_age <duration>
-//		ocsp_soft_fail
+//		<revocation option...>
 //	}
 //
-// Patterns are those of the `peer` matcher. With a crl or ocsp option the
-// patterns may be left out: the verifier then checks revocation only.
+// Patterns are those of the `peer` matcher; the revocation options (crl,
+// ocsp, ...: revocation.CaddyfileOptions) are those of
+// revocation.Revocation. With one of them the patterns may be left out:
+// the verifier then checks revocation only.
 func (v *Verifier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	const directive = "verifier peer"
 	option := func() (bool, error) {

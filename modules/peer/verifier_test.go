@@ -78,7 +78,7 @@ func TestVerifierHandshake(t *testing.T) {
 	allowed := ca.Issue(t, testpki.URI("spiffe://example.org/ops/alice"))
 	other := ca.Issue(t, testpki.URI("spiffe://example.org/dev/bob"))
 	v := &Verifier{Patterns: Patterns{SPIFFEID: []string{"spiffe://example.org/ops/*"}}}
-	if err := v.compile(); err != nil {
+	if err := v.Compile(); err != nil {
 		t.Fatal(err)
 	}
 	logs := observed(v)
@@ -171,7 +171,7 @@ func TestLiveTrustVerifiedLeaf(t *testing.T) {
 	junk := testpki.NewCA(t, "self-made root")
 	raw := [][]byte{leaf.Cert.Raw, inter.Cert.Raw, junk.Cert.Raw}
 	v := &Verifier{Patterns: Patterns{SPIFFEID: []string{"spiffe://example.org/ops/*"}}}
-	if err := v.compile(); err != nil {
+	if err := v.Compile(); err != nil {
 		t.Fatal(err)
 	}
 	observed(v)

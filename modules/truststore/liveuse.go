@@ -1,6 +1,7 @@
 package truststore
 
 import (
+	"cmp"
 	"crypto/tls"
 	"encoding/json"
 	"slices"
@@ -89,15 +90,10 @@ func VerifierNames(raws []json.RawMessage) []string {
 // require, verify_if_given, require_and_verify; none), as client_auth
 // writes it.
 func ModeName(t tls.ClientAuthType) string {
-	switch t {
-	case tls.RequestClientCert:
-		return "request"
-	case tls.RequireAnyClientCert:
-		return "require"
-	case tls.VerifyClientCertIfGiven:
-		return "verify_if_given"
-	case tls.RequireAndVerifyClientCert:
-		return "require_and_verify"
-	}
-	return "none"
+	return cmp.Or(modeNames[t], "none")
+}
+
+var modeNames = map[tls.ClientAuthType]string{
+	tls.RequestClientCert: "request", tls.RequireAnyClientCert: "require",
+	tls.VerifyClientCertIfGiven: "verify_if_given", tls.RequireAndVerifyClientCert: "require_and_verify",
 }

@@ -213,13 +213,18 @@ func (v *LiveTrust) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // sources. where names the directive and option for errors ("transport
 // mtls: trust_pool").
 func ParsePoolSource(d *caddyfile.Dispenser, where string) (json.RawMessage, error) {
+	var names []string
+	for _, m := range caddy.GetModules(poolNamespace) {
+		names = append(names, m.ID.Name()) // Caddy's and the suite's
+	}
+	known := strings.Join(names, ", ")
 	if !d.NextArg() {
-		return nil, d.Errf("%s: expected a trust pool source (%s)", where, strings.Join(PoolSourceNames(), ", "))
+		return nil, d.Errf("%s: expected a trust pool source (%s)", where, known)
 	}
 	name := d.Val()
 	modID := poolNamespace + "." + name
 	if _, err := caddy.GetModule(modID); err != nil {
-		return nil, d.Errf("%s: unknown trust pool source '%s' (expected one of: %s)", where, name, strings.Join(PoolSourceNames(), ", "))
+		return nil, d.Errf("%s: unknown trust pool source '%s' (expected one of: %s)", where, name, known)
 	}
 	unm, err := caddyfile.UnmarshalModule(d, modID)
 	if err != nil {
@@ -234,16 +239,6 @@ func ParsePoolSource(d *caddyfile.Dispenser, where string) (json.RawMessage, err
 
 // poolNamespace is Caddy's namespace of trust pool sources.
 const poolNamespace = "tls.ca_pool.source"
-
-// PoolSourceNames lists the registered trust pool sources, Caddy's and the
-// suite's.
-func PoolSourceNames() []string {
-	var names []string
-	for _, m := range caddy.GetModules(poolNamespace) {
-		names = append(names, m.ID.Name())
-	}
-	return names
-}
 
 // Interface guards
 var (
