@@ -55,7 +55,8 @@ func (e *engine) dialUpstream() error {
 	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	switch t := h.Transport.(type) {
 	case *upstream.Transport:
-		if dial = t.Dial(); dial != nil {
+		if t.Live() != nil {
+			dial = t.Transport.DialTLSContext
 			s := t.Live().Describe()
 			setup, start.Checks = &s, setupChecks(s)
 		}

@@ -27,28 +27,14 @@ func init() {
 	caddy.RegisterModule(Transport{})
 }
 
-// Transport is Caddy's `http` reverse-proxy transport with a client
-// identity that rotates without a reload, a trust pool read live at each
-// upstream handshake, and optional pinning of the backend's identity.
-//
-// It embeds Caddy's HTTPTransport: every field and Caddyfile option of the
-// `http` transport works the same, and so do health checks and https://
-// upstreams. On top of it:
-//
-//   - the client certificate is read from the keystore at each upstream
-//     handshake; after a rotation, new requests go through a fresh
-//     connection pool and the old one is drained, so every backend sees
-//     the new certificate promptly, with no failed request;
-//   - the backend's chain is verified against the trust pool's current
-//     version (any tls.ca_pool.source module) at each handshake; a pool
-//     that reports changes also renews the connection pool;
-//   - upstream_identity pins the backend's SPIFFE ID or DNS name, in
-//     place of the server name check;
-//   - a failed handshake gives the client a 502 and is logged and counted
-//     by reason.
-//
-// HTTP/3 upstreams (`versions 3`) are refused: that path takes no client
-// certificate callback, and the identity would be silently dropped.
+// Transport is Caddy's `http` reverse-proxy transport (embedded: its
+// fields, Caddyfile options, health checks and https:// upstreams work the
+// same) with a client identity read from the keystore and a backend trust
+// pool read live at each upstream handshake, optional pinning of the
+// backend's identity (upstream_identity), and a fresh connection pool
+// after each rotation (the old one drained). The README says it in full.
+// HTTP/3 upstreams are refused: that path takes no client certificate
+// callback, and the identity would be silently dropped.
 type Transport struct {
 	reverseproxy.HTTPTransport
 
