@@ -20,14 +20,10 @@ import (
 )
 
 // Explain answers, for the config provisioned in ctx, what the server
-// does with the client req describes, with the very code that decides:
-// the listener and its layer-4 routes (caddy-l4's matchers on a real
-// ClientHello), the TLS connection policy and its verifiers (through
-// Caddy's own tls.Config), the routes (Caddy's route machinery with the
-// real matchers; the suite's handlers asked for their decision; nothing
-// proxied, nothing fetched). config is the config's JSON (caddy-l4 keeps
-// its provisioned routes private); source names the config in the
-// answer. An error means nothing could be evaluated.
+// does with the client req describes, with the very code that decides
+// (nothing proxied, nothing fetched; see the README). config is the
+// config's JSON (caddy-l4 keeps its provisioned routes private); source
+// names the config in the answer. An error means nothing was evaluated.
 func Explain(ctx caddy.Context, config []byte, req *Request, source string) (*Report, error) {
 	e := &engine{ctx: ctx, req: req, rep: &Report{Generated: time.Now().UTC(), Source: source, Request: RequestSummary{
 		ServerName: req.ServerName, Listen: req.Listen, Method: req.Method, Path: req.Path, ALPN: req.ALPN, Upstream: req.Upstream,

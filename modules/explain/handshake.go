@@ -33,14 +33,11 @@ const (
 	alertInternalError       = "internal error"
 )
 
-// handshake runs the server side of the handshake for the client with
-// policies (an HTTP server's, or a layer-4 handler's; of names their
-// holder): the policy a real handshake picks (Caddy's GetConfigForClient)
-// and its tls.Config, whose client_auth settings and verifiers decide, run
-// as they would. Of crypto/tls it emulates only its handling of the
-// client's certificate (clientCertificate). It returns the connection
-// state a completed handshake gives, or nil when the handshake is refused
-// (the verdict is then set).
+// handshake runs the server side of the handshake with policies (of names
+// their holder): the policy Caddy's GetConfigForClient picks, and its
+// tls.Config's client_auth settings and verifiers, run as they would (of
+// crypto/tls only clientCertificate is emulated). It returns the
+// connection state, or nil when the handshake is refused (verdict set).
 func (e *engine) handshake(policies caddytls.ConnectionPolicies, of string) *tls.ConnectionState {
 	base := policies.TLSConfig(e.ctx)
 	hello := &tls.ClientHelloInfo{

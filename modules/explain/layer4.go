@@ -111,20 +111,11 @@ func terminator(kind string) string {
 
 // terminate runs the handshake of the route's TLS-terminating handler
 // (kind its JSON name, raw its JSON) with its connection policies, as an
-// HTTP server's (engine.handshake). It returns the connection state of an
-// admitted client, or done when the verdict is set.
-//
-// Both handlers decide with their connection policies alone (the
-// tls.Config of ConnectionPolicies.TLSConfig and its GetConfigForClient),
-// and both record the connection state where the handlers after them read
-// it; what else differs changes no verdict on a first handshake.
-//
-// A terminate_tls handler the config in this process provisioned is asked
-// as it is (passthrough.InForce). Otherwise a copy is provisioned in a
-// context of its own, material.JoinOnly: the suite's material the running
-// config holds (live_trust pool, CRL, keystore) is joined as in force,
-// never read again or fetched; only Caddy's own client_auth trust_pool of
-// the copy is read from its files again.
+// HTTP server's (engine.handshake): both handlers decide with those alone.
+// It returns the connection state of an admitted client, or done when the
+// verdict is set. A copy provisioned here (terminatorPolicies) joins the
+// suite's material in force (material.JoinOnly), never read again or
+// fetched; only Caddy's own client_auth trust_pool is read again.
 func (e *engine) terminate(at, kind string, raw json.RawMessage) (cs *tls.ConnectionState, done bool) {
 	name := terminator(kind) // caddy-l4's tls handler
 	if kind == "terminate_tls" {
@@ -143,8 +134,8 @@ func (e *engine) terminate(at, kind string, raw json.RawMessage) (cs *tls.Connec
 }
 
 // terminatorPolicies returns the connection policies of the TLS-terminating
-// layer-4 handler raw: the running one's (passthrough.InForce), else those
-// of a copy provisioned in ctx.
+// layer-4 handler raw: the running one's, else those of a copy provisioned
+// in ctx.
 func terminatorPolicies(ctx caddy.Context, raw json.RawMessage) (caddytls.ConnectionPolicies, error) {
 	if t := passthrough.InForce(raw); t != nil {
 		return t.ConnectionPolicies, nil

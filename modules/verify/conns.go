@@ -15,16 +15,12 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// A trust change reaches open connections. Crypto/tls verifies a peer
-// once, at the handshake, and Caddy's HTTP servers have no maximum
-// connection age: without this, a client admitted over a keep-alive
-// connection would keep its access after its certificate was revoked or
-// its CA removed. Connections are tracked from their first request to
-// their close; when material a verdict depended on changes, RecheckConns
-// closes those whose verdict no longer holds. Identity consumers
-// (peer.FromState) re-check on every read too, so no request sees the
-// identity of a connection that lost it (HTTP/3, which Caddy's connection
-// hooks do not cover, included).
+// A trust change reaches open connections: crypto/tls verifies a peer once
+// and Caddy's HTTP servers have no maximum connection age, so a keep-alive
+// client would keep its access after a revocation. Connections are tracked
+// from their first request to their close, and RecheckConns closes those
+// whose verdict no longer holds; peer.FromState re-checks on every read
+// too (HTTP/3, outside Caddy's connection hooks, included).
 
 // tracked holds the connections being tracked (a sync.Map: on HTTP/1.1
 // every request of a tracked connection looks it up, and a hit takes no

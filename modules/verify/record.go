@@ -9,20 +9,15 @@ import (
 	"weak"
 )
 
-// A verifier that runs outside crypto/tls's own chain building (live_trust:
-// crypto/tls runs in RequireAnyClientCert mode) leaves
-// ConnectionState.VerifiedChains empty. It hands the chain it verified
-// (trust anchor included) to every later consumer of the connection
-// through Record and Lookup; so does a verifier whose verdict depends on
-// material that changes (the revocation checks of `verifier peer`).
-//
-// A record is keyed by a weak pointer to the leaf's DER bytes, the very
-// buffer crypto/tls parsed this handshake's certificates from, which every
-// later ConnectionState of the connection shares through
-// PeerCertificates[0].Raw (pinned by TestHandshakeBufferIdentity). A weak
-// pointer names one object, not an address or content: a record never
-// vouches for another connection, and a runtime cleanup removes it when
-// the buffer is collected.
+// A verifier outside crypto/tls's chain building (live_trust, under
+// RequireAnyClientCert) leaves VerifiedChains empty: it hands the chain it
+// verified (anchor included) to later consumers through Record and Lookup,
+// as does a verifier whose verdict depends on changing material (`verifier
+// peer`'s revocation checks). A record is keyed by a weak pointer to the
+// leaf's DER buffer, which every ConnectionState of the connection shares
+// as PeerCertificates[0].Raw (TestHandshakeBufferIdentity): it names one
+// object, so it never vouches for another connection, and a runtime
+// cleanup removes it with the buffer.
 
 // Verified is one verification of a peer's chain, and what its verdict
 // depends on. Chain and TrustDomain are immutable once recorded.
