@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
@@ -149,7 +150,7 @@ func (e *engine) clientCertificate(cfg *tls.Config, version uint16, cs *tls.Conn
 			} else if errors.As(verr, &ci) && ci.Reason == x509.Expired {
 				alert = alertCertificateExpired
 			}
-			return alert, reasonOr(verr), &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: verr}
+			return alert, cmp.Or(verify.ReasonOf(verr), verify.ReasonOther), &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: verr}
 		}
 		cs.VerifiedChains = chains
 	}
@@ -214,16 +215,9 @@ func (e *engine) unexplained(who string, err error) string {
 			}
 		}
 	}
-	reason := reasonOr(err)
+	reason := cmp.Or(verify.ReasonOf(err), verify.ReasonOther)
 	e.add(verify.Step{Stage: "chain", Name: who, Verdict: verify.VerdictRefused, Reason: reason, Detail: err.Error()})
 	return reason
-}
-
-func reasonOr(err error) string {
-	if r := verify.ReasonOf(err); r != "" {
-		return r
-	}
-	return verify.ReasonOther
 }
 
 // identityStep says who the server now thinks the client is: the

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"cmp"
 	"crypto/x509"
 	"runtime"
 	"sync"
@@ -110,10 +111,7 @@ func (v *Verified) recheckSlow() error {
 		if err := d.check(v.Chain); err != nil {
 			r, ok := err.(*Refusal)
 			if !ok {
-				r = refuse(ReasonOf(err), err)
-				if r.Reason == "" {
-					r.Reason = ReasonOther
-				}
+				r = refuse(cmp.Or(ReasonOf(err), ReasonOther), err)
 			}
 			v.refused.Store(r)
 			return r

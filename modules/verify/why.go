@@ -2,6 +2,7 @@ package verify
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -32,10 +33,7 @@ func ChainStep(name string, leaf *x509.Certificate, inters, anchors []*x509.Cert
 		}
 		return s
 	}
-	s.Verdict, s.Reason = VerdictRefused, ReasonOf(err)
-	if s.Reason == "" {
-		s.Reason = ReasonOther
-	}
+	s.Verdict, s.Reason = VerdictRefused, cmp.Or(ReasonOf(err), ReasonOther)
 	switch s.Reason {
 	case ReasonUnknownAuthority:
 		s.Detail = whyNoChain(leaf, inters, anchors, err)
