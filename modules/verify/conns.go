@@ -84,12 +84,10 @@ func recheckConn(c *tls.Conn, logger *zap.Logger) {
 // that each config's server gets one hook however many verifiers ask.
 var trackedServers sync.Map // weak.Pointer[caddyhttp.Server] -> struct{}
 
-// TrackHTTPServer tracks the TLS connections of the HTTP server whose
-// connection policies ctx provisions (the server Caddy's http app puts in
-// the context of what it provisions for it), through Caddy's public
-// connection-state hook, from their first request to their close.
-// Verifiers call it in Provision; it does nothing outside an HTTP server
-// (a layer-4 terminate_tls tracks its own connections).
+// TrackHTTPServer tracks, through Caddy's connection-state hook, the TLS
+// connections of the HTTP server whose connection policies ctx provisions
+// (caddyhttp.ServerCtxKey). Verifiers call it in Provision; outside an
+// HTTP server it does nothing (terminate_tls tracks its own).
 func TrackHTTPServer(ctx caddy.Context) {
 	if ctx.Context == nil {
 		return

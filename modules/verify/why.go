@@ -12,13 +12,11 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// ChainStep is the step of one chain verdict for an explain trace: the
-// verifier name, what the client sent (leaf, then the intermediates it
-// sent), the pool's anchors (nil when the pool does not list them),
-// origin (nil, or what says which source and file holds an anchor), and
-// the verdict reached: the chain and the trust domain of its anchor, or
-// the refusal. It decides nothing: the verdict is the verifier's own;
-// the step says it in words, naming the certificate at fault.
+// ChainStep says in words, for an explain trace, the chain verdict a
+// verifier reached (the chain and its anchor's trust domain, or err),
+// naming the certificate at fault: leaf and inters are what the client
+// sent, anchors the pool's (nil when unlisted), origin (or nil) says
+// which source and file holds an anchor.
 func ChainStep(name string, leaf *x509.Certificate, inters, anchors []*x509.Certificate, origin func(*x509.Certificate) string, chain []*x509.Certificate, td string, err error, now time.Time) Step {
 	s := Step{Stage: "chain", Name: name}
 	if err == nil {
