@@ -171,17 +171,9 @@ func (e *engine) listener() (*candidate, error) {
 		}
 		return strings.Join(out, "; ")
 	}
-	filter := func(keep func(*candidate) bool) (out []*candidate) {
-		for _, c := range all {
-			if keep(c) {
-				out = append(out, c)
-			}
-		}
-		return out
-	}
 	if e.req.Listen != "" {
-		on := filter(func(c *candidate) bool {
-			return slices.ContainsFunc(c.listen, func(l string) bool {
+		on := slices.DeleteFunc(slices.Clone(all), func(c *candidate) bool {
+			return !slices.ContainsFunc(c.listen, func(l string) bool {
 				clash, err := passthrough.ListenersClash(l, e.req.Listen)
 				return err == nil && clash
 			})
@@ -197,7 +189,7 @@ func (e *engine) listener() (*candidate, error) {
 	if len(all) == 1 {
 		return all[0], nil
 	}
-	serving := filter(e.serves)
+	serving := slices.DeleteFunc(slices.Clone(all), func(c *candidate) bool { return !e.serves(c) })
 	if len(serving) == 1 {
 		return serving[0], nil
 	}

@@ -30,11 +30,10 @@ const (
 	afterReadWait = 2 * time.Second
 )
 
-// dialUpstream dials the backend named by the request (an upstream of a
-// reverse_proxy of the config: explain dials nothing else) now, through
-// the transport's own dial: the mtls transport's, or for Caddy's http
-// transport crypto/tls with its tls.Config. It is a real handshake, made
-// as a probe: a failure is reported here, neither counted nor logged.
+// dialUpstream dials the backend the request names (an upstream of a
+// reverse_proxy of the config: explain dials nothing else) through
+// tlsDial: a real handshake, made as a probe (a failure is reported here,
+// neither counted nor logged).
 func (e *engine) dialUpstream() error {
 	var h *reverseproxy.Handler
 	addr := e.req.Upstream
