@@ -45,7 +45,7 @@ type Transport struct {
 	client *tlsclient.Client // identity, live trust pool, pins (with TLS only)
 	logger *zap.Logger
 
-	cancels []func()
+	cancel func() // stops following rotations (nil without TLS)
 	*pools
 }
 
@@ -117,7 +117,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		// root_ca_pool / root_ca_pem_files stay as static roots
 		t.client.Apply(rt.TLSClientConfig)
 		rt.DialTLSContext = t.dialTLS
-		t.cancels = append(t.cancels, t.client.OnChange(t.rotate))
+		t.cancel = t.client.OnChange(t.rotate)
 		t.logger.Info("upstream TLS transport ready", t.client.LogFields()...)
 		if t.client.Insecure() {
 			t.logger.Warn("tls_insecure_skip_verify: backends' certificates are NOT verified")
@@ -252,10 +252,10 @@ func (t *Transport) drain(old *http.Transport) {
 // Cleanup stops following rotations and closes idle connections of every
 // pool; the keystore and trust pool are released by Caddy.
 func (t *Transport) Cleanup() error {
-	for _, cancel := range t.cancels {
-		cancel()
+	if t.cancel != nil {
+		t.cancel()
+		t.cancel = nil
 	}
-	t.cancels = nil
 	if t.pools != nil {
 		t.mu.Lock()
 		close(t.stop)
