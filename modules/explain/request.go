@@ -58,11 +58,10 @@ const (
 	maxField     = 1024
 )
 
-// ParseRequest reads a request from JSON, bounded: at most MaxBodyBytes,
-// a chain of at most MaxChainBytes and MaxChainCerts certificates,
+// ParseRequest reads a request from JSON, within the bounds above,
 // certificates only (a private key is refused, never read), every field
-// checked. It is the one parser of explain's input, for the admin API
-// and the command alike.
+// checked: the one parser of explain's input, for the admin API and the
+// command alike.
 func ParseRequest(body []byte) (*Request, error) {
 	if len(body) > MaxBodyBytes {
 		return nil, fmt.Errorf("request of %d bytes: at most %d", len(body), MaxBodyBytes)

@@ -18,9 +18,8 @@ import (
 )
 
 // forwarded reports a passthrough handler after a handler (by) ended TLS
-// at layer 4: it forwards the decrypted stream to its upstreams, in plain
-// TCP or re-encrypted (its tls as in force now), behind the PROXY header
-// it sends.
+// at layer 4: it forwards the decrypted stream, in plain TCP or
+// re-encrypted, behind its PROXY header.
 func (e *engine) forwarded(at, by string, h *passthrough.Handler, cs *tls.ConnectionState) {
 	ups := upstreamAddrs(h)
 	s := verify.Step{Stage: "upstream", Name: "passthrough", Verdict: verify.VerdictAdmitted}

@@ -175,11 +175,10 @@ func (a *Anchors) outsideScope(leaf *x509.Certificate, opts x509.VerifyOptions, 
 	return refuse(ReasonTrustDomain, err)
 }
 
-// The authorities of SPIFFE versions, by object (weakly): how a chain
-// verified by crypto/tls against a flat pool (Caddy's trust_pool holding
-// one of our SPIFFE sources) finds the trust domain of its anchor. By
-// object, never content: a CA that a partner's bundle also lists stays a
-// plain CA in every other pool.
+// The authorities of SPIFFE versions, weakly by object (never content: a
+// CA a partner's bundle also lists stays plain in every other pool): how
+// a chain crypto/tls verified against a flat pool finds its anchor's
+// trust domain.
 var authorities sync.Map // weak.Pointer[x509.Certificate] -> spiffeid.TrustDomain
 
 // conflicting marks an object registered for two trust domains (it cannot
