@@ -170,9 +170,8 @@ func (e *engine) passedThrough(i int, match string, h *passthrough.Handler) {
 }
 
 // matchLayer4 returns the index of the first route that takes the client,
-// or -1: caddy-l4's own matcher sets (provisioned from the JSON in a
-// context cleaned up after) on a connection that replays the ClientHello
-// crypto/tls writes for the request.
+// or -1: caddy-l4's own matcher sets on a connection that replays the
+// ClientHello crypto/tls writes for the request.
 func (e *engine) matchLayer4(routes layer4.RouteList) (int, error) {
 	if len(routes) == 0 {
 		return -1, nil

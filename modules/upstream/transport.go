@@ -189,10 +189,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// rotate moves new requests to a fresh connection pool, so that every new
-// connection presents the current identity and is verified against the
-// current pool, and drains the old pool: its connections close as soon as
-// their in-flight requests end.
+// rotate moves new requests to a fresh connection pool (new connections
+// present the current identity, verified against the current pool) and
+// drains the old one: its connections close as their requests end.
 func (t *Transport) rotate(why string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

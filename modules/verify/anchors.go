@@ -207,10 +207,8 @@ func authorityDomain(anchor *x509.Certificate) (spiffeid.TrustDomain, bool) {
 	return v.(spiffeid.TrustDomain), true
 }
 
-// AnchorSource is a trust pool source that keeps versions of Anchors (the
-// suite's own: truststore, bundle, pki_live, spiffe_bundle,
-// spiffe_workload). Verifiers ask it for the current version at each
-// handshake.
+// AnchorSource is a trust pool source of the suite that keeps versions of
+// Anchors; verifiers ask it for the current one at each handshake.
 type AnchorSource interface {
 	// CurrentAnchors is the current version; lock-free.
 	CurrentAnchors() *Anchors

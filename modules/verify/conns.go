@@ -42,9 +42,8 @@ func UntrackConn(c *tls.Conn) { tracked.Delete(c) }
 // sources of one reload) gives walks in turn, never in parallel.
 var recheckMu sync.Mutex
 
-// RecheckConns re-checks every tracked connection's verification and
-// closes those whose verdict no longer holds, logging each with the
-// reason. Material sources call it (in a goroutine of their own) after a
+// RecheckConns closes (and logs) every tracked connection whose verdict
+// no longer holds. Material sources call it, in a goroutine, after a
 // change.
 func RecheckConns(logger *zap.Logger) {
 	recheckMu.Lock()

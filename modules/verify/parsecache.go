@@ -24,9 +24,8 @@ const (
 )
 
 // ParseCertificate returns the certificate der encodes: the cached one
-// when a verification accepted the same bytes before, else a fresh parse
-// of a private copy of der (not cached: see Remember). The returned
-// certificate may be shared: callers must not modify it.
+// when a verification accepted the same bytes, else a parse of a private
+// copy (not cached). It may be shared: callers must not modify it.
 func ParseCertificate(der []byte) (*x509.Certificate, error) {
 	sum := sha256.Sum256(der)
 	parseCache.RLock()

@@ -127,9 +127,8 @@ var (
 )
 
 // Record records v as the verification of the handshake whose leaf DER
-// is leafRaw: the very slice crypto/tls handed the verifier
-// (PeerCertificates[0].Raw), not a copy. A later record for the same
-// handshake replaces it.
+// is leafRaw, the very slice crypto/tls handed the verifier (not a copy),
+// replacing an earlier record.
 func Record(leafRaw []byte, v *Verified) {
 	if len(leafRaw) == 0 || v == nil || len(v.Chain) == 0 {
 		return
@@ -146,8 +145,7 @@ func Record(leafRaw []byte, v *Verified) {
 }
 
 // Lookup returns the verification recorded for the handshake whose leaf
-// DER is leafRaw (PeerCertificates[0].Raw of any ConnectionState of that
-// connection), or nil.
+// DER is leafRaw (PeerCertificates[0].Raw of any of its states), or nil.
 func Lookup(leafRaw []byte) *Verified { return loadByLeaf[Verified](&records, leafRaw) }
 
 // leafKey is the key of the leaf DER buffer leafRaw: the object, weakly.
