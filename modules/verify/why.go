@@ -64,7 +64,6 @@ func whyNoChain(leaf *x509.Certificate, inters, anchors []*x509.Certificate, err
 		}
 		seen[next], last = true, next
 	}
-	var b strings.Builder
 	issuer := fmt.Sprintf("%q", last.Issuer.String())
 	if aki := keyID(last.AuthorityKeyId); aki != "" {
 		issuer += " (authority key ID " + aki + ")"
@@ -72,24 +71,24 @@ func whyNoChain(leaf *x509.Certificate, inters, anchors []*x509.Certificate, err
 	for _, a := range anchors {
 		if bytes.Equal(a.RawSubject, last.RawIssuer) {
 			// the name is there: another key, or a constraint
-			fmt.Fprintf(&b, "the pool holds an anchor named %s, but it did not verify %s: %v", issuer, certName(last), err)
-			return b.String()
+			return fmt.Sprintf("the pool holds an anchor named %s, but it did not verify %s: %v", issuer, certName(last), err)
 		}
 	}
+	var s string
 	switch {
 	case last == leaf && len(inters) == 0:
-		fmt.Fprintf(&b, "intermediate not sent: the leaf's issuer %s is not an anchor of the pool, and the client sent no certificate but its own. "+
+		s = fmt.Sprintf("intermediate not sent: the leaf's issuer %s is not an anchor of the pool, and the client sent no certificate but its own. "+
 			"If %q is an intermediate CA under one of the anchors, the client must send it after its certificate (append it to the client's certificate file); "+
 			"otherwise that issuer is unknown to this pool", issuer, last.Issuer.String())
 	case last == leaf:
-		fmt.Fprintf(&b, "issuer unknown: the leaf's issuer %s is neither an anchor of the pool nor among the %d certificate(s) the client sent after its own (they do not issue it)", issuer, len(inters))
+		s = fmt.Sprintf("issuer unknown: the leaf's issuer %s is neither an anchor of the pool nor among the %d certificate(s) the client sent after its own (they do not issue it)", issuer, len(inters))
 	default:
-		fmt.Fprintf(&b, "issuer unknown: the last certificate the client sent, %s, was issued by %s, which is not an anchor of the pool", certName(last), issuer)
+		s = fmt.Sprintf("issuer unknown: the last certificate the client sent, %s, was issued by %s, which is not an anchor of the pool", certName(last), issuer)
 	}
 	if len(anchors) > 0 {
-		fmt.Fprintf(&b, "; the pool's %d anchor(s) are listed below", len(anchors))
+		s += fmt.Sprintf("; the pool's %d anchor(s) are listed below", len(anchors))
 	}
-	return b.String()
+	return s
 }
 
 // issuerAmong returns the certificate of certs that issued c (by name,
