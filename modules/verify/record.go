@@ -121,10 +121,7 @@ func (v *Verified) recheckSlow() error {
 	return nil
 }
 
-var (
-	records     sync.Map     // weak.Pointer[byte] -> *Verified
-	recordsLive atomic.Int64 // records not yet cleaned up, for tests
-)
+var records sync.Map // weak.Pointer[byte] -> *Verified
 
 // Record records v as the verification of the handshake whose leaf DER
 // is leafRaw, the very slice crypto/tls handed the verifier (not a copy),
@@ -135,11 +132,7 @@ func Record(leafRaw []byte, v *Verified) {
 	}
 	key := leafKey(leafRaw)
 	if _, loaded := records.Swap(key, v); !loaded {
-		recordsLive.Add(1)
-		runtime.AddCleanup(unsafe.SliceData(leafRaw), func(k weak.Pointer[byte]) {
-			records.Delete(k)
-			recordsLive.Add(-1)
-		}, key)
+		runtime.AddCleanup(unsafe.SliceData(leafRaw), func(k weak.Pointer[byte]) { records.Delete(k) }, key)
 	}
 	runtime.KeepAlive(leafRaw)
 }
