@@ -132,9 +132,8 @@ func moduleName(raw json.RawMessage, key string) string {
 	return name
 }
 
-// candidate is a listener: an HTTP server (with the layer-4 routes in
-// front of it), a passthrough server or a server of caddy-l4's layer4
-// app.
+// candidate is a listener: an HTTP server (with its layer-4 routes in
+// front), a passthrough server or a caddy-l4 layer4 server.
 type candidate struct {
 	name, kind string
 	listen     []string

@@ -67,9 +67,8 @@ func (e *engine) routes(srv *caddyhttp.Server, cs *tls.ConnectionState) {
 	}
 }
 
-// explainRoutes makes copies of routes whose matcher sets report to the
-// explanation and whose handlers are explainers, numbered after at ("2",
-// "2.1" inside a subroute).
+// explainRoutes copies routes with reporting matchers and explainHandlers,
+// numbered after at ("2", "2.1" inside a subroute).
 func (e *engine) explainRoutes(routes caddyhttp.RouteList, at string) caddyhttp.RouteList {
 	out := make(caddyhttp.RouteList, 0, len(routes))
 	for i, rt := range routes {

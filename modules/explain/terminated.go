@@ -42,9 +42,8 @@ func (e *engine) forwarded(at, by string, h *passthrough.Handler, cs *tls.Connec
 		Summary: fmt.Sprintf("TLS terminated at layer 4 (%s) and forwarded to %s", by, ups)}
 }
 
-// upstreamClient loads the passthrough handler's TLS client as the
-// handler does, in a context of its own that joins the material in force
-// (material.JoinOnly), and describes it.
+// upstreamClient loads and describes the passthrough handler's TLS
+// client, in a context that joins the material in force.
 func (e *engine) upstreamClient(t *passthrough.UpstreamTLS) (tlsclient.Setup, error) {
 	ctx, cancel := caddy.NewContext(e.ctx)
 	defer cancel()

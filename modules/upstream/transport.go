@@ -126,9 +126,8 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// dialTLS dials the upstream and runs the TLS handshake (Client.Handshake)
-// with a copy of the base config. It returns the *tls.Conn itself: net/http
-// reads the protocol it negotiated from it.
+// dialTLS dials the upstream and runs Client.Handshake with a copy of the
+// base config; it returns the *tls.Conn, whose protocol net/http reads.
 func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
 	upstream, host := addr, ""
 	if di, ok := reverseproxy.GetDialInfo(ctx); ok {
