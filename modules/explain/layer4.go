@@ -69,10 +69,7 @@ func (e *engine) layer4(routes layer4.RouteList, beside bool) bool {
 		case kind == "refuse" && cs == nil:
 			var h passthrough.Refuse
 			_ = json.Unmarshal(raw, &h)
-			alert := h.Alert
-			if alert == "" {
-				alert = "handshake_failure"
-			}
+			alert := cmp.Or(h.Alert, "handshake_failure")
 			e.add(verify.Step{Stage: "passthrough", Name: "refuse", Verdict: verify.VerdictRefused, Reason: verify.ReasonOther,
 				Detail: fmt.Sprintf("layer-4 route #%d (%s, route %q) refuses the connection with the TLS alert %s, before any certificate is asked for", i, match, h.Route, alert)})
 			if alert == "none" {

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -145,9 +146,7 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 			cfg.ServerName = repl.ReplaceAll(cfg.ServerName, "")
 		}
 	}
-	if cfg.ServerName == "" {
-		cfg.ServerName = host
-	}
+	cfg.ServerName = cmp.Or(cfg.ServerName, host)
 	if caddyhttp.GetVar(ctx, caddyinternals.ReverseProxyH1OnlyVar) == true {
 		cfg.NextProtos = nil
 	}
