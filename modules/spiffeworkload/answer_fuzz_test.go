@@ -12,7 +12,6 @@ import (
 
 	"github.com/trustline/trustline/internal/testpki"
 	"github.com/trustline/trustline/modules/keystore"
-	"github.com/trustline/trustline/modules/verify"
 )
 
 // FuzzAgentAnswer feeds the parts of a Workload API answer (the SVID's
@@ -72,7 +71,7 @@ func FuzzAgentAnswer(f *testing.F) {
 				continue
 			}
 			anc := l.Value
-			if len(anc.TrustDomains()) == 0 {
+			if !anc.SPIFFE() {
 				t.Fatal("a version of the agent's bundles is not scoped per trust domain")
 			}
 			for _, c := range anc.Certificates() {
@@ -80,8 +79,9 @@ func FuzzAgentAnswer(f *testing.F) {
 					t.Fatal("a pool holds a certificate that is not a CA")
 				}
 			}
-			if !slices.ContainsFunc(anc.Certificates(), func(c *x509.Certificate) bool { return verify.AnchorDomain(c) == td.Name() }) {
-				t.Fatalf("no authority scoped to %s", td.Name())
+			b, err := anc.GetX509BundleForTrustDomain(td)
+			if err != nil || !slices.ContainsFunc(anc.Certificates(), b.HasX509Authority) {
+				t.Fatalf("no authority scoped to %s: %v", td.Name(), err)
 			}
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"time"
 	"weak"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -22,9 +23,14 @@ import (
 type Anchors struct {
 	pool  *x509.CertPool
 	certs []*x509.Certificate
-	// domains (each trust domain's authorities) is nil for plain CAs (a
-	// PEM bundle, a truststore, a pki CA).
-	domains map[spiffeid.TrustDomain]*x509.CertPool
+	// domains is nil for plain CAs (a PEM bundle, a truststore, a pki CA).
+	domains map[spiffeid.TrustDomain]*domain
+}
+
+// domain is one trust domain's authorities in a SPIFFE version.
+type domain struct {
+	bundle *x509bundle.Bundle
+	pool   *x509.CertPool
 }
 
 // NewAnchors is a version of plain CAs: each vouches for any leaf it
@@ -63,7 +69,7 @@ type Domain struct {
 // two trust domains is refused, naming both: crypto/x509 would keep only
 // one of them, and which domain it stood for would depend on the order.
 func NewSPIFFEAnchors(domains []Domain) (*Anchors, error) {
-	a := &Anchors{domains: make(map[spiffeid.TrustDomain]*x509.CertPool, len(domains))}
+	a := &Anchors{domains: make(map[spiffeid.TrustDomain]*domain, len(domains))}
 	first := map[string]Domain{} // authority DER -> the domain that listed it first
 	for _, d := range domains {
 		if _, dup := a.domains[d.TrustDomain]; dup {
@@ -79,16 +85,19 @@ func NewSPIFFEAnchors(domains []Domain) (*Anchors, error) {
 			}
 			first[string(c.Raw)] = d
 		}
-		a.domains[d.TrustDomain] = poolOf(d.Authorities)
+		a.domains[d.TrustDomain] = &domain{
+			bundle: x509bundle.FromX509Authorities(d.TrustDomain, d.Authorities),
+			pool:   poolOf(d.Authorities),
+		}
 		a.certs = append(a.certs, d.Authorities...)
 	}
 	if len(a.certs) == 0 {
 		return nil, errors.New("no X.509 authorities")
 	}
 	a.pool = poolOf(a.certs)
-	for _, d := range domains {
-		for _, c := range d.Authorities {
-			registerAuthority(c, d.TrustDomain)
+	for td, d := range a.domains {
+		for _, c := range d.bundle.X509Authorities() {
+			registerAuthority(c, td)
 		}
 	}
 	return a, nil
@@ -108,6 +117,9 @@ func (a *Anchors) CertPool() *x509.CertPool { return a.pool }
 // Certificates are the trusted certificates (without the system roots).
 func (a *Anchors) Certificates() []*x509.Certificate { return a.certs }
 
+// SPIFFE reports whether the version was read from SPIFFE bundles.
+func (a *Anchors) SPIFFE() bool { return a.domains != nil }
+
 // TrustDomains lists the trust domains of a SPIFFE version, sorted.
 func (a *Anchors) TrustDomains() []string {
 	var out []string
@@ -116,6 +128,14 @@ func (a *Anchors) TrustDomains() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// GetX509BundleForTrustDomain implements go-spiffe's x509bundle.Source.
+func (a *Anchors) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	if d, ok := a.domains[td]; ok {
+		return d.bundle, nil
+	}
+	return nil, fmt.Errorf("no X.509 bundle for trust domain %q", td)
 }
 
 // Verify verifies leaf, with the intermediates the peer sent, against
@@ -145,12 +165,12 @@ func (a *Anchors) Verify(leaf *x509.Certificate, intermediates []*x509.Certifica
 	if err != nil {
 		return nil, "", a.outsideScope(leaf, opts, fmt.Errorf("the pool holds SPIFFE bundles, whose authorities vouch only for X509-SVIDs, and the leaf is no X509-SVID (%w)", err))
 	}
-	roots, ok := a.domains[id.TrustDomain()]
+	d, ok := a.domains[id.TrustDomain()]
 	if !ok {
 		return nil, "", a.outsideScope(leaf, opts, fmt.Errorf("the leaf's SPIFFE ID %s is of trust domain %s, which has no bundle in the pool (it holds: %s)",
 			id, id.TrustDomain().Name(), strings.Join(a.TrustDomains(), ", ")))
 	}
-	opts.Roots = roots
+	opts.Roots = d.pool
 	chains, err := leaf.Verify(opts)
 	if err != nil {
 		return nil, "", a.outsideScope(leaf, opts, err)
