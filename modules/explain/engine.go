@@ -20,14 +20,10 @@ import (
 )
 
 // Explain answers, for the config provisioned in ctx, what the server
-// does with the client req describes, with the very code that decides:
-// the listener and its layer-4 routes (caddy-l4's matchers on a real
-// ClientHello), the TLS connection policy and its verifiers (through
-// Caddy's own tls.Config), the routes (Caddy's route machinery with the
-// real matchers; the suite's handlers asked for their decision; nothing
-// proxied, nothing fetched). config is the config's JSON (caddy-l4 keeps
-// its provisioned routes private); source names the config in the
-// answer. An error means nothing could be evaluated.
+// does with the client req describes, with the very code that decides
+// (nothing proxied, nothing fetched; see the README). config is the
+// config's JSON (caddy-l4 keeps its provisioned routes private); source
+// names the config in the answer. An error means nothing was evaluated.
 func Explain(ctx caddy.Context, config []byte, req *Request, source string) (*Report, error) {
 	e := &engine{ctx: ctx, req: req, rep: &Report{Generated: time.Now().UTC(), Source: source, Request: RequestSummary{
 		ServerName: req.ServerName, Listen: req.Listen, Method: req.Method, Path: req.Path, ALPN: req.ALPN, Upstream: req.Upstream,
@@ -136,9 +132,8 @@ func moduleName(raw json.RawMessage, key string) string {
 	return name
 }
 
-// candidate is a listener: an HTTP server (with the layer-4 routes in
-// front of it), a passthrough server or a server of caddy-l4's layer4
-// app.
+// candidate is a listener: an HTTP server (with its layer-4 routes in
+// front), a passthrough server or a caddy-l4 layer4 server.
 type candidate struct {
 	name, kind string
 	listen     []string
@@ -175,17 +170,9 @@ func (e *engine) listener() (*candidate, error) {
 		}
 		return strings.Join(out, "; ")
 	}
-	filter := func(keep func(*candidate) bool) (out []*candidate) {
-		for _, c := range all {
-			if keep(c) {
-				out = append(out, c)
-			}
-		}
-		return out
-	}
 	if e.req.Listen != "" {
-		on := filter(func(c *candidate) bool {
-			return slices.ContainsFunc(c.listen, func(l string) bool {
+		on := slices.DeleteFunc(slices.Clone(all), func(c *candidate) bool {
+			return !slices.ContainsFunc(c.listen, func(l string) bool {
 				clash, err := passthrough.ListenersClash(l, e.req.Listen)
 				return err == nil && clash
 			})
@@ -201,7 +188,7 @@ func (e *engine) listener() (*candidate, error) {
 	if len(all) == 1 {
 		return all[0], nil
 	}
-	serving := filter(e.serves)
+	serving := slices.DeleteFunc(slices.Clone(all), func(c *candidate) bool { return !e.serves(c) })
 	if len(serving) == 1 {
 		return serving[0], nil
 	}

@@ -181,8 +181,7 @@ func (x *explainHandler) forward(h *peer.ForwardHeaders, w http.ResponseWriter, 
 }
 
 // proxy tells where reverse_proxy sends the request and what the
-// outbound leg presents and trusts, and answers for it (nothing is
-// proxied).
+// outbound leg presents and trusts (nothing is proxied).
 func (x *explainHandler) proxy(h *reverseproxy.Handler, r *http.Request) {
 	e := x.e
 	var ups []string

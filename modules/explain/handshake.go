@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
@@ -33,14 +34,11 @@ const (
 	alertInternalError       = "internal error"
 )
 
-// handshake runs the server side of the handshake for the client with
-// policies (an HTTP server's, or a layer-4 handler's; of names their
-// holder): the policy a real handshake picks (Caddy's GetConfigForClient)
-// and its tls.Config, whose client_auth settings and verifiers decide, run
-// as they would. Of crypto/tls it emulates only its handling of the
-// client's certificate (clientCertificate). It returns the connection
-// state a completed handshake gives, or nil when the handshake is refused
-// (the verdict is then set).
+// handshake runs the server side of the handshake with policies (of names
+// their holder): the policy Caddy's GetConfigForClient picks, and its
+// tls.Config's client_auth settings and verifiers, run as they would (of
+// crypto/tls only clientCertificate is emulated). It returns the
+// connection state, or nil when the handshake is refused (verdict set).
 func (e *engine) handshake(policies caddytls.ConnectionPolicies, of string) *tls.ConnectionState {
 	base := policies.TLSConfig(e.ctx)
 	hello := &tls.ClientHelloInfo{
@@ -152,7 +150,7 @@ func (e *engine) clientCertificate(cfg *tls.Config, version uint16, cs *tls.Conn
 			} else if errors.As(verr, &ci) && ci.Reason == x509.Expired {
 				alert = alertCertificateExpired
 			}
-			return alert, reasonOr(verr), &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: verr}
+			return alert, cmp.Or(verify.ReasonOf(verr), verify.ReasonOther), &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: verr}
 		}
 		cs.VerifiedChains = chains
 	}
@@ -217,16 +215,9 @@ func (e *engine) unexplained(who string, err error) string {
 			}
 		}
 	}
-	reason := reasonOr(err)
+	reason := cmp.Or(verify.ReasonOf(err), verify.ReasonOther)
 	e.add(verify.Step{Stage: "chain", Name: who, Verdict: verify.VerdictRefused, Reason: reason, Detail: err.Error()})
 	return reason
-}
-
-func reasonOr(err error) string {
-	if r := verify.ReasonOf(err); r != "" {
-		return r
-	}
-	return verify.ReasonOther
 }
 
 // identityStep says who the server now thinks the client is: the

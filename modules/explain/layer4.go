@@ -69,10 +69,7 @@ func (e *engine) layer4(routes layer4.RouteList, beside bool) bool {
 		case kind == "refuse" && cs == nil:
 			var h passthrough.Refuse
 			_ = json.Unmarshal(raw, &h)
-			alert := h.Alert
-			if alert == "" {
-				alert = "handshake_failure"
-			}
+			alert := cmp.Or(h.Alert, "handshake_failure")
 			e.add(verify.Step{Stage: "passthrough", Name: "refuse", Verdict: verify.VerdictRefused, Reason: verify.ReasonOther,
 				Detail: fmt.Sprintf("layer-4 route #%d (%s, route %q) refuses the connection with the TLS alert %s, before any certificate is asked for", i, match, h.Route, alert)})
 			if alert == "none" {
@@ -111,20 +108,11 @@ func terminator(kind string) string {
 
 // terminate runs the handshake of the route's TLS-terminating handler
 // (kind its JSON name, raw its JSON) with its connection policies, as an
-// HTTP server's (engine.handshake). It returns the connection state of an
-// admitted client, or done when the verdict is set.
-//
-// Both handlers decide with their connection policies alone (the
-// tls.Config of ConnectionPolicies.TLSConfig and its GetConfigForClient),
-// and both record the connection state where the handlers after them read
-// it; what else differs changes no verdict on a first handshake.
-//
-// A terminate_tls handler the config in this process provisioned is asked
-// as it is (passthrough.InForce). Otherwise a copy is provisioned in a
-// context of its own, material.JoinOnly: the suite's material the running
-// config holds (live_trust pool, CRL, keystore) is joined as in force,
-// never read again or fetched; only Caddy's own client_auth trust_pool of
-// the copy is read from its files again.
+// HTTP server's (engine.handshake): both handlers decide with those alone.
+// It returns the connection state of an admitted client, or done when the
+// verdict is set. A copy provisioned here (terminatorPolicies) joins the
+// suite's material in force (material.JoinOnly), never read again or
+// fetched; only Caddy's own client_auth trust_pool is read again.
 func (e *engine) terminate(at, kind string, raw json.RawMessage) (cs *tls.ConnectionState, done bool) {
 	name := terminator(kind) // caddy-l4's tls handler
 	if kind == "terminate_tls" {
@@ -143,8 +131,8 @@ func (e *engine) terminate(at, kind string, raw json.RawMessage) (cs *tls.Connec
 }
 
 // terminatorPolicies returns the connection policies of the TLS-terminating
-// layer-4 handler raw: the running one's (passthrough.InForce), else those
-// of a copy provisioned in ctx.
+// layer-4 handler raw: the running one's, else those of a copy provisioned
+// in ctx.
 func terminatorPolicies(ctx caddy.Context, raw json.RawMessage) (caddytls.ConnectionPolicies, error) {
 	if t := passthrough.InForce(raw); t != nil {
 		return t.ConnectionPolicies, nil
@@ -179,9 +167,8 @@ func (e *engine) passedThrough(i int, match string, h *passthrough.Handler) {
 }
 
 // matchLayer4 returns the index of the first route that takes the client,
-// or -1: caddy-l4's own matcher sets (provisioned from the JSON in a
-// context cleaned up after) on a connection that replays the ClientHello
-// crypto/tls writes for the request.
+// or -1: caddy-l4's own matcher sets on a connection that replays the
+// ClientHello crypto/tls writes for the request.
 func (e *engine) matchLayer4(routes layer4.RouteList) (int, error) {
 	if len(routes) == 0 {
 		return -1, nil

@@ -7,13 +7,11 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// Offline explains req against config (Caddy JSON), provisioned in this
-// process as Caddy would, without starting it (caddy.ProvisionContext:
-// files are read now, watchers start, nothing listens), so that explain
-// runs on the very modules a `caddy run` of the same config would build;
-// source names the config in the answer. The admin endpoint is not
-// started, and the logs go to stderr at ERROR level: the command's output
-// stays readable, and nothing is written to the config's log files.
+// Offline explains req against config (Caddy JSON) provisioned in this
+// process as `caddy run` would, without starting it (files are read now,
+// nothing listens); source names the config in the answer. No admin
+// endpoint, and logs go to stderr at ERROR level only: the command's
+// output stays readable and the config's log files untouched.
 func Offline(config []byte, req *Request, source string) (*Report, error) {
 	var cfg caddy.Config
 	if err := json.Unmarshal(config, &cfg); err != nil {

@@ -2,6 +2,7 @@ package explain
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -58,11 +59,10 @@ const (
 	maxField     = 1024
 )
 
-// ParseRequest reads a request from JSON, bounded: at most MaxBodyBytes,
-// a chain of at most MaxChainBytes and MaxChainCerts certificates,
+// ParseRequest reads a request from JSON, within the bounds above,
 // certificates only (a private key is refused, never read), every field
-// checked. It is the one parser of explain's input, for the admin API
-// and the command alike.
+// checked: the one parser of explain's input, for the admin API and the
+// command alike.
 func ParseRequest(body []byte) (*Request, error) {
 	if len(body) > MaxBodyBytes {
 		return nil, fmt.Errorf("request of %d bytes: at most %d", len(body), MaxBodyBytes)
@@ -96,23 +96,17 @@ func (r *Request) check() error {
 			return fmt.Errorf("%s: at most %d printable characters", name, maxField)
 		}
 	}
-	if r.Method == "" {
-		r.Method = "GET"
-	}
+	r.Method = cmp.Or(r.Method, "GET")
 	for _, c := range r.Method {
 		if c < 'A' || c > 'Z' {
 			return fmt.Errorf("method %q: an HTTP method in capitals, such as GET", r.Method)
 		}
 	}
-	if r.Path == "" {
-		r.Path = "/"
-	}
+	r.Path = cmp.Or(r.Path, "/")
 	if !strings.HasPrefix(r.Path, "/") {
 		return fmt.Errorf("path %q: must start with /", r.Path)
 	}
-	if r.RemoteIP == "" {
-		r.RemoteIP = "127.0.0.1"
-	}
+	r.RemoteIP = cmp.Or(r.RemoteIP, "127.0.0.1")
 	if net.ParseIP(r.RemoteIP) == nil {
 		return fmt.Errorf("remote_ip %q: not an IP address", r.RemoteIP)
 	}

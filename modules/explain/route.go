@@ -17,10 +17,9 @@ import (
 )
 
 // routes walks the server's routes with the request a completed handshake
-// gives, through Caddy's own route machinery: copies of the routes with
-// their provisioned matcher sets (so groups, terminal routes and matcher
-// errors behave as they do), each handler stood in for by an
-// explainHandler that never lets it act.
+// gives, through Caddy's own route machinery (groups, terminal routes and
+// matcher errors behave as they do), on copies whose handlers are
+// explainHandlers.
 func (e *engine) routes(srv *caddyhttp.Server, cs *tls.ConnectionState) {
 	proto, major := "HTTP/1.1", 1
 	if cs.NegotiatedProtocol == "h2" {
@@ -68,9 +67,8 @@ func (e *engine) routes(srv *caddyhttp.Server, cs *tls.ConnectionState) {
 	}
 }
 
-// explainRoutes makes copies of routes whose matcher sets report to the
-// explanation and whose handlers are explainers, numbered after at ("2",
-// "2.1" inside a subroute).
+// explainRoutes copies routes with reporting matchers and explainHandlers,
+// numbered after at ("2", "2.1" inside a subroute).
 func (e *engine) explainRoutes(routes caddyhttp.RouteList, at string) caddyhttp.RouteList {
 	out := make(caddyhttp.RouteList, 0, len(routes))
 	for i, rt := range routes {

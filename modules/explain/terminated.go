@@ -18,9 +18,8 @@ import (
 )
 
 // forwarded reports a passthrough handler after a handler (by) ended TLS
-// at layer 4: it forwards the decrypted stream to its upstreams, in plain
-// TCP or re-encrypted (its tls as in force now), behind the PROXY header
-// it sends.
+// at layer 4: it forwards the decrypted stream, in plain TCP or
+// re-encrypted, behind its PROXY header.
 func (e *engine) forwarded(at, by string, h *passthrough.Handler, cs *tls.ConnectionState) {
 	ups := upstreamAddrs(h)
 	s := verify.Step{Stage: "upstream", Name: "passthrough", Verdict: verify.VerdictAdmitted}
@@ -43,9 +42,8 @@ func (e *engine) forwarded(at, by string, h *passthrough.Handler, cs *tls.Connec
 		Summary: fmt.Sprintf("TLS terminated at layer 4 (%s) and forwarded to %s", by, ups)}
 }
 
-// upstreamClient loads the passthrough handler's TLS client as the
-// handler does, in a context of its own that joins the material in force
-// (material.JoinOnly), and describes it.
+// upstreamClient loads and describes the passthrough handler's TLS
+// client, in a context that joins the material in force.
 func (e *engine) upstreamClient(t *passthrough.UpstreamTLS) (tlsclient.Setup, error) {
 	ctx, cancel := caddy.NewContext(e.ctx)
 	defer cancel()

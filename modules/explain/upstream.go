@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -29,11 +30,10 @@ const (
 	afterReadWait = 2 * time.Second
 )
 
-// dialUpstream dials the backend named by the request (an upstream of a
-// reverse_proxy of the config: explain dials nothing else) now, through
-// the transport's own dial: the mtls transport's, or for Caddy's http
-// transport crypto/tls with its tls.Config. It is a real handshake, made
-// as a probe: a failure is reported here, neither counted nor logged.
+// dialUpstream dials the backend the request names (an upstream of a
+// reverse_proxy of the config: explain dials nothing else) through
+// tlsDial: a real handshake, made as a probe (a failure is reported here,
+// neither counted nor logged).
 func (e *engine) dialUpstream() error {
 	var h *reverseproxy.Handler
 	addr := e.req.Upstream
@@ -51,25 +51,17 @@ func (e *engine) dialUpstream() error {
 	ctx = tlsclient.Probe(context.WithValue(ctx, caddy.ReplacerCtxKey, caddy.NewReplacer()))
 	start := verify.Step{Stage: "upstream", Name: "reverse_proxy", Verdict: verify.VerdictInfo,
 		Detail: fmt.Sprintf("dialing %s now, as reverse_proxy does: %s", addr, describeTransport(h.Transport))}
-	var setup *tlsclient.Setup
-	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	switch t := h.Transport.(type) {
-	case *upstream.Transport:
-		if dial = t.Dial(); dial != nil {
-			s := t.Live().Describe()
-			setup, start.Checks = &s, setupChecks(s)
-		}
-	case *reverseproxy.HTTPTransport:
-		if t.TLS != nil && t.Transport != nil && t.Transport.TLSClientConfig != nil {
-			// Caddy's own: crypto/tls with its tls.Config, the server name
-			// the address's host when the config has none
-			dial = (&tls.Dialer{Config: t.Transport.TLSClientConfig}).DialContext
-		}
-	default:
+	dial, known := tlsDial(h.Transport)
+	if !known {
 		return fmt.Errorf("upstream %s: transport %s is not one explain can dial", addr, handlerName(h.Transport))
 	}
 	if dial == nil {
 		return fmt.Errorf("upstream %s: its transport speaks plain HTTP: there is no TLS handshake to explain", addr)
+	}
+	var setup *tlsclient.Setup
+	if t, ok := h.Transport.(*upstream.Transport); ok {
+		s := t.Live().Describe()
+		setup, start.Checks = &s, setupChecks(s)
 	}
 	e.add(start)
 	conn, err := dial(ctx, "tcp", addr)
@@ -79,6 +71,27 @@ func (e *engine) dialUpstream() error {
 	}
 	e.upstreamVerdict(addr, setup, conn, err, h)
 	return nil
+}
+
+// tlsDial is the TLS dial of a reverse_proxy transport: the mtls
+// transport's own, or for Caddy's http transport crypto/tls with its
+// tls.Config (the server name the address's host when the config has
+// none). Nil for plain HTTP; known is false for a transport explain
+// cannot dial.
+func tlsDial(t http.RoundTripper) (dial func(ctx context.Context, network, addr string) (net.Conn, error), known bool) {
+	switch t := t.(type) {
+	case *upstream.Transport:
+		if t.Live() != nil {
+			return t.Transport.DialTLSContext, true
+		}
+		return nil, true
+	case *reverseproxy.HTTPTransport:
+		if t.TLS != nil && t.Transport != nil && t.Transport.TLSClientConfig != nil {
+			return (&tls.Dialer{Config: t.Transport.TLSClientConfig}).DialContext, true
+		}
+		return nil, true
+	}
+	return nil, false
 }
 
 // afterHandshake waits briefly for the backend's first record: a TLS 1.3
@@ -122,9 +135,7 @@ func (e *engine) upstreamVerdict(addr string, setup *tlsclient.Setup, conn net.C
 		return
 	}
 	reason, alert := tlsclient.Classify(err)
-	if reason == "" {
-		reason = tlsclient.ReasonOther
-	}
+	reason = cmp.Or(reason, tlsclient.ReasonOther)
 	s := verify.Step{Stage: "upstream", Name: "handshake", Verdict: verify.VerdictRefused, Reason: reason}
 	var v Verdict
 	switch reason {
@@ -204,14 +215,7 @@ func setupChecks(s tlsclient.Setup) []verify.Check {
 func (e *engine) tlsUpstreams() string {
 	var out []string
 	e.eachProxy(func(h *reverseproxy.Handler) {
-		tlsOn := false
-		switch t := h.Transport.(type) {
-		case *upstream.Transport:
-			tlsOn = t.Live() != nil
-		case *reverseproxy.HTTPTransport:
-			tlsOn = t.TLS != nil
-		}
-		if tlsOn {
+		if dial, _ := tlsDial(h.Transport); dial != nil {
 			for _, u := range h.Upstreams {
 				out = append(out, u.Dial)
 			}

@@ -1,22 +1,8 @@
 package upstream
 
-import (
-	"context"
-	"net"
-
-	"github.com/trustline/trustline/modules/tlsclient"
-)
+import "github.com/trustline/trustline/modules/tlsclient"
 
 // Live is the transport's TLS client, for `caddy trustline explain` (nil
-// when it dials plain HTTP).
+// when it dials plain HTTP). With it, the embedded http transport's
+// DialTLSContext dials and runs the handshake exactly as for a request.
 func (t *Transport) Live() *tlsclient.Client { return t.client }
-
-// Dial dials addr and runs the TLS handshake exactly as the transport does
-// for a request, and returns the connection or the
-// *tlsclient.HandshakeError. Nil when the transport dials plain HTTP.
-func (t *Transport) Dial() func(ctx context.Context, network, addr string) (net.Conn, error) {
-	if t.client == nil {
-		return nil
-	}
-	return t.dialTLS
-}

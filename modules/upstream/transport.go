@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -27,28 +28,14 @@ func init() {
 	caddy.RegisterModule(Transport{})
 }
 
-// Transport is Caddy's `http` reverse-proxy transport with a client
-// identity that rotates without a reload, a trust pool read live at each
-// upstream handshake, and optional pinning of the backend's identity.
-//
-// It embeds Caddy's HTTPTransport: every field and Caddyfile option of the
-// `http` transport works the same, and so do health checks and https://
-// upstreams. On top of it:
-//
-//   - the client certificate is read from the keystore at each upstream
-//     handshake; after a rotation, new requests go through a fresh
-//     connection pool and the old one is drained, so every backend sees
-//     the new certificate promptly, with no failed request;
-//   - the backend's chain is verified against the trust pool's current
-//     version (any tls.ca_pool.source module) at each handshake; a pool
-//     that reports changes also renews the connection pool;
-//   - upstream_identity pins the backend's SPIFFE ID or DNS name, in
-//     place of the server name check;
-//   - a failed handshake gives the client a 502 and is logged and counted
-//     by reason.
-//
-// HTTP/3 upstreams (`versions 3`) are refused: that path takes no client
-// certificate callback, and the identity would be silently dropped.
+// Transport is Caddy's `http` reverse-proxy transport (embedded: its
+// fields, Caddyfile options, health checks and https:// upstreams work the
+// same) with a client identity read from the keystore and a backend trust
+// pool read live at each upstream handshake, optional pinning of the
+// backend's identity (upstream_identity), and a fresh connection pool
+// after each rotation (the old one drained). The README says it in full.
+// HTTP/3 upstreams are refused: that path takes no client certificate
+// callback, and the identity would be silently dropped.
 type Transport struct {
 	reverseproxy.HTTPTransport
 
@@ -59,7 +46,7 @@ type Transport struct {
 	client *tlsclient.Client // identity, live trust pool, pins (with TLS only)
 	logger *zap.Logger
 
-	cancels []func()
+	cancel func() // stops following rotations (nil without TLS)
 	*pools
 }
 
@@ -131,7 +118,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		// root_ca_pool / root_ca_pem_files stay as static roots
 		t.client.Apply(rt.TLSClientConfig)
 		rt.DialTLSContext = t.dialTLS
-		t.cancels = append(t.cancels, t.client.OnChange(t.rotate))
+		t.cancel = t.client.OnChange(t.rotate)
 		t.logger.Info("upstream TLS transport ready", t.client.LogFields()...)
 		if t.client.Insecure() {
 			t.logger.Warn("tls_insecure_skip_verify: backends' certificates are NOT verified")
@@ -140,9 +127,8 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// dialTLS dials the upstream and runs the TLS handshake (Client.Handshake)
-// with a copy of the base config. It returns the *tls.Conn itself: net/http
-// reads the protocol it negotiated from it.
+// dialTLS dials the upstream and runs Client.Handshake with a copy of the
+// base config; it returns the *tls.Conn, whose protocol net/http reads.
 func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
 	upstream, host := addr, ""
 	if di, ok := reverseproxy.GetDialInfo(ctx); ok {
@@ -160,9 +146,7 @@ func (t *Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn
 			cfg.ServerName = repl.ReplaceAll(cfg.ServerName, "")
 		}
 	}
-	if cfg.ServerName == "" {
-		cfg.ServerName = host
-	}
+	cfg.ServerName = cmp.Or(cfg.ServerName, host)
 	if caddyhttp.GetVar(ctx, caddyinternals.ReverseProxyH1OnlyVar) == true {
 		cfg.NextProtos = nil
 	}
@@ -203,10 +187,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// rotate moves new requests to a fresh connection pool, so that every new
-// connection presents the current identity and is verified against the
-// current pool, and drains the old pool: its connections close as soon as
-// their in-flight requests end.
+// rotate moves new requests to a fresh connection pool (new connections
+// present the current identity, verified against the current pool) and
+// drains the old one: its connections close as their requests end.
 func (t *Transport) rotate(why string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -266,10 +249,10 @@ func (t *Transport) drain(old *http.Transport) {
 // Cleanup stops following rotations and closes idle connections of every
 // pool; the keystore and trust pool are released by Caddy.
 func (t *Transport) Cleanup() error {
-	for _, cancel := range t.cancels {
-		cancel()
+	if t.cancel != nil {
+		t.cancel()
+		t.cancel = nil
 	}
-	t.cancels = nil
 	if t.pools != nil {
 		t.mu.Lock()
 		close(t.stop)

@@ -15,13 +15,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Anchors is one version of a trust pool: the certificates it trusts, the
-// *x509.CertPool crypto/tls takes, and, for a version read from SPIFFE
-// bundles, the trust domain each authority belongs to. It is immutable.
-// A SPIFFE version verifies an X509-SVID against the authorities of its
-// own trust domain only (as go-spiffe's x509svid.Verify does); no
-// version's content changes how another verifies (two pools that hold the
-// same CA certificate hold two objects, each with its own meaning).
+// Anchors is one immutable version of a trust pool: the certificates it
+// trusts, the *x509.CertPool crypto/tls takes, and for SPIFFE bundles each
+// trust domain's authorities, which vouch for that domain only (as
+// go-spiffe's x509svid.Verify does). No version's content changes how
+// another verifies: two pools holding one CA hold two objects.
 type Anchors struct {
 	pool  *x509.CertPool
 	certs []*x509.Certificate
@@ -141,13 +139,12 @@ func (a *Anchors) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bun
 }
 
 // Verify verifies leaf, with the intermediates the peer sent, against
-// this version for usage (clientAuth for a client, serverAuth for a
-// server) at now, and returns the chain (leaf first, anchor last) and the
-// trust domain of its anchor ("" for a plain CA). In a SPIFFE version the
-// leaf must be an X509-SVID of a trust domain of the version, verified
-// against that domain's authorities only. A plain version's chain is
-// still scoped (Scope): the pool may hold another version's SPIFFE
-// authorities (Caddy's `combined` pool). An error is a *Refusal.
+// this version for usage at now, and returns the chain (leaf first,
+// anchor last) and its anchor's trust domain ("" for a plain CA). In a
+// SPIFFE version the leaf must be an X509-SVID verified against its own
+// domain's authorities; a plain version's chain is still scoped (Scope),
+// as the pool may hold SPIFFE authorities (Caddy's `combined`). An error
+// is a *Refusal.
 func (a *Anchors) Verify(leaf *x509.Certificate, intermediates []*x509.Certificate, usage x509.ExtKeyUsage, now time.Time) ([]*x509.Certificate, string, error) {
 	opts := x509.VerifyOptions{
 		Roots:       a.pool,
@@ -198,11 +195,10 @@ func (a *Anchors) outsideScope(leaf *x509.Certificate, opts x509.VerifyOptions, 
 	return refuse(ReasonTrustDomain, err)
 }
 
-// The authorities of SPIFFE versions, by object (weakly): how a chain
-// verified by crypto/tls against a flat pool (Caddy's trust_pool holding
-// one of our SPIFFE sources) finds the trust domain of its anchor. By
-// object, never content: a CA that a partner's bundle also lists stays a
-// plain CA in every other pool.
+// The authorities of SPIFFE versions, weakly by object (never content: a
+// CA a partner's bundle also lists stays plain in every other pool): how
+// a chain crypto/tls verified against a flat pool finds its anchor's
+// trust domain.
 var authorities sync.Map // weak.Pointer[x509.Certificate] -> spiffeid.TrustDomain
 
 // conflicting marks an object registered for two trust domains (it cannot
@@ -231,10 +227,8 @@ func authorityDomain(anchor *x509.Certificate) (spiffeid.TrustDomain, bool) {
 	return v.(spiffeid.TrustDomain), true
 }
 
-// AnchorSource is a trust pool source that keeps versions of Anchors (the
-// suite's own: truststore, bundle, pki_live, spiffe_bundle,
-// spiffe_workload). Verifiers ask it for the current version at each
-// handshake.
+// AnchorSource is a trust pool source of the suite that keeps versions of
+// Anchors; verifiers ask it for the current one at each handshake.
 type AnchorSource interface {
 	// CurrentAnchors is the current version; lock-free.
 	CurrentAnchors() *Anchors

@@ -15,16 +15,12 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// A trust change reaches open connections. Crypto/tls verifies a peer
-// once, at the handshake, and Caddy's HTTP servers have no maximum
-// connection age: without this, a client admitted over a keep-alive
-// connection would keep its access after its certificate was revoked or
-// its CA removed. Connections are tracked from their first request to
-// their close; when material a verdict depended on changes, RecheckConns
-// closes those whose verdict no longer holds. Identity consumers
-// (peer.FromState) re-check on every read too, so no request sees the
-// identity of a connection that lost it (HTTP/3, which Caddy's connection
-// hooks do not cover, included).
+// A trust change reaches open connections: crypto/tls verifies a peer once
+// and Caddy's HTTP servers have no maximum connection age, so a keep-alive
+// client would keep its access after a revocation. Connections are tracked
+// from their first request to their close, and RecheckConns closes those
+// whose verdict no longer holds; peer.FromState re-checks on every read
+// too (HTTP/3, outside Caddy's connection hooks, included).
 
 // tracked holds the connections being tracked (a sync.Map: on HTTP/1.1
 // every request of a tracked connection looks it up, and a hit takes no
@@ -46,9 +42,8 @@ func UntrackConn(c *tls.Conn) { tracked.Delete(c) }
 // sources of one reload) gives walks in turn, never in parallel.
 var recheckMu sync.Mutex
 
-// RecheckConns re-checks every tracked connection's verification and
-// closes those whose verdict no longer holds, logging each with the
-// reason. Material sources call it (in a goroutine of their own) after a
+// RecheckConns closes (and logs) every tracked connection whose verdict
+// no longer holds. Material sources call it, in a goroutine, after a
 // change.
 func RecheckConns(logger *zap.Logger) {
 	recheckMu.Lock()
@@ -88,12 +83,10 @@ func recheckConn(c *tls.Conn, logger *zap.Logger) {
 // that each config's server gets one hook however many verifiers ask.
 var trackedServers sync.Map // weak.Pointer[caddyhttp.Server] -> struct{}
 
-// TrackHTTPServer tracks the TLS connections of the HTTP server whose
-// connection policies ctx provisions (the server Caddy's http app puts in
-// the context of what it provisions for it), through Caddy's public
-// connection-state hook, from their first request to their close.
-// Verifiers call it in Provision; it does nothing outside an HTTP server
-// (a layer-4 terminate_tls tracks its own connections).
+// TrackHTTPServer tracks, through Caddy's connection-state hook, the TLS
+// connections of the HTTP server whose connection policies ctx provisions
+// (caddyhttp.ServerCtxKey). Verifiers call it in Provision; outside an
+// HTTP server it does nothing (terminate_tls tracks its own).
 func TrackHTTPServer(ctx caddy.Context) {
 	if ctx.Context == nil {
 		return

@@ -14,11 +14,9 @@ const (
 	VerdictShadow = "shadow"
 )
 
-// verdicts counts every verdict the suite's verifiers reach on a peer's
-// certificate, so that "clients suddenly failing mTLS" is one alert:
-// by verifier (live_trust, peer: at the handshake; recheck: an open
-// connection closed after a trust change), verdict and reason (a Reason
-// constant; "" for admitted).
+// verdicts counts every verdict on a peer's certificate, so that "clients
+// suddenly failing mTLS" is one alert (recheck: an open connection closed
+// after a trust change; reason "" for admitted).
 var verdicts = material.NewCounterVec("trustline_client_verdicts_total",
 	"Verdicts of the suite's client certificate verifiers, by verifier (live_trust, peer, recheck), verdict (admitted, refused, shadow) and reason.",
 	"verifier", "verdict", "reason")

@@ -7,13 +7,11 @@ import (
 )
 
 // parseCache keeps parsed certificates by the SHA-256 of their DER, so a
-// verifier that receives raw certificates does not parse the same client
-// leaf or intermediate again on every handshake. Only certificates that a
-// verification accepted enter it (Remember), never what a client merely
-// presented, so refused handshakes cannot fill it; each entry holds its
-// own copy of the DER (never a slice of a handshake message, which would
-// keep the whole message alive). It is bounded by entries and by bytes:
-// when either bound is reached it starts over.
+// verifier does not parse the same leaf or intermediate on every
+// handshake. Only accepted certificates enter it (Remember), so refused
+// handshakes cannot fill it; each holds its own copy of the DER (a slice
+// of a handshake message would keep the message alive). When a bound
+// (entries, bytes) is reached it starts over.
 var parseCache = struct {
 	sync.RWMutex
 	m     map[[32]byte]*x509.Certificate
@@ -26,9 +24,8 @@ const (
 )
 
 // ParseCertificate returns the certificate der encodes: the cached one
-// when a verification accepted the same bytes before, else a fresh parse
-// of a private copy of der (not cached: see Remember). The returned
-// certificate may be shared: callers must not modify it.
+// when a verification accepted the same bytes, else a parse of a private
+// copy (not cached). It may be shared: callers must not modify it.
 func ParseCertificate(der []byte) (*x509.Certificate, error) {
 	sum := sha256.Sum256(der)
 	parseCache.RLock()

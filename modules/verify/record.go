@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"cmp"
 	"crypto/x509"
 	"runtime"
 	"sync"
@@ -9,20 +10,15 @@ import (
 	"weak"
 )
 
-// A verifier that runs outside crypto/tls's own chain building (live_trust:
-// crypto/tls runs in RequireAnyClientCert mode) leaves
-// ConnectionState.VerifiedChains empty. It hands the chain it verified
-// (trust anchor included) to every later consumer of the connection
-// through Record and Lookup; so does a verifier whose verdict depends on
-// material that changes (the revocation checks of `verifier peer`).
-//
-// A record is keyed by a weak pointer to the leaf's DER bytes, the very
-// buffer crypto/tls parsed this handshake's certificates from, which every
-// later ConnectionState of the connection shares through
-// PeerCertificates[0].Raw (pinned by TestHandshakeBufferIdentity). A weak
-// pointer names one object, not an address or content: a record never
-// vouches for another connection, and a runtime cleanup removes it when
-// the buffer is collected.
+// A verifier outside crypto/tls's chain building (live_trust, under
+// RequireAnyClientCert) leaves VerifiedChains empty: it hands the chain it
+// verified (anchor included) to later consumers through Record and Lookup,
+// as does a verifier whose verdict depends on changing material (`verifier
+// peer`'s revocation checks). A record is keyed by a weak pointer to the
+// leaf's DER buffer, which every ConnectionState of the connection shares
+// as PeerCertificates[0].Raw (TestHandshakeBufferIdentity): it names one
+// object, so it never vouches for another connection, and a runtime
+// cleanup removes it with the buffer.
 
 // Verified is one verification of a peer's chain, and what its verdict
 // depends on. Chain and TrustDomain are immutable once recorded.
@@ -115,10 +111,7 @@ func (v *Verified) recheckSlow() error {
 		if err := d.check(v.Chain); err != nil {
 			r, ok := err.(*Refusal)
 			if !ok {
-				r = refuse(ReasonOf(err), err)
-				if r.Reason == "" {
-					r.Reason = ReasonOther
-				}
+				r = refuse(cmp.Or(ReasonOf(err), ReasonOther), err)
 			}
 			v.refused.Store(r)
 			return r
@@ -128,33 +121,24 @@ func (v *Verified) recheckSlow() error {
 	return nil
 }
 
-var (
-	records     sync.Map     // weak.Pointer[byte] -> *Verified
-	recordsLive atomic.Int64 // records not yet cleaned up, for tests
-)
+var records sync.Map // weak.Pointer[byte] -> *Verified
 
 // Record records v as the verification of the handshake whose leaf DER
-// is leafRaw: the very slice crypto/tls handed the verifier
-// (PeerCertificates[0].Raw), not a copy. A later record for the same
-// handshake replaces it.
+// is leafRaw, the very slice crypto/tls handed the verifier (not a copy),
+// replacing an earlier record.
 func Record(leafRaw []byte, v *Verified) {
 	if len(leafRaw) == 0 || v == nil || len(v.Chain) == 0 {
 		return
 	}
 	key := leafKey(leafRaw)
 	if _, loaded := records.Swap(key, v); !loaded {
-		recordsLive.Add(1)
-		runtime.AddCleanup(unsafe.SliceData(leafRaw), func(k weak.Pointer[byte]) {
-			records.Delete(k)
-			recordsLive.Add(-1)
-		}, key)
+		runtime.AddCleanup(unsafe.SliceData(leafRaw), func(k weak.Pointer[byte]) { records.Delete(k) }, key)
 	}
 	runtime.KeepAlive(leafRaw)
 }
 
 // Lookup returns the verification recorded for the handshake whose leaf
-// DER is leafRaw (PeerCertificates[0].Raw of any ConnectionState of that
-// connection), or nil.
+// DER is leafRaw (PeerCertificates[0].Raw of any of its states), or nil.
 func Lookup(leafRaw []byte) *Verified { return loadByLeaf[Verified](&records, leafRaw) }
 
 // leafKey is the key of the leaf DER buffer leafRaw: the object, weakly.

@@ -23,13 +23,11 @@ func (e *ScopeError) Error() string {
 	return fmt.Sprintf("the chain leads to a SPIFFE authority of trust domain %s, %s", e.AnchorDomain.Name(), e.Reason)
 }
 
-// Scope picks, among chains verified elsewhere (crypto/tls with a flat
-// pool; each chain the leaf first and its anchor last), the first whose
-// anchor may vouch for the leaf, and returns it with the trust domain of
-// its anchor ("" for a plain CA). An authority of a SPIFFE version
-// vouches only for an X509-SVID (SVID, for usage) of its own trust
-// domain; a plain CA vouches for any leaf. The error is a *Refusal
-// (ReasonTrustDomain).
+// Scope picks, among chains crypto/tls verified against a flat pool (leaf
+// first, anchor last), the first whose anchor may vouch for the leaf (a
+// plain CA: any leaf; a SPIFFE authority: an X509-SVID of its own trust
+// domain), and returns it with that trust domain ("" for a plain CA). The
+// error is a *Refusal.
 func Scope(chains [][]*x509.Certificate, usage x509.ExtKeyUsage) ([]*x509.Certificate, string, error) {
 	var first error
 	for _, chain := range chains {

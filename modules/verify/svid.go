@@ -9,13 +9,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// SVID checks leaf against the X509-SVID specification (go-spiffe's own
-// leaf rules, plus the digitalSignature key usage the specification
-// requires of a leaf) for the given extended key usage (clientAuth for a
-// client, serverAuth for a server; ExtKeyUsageAny for no usage), and
-// returns its SPIFFE ID. It is the one SVID leaf rule of the suite: the
-// trust decision, the peer identity and the backend verification all use
-// it.
+// SVID checks leaf against the X509-SVID specification (go-spiffe's leaf
+// rules, plus the required digitalSignature key usage) for usage
+// (ExtKeyUsageAny: none), and returns its SPIFFE ID: the suite's one SVID
+// leaf rule, for trust decisions, peer identities and backends alike.
 func SVID(leaf *x509.Certificate, usage x509.ExtKeyUsage) (spiffeid.ID, error) {
 	id, err := x509svid.IDFromCert(leaf)
 	switch {

@@ -12,12 +12,10 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// An explain trace: `caddy trustline explain` runs the real verifiers on
-// a chain, as a handshake would, with a Trace attached to the leaf's DER
-// buffer it hands them (keyed as Record is). A verifier that finds its
-// trace (TraceFor) appends its steps, in the Reason vocabulary, instead
-// of logging or counting; revocation fetches nothing under a trace.
-// Outside explain, TraceFor is one atomic load.
+// explain runs the real verifiers with a Trace attached to the leaf's DER
+// buffer (keyed as Record is): a verifier that finds it (TraceFor) adds
+// its steps instead of logging or counting, and revocation fetches
+// nothing. Outside explain, TraceFor is one atomic load.
 
 // Trace collects the steps of one explained verification.
 type Trace struct {

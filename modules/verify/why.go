@@ -2,6 +2,7 @@ package verify
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -11,13 +12,11 @@ import (
 	"github.com/trustline/trustline/modules/material"
 )
 
-// ChainStep is the step of one chain verdict for an explain trace: the
-// verifier name, what the client sent (leaf, then the intermediates it
-// sent), the pool's anchors (nil when the pool does not list them),
-// origin (nil, or what says which source and file holds an anchor), and
-// the verdict reached: the chain and the trust domain of its anchor, or
-// the refusal. It decides nothing: the verdict is the verifier's own;
-// the step says it in words, naming the certificate at fault.
+// ChainStep says in words, for an explain trace, the chain verdict a
+// verifier reached (the chain and its anchor's trust domain, or err),
+// naming the certificate at fault: leaf and inters are what the client
+// sent, anchors the pool's (nil when unlisted), origin (or nil) says
+// which source and file holds an anchor.
 func ChainStep(name string, leaf *x509.Certificate, inters, anchors []*x509.Certificate, origin func(*x509.Certificate) string, chain []*x509.Certificate, td string, err error, now time.Time) Step {
 	s := Step{Stage: "chain", Name: name}
 	if err == nil {
@@ -32,10 +31,7 @@ func ChainStep(name string, leaf *x509.Certificate, inters, anchors []*x509.Cert
 		}
 		return s
 	}
-	s.Verdict, s.Reason = VerdictRefused, ReasonOf(err)
-	if s.Reason == "" {
-		s.Reason = ReasonOther
-	}
+	s.Verdict, s.Reason = VerdictRefused, cmp.Or(ReasonOf(err), ReasonOther)
 	switch s.Reason {
 	case ReasonUnknownAuthority:
 		s.Detail = whyNoChain(leaf, inters, anchors, err)
@@ -68,7 +64,6 @@ func whyNoChain(leaf *x509.Certificate, inters, anchors []*x509.Certificate, err
 		}
 		seen[next], last = true, next
 	}
-	var b strings.Builder
 	issuer := fmt.Sprintf("%q", last.Issuer.String())
 	if aki := keyID(last.AuthorityKeyId); aki != "" {
 		issuer += " (authority key ID " + aki + ")"
@@ -76,24 +71,24 @@ func whyNoChain(leaf *x509.Certificate, inters, anchors []*x509.Certificate, err
 	for _, a := range anchors {
 		if bytes.Equal(a.RawSubject, last.RawIssuer) {
 			// the name is there: another key, or a constraint
-			fmt.Fprintf(&b, "the pool holds an anchor named %s, but it did not verify %s: %v", issuer, certName(last), err)
-			return b.String()
+			return fmt.Sprintf("the pool holds an anchor named %s, but it did not verify %s: %v", issuer, certName(last), err)
 		}
 	}
+	var s string
 	switch {
 	case last == leaf && len(inters) == 0:
-		fmt.Fprintf(&b, "intermediate not sent: the leaf's issuer %s is not an anchor of the pool, and the client sent no certificate but its own. "+
+		s = fmt.Sprintf("intermediate not sent: the leaf's issuer %s is not an anchor of the pool, and the client sent no certificate but its own. "+
 			"If %q is an intermediate CA under one of the anchors, the client must send it after its certificate (append it to the client's certificate file); "+
 			"otherwise that issuer is unknown to this pool", issuer, last.Issuer.String())
 	case last == leaf:
-		fmt.Fprintf(&b, "issuer unknown: the leaf's issuer %s is neither an anchor of the pool nor among the %d certificate(s) the client sent after its own (they do not issue it)", issuer, len(inters))
+		s = fmt.Sprintf("issuer unknown: the leaf's issuer %s is neither an anchor of the pool nor among the %d certificate(s) the client sent after its own (they do not issue it)", issuer, len(inters))
 	default:
-		fmt.Fprintf(&b, "issuer unknown: the last certificate the client sent, %s, was issued by %s, which is not an anchor of the pool", certName(last), issuer)
+		s = fmt.Sprintf("issuer unknown: the last certificate the client sent, %s, was issued by %s, which is not an anchor of the pool", certName(last), issuer)
 	}
 	if len(anchors) > 0 {
-		fmt.Fprintf(&b, "; the pool's %d anchor(s) are listed below", len(anchors))
+		s += fmt.Sprintf("; the pool's %d anchor(s) are listed below", len(anchors))
 	}
-	return b.String()
+	return s
 }
 
 // issuerAmong returns the certificate of certs that issued c (by name,
