@@ -138,6 +138,8 @@ func (a *Anchors) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bun
 	return nil, fmt.Errorf("no X.509 bundle for trust domain %q", td)
 }
 
+var _ x509bundle.Source = (*Anchors)(nil)
+
 // Verify verifies leaf, with the intermediates the peer sent, against
 // this version for usage at now, and returns the chain (leaf first,
 // anchor last) and its anchor's trust domain ("" for a plain CA). In a
