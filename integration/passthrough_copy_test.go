@@ -70,8 +70,22 @@ func TestPassthroughCopyOnThisHost(t *testing.T) {
 	if err := c.LoadJSON(t, []byte(config)); err != nil {
 		t.Fatal(err)
 	}
-	transfer(2)
-	if s := spliced(2); s != true {
-		t.Fatalf(`"copy":"splice": splice %v, want true`, s)
+	// the first connection after the load may still be taken by the old
+	// config's accept loop on the shared socket (Caddy's reload overlap;
+	// one in a few hundred runs here): a spliced copy must come within
+	// three connections, and the connection after it splices too
+	n := 1
+	for n < 4 {
+		n++
+		transfer(n)
+		if spliced(n) == true {
+			break
+		}
+		t.Logf("connection %d after the load: not spliced (the old config's accept loop took it?)", n-1)
+	}
+	n++
+	transfer(n)
+	if s := spliced(n); s != true {
+		t.Fatalf(`"copy":"splice": connection %d after the load: splice %v, want true`, n-1, s)
 	}
 }
